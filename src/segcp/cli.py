@@ -1,0 +1,182 @@
+"""The ``segcp`` command line: calibrate, predict, evaluate, demo.
+
+Every bad input ends with one line on stderr, ``segcp: error: <file or option>: <problem>``,
+and exit status 2; result files are written atomically, so nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from segcp import __version__
+from segcp.errors import SegcpError
+
+app = typer.Typer(
+    name="segcp",
+    help="Conformal prediction sets with finite-sample guarantees for medical image segmentation.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segcp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """segcp: conformal prediction sets for segmentation models."""
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs → dict, VALUE parsed as int, float, bool or string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SegcpError(f"--param {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Data directory with probs/, masks/ (and images/).")]
+LabelOpt = Annotated[
+    Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+
+
+@app.command()
+def calibrate(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Risk level in (0, 1).")] = 0.1,
+    method: Annotated[str, typer.Option("--method", help="Set method (see `segcp methods`).")] = "threshold",
+    label: LabelOpt = None,
+    guarantee: Annotated[
+        str,
+        typer.Option("--guarantee", help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha."),
+    ] = "fnr",
+    tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
+    se: Annotated[
+        Optional[str], typer.Option("--se", help="morph: structuring element cross|square|ball.")
+    ] = None,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Calibrate a method on a labelled data directory and write calib.json."""
+    from segcp.pipeline import calibrate_dir
+
+    params = _parse_params(param)
+    if se is not None:
+        params["se"] = se
+
+    record = calibrate_dir(
+        data,
+        method=method,
+        alpha=alpha,
+        label=label,
+        guarantee=guarantee,
+        tau=tau,
+        method_params=params,
+        out=out,
+        show_progress=not quiet,
+    )
+    if not quiet:
+        typer.echo(
+            f"{record['method']}: lambda = {record['lambda']:.6g} from n = {record['n']} images "
+            f"({record['statement']}) -> {out}"
+        )
+
+
+@app.command()
+def predict(
+    calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy (bool) per image.")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the calibrated prediction set of every image in a data directory."""
+    from segcp.pipeline import predict_dir
+
+    written = predict_dir(calib, data, out, show_progress=not quiet)
+    if not quiet:
+        typer.echo(f"wrote {len(written)} sets to {out}")
+
+
+@app.command()
+def evaluate(
+    sets: Annotated[Path, typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
+    label: LabelOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks."""
+    from segcp.pipeline import evaluate_dir
+    from segcp.report import metrics_table
+
+    result = evaluate_dir(sets, data, label=label, out=out, show_progress=not quiet)
+    if not quiet:
+        metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
+
+
+@app.command()
+def methods() -> None:
+    """List the available set methods."""
+    from segcp.methods import available_methods
+
+    for name in available_methods():
+        typer.echo(name)
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for results JSON and report.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half calibration, half test).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the split.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole job on built-in SYNTHETIC phantoms (no data needed)."""
+    from segcp.demo import run_demo
+
+    run_demo(out=out, n=n, seed=seed, show_progress=not quiet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one clear line and exit status 2 on bad input."""
+    try:
+        app(args=argv, prog_name="segcp")
+    except SegcpError as exc:
+        sys.stderr.write(f"segcp: error: {exc}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("segcp: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
