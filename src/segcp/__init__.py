@@ -7,4 +7,8 @@ E[false-negative rate] <= alpha, or P(ground truth in set) >= 1 - alpha).
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from segcp.conformal import ConformalSegmenter  # noqa: E402
+from segcp.errors import SegcpError  # noqa: E402
+from segcp.methods import Case  # noqa: E402
+
+__all__ = ["Case", "ConformalSegmenter", "SegcpError", "__version__"]

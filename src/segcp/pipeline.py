@@ -28,15 +28,17 @@ T = TypeVar("T")
 
 
 def progress(items: Sequence[T], description: str, enabled: bool = True) -> Iterator[T]:
-    """Iterate with a rich progress bar on stderr (shown only when ``enabled``)."""
-    if not enabled or len(items) < 2:
+    """Iterate with a rich progress bar on stderr (when ``enabled`` and stderr is a terminal)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or len(items) < 2 or not console.is_terminal:
         yield from items
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*cols, console=console, transient=True) as bar:
         task = bar.add_task(description, total=len(items))
         for item in items:
             yield item

@@ -115,12 +115,8 @@ class LossCurves:
 
     def ends(self) -> NDArray[np.float64]:
         """L_i(+∞) for each image, shape (n,)."""
-        sums = np.add.reduceat(self.drops, self.offsets[:-1]) if self.drops.size else None
-        out = self.starts.copy()
-        if sums is not None:
-            nonempty = self.offsets[1:] > self.offsets[:-1]
-            out[nonempty] -= sums[nonempty]
-        return out
+        cum = np.concatenate([[0.0], np.cumsum(self.drops)])
+        return self.starts - (cum[self.offsets[1:]] - cum[self.offsets[:-1]])
 
     def evaluate(self, lam: float | ArrayLike) -> NDArray[np.float64]:
         """Each image's loss at each λ: shape (n,) for a scalar λ, else (n, len(λ)).

@@ -1,0 +1,47 @@
+"""Shared fixtures: where the real data lives, and offline mode for model hubs.
+
+Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
+is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
+that CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    env = os.environ.get("SEGCP_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def _require(path: Path) -> Path:
+    if path.is_dir():
+        return path
+    msg = f"real data not found at {path}; set SEGCP_DATA to the folder holding acdc/ and busi/"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{msg} (CI must run the real-data tests)")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder holding ``acdc/`` and ``busi/`` (skip, or fail under CI, when absent)."""
+    return _require(_data_root())
+
+
+@pytest.fixture(scope="session")
+def acdc_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "acdc")
+
+
+@pytest.fixture(scope="session")
+def busi_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "busi")

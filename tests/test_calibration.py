@@ -1,0 +1,165 @@
+"""Exact CRC and the conformal quantile: properties against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from segcp.calibration import (
+    TOL,
+    LossCurves,
+    check_calibration_size,
+    conformal_quantile,
+    coverage_quantile_score,
+    crc_lambda,
+    fnr_curve,
+    min_calibration_size,
+    zero_one_curve,
+)
+from segcp.errors import SegcpError
+
+# Scores drawn from a small grid so that ties across and within images are frequent.
+score = st.one_of(st.integers(0, 20).map(lambda k: k / 20), st.floats(0, 1, allow_nan=False))
+image_scores = st.lists(score, min_size=0, max_size=12)
+alphas = st.sampled_from([0.05, 0.1, 0.2, 0.25, 0.3, 0.5])
+
+
+def brute_force_lambda(curves: LossCurves, alpha: float, lambda_min: float) -> float:
+    """Smallest candidate λ (lambda_min or a breakpoint) whose bound holds, by counting."""
+    n = curves.n
+    target = alpha * (n + 1) - 1
+    candidates = np.concatenate([[lambda_min], np.unique(curves.breakpoints)])
+    for lam in candidates:
+        total = math.fsum(curves.evaluate(lam).tolist())
+        if total <= target + TOL:
+            return float(lam)
+    raise AssertionError("no candidate satisfies the bound")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(image_scores, min_size=1, max_size=45), alphas)
+def test_crc_equals_brute_force(per_image, alpha):
+    curves = LossCurves.concat([fnr_curve(s) for s in per_image])
+    if curves.n < min_calibration_size(alpha):
+        with pytest.raises(SegcpError, match="needs at least"):
+            crc_lambda(curves, alpha, lambda_min=0.0)
+        return
+    res = crc_lambda(curves, alpha, lambda_min=0.0)
+    assert res.lambda_ == brute_force_lambda(curves, alpha, 0.0)
+    assert res.bound <= alpha + TOL
+    # The risk reported is the risk at λ̂.
+    assert res.empirical_risk == pytest.approx(curves.evaluate(res.lambda_).mean(), abs=1e-12)
+    # Minimality: the largest breakpoint strictly below λ̂ (if any) violates the bound.
+    below = curves.breakpoints[curves.breakpoints < res.lambda_]
+    if below.size:
+        prev = below.max()
+        assert math.fsum(curves.evaluate(prev).tolist()) > alpha * (curves.n + 1) - 1 + TOL
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(image_scores, min_size=1, max_size=30), st.integers(1, 4))
+def test_curves_merge_by_concatenation(per_image, n_batches):
+    curves = [fnr_curve(s) for s in per_image]
+    whole = LossCurves.concat(curves)
+    cuts = np.linspace(0, len(curves), n_batches + 1).astype(int)
+    batches = [LossCurves.concat(curves[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    merged = LossCurves.concat(batches)
+    grid = np.linspace(-0.1, 1.1, 57)
+    np.testing.assert_allclose(merged.evaluate(grid), whole.evaluate(grid), atol=1e-12)
+    np.testing.assert_array_equal(merged.starts, whole.starts)
+    assert (merged + LossCurves.empty()).n == whole.n
+
+
+@settings(max_examples=200, deadline=None)
+@given(image_scores, st.booleans())
+def test_fnr_curve_is_non_increasing_and_correct(scores, compress):
+    curve = fnr_curve(scores, compress=compress)
+    grid = np.sort(np.concatenate([np.linspace(-0.5, 1.5, 41), np.asarray(scores, float)]))
+    values = curve.evaluate(grid)[0]
+    assert np.all(np.diff(values) <= 1e-15)
+    # Against the definition: fraction of truth pixels with score > λ.
+    r = np.asarray(scores, float)
+    expected = [(r > lam).mean() if r.size else 0.0 for lam in grid]
+    np.testing.assert_allclose(values, expected, atol=1e-12)
+    assert curve.ends()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(score, st.just(np.inf)), min_size=1, max_size=60), alphas)
+def test_crc_on_zero_one_curves_is_the_conformal_quantile(scores, alpha):
+    n = len(scores)
+    if n < min_calibration_size(alpha):
+        with pytest.raises(SegcpError):
+            conformal_quantile(scores, alpha)
+        return
+    q = conformal_quantile(scores, alpha)
+    k = math.ceil((n + 1) * (1 - alpha) - 1e-9)
+    assert q == sorted(scores)[k - 1]
+    curves = LossCurves.concat([zero_one_curve(s) for s in scores])
+    if np.isinf(q):
+        with pytest.raises(SegcpError, match="no lambda satisfies"):
+            crc_lambda(curves, alpha)
+    else:
+        assert crc_lambda(curves, alpha).lambda_ == q
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(0, 1)), st.sampled_from([1.0, 0.999, 0.99, 0.9, 0.5]))
+def test_coverage_quantile_score_is_smallest_covering_lambda(r, tau):
+    s = coverage_quantile_score(r, tau)
+    assert (r <= s).mean() >= tau - 1e-12
+    below = r[r < s]
+    if below.size:
+        assert (r <= below.max()).mean() < tau
+
+
+def test_known_values():
+    # n = 19, α = 0.1: the 18th smallest score.
+    assert conformal_quantile(np.arange(1, 20), 0.1) == 18.0
+    # FNR curves: target 0.3·21 − 1 = 5.3; at λ = 0.2 the total is 10·0.5 = 5.
+    curves = LossCurves.concat([fnr_curve([0.1, 0.3]), fnr_curve([0.2])] * 10)
+    assert crc_lambda(curves, 0.3).lambda_ == 0.2
+    assert crc_lambda(curves, 0.2).lambda_ == 0.3
+
+
+def test_all_empty_truth_gives_lambda_min():
+    curves = LossCurves.concat([fnr_curve([])] * 30)
+    assert crc_lambda(curves, 0.1, lambda_min=0.0).lambda_ == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5, float("nan"), "abc"])
+def test_bad_alpha(alpha):
+    curves = LossCurves.concat([fnr_curve([0.5])] * 50)
+    with pytest.raises(SegcpError, match="alpha"):
+        crc_lambda(curves, alpha)
+
+
+def test_too_few_images_message():
+    with pytest.raises(SegcpError, match=r"alpha=0.05 needs at least 19 calibration images .* got 10"):
+        check_calibration_size(10, 0.05)
+    with pytest.raises(SegcpError, match="calibration set is empty"):
+        crc_lambda(LossCurves.empty(), 0.1)
+    assert min_calibration_size(0.1) == 9
+    assert min_calibration_size(0.2) == 4
+
+
+def test_unreachable_bound_is_an_error_not_a_full_set():
+    curves = LossCurves.concat([zero_one_curve(np.inf)] * 5 + [zero_one_curve(0.5)] * 15)
+    with pytest.raises(SegcpError, match="no lambda satisfies"):
+        crc_lambda(curves, 0.1)
+
+
+def test_curve_validation():
+    with pytest.raises(SegcpError):
+        LossCurves.single([0.1, 0.2], [0.5], 1.0)
+    with pytest.raises(SegcpError):
+        LossCurves.single([0.1], [-0.5], 1.0)
+    with pytest.raises(SegcpError):
+        LossCurves.single([np.nan], [0.5], 1.0)
+    with pytest.raises(SegcpError):
+        zero_one_curve(np.nan)
