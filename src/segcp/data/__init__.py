@@ -1,0 +1,35 @@
+"""Datasets for segcp's benchmarks and tests: readers, named tasks, group splits, preprocessing.
+
+- :mod:`segcp.data.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes).
+- :mod:`segcp.data.busi`: BUSI-style PNG folders (``images/``, ``masks/``), near-duplicate groups.
+- :mod:`segcp.data.tasks`: named tasks (``acdc-lv``, ``acdc-rv``, ``acdc``, ``busi``), the
+  RW-CP slice protocol, export to a CLI data directory.
+- :mod:`segcp.data.splits`: seeded splits that keep a patient / near-duplicate group on one
+  side; repeated calibration/test splits; perceptual hashes.
+- :mod:`segcp.data.preprocess`: optional resampling, intensity clipping/windowing,
+  crop/resize, recorded so that outputs can be mapped back to the original grid.
+
+Nothing here knows about conformal prediction; calibration never imports this package.
+"""
+
+from segcp.data.preprocess import Preprocessed, Preprocessing, preprocess, restore_to_original
+from segcp.data.splits import Split, random_cal_test_splits, split_groups, split_ids
+from segcp.data.tasks import Item, Sample, Task, available_tasks, export_task, get_task, resolve_data_root
+
+__all__ = [
+    "Item",
+    "Preprocessed",
+    "Preprocessing",
+    "Sample",
+    "Split",
+    "Task",
+    "available_tasks",
+    "export_task",
+    "get_task",
+    "preprocess",
+    "random_cal_test_splits",
+    "resolve_data_root",
+    "restore_to_original",
+    "split_groups",
+    "split_ids",
+]
