@@ -11,7 +11,6 @@ et al., Thm. 2, for losses without large jumps).
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from scipy import ndimage
 
 from segcp.calibration import LossCurves, crc_lambda
+from segcp.data.tasks import get_task
 from segcp.methods import Case, ThresholdMethod
 
 pytestmark = pytest.mark.data
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.data
 N_CAL = 20
 N_SPLITS = 1000
 ALPHAS = (0.2, 0.1, 0.05)
-NAME = re.compile(r"(patient\d+)_(frame\d+)_slice_(\d+)\.h5$")
 
 
 def fixed_score(mask: np.ndarray, seed: int) -> np.ndarray:
@@ -42,23 +41,13 @@ def fixed_score(mask: np.ndarray, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lv_cases(acdc_dir: Path) -> tuple[list[Case], list[str]]:
-    import h5py
-
-    best: dict[tuple[str, str], tuple[int, Path]] = {}
-    for f in sorted((acdc_dir / "data").glob("patient*_frame*_slice_*.h5")):
-        m = NAME.search(f.name)
-        assert m, f.name
-        with h5py.File(f, "r") as h:
-            area = int((h["label"][()] == 3).sum())
-        key = (m.group(1), m.group(2))
-        if key not in best or area > best[key][0]:
-            best[key] = (area, f)
+    """RW-CP protocol images of acdc-lv: the largest-LV slice per (patient, frame)."""
+    items = get_task("acdc-lv", root=acdc_dir).items(protocol="rwcp")
     cases, groups = [], []
-    for i, ((patient, frame), (_, f)) in enumerate(sorted(best.items())):
-        with h5py.File(f, "r") as h:
-            mask = h["label"][()] == 3
-        cases.append(Case(f"{patient}_{frame}", fixed_score(mask, seed=i), mask=mask))
-        groups.append(patient)
+    for i, item in enumerate(items):
+        mask = item.load().mask
+        cases.append(Case(item.id, fixed_score(mask, seed=i), mask=mask))
+        groups.append(item.group)
     return cases, groups
 
 
