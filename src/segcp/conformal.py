@@ -135,7 +135,7 @@ class ConformalSegmenter:
             "alpha": float(self.alpha),
             "guarantee": self.guarantee,
             "tau": float(self.tau),
-            "lambda": float(self.lambda_),
+            "lambda": int(self.lambda_) if m.integer_lambda and float(self.lambda_).is_integer() else float(self.lambda_),
             "n": int(self.n_),
             "empirical_risk": float(self.result_.empirical_risk),
             "bound": float(self.result_.bound),

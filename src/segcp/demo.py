@@ -45,6 +45,7 @@ class DemoMethod:
 
 #: Methods shown by the demo (later methods append themselves here).
 DEMO_METHODS: list[DemoMethod] = [DemoMethod("Standard CRC", "threshold")]
+DEMO_METHODS.append(DemoMethod("Consema (morph)", "morph", {"se": "cross"}))
 
 
 def group_split(groups: list[str], rng: np.random.Generator, frac: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

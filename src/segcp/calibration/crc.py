@@ -145,28 +145,31 @@ def crc_lambda(
     if np.any(curves.starts > B + TOL) or np.any(curves.ends() < -TOL):
         raise SegcpError(f"losses must lie in [0, {B:g}] for conformal risk control")
     total0 = float(curves.starts.sum())
-
-    def result(lam: float, total: float) -> CRCResult:
-        risk = total / n
-        return CRCResult(float(lam), a, n, risk, (n * risk + B) / (n + 1))
-
-    if total0 <= target + TOL:
-        return result(lambda_min, total0)
     order = np.argsort(curves.breakpoints, kind="stable")
     b = curves.breakpoints[order]
     totals = total0 - np.cumsum(curves.drops[order])
-    ok = np.flatnonzero(totals <= target + TOL)
-    if ok.size == 0:
-        final = total0 - float(curves.drops.sum())
-        raise SegcpError(
-            f"no lambda satisfies the risk bound at alpha={a:g}: even the largest sets "
-            f"leave a mean calibration loss of {final / n:.4g} (some sets never cover "
-            f"their ground truth)"
-        )
-    j = int(ok[0])
-    # λ̂ = b[j]; all drops tied at b[j] have happened there, so use the group's last total.
-    last = int(np.searchsorted(b, b[j], side="right")) - 1
-    return result(b[j], float(totals[last]))
+
+    def total_at(lam: float) -> float:
+        """Σ_i L_i(λ), all drops at breakpoints ≤ λ applied."""
+        k = int(np.searchsorted(b, lam, side="right"))
+        return total0 if k == 0 else float(totals[k - 1])
+
+    if total_at(lambda_min) <= target + TOL:
+        lam = float(lambda_min)
+    else:
+        ok = np.flatnonzero(totals <= target + TOL)
+        if ok.size == 0:
+            final = total0 - float(curves.drops.sum())
+            raise SegcpError(
+                f"no lambda satisfies the risk bound at alpha={a:g}: even the largest sets "
+                f"leave a mean calibration loss of {final / n:.4g} (some sets never cover "
+                f"their ground truth)"
+            )
+        # First breakpoint where the total reaches the target; the total is non-increasing
+        # along b, so no smaller λ qualifies (and λ > lambda_min here).
+        lam = float(b[ok[0]])
+    risk = total_at(lam) / n
+    return CRCResult(lam, a, n, risk, (n * risk + B) / (n + 1))
 
 
 def conformal_quantile(scores: ArrayLike, alpha: float) -> float:

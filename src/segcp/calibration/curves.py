@@ -141,7 +141,8 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     ----------
     truth_scores : array_like, float, shape (m,)
         The nonconformity score r_p of every ground-truth pixel, for a family
-        C_λ = {p : r_p ≤ λ}. m = 0 (empty ground truth) gives the constant curve 0: the
+        C_λ = {p : r_p ≤ λ}. +inf marks a pixel that never enters the set (it counts in
+        |Y| and never drops). m = 0 (empty ground truth) gives the constant curve 0: the
         FNR of an image without foreground is 0 and the image still counts in n.
     compress : bool
         Merge tied scores into one breakpoint (smaller, same function).
@@ -154,10 +155,13 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     m = r.size
     if m == 0:
         return LossCurves.single([], [], 0.0)
+    if np.isnan(r).any() or (r == -np.inf).any():
+        raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
+    r = r[r != np.inf]
     if compress:
         b, counts = np.unique(r, return_counts=True)
         return LossCurves.single(b, counts / m, 1.0)
-    return LossCurves.single(r, np.full(m, 1.0 / m), 1.0)
+    return LossCurves.single(r, np.full(r.size, 1.0 / m), 1.0)
 
 
 def zero_one_curve(score: float) -> LossCurves:

@@ -13,11 +13,13 @@ from segcp.methods.base import (
     get_method,
     register,
 )
+from segcp.methods.morph import MorphMethod
 from segcp.methods.threshold import ThresholdMethod
 
 __all__ = [
     "GUARANTEES",
     "Case",
+    "MorphMethod",
     "SetMethod",
     "ThresholdMethod",
     "available_methods",

@@ -151,6 +151,11 @@ class SetMethod(ABC):
     #: True for methods that read ``case.image`` (the CLI then requires ``images/``).
     needs_image: ClassVar[bool] = False
 
+    @property
+    def integer_lambda(self) -> bool:
+        """True when r (and so λ̂) only takes integer values, e.g. a number of dilations."""
+        return False
+
     @abstractmethod
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """Nonconformity r, float64, same shape as ``case.probs``; C_λ = {r ≤ λ}."""
@@ -163,6 +168,15 @@ class SetMethod(ABC):
         """The set C_λ for this case, bool array shaped like ``case.probs``."""
         return self.score_map(case) <= lam
 
+    def truth_scores(self, case: Case) -> NDArray[np.float64]:
+        """r at the ground-truth pixels of ``case`` (1-D; +inf = never in the set).
+
+        Override when they can be computed more cheaply than the whole score map.
+        """
+        if case.mask is None:
+            raise SegcpError(f"case {case.id}: calibration needs a ground-truth mask")
+        return self.score_map(case)[case.mask]
+
     def loss_curve(self, case: Case, guarantee: str = "fnr", tau: float = 1.0) -> LossCurves:
         """This case's loss as a step function of λ.
 
@@ -170,15 +184,12 @@ class SetMethod(ABC):
         ``guarantee="quantile"``: L(λ) = 1{coverage of C_λ < τ} (conformal quantile,
         P(coverage ≥ τ) ≥ 1 − α; exact CRC on 0/1 curves is the conformal quantile).
         """
-        if case.mask is None:
-            raise SegcpError(f"case {case.id}: calibration needs a ground-truth mask")
-        r = self.score_map(case)
-        truth = r[case.mask]
+        if guarantee not in GUARANTEES:
+            raise SegcpError(f"unknown guarantee {guarantee!r}; choose one of {', '.join(GUARANTEES)}")
+        truth = self.truth_scores(case)
         if guarantee == "fnr":
             return fnr_curve(truth)
-        if guarantee == "quantile":
-            return zero_one_curve(coverage_quantile_score(truth, tau))
-        raise SegcpError(f"unknown guarantee {guarantee!r}; choose one of {', '.join(GUARANTEES)}")
+        return zero_one_curve(coverage_quantile_score(truth, tau))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
