@@ -153,6 +153,63 @@ def methods() -> None:
         typer.echo(name)
 
 
+def _parse_spec(text: str) -> Any:
+    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee)."""
+    from segcp.compare import MethodSpec
+
+    label = None
+    if "@" in text:
+        text, label = text.split("@", 1)
+    name, _, rest = text.partition(":")
+    params = _parse_params([kv for kv in rest.split(",") if kv]) if rest else {}
+    guarantee = str(params.pop("guarantee", "fnr"))
+    tau = float(params.pop("tau", 1.0))
+    if label is None:
+        label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+    return MethodSpec(label, name.strip(), params, guarantee, tau)
+
+
+@app.command()
+def compare(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
+    method: Annotated[
+        Optional[list[str]],
+        typer.Option("--method", "-m", help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline."),
+    ] = None,
+    alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk levels (repeatable).")] = None,
+    n_cal: Annotated[int, typer.Option("--n-cal", help="Calibration images per split (whole groups).")] = 20,
+    splits: Annotated[int, typer.Option("--splits", help="Number of random calibration/test splits.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
+    label: LabelOpt = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare methods over repeated calibration/test splits of a labelled data directory.
+
+    Groups (patients) come from segcp_export.json or groups.json in DIR; without them every
+    image is its own group.
+    """
+    from segcp.compare import compare_dir, markdown_summary
+
+    specs = [_parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
+    result = compare_dir(
+        data,
+        specs,
+        label=label,
+        alphas=alpha or [0.2, 0.1, 0.05],
+        n_cal=n_cal,
+        n_splits=splits,
+        seed=seed,
+        out=out,
+        title=title,
+        show_progress=not quiet,
+    )
+    if not quiet:
+        typer.echo(markdown_summary(result))
+        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
+
+
 @app.command()
 def demo(
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for results JSON and report.")] = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from segcp import __version__
 from segcp.calibration import LossCurves
+from segcp.compare import MethodSpec
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import atomic_path, write_json
@@ -33,14 +33,8 @@ ALPHAS = (0.2, 0.1, 0.05)
 N_VALIDITY_SPLITS = 200
 
 
-@dataclass(frozen=True)
-class DemoMethod:
-    """A row family of the demo table: a display name and how to build the segmenter."""
-
-    label: str
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    guarantee: str = "fnr"
+#: A row family of the demo table (display label, method name, parameters, guarantee).
+DemoMethod = MethodSpec
 
 
 #: Methods shown by the demo (later methods append themselves here).

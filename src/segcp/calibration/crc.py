@@ -145,9 +145,7 @@ def crc_lambda(
     if np.any(curves.starts > B + TOL) or np.any(curves.ends() < -TOL):
         raise SegcpError(f"losses must lie in [0, {B:g}] for conformal risk control")
     total0 = float(curves.starts.sum())
-    order = np.argsort(curves.breakpoints, kind="stable")
-    b = curves.breakpoints[order]
-    totals = total0 - np.cumsum(curves.drops[order])
+    b, totals = curves.merged
 
     def total_at(lam: float) -> float:
         """Σ_i L_i(λ), all drops at breakpoints ≤ λ applied."""

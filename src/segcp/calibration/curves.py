@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -69,6 +70,11 @@ class LossCurves:
         )
 
     @classmethod
+    def _sorted_single(cls, b: NDArray[np.float64], d: NDArray[np.float64], start: float) -> LossCurves:
+        """One curve from already sorted, validated breakpoints (internal fast path)."""
+        return cls(np.array([float(start)]), np.array([0, b.size], dtype=np.int64), b, d)
+
+    @classmethod
     def empty(cls) -> LossCurves:
         """No images (n = 0): the neutral element of :meth:`concat`."""
         return cls(
@@ -112,6 +118,17 @@ class LossCurves:
         i %= self.n
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return LossCurves.single(self.breakpoints[lo:hi], self.drops[lo:hi], self.starts[i])
+
+    @cached_property
+    def merged(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """All breakpoints sorted, and the total loss Σ_i L_i just after each one.
+
+        Computed once per object (the O(P log P) step of CRC), so calibrating several α on
+        the same curves sorts once.
+        """
+        order = np.argsort(self.breakpoints)  # tie order is irrelevant: ties are resolved by searchsorted
+        totals = float(self.starts.sum()) - np.cumsum(self.drops[order])
+        return self.breakpoints[order], totals
 
     def ends(self) -> NDArray[np.float64]:
         """L_i(+∞) for each image, shape (n,)."""
@@ -159,8 +176,8 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
         raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
     r = r[r != np.inf]
     if compress:
-        b, counts = np.unique(r, return_counts=True)
-        return LossCurves.single(b, counts / m, 1.0)
+        b, counts = np.unique(r, return_counts=True)  # sorted and finite: no re-validation
+        return LossCurves._sorted_single(b, counts / m, 1.0)
     return LossCurves.single(r, np.full(r.size, 1.0 / m), 1.0)
 
 

@@ -47,12 +47,12 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
     p = p.astype(np.float64, copy=False)
     if p.size == 0:
         raise SegcpError(f"{where}: the probability map is empty (shape {p.shape})")
-    bad = ~np.isfinite(p)
-    if bad.any():
-        kind = "NaN" if np.isnan(p).any() else "inf"
-        raise SegcpError(f"{where}: probability map contains {kind} ({int(bad.sum())} values)")
-    lo, hi = float(p.min()), float(p.max())
-    if lo < 0.0 or hi > 1.0:
+    lo, hi = float(p.min()), float(p.max())  # NaN propagates through min/max: two passes in all
+    if not (lo >= 0.0 and hi <= 1.0):
+        if np.isnan(lo) or np.isnan(hi):
+            raise SegcpError(f"{where}: probability map contains NaN ({int(np.isnan(p).sum())} values)")
+        if np.isinf(lo) or np.isinf(hi):
+            raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
         raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
     return p
 

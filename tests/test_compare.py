@@ -1,0 +1,68 @@
+"""The comparison runner: structure of results, validity bookkeeping, infeasible splits, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segcp.cli import _parse_spec, main
+from segcp.compare import MethodSpec, run_comparison
+from segcp.methods import Case
+from segcp.synthetic import make_phantoms
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    ph = make_phantoms(60, shape=(64, 64))
+    cases = [Case(p.id, p.probs, mask=p.label == 3, spacing=p.spacing) for p in ph]
+    return cases, [p.group for p in ph]
+
+
+def test_run_comparison_structure(phantoms):
+    cases, groups = phantoms
+    specs = [MethodSpec("CRC", "threshold"), MethodSpec("Consema", "morph", {"se": "square"})]
+    res = run_comparison(cases, groups, specs, alphas=(0.2, 0.1), n_cal=20, n_splits=3, seed=1, show_progress=False)
+    assert res["n_splits"] == 3 and res["n_images"] == 60 and len(res["splits"]) == 2 * 2 * 3
+    rows = {(r["method"], r["alpha"]): r for r in res["summary"]}
+    assert set(rows) == {("CRC", 0.2), ("CRC", 0.1), ("Consema", 0.2), ("Consema", 0.1)}
+    for (m, a), r in rows.items():
+        assert r["splits"] == 3 and 0 <= r["coverage"] <= 1
+        assert ("dice_win" in r) == (m == "Consema")
+    # Every split keeps whole groups on one side and has n_cal calibration images.
+    assert all(s["n_cal"] == 20 and s["n_test"] == 40 for s in res["splits"])
+
+
+def test_infeasible_splits_are_counted_not_fatal():
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(30):
+        mask = np.zeros((16, 16), bool)
+        mask[5:9, 5:9] = True
+        probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))  # every third: empty prediction
+        cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+    res = run_comparison(cases, [c.id for c in cases], [MethodSpec("morph", "morph")], alphas=(0.1,), n_cal=20, n_splits=4, show_progress=False)
+    (row,) = res["summary"]
+    assert row["infeasible"] == 4 and row["splits"] == 4
+
+
+def test_spec_parsing_and_cli(tmp_path, phantoms):
+    spec = _parse_spec("morph:se=ball,guarantee=quantile,tau=0.9@Consema ball")
+    assert spec == MethodSpec("Consema ball", "morph", {"se": "ball"}, "quantile", 0.9)
+    assert _parse_spec("threshold").label == "threshold"
+    cases, groups = phantoms
+    data = tmp_path / "d"
+    for sub in ("probs", "masks"):
+        (data / sub).mkdir(parents=True)
+    for c in cases:
+        np.save(data / "probs" / f"{c.id}.npy", c.probs)
+        np.save(data / "masks" / f"{c.id}.npy", c.mask)
+    (data / "groups.json").write_text(json.dumps(dict(zip([c.id for c in cases], groups))))
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--data", str(data), "--out", str(tmp_path / "o"), "--splits", "2", "--alpha", "0.2", "-q"])
+    assert exc.value.code in (0, None)
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["groups_from"].endswith("groups.json") and res["n_groups"] == len(set(groups))
+    assert (tmp_path / "o" / "report.md").read_text().count("| threshold |") == 1
+    assert (tmp_path / "o" / "summary.png").stat().st_size > 1000
