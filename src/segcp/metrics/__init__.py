@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike
 
 from segcp.metrics.aggregate import aggregate
 from segcp.metrics.overlap import as_mask, coverage, dice, fnr, stretch
-from segcp.metrics.surface import assd, hd95, surface, surface_distances
+from segcp.metrics.surface import assd, hd95, hd95_assd, surface, surface_distances
 
 __all__ = [
     "METRICS",
@@ -25,6 +25,7 @@ __all__ = [
     "evaluate_set",
     "fnr",
     "hd95",
+    "hd95_assd",
     "stretch",
     "surface",
     "surface_distances",
@@ -73,12 +74,13 @@ def evaluate_set(
     s = as_mask(pred_set, "pred_set")
     t = as_mask(truth, "truth")
     f = fnr(s, t)
+    h, a = hd95_assd(s, t, spacing)
     return {
         "coverage": 1.0 - f,
         "fnr": f,
         "stretch": float("nan") if model_mask is None else stretch(s, model_mask),
         "dice": dice(s, t),
-        "hd95": hd95(s, t, spacing),
-        "assd": assd(s, t, spacing),
+        "hd95": h,
+        "assd": a,
         "set_size": float(np.count_nonzero(s)),
     }

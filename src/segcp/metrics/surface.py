@@ -156,6 +156,15 @@ def _empty_rule(a: ArrayLike, b: ArrayLike) -> float:
     return 0.0 if not (np.any(a) or np.any(b)) else float("nan")
 
 
+def hd95_assd(a: ArrayLike, b: ArrayLike, spacing: Spacing = None) -> tuple[float, float]:
+    """(HD95, ASSD) from one computation of the surface distances (see :func:`hd95`, :func:`assd`)."""
+    d = _both_directions(a, b, spacing)
+    if d is None:
+        e = _empty_rule(a, b)
+        return e, e
+    return float(max(np.percentile(d[0], 95), np.percentile(d[1], 95))), float(np.concatenate(d).mean())
+
+
 def hd95(a: ArrayLike, b: ArrayLike, spacing: Spacing = None) -> float:
     """95th-percentile symmetric Hausdorff distance between the surfaces of two masks.
 
