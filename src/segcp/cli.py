@@ -82,6 +82,13 @@ def calibrate(
     se: Annotated[
         Optional[str], typer.Option("--se", help="morph: structuring element cross|square|ball.")
     ] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option("--encoder", help="rwcp: image encoder dinov2-small|fallback|<checkpoint directory>."),
+    ] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="rwcp: neighbours per node of the kNN graph.")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help="rwcp: edge weight exp(-beta * distance).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="rwcp: random-walk diffusion steps.")] = None,
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable).")
     ] = None,
@@ -93,6 +100,9 @@ def calibrate(
     params = _parse_params(param)
     if se is not None:
         params["se"] = se
+    for key, value in (("encoder", encoder), ("k", k), ("beta", beta), ("steps", steps)):
+        if value is not None:
+            params[key] = value
 
     record = calibrate_dir(
         data,

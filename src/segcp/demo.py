@@ -40,6 +40,8 @@ DemoMethod = MethodSpec
 #: Methods shown by the demo (later methods append themselves here).
 DEMO_METHODS: list[DemoMethod] = [DemoMethod("Standard CRC", "threshold")]
 DEMO_METHODS.append(DemoMethod("Consema (morph)", "morph", {"se": "cross"}))
+# RW-CP with the weight-free encoder (no downloads, no torch; features kept in memory only)
+DEMO_METHODS.append(DemoMethod("RW-CP (fallback features)", "rwcp", {"encoder": "fallback", "cache": False}))
 
 
 def group_split(groups: list[str], rng: np.random.Generator, frac: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

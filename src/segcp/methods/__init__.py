@@ -14,12 +14,14 @@ from segcp.methods.base import (
     register,
 )
 from segcp.methods.morph import MorphMethod
+from segcp.methods.rwcp import RWCPMethod
 from segcp.methods.threshold import ThresholdMethod
 
 __all__ = [
     "GUARANTEES",
     "Case",
     "MorphMethod",
+    "RWCPMethod",
     "SetMethod",
     "ThresholdMethod",
     "available_methods",

@@ -1,0 +1,276 @@
+"""DINOv2 / DINOv2-with-registers / DINOv3 ViT encoders from a local transformers checkpoint.
+
+:class:`HFEncoder` reads a checkpoint *directory* (``config.json`` + ``model.safetensors``
+or ``pytorch_model.bin``) with ``AutoModel.from_pretrained(..., local_files_only=True)``;
+nothing is ever downloaded (``HF_HUB_OFFLINE=1`` is set when unset). The model type comes
+from ``config.json``:
+
+======================  =========================  ===================================
+``model_type``          class                      special tokens skipped
+======================  =========================  ===================================
+dinov2                  ``Dinov2Model``            1 (CLS)
+dinov2_with_registers   ``Dinov2WithRegistersModel``  1 + ``num_register_tokens``
+dinov3_vit              ``DINOv3ViTModel``         1 + ``num_register_tokens`` (4 in the
+                                                   released DINOv3 ViTs)
+======================  =========================  ===================================
+
+Preprocessing: :func:`segcp.encoders.base.to_rgb01`, resize (bilinear, antialiased, torch)
+to :meth:`input_shape` (default 448 × 448 → 32 × 32 tokens for patch 14, 28 × 28 for
+patch 16), normalisation by the checkpoint's ``preprocessor_config.json`` mean/std when
+present, else ImageNet's. Features: the last hidden state (after the final layer norm), or
+``hidden_states[layer]`` when ``layer`` is given, with the special tokens removed and the
+patch tokens laid out as (d, h, w).
+
+torch and transformers are imported only when a model is first used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from segcp.encoders.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Encoder,
+    input_shape,
+    to_rgb01,
+)
+from segcp.errors import SegcpError
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens"]
+
+SUPPORTED_MODEL_TYPES = {
+    "dinov2": "Dinov2Model",
+    "dinov2_with_registers": "Dinov2WithRegistersModel",
+    "dinov3_vit": "DINOv3ViTModel",
+}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def num_prefix_tokens(config: dict[str, Any]) -> int:
+    """CLS + register tokens in front of the patch tokens, from a config dict."""
+    return 1 + int(config.get("num_register_tokens", 0) or 0)
+
+
+def _patch(config: dict[str, Any]) -> int:
+    p = config.get("patch_size", 14)
+    if isinstance(p, (list, tuple)):
+        if len(set(p)) != 1:
+            raise SegcpError(f"non-square patch size {p} is not supported")
+        p = p[0]
+    return int(p)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class HFEncoder(Encoder):
+    """A DINOv2 / DINOv2-with-registers / DINOv3 ViT checkpoint directory as an encoder.
+
+    Parameters
+    ----------
+    path : checkpoint directory (config.json + weights).
+    name : display name for reports (default: the directory name).
+    input_size : side of the resized input (rounded down to a multiple of the patch size);
+        None keeps the image's own size (rounded to the patch size).
+    keep_aspect : resize the long side to ``input_size`` and keep the aspect ratio.
+    layer : None for the last hidden state (final layer norm applied); an int picks
+        ``hidden_states[layer]`` (0 = embeddings, -1 = last block before the final norm).
+    batch_size : images per forward pass.
+    threads : torch intra-op threads during encoding (None: torch's default).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        input_size: int | None = 448,
+        keep_aspect: bool = False,
+        layer: int | None = None,
+        batch_size: int = 8,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        cfg_path = self.path / "config.json"
+        if not self.path.is_dir() or not cfg_path.is_file():
+            raise SegcpError(
+                f"{self.path}: not a transformers checkpoint directory (no config.json); "
+                "pass a local DINOv2, DINOv2-with-registers or DINOv3 checkpoint directory, dinov2-small or fallback"
+            )
+        try:
+            self.config: dict[str, Any] = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SegcpError(f"{cfg_path}: cannot read: {exc}") from None
+        self.model_type = str(self.config.get("model_type", ""))
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise SegcpError(
+                f"{cfg_path}: model_type {self.model_type!r} is not supported; "
+                f"expected one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        self.weight_files = sorted(
+            p for p in self.path.iterdir() if p.name in WEIGHT_FILES or (p.name.startswith("model-") and p.suffix == ".safetensors")
+        )
+        if not self.weight_files:
+            raise SegcpError(f"{self.path}: no weights (model.safetensors or pytorch_model.bin) next to config.json")
+        self.patch_size = _patch(self.config)
+        self.dim = int(self.config["hidden_size"])
+        self.n_prefix = num_prefix_tokens(self.config)
+        self.name = name or self.path.name
+        if input_size is not None and int(input_size) < self.patch_size:
+            raise SegcpError(f"input_size {input_size} is smaller than the patch size {self.patch_size}")
+        self.input_size = None if input_size is None else int(input_size)
+        self.keep_aspect = bool(keep_aspect)
+        self.layer = None if layer is None else int(layer)
+        self.batch_size = int(batch_size)
+        self.threads = None if threads is None else int(threads)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        pre = self.path / "preprocessor_config.json"
+        if pre.is_file():
+            try:
+                pc = json.loads(pre.read_text())
+                mean = tuple(pc.get("image_mean", mean))
+                std = tuple(pc.get("image_std", std))
+            except (OSError, ValueError):
+                pass
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._model: Any = None
+        self._weights_sha: str | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def weights_sha256(self) -> str:
+        """SHA-256 over the weight files (from segcp_conversion.json when it records it)."""
+        if self._weights_sha is None:
+            rec = self.path / "segcp_conversion.json"
+            digest = None
+            if rec.is_file():
+                try:
+                    digest = json.loads(rec.read_text()).get("weights_sha256")
+                except (OSError, ValueError):
+                    digest = None
+            if not digest:
+                h = hashlib.sha256()
+                for p in self.weight_files:
+                    h.update(p.name.encode())
+                    with open(p, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            h.update(block)
+                digest = h.hexdigest()
+            self._weights_sha = digest
+        return self._weights_sha
+
+    @property
+    def id(self) -> str:
+        return (
+            f"hf:{self.model_type}:{self.weights_sha256[:16]}:in={self.input_size}:aspect={int(self.keep_aspect)}"
+            f":layer={self.layer}:mean={self.mean}:std={self.std}"
+        )
+
+    def input_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
+        return input_shape(image_shape, self.input_size, self.patch_size, self.keep_aspect)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(path=str(self.path), model_type=self.model_type, prefix_tokens=self.n_prefix,
+                 weights_sha256=self.weights_sha256, input_size=self.input_size, layer=self.layer)
+        return d
+
+    # ------------------------------------------------------------------ model
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch  # noqa: F401
+            from transformers import AutoModel
+        except ImportError as exc:
+            raise SegcpError(
+                f"encoder {self.name}: needs torch and transformers ({exc}); install torch first, then "
+                "`pip install transformers safetensors`, or use the weight-free encoder 'fallback'"
+            ) from None
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any loading failure is a bad checkpoint for the user
+            raise SegcpError(f"{self.path}: cannot load the checkpoint: {type(exc).__name__}: {exc}") from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        self._model = model.eval()
+        return self._model
+
+    def pixel_values(self, images: list[NDArray[Any]], shape: tuple[int, int] | None = None) -> NDArray[np.float32]:
+        """Normalised model input (B, 3, H', W') for images (see the module docstring)."""
+        import torch
+        import torch.nn.functional as F
+
+        prepared = [to_rgb01(im, f"image {i}") for i, im in enumerate(images)]
+        target = shape or self.input_shape(prepared[0].shape[1:])
+        out = []
+        for x in prepared:
+            t = torch.from_numpy(x)[None]
+            if tuple(t.shape[-2:]) != tuple(target):
+                t = F.interpolate(t, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
+            out.append(t)
+        px = torch.cat(out)
+        mean = torch.tensor(self.mean, dtype=px.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=px.dtype).view(1, 3, 1, 1)
+        return ((px - mean) / std).numpy()
+
+    def hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
+        """All tokens (B, prefix + h·w, d) of the chosen layer for normalised pixels."""
+        import torch
+
+        model = self._load()
+        with _torch_threads(self.threads), torch.inference_mode():
+            px = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+            if self.layer is None:
+                out = model(pixel_values=px)
+                hs = out.last_hidden_state
+            else:
+                out = model(pixel_values=px, output_hidden_states=True)
+                try:
+                    hs = out.hidden_states[self.layer]
+                except IndexError:
+                    raise SegcpError(
+                        f"encoder {self.name}: layer {self.layer} out of range (model has {len(out.hidden_states)} hidden states)"
+                    ) from None
+            return hs.float().numpy()
+
+    def _encode(self, images: list[NDArray[np.float32]], shape: tuple[int, int]) -> NDArray[np.float32]:
+        px = self.pixel_values(images, shape)
+        tokens = self.hidden_states(px)
+        h, w = shape[0] // self.patch_size, shape[1] // self.patch_size
+        patches = tokens[:, self.n_prefix :, :]
+        if patches.shape[1] != h * w:
+            raise SegcpError(
+                f"encoder {self.name}: {tokens.shape[1]} tokens for a {h} x {w} grid with {self.n_prefix} special tokens"
+            )
+        return np.ascontiguousarray(patches.reshape(len(images), h, w, -1).transpose(0, 3, 1, 2))

@@ -1,0 +1,58 @@
+"""Graph diffusion: features → kNN graph → row-stochastic P → Pᵗ s. Knows nothing of conformal prediction.
+
+- :mod:`segcp.graph.knn`: kNN by cosine distance (global; windowed, vectorised over
+  shifts; windowed on bilinearly upsampled tokens without materialising them);
+- :mod:`segcp.graph.diffusion`: w = exp(−β·d), self-loops, symmetrisation, lazy walk,
+  β relative to the distance scale, row normalisation, S ← P S (batched);
+- :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids.
+
+Examples
+--------
+>>> import numpy as np
+>>> from segcp.graph import knn_window, transition_matrix, diffuse
+>>> rng = np.random.default_rng(0)
+>>> F = rng.normal(size=(8, 12, 12))
+>>> P = transition_matrix(knn_window(F, k=5, radius=2), beta=50)
+>>> bool(np.allclose(P.sum(axis=1), 1.0))
+True
+>>> s = diffuse(P, rng.random(144), steps=10)
+>>> bool(s.min() >= 0 and s.max() <= 1)
+True
+"""
+
+from segcp.graph.diffusion import (
+    BETA_SCALES,
+    SYMMETRIZE,
+    block_diag,
+    diffuse,
+    effective_beta,
+    transition_matrix,
+)
+from segcp.graph.knn import (
+    NeighbourGraph,
+    knn_global,
+    knn_window,
+    knn_window_tokens,
+    normalise_rows,
+    window_offsets,
+)
+from segcp.graph.resize import RESIZE_METHODS, bilinear_taps, resize2d, resize_matrix
+
+__all__ = [
+    "BETA_SCALES",
+    "RESIZE_METHODS",
+    "SYMMETRIZE",
+    "NeighbourGraph",
+    "bilinear_taps",
+    "block_diag",
+    "diffuse",
+    "effective_beta",
+    "knn_global",
+    "knn_window",
+    "knn_window_tokens",
+    "normalise_rows",
+    "resize2d",
+    "resize_matrix",
+    "transition_matrix",
+    "window_offsets",
+]

@@ -1,0 +1,412 @@
+"""k-nearest-neighbour graphs by cosine distance: global, windowed, and windowed on upsampled tokens.
+
+Distances are d(p, q) = 1 − cos(f_p, f_q) ∈ [0, 2] (features of zero norm count as
+orthogonal to everything), optionally plus
+
+- a spatial term ``spatial · ‖pos_p − pos_q‖₂ / L`` (L = the grid's long side, so the
+  term is resolution independent: ``spatial = 1`` adds 1 per image width), and
+- an intensity term ``intensity_weight · |I_p − I_q|`` (I an image on the same grid),
+
+which then take part in the neighbour *selection* as well as in the weights.
+
+**Selection and ties.** Row p keeps every candidate q ≠ p whose distance is ≤ the k-th
+smallest candidate distance of p: exactly k neighbours unless distances tie at the k-th
+value (constant image regions), in which case all tied candidates are kept. This makes
+the graph independent of candidate order. Rows with fewer than k valid candidates keep
+them all. The node itself is never a candidate (self-loops are a choice of
+:func:`segcp.graph.transition_matrix`).
+
+Three builders:
+
+- :func:`knn_global` — exact kNN among all N nodes (chunked N × N similarities), for the
+  token grid (N = h·w, e.g. 1024);
+- :func:`knn_window` — exact kNN restricted to the (2r+1)² window around each pixel of a
+  (d, H, W) feature map, vectorised over shifts: for each offset one array expression
+  gives the similarity of every pixel with its shifted neighbour, then the per-pixel
+  selection is a single ``np.partition`` over the (H·W, (2r+1)²) distance array;
+- :func:`knn_window_tokens` — the same graph as ``knn_window(resize2d(T, (H, W),
+  "bilinear"), ...)`` for token features T (d, h, w), without ever forming the (d, H, W)
+  upsampled features. Bilinear upsampling is separable and each pixel mixes ≤ 2 × 2
+  tokens, so ⟨f_p, f_q⟩ is a 4 × 4 combination of token dot products: we compute the
+  token Gram matrix for neighbouring tokens once (exact, in the full feature dimension),
+  contract it with the column interpolation weights (one small sparse product per
+  horizontal offset) and then with the row weights (one per vertical offset). The cost no
+  longer depends on d, so no dimensionality reduction is needed for speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from segcp.errors import SegcpError
+from segcp.graph.resize import bilinear_taps
+
+__all__ = ["NeighbourGraph", "knn_global", "knn_window", "knn_window_tokens", "normalise_rows", "window_offsets"]
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """Directed neighbour lists in CSR layout.
+
+    Row p's neighbours are ``indices[indptr[p]:indptr[p+1]]`` at ``distances[...]``
+    (float32). ``grid`` is the node grid ((N,) or (H, W), nodes in C order).
+    """
+
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int64]
+    distances: NDArray[np.float32]
+    grid: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.indptr.size - 1)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    def degrees(self) -> NDArray[np.int64]:
+        return np.diff(self.indptr)
+
+    def neighbours(self, p: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        s, e = self.indptr[p], self.indptr[p + 1]
+        return self.indices[s:e], self.distances[s:e]
+
+    def to_csr(self, values: NDArray[Any] | None = None) -> sp.csr_matrix:
+        """(N, N) CSR with ``values`` (default: the distances) at the edges."""
+        v = self.distances if values is None else values
+        return sp.csr_matrix((v, self.indices, self.indptr), shape=(self.n, self.n))
+
+
+def normalise_rows(x: NDArray[Any], axis: int = -1) -> NDArray[Any]:
+    """Unit-norm vectors along ``axis`` (zero vectors stay zero)."""
+    n = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+    return x / np.maximum(n, _EPS)
+
+
+def window_offsets(radius: int) -> NDArray[np.int64]:
+    """All (dy, dx) with |dy|, |dx| ≤ radius in row-major order, shape ((2r+1)², 2)."""
+    r = int(radius)
+    g = np.arange(-r, r + 1)
+    dy, dx = np.meshgrid(g, g, indexing="ij")
+    return np.stack([dy.ravel(), dx.ravel()], axis=1)
+
+
+def _check_k(k: int) -> int:
+    k = int(k)
+    if k < 1:
+        raise SegcpError(f"k must be >= 1, got {k}")
+    return k
+
+
+def _select(D: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Per row of D (N, M; +inf = not a candidate): the k smallest with ties kept.
+
+    Returns indptr, row of each kept entry, its column in D, and its distance.
+    """
+    N, M = D.shape
+    if k >= M:
+        mask = np.isfinite(D)
+    else:
+        kth = np.partition(D, k - 1, axis=1)[:, k - 1]
+        mask = D <= kth[:, None]
+        if np.isinf(kth).any():
+            mask &= np.isfinite(D)
+    counts = np.count_nonzero(mask, axis=1)
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    flat = np.flatnonzero(mask)
+    rows = flat // M
+    cols = flat - rows * M
+    return indptr, rows, cols, D.reshape(-1)[flat]
+
+
+def _grid_positions(shape: tuple[int, int]) -> NDArray[np.float64]:
+    H, W = shape
+    yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float64) / max(H, W)
+
+
+def knn_global(
+    X: NDArray[Any],
+    k: int,
+    *,
+    grid: tuple[int, int] | None = None,
+    spatial: float = 0.0,
+    intensity: NDArray[Any] | None = None,
+    intensity_weight: float = 0.0,
+    chunk: int = 2048,
+) -> NeighbourGraph:
+    """Exact kNN by cosine distance among the rows of X (N, d).
+
+    ``grid`` (H, W) with H·W = N lays the nodes out on a grid (needed for ``spatial``);
+    ``intensity`` (N,) or (H, W) for ``intensity_weight``.
+    """
+    k = _check_k(k)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise SegcpError(f"knn_global: features must be (N, d), got shape {X.shape}")
+    N = X.shape[0]
+    if grid is not None and int(np.prod(grid)) != N:
+        raise SegcpError(f"knn_global: grid {grid} does not hold {N} nodes")
+    if spatial and grid is None:
+        raise SegcpError("knn_global: the spatial term needs the node grid")
+    Xn = normalise_rows(X.astype(np.float64)).astype(np.float32)
+    pos = _grid_positions(grid) if (spatial and grid is not None) else None
+    inten = None
+    if intensity_weight and intensity is not None:
+        inten = np.asarray(intensity, dtype=np.float64).reshape(-1)
+        if inten.size != N:
+            raise SegcpError(f"knn_global: intensity has {inten.size} values for {N} nodes")
+    indptrs, rows_all, cols_all, d_all = [np.zeros(1, np.int64)], [], [], []
+    offset = 0
+    for s in range(0, N, max(1, int(chunk))):
+        e = min(N, s + int(chunk))
+        D = Xn[s:e] @ Xn.T  # float32 Gram (BLAS); cos to ~1e-7
+        np.subtract(np.float32(1.0), D, out=D)
+        np.maximum(D, np.float32(0.0), out=D)
+        if pos is not None:
+            diff = pos[s:e, None, :] - pos[None, :, :]
+            D += (float(spatial) * np.sqrt(np.sum(diff * diff, axis=-1))).astype(np.float32)
+        if inten is not None:
+            D += (float(intensity_weight) * np.abs(inten[s:e, None] - inten[None, :])).astype(np.float32)
+        D[np.arange(e - s), np.arange(s, e)] = np.inf
+        indptr, rows, cols, d = _select(D, k)
+        indptrs.append(indptr[1:] + offset)
+        offset += int(indptr[-1])
+        rows_all.append(rows + s)
+        cols_all.append(cols)
+        d_all.append(d)
+    return NeighbourGraph(
+        np.concatenate(indptrs),
+        np.concatenate(cols_all).astype(np.int64),
+        np.concatenate(d_all).astype(np.float32),
+        tuple(grid) if grid is not None else (N,),
+    )
+
+
+def _window_extras(
+    D: NDArray[np.float32],
+    shape: tuple[int, int],
+    radius: int,
+    spatial: float,
+    intensity: NDArray[Any] | None,
+    intensity_weight: float,
+) -> None:
+    """Add the spatial and intensity terms in place to D (H, W, 2r+1, 2r+1)."""
+    H, W = shape
+    r = radius
+    if spatial:
+        off = window_offsets(r).reshape(2 * r + 1, 2 * r + 1, 2)
+        D += (float(spatial) * np.sqrt((off.astype(np.float64) ** 2).sum(-1)) / max(H, W)).astype(np.float32)
+    if intensity_weight and intensity is not None:
+        img = np.asarray(intensity, dtype=np.float32)
+        if img.shape != (H, W):
+            raise SegcpError(f"intensity image of shape {img.shape} does not match the grid {(H, W)}")
+        pad = np.pad(img, r, mode="edge")
+        win = np.lib.stride_tricks.sliding_window_view(pad, (2 * r + 1, 2 * r + 1))
+        D += float(intensity_weight) * np.abs(win - img[:, :, None, None])
+
+
+def _finish_window(
+    D: NDArray[np.float32], shape: tuple[int, int], radius: int, k: int, add: float = 0.0
+) -> NeighbourGraph:
+    """Select per pixel from D (H, W, 2r+1, 2r+1); the distances are ``D + add`` (clipped at 0)."""
+    H, W = shape
+    r = radius
+    M = (2 * r + 1) ** 2
+    indptr, rows, cols, d = _select(D.reshape(H * W, M), k)
+    if add:
+        d = d + np.float32(add)
+    np.maximum(d, 0.0, out=d)
+    off = window_offsets(r)
+    lin = off[:, 0] * W + off[:, 1]
+    return NeighbourGraph(indptr, rows + lin[cols], d.astype(np.float32, copy=False), (H, W))
+
+
+def _mark_outside(D: NDArray[np.float32], shape: tuple[int, int], radius: int) -> None:
+    """+inf for window entries that fall outside the grid, and for the centre (self)."""
+    H, W = shape
+    r = radius
+    for a in range(-r, r + 1):
+        if a < 0:
+            D[: min(-a, H), :, a + r, :] = np.inf
+        elif a > 0:
+            D[max(H - a, 0) :, :, a + r, :] = np.inf
+        if a < 0:
+            D[:, : min(-a, W), :, a + r] = np.inf
+        elif a > 0:
+            D[:, max(W - a, 0) :, :, a + r] = np.inf
+    D[:, :, r, r] = np.inf
+
+
+def knn_window(
+    F: NDArray[Any],
+    k: int,
+    radius: int,
+    *,
+    spatial: float = 0.0,
+    intensity: NDArray[Any] | None = None,
+    intensity_weight: float = 0.0,
+) -> NeighbourGraph:
+    """Exact kNN by cosine distance inside the (2r+1)² window of each pixel of F (d, H, W).
+
+    Vectorised over shifts; half of the offsets are computed, the other half follow from
+    d(p, p + o) = d(p + o, p). Memory: one float32 (H·W, (2r+1)²) array.
+    """
+    k = _check_k(k)
+    F = np.asarray(F)
+    if F.ndim != 3:
+        raise SegcpError(f"knn_window: features must be (d, H, W), got shape {F.shape}")
+    r = int(radius)
+    if r < 1:
+        raise SegcpError(f"knn_window: radius must be >= 1, got {radius}")
+    _, H, W = F.shape
+    Fn = np.ascontiguousarray(normalise_rows(F.astype(np.float64), axis=0).transpose(1, 2, 0))  # (H, W, d)
+    Fp = np.pad(Fn, ((r, r), (r, r), (0, 0)))
+    side = 2 * r + 1
+    D = np.empty((H, W, side, side), dtype=np.float32)
+    for dy in range(r + 1):
+        for dx in range(-r, r + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            s = np.einsum("hwc,hwc->hw", Fn, Fp[r + dy : r + dy + H, r + dx : r + dx + W])
+            d = np.maximum(1.0 - s, 0.0).astype(np.float32)
+            D[:, :, dy + r, dx + r] = d
+            # mirrored offset: d(p, p - o) = d(p - o, p) = d[y - dy, x - dx]
+            mir = np.full((H, W), np.inf, dtype=np.float32)
+            ys_dst, ys_src = slice(dy, H), slice(0, max(H - dy, 0))
+            if dx >= 0:
+                xs_dst, xs_src = slice(dx, W), slice(0, max(W - dx, 0))
+            else:
+                xs_dst, xs_src = slice(0, max(W + dx, 0)), slice(-dx, W)
+            mir[ys_dst, xs_dst] = d[ys_src, xs_src]
+            D[:, :, r - dy, r - dx] = mir
+    _mark_outside(D, (H, W), r)
+    _window_extras(D, (H, W), r, spatial, intensity, intensity_weight)
+    return _finish_window(D, (H, W), r, k)
+
+
+@lru_cache(maxsize=512)
+def _pair_matrix(n_tok: int, n_pix: int, shift: int, span: int) -> sp.csr_matrix:
+    """Sparse (n_pix, n_tok·(2·span+1)) weights of token pairs for pixel pairs (p, p + shift).
+
+    Entry (i, di) of row p is Σ a_p[i] a_{p+shift}[i + di] over the ≤ 2 × 2 bilinear taps
+    (upsampling n_tok → n_pix). Rows whose partner p + shift is off the grid are empty.
+    Depends only on the geometry, hence cached.
+    """
+    i0, lam = bilinear_taps(n_tok, n_pix)
+    n = i0.size
+    p = np.arange(n)
+    q = p + shift
+    ok = (q >= 0) & (q < n)
+    p, q = p[ok], q[ok]
+    rows, cols, vals = [], [], []
+    w_p = (1.0 - lam[p], lam[p])
+    w_q = (1.0 - lam[q], lam[q])
+    for a in (0, 1):
+        ia = np.minimum(i0[p] + a, n_tok - 1)
+        for b in (0, 1):
+            ib = np.minimum(i0[q] + b, n_tok - 1)
+            v = w_p[a] * w_q[b]
+            di = ib - ia
+            keep = v != 0.0
+            if np.any(np.abs(di[keep]) > span):
+                raise AssertionError("token offset outside the precomputed span")  # pragma: no cover
+            rows.append(p[keep])
+            cols.append(ia[keep] * (2 * span + 1) + di[keep] + span)
+            vals.append(v[keep])
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_tok * (2 * span + 1))
+    )
+
+
+def _span(i0: NDArray[np.int64], radius: int) -> int:
+    n = i0.size
+    s = 0
+    for d in range(1, min(radius, n - 1) + 1):
+        s = max(s, int(np.max(np.abs(i0[d:] - i0[:-d]))))
+    return s + 1
+
+
+def knn_window_tokens(
+    T: NDArray[Any],
+    shape: tuple[int, int],
+    k: int,
+    radius: int,
+    *,
+    spatial: float = 0.0,
+    intensity: NDArray[Any] | None = None,
+    intensity_weight: float = 0.0,
+) -> NeighbourGraph:
+    """Window kNN on token features T (d, h, w) bilinearly upsampled to ``shape`` (H, W).
+
+    Same graph as ``knn_window(resize2d(T, shape, "bilinear"), k, radius, ...)`` (up to
+    floating-point rounding of near-ties), computed from token dot products (see the
+    module docstring); cost ~ H·W·(2r+1)² independent of d.
+    """
+    k = _check_k(k)
+    T = np.asarray(T)
+    if T.ndim != 3:
+        raise SegcpError(f"knn_window_tokens: tokens must be (d, h, w), got shape {T.shape}")
+    r = int(radius)
+    if r < 1:
+        raise SegcpError(f"knn_window_tokens: radius must be >= 1, got {radius}")
+    _, h, w = T.shape
+    H, W = int(shape[0]), int(shape[1])
+    side = 2 * r + 1
+    iy, _ = bilinear_taps(h, H)
+    jx, _ = bilinear_taps(w, W)
+    sy, sx = _span(iy, r), _span(jx, r)
+    # token Gram G[i, di, j, dj] = <T[i, j], T[i + di, j + dj]> (zero off the grid)
+    T64 = np.ascontiguousarray(T.transpose(1, 2, 0), dtype=np.float64)  # (h, w, d): contiguous dot products
+    Tp = np.pad(T64, ((sy, sy), (sx, sx), (0, 0)))
+    G = np.empty((h, 2 * sy + 1, w, 2 * sx + 1))
+    for a in range(-sy, sy + 1):
+        for b in range(-sx, sx + 1):
+            G[:, a + sy, :, b + sx] = np.einsum("ijc,ijc->ij", T64, Tp[sy + a : sy + a + h, sx + b : sx + b + w])
+    # stage 1: contract columns, one sparse product per horizontal offset
+    Gx = G.transpose(2, 3, 0, 1).reshape(w * (2 * sx + 1), h * (2 * sy + 1))
+    K = np.empty((h * (2 * sy + 1), W, side))
+    for dx in range(-r, r + 1):
+        K[:, :, dx + r] = (_pair_matrix(w, W, dx, sx) @ Gx).T
+    K = K.reshape(h * (2 * sy + 1), W * side)
+    # stage 2: contract rows, one sparse product per vertical offset -> dot products,
+    # normalised block by block into 1 - cos (the dy = 0 block gives the norms)
+    D = np.empty((H, W, side, side), dtype=np.float32)
+    blk0 = (_pair_matrix(h, H, 0, sy) @ K).reshape(H, W, side)
+    inv = 1.0 / np.maximum(np.sqrt(np.maximum(blk0[:, :, r], 0.0)), _EPS)
+    invpad = np.pad(inv, r, constant_values=1.0)
+    neg_inv = -inv[:, :, None]
+    for dy in range(r + 1):
+        blk = blk0 if dy == 0 else (_pair_matrix(h, H, dy, sy) @ K).reshape(H, W, side)
+        blk *= neg_inv
+        blk *= np.lib.stride_tricks.sliding_window_view(invpad[r + dy : r + dy + H], side, axis=1)
+        np.add(blk, 1.0, out=D[:, :, dy + r, :], casting="same_kind")  # 1 - cos in float64, stored as float32
+    _mirror_upper(D, (H, W), r)
+    _mark_outside(D, (H, W), r)
+    _window_extras(D, (H, W), r, spatial, intensity, intensity_weight)
+    return _finish_window(D, (H, W), r, k)
+
+
+def _mirror_upper(D: NDArray[np.float32], shape: tuple[int, int], radius: int) -> None:
+    """Fill offsets (-a, -b), a > 0, from d(p, p - o) = d(p - o, p) (on-grid entries only)."""
+    H, W = shape
+    r = radius
+    for a in range(1, min(r, H - 1) + 1):
+        for b in range(-r, r + 1):
+            if abs(b) >= W:
+                continue
+            if b >= 0:
+                xd, xs = slice(b, W), slice(0, W - b)
+            else:
+                xd, xs = slice(0, W + b), slice(-b, W)
+            D[a:, xd, r - a, r - b] = D[: H - a, xs, r + a, r + b]
