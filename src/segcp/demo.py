@@ -63,7 +63,7 @@ def _validity(curves: LossCurves, groups: list[str], alpha: float, lambda_min: f
     for _ in range(N_VALIDITY_SPLITS):
         cal, test = group_split(groups, rng)
         lam = crc_lambda(LossCurves.concat([per_image[i] for i in cal]), alpha, lambda_min=lambda_min).lambda_
-        means.append(float(np.mean([per_image[i].evaluate(lam) for i in test])))
+        means.append(float(curves.evaluate(lam)[test].mean()))
     m = np.asarray(means)
     return {"splits": N_VALIDITY_SPLITS, "mean_test_fnr": float(m.mean()), "se": float(m.std(ddof=1) / math.sqrt(m.size))}
 
@@ -126,9 +126,12 @@ def run_demo(
     per_image["model"] = model_metrics
     figure_sets: dict[float, dict[str, np.ndarray]] = {}
     jobs = [(dm, a) for dm in DEMO_METHODS for a in ALPHAS]
+    curves_of: dict[int, LossCurves] = {}  # per method: every case's curve, computed once for all α
     for dm, a in progress(jobs, "calibrating and evaluating", show_progress):
         cs = ConformalSegmenter(dm.method, alpha=a, guarantee=dm.guarantee, method_params=dm.params)
-        all_curves = cs.curves(cases)
+        if id(dm) not in curves_of:
+            curves_of[id(dm)] = cs.curves(cases)
+        all_curves = curves_of[id(dm)]
         cs.calibrate_curves(LossCurves.concat([all_curves[i] for i in cal]))
         sets = {c.id: cs.predict(c) for c in test_cases}
         metrics = {c.id: evaluate_set(sets[c.id], c.mask, c.model_mask, c.spacing) for c in test_cases}
