@@ -87,11 +87,12 @@ def calibrate(
         typer.Option("--encoder", help="rwcp: image encoder dinov2-small|fallback|<checkpoint directory>."),
     ] = None,
     k: Annotated[Optional[int], typer.Option("--k", help="rwcp: neighbours per node of the kNN graph.")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="rwcp: edge weight exp(-beta * distance).")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help="rwcp: edge weight exp(-beta * distance); consign/aps: agreement threshold (mean per-label recall > beta).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="rwcp: random-walk diffusion steps.")] = None,
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable).")
     ] = None,
+    K: Annotated[Optional[int], typer.Option("--K", help="consign: number of principal components (e.g. 2 or 5).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
@@ -100,6 +101,8 @@ def calibrate(
     params = _parse_params(param)
     if se is not None:
         params["se"] = se
+    if K is not None:
+        params["K"] = K
     for key, value in (("encoder", encoder), ("k", k), ("beta", beta), ("steps", steps)):
         if value is not None:
             params[key] = value
@@ -139,17 +142,33 @@ def predict(
 
 @app.command()
 def evaluate(
-    sets: Annotated[Path, typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")],
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
+    sets: Annotated[
+        Optional[Path], typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")
+    ] = None,
     label: LabelOpt = None,
+    calib: Annotated[
+        Optional[Path], typer.Option("--calib", help="consign/aps: calib.json; draws segmentations from the calibrated sets.")
+    ] = None,
+    draws: Annotated[int, typer.Option("--draws", help="consign/aps: segmentations drawn per image.")] = 100,
     quiet: QuietOpt = False,
 ) -> None:
-    """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks."""
+    """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, with
+    --calib, coverage, SEC, Chao1 and correlation of segmentations drawn from consign/aps sets)."""
     from segcp.pipeline import evaluate_dir
     from segcp.report import metrics_table
 
-    result = evaluate_dir(sets, data, label=label, out=out, show_progress=not quiet)
+    result = evaluate_dir(sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws)
+    if calib is not None:
+        if not quiet:
+            m = result["mean"]
+            typer.echo(
+                f"{result['method']} (lambda = {result['lambda']:.6g}), {result['n']} images, {draws} draws each: "
+                f"coverage {m['covered']:.3f}, SEC {m['sec']:.3f}, Chao1 {m['chao']:.4g}, "
+                f"|correlation| {m['correlation']:.3f} -> {out}"
+            )
+        return
     if not quiet:
         metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
 
@@ -161,6 +180,8 @@ def methods() -> None:
 
     for name in available_methods():
         typer.echo(name)
+    typer.echo("consign  (sets of segmentations from samples/; segcp.multiclass)")
+    typer.echo("aps      (pixel-wise APS on the mean softmax, same 0/1 loss; segcp.multiclass)")
 
 
 def _parse_spec(text: str) -> Any:

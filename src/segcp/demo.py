@@ -161,6 +161,10 @@ def run_demo(
             f"  guarantee check {r['method']} alpha={r['alpha']}: mean test FNR over {v['splits']} random splits "
             f"= {v['mean_test_fnr']:.4f} (se {v['se']:.4f}) {'<=' if ok else '>'} alpha {'OK' if ok else 'VIOLATED'}"
         )
+    from segcp.multiclass.demo import COLUMNS as MC_COLUMNS, MC_TITLE, run_multiclass_demo  # CONSIGN, APS (issue 6)
+
+    mc_rows = run_multiclass_demo(phantoms, cal, test, seed=seed)
+    rich_table(mc_rows, MC_COLUMNS, title=MC_TITLE)
     elapsed = time.perf_counter() - t0
     result = {
         "segcp_version": __version__,
@@ -170,6 +174,7 @@ def run_demo(
         "n_test": len(test_cases),
         "distance_units": "mm",
         "rows": rows,
+        "multiclass_rows": mc_rows,
         "per_image": per_image,
         "seconds": elapsed,
     }
@@ -184,6 +189,7 @@ def run_demo(
             "metrics are means over test images (distances in mm); the last column is the mean test FNR "
             f"over {N_VALIDITY_SPLITS} random calibration/test splits.\n\n"
             + markdown_table(rows, columns)
+            + f"\n## {MC_TITLE}\n\n" + markdown_table(mc_rows, MC_COLUMNS)
             + "\n![example sets](report.png)\n"
         )
         with atomic_path(out / "report.md") as tmp:

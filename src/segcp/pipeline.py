@@ -71,6 +71,12 @@ def calibrate_dir(
 
     Returns the calibration record (what the JSON file holds).
     """
+    if method in ("consign", "aps"):  # sets of segmentations from samples/ (segcp.multiclass)
+        from segcp.multiclass.jobs import calibrate_samples_dir
+
+        return calibrate_samples_dir(
+            data, method=method, alpha=alpha, method_params=method_params, out=out, show_progress=show_progress
+        )
     a = check_alpha(alpha)
     cs = ConformalSegmenter(method, alpha=a, guarantee=guarantee, tau=tau, method_params=method_params)
     m = cs._validate()
@@ -121,6 +127,8 @@ def predict_dir(
     All sets are written into a temporary folder first and moved into ``out`` only when
     every id succeeded, so a failure leaves no partial output.
     """
+    if read_json(calib).get("method") in ("consign", "aps"):
+        raise SegcpError(f"{calib}: consign/aps calibrations give sets of segmentations; draw from them with `segcp evaluate --calib {calib} --draws S`")
     cs, record = load_calibration(calib)
     label = record.get("label")
     channels = bool(record.get("probs_channels", False))
@@ -148,18 +156,30 @@ def predict_dir(
 
 
 def evaluate_dir(
-    sets: str | os.PathLike[str],
+    sets: str | os.PathLike[str] | None,
     data: str | os.PathLike[str],
     *,
     label: int | None = None,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
+    calib: str | os.PathLike[str] | None = None,
+    draws: int = 100,
 ) -> dict[str, Any]:
     """Metrics of the sets in ``sets/<id>.npy`` against ``data/masks``.
 
     Stretch uses the model's own mask (probability ≥ 0.5 from ``data/probs``) when present.
     Distances are in the data's physical units (NIfTI spacing) or pixels.
+
+    With ``calib`` (a consign/aps calibration) instead: draw ``draws`` segmentations per image
+    from the calibrated sets and report coverage, SEC, Chao1 and correlation
+    (:func:`segcp.multiclass.jobs.evaluate_samples_dir`).
     """
+    if calib is not None:
+        from segcp.multiclass.jobs import evaluate_samples_dir
+
+        return evaluate_samples_dir(calib, data, draws=draws, out=out, show_progress=show_progress)
+    if sets is None:
+        raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (a consign/aps calibration)")
     sets = Path(sets)
     if not sets.is_dir():
         raise SegcpError(f"{sets}: sets directory does not exist")
