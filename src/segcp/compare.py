@@ -233,7 +233,10 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
         f"calibration/test splits with {result['n_cal']} calibration images (whole groups), seed "
         f"{result['seed']}. Mean ± std over splits of the per-split mean over test images. FNR ± SE: the "
         "guarantee holds when FNR ≤ α + 3·SE (⚠ marks a violation). Win: fraction of splits in which "
-        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α.\n\n"
+        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α. Splits where "
+        "no λ satisfied the bound (\"infeasible\", e.g. Consema when the model predicts nothing on "
+        "too many calibration images) are excluded from the means; the FNR check of such a row is "
+        "then conditional on feasibility and is not the marginal guarantee.\n\n"
         + markdown_summary(result)
         + "\n![summary](summary.png)\n"
     )
