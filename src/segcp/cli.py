@@ -254,6 +254,119 @@ def demo(
     run_demo(out=out, n=n, seed=seed, show_progress=not quiet)
 
 
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the model checkpoint (.pt).")],
+    task: Annotated[
+        Optional[str], typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi): its training patients.")
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="Or: a data directory with images/ and masks/ (all of it is training data; pre-split by patient)."),
+    ] = None,
+    label: LabelOpt = None,
+    preset: Annotated[str, typer.Option("--preset", help="cpu (default, <= 15 min on 2 cores) or paper (512 px, 200 epochs, GPU).")] = "cpu",
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", help="Training epochs (default: cpu preset = as many as make --steps).")
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option("--steps", help="Without --epochs: about this many optimisation steps (cpu preset: 1100).")
+    ] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Training size S (images resized to S x S, multiple of 16).")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="UNet base width.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size.")] = None,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout p in the UNet blocks (MC dropout); 0 = none.")] = 0.0,
+    dropout_levels: Annotated[
+        int, typer.Option("--dropout-from-level", help="Dropout only in blocks at level >= K (2 = central blocks, 0 = all).")
+    ] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Training seed (deep ensembles: one model per seed).")] = 0,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the task's train/calibration/test split.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
+    max_minutes: Annotated[
+        Optional[float], typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")
+    ] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, small rotations, intensity jitter.")] = True,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")
+    ] = 0.1,
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, cuda:1, ...")] = "cpu",
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a UNet on a task's training patients or on a data directory."""
+    from segcp.models import require_torch
+
+    require_torch()
+    from segcp.models.train import TrainConfig, train_datadir, train_task
+
+    if (task is None) == (data is None):
+        raise SegcpError("train needs either --task T or --data DIR (not both)")
+    if task is not None and label is not None:
+        raise SegcpError("--label is for --data; a task defines its own target")
+    cfg = TrainConfig.from_preset(
+        preset, epochs=epochs, steps=steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels, seed=seed,
+        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device,
+    )
+    if task is not None:
+        meta = train_task(task, out, cfg, split_seed=split_seed, show_progress=not quiet)
+    else:
+        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet)  # type: ignore[arg-type]
+    if not quiet:
+        m = meta["metrics"]
+        vd = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
+        typer.echo(
+            f"trained {meta['n_classes']}-class UNet ({m['train_images']} images, best epoch {m['best_epoch']}, "
+            f"validation Dice {vd}, {m['train_seconds'] / 60:.1f} min"
+            + (", stopped at --max-minutes" if m["stopped_early"] else "")
+            + f") -> {out}"
+        )
+
+
+@app.command()
+def infer(
+    model: Annotated[list[Path], typer.Option("--model", help="Model checkpoint; repeat for a deep ensemble.")],
+    out: Annotated[Path, typer.Option("--out", help="Output data directory (images/, masks/, probs/, samples/).")],
+    task: Annotated[Optional[str], typer.Option("--task", help="Task the model was trained on.")] = None,
+    split: Annotated[
+        Optional[str], typer.Option("--split", help="calibration, test or pool (= calibration + test) of the model's split.")
+    ] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Or: a data directory with images/ (and masks/).")] = None,
+    samples: Annotated[
+        Optional[int], typer.Option("--samples", help="Write N softmax samples per image (MC dropout / ensemble members).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
+    batch: Annotated[int, typer.Option("--batch", help="Images (or MC passes) per forward pass.")] = 16,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
+    quiet: QuietOpt = False,
+) -> None:
+    """Probability maps (and samples) of one model or an ensemble, on the original image grid."""
+    from segcp.models import require_torch
+
+    require_torch()
+    from segcp.models.infer import infer_to_dir
+
+    if (task is None) == (data is None):
+        raise SegcpError("infer needs either --task T --split PART or --data DIR (not both)")
+    if task is not None and split is None:
+        raise SegcpError("--task needs --split calibration|test|pool")
+    if data is not None and split is not None:
+        raise SegcpError("--split is for --task; a data directory is used whole")
+    man = infer_to_dir(
+        [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
+        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
+    )
+    if not quiet:
+        d = man["dice"]
+        msg = f"wrote {len(man['ids'])} probability maps" + (f" and {samples} samples each" if samples else "") + f" to {out}"
+        if d and d.get("mean") is not None:
+            parts = [f"Dice {d['mean']:.4f} (n = {d['n']})"]
+            if d.get("test") is not None:
+                parts.append(f"test {d['test']:.4f} (n = {d['n_test']})")
+            msg += "; " + ", ".join(parts)
+        typer.echo(msg)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one clear line and exit status 2 on bad input."""
     try:
