@@ -185,19 +185,44 @@ def methods() -> None:
 
 
 def _parse_spec(text: str) -> Any:
-    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee)."""
+    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee).
+
+    A value ``V1|V2|...`` makes a tuned row (:class:`segcp.tuning.TunedSpec`): every combination
+    of the ``|`` values is a candidate, chosen per split by cross-validation on the calibration
+    images (``criterion=dice|hd95|stretch``, ``folds=K`` set how).
+    """
     from segcp.compare import MethodSpec
+    from segcp.tuning import TunedSpec, expand_grid
 
     label = None
     if "@" in text:
         text, label = text.split("@", 1)
     name, _, rest = text.partition(":")
-    params = _parse_params([kv for kv in rest.split(",") if kv]) if rest else {}
+    name = name.strip()
+    pairs = [kv for kv in rest.split(",") if kv] if rest else []
+    grid = {}
+    fixed = []
+    for kv in pairs:
+        key, eq, raw = kv.partition("=")
+        if eq and "|" in raw:
+            grid[key.strip().replace("-", "_")] = [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
+        else:
+            fixed.append(kv)
+    params = _parse_params(fixed)
     guarantee = str(params.pop("guarantee", "fnr"))
     tau = float(params.pop("tau", 1.0))
+    criterion = str(params.pop("criterion", "dice"))
+    folds = int(params.pop("folds", 5))
+    if not grid:
+        if label is None:
+            label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+        return MethodSpec(label, name, params, guarantee, tau)
+    cands = tuple(
+        MethodSpec(", ".join(f"{k}={p[k]}" for k in grid), name, p, guarantee, tau) for p in expand_grid(params, grid)
+    )
     if label is None:
-        label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-    return MethodSpec(label, name.strip(), params, guarantee, tau)
+        label = f"{name} (tuned: " + ", ".join(grid) + ")"
+    return TunedSpec(label, cands, criterion=criterion, folds=folds)
 
 
 @app.command()
@@ -206,7 +231,11 @@ def compare(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
         Optional[list[str]],
-        typer.Option("--method", "-m", help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline. KEY=V1|V2 tunes KEY per split on the calibration images.",
+        ),
     ] = None,
     alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk levels (repeatable).")] = None,
     n_cal: Annotated[int, typer.Option("--n-cal", help="Calibration images per split (whole groups).")] = 20,
@@ -239,6 +268,67 @@ def compare(
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
+
+
+@app.command()
+def tune(
+    data: DataOpt,
+    method: Annotated[str, typer.Option("--method", "-m", help="Set method to tune (see `segcp methods`).")],
+    grid: Annotated[
+        list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
+    ],
+    alpha: Annotated[float, typer.Option("--alpha", help="Risk level the sets are calibrated at inside each fold.")] = 0.1,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Fixed KEY=VALUE method parameters.")] = None,
+    criterion: Annotated[str, typer.Option("--criterion", help="dice (max), hd95 or stretch (min) of the held-out folds' sets.")] = "dice",
+    folds: Annotated[int, typer.Option("--folds", help="Group K-fold cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
+    label: LabelOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
+
+    For each candidate, λ̂ is calibrated by exact CRC on K−1 folds (whole patients/groups) at
+    --alpha and the sets are scored on the held-out fold; the best mean wins. Give it your
+    calibration (or a separate tuning) directory, never test data; then `segcp calibrate` with
+    the printed parameters. Tuning and calibrating on the same images makes the guarantee
+    approximate (docs/tuning.md); for a strict one, tune on images you do not calibrate on.
+    """
+    from segcp.compare import MethodSpec, load_groups
+    from segcp.io import DataDir, write_json
+    from segcp.pipeline import _channels, progress
+    from segcp.tuning import expand_grid
+    from segcp.tuning import tune as run_tune
+
+    values: dict[str, list[Any]] = {}
+    for g in grid:
+        key, eq, raw = g.partition("=")
+        if not eq or not raw:
+            raise SegcpError(f"--grid {g!r}: expected KEY=V1|V2|...")
+        values[key.strip().replace("-", "_")] = [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
+    fixed = _parse_params(param)
+    guarantee = str(fixed.pop("guarantee", "fnr"))
+    tau = float(fixed.pop("tau", 1.0))
+    cands = [MethodSpec(", ".join(f"{k}={p[k]}" for k in values), method, p, guarantee, tau) for p in expand_grid(fixed, values)]
+    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in cands)
+    dd = DataDir(data)
+    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
+    channels = _channels(dd, ids, label)
+    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", not quiet)]
+    groups, source = load_groups(data, ids)
+    res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
+    record = res.to_dict() | {"data": str(data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
+    if out is not None:
+        write_json(out, record)
+    if not quiet:
+        typer.echo(f"{len(ids)} images in {len(set(groups))} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
+        for row in res.table:
+            mark = "*" if row["candidate"] == res.best_index else " "
+            extra = f"  ({row['infeasible_folds']} infeasible folds)" if row["infeasible_folds"] else ""
+            typer.echo(f"{mark} {row['label']:<40} {criterion} {row['value']:.4f}{extra}")
+        typer.echo("best: " + " ".join(f"--param {k}={v}" for k, v in res.best.params.items()))
+        if out is not None:
+            typer.echo(f"wrote {out}")
 
 
 @app.command()

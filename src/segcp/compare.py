@@ -25,6 +25,7 @@ from segcp.errors import SegcpError
 from segcp.io import atomic_path, read_json, write_json
 from segcp.methods import Case, SetMethod, get_method
 from segcp.metrics import METRICS, evaluate_set
+from segcp.tuning import TunedSpec, select
 
 __all__ = ["MethodSpec", "run_comparison", "summarize", "write_report", "load_groups", "compare_dir"]
 
@@ -69,10 +70,14 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    return spec.to_dict() if hasattr(spec, "to_dict") else asdict(spec)
+
+
 def run_comparison(
     cases: Sequence[Case],
     groups: Sequence[str],
-    specs: Sequence[MethodSpec],
+    specs: Sequence[MethodSpec | TunedSpec],
     *,
     alphas: Sequence[float] = (0.2, 0.1, 0.05),
     n_cal: int = 20,
@@ -84,6 +89,11 @@ def run_comparison(
 
     Returns a dict with ``splits`` (per split, method and α: λ̂ and the mean test metrics)
     and ``summary`` (see :func:`summarize`).
+
+    A :class:`segcp.tuning.TunedSpec` chooses its setting per split and α by group K-fold
+    cross-validation on that split's *calibration* images only (:func:`segcp.tuning.select`),
+    then calibrates the chosen setting on the whole calibration part; its records say which
+    candidate was chosen (``chosen``).
     """
     from segcp.data.splits import random_cal_test_splits
     from segcp.pipeline import progress
@@ -98,19 +108,42 @@ def run_comparison(
             {m: _nanmean([evaluate_set(cases[i].model_mask, cases[i].mask, cases[i].model_mask, cases[i].spacing)[m] for i in test]) for m in METRICS}
         )
     for spec in specs:
-        method = spec.build()
-        scores = []
-        curves = []
-        for c in progress(list(cases), f"{spec.label}: score maps", show_progress):
-            r = method.score_map(c)
-            scores.append(r)
-            curves.append(method.loss_curve(c, spec.guarantee, spec.tau))
+        cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
+        all_scores: list[list[np.ndarray]] = []
+        all_curves: list[list[LossCurves]] = []
+        mins: list[float] = []
+        for cand in cands:
+            method = cand.build()
+            scores = []
+            curves = []
+            what = f"{spec.label}: score maps" + (f" ({cand.label})" if len(cands) > 1 else "")
+            for c in progress(list(cases), what, show_progress):
+                scores.append(method.score_map(c))
+                curves.append(method.loss_curve(c, cand.guarantee, cand.tau))
+            all_scores.append(scores)
+            all_curves.append(curves)
+            mins.append(method.lambda_min)
         jobs = [(s, a) for s in range(len(splits)) for a in alphas]
         for s, a in progress(jobs, f"{spec.label}: splits", show_progress):
             cal, test = splits[s]
             base = {"method": spec.label, "alpha": a, "split": s, "n_cal": len(cal), "n_test": len(test)}
+            k = 0
+            if isinstance(spec, TunedSpec):
+                k, table = select(
+                    [[m[i] for i in cal] for m in all_scores],
+                    [[c[i] for i in cal] for c in all_curves],
+                    mins,
+                    [cases[i] for i in cal],
+                    [groups[i] for i in cal],
+                    a,
+                    criterion=spec.criterion,
+                    folds=spec.folds,
+                    seed=spec.seed + s,
+                )
+                base = base | {"chosen": cands[k].label, "cv": [t["value"] for t in table]}
+            scores, curves = all_scores[k], all_curves[k]
             try:
-                res = crc_lambda(LossCurves.concat([curves[i] for i in cal]), a, lambda_min=method.lambda_min)
+                res = crc_lambda(LossCurves.concat([curves[i] for i in cal]), a, lambda_min=mins[k])
             except SegcpError as exc:  # e.g. sets that never cover: no valid λ on this split
                 records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in METRICS})
                 continue
@@ -119,7 +152,7 @@ def run_comparison(
             records.append(base | {"lambda": res.lambda_} | row)
     return {
         "segcp_version": __version__,
-        "methods": [asdict(s) for s in specs],
+        "methods": [_spec_dict(s) for s in specs],
         "alphas": list(alphas),
         "n_cal": n_cal,
         "n_splits": len(splits),
@@ -147,6 +180,9 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         rows = sorted((r for r in records if r["method"] == method and r["alpha"] == alpha), key=lambda r: r["split"])
         row: dict[str, Any] = {"method": method, "alpha": alpha, "splits": len(rows)}
         row["infeasible"] = sum("infeasible" in r for r in rows)
+        chosen = [r["chosen"] for r in rows if "chosen" in r]
+        if chosen:
+            row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         rows = [r for r in rows if "infeasible" not in r]
         for m in ["lambda", *METRICS]:
             v = np.array([r[m] for r in rows], dtype=float)
@@ -190,6 +226,11 @@ def markdown_summary(result: dict[str, Any]) -> str:
             f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {win('dice_win')} | {win('hd95_win')} |"
             + (f" infeasible in {r['infeasible']}/{r['splits']} splits" if r["infeasible"] else "")
         )
+    tuned = [r for r in result["summary"] if r.get("chosen")]
+    if tuned:
+        lines += ["", "Settings chosen by cross-validation on each split's calibration images (number of splits):", ""]
+        for r in tuned:
+            lines.append(f"- {r['method']}, α = {r['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in r["chosen"].items()))
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +304,8 @@ def compare_dir(
     from segcp.pipeline import _channels, progress
 
     dd = DataDir(data)
-    needs_image = any(getattr(type(s.build()), "needs_image", False) for s in specs)
+    builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
+    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in builds)
     ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
     channels = _channels(dd, ids, label)
     cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", show_progress)]
