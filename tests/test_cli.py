@@ -213,3 +213,16 @@ def test_console_script_version_and_help():
     assert "--alpha" in r.stdout and "--guarantee" in r.stdout
     r = subprocess.run([str(exe), "calibrate", "--data", "/nonexistent", "--out", "x.json"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == "segcp: error: /nonexistent: data directory does not exist\n"
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    """Atomic writes go through mkstemp (0600); the result must get 0666 & ~umask like open()."""
+    import os
+    import stat
+
+    from segcp.io import write_json
+
+    write_json(tmp_path / "r.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o666 & ~mask

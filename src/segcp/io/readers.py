@@ -117,6 +117,10 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600; outputs get the usual mode (0666 & ~umask)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp_path, 0o666 & ~mask)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
