@@ -104,6 +104,39 @@ def _mean_sd(v: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+def check_coverage(scores: dict[str, np.ndarray], groups: list[str], a: argparse.Namespace) -> dict[str, Any]:
+    """The guarantee check: many more splits, from the per-image scores alone (cheap)."""
+    coverage_check: dict[str, Any] = {}
+    many = list(random_cal_test_splits(groups, a.n_cal, a.coverage_splits, seed=a.seed + 1))
+    for name in METHODS:
+        covs, lams, infeasible, marginal = [], [], 0, []
+        for cal, test in many:
+            est = make(name, a.alpha, a.beta)
+            try:
+                est.calibrate_scores(scores[name][cal])
+            except SegcpError:
+                infeasible += 1
+                # the largest set the method has (λ = ∞) still misses the unreachable truths
+                marginal.append(float(np.mean(np.isfinite(scores[name][test]))))
+                continue
+            marginal.append(float(np.mean(scores[name][test] <= est.lambda_)))
+            lams.append(est.lambda_)
+            covs.append(float(np.mean(scores[name][test] <= est.lambda_)))
+        c = np.asarray(covs)
+        coverage_check[name] = {
+            "splits": len(many),
+            "infeasible": infeasible,
+            "coverage": float(c.mean()) if c.size else math.nan,
+            "coverage_se": float(c.std(ddof=1) / math.sqrt(c.size)) if c.size > 1 else math.nan,
+            "lambda_median": float(np.median(lams)) if lams else math.nan,
+            "coverage_marginal": float(np.mean(marginal)),
+            "coverage_marginal_se": float(np.std(marginal, ddof=1) / math.sqrt(len(marginal))),
+            "n_infinite_scores": int(np.sum(~np.isfinite(scores[name]))),
+        }
+        print(f"coverage check ({len(many)} splits): {name}: {coverage_check[name]}", flush=True)
+    return coverage_check
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, type=Path)
@@ -117,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-draw-images", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--coverage-splits", type=int, default=500, help="extra splits for the coverage check (scores only)")
     ap.add_argument("--title", default=None)
+    ap.add_argument(
+        "--report-only", action="store_true", help="re-run the coverage check and rewrite the report from OUT/results.json"
+    )
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
     try:
@@ -128,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ids = sorted(samples)
     groups, group_source = load_groups(a.data, ids)
+    if a.report_only:
+        result = json.loads((a.out / "results.json").read_text())
+        if [r["id"] for r in result["per_image"]] != ids:
+            print(f"consign_real: error: {a.out / 'results.json'}: ids differ from {a.data}", file=sys.stderr)
+            return 2
+        a.seed, a.n_cal, a.alpha, a.beta = result["seed"], result["splits"][0]["n_cal"], result["alpha"], result["beta"]
+        scores = {name: np.array([r["scores"][name] if r["scores"][name] is not None else math.inf for r in result["per_image"]]) for name in METHODS}
+        result["coverage_check"] = check_coverage(scores, groups, a)
+        (a.out / "results.json").write_text(json.dumps(result, indent=1))
+        write_report(a.out, result, a.title or f"CONSIGN and APS on {a.data}")
+        print(f"wrote {a.out / 'report.md'}")
+        return 0
     t_start = time.perf_counter()
     print(f"{len(ids)} images; scores for {', '.join(METHODS)} ...", flush=True)
     jobs = [(i, a.alpha, a.beta, str(samples[i]), str(masks[i])) for i in ids]
@@ -135,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     t_scores = time.perf_counter() - t_start
     scores = {name: np.array([r["scores"][name] for r in per_image]) for name in METHODS}
     print(f"scores done in {t_scores:.0f} s", flush=True)
+
+    coverage_check = check_coverage(scores, groups, a)
 
     rng = np.random.default_rng(a.seed)
     splits = list(random_cal_test_splits(groups, a.n_cal, a.splits, seed=a.seed))
@@ -187,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "score_wall_seconds": t_scores,
         "per_image": per_image,
+        "coverage_check": coverage_check,
         "splits": split_records,
         "total_seconds": time.perf_counter() - t_start,
     }
@@ -254,6 +306,26 @@ def write_report(out: Path, result: dict[str, Any], title: str) -> None:
         cells += [pm(r[f"chao@{s}"], 0) for s in sizes]
         cells += [pm(r[f"correlation@{s}"], 3) for s in sizes]
         lines.append("| " + " | ".join(cells) + " |")
+    cc = result.get("coverage_check")
+    if cc:
+        first = next(iter(cc.values()))
+        lines += [
+            "",
+            f"**Guarantee check** over {first['splits']} further random splits (scores only; same n): mean test "
+            f"coverage ± SE over the feasible splits (the guarantee: ≥ {1 - alpha:g} within 3 SE); infeasible = "
+            "more than α(n+1) − 1 calibration truths are never in the set at any λ, so no finite λ̂ exists "
+            "(segcp refuses to calibrate).",
+            "",
+            "| method | truths never in the set (of all images) | infeasible splits | coverage ± SE (feasible splits) | coverage ± SE (all splits, λ̂ = ∞ when infeasible) | median λ̂ |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, c in cc.items():
+            lines.append(
+                f"| {name} | {c['n_infinite_scores']} / {result['n_images']} | {c['infeasible']} / {c['splits']} | "
+                f"{c['coverage']:.3f} ± {c['coverage_se']:.3f} | "
+                + (f"{c['coverage_marginal']:.3f} ± {c['coverage_marginal_se']:.3f}" if "coverage_marginal" in c else "–")
+                + f" | {c['lambda_median']:.3f} |"
+            )
     lines += [
         "",
         "Time per image (one process): λ*_i search mean / median "
