@@ -161,3 +161,11 @@ def test_cli_tune_and_tuned_compare(tmp_path, capsys):
     )
     assert code == 0
     assert "chosen by cross-validation" in (rep / "report.md").read_text()
+
+
+def test_tuned_row_says_when_no_fold_is_feasible(phantoms):
+    """α = 0.05 needs ≥ 19 calibration images per fit; 5-fold CV of 20 trains on 16: fallback."""
+    cases, groups = phantoms
+    tuned = TunedSpec("t", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})))
+    res = run_comparison(cases, groups, [tuned], alphas=(0.05,), n_cal=20, n_splits=2, seed=0, show_progress=False)
+    assert all(r["chosen"] == "se=cross (fallback: no fold feasible at this α)" for r in res["splits"])

@@ -140,7 +140,11 @@ def run_comparison(
                     folds=spec.folds,
                     seed=spec.seed + s,
                 )
-                base = base | {"chosen": cands[k].label, "cv": [t["value"] for t in table]}
+                scored = any(math.isfinite(t["value"]) for t in table)
+                # no candidate could be scored (e.g. folds too small for α: CRC needs n ≥ 1/α − 1
+                # images per training part): the first candidate is used, and the record says so
+                chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
+                base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
             scores, curves = all_scores[k], all_curves[k]
             try:
                 res = crc_lambda(LossCurves.concat([curves[i] for i in cal]), a, lambda_min=mins[k])

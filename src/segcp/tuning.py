@@ -195,7 +195,7 @@ def select(
             value = -math.inf if higher else math.inf
         table.append({"candidate": c, "value": value, "infeasible_folds": infeasible, "fold_lambdas": lambdas})
     vals = np.array([t["value"] for t in table])
-    best = int(np.argmax(vals) if higher else np.argmin(vals))  # first of ties
+    best = int(np.argmax(vals) if higher else np.argmin(vals))  # first of ties; all infeasible → 0
     return best, table
 
 
