@@ -25,7 +25,7 @@ __all__ = ["COLUMNS", "MC_TITLE", "phantom_samples", "run_multiclass_demo"]
 
 COLUMNS = ["method", "alpha", "lambda", "coverage", "SEC@100", "Chao1@100", "|corr|", "seconds"]
 MC_TITLE = (
-    "Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.9, "
+    "Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.8, "
     "first 30 calibration / 30 test images): P(truth in set up to beta) >= 1 - alpha"
 )
 
@@ -58,7 +58,7 @@ def run_multiclass_demo(
     test: Sequence[int],
     *,
     alpha: float = 0.1,
-    beta: float = 0.9,
+    beta: float = 0.8,
     K: int = 5,
     draws: int = 100,
     seed: int = 0,
@@ -67,6 +67,9 @@ def run_multiclass_demo(
     """Calibrate CONSIGN (K components) and APS at α on ``cal``, evaluate on ``test``: table rows.
 
     Only the first ``max_images`` calibration and test images are used (keeps the demo fast).
+    β = 0.8: at 0.9 some of these truths are not of the form argmax(μ + Σ c_k u_k) at any c
+    (4 of 30), more than α = 0.1 tolerates with n = 30, so CONSIGN could not be calibrated —
+    the same limit as on real data (docs/consign.md).
     """
     cal, test = list(cal)[:max_images], list(test)[:max_images]
     rng = np.random.default_rng((seed, 6))
