@@ -184,6 +184,23 @@ def methods() -> None:
     typer.echo("aps      (pixel-wise APS on the mean softmax, same 0/1 loss; segcp.multiclass)")
 
 
+def _grid_values(key: str, raw: str) -> tuple[str, list[Any]]:
+    """``KEY``, ``V1|V2|...`` → (normalised key, parsed values)."""
+    return key.strip().replace("-", "_"), [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
+
+
+def _grid_candidates(name: str, params: dict[str, Any], grid: dict[str, list[Any]]) -> list[Any]:
+    """One MethodSpec per combination of ``grid`` on top of ``params`` (``guarantee``/``tau`` keys
+    set the guarantee; the label names the grid values)."""
+    from segcp.compare import MethodSpec
+    from segcp.tuning import expand_grid
+
+    params = dict(params)
+    guarantee = str(params.pop("guarantee", "fnr"))
+    tau = float(params.pop("tau", 1.0))
+    return [MethodSpec(", ".join(f"{k}={p[k]}" for k in grid), name, p, guarantee, tau) for p in expand_grid(params, grid)]
+
+
 def _parse_spec(text: str) -> Any:
     """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee).
 
@@ -192,7 +209,7 @@ def _parse_spec(text: str) -> Any:
     images (``criterion=dice|hd95|stretch``, ``folds=K`` set how).
     """
     from segcp.compare import MethodSpec
-    from segcp.tuning import TunedSpec, expand_grid
+    from segcp.tuning import TunedSpec
 
     label = None
     if "@" in text:
@@ -205,21 +222,20 @@ def _parse_spec(text: str) -> Any:
     for kv in pairs:
         key, eq, raw = kv.partition("=")
         if eq and "|" in raw:
-            grid[key.strip().replace("-", "_")] = [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
+            k, values = _grid_values(key, raw)
+            grid[k] = values
         else:
             fixed.append(kv)
     params = _parse_params(fixed)
-    guarantee = str(params.pop("guarantee", "fnr"))
-    tau = float(params.pop("tau", 1.0))
     criterion = str(params.pop("criterion", "dice"))
     folds = int(params.pop("folds", 5))
     if not grid:
+        guarantee = str(params.pop("guarantee", "fnr"))
+        tau = float(params.pop("tau", 1.0))
         if label is None:
             label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
         return MethodSpec(label, name, params, guarantee, tau)
-    cands = tuple(
-        MethodSpec(", ".join(f"{k}={p[k]}" for k in grid), name, p, guarantee, tau) for p in expand_grid(params, grid)
-    )
+    cands = tuple(_grid_candidates(name, params, grid))
     if label is None:
         label = f"{name} (tuned: " + ", ".join(grid) + ")"
     return TunedSpec(label, cands, criterion=criterion, folds=folds)
@@ -294,10 +310,9 @@ def tune(
     the printed parameters. Tuning and calibrating on the same images makes the guarantee
     approximate (docs/tuning.md); for a strict one, tune on images you do not calibrate on.
     """
-    from segcp.compare import MethodSpec, load_groups
+    from segcp.compare import load_groups
     from segcp.io import DataDir, write_json
     from segcp.pipeline import _channels, progress
-    from segcp.tuning import expand_grid
     from segcp.tuning import tune as run_tune
 
     values: dict[str, list[Any]] = {}
@@ -305,11 +320,9 @@ def tune(
         key, eq, raw = g.partition("=")
         if not eq or not raw:
             raise SegcpError(f"--grid {g!r}: expected KEY=V1|V2|...")
-        values[key.strip().replace("-", "_")] = [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
-    fixed = _parse_params(param)
-    guarantee = str(fixed.pop("guarantee", "fnr"))
-    tau = float(fixed.pop("tau", 1.0))
-    cands = [MethodSpec(", ".join(f"{k}={p[k]}" for k in values), method, p, guarantee, tau) for p in expand_grid(fixed, values)]
+        k, vals = _grid_values(key, raw)
+        values[k] = vals
+    cands = _grid_candidates(method, _parse_params(param), values)
     needs_image = any(getattr(type(c.build()), "needs_image", False) for c in cands)
     dd = DataDir(data)
     ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
