@@ -25,7 +25,7 @@ from segcp.errors import SegcpError
 from segcp.io import atomic_path, read_json, write_json
 from segcp.methods import Case, SetMethod, get_method
 from segcp.metrics import METRICS, evaluate_set
-from segcp.tuning import TunedSpec, select
+from segcp.tuning import TunedSpec, candidate_maps, select
 
 __all__ = ["MethodSpec", "run_comparison", "summarize", "write_report", "load_groups", "compare_dir"]
 
@@ -109,20 +109,7 @@ def run_comparison(
         )
     for spec in specs:
         cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
-        all_scores: list[list[np.ndarray]] = []
-        all_curves: list[list[LossCurves]] = []
-        mins: list[float] = []
-        for cand in cands:
-            method = cand.build()
-            scores = []
-            curves = []
-            what = f"{spec.label}: score maps" + (f" ({cand.label})" if len(cands) > 1 else "")
-            for c in progress(list(cases), what, show_progress):
-                scores.append(method.score_map(c))
-                curves.append(method.loss_curve(c, cand.guarantee, cand.tau))
-            all_scores.append(scores)
-            all_curves.append(curves)
-            mins.append(method.lambda_min)
+        all_scores, all_curves, mins = candidate_maps(cands, cases, f"{spec.label}: score maps", show_progress)
         jobs = [(s, a) for s in range(len(splits)) for a in alphas]
         for s, a in progress(jobs, f"{spec.label}: splits", show_progress):
             cal, test = splits[s]

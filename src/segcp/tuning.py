@@ -48,7 +48,7 @@ from segcp.methods import Case
 if TYPE_CHECKING:  # pragma: no cover
     from segcp.compare import MethodSpec
 
-__all__ = ["CRITERIA", "TunedSpec", "TuneResult", "expand_grid", "group_folds", "select", "split_holdout", "tune"]
+__all__ = ["CRITERIA", "TunedSpec", "TuneResult", "candidate_maps", "expand_grid", "group_folds", "select", "split_holdout", "tune"]
 
 #: criterion → (better is higher?, description)
 CRITERIA: dict[str, tuple[bool, str]] = {
@@ -199,6 +199,22 @@ def select(
     return best, table
 
 
+def candidate_maps(
+    candidates: Sequence[MethodSpec], cases: Sequence[Case], what: str = "score maps", show_progress: bool = False
+) -> tuple[list[list[NDArray[np.float64]]], list[list[LossCurves]], list[float]]:
+    """Per candidate: every case's score map and loss curve, and the method's ``lambda_min``."""
+    from segcp.pipeline import progress
+
+    maps, curves, mins = [], [], []
+    for spec in candidates:
+        m = spec.build()
+        label = f"{what} ({spec.label})" if len(candidates) > 1 else what
+        maps.append([m.score_map(c) for c in progress(list(cases), label, show_progress)])
+        curves.append([m.loss_curve(c, spec.guarantee, spec.tau) for c in cases])
+        mins.append(m.lambda_min)
+    return maps, curves, mins
+
+
 @dataclass
 class TuneResult:
     """Outcome of :func:`tune`: the best candidate and the CV table (one row per candidate)."""
@@ -238,7 +254,6 @@ def tune(
     Computes every candidate's score maps and loss curves once, then :func:`select`.
     """
     from segcp.calibration import check_alpha
-    from segcp.pipeline import progress
 
     check_alpha(alpha)
     if criterion not in CRITERIA:
@@ -247,12 +262,7 @@ def tune(
         raise SegcpError(f"{len(cases)} cases but {len(groups)} group labels")
     if not candidates:
         raise SegcpError("no candidate settings to tune over")
-    maps, curves, mins = [], [], []
-    for spec in candidates:
-        m = spec.build()
-        maps.append([m.score_map(c) for c in progress(list(cases), f"tune: {spec.label}", show_progress)])
-        curves.append([m.loss_curve(c, spec.guarantee, spec.tau) for c in cases])
-        mins.append(m.lambda_min)
+    maps, curves, mins = candidate_maps(candidates, cases, "tune", show_progress)
     best, table = select(maps, curves, mins, cases, groups, alpha, criterion=criterion, folds=folds, seed=seed)
     for row, spec in zip(table, candidates):
         row["label"] = spec.label
