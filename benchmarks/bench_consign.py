@@ -96,6 +96,24 @@ def bench_calibration(cases, K, alpha, beta, jobs, epochs, check_every):
     }
 
 
+def load_real_cases(data: str, n: int):
+    """The first ``n`` ids (sorted) of a ``segcp infer --samples`` folder as (samples, truth) cases."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from segcp.io import index_folder, read_array
+    from segcp.multiclass.agreement import check_label_map, check_samples
+
+    root = Path(data)
+    samples, masks = index_folder(root / "samples"), index_folder(root / "masks")
+    out = []
+    for i in sorted(samples)[:n]:
+        m, _ = read_array(masks[i])
+        x = check_samples(read_array(samples[i])[0], str(samples[i]), tuple(np.asarray(m).shape))
+        out.append(SimpleNamespace(id=i, samples=x, truth=check_label_map(m, str(masks[i]), x.shape[1])))
+    return out
+
+
 def bench_svd(shapes, N, K, repeats=3):
     rng = np.random.default_rng(0)
     rows = []
@@ -146,12 +164,15 @@ def main() -> None:
     ap.add_argument("--K", type=int, nargs="+", default=[2, 5])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--data", help="real samples instead: a data directory with samples/ and masks/ (first --n ids)")
+    ap.add_argument("--skip-online", action="store_true", help="calibration only (no SVD / draw timings)")
     a = ap.parse_args()
     if a.quick:
         a.n, a.epochs, a.K = 10, 20, [2]
-    print(f"segcp CONSIGN benchmark — SYNTHETIC samples; {platform.processor() or platform.machine()}, "
+    kind = f"REAL samples from {a.data}" if a.data else "SYNTHETIC samples"
+    print(f"segcp CONSIGN benchmark — {kind}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, numpy {np.__version__}")
-    cases = make_toy_cases(a.n, shape=(a.size, a.size), n_labels=4, n_samples=30, seed=2)
+    cases = load_real_cases(a.data, a.n) if a.data else make_toy_cases(a.n, shape=(a.size, a.size), n_labels=4, n_samples=30, seed=2)
     res = {"settings": vars(a), "calibration": [], "svd": [], "draws": []}
     for K in a.K:
         r = bench_calibration(cases, K, a.alpha, a.beta, a.jobs, a.epochs, a.check_every)
@@ -167,12 +188,16 @@ def main() -> None:
             f"(reference at {a.epochs} epochs), {r[f'speedup_{a.jobs}proc_vs_reference_10000_epochs_{a.jobs}proc_ideal']:.0f}x "
             f"(at 10000 epochs)"
         )
-    sizes = [(4, 48)] if a.quick else [(4, 48), (4, 128), (4, 256), (2, 256)]
+    if a.skip_online:
+        sizes, draw_sizes = [], []
+    else:
+        sizes = [(4, 48)] if a.quick else [(4, 48), (4, 128), (4, 256), (2, 256)]
+        draw_sizes = [48] if a.quick else [48, 256]
     res["svd"] = bench_svd(sizes, 30, 5)
     for r in res["svd"]:
         print(f"SVD N=30 L={r['L']} {r['size']} K=5: gram {r['gram_ms']:.1f} ms, lapack {r['lapack_ms']:.1f} ms, "
               f"randomized {r['randomized_ms']:.1f} ms")
-    for size in ([48] if a.quick else [48, 256]):
+    for size in draw_sizes:
         r = bench_draws(size, 5)
         res["draws"].append(r)
         print(f"draws {r['size']} L=4 N=30 K=5 at lambda {r['lambda']:g} ({r['active_pixels']} of {r['pixels']} pixels "
