@@ -310,9 +310,8 @@ def tune(
     the printed parameters. Tuning and calibrating on the same images makes the guarantee
     approximate (docs/tuning.md); for a strict one, tune on images you do not calibrate on.
     """
-    from segcp.compare import load_groups
-    from segcp.io import DataDir, write_json
-    from segcp.pipeline import _channels, progress
+    from segcp.compare import load_labelled_dir
+    from segcp.io import write_json
     from segcp.tuning import tune as run_tune
 
     values: dict[str, list[Any]] = {}
@@ -323,12 +322,8 @@ def tune(
         k, vals = _grid_values(key, raw)
         values[k] = vals
     cands = _grid_candidates(method, _parse_params(param), values)
-    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in cands)
-    dd = DataDir(data)
-    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
-    channels = _channels(dd, ids, label)
-    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", not quiet)]
-    groups, source = load_groups(data, ids)
+    cases, groups, source = load_labelled_dir(data, cands, label=label, show_progress=not quiet)
+    ids = [c.id for c in cases]
     res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
     record = res.to_dict() | {"data": str(data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
     if out is not None:

@@ -277,6 +277,27 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
     return out
 
 
+def load_labelled_dir(
+    data: str | os.PathLike[str],
+    specs: Sequence[MethodSpec],
+    *,
+    label: int | None = None,
+    show_progress: bool = True,
+) -> tuple[list[Case], list[str], str]:
+    """(cases, groups, where the groups came from) of a labelled data directory: probs/, masks/,
+    and images/ when one of ``specs`` needs the image."""
+    from segcp.io import DataDir
+    from segcp.pipeline import _channels, progress
+
+    dd = DataDir(data)
+    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in specs)
+    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
+    channels = _channels(dd, ids, label)
+    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", show_progress)]
+    groups, source = load_groups(data, ids)
+    return cases, groups, source
+
+
 def compare_dir(
     data: str | os.PathLike[str],
     specs: Sequence[MethodSpec],
@@ -291,16 +312,8 @@ def compare_dir(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """:func:`run_comparison` on a data directory (probs/, masks/, images/ when needed)."""
-    from segcp.io import DataDir
-    from segcp.pipeline import _channels, progress
-
-    dd = DataDir(data)
     builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
-    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in builds)
-    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
-    channels = _channels(dd, ids, label)
-    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", show_progress)]
-    groups, source = load_groups(data, ids)
+    cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
     result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
     result["data"] = str(Path(data))
     result["groups_from"] = source
