@@ -36,7 +36,7 @@ from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import index_folder, read_array
 from segcp.multiclass.agreement import check_label_map, check_samples
-from segcp.multiclass.diversity import chao1, mean_abs_correlation, sampled_coverage
+from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
 from segcp.multiclass.estimators import Consign, PixelAPS, SegmentationSets, parallel_map
 
 METHODS: dict[str, dict[str, Any]] = {

@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, and offline mode for model hubs.
 
+Every test runs with its own ``SEGCP_CACHE`` (a temporary folder), never ``~/.cache``.
 Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
 is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
 that CI always runs them.
@@ -29,6 +30,13 @@ def _require(path: Path) -> Path:
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(f"{msg} (CI must run the real-data tests)")
     pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test gets its own feature/model cache: nothing is read from or written to ~/.cache."""
+    monkeypatch.setenv("SEGCP_CACHE", str(tmp_path / "segcp-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -21,4 +21,9 @@ def test_demo_runs_and_keeps_the_guarantee(tmp_path, capsys):
     assert "error" not in text.lower()
     assert "CONSIGN (K=5)" in text and "pixel-wise APS" in text  # the multi-class rows ran
     rec = json.loads((out / "results.json").read_text())
-    assert rec  # JSON results written
+    rows = [r for r in rec["rows"] if r["alpha"] is not None]
+    assert len(rows) == 9  # three pixel-set methods at three alphas
+    for r in rows:  # the guarantee over 200 random splits: mean test FNR <= alpha + 3 SE
+        v = r["validity"]
+        assert v["splits"] == 200 and v["mean_test_fnr"] <= r["alpha"] + 3 * v["se"], r["method"]
+    assert {r["method"] for r in rec["multiclass_rows"]} == {"CONSIGN (K=5)", "pixel-wise APS"}

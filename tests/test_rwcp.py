@@ -38,13 +38,6 @@ from segcp.methods import Case, RWCPMethod, ThresholdMethod, get_method
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    """Every test gets its own feature/model cache (nothing written to ~/.cache)."""
-    monkeypatch.setenv("SEGCP_CACHE", str(tmp_path / "segcp-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def _brute_knn(X: np.ndarray, k: int, candidates) -> list[set[int]]:
     """Reference kNN by cosine distance (ties at the k-th distance kept)."""
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)

@@ -13,35 +13,23 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segcp import __version__
-from segcp.calibration import LossCurves, crc_lambda
+from segcp._version import __version__
+from segcp.calibration import LossCurves
+from segcp.cases import Case
+from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.io import atomic_path, read_json, write_json
-from segcp.methods import Case, SetMethod, get_method
+from segcp.io import DataDir, atomic_path, read_json, write_json, write_text
 from segcp.metrics import METRICS, evaluate_set
-from segcp.tuning import TunedSpec, candidate_maps, select
+from segcp.progress import track
+from segcp.specs import MethodSpec, TunedSpec
+from segcp.tuning import candidate_maps, select
 
-__all__ = ["MethodSpec", "run_comparison", "summarize", "write_report", "load_groups", "compare_dir"]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One method family of a comparison: a display label and how to build it."""
-
-    label: str
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    guarantee: str = "fnr"
-    tau: float = 1.0
-
-    def build(self) -> SetMethod:
-        return get_method(self.method, **self.params)
+__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "run_comparison", "summarize", "write_report"]
 
 
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
@@ -70,10 +58,6 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
-def _spec_dict(spec: Any) -> dict[str, Any]:
-    return spec.to_dict() if hasattr(spec, "to_dict") else asdict(spec)
-
-
 def run_comparison(
     cases: Sequence[Case],
     groups: Sequence[str],
@@ -90,14 +74,13 @@ def run_comparison(
     Returns a dict with ``splits`` (per split, method and α: λ̂ and the mean test metrics)
     and ``summary`` (see :func:`summarize`).
 
-    A :class:`segcp.tuning.TunedSpec` chooses its setting per split and α by group K-fold
-    cross-validation on that split's *calibration* images only (:func:`segcp.tuning.select`),
-    then calibrates the chosen setting on the whole calibration part; its records say which
-    candidate was chosen (``chosen``).
+    Each setting's estimator prepares every case once (score maps) and builds every case's
+    loss curve once; a split then calibrates on its calibration cases' curves and predicts on
+    its test cases. A :class:`segcp.specs.TunedSpec` chooses its setting per split and α by
+    group K-fold cross-validation on that split's *calibration* images only
+    (:func:`segcp.tuning.select`), then calibrates the chosen setting on the whole calibration
+    part; its records say which candidate was chosen (``chosen``).
     """
-    from segcp.data.splits import random_cal_test_splits
-    from segcp.pipeline import progress
-
     if len(cases) != len(groups):
         raise SegcpError(f"{len(cases)} cases but {len(groups)} group labels")
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
@@ -110,15 +93,17 @@ def run_comparison(
     for spec in specs:
         cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
         all_scores, all_curves, mins = candidate_maps(cands, cases, f"{spec.label}: score maps", show_progress)
+        estimators = [c.estimator() for c in cands]
         jobs = [(s, a) for s in range(len(splits)) for a in alphas]
-        for s, a in progress(jobs, f"{spec.label}: splits", show_progress):
+        cal_curves: dict[tuple[int, int], LossCurves] = {}  # (split, candidate): curves of the calibration images
+        for s, a in track(jobs, f"{spec.label}: splits", show_progress):
             cal, test = splits[s]
             base = {"method": spec.label, "alpha": a, "split": s, "n_cal": len(cal), "n_test": len(test)}
             k = 0
             if isinstance(spec, TunedSpec):
                 k, table = select(
                     [[m[i] for i in cal] for m in all_scores],
-                    [[c[i] for i in cal] for c in all_curves],
+                    [c.take(cal) for c in all_curves],
                     mins,
                     [cases[i] for i in cal],
                     [groups[i] for i in cal],
@@ -132,18 +117,20 @@ def run_comparison(
                 # images per training part): the first candidate is used, and the record says so
                 chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
                 base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
-            scores, curves = all_scores[k], all_curves[k]
+            if (s, k) not in cal_curves:
+                cal_curves[(s, k)] = all_curves[k].take(cal)
+            cs = estimators[k].set_params(alpha=a)
             try:
-                res = crc_lambda(LossCurves.concat([curves[i] for i in cal]), a, lambda_min=mins[k])
+                cs.calibrate_curves(cal_curves[(s, k)])
             except SegcpError as exc:  # e.g. sets that never cover: no valid λ on this split
                 records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in METRICS})
                 continue
-            per = [evaluate_set(scores[i] <= res.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
+            per = [evaluate_set(all_scores[k][i] <= cs.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
             row = {m: _nanmean([p[m] for p in per]) for m in METRICS}
-            records.append(base | {"lambda": res.lambda_} | row)
+            records.append(base | {"lambda": cs.lambda_} | row)
     return {
         "segcp_version": __version__,
-        "methods": [_spec_dict(s) for s in specs],
+        "methods": [s.to_dict() for s in specs],
         "alphas": list(alphas),
         "n_cal": n_cal,
         "n_splits": len(splits),
@@ -272,8 +259,7 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
         + markdown_summary(result)
         + "\n![summary](summary.png)\n"
     )
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(md)
+    write_text(out / "report.md", md)
     return out
 
 
@@ -284,17 +270,13 @@ def load_labelled_dir(
     label: int | None = None,
     show_progress: bool = True,
 ) -> tuple[list[Case], list[str], str]:
-    """(cases, groups, where the groups came from) of a labelled data directory: probs/, masks/,
-    and images/ when one of ``specs`` needs the image."""
-    from segcp.io import DataDir
-    from segcp.pipeline import _channels, progress
-
+    """(cases, groups, where the groups came from) of a labelled data directory, with every
+    input that one of ``specs`` reads (probs/, masks/, and images/ for image-aware families)."""
     dd = DataDir(data)
-    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in specs)
-    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
-    channels = _channels(dd, ids, label)
-    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", show_progress)]
-    groups, source = load_groups(data, ids)
+    readers = [dd.reader(c.build(), label=label) for c in specs]
+    reader = max(readers, key=lambda r: len(r.folders))  # the one that reads the most folders
+    cases = [reader.read(i) for i in track(reader.ids, "loading", show_progress)]
+    groups, source = load_groups(data, reader.ids)
     return cases, groups, source
 
 

@@ -1,118 +1,124 @@
-"""Directory-level jobs behind the CLI: calibrate, predict, evaluate.
+"""Directory-level jobs behind the CLI: calibrate, predict, evaluate — for every set family.
 
-Wires the data-directory reader, the methods, calibration and the metrics, with progress
-bars and atomic result files. No maths lives here.
+Wires the data-directory reader (:meth:`segcp.io.DataDir.reader`), the estimator
+(:class:`segcp.conformal.ConformalSegmenter`), the metrics and the atomic writers. Nothing
+here knows a method by name: what a family reads, its truth and the kind of set it returns
+(a mask, or a :class:`~segcp.methods.SegmentationSet` to draw from) come from the family.
+No maths lives here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from segcp import __version__
-from segcp.calibration import check_alpha, check_calibration_size
+from segcp._version import __version__
+from segcp.calibration import LossCurves, check_calibration_size
+from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
-from segcp.io import DataDir, index_folder, read_array, read_json, write_json
-from segcp.metrics import aggregate, evaluate_set
+from segcp.execution import parallel_map, resolve_jobs
+from segcp.io import DataDir, atomic_dir, index_folder, read_array, read_json, write_json
+from segcp.methods import SegmentationSet, SetFamily
+from segcp.metrics import aggregate, draw_metrics, evaluate_set
+from segcp.progress import track
 
-__all__ = ["calibrate_dir", "predict_dir", "evaluate_dir", "progress"]
-
-T = TypeVar("T")
-
-
-def progress(items: Sequence[T], description: str, enabled: bool = True) -> Iterator[T]:
-    """Iterate with a rich progress bar on stderr (when ``enabled`` and stderr is a terminal)."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not enabled or len(items) < 2 or not console.is_terminal:
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=len(items))
-        for item in items:
-            yield item
-            bar.advance(task)
+__all__ = ["calibrate_dir", "draw_seed", "evaluate_dir", "load_calibration", "predict_dir"]
 
 
-def _channels(dd: DataDir, ids: Sequence[str], label: int | None) -> bool:
-    """Whether probs/ holds (L, *S) class stacks (decided on the first id, checked on all)."""
-    channels = dd.probs_have_channels(ids[0])
-    if channels and label is None:
-        raise SegcpError(
-            f"{dd.path('probs', ids[0])}: class-probability stack (one more axis than the mask); pass --label L"
-        )
-    return channels
+def draw_seed(seed: int, k: int) -> int:
+    """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
+
+
+@functools.lru_cache(maxsize=4)
+def _datadir(root: str) -> DataDir:
+    return DataDir(root)
+
+
+def _curve_task(task: tuple[str, str, SetFamily, int | None, bool, str, float]) -> LossCurves:
+    """Worker: read one case from its files and return only its loss curve."""
+    root, ident, fam, label, channels, guarantee, tau = task
+    case = _datadir(root).reader(fam, label=label, channels=channels).read(ident)
+    return fam.loss_curve(case, guarantee, tau)
 
 
 def calibrate_dir(
     data: str | os.PathLike[str],
     *,
     method: str = "threshold",
-    alpha: float = 0.1,
+    alpha: float | list[float] = 0.1,
     label: int | None = None,
-    guarantee: str = "fnr",
+    guarantee: str | None = None,
     tau: float = 1.0,
     method_params: dict[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
+    n_jobs: int = 1,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
 
-    Returns the calibration record (what the JSON file holds).
+    One case at a time is in memory (only the loss curves are kept). With ``n_jobs`` > 1 the
+    map step runs over worker processes that read the files themselves and send back only
+    the curves. Returns the calibration record (what the JSON file holds).
     """
-    if method in ("consign", "aps"):  # sets of segmentations from samples/ (segcp.multiclass)
-        from segcp.multiclass.jobs import calibrate_samples_dir
-
-        return calibrate_samples_dir(
-            data, method=method, alpha=alpha, method_params=method_params, out=out, show_progress=show_progress
-        )
-    a = check_alpha(alpha)
-    cs = ConformalSegmenter(method, alpha=a, guarantee=guarantee, tau=tau, method_params=method_params)
-    m = cs._validate()
+    t0 = time.perf_counter()
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params)
+    fam, g, alphas = cs._validate()
     dd = DataDir(data)
-    needs_image = getattr(m, "needs_image", False)
-    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
-    check_calibration_size(len(ids), a)  # fail before reading any file
-    channels = _channels(dd, ids, label)
-    cases = (dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in ids)
-    curves = cs.curves(progress_gen(cases, len(ids), "calibrating", show_progress))
-    cs.calibrate_curves(curves)
+    reader = dd.reader(fam, label=label)
+    check_calibration_size(len(reader), min(alphas))  # fail before reading any file
+    jobs = resolve_jobs(n_jobs)
+    if jobs > 1:
+        bound = cs._single_group(fam, alphas, "calibrate")
+        tasks = [(str(dd.root), i, bound, label, reader.channels, g, float(tau)) for i in reader.ids]
+        cs.calibrate_curves(LossCurves.concat(parallel_map(_curve_task, tasks, jobs)))
+    else:
+        cases = (reader.read(i) for i in reader.ids)
+        cs.calibrate(track(cases, "calibrating", show_progress, total=len(reader)))
     record = cs.to_dict() | {
         "label": label,
-        "probs_channels": channels,
+        "probs_channels": reader.channels,
+        "source": reader.source,
         "data": str(Path(data)),
-        "ids": ids,
+        "ids": reader.ids,
+        "seconds": time.perf_counter() - t0,
     }
     if out is not None:
         write_json(out, record)
     return record
 
 
-def progress_gen(gen: Iterable[T], total: int, description: str, enabled: bool) -> Iterator[T]:
-    """Progress over a generator of known length (items are produced lazily)."""
-    if not enabled or total < 2:
-        yield from gen
-        return
-    it = iter(gen)
-    for _ in progress(range(total), description, enabled):
-        yield next(it)
-
-
-def load_calibration(path: str | os.PathLike[str]) -> tuple[ConformalSegmenter, dict[str, Any]]:
-    """Read a calib.json written by :func:`calibrate_dir`."""
+def load_calibration(path: str | os.PathLike[str], alpha: float | None = None) -> tuple[ConformalSegmenter, dict[str, Any]]:
+    """Read a calib.json written by :func:`calibrate_dir`: (single-α segmenter, record)."""
     record = read_json(path)
-    return ConformalSegmenter.from_dict(record, where=str(path)), record
+    cs = ConformalSegmenter.from_dict(record, where=str(path))
+    label = record.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+        raise SegcpError(f"{path}: field 'label' must be an integer or null, got {label!r}")
+    channels = record.get("probs_channels", False)
+    if not isinstance(channels, bool):
+        raise SegcpError(f"{path}: field 'probs_channels' must be true or false, got {channels!r}")
+    if len(cs.lambdas_) > 1:
+        if alpha is None:
+            raise SegcpError(f"{path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
+        cs = cs.at(alpha)
+    elif alpha is not None:
+        cs = cs.at(alpha)
+    return cs, record
+
+
+def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
+    """What a prediction set is written as: the mask, or ``draws`` segmentations drawn from it."""
+    if isinstance(prediction, SegmentationSet):
+        d = prediction.sample(draws, np.random.default_rng(seed))
+        return d.astype(np.uint8 if d.max(initial=0) < 256 else np.int32)
+    return np.asarray(prediction, dtype=bool)
 
 
 def predict_dir(
@@ -121,38 +127,72 @@ def predict_dir(
     out: str | os.PathLike[str],
     *,
     show_progress: bool = True,
+    draws: int = 100,
+    seed: int = 0,
+    alpha: float | None = None,
 ) -> list[Path]:
-    """Write one boolean set per id, ``out/<id>.npy``, shaped like the probability map.
+    """Write one set per id, ``out/<id>.npy``: a boolean mask shaped like the model output,
+    or — for sets of segmentations — ``draws`` segmentations (S, *spatial) drawn from it.
 
     All sets are written into a temporary folder first and moved into ``out`` only when
     every id succeeded, so a failure leaves no partial output.
     """
-    if read_json(calib).get("method") in ("consign", "aps"):
-        raise SegcpError(f"{calib}: consign/aps calibrations give sets of segmentations; draw from them with `segcp evaluate --calib {calib} --draws S`")
-    cs, record = load_calibration(calib)
-    label = record.get("label")
-    channels = bool(record.get("probs_channels", False))
-    dd = DataDir(data)
-    needs_image = getattr(cs.method_, "needs_image", False)
-    ids = dd.ids(["probs"] + (["images"] if needs_image else []))
+    cs, record = load_calibration(calib, alpha)
+    if int(draws) < 1:
+        raise SegcpError(f"--draws must be at least 1, got {draws}")
+    reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=bool(record.get("probs_channels", False)))
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SegcpError(f"{out}: exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for ident in progress(ids, "predicting", show_progress):
-            case = dd.load_case(ident, label=label, channels=channels, with_mask=False, with_image=needs_image)
-            np.save(tmp / f"{ident}.npy", cs.predict(case), allow_pickle=False)
-        out.mkdir(exist_ok=True)
-        written = []
-        for ident in ids:
-            dest = out / f"{ident}.npy"
-            os.replace(tmp / f"{ident}.npy", dest)
-            written.append(dest)
-        return written
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out, existing="merge") as tmp:
+        for k, ident in enumerate(track(reader.ids, "predicting", show_progress)):
+            np.save(tmp / f"{ident}.npy", _set_array(cs.predict(reader.read(ident)), int(draws), draw_seed(seed, k)), allow_pickle=False)
+    return [out / f"{ident}.npy" for ident in reader.ids]
+
+
+def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int) -> dict[str, float]:
+    """Membership (exact, the event of the guarantee) and draw metrics of one case's set."""
+    fam = cs.method_
+    item = fam.prepare(case)
+    t0 = time.perf_counter()
+    score = fam.score(item)
+    t1 = time.perf_counter()
+    draws = cs.predict(item).sample(n_draws, np.random.default_rng(seed))
+    t2 = time.perf_counter()
+    out = {"score": score, "covered": float(score <= cs.lambda_)}
+    out |= draw_metrics(draws, case.label_map, float(getattr(fam, "beta", 0.0)), case.n_labels)
+    return out | {"seconds_score": t1 - t0, "seconds_draws": t2 - t1}
+
+
+def _evaluate_calibrated(calib: str | os.PathLike[str], data: str | os.PathLike[str], draws: int, seed: int, show_progress: bool) -> dict[str, Any]:
+    cs, record = load_calibration(calib)
+    fam = cs.method_
+    reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
+    per_image: dict[str, dict[str, float]] = {}
+    drawn = any_spacing = False
+    for k, ident in enumerate(track(reader.ids, "evaluating", show_progress)):
+        case = reader.read(ident)
+        any_spacing |= case.spacing is not None
+        prediction = cs.predict(case)
+        if isinstance(prediction, SegmentationSet):
+            drawn = True
+            per_image[ident] = _evaluate_drawn(cs, case, int(draws), draw_seed(seed, k))
+        else:
+            mm = case.model_mask if case.probs is not None else None
+            per_image[ident] = evaluate_set(prediction, case.mask, model_mask=mm, spacing=case.spacing)
+    summary = aggregate(per_image)
+    result = {
+        "segcp_version": __version__,
+        "method": fam.name,
+        "params": fam.params(),
+        "alpha": float(next(iter(cs.lambdas_))),
+        "lambda": cs.lambda_,
+        "n": summary["n"],
+        "label": record.get("label"),
+    }
+    if drawn:
+        result |= {"beta": getattr(fam, "beta", None), "draws": int(draws)}
+    else:
+        result["distance_units"] = "physical (file spacing)" if any_spacing else "pixels"
+    return result | {"mean": summary["mean"], "std": summary["std"], "undefined": summary["undefined"], "per_image": per_image}
 
 
 def evaluate_dir(
@@ -164,22 +204,29 @@ def evaluate_dir(
     show_progress: bool = True,
     calib: str | os.PathLike[str] | None = None,
     draws: int = 100,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Metrics of the sets in ``sets/<id>.npy`` against ``data/masks``.
+    """Metrics of prediction sets against the ground truth of a data directory.
 
-    Stretch uses the model's own mask (probability ≥ 0.5 from ``data/probs``) when present.
-    Distances are in the data's physical units (NIfTI spacing) or pixels.
+    ``sets`` (a folder of ``<id>.npy`` masks from ``segcp predict``): coverage, FNR, stretch
+    (the model's own mask from ``data/probs`` when present), Dice, HD95, ASSD, in the data's
+    physical units (NIfTI spacing) or pixels.
 
-    With ``calib`` (a consign/aps calibration) instead: draw ``draws`` segmentations per image
-    from the calibrated sets and report coverage, SEC, Chao1 and correlation
-    (:func:`segcp.multiclass.jobs.evaluate_samples_dir`).
+    ``calib`` instead of ``sets``: the sets are made from the calibration on the fly. For sets
+    of segmentations (consign, aps) each image then gets ``covered`` (the truth is in the set:
+    the event of the guarantee, by the same exact test as calibration), ``score`` (λ*_i),
+    ``sec`` (some of ``draws`` draws agrees up to β), ``chao`` (Chao1 of the draws),
+    ``correlation`` (mean |Pearson| between draws) and ``distinct``.
     """
     if calib is not None:
-        from segcp.multiclass.jobs import evaluate_samples_dir
-
-        return evaluate_samples_dir(calib, data, draws=draws, out=out, show_progress=show_progress)
+        if int(draws) < 1:
+            raise SegcpError(f"--draws must be at least 1, got {draws}")
+        result = _evaluate_calibrated(calib, data, int(draws), int(seed), show_progress)
+        if out is not None:
+            write_json(out, result)
+        return result
     if sets is None:
-        raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (a consign/aps calibration)")
+        raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (to make them on the fly)")
     sets = Path(sets)
     if not sets.is_dir():
         raise SegcpError(f"{sets}: sets directory does not exist")
@@ -204,7 +251,7 @@ def evaluate_dir(
             raise SegcpError(f"{dd.path('probs', ids[0])}: class-probability stack; pass --label L")
     per_image: dict[str, dict[str, float]] = {}
     any_spacing = False
-    for ident in progress(ids, "evaluating", show_progress):
+    for ident in track(ids, "evaluating", show_progress):
         mask, spacing = dd.load_mask(ident, label=label)
         pred, _ = read_array(set_files[ident])
         if pred.shape != mask.shape:

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["LossCurves", "fnr_curve", "zero_one_curve", "coverage_quantile_score"]
+__all__ = ["LossCurves", "coverage_quantile_score", "fnr_curve", "zero_one_curve"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,25 @@ class LossCurves:
         i %= self.n
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return LossCurves.single(self.breakpoints[lo:hi], self.drops[lo:hi], self.starts[i])
+
+    def take(self, indices: Sequence[int] | NDArray[np.integer]) -> LossCurves:
+        """The curves of the images ``indices`` (in that order): a calibration subset.
+
+        The same arrays as concatenating ``self[i]`` for each index, built in one gather.
+        """
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < -self.n or idx.max() >= self.n):
+            raise IndexError(f"image index out of range for {self.n} curves")
+        idx %= max(self.n, 1)
+        lo, hi = self.offsets[idx], self.offsets[idx + 1]
+        sizes = hi - lo
+        pos = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(int(sizes.sum()))
+        return LossCurves(
+            starts=self.starts[idx].astype(np.float64),
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            breakpoints=self.breakpoints[pos],
+            drops=self.drops[pos],
+        )
 
     @cached_property
     def merged(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -215,7 +234,3 @@ def coverage_quantile_score(truth_scores: ArrayLike, tau: float) -> float:
     k = int(np.ceil(tau * r.size - 1e-9))
     return float(r[max(k, 1) - 1])
 
-
-def stack(curves: Sequence[LossCurves]) -> LossCurves:
-    """Alias of :meth:`LossCurves.concat` for a list of per-image curves."""
-    return LossCurves.concat(curves)

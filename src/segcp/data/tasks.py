@@ -363,7 +363,7 @@ def export_task(
     original grid. Refuses a folder that already holds files of other ids. Returns the ids.
     """
     from segcp.io.datadir import index_folder
-    from segcp.io.readers import write_json, write_npy
+    from segcp.io.writers import write_json, write_npy
 
     t = task if isinstance(task, Task) else Task(task)
     if isinstance(split_part, str):

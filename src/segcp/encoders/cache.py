@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from segcp.io.writers import write_npy
 
 __all__ = ["FeatureCache", "cache_root", "image_key"]
 
@@ -100,16 +101,7 @@ class FeatureCache:
         self._remember((encoder_id, key), value)
         if not self.disk:
             return
-        p = self.path(encoder_id, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:16]}.", suffix=".npy", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, value, allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npy(self.path(encoder_id, key), value)
 
     def clear_memory(self) -> None:
         self._mem.clear()

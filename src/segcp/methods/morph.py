@@ -43,14 +43,16 @@ spacing it is the dilation by a Euclidean disk of radius λ pixels (the original
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from segcp.errors import SegcpError
-from segcp.methods.base import Case, SetMethod, register
+from segcp.cases import Case
+from segcp.methods.base import MaskFamily, Prepared, param, register
 
 __all__ = ["MorphMethod", "STRUCTURING_ELEMENTS", "EMPTY_PREDICTION_RULES", "structuring_element"]
 
@@ -74,7 +76,8 @@ def structuring_element(se: str, ndim: int) -> NDArray[np.bool_]:
 
 
 @register
-class MorphMethod(SetMethod):
+@dataclass(repr=False, eq=False)
+class MorphMethod(MaskFamily):
     """Consema: the model's mask Ŷ = {prob ≥ threshold} grown by a calibrated margin.
 
     Parameters
@@ -130,30 +133,16 @@ class MorphMethod(SetMethod):
     """
 
     name: ClassVar[str] = "morph"
+    summary: ClassVar[str] = "Consema: the model's mask grown by a calibrated number of dilations (or a margin in mm)"
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = np.inf
 
-    def __init__(self, se: str = "cross", threshold: float = 0.5, empty_prediction: str | float = "inf") -> None:
-        if se not in STRUCTURING_ELEMENTS:
-            raise SegcpError(f"morph: unknown structuring element se={se!r}; choose one of {', '.join(STRUCTURING_ELEMENTS)}")
-        try:
-            thr = float(threshold)
-        except (TypeError, ValueError):
-            raise SegcpError(f"morph: threshold must be a number in (0, 1], got {threshold!r}") from None
-        if not (0.0 < thr <= 1.0):
-            raise SegcpError(f"morph: threshold must be in (0, 1], got {threshold!r}")
-        if isinstance(empty_prediction, float) and math.isinf(empty_prediction) and empty_prediction > 0:
-            empty_prediction = "inf"
-        if empty_prediction not in EMPTY_PREDICTION_RULES:
-            raise SegcpError(
-                f"morph: unknown empty_prediction={empty_prediction!r}; choose one of {', '.join(EMPTY_PREDICTION_RULES)}"
-            )
-        self.se = se
-        self.threshold = thr
-        self.empty_prediction = str(empty_prediction)
-
-    def params(self) -> dict[str, Any]:
-        return {"se": self.se, "threshold": self.threshold, "empty_prediction": self.empty_prediction}
+    se: str = param("cross", "structuring element: cross/square count dilation steps, ball is a margin in physical units",
+                    kind="choice", choices=STRUCTURING_ELEMENTS, flag="--se")
+    threshold: float = param(0.5, "the seed mask is {prob >= threshold} (0.5: the model's own mask)",
+                             low=0.0, high=1.0, low_open=True)
+    empty_prediction: str = param("inf", "what to grow from when the seed is empty: inf (nothing: empty sets) or argmax",
+                                  kind="choice", choices=EMPTY_PREDICTION_RULES)
 
     @property
     def integer_lambda(self) -> bool:
@@ -190,12 +179,16 @@ class MorphMethod(SetMethod):
             return np.full(case.probs.shape, np.inf)
         return self._distance(seed, case.spacing)
 
-    def predict(self, case: Case, lam: float) -> NDArray[np.bool_]:
+    def predict(self, item: Case | Prepared, lam: float) -> NDArray[np.bool_]:
         """C_λ = {score_map ≤ λ}: ``int(λ)`` dilations (cross/square), a λ-mm ball (ball).
 
         Computed on the bounding box of the seed grown by the margin λ only (the same
-        distances: the seed lies inside that box, and nothing outside it is within λ).
+        distances: the seed lies inside that box, and nothing outside it is within λ); a
+        :class:`Prepared` case thresholds its stored score map.
         """
+        if isinstance(item, Prepared):
+            return super().predict(item, lam)
+        case = item
         seed = self.seed(case)
         out = np.zeros(case.probs.shape, dtype=bool)
         lam = float(lam)
@@ -215,9 +208,7 @@ class MorphMethod(SetMethod):
         of its points; Euclidean distances need no path). Pixels at distance +∞ (empty Ŷ,
         ``empty_prediction="inf"``) never enter the set: they count in |Y| and never drop.
         """
-        if case.mask is None:
-            raise SegcpError(f"case {case.id}: calibration needs a ground-truth mask")
-        y = case.mask
+        y = self.truth_of(case)
         seed = self.seed(case) if y.any() else None
         if seed is None:
             return np.full(int(np.count_nonzero(y)), np.inf)

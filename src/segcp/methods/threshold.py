@@ -7,18 +7,21 @@ prediction time, so λ̂ reproduces the calibrated sets bit for bit).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.methods.base import Case, SetMethod, register
+from segcp.cases import Case
+from segcp.methods.base import MaskFamily, register
 
 __all__ = ["ThresholdMethod"]
 
 
 @register
-class ThresholdMethod(SetMethod):
+@dataclass(repr=False, eq=False)
+class ThresholdMethod(MaskFamily):
     """Standard conformal risk control on raw probabilities (λ ∈ [0, 1]).
 
     Examples
@@ -32,6 +35,7 @@ class ThresholdMethod(SetMethod):
     """
 
     name: ClassVar[str] = "threshold"
+    summary: ClassVar[str] = "Standard CRC: threshold the raw probabilities, C = {prob >= 1 - lambda}"
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
 
