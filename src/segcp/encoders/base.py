@@ -138,14 +138,6 @@ class Encoder(ABC):
                     out[i] = np.ascontiguousarray(f, dtype=np.float32)
         return out  # type: ignore[return-value]
 
-    def encode_array(self, images: Sequence[NDArray[Any]] | NDArray[Any]) -> NDArray[np.float32]:
-        """Feature maps stacked as (B, d, h, w); all images must give the same grid."""
-        feats = self.encode(images)
-        shapes = {f.shape for f in feats}
-        if len(shapes) > 1:
-            raise SegcpError(f"{self.name}: images give different token grids {sorted(shapes)}; use encode()")
-        return np.stack(feats)
-
     def features(
         self,
         images: Sequence[NDArray[Any]] | NDArray[Any],

@@ -103,5 +103,3 @@ class FeatureCache:
             return
         write_npy(self.path(encoder_id, key), value)
 
-    def clear_memory(self) -> None:
-        self._mem.clear()

@@ -80,12 +80,6 @@ class NeighbourGraph:
         s, e = self.indptr[p], self.indptr[p + 1]
         return self.indices[s:e], self.distances[s:e]
 
-    def to_csr(self, values: NDArray[Any] | None = None) -> sp.csr_matrix:
-        """(N, N) CSR with ``values`` (default: the distances) at the edges."""
-        v = self.distances if values is None else values
-        return sp.csr_matrix((v, self.indices, self.indptr), shape=(self.n, self.n))
-
-
 def normalise_rows(x: NDArray[Any], axis: int = -1) -> NDArray[Any]:
     """Unit-norm vectors along ``axis`` (zero vectors stay zero)."""
     n = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))

@@ -279,10 +279,6 @@ class SetFamily(ABC):
         """JSON-serialisable parameters that define the sets (what calib.json records)."""
         return {k: getattr(self, k) for k, d in self.declared().items() if not d.runtime}
 
-    def runtime_options(self) -> dict[str, Any]:
-        """Run-time options (how, not what): not recorded, not in cache keys."""
-        return {k: getattr(self, k) for k, d in self.declared().items() if d.runtime}
-
     @property
     def key(self) -> str:
         """Identity of the family and its parameters (owner of :class:`Prepared` states)."""

@@ -72,7 +72,6 @@ __all__ = ["SCALES", "RWCPMethod"]
 SCALES = ("pixel", "token")
 
 
-
 @functools.lru_cache(maxsize=8)
 def _encoder(spec: str, options: str) -> Encoder:
     """One encoder per (spec, options) per process: weights load once, whatever the callers."""
@@ -300,10 +299,6 @@ class RWCPMethod(MaskFamily):
         if case.probs.ndim != 2:
             raise SegcpError(f"case {case.id}: rwcp works on 2D images; got a probability map of shape {case.probs.shape}")
         return np.asarray(case.image)
-
-    def diffused(self, case: Case) -> NDArray[np.float64]:
-        """The diffused probability map of a case (shape of ``case.probs``)."""
-        return 1.0 - self.score_map(case)
 
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − diffused probability, float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""

@@ -225,18 +225,6 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, keep: Sequence[int]) -> TrainData:
-        idx = np.asarray(list(keep), dtype=np.int64)
-        return TrainData(self.images[idx], self.targets[idx], [self.ids[i] for i in idx], [self.groups[i] for i in idx])
-
-
-def _to_input(image: NDArray[Any], cfg: Preprocessing) -> tuple[NDArray[np.float32], dict[str, Any]]:
-    """Preprocess one image; returns (network input in [0, 1] float32, record)."""
-    out = preprocess(np.asarray(image), None, None, cfg)
-    scale = 1.0 / 255.0 if cfg.intensity != "none" else 1.0
-    return (out.image * scale).astype(np.float32), out.record
-
-
 def _prepare(
     samples: Sequence[tuple[str, str, NDArray[Any], NDArray[Any]]],
     cfg: Preprocessing,
