@@ -34,7 +34,7 @@ __all__ = [
 def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
     """Return probabilities as float64, or raise one line naming ``where`` and the problem."""
     p = np.asarray(probs)
-    if p.dtype == bool or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
+    if p.dtype.kind not in "fiu":  # not bool, complex, timedelta/datetime, strings, records
         raise SegcpError(f"{where}: probabilities must be numeric, got dtype {p.dtype}")
     p = p.astype(np.float64, copy=False)
     if p.size == 0:
@@ -60,7 +60,7 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
         if label is not None and label not in (0, 1):
             return np.zeros(m.shape, dtype=bool)
         return m if label in (None, 1) else ~m
-    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+    if m.dtype.kind not in "fiu":
         raise SegcpError(f"{where}: mask must be numeric or boolean, got dtype {m.dtype}")
     if np.issubdtype(m.dtype, np.floating):
         if not np.all(np.isfinite(m)):

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -51,7 +50,7 @@ def _root(
 class MethodCommand(TyperCommand):
     """A command that also takes the chosen method's own options (listed in its help)."""
 
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
         from segcp.methods import available_methods, family_class
 
         super().format_epilog(ctx, formatter)
@@ -169,13 +168,21 @@ def predict(
     ] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
     --draws segmentations drawn from the set (sets of segmentations)."""
     from segcp.pipeline import predict_dir
+    from segcp.specs import parse_params
 
-    written = predict_dir(calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha)
+    written = predict_dir(
+        calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
+        overrides=parse_params(param),
+    )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
 
@@ -193,14 +200,20 @@ def evaluate(
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations: segmentations drawn per image.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
     from segcp.pipeline import evaluate_dir
     from segcp.report import metrics_table
+    from segcp.specs import parse_params
 
-    result = evaluate_dir(sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed)
+    result = evaluate_dir(
+        sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
+    )
     if quiet:
         return
     if "draws" in result:
@@ -316,6 +329,11 @@ def tune(
     if folds < 2:
         raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
     cands = grid_candidates(method, parse_params(param), values)
+    if out is not None:
+        from segcp.compare import data_inputs
+        from segcp.io import check_output
+
+        check_output(out, data_inputs(data))
     cases, groups, source = load_labelled_dir(data, cands, label=label, show_progress=not quiet)
     ids = [c.id for c in cases]
     res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
@@ -392,6 +410,11 @@ def train(
 
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
+    if data is not None:
+        from segcp.compare import data_inputs
+        from segcp.io import check_output
+
+        check_output(out, data_inputs(data))
     if task is not None and label is not None:
         raise SegcpError("--label is for --data; a task defines its own target")
     cfg = TrainConfig.from_preset(
@@ -444,6 +467,10 @@ def infer(
         raise SegcpError("--task needs --split calibration|test|pool")
     if data is not None and split is not None:
         raise SegcpError("--split is for --task; a data directory is used whole")
+    from segcp.compare import data_inputs
+    from segcp.io import check_output
+
+    check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
         [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
         batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
@@ -459,16 +486,58 @@ def infer(
         typer.echo(msg)
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that temporaries are removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _one_line(text: str) -> str:
+    """One printable line: whitespace collapsed, control characters (terminal escapes) shown escaped."""
+    flat = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one clear line and exit status 2 on bad input."""
+    """Console-script entry point: one clear line and exit status 2 on bad input.
+
+    Bad input (:class:`SegcpError`), a bad option (click's usage errors) and an operating-system
+    error (a file that cannot be read or written) all end with one line on stderr,
+    ``segcp: error: …``, and exit status 2; Ctrl-C exits 130 and SIGTERM 143, in every case
+    after the temporaries of the run were removed.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, prog_name="segcp")
+        code = app(args=argv, prog_name="segcp", standalone_mode=False)
     except SegcpError as exc:
-        sys.stderr.write(f"segcp: error: {exc}\n")
+        sys.stderr.write(f"segcp: error: {_one_line(str(exc))}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as exc:  # a file the checks could not foresee (permissions, disk full…)
+        where = exc.filename if exc.filename is not None else "segcp"
+        sys.stderr.write(f"segcp: error: {_one_line(str(where))}: {_one_line(exc.strerror or type(exc).__name__)}\n")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("segcp: interrupted\n")
         sys.exit(130)
+    except Terminated:
+        sys.stderr.write("segcp: terminated\n")
+        sys.exit(143)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `segcp` alone: the help, as usual
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        # click's usage errors (unknown option, missing or malformed value): one line, not a usage block
+        sys.stderr.write(f"segcp: error: {_one_line(exc.format_message())} (see segcp --help)\n")
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.calibration import LossCurves
+from segcp.calibration import LossCurves, check_alpha
 from segcp.cases import Case
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.io import DataDir, atomic_path, read_json, write_json, write_text
+from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
+from segcp.io.datadir import SUBDIRS
+from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
 from segcp.specs import MethodSpec, TunedSpec
@@ -83,6 +85,7 @@ def run_comparison(
     """
     if len(cases) != len(groups):
         raise SegcpError(f"{len(cases)} cases but {len(groups)} group labels")
+    alphas = [check_alpha(a) for a in alphas]
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
     records: list[dict[str, Any]] = []
     model_rows: list[dict[str, float]] = []
@@ -241,9 +244,22 @@ def _figure(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+REPORT_FILES = ("results.json", "report.md", "summary.png")
+
+
 def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str, notes: str = "") -> Path:
-    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``."""
+    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``, all or none.
+
+    Other files of ``out`` (e.g. figures of other scripts) are kept; the three are made in a
+    temporary sibling folder and moved in together.
+    """
     out = Path(out)
+    with atomic_dir(out, existing="merge", expect=REPORT_FILES) as tmp:
+        _write_report_files(tmp, result, title, notes)
+    return out
+
+
+def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: str) -> None:
     write_json(out / "results.json", result)
     _figure(out / "summary.png", result)
     md = (
@@ -260,7 +276,12 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
         + "\n![summary](summary.png)\n"
     )
     write_text(out / "report.md", md)
-    return out
+
+
+def data_inputs(data: str | os.PathLike[str]) -> list[Path]:
+    """The files and folders of a data directory that commands read (outputs stay out of them)."""
+    root = Path(data)
+    return [root / sub for sub in (*SUBDIRS, "segcp_export.json", "groups.json") if (root / sub).exists()]
 
 
 def load_labelled_dir(
@@ -276,6 +297,7 @@ def load_labelled_dir(
     readers = [dd.reader(c.build(), label=label) for c in specs]
     reader = max(readers, key=lambda r: len(r.folders))  # the one that reads the most folders
     cases = [reader.read(i) for i in track(reader.ids, "loading", show_progress)]
+    reader.require_label_seen()
     groups, source = load_groups(data, reader.ids)
     return cases, groups, source
 
@@ -294,6 +316,10 @@ def compare_dir(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """:func:`run_comparison` on a data directory (probs/, masks/, images/ when needed)."""
+    if out is not None:
+        check_output(out, data_inputs(data))
+        check_dir_target(Path(out), "merge", REPORT_FILES)
+    alphas = [check_alpha(a) for a in alphas]
     builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
     cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
     result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)

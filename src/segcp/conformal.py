@@ -362,17 +362,24 @@ class ConformalSegmenter:
             "bound": per_alpha(lambda a: float(self.results_[a].bound)),
             "statement": per_alpha(lambda a: fam.statement(self.guarantee_, a, float(self.tau))),
         }
+        identity = fam.identity()
+        if identity:
+            rec["identity"] = identity
         if self.scores_ is not None:
             rec["scores"] = [float(v) for v in self.scores_]
             rec["n_infinite"] = int(np.sum(~np.isfinite(self.scores_)))
         return rec
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "calibration record") -> ConformalSegmenter:
-        """Rebuild a calibrated segmenter from :meth:`to_dict` output (validated field by field)."""
+    def from_dict(cls, d: dict[str, Any], where: str = "calibration record", overrides: dict[str, Any] | None = None) -> ConformalSegmenter:
+        """Rebuild a calibrated segmenter from :meth:`to_dict` output (validated field by field).
+
+        ``overrides``: run-time options and locations given on this machine
+        (:func:`segcp.record.read_record`).
+        """
         from segcp.record import read_record
 
-        rec = read_record(d, where)
+        rec = read_record(d, where, overrides)
         fam = rec["family"]
         cs = cls(fam, rec["alphas"] if len(rec["alphas"]) > 1 else rec["alphas"][0], guarantee=rec["guarantee"], tau=rec["tau"])
         cs.family_, cs.guarantee_, cs.n_ = fam, rec["guarantee"], rec["n"]

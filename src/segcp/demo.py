@@ -23,7 +23,8 @@ from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter
 from segcp.data.splits import split_fraction
 from segcp.errors import SegcpError
-from segcp.io import atomic_path, write_json, write_text
+from segcp.io import atomic_dir, atomic_path, write_json, write_text
+from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS, aggregate, draw_metrics, evaluate_set
 from segcp.progress import track
 from segcp.report import markdown_table, rich_table
@@ -49,6 +50,7 @@ MC_METHODS: list[MethodSpec] = [
     MethodSpec("CONSIGN (K=5)", "consign", {"K": 5, "beta": 0.8}),
     MethodSpec("pixel-wise APS", "aps", {"beta": 0.8}),
 ]
+DEMO_FILES = ("results.json", "report.md", "report.png")
 MC_ALPHA = 0.1
 MC_IMAGES = 30
 MC_DRAWS = 100
@@ -143,6 +145,8 @@ def run_demo(
 
     if n < 2 * 40:
         raise SegcpError(f"--n {n}: the demo needs at least 80 images (40 calibration images for alpha=0.05)")
+    if out is not None:
+        check_dir_target(Path(out), "merge", DEMO_FILES)
     t0 = time.perf_counter()
     print("segcp demo: SYNTHETIC phantom data (built-in, not real patients); LV-like structure, model-like probabilities")
     phantoms = make_phantoms(n=n, seed=seed)
@@ -208,21 +212,28 @@ def run_demo(
         "seconds": elapsed,
     }
     if out is not None:
+        with atomic_dir(Path(out), existing="merge", expect=DEMO_FILES) as tmp:
+            _write_outputs(tmp, result, columns, test_cases, figure_sets)
         out = Path(out)
-        write_json(out / "results.json", result)
-        md = (
-            "# segcp demo — SYNTHETIC phantoms\n\n"
-            "Built-in synthetic short-axis-heart phantoms with model-like probability maps "
-            "(segcp.synthetic): the numbers show the mechanics of the guarantee, not clinical performance.\n\n"
-            f"{len(cal_cases)} calibration / {len(test_cases)} test images, split by subject; "
-            "metrics are means over test images (distances in mm); the last column is the mean test FNR "
-            f"over {N_VALIDITY_SPLITS} random calibration/test splits.\n\n"
-            + markdown_table(rows, columns)
-            + f"\n## {MC_TITLE}\n\n" + markdown_table(mc_rows, MC_COLUMNS)
-            + "\n![example sets](report.png)\n"
-        )
-        write_text(out / "report.md", md)
-        _figure(out / "report.png", test_cases[:4], figure_sets, DEMO_METHODS[0].label)
         print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.png'}")
     print(f"done in {elapsed:.1f} s")
     return result
+
+
+def _write_outputs(out: Path, result: dict[str, Any], columns: list[str], test_cases: list[Case],
+                   figure_sets: dict[float, dict[str, np.ndarray]]) -> None:
+    """results.json, report.md and report.png of the demo, into ``out``."""
+    write_json(out / "results.json", result)
+    md = (
+        "# segcp demo — SYNTHETIC phantoms\n\n"
+        "Built-in synthetic short-axis-heart phantoms with model-like probability maps "
+        "(segcp.synthetic): the numbers show the mechanics of the guarantee, not clinical performance.\n\n"
+        f"{result['n_calibration']} calibration / {result['n_test']} test images, split by subject; "
+        "metrics are means over test images (distances in mm); the last column is the mean test FNR "
+        f"over {N_VALIDITY_SPLITS} random calibration/test splits.\n\n"
+        + markdown_table(result["rows"], columns)
+        + f"\n## {MC_TITLE}\n\n" + markdown_table(result["multiclass_rows"], MC_COLUMNS)
+        + "\n![example sets](report.png)\n"
+    )
+    write_text(out / "report.md", md)
+    _figure(out / "report.png", test_cases[:4], figure_sets, DEMO_METHODS[0].label)

@@ -23,7 +23,7 @@ from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.execution import parallel_map, resolve_jobs
-from segcp.io import DataDir, atomic_dir, index_folder, read_array, read_json, write_json
+from segcp.io import DataDir, atomic_dir, check_output, index_folder, read_array, read_json, write_json
 from segcp.methods import SegmentationSet, SetFamily
 from segcp.metrics import aggregate, draw_metrics, evaluate_set
 from segcp.progress import track
@@ -72,6 +72,8 @@ def calibrate_dir(
     fam, g, alphas = cs._validate()
     dd = DataDir(data)
     reader = dd.reader(fam, label=label)
+    if out is not None:
+        check_output(out, reader.input_paths)
     check_calibration_size(len(reader), min(alphas))  # fail before reading any file
     jobs = resolve_jobs(n_jobs)
     if jobs > 1:
@@ -81,6 +83,7 @@ def calibrate_dir(
     else:
         cases = (reader.read(i) for i in reader.ids)
         cs.calibrate(track(cases, "calibrating", show_progress, total=len(reader)))
+        reader.require_label_seen()
     record = cs.to_dict() | {
         "label": label,
         "probs_channels": reader.channels,
@@ -94,10 +97,15 @@ def calibrate_dir(
     return record
 
 
-def load_calibration(path: str | os.PathLike[str], alpha: float | None = None) -> tuple[ConformalSegmenter, dict[str, Any]]:
-    """Read a calib.json written by :func:`calibrate_dir`: (single-α segmenter, record)."""
+def load_calibration(
+    path: str | os.PathLike[str], alpha: float | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[ConformalSegmenter, dict[str, Any]]:
+    """Read a calib.json written by :func:`calibrate_dir`: (single-α segmenter, record).
+
+    ``overrides`` are run-time options of the family (a calib file never chooses a path).
+    """
     record = read_json(path)
-    cs = ConformalSegmenter.from_dict(record, where=str(path))
+    cs = ConformalSegmenter.from_dict(record, where=str(path), overrides=overrides)
     label = record.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
         raise SegcpError(f"{path}: field 'label' must be an integer or null, got {label!r}")
@@ -130,19 +138,24 @@ def predict_dir(
     draws: int = 100,
     seed: int = 0,
     alpha: float | None = None,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write one set per id, ``out/<id>.npy``: a boolean mask shaped like the model output,
     or — for sets of segmentations — ``draws`` segmentations (S, *spatial) drawn from it.
 
-    All sets are written into a temporary folder first and moved into ``out`` only when
-    every id succeeded, so a failure leaves no partial output.
+    All sets are written into a temporary sibling folder that replaces ``out`` whole only when
+    every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
+    must not exist or be empty, unless ``overwrite`` (then the old folder is replaced, never
+    merged with). ``overrides``: run-time options of the family (e.g. the encoder's location).
     """
-    cs, record = load_calibration(calib, alpha)
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
+    cs, record = load_calibration(calib, alpha, overrides)
     reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=bool(record.get("probs_channels", False)))
     out = Path(out)
-    with atomic_dir(out, existing="merge") as tmp:
+    check_output(out, [calib, *reader.input_paths])
+    with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
         for k, ident in enumerate(track(reader.ids, "predicting", show_progress)):
             np.save(tmp / f"{ident}.npy", _set_array(cs.predict(reader.read(ident)), int(draws), draw_seed(seed, k)), allow_pickle=False)
     return [out / f"{ident}.npy" for ident in reader.ids]
@@ -162,10 +175,15 @@ def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int)
     return out | {"seconds_score": t1 - t0, "seconds_draws": t2 - t1}
 
 
-def _evaluate_calibrated(calib: str | os.PathLike[str], data: str | os.PathLike[str], draws: int, seed: int, show_progress: bool) -> dict[str, Any]:
-    cs, record = load_calibration(calib)
+def _evaluate_calibrated(
+    calib: str | os.PathLike[str], data: str | os.PathLike[str], draws: int, seed: int, show_progress: bool,
+    out: str | os.PathLike[str] | None, overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    cs, record = load_calibration(calib, None, overrides)
     fam = cs.method_
     reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
+    if out is not None:
+        check_output(out, [calib, *reader.input_paths])
     per_image: dict[str, dict[str, float]] = {}
     drawn = any_spacing = False
     for k, ident in enumerate(track(reader.ids, "evaluating", show_progress)):
@@ -205,6 +223,7 @@ def evaluate_dir(
     calib: str | os.PathLike[str] | None = None,
     draws: int = 100,
     seed: int = 0,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of prediction sets against the ground truth of a data directory.
 
@@ -221,7 +240,7 @@ def evaluate_dir(
     if calib is not None:
         if int(draws) < 1:
             raise SegcpError(f"--draws must be at least 1, got {draws}")
-        result = _evaluate_calibrated(calib, data, int(draws), int(seed), show_progress)
+        result = _evaluate_calibrated(calib, data, int(draws), int(seed), show_progress, out, overrides)
         if out is not None:
             write_json(out, result)
         return result
@@ -234,6 +253,8 @@ def evaluate_dir(
     if not set_files:
         raise SegcpError(f"{sets}: no .npy set files")
     dd = DataDir(data)
+    if out is not None:
+        check_output(out, [sets, *(dd.root / f for f in ("masks", "probs") if dd.has(f))])
     ids = dd.ids(["masks"])
     missing = sorted(set(ids) - set(set_files))
     if missing:

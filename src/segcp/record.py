@@ -52,13 +52,19 @@ def _list(value: Any, field: str, where: str) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def read_record(d: Any, where: str = "calibration record") -> dict[str, Any]:
+def read_record(d: Any, where: str = "calibration record", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate a calibration record; returns its parts (family built, numbers checked).
 
     Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
     ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``
     and ``scores`` (ndarray or None). Raises a one-line :class:`SegcpError` naming ``where``
     and the field at fault.
+
+    ``overrides`` are what the user gives on this machine: run-time options (threads, cache
+    folder) and locations (a checkpoint directory). A record's own run-time options are
+    ignored, and a location in a record is refused unless the user gives it: a calibration
+    file is data and never chooses where segcp reads or writes. The record's ``identity``
+    (e.g. the encoder's weights checksum) must match the family built here.
     """
     if not isinstance(d, dict):
         raise SegcpError(f"{where}: a calibration record must be a JSON object")
@@ -86,10 +92,25 @@ def read_record(d: Any, where: str = "calibration record") -> dict[str, Any]:
     unknown = sorted(k for k in params if k not in declared)
     if unknown:
         raise SegcpError(f"{where}: unknown parameter(s) {', '.join(unknown)} for method {method!r}")
+    given = cls.normalize_params(dict(overrides or {}))
+    bad = sorted(k for k in given if k not in declared or not (declared[k].runtime or declared[k].location))
+    if bad:
+        raise SegcpError(f"{where}: {', '.join(bad)} cannot be changed after calibration (only run-time options and locations)")
+    for key, decl in declared.items():
+        if decl.location and key in kept and key not in given and kept[key] not in decl.named:
+            raise SegcpError(
+                f"{where}: calibrated with a local {key} ({kept[key]!r}); a calibration file never chooses paths: "
+                f"give its location on this machine (e.g. -p {key}=DIR)"
+            )
     try:
-        family = get_method(method, **kept)
+        family = get_method(method, **(kept | given))
     except SegcpError as exc:
         raise SegcpError(f"{where}: {exc}") from None
+    identity = d.get("identity")
+    if identity is not None:
+        if not isinstance(identity, dict):
+            raise SegcpError(f"{where}: field 'identity' must be an object")
+        family.check_identity(identity, where)
     guarantee = d.get("guarantee", family.guarantees[0])
     guarantee = _OLD_GUARANTEES.get(guarantee, guarantee) if isinstance(guarantee, str) else guarantee
     if not isinstance(guarantee, str) or guarantee not in family.guarantees:

@@ -123,12 +123,18 @@ def grid_values(key: str, raw: str) -> tuple[str, list[Any]]:
     return key.strip().replace("-", "_"), [parse_value(v) for v in raw.split("|")]
 
 
+def _tau(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SegcpError(f"{where}: tau must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def grid_candidates(name: str, params: dict[str, Any], grid: dict[str, list[Any]]) -> list[MethodSpec]:
     """One MethodSpec per combination of ``grid`` on top of ``params`` (``guarantee``/``tau`` keys
     set the guarantee; the label names the grid values)."""
     params = dict(params)
     guarantee = params.pop("guarantee", None)
-    tau = float(params.pop("tau", 1.0))
+    tau = _tau(params.pop("tau", 1.0), f"method {name}")
     return [
         MethodSpec(", ".join(f"{k}={p[k]}" for k in grid), name, p, None if guarantee is None else str(guarantee), tau)
         for p in expand_grid(params, grid)
@@ -164,12 +170,10 @@ def parse_spec(text: str) -> MethodSpec | TunedSpec:
         raise SegcpError(f"-m {text!r}: folds must be an integer, got {folds!r}")
     if not grid:
         guarantee = params.pop("guarantee", None)
-        tau = params.pop("tau", 1.0)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-            raise SegcpError(f"-m {text!r}: tau must be a number, got {tau!r}")
+        tau = _tau(params.pop("tau", 1.0), f"-m {text!r}")
         if label is None:
             label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-        return MethodSpec(label, name, params, None if guarantee is None else str(guarantee), float(tau))
+        return MethodSpec(label, name, params, None if guarantee is None else str(guarantee), tau)
     cands = tuple(grid_candidates(name, params, grid))
     if label is None:
         label = f"{name} (tuned: " + ", ".join(grid) + ")"

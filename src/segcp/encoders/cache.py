@@ -101,5 +101,5 @@ class FeatureCache:
         self._remember((encoder_id, key), value)
         if not self.disk:
             return
-        write_npy(self.path(encoder_id, key), value)
+        write_npy(self.path(encoder_id, key), value, clean_stale=False)
 

@@ -7,7 +7,7 @@
 
 from segcp.io.datadir import FOLDER_OF, CaseReader, DataDir, index_folder
 from segcp.io.readers import EXTENSIONS, read_array, read_json, read_probabilities, split_ext
-from segcp.io.writers import atomic_dir, atomic_path, to_jsonable, umask, write_json, write_npy, write_text
+from segcp.io.writers import atomic_dir, atomic_path, check_output, to_jsonable, umask, write_json, write_npy, write_text
 
 __all__ = [
     "EXTENSIONS",
@@ -16,6 +16,7 @@ __all__ = [
     "DataDir",
     "atomic_dir",
     "atomic_path",
+    "check_output",
     "index_folder",
     "read_array",
     "read_json",

@@ -41,7 +41,11 @@ FOLDER_OF = {"probs": "probs", "image": "images", "samples": "samples", "class_p
 def index_folder(folder: Path) -> dict[str, Path]:
     """Map id → file for the recognised files of one folder (hidden files ignored)."""
     out: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise SegcpError(f"{folder}: cannot list the folder ({exc.strerror or type(exc).__name__})") from None
+    for entry in entries:
         if entry.name.startswith(".") or not entry.is_file():
             continue
         parts = split_ext(entry.name)
@@ -162,7 +166,7 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing)
+        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, where=str(self.path("probs", ident)))
 
     def reader(self, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | None = None) -> CaseReader:
         """The :class:`CaseReader` of ``family`` (a :class:`~segcp.methods.SetFamily`) on this directory."""
@@ -197,6 +201,25 @@ class CaseReader:
                         f"{dd.path('probs', self.ids[0])}: class-probability stack (one more axis than the mask); pass --label L"
                     )
         self.channels = bool(channels)
+        self.label_seen = False
+
+    def require_label_seen(self) -> None:
+        """One-line error when ``--label L`` selected a structure that no mask read holds."""
+        if self.label is None or not self.with_truth or self.multiclass or self.label_seen:
+            return
+        values: set[int] = set()
+        for ident in self.ids[:16]:
+            raw, _ = self.dd.read("masks", ident)
+            values |= {int(v) for v in np.unique(np.asarray(raw))}
+        raise SegcpError(
+            f"{self.dd.root / 'masks'}: no mask holds label {self.label} (labels present: "
+            f"{', '.join(map(str, sorted(values)))}); check --label"
+        )
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """The folders this reader reads (outputs must stay out of them)."""
+        return [self.dd.root / f for f in [*self.folders, *(["masks"] if self.with_truth else [])]]
 
     @property
     def source(self) -> str:
@@ -209,9 +232,11 @@ class CaseReader:
     def read(self, ident: str) -> Case:
         """The case of one id (with its truth when the reader was made ``with_truth``)."""
         if not self.multiclass:
-            return self.dd.load_case(
+            case = self.dd.load_case(
                 ident, label=self.label, channels=self.channels, with_mask=self.with_truth, with_image="images" in self.folders
             )
+            self.label_seen |= bool(case.mask is not None and case.mask.any())
+            return case
         return self._read_multiclass(ident)
 
     def _read_multiclass(self, ident: str) -> Case:

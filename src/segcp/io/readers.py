@@ -32,18 +32,26 @@ def split_ext(name: str) -> tuple[str, str] | None:
 
 
 def _read_png(path: Path) -> NDArray[Any]:
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGB", "RGBA"):
-            arr = np.asarray(im)[..., :3]
-            if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-                raise SegcpError(f"{path}: colour PNG; expected a single-channel (grayscale) image")
-            return arr[..., 0].copy()
-        if im.mode in ("LA", "P"):
-            im = im.convert("L")
-        return np.asarray(im).copy()
+    with warnings.catch_warnings():  # Pillow's size warnings would print before our one line
+        warnings.simplefilter("ignore")
+        with Image.open(path) as im:
+            im.load()
+            return _png_array(path, im)
+
+
+def _png_array(path: Path, im: Any) -> NDArray[Any]:
+    if im.mode in ("RGB", "RGBA"):
+        arr = np.asarray(im)[..., :3]
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise SegcpError(f"{path}: colour PNG; expected a single-channel (grayscale) image")
+        return arr[..., 0].copy()
+    if im.mode in ("LA", "P"):
+        im = im.convert("L")
+    return np.asarray(im).copy()
 
 
 def _read_nifti(path: Path) -> tuple[NDArray[Any], tuple[float, ...]]:
@@ -55,6 +63,8 @@ def _read_nifti(path: Path) -> tuple[NDArray[Any], tuple[float, ...]]:
     while arr.ndim > 2 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     zooms = tuple(float(z) for z in img.header.get_zooms()[: arr.ndim])
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise SegcpError(f"{path}: voxel spacing {zooms} (NIfTI pixdim) must be positive and finite")
     return np.asarray(arr), zooms
 
 
@@ -81,7 +91,11 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
         raise SegcpError(f"{p}: no such file")
     try:
         if ext == ".npy":
-            return np.load(p, allow_pickle=False), None
+            arr = np.load(p, allow_pickle=False)
+            if not isinstance(arr, np.ndarray):  # np.load opens a zip as an .npz archive
+                getattr(arr, "close", lambda: None)()
+                raise SegcpError(f"{p}: an .npz archive (a zip of arrays), not an .npy array")
+            return arr, None
         if ext == ".png":
             return _read_png(p), None
         return _read_nifti(p)
@@ -92,17 +106,38 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
         raise SegcpError(f"{p}: unreadable {ext} file ({reason})") from None
 
 
+#: Largest JSON file segcp reads (a calibration of a million images is ~25 MB).
+MAX_JSON_BYTES = 256 * 2**20
+#: Deepest nesting of lists/objects segcp accepts in a JSON file (its own are ≤ 4 deep).
+MAX_JSON_DEPTH = 32
+
+
+def _depth(obj: Any) -> int:
+    depth, level = 0, [obj]
+    while level:
+        depth += 1
+        level = [v for o in level for v in (o.values() if isinstance(o, dict) else o if isinstance(o, list) else ())
+                 if isinstance(v, (dict, list))]
+    return depth
+
+
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON object file with one-line errors."""
+    """Read a JSON object file with one-line errors (size and nesting are bounded)."""
     p = Path(path)
     if not p.is_file():
         raise SegcpError(f"{p}: no such file")
     try:
+        if p.stat().st_size > MAX_JSON_BYTES:
+            raise SegcpError(f"{p}: larger than {MAX_JSON_BYTES // 2**20} MiB; not a segcp JSON file")
         obj = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegcpError(f"{p}: not valid JSON ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise SegcpError(f"{p}: JSON nested too deeply") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SegcpError(f"{p}: not valid JSON ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(obj, dict):
         raise SegcpError(f"{p}: expected a JSON object at the top level")
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise SegcpError(f"{p}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
     return obj
 
 

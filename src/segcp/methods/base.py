@@ -87,6 +87,9 @@ class Param:
     flag : the CLI option that sets it (e.g. ``--se``), besides ``--param NAME=VALUE``.
     deprecated_flags : older spellings of ``flag``, accepted with a warning.
     runtime : a run-time option (threads, cache…): not recorded in calib.json nor cache keys.
+    location : the value may be a location on this machine (a checkpoint directory): a
+        calibration record never supplies one — it must come from the user (``named`` lists
+        the values that are names, not locations, e.g. ``dinov2-small``).
     """
 
     default: Any
@@ -102,6 +105,8 @@ class Param:
     flag: str | None = None
     deprecated_flags: tuple[str, ...] = ()
     runtime: bool = False
+    location: bool = False
+    named: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -278,6 +283,21 @@ class SetFamily(ABC):
     def params(self) -> dict[str, Any]:
         """JSON-serialisable parameters that define the sets (what calib.json records)."""
         return {k: getattr(self, k) for k, d in self.declared().items() if not d.runtime}
+
+    def identity(self) -> dict[str, Any]:
+        """What must be the same at prediction time beyond the parameters (e.g. the encoder's
+        weights checksum); recorded in calib.json and checked by :meth:`check_identity`."""
+        return {}
+
+    def check_identity(self, recorded: dict[str, Any], where: str) -> None:
+        """One-line error when this family's :meth:`identity` differs from a recorded one."""
+        mine = self.identity()
+        for key, value in recorded.items():
+            if key in mine and mine[key] != value:
+                raise SegcpError(
+                    f"{where}: {self.name}'s {key} here is {mine[key]!r}, but the calibration used {value!r}; "
+                    "predict with the same model and weights as the calibration"
+                )
 
     @property
     def key(self) -> str:

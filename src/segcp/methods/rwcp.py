@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.encoders import (
+    NAMED_ENCODERS,
     Encoder,
     FeatureCache,
     cache_root,
@@ -165,18 +166,18 @@ class RWCPMethod(MaskFamily):
     inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
     encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
-                         kind="str", flag="--encoder")
-    k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, flag="--k")
+                         kind="str", flag="--encoder", location=True, named=NAMED_ENCODERS)
+    k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, high=1000, flag="--k")
     beta: float = param(50.0, "edge weight exp(-beta * distance) (the kernel scale)", low=0.0, flag="--kernel-beta",
                         deprecated_flags=("--beta",))
-    steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, flag="--steps")
+    steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
     scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
     _: KW_ONLY
-    radius: int = param(5, "pixel scale: the window is (2 radius + 1)^2 pixels", kind="int", low=1)
+    radius: int = param(5, "pixel scale: the window is (2 radius + 1)^2 pixels", kind="int", low=1, high=50)
     grid: int | None = param(256, "pixel scale: cap on the graph grid's long side (0/None: the probability grid)",
-                             kind="int", low=2, optional=True, none_if=(0,))
+                             kind="int", low=2, high=4096, optional=True, none_if=(0,))
     dims: int | None = param(None, "reduce token features to this many dimensions by SVD (None: all)",
-                             kind="int", low=1, optional=True, none_if=(0,))
+                             kind="int", low=1, high=4096, optional=True, none_if=(0,))
     center: bool = param(False, "subtract the image's mean token before the cosine distance", kind="bool")
     self_loop: bool = param(True, "keep each node in its own neighbourhood", kind="bool")
     symmetrize: str = param("none", "symmetrise the kNN graph", kind="choice", choices=SYMMETRIZE)
@@ -184,7 +185,8 @@ class RWCPMethod(MaskFamily):
     beta_scale: str = param("absolute", "beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
     spatial: float = param(0.0, "weight of the spatial distance term (per image width)", low=0.0)
     intensity: float = param(0.0, "weight of the intensity term |I_p - I_q| (image in [0, 1])", low=0.0)
-    input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, optional=True, none_if=(0,))
+    input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096,
+                                   optional=True, none_if=(0,))
     keep_aspect: bool = param(False, "encoder input keeps the image's aspect ratio", kind="bool")
     layer: int | None = param(None, "encoder hidden state to use (None: the last, normalised)", kind="int", low=-1000, optional=True)
     threads: int | None = param(None, "torch threads for the encoder", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
@@ -204,6 +206,17 @@ class RWCPMethod(MaskFamily):
             "batch_size": self.batch_size,
         }
         return _encoder(self.encoder, json.dumps(opts, sort_keys=True))
+
+    def validate(self) -> None:
+        if self.encoder not in NAMED_ENCODERS and not Path(self.encoder).expanduser().is_dir():
+            raise SegcpError(
+                f"rwcp: encoder {self.encoder!r}: not a known encoder ({', '.join(NAMED_ENCODERS)}) nor an existing checkpoint directory"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        """The encoder's name and weights checksum (a calibration is only valid with the same weights)."""
+        enc = self.get_encoder()
+        return {"encoder": enc.name, "encoder_weights_sha256": getattr(enc, "weights_sha256", None)}
 
     def feature_cache(self) -> FeatureCache:
         """The (shared) feature cache: ``cache_dir/features``, else ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``."""
