@@ -330,7 +330,7 @@ def tune(
         raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
     cands = grid_candidates(method, parse_params(param), values)
     if out is not None:
-        from segcp.compare import data_inputs
+        from segcp.io.datadir import data_inputs
         from segcp.io import check_output
 
         check_output(out, data_inputs(data))
@@ -411,7 +411,7 @@ def train(
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
     if data is not None:
-        from segcp.compare import data_inputs
+        from segcp.io.datadir import data_inputs
         from segcp.io import check_output
 
         check_output(out, data_inputs(data))
@@ -467,7 +467,7 @@ def infer(
         raise SegcpError("--task needs --split calibration|test|pool")
     if data is not None and split is not None:
         raise SegcpError("--split is for --task; a data directory is used whole")
-    from segcp.compare import data_inputs
+    from segcp.io.datadir import data_inputs
     from segcp.io import check_output
 
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])

@@ -24,7 +24,7 @@ from segcp.cases import Case
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
-from segcp.io.datadir import SUBDIRS
+from segcp.io.datadir import data_inputs
 from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
@@ -276,12 +276,6 @@ def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: st
         + "\n![summary](summary.png)\n"
     )
     write_text(out / "report.md", md)
-
-
-def data_inputs(data: str | os.PathLike[str]) -> list[Path]:
-    """The files and folders of a data directory that commands read (outputs stay out of them)."""
-    root = Path(data)
-    return [root / sub for sub in (*SUBDIRS, "segcp_export.json", "groups.json") if (root / sub).exists()]
 
 
 def load_labelled_dir(

@@ -24,6 +24,7 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.execution import parallel_map, resolve_jobs
 from segcp.io import DataDir, atomic_dir, check_output, index_folder, read_array, read_json, write_json
+from segcp.io.datadir import data_inputs
 from segcp.methods import SegmentationSet, SetFamily
 from segcp.metrics import aggregate, draw_metrics, evaluate_set
 from segcp.progress import track
@@ -73,7 +74,7 @@ def calibrate_dir(
     dd = DataDir(data)
     reader = dd.reader(fam, label=label)
     if out is not None:
-        check_output(out, reader.input_paths)
+        check_output(out, data_inputs(data))
     check_calibration_size(len(reader), min(alphas))  # fail before reading any file
     jobs = resolve_jobs(n_jobs)
     if jobs > 1:
@@ -154,7 +155,7 @@ def predict_dir(
     cs, record = load_calibration(calib, alpha, overrides)
     reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=bool(record.get("probs_channels", False)))
     out = Path(out)
-    check_output(out, [calib, *reader.input_paths])
+    check_output(out, [calib, *data_inputs(data)])
     with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
         for k, ident in enumerate(track(reader.ids, "predicting", show_progress)):
             np.save(tmp / f"{ident}.npy", _set_array(cs.predict(reader.read(ident)), int(draws), draw_seed(seed, k)), allow_pickle=False)
@@ -183,7 +184,7 @@ def _evaluate_calibrated(
     fam = cs.method_
     reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
     if out is not None:
-        check_output(out, [calib, *reader.input_paths])
+        check_output(out, [calib, *data_inputs(data)])
     per_image: dict[str, dict[str, float]] = {}
     drawn = any_spacing = False
     for k, ident in enumerate(track(reader.ids, "evaluating", show_progress)):
@@ -254,7 +255,7 @@ def evaluate_dir(
         raise SegcpError(f"{sets}: no .npy set files")
     dd = DataDir(data)
     if out is not None:
-        check_output(out, [sets, *(dd.root / f for f in ("masks", "probs") if dd.has(f))])
+        check_output(out, [sets, *data_inputs(data)])
     ids = dd.ids(["masks"])
     missing = sorted(set(ids) - set(set_files))
     if missing:
@@ -271,13 +272,14 @@ def evaluate_dir(
         if channels and label is None:
             raise SegcpError(f"{dd.path('probs', ids[0])}: class-probability stack; pass --label L")
     per_image: dict[str, dict[str, float]] = {}
-    any_spacing = False
+    any_spacing = label_seen = False
     for ident in track(ids, "evaluating", show_progress):
         mask, spacing = dd.load_mask(ident, label=label)
+        label_seen |= bool(mask.any())
         pred, _ = read_array(set_files[ident])
         if pred.shape != mask.shape:
             raise SegcpError(f"{set_files[ident]}: set shape {pred.shape} does not match mask shape {mask.shape}")
-        if pred.dtype != bool and not np.all(np.isin(pred, (0, 1))):
+        if pred.dtype.kind not in "biuf" or (pred.dtype != bool and not np.all(np.isin(pred, (0, 1)))):
             raise SegcpError(f"{set_files[ident]}: a set must be boolean (or 0/1)")
         model_mask = None
         if has_probs:
@@ -288,6 +290,8 @@ def evaluate_dir(
             spacing = spacing or pspacing
         any_spacing |= spacing is not None
         per_image[ident] = evaluate_set(pred.astype(bool), mask, model_mask=model_mask, spacing=spacing)
+    if label is not None and not label_seen:
+        raise SegcpError(f"{dd.root / 'masks'}: no mask holds label {label}; check --label")
     summary = aggregate(per_image)
     result = {
         "segcp_version": __version__,

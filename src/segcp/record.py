@@ -37,15 +37,34 @@ VERSION = 2
 _OLD_GUARANTEES = {"set contains the truth up to beta": "contains"}
 
 
-def _number(value: Any, field: str, where: str, *, integer: bool = False) -> float:
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: Any, field: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SegcpError(f"{where}: field {field!r} must be a number, got {value!r}")
-    v = float(value) if not integer else value
-    if integer and (not isinstance(value, int) and not float(value).is_integer()):
-        raise SegcpError(f"{where}: field {field!r} must be an integer, got {value!r}")
-    if not math.isfinite(float(v)):
-        raise SegcpError(f"{where}: field {field!r} must be finite, got {value!r}")
-    return float(v)
+        raise SegcpError(f"{where}: field {field!r} must be a number, got {_short(value)}")
+    try:
+        v = float(value)
+    except OverflowError:
+        raise SegcpError(f"{where}: field {field!r} is too large ({_short(value)})") from None
+    if not math.isfinite(v):
+        raise SegcpError(f"{where}: field {field!r} must be finite, got {_short(value)}")
+    return v
+
+
+def _check_version(d: dict[str, Any], where: str) -> None:
+    """Refuse a record written by a newer major version of segcp."""
+    from segcp._version import __version__
+
+    written = d.get("segcp_version")
+    if written is None:
+        return
+    if not isinstance(written, str) or not written.split(".")[0].isdigit():
+        raise SegcpError(f"{where}: field 'segcp_version' must be a version string, got {_short(written)}")
+    if int(written.split(".")[0]) > int(__version__.split(".")[0]):
+        raise SegcpError(f"{where}: written by segcp {written}, newer than this segcp {__version__}; upgrade segcp")
 
 
 def _list(value: Any, field: str, where: str) -> list[Any]:
@@ -76,12 +95,13 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         raise SegcpError(f"{where}: field 'schema_version' must be a positive integer, got {version!r}")
     if version > VERSION:
         raise SegcpError(f"{where}: written by a newer segcp (calibration schema {version}; this segcp reads up to {VERSION}); upgrade segcp")
+    _check_version(d, where)
     for key in ("method", "alpha", "lambda", "n"):
         if key not in d:
             raise SegcpError(f"{where}: missing field {key!r}")
     method = d["method"]
     if not isinstance(method, str):
-        raise SegcpError(f"{where}: field 'method' must be a method name, got {method!r}")
+        raise SegcpError(f"{where}: field 'method' must be a method name, got {_short(method)}")
     cls = family_class(method)
     params = d.get("params", {})
     if not isinstance(params, dict):

@@ -31,11 +31,18 @@ from segcp.errors import SegcpError
 from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
 from segcp.io.readers import read_array, read_probabilities, split_ext
 
-__all__ = ["FOLDER_OF", "CaseReader", "DataDir", "index_folder"]
+__all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "data_inputs", "index_folder"]
 
 SUBDIRS = ("probs", "masks", "images", "samples")
 #: The folder each case input is read from.
 FOLDER_OF = {"probs": "probs", "image": "images", "samples": "samples", "class_probs": "probs"}
+
+
+def data_inputs(data: str | os.PathLike[str]) -> list[Path]:
+    """The files and folders of a data directory that commands read: outputs must stay out of
+    them (``predict --out data/masks`` would replace the truth)."""
+    root = Path(data)
+    return [root / sub for sub in (*SUBDIRS, "segcp_export.json", "groups.json") if (root / sub).exists()]
 
 
 def index_folder(folder: Path) -> dict[str, Path]:
@@ -129,6 +136,8 @@ class DataDir:
             arr = arr[label]
             if spacing is not None:
                 spacing = spacing[1:]
+        if np.ndim(arr) not in (2, 3):
+            raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
         return check_probabilities(arr, str(p)), spacing
 
     def load_mask(self, ident: str, *, label: int | None = None) -> tuple[NDArray[np.bool_], tuple[float, ...] | None]:
@@ -215,11 +224,6 @@ class CaseReader:
             f"{self.dd.root / 'masks'}: no mask holds label {self.label} (labels present: "
             f"{', '.join(map(str, sorted(values)))}); check --label"
         )
-
-    @property
-    def input_paths(self) -> list[Path]:
-        """The folders this reader reads (outputs must stay out of them)."""
-        return [self.dd.root / f for f in [*self.folders, *(["masks"] if self.with_truth else [])]]
 
     @property
     def source(self) -> str:

@@ -54,17 +54,40 @@ def _png_array(path: Path, im: Any) -> NDArray[Any]:
     return np.asarray(im).copy()
 
 
+def _raw_pixdim(path: Path) -> NDArray[np.float64]:
+    """The header's pixdim as stored (nibabel replaces 0 by 1 and negatives by |·| on load)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as f:
+        size = f.read(4)
+        f.seek(0)
+        nifti2 = size in ((540).to_bytes(4, "little"), (540).to_bytes(4, "big"))
+        hdr = (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(f, check=False)
+    return np.asarray(hdr["pixdim"], dtype=np.float64)
+
+
 def _read_nifti(path: Path) -> tuple[NDArray[Any], tuple[float, ...]]:
+    import logging
+
     import nibabel as nib
 
-    img = nib.load(str(path))
+    log = logging.getLogger("nibabel.global")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its header fix-ups would print; we refuse such headers instead
+    try:
+        img = nib.load(str(path))
+        pixdim = _raw_pixdim(path)
+    finally:
+        log.setLevel(level)
     arr = np.asanyarray(img.dataobj)
     # Drop trailing singleton axes (e.g. (X, Y, 1) slices), keeping spacing aligned.
     while arr.ndim > 2 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    raw = tuple(float(z) for z in pixdim[1 : 1 + arr.ndim])
+    if not all(np.isfinite(z) and z > 0 for z in raw):
+        raise SegcpError(f"{path}: voxel spacing {raw} (NIfTI pixdim) must be positive and finite")
     zooms = tuple(float(z) for z in img.header.get_zooms()[: arr.ndim])
-    if not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise SegcpError(f"{path}: voxel spacing {zooms} (NIfTI pixdim) must be positive and finite")
     return np.asarray(arr), zooms
 
 

@@ -124,6 +124,13 @@ def _check_parent(dest: Path) -> None:
 
 
 def _check_file_target(dest: Path) -> None:
+    try:
+        _file_target_checks(dest)
+    except OSError as exc:  # e.g. a name too long to stat
+        raise _oserror(dest, exc) from None
+
+
+def _file_target_checks(dest: Path) -> None:
     if str(dest) in ("", "."):
         raise SegcpError("--out: an empty path; give a file name")
     if dest.is_symlink():
@@ -170,6 +177,13 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: 
 
 def check_dir_target(dest: Path, existing: str = "refuse", expect: Sequence[str] = ()) -> None:
     """The checks :func:`atomic_dir` makes before any work (see the module docstring)."""
+    try:
+        _dir_target_checks(Path(dest), existing, expect)
+    except OSError as exc:
+        raise _oserror(Path(dest), exc) from None
+
+
+def _dir_target_checks(dest: Path, existing: str, expect: Sequence[str]) -> None:
     if str(dest) in ("", "."):
         raise SegcpError("--out: an empty path or '.'; give a new folder")
     try:
