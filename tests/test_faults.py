@@ -135,14 +135,16 @@ def test_os_errors_while_writing_or_listing_are_one_line(ws, capsys, monkeypatch
     monkeypatch.setattr(writers.os, "replace", denied)
     fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "new.json"], capsys, ws, "Permission denied")
     monkeypatch.undo()
-    real_iterdir = Path.iterdir
+    import segcp.io.datadir as datadir
 
-    def iterdir(self):
-        if self.name == "probs":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_iterdir(self)
+    real_scandir = os.scandir
 
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    def scandir(path):
+        if Path(path).name == "probs":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(datadir.os, "scandir", scandir)
     fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "new.json"], capsys, ws, "cannot list")
 
 

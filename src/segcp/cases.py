@@ -32,21 +32,24 @@ __all__ = [
 
 
 def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
-    """Return probabilities as float64, or raise one line naming ``where`` and the problem."""
+    """Return probabilities as float64, or raise one line naming ``where`` and the problem.
+
+    The range is checked on the array as stored (two passes over a float32 map are cheaper
+    than over its float64 copy); NaN propagates through min/max, so NaN and inf are caught.
+    """
     p = np.asarray(probs)
     if p.dtype.kind not in "fiu":  # not bool, complex, timedelta/datetime, strings, records
         raise SegcpError(f"{where}: probabilities must be numeric, got dtype {p.dtype}")
-    p = p.astype(np.float64, copy=False)
     if p.size == 0:
         raise SegcpError(f"{where}: the probability map is empty (shape {p.shape})")
-    lo, hi = float(p.min()), float(p.max())  # NaN propagates through min/max: two passes in all
+    lo, hi = float(p.min()), float(p.max())
     if not (lo >= 0.0 and hi <= 1.0):
         if np.isnan(lo) or np.isnan(hi):
             raise SegcpError(f"{where}: probability map contains NaN ({int(np.isnan(p).sum())} values)")
         if np.isinf(lo) or np.isinf(hi):
             raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
         raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
-    return p
+    return p.astype(np.float64, copy=False)
 
 
 def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[np.bool_]:
@@ -69,11 +72,12 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
             raise SegcpError(f"{where}: mask has non-integer values; expected a binary mask or a label map")
     if label is not None:
         return m == label
-    values = np.unique(m)
-    if np.all(np.isin(values, (0, 1))):
+    lo, hi = m.min(), m.max()  # two passes instead of a sort: the common cases are {0, 1}, {0, 255}
+    if lo >= 0 and hi <= 1:
         return m == 1
-    if np.all(np.isin(values, (0, 255))):
+    if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):
         return m == 255
+    values = np.unique(m)
     shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
     raise SegcpError(f"{where}: mask is not binary (values {{{shown}}}); pass --label L to select one structure")
 

@@ -26,7 +26,6 @@ from segcp.execution import parallel_map, resolve_jobs
 from segcp.io import DataDir, atomic_dir, check_output, index_folder, read_array, read_json, write_json
 from segcp.io.datadir import data_inputs
 from segcp.methods import SegmentationSet, SetFamily
-from segcp.metrics import aggregate, draw_metrics, evaluate_set
 from segcp.progress import track
 
 __all__ = ["calibrate_dir", "draw_seed", "evaluate_dir", "load_calibration", "predict_dir"]
@@ -164,6 +163,8 @@ def predict_dir(
 
 def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int) -> dict[str, float]:
     """Membership (exact, the event of the guarantee) and draw metrics of one case's set."""
+    from segcp.metrics import draw_metrics
+
     fam = cs.method_
     item = fam.prepare(case)
     t0 = time.perf_counter()
@@ -180,6 +181,8 @@ def _evaluate_calibrated(
     calib: str | os.PathLike[str], data: str | os.PathLike[str], draws: int, seed: int, show_progress: bool,
     out: str | os.PathLike[str] | None, overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    from segcp.metrics import aggregate, evaluate_set
+
     cs, record = load_calibration(calib, None, overrides)
     fam = cs.method_
     reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
@@ -245,6 +248,8 @@ def evaluate_dir(
         if out is not None:
             write_json(out, result)
         return result
+    from segcp.metrics import aggregate, evaluate_set
+
     if sets is None:
         raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (to make them on the fly)")
     sets = Path(sets)

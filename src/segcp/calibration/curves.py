@@ -198,9 +198,14 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     if np.isnan(r).any() or (r == -np.inf).any():
         raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
     r = r[r != np.inf]
-    if compress:
-        b, counts = np.unique(r, return_counts=True)  # sorted and finite: no re-validation
-        return LossCurves._sorted_single(b, counts / m, 1.0)
+    if compress:  # tied scores merged: sort once, keep the first of each run (np.unique, minus its overhead)
+        r = np.sort(r)
+        first = np.empty(r.size, dtype=bool)
+        first[:1] = True
+        np.not_equal(r[1:], r[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, r.size))
+        return LossCurves._sorted_single(r[starts], counts / m, 1.0)
     return LossCurves.single(r, np.full(r.size, 1.0 / m), 1.0)
 
 

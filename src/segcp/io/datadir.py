@@ -49,19 +49,18 @@ def index_folder(folder: Path) -> dict[str, Path]:
     """Map id → file for the recognised files of one folder (hidden files ignored)."""
     out: dict[str, Path] = {}
     try:
-        entries = sorted(folder.iterdir())
+        with os.scandir(folder) as it:  # scandir: the file type comes with the listing, no stat per file
+            names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
     except OSError as exc:
         raise SegcpError(f"{folder}: cannot list the folder ({exc.strerror or type(exc).__name__})") from None
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        parts = split_ext(entry.name)
+    for name in names:
+        parts = split_ext(name)
         if parts is None:
             continue
         ident = parts[0]
         if ident in out:
-            raise SegcpError(f"{folder}: id {ident!r} has two files ({out[ident].name}, {entry.name})")
-        out[ident] = entry
+            raise SegcpError(f"{folder}: id {ident!r} has two files ({out[ident].name}, {name})")
+        out[ident] = folder / name
     return out
 
 
@@ -126,6 +125,11 @@ class DataDir:
 
         ``channels=True``: the file is a (L, *S) stack and ``label`` picks the channel.
         """
+        arr, spacing = self._raw_probs(ident, label, channels)
+        return check_probabilities(arr, str(self.path("probs", ident))), spacing
+
+    def _raw_probs(self, ident: str, label: int | None, channels: bool) -> tuple[NDArray[Any], tuple[float, ...] | None]:
+        """The probability map of one id as read (channel picked, dimensionality checked)."""
         p = self.path("probs", ident)
         arr, spacing = read_probabilities(p)
         if channels:
@@ -138,7 +142,7 @@ class DataDir:
                 spacing = spacing[1:]
         if np.ndim(arr) not in (2, 3):
             raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
-        return check_probabilities(arr, str(p)), spacing
+        return arr, spacing
 
     def load_mask(self, ident: str, *, label: int | None = None) -> tuple[NDArray[np.bool_], tuple[float, ...] | None]:
         p = self.path("masks", ident)
@@ -160,8 +164,11 @@ class DataDir:
         with_mask: bool = True,
         with_image: bool = False,
     ) -> Case:
-        """Build a :class:`Case` for one id, with one-line errors naming the files."""
-        probs, spacing = self.load_probs(ident, label=label, channels=channels)
+        """Build a :class:`Case` for one id, with one-line errors naming the files.
+
+        The probabilities are validated once, by :class:`Case` (which names the file).
+        """
+        probs, spacing = self._raw_probs(ident, label, channels)
         mask = None
         if with_mask:
             mask, mspacing = self.load_mask(ident, label=label)

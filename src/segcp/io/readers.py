@@ -110,8 +110,6 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
     if parts is None:
         raise SegcpError(f"{p}: unsupported file type; expected one of {', '.join(EXTENSIONS)}")
     ext = parts[1]
-    if not p.is_file():
-        raise SegcpError(f"{p}: no such file")
     try:
         if ext == ".npy":
             arr = np.load(p, allow_pickle=False)
@@ -124,6 +122,8 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
         return _read_nifti(p)
     except SegcpError:
         raise
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise SegcpError(f"{p}: no such file") from None
     except Exception as exc:  # any reader failure: one clear line naming the file
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SegcpError(f"{p}: unreadable {ext} file ({reason})") from None

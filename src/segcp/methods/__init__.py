@@ -12,11 +12,13 @@ name           family                                      reads (case / data di
 ``aps``        pixel-wise APS on the mean softmax          samples or class probabilities
 =============  ==========================================  ================================
 
-Importing this package registers the built-in families.
+Importing this package makes the built-in families available by name; each family's module
+is imported when it is first used (``register_lazy``).
 """
 
+from typing import Any
+
 from segcp.cases import Case, binarize_mask, check_probabilities
-from segcp.methods.aps import APSMethod
 from segcp.methods.base import (
     GUARANTEES,
     MaskFamily,
@@ -30,11 +32,24 @@ from segcp.methods.base import (
     get_method,
     param,
     register,
+    register_lazy,
 )
-from segcp.methods.consign import ConsignMethod
-from segcp.methods.morph import MorphMethod
-from segcp.methods.rwcp import RWCPMethod
-from segcp.methods.threshold import ThresholdMethod
+
+# The built-in families: name → module (imported on first use). One line per method.
+register_lazy("threshold", "segcp.methods.threshold")
+register_lazy("morph", "segcp.methods.morph")
+register_lazy("rwcp", "segcp.methods.rwcp")
+register_lazy("consign", "segcp.methods.consign")
+register_lazy("aps", "segcp.methods.aps")
+
+_CLASSES = {"ThresholdMethod": "threshold", "MorphMethod": "morph", "RWCPMethod": "rwcp", "ConsignMethod": "consign", "APSMethod": "aps"}
+
+
+def __getattr__(name: str) -> Any:  # the family classes, imported on first use
+    if name in _CLASSES:
+        return family_class(_CLASSES[name])
+    raise AttributeError(f"module 'segcp.methods' has no attribute {name!r}")
+
 
 __all__ = [
     "APSMethod",
@@ -57,4 +72,5 @@ __all__ = [
     "get_method",
     "param",
     "register",
+    "register_lazy",
 ]

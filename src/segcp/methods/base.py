@@ -56,6 +56,7 @@ __all__ = [
     "get_method",
     "param",
     "register",
+    "register_lazy",
 ]
 
 #: Guarantee name → what it states (``{alpha}``, ``{tau}``, ``{beta}`` are filled in).
@@ -493,6 +494,9 @@ class SegmentationSetFamily(SetFamily):
 
 # ---------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[SetFamily]] = {}
+#: Families known by name whose module is imported on first use (start-up stays cheap:
+#: ``calibrate --method threshold`` never imports scipy.ndimage, the encoders or torch).
+_LAZY: dict[str, str] = {}
 F = TypeVar("F", bound=type[SetFamily])
 
 
@@ -502,13 +506,22 @@ def register(cls: F) -> F:
     return cls
 
 
+def register_lazy(name: str, module: str) -> None:
+    """Make ``name`` available now and import ``module`` (which registers it) on first use."""
+    _LAZY[name] = module
+
+
 def available_methods() -> list[str]:
     """Names of the registered families."""
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
 def family_class(name: str) -> type[SetFamily]:
     """The registered class of ``name``, or a one-line error listing the available ones."""
+    if isinstance(name, str) and name not in _REGISTRY and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name])
     if not isinstance(name, str) or name not in _REGISTRY:
         raise SegcpError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
     return _REGISTRY[name]

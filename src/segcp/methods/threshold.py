@@ -41,3 +41,7 @@ class ThresholdMethod(MaskFamily):
 
     def score_map(self, case: Case) -> NDArray[np.float64]:
         return 1.0 - case.probs
+
+    def truth_scores(self, case: Case) -> NDArray[np.float64]:
+        """r at the truth pixels only (the same float64 expression as :meth:`score_map`)."""
+        return 1.0 - case.probs[self.truth_of(case)]
