@@ -3,9 +3,10 @@
 A feature map is stored as ``<root>/features/<encoder-key>/<image-key>.npy`` (float32,
 shape (d, h, w)), written atomically (temporary file + rename) so concurrent processes
 never read a partial file. ``<encoder-key>`` is the first 16 hex digits of the SHA-256 of
-:attr:`segcp.encoders.Encoder.id` (which names the weights by checksum and every
-preprocessing choice); ``<image-key>`` the SHA-256 of the image's dtype, shape and bytes.
-The same image under a different encoder, input size or layer is a different entry.
+:attr:`segcp.encoders.Encoder.cache_id` (the encoder's ``id``, which names the weights by
+checksum and every preprocessing choice, plus the backend where several exist);
+``<image-key>`` the SHA-256 of the image's dtype, shape and bytes. The same image under a
+different encoder, input size, layer or backend is a different entry.
 
 The root is ``$SEGCP_CACHE`` when set, else ``~/.cache/segcp`` (see :func:`cache_root`).
 """

@@ -288,13 +288,14 @@ def verify_conversion(
     """Compare the converted transformers model with the ONNX backbone on one image.
 
     ``image`` is prepared like :class:`segcp.encoders.HFEncoder` does (3 channels,
-    resize to ``size``², ImageNet normalisation). Returns max/mean absolute error over all
+    resize to ``size``², ImageNet normalisation; the torch backend, whatever
+    ``SEGCP_ENCODER_BACKEND`` says). Returns max/mean absolute error over all
     tokens (CLS + patches), the token scale, and the weights' SHA-256.
     """
     from segcp.encoders.dinov2 import HFEncoder
 
     directory = Path(model_dir) if model_dir is not None else ensure_dinov2_small()
-    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME)
+    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME, backend="torch")
     pixels = enc.pixel_values([image])
     ref = onnx_backbone_tokens(pixels, onnx_path)
     got = enc.hidden_states(pixels)
