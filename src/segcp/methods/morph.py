@@ -48,7 +48,6 @@ from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from segcp.errors import SegcpError
 from segcp.cases import Case
@@ -68,6 +67,8 @@ def structuring_element(se: str, ndim: int) -> NDArray[np.bool_]:
     in 3D); ``square`` is ``generate_binary_structure(ndim, ndim)`` (3×3 square, 3×3×3
     cube). ``ball`` has no one-step element (its λ is a radius in physical units).
     """
+    from scipy import ndimage  # on first use: the registry stays cheap to import
+
     if se == "cross":
         return ndimage.generate_binary_structure(ndim, 1)
     if se == "square":
@@ -164,6 +165,8 @@ class MorphMethod(MaskFamily):
 
     def _distance(self, seed: NDArray[np.bool_], spacing: tuple[float, ...] | None) -> NDArray[np.float64]:
         """Distance of every pixel of ``seed``'s grid to ``seed`` (non-empty), float64."""
+        from scipy import ndimage
+
         if self.se == "ball":
             return np.asarray(ndimage.distance_transform_edt(~seed, sampling=spacing), dtype=np.float64)
         return ndimage.distance_transform_cdt(~seed, metric=_CDT_METRIC[self.se]).astype(np.float64)

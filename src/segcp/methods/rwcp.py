@@ -41,7 +41,7 @@ import json
 import time
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,18 +55,12 @@ from segcp.encoders import (
     to_rgb01,
 )
 from segcp.errors import SegcpError
-from segcp.graph import (
-    BETA_SCALES,
-    SYMMETRIZE,
-    NeighbourGraph,
-    diffuse,
-    knn_global,
-    knn_window_tokens,
-    resize2d,
-    transition_matrix,
-)
+from segcp.graph import BETA_SCALES, SYMMETRIZE
 from segcp.cases import Case
 from segcp.methods.base import MaskFamily, param, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from segcp.graph.knn import NeighbourGraph
 
 __all__ = ["SCALES", "RWCPMethod"]
 
@@ -257,6 +251,8 @@ class RWCPMethod(MaskFamily):
         self, feats: NDArray[np.float32], shape: tuple[int, int], image: NDArray[Any] | None = None
     ) -> NeighbourGraph:
         """The kNN graph for features (d, h, w) on the graph grid of a ``shape`` probability map."""
+        from segcp.graph import knn_global, knn_window_tokens, resize2d
+
         T = self._tokens(feats)
         gshape = self.graph_shape(shape, T.shape[1:])
         inten = None
@@ -283,6 +279,8 @@ class RWCPMethod(MaskFamily):
         ``timings``, when given, accumulates seconds per stage: ``knn`` (graph),
         ``weights`` (P), ``resize`` (to the graph grid and back), ``diffusion``.
         """
+        from segcp.graph import diffuse, resize2d, transition_matrix
+
         clock = _Clock(timings)
         p = np.asarray(probs, dtype=np.float64)
         graph = self.build_graph(feats, p.shape, image)
