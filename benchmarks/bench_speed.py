@@ -27,13 +27,27 @@ Sections (subcommands):
   sets of every image are predicted at the respective λ̂. The two runs are sequential (their
   times are informative only, not a side-by-side ratio).
 
-Sections to come (issue 14, items 2 and 3): ``calibration``, ``startup``.
+* ``calibration`` — threshold calibration of ``--n`` (1000) NPY images of 256 × 256 (synthetic
+  phantoms: float32 probabilities, uint8 masks), against the physical limit of an I/O-bound
+  calibration: a plain loop that only ``np.load``s every probability map and mask and reads the
+  truth pixels. Interleaved repetitions of (read-only loop, ``calibrate_dir`` in-process,
+  ``segcp calibrate`` as a command), CPU and wall seconds; the ratio excludes start-up (the
+  in-process call). λ̂ is checked bit-identical against ``--reference`` (a checkout of the code
+  before this work, run as a command with its ``src`` on PYTHONPATH), whose time is also shown.
+  Peak memory: the children's maximum RSS of each command. ``--profile FILE`` writes the
+  cProfile summary of one in-process calibration.
+
+* ``startup`` — ``segcp --version``, ``segcp --help``, ``segcp calibrate --help`` against a
+  bare ``python -c pass``, ``--reps`` interleaved runs each; the median wall seconds.
 
 Run::
 
     SEGCP_DATA=../shared/data python benchmarks/bench_speed.py encoder --out docs/benchmarks/speed_encoder.json
     python benchmarks/bench_speed.py encoder --images 2 --reps 1 --slices 16     # quicker
     python benchmarks/bench_speed.py encoder-rwcp --data DIR --out docs/benchmarks/speed_encoder_rwcp.json
+    python benchmarks/bench_speed.py calibration --reference /path/to/old/checkout --profile docs/benchmarks/calibration_profile.txt \
+        --out docs/benchmarks/speed_calibration.json
+    python benchmarks/bench_speed.py startup --out docs/benchmarks/speed_startup.json
 """
 
 from __future__ import annotations
@@ -338,6 +352,109 @@ def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+# ---------------------------------------------------------------------------- calibration
+def _phantom_dir(root: Path, n: int) -> Path:
+    from segcp.synthetic import make_phantoms
+
+    d = root / "d"
+    (d / "probs").mkdir(parents=True)
+    (d / "masks").mkdir()
+    ph = make_phantoms(n=50, shape=(256, 256), seed=0)
+    for i in range(n):
+        p = ph[i % len(ph)]
+        np.save(d / "probs" / f"{i:05d}.npy", p.probs.astype(np.float32))
+        np.save(d / "masks" / f"{i:05d}.npy", (p.label == 3).astype(np.uint8))
+    return d
+
+
+def _read_only(d: Path) -> int:
+    """The physical limit: load every probability map and mask, read the truth pixels."""
+    n = 0
+    for f in sorted((d / "probs").iterdir()):
+        p = np.load(f)
+        m = np.load(d / "masks" / f.name)
+        n += p[m.astype(bool)].size
+    return n
+
+
+def _command(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
+    """(wall s, CPU s, peak RSS in MiB, stdout) of one command, measured by GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
+        t = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", f.name, *cmd], capture_output=True, text=True, check=True, env=env)
+        wall = time.perf_counter() - t
+        user, system, rss_kib = f.read().split()[-3:]
+    return wall, float(user) + float(system), int(int(rss_kib) / 1024), out.stdout
+
+
+def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
+    from segcp.pipeline import calibrate_dir
+
+    root = _temporary("segcp-bench-cal-")
+    d = _phantom_dir(root, args.n)
+    segcp = [sys.executable, "-m", "segcp.cli"]
+    ref_env = None
+    if args.reference:
+        ref_env = dict(os.environ, PYTHONPATH=str(Path(args.reference) / "src"))
+    res: dict[str, Any] = {"n": args.n, "shape": [256, 256], "dtype": "float32 probs, uint8 masks", "load_start": _load(),
+                           "versions": _versions(), "reps": args.reps, "runs": []}
+    lam = calibrate_dir(d, alpha=0.1, show_progress=False)["lambda"]  # warm: imports, page cache
+    _read_only(d)
+    for rep in range(args.reps):
+        row: dict[str, Any] = {}
+        _, row["read_wall"], row["read_cpu"] = _timed(lambda: _read_only(d))
+        rec, row["inprocess_wall"], row["inprocess_cpu"] = _timed(lambda: calibrate_dir(d, alpha=0.1, show_progress=False))
+        assert rec["lambda"] == lam
+        row["command_wall"], row["command_cpu"], row["command_rss_mib"], _ = _command(
+            [*segcp, "calibrate", "--data", str(d), "--alpha", "0.1", "--out", str(root / "c.json"), "-q"])
+        assert json.loads((root / "c.json").read_text())["lambda"] == lam
+        if ref_env is not None:
+            row["reference_wall"], row["reference_cpu"], row["reference_rss_mib"], _ = _command(
+                [*segcp, "calibrate", "--data", str(d), "--alpha", "0.1", "--out", str(root / "ref.json"), "-q"], ref_env)
+            res["reference_lambda"] = json.loads((root / "ref.json").read_text())["lambda"]
+        res["runs"].append(row)
+        print(f"rep {rep}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    med = {k: float(np.median([r[k] for r in res["runs"]])) for k in res["runs"][0]}
+    res["median"] = med
+    res["lambda"] = lam
+    res["lambda_bit_identical_to_reference"] = (res.get("reference_lambda") == lam) if ref_env is not None else None
+    res["ratio_wall"] = med["inprocess_wall"] / med["read_wall"]
+    res["ratio_cpu"] = med["inprocess_cpu"] / med["read_cpu"]
+    if args.profile:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        calibrate_dir(d, alpha=0.1, show_progress=False)
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
+        Path(args.profile).write_text(f"cProfile of one in-process threshold calibration, {args.n} images of 256 x 256\n" + buf.getvalue())
+    res["load_end"] = _load()
+    return res
+
+
+# ---------------------------------------------------------------------------- start-up
+def run_startup(args: argparse.Namespace) -> dict[str, Any]:
+    cmds = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "segcp --version": [sys.executable, "-m", "segcp.cli", "--version"],
+        "segcp --help": [sys.executable, "-m", "segcp.cli", "--help"],
+        "segcp calibrate --help": [sys.executable, "-m", "segcp.cli", "calibrate", "--help"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(args.reps):  # interleaved: background load hits every command alike
+        for k, c in cmds.items():
+            t = time.perf_counter()
+            subprocess.run(c, capture_output=True, check=True)
+            times[k].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"reps": args.reps, "median_seconds": med, "minus_bare_python": {k: v - med["python -c pass"] for k, v in med.items()},
+            "load": _load(), "versions": _versions()}
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -357,6 +474,15 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--alpha", type=float, default=0.1)
     r.add_argument("--rwcp-threads", type=int, default=None, help="encoder threads (default: the library's)")
     r.add_argument("--out", default=None)
+    c = sub.add_parser("calibration", help="threshold calibration vs only reading the files")
+    c.add_argument("--n", type=int, default=1000, help="images of 256 x 256")
+    c.add_argument("--reps", type=int, default=5)
+    c.add_argument("--reference", default=None, help="a checkout of the code to compare with (its src/ goes on PYTHONPATH)")
+    c.add_argument("--profile", default=None, help="write a cProfile summary of one calibration here")
+    c.add_argument("--out", default=None)
+    st = sub.add_parser("startup", help="start-up time of the CLI")
+    st.add_argument("--reps", type=int, default=15)
+    st.add_argument("--out", default=None)
     w = sub.add_parser("_rwcp-worker")  # internal: one backend of encoder-rwcp
     w.add_argument("--data", required=True)
     w.add_argument("--alpha", type=float, default=0.1)
@@ -371,6 +497,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.section == "encoder":
             res = run_encoder(args)
             print_encoder(res)
+        elif args.section == "calibration":
+            res = run_calibration(args)
+            print(json.dumps({k: res[k] for k in ("median", "ratio_wall", "ratio_cpu", "lambda_bit_identical_to_reference")}, indent=1))
+        elif args.section == "startup":
+            res = run_startup(args)
+            print(json.dumps(res["median_seconds"], indent=1))
         else:
             res = run_rwcp(args)
             print(json.dumps({k: v for k, v in res.items() if k != "versions"}, indent=1))

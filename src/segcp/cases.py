@@ -31,11 +31,13 @@ __all__ = [
 ]
 
 
-def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
-    """Return probabilities as float64, or raise one line naming ``where`` and the problem.
+def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]:
+    """Return validated probabilities, or raise one line naming ``where`` and the problem.
 
-    The range is checked on the array as stored (two passes over a float32 map are cheaper
-    than over its float64 copy); NaN propagates through min/max, so NaN and inf are caught.
+    Floating arrays keep their precision (a float32 map is not copied to float64: families
+    compute their scores in float64 from it, so the values are the same); integer arrays
+    become float64. The range is checked on the array as stored; NaN propagates through
+    min/max, so NaN and inf are caught.
     """
     p = np.asarray(probs)
     if p.dtype.kind not in "fiu":  # not bool, complex, timedelta/datetime, strings, records
@@ -49,7 +51,7 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
         if np.isinf(lo) or np.isinf(hi):
             raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
         raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
-    return p.astype(np.float64, copy=False)
+    return p if p.dtype.kind == "f" else p.astype(np.float64)
 
 
 def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[np.bool_]:
@@ -72,7 +74,8 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
             raise SegcpError(f"{where}: mask has non-integer values; expected a binary mask or a label map")
     if label is not None:
         return m == label
-    lo, hi = m.min(), m.max()  # two passes instead of a sort: the common cases are {0, 1}, {0, 255}
+    # min/max instead of a sort (the common cases are {0, 1} and {0, 255}); unsigned: one pass
+    lo, hi = (0 if m.dtype.kind == "u" else m.min()), m.max()
     if lo >= 0 and hi <= 1:
         return m == 1
     if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):
@@ -96,7 +99,8 @@ class Case:
     id : str
         Identifier, used in messages and output file names.
     probs : ndarray, float in [0, 1], shape (*S), optional
-        Foreground probability of the structure.
+        Foreground probability of the structure (floating arrays keep their precision;
+        families compute in float64).
     mask : ndarray of bool, shape (*S), optional
         Binary ground truth of the structure.
     image : ndarray, optional

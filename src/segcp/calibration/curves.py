@@ -191,22 +191,22 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     -------
     LossCurves with n = 1: L(λ) = |{p ∈ Y : r_p > λ}| / |Y|.
     """
-    r = np.asarray(truth_scores, dtype=np.float64).ravel()
+    r = np.sort(np.asarray(truth_scores, dtype=np.float64).ravel())  # one sort; the checks read its ends
     m = r.size
     if m == 0:
         return LossCurves.single([], [], 0.0)
-    if np.isnan(r).any() or (r == -np.inf).any():
+    if np.isnan(r[-1]) or r[0] == -np.inf:  # NaN sorts last, -inf first
         raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
-    r = r[r != np.inf]
-    if compress:  # tied scores merged: sort once, keep the first of each run (np.unique, minus its overhead)
-        r = np.sort(r)
-        first = np.empty(r.size, dtype=bool)
-        first[:1] = True
-        np.not_equal(r[1:], r[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        counts = np.diff(np.append(starts, r.size))
-        return LossCurves._sorted_single(r[starts], counts / m, 1.0)
-    return LossCurves.single(r, np.full(r.size, 1.0 / m), 1.0)
+    r = r[: np.searchsorted(r, np.inf, side="left")]  # +inf: counts in |Y|, never drops
+    if not compress:
+        return LossCurves._sorted_single(r, np.full(r.size, 1.0 / m), 1.0)
+    # tied scores merged into one breakpoint: the first of each run (np.unique, minus its overhead)
+    first = np.empty(r.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(r[1:], r[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(starts, append=r.size)
+    return LossCurves._sorted_single(r[starts], counts / m, 1.0)
 
 
 def zero_one_curve(score: float) -> LossCurves:

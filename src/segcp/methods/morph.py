@@ -156,7 +156,7 @@ class MorphMethod(MaskFamily):
 
         Returns None when Ŷ is empty and ``empty_prediction="inf"`` (nothing to grow).
         """
-        seed = case.probs >= self.threshold
+        seed = case.probs.astype(np.float64, copy=False) >= self.threshold  # compared in float64, whatever the stored precision
         if seed.any():
             return seed
         if self.empty_prediction == "argmax":

@@ -1,6 +1,6 @@
 """Standard CRC: threshold the model's raw probabilities.
 
-C_λ = {p : prob_p ≥ 1 − λ}, written as the sublevel set of r = 1 − prob so that a pixel
+C_λ = {p : prob_p ≥ 1 − λ}, written as the sublevel set of r = 1 − prob (in float64) so that a pixel
 enters the set exactly when λ ≥ r_p (the same float64 expression is used at calibration and
 prediction time, so λ̂ reproduces the calibrated sets bit for bit).
 """
@@ -40,8 +40,8 @@ class ThresholdMethod(MaskFamily):
     lambda_max: ClassVar[float] = 1.0
 
     def score_map(self, case: Case) -> NDArray[np.float64]:
-        return 1.0 - case.probs
+        return 1.0 - case.probs.astype(np.float64, copy=False)
 
     def truth_scores(self, case: Case) -> NDArray[np.float64]:
         """r at the truth pixels only (the same float64 expression as :meth:`score_map`)."""
-        return 1.0 - case.probs[self.truth_of(case)]
+        return 1.0 - case.probs[self.truth_of(case)].astype(np.float64, copy=False)
