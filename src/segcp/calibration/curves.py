@@ -205,8 +205,11 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     first[:1] = True
     np.not_equal(r[1:], r[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    counts = np.diff(starts, append=r.size)
-    return LossCurves._sorted_single(r[starts], counts / m, 1.0)
+    counts = np.empty(starts.size, dtype=np.float64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1:] = r.size - starts[-1:]
+    counts /= m
+    return LossCurves._sorted_single(r[starts], counts, 1.0)
 
 
 def zero_one_curve(score: float) -> LossCurves:

@@ -105,7 +105,7 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
         order); ``spacing`` the voxel size per axis in the file's units (NIfTI: mm), or
         None when the format has none (NPY, PNG).
     """
-    p = Path(path)
+    p = path if isinstance(path, Path) else Path(path)
     parts = split_ext(p.name)
     if parts is None:
         raise SegcpError(f"{p}: unsupported file type; expected one of {', '.join(EXTENSIONS)}")
