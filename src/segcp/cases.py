@@ -118,6 +118,9 @@ class Case:
         Multi-class ground truth, labels in [0, L).
     where : str, optional
         How messages name this case (default ``"case <id>"``; readers pass the file).
+    geometry : optional
+        Where the case's grid lives (a :class:`segcp.io.readers.Geometry`: NIfTI affine and
+        header), so that its sets are written on the same grid; set by the readers.
     """
 
     id: str
@@ -130,6 +133,7 @@ class Case:
     class_probs: NDArray[Any] | None = None
     label_map: NDArray[Any] | None = None
     where: str | None = field(default=None, repr=False, compare=False)
+    geometry: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = self.where or f"case {self.id}"

@@ -102,7 +102,36 @@ def _split_runtime(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return params, runtime
 
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/).")]
+DataOpt = Annotated[
+    Optional[Path], typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/); or give the folders one by one.")
+]
+ProbsOpt = Annotated[Optional[Path], typer.Option("--probs", help="Folder of the model outputs (e.g. an nnU-Net prediction folder: <case>.npz + <case>.nii.gz).")]
+MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of the ground truth (e.g. nnU-Net's labelsTr).")]
+ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Folder of the images (image-aware methods).")]
+SamplesOpt = Annotated[Optional[Path], typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
+MatchOpt = Annotated[
+    Optional[list[str]], typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI).")
+]
+DatasetJsonOpt = Annotated[Optional[Path], typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
+
+
+def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Path | None, samples: Path | None,
+          match: list[str] | None, dataset_json: Path | None) -> Any:
+    """The inputs of a command: a data directory, or folders given one by one (a DataSpec)."""
+    from segcp.io.datadir import DataSpec
+
+    patterns = {}
+    for m in match or []:
+        kind, eq, template = m.partition("=")
+        if not eq or not template:
+            raise SegcpError(f"--match {m!r}: expected KIND={{id}}SUFFIX, e.g. images={{id}}_0000")
+        patterns[kind.strip()] = template
+    folders = {"probs": probs, "masks": masks, "images": images, "samples": samples}
+    if data is None and not any(folders.values()):
+        raise SegcpError("give --data DIR, or the folders --probs/--samples and --masks (and --images)")
+    if not patterns and not any(folders.values()) and dataset_json is None:
+        return data
+    return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
 LabelOpt = Annotated[
     Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
 ]
@@ -116,7 +145,6 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 @app.command(cls=MethodCommand, context_settings=EXTRA)
 def calibrate(
     ctx: typer.Context,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
     alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk level in (0, 1) (repeat for several).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help="Set method (see `segcp methods`).")] = "threshold",
@@ -130,7 +158,17 @@ def calibrate(
         ),
     ] = None,
     tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV.")
+    ] = None,
     param: ParamOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
@@ -140,7 +178,7 @@ def calibrate(
     params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
     alphas = alpha or [0.1]
     record = calibrate_dir(
-        data,
+        _data(data, probs, masks, images, samples, match, dataset_json),
         method=method,
         alpha=alphas[0] if len(alphas) == 1 else alphas,
         label=label,
@@ -150,18 +188,21 @@ def calibrate(
         out=out,
         show_progress=not quiet,
         n_jobs=int(runtime.get("n_jobs", 1)),
+        labels=labels,
     )
-    if not quiet:
-        lams = record["lambda"] if isinstance(record["lambda"], list) else [record["lambda"]]
-        stmts = record["statement"] if isinstance(record["statement"], list) else [record["statement"]]
+    if quiet:
+        return
+    for entry in record.get("structures", [record]):
+        lams = entry["lambda"] if isinstance(entry["lambda"], list) else [entry["lambda"]]
+        stmts = entry["statement"] if isinstance(entry["statement"], list) else [entry["statement"]]
+        what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
         for lam, stmt in zip(lams, stmts):
-            typer.echo(f"{record['method']}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
+            typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
 
 
 @app.command()
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
     draws: Annotated[
         int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
@@ -169,9 +210,19 @@ def predict(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
+    combined: Annotated[
+        bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
+    ] = False,
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
     ] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
@@ -180,8 +231,8 @@ def predict(
     from segcp.specs import parse_params
 
     written = predict_dir(
-        calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
-        overrides=parse_params(param),
+        calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
+        overrides=parse_params(param), combined=combined,
     )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
@@ -189,7 +240,6 @@ def predict(
 
 @app.command()
 def evaluate(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
     sets: Annotated[
         Optional[Path], typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")
@@ -203,6 +253,13 @@ def evaluate(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
@@ -212,9 +269,13 @@ def evaluate(
     from segcp.specs import parse_params
 
     result = evaluate_dir(
-        sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
+        sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
     )
     if quiet:
+        return
+    if "structures" in result:
+        for name, st in result["structures"].items():
+            metrics_table({name: st}, title=f"{name} (label {st['label']}): {st['n']} images, distances in {result['distance_units']}")
         return
     if "draws" in result:
         m = result["mean"]
@@ -244,7 +305,6 @@ def methods() -> None:
 
 @app.command()
 def compare(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
         Optional[list[str]],
@@ -260,6 +320,13 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
@@ -272,7 +339,7 @@ def compare(
 
     specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
     result = compare_dir(
-        data,
+        _data(data, probs, masks, images, samples, match, dataset_json),
         specs,
         label=label,
         alphas=alpha or [0.2, 0.1, 0.05],
@@ -290,7 +357,6 @@ def compare(
 
 @app.command()
 def tune(
-    data: DataOpt,
     method: Annotated[str, typer.Option("--method", "-m", help="Set method to tune (see `segcp methods`).")],
     grid: Annotated[
         list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
@@ -304,6 +370,13 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
@@ -329,15 +402,18 @@ def tune(
     if folds < 2:
         raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
     cands = grid_candidates(method, parse_params(param), values)
+    source_data = _data(data, probs, masks, images, samples, match, dataset_json)
     if out is not None:
-        from segcp.io.datadir import data_inputs
         from segcp.io import check_output
+        from segcp.io.datadir import data_inputs
 
-        check_output(out, data_inputs(data))
-    cases, groups, source = load_labelled_dir(data, cands, label=label, show_progress=not quiet)
+        check_output(out, data_inputs(source_data))
+    cases, groups, source = load_labelled_dir(source_data, cands, label=label, show_progress=not quiet)
     ids = [c.id for c in cases]
     res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
-    record = res.to_dict() | {"data": str(data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
+    from segcp.io.datadir import describe_data
+
+    record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
     if out is not None:
         write_json(out, record)
     if not quiet:

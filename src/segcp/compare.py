@@ -24,7 +24,7 @@ from segcp.cases import Case
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
-from segcp.io.datadir import data_inputs
+from segcp.io.datadir import data_home, data_inputs, describe_data
 from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
@@ -41,7 +41,7 @@ def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[
     ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
     (valid only if images are exchangeable one by one — say so in reports).
     """
-    root = Path(data)
+    root = data_home(data)
     for name in ("segcp_export.json", "groups.json"):
         f = root / name
         if f.is_file():
@@ -317,8 +317,8 @@ def compare_dir(
     builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
     cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
     result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
-    result["data"] = str(Path(data))
+    result["data"] = describe_data(data)
     result["groups_from"] = source
     if out is not None:
-        write_report(out, result, title or f"segcp comparison on {Path(data).name}", notes=f"Groups: {source}.")
+        write_report(out, result, title or f"segcp comparison on {Path(describe_data(data)).name}", notes=f"Groups: {source}.")
     return result

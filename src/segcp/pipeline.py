@@ -23,8 +23,8 @@ from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.execution import parallel_map, resolve_jobs
-from segcp.io import DataDir, atomic_dir, check_output, index_folder, read_array, read_json, write_json
-from segcp.io.datadir import data_inputs
+from segcp.io import DataDir, atomic_dir, check_output, index_folder, read_array, read_json, write_json, write_set
+from segcp.io.datadir import DataSpec, data_inputs, describe_data
 from segcp.methods import SegmentationSet, SetFamily
 from segcp.progress import track
 
@@ -37,14 +37,14 @@ def draw_seed(seed: int, k: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _datadir(root: str) -> DataDir:
-    return DataDir(root)
+def _datadir(spec: DataSpec) -> DataDir:
+    return DataDir(spec)
 
 
-def _curve_task(task: tuple[str, str, SetFamily, int | None, bool, str, float]) -> LossCurves:
+def _curve_task(task: tuple[DataSpec, str, SetFamily, int | None, bool | str, str, float]) -> LossCurves:
     """Worker: read one case from its files and return only its loss curve."""
-    root, ident, fam, label, channels, guarantee, tau = task
-    case = _datadir(root).reader(fam, label=label, channels=channels).read(ident)
+    spec, ident, fam, label, channels, guarantee, tau = task
+    case = _datadir(spec).reader(fam, label=label, channels=channels).read(ident)
     return fam.loss_curve(case, guarantee, tau)
 
 
@@ -60,13 +60,19 @@ def calibrate_dir(
     out: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
     n_jobs: int = 1,
+    labels: str | list[str | int] | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
 
     One case at a time is in memory (only the loss curves are kept). With ``n_jobs`` > 1 the
     map step runs over worker processes that read the files themselves and send back only
-    the curves. Returns the calibration record (what the JSON file holds).
+    the curves. ``labels`` (``"all"`` or label values/names) calibrates one λ̂ per structure of
+    a class-probability stack (:mod:`segcp.structures`). Returns the calibration record (what
+    the JSON file holds).
     """
+    if labels is not None:
+        return _calibrate_structures(data, method=method, alpha=alpha, label=label, labels=labels, guarantee=guarantee, tau=tau,
+                                     method_params=method_params, out=out, show_progress=show_progress)
     t0 = time.perf_counter()
     cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params)
     fam, g, alphas = cs._validate()
@@ -78,7 +84,7 @@ def calibrate_dir(
     jobs = resolve_jobs(n_jobs)
     if jobs > 1:
         bound = cs._single_group(fam, alphas, "calibrate")
-        tasks = [(str(dd.root), i, bound, label, reader.channels, g, float(tau)) for i in reader.ids]
+        tasks = [(dd.spec, i, bound, label, reader.channels, g, float(tau)) for i in reader.ids]
         cs.calibrate_curves(LossCurves.concat(parallel_map(_curve_task, tasks, jobs)))
     else:
         cases = (reader.read(i) for i in reader.ids)
@@ -86,15 +92,103 @@ def calibrate_dir(
         reader.require_label_seen()
     record = cs.to_dict() | {
         "label": label,
-        "probs_channels": reader.channels,
+        "probs_channels": bool(reader.channels),
+        "channel_axis": reader.channels or None,
         "source": reader.source,
-        "data": str(Path(data)),
+        "data": describe_data(data),
         "ids": reader.ids,
         "seconds": time.perf_counter() - t0,
     }
     if out is not None:
         write_json(out, record)
     return record
+
+
+SHARED_FIELDS = ("schema", "schema_version", "segcp_version", "method", "params", "guarantee", "tau", "alpha", "n")
+
+
+def _calibrate_structures(
+    data: str | os.PathLike[str] | DataSpec, *, method: str, alpha: float | list[float], label: int | None,
+    labels: str | list[str | int], guarantee: str | None, tau: float, method_params: dict[str, Any] | None,
+    out: str | os.PathLike[str] | None, show_progress: bool,
+) -> dict[str, Any]:
+    """One λ̂ per structure: every case is read once, as its class stack and label map."""
+    from segcp.io.datadir import label_names
+    from segcp.structures import resolve_structures, split_case
+
+    t0 = time.perf_counter()
+    if label is not None:
+        raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params)
+    fam, g, alphas = cs._validate()
+    if fam.truth != "mask":
+        raise SegcpError(f"--labels is for the pixel-set methods; {fam.name} calibrates sets of multi-class segmentations as a whole")
+    dd = DataDir(data)
+    if out is not None:
+        check_output(out, data_inputs(data))
+    with_image = "image" in fam.inputs
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    check_calibration_size(len(ids), min(alphas))
+    axis = dd.channel_axis(ids[0])
+    if axis is None:
+        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+    first = dd.load_stack(ids[0], channels=axis, with_mask=False)
+    dj = dd.dataset_json()
+    names = label_names(dj) if dj is not None else None
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))
+    est = [ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params) for _ in structures]
+    curves: list[list[LossCurves]] = [[] for _ in structures]
+    present = [0] * len(structures)
+    values: set[int] = set()
+    for ident in track(ids, "calibrating", show_progress):
+        stack = dd.load_stack(ident, channels=axis, with_image=with_image)
+        values |= {int(v) for v in np.unique(stack.label_map)}
+        for k, case in enumerate(split_case(stack, structures)):
+            curves[k].append(est[k].curves([case]))
+            present[k] += bool(case.mask.any())
+    absent = [s for s, c in zip(structures, present) if c == 0]
+    if absent:
+        raise SegcpError(
+            f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); "
+            f"labels present: {', '.join(map(str, sorted(values)))}"
+        )
+    entries = []
+    shared: dict[str, Any] = {}
+    for s, e, cv, c in zip(structures, est, curves, present):
+        rec = e.calibrate_curves(LossCurves.concat(cv)).to_dict()
+        shared = {k: rec[k] for k in SHARED_FIELDS}
+        entries.append(s.to_dict() | {"images_with_structure": c} | {k: v for k, v in rec.items() if k not in SHARED_FIELDS})
+    record = shared | {
+        "structures": entries,
+        "labels_from": str(dj) if dj is not None else "channels of the probability stacks",
+        "label": None,
+        "probs_channels": True,
+        "channel_axis": axis,
+        "source": "probs",
+        "data": dd.spec.describe(),
+        "ids": ids,
+        "seconds": time.perf_counter() - t0,
+    }
+    if out is not None:
+        write_json(out, record)
+    return record
+
+
+def load_structures(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> tuple[list[tuple[Any, ConformalSegmenter]], dict[str, Any]]:
+    """A per-structure calibration record: [(Structure, calibrated segmenter)], record."""
+    from segcp.structures import Structure
+
+    record = read_json(path)
+    entries = record.get("structures")
+    if not isinstance(entries, list) or not entries:
+        raise SegcpError(f"{path}: field 'structures' must be a non-empty list")
+    out = []
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("label"), int) or isinstance(e.get("label"), bool) or not isinstance(e.get("name"), str):
+            raise SegcpError(f"{path}: structures[{k}] must be an object with an integer 'label' and a 'name'")
+        sub = {k2: record[k2] for k2 in SHARED_FIELDS if k2 in record} | {k2: v for k2, v in e.items() if k2 not in ("label", "name", "images_with_structure")}
+        out.append((Structure(e["label"], e["name"]), ConformalSegmenter.from_dict(sub, where=f"{path} (structure {e['name']})", overrides=overrides)))
+    return out, record
 
 
 def load_calibration(
@@ -112,6 +206,9 @@ def load_calibration(
     channels = record.get("probs_channels", False)
     if not isinstance(channels, bool):
         raise SegcpError(f"{path}: field 'probs_channels' must be true or false, got {channels!r}")
+    axis = record.get("channel_axis")
+    if axis not in (None, "first", "last") or (axis is not None and not channels):
+        raise SegcpError(f"{path}: field 'channel_axis' must be \"first\", \"last\" or null (with probs_channels true), got {axis!r}")
     if len(cs.lambdas_) > 1:
         if alpha is None:
             raise SegcpError(f"{path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
@@ -119,6 +216,13 @@ def load_calibration(
     elif alpha is not None:
         cs = cs.at(alpha)
     return cs, record
+
+
+def _channels_of(record: dict[str, Any]) -> bool | str:
+    """How the calibration read class stacks: False, "first" or "last" (validated by load_calibration)."""
+    if not record.get("probs_channels", False):
+        return False
+    return record.get("channel_axis") or "first"
 
 
 def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
@@ -140,9 +244,13 @@ def predict_dir(
     alpha: float | None = None,
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
+    combined: bool = False,
 ) -> list[Path]:
-    """Write one set per id, ``out/<id>.npy``: a boolean mask shaped like the model output,
-    or — for sets of segmentations — ``draws`` segmentations (S, *spatial) drawn from it.
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid — a uint8 NIfTI
+    with the input's affine and header when the input is NIfTI (or nnU-Net's NPZ + NIfTI), a
+    boolean ``.npy`` otherwise — or, for sets of segmentations, ``draws`` segmentations
+    (S, *spatial) drawn from it (``.npy``). A per-structure calibration writes one folder per
+    structure (and, with ``combined``, one bit-coded file per case).
 
     All sets are written into a temporary sibling folder that replaces ``out`` whole only when
     every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
@@ -151,14 +259,59 @@ def predict_dir(
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
-    cs, record = load_calibration(calib, alpha, overrides)
-    reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=bool(record.get("probs_channels", False)))
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
+    if "structures" in read_json(calib):
+        return _predict_structures(calib, data, out, show_progress=show_progress, overwrite=overwrite, overrides=overrides, combined=combined)
+    cs, record = load_calibration(calib, alpha, overrides)
+    reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=_channels_of(record))
+    written = []
     with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
         for k, ident in enumerate(track(reader.ids, "predicting", show_progress)):
-            np.save(tmp / f"{ident}.npy", _set_array(cs.predict(reader.read(ident)), int(draws), draw_seed(seed, k)), allow_pickle=False)
-    return [out / f"{ident}.npy" for ident in reader.ids]
+            case = reader.read(ident)
+            arr = _set_array(cs.predict(case), int(draws), draw_seed(seed, k))
+            written.append(out / write_set(tmp, ident, arr, case.geometry if arr.dtype == bool else None).name)
+    return written
+
+
+def _predict_structures(
+    calib: str | os.PathLike[str], data: str | os.PathLike[str] | DataSpec, out: Path, *, show_progress: bool, overwrite: bool,
+    overrides: dict[str, Any] | None, combined: bool,
+) -> list[Path]:
+    """One folder of sets per structure (``out/<name>/<id>``), and with ``combined`` one file per
+    case whose voxel value has bit k set when the voxel is in structure k's set (legend in
+    ``out/structures.json``)."""
+    from segcp.structures import split_case
+
+    models, record = load_structures(calib, overrides)
+    structures = [s for s, _ in models]
+    if combined and len(structures) > 16:
+        raise SegcpError("--combined holds up to 16 structures (uint16 bits)")
+    dd = DataDir(data)
+    with_image = "image" in models[0][1].method_.inputs
+    ids = dd.ids(["probs", *(["images"] if with_image else [])])
+    axis = _channels_of(record) or "first"
+    written = []
+    with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
+        for s in structures:
+            (tmp / s.name).mkdir()
+        if combined:
+            (tmp / "combined").mkdir()
+        for ident in track(ids, "predicting", show_progress):
+            stack = dd.load_stack(ident, channels=axis, with_mask=False, with_image=with_image)
+            bits = None
+            for k, (case, (s, cs)) in enumerate(zip(split_case(stack, structures), models)):
+                mask = np.asarray(cs.predict(case), dtype=bool)
+                written.append(out / s.name / write_set(tmp / s.name, ident, mask, case.geometry).name)
+                if combined:
+                    bits = (np.zeros(mask.shape, np.uint8 if len(structures) <= 8 else np.uint16) if bits is None else bits)
+                    bits |= (mask.astype(bits.dtype) << k)
+            if combined and bits is not None:
+                write_set(tmp / "combined", ident, bits, stack.geometry)
+        if combined:
+            write_json(tmp / "structures.json", {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(structures)},
+                                                 "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
+    return written
 
 
 def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int) -> dict[str, float]:
@@ -185,7 +338,7 @@ def _evaluate_calibrated(
 
     cs, record = load_calibration(calib, None, overrides)
     fam = cs.method_
-    reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
+    reader = DataDir(data).reader(fam, label=record.get("label"), channels=_channels_of(record))
     if out is not None:
         check_output(out, [calib, *data_inputs(data)])
     per_image: dict[str, dict[str, float]] = {}
@@ -217,6 +370,51 @@ def _evaluate_calibrated(
     return result | {"mean": summary["mean"], "std": summary["std"], "undefined": summary["undefined"], "per_image": per_image}
 
 
+def _evaluate_structures(
+    calib: str | os.PathLike[str], data: str | os.PathLike[str] | DataSpec, sets: str | os.PathLike[str] | None,
+    show_progress: bool, out: str | os.PathLike[str] | None, overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Per-structure metrics (and their mean over structures) of a per-structure calibration:
+    the sets read from ``sets/<name>/`` when given, else made on the fly."""
+    from segcp.metrics import aggregate, evaluate_set
+    from segcp.structures import split_case
+
+    models, record = load_structures(calib, overrides)
+    dd = DataDir(data)
+    if out is not None:
+        check_output(out, [calib, *([sets] if sets is not None else []), *data_inputs(data)])
+    with_image = "image" in models[0][1].method_.inputs and sets is None
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    axis = _channels_of(record) or "first"
+    folders = {s.name: index_folder(Path(sets) / s.name) for s, _ in models} if sets is not None else {}
+    per: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s, _ in models}
+    any_spacing = False
+    for ident in track(ids, "evaluating", show_progress):
+        stack = dd.load_stack(ident, channels=axis, with_image=with_image)
+        any_spacing |= stack.spacing is not None
+        for case, (s, cs) in zip(split_case(stack, [m[0] for m in models]), models):
+            if sets is not None:
+                if ident not in folders[s.name]:
+                    raise SegcpError(f"{Path(sets) / s.name}: no set for id {ident!r}")
+                pred, _ = read_array(folders[s.name][ident])
+                if pred.shape != case.mask.shape:
+                    raise SegcpError(f"{folders[s.name][ident]}: set shape {pred.shape} does not match mask shape {case.mask.shape}")
+                pred = pred.astype(bool)
+            else:
+                pred = np.asarray(cs.predict(case), dtype=bool)
+            per[s.name][ident] = evaluate_set(pred, case.mask, model_mask=case.model_mask, spacing=case.spacing)
+    structures = {}
+    for s, cs in models:
+        summ = aggregate(per[s.name])
+        structures[s.name] = {"label": s.value, "lambda": cs.lambda_, "alpha": next(iter(cs.lambdas_)), "n": summ["n"],
+                              "mean": summ["mean"], "std": summ["std"], "undefined": summ["undefined"], "per_image": per[s.name]}
+    metrics = list(next(iter(structures.values()))["mean"])
+    overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in metrics}
+    return {"segcp_version": __version__, "method": record.get("method"), "n": len(ids),
+            "distance_units": "physical (file spacing)" if any_spacing else "pixels",
+            "mean_over_structures": overall, "structures": structures}
+
+
 def evaluate_dir(
     sets: str | os.PathLike[str] | None,
     data: str | os.PathLike[str],
@@ -241,6 +439,11 @@ def evaluate_dir(
     ``sec`` (some of ``draws`` draws agrees up to β), ``chao`` (Chao1 of the draws),
     ``correlation`` (mean |Pearson| between draws) and ``distinct``.
     """
+    if calib is not None and "structures" in read_json(calib):
+        result = _evaluate_structures(calib, data, sets, show_progress, out, overrides)
+        if out is not None:
+            write_json(out, result)
+        return result
     if calib is not None:
         if int(draws) < 1:
             raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -255,9 +458,9 @@ def evaluate_dir(
     sets = Path(sets)
     if not sets.is_dir():
         raise SegcpError(f"{sets}: sets directory does not exist")
-    set_files = {i: p for i, p in index_folder(sets).items() if p.suffix == ".npy"}
+    set_files = {i: p for i, p in index_folder(sets).items() if not p.name.endswith(".npz")}
     if not set_files:
-        raise SegcpError(f"{sets}: no .npy set files")
+        raise SegcpError(f"{sets}: no set files (.npy, .nii.gz, .png)")
     dd = DataDir(data)
     if out is not None:
         check_output(out, [sets, *data_inputs(data)])

@@ -53,6 +53,7 @@ __all__ = [
     "umask",
     "write_json",
     "write_npy",
+    "write_set",
     "write_text",
 ]
 
@@ -302,6 +303,27 @@ def write_text(dest: str | os.PathLike[str], text: str) -> Path:
 def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
     """Write strict JSON (NaN/inf → null) atomically; returns the path."""
     return write_text(dest, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], geometry: Any = None) -> Path:
+    """Write one prediction set: ``<id>.nii.gz`` (uint8, or uint16 for wide bit codes) on
+    ``geometry``'s grid — the same affine and header as the input, so that a viewer overlays
+    it — when there is one, else ``<id>.npy`` as it is. Atomic; returns the path."""
+    folder = Path(folder)
+    a = np.asarray(array)
+    if geometry is None:
+        return write_npy(folder / f"{ident}.npy", a)
+    import nibabel as nib
+
+    data = a.astype(np.uint16 if a.dtype.kind in "iu" and a.size and a.max() > 255 else np.uint8)
+    header = geometry.header.copy()
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(data, geometry.affine, header=header) if isinstance(header, nib.Nifti1Header) else nib.Nifti2Image(data, geometry.affine, header=header)
+    dest = folder / f"{ident}.nii.gz"
+    with atomic_path(dest, suffix=".nii.gz") as tmp:
+        nib.save(img, str(tmp))
+    return dest
 
 
 def write_npy(dest: str | os.PathLike[str], array: NDArray[Any], *, clean_stale: bool = True) -> Path:
