@@ -61,6 +61,8 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
     needs ``label`` (the structure is ``mask == label``).
     """
     m = np.asarray(mask)
+    if m.size == 0:
+        raise SegcpError(f"{where}: the mask is empty (shape {m.shape})")
     if m.dtype == bool:
         if label is not None and label not in (0, 1):
             return np.zeros(m.shape, dtype=bool)
