@@ -83,6 +83,7 @@ class BenchmarkCache:
     # ------------------------------------------------------------------ curves
     def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves, float] | None:
         if not self.enabled:
+            self.misses["curves"] += 1
             return None
         p = self._path("curves", fkey, ikey, ".npz")
         try:
@@ -140,23 +141,27 @@ class BenchmarkCache:
         write_npy(p, np.ascontiguousarray(scores, dtype=np.float64), clean_stale=False)
 
     # ------------------------------------------------------------------ split records
-    def get_record(self, fkey: str, rkey: str) -> dict[str, Any] | None:
+    def get_record(self, fkey: str, rkey: str, what: str = "records") -> dict[str, Any] | None:
+        """A split record (``what`` names the counter: records, validity, model)."""
+        self.hits.setdefault(what, 0)
+        self.misses.setdefault(what, 0)
         if not self.enabled:
+            self.misses[what] += 1
             return None
         p = self._path("records", fkey, rkey, ".json")
         try:
             rec = json.loads(p.read_text())
         except FileNotFoundError:
-            self.misses["records"] += 1
+            self.misses[what] += 1
             return None
         except Exception:
             p.unlink(missing_ok=True)
-            self.misses["records"] += 1
+            self.misses[what] += 1
             return None
         if not isinstance(rec, dict):
-            self.misses["records"] += 1
+            self.misses[what] += 1
             return None
-        self.hits["records"] += 1
+        self.hits[what] += 1
         return rec
 
     def has_record(self, fkey: str, rkey: str) -> bool:

@@ -145,8 +145,9 @@ def _model_summary(model: list[dict[str, Any]], n_cal: int) -> dict[str, float]:
 class TaskReport:
     """Tables and figures of one task, from its records (and, for figures, its cached maps)."""
 
-    def __init__(self, cfg: BenchmarkConfig, tp: TaskPlan, res: dict[str, Any], runner: Runner) -> None:
+    def __init__(self, cfg: BenchmarkConfig, tp: TaskPlan, res: dict[str, Any], runner: Runner, draw: bool = True) -> None:
         self.cfg, self.tp, self.res, self.runner = cfg, tp, res, runner
+        self.draw = draw  # False: tables only (no figures)
         self.task = tp.task
         self.units = tp.task.units
         self.slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in tp.task.name)
@@ -156,7 +157,7 @@ class TaskReport:
         self.figs: list[Figure] = []
         self.summary_rows: list[dict[str, Any]] = []
 
-    def fig(self, name: str, png: bytes, caption: str) -> Figure:
+    def fig(self, name: str, png: bytes | Any, caption: str) -> Figure:
         f = Figure(f"{self.slug}-{name}.png", png, caption)
         self.figs.append(f)
         return f
@@ -270,7 +271,7 @@ class TaskReport:
                       f"Mean ± std over {self.cfg.splits} splits (n = {self.cfg.n_cal}). Time: seconds per image to compute the score map "
                       "(graph and diffusion; encoder features come from the feature cache), measured when the map was first computed.")
             fig = None
-            if len(vals) >= 2:
+            if len(vals) >= 2 and self.draw:
                 title = f"{'Fig. 3 — ' if param == 'k' else ''}{self.task.name}: {base}, {param} varied (α = {ab.alpha:g})"
                 fig = self.fig(f"ablation-{param}", F.ablation_figure(param, vals, stats, u, self.cfg.figures.dpi, title),
                                f"{title}: mean Dice and HD95 (± std over splits) and the time per image of the score map.")
@@ -279,6 +280,8 @@ class TaskReport:
 
     # ------------------------------------------------------------------ figures of the main rows
     def dice_curve(self) -> Figure | None:
+        if not self.draw:
+            return None
         cfg = self.cfg
         alphas = sorted(set(cfg.alphas) | set(cfg.curve_alphas))
         if not self.mask_main or len(alphas) < 2:
@@ -292,6 +295,8 @@ class TaskReport:
                         f"{title}. Shaded: ± std over {cfg.splits} splits.")
 
     def validity_fig(self) -> Figure | None:
+        if not self.draw:
+            return None
         if not self.res["validity"]:
             return None
         rows: dict[str, list[tuple[float, float, float]]] = {}
@@ -319,6 +324,8 @@ class TaskReport:
         return FamilyData(spec, self.tp.mask_view, self.runner.cache, self.runner)
 
     def overlays(self) -> list[Figure]:
+        if not self.draw:
+            return []
         cfg = self.cfg
         view = self.tp.mask_view
         if not self.mask_main or view is None:
@@ -345,7 +352,7 @@ class TaskReport:
         k = cfg.figures.overlay_images
         if cmp_ is not None and cmp_ != ref:
             gain = sorted(test, key=lambda i: dice[cmp_][i] - dice[ref][i])
-            picks = [(gain[-1], f"largest {cmp_} gain"), (gain[len(gain) // 2], "median"), (gain[0], f"largest {cmp_} loss")]
+            picks = [(gain[-1], "largest gain"), (gain[len(gain) // 2], "median"), (gain[0], "largest loss")]
         else:
             order = sorted(test, key=lambda i: dice[ref][i])
             picks = [(order[-1], "best"), (order[len(order) // 2], "median"), (order[0], "worst")]
@@ -370,8 +377,10 @@ class TaskReport:
         title = f"Fig. 1 — {self.task.name}: sets at α = {alpha:g} (split 0), truth contour in yellow"
         out = [self.fig("overlays", F.overlay_figure(panels, methods, diffused, cfg.figures.dpi, title),
                         f"{title}. Columns: the image, the truth, each method's calibrated set (blue), the model's raw probability and the "
-                        "diffused probability of each RW-CP row. Rows: test images of split 0 chosen by the Dice difference between RW-CP and "
-                        "Standard CRC (largest gain, median, largest loss).")]
+                        "diffused probability of each RW-CP row. Rows: test images of split 0 chosen by the Dice difference "
+                        f"{cmp_ or ref} − {ref} (largest gain, median, largest loss)." if cmp_ else
+                        f"{title}. Columns: the image, the truth, each method's calibrated set (blue) and the model's raw probability. "
+                        f"Rows: test images of split 0 with the best, median and worst Dice of {ref}.")]
         # set size against λ for the first image: the sensitivity diffusion is meant to remove
         i = chosen[0][0]
         c = cases[i]
@@ -451,6 +460,8 @@ class TaskReport:
         return [t1, t2]
 
     def sets_figures(self) -> list[Figure]:
+        if not self.draw:
+            return []
         if not self.sets_rows:
             return []
         sc = self.cfg.sets
@@ -538,7 +549,8 @@ def _provenance_lines(tp: TaskPlan) -> list[str]:
     return lines
 
 
-def build_documents(cfg: BenchmarkConfig, plan: Plan, results: list[dict[str, Any]], runner: Runner, meta: dict[str, Any]) -> tuple[Document, list[dict[str, Any]]]:
+def build_documents(cfg: BenchmarkConfig, plan: Plan, results: list[dict[str, Any]], runner: Runner, meta: dict[str, Any],
+                    draw: bool = True) -> tuple[Document, list[dict[str, Any]]]:
     doc = Document(cfg.title)
     doc.section("first")
     doc.h(1, cfg.title)
@@ -564,7 +576,7 @@ def build_documents(cfg: BenchmarkConfig, plan: Plan, results: list[dict[str, An
     doc.pre(cfg.text, None)
     summaries: list[dict[str, Any]] = []
     for tp, res in zip(plan.tasks, results):
-        tr = TaskReport(cfg, tp, res, runner)
+        tr = TaskReport(cfg, tp, res, runner, draw)
         doc.section("task")
         doc.h(2, f"{tp.task.name}: {tp.task.title}", anchor=f"task-{tr.slug}")
         t1 = tr.table1()
@@ -713,7 +725,7 @@ def run_benchmark(
     meta["cpu"] = dict(runner.cpu)
     meta["jobs"] = runner.jobs
     meta["seconds"] = time.perf_counter() - t_start
-    doc, summaries = build_documents(cfg, plan, results, runner, meta)
+    doc, summaries = build_documents(cfg, plan, results, runner, meta, draw=out is not None)
     meta["timings"]["report and figures"] = time.perf_counter() - t0
     meta["cpu"]["report and figures"] = time.process_time() - c0
     meta["seconds"] = time.perf_counter() - t_start

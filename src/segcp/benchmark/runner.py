@@ -364,12 +364,20 @@ class Runner:
             self._spec_keys[k] = self.cache.family_key([fam.key, fam.cache_identity(), fam.check_guarantee(spec.guarantee), float(spec.tau)])
         return self._spec_keys[k]
 
-    def _lookup(self, fkey: str, view: TaskView, tp: TaskPlan, need: Need, tuned: TunedSpec | None) -> dict[str, Any] | None:
+    def _keys(self, view: TaskView, tp: TaskPlan, need: Need, tuned: TunedSpec | None) -> tuple[str, str]:
         extra = need.split if tuned is not None else None  # a tuned row's folds are seeded by the split index
-        rec = self.cache.get_record(fkey, self.mask_rkey(view, tp, need, "all", extra))
-        if rec is None and need.level == "overlap":
-            rec = self.cache.get_record(fkey, self.mask_rkey(view, tp, need, "overlap", extra))
-        return rec
+        return self.mask_rkey(view, tp, need, "all", extra), self.mask_rkey(view, tp, need, "overlap", extra)
+
+    def _has(self, fkey: str, view: TaskView, tp: TaskPlan, need: Need, tuned: TunedSpec | None) -> bool:
+        k_all, k_overlap = self._keys(view, tp, need, tuned)
+        return self.cache.has_record(fkey, k_all) or (need.level == "overlap" and self.cache.has_record(fkey, k_overlap))
+
+    def _lookup(self, fkey: str, view: TaskView, tp: TaskPlan, need: Need, tuned: TunedSpec | None) -> dict[str, Any] | None:
+        """The cached record of a need (an every-metric record also serves an overlap-only need)."""
+        k_all, k_overlap = self._keys(view, tp, need, tuned)
+        if need.level == "overlap" and not self.cache.has_record(fkey, k_all):
+            return self.cache.get_record(fkey, k_overlap)
+        return self.cache.get_record(fkey, k_all)
 
     # ------------------------------------------------------------------ features
     def precompute(self, fam: Any, view: TaskView, todo: list[int], bar: Bar) -> None:
@@ -420,8 +428,7 @@ class Runner:
             for row in tp.rows:
                 if row.kind == "mask" and row.needs:
                     fkey = self.family_key(row.spec)
-                    missing = [n for n in row.needs if self._lookup(fkey, tp.mask_view, tp, n, row.spec if isinstance(row.spec, TunedSpec) else None) is None]
-                    row._missing = missing  # type: ignore[attr-defined]
+                    missing = [n for n in row.needs if not self._has(fkey, tp.mask_view, tp, n, row.spec if isinstance(row.spec, TunedSpec) else None)]
                     if missing:
                         for c in _families(row.spec):
                             total += FamilyData(c, tp.mask_view, self.cache, self).missing_curves()
@@ -600,7 +607,7 @@ class Runner:
         assert view is not None
         cfg = self.cfg
         rkey = digest(["validity", list(cfg.alphas), cfg.n_cal, cfg.validity_splits, cfg.seed, view.keys])
-        rec = self.cache.get_record(fkey, rkey)
+        rec = self.cache.get_record(fkey, rkey, what="validity")
         if rec is None:
             curves = fd.ensure_curves(bar)
             splits = list(random_cal_test_splits(view.groups, cfg.n_cal, cfg.validity_splits, cfg.seed + 1))
@@ -635,7 +642,7 @@ class Runner:
         per: dict[int, dict[str, float]] = {}
         needed = sorted({int(i) for splits in tp.splits.values() for _, test in splits for i in test})
         for i in needed:
-            rec = self.cache.get_record(fkey, view.keys[i])
+            rec = self.cache.get_record(fkey, view.keys[i], what="model")
             if rec is None:
                 c = view.case(i)
                 rec = evaluate_set(c.model_mask, c.mask, c.model_mask, c.spacing)
