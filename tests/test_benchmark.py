@@ -144,6 +144,7 @@ def test_run_writes_the_report_folder(small_run):
     assert "calibration size n = 100: not run" in md
     rec = json.loads((out / "results.json").read_text())
     assert rec["schema"] == "segcp.benchmark" and rec["config"] == SMALL
+    assert len(rec["results"]) == len(list(csv.DictReader((out / "results.csv").open())))  # the tidy rows, as JSON too
 
 
 def test_tidy_results_have_one_row_per_task_method_alpha_split_metric(small_run):
@@ -188,6 +189,18 @@ def test_rerun_with_one_more_alpha_computes_only_what_is_new(small_run):
     assert set(old) < set(new)
     for k, r in old.items():
         assert new[k]["lambda"] == r["lambda"] and new[k]["dice"] == r["dice"]
+
+
+def test_rerun_with_more_splits_or_one_more_method(small_run):
+    root, cache, first = small_run
+    more = run_benchmark(parse_config(SMALL.replace("splits = 3\n", "splits = 4\n", 1), root / "s4.toml"), None, cache_dir=cache,
+                         show_progress=False)["cache"]
+    # one new split: every pixel-set row at each of its α (main rows: 3 α; the steps=0 variant: 1) and n = 10 (3 rows)
+    assert more["misses"]["curves"] == 0 and more["misses"]["records"] == 3 * 3 + 1 + 3
+    text = SMALL.replace('"aps:beta=0.8@APS"]', '"aps:beta=0.8@APS", "morph:se=square@Consema square"]')
+    one = run_benchmark(parse_config(text, root / "m.toml"), None, cache_dir=cache, show_progress=False)["cache"]
+    assert one["misses"]["curves"] == 40  # the new family's curves only
+    assert one["misses"]["records"] == 3 * 3 + 3  # its 3 α and the n = 10 ablation, 3 splits each
 
 
 def test_cache_keys_are_content(tmp_path):

@@ -4,9 +4,9 @@ Layout (under ``--cache DIR``, default ``$SEGCP_CACHE/benchmark`` or
 ``~/.cache/segcp/benchmark``)::
 
     curves/<family-key>/<image-key>.npz    one image's loss curve (start, breakpoints, drops)
-                                           and the seconds its score map took
+                                           and the CPU seconds its score map took
     maps/<family-key>/<image-key>.npy      its score map (float64), kept only when computing
-                                           it took longer than MAP_SECONDS (RW-CP's diffusion;
+                                           it took longer than MAP_SECONDS of CPU (RW-CP's diffusion;
                                            Standard CRC's 1 - p and Consema's distance
                                            transform are recomputed, faster than reading)
     records/<family-key>/<record-key>.json one split's result at one α: λ̂ and the test means
@@ -47,7 +47,7 @@ from segcp.io.writers import atomic_path, to_jsonable, write_npy
 __all__ = ["MAP_SECONDS", "SCHEMA", "BenchmarkCache", "default_cache_dir", "digest"]
 
 #: Version of what the cache holds (bump when curves, records or their metrics change).
-SCHEMA = 1
+SCHEMA = 2
 #: Score maps that took longer than this (seconds per image) to compute are kept on disk.
 MAP_SECONDS = 0.02
 
@@ -82,6 +82,7 @@ class BenchmarkCache:
 
     # ------------------------------------------------------------------ curves
     def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves, float] | None:
+        """One image's curve and the CPU seconds its score took (None: not cached)."""
         if not self.enabled:
             self.misses["curves"] += 1
             return None
@@ -89,7 +90,7 @@ class BenchmarkCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 curve = LossCurves.single(z["breakpoints"], z["drops"], float(z["start"]))
-                seconds = float(z["seconds"])
+                seconds = float(z["cpu_seconds"])
         except FileNotFoundError:
             self.misses["curves"] += 1
             return None
@@ -107,7 +108,7 @@ class BenchmarkCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(p, suffix=".npz", clean_stale=False) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, seconds=np.float64(seconds))
+                np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
 
     # ------------------------------------------------------------------ score maps
     def has_map(self, fkey: str, ikey: str) -> bool:

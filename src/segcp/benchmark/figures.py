@@ -203,7 +203,7 @@ def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[flo
     fig, axes = plt.subplots(1, 3, figsize=(7.6, 2.5))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
-    for ax, key, label in ((axes[0], "dice", "mean Dice"), (axes[1], "hd95", f"HD95 ({units})"), (axes[2], "seconds", "score map, s / image")):
+    for ax, key, label in ((axes[0], "dice", "mean Dice"), (axes[1], "hd95", f"HD95 ({units})"), (axes[2], "seconds", "score map, CPU s / image")):
         y = np.asarray(stats[key], dtype=float)
         err = np.asarray(stats.get(f"{key}_std", [0.0] * len(values)), dtype=float)
         ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, color=_colour(0 if key != "seconds" else 2), lw=1)

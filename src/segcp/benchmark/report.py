@@ -198,7 +198,7 @@ nav.toc ol { margin: 0.2em 0; } section.first p { margin: 0.3em 0; }
   section.task { break-before: page; page-break-before: always; }
   table, figure, .table { break-inside: avoid; page-break-inside: avoid; }
   .table { overflow: visible; } th, td { padding: 1px 4px; } figure img { border: none; max-height: 24cm; }
-  details > summary { display: none; } details { display: block; } details pre { white-space: pre-wrap; }
+  pre { white-space: pre-wrap; word-break: break-all; font-size: 7.5pt; }
   nav.toc { display: none; } a { color: inherit; text-decoration: none; }
 }
 """

@@ -6,7 +6,8 @@ wins), draws the figures and writes, into one folder put in place whole:
 
 ``report.html`` (self-contained), ``report.md`` and the PNG figures it shows, ``results.json``
 (everything, with the config, the provenance, the commit and the timings), ``results.csv``
-(tidy: one row per task, method, calibration size, α, split and metric) and ``config.toml``.
+(tidy: one row per task, method, calibration size, α, split and metric; the same rows are
+results.json's ``results``) and ``config.toml``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = ["RESULT_SCHEMA", "git_commit", "run_benchmark"]
 
 RESULT_SCHEMA = "segcp.benchmark"
 FIXED_FILES = ("report.html", "report.md", "results.json", "results.csv", "config.toml")
+#: The columns of the tidy results (results.csv, and results.json's "results").
+TIDY_COLUMNS = ["task", "method", "family", "n_cal", "alpha", "split", "metric", "value", "note"]
 
 
 def git_commit() -> dict[str, Any]:
@@ -204,7 +207,10 @@ class TaskReport:
             "is set by α and has no best. test FNR ± SE: over the splits; ✓ when ≤ α + 3 SE (the guarantee E[FNR] ≤ α), ⚠ otherwise. "
             f"FNR over {cfg.validity_splits} splits: the same check over many more random splits, from the loss curves alone. "
             "wins: fraction of splits in which the row has the best DSC (highest) / HD95 (lowest) of the α block. Infeasible "
-            "splits (no λ meets the bound) are left out of the means, so such a row's check is conditional on feasibility."
+            "splits (no λ meets the bound) are left out of the means, so such a row's check is conditional on feasibility. "
+            "λ̂ is in each family's units: one minus a probability level (Standard CRC, RW-CP), dilation steps (Consema). Tuned "
+            "rows choose their setting per split on the calibration images, so the curves-only check (which needs no images) is "
+            "not made for them."
         )
         if chosen:
             note += " Settings chosen by cross-validation on the calibration images: " + "; ".join(
@@ -238,12 +244,12 @@ class TaskReport:
             return []
         out = []
         u = self.units
-        numbers = {"beta": "Table 3", "steps": "Table 4"}
+        numbers = {"beta": "Table 3", "steps": "Table 4", "k": "Fig. 3 data"}
         for param, values in ab.params.items():
             rows_p = [r for r in self.tp.rows if r.ablation is not None and r.ablation[0] == param]
             if not rows_p:
                 continue
-            header = [param, "row", "λ̂", "coverage", "stretch", "DSC", f"ASSD ({u})", f"HD95 ({u})", "test FNR ± SE", "score map, s / image"]
+            header = [param, "row", "λ̂", "coverage", "stretch", "DSC", f"ASSD ({u})", f"HD95 ({u})", "test FNR ± SE", "score map, CPU s / image"]
             summ = []
             for r in rows_p:
                 s = _summary(self.records, self.cfg.n_cal, [r.label], [ab.alpha]).get((r.label, ab.alpha))
@@ -268,8 +274,9 @@ class TaskReport:
             name = numbers.get(param, "Table")
             base = rows_p[0].base
             t = Table(f"{name} — {self.task.name}: {base} with {param} varied, α = {ab.alpha:g}", header, rows,
-                      f"Mean ± std over {self.cfg.splits} splits (n = {self.cfg.n_cal}). Time: seconds per image to compute the score map "
-                      "(graph and diffusion; encoder features come from the feature cache), measured when the map was first computed.")
+                      f"Mean ± std over {self.cfg.splits} splits (n = {self.cfg.n_cal}). Time: CPU seconds per image to compute the score "
+                      "map (graph and diffusion, single-threaded; the encoder features were computed before, once for every row), "
+                      "measured when the map was first computed (CPU time, so that a shared machine's load does not enter it).")
             fig = None
             if len(vals) >= 2 and self.draw:
                 title = f"{'Fig. 3 — ' if param == 'k' else ''}{self.task.name}: {base}, {param} varied (α = {ab.alpha:g})"
@@ -421,7 +428,7 @@ class TaskReport:
         show = sorted({sc.sizes[0], sc.sizes[len(sc.sizes) // 2], sc.sizes[-1]})
         header = ["method", "α", "λ̂ (mean ± std)", "coverage (test)", "infeasible splits",
                   f"coverage over {sc.validity_splits} splits ± SE"]
-        header += [f"SEC@{s}" for s in show] + [f"Chao1@{s}" for s in show] + [f"|corr|@{s}" for s in show] + ["λ* s / image", "draws s / image"]
+        header += [f"SEC@{s}" for s in show] + [f"Chao1@{s}" for s in show] + [f"|corr|@{s}" for s in show] + ["λ* CPU s / image", "draws CPU s / image"]
         rows: list[list[Cell | str]] = []
         val = {(v["method"], v["alpha"]): v for v in self.res["sets_validity"]}
         lam_rows: list[list[Cell | str]] = []
@@ -445,7 +452,7 @@ class TaskReport:
                     + (f" ({v['infeasible']} infeasible; all splits, λ̂ = ∞ there: {v['coverage_all']:.3f})" if v.get("infeasible") else ""))
                 row: list[Cell | str] = [r.label, f"{a:g}", ms("lambda"), ms("coverage"), f"{len(rr) - len(ok)}/{len(rr)}", cov_cell]
                 row += [ms(f"sec@{s}", 2) for s in show] + [ms(f"chao@{s}", 0) for s in show] + [ms(f"correlation@{s}") for s in show]
-                row += [_f(self.res["seconds_per_image"].get(f"{r.label} (α={a:g})"), 2), ms("draw_seconds_per_image", 2)]
+                row += [_f(self.res["seconds_per_image"].get(f"{r.label} (α={a:g})"), 2), ms("draw_cpu_seconds_per_image", 2)]
                 rows.append(row)
                 lam_rows.append([r.label, f"{a:g}"] + [_f(x.get("lambda"), 3) if "infeasible" not in x else "infeasible" for x in sorted(rr, key=lambda x: x["split"])])
         t1 = Table(
@@ -644,7 +651,7 @@ def tidy_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]
         for r in res["sets_records"]:
             note = "infeasible" if "infeasible" in r else ""
             for m, v in r.items():
-                if m in ("lambda", "coverage") or "@" in m or m == "draw_seconds_per_image":
+                if m in ("lambda", "coverage") or "@" in m or m == "draw_cpu_seconds_per_image":
                     out.append({"task": r["task"], "method": r["method"], "family": fam_of.get((r["task"], r["method"]), ""), "n_cal": r["n_cal_actual"],
                                 "alpha": r["alpha"], "split": r["split"], "metric": m, "value": v, "note": note})
     return out
@@ -652,8 +659,7 @@ def tidy_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]
 
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    cols = ["task", "method", "family", "n_cal", "alpha", "split", "metric", "value", "note"]
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         v = r["value"]
@@ -749,7 +755,8 @@ def run_benchmark(
             for tp, res in zip(plan.tasks, results)
         ],
         "summary": summaries,
-        "tidy_columns": ["task", "method", "family", "n_cal", "alpha", "split", "metric", "value", "note"],
+        "tidy_columns": TIDY_COLUMNS,
+        "results": tidy,  # the tidy rows of results.csv
     }
     if extra:
         result.update(extra)
@@ -766,5 +773,4 @@ def run_benchmark(
             write_json(tmp / "results.json", result)
             write_text(tmp / "results.csv", _csv(tidy))
             write_text(tmp / "config.toml", cfg.text)
-    result["_tidy"] = tidy
     return result
