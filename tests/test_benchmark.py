@@ -124,7 +124,7 @@ def small_run(tmp_path_factory):
 
 
 def test_run_writes_the_report_folder(small_run):
-    root, _, res = small_run
+    root = small_run[0]
     out = root / "out"
     names = {p.name for p in out.iterdir()}
     assert {"report.html", "report.md", "results.json", "results.csv", "config.toml"} <= names
@@ -148,7 +148,7 @@ def test_run_writes_the_report_folder(small_run):
 
 
 def test_tidy_results_have_one_row_per_task_method_alpha_split_metric(small_run):
-    root, _, res = small_run
+    root = small_run[0]
     rows = list(csv.DictReader((root / "out" / "results.csv").open()))
     keys = [(r["task"], r["method"], r["n_cal"], r["alpha"], r["split"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys))
@@ -192,7 +192,7 @@ def test_rerun_with_one_more_alpha_computes_only_what_is_new(small_run):
 
 
 def test_rerun_with_more_splits_or_one_more_method(small_run):
-    root, cache, first = small_run
+    root, cache, _ = small_run
     more = run_benchmark(parse_config(SMALL.replace("splits = 3\n", "splits = 4\n", 1), root / "s4.toml"), None, cache_dir=cache,
                          show_progress=False)["cache"]
     # one new split: every pixel-set row at each of its α (main rows: 3 α; the steps=0 variant: 1) and n = 10 (3 rows)
@@ -215,8 +215,9 @@ def test_cache_keys_are_content(tmp_path):
     (data / "groups.json").write_text(json.dumps({p.id: p.group for p in ph}))
     text = "splits = 2\nn_cal = 20\nalphas = [0.1]\nvalidity_splits = 0\nmethods = ['threshold@CRC', 'morph@Consema']\n[[task]]\nname = 'd'\ndata = 'DATA'\n"
     cache = tmp_path / "cache"
-    run = lambda d, out: run_benchmark(parse_config(text.replace("DATA", str(d)), tmp_path / "c.toml"), out, cache_dir=cache,  # noqa: E731
-                                       show_progress=False)["cache"]
+    def run(d, out):
+        return run_benchmark(parse_config(text.replace("DATA", str(d)), tmp_path / "c.toml"), out, cache_dir=cache, show_progress=False)["cache"]
+
     first = run(data, None)
     assert first["misses"]["curves"] == 2 * 40
     data.rename(tmp_path / "moved")
@@ -234,7 +235,7 @@ def test_no_cache_reads_and_writes_nothing(tmp_path):
     text = "splits = 2\nn_cal = 20\nalphas = [0.2]\nvalidity_splits = 0\nmethods = ['threshold']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n"
     res = run_benchmark(parse_config(text), None, cache_dir=tmp_path / "c", use_cache=False, show_progress=False)
     assert not (tmp_path / "c").exists() and res["cache"]["hits"]["records"] == 0
-    assert isinstance(BenchmarkCache(tmp_path / "c", enabled=False).get_record("x", "y"), type(None))
+    assert BenchmarkCache(tmp_path / "c", enabled=False).get_record("x", "y") is None
 
 
 def test_cli_benchmark_and_its_output_folder_rules(tmp_path, capsys):

@@ -45,7 +45,7 @@ def _browser() -> str:
 
 def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [browser, *FLAGS, f"--user-data-dir={profile}", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
     return proc
 

@@ -94,7 +94,7 @@ class BenchmarkCache:
         except FileNotFoundError:
             self.misses["curves"] += 1
             return None
-        except Exception:  # corrupt entry: a miss, rewritten later
+        except Exception:  # noqa: BLE001 - a corrupt entry (any reason) is a miss, rewritten later
             p.unlink(missing_ok=True)
             self.misses["curves"] += 1
             return None
@@ -106,9 +106,8 @@ class BenchmarkCache:
             return
         p = self._path("curves", fkey, ikey, ".npz")
         p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(p, suffix=".npz", clean_stale=False) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
+        with atomic_path(p, suffix=".npz", clean_stale=False) as tmp, open(tmp, "wb") as f:
+            np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
 
     # ------------------------------------------------------------------ score maps
     def has_map(self, fkey: str, ikey: str) -> bool:
@@ -123,7 +122,7 @@ class BenchmarkCache:
         except FileNotFoundError:
             self.misses["maps"] += 1
             return None
-        except Exception:
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss
             p.unlink(missing_ok=True)
             self.misses["maps"] += 1
             return None
@@ -155,7 +154,7 @@ class BenchmarkCache:
         except FileNotFoundError:
             self.misses[what] += 1
             return None
-        except Exception:
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss
             p.unlink(missing_ok=True)
             self.misses[what] += 1
             return None

@@ -30,7 +30,13 @@ from segcp.benchmark.tasks import Task, TaskView, open_task
 from segcp.calibration import LossCurves
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, sampled_coverage
+from segcp.metrics import (
+    METRICS,
+    chao1,
+    evaluate_set,
+    mean_abs_correlation,
+    sampled_coverage,
+)
 from segcp.progress import Bar
 from segcp.specs import MethodSpec, TunedSpec
 
@@ -288,7 +294,7 @@ def _sets_score_job(job: tuple[Any, float, str | None, Any]) -> tuple[LossCurves
         curve = ConformalSegmenter(fam, alpha, guarantee=guarantee).curves([case])
     except SegcpError:
         raise
-    except Exception as exc:  # a bug in the family's search: reported, counted as never in the set
+    except Exception as exc:  # noqa: BLE001 - a bug in the family's search: reported, counted as never in the set
         return None, time.process_time() - t0, f"{type(exc).__name__}: {exc}"
     return curve, time.process_time() - t0, None
 
