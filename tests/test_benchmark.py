@@ -258,3 +258,24 @@ def test_cli_benchmark_and_its_output_folder_rules(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["benchmark", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o"), "-q"])
     assert exc.value.code == 2
+
+
+def test_an_internal_error_in_a_score_is_reported_and_counted_as_never_covered(tmp_path, monkeypatch):
+    from segcp.methods.aps import APSMethod
+
+    real = APSMethod.score
+
+    def flaky(self, item, truth=None):
+        case = item.case if hasattr(item, "case") else item
+        if case.id == "phantom_003":
+            raise AssertionError("a bug in the search")
+        return real(self, item, truth)
+
+    monkeypatch.setattr(APSMethod, "score", flaky)
+    text = ("splits = 2\nn_cal = 10\nmethods = ['aps:beta=0.8@APS']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n"
+            "[sets]\nalpha = 0.2\nmax_images = 20\ndraws = 10\nsizes = [10]\ndraw_images = 1\nvalidity_splits = 10\n")
+    res = run_benchmark(parse_config(text), tmp_path / "out", cache_dir=tmp_path / "c", show_progress=False)
+    (fail,) = res["tasks"][0]["failures"]
+    assert fail["image"] == "phantom_003" and "a bug in the search" in fail["error"]
+    assert (res["tasks"][0]["sets_validity"][0]["never"]) >= 1
+    assert "failed with an internal error" in (tmp_path / "out" / "report.md").read_text()

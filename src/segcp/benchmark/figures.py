@@ -234,6 +234,10 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
             ax.plot(S, y, marker="o", ms=3, color=_colour(k), label=m)
             ax.fill_between(S, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
         ax.set_xscale("log")
+        sizes = sorted({p[0] for mets in curves.values() for p in mets.get(key, [])})
+        if sizes:
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.minorticks_off()
         if key == "chao":
             ax.set_yscale("log")
         ax.set_xlabel("number of draws S")
@@ -253,8 +257,8 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
     cols = 2 + (image is not None) + n
     fig, axes = plt.subplots(len(draws), cols, figsize=(1.3 * cols, 1.4 * len(draws) + 0.3), squeeze=False)
     cmap = plt.get_cmap("tab10", max(n_labels, 2))
-    fg = [truth > 0, mean_argmax > 0] + [x > 0 for d in draws.values() for x in d]
-    box = crop_box(fg, truth.shape, margin=0.3)
+    fg = [truth > 0, mean_argmax > 0]  # the structure, not the scattered pixels some draws add
+    box = crop_box(fg, truth.shape, margin=0.6, minimum=64)
     truth, mean_argmax = truth[box], mean_argmax[box]
     draws = {m: d[(slice(None), *box)] for m, d in draws.items()}
     if image is not None and image.shape[:2] == fg[0].shape:

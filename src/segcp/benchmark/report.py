@@ -185,7 +185,7 @@ h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { font-size: 1.35em; border-bo
 table { border-collapse: collapse; font-size: 0.82em; margin: 0.4em 0 0.3em; font-variant-numeric: tabular-nums; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 0.3em 0; }
 th, td { border: 1px solid var(--line); padding: 2px 7px; text-align: right; white-space: nowrap; }
-th { background: var(--head); } td:first-child, th:first-child { text-align: left; white-space: normal; }
+th { background: var(--head); white-space: normal; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; white-space: normal; }
 .table { overflow-x: auto; margin-bottom: 1.1em; } .note { color: var(--muted); font-size: 0.85em; margin: 0.2em 0 0; }
 figure { margin: 0.8em 0 1.4em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: var(--muted); font-size: 0.85em; } code { background: #f4f4f4; padding: 0 3px; border-radius: 3px; }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 import math
 import os
 import platform
@@ -35,7 +36,7 @@ from segcp.benchmark.report import Cell, Document, Figure, Table
 from segcp.benchmark.runner import FamilyData, Plan, Runner, TaskPlan, run_plan
 from segcp.compare import summarize
 from segcp.errors import SegcpError
-from segcp.io import atomic_dir, check_output, read_json, write_json, write_text
+from segcp.io import atomic_dir, check_output, read_json, to_jsonable, write_text
 from segcp.io.datadir import data_inputs
 from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS
@@ -91,8 +92,9 @@ def _validity_cell(v: dict[str, Any] | None) -> Cell:
     if not v or not math.isfinite(v.get("fnr", math.nan)):
         return Cell("–")
     ok = v["fnr"] <= v["alpha"] + 3 * (v["fnr_se"] if math.isfinite(v["fnr_se"]) else 0)
-    inf = f", {v['infeasible']} infeasible" if v.get("infeasible") else ""
-    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}")
+    inf = f" ({v['infeasible']} infeasible)" if v.get("infeasible") else ""
+    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}",
+                title=f"mean test FNR over {v['splits']} random splits from the loss curves, ± its standard error")
 
 
 def _best(rows: list[dict[str, Any]], key: str, higher: bool) -> float | None:
@@ -175,7 +177,7 @@ class TaskReport:
         validity = {(v["method"], v["alpha"]): v for v in self.res["validity"]}
         u = self.units
         header = ["method", "α", "λ̂", "coverage", "stretch", "DSC", f"ASSD ({u})", f"HD95 ({u})", "test FNR ± SE",
-                  f"FNR over {cfg.validity_splits} splits ± SE", "wins DSC", "wins HD95"]
+                  f"FNR, {cfg.validity_splits} splits", "wins DSC", "wins HD95"]
         rows: list[list[Cell | str]] = []
         model = _model_summary(self.res.get("model", []), cfg.n_cal)
         rows.append([Cell("base model (p ≥ 0.5)"), "–", "–", _pm(model, "coverage"), "1", _pm(model, "dice"), _pm(model, "assd", 2),
@@ -205,7 +207,7 @@ class TaskReport:
             f"Mean ± std over {cfg.splits} random calibration/test splits (n = {cfg.n_cal} calibration images, whole groups) of the "
             "per-split mean over test images. Bold: best of the α block (lowest stretch, ASSD, HD95; highest DSC); coverage "
             "is set by α and has no best. test FNR ± SE: over the splits; ✓ when ≤ α + 3 SE (the guarantee E[FNR] ≤ α), ⚠ otherwise. "
-            f"FNR over {cfg.validity_splits} splits: the same check over many more random splits, from the loss curves alone. "
+            f"FNR, {cfg.validity_splits} splits: the same check (± SE) over many more random splits, from the loss curves alone. "
             "wins: fraction of splits in which the row has the best DSC (highest) / HD95 (lowest) of the α block. Infeasible "
             "splits (no λ meets the bound) are left out of the means, so such a row's check is conditional on feasibility. "
             "λ̂ is in each family's units: one minus a probability level (Standard CRC, RW-CP), dilation steps (Consema). Tuned "
@@ -779,7 +781,7 @@ def run_benchmark(
             for f in doc.figures():
                 with open(tmp / f.name, "wb") as fh:
                     fh.write(f.png)
-            write_json(tmp / "results.json", result)
+            write_text(tmp / "results.json", json.dumps(to_jsonable(result), allow_nan=False, separators=(",", ":")) + "\n")
             write_text(tmp / "results.csv", _csv(tidy))
             write_text(tmp / "config.toml", cfg.text)
     return result
