@@ -56,3 +56,27 @@ def acdc_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def busi_dir(shared_data: Path) -> Path:
     return _require(shared_data / "busi")
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory):
+    """`segcp demo --out DIR` (the README's main command), run once per session.
+
+    Returns (DIR, what it printed on stdout, its exit code). Its cache is private to the session.
+    """
+    import contextlib
+    import io
+
+    from segcp.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "demo-out"
+    buf = io.StringIO()
+    code = None
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setenv("SEGCP_CACHE", str(root / "segcp-cache"))
+        try:
+            main(["demo", "--out", str(out)])
+        except SystemExit as exc:
+            code = exc.code
+    return out, buf.getvalue(), code

@@ -212,6 +212,11 @@ class RWCPMethod(MaskFamily):
         enc = self.get_encoder()
         return {"encoder": enc.name, "encoder_weights_sha256": getattr(enc, "weights_sha256", None)}
 
+    def cache_identity(self) -> dict[str, Any]:
+        """The encoder's feature-cache id: weights, preprocessing and backend (the two backends'
+        features differ by float rounding, so their score maps do too)."""
+        return {"encoder": self.get_encoder().cache_id}
+
     def feature_cache(self) -> FeatureCache:
         """The (shared) feature cache: ``cache_dir/features``, else ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``."""
         root = (Path(self.cache_dir) if self.cache_dir else cache_root()) / "features"
