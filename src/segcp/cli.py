@@ -466,9 +466,17 @@ def infer(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
+    slice_axis: Annotated[
+        Optional[int],
+        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> last)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Probability maps (and samples) of one model or an ensemble, on the original image grid."""
+    """Probability maps (and samples) of one model or an ensemble, on the original image grid.
+
+    3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
+    slice and written as volumes on the image's grid and header.
+    """
     from segcp.models import require_torch
 
     require_torch()
@@ -486,11 +494,12 @@ def infer(
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
         [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
-        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
+        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet, slice_axis=slice_axis,
     )
     if not quiet:
         d = man["dice"]
-        msg = f"wrote {len(man['ids'])} probability maps" + (f" and {samples} samples each" if samples else "") + f" to {out}"
+        what = "probability volumes" if man.get("volumes") else "probability maps"
+        msg = f"wrote {len(man['ids'])} {what}" + (f" and {samples} samples each" if samples else "") + f" to {out}"
         if d and d.get("mean") is not None:
             parts = [f"Dice {d['mean']:.4f} (n = {d['n']})"]
             if d.get("test") is not None:

@@ -51,19 +51,24 @@ SLICE_AXIS_RULE = "the axis with the coarsest spacing; ties (isotropic or unknow
 GRID_ATOL = 1e-4
 
 
-def slice_axis(spacing: Sequence[float] | None, ndim: int = 3) -> int:
+def slice_axis(spacing: Sequence[float] | None, ndim: int = 3, given: int | None = None) -> int:
     """The axis a 2D model runs along: the coarsest spacing, ties → the last tied axis.
 
     Parameters
     ----------
     spacing : voxel size per axis (any unit), or None when unknown (treated as isotropic).
     ndim : number of axes of the volume (3).
+    given : an axis chosen by the user (``--slice-axis``): checked (0..ndim−1) and returned.
 
     Examples
     --------
     >>> slice_axis((1.5, 1.5, 10.0)), slice_axis((5.0, 0.8, 0.8)), slice_axis((0.625,) * 3), slice_axis(None)
     (2, 0, 2, 2)
     """
+    if given is not None:
+        if isinstance(given, bool) or int(given) != given or not 0 <= int(given) < ndim:
+            raise SegcpError(f"--slice-axis {given!r}: must be one of 0..{ndim - 1}")
+        return int(given)
     if spacing is None:
         return ndim - 1
     sp = [float(s) for s in spacing]

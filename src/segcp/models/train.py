@@ -430,7 +430,7 @@ def datadir_training_data(
     ``segcp_export.json``), never single slices.
     """
     from segcp.data.volumes import check_same_grid, nifti_ext
-    from segcp.data.volumes import slice_axis as auto_axis
+    from segcp.data.volumes import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
     root = Path(data)
@@ -468,7 +468,7 @@ def datadir_training_data(
         if img.ndim == 2:
             raw.append((i, i, img, m))
         else:
-            axes[i] = auto_axis(spacing) if slice_axis is None else _check_axis(slice_axis)
+            axes[i] = choose_axis(spacing, given=slice_axis)
             raw += [(sid, i, im, t) for sid, im, t in _volume_slices(i, img, m, axes[i])]
     if label is None and values and values <= {0, 255}:
         raw = [(sid, vid, img, (m == 255).astype(np.int64)) for sid, vid, img, m in raw]
@@ -512,12 +512,6 @@ def datadir_training_data(
             "images": "slices of the volumes",
         }
     return train, val, info
-
-
-def _check_axis(axis: int) -> int:
-    if isinstance(axis, bool) or int(axis) != axis or not 0 <= int(axis) <= 2:
-        raise SegcpError(f"--slice-axis {axis!r}: must be 0, 1 or 2")
-    return int(axis)
 
 
 # ------------------------------------------------------------------------ augmentation
