@@ -1,7 +1,7 @@
 """Shared fixtures: where the real data lives, and offline mode for model hubs.
 
 Every test runs with its own ``SEGCP_CACHE`` (a temporary folder), never ``~/.cache``.
-Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
+Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` / ``la2018_dir`` fixtures. When the data
 is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
 that CI always runs them.
 """
@@ -56,3 +56,8 @@ def acdc_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def busi_dir(shared_data: Path) -> Path:
     return _require(shared_data / "busi")
+
+
+@pytest.fixture(scope="session")
+def la2018_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "la2018")

@@ -355,6 +355,8 @@ def infer_to_dir(
             raise SegcpError(f"--split {split!r}: expected one of {', '.join(SPLIT_PARTS)}")
         if trained_task is None:
             raise SegcpError(f"{ens.paths[0]}: trained on a data directory, not a task; use --data DIR")
+        if task != trained_task:
+            _volume_task_of(task, trained_task)
         t = get_task(task, root)
         split_seed = int(meta0["split_seed"])
         sp = t.split(seed=split_seed)
@@ -371,6 +373,8 @@ def infer_to_dir(
             raise SegcpError(f"{data}: missing folder images/ (inference reads images/<id>)")
         ids = dd_src.ids(["images", "masks"] if dd_src.has("masks") else ["images"])
         source = {"data": str(Path(data).resolve())}  # type: ignore[arg-type]
+        if dd_src.has("masks"):
+            _check_volume_grids(dd_src, ids)
 
     prev_threads = torch.get_num_threads()
     if threads is not None:
@@ -493,7 +497,7 @@ def _infer_volume(
 ) -> float | None:
     """Predict one volume, write ``probs/`` (NIfTI on the image's grid when the image is
     NIfTI and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
-    from segcp.data.volumes import check_same_grid, nifti_ext, read_nifti_header, write_nifti
+    from segcp.data.volumes import nifti_ext, read_nifti_header, write_nifti
     from segcp.io import read_array, write_npy
 
     img_path = dd.path("images", ident)
@@ -501,8 +505,6 @@ def _infer_volume(
     mask = None
     if dd.has("masks"):
         mask_path = dd.path("masks", ident)
-        if ext and nifti_ext(mask_path):
-            check_same_grid(img_path, mask_path)
         mask = np.asarray(read_array(mask_path)[0])
         if mask.shape != volume.shape:
             raise SegcpError(f"{mask_path}: mask shape {mask.shape} does not match image shape {volume.shape}")
@@ -517,17 +519,37 @@ def _infer_volume(
     return None if mask is None else _dice_of(probs, mask, ens.n_classes, dice_label)
 
 
+def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
+    """Before any work: every NIfTI volume's mask must lie on its grid (one line names the mask)."""
+    from segcp.data.volumes import check_same_grid, nifti_ext, read_nifti_header
+
+    for i in ids:
+        img, msk = dd.path("images", i), dd.path("masks", i)
+        if nifti_ext(img) and nifti_ext(msk):
+            shape = read_nifti_header(img).shape
+            if len(shape) >= 3 and shape[2] > 1:  # a volume (a 2D image may be stored (X, Y, 1))
+                check_same_grid(img, msk)
+
+
+def _volume_task_of(task: str, trained_task: str) -> Any:
+    """The spec of ``trained_task`` when ``task`` is the volume task of its dataset; else one error line."""
+    from segcp.data.tasks import TASK_SPECS
+
+    spec, target = TASK_SPECS.get(trained_task), TASK_SPECS.get(task)
+    if spec is None or target is None or spec.volumes or not target.volumes or spec.dataset != target.dataset:
+        raise SegcpError(f"--task {task}: the model was trained on task {trained_task}")
+    return spec
+
+
 def _check_volume_task(t: Any, trained_task: str, split_seed: int, sp: Any, ids: Sequence[str], part: str) -> int | None:
-    """Allow a 2D task's model on the volume task of its dataset, with no training patient in ``ids``.
+    """A 2D task's model on the volume task of its dataset: refuse any training patient in ``ids``.
 
     Returns the label a binary model's structure has in the volume task's label maps (e.g. 3
     for an ``acdc-lv`` model on ``acdc-3d``), for its Dice; None otherwise.
     """
-    from segcp.data.tasks import TASK_SPECS, get_task
+    from segcp.data.tasks import get_task
 
-    spec = TASK_SPECS.get(trained_task)
-    if spec is None or spec.volumes or not t.spec.volumes or spec.dataset != t.spec.dataset:
-        raise SegcpError(f"--task {t.name}: the model was trained on task {trained_task}")
+    spec = _volume_task_of(t.name, trained_task)
     if part != "train":
         src = get_task(trained_task, t.root).split(seed=split_seed)
         trained_groups = {str(src.groups[i]) for i in src.train}
