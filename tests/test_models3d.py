@@ -335,3 +335,25 @@ def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
     with pytest.raises(SegcpError, match="refusing to infer on training patients"):
         infer_to_dir([model], tmp_path / "o3", task="acdc-3d", split="test", show_progress=False)
     assert not (tmp_path / "o3").exists()
+
+
+# ---------------------------------------------------------------------- polarization measure
+def test_polarization_fractions_by_hand(tmp_path):
+    from segcp.models.polarization import polarization, polarization_of_dir
+
+    p = [np.array([[0.0, 5e-4], [0.5, 0.5]], np.float32), np.array([[1.0, 0.9995, 0.2]], np.float32)]
+    m = [np.array([[0, 0], [1, 0]], bool), np.array([[1, 1, 0]], bool)]
+    s = polarization(p, m)
+    assert s["n_pixels"] == 7 and s["low"] == pytest.approx(2 / 7) and s["high"] == pytest.approx(2 / 7)
+    assert s["zero"] == pytest.approx(1 / 7) and s["one"] == pytest.approx(1 / 7) and s["polarized"] == pytest.approx(4 / 7)
+    assert s["tied"] == pytest.approx(2 / 7) and s["distinct"] == 3  # 0.5 twice in the first image
+    assert s["truth_pixels"] == 3 and s["truth_high"] == pytest.approx(2 / 3) and s["truth_low"] == 0
+    for sub, arrs in (("probs", p), ("masks", m)):
+        (tmp_path / sub).mkdir()
+        for k, a in enumerate(arrs):
+            np.save(tmp_path / sub / f"i{k}.npy", a)
+    got, hist = polarization_of_dir(tmp_path, part=None)
+    assert got == s and hist.shape[0] == 2 and hist[0].sum() == 7 and hist[1].sum() == 3
+    assert hist[0][0] == 2  # exact 0 and exact 1 in the first bin
+    with pytest.raises(SegcpError, match="segcp_export.json"):
+        polarization_of_dir(tmp_path, part="test")
