@@ -61,3 +61,13 @@ def busi_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def la2018_dir(shared_data: Path) -> Path:
     return _require(shared_data / "la2018")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread is fastest, and avoids OpenMP spin-waits on a loaded CI box."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

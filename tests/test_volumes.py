@@ -27,12 +27,8 @@ from segcp.data.volumes import (
 )
 from segcp.errors import SegcpError
 from segcp.io.readers import read_array
+from test_data import one_line_error as one_line
 
-
-def one_line(exc: pytest.ExceptionInfo[SegcpError], path: Path) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg and str(path) in msg, msg
-    return msg
 
 
 # ------------------------------------------------------------------ slice axis, stacking

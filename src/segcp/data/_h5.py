@@ -7,6 +7,7 @@ into a :class:`~segcp.errors.SegcpError` whose message names the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["check_image", "check_label", "open_datasets", "unreadable"]
+__all__ = ["check_image", "check_label", "open_datasets", "read_image_label", "unreadable"]
 
 
 def unreadable(path: Path, exc: BaseException) -> SegcpError:
@@ -69,3 +70,25 @@ def check_image(path: Path, image: NDArray[Any]) -> NDArray[np.float32]:
     if not np.all(np.isfinite(img)):
         raise SegcpError(f"{path}: 'image' contains NaN or inf")
     return img
+
+
+def read_image_label(
+    path: Path, check_shapes: Callable[[Path, tuple[int, ...], tuple[int, ...]], None], *, with_image: bool = True
+) -> tuple[NDArray[Any] | None, NDArray[Any]]:
+    """(image or None, label) of an HDF5 file as stored, after ``check_shapes(path, image
+    shape, label shape)`` (which raises for a bad pair); one error line names the file."""
+    import h5py
+
+    if not path.is_file():
+        raise SegcpError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as h5:
+            ds_img, ds_lab = open_datasets(h5, path, ("image", "label"))
+            check_shapes(path, tuple(ds_img.shape), tuple(ds_lab.shape))
+            label = ds_lab[()]
+            image = ds_img[()] if with_image else None
+    except SegcpError:
+        raise
+    except Exception as exc:  # truncated file, not HDF5, unreadable chunk...
+        raise unreadable(path, exc) from None
+    return image, label

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data._h5 import check_image, check_label, open_datasets, unreadable
+from segcp.data._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -160,21 +160,8 @@ def read_acdc_h5(
         or None when ``with_image`` is False; ``label`` uint8 of the same shape with values
         in {0, 1, 2, 3}.
     """
-    import h5py
-
     p = Path(path)
-    if not p.is_file():
-        raise SegcpError(f"{p}: no such file")
-    try:
-        with h5py.File(p, "r") as h5:
-            ds_img, ds_lab = open_datasets(h5, p, ("image", "label"))
-            _check_shapes(p, tuple(ds_img.shape), tuple(ds_lab.shape))
-            label = ds_lab[()]
-            image = ds_img[()] if with_image else None
-    except SegcpError:
-        raise
-    except Exception as exc:  # truncated file, not HDF5, unreadable chunk...
-        raise unreadable(p, exc) from None
+    image, label = read_image_label(p, _check_shapes, with_image=with_image)
     lab = _check_label(p, label)
     img = check_image(p, image) if image is not None else None
     return img, lab

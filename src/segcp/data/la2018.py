@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data._h5 import check_image, check_label, open_datasets, unreadable
+from segcp.data._h5 import check_image, check_label, read_image_label
 from segcp.errors import SegcpError
 
 __all__ = ["LA_FILE", "LA_SPACING", "LaVolume", "read_la2018", "scan_la2018"]
@@ -71,6 +71,13 @@ def scan_la2018(root: str | os.PathLike[str]) -> list[LaVolume]:
     return [LaVolume(i, vols / i / LA_FILE) for i in ids]
 
 
+def _check_shapes(path: Path, image_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> None:
+    if len(label_shape) != 3:
+        raise SegcpError(f"{path}: 'label' must be a 3D volume (X, Y, Z), got shape {label_shape}")
+    if image_shape != label_shape:
+        raise SegcpError(f"{path}: 'image' shape {image_shape} does not match 'label' shape {label_shape}")
+
+
 def read_la2018(
     path: str | os.PathLike[str], *, with_image: bool = True
 ) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
@@ -82,23 +89,7 @@ def read_la2018(
         ``image`` float32 (X, Y, Z) as stored (z-scored), or None when ``with_image`` is
         False; ``label`` uint8 (X, Y, Z) in {0, 1}. Spacing: :data:`LA_SPACING` (mm).
     """
-    import h5py
-
     p = Path(path)
-    if not p.is_file():
-        raise SegcpError(f"{p}: no such file")
-    try:
-        with h5py.File(p, "r") as h5:
-            ds_img, ds_lab = open_datasets(h5, p, ("image", "label"))
-            if len(ds_lab.shape) != 3:
-                raise SegcpError(f"{p}: 'label' must be a 3D volume (X, Y, Z), got shape {tuple(ds_lab.shape)}")
-            if tuple(ds_img.shape) != tuple(ds_lab.shape):
-                raise SegcpError(f"{p}: 'image' shape {tuple(ds_img.shape)} does not match 'label' shape {tuple(ds_lab.shape)}")
-            label = ds_lab[()]
-            image = ds_img[()] if with_image else None
-    except SegcpError:
-        raise
-    except Exception as exc:  # truncated file, not HDF5, unreadable chunk...
-        raise unreadable(p, exc) from None
+    image, label = read_image_label(p, _check_shapes, with_image=with_image)
     lab = check_label(p, label, 2)
     return (check_image(p, image) if image is not None else None), lab

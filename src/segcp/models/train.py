@@ -313,8 +313,6 @@ def task_training_data(
     lists which of them are RW-CP protocol slices (``val_rwcp_ids``). Volume tasks: every
     slice of every training volume along its slice axis.
     """
-    if task.spec.volumes:
-        return _volume_task_training_data(task, split_seed, cfg, show_progress)
     split = task.split(seed=split_seed)
     by_id = {it.id: it for it in task.items("all")}
     train_ids = list(split.train)
@@ -322,7 +320,8 @@ def task_training_data(
     val_groups = _held_out_groups(groups, cfg.val_fraction, cfg.seed)
     multiclass = bool(task.spec.multiclass)
     n_classes = 4 if multiclass else 2
-    rwcp = {it.id for it in task.items("rwcp")}
+    volumes = bool(task.spec.volumes)
+    rwcp = set() if volumes else {it.id for it in task.items("rwcp")}
 
     def load(ids: list[str]) -> list[tuple[str, str, NDArray[Any], NDArray[Any]]]:
         out = []
@@ -331,11 +330,22 @@ def task_training_data(
             out.append((i, s.group, s.image, s.mask.astype(np.int64)))
         return out
 
+    def load_volumes(ids: list[str], description: str) -> TrainData:
+        entries = []
+        for i in ids:
+            s = by_id[i].load()
+            entries += [(sid, i, s.group, im, t) for sid, im, t in _volume_slices(i, s.image, s.mask.astype(np.int64), s.slice_axis)]
+        return _slices_data(entries, pre, show_progress, description)
+
     tr_ids = [i for i, g in zip(train_ids, groups) if g not in val_groups]
     va_ids = [i for i, g in zip(train_ids, groups) if g in val_groups]
     pre = cfg.preprocessing()
-    train = _prepare(load(tr_ids), pre, show_progress, f"{task.name}: loading training images")
-    val = _prepare(load(va_ids), pre, show_progress, f"{task.name}: loading validation images")
+    if volumes:
+        train = load_volumes(tr_ids, f"{task.name}: loading training volumes")
+        val = load_volumes(va_ids, f"{task.name}: loading validation volumes")
+    else:
+        train = _prepare(load(tr_ids), pre, show_progress, f"{task.name}: loading training images")
+        val = _prepare(load(va_ids), pre, show_progress, f"{task.name}: loading validation images")
     info = {
         "n_classes": n_classes,
         "split": {
@@ -350,51 +360,12 @@ def task_training_data(
         },
         "val_rwcp_ids": sorted(i for i in va_ids if i in rwcp),
     }
-    return train, val, info
-
-
-def _volume_task_training_data(
-    task: Any, split_seed: int, cfg: TrainConfig, show_progress: bool
-) -> tuple[TrainData, TrainData, dict[str, Any]]:
-    """:func:`task_training_data` for a volume task: the slices of the training volumes."""
-    split = task.split(seed=split_seed)
-    by_id = {it.id: it for it in task.items("all")}
-    train_ids = list(split.train)
-    groups = [by_id[i].group for i in train_ids]
-    val_groups = _held_out_groups(groups, cfg.val_fraction, cfg.seed)
-    n_classes = 4 if task.spec.multiclass else 2
-    pre = cfg.preprocessing()
-
-    def load(ids: list[str], description: str) -> TrainData:
-        entries = []
-        for i in ids:
-            s = by_id[i].load()
-            entries += [(sid, i, s.group, im, t) for sid, im, t in _volume_slices(i, s.image, s.mask.astype(np.int64), s.slice_axis)]
-        return _slices_data(entries, pre, show_progress, description)
-
-    tr_ids = [i for i, g in zip(train_ids, groups) if g not in val_groups]
-    va_ids = [i for i, g in zip(train_ids, groups) if g in val_groups]
-    train = load(tr_ids, f"{task.name}: loading training volumes")
-    val = load(va_ids, f"{task.name}: loading validation volumes")
-    info = {
-        "n_classes": n_classes,
-        "split": {
-            "seed": int(split_seed),
-            "fractions": list(split.fractions),
-            "n_train_groups": len(set(groups)),
-            "val_groups": sorted(val_groups),
-            "n_train_volumes": len(tr_ids),
-            "n_val_volumes": len(va_ids),
-            "train_volumes": tr_ids,
-            "val_volumes": va_ids,
-            "n_train_images": len(train),
-            "n_val_images": len(val),
-            "n_calibration": len(split.calibration),
-            "n_test": len(split.test),
-        },
-        "volumes": {"slice_axis": 2, "rule": "the task's slice axis", "images": "slices of the volumes"},
-        "val_rwcp_ids": [],
-    }
+    if volumes:  # images are slices; the volumes are the training items
+        info["split"].update(
+            n_train_images=len(train), n_val_images=len(val), n_train_volumes=len(tr_ids), n_val_volumes=len(va_ids),
+            train_volumes=tr_ids, val_volumes=va_ids,
+        )
+        info["volumes"] = {"slice_axis": 2, "rule": "the task's slice axis", "images": "slices of the volumes"}
     return train, val, info
 
 
