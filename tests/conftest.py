@@ -1,7 +1,7 @@
 """Shared fixtures: where the real data lives, and offline mode for model hubs.
 
 Every test runs with its own ``SEGCP_CACHE`` (a temporary folder), never ``~/.cache``.
-Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
+Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` / ``la2018_dir`` fixtures. When the data
 is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
 that CI always runs them.
 """
@@ -80,3 +80,18 @@ def demo_report(tmp_path_factory):
         except SystemExit as exc:
             code = exc.code
     return out, buf.getvalue(), code
+
+
+@pytest.fixture(scope="session")
+def la2018_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "la2018")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread is fastest, and avoids OpenMP spin-waits on a loaded CI box."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

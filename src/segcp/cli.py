@@ -476,11 +476,15 @@ def demo(
 def train(
     out: Annotated[Path, typer.Option("--out", help="Where to write the model checkpoint (.pt).")],
     task: Annotated[
-        Optional[str], typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi): its training patients.")
+        Optional[str],
+        typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi, la2018, acdc-3d): its training patients."),
     ] = None,
     data: Annotated[
         Optional[Path],
-        typer.Option("--data", help="Or: a data directory with images/ and masks/ (all of it is training data; pre-split by patient)."),
+        typer.Option(
+            "--data",
+            help="Or: a data directory with images/ and masks/ (2D images or 3D volumes: trained on their slices; all of it is training data; pre-split by patient).",
+        ),
     ] = None,
     label: LabelOpt = None,
     preset: Annotated[str, typer.Option("--preset", help="cpu (default, <= 15 min on 2 cores) or paper (512 px, 200 epochs, GPU).")] = "cpu",
@@ -508,9 +512,16 @@ def train(
         float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")
     ] = 0.1,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, cuda:1, ...")] = "cpu",
+    loss: Annotated[
+        str, typer.Option("--loss", help="ce (cross-entropy, default) or dice_ce (nnU-Net's soft Dice + cross-entropy).")
+    ] = "ce",
+    slice_axis: Annotated[
+        Optional[int],
+        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> last)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a UNet on a task's training patients or on a data directory."""
+    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes)."""
     from segcp.models import require_torch
 
     require_torch()
@@ -525,14 +536,16 @@ def train(
         check_output(out, data_inputs(data))
     if task is not None and label is not None:
         raise SegcpError("--label is for --data; a task defines its own target")
+    if task is not None and slice_axis is not None:
+        raise SegcpError("--slice-axis is for --data; a volume task defines its own slice axis")
     cfg = TrainConfig.from_preset(
         preset, epochs=epochs, steps=steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels, seed=seed,
-        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device,
+        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device, loss=loss,
     )
     if task is not None:
         meta = train_task(task, out, cfg, split_seed=split_seed, show_progress=not quiet)
     else:
-        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet)  # type: ignore[arg-type]
+        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet, slice_axis=slice_axis)  # type: ignore[arg-type]
     if not quiet:
         m = meta["metrics"]
         vd = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
@@ -561,9 +574,17 @@ def infer(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
+    slice_axis: Annotated[
+        Optional[int],
+        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> last)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Probability maps (and samples) of one model or an ensemble, on the original image grid."""
+    """Probability maps (and samples) of one model or an ensemble, on the original image grid.
+
+    3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
+    slice and written as volumes on the image's grid and header.
+    """
     from segcp.models import require_torch
 
     require_torch()
@@ -581,11 +602,12 @@ def infer(
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
         [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
-        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
+        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet, slice_axis=slice_axis,
     )
     if not quiet:
         d = man["dice"]
-        msg = f"wrote {len(man['ids'])} probability maps" + (f" and {samples} samples each" if samples else "") + f" to {out}"
+        what = "probability volumes" if man.get("volumes") else "probability maps"
+        msg = f"wrote {len(man['ids'])} {what}" + (f" and {samples} samples each" if samples else "") + f" to {out}"
         if d and d.get("mean") is not None:
             parts = [f"Dice {d['mean']:.4f} (n = {d['n']})"]
             if d.get("test") is not None:
