@@ -9,11 +9,13 @@ follow anatomy instead of fragmenting:
 2. the probability map is resampled to the graph's grid (exact area averaging);
 3. a kNN graph by cosine distance gives a row-stochastic P (w = exp(−β·d)), and the map is
    diffused, S ← P S, ``steps`` times (:mod:`segcp.graph`);
-4. the diffused map is resampled back to the mask grid (bilinear) and the threshold family
-   of Standard CRC is applied to it: r = 1 − diffused prob, C_λ = {r ≤ λ}, λ ∈ [0, 1].
+4. the diffused map is resampled back to the mask grid (bilinear), optionally rescaled by
+   the image's own confidence (``normalize``, :mod:`segcp.methods.normalize`: e.g.
+   s / max s), and the threshold family of Standard CRC is applied to it:
+   r = 1 − s, C_λ = {r ≤ λ}, λ ∈ [0, 1].
 
-Diffusion is a fixed function of (image, probabilities), so the family is nested and exact
-CRC applies unchanged; only the scores differ from Standard CRC.
+Diffusion and normalisation are fixed functions of (image, probabilities), so the family is
+nested and exact CRC applies unchanged; only the scores differ from Standard CRC.
 
 Where the graph lives (``scale``):
 
@@ -65,7 +67,8 @@ from segcp.graph import (
     transition_matrix,
 )
 from segcp.cases import Case
-from segcp.methods.base import MaskFamily, param, register
+from segcp.methods.base import param, register
+from segcp.methods.normalize import ProbabilityFamily
 
 __all__ = ["SCALES", "RWCPMethod"]
 
@@ -101,7 +104,7 @@ class _Clock:
 
 @register
 @dataclass(repr=False, eq=False)
-class RWCPMethod(MaskFamily):
+class RWCPMethod(ProbabilityFamily):
     """RW-CP: threshold family on probabilities diffused along an image-feature kNN graph.
 
     Parameters
@@ -145,6 +148,9 @@ class RWCPMethod(MaskFamily):
         Cache features on disk (always in memory for the process).
     cache_dir : str or None
         Feature cache directory (None: ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``).
+    normalize, norm_floor, norm_quantile, norm_level
+        Image-adaptive rescaling of the diffused map before thresholding
+        (:func:`segcp.methods.normalize.normalize_map`; default ``none``).
 
     Examples
     --------
@@ -160,8 +166,6 @@ class RWCPMethod(MaskFamily):
 
     name: ClassVar[str] = "rwcp"
     summary: ClassVar[str] = "RW-CP: threshold on probabilities diffused over a kNN graph of foundation-model features (needs images/)"
-    lambda_min: ClassVar[float] = 0.0
-    lambda_max: ClassVar[float] = 1.0
     inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
     encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
@@ -300,11 +304,11 @@ class RWCPMethod(MaskFamily):
             raise SegcpError(f"case {case.id}: rwcp works on 2D images; got a probability map of shape {case.probs.shape}")
         return np.asarray(case.image)
 
-    def score_map(self, case: Case) -> NDArray[np.float64]:
-        """r = 1 − diffused probability, float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
+    def foreground(self, case: Case) -> NDArray[np.float64]:
+        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation)."""
         image = self._check(case)
         try:
             feats = self.features(image)
         except SegcpError as exc:
             raise SegcpError(f"case {case.id}: {exc}") from None
-        return 1.0 - self.diffuse_probs(case.probs, feats, image)
+        return self.diffuse_probs(case.probs, feats, image)
