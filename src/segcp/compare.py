@@ -140,10 +140,13 @@ def run_comparison(
                     seed=spec.seed + s,
                 )
                 scored = any(math.isfinite(t["value"]) for t in table)
-                # no candidate could be scored (e.g. folds too small for α: CRC needs n ≥ 1/α − 1
-                # images per training part): the first candidate is used, and the record says so
-                chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
-                base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
+                cv_alpha = table[0]["alpha"]
+                chosen = cands[k].label
+                if not scored:  # no candidate could be scored: the first is used, and the record says so
+                    chosen += " (fallback: no fold feasible)"
+                elif cv_alpha != a:  # folds too small for α (CRC needs n ≥ 1/α − 1): CV at the smallest feasible level
+                    chosen += f" (CV at α = {cv_alpha:.3g})"
+                base = base | {"chosen": chosen, "cv": [t["value"] for t in table], "cv_alpha": cv_alpha}
             if (s, k) not in cal_curves:
                 cal_curves[(s, k)] = all_curves[k].take(cal)
             cs = estimators[k].set_params(alpha=a)
