@@ -162,6 +162,8 @@ class RWCPMethod(ProbabilityFamily):
     >>> r = m.score_map(Case("a", probs, image=image))
     >>> r.shape, bool(r.min() >= 0 and r.max() <= 1)
     ((40, 40), True)
+
+    A volume (D, H, W) with an image volume of the same shape is diffused slice by slice.
     """
 
     name: ClassVar[str] = "rwcp"
@@ -300,15 +302,27 @@ class RWCPMethod(ProbabilityFamily):
             raise SegcpError(
                 f"case {case.id}: rwcp needs the image (put images/<id> in the data directory, or pass Case(image=...))"
             )
-        if case.probs.ndim != 2:
-            raise SegcpError(f"case {case.id}: rwcp works on 2D images; got a probability map of shape {case.probs.shape}")
-        return np.asarray(case.image)
+        image = np.asarray(case.image)
+        if case.probs.ndim == 3 and image.shape != case.probs.shape:
+            raise SegcpError(
+                f"case {case.id}: rwcp diffuses a volume slice by slice (axis 0) and needs a grayscale image volume "
+                f"of the probability map's shape {case.probs.shape}; got an image of shape {image.shape}"
+            )
+        return image
 
     def foreground(self, case: Case) -> NDArray[np.float64]:
-        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation)."""
+        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation).
+
+        A volume (D, H, W) is diffused slice by slice along axis 0, each slice on its own graph
+        (the features of a slice are those of the 2D image ``image[d]``); ``normalize`` then
+        rescales the diffused volume as a whole.
+        """
         image = self._check(case)
+        volume = case.probs.ndim == 3
+        slices = list(zip(case.probs, image)) if volume else [(case.probs, image)]
         try:
-            feats = self.features(image)
+            feats = self.get_encoder().features([im for _, im in slices], self.feature_cache())
         except SegcpError as exc:
             raise SegcpError(f"case {case.id}: {exc}") from None
-        return self.diffuse_probs(case.probs, feats, image)
+        out = [self.diffuse_probs(p, f, im) for (p, im), f in zip(slices, feats)]
+        return np.stack(out) if volume else out[0]
