@@ -148,7 +148,7 @@ def test_rwcp_normalises_the_diffused_map():
     probs = 0.3 * np.clip(image, 0, 1)
     case = Case("a", probs, image=image)
     m = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False)
-    mx = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, normalize="max")
+    mx = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, normalize="max", norm_floor=0.0)
     s = m.foreground(case)
     assert np.array_equal(mx.score_map(case), 1.0 - s / s.max())
     assert mx.score_map(case).min() == 0.0
@@ -159,6 +159,7 @@ def test_parameters_are_declared_once_and_validated():
         decl = get_method(name).declared()
         assert {"normalize", "norm_floor", "norm_quantile", "norm_level"} <= set(decl)
         assert decl["normalize"].default == "none" and decl["normalize"].flag == "--normalize"
+        assert decl["norm_floor"].default == 0.1  # safe on images where the structure is absent
     with pytest.raises(SegcpError, match="threshold: normalize must be one of none, max, component, got 'mean'"):
         get_method("threshold", normalize="mean")
     with pytest.raises(SegcpError, match=r"threshold: norm_floor must be in \[0, 1\]"):
