@@ -134,12 +134,19 @@ def test_component_nearest_uses_the_spacing():
     assert normalize_map(s3, "component", level=0.5, spacing=(5.0, 1.0, 1.0))[1, 0, 0] == pytest.approx(0.3 / 0.6)
 
 
-def test_3d_is_normalised_per_volume():
+def test_3d_is_normalised_per_volume_or_per_slice():
     v = np.zeros((3, 4, 4))
     v[0] = 0.2
     v[2, 1, 1] = 0.5
+    v[1, 0, 0] = 0.05
     out = normalize_map(v, "max")
     assert out[2, 1, 1] == 1.0 and out[0, 0, 0] == pytest.approx(0.4)  # one reference for the whole volume
+    per = normalize_map(v, "slice", floor=0.1)
+    assert per[0, 0, 0] == 1.0 and per[2, 1, 1] == 1.0  # each slice by its own max
+    assert per[1, 0, 0] == pytest.approx(0.5)  # a slice the model barely sees: by the floor
+    for k in range(3):
+        assert np.array_equal(per[k], normalize_map(v[k], "max", floor=0.1))
+    assert np.array_equal(normalize_map(v[0], "slice"), normalize_map(v[0], "max"))  # 2D: the same as max
 
 
 def test_rwcp_normalises_the_diffused_map():
@@ -160,7 +167,7 @@ def test_parameters_are_declared_once_and_validated():
         assert {"normalize", "norm_floor", "norm_quantile", "norm_level"} <= set(decl)
         assert decl["normalize"].default == "none" and decl["normalize"].flag == "--normalize"
         assert decl["norm_floor"].default == 0.1  # safe on images where the structure is absent
-    with pytest.raises(SegcpError, match="threshold: normalize must be one of none, max, component, got 'mean'"):
+    with pytest.raises(SegcpError, match="threshold: normalize must be one of none, max, slice, component, got 'mean'"):
         get_method("threshold", normalize="mean")
     with pytest.raises(SegcpError, match=r"threshold: norm_floor must be in \[0, 1\]"):
         get_method("threshold", norm_floor=2)

@@ -12,6 +12,9 @@ confidence first removes that coupling:
 ==============  ===========================================================================
 ``none``        s (the default: the scores of today, bit for bit)
 ``max``         min(s / max(ref(s), m0), 1), per image (2D) or per volume (3D)
+``slice``       as ``max``, but each 2D slice (axis 0) of a volume by its own reference (the
+                same as ``max`` on 2D images): for stacks of 2D slices such as ACDC volumes,
+                whose slices the model sees with very different confidence
 ``component``   per connected component of {s ≥ ``norm_level``} (the model's own mask when
                 s is the probability map and the level 0.5): each pixel is divided by
                 max(ref of its nearest component, m0) (nearest in physical units), clipped
@@ -52,7 +55,7 @@ from segcp.methods.base import MaskFamily, param
 __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map"]
 
 #: The values of the ``normalize`` parameter.
-NORMALIZATIONS = ("none", "max", "component")
+NORMALIZATIONS = ("none", "max", "slice", "component")
 
 
 def _reference(s: NDArray[np.float64], quantile: float) -> float:
@@ -99,8 +102,10 @@ def normalize_map(
     if how == "none":
         return s  # type: ignore[return-value]
     p = np.asarray(s, dtype=np.float64)
-    if how == "max":
+    if how == "max" or (how == "slice" and p.ndim < 3):
         return _rescale(p, max(_reference(p, quantile), floor))
+    if how == "slice":
+        return np.stack([_rescale(q, max(_reference(q, quantile), floor)) for q in p])
     if how != "component":
         raise ValueError(f"unknown normalisation {how!r}; choose one of {', '.join(NORMALIZATIONS)}")
     labels, n = ndimage.label(p >= level)
@@ -136,7 +141,7 @@ class ProbabilityFamily(MaskFamily):
     _: KW_ONLY
     normalize: str = param(
         "none", "image-adaptive rescaling of the foreground map before thresholding: none, max (per image/volume), "
-        "component (per connected component of the map >= norm_level)", kind="choice", choices=NORMALIZATIONS,
+        "slice (per 2D slice of a volume), component (per connected component of the map >= norm_level)", kind="choice", choices=NORMALIZATIONS,
         flag="--normalize",
     )
     norm_floor: float = param(0.1, "normalize: divide by max(reference, norm_floor), so a map the model sees nothing in "
