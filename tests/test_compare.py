@@ -37,14 +37,8 @@ def test_run_comparison_structure(phantoms):
     assert all(s["n_cal"] == 20 and s["n_test"] == 40 for s in res["splits"])
 
 
-def test_infeasible_splits_are_counted_not_fatal():
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(30):
-        mask = np.zeros((16, 16), bool)
-        mask[5:9, 5:9] = True
-        probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))  # every third: empty prediction
-        cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+def test_infeasible_splits_are_counted_not_fatal(empty_prediction_cases):
+    cases = empty_prediction_cases(30)
     res = run_comparison(cases, [c.id for c in cases], [MethodSpec("morph", "morph")], alphas=(0.1,), n_cal=20, n_splits=4, show_progress=False)
     (row,) = res["summary"]
     assert row["infeasible"] == 4 and row["splits"] == 4

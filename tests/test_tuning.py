@@ -184,16 +184,10 @@ def test_folds_too_small_for_alpha_are_calibrated_at_the_smallest_level_they_adm
         assert r["chosen"].endswith(f"(CV at α = {r['cv_alpha']:.3g})") and r["cv_alpha"] > 0.05
 
 
-def test_tuned_row_says_when_no_fold_is_feasible():
+def test_tuned_row_says_when_no_fold_is_feasible(empty_prediction_cases):
     """Sets that never cover (Consema on empty predictions) leave no candidate to score: the
     first is used, and the record says so."""
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(24):
-        mask = np.zeros((16, 16), bool)
-        mask[5:9, 5:9] = True
-        probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))  # every third: empty prediction
-        cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+    cases = empty_prediction_cases(24)
     tuned = TunedSpec("t", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})), folds=4)
     res = run_comparison(cases, [c.id for c in cases], [tuned], alphas=(0.2,), n_cal=16, n_splits=2, seed=0, show_progress=False)
     assert all(r["chosen"] == "se=cross (fallback: no fold feasible)" for r in res["splits"])

@@ -249,9 +249,11 @@ def markdown_summary(result: dict[str, Any]) -> str:
     if result.get("n_empty_truth"):
         lines += [
             "",
-            f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool; "
-            "mean over splits of the test images' values): fraction whose set is not empty, and the "
-            "set's mean area in pixels (false positives).",
+            (
+                f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool; "
+                "mean over splits of the test images' values): fraction whose set is not empty, and the "
+                "set's mean area in pixels (false positives)."
+            ),
             "",
             "| method | α | set not empty | false-positive area (px) |",
             "|---|---|---|---|",
