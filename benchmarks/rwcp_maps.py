@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         "Standard CRC": ConformalSegmenter("threshold", a.alpha),
         name: ConformalSegmenter(a.method, a.alpha, method_params=params),
     }
-    reader = DataDir(a.data).reader(methods[name].family)
+    dd = DataDir(a.data)
+    reader = dd.reader(methods[name].family)
     cases = [reader.read(i) for i in reader.ids]
     groups, _ = load_groups(a.data, reader.ids)
     cal, test = next(iter(random_cal_test_splits(groups, a.n_cal, 1, seed=a.seed)))
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(len(chosen), 5, figsize=(15, 3.1 * len(chosen)))
     for r, i in enumerate(chosen):
         c = cases[i]
+        image = c.image if c.image is not None else dd.read("images", c.id)[0]  # threshold reads no image: shown only
         panels = [
-            (c.image, "gray", f"{c.id}"),
+            (image, "gray", f"{c.id}"),
             (c.probs, "magma", f"model probability (max {c.probs.max():.2f})"),
             (1.0 - maps[name][i], "magma", f"{name}: map s'"),
             (maps["Standard CRC"][i] <= lams["Standard CRC"], "Blues", f"Standard CRC set, Dice {dice['Standard CRC'][i]:.2f}"),
