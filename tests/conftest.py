@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,3 +96,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def empty_prediction_cases():
+    """A factory of ``n`` square-structure cases, every third with an all-zero prediction
+    (Consema has nothing to grow there: its sets never cover those truths)."""
+    from segcp.methods import Case
+
+    def make(n: int) -> list[Case]:
+        rng = np.random.default_rng(0)
+        cases = []
+        for i in range(n):
+            mask = np.zeros((16, 16), bool)
+            mask[5:9, 5:9] = True
+            probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))
+            cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+        return cases
+
+    return make

@@ -88,7 +88,7 @@ def test_binarize_mask():
 
 def test_registry_and_repr():
     assert "threshold" in available_methods()
-    assert repr(get_method("threshold")) == "ThresholdMethod()"
+    assert repr(get_method("threshold")) == "ThresholdMethod(normalize='none', norm_floor=0.1, norm_quantile=1.0, norm_level=0.5)"
     with pytest.raises(SegcpError, match="unknown method 'nope'"):
         get_method("nope")
     with pytest.raises(SegcpError, match="bad parameters"):

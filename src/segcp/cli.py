@@ -418,6 +418,8 @@ def tune(
         write_json(out, record)
     if not quiet:
         typer.echo(f"{len(ids)} images in {len(set(groups))} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
+        if res.table and res.table[0]["alpha"] != alpha:
+            typer.echo(f"(the training folds are too small for alpha={alpha:g}: CV at alpha={res.table[0]['alpha']:.3g}, the smallest they admit)")
         for row in res.table:
             mark = "*" if row["candidate"] == res.best_index else " "
             extra = f"  ({row['infeasible_folds']} infeasible folds)" if row["infeasible_folds"] else ""

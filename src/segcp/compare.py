@@ -60,6 +60,29 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+#: What a split records besides the per-image metrics' means (:data:`segcp.metrics.METRICS`):
+#: where the structure is present, the fraction of images whose set is empty (HD95 and ASSD
+#: are undefined there and left out of their means, so a method that misses images can look
+#: better on HD95); where it is absent (empty masks, e.g. the basal and apical slices of a
+#: whole ACDC stack), the fraction of images whose set is not empty and its mean area.
+EXTRAS: dict[str, str] = {
+    "missed": "fraction of test images with a structure whose set is empty (HD95/ASSD undefined, left out of their means)",
+    "empty_hit": "fraction of test images without the structure whose set is not empty",
+    "empty_fp": "mean set area (pixels) on test images without the structure (false-positive area)",
+}
+
+
+def _split_means(per: Sequence[dict[str, float]], truth_sizes: Sequence[int]) -> dict[str, float]:
+    """Means over one split's test images: every metric of :data:`METRICS` and the :data:`EXTRAS`."""
+    row = {m: _nanmean([p[m] for p in per]) for m in METRICS}
+    present = [p for p, n in zip(per, truth_sizes) if n > 0]
+    absent = [p for p, n in zip(per, truth_sizes) if n == 0]
+    row["missed"] = _nanmean([float(p["set_size"] == 0) for p in present])
+    row["empty_hit"] = _nanmean([float(p["set_size"] > 0) for p in absent])
+    row["empty_fp"] = _nanmean([p["set_size"] for p in absent])
+    return row
+
+
 def run_comparison(
     cases: Sequence[Case],
     groups: Sequence[str],
@@ -88,10 +111,14 @@ def run_comparison(
     alphas = [check_alpha(a) for a in alphas]
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
     records: list[dict[str, Any]] = []
+    truth_sizes = [int(np.count_nonzero(c.mask)) for c in cases]
     model_rows: list[dict[str, float]] = []
     for cal, test in splits:
         model_rows.append(
-            {m: _nanmean([evaluate_set(cases[i].model_mask, cases[i].mask, cases[i].model_mask, cases[i].spacing)[m] for i in test]) for m in METRICS}
+            _split_means(
+                [evaluate_set(cases[i].model_mask, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test],
+                [truth_sizes[i] for i in test],
+            )
         )
     for spec in specs:
         cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
@@ -116,21 +143,23 @@ def run_comparison(
                     seed=spec.seed + s,
                 )
                 scored = any(math.isfinite(t["value"]) for t in table)
-                # no candidate could be scored (e.g. folds too small for α: CRC needs n ≥ 1/α − 1
-                # images per training part): the first candidate is used, and the record says so
-                chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
-                base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
+                cv_alpha = table[0]["alpha"]
+                chosen = cands[k].label
+                if not scored:  # no candidate could be scored: the first is used, and the record says so
+                    chosen += " (fallback: no fold feasible)"
+                elif cv_alpha != a:  # folds too small for α (CRC needs n ≥ 1/α − 1): CV at the smallest feasible level
+                    chosen += f" (CV at α = {cv_alpha:.3g})"
+                base = base | {"chosen": chosen, "cv": [t["value"] for t in table], "cv_alpha": cv_alpha}
             if (s, k) not in cal_curves:
                 cal_curves[(s, k)] = all_curves[k].take(cal)
             cs = estimators[k].set_params(alpha=a)
             try:
                 cs.calibrate_curves(cal_curves[(s, k)])
             except SegcpError as exc:  # e.g. sets that never cover: no valid λ on this split
-                records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in METRICS})
+                records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in (*METRICS, *EXTRAS)})
                 continue
             per = [evaluate_set(all_scores[k][i] <= cs.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
-            row = {m: _nanmean([p[m] for p in per]) for m in METRICS}
-            records.append(base | {"lambda": cs.lambda_} | row)
+            records.append(base | {"lambda": cs.lambda_} | _split_means(per, [truth_sizes[i] for i in test]))
     return {
         "segcp_version": __version__,
         "methods": [s.to_dict() for s in specs],
@@ -140,7 +169,8 @@ def run_comparison(
         "seed": seed,
         "n_images": len(cases),
         "n_groups": len(set(groups)),
-        "model": {m: _nanmean([r[m] for r in model_rows]) for m in METRICS},
+        "n_empty_truth": sum(n == 0 for n in truth_sizes),
+        "model": {m: _nanmean([r[m] for r in model_rows]) for m in (*METRICS, *EXTRAS)},
         "splits": records,
         "summary": summarize(records, baseline=specs[0].label if specs else None),
     }
@@ -149,6 +179,7 @@ def run_comparison(
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
     """Mean ± std over splits per (method, α); win rates against ``baseline``.
 
+    Besides the metrics, ``missed``, ``empty_hit`` and ``empty_fp`` (:data:`EXTRAS`).
     ``fnr_se`` is the standard error of the mean test FNR over splits, so the guarantee check
     is ``fnr <= alpha + 3 * fnr_se``. ``infeasible`` counts splits where no λ satisfied the
     bound (e.g. Consema with empty predictions); they are excluded from the means, and the
@@ -165,8 +196,8 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         if chosen:
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         rows = [r for r in rows if "infeasible" not in r]
-        for m in ["lambda", *METRICS]:
-            v = np.array([r[m] for r in rows], dtype=float)
+        for m in ["lambda", *METRICS, *EXTRAS]:
+            v = np.array([r.get(m, np.nan) for r in rows], dtype=float)
             v = v[np.isfinite(v)]
             row[m] = float(v.mean()) if v.size else float("nan")
             row[f"{m}_std"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
@@ -191,22 +222,48 @@ def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and np.isfinite(s) else f"{v:.{digits}f}"
 
 
+def _pct(row: dict[str, Any], key: str) -> str:
+    v = row.get(key)
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f} %"
+
+
 def markdown_summary(result: dict[str, Any]) -> str:
-    """The summary as a Markdown table (mean ± std over splits)."""
-    head = "| method | α | λ̂ | coverage | FNR (± SE) | stretch | Dice | ASSD | HD95 | Dice win | HD95 win |"
+    """The summary as a Markdown table (mean ± std over splits).
+
+    ``missed``: the fraction of test images with a structure whose set is empty (their HD95 and
+    ASSD are undefined and left out of the means). When the pool has images without the
+    structure, a second table gives the sets on them (fraction not empty, mean area).
+    """
+    head = "| method | α | λ̂ | coverage | FNR (± SE) | stretch | Dice | ASSD | HD95 | missed | Dice win | HD95 win |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     m = result["model"]
     lines.append(
-        f"| model (p ≥ 0.5) | – | – | {m['coverage']:.3f} | {m['fnr']:.3f} | 1.000 | {m['dice']:.3f} | {m['assd']:.2f} | {m['hd95']:.2f} | | |"
+        f"| model (p ≥ 0.5) | – | – | {m['coverage']:.3f} | {m['fnr']:.3f} | 1.000 | {m['dice']:.3f} | {m['assd']:.2f} | "
+        f"{m['hd95']:.2f} | {_pct(m, 'missed')} | | |"
     )
     for r in result["summary"]:
         win = lambda k: f"{100 * r[k]:.0f} %" if k in r else ""  # noqa: E731
         lines.append(
             f"| {r['method']} | {r['alpha']:g} | {_pm(r, 'lambda')} | {_pm(r, 'coverage')} | "
             f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {_pm(r, 'stretch', 2)} | "
-            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {win('dice_win')} | {win('hd95_win')} |"
+            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
             + (f" infeasible in {r['infeasible']}/{r['splits']} splits" if r["infeasible"] else "")
         )
+    if result.get("n_empty_truth"):
+        lines += [
+            "",
+            (
+                f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool; "
+                "mean over splits of the test images' values): fraction whose set is not empty, and the "
+                "set's mean area in pixels (false positives)."
+            ),
+            "",
+            "| method | α | set not empty | false-positive area (px) |",
+            "|---|---|---|---|",
+            f"| model (p ≥ 0.5) | – | {_pct(m, 'empty_hit')} | {m['empty_fp']:.1f} |",
+        ]
+        for r in result["summary"]:
+            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {_pm(r, 'empty_fp', 1)} |")
     tuned = [r for r in result["summary"] if r.get("chosen")]
     if tuned:
         lines += ["", "Settings chosen by cross-validation on each split's calibration images (number of splits):", ""]
@@ -268,7 +325,9 @@ def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: st
         f"calibration/test splits with {result['n_cal']} calibration images (whole groups), seed "
         f"{result['seed']}. Mean ± std over splits of the per-split mean over test images. FNR ± SE: the "
         "guarantee holds when FNR ≤ α + 3·SE (⚠ marks a violation). Win: fraction of splits in which "
-        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α. Splits where "
+        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α. Missed: "
+        "fraction of test images with the structure whose set is empty (HD95 and ASSD are undefined "
+        "there and left out of their means and win rates). Splits where "
         "no λ satisfied the bound (\"infeasible\", e.g. Consema when the model predicts nothing on "
         "too many calibration images) are excluded from the means; the FNR check of such a row is "
         "then conditional on feasibility and is not the marginal guarantee.\n\n"
