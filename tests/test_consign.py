@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,10 @@ from segcp.multiclass.diversity import (
 )
 from segcp.multiclass.estimators import Consign, from_record
 from segcp.multiclass.toy import make_toy_cases
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +110,7 @@ def test_thin_svd_methods_agree():
 
 def test_box_contains_sample_coefficients(cases):
     for c in cases[:6]:
-        d = decompose(c.samples, K=5, box_alpha=0.1)
+        d = decompose(c.samples, K=5, box_alpha=0.1, box="normalized")
         inside = (d.coefficients >= d.lower) & (d.coefficients <= d.upper)
         assert inside.mean() >= 0.8
         for lam in (1.0 / d.singular_values.min(), 2.0 / d.singular_values.min(), 50.0):
@@ -126,7 +131,7 @@ def test_box_contains_sample_coefficients(cases):
 # ------------------------------------------------------------------ membership
 def test_surrogate_gradient_matches_finite_differences(cases):
     c = cases[0]
-    d = decompose(c.samples, K=5)
+    d = decompose(c.samples, K=5, box="normalized")
     s = _Search(d, c.truth, 0.9, SearchOptions())
     lam = max(s.lower_bound, 0.3) * 2
     n = d.geometry.n_active(lam)
@@ -146,7 +151,7 @@ def test_fixed_pixels_are_exact(cases):
     """Draws computed on the active pixels only equal the whole-image argmax."""
     rng = np.random.default_rng(5)
     for c in cases[:4]:
-        d = decompose(c.samples, K=5)
+        d = decompose(c.samples, K=5, box="normalized")
         for lam in (0.0, 0.2, 1.0, 5.0):
             t = rng.uniform(-1, 1, (20, d.K))
             fast = d.geometry.full_labels(lam, t)
@@ -160,7 +165,7 @@ def test_membership_monotone_in_lambda(cases):
     grid = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
     seen_both = 0
     for c in cases[:8]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         res = consign_score(d, c.truth, 0.85)
         member = [is_member(d, c.truth, lam, 0.85)[0] for lam in grid]
         # once in, always in (nested boxes; the search finds it at every larger λ here)
@@ -189,7 +194,7 @@ def test_score_close_to_brute_force_for_K2(cases):
     grid_t = np.stack(np.meshgrid(a, a), -1).reshape(-1, 2)
     checked = 0
     for c in cases[:10]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         res = consign_score(d, c.truth, 0.85)
         if not (math.isfinite(res.lambda_) and res.lambda_ > 0.02):
             continue
@@ -291,7 +296,7 @@ def test_sec_and_correlation():
 # ------------------------------------------------------------------ reference procedure
 def test_reference_procedure_matches_on_the_grid(cases):
     torch = pytest.importorskip("torch")
-    from segcp.multiclass.reference import reference_score
+    from consign_reference import reference_score
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -304,11 +309,13 @@ def test_reference_procedure_matches_on_the_grid(cases):
 def _compare_with_reference(cases, reference_score):
     compared = 0
     for c in cases[:8]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         ours = consign_score(d, c.truth, 0.85).lambda_
         if not (0.01 < ours < 0.2):
             continue
-        ref = reference_score(d, c.truth, 0.85, epochs=100, lr=0.05, lambda_max=0.3, check_every=10)
+        from consign_reference import ReferenceOptions
+
+        ref = reference_score(d, c.truth, 0.85, ReferenceOptions(epochs=100, lambda_max=0.3))
         # ours is the (near-)exact λ*, the grid scan stops at the first grid point above it
         assert ours <= ref.lambda_ + 1e-9
         assert ref.lambda_ - ours <= 0.01 + 1e-9 or ref.lambda_ == math.inf

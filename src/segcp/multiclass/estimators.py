@@ -37,6 +37,7 @@ from segcp.errors import SegcpError
 from segcp.multiclass.agreement import check_beta
 from segcp.multiclass.aps import APS_MODES, aps_draw, aps_score
 from segcp.multiclass.consign import (
+    BOX_CONVENTIONS,
     SVD_METHODS,
     Decomposition,
     SearchOptions,
@@ -188,6 +189,11 @@ class Consign(SegmentationSets):
     box_alpha : quantile level of the box (a_k, b_k = box_alpha/2, 1 − box_alpha/2 quantiles
         of the coefficients); None: use ``alpha``.
     svd : ``gram`` | ``lapack`` | ``randomized``.
+    box : ``"paper"`` (default): the paper's box (eq. 4–6), a_k, b_k from the coefficients
+        ⟨u_k, ŝ_n − μ⟩ = Σ_kk U_nk, so λ̂ is on the scale of the paper's Table 3;
+        ``"normalized"``: a_k, b_k from the normalised U_nk (segcp before issue 16; a different
+        family, its λ̂ about Σ_11 times larger). Recorded in :meth:`params`; records written
+        before the option existed are read as ``"normalized"``.
     search : :class:`SearchOptions` or a dict of its fields.
 
     ``x`` is an image's samples (N, L, *S) or its :class:`Decomposition`.
@@ -203,12 +209,14 @@ class Consign(SegmentationSets):
         beta: float = 0.9,
         box_alpha: float | None = None,
         svd: str = "gram",
+        box: str = "paper",
         search: SearchOptions | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(alpha, beta=beta)
         self.K = K
         self.box_alpha = box_alpha
         self.svd = svd
+        self.box = box
         self.search = search
 
     def _validate(self) -> None:
@@ -217,6 +225,8 @@ class Consign(SegmentationSets):
             raise SegcpError(f"K must be a positive integer, got {self.K!r}")
         if self.svd not in SVD_METHODS:
             raise SegcpError(f"unknown svd method {self.svd!r}; choose one of {', '.join(SVD_METHODS)}")
+        if self.box not in BOX_CONVENTIONS:
+            raise SegcpError(f"unknown box convention {self.box!r}; choose one of {', '.join(BOX_CONVENTIONS)}")
         self._options()
 
     def _options(self) -> SearchOptions:
@@ -227,8 +237,12 @@ class Consign(SegmentationSets):
 
     def decompose(self, samples: ArrayLike | Decomposition) -> Decomposition:
         if isinstance(samples, Decomposition):
+            if samples.box_convention != self.box:
+                raise SegcpError(
+                    f"consign: the decomposition has box={samples.box_convention!r} but the estimator box={self.box!r}"
+                )
             return samples
-        return decompose(samples, int(self.K), self._box_alpha(), self.svd)
+        return decompose(samples, int(self.K), self._box_alpha(), self.svd, self.box)
 
     def score(self, x: ArrayLike | Decomposition, truth: ArrayLike) -> float:
         return consign_score(self.decompose(x), truth, float(self.beta), options=self._options()).lambda_
@@ -244,6 +258,7 @@ class Consign(SegmentationSets):
             "beta": float(self.beta),
             "box_alpha": self._box_alpha(),
             "svd": self.svd,
+            "box": self.box,
             "search": asdict(self._options()),
         }
 
@@ -303,7 +318,10 @@ def make_estimator(method: str, alpha: float, params: dict[str, Any]) -> Segment
 def from_record(record: dict[str, Any], where: str = "calibration record") -> SegmentationSets:
     """Rebuild a calibrated estimator from :meth:`SegmentationSets.to_dict` output."""
     try:
-        est = make_estimator(record["method"], float(record["alpha"]), dict(record.get("params", {})))
+        params = dict(record.get("params", {}))
+        if record["method"] == "consign":
+            params.setdefault("box", "normalized")  # records from before the option: segcp's old box
+        est = make_estimator(record["method"], float(record["alpha"]), params)
         est.lambda_ = float(record["lambda"])
         est.n_ = int(record["n"])
     except KeyError as exc:
