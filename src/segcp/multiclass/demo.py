@@ -68,8 +68,9 @@ def run_multiclass_demo(
 
     Only the first ``max_images`` calibration and test images are used (keeps the demo fast).
     β = 0.8: at 0.9 some of these truths are not of the form argmax(μ + Σ c_k u_k) at any c
-    (4 of 30), more than α = 0.1 tolerates with n = 30, so CONSIGN could not be calibrated —
-    the same limit as on real data (docs/consign.md).
+    in reach (3 of the 30 calibration truths with the paper's box, 4 with the normalised one),
+    more than α = 0.1 tolerates with n = 30, so CONSIGN could not be calibrated — the same
+    limit as on real data (docs/consign.md).
     """
     cal, test = list(cal)[:max_images], list(test)[:max_images]
     rng = np.random.default_rng((seed, 6))
