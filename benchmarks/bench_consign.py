@@ -3,7 +3,7 @@
 On the same inputs (SYNTHETIC sampled softmax maps from ``segcp.multiclass.toy``, or real
 MC-dropout samples with ``--data``), per K:
 
-* **segcp**: ``Consign.calibrate`` (``--box``, default the paper's) — exact lower bound, fixed
+* **segcp**: ``ConformalSegmenter("consign").calibrate`` (``--box``, default the paper's) — exact lower bound, fixed
   pixels skipped, screening + multi-start projected Adam with early stopping, bracketing +
   bisection to 1e-3 (relative); timed in one process and over ``--jobs`` processes;
 * **reference** (``benchmarks/consign_reference.py``): the authors' calibration loop as the
@@ -40,8 +40,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
+from segcp import Case, ConformalSegmenter
 from segcp.multiclass.consign import consign_score, decompose, draw, thin_svd
-from segcp.multiclass.estimators import Consign
 from segcp.multiclass.toy import make_toy_cases
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,16 +52,20 @@ def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=
     import torch
 
     torch.set_num_threads(1)
-    items = [(c.samples, c.truth) for c in cases]
-    est = Consign(alpha, K=K, beta=beta, box=box)
+    items = [Case(str(c.id), samples=c.samples, label_map=c.truth) for c in cases]
+
+    def consign(n_jobs):
+        return ConformalSegmenter("consign", alpha, method_params={"K": K, "beta": beta, "box": box}, n_jobs=n_jobs)
+
+    est = consign(1)
     t0 = time.perf_counter()
     est.calibrate(items)  # includes the SVDs
     t_one = time.perf_counter() - t0
     t0 = time.perf_counter()
-    est2 = Consign(alpha, K=K, beta=beta, box=box).calibrate(items, n_jobs=jobs)
+    est2 = consign(jobs).calibrate(items)
     t_par = time.perf_counter() - t0
     assert np.array_equal(est2.scores_, est.scores_)
-    decs = [est.decompose(c.samples) for c in cases]
+    decs = [est.method_.decomposition(c) for c in items]
     runs = [consign_score(d, c.truth, beta) for d, c in zip(decs, cases)]
     out = {
         "K": K,
@@ -106,7 +110,7 @@ def load_real_cases(data: str, n: int, crop: int | None = None):
     from types import SimpleNamespace
 
     from segcp.io import index_folder, read_array
-    from segcp.multiclass.agreement import check_label_map, check_samples
+    from segcp.cases import check_label_map, check_samples
 
     root = Path(data)
     samples, masks = index_folder(root / "samples"), index_folder(root / "masks")

@@ -34,13 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from segcp import Case, ConformalSegmenter
+from segcp.calibration import LossCurves, zero_one_curve
+from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
+from segcp.execution import parallel_map
 from segcp.io import index_folder, read_array
-from segcp.multiclass.agreement import check_label_map, check_samples
-from segcp.multiclass.diversity import chao1, mean_abs_correlation, sampled_coverage
-from segcp.multiclass.estimators import Consign, PixelAPS, SegmentationSets, parallel_map
+from segcp.methods import SegmentationSetFamily, get_method
+from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
 
 METHODS: dict[str, dict[str, Any]] = {
     "CONSIGN K=2": {"method": "consign", "K": 2, "box": "paper"},
@@ -58,11 +61,18 @@ def set_boxes(boxes: list[str]) -> None:
     METHODS["APS"] = {"method": "aps"}
 
 
-def make(name: str, alpha: float, beta: float) -> SegmentationSets:
-    spec = METHODS[name]
-    if spec["method"] == "consign":
-        return Consign(alpha, K=spec["K"], beta=beta, box=spec["box"])
-    return PixelAPS(alpha, beta=beta)
+def make(name: str, alpha: float, beta: float) -> SegmentationSetFamily:
+    """The set family of ``name``, bound to α (CONSIGN's box quantiles default to α)."""
+    spec = dict(METHODS[name])
+    method = spec.pop("method")
+    return get_method(method, beta=beta, **spec).bind_alpha(alpha)  # type: ignore[return-value]
+
+
+def calibrate_scores(family: SegmentationSetFamily, alpha: float, scores: np.ndarray) -> float:
+    """λ̂ from calibration scores λ*_i (exact CRC on their 0/1 curves = the conformal quantile);
+    a one-line SegcpError when too many are infinite or n is too small for α."""
+    curves = LossCurves.concat([zero_one_curve(float(v)) for v in scores])
+    return ConformalSegmenter(family, alpha).calibrate_curves(curves).lambda_
 
 
 def load(sample_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +82,9 @@ def load(sample_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, check_label_map(m, str(mask_path), x.shape[1])
 
 
-def method_input(est: SegmentationSets, x: np.ndarray) -> Any:
-    return est.decompose(x) if isinstance(est, Consign) else x.mean(axis=0)
+def load_case(image_id: str, sample_path: Path, mask_path: Path) -> Case:
+    x, truth = load(sample_path, mask_path)
+    return Case(image_id, samples=x, label_map=truth)
 
 
 def score_job(job: tuple[str, float, float, str, str, dict[str, Any]]) -> dict[str, Any]:
@@ -81,12 +92,12 @@ def score_job(job: tuple[str, float, float, str, str, dict[str, Any]]) -> dict[s
     image_id, alpha, beta, sp, mp, methods = job
     METHODS.clear()
     METHODS.update(methods)
-    x, truth = load(Path(sp), Path(mp))
-    out: dict[str, Any] = {"id": image_id, "shape": list(truth.shape), "scores": {}, "seconds": {}}
+    case = load_case(image_id, Path(sp), Path(mp))
+    out: dict[str, Any] = {"id": image_id, "shape": list(case.label_map.shape), "scores": {}, "seconds": {}}
     for name in METHODS:
-        est = make(name, alpha, beta)
+        fam = make(name, alpha, beta)
         t0 = time.perf_counter()
-        out["scores"][name] = float(est.score(method_input(est, x), truth))
+        out["scores"][name] = float(fam.score(case))
         out["seconds"][name] = time.perf_counter() - t0
     return out
 
@@ -96,11 +107,11 @@ def draw_job(job: tuple[str, float, float, float, str, str, int, list[int], int,
     name, alpha, beta, lam, sp, mp, n_draws, sizes, seed, methods = job
     METHODS.clear()
     METHODS.update(methods)
-    x, truth = load(Path(sp), Path(mp))
-    est = make(name, alpha, beta)
-    est.lambda_ = lam
+    case = load_case("image", Path(sp), Path(mp))
+    x, truth = case.samples, case.label_map
+    fam = make(name, alpha, beta)
     t0 = time.perf_counter()
-    draws = est.sample(method_input(est, x), n_draws, seed)
+    draws = fam.sample(case, lam, n_draws, seed)
     t_draw = time.perf_counter() - t0
     res: dict[str, Any] = {"draw_seconds": t_draw}
     for s in sizes:
@@ -127,17 +138,16 @@ def check_coverage(scores: dict[str, np.ndarray], groups: list[str], a: argparse
     for name in METHODS:
         covs, lams, infeasible, marginal = [], [], 0, []
         for cal, test in many:
-            est = make(name, a.alpha, a.beta)
             try:
-                est.calibrate_scores(scores[name][cal])
+                lam = calibrate_scores(make(name, a.alpha, a.beta), a.alpha, scores[name][cal])
             except SegcpError:
                 infeasible += 1
                 # the largest set the method has (λ = ∞) still misses the unreachable truths
                 marginal.append(float(np.mean(np.isfinite(scores[name][test]))))
                 continue
-            marginal.append(float(np.mean(scores[name][test] <= est.lambda_)))
-            lams.append(est.lambda_)
-            covs.append(float(np.mean(scores[name][test] <= est.lambda_)))
+            marginal.append(float(np.mean(scores[name][test] <= lam)))
+            lams.append(lam)
+            covs.append(float(np.mean(scores[name][test] <= lam)))
         c = np.asarray(covs)
         coverage_check[name] = {
             "splits": len(many),
@@ -222,14 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         rec: dict[str, Any] = {"split": k, "n_cal": len(cal), "n_test": len(test), "methods": {}}
         draw_idx = np.sort(rng.choice(test, size=min(len(test), a.max_draw_images), replace=False))
         for name in METHODS:
-            est = make(name, a.alpha, a.beta)
             try:
-                est.calibrate_scores(scores[name][cal])
+                lam = calibrate_scores(make(name, a.alpha, a.beta), a.alpha, scores[name][cal])
             except SegcpError as e:
                 rec["methods"][name] = {"infeasible": str(e)}
                 print(f"split {k}: {name}: infeasible ({e})", flush=True)
                 continue
-            lam = est.lambda_
             covered = scores[name][test] <= lam
             m: dict[str, Any] = {"lambda": lam, "coverage": float(covered.mean())}
             djobs = [

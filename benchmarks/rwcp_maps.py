@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segcp.calibration import LossCurves, crc_lambda
-from segcp.cli import _parse_params
+from segcp import ConformalSegmenter
 from segcp.compare import load_groups
 from segcp.data.splits import random_cal_test_splits
 from segcp.io import DataDir
-from segcp.methods import get_method
 from segcp.metrics import evaluate_set
+from segcp.specs import parse_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,18 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=2, help="images per side (wins, losses)")
     a = ap.parse_args(argv)
 
-    dd = DataDir(a.data)
-    ids = dd.ids(["probs", "masks", "images"])
-    cases = [dd.load_case(i, with_image=True) for i in ids]
-    groups, _ = load_groups(a.data, ids)
+    params = parse_params(a.param)
+    methods = {
+        "Standard CRC": ConformalSegmenter("threshold", a.alpha),
+        "RW-CP": ConformalSegmenter("rwcp", a.alpha, method_params=params),
+    }
+    reader = DataDir(a.data).reader(methods["RW-CP"].family)
+    cases = [reader.read(i) for i in reader.ids]
+    groups, _ = load_groups(a.data, reader.ids)
     cal, test = next(iter(random_cal_test_splits(groups, a.n_cal, 1, seed=a.seed)))
-    params = _parse_params(a.param)
-    methods = {"Standard CRC": get_method("threshold"), "RW-CP": get_method("rwcp", **params)}
     maps, lams = {}, {}
-    for name, m in methods.items():
-        maps[name] = {i: m.score_map(cases[i]) for i in list(cal) + list(test)}
-        curves = LossCurves.concat([m.loss_curve(cases[i]) for i in cal])
-        lams[name] = crc_lambda(curves, a.alpha, lambda_min=m.lambda_min).lambda_
+    for name, cs in methods.items():
+        prepared = dict(zip(list(cal) + list(test), cs.prepare([cases[i] for i in list(cal) + list(test)])))
+        maps[name] = {i: cs.family.scores(p) for i, p in prepared.items()}
+        lams[name] = cs.calibrate([prepared[i] for i in cal]).lambda_
     dice = {
         name: {i: evaluate_set(maps[name][i] <= lams[name], cases[i].mask, cases[i].model_mask, cases[i].spacing)["dice"] for i in test}
         for name in methods

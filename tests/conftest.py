@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, and offline mode for model hubs.
 
+Every test runs with its own ``SEGCP_CACHE`` (a temporary folder), never ``~/.cache``.
 Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
 is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
 that CI always runs them.
@@ -8,6 +9,7 @@ that CI always runs them.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# benchmark modules that tests reuse (the guarantee machinery, reference procedures)
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _data_root() -> Path:
@@ -31,6 +35,13 @@ def _require(path: Path) -> Path:
     pytest.skip(msg)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test gets its own feature/model cache: nothing is read from or written to ~/.cache."""
+    monkeypatch.setenv("SEGCP_CACHE", str(tmp_path / "segcp-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder holding ``acdc/`` and ``busi/`` (skip, or fail under CI, when absent)."""
@@ -45,3 +56,27 @@ def acdc_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def busi_dir(shared_data: Path) -> Path:
     return _require(shared_data / "busi")
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory):
+    """`segcp demo --out DIR` (the README's main command), run once per session.
+
+    Returns (DIR, what it printed on stdout, its exit code). Its cache is private to the session.
+    """
+    import contextlib
+    import io
+
+    from segcp.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "demo-out"
+    buf = io.StringIO()
+    code = None
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setenv("SEGCP_CACHE", str(root / "segcp-cache"))
+        try:
+            main(["demo", "--out", str(out)])
+        except SystemExit as exc:
+            code = exc.code
+    return out, buf.getvalue(), code

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from segcp.cli import _parse_spec, main
+from segcp.cli import main
+from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
 from segcp.methods import Case
 from segcp.synthetic import make_phantoms

@@ -40,14 +40,14 @@ from segcp.multiclass.consign import (
     latin_hypercube,
     thin_svd,
 )
-from segcp.multiclass.diversity import (
+from segcp.metrics.diversity import (
     chao1,
     chao1_from_counts,
     frequency_counts,
     mean_abs_correlation,
     sampled_coverage,
 )
-from segcp.multiclass.estimators import Consign, from_record
+from segcp import Case, ConformalSegmenter
 from segcp.multiclass.toy import make_toy_cases
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
@@ -207,9 +207,13 @@ def test_score_close_to_brute_force_for_K2(cases):
 
 
 # ------------------------------------------------------------------ calibration
+def _consign(alpha, n_jobs=1, **params):
+    return ConformalSegmenter("consign", alpha=alpha, method_params={"K": 2, "beta": 0.8} | params, n_jobs=n_jobs)
+
+
 def test_calibration_is_the_conformal_quantile(cases):
-    est = Consign(alpha=0.2, K=2, beta=0.8)
-    items = [(c.samples, c.truth) for c in cases]
+    est = _consign(0.2)
+    items = [Case(c.id, samples=c.samples, label_map=c.truth) for c in cases]
     est.calibrate(items)
     s = est.scores_
     assert est.lambda_ == conformal_quantile(s, 0.2)
@@ -217,20 +221,23 @@ def test_calibration_is_the_conformal_quantile(cases):
     assert crc_lambda(curves, 0.2).lambda_ == pytest.approx(est.lambda_)
     assert est.n_ == len(cases)
     # same scores over two processes
-    assert np.array_equal(est.scores(items[:4], n_jobs=2), s[:4])
+    assert np.array_equal(_consign(0.2, n_jobs=2).calibrate(items[:4]).scores_, s[:4])
     # the record round-trips
     rec = json.loads(json.dumps(est.to_dict(), allow_nan=True))
-    again = from_record(rec)
-    assert again.lambda_ == est.lambda_ and again.params() == est.params()
-    assert np.array_equal(again.sample(cases[0].samples, 5, seed=2), est.sample(cases[0].samples, 5, seed=2))
-    assert est.contains(cases[0].samples, cases[0].truth) == (s[0] <= est.lambda_)
+    again = ConformalSegmenter.from_dict(rec)
+    assert again.lambda_ == est.lambda_ and again.method_.params() == est.method_.params()
+    assert np.array_equal(again.predict(items[0]).sample(5, seed=2), est.predict(items[0]).sample(5, seed=2))
+    assert est.predict(items[0]).contains() == (s[0] <= est.lambda_)
 
 
 def test_infinite_scores_give_a_clear_error():
+    def curves(scores):
+        return LossCurves.concat([zero_one_curve(v) for v in scores])
+
     with pytest.raises(SegcpError, match="never in the set"):
-        Consign(alpha=0.2).calibrate_scores([0.1] * 5 + [math.inf] * 5)
+        ConformalSegmenter("consign", alpha=0.2).calibrate_curves(curves([0.1] * 5 + [math.inf] * 5))
     with pytest.raises(SegcpError, match="at least"):
-        Consign(alpha=0.05).calibrate_scores([0.1] * 5)
+        ConformalSegmenter("consign", alpha=0.05).calibrate_curves(curves([0.1] * 5))
 
 
 # ------------------------------------------------------------------ APS

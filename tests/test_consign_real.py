@@ -24,7 +24,7 @@ from segcp.models.infer import infer_to_dir
 from segcp.models.train import TrainConfig, train_datadir
 from segcp.multiclass.agreement import agreement
 from segcp.multiclass.consign import consign_score, decompose, is_member
-from segcp.multiclass.estimators import Consign
+from segcp import Case, ConformalSegmenter
 
 BETA = 0.97
 GRID = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
@@ -117,14 +117,16 @@ def test_membership_monotone_in_lambda_on_real_samples(real_samples: Path, K: in
 def test_calibrated_set_contains_its_calibration_truths(real_samples: Path):
     """λ̂ from the real scores; contains() holds exactly for the images with λ*_i ≤ λ̂, and
     draws from the calibrated set are label maps of the image's shape."""
-    items = [(s, y) for _, s, y in _load(real_samples)]
-    est = Consign(alpha=0.2, K=2, beta=BETA)
-    scores = est.scores(items)
+    items = [Case(i, samples=s, label_map=y) for i, s, y in _load(real_samples)]
+    est = ConformalSegmenter("consign", alpha=0.2, method_params={"K": 2, "beta": BETA})
+    prepared = est.prepare(items)
+    scores = np.array([est.family.bind_alpha(0.2).score(p) for p in prepared])
     finite = scores[np.isfinite(scores)]
     if finite.size < 14:
         pytest.fail(f"only {finite.size} of 16 real truths are ever in the set; the fixture model is too weak")
-    est.calibrate_scores(scores)
-    for (s, y), score in zip(items, scores):
-        assert est.contains(s, y) == bool(score <= est.lambda_)
-    draws = est.sample(items[0][0], 5, seed=0)
-    assert draws.shape == (5, *items[0][1].shape) and draws.min() >= 0 and draws.max() < 2
+    est.calibrate(prepared)
+    assert np.array_equal(est.scores_, scores)
+    for p, score in zip(prepared, scores):
+        assert est.predict(p).contains() == bool(score <= est.lambda_)
+    draws = est.predict(prepared[0]).sample(5, seed=0)
+    assert draws.shape == (5, *items[0].label_map.shape) and draws.min() >= 0 and draws.max() < 2

@@ -81,6 +81,9 @@ def test_binarize_mask():
         binarize_mask(np.array([0, 1, 2, 3]), None, "m")
     with pytest.raises(SegcpError, match="non-integer"):
         binarize_mask(np.array([0.0, 0.5]), None, "m")
+    for empty in (np.zeros(0), np.zeros((3, 0), dtype=bool)):
+        with pytest.raises(SegcpError, match=r"m: the mask is empty \(shape"):
+            binarize_mask(empty, None, "m")
 
 
 def test_registry_and_repr():

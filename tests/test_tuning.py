@@ -11,12 +11,15 @@ from hypothesis import strategies as st
 
 import segcp.compare as compare_mod
 from segcp.calibration import LossCurves, crc_lambda, fnr_curve
-from segcp.cli import _parse_spec, main
+from segcp.cli import main
+from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
 from segcp.errors import SegcpError
 from segcp.methods import Case
 from segcp.synthetic import make_phantoms
-from segcp.tuning import TunedSpec, expand_grid, group_folds, select, split_holdout, tune
+from segcp.data.splits import group_folds, split_fraction
+from segcp.specs import TunedSpec, expand_grid
+from segcp.tuning import select, tune
 
 from test_cli import make_dir
 
@@ -48,11 +51,11 @@ def test_group_folds_partition_by_group(groups, folds, seed):
 
 def test_split_holdout_keeps_groups_apart():
     groups = [f"p{i // 2}" for i in range(40)]
-    tune_idx, cal_idx = split_holdout(groups, 0.3, seed=1)
+    tune_idx, cal_idx = split_fraction(groups, 0.3, 1)
     assert len(tune_idx) + len(cal_idx) == 40 and len(tune_idx) == 12
     assert not ({groups[i] for i in tune_idx} & {groups[i] for i in cal_idx})
     with pytest.raises(SegcpError, match="fraction"):
-        split_holdout(groups, 1.0)
+        split_fraction(groups, 1.0)
 
 
 def test_expand_grid_order():
@@ -91,7 +94,8 @@ def test_select_prefers_the_informative_candidate_and_reports_fold_lambdas():
     lam = crc_lambda(LossCurves.concat([curves[1][i] for i in train]), 0.2).lambda_
     assert table[1]["fold_lambdas"][0] == pytest.approx(lam)
     # lower-is-better criteria pick the same informative candidate
-    assert select([bad, good], curves, [0.0, 0.0], cases, groups, 0.2, criterion="stretch", folds=4)[0] == 1
+    for criterion in ("truth_ratio", "stretch"):
+        assert select([bad, good], curves, [0.0, 0.0], cases, groups, 0.2, criterion=criterion, folds=4)[0] == 1
 
 
 def test_tune_on_phantoms_returns_a_candidate(phantoms):

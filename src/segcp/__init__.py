@@ -1,14 +1,38 @@
 """segcp: conformal prediction sets for medical image segmentation.
 
-Given a model's probability maps and a small labelled calibration set, segcp returns
-prediction sets with a finite-sample guarantee (conformal risk control,
+Given a model's probability maps (or sampled outputs) and a small labelled calibration set,
+segcp returns prediction sets with a finite-sample guarantee (conformal risk control,
 E[false-negative rate] <= alpha, or P(ground truth in set) >= 1 - alpha).
+
+The Python API: :class:`Case` (one image's inputs and truth), :class:`ConformalSegmenter`
+(one estimator for every set family), :class:`LossCurves` (the map/reduce currency of
+calibration), :func:`available_methods` / :func:`get_method` (the registry of families).
+They are imported on first use, so that ``import segcp`` (and ``segcp --version``) is cheap.
 """
 
-__version__ = "0.1.0"
+from typing import Any
 
-from segcp.conformal import ConformalSegmenter  # noqa: E402
-from segcp.errors import SegcpError  # noqa: E402
-from segcp.methods import Case  # noqa: E402
+from segcp._version import __version__
 
-__all__ = ["Case", "ConformalSegmenter", "SegcpError", "__version__"]
+_EXPORTS = {
+    "Case": "segcp.cases",
+    "ConformalSegmenter": "segcp.conformal",
+    "LossCurves": "segcp.calibration",
+    "SegcpError": "segcp.errors",
+    "available_methods": "segcp.methods",
+    "get_method": "segcp.methods",
+}
+
+__all__ = ["Case", "ConformalSegmenter", "LossCurves", "SegcpError", "__version__", "available_methods", "get_method"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'segcp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,5 +1,8 @@
-"""The ``segcp`` command line: calibrate, predict, evaluate, demo.
+"""The ``segcp`` command line: calibrate, predict, evaluate, compare, tune, demo, train, infer.
 
+Every set family (``segcp methods``) goes through the same commands; its own options
+(``--se``, ``--encoder``, ``--K``, ``--beta``…) come from the family's declared parameters
+(:mod:`segcp.methods.base`), and every parameter can also be given as ``-p NAME=VALUE``.
 Every bad input ends with one line on stderr, ``segcp: error: <file or option>: <problem>``,
 and exit status 2; result files are written atomically, so nothing partial is left behind.
 """
@@ -11,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from segcp import __version__
+from segcp._version import __version__
 from segcp.errors import SegcpError
 
 app = typer.Typer(
@@ -23,6 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+#: Options that are about how a job runs, not about the sets (never recorded in calib.json).
+RUNTIME_KEYS = ("n_jobs",)
 
 
 def _version(value: bool) -> None:
@@ -40,210 +47,264 @@ def _root(
     """segcp: conformal prediction sets for segmentation models."""
 
 
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs → dict, VALUE parsed as int, float, bool or string."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SegcpError(f"--param {item!r}: expected KEY=VALUE")
-        key, raw = item.split("=", 1)
-        value: Any = raw
-        for conv in (int, float):
-            try:
-                value = conv(raw)
-                break
-            except ValueError:
-                continue
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        out[key.strip().replace("-", "_")] = value
-    return out
+class MethodCommand(TyperCommand):
+    """A command that also takes the chosen method's own options (listed in its help)."""
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        from segcp.methods import available_methods, family_class
+
+        super().format_epilog(ctx, formatter)
+        rows = []
+        for name in available_methods():
+            for key, decl in family_class(name).declared().items():
+                if decl.flag:
+                    rows.append((f"{decl.flag} {decl.hint()}", f"{name}: {decl.help} (-p {key}=...)"))
+        with formatter.section("Method options (also as -p NAME=VALUE; `segcp methods` lists all)"):
+            formatter.write_dl(rows)
 
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Data directory with probs/, masks/ (and images/).")]
+def _method_options(method: str, args: list[str], params: dict[str, Any]) -> dict[str, Any]:
+    """Add the method's own options (``--se cross``, ``--K 5``…) found in ``args`` to ``params``."""
+    from segcp.methods import family_class
+    from segcp.specs import parse_value
+
+    decl = family_class(method).declared()
+    flags = {d.flag: k for k, d in decl.items() if d.flag}
+    old = {f: k for k, d in decl.items() for f in d.deprecated_flags}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        flag, eq, value = token.partition("=")
+        if flag not in flags and flag not in old:
+            from segcp.methods import available_methods
+
+            owners = [m for m in available_methods() if any(d.flag == flag for d in family_class(m).declared().values())]
+            hint = f" (an option of {', '.join(owners)})" if owners else ""
+            known = ", ".join(sorted(flags)) or "none"
+            raise SegcpError(f"{flag}: not an option of --method {method}{hint}; its options: {known}")
+        if not eq:
+            if i + 1 >= len(args):
+                raise SegcpError(f"{flag}: expected a value")
+            value = args[i + 1]
+            i += 1
+        i += 1
+        key = flags.get(flag) or old[flag]
+        if flag in old:
+            new = decl[key].flag or f"-p {key}=VALUE"
+            sys.stderr.write(f"segcp: warning: {flag} for {method} is deprecated; use {new} (or -p {key}=VALUE)\n")
+        params[key] = parse_value(value)
+    return params
+
+
+def _split_runtime(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(method parameters, job run-time options such as n_jobs)."""
+    runtime = {k: params.pop(k) for k in RUNTIME_KEYS if k in params}
+    return params, runtime
+
+
+DataOpt = Annotated[
+    Optional[Path], typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/); or give the folders one by one.")
+]
+ProbsOpt = Annotated[Optional[Path], typer.Option("--probs", help="Folder of the model outputs (e.g. an nnU-Net prediction folder: <case>.npz + <case>.nii.gz).")]
+MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of the ground truth (e.g. nnU-Net's labelsTr).")]
+ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Folder of the images (image-aware methods).")]
+SamplesOpt = Annotated[Optional[Path], typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
+MatchOpt = Annotated[
+    Optional[list[str]], typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI).")
+]
+DatasetJsonOpt = Annotated[Optional[Path], typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
+
+
+def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Path | None, samples: Path | None,
+          match: list[str] | None, dataset_json: Path | None) -> Any:
+    """The inputs of a command: a data directory, or folders given one by one (a DataSpec)."""
+    from segcp.io.datadir import DataSpec
+
+    patterns = {}
+    for m in match or []:
+        kind, eq, template = m.partition("=")
+        if not eq or not template:
+            raise SegcpError(f"--match {m!r}: expected KIND={{id}}SUFFIX, e.g. images={{id}}_0000")
+        patterns[kind.strip()] = template
+    folders = {"probs": probs, "masks": masks, "images": images, "samples": samples}
+    if data is None and not any(folders.values()):
+        raise SegcpError("give --data DIR, or the folders --probs/--samples and --masks (and --images)")
+    if not patterns and not any(folders.values()) and dataset_json is None:
+        return data
+    return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
 LabelOpt = Annotated[
     Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+ParamOpt = Annotated[
+    Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable); n_jobs=N runs N processes.")
+]
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@app.command()
+@app.command(cls=MethodCommand, context_settings=EXTRA)
 def calibrate(
-    data: DataOpt,
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
-    alpha: Annotated[float, typer.Option("--alpha", help="Risk level in (0, 1).")] = 0.1,
-    method: Annotated[str, typer.Option("--method", help="Set method (see `segcp methods`).")] = "threshold",
+    alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk level in (0, 1) (repeat for several).")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Set method (see `segcp methods`).")] = "threshold",
     label: LabelOpt = None,
     guarantee: Annotated[
-        str,
-        typer.Option("--guarantee", help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha."),
-    ] = "fnr",
-    tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
-    se: Annotated[
-        Optional[str], typer.Option("--se", help="morph: structuring element cross|square|ball.")
-    ] = None,
-    encoder: Annotated[
         Optional[str],
-        typer.Option("--encoder", help="rwcp: image encoder dinov2-small|fallback|<checkpoint directory>."),
+        typer.Option(
+            "--guarantee",
+            help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha; "
+            "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha. Default: the method's.",
+        ),
     ] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="rwcp: neighbours per node of the kNN graph.")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="rwcp: edge weight exp(-beta * distance); consign/aps: agreement threshold (mean per-label recall > beta).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="rwcp: random-walk diffusion steps.")] = None,
-    param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="Method hyper-parameter KEY=VALUE (repeatable).")
+    tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV.")
     ] = None,
-    K: Annotated[Optional[int], typer.Option("--K", help="consign: number of principal components (e.g. 2 or 5).")] = None,
+    param: ParamOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
     from segcp.pipeline import calibrate_dir
+    from segcp.specs import parse_params
 
-    params = _parse_params(param)
-    if se is not None:
-        params["se"] = se
-    if K is not None:
-        params["K"] = K
-    for key, value in (("encoder", encoder), ("k", k), ("beta", beta), ("steps", steps)):
-        if value is not None:
-            params[key] = value
-
+    params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
+    alphas = alpha or [0.1]
     record = calibrate_dir(
-        data,
+        _data(data, probs, masks, images, samples, match, dataset_json),
         method=method,
-        alpha=alpha,
+        alpha=alphas[0] if len(alphas) == 1 else alphas,
         label=label,
         guarantee=guarantee,
         tau=tau,
         method_params=params,
         out=out,
         show_progress=not quiet,
+        n_jobs=int(runtime.get("n_jobs", 1)),
+        labels=labels,
     )
-    if not quiet:
-        typer.echo(
-            f"{record['method']}: lambda = {record['lambda']:.6g} from n = {record['n']} images "
-            f"({record['statement']}) -> {out}"
-        )
+    if quiet:
+        return
+    for entry in record.get("structures", [record]):
+        lams = entry["lambda"] if isinstance(entry["lambda"], list) else [entry["lambda"]]
+        stmts = entry["statement"] if isinstance(entry["statement"], list) else [entry["statement"]]
+        what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
+        for lam, stmt in zip(lams, stmts):
+            typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
 
 
 @app.command()
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
-    data: DataOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy (bool) per image.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
+    draws: Annotated[
+        int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
+    ] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
+    combined: Annotated[
+        bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
+    ] = False,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
+    ] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write the calibrated prediction set of every image in a data directory."""
+    """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
+    --draws segmentations drawn from the set (sets of segmentations)."""
     from segcp.pipeline import predict_dir
+    from segcp.specs import parse_params
 
-    written = predict_dir(calib, data, out, show_progress=not quiet)
+    written = predict_dir(
+        calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
+        overrides=parse_params(param), combined=combined,
+    )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
 
 
 @app.command()
 def evaluate(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
     sets: Annotated[
         Optional[Path], typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")
     ] = None,
     label: LabelOpt = None,
     calib: Annotated[
-        Optional[Path], typer.Option("--calib", help="consign/aps: calib.json; draws segmentations from the calibrated sets.")
+        Optional[Path], typer.Option("--calib", help="Or: calib.json; the sets are made on the fly (sets of segmentations: drawn).")
     ] = None,
-    draws: Annotated[int, typer.Option("--draws", help="consign/aps: segmentations drawn per image.")] = 100,
+    draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations: segmentations drawn per image.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
+    ] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, with
-    --calib, coverage, SEC, Chao1 and correlation of segmentations drawn from consign/aps sets)."""
+    """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
+    segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
     from segcp.pipeline import evaluate_dir
     from segcp.report import metrics_table
+    from segcp.specs import parse_params
 
-    result = evaluate_dir(sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws)
-    if calib is not None:
-        if not quiet:
-            m = result["mean"]
-            typer.echo(
-                f"{result['method']} (lambda = {result['lambda']:.6g}), {result['n']} images, {draws} draws each: "
-                f"coverage {m['covered']:.3f}, SEC {m['sec']:.3f}, Chao1 {m['chao']:.4g}, "
-                f"|correlation| {m['correlation']:.3f} -> {out}"
-            )
+    result = evaluate_dir(
+        sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
+    )
+    if quiet:
         return
-    if not quiet:
-        metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
+    if "structures" in result:
+        for name, st in result["structures"].items():
+            metrics_table({name: st}, title=f"{name} (label {st['label']}): {st['n']} images, distances in {result['distance_units']}")
+        return
+    if "draws" in result:
+        m = result["mean"]
+        typer.echo(
+            f"{result['method']} (lambda = {result['lambda']:.6g}), {result['n']} images, {draws} draws each: "
+            f"coverage {m['covered']:.3f}, SEC {m['sec']:.3f}, Chao1 {m['chao']:.4g}, "
+            f"|correlation| {m['correlation']:.3f} -> {out}"
+        )
+        return
+    metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
 
 
 @app.command()
 def methods() -> None:
-    """List the available set methods."""
-    from segcp.methods import available_methods
+    """List the set methods, what they read and their parameters."""
+    from segcp.methods import available_methods, family_class
 
     for name in available_methods():
-        typer.echo(name)
-    typer.echo("consign  (sets of segmentations from samples/; segcp.multiclass)")
-    typer.echo("aps      (pixel-wise APS on the mean softmax, same 0/1 loss; segcp.multiclass)")
-
-
-def _grid_values(key: str, raw: str) -> tuple[str, list[Any]]:
-    """``KEY``, ``V1|V2|...`` → (normalised key, parsed values)."""
-    return key.strip().replace("-", "_"), [_parse_params([f"v={v}"])["v"] for v in raw.split("|")]
-
-
-def _grid_candidates(name: str, params: dict[str, Any], grid: dict[str, list[Any]]) -> list[Any]:
-    """One MethodSpec per combination of ``grid`` on top of ``params`` (``guarantee``/``tau`` keys
-    set the guarantee; the label names the grid values)."""
-    from segcp.compare import MethodSpec
-    from segcp.tuning import expand_grid
-
-    params = dict(params)
-    guarantee = str(params.pop("guarantee", "fnr"))
-    tau = float(params.pop("tau", 1.0))
-    return [MethodSpec(", ".join(f"{k}={p[k]}" for k in grid), name, p, guarantee, tau) for p in expand_grid(params, grid)]
-
-
-def _parse_spec(text: str) -> Any:
-    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee).
-
-    A value ``V1|V2|...`` makes a tuned row (:class:`segcp.tuning.TunedSpec`): every combination
-    of the ``|`` values is a candidate, chosen per split by cross-validation on the calibration
-    images (``criterion=dice|hd95|stretch``, ``folds=K`` set how).
-    """
-    from segcp.compare import MethodSpec
-    from segcp.tuning import TunedSpec
-
-    label = None
-    if "@" in text:
-        text, label = text.split("@", 1)
-    name, _, rest = text.partition(":")
-    name = name.strip()
-    pairs = [kv for kv in rest.split(",") if kv] if rest else []
-    grid = {}
-    fixed = []
-    for kv in pairs:
-        key, eq, raw = kv.partition("=")
-        if eq and "|" in raw:
-            k, values = _grid_values(key, raw)
-            grid[k] = values
-        else:
-            fixed.append(kv)
-    params = _parse_params(fixed)
-    criterion = str(params.pop("criterion", "dice"))
-    folds = int(params.pop("folds", 5))
-    if not grid:
-        guarantee = str(params.pop("guarantee", "fnr"))
-        tau = float(params.pop("tau", 1.0))
-        if label is None:
-            label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-        return MethodSpec(label, name, params, guarantee, tau)
-    cands = tuple(_grid_candidates(name, params, grid))
-    if label is None:
-        label = f"{name} (tuned: " + ", ".join(grid) + ")"
-    return TunedSpec(label, cands, criterion=criterion, folds=folds)
+        cls = family_class(name)
+        typer.echo(f"{name}: {cls.summary}")
+        typer.echo(f"  guarantees: {', '.join(cls.guarantees)}; lambda in [{cls.lambda_min:g}, {cls.lambda_max:g}]")
+        for key, decl in cls.declared().items():
+            flag = f" ({decl.flag})" if decl.flag else ""
+            kind = " [run-time]" if decl.runtime else ""
+            typer.echo(f"  -p {key}={decl.hint()}{flag}{kind}: {decl.help}; default {decl.default!r}")
 
 
 @app.command()
 def compare(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
         Optional[list[str]],
@@ -259,6 +320,13 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
@@ -267,10 +335,11 @@ def compare(
     image is its own group.
     """
     from segcp.compare import compare_dir, markdown_summary
+    from segcp.specs import parse_spec
 
-    specs = [_parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
+    specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
     result = compare_dir(
-        data,
+        _data(data, probs, masks, images, samples, match, dataset_json),
         specs,
         label=label,
         alphas=alpha or [0.2, 0.1, 0.05],
@@ -288,18 +357,26 @@ def compare(
 
 @app.command()
 def tune(
-    data: DataOpt,
     method: Annotated[str, typer.Option("--method", "-m", help="Set method to tune (see `segcp methods`).")],
     grid: Annotated[
         list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
     ],
     alpha: Annotated[float, typer.Option("--alpha", help="Risk level the sets are calibrated at inside each fold.")] = 0.1,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Fixed KEY=VALUE method parameters.")] = None,
-    criterion: Annotated[str, typer.Option("--criterion", help="dice (max), hd95 or stretch (min) of the held-out folds' sets.")] = "dice",
+    criterion: Annotated[
+        str, typer.Option("--criterion", help="dice (max), hd95, stretch (|C|/|Y_hat|) or truth_ratio (|C|/|Y|) (min) of the held-out folds' sets.")
+    ] = "dice",
     folds: Annotated[int, typer.Option("--folds", help="Group K-fold cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
@@ -312,6 +389,7 @@ def tune(
     """
     from segcp.compare import load_labelled_dir
     from segcp.io import write_json
+    from segcp.specs import grid_candidates, grid_values, parse_params
     from segcp.tuning import tune as run_tune
 
     values: dict[str, list[Any]] = {}
@@ -319,13 +397,23 @@ def tune(
         key, eq, raw = g.partition("=")
         if not eq or not raw:
             raise SegcpError(f"--grid {g!r}: expected KEY=V1|V2|...")
-        k, vals = _grid_values(key, raw)
+        k, vals = grid_values(key, raw)
         values[k] = vals
-    cands = _grid_candidates(method, _parse_params(param), values)
-    cases, groups, source = load_labelled_dir(data, cands, label=label, show_progress=not quiet)
+    if folds < 2:
+        raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    cands = grid_candidates(method, parse_params(param), values)
+    source_data = _data(data, probs, masks, images, samples, match, dataset_json)
+    if out is not None:
+        from segcp.io import check_output
+        from segcp.io.datadir import data_inputs
+
+        check_output(out, data_inputs(source_data))
+    cases, groups, source = load_labelled_dir(source_data, cands, label=label, show_progress=not quiet)
     ids = [c.id for c in cases]
     res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
-    record = res.to_dict() | {"data": str(data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
+    from segcp.io.datadir import describe_data
+
+    record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
     if out is not None:
         write_json(out, record)
     if not quiet:
@@ -340,16 +428,48 @@ def tune(
 
 
 @app.command()
-def demo(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for results JSON and report.")] = None,
-    n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half calibration, half test).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the split.")] = 0,
+def benchmark(
+    config: Annotated[Path, typer.Option("--config", help="The benchmark's TOML file (tasks, methods, α, splits, ablations; docs/benchmark.md).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder: report.html (self-contained), report.md, figures, results.json, results.csv.")],
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute everything; read and write no cache.")] = False,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", help="Worker processes for score maps and scores (default: the config's jobs, 1).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole job on built-in SYNTHETIC phantoms (no data needed)."""
+    """Run the papers' tables, ablations and figures on your data, cached by content.
+
+    A second run recomputes only what is new (one more alpha, method or split). The report
+    folder is replaced whole at the end; an existing folder must be a previous report.
+    """
+    from segcp.benchmark.run import run_benchmark
+
+    if jobs is not None and jobs < 1:
+        raise SegcpError(f"--jobs {jobs}: must be a positive integer")
+    result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, jobs=jobs)
+    if not quiet:
+        c = result["cache"]
+        typer.echo(
+            f"wrote {out / 'report.html'}, report.md, results.json, results.csv in {result['seconds']:.1f} s "
+            f"(split records: {c['hits']['records']} from the cache, {c['misses']['records']} computed)"
+        )
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half of them calibrate each split).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the splits.")] = 0,
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Benchmark cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every method on built-in SYNTHETIC phantoms (segcp benchmark; no data needed)."""
     from segcp.demo import run_demo
 
-    run_demo(out=out, n=n, seed=seed, show_progress=not quiet)
+    run_demo(out=out, n=n, seed=seed, show_progress=not quiet, cache_dir=cache)
 
 
 @app.command()
@@ -398,6 +518,11 @@ def train(
 
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
+    if data is not None:
+        from segcp.io.datadir import data_inputs
+        from segcp.io import check_output
+
+        check_output(out, data_inputs(data))
     if task is not None and label is not None:
         raise SegcpError("--label is for --data; a task defines its own target")
     cfg = TrainConfig.from_preset(
@@ -450,6 +575,10 @@ def infer(
         raise SegcpError("--task needs --split calibration|test|pool")
     if data is not None and split is not None:
         raise SegcpError("--split is for --task; a data directory is used whole")
+    from segcp.io.datadir import data_inputs
+    from segcp.io import check_output
+
+    check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
         [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
         batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
@@ -465,16 +594,58 @@ def infer(
         typer.echo(msg)
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that temporaries are removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _one_line(text: str) -> str:
+    """One printable line: whitespace collapsed, control characters (terminal escapes) shown escaped."""
+    flat = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one clear line and exit status 2 on bad input."""
+    """Console-script entry point: one clear line and exit status 2 on bad input.
+
+    Bad input (:class:`SegcpError`), a bad option (click's usage errors) and an operating-system
+    error (a file that cannot be read or written) all end with one line on stderr,
+    ``segcp: error: …``, and exit status 2; Ctrl-C exits 130 and SIGTERM 143, in every case
+    after the temporaries of the run were removed.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, prog_name="segcp")
+        code = app(args=argv, prog_name="segcp", standalone_mode=False)
     except SegcpError as exc:
-        sys.stderr.write(f"segcp: error: {exc}\n")
+        sys.stderr.write(f"segcp: error: {_one_line(str(exc))}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as exc:  # a file the checks could not foresee (permissions, disk full…)
+        where = exc.filename if exc.filename is not None else "segcp"
+        sys.stderr.write(f"segcp: error: {_one_line(str(where))}: {_one_line(exc.strerror or type(exc).__name__)}\n")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("segcp: interrupted\n")
         sys.exit(130)
+    except Terminated:
+        sys.stderr.write("segcp: terminated\n")
+        sys.exit(143)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `segcp` alone: the help, as usual
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        # click's usage errors (unknown option, missing or malformed value): one line, not a usage block
+        sys.stderr.write(f"segcp: error: {_one_line(exc.format_message())} (see segcp --help)\n")
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

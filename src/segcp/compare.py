@@ -13,35 +13,25 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segcp import __version__
-from segcp.calibration import LossCurves, crc_lambda
+from segcp._version import __version__
+from segcp.calibration import LossCurves, check_alpha
+from segcp.cases import Case
+from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.io import atomic_path, read_json, write_json
-from segcp.methods import Case, SetMethod, get_method
+from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
+from segcp.io.datadir import data_home, data_inputs, describe_data
+from segcp.io.writers import check_dir_target
 from segcp.metrics import METRICS, evaluate_set
-from segcp.tuning import TunedSpec, candidate_maps, select
+from segcp.progress import track
+from segcp.specs import MethodSpec, TunedSpec
+from segcp.tuning import candidate_maps, select
 
-__all__ = ["MethodSpec", "run_comparison", "summarize", "write_report", "load_groups", "compare_dir"]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One method family of a comparison: a display label and how to build it."""
-
-    label: str
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    guarantee: str = "fnr"
-    tau: float = 1.0
-
-    def build(self) -> SetMethod:
-        return get_method(self.method, **self.params)
+__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "run_comparison", "summarize", "write_report"]
 
 
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
@@ -51,7 +41,7 @@ def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[
     ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
     (valid only if images are exchangeable one by one — say so in reports).
     """
-    root = Path(data)
+    root = data_home(data)
     for name in ("segcp_export.json", "groups.json"):
         f = root / name
         if f.is_file():
@@ -70,10 +60,6 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
-def _spec_dict(spec: Any) -> dict[str, Any]:
-    return spec.to_dict() if hasattr(spec, "to_dict") else asdict(spec)
-
-
 def run_comparison(
     cases: Sequence[Case],
     groups: Sequence[str],
@@ -90,16 +76,16 @@ def run_comparison(
     Returns a dict with ``splits`` (per split, method and α: λ̂ and the mean test metrics)
     and ``summary`` (see :func:`summarize`).
 
-    A :class:`segcp.tuning.TunedSpec` chooses its setting per split and α by group K-fold
-    cross-validation on that split's *calibration* images only (:func:`segcp.tuning.select`),
-    then calibrates the chosen setting on the whole calibration part; its records say which
-    candidate was chosen (``chosen``).
+    Each setting's estimator prepares every case once (score maps) and builds every case's
+    loss curve once; a split then calibrates on its calibration cases' curves and predicts on
+    its test cases. A :class:`segcp.specs.TunedSpec` chooses its setting per split and α by
+    group K-fold cross-validation on that split's *calibration* images only
+    (:func:`segcp.tuning.select`), then calibrates the chosen setting on the whole calibration
+    part; its records say which candidate was chosen (``chosen``).
     """
-    from segcp.data.splits import random_cal_test_splits
-    from segcp.pipeline import progress
-
     if len(cases) != len(groups):
         raise SegcpError(f"{len(cases)} cases but {len(groups)} group labels")
+    alphas = [check_alpha(a) for a in alphas]
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
     records: list[dict[str, Any]] = []
     model_rows: list[dict[str, float]] = []
@@ -110,15 +96,17 @@ def run_comparison(
     for spec in specs:
         cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
         all_scores, all_curves, mins = candidate_maps(cands, cases, f"{spec.label}: score maps", show_progress)
+        estimators = [c.estimator() for c in cands]
         jobs = [(s, a) for s in range(len(splits)) for a in alphas]
-        for s, a in progress(jobs, f"{spec.label}: splits", show_progress):
+        cal_curves: dict[tuple[int, int], LossCurves] = {}  # (split, candidate): curves of the calibration images
+        for s, a in track(jobs, f"{spec.label}: splits", show_progress):
             cal, test = splits[s]
             base = {"method": spec.label, "alpha": a, "split": s, "n_cal": len(cal), "n_test": len(test)}
             k = 0
             if isinstance(spec, TunedSpec):
                 k, table = select(
                     [[m[i] for i in cal] for m in all_scores],
-                    [[c[i] for i in cal] for c in all_curves],
+                    [c.take(cal) for c in all_curves],
                     mins,
                     [cases[i] for i in cal],
                     [groups[i] for i in cal],
@@ -132,18 +120,20 @@ def run_comparison(
                 # images per training part): the first candidate is used, and the record says so
                 chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
                 base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
-            scores, curves = all_scores[k], all_curves[k]
+            if (s, k) not in cal_curves:
+                cal_curves[(s, k)] = all_curves[k].take(cal)
+            cs = estimators[k].set_params(alpha=a)
             try:
-                res = crc_lambda(LossCurves.concat([curves[i] for i in cal]), a, lambda_min=mins[k])
+                cs.calibrate_curves(cal_curves[(s, k)])
             except SegcpError as exc:  # e.g. sets that never cover: no valid λ on this split
                 records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in METRICS})
                 continue
-            per = [evaluate_set(scores[i] <= res.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
+            per = [evaluate_set(all_scores[k][i] <= cs.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
             row = {m: _nanmean([p[m] for p in per]) for m in METRICS}
-            records.append(base | {"lambda": res.lambda_} | row)
+            records.append(base | {"lambda": cs.lambda_} | row)
     return {
         "segcp_version": __version__,
-        "methods": [_spec_dict(s) for s in specs],
+        "methods": [s.to_dict() for s in specs],
         "alphas": list(alphas),
         "n_cal": n_cal,
         "n_splits": len(splits),
@@ -254,9 +244,22 @@ def _figure(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+REPORT_FILES = ("results.json", "report.md", "summary.png")
+
+
 def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str, notes: str = "") -> Path:
-    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``."""
+    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``, all or none.
+
+    Other files of ``out`` (e.g. figures of other scripts) are kept; the three are made in a
+    temporary sibling folder and moved in together.
+    """
     out = Path(out)
+    with atomic_dir(out, existing="merge", expect=REPORT_FILES) as tmp:
+        _write_report_files(tmp, result, title, notes)
+    return out
+
+
+def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: str) -> None:
     write_json(out / "results.json", result)
     _figure(out / "summary.png", result)
     md = (
@@ -272,9 +275,7 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
         + markdown_summary(result)
         + "\n![summary](summary.png)\n"
     )
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(md)
-    return out
+    write_text(out / "report.md", md)
 
 
 def load_labelled_dir(
@@ -284,17 +285,14 @@ def load_labelled_dir(
     label: int | None = None,
     show_progress: bool = True,
 ) -> tuple[list[Case], list[str], str]:
-    """(cases, groups, where the groups came from) of a labelled data directory: probs/, masks/,
-    and images/ when one of ``specs`` needs the image."""
-    from segcp.io import DataDir
-    from segcp.pipeline import _channels, progress
-
+    """(cases, groups, where the groups came from) of a labelled data directory, with every
+    input that one of ``specs`` reads (probs/, masks/, and images/ for image-aware families)."""
     dd = DataDir(data)
-    needs_image = any(getattr(type(c.build()), "needs_image", False) for c in specs)
-    ids = dd.ids(["probs", "masks"] + (["images"] if needs_image else []))
-    channels = _channels(dd, ids, label)
-    cases = [dd.load_case(i, label=label, channels=channels, with_image=needs_image) for i in progress(ids, "loading", show_progress)]
-    groups, source = load_groups(data, ids)
+    readers = [dd.reader(c.build(), label=label) for c in specs]
+    reader = max(readers, key=lambda r: len(r.folders))  # the one that reads the most folders
+    cases = [reader.read(i) for i in track(reader.ids, "loading", show_progress)]
+    reader.require_label_seen()
+    groups, source = load_groups(data, reader.ids)
     return cases, groups, source
 
 
@@ -312,11 +310,15 @@ def compare_dir(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """:func:`run_comparison` on a data directory (probs/, masks/, images/ when needed)."""
+    if out is not None:
+        check_output(out, data_inputs(data))
+        check_dir_target(Path(out), "merge", REPORT_FILES)
+    alphas = [check_alpha(a) for a in alphas]
     builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
     cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
     result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
-    result["data"] = str(Path(data))
+    result["data"] = describe_data(data)
     result["groups_from"] = source
     if out is not None:
-        write_report(out, result, title or f"segcp comparison on {Path(data).name}", notes=f"Groups: {source}.")
+        write_report(out, result, title or f"segcp comparison on {Path(describe_data(data)).name}", notes=f"Groups: {source}.")
     return result

@@ -1,167 +1,408 @@
-"""`ConformalSegmenter`: a set method + a guarantee, calibrated on labelled cases.
+"""`ConformalSegmenter`: one estimator that calibrates every set family.
 
-This is the Python API most users need::
+The Python API most users need::
 
     from segcp import ConformalSegmenter, Case
     cs = ConformalSegmenter("threshold", alpha=0.1).calibrate(calibration_cases)
-    cs.lambda_                  # calibrated λ̂
-    sets = [cs.predict(c) for c in test_cases]
+    cs.lambda_                          # calibrated λ̂
+    for s in cs.predict(test_cases):    # one prediction set per case
+        ...
 
-Calibration is map/reduce: :meth:`ConformalSegmenter.curves` turns cases into loss
-curves (any batch, any machine), :meth:`ConformalSegmenter.calibrate_curves` turns the
-concatenated curves into λ̂.
+Every family (``segcp.methods``: threshold, morph, rwcp, consign, aps) goes through the same
+three steps: per case a loss curve (map), exact conformal risk control over the concatenated
+curves (reduce), and the family's set at λ̂. ``alpha`` may be a list: the curves are built
+once and λ̂ is found for every α (``lambdas_``; :meth:`at` gives a single-α view).
+Arrays can stand in for cases: ``cs.calibrate(probs_list, masks_list)``.
+
+Calibration is map/reduce: :meth:`curves` turns any batch of cases into
+:class:`~segcp.calibration.LossCurves` (on any machine), curves concatenate
+(``LossCurves.concat``), and :meth:`calibrate_curves` turns them into λ̂. For repeated use
+(many splits of the same images, several α), :meth:`prepare` computes each case's
+family-specific state once (score maps, decompositions); prepared cases go wherever cases go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp import __version__
-from segcp.calibration import CRCResult, LossCurves, check_alpha, crc_lambda
+from segcp._version import __version__
+from segcp.calibration import CRCResult, LossCurves, check_alpha, check_calibration_size, crc_lambda
+from segcp.cases import Case
 from segcp.errors import SegcpError
-from segcp.methods import GUARANTEES, Case, SetMethod, get_method
+from segcp.methods import Prepared, SetFamily, get_method
 
-__all__ = ["ConformalSegmenter"]
+__all__ = ["RECORD_SCHEMA", "RECORD_VERSION", "ConformalSegmenter"]
 
+#: calib.json identifies itself by this schema name and version (1: records before the field).
+RECORD_SCHEMA = "segcp.calibration"
+RECORD_VERSION = 2
 
-def _describe(guarantee: str, alpha: float, tau: float) -> str:
-    if guarantee == "fnr":
-        return f"E[FNR] <= {alpha:g} (conformal risk control, marginal over exchangeable images)"
-    return f"P(coverage >= {tau:g}) >= {1 - alpha:g} (conformal quantile, marginal over exchangeable images)"
+Item = Case | Prepared
 
 
 class ConformalSegmenter:
-    """Calibrate a set method so that its sets carry a finite-sample guarantee.
+    """Calibrate a set family so that its sets carry a finite-sample guarantee.
 
     Parameters
     ----------
-    method : str or SetMethod
-        A registered method name (``"threshold"``, …) or an instance.
-    alpha : float
-        Risk level in (0, 1).
-    guarantee : {"fnr", "quantile"}
+    method : str or SetFamily
+        A registered family name (``"threshold"``, ``"morph"``, ``"rwcp"``, ``"consign"``,
+        ``"aps"``; see :func:`segcp.available_methods`) or an instance.
+    alpha : float or sequence of float
+        Risk level(s) in (0, 1). Several α share one pass over the calibration cases.
+    guarantee : {"fnr", "quantile", "contains"} or None
         ``"fnr"``: E[false-negative rate] ≤ α by exact conformal risk control.
-        ``"quantile"``: P(coverage ≥ τ) ≥ 1 − α by the conformal quantile (τ = 1 means
-        the whole ground truth is inside the set).
+        ``"quantile"``: P(coverage ≥ τ) ≥ 1 − α (τ = 1: the whole truth inside the set).
+        ``"contains"`` (sets of segmentations): P(the set contains the truth up to β) ≥ 1 − α.
+        None: the family's default (``fnr`` for pixel sets, ``contains`` for CONSIGN/APS).
     tau : float
         Coverage ratio for ``guarantee="quantile"``.
-    method_params : dict
-        Hyper-parameters passed to the method when ``method`` is a name.
+    method_params : dict, optional
+        Parameters of the family when ``method`` is a name (see ``segcp methods``).
+    n_jobs : int
+        Processes for the map step of :meth:`calibrate` (1: in this process; -1: every CPU).
+        A run-time option: it changes nothing in the result.
 
     Attributes
     ----------
     lambda_ : float
-        Calibrated λ̂ (after :meth:`calibrate`).
+        Calibrated λ̂ (single α; see ``lambdas_`` for several).
+    lambdas_ : dict of float to float
+        λ̂ per α.
+    result_, results_ : CRCResult, dict of float to CRCResult
+        Details of the calibration (empirical risk, bound), for one or every α.
     n_ : int
-        Number of calibration images.
-    result_ : CRCResult
-        Details of the calibration (empirical risk, bound).
+        Number of calibration cases.
+    family_ : SetFamily
+        The family (for α-dependent families, :meth:`SetFamily.bind_alpha` gives the one
+        used at each α).
+    scores_ : ndarray or None
+        For 0/1 losses (``quantile``, ``contains``): each calibration case's score λ*_i
+        (+inf: never in the set), whose conformal quantile λ̂ is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> masks = [rng.random((8, 8)) < 0.3 for _ in range(20)]
+    >>> probs = [np.clip(m * 0.7 + rng.random((8, 8)) * 0.3, 0, 1) for m in masks]
+    >>> cs = ConformalSegmenter("threshold", alpha=[0.2, 0.1]).calibrate(probs, masks)
+    >>> sorted(cs.lambdas_) == [0.1, 0.2], cs.n_
+    (True, 20)
+    >>> cs.at(0.2).predict(probs[0]).shape
+    (8, 8)
     """
 
     def __init__(
         self,
-        method: str | SetMethod = "threshold",
-        alpha: float = 0.1,
+        method: str | SetFamily = "threshold",
+        alpha: float | Sequence[float] = 0.1,
         *,
-        guarantee: str = "fnr",
+        guarantee: str | None = None,
         tau: float = 1.0,
         method_params: dict[str, Any] | None = None,
+        n_jobs: int = 1,
     ) -> None:
         self.method = method
         self.alpha = alpha
         self.guarantee = guarantee
         self.tau = tau
-        self.method_params = dict(method_params or {})
+        self.method_params = method_params
+        self.n_jobs = n_jobs
 
-    # ------------------------------------------------------------------ helpers
-    def _method(self) -> SetMethod:
-        if isinstance(self.method, SetMethod):
-            return self.method
-        return get_method(self.method, **self.method_params)
+    # ------------------------------------------------------------------ sklearn-style parameters
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (sklearn convention, so that ``clone`` works)."""
+        return {
+            "method": self.method,
+            "alpha": self.alpha,
+            "guarantee": self.guarantee,
+            "tau": self.tau,
+            "method_params": self.method_params,
+            "n_jobs": self.n_jobs,
+        }
 
-    def _validate(self) -> SetMethod:
-        check_alpha(self.alpha)
-        if self.guarantee not in GUARANTEES:
-            raise SegcpError(f"unknown guarantee {self.guarantee!r}; choose one of {', '.join(GUARANTEES)}")
-        if not 0.0 < float(self.tau) <= 1.0:
-            raise SegcpError(f"tau must be in (0, 1], got {self.tau}")
-        return self._method()
+    def set_params(self, **params: Any) -> ConformalSegmenter:
+        """Set constructor parameters; returns self (the learned state is kept until refit)."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise SegcpError(f"ConformalSegmenter has no parameter {key!r}; parameters: {', '.join(valid)}")
+            setattr(self, key, value)
+        return self
 
     def __repr__(self) -> str:
         name = self.method if isinstance(self.method, str) else repr(self.method)
-        return f"ConformalSegmenter(method={name!r}, alpha={self.alpha!r}, guarantee={self.guarantee!r}, tau={self.tau!r})"
+        extra = f", method_params={self.method_params!r}" if self.method_params else ""
+        return f"ConformalSegmenter(method={name!r}, alpha={self.alpha!r}, guarantee={self.guarantee!r}, tau={self.tau!r}{extra})"
+
+    # ------------------------------------------------------------------ validation
+    @property
+    def family(self) -> SetFamily:
+        """The family these parameters describe (built and validated on each access)."""
+        if isinstance(self.method, SetFamily):
+            if self.method_params:
+                raise SegcpError("method_params are for a method given by name, not an instance")
+            return self.method
+        return get_method(self.method, **(self.method_params or {}))
+
+    def alphas(self) -> tuple[float, ...]:
+        """The risk levels, validated, in the order given."""
+        raw = [self.alpha] if np.ndim(self.alpha) == 0 else list(self.alpha)  # type: ignore[arg-type]
+        if not raw:
+            raise SegcpError("alpha: give at least one risk level")
+        out = tuple(check_alpha(a) for a in raw)
+        if len(set(out)) != len(out):
+            raise SegcpError(f"alpha: repeated risk levels {list(out)}")
+        return out
+
+    def _validate(self) -> tuple[SetFamily, str, tuple[float, ...]]:
+        fam = self.family
+        guarantee = fam.check_guarantee(self.guarantee)
+        if guarantee == "quantile":
+            try:
+                tau = float(self.tau)
+            except (TypeError, ValueError):
+                tau = math.nan
+            if not 0.0 < tau <= 1.0:
+                raise SegcpError(f"tau must be in (0, 1], got {self.tau!r}")
+        return fam, guarantee, self.alphas()
+
+    def _groups(self, fam: SetFamily, alphas: Sequence[float]) -> list[tuple[SetFamily, list[float]]]:
+        """The distinct families bound to each α (one group unless the family depends on α)."""
+        groups: dict[str, tuple[SetFamily, list[float]]] = {}
+        for a in alphas:
+            bound = fam.bind_alpha(a)
+            groups.setdefault(bound.key, (bound, []))[1].append(a)
+        return list(groups.values())
+
+    def _single_group(self, fam: SetFamily, alphas: Sequence[float], what: str) -> SetFamily:
+        groups = self._groups(fam, alphas)
+        if len(groups) > 1:
+            raise SegcpError(
+                f"{what}: the {fam.name} sets depend on alpha ({', '.join(f'{a:g}' for a in alphas)}); "
+                f"fix the alpha-dependent parameter (e.g. box_alpha) or use one alpha at a time"
+            )
+        return groups[0][0]
+
+    # ------------------------------------------------------------------ cases
+    def _items(self, fam: SetFamily, cases: Any, y: Any = None) -> Iterator[Item]:
+        """Cases (or prepared cases) from cases, or from arrays with their truths ``y``."""
+        if y is not None:
+            for i, (x, t) in enumerate(zip(cases, y, strict=True)):
+                yield fam.case_from_arrays(x, t, f"{i}")
+            return
+        for i, c in enumerate(cases):
+            if isinstance(c, (Case, Prepared)):
+                yield c
+            elif isinstance(c, np.ndarray):
+                yield fam.case_from_arrays(c, None, f"{i}")
+            else:
+                raise SegcpError(f"item {i}: expected a Case, a prepared case or an array, got {type(c).__name__}")
+
+    def prepare(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> list[Prepared]:
+        """Each case with its family state computed once (score maps, decompositions)."""
+        fam, _, alphas = self._validate()
+        bound = self._single_group(fam, alphas, "prepare")
+        return [bound.prepare(c) for c in self._items(bound, cases, y)]
 
     # ------------------------------------------------------------------ calibration
-    def curves(self, cases: Iterable[Case]) -> LossCurves:
-        """Map step: the loss curve of every case (needs masks). Curves concatenate."""
-        m = self._validate()
-        return LossCurves.concat([m.loss_curve(c, self.guarantee, self.tau) for c in cases])
+    def curves(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> LossCurves:
+        """Map step: the loss curve of every case (needs its truth). Curves concatenate."""
+        fam, guarantee, alphas = self._validate()
+        bound = self._single_group(fam, alphas, "curves")
+        items = self._items(bound, cases, y)
+        if self.n_jobs not in (0, 1, None):
+            from segcp.execution import parallel_map
+
+            items_list = list(items)
+            return LossCurves.concat(parallel_map(_curve_job, [(bound, it, guarantee, float(self.tau)) for it in items_list], int(self.n_jobs)))
+        return LossCurves.concat([bound.loss_curve(it, guarantee, float(self.tau)) for it in items])
 
     def calibrate_curves(self, curves: LossCurves) -> ConformalSegmenter:
-        """Reduce step: λ̂ from (possibly merged) curves."""
-        m = self._validate()
-        self.result_: CRCResult = crc_lambda(curves, float(self.alpha), lambda_min=m.lambda_min)
-        self.lambda_ = self.result_.lambda_
-        self.n_ = self.result_.n
-        self.method_ = m
+        """Reduce step: λ̂ for every α from (possibly merged) curves."""
+        fam, guarantee, alphas = self._validate()
+        bound = self._single_group(fam, alphas, "calibrate_curves")
+        self._fit(fam, guarantee, [(bound, alphas, curves)])
         return self
 
-    def calibrate(self, cases: Iterable[Case]) -> ConformalSegmenter:
-        """Calibrate on labelled cases; sets ``lambda_``, ``n_``, ``result_``."""
-        return self.calibrate_curves(self.curves(cases))
+    def calibrate(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> ConformalSegmenter:
+        """Calibrate on labelled cases (or arrays and their truths ``y``); sets ``lambdas_``, ``n_``…"""
+        fam, guarantee, alphas = self._validate()
+        groups = self._groups(fam, alphas)
+        if len(groups) == 1:
+            self._fit(fam, guarantee, [(groups[0][0], groups[0][1], self.curves(cases, y))])
+            return self
+        items = list(cases) if y is None else list(zip(cases, y))
+        fits = []
+        for bound, group_alphas in groups:
+            sub = ConformalSegmenter(bound, group_alphas, guarantee=guarantee, tau=self.tau, n_jobs=self.n_jobs)
+            fits.append((bound, group_alphas, sub.curves(items) if y is None else sub.curves(*zip(*items))))
+        self._fit(fam, guarantee, fits)
+        return self
+
+    def _fit(self, fam: SetFamily, guarantee: str, fits: list[tuple[SetFamily, list[float] | tuple[float, ...], LossCurves]]) -> None:
+        results: dict[float, CRCResult] = {}
+        families: dict[float, SetFamily] = {}
+        n = None
+        scores = None
+        for bound, group_alphas, curves in fits:
+            for a in group_alphas:
+                check_calibration_size(curves.n, a)
+                try:
+                    results[a] = crc_lambda(curves, a, lambda_min=bound.lambda_min)
+                except SegcpError as exc:
+                    if str(exc).startswith("no lambda satisfies"):
+                        raise SegcpError(bound.infeasible(curves, a) or str(exc)) from None
+                    raise
+                families[a] = bound
+            n = curves.n
+            if guarantee != "fnr":
+                scores = _zero_one_scores(curves)
+        order = [a for a in self.alphas() if a in results]
+        self.family_ = fam
+        self.guarantee_ = guarantee
+        self.results_ = {a: results[a] for a in order}
+        self.lambdas_ = {a: results[a].lambda_ for a in order}
+        self.families_ = {a: families[a] for a in order}
+        self.n_ = int(n or 0)
+        self.scores_ = scores
+
+    # ------------------------------------------------------------------ fitted state
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "lambdas_"):
+            raise SegcpError("ConformalSegmenter is not calibrated: call calibrate() or load a calib.json")
+
+    def _alpha_of(self, alpha: float | None) -> float:
+        self._check_fitted()
+        if alpha is None:
+            if len(self.lambdas_) > 1:
+                raise SegcpError(
+                    f"calibrated at several alphas ({', '.join(f'{a:g}' for a in self.lambdas_)}): "
+                    "pass alpha=..., or use at(alpha)"
+                )
+            return next(iter(self.lambdas_))
+        a = check_alpha(alpha)
+        if a not in self.lambdas_:
+            raise SegcpError(f"not calibrated at alpha={a:g} (calibrated: {', '.join(f'{b:g}' for b in self.lambdas_)})")
+        return a
+
+    @property
+    def lambda_(self) -> float:
+        """λ̂ (the single calibrated α)."""
+        return self.lambdas_[self._alpha_of(None)]
+
+    @property
+    def result_(self) -> CRCResult:
+        """The calibration details (the single calibrated α)."""
+        return self.results_[self._alpha_of(None)]
+
+    @property
+    def method_(self) -> SetFamily:
+        """The family bound to the single calibrated α (what :meth:`predict` uses)."""
+        return self.families_[self._alpha_of(None)]
+
+    def at(self, alpha: float) -> ConformalSegmenter:
+        """A calibrated single-α view of this segmenter (shares the family)."""
+        a = self._alpha_of(alpha)
+        view = ConformalSegmenter(self.method, a, guarantee=self.guarantee, tau=self.tau, method_params=self.method_params, n_jobs=self.n_jobs)
+        view.family_, view.guarantee_, view.n_, view.scores_ = self.family_, self.guarantee_, self.n_, self.scores_
+        view.results_, view.lambdas_, view.families_ = {a: self.results_[a]}, {a: self.lambdas_[a]}, {a: self.families_[a]}
+        return view
 
     # ------------------------------------------------------------------ prediction
-    def _check_fitted(self) -> SetMethod:
-        if not hasattr(self, "lambda_"):
-            raise SegcpError("ConformalSegmenter is not calibrated: call calibrate() or load a calib.json")
-        return self.method_
+    def predict(self, cases: Any, alpha: float | None = None) -> Any:
+        """The calibrated prediction set of a case, or an iterator over the sets of many.
 
-    def predict(self, case: Case) -> NDArray[np.bool_]:
-        """The calibrated prediction set of one case (bool, shape of ``case.probs``)."""
-        return self._check_fitted().predict(case, self.lambda_)
+        A single :class:`Case`, prepared case or array gives its set: a boolean mask shaped
+        like the case's grid (pixel-set families) or a
+        :class:`~segcp.methods.SegmentationSet` (a sampler with a membership test). An
+        iterable of them yields one set per item, lazily.
+        """
+        a = self._alpha_of(alpha)
+        fam, lam = self.families_[a], self.lambdas_[a]
+        if isinstance(cases, (Case, Prepared, np.ndarray)):
+            return fam.predict(next(self._items(fam, [cases])), lam)
+        return (fam.predict(it, lam) for it in self._items(fam, cases))
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record of the calibration (what ``calib.json`` holds)."""
-        m = self._check_fitted()
-        return {
+        self._check_fitted()
+        alphas = list(self.lambdas_)
+        fams = {self.families_[a].key for a in alphas}
+        if len(fams) > 1:
+            raise SegcpError("to_dict: the sets depend on alpha; write one record per alpha (at(alpha).to_dict())")
+        fam = self.families_[alphas[0]]
+
+        def lam_value(v: float) -> float | int:
+            return int(v) if fam.integer_lambda and float(v).is_integer() else float(v)
+
+        def per_alpha(fn: Any) -> Any:
+            vals = [fn(a) for a in alphas]
+            return vals[0] if len(vals) == 1 else vals
+
+        rec: dict[str, Any] = {
+            "schema": RECORD_SCHEMA,
+            "schema_version": RECORD_VERSION,
             "segcp_version": __version__,
-            "method": m.name,
-            "params": m.params(),
-            "alpha": float(self.alpha),
-            "guarantee": self.guarantee,
+            "method": fam.name,
+            "params": fam.params(),
+            "guarantee": self.guarantee_,
             "tau": float(self.tau),
-            "lambda": int(self.lambda_) if m.integer_lambda and float(self.lambda_).is_integer() else float(self.lambda_),
+            "alpha": per_alpha(float),
+            "lambda": per_alpha(lambda a: lam_value(self.lambdas_[a])),
             "n": int(self.n_),
-            "empirical_risk": float(self.result_.empirical_risk),
-            "bound": float(self.result_.bound),
-            "statement": _describe(self.guarantee, float(self.alpha), float(self.tau)),
+            "empirical_risk": per_alpha(lambda a: float(self.results_[a].empirical_risk)),
+            "bound": per_alpha(lambda a: float(self.results_[a].bound)),
+            "statement": per_alpha(lambda a: fam.statement(self.guarantee_, a, float(self.tau))),
         }
+        identity = fam.identity()
+        if identity:
+            rec["identity"] = identity
+        if self.scores_ is not None:
+            rec["scores"] = [float(v) for v in self.scores_]
+            rec["n_infinite"] = int(np.sum(~np.isfinite(self.scores_)))
+        return rec
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "calibration record") -> ConformalSegmenter:
-        """Rebuild a calibrated segmenter from :meth:`to_dict` output."""
-        try:
-            cs = cls(
-                d["method"],
-                alpha=float(d["alpha"]),
-                guarantee=d.get("guarantee", "fnr"),
-                tau=float(d.get("tau", 1.0)),
-                method_params=d.get("params", {}),
-            )
-            lam, n = float(d["lambda"]), int(d["n"])
-        except KeyError as exc:
-            raise SegcpError(f"{where}: missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise SegcpError(f"{where}: malformed field ({exc})") from None
-        m = cs._validate()
-        cs.method_ = m
-        cs.lambda_ = lam
-        cs.n_ = n
-        risk = float(d.get("empirical_risk", float("nan")))
-        cs.result_ = CRCResult(lam, float(cs.alpha), n, risk, float(d.get("bound", float("nan"))))
+    def from_dict(cls, d: dict[str, Any], where: str = "calibration record", overrides: dict[str, Any] | None = None) -> ConformalSegmenter:
+        """Rebuild a calibrated segmenter from :meth:`to_dict` output (validated field by field).
+
+        ``overrides``: run-time options and locations given on this machine
+        (:func:`segcp.record.read_record`).
+        """
+        from segcp.record import read_record
+
+        rec = read_record(d, where, overrides)
+        fam = rec["family"]
+        cs = cls(fam, rec["alphas"] if len(rec["alphas"]) > 1 else rec["alphas"][0], guarantee=rec["guarantee"], tau=rec["tau"])
+        cs.family_, cs.guarantee_, cs.n_ = fam, rec["guarantee"], rec["n"]
+        cs.results_, cs.lambdas_, cs.families_ = {}, {}, {}
+        for a, lam, risk, bound in zip(rec["alphas"], rec["lambdas"], rec["risks"], rec["bounds"]):
+            cs.results_[a] = CRCResult(lam, a, rec["n"], risk, bound)
+            cs.lambdas_[a] = lam
+            cs.families_[a] = fam
+        cs.scores_ = rec["scores"]
         return cs
+
+
+def _curve_job(job: tuple[SetFamily, Item, str, float]) -> LossCurves:
+    fam, item, guarantee, tau = job
+    return fam.loss_curve(item, guarantee, tau)
+
+
+def _zero_one_scores(curves: LossCurves) -> NDArray[np.float64] | None:
+    """The step location of each 0/1 curve (+inf: never reaches 0, −inf: 0 from the start)."""
+    counts = np.diff(curves.offsets)
+    if np.any(counts > 1) or not np.all(np.isin(curves.starts, (0.0, 1.0))):
+        return None
+    out = np.where(curves.starts == 0.0, -np.inf, np.inf)
+    has = counts == 1
+    out[has] = curves.breakpoints[curves.offsets[:-1][has]]
+    return out

@@ -61,7 +61,7 @@ from scipy import ndimage, special
 
 from segcp.errors import SegcpError
 
-__all__ = ["PhantomCase", "make_phantoms", "LABELS"]
+__all__ = ["LABELS", "PhantomCase", "make_phantoms", "phantom_samples"]
 
 #: Label values used in :attr:`PhantomCase.label`.
 LABELS: dict[int, str] = {0: "background", 1: "RV cavity", 2: "LV myocardium", 3: "LV cavity"}
@@ -481,3 +481,23 @@ def _model_probs(
 
     z = _LOGIT_CAP * np.tanh(z / _LOGIT_CAP)
     return special.expit(z).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- sampled outputs
+def phantom_samples(probs: np.ndarray, rng: np.random.Generator, n: int = 16) -> np.ndarray:
+    """(n, 2, H, W) float32 SYNTHETIC softmax samples around a foreground probability map.
+
+    "MC-dropout-like" maps sigmoid(logit(p) + Σ_j a_nj f_j + ε_n), with f_1 … f_4 smooth
+    random fields of the image (spatially coherent variation, what CONSIGN's SVD picks up;
+    two strong, two weak) and ε_n a little white noise. Used by the demo's CONSIGN/APS rows.
+    """
+    p = np.clip(probs.astype(np.float64), 1e-6, 1 - 1e-6)
+    z = special.logit(p)
+    h, w = p.shape
+    fields = ndimage.gaussian_filter(rng.standard_normal((4, h, w)), (0, 6, 6))
+    fields /= fields.std(axis=(1, 2), keepdims=True)
+    coef = rng.normal(0.0, 1.0, (n, 4)) * np.array([2.0, 2.0, 0.7, 0.7])
+    out = np.empty((n, 2, h, w), np.float32)
+    out[:, 1] = special.expit(z[None] + np.tensordot(coef, fields, axes=1) + 0.3 * rng.standard_normal((n, h, w)))
+    out[:, 0] = 1.0 - out[:, 1]
+    return out

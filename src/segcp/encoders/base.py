@@ -92,8 +92,8 @@ def input_shape(image_shape: tuple[int, int], input_size: int | None, patch: int
 class Encoder(ABC):
     """Image(s) → feature map on the patch grid.
 
-    Subclasses define :attr:`name` (for reports), :attr:`id` (cache identity: weights
-    checksum and every preprocessing choice), :attr:`patch_size`, :attr:`dim`,
+    Subclasses define :attr:`name` (for reports), :attr:`id` (identity: weights checksum and
+    every preprocessing choice; :attr:`cache_id`, the cache key, defaults to it), :attr:`patch_size`, :attr:`dim`,
     :meth:`input_shape` and :meth:`_encode` (a batch of prepared images of one input shape).
     """
 
@@ -105,7 +105,17 @@ class Encoder(ABC):
     @property
     @abstractmethod
     def id(self) -> str:
-        """Stable identity of the features this encoder produces (used as the cache key)."""
+        """Stable identity of the function image → features (weights, preprocessing, layer)."""
+
+    @property
+    def cache_id(self) -> str:
+        """Key of this encoder's entries in a :class:`FeatureCache` (default: :attr:`id`).
+
+        Encoders with several backends whose outputs differ by float rounding add the backend
+        here, so that a cache hit always equals a recomputation (see
+        :attr:`segcp.encoders.HFEncoder.cache_id`).
+        """
+        return self.id
 
     @abstractmethod
     def input_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
@@ -138,24 +148,16 @@ class Encoder(ABC):
                     out[i] = np.ascontiguousarray(f, dtype=np.float32)
         return out  # type: ignore[return-value]
 
-    def encode_array(self, images: Sequence[NDArray[Any]] | NDArray[Any]) -> NDArray[np.float32]:
-        """Feature maps stacked as (B, d, h, w); all images must give the same grid."""
-        feats = self.encode(images)
-        shapes = {f.shape for f in feats}
-        if len(shapes) > 1:
-            raise SegcpError(f"{self.name}: images give different token grids {sorted(shapes)}; use encode()")
-        return np.stack(feats)
-
     def features(
         self,
         images: Sequence[NDArray[Any]] | NDArray[Any],
         cache: FeatureCache | None = None,
     ) -> list[NDArray[np.float32]]:
-        """Like :meth:`encode`, but reads/writes ``cache`` (keyed by image content + :attr:`id`)."""
+        """Like :meth:`encode`, but reads/writes ``cache`` (keyed by image content + :attr:`cache_id`)."""
         imgs = _as_list(images)
         if cache is None:
             return self.encode(imgs)
-        enc_id = self.id
+        enc_id = self.cache_id
         keys = [image_key(np.asarray(im)) for im in imgs]
         out: list[NDArray[np.float32] | None] = [cache.get(enc_id, k) for k in keys]
         todo = [i for i, f in enumerate(out) if f is None]

@@ -3,9 +3,10 @@
 A feature map is stored as ``<root>/features/<encoder-key>/<image-key>.npy`` (float32,
 shape (d, h, w)), written atomically (temporary file + rename) so concurrent processes
 never read a partial file. ``<encoder-key>`` is the first 16 hex digits of the SHA-256 of
-:attr:`segcp.encoders.Encoder.id` (which names the weights by checksum and every
-preprocessing choice); ``<image-key>`` the SHA-256 of the image's dtype, shape and bytes.
-The same image under a different encoder, input size or layer is a different entry.
+:attr:`segcp.encoders.Encoder.cache_id` (the encoder's ``id``, which names the weights by
+checksum and every preprocessing choice, plus the backend where several exist);
+``<image-key>`` the SHA-256 of the image's dtype, shape and bytes. The same image under a
+different encoder, input size, layer or backend is a different entry.
 
 The root is ``$SEGCP_CACHE`` when set, else ``~/.cache/segcp`` (see :func:`cache_root`).
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from segcp.io.writers import write_npy
 
 __all__ = ["FeatureCache", "cache_root", "image_key"]
 
@@ -100,16 +102,5 @@ class FeatureCache:
         self._remember((encoder_id, key), value)
         if not self.disk:
             return
-        p = self.path(encoder_id, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem[:16]}.", suffix=".npy", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, value, allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npy(self.path(encoder_id, key), value, clean_stale=False)
 
-    def clear_memory(self) -> None:
-        self._mem.clear()

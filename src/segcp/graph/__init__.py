@@ -4,7 +4,8 @@
   shifts; windowed on bilinearly upsampled tokens without materialising them);
 - :mod:`segcp.graph.diffusion`: w = exp(−β·d), self-loops, symmetrisation, lazy walk,
   β relative to the distance scale, row normalisation, S ← P S (batched);
-- :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids.
+- :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids;
+- :mod:`segcp.graph.volume`: the graph of a volume (in-plane windows plus neighbouring slices).
 
 Examples
 --------
@@ -20,23 +21,26 @@ True
 True
 """
 
-from segcp.graph.diffusion import (
-    BETA_SCALES,
-    SYMMETRIZE,
-    block_diag,
-    diffuse,
-    effective_beta,
-    transition_matrix,
-)
-from segcp.graph.knn import (
-    NeighbourGraph,
-    knn_global,
-    knn_window,
-    knn_window_tokens,
-    normalise_rows,
-    window_offsets,
-)
-from segcp.graph.resize import RESIZE_METHODS, bilinear_taps, resize2d, resize_matrix
+from typing import Any
+
+from segcp.graph.options import BETA_SCALES, SYMMETRIZE
+
+_SUBMODULE = {
+    "block_diag": "diffusion", "diffuse": "diffusion", "effective_beta": "diffusion", "transition_matrix": "diffusion",
+    "NeighbourGraph": "knn", "knn_global": "knn", "knn_window": "knn", "knn_window_tokens": "knn",
+    "normalise_rows": "knn", "window_offsets": "knn",
+    "RESIZE_METHODS": "resize", "bilinear_taps": "resize", "resize2d": "resize", "resize_matrix": "resize",
+    "knn_volume": "volume",
+}
+
+
+def __getattr__(name: str) -> Any:  # scipy.sparse is imported when the graph is first used
+    if name in _SUBMODULE:
+        import importlib
+
+        return getattr(importlib.import_module(f"segcp.graph.{_SUBMODULE[name]}"), name)
+    raise AttributeError(f"module 'segcp.graph' has no attribute {name!r}")
+
 
 __all__ = [
     "BETA_SCALES",
@@ -49,6 +53,7 @@ __all__ = [
     "effective_beta",
     "knn_global",
     "knn_window",
+    "knn_volume",
     "knn_window_tokens",
     "normalise_rows",
     "resize2d",

@@ -37,8 +37,7 @@ from segcp.graph.knn import NeighbourGraph
 
 __all__ = ["BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "effective_beta", "transition_matrix"]
 
-BETA_SCALES = ("absolute", "median", "mean")
-SYMMETRIZE = ("none", "max", "mean", "min")
+from segcp.graph.options import BETA_SCALES, SYMMETRIZE  # noqa: E402  (re-exported)
 
 
 def effective_beta(graph: NeighbourGraph, beta: float, beta_scale: str = "absolute") -> float:

@@ -80,12 +80,6 @@ class NeighbourGraph:
         s, e = self.indptr[p], self.indptr[p + 1]
         return self.indices[s:e], self.distances[s:e]
 
-    def to_csr(self, values: NDArray[Any] | None = None) -> sp.csr_matrix:
-        """(N, N) CSR with ``values`` (default: the distances) at the edges."""
-        v = self.distances if values is None else values
-        return sp.csr_matrix((v, self.indices, self.indptr), shape=(self.n, self.n))
-
-
 def normalise_rows(x: NDArray[Any], axis: int = -1) -> NDArray[Any]:
     """Unit-norm vectors along ``axis`` (zero vectors stay zero)."""
     n = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
@@ -105,6 +99,18 @@ def _check_k(k: int) -> int:
     if k < 1:
         raise SegcpError(f"k must be >= 1, got {k}")
     return k
+
+
+def _check_window_input(fn: str, what: str, k: int, X: NDArray[Any], radius: int) -> tuple[int, NDArray[Any], int]:
+    """(k, X as a (d, h, w) array, radius) checked for a windowed kNN, or a one-line error."""
+    k = _check_k(k)
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise SegcpError(f"{fn}: {what}, got shape {X.shape}")
+    r = int(radius)
+    if r < 1:
+        raise SegcpError(f"{fn}: radius must be >= 1, got {radius}")
+    return k, X, r
 
 
 def _select(D: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
@@ -262,13 +268,7 @@ def knn_window(
     Vectorised over shifts; half of the offsets are computed, the other half follow from
     d(p, p + o) = d(p + o, p). Memory: one float32 (H·W, (2r+1)²) array.
     """
-    k = _check_k(k)
-    F = np.asarray(F)
-    if F.ndim != 3:
-        raise SegcpError(f"knn_window: features must be (d, H, W), got shape {F.shape}")
-    r = int(radius)
-    if r < 1:
-        raise SegcpError(f"knn_window: radius must be >= 1, got {radius}")
+    k, F, r = _check_window_input("knn_window", "features must be (d, H, W)", k, F, radius)
     _, H, W = F.shape
     Fn = np.ascontiguousarray(normalise_rows(F.astype(np.float64), axis=0).transpose(1, 2, 0))  # (H, W, d)
     Fp = np.pad(Fn, ((r, r), (r, r), (0, 0)))
@@ -353,13 +353,7 @@ def knn_window_tokens(
     floating-point rounding of near-ties), computed from token dot products (see the
     module docstring); cost ~ H·W·(2r+1)² independent of d.
     """
-    k = _check_k(k)
-    T = np.asarray(T)
-    if T.ndim != 3:
-        raise SegcpError(f"knn_window_tokens: tokens must be (d, h, w), got shape {T.shape}")
-    r = int(radius)
-    if r < 1:
-        raise SegcpError(f"knn_window_tokens: radius must be >= 1, got {radius}")
+    k, T, r = _check_window_input("knn_window_tokens", "tokens must be (d, h, w)", k, T, radius)
     _, h, w = T.shape
     H, W = int(shape[0]), int(shape[1])
     side = 2 * r + 1

@@ -1,32 +1,76 @@
-"""Set families: one file per method behind :class:`segcp.methods.base.SetMethod`.
+"""Set families: one file per method behind :class:`segcp.methods.base.SetFamily`, one registry.
 
-Importing this package registers the built-in methods.
+=============  ==========================================  ================================
+name           family                                      reads (case / data directory)
+=============  ==========================================  ================================
+``threshold``  Standard CRC on raw probabilities           probs
+``morph``      Consema: calibrated morphological margins   probs
+``rwcp``       RW-CP: probabilities diffused over a kNN    probs, image
+               graph of foundation-model features
+``consign``    CONSIGN: sets of segmentations from the     samples
+               top-K SVD modes of sampled outputs
+``aps``        pixel-wise APS on the mean softmax          samples or class probabilities
+=============  ==========================================  ================================
+
+Importing this package makes the built-in families available by name; each family's module
+is imported when it is first used (``register_lazy``).
 """
 
+from typing import Any
+
+from segcp.cases import Case, binarize_mask, check_probabilities
 from segcp.methods.base import (
     GUARANTEES,
-    Case,
-    SetMethod,
+    MaskFamily,
+    Param,
+    Prepared,
+    SegmentationSet,
+    SegmentationSetFamily,
+    SetFamily,
     available_methods,
-    binarize_mask,
-    check_probabilities,
+    family_class,
     get_method,
+    param,
     register,
+    register_lazy,
 )
-from segcp.methods.morph import MorphMethod
-from segcp.methods.rwcp import RWCPMethod
-from segcp.methods.threshold import ThresholdMethod
+
+# The built-in families: name → module (imported on first use). One line per method.
+register_lazy("threshold", "segcp.methods.threshold")
+register_lazy("morph", "segcp.methods.morph")
+register_lazy("rwcp", "segcp.methods.rwcp")
+register_lazy("consign", "segcp.methods.consign")
+register_lazy("aps", "segcp.methods.aps")
+
+_CLASSES = {"ThresholdMethod": "threshold", "MorphMethod": "morph", "RWCPMethod": "rwcp", "ConsignMethod": "consign", "APSMethod": "aps"}
+
+
+def __getattr__(name: str) -> Any:  # the family classes, imported on first use
+    if name in _CLASSES:
+        return family_class(_CLASSES[name])
+    raise AttributeError(f"module 'segcp.methods' has no attribute {name!r}")
+
 
 __all__ = [
+    "APSMethod",
     "GUARANTEES",
     "Case",
+    "ConsignMethod",
+    "MaskFamily",
     "MorphMethod",
+    "Param",
+    "Prepared",
     "RWCPMethod",
-    "SetMethod",
+    "SegmentationSet",
+    "SegmentationSetFamily",
+    "SetFamily",
     "ThresholdMethod",
     "available_methods",
     "binarize_mask",
     "check_probabilities",
+    "family_class",
     "get_method",
+    "param",
     "register",
+    "register_lazy",
 ]

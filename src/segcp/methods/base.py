@@ -1,226 +1,559 @@
-"""The interface every sublevel-set method implements, and the registry.
+"""The one interface every set family implements, its declared parameters, and the registry.
 
-A *sublevel-set method* maps one case (probabilities, optionally the image, spacing…) to a
-per-pixel nonconformity map r (same shape as the mask, float64) and defines the nested
-family
+A *set family* turns one case (a model's probabilities or samples, optionally the image)
+into a nested family of prediction sets C_λ (λ larger → set larger). Against the case's
+ground truth, the loss of that family is a non-increasing step function of λ — the case's
+:class:`~segcp.calibration.LossCurves` — and that is all calibration ever needs: exact
+conformal risk control over the curves gives λ̂ for every family alike
+(:class:`segcp.conformal.ConformalSegmenter`). Two kinds of family share the interface:
 
-    C_λ = {p : r_p ≤ λ},   λ ∈ [lambda_min, lambda_max].
+* :class:`MaskFamily` — C_λ is a set of *pixels*, the sublevel set {p : r_p ≤ λ} of a
+  per-pixel score map r (threshold, morph, rwcp). Guarantees ``"fnr"`` (E[FNR] ≤ α, the
+  curve is the FNR at each λ) or ``"quantile"`` (P(coverage ≥ τ) ≥ 1 − α, a 0/1 curve).
+* :class:`SegmentationSetFamily` — C_λ is a set of *segmentations* (consign, aps). The loss
+  is 1{Y ∉ C_λ}, monotone in λ, so the curve is the 0/1 step at the case's score
+  λ*_i = min{λ : Y ∈ C_λ} (+∞ when no λ reaches the truth); guarantee ``"contains"``. Their
+  :meth:`~SegmentationSetFamily.predict` returns a :class:`SegmentationSet`: a sampler and
+  a membership test, the capability that takes the place of a mask.
 
-Nestedness is then automatic, the FNR curve of an image is read off the scores of its
-ground-truth pixels, and calibration (``segcp.calibration``) never looks inside a method.
-A new method is a new file that subclasses :class:`SetMethod` and registers itself with
-:func:`register`; nothing else is edited.
+A family is a dataclass whose fields are its parameters, each declared once with
+:func:`param` (default, meaning, range, CLI flag). The declaration gives the constructor,
+the validation, ``params()`` (what calib.json records), the CLI flags and the help text.
+Fields declared ``runtime=True`` (threads, batch sizes, cache locations) change how a result
+is computed, never what it is: they are not recorded and not part of any cache key.
+
+Adding a method = one new file with a registered subclass (``@register``), its tests and its
+docs; nothing else is edited (docs/design.md, "How to add a method").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves, coverage_quantile_score, fnr_curve, zero_one_curve
+from segcp.cases import Case
 from segcp.errors import SegcpError
 
 __all__ = [
-    "Case",
-    "SetMethod",
     "GUARANTEES",
-    "register",
-    "get_method",
+    "MaskFamily",
+    "NOT_GIVEN",
+    "Param",
+    "Prepared",
+    "SegmentationSet",
+    "SegmentationSetFamily",
+    "SetFamily",
     "available_methods",
-    "binarize_mask",
-    "check_probabilities",
+    "family_class",
+    "get_method",
+    "param",
+    "register",
+    "register_lazy",
 ]
 
-GUARANTEES = ("fnr", "quantile")
+#: Guarantee name → what it states (``{alpha}``, ``{tau}``, ``{beta}`` are filled in).
+GUARANTEES: dict[str, str] = {
+    "fnr": "E[FNR] <= {alpha:g} (conformal risk control, marginal over exchangeable images)",
+    "quantile": "P(coverage >= {tau:g}) >= {conf:g} (conformal quantile, marginal over exchangeable images)",
+    "contains": (
+        "P(the set contains a segmentation whose mean per-label recall of the truth exceeds "
+        "{beta:g}) >= {conf:g} (conformal quantile, marginal over exchangeable images)"
+    ),
+}
+
+_KINDS = ("int", "float", "bool", "str", "choice", "mapping")
 
 
-def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.float64]:
-    """Return probabilities as float64, or raise one line naming ``where`` and the problem."""
-    p = np.asarray(probs)
-    if p.dtype == bool or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
-        raise SegcpError(f"{where}: probabilities must be numeric, got dtype {p.dtype}")
-    p = p.astype(np.float64, copy=False)
-    if p.size == 0:
-        raise SegcpError(f"{where}: the probability map is empty (shape {p.shape})")
-    lo, hi = float(p.min()), float(p.max())  # NaN propagates through min/max: two passes in all
-    if not (lo >= 0.0 and hi <= 1.0):
-        if np.isnan(lo) or np.isnan(hi):
-            raise SegcpError(f"{where}: probability map contains NaN ({int(np.isnan(p).sum())} values)")
-        if np.isinf(lo) or np.isinf(hi):
-            raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
-        raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
-    return p
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
 
 
-def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[np.bool_]:
-    """A boolean ground-truth mask from a binary mask or, with ``label``, a label map.
-
-    Binary masks may be bool or hold only {0, 1} or {0, 255}. A mask with other values
-    needs ``label`` (the structure is ``mask == label``).
-    """
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        if label is not None and label not in (0, 1):
-            return np.zeros(m.shape, dtype=bool)
-        return m if label in (None, 1) else ~m
-    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
-        raise SegcpError(f"{where}: mask must be numeric or boolean, got dtype {m.dtype}")
-    if np.issubdtype(m.dtype, np.floating):
-        if not np.all(np.isfinite(m)):
-            raise SegcpError(f"{where}: mask contains NaN or inf")
-        if not np.all(m == np.round(m)):
-            raise SegcpError(f"{where}: mask has non-integer values; expected a binary mask or a label map")
-    if label is not None:
-        return m == label
-    values = np.unique(m)
-    if np.all(np.isin(values, (0, 1))):
-        return m == 1
-    if np.all(np.isin(values, (0, 255))):
-        return m == 255
-    shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
-    raise SegcpError(f"{where}: mask is not binary (values {{{shown}}}); pass --label L to select one structure")
+#: "No value" for declaration fields where None is a value (:attr:`Param.unrecorded`).
+NOT_GIVEN: Any = _NotGiven()
 
 
-@dataclass
-class Case:
-    """One image's inputs to a method, plus (for calibration/evaluation) its ground truth.
+# ---------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Param:
+    """The declaration of one family parameter.
 
     Attributes
     ----------
-    id : str
-        Identifier, used in messages and output file names.
-    probs : ndarray, float, shape (*S) with S the 2D or 3D grid of the mask
-        Foreground probability of the structure, in [0, 1].
-    mask : ndarray of bool, shape (*S), optional
-        Ground truth (calibration and evaluation only).
-    image : ndarray, optional
-        The image itself, (*S) or (C, *S), for methods that use it (RW-CP).
-    spacing : tuple of float, optional
-        Physical voxel size per axis of S (e.g. mm); None means 1 per axis.
-    extras : dict
-        Anything else a method needs (e.g. sampled outputs).
+    default : the value when the parameter is not given.
+    help : one line: what it means, with units.
+    kind : ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of ``choices``) or ``mapping``
+        (a dict of options the family validates itself, e.g. CONSIGN's search settings).
+    low, high : inclusive bounds of a number (``low_open``/``high_open`` make them strict).
+    optional : None is a valid value (``none_if`` lists values that also mean None, e.g. 0).
+    flag : the CLI option that sets it (e.g. ``--se``), besides ``--param NAME=VALUE``.
+    deprecated_flags : older spellings of ``flag``, accepted with a warning.
+    runtime : a run-time option (threads, cache…): not recorded in calib.json nor cache keys.
+    location : the value may be a location on this machine (a checkpoint directory): a
+        calibration record never supplies one — it must come from the user (``named`` lists
+        the values that are names, not locations, e.g. ``dinov2-small``).
+    unrecorded : the value a calibration record that lacks the parameter was calibrated with
+        (records written before it existed; e.g. CONSIGN's ``box``, whose old behaviour is not
+        the new default). :data:`NOT_GIVEN` (the default): such a record gets ``default``.
     """
 
-    id: str
-    probs: NDArray[Any]
-    mask: NDArray[np.bool_] | None = None
-    image: NDArray[Any] | None = None
-    spacing: tuple[float, ...] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    default: Any
+    help: str
+    kind: str = "float"
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+    none_if: tuple[Any, ...] = ()
+    flag: str | None = None
+    deprecated_flags: tuple[str, ...] = ()
+    runtime: bool = False
+    location: bool = False
+    named: tuple[str, ...] = ()
+    unrecorded: Any = NOT_GIVEN
 
     def __post_init__(self) -> None:
-        self.probs = check_probabilities(self.probs, f"case {self.id}")
-        if self.probs.ndim not in (2, 3):
-            raise SegcpError(f"case {self.id}: probability map must be 2D or 3D, got shape {self.probs.shape}")
-        if self.mask is not None:
-            m = np.asarray(self.mask)
-            if m.shape != self.probs.shape:
-                raise SegcpError(
-                    f"case {self.id}: mask shape {m.shape} does not match probability map shape {self.probs.shape}"
-                )
-            self.mask = m.astype(bool, copy=False)
-        if self.spacing is not None:
-            sp = tuple(float(s) for s in self.spacing)
-            if len(sp) != self.probs.ndim or not all(np.isfinite(s) and s > 0 for s in sp):
-                raise SegcpError(
-                    f"case {self.id}: spacing {self.spacing} must give one positive size per axis of {self.probs.shape}"
-                )
-            self.spacing = sp
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown parameter kind {self.kind!r}")
 
-    @property
-    def model_mask(self) -> NDArray[np.bool_]:
-        """The model's own mask Ŷ = {prob ≥ 0.5}."""
-        return self.probs >= 0.5
+    def hint(self) -> str:
+        """A short value hint for help texts, e.g. ``INT>=1`` or ``cross|square|ball``."""
+        if self.kind == "choice":
+            return "|".join(str(c) for c in self.choices)
+        return {"int": "INT", "float": "NUMBER", "bool": "true|false", "str": "TEXT", "mapping": "KEY=VALUE..."}[self.kind]
+
+    def describe(self) -> str:
+        """What a valid value is, for error messages (``in [0, 1)``, ``a positive integer``…)."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "a non-empty string"
+        if self.kind == "mapping":
+            return "a mapping of options"
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.low_open else '['}{lo:g}, {hi:g}{')' if self.high_open else ']'}"
+        if self.kind == "int":
+            if lo == 1 and hi is None:
+                return "a positive integer"
+            if lo == 0 and hi is None:
+                return "a non-negative integer"
+            return "an integer" + (f" >= {lo:g}" if lo is not None else "") + (f" <= {hi:g}" if hi is not None else "")
+        if lo is not None:
+            return f"a number {'>' if self.low_open else '>='} {lo:g}"
+        if hi is not None:
+            return f"a number {'<' if self.high_open else '<='} {hi:g}"
+        return "a number"
+
+    def parse(self, family: str, name: str, value: Any) -> Any:
+        """The validated value, or a one-line error naming the family, the parameter and why."""
+        if value is None or (self.none_if and _is_in(value, self.none_if)):
+            if self.optional:
+                return None
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        kind = self.kind
+        if kind == "mapping":
+            if isinstance(value, dict):
+                return dict(value)
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        if kind == "bool":
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            if isinstance(value, (int, np.integer)) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.strip().lower() in ("true", "yes", "1")
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        if kind == "choice":
+            if isinstance(value, float) and math.isinf(value) and value > 0 and "inf" in self.choices:
+                value = "inf"
+            if isinstance(value, str) and value in self.choices:
+                return value
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        if kind == "str":
+            if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+                text = str(value if not isinstance(value, bytes) else value.decode())
+                if text:
+                    return text
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        # numbers
+        if isinstance(value, (bool, np.bool_)):
+            raise SegcpError(f"{family}: {name} must be a number, got {value!r}")
+        try:
+            num = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise SegcpError(f"{family}: {name} must be a number, got {value!r}") from None
+        if not math.isfinite(num):
+            raise SegcpError(f"{family}: {name} must be a finite number, got {value!r}")
+        if kind == "int":
+            if num != round(num):
+                raise SegcpError(f"{family}: {name} must be an integer, got {value!r}")
+            out: Any = int(round(num))
+        else:
+            out = num
+        if self.low is not None and (out < self.low or (self.low_open and out == self.low)):
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        if self.high is not None and (out > self.high or (self.high_open and out == self.high)):
+            raise SegcpError(f"{family}: {name} must be {self.describe()}, got {value!r}")
+        return out
 
 
-class SetMethod(ABC):
-    """A nested family C_λ = {p : r_p ≤ λ} built from one case.
+def _is_in(value: Any, options: tuple[Any, ...]) -> bool:
+    return any(type(value) is type(o) and value == o for o in options) or (
+        not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float)) and any(
+            isinstance(o, (int, float)) and not isinstance(o, bool) and value == o for o in options
+        )
+    )
 
-    Subclasses set ``name``, implement :meth:`score_map`, and keep their
-    hyper-parameters as ``__init__`` arguments (returned by :meth:`params`).
+
+def param(default: Any, help: str, **declaration: Any) -> Any:
+    """Declare a family parameter: a dataclass field carrying its :class:`Param`."""
+    return dataclasses.field(default=default, metadata={"segcp": Param(default, help, **declaration)})
+
+
+# ---------------------------------------------------------------------------- per-case state
+@dataclass(eq=False)
+class Prepared:
+    """A case together with what its family computed from it once (for repeated use).
+
+    ``state`` is family-specific: the score map r of a :class:`MaskFamily`, a CONSIGN
+    decomposition, APS entry levels. Made by :meth:`SetFamily.prepare`; every method of the
+    family accepts a :class:`Prepared` wherever it accepts a :class:`~segcp.cases.Case`.
     """
 
+    case: Case
+    owner: str
+    state: Any
+
+
+# ---------------------------------------------------------------------------- the interface
+@dataclass(repr=False)
+class SetFamily(ABC):
+    """A nested family of prediction sets C_λ built from one case (see the module docstring).
+
+    Subclasses set the class attributes, declare their parameters with :func:`param`, and
+    implement :meth:`loss_curve` and :meth:`predict`.
+    """
+
+    #: The registered name (CLI ``--method``, calib.json ``method``).
     name: ClassVar[str]
+    #: One line for ``segcp methods``.
+    summary: ClassVar[str] = ""
+    #: The range of λ; ``lambda_min`` is λ̂ when the bound holds before any breakpoint.
     lambda_min: ClassVar[float] = -np.inf
     lambda_max: ClassVar[float] = np.inf
-    #: True for methods that read ``case.image`` (the CLI then requires ``images/``).
-    needs_image: ClassVar[bool] = False
+    #: The guarantees the family supports; the first is the default.
+    guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile")
+    #: The ground truth it is calibrated against: ``"mask"`` (binary) or ``"label_map"``.
+    truth: ClassVar[str] = "mask"
+    #: What the family reads from a case (and from a data directory: the folder of each).
+    inputs: ClassVar[tuple[str, ...]] = ("probs",)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            decl = f.metadata.get("segcp")
+            if decl is not None:
+                setattr(self, f.name, decl.parse(self.name, f.name, getattr(self, f.name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across parameters (after each was parsed); raise a one-line SegcpError."""
+
+    @classmethod
+    def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Map user-facing parameter spellings onto the declared ones (default: unchanged).
+
+        E.g. CONSIGN accepts its search settings flat (``n_screen=64``) and nests them.
+        """
+        return dict(params)
+
+    def bind_alpha(self, alpha: float) -> SetFamily:
+        """The family used to calibrate at risk level α (default: itself).
+
+        A family whose sets depend on α (CONSIGN's box from the α/2 quantiles, by default)
+        returns a copy with that dependence resolved; calibration then builds its curves per
+        distinct bound family.
+        """
+        return self
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def declared(cls) -> dict[str, Param]:
+        """Every declared parameter, in declaration order."""
+        return {f.name: f.metadata["segcp"] for f in dataclasses.fields(cls) if "segcp" in f.metadata}
+
+    def params(self) -> dict[str, Any]:
+        """JSON-serialisable parameters that define the sets (what calib.json records)."""
+        return {k: getattr(self, k) for k, d in self.declared().items() if not d.runtime}
+
+    def identity(self) -> dict[str, Any]:
+        """What must be the same at prediction time beyond the parameters (e.g. the encoder's
+        weights checksum); recorded in calib.json and checked by :meth:`check_identity`."""
+        return {}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What, besides :meth:`params`, decides this family's score maps bit for bit (the key of
+        content-addressed caches such as ``segcp benchmark``'s; default :meth:`identity`)."""
+        return self.identity()
+
+    def check_identity(self, recorded: dict[str, Any], where: str) -> None:
+        """One-line error when this family's :meth:`identity` differs from a recorded one."""
+        mine = self.identity()
+        for key, value in recorded.items():
+            if key in mine and mine[key] != value:
+                raise SegcpError(
+                    f"{where}: {self.name}'s {key} here is {mine[key]!r}, but the calibration used {value!r}; "
+                    "predict with the same model and weights as the calibration"
+                )
+
+    @property
+    def key(self) -> str:
+        """Identity of the family and its parameters (owner of :class:`Prepared` states)."""
+        return json.dumps([self.name, self.params()], sort_keys=True, default=str)
 
     @property
     def integer_lambda(self) -> bool:
-        """True when r (and so λ̂) only takes integer values, e.g. a number of dilations."""
+        """True when λ̂ only takes integer values (e.g. a number of dilations)."""
         return False
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ inputs
+    def folders(self, available: Collection[str]) -> list[str]:
+        """The data-directory folders this family reads, given those that exist."""
+        return list(self.inputs)
+
+    def check_case(self, case: Case) -> None:
+        """One-line error when ``case`` lacks an input this family reads."""
+        for what in self.inputs:
+            if getattr(case, what, None) is None:
+                raise SegcpError(f"{case.where or 'case ' + case.id}: {self.name} needs {what} (Case({what}=...), or {what}/ in the data directory)")
+
+    def _case(self, item: Case | Prepared) -> Case:
+        return item.case if isinstance(item, Prepared) else item
+
+    def _state(self, item: Case | Prepared) -> Any:
+        """The prepared state of ``item`` (computed now for a bare case)."""
+        if isinstance(item, Prepared):
+            if item.owner != self.key:
+                raise SegcpError(f"case {item.case.id}: prepared by another family or parameters ({item.owner})")
+            return item.state
+        return self.compute_state(item)
+
+    def compute_state(self, case: Case) -> Any:
+        """The per-case state :meth:`prepare` keeps (override; default: nothing)."""
+        return None
+
+    def prepare(self, case: Case | Prepared) -> Prepared:
+        """Compute the per-case state once, for repeated calibration and prediction."""
+        if isinstance(case, Prepared):
+            self._state(case)  # checks the owner
+            return case
+        self.check_case(case)
+        return Prepared(case, self.key, self.compute_state(case))
+
+    def case_from_arrays(self, x: NDArray[Any], truth: NDArray[Any] | None, ident: str) -> Case:
+        """A case from a bare array of the family's first input (and its truth, if any)."""
+        return Case(ident, **{self.inputs[0]: x, self.truth: truth})
+
+    def truth_of(self, case: Case) -> NDArray[Any]:
+        """The case's ground truth (mask or label map), or a one-line error."""
+        t = getattr(case, self.truth)
+        if t is None:
+            raise SegcpError(f"case {case.id}: calibration needs a ground truth ({self.truth})")
+        return t
+
+    # ------------------------------------------------------------------ the family
+    @abstractmethod
+    def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
+        """The case's loss as a non-increasing step function of λ (needs its truth)."""
+
+    @abstractmethod
+    def predict(self, item: Case | Prepared, lam: float) -> Any:
+        """The set C_λ of the case."""
+
+    def statement(self, guarantee: str, alpha: float, tau: float = 1.0) -> str:
+        """The guarantee, in words, for calib.json and reports."""
+        return GUARANTEES[guarantee].format(alpha=alpha, conf=1 - alpha, tau=tau, beta=getattr(self, "beta", float("nan")))
+
+    def check_guarantee(self, guarantee: str | None) -> str:
+        """The guarantee to use (the family's default for None), or a one-line error."""
+        g = self.guarantees[0] if guarantee is None else guarantee
+        if g not in self.guarantees:
+            raise SegcpError(f"unknown guarantee {g!r} for {self.name}; choose one of {', '.join(self.guarantees)}")
+        return g
+
+    def infeasible(self, curves: LossCurves, alpha: float) -> str | None:
+        """A family-specific explanation when no λ meets the bound (None: the generic one)."""
+        return None
+
+
+class MaskFamily(SetFamily):
+    """A nested family of pixel sets C_λ = {p : r_p ≤ λ} from a per-pixel score map r.
+
+    Nestedness is automatic; the FNR curve of a case is read off the scores of its
+    ground-truth pixels. Subclasses implement :meth:`score_map`, and may override
+    :meth:`truth_scores` (when those are cheaper than the whole map) and :meth:`predict`.
+    """
+
+    def compute_state(self, case: Case) -> NDArray[np.float64]:
+        return self.score_map(case)
 
     @abstractmethod
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """Nonconformity r, float64, same shape as ``case.probs``; C_λ = {r ≤ λ}."""
 
-    def params(self) -> dict[str, Any]:
-        """JSON-serialisable hyper-parameters (what ``calib.json`` records)."""
-        return {}
+    def scores(self, item: Case | Prepared) -> NDArray[np.float64]:
+        """The score map of a case (the prepared one when given a :class:`Prepared`)."""
+        return self._state(item) if isinstance(item, Prepared) else self.score_map(item)
 
-    def predict(self, case: Case, lam: float) -> NDArray[np.bool_]:
+    def predict(self, item: Case | Prepared, lam: float) -> NDArray[np.bool_]:
         """The set C_λ for this case, bool array shaped like ``case.probs``."""
-        return self.score_map(case) <= lam
+        return self.scores(item) <= lam
 
     def truth_scores(self, case: Case) -> NDArray[np.float64]:
         """r at the ground-truth pixels of ``case`` (1-D; +inf = never in the set).
 
         Override when they can be computed more cheaply than the whole score map.
         """
-        if case.mask is None:
-            raise SegcpError(f"case {case.id}: calibration needs a ground-truth mask")
-        return self.score_map(case)[case.mask]
+        return self.score_map(case)[self.truth_of(case)]
 
-    def loss_curve(self, case: Case, guarantee: str = "fnr", tau: float = 1.0) -> LossCurves:
+    def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
         """This case's loss as a step function of λ.
 
         ``guarantee="fnr"``: L(λ) = FNR of C_λ (risk control, E[FNR] ≤ α).
         ``guarantee="quantile"``: L(λ) = 1{coverage of C_λ < τ} (conformal quantile,
         P(coverage ≥ τ) ≥ 1 − α; exact CRC on 0/1 curves is the conformal quantile).
         """
-        if guarantee not in GUARANTEES:
-            raise SegcpError(f"unknown guarantee {guarantee!r}; choose one of {', '.join(GUARANTEES)}")
-        truth = self.truth_scores(case)
-        if guarantee == "fnr":
+        g = self.check_guarantee(guarantee)
+        case = self._case(item)
+        if isinstance(item, Prepared):
+            truth = self._state(item)[self.truth_of(case)]
+        else:
+            truth = self.truth_scores(case)
+        if g == "fnr":
             return fnr_curve(truth)
         return zero_one_curve(coverage_quantile_score(truth, tau))
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
+
+@dataclass(eq=False)
+class SegmentationSet:
+    """A calibrated set of segmentations C_λ of one case: a sampler and a membership test."""
+
+    family: SegmentationSetFamily
+    item: Case | Prepared
+    lam: float
+
+    def sample(self, n_draws: int, seed: int | np.random.Generator | None = 0) -> NDArray[np.int64]:
+        """``n_draws`` segmentations (S, *spatial) drawn from the set (label maps)."""
+        return self.family.sample(self.item, self.lam, n_draws, seed)
+
+    def contains(self, truth: NDArray[Any] | None = None) -> bool:
+        """Whether the set contains ``truth`` (default: the case's own) up to the family's β."""
+        return self.family.contains(self.item, self.lam, truth)
 
 
-_REGISTRY: dict[str, type[SetMethod]] = {}
-M = TypeVar("M", bound=type[SetMethod])
+@dataclass(repr=False)
+class SegmentationSetFamily(SetFamily):
+    """A nested family of sets of segmentations, calibrated through its 0/1 loss.
+
+    The loss of a case is 1{Y ∉ C_λ}: a step from 1 to 0 at the case's score
+    λ*_i = :meth:`score` (+∞ when the truth is out of reach), so exact CRC on these curves is
+    the conformal quantile of the scores and P(Y ∈ C_λ̂) ≥ 1 − α. Subclasses implement
+    :meth:`score` and :meth:`sample`, and declare ``beta`` (agreement level) among their
+    parameters.
+    """
+
+    guarantees: ClassVar[tuple[str, ...]] = ("contains",)
+    truth: ClassVar[str] = "label_map"
+    lambda_min: ClassVar[float] = 0.0
+
+    @abstractmethod
+    def score(self, item: Case | Prepared, truth: NDArray[Any] | None = None) -> float:
+        """λ*: the smallest λ whose set contains ``truth`` (default: the case's) up to β."""
+
+    @abstractmethod
+    def sample(self, item: Case | Prepared, lam: float, n_draws: int, seed: int | np.random.Generator | None = 0) -> NDArray[np.int64]:
+        """``n_draws`` segmentations (S, *spatial) from C_λ of the case."""
+
+    def contains(self, item: Case | Prepared, lam: float, truth: NDArray[Any] | None = None) -> bool:
+        """Y ∈ C_λ up to β (the event the guarantee is about)."""
+        return bool(self.score(item, truth) <= float(lam))
+
+    def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
+        self.check_guarantee(guarantee)
+        return zero_one_curve(self.score(item))
+
+    def predict(self, item: Case | Prepared, lam: float) -> SegmentationSet:
+        return SegmentationSet(self, item, float(lam))
+
+    def infeasible(self, curves: LossCurves, alpha: float) -> str | None:
+        n_inf = int(np.sum(curves.ends() > 0.5))
+        return (
+            f"{self.name}: {n_inf} of {curves.n} calibration truths are never in the set "
+            f"(up to lambda_max), more than alpha={alpha:g} allows: no finite lambda gives the "
+            f"guarantee; lower beta, use more components K, or raise lambda_max"
+        )
 
 
-def register(cls: M) -> M:
-    """Class decorator: make a method available by its ``name`` (CLI, calib.json)."""
+# ---------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[SetFamily]] = {}
+#: Families known by name whose module is imported on first use (start-up stays cheap:
+#: ``calibrate --method threshold`` never imports scipy.ndimage, the encoders or torch).
+_LAZY: dict[str, str] = {}
+F = TypeVar("F", bound=type[SetFamily])
+
+
+def register(cls: F) -> F:
+    """Class decorator: make a family available by its ``name`` (CLI, calib.json)."""
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def register_lazy(name: str, module: str) -> None:
+    """Make ``name`` available now and import ``module`` (which registers it) on first use."""
+    _LAZY[name] = module
+
+
 def available_methods() -> list[str]:
-    """Names of the registered methods."""
-    return sorted(_REGISTRY)
+    """Names of the registered families."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
-def get_method(name: str, **params: Any) -> SetMethod:
-    """Instantiate a registered method by name with its hyper-parameters."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise SegcpError(f"unknown method {name!r}; available: {', '.join(available_methods())}") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise SegcpError(f"method {name!r}: bad parameters {params}: {exc}") from None
+def family_class(name: str) -> type[SetFamily]:
+    """The registered class of ``name``, or a one-line error listing the available ones."""
+    if isinstance(name, str) and name not in _REGISTRY and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name])
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise SegcpError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[name]
 
 
-MethodFactory = Callable[..., SetMethod]
+def get_method(name: str, **params: Any) -> SetFamily:
+    """Instantiate a registered family by name with its parameters."""
+    cls = family_class(name)
+    params = cls.normalize_params(params)
+    unknown = sorted(set(params) - set(cls.declared()))
+    if unknown:
+        raise SegcpError(
+            f"method {name!r}: bad parameters {params}: unknown {', '.join(unknown)} "
+            f"(known: {', '.join(cls.declared()) or 'none'})"
+        )
+    return cls(**params)

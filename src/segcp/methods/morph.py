@@ -43,14 +43,15 @@ spacing it is the dilation by a Euclidean disk of radius λ pixels (the original
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from segcp.errors import SegcpError
-from segcp.methods.base import Case, SetMethod, register
+from segcp.cases import Case
+from segcp.methods.base import MaskFamily, Prepared, param, register
 
 __all__ = ["MorphMethod", "STRUCTURING_ELEMENTS", "EMPTY_PREDICTION_RULES", "structuring_element"]
 
@@ -66,6 +67,8 @@ def structuring_element(se: str, ndim: int) -> NDArray[np.bool_]:
     in 3D); ``square`` is ``generate_binary_structure(ndim, ndim)`` (3×3 square, 3×3×3
     cube). ``ball`` has no one-step element (its λ is a radius in physical units).
     """
+    from scipy import ndimage  # on first use: the registry stays cheap to import
+
     if se == "cross":
         return ndimage.generate_binary_structure(ndim, 1)
     if se == "square":
@@ -74,7 +77,8 @@ def structuring_element(se: str, ndim: int) -> NDArray[np.bool_]:
 
 
 @register
-class MorphMethod(SetMethod):
+@dataclass(repr=False, eq=False)
+class MorphMethod(MaskFamily):
     """Consema: the model's mask Ŷ = {prob ≥ threshold} grown by a calibrated margin.
 
     Parameters
@@ -130,30 +134,16 @@ class MorphMethod(SetMethod):
     """
 
     name: ClassVar[str] = "morph"
+    summary: ClassVar[str] = "Consema: the model's mask grown by a calibrated number of dilations (or a margin in mm)"
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = np.inf
 
-    def __init__(self, se: str = "cross", threshold: float = 0.5, empty_prediction: str | float = "inf") -> None:
-        if se not in STRUCTURING_ELEMENTS:
-            raise SegcpError(f"morph: unknown structuring element se={se!r}; choose one of {', '.join(STRUCTURING_ELEMENTS)}")
-        try:
-            thr = float(threshold)
-        except (TypeError, ValueError):
-            raise SegcpError(f"morph: threshold must be a number in (0, 1], got {threshold!r}") from None
-        if not (0.0 < thr <= 1.0):
-            raise SegcpError(f"morph: threshold must be in (0, 1], got {threshold!r}")
-        if isinstance(empty_prediction, float) and math.isinf(empty_prediction) and empty_prediction > 0:
-            empty_prediction = "inf"
-        if empty_prediction not in EMPTY_PREDICTION_RULES:
-            raise SegcpError(
-                f"morph: unknown empty_prediction={empty_prediction!r}; choose one of {', '.join(EMPTY_PREDICTION_RULES)}"
-            )
-        self.se = se
-        self.threshold = thr
-        self.empty_prediction = str(empty_prediction)
-
-    def params(self) -> dict[str, Any]:
-        return {"se": self.se, "threshold": self.threshold, "empty_prediction": self.empty_prediction}
+    se: str = param("cross", "structuring element: cross/square count dilation steps, ball is a margin in physical units",
+                    kind="choice", choices=STRUCTURING_ELEMENTS, flag="--se")
+    threshold: float = param(0.5, "the seed mask is {prob >= threshold} (0.5: the model's own mask)",
+                             low=0.0, high=1.0, low_open=True)
+    empty_prediction: str = param("inf", "what to grow from when the seed is empty: inf (nothing: empty sets) or argmax",
+                                  kind="choice", choices=EMPTY_PREDICTION_RULES)
 
     @property
     def integer_lambda(self) -> bool:
@@ -166,7 +156,7 @@ class MorphMethod(SetMethod):
 
         Returns None when Ŷ is empty and ``empty_prediction="inf"`` (nothing to grow).
         """
-        seed = case.probs >= self.threshold
+        seed = case.probs.astype(np.float64, copy=False) >= self.threshold  # compared in float64, whatever the stored precision
         if seed.any():
             return seed
         if self.empty_prediction == "argmax":
@@ -175,6 +165,8 @@ class MorphMethod(SetMethod):
 
     def _distance(self, seed: NDArray[np.bool_], spacing: tuple[float, ...] | None) -> NDArray[np.float64]:
         """Distance of every pixel of ``seed``'s grid to ``seed`` (non-empty), float64."""
+        from scipy import ndimage
+
         if self.se == "ball":
             return np.asarray(ndimage.distance_transform_edt(~seed, sampling=spacing), dtype=np.float64)
         return ndimage.distance_transform_cdt(~seed, metric=_CDT_METRIC[self.se]).astype(np.float64)
@@ -190,12 +182,16 @@ class MorphMethod(SetMethod):
             return np.full(case.probs.shape, np.inf)
         return self._distance(seed, case.spacing)
 
-    def predict(self, case: Case, lam: float) -> NDArray[np.bool_]:
+    def predict(self, item: Case | Prepared, lam: float) -> NDArray[np.bool_]:
         """C_λ = {score_map ≤ λ}: ``int(λ)`` dilations (cross/square), a λ-mm ball (ball).
 
         Computed on the bounding box of the seed grown by the margin λ only (the same
-        distances: the seed lies inside that box, and nothing outside it is within λ).
+        distances: the seed lies inside that box, and nothing outside it is within λ); a
+        :class:`Prepared` case thresholds its stored score map.
         """
+        if isinstance(item, Prepared):
+            return super().predict(item, lam)
+        case = item
         seed = self.seed(case)
         out = np.zeros(case.probs.shape, dtype=bool)
         lam = float(lam)
@@ -215,9 +211,7 @@ class MorphMethod(SetMethod):
         of its points; Euclidean distances need no path). Pixels at distance +∞ (empty Ŷ,
         ``empty_prediction="inf"``) never enter the set: they count in |Y| and never drop.
         """
-        if case.mask is None:
-            raise SegcpError(f"case {case.id}: calibration needs a ground-truth mask")
-        y = case.mask
+        y = self.truth_of(case)
         seed = self.seed(case) if y.any() else None
         if seed is None:
             return np.full(int(np.count_nonzero(y)), np.inf)

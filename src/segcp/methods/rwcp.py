@@ -36,64 +36,47 @@ calibration data only.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import time
-from collections import OrderedDict
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from segcp.encoders import (
+    NAMED_ENCODERS,
     Encoder,
     FeatureCache,
     cache_root,
     get_encoder,
-    image_key,
     to_rgb01,
 )
 from segcp.errors import SegcpError
-from segcp.graph import (
-    BETA_SCALES,
-    SYMMETRIZE,
-    NeighbourGraph,
-    diffuse,
-    knn_global,
-    knn_window_tokens,
-    resize2d,
-    transition_matrix,
-)
-from segcp.methods.base import Case, SetMethod, register
+from segcp.graph import BETA_SCALES, SYMMETRIZE
+from segcp.cases import Case
+from segcp.methods.base import MaskFamily, param, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from segcp.graph.knn import NeighbourGraph
 
 __all__ = ["SCALES", "RWCPMethod"]
 
 SCALES = ("pixel", "token")
 
-# Shared across instances: ConformalSegmenter builds one method per alpha / per command, and
-# calibration at several alphas or a hyper-parameter search must not recompute anything.
-_FEATURE_CACHES: dict[tuple[str, bool], FeatureCache] = {}
-_ENCODERS: dict[str, Encoder] = {}
-_SCORES: OrderedDict[str, NDArray[np.float64]] = OrderedDict()
-_SCORES_BYTES = [0]
-SCORE_MEMO_BYTES = 256 * 2**20
+
+@functools.lru_cache(maxsize=8)
+def _encoder(spec: str, options: str) -> Encoder:
+    """One encoder per (spec, options) per process: weights load once, whatever the callers."""
+    return get_encoder(spec, **json.loads(options))
 
 
-def _memo_get(key: str) -> NDArray[np.float64] | None:
-    v = _SCORES.get(key)
-    if v is not None:
-        _SCORES.move_to_end(key)
-    return v
-
-
-def _memo_put(key: str, value: NDArray[np.float64]) -> None:
-    value.setflags(write=False)
-    _SCORES[key] = value
-    _SCORES_BYTES[0] += value.nbytes
-    while _SCORES_BYTES[0] > SCORE_MEMO_BYTES and len(_SCORES) > 1:
-        _, old = _SCORES.popitem(last=False)
-        _SCORES_BYTES[0] -= old.nbytes
+@functools.lru_cache(maxsize=8)
+def _feature_cache(root: str, disk: bool) -> FeatureCache:
+    """One feature cache per folder per process (its in-memory layer is shared)."""
+    return FeatureCache(Path(root), disk=disk)
 
 
 class _Clock:
@@ -111,20 +94,9 @@ class _Clock:
         self.t = now
 
 
-def _number(name: str, value: Any, lo: float, hi: float = np.inf, integer: bool = False) -> Any:
-    try:
-        v = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        raise SegcpError(f"rwcp: {name} must be a number, got {value!r}") from None
-    if integer and float(value) != v:
-        raise SegcpError(f"rwcp: {name} must be an integer, got {value!r}")
-    if not (lo <= v <= hi) or (not integer and not np.isfinite(v)):
-        raise SegcpError(f"rwcp: {name} must be in [{lo:g}, {hi:g}], got {value!r}")
-    return v
-
-
 @register
-class RWCPMethod(SetMethod):
+@dataclass(repr=False, eq=False)
+class RWCPMethod(MaskFamily):
     """RW-CP: threshold family on probabilities diffused along an image-feature kNN graph.
 
     Parameters
@@ -182,92 +154,40 @@ class RWCPMethod(SetMethod):
     """
 
     name: ClassVar[str] = "rwcp"
+    summary: ClassVar[str] = "RW-CP: threshold on probabilities diffused over a kNN graph of foundation-model features (needs images/)"
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
-    needs_image: ClassVar[bool] = True
+    inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
-    def __init__(
-        self,
-        encoder: str = "dinov2-small",
-        k: int = 20,
-        beta: float = 50.0,
-        steps: int = 10,
-        scale: str = "pixel",
-        *,
-        radius: int = 5,
-        grid: int | None = 256,
-        dims: int | None = None,
-        center: bool = False,
-        self_loop: bool = True,
-        symmetrize: str = "none",
-        lazy: float = 0.0,
-        beta_scale: str = "absolute",
-        spatial: float = 0.0,
-        intensity: float = 0.0,
-        input_size: int | None = None,
-        keep_aspect: bool = False,
-        layer: int | None = None,
-        threads: int | None = None,
-        batch_size: int = 8,
-        cache: bool = True,
-        cache_dir: str | None = None,
-    ) -> None:
-        if not isinstance(encoder, (str, Path)) or not str(encoder):
-            raise SegcpError(f"rwcp: encoder must be a name or a checkpoint directory, got {encoder!r}")
-        self.encoder = str(encoder)
-        self.k = _number("k", k, 1, integer=True)
-        self.beta = _number("beta", beta, 0.0)
-        self.steps = _number("steps", steps, 0, integer=True)
-        if scale not in SCALES:
-            raise SegcpError(f"rwcp: scale must be one of {', '.join(SCALES)}, got {scale!r}")
-        self.scale = scale
-        self.radius = _number("radius", radius, 1, integer=True)
-        self.grid = None if grid in (None, 0) else _number("grid", grid, 2, integer=True)
-        self.dims = None if dims in (None, 0) else _number("dims", dims, 1, integer=True)
-        self.center = bool(center)
-        self.self_loop = bool(self_loop)
-        if symmetrize not in SYMMETRIZE:
-            raise SegcpError(f"rwcp: symmetrize must be one of {', '.join(SYMMETRIZE)}, got {symmetrize!r}")
-        self.symmetrize = symmetrize
-        self.lazy = _number("lazy", lazy, 0.0, 1.0)
-        if beta_scale not in BETA_SCALES:
-            raise SegcpError(f"rwcp: beta_scale must be one of {', '.join(BETA_SCALES)}, got {beta_scale!r}")
-        self.beta_scale = beta_scale
-        self.spatial = _number("spatial", spatial, 0.0)
-        self.intensity = _number("intensity", intensity, 0.0)
-        self.input_size = None if input_size in (None, 0) else _number("input_size", input_size, 1, integer=True)
-        self.keep_aspect = bool(keep_aspect)
-        self.layer = None if layer is None else _number("layer", layer, -1000, integer=True)
-        self.threads = None if threads in (None, 0) else _number("threads", threads, 1, integer=True)
-        self.batch_size = _number("batch_size", batch_size, 1, integer=True)
-        self.cache = bool(cache)
-        self.cache_dir = None if cache_dir in (None, "") else str(cache_dir)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "encoder": self.encoder,
-            "k": self.k,
-            "beta": self.beta,
-            "steps": self.steps,
-            "scale": self.scale,
-            "radius": self.radius,
-            "grid": self.grid,
-            "dims": self.dims,
-            "center": self.center,
-            "self_loop": self.self_loop,
-            "symmetrize": self.symmetrize,
-            "lazy": self.lazy,
-            "beta_scale": self.beta_scale,
-            "spatial": self.spatial,
-            "intensity": self.intensity,
-            "input_size": self.input_size,
-            "keep_aspect": self.keep_aspect,
-            "layer": self.layer,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
-            "cache": self.cache,
-            "cache_dir": self.cache_dir,
-        }
+    encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
+                         kind="str", flag="--encoder", location=True, named=NAMED_ENCODERS)
+    k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, high=1000, flag="--k")
+    beta: float = param(50.0, "edge weight exp(-beta * distance) (the kernel scale)", low=0.0, flag="--kernel-beta",
+                        deprecated_flags=("--beta",))
+    steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
+    scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
+    _: KW_ONLY
+    radius: int = param(5, "pixel scale: the window is (2 radius + 1)^2 pixels", kind="int", low=1, high=50)
+    grid: int | None = param(256, "pixel scale: cap on the graph grid's long side (0/None: the probability grid)",
+                             kind="int", low=2, high=4096, optional=True, none_if=(0,))
+    dims: int | None = param(None, "reduce token features to this many dimensions by SVD (None: all)",
+                             kind="int", low=1, high=4096, optional=True, none_if=(0,))
+    center: bool = param(False, "subtract the image's mean token before the cosine distance", kind="bool")
+    self_loop: bool = param(True, "keep each node in its own neighbourhood", kind="bool")
+    symmetrize: str = param("none", "symmetrise the kNN graph", kind="choice", choices=SYMMETRIZE)
+    lazy: float = param(0.0, "lazy walk: P <- lazy I + (1 - lazy) P", low=0.0, high=1.0)
+    beta_scale: str = param("absolute", "beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
+    spatial: float = param(0.0, "weight of the spatial distance term (per image width)", low=0.0)
+    intensity: float = param(0.0, "weight of the intensity term |I_p - I_q| (image in [0, 1])", low=0.0)
+    input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096,
+                                   optional=True, none_if=(0,))
+    keep_aspect: bool = param(False, "encoder input keeps the image's aspect ratio", kind="bool")
+    layer: int | None = param(None, "encoder hidden state to use (None: the last, normalised)", kind="int", low=-1000, optional=True)
+    threads: int | None = param(None, "torch threads for the encoder", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
+    batch_size: int = param(8, "images per encoder forward pass", kind="int", low=1, runtime=True)
+    cache: bool = param(True, "cache features on disk (always in memory for the process)", kind="bool", runtime=True)
+    cache_dir: str | None = param(None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str",
+                                  optional=True, none_if=("",), runtime=True)
 
     # ------------------------------------------------------------------ encoder and cache
     def get_encoder(self) -> Encoder:
@@ -279,18 +199,28 @@ class RWCPMethod(SetMethod):
             "threads": self.threads,
             "batch_size": self.batch_size,
         }
-        key = json.dumps([self.encoder, opts], sort_keys=True)
-        if key not in _ENCODERS:
-            _ENCODERS[key] = get_encoder(self.encoder, **opts)
-        return _ENCODERS[key]
+        return _encoder(self.encoder, json.dumps(opts, sort_keys=True))
+
+    def validate(self) -> None:
+        if self.encoder not in NAMED_ENCODERS and not Path(self.encoder).expanduser().is_dir():
+            raise SegcpError(
+                f"rwcp: encoder {self.encoder!r}: not a known encoder ({', '.join(NAMED_ENCODERS)}) nor an existing checkpoint directory"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        """The encoder's name and weights checksum (a calibration is only valid with the same weights)."""
+        enc = self.get_encoder()
+        return {"encoder": enc.name, "encoder_weights_sha256": getattr(enc, "weights_sha256", None)}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The encoder's feature-cache id: weights, preprocessing and backend (the two backends'
+        features differ by float rounding, so their score maps do too)."""
+        return {"encoder": self.get_encoder().cache_id}
 
     def feature_cache(self) -> FeatureCache:
         """The (shared) feature cache: ``cache_dir/features``, else ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``."""
         root = (Path(self.cache_dir) if self.cache_dir else cache_root()) / "features"
-        key = (str(root), self.cache)
-        if key not in _FEATURE_CACHES:
-            _FEATURE_CACHES[key] = FeatureCache(root, disk=self.cache)
-        return _FEATURE_CACHES[key]
+        return _feature_cache(str(root), self.cache)
 
     def features(self, image: NDArray[Any]) -> NDArray[np.float32]:
         """Token features (d, h, w) of one image (from the cache when possible)."""
@@ -326,6 +256,8 @@ class RWCPMethod(SetMethod):
         self, feats: NDArray[np.float32], shape: tuple[int, int], image: NDArray[Any] | None = None
     ) -> NeighbourGraph:
         """The kNN graph for features (d, h, w) on the graph grid of a ``shape`` probability map."""
+        from segcp.graph import knn_global, knn_window_tokens, resize2d
+
         T = self._tokens(feats)
         gshape = self.graph_shape(shape, T.shape[1:])
         inten = None
@@ -352,6 +284,8 @@ class RWCPMethod(SetMethod):
         ``timings``, when given, accumulates seconds per stage: ``knn`` (graph),
         ``weights`` (P), ``resize`` (to the graph grid and back), ``diffusion``.
         """
+        from segcp.graph import diffuse, resize2d, transition_matrix
+
         clock = _Clock(timings)
         p = np.asarray(probs, dtype=np.float64)
         graph = self.build_graph(feats, p.shape, image)
@@ -382,23 +316,11 @@ class RWCPMethod(SetMethod):
             raise SegcpError(f"case {case.id}: rwcp works on 2D images; got a probability map of shape {case.probs.shape}")
         return np.asarray(case.image)
 
-    def diffused(self, case: Case) -> NDArray[np.float64]:
-        """The diffused probability map of a case (shape of ``case.probs``)."""
-        return 1.0 - self.score_map(case)
-
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − diffused probability, float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
         image = self._check(case)
-        h = hashlib.sha256(json.dumps(self.params(), sort_keys=True).encode())
-        h.update(image_key(image).encode())
-        h.update(image_key(case.probs).encode())
-        key = h.hexdigest()
-        r = _memo_get(key)
-        if r is None:
-            try:
-                feats = self.features(image)
-            except SegcpError as exc:
-                raise SegcpError(f"case {case.id}: {exc}") from None
-            r = 1.0 - self.diffuse_probs(case.probs, feats, image)
-            _memo_put(key, r)
-        return r.copy()
+        try:
+            feats = self.features(image)
+        except SegcpError as exc:
+            raise SegcpError(f"case {case.id}: {exc}") from None
+        return 1.0 - self.diffuse_probs(case.probs, feats, image)

@@ -1,5 +1,6 @@
 """Metrics of prediction sets: overlap (FNR, coverage, stretch, Dice), surface
-distances (HD95, ASSD) and their aggregation over a data set.
+distances (HD95, ASSD), the diversity of sets of segmentations (Chao1, SEC, correlation)
+and their aggregation over a data set.
 
 numpy/scipy only. Masks are 2D ``(H, W)`` or 3D ``(D, H, W)`` arrays, ``bool`` or 0/1;
 distances are in the physical units of ``spacing`` (one number per array axis).
@@ -13,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from segcp.metrics.aggregate import aggregate
+from segcp.metrics.diversity import chao1, draw_metrics, mean_abs_correlation, sampled_coverage
 from segcp.metrics.overlap import as_mask, coverage, dice, fnr, stretch
 from segcp.metrics.surface import assd, hd95, hd95_assd, surface, surface_distances
 
@@ -20,12 +22,16 @@ __all__ = [
     "METRICS",
     "aggregate",
     "assd",
+    "chao1",
     "coverage",
     "dice",
+    "draw_metrics",
     "evaluate_set",
     "fnr",
     "hd95",
     "hd95_assd",
+    "mean_abs_correlation",
+    "sampled_coverage",
     "stretch",
     "surface",
     "surface_distances",

@@ -78,17 +78,8 @@ def fnr(pred_set: ArrayLike, truth: ArrayLike) -> float:
 def coverage(pred_set: ArrayLike, truth: ArrayLike) -> float:
     """Fraction of the truth inside the prediction set, ``1 - fnr(pred_set, truth)``.
 
-    Parameters
-    ----------
-    pred_set : array_like of bool or {0, 1}, shape (H, W) or (D, H, W)
-        The prediction set.
-    truth : array_like of bool or {0, 1}, same shape as `pred_set`
-        The ground-truth foreground.
-
-    Returns
-    -------
-    float
-        ``|truth ∩ pred_set| / |truth|`` in [0, 1]; 1.0 when `truth` is empty.
+    Same arguments as :func:`fnr`; returns ``|truth ∩ pred_set| / |truth|`` in [0, 1], 1.0
+    when `truth` is empty.
     """
     return 1.0 - fnr(pred_set, truth)
 

@@ -193,32 +193,14 @@ def hd95(a: ArrayLike, b: ArrayLike, spacing: Spacing = None) -> float:
     >>> hd95(a, np.zeros_like(a))
     nan
     """
-    d = _both_directions(a, b, spacing)
-    if d is None:
-        return _empty_rule(a, b)
-    return float(max(np.percentile(d[0], 95), np.percentile(d[1], 95)))
+    return hd95_assd(a, b, spacing)[0]
 
 
 def assd(a: ArrayLike, b: ArrayLike, spacing: Spacing = None) -> float:
-    """Average symmetric surface distance between two masks.
+    """Average symmetric surface distance between two masks (arguments as :func:`hd95`).
 
-    The mean of the pooled surface distances of both directions (a -> b and b -> a),
-    as MONAI's ``compute_average_surface_distance(symmetric=True)``.
-
-    Parameters
-    ----------
-    a, b : array_like of bool or {0, 1}, shape (H, W) or (D, H, W)
-        The two masks (same shape).
-    spacing : float or sequence of float, optional
-        Voxel size per array axis in physical units (e.g. mm); default 1.
-
-    Returns
-    -------
-    float
-        ASSD in the units of `spacing`; 0.0 when both masks are empty, NaN when
-        exactly one is empty.
+    The mean of the pooled surface distances of both directions (a -> b and b -> a), as
+    MONAI's ``compute_average_surface_distance(symmetric=True)``; in the units of
+    ``spacing``, 0.0 when both masks are empty, NaN when exactly one is empty.
     """
-    d = _both_directions(a, b, spacing)
-    if d is None:
-        return _empty_rule(a, b)
-    return float(np.concatenate(d).mean())
+    return hd95_assd(a, b, spacing)[1]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -222,7 +221,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike[str]]) -> Ensemble:
 # ---------------------------------------------------------------------- data directories
 def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int) -> float | None:
     """Dice at 0.5 (binary) or mean foreground Dice of the argmax (multi-class); None if unusable."""
-    from segcp.methods.base import binarize_mask
+    from segcp.cases import binarize_mask
     from segcp.models.train import dice_scores
 
     m = np.asarray(mask)
@@ -237,27 +236,6 @@ def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int) -> float |
     if m.shape != probs.shape[1:] or m.dtype == bool or not np.issubdtype(m.dtype, np.integer):
         return None
     return float(dice_scores(probs.argmax(0)[None], m[None], n_classes)[0])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif overwrite and out.is_dir():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-            return
-        else:
-            raise SegcpError(f"{out}: already exists and is not empty; choose a new folder or pass --overwrite")
-    os.replace(tmp, out)
 
 
 def infer_to_dir(
@@ -286,8 +264,8 @@ def infer_to_dir(
     (also written as ``segcp_infer.json``).
     """
     from segcp.io.datadir import DataDir
-    from segcp.io.readers import read_array, write_json, write_npy
-    from segcp.pipeline import progress
+    from segcp.io import atomic_dir, read_array, write_json, write_npy
+    from segcp.progress import track as progress
 
     ens = models if isinstance(models, Ensemble) else load_ensemble(models)
     ens.to(device)
@@ -295,8 +273,6 @@ def infer_to_dir(
     if (task is None) == (data is None):
         raise SegcpError("inference needs either --task T --split PART or --data DIR")
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise SegcpError(f"{out}: already exists and is not empty; choose a new folder or pass --overwrite")
     meta0 = ens.metas[0]
     trained_task = (meta0.get("task") or {}).get("name")
     source: dict[str, Any]
@@ -324,83 +300,77 @@ def infer_to_dir(
         ids = dd_src.ids(["images", "masks"] if dd_src.has("masks") else ["images"])
         source = {"data": str(Path(data).resolve())}  # type: ignore[arg-type]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
     prev_threads = torch.get_num_threads()
     if threads is not None:
         if int(threads) < 1:
             raise SegcpError(f"--threads {threads}: must be a positive integer")
         torch.set_num_threads(int(threads))
     try:
-        if task is not None:
-            from segcp.data.tasks import export_task
+        with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
+            if task is not None:
+                from segcp.data.tasks import export_task
 
-            export_task(t, split, tmp, split=sp)  # type: ignore[arg-type]
-        else:
-            for sub in ("images", "masks"):
-                if dd_src.has(sub):
-                    (tmp / sub).mkdir()
-                    for i in ids:
-                        src = dd_src.path(sub, i)
-                        shutil.copy2(src, tmp / sub / src.name)
-        dd = DataDir(tmp)
-        has_masks = dd.has("masks")
-        dice: dict[str, float | None] = {}
-        bs = max(1, int(batch_size))
-        batches = [ids[s : s + bs] for s in range(0, len(ids), bs)]
-        for chunk in progress(batches, f"inference ({len(ids)} images)", show_progress):
-            imgs = [read_array(dd.path("images", i))[0] for i in chunk]
-            for ident, probs, smp in ens.predict(imgs, chunk, samples=samples, seed=seed, batch_size=bs):
-                write_npy(tmp / "probs" / f"{ident}.npy", probs)
-                if smp is not None:
-                    write_npy(tmp / "samples" / f"{ident}.npy", smp)
-                if has_masks:
-                    dice[ident] = _dice_of(probs, read_array(dd.path("masks", ident))[0], ens.n_classes)
+                export_task(t, split, tmp, split=sp)  # type: ignore[arg-type]
+            else:
+                for sub in ("images", "masks"):
+                    if dd_src.has(sub):
+                        (tmp / sub).mkdir()
+                        for i in ids:
+                            src = dd_src.path(sub, i)
+                            shutil.copy2(src, tmp / sub / src.name)
+            dd = DataDir(tmp)
+            has_masks = dd.has("masks")
+            dice: dict[str, float | None] = {}
+            bs = max(1, int(batch_size))
+            batches = [ids[s : s + bs] for s in range(0, len(ids), bs)]
+            for chunk in progress(batches, f"inference ({len(ids)} images)", show_progress):
+                imgs = [read_array(dd.path("images", i))[0] for i in chunk]
+                for ident, probs, smp in ens.predict(imgs, chunk, samples=samples, seed=seed, batch_size=bs):
+                    write_npy(tmp / "probs" / f"{ident}.npy", probs)
+                    if smp is not None:
+                        write_npy(tmp / "samples" / f"{ident}.npy", smp)
+                    if has_masks:
+                        dice[ident] = _dice_of(probs, read_array(dd.path("masks", ident))[0], ens.n_classes)
 
-        def mean_of(keys: Sequence[str]) -> float | None:
-            vals = [dice[k] for k in keys if dice.get(k) is not None]
-            return float(np.mean(vals)) if vals else None
+            def mean_of(keys: Sequence[str]) -> float | None:
+                vals = [dice[k] for k in keys if dice.get(k) is not None]
+                return float(np.mean(vals)) if vals else None
 
-        summary: dict[str, Any] = {"threshold": 0.5 if ens.binary else "argmax", "n": sum(v is not None for v in dice.values())}
-        summary["mean"] = mean_of(ids)
-        if test_ids or cal_ids:
-            summary["calibration"] = mean_of([i for i in ids if i in cal_ids])
-            summary["test"] = mean_of([i for i in ids if i in test_ids])
-            summary["n_test"] = sum(1 for i in ids if i in test_ids and dice.get(i) is not None)
-        manifest: dict[str, Any] = {
-            "source": source,
-            "ids": ids,
-            "models": [
-                {
-                    "path": str(Path(p).resolve()),
-                    "task": (m.get("task") or {}).get("name"),
-                    "split_seed": m.get("split_seed"),
-                    "seed": m.get("seed"),
-                    "dropout": m.get("dropout"),
-                    "n_classes": m.get("n_classes"),
-                    "segcp_version": m.get("segcp_version"),
-                    "val_dice": (m.get("metrics") or {}).get("val_dice"),
-                }
-                for p, m in zip(ens.paths, ens.metas)
-            ],
-            "n_classes": ens.n_classes,
-            "probs": "foreground probability (H, W) float32" if ens.binary else f"softmax ({ens.n_classes}, H, W) float32",
-            "preprocessing": meta0["preprocessing"],
-            "seed": int(seed),
-            "batch_size": bs,
-            "samples": None
-            if plan is None
-            else {"n": int(samples), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
-                  "shape": f"(N, {ens.n_classes}, H, W)"},
-            "dice": summary if has_masks else None,
-            "dice_per_image": dice if has_masks else None,
-        }
-        write_json(tmp / INFER_MANIFEST, manifest)
-        _place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            summary: dict[str, Any] = {"threshold": 0.5 if ens.binary else "argmax", "n": sum(v is not None for v in dice.values())}
+            summary["mean"] = mean_of(ids)
+            if test_ids or cal_ids:
+                summary["calibration"] = mean_of([i for i in ids if i in cal_ids])
+                summary["test"] = mean_of([i for i in ids if i in test_ids])
+                summary["n_test"] = sum(1 for i in ids if i in test_ids and dice.get(i) is not None)
+            manifest: dict[str, Any] = {
+                "source": source,
+                "ids": ids,
+                "models": [
+                    {
+                        "path": str(Path(p).resolve()),
+                        "task": (m.get("task") or {}).get("name"),
+                        "split_seed": m.get("split_seed"),
+                        "seed": m.get("seed"),
+                        "dropout": m.get("dropout"),
+                        "n_classes": m.get("n_classes"),
+                        "segcp_version": m.get("segcp_version"),
+                        "val_dice": (m.get("metrics") or {}).get("val_dice"),
+                    }
+                    for p, m in zip(ens.paths, ens.metas)
+                ],
+                "n_classes": ens.n_classes,
+                "probs": "foreground probability (H, W) float32" if ens.binary else f"softmax ({ens.n_classes}, H, W) float32",
+                "preprocessing": meta0["preprocessing"],
+                "seed": int(seed),
+                "batch_size": bs,
+                "samples": None
+                if plan is None
+                else {"n": int(samples), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
+                      "shape": f"(N, {ens.n_classes}, H, W)"},
+                "dice": summary if has_masks else None,
+                "dice_per_image": dice if has_masks else None,
+            }
+            write_json(tmp / INFER_MANIFEST, manifest)
     finally:
         torch.set_num_threads(prev_threads)
     return manifest

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from segcp import __version__
+from segcp._version import __version__
 from segcp.data.preprocess import Preprocessing, preprocess
 from segcp.errors import SegcpError
-from segcp.io.readers import atomic_path, to_jsonable
+from segcp.io.writers import atomic_path, to_jsonable
 from segcp.models.unet import UNet
 
 __all__ = [
@@ -225,18 +225,6 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, keep: Sequence[int]) -> TrainData:
-        idx = np.asarray(list(keep), dtype=np.int64)
-        return TrainData(self.images[idx], self.targets[idx], [self.ids[i] for i in idx], [self.groups[i] for i in idx])
-
-
-def _to_input(image: NDArray[Any], cfg: Preprocessing) -> tuple[NDArray[np.float32], dict[str, Any]]:
-    """Preprocess one image; returns (network input in [0, 1] float32, record)."""
-    out = preprocess(np.asarray(image), None, None, cfg)
-    scale = 1.0 / 255.0 if cfg.intensity != "none" else 1.0
-    return (out.image * scale).astype(np.float32), out.record
-
-
 def _prepare(
     samples: Sequence[tuple[str, str, NDArray[Any], NDArray[Any]]],
     cfg: Preprocessing,
@@ -244,7 +232,7 @@ def _prepare(
     description: str = "loading",
 ) -> TrainData:
     """(id, group, image, target map) → :class:`TrainData` (masks resized with nearest)."""
-    from segcp.pipeline import progress
+    from segcp.progress import track as progress
 
     size = cfg.size
     assert size is not None
@@ -450,19 +438,13 @@ def augment_batch(
 
 # ------------------------------------------------------------------------ metrics
 def dice_scores(pred: NDArray[Any], target: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
-    """Per-image Dice (mean over foreground classes 1..L-1 for multi-class).
-
-    ``pred``, ``target`` (N, H, W) class indices. A class empty in both → Dice 1.
+    """Per-image Dice (:func:`segcp.metrics.dice`; the mean over foreground classes 1..L-1 for
+    multi-class). ``pred``, ``target`` (N, H, W) class indices. A class empty in both → Dice 1.
     """
-    p = np.asarray(pred)
-    t = np.asarray(target)
-    out = np.zeros((p.shape[0], n_classes - 1))
-    for c in range(1, n_classes):
-        pc, tc = p == c, t == c
-        inter = (pc & tc).reshape(len(p), -1).sum(1)
-        tot = pc.reshape(len(p), -1).sum(1) + tc.reshape(len(p), -1).sum(1)
-        out[:, c - 1] = np.where(tot == 0, 1.0, 2 * inter / np.maximum(tot, 1))
-    return out.mean(axis=1)
+    from segcp.metrics import dice
+
+    p, t = np.asarray(pred), np.asarray(target)
+    return np.array([np.mean([dice(pi == c, ti == c) for c in range(1, n_classes)]) for pi, ti in zip(p, t)], dtype=np.float64)
 
 
 @torch.no_grad()
@@ -485,55 +467,35 @@ def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 class _Reporter:
-    """Rich progress bar on a terminal, one line per epoch otherwise (e.g. under nohup)."""
+    """A progress bar on a terminal (:class:`segcp.progress.Bar`), one line per epoch otherwise (e.g. under nohup)."""
 
     def __init__(self, enabled: bool, total_steps: int, epochs: int, title: str) -> None:
-        from rich.console import Console
+        from segcp.progress import Bar
 
         self.enabled = enabled
-        self.console = Console(stderr=True)
-        self.bar = None
         self.epochs = epochs
-        if enabled and self.console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}  loss {task.fields[loss]}  val Dice {task.fields[dice]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(title, total=total_steps, epoch=0, epochs=epochs, loss="-", dice="-")
+        self.bar = Bar(
+            f"[bold]{title}", total_steps, enabled=enabled,
+            fields="epoch {task.fields[epoch]}/{task.fields[epochs]}  loss {task.fields[loss]}  val Dice {task.fields[dice]}",
+            epoch=0, epochs=epochs, loss="-", dice="-",
+        ).__enter__()
 
     def step(self, epoch: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, epoch=epoch, loss=f"{loss:.4f}")
+        self.bar.advance(epoch=epoch, loss=f"{loss:.4f}")
 
     def epoch(self, rec: dict[str, Any]) -> None:
         dice = "-" if rec["val_dice"] is None else f"{rec['val_dice']:.4f}"
-        if self.bar is not None:
-            self.bar.update(self.task, dice=dice)
+        if self.bar.active:
+            self.bar.update(dice=dice)
         elif self.enabled:
-            self.console.print(
+            self.bar.console.print(
                 f"epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.4f}  val Dice {dice}  "
                 f"lr {rec['lr']:.2e}  {rec['seconds']:.0f} s",
                 highlight=False,
             )
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.__exit__(None, None, None)
 
 
 def train_model(
@@ -592,6 +554,8 @@ def _train(
     epochs = cfg.epochs_for(steps_per_epoch)
     total = steps_per_epoch * epochs
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total // 2)
+    # linear warm-up then cosine annealing, lr = cfg.lr · factor(step) before each step
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, total, warmup, cfg.min_lr_ratio))
     images = torch.from_numpy(train.images)
     targets = torch.from_numpy(train.targets)
     has_val = val is not None and len(val) > 0
@@ -617,8 +581,6 @@ def _train(
                 x, y = images[idx][:, None], targets[idx]
                 if cfg.augment:
                     x, y = augment_batch(x, y, gen)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * _lr_factor(step, total, warmup, cfg.min_lr_ratio)
                 opt.zero_grad(set_to_none=True)
                 x, y = x.to(cfg.device), y.to(cfg.device)
                 loss = F.cross_entropy(model(x), y)
@@ -626,6 +588,7 @@ def _train(
                     raise SegcpError(f"training diverged at epoch {epoch} (loss {loss.item()}); try a lower lr")
                 loss.backward()
                 opt.step()
+                sched.step()
                 step += 1
                 losses.append(float(loss.item()))
                 rep.step(epoch, losses[-1])
@@ -702,9 +665,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: UNet, meta: dict[str, A
     }
     with atomic_path(dest, suffix=".pt") as tmp:
         torch.save(obj, tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model file is not secret
     return dest
 
 

@@ -226,7 +226,7 @@ def check_samples(
     Needs N ≥ 2 samples, L ≥ 2 labels, values in [0, 1], finite.
     """
     s = np.asarray(samples)
-    if s.dtype == bool or not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
+    if s.dtype.kind not in "fiu":
         raise SegcpError(f"{where}: {what} must be numeric, got dtype {s.dtype}")
     s = s.astype(np.float64, copy=False)
     if spatial is not None and s.ndim == len(spatial) + 1 and s.shape[1:] == tuple(spatial):
@@ -268,7 +268,7 @@ def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -
     m = np.asarray(label)
     if m.dtype == bool:
         return m.astype(np.int64)
-    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+    if m.dtype.kind not in "fiu":
         raise SegcpError(f"{where}: label map must be numeric or boolean, got dtype {m.dtype}")
     if np.issubdtype(m.dtype, np.floating) and not (np.all(np.isfinite(m)) and np.all(m == np.round(m))):
         raise SegcpError(f"{where}: label map must hold integer labels")

@@ -1,0 +1,213 @@
+"""One image's inputs (`Case`) and the validation of every array a user hands to segcp.
+
+A :class:`Case` holds what a set family may read for one image — the model's foreground
+probabilities, its class probabilities or its sampled softmax maps, the image, the voxel
+spacing — and, for calibration and evaluation, the ground truth (a binary mask or a label
+map). Each array is checked once, here, with a one-line :class:`~segcp.errors.SegcpError`
+naming the case (or the file, when the reader passes its path as the case's ``where``).
+
+This module knows nothing about methods or files, so that readers (``segcp.io``) and set
+families (``segcp.methods``) can both import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from segcp.errors import SegcpError
+from segcp.multiclass.agreement import check_class_probs, check_label_map, check_samples
+
+__all__ = [
+    "Case",
+    "binarize_mask",
+    "check_class_probs",
+    "check_label_map",
+    "check_probabilities",
+    "check_samples",
+]
+
+
+def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]:
+    """Return validated probabilities, or raise one line naming ``where`` and the problem.
+
+    Floating arrays keep their precision (a float32 map is not copied to float64: families
+    compute their scores in float64 from it, so the values are the same); integer arrays
+    become float64. The range is checked on the array as stored; NaN propagates through
+    min/max, so NaN and inf are caught.
+    """
+    p = np.asarray(probs)
+    if p.dtype.kind not in "fiu":  # not bool, complex, timedelta/datetime, strings, records
+        raise SegcpError(f"{where}: probabilities must be numeric, got dtype {p.dtype}")
+    if p.size == 0:
+        raise SegcpError(f"{where}: the probability map is empty (shape {p.shape})")
+    lo, hi = float(p.min()), float(p.max())
+    if not (lo >= 0.0 and hi <= 1.0):
+        if np.isnan(lo) or np.isnan(hi):
+            raise SegcpError(f"{where}: probability map contains NaN ({int(np.isnan(p).sum())} values)")
+        if np.isinf(lo) or np.isinf(hi):
+            raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
+        raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
+    return p if p.dtype.kind == "f" else p.astype(np.float64)
+
+
+def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[np.bool_]:
+    """A boolean ground-truth mask from a binary mask or, with ``label``, a label map.
+
+    Binary masks may be bool or hold only {0, 1} or {0, 255}. A mask with other values
+    needs ``label`` (the structure is ``mask == label``).
+    """
+    m = np.asarray(mask)
+    if m.size == 0:
+        raise SegcpError(f"{where}: the mask is empty (shape {m.shape})")
+    if m.dtype == bool:
+        if label is not None and label not in (0, 1):
+            return np.zeros(m.shape, dtype=bool)
+        return m if label in (None, 1) else ~m
+    if m.dtype.kind not in "fiu":
+        raise SegcpError(f"{where}: mask must be numeric or boolean, got dtype {m.dtype}")
+    if np.issubdtype(m.dtype, np.floating):
+        if not np.all(np.isfinite(m)):
+            raise SegcpError(f"{where}: mask contains NaN or inf")
+        if not np.all(m == np.round(m)):
+            raise SegcpError(f"{where}: mask has non-integer values; expected a binary mask or a label map")
+    if label is not None:
+        return m == label
+    # min/max instead of a sort (the common cases are {0, 1} and {0, 255}); unsigned: one pass
+    lo, hi = (0 if m.dtype.kind == "u" else m.min()), m.max()
+    if lo >= 0 and hi <= 1:
+        return m == 1
+    if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):
+        return m == 255
+    values = np.unique(m)
+    shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+    raise SegcpError(f"{where}: mask is not binary (values {{{shown}}}); pass --label L to select one structure")
+
+
+@dataclass
+class Case:
+    """One image's inputs to a set family, plus (for calibration/evaluation) its ground truth.
+
+    Give the arrays a family reads (``segcp.methods``: ``threshold``/``morph``/``rwcp`` read
+    ``probs`` (and ``image``); ``consign`` reads ``samples``; ``aps`` reads ``samples`` or
+    ``class_probs``) and, to calibrate or evaluate, the matching truth (``mask`` for the binary
+    families, ``label_map`` for the multi-class ones). S is the 2D (H, W) or 3D (D, H, W) grid.
+
+    Attributes
+    ----------
+    id : str
+        Identifier, used in messages and output file names.
+    probs : ndarray, float in [0, 1], shape (*S), optional
+        Foreground probability of the structure (floating arrays keep their precision;
+        families compute in float64).
+    mask : ndarray of bool, shape (*S), optional
+        Binary ground truth of the structure.
+    image : ndarray, optional
+        The image itself, (*S) or (C, *S) or (*S, C), for image-aware families (RW-CP).
+    spacing : tuple of float, optional
+        Physical voxel size per axis of S (e.g. mm); None means 1 per axis.
+    extras : dict
+        Anything else a custom family needs.
+    samples : ndarray, float in [0, 1], shape (N, L, *S), optional
+        N sampled softmax maps over L classes (MC dropout, ensemble members); a (N, *S) array
+        is read as binary foreground samples when the truth tells S (stacked as [1 − p, p]).
+    class_probs : ndarray, float in [0, 1], shape (L, *S), optional
+        The model's class probabilities (softmax).
+    label_map : ndarray of int, shape (*S), optional
+        Multi-class ground truth, labels in [0, L).
+    where : str, optional
+        How messages name this case (default ``"case <id>"``; readers pass the file).
+    geometry : optional
+        Where the case's grid lives (a :class:`segcp.io.readers.Geometry`: NIfTI affine and
+        header), so that its sets are written on the same grid; set by the readers.
+    """
+
+    id: str
+    probs: NDArray[Any] | None = None
+    mask: NDArray[np.bool_] | None = None
+    image: NDArray[Any] | None = None
+    spacing: tuple[float, ...] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    samples: NDArray[Any] | None = None
+    class_probs: NDArray[Any] | None = None
+    label_map: NDArray[Any] | None = None
+    where: str | None = field(default=None, repr=False, compare=False)
+    geometry: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = self.where or f"case {self.id}"
+        truth_shape = None if self.label_map is None else np.shape(self.label_map)
+        shape: tuple[int, ...] | None = None
+        if self.probs is not None:
+            self.probs = check_probabilities(self.probs, where)
+            if self.probs.ndim not in (2, 3):
+                raise SegcpError(f"{where}: probability map must be 2D or 3D, got shape {self.probs.shape}")
+            shape = self.probs.shape
+        if self.samples is not None:
+            self.samples = check_samples(self.samples, where, truth_shape or shape)
+            shape = self._same(shape, self.samples.shape[2:], "samples", where)
+        if self.class_probs is not None:
+            sp = truth_shape or shape or np.shape(self.class_probs)[1:]
+            self.class_probs = check_class_probs(self.class_probs, where, tuple(sp))
+            shape = self._same(shape, self.class_probs.shape[1:], "class probabilities", where)
+        if shape is None:
+            raise SegcpError(f"{where}: no model output (give probs, samples or class_probs)")
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            if m.shape != shape:
+                raise SegcpError(f"{where}: mask shape {m.shape} does not match probability map shape {shape}")
+            self.mask = m.astype(bool, copy=False)
+        if self.label_map is not None:
+            n_labels = self.n_labels
+            self.label_map = check_label_map(self.label_map, where, n_labels)
+            if self.label_map.shape != shape:
+                raise SegcpError(f"{where}: label map shape {self.label_map.shape} does not match the model output's grid {shape}")
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            if len(sp) != len(shape) or not all(np.isfinite(s) and s > 0 for s in sp):
+                raise SegcpError(f"{where}: spacing {self.spacing} must give one positive size per axis of {shape}")
+            self.spacing = sp
+
+    @staticmethod
+    def _same(shape: tuple[int, ...] | None, other: tuple[int, ...], what: str, where: str) -> tuple[int, ...]:
+        if shape is not None and tuple(other) != tuple(shape):
+            raise SegcpError(f"{where}: {what} of grid {tuple(other)} do not match the probability map's grid {tuple(shape)}")
+        return tuple(other)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The spatial grid S."""
+        if self.probs is not None:
+            return tuple(self.probs.shape)
+        if self.samples is not None:
+            return tuple(self.samples.shape[2:])
+        assert self.class_probs is not None
+        return tuple(self.class_probs.shape[1:])
+
+    @property
+    def n_labels(self) -> int | None:
+        """L, the number of classes of the samples or class probabilities (None without them)."""
+        if self.samples is not None:
+            return int(self.samples.shape[1])
+        if self.class_probs is not None:
+            return int(self.class_probs.shape[0])
+        return None
+
+    @property
+    def model_mask(self) -> NDArray[np.bool_]:
+        """The model's own mask Ŷ = {prob ≥ 0.5}."""
+        if self.probs is None:
+            raise SegcpError(f"{self.where or 'case ' + self.id}: no foreground probability map (probs)")
+        return self.probs >= 0.5
+
+    def mean_class_probs(self) -> NDArray[np.float64]:
+        """Class probabilities (L, *S): the mean of the samples when there are samples."""
+        if self.samples is not None:
+            return self.samples.mean(axis=0)
+        if self.class_probs is None:
+            raise SegcpError(f"{self.where or 'case ' + self.id}: no class probabilities or samples")
+        return self.class_probs

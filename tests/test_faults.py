@@ -1,0 +1,318 @@
+"""Bad input and faults, class by class (docs/reliability.md): the reproductions of issue 15.
+
+Every failing command must end with exit status 2, exactly one ``segcp: error:`` line on
+stderr, no traceback, and leave every file of the workspace byte-identical (no partial or
+stray output, inputs untouched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from segcp.cli import main
+
+
+# ---------------------------------------------------------------------------- helpers
+def snapshot(root: Path) -> dict[str, tuple[str, str]]:
+    """Every entry under ``root``: (kind, content hash) — to prove nothing changed."""
+    out: dict[str, tuple[str, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", "")
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+            else:
+                out[rel] = ("other", str(st.st_mode))
+    return out
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out = capsys.readouterr()
+    code = exc.value.code
+    return (0 if code is None else int(code)), out.out, out.err
+
+
+def fails(argv: list[str], capsys, root: Path, fragment: str = "") -> str:
+    """Run ``argv``; assert the failure contract; return the error line."""
+    before = snapshot(root)
+    code, _, err = run(argv, capsys)
+    assert code == 2, (code, err)
+    assert err.count("\n") == 1 and err.startswith("segcp: error: "), err
+    assert "Traceback" not in err and "\x1b" not in err
+    assert fragment in err, err
+    assert snapshot(root) == before, "a failed command changed the workspace"
+    return err
+
+
+def ok(argv: list[str], capsys) -> str:
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    return out
+
+
+def make_data(root: Path, n: int = 5, shape=(8, 8), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for sub in ("probs", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        mask = rng.random(shape) < 0.4
+        mask[0, 0] = True
+        np.save(root / "probs" / f"{i}.npy", np.clip(mask * 0.6 + 0.4 * rng.random(shape), 0, 1))
+        np.save(root / "masks" / f"{i}.npy", mask.astype(np.uint8))
+    return root
+
+
+@pytest.fixture()
+def ws(tmp_path: Path, capsys):
+    """The issue's workspace: d/ (5 random 8 × 8 probs/masks) and c.json (alpha 0.25)."""
+    d = make_data(tmp_path / "d")
+    ok(["calibrate", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------- 1. inputs overwritten
+@pytest.mark.parametrize("target", ["d/probs", "d/masks", "d", "c.json"])
+def test_predict_never_writes_over_its_inputs(ws, capsys, target):
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / target, "--overwrite"], capsys, ws, "input")
+
+
+@pytest.mark.parametrize("target", ["d/probs/0.npy", "d/masks/new.json", "d/probs"])
+def test_calibrate_never_writes_into_its_inputs(ws, capsys, target):
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / target], capsys, ws)
+
+
+def test_output_that_is_a_device_fifo_or_link_is_refused(ws, capsys):
+    os.mkfifo(ws / "fifo")
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "fifo"], capsys, ws, "not a regular file")
+    (ws / "real.json").write_text("{}")
+    (ws / "link.json").symlink_to(ws / "real.json")
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "link.json"], capsys, ws, "symbolic link")
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", "/dev/null"], capsys, ws, "not a regular file")
+
+
+# ---------------------------------------------------------------------------- 2. output problems
+def test_output_path_problems_are_one_line(ws, capsys):
+    base = ["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out"]
+    (ws / "adir").mkdir()
+    fails(base + [ws / "adir"], capsys, ws, "is a directory")
+    (ws / "afile").write_text("x")
+    fails(base + [ws / "afile" / "c.json"], capsys, ws, "not a directory")
+    fails(base + [""], capsys, ws, "empty path")
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", "."], capsys, ws)
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ""], capsys, ws)
+
+
+def test_a_long_output_name_works(ws, capsys):
+    name = "x" * 245 + ".json"  # 250 characters: the temporary name must not push it over the limit
+    ok(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / name, "-q"], capsys)
+    assert (ws / name).is_file() and not [p for p in ws.iterdir() if p.name.startswith(".")]
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / ("y" * 300 + ".json")], capsys, ws, "File name too long")
+
+
+def test_os_errors_while_writing_or_listing_are_one_line(ws, capsys, monkeypatch):
+    import segcp.io.writers as writers
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(writers.os, "replace", denied)
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "new.json"], capsys, ws, "Permission denied")
+    monkeypatch.undo()
+    import segcp.io.datadir as datadir
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path).name == "probs":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(datadir.os, "scandir", scandir)
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "new.json"], capsys, ws, "cannot list")
+
+
+# ---------------------------------------------------------------------------- 3. partial output
+def test_predict_replaces_a_folder_whole_or_refuses(ws, capsys):
+    s = ws / "s"
+    (s / "100.npy").mkdir(parents=True)  # a folder in the way, as in the issue
+    np.save(s / "other.npy", np.zeros((8, 8), bool))
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", s], capsys, ws, "--overwrite")
+    ok(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", s, "--overwrite", "-q"], capsys)
+    assert sorted(p.name for p in s.iterdir()) == [f"{i}.npy" for i in range(5)]  # replaced, never merged
+    assert not [p for p in ws.iterdir() if p.name.startswith(".")]
+
+
+def test_compare_refuses_a_report_folder_it_cannot_fill(ws, capsys):
+    (ws / "rep" / "report.md").mkdir(parents=True)
+    fails(["compare", "--data", ws / "d", "--out", ws / "rep", "--n-cal", "3", "--splits", "2", "--alpha", "0.25"], capsys, ws, "report.md")
+
+
+# ---------------------------------------------------------------------------- 4. calib.json is data
+def _record(ws: Path) -> dict:
+    return json.loads((ws / "c.json").read_text())
+
+
+BAD_RECORDS = {
+    "lambda NaN": ("lambda", float("nan"), "finite"),
+    "lambda Infinity": ("lambda", float("inf"), "finite"),
+    "lambda -5": ("lambda", -5, "outside the range"),
+    "lambda 1e300": ("lambda", 1e300, "outside the range"),
+    "lambda string": ("lambda", "nan", "must be a number"),
+    "lambda true": ("lambda", True, "must be a number"),
+    "lambda 400 digits": ("lambda", int("9" * 400), "too large"),
+    "method list": ("method", ["threshold"], "method name"),
+    "newer segcp": ("segcp_version", "99.0.0", "newer"),
+    "newer schema": ("schema_version", 3, "newer"),
+    "n negative": ("n", -3, "positive integer"),
+    "channels string": ("probs_channels", "false", "true or false"),
+    "unknown param": ("params", {"k": 3}, "unknown parameter"),
+    "alpha out of range": ("alpha", 1.5, "(0, 1)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_calib_json_is_validated(ws, capsys, case):
+    key, value, fragment = BAD_RECORDS[case]
+    rec = _record(ws)
+    rec[key] = value
+    (ws / "bad.json").write_text(json.dumps(rec))
+    fails(["predict", "--calib", ws / "bad.json", "--data", ws / "d", "--out", ws / "s"], capsys, ws, fragment)
+
+
+def test_calib_json_structure_limits(ws, capsys):
+    (ws / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    fails(["predict", "--calib", ws / "deep.json", "--data", ws / "d", "--out", ws / "s"], capsys, ws, "nested")
+    (ws / "deep2.json").write_text('{"a": ' + "[" * 40 + "]" * 40 + "}")
+    fails(["predict", "--calib", ws / "deep2.json", "--data", ws / "d", "--out", ws / "s"], capsys, ws, "nested")
+
+
+def test_consign_scores_are_validated(tmp_path, capsys):
+    rec = {"method": "consign", "params": {"K": 2, "beta": 0.8, "box_alpha": 0.2}, "alpha": 0.2, "lambda": 0.5, "n": 2,
+           "scores": ["abc", 0.1]}
+    (tmp_path / "c.json").write_text(json.dumps(rec))
+    make_data(tmp_path / "d")
+    fails(["predict", "--calib", tmp_path / "c.json", "--data", tmp_path / "d", "--out", tmp_path / "s"], capsys, tmp_path, "scores")
+
+
+def test_run_time_paths_never_come_from_a_calib_file(ws, capsys, tmp_path):
+    rec = {"method": "rwcp", "params": {"encoder": str(tmp_path / "ckpt"), "cache_dir": str(tmp_path / "evil")},
+           "alpha": 0.25, "lambda": 0.5, "n": 5}
+    (tmp_path / "ckpt").mkdir()
+    (ws / "r.json").write_text(json.dumps(rec))
+    fails(["predict", "--calib", ws / "r.json", "--data", ws / "d", "--out", ws / "s"], capsys, ws, "never chooses paths")
+    assert not (tmp_path / "evil").exists()
+
+
+# ---------------------------------------------------------------------------- 5. silent nonsense
+def test_an_absent_structure_is_an_error(tmp_path, capsys):
+    d = make_data(tmp_path / "d")
+    err = fails(["calibrate", "--alpha", "0.25", "--label", "3", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
+                "no mask holds label 3")
+    assert "labels present: 0, 1" in err
+
+
+def test_compare_alpha_zero_and_bad_values(ws, capsys):
+    fails(["compare", "--data", ws / "d", "--out", ws / "rep", "--alpha", "0", "--n-cal", "3", "--splits", "2"], capsys, ws, "alpha")
+    np.save(ws / "d" / "probs" / "0.npy", np.zeros((8, 8), dtype="timedelta64[s]"))
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, "numeric")
+
+
+def test_parameter_values_are_checked(tmp_path, capsys):
+    d = make_data(tmp_path / "d")
+    (d / "images").mkdir()
+    for f in (d / "probs").iterdir():
+        np.save(d / "images" / f.name, np.load(f))
+    base = ["calibrate", "--method", "rwcp", "--encoder", "fallback", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"]
+    fails(base + ["-p", "center=maybe"], capsys, tmp_path, "center must be true or false")
+    fails(base + ["--steps", "100000000"], capsys, tmp_path, "steps must be in [0, 1000]")
+    fails(base[:3] + ["--encoder", "nope"] + base[5:], capsys, tmp_path, "encoder 'nope'")
+
+
+# ---------------------------------------------------------------------------- 6. more tracebacks
+def test_npz_renamed_npy(ws, capsys):
+    np.savez(ws / "z.npz", a=np.zeros((8, 8)))
+    (ws / "z.npz").replace(ws / "d" / "probs" / "0.npy")
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, ".npz archive")
+
+
+def test_npz_renamed_npy_in_sets(ws, capsys):
+    ok(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "s", "-q"], capsys)
+    np.savez(ws / "z.npz", a=np.zeros((8, 8)))
+    (ws / "z.npz").replace(ws / "s" / "0.npy")
+    fails(["evaluate", "--sets", ws / "s", "--data", ws / "d", "--out", ws / "m.json"], capsys, ws, ".npz archive")
+
+
+@pytest.mark.parametrize("spec, fragment", [("morph:tau=abc", "tau"), ("morph:se=cross,folds=abc", "folds"), ("morph:se=disk", "se")])
+def test_bad_compare_specs(ws, capsys, spec, fragment):
+    fails(["compare", "--data", ws / "d", "--out", ws / "rep", "-m", spec, "--n-cal", "3", "--splits", "2", "--alpha", "0.25"], capsys, ws, fragment)
+
+
+@pytest.mark.parametrize("extra, fragment", [(["--folds", "1"], "folds"), (["--folds", "0"], "folds"), (["-p", "tau=abc"], "tau")])
+def test_bad_tune_options(ws, capsys, extra, fragment):
+    fails(["tune", "--data", ws / "d", "-m", "morph", "-g", "se=cross|square", "--alpha", "0.25", *extra], capsys, ws, fragment)
+
+
+# ---------------------------------------------------------------------------- 7. error format
+def test_option_errors_are_one_line(ws, capsys):
+    fails(["calibrate", "--data", ws / "d", "--out", ws / "x.json", "--alpha", "abc"], capsys, ws, "--alpha")
+    fails(["calibrate", "--data", ws / "d"], capsys, ws, "--out")
+    fails(["predict", "--nope"], capsys, ws)
+
+
+@pytest.mark.parametrize("shape", [(), (8,), (2, 2, 8, 8)])
+def test_wrong_dimensions_name_the_file(ws, capsys, shape):
+    np.save(ws / "d" / "probs" / "0.npy", np.full(shape, 0.5))
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, "probs/0.npy")
+
+
+def test_nifti_spacing_must_be_positive_and_finite(tmp_path, capsys):
+    d = tmp_path / "d"
+    for sub in ("probs", "masks"):
+        (d / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = (rng.random((6, 6)) < 0.5).astype(np.uint8)
+        nib.save(nib.Nifti1Image(rng.random((6, 6)).astype(np.float32), np.eye(4)), str(d / "probs" / f"{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(d / "masks" / f"{i}.nii.gz"))
+    for bad in (0.0, -1.0, float("nan")):
+        img = nib.Nifti1Image(np.zeros((6, 6), np.uint8), np.eye(4))
+        img.header["pixdim"][1] = bad
+        nib.save(img, str(d / "masks" / "0.nii.gz"))
+        fails(["calibrate", "--alpha", "0.34", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path, "masks/0.nii.gz: voxel spacing")
+
+
+def test_huge_png_header_gives_one_line_and_no_warnings(ws, capsys):
+    Image.new("L", (1, 1)).save(ws / "tiny.png")
+    raw = bytearray((ws / "tiny.png").read_bytes())
+    raw[16:24] = (10000).to_bytes(4, "big") * 2  # IHDR width and height claim 10000 × 10000
+    (ws / "d" / "probs" / "0.npy").unlink()
+    (ws / "d" / "probs" / "0.png").write_bytes(bytes(raw))
+    (ws / "tiny.png").unlink()
+    err = fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, "0.png")
+    assert "Warning" not in err
+
+
+def test_control_characters_in_file_names_are_escaped(tmp_path, capsys):
+    d = make_data(tmp_path / "d")
+    for sub in ("probs", "masks"):
+        (d / sub / "0.npy").rename(d / sub / "\x1b[31mred.npy")
+    np.save(d / "probs" / "\x1b[31mred.npy", np.full((8, 8), np.nan))
+    err = fails(["calibrate", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path, "NaN")
+    assert "\\x1b[31mred" in err
