@@ -1,6 +1,6 @@
 """CONSIGN calibration: segcp's search vs the authors' procedure, and online sampling.
 
-On the same inputs (SYNTHETIC sampled softmax maps from ``segcp.multiclass.toy``, or real
+On the same inputs (SYNTHETIC sampled softmax maps from ``benchmarks/consign_toy.py``, or real
 MC-dropout samples with ``--data``), per K:
 
 * **segcp**: ``ConformalSegmenter("consign").calibrate`` (``--box``, default the paper's) — exact lower bound, fixed
@@ -42,10 +42,10 @@ import numpy as np
 
 from segcp import Case, ConformalSegmenter
 from segcp.multiclass.consign import consign_score, decompose, draw, thin_svd
-from segcp.multiclass.toy import make_toy_cases
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from consign_reference import ReferenceOptions, reference_calibrate  # noqa: E402
+from consign_toy import make_toy_cases  # noqa: E402
 
 
 def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=False):
@@ -109,8 +109,8 @@ def load_real_cases(data: str, n: int, crop: int | None = None):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from segcp.io import index_folder, read_array
     from segcp.cases import check_label_map, check_samples
+    from segcp.io import index_folder, read_array
 
     root = Path(data)
     samples, masks = index_folder(root / "samples"), index_folder(root / "masks")

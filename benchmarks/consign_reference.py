@@ -46,8 +46,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from segcp.calibration import check_alpha
+from segcp.cases import check_beta, check_label_map
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import agrees, check_beta, check_label_map
+from segcp.multiclass.agreement import agrees
 from segcp.multiclass.consign import Decomposition
 
 __all__ = ["ReferenceOptions", "ReferenceResult", "reference_calibrate", "reference_score"]

@@ -14,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segcp import Case, ConformalSegmenter
 from segcp.calibration import LossCurves, conformal_quantile, crc_lambda, zero_one_curve
+from segcp.cases import check_label_map, check_samples
 from segcp.cli import main
 from segcp.errors import SegcpError
+from segcp.metrics.diversity import (
+    chao1,
+    chao1_from_counts,
+    frequency_counts,
+    mean_abs_correlation,
+    sampled_coverage,
+)
 from segcp.multiclass.agreement import (
     agreement,
-    check_label_map,
-    check_samples,
     truth_weights,
 )
 from segcp.multiclass.aps import (
@@ -40,15 +47,7 @@ from segcp.multiclass.consign import (
     latin_hypercube,
     thin_svd,
 )
-from segcp.metrics.diversity import (
-    chao1,
-    chao1_from_counts,
-    frequency_counts,
-    mean_abs_correlation,
-    sampled_coverage,
-)
-from segcp import Case, ConformalSegmenter
-from segcp.multiclass.toy import make_toy_cases
+from consign_toy import make_toy_cases
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
 if str(BENCHMARKS) not in sys.path:
@@ -91,6 +90,25 @@ def test_input_checks():
     with pytest.raises(SegcpError, match="only 2 classes"):
         check_label_map(np.array([[0, 2]]), "m", 2)
     assert check_label_map(np.array([[0, 255]], np.uint8), "m", 2).tolist() == [[0, 1]]
+
+
+def test_stored_precision_is_kept(cases):
+    """A float16/float32 sample stack is validated as stored (no float64 copy of it); the
+    families compute in float64 from it, so the decomposition, the scores and the APS mean are
+    those of the float64 array with the same values, bit for bit."""
+    c = cases[0]
+    for dtype in (np.float16, np.float32):
+        x = c.samples.astype(dtype)
+        checked = check_samples(x, "s", c.truth.shape)
+        assert checked.dtype == dtype and np.shares_memory(checked, x)
+        assert check_samples(np.full((3, 4, 4), 0.2, dtype), "s", (4, 4)).dtype == np.float64  # binary: a new stack
+        a, b = decompose(x, K=2), decompose(x.astype(np.float64), K=2)
+        for field in ("mean", "directions", "singular_values", "lower", "upper"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert consign_score(a, c.truth, 0.8).lambda_ == consign_score(b, c.truth, 0.8).lambda_
+        case = Case("c", samples=x, label_map=c.truth)
+        assert case.samples.dtype == dtype
+        assert np.array_equal(case.mean_class_probs(), x.astype(np.float64).mean(axis=0))
 
 
 # ------------------------------------------------------------------ SVD and box

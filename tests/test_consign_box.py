@@ -10,15 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from segcp import Case, ConformalSegmenter
 from segcp.cli import main
 from segcp.errors import SegcpError
+from segcp.metrics.diversity import sampled_coverage
 from segcp.multiclass.agreement import agreement, agrees, exceeds_beta, float_band
 from segcp.multiclass.aps import aps_agreement, aps_score
 from segcp.multiclass.consign import (
@@ -32,9 +33,7 @@ from segcp.multiclass.consign import (
     is_member,
     thin_svd,
 )
-from segcp import Case, ConformalSegmenter
-from segcp.metrics.diversity import sampled_coverage
-from segcp.multiclass.toy import make_toy_cases
+from consign_toy import make_toy_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "consign_normalized_e6d4653.json"

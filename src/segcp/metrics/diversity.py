@@ -29,8 +29,9 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.cases import check_beta
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import agrees, check_beta
+from segcp.multiclass.agreement import agrees
 
 __all__ = ["chao1", "chao1_from_counts", "draw_metrics", "frequency_counts", "mean_abs_correlation", "sampled_coverage"]
 

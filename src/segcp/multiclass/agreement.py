@@ -41,26 +41,11 @@ __all__ = [
     "agreement",
     "agrees",
     "beta_fraction",
-    "check_beta",
-    "check_class_probs",
-    "check_label_map",
-    "check_samples",
     "exceeds_beta",
     "float_band",
     "truth_labels",
     "truth_weights",
 ]
-
-
-def check_beta(beta: float) -> float:
-    """β as a float in [0, 1), or a one-line error."""
-    try:
-        b = float(beta)
-    except (TypeError, ValueError):
-        raise SegcpError(f"beta must be a number in [0, 1), got {beta!r}") from None
-    if not 0.0 <= b < 1.0:
-        raise SegcpError(f"beta must be in [0, 1) (agreement must be strictly greater than beta), got {beta!r}")
-    return b
 
 
 def truth_weights(truth: NDArray[Any]) -> NDArray[np.float64]:
@@ -214,73 +199,3 @@ def agrees(pred: ArrayLike, truth: ArrayLike, beta: float) -> NDArray[np.bool_] 
 
     out = exceeds_beta(values, beta, counts, sizes, y.size)
     return bool(out[0]) if single else out
-
-
-def check_samples(
-    samples: ArrayLike, where: str, spatial: tuple[int, ...] | None = None, min_samples: int = 2, what: str = "samples"
-) -> NDArray[np.float64]:
-    """Sampled softmax maps as float64 (N, L, *S), or a one-line error naming ``where``.
-
-    Accepts (N, L, *S) class stacks, and (N, *S) foreground probabilities (binary: stacked as
-    [1 − p, p], L = 2) when ``spatial`` (the label map's shape) says the class axis is absent.
-    Needs N ≥ 2 samples, L ≥ 2 labels, values in [0, 1], finite.
-    """
-    s = np.asarray(samples)
-    if s.dtype.kind not in "fiu":
-        raise SegcpError(f"{where}: {what} must be numeric, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    if spatial is not None and s.ndim == len(spatial) + 1 and s.shape[1:] == tuple(spatial):
-        s = np.stack([1.0 - s, s], axis=1)  # binary foreground samples → two classes
-    if spatial is not None and (s.ndim != len(spatial) + 2 or s.shape[2:] != tuple(spatial)):
-        raise SegcpError(
-            f"{where}: samples of shape {tuple(np.shape(samples))} do not match the label map {tuple(spatial)}; "
-            f"expected (N, L, {', '.join(map(str, spatial))}) or (N, {', '.join(map(str, spatial))})"
-        )
-    if s.ndim not in (4, 5):
-        raise SegcpError(f"{where}: samples must have shape (N, L, H, W) or (N, L, D, H, W), got {s.shape}")
-    if s.shape[0] < min_samples:
-        raise SegcpError(f"{where}: need at least {min_samples} samples, got {s.shape[0]}")
-    if s.shape[1] < 2:
-        raise SegcpError(f"{where}: need at least 2 labels (softmax classes), got {s.shape[1]}")
-    if not np.all(np.isfinite(s)):
-        raise SegcpError(f"{where}: {what} contain NaN or inf")
-    lo, hi = float(s.min()), float(s.max())
-    if lo < 0.0 or hi > 1.0:
-        raise SegcpError(f"{where}: {what} must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
-    return s
-
-
-def check_class_probs(probs: ArrayLike, where: str, spatial: tuple[int, ...]) -> NDArray[np.float64]:
-    """Class probabilities (L, *S) as float64; a (*S) map is binary foreground ([1 − p, p])."""
-    p = np.asarray(probs)
-    sp = tuple(spatial)
-    if not (p.shape == sp or (p.ndim == len(sp) + 1 and p.shape[1:] == sp)):
-        dims = ", ".join(map(str, sp))
-        raise SegcpError(f"{where}: class probabilities of shape {p.shape} do not match the label map {sp}; expected (L, {dims}) or ({dims})")
-    return check_samples(p[None], where, sp, min_samples=1, what="class probabilities")[0]
-
-
-def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -> NDArray[np.int64]:
-    """A ground-truth label map as int64 with values in [0, L), or a one-line error.
-
-    Booleans become {0, 1}; for L = 2 a {0, 255} mask is read as {0, 1}.
-    """
-    m = np.asarray(label)
-    if m.dtype == bool:
-        return m.astype(np.int64)
-    if m.dtype.kind not in "fiu":
-        raise SegcpError(f"{where}: label map must be numeric or boolean, got dtype {m.dtype}")
-    if np.issubdtype(m.dtype, np.floating) and not (np.all(np.isfinite(m)) and np.all(m == np.round(m))):
-        raise SegcpError(f"{where}: label map must hold integer labels")
-    m = m.astype(np.int64)
-    if m.size == 0:
-        raise SegcpError(f"{where}: label map is empty")
-    if m.min() < 0:
-        raise SegcpError(f"{where}: negative label {int(m.min())}")
-    if n_labels is not None and m.max() >= n_labels:
-        if n_labels == 2 and np.all(np.isin(m, (0, 255))):
-            return (m == 255).astype(np.int64)
-        raise SegcpError(
-            f"{where}: label {int(m.max())} but the samples have only {n_labels} classes (labels must be < {n_labels})"
-        )
-    return m

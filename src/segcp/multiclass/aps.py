@@ -31,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.cases import check_beta, check_label_map
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import check_beta, check_label_map, exceeds_beta, truth_labels, truth_weights
+from segcp.multiclass.agreement import exceeds_beta, truth_labels, truth_weights
 
 __all__ = ["APS_MODES", "aps_agreement", "aps_draw", "aps_score", "aps_sets", "entry_levels"]
 

@@ -83,12 +83,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.cases import check_beta, check_label_map, check_samples
 from segcp.errors import SegcpError
 from segcp.multiclass.agreement import (
     agrees,
-    check_beta,
-    check_label_map,
-    check_samples,
     exceeds_beta,
     float_band,
     truth_labels,
@@ -316,7 +314,7 @@ def decompose(
         raise SegcpError(f"unknown box convention {box!r}; choose one of {', '.join(BOX_CONVENTIONS)}")
     n, n_labels = s.shape[:2]
     shape = tuple(int(v) for v in s.shape[2:])
-    flat = s.reshape(n, -1)
+    flat = s.reshape(n, -1).astype(np.float64, copy=False)  # mean and SVD in float64, whatever the stored precision
     mu = flat.mean(axis=0)
     u, sig, vt = thin_svd(flat - mu, int(K), svd)
     coef = u * sig[None, :] if box == "paper" else u  # ⟨u_k, ŝ_n − μ⟩ = Σ_kk U_nk, or U_nk
