@@ -147,11 +147,12 @@ def test_box_contains_sample_coefficients(cases):
 
 
 # ------------------------------------------------------------------ membership
-def test_surrogate_gradient_matches_finite_differences(cases):
+@pytest.mark.parametrize("box", ["normalized", "paper"])
+def test_surrogate_gradient_matches_finite_differences(cases, box):
     c = cases[0]
-    d = decompose(c.samples, K=5, box="normalized")
+    d = decompose(c.samples, K=5, box=box)
     s = _Search(d, c.truth, 0.9, SearchOptions())
-    lam = max(s.lower_bound, 0.3) * 2
+    lam = max(s.lower_bound, 0.3 * d.lambda_unit) * 2  # lambda_unit = 1 for the normalised box
     n = d.geometry.n_active(lam)
     assert n > 0
     t = np.random.default_rng(0).uniform(-1, 1, (3, d.K))
@@ -165,12 +166,15 @@ def test_surrogate_gradient_matches_finite_differences(cases):
     assert np.allclose(grad, num, rtol=1e-4, atol=1e-7)
 
 
-def test_fixed_pixels_are_exact(cases):
-    """Draws computed on the active pixels only equal the whole-image argmax."""
+@pytest.mark.parametrize("box", ["normalized", "paper"])
+def test_fixed_pixels_are_exact(cases, box):
+    """Draws computed on the active pixels only equal the whole-image argmax (λ in units of
+    lambda_unit: 1 for the normalised box, 1/Σ_11 for the paper's)."""
     rng = np.random.default_rng(5)
     for c in cases[:4]:
-        d = decompose(c.samples, K=5, box="normalized")
-        for lam in (0.0, 0.2, 1.0, 5.0):
+        d = decompose(c.samples, K=5, box=box)
+        for units in (0.0, 0.2, 1.0, 5.0) + ((40.0,) if box == "paper" else ()):
+            lam = units * d.lambda_unit
             t = rng.uniform(-1, 1, (20, d.K))
             fast = d.geometry.full_labels(lam, t)
             full = d.segment(d.centre + lam * d.unit_half_width * t).reshape(20, -1)

@@ -242,34 +242,7 @@ def test_search_is_scale_correct(cases, sigma):
 
 
 # ------------------------------------------------------------------ paper-convention counterparts
-def test_surrogate_gradient_matches_finite_differences_paper(cases):
-    c = cases[0]
-    d = decompose(c.samples, K=5)
-    s = _Search(d, c.truth, 0.9, SearchOptions())
-    lam = max(s.lower_bound, 0.3 * d.lambda_unit) * 2
-    n = d.geometry.n_active(lam)
-    assert n > 0
-    t = np.random.default_rng(0).uniform(-1, 1, (3, d.K))
-    _, grad, _ = s._soft(lam, t, n, 0.05)
-    eps = 1e-6
-    num = np.zeros_like(t)
-    for k in range(d.K):
-        e = np.zeros(d.K)
-        e[k] = eps
-        num[:, k] = (s._soft(lam, t + e, n, 0.05)[0] - s._soft(lam, t - e, n, 0.05)[0]) / (2 * eps)
-    assert np.allclose(grad, num, rtol=1e-4, atol=1e-7)
-
-
-def test_fixed_pixels_are_exact_paper(cases):
-    rng = np.random.default_rng(5)
-    for c in cases[:4]:
-        d = decompose(c.samples, K=5)
-        for units in (0.0, 0.2, 1.0, 5.0, 40.0):
-            lam = units * d.lambda_unit
-            t = rng.uniform(-1, 1, (20, d.K))
-            fast = d.geometry.full_labels(lam, t)
-            full = d.segment(d.centre + lam * d.unit_half_width * t).reshape(20, -1)
-            assert np.array_equal(fast, full)
+# (the surrogate gradient and the fixed pixels in the paper's convention: test_consign.py, parametrised by box)
 
 
 def test_membership_monotone_in_lambda_paper(cases):
