@@ -16,7 +16,9 @@ taken from it. Schema ``segcp.calibration`` version 2::
 Records without ``schema`` are version 1 (segcp ≤ 0.1.0 before this field): read the same
 way; the multi-class records of that version carried ``guarantee: "set contains the truth up
 to beta"`` (read as ``contains``) and a top-level ``beta`` (the same as ``params.beta``).
-Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
+A declared parameter missing from ``params`` (added after the record was written) gets the
+value the record was calibrated with: its declared ``unrecorded`` value when it has one
+(CONSIGN's ``box``: ``normalized``), else its default. Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
 read by :mod:`segcp.pipeline`.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from segcp.errors import SegcpError
 from segcp.methods import family_class, get_method
+from segcp.methods.base import NOT_GIVEN
 
 __all__ = ["read_record"]
 
@@ -109,6 +112,9 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     params = cls.normalize_params(params)
     declared = cls.declared()
     kept = {k: v for k, v in params.items() if k in declared and not declared[k].runtime}
+    for key, decl in declared.items():  # parameters added after the record was written
+        if key not in params and not decl.runtime and decl.unrecorded is not NOT_GIVEN:
+            kept[key] = decl.unrecorded
     unknown = sorted(k for k in params if k not in declared)
     if unknown:
         raise SegcpError(f"{where}: unknown parameter(s) {', '.join(unknown)} for method {method!r}")
