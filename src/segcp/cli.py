@@ -10,6 +10,8 @@ and exit status 2; result files are written atomically, so nothing partial is le
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -111,6 +113,32 @@ ParamOpt = Annotated[
     Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable); n_jobs=N runs N processes.")
 ]
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", help="Run on a local Dask cluster of N worker processes (needs segcp[dask]).")
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Run on the existing Dask cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS, when set)."),
+]
+ChunkOpt = Annotated[
+    Optional[int], typer.Option("--chunk-size", help="Images per cluster task (default: about 8 tasks per worker, at most 64).")
+]
+
+
+@contextmanager
+def _executor(workers: int | None, scheduler: str | None, quiet: bool, n_jobs: int = 1) -> Iterator[Any]:
+    """Where the job's map step runs (:func:`segcp.cluster.open_executor`); says so unless quiet."""
+    from segcp.cluster import open_executor
+
+    if workers is not None and n_jobs > 1:
+        raise SegcpError("-p n_jobs runs local processes and --workers a Dask cluster: give one of them")
+    ex = open_executor(n_jobs, workers, scheduler)
+    try:
+        if not quiet and ex.where != "this process":
+            sys.stderr.write(f"segcp: running on {ex.where}\n")
+        yield ex
+    finally:
+        ex.close()
 
 
 @app.command(cls=MethodCommand, context_settings=EXTRA)
@@ -131,6 +159,21 @@ def calibrate(
     ] = None,
     tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
     param: ParamOpt = None,
+    curves: Annotated[
+        str,
+        typer.Option(
+            "--curves",
+            help="auto: exact loss curves while they hold <= 2^26 breakpoints, else compact; exact; compact: the summed "
+            "risk on a fixed lambda grid (memory independent of n; lambda at most one grid step above exact).",
+        ),
+    ] = "auto",
+    grid_size: Annotated[int, typer.Option("--grid-size", help="Points of the compact curves' lambda grid.")] = 2**16,
+    grid_max: Annotated[
+        Optional[float], typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
+    ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
@@ -139,23 +182,37 @@ def calibrate(
 
     params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
     alphas = alpha or [0.1]
-    record = calibrate_dir(
-        data,
-        method=method,
-        alpha=alphas[0] if len(alphas) == 1 else alphas,
-        label=label,
-        guarantee=guarantee,
-        tau=tau,
-        method_params=params,
-        out=out,
-        show_progress=not quiet,
-        n_jobs=int(runtime.get("n_jobs", 1)),
-    )
+    n_jobs = int(runtime.get("n_jobs", 1))
+    with _executor(workers, scheduler, quiet, n_jobs) as ex:
+        record = calibrate_dir(
+            data,
+            method=method,
+            alpha=alphas[0] if len(alphas) == 1 else alphas,
+            label=label,
+            guarantee=guarantee,
+            tau=tau,
+            method_params=params,
+            out=out,
+            show_progress=not quiet,
+            n_jobs=n_jobs,
+            executor=ex,
+            chunk_size=chunk_size,
+            curve_form=curves,
+            grid_size=grid_size,
+            grid_max=grid_max,
+        )
     if not quiet:
         lams = record["lambda"] if isinstance(record["lambda"], list) else [record["lambda"]]
         stmts = record["statement"] if isinstance(record["statement"], list) else [record["statement"]]
         for lam, stmt in zip(lams, stmts):
             typer.echo(f"{record['method']}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
+        if "curves" in record:
+            g = record["curves"]["grid"]
+            step = (g["hi"] - g["lo"]) / (g["size"] - 1)
+            typer.echo(
+                f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
+                f"at or above the exact one (at most {step:.3g} larger)"
+            )
 
 
 @app.command()
@@ -172,6 +229,13 @@ def predict(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
+    ] = False,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
@@ -179,10 +243,11 @@ def predict(
     from segcp.pipeline import predict_dir
     from segcp.specs import parse_params
 
-    written = predict_dir(
-        calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
-        overrides=parse_params(param),
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        written = predict_dir(
+            calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
+            overrides=parse_params(param), resume=resume, executor=ex, chunk_size=chunk_size,
+        )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
 
@@ -203,6 +268,9 @@ def evaluate(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
@@ -211,9 +279,11 @@ def evaluate(
     from segcp.report import metrics_table
     from segcp.specs import parse_params
 
-    result = evaluate_dir(
-        sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        result = evaluate_dir(
+            sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed,
+            overrides=parse_params(param), executor=ex, chunk_size=chunk_size,
+        )
     if quiet:
         return
     if "draws" in result:
@@ -260,6 +330,9 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
@@ -271,18 +344,21 @@ def compare(
     from segcp.specs import parse_spec
 
     specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
-    result = compare_dir(
-        data,
-        specs,
-        label=label,
-        alphas=alpha or [0.2, 0.1, 0.05],
-        n_cal=n_cal,
-        n_splits=splits,
-        seed=seed,
-        out=out,
-        title=title,
-        show_progress=not quiet,
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        result = compare_dir(
+            data,
+            specs,
+            label=label,
+            alphas=alpha or [0.2, 0.1, 0.05],
+            n_cal=n_cal,
+            n_splits=splits,
+            seed=seed,
+            out=out,
+            title=title,
+            show_progress=not quiet,
+            executor=ex,
+            chunk_size=chunk_size,
+        )
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")

@@ -53,6 +53,7 @@ __all__ = [
     "umask",
     "write_json",
     "write_npy",
+    "write_npy_into",
     "write_text",
 ]
 
@@ -302,6 +303,33 @@ def write_text(dest: str | os.PathLike[str], text: str) -> Path:
 def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
     """Write strict JSON (NaN/inf → null) atomically; returns the path."""
     return write_text(dest, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_npy_into(folder: str | os.PathLike[str], name: str, array: NDArray[Any]) -> Path:
+    """Write ``folder/name`` (a ``.npy``) atomically, into a folder that must already exist.
+
+    For the tasks of a job that write into the job's output folder (``segcp predict`` on a
+    cluster, or with ``--resume``): the folder is never created, so a straggling task of a job
+    that has ended (its temporary folder removed) fails instead of recreating it. A present
+    ``name`` is replaced whole.
+    """
+    folder = Path(folder)
+    dest = folder / name
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(), suffix=".tmp.npy", dir=folder)
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
 
 
 def write_npy(dest: str | os.PathLike[str], array: NDArray[Any], *, clean_stale: bool = True) -> Path:
