@@ -133,6 +133,13 @@ def test_the_encoder_is_loaded_once_per_worker(data, client):
     assert len(info) == 2
     assert all(i["misses"] <= 1 for i in info.values()), info  # built at most once in each worker
     assert sum(i["hits"] + i["misses"] for i in info.values()) >= 14  # …and used by every case
+    # an unset encoder thread count becomes the worker's (1 thread per worker process), here unchanged
+    from segcp.jobs import worker_family
+    from segcp.methods import get_method
+
+    fam = get_method("rwcp", **PARAMS["rwcp"])
+    assert client.submit(worker_family, fam).result().threads == 1 and worker_family(fam).threads is None
+    assert client.submit(worker_family, get_method("rwcp", threads=3, **PARAMS["rwcp"])).result().threads == 3
 
 
 class _KillingExecutor(DaskExecutor):

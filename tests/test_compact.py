@@ -174,3 +174,13 @@ def test_compact_rounding_is_conservative_for_thirds():
     for lam, exact in ((grid.points[1], 7 * 2 / 3), (grid.points[2], 7 / 3), (grid.points[3], 0.0)):
         got = c.total_at(lam)
         assert exact <= got <= exact + 7 * 2.0**-52 * 2 and math.isfinite(got)
+
+
+@pytest.mark.parametrize("grid", [Grid(0.0, 1.0, 2**16), Grid(0.0, 1.0, 7), Grid(-3.5, 1024.0, 65536), Grid(0.0, 65535.0, 65536), Grid(0.1, 0.3, 1000)])
+def test_grid_index_is_searchsorted(grid):
+    """The arithmetic index equals a binary search, on and around every grid point."""
+    rng = np.random.default_rng(0)
+    pts = grid.points
+    x = np.concatenate([rng.uniform(grid.lo - 1, grid.hi + 1, 20000), pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf),
+                        [np.inf, -np.inf, grid.hi, grid.lo]])
+    assert np.array_equal(grid.index(x), np.searchsorted(pts, x, side="left"))

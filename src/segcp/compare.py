@@ -26,7 +26,7 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
 from segcp.io.datadir import data_inputs
 from segcp.io.writers import check_dir_target
-from segcp.jobs import Job, holds_label, map_ids, mapped_executor
+from segcp.jobs import Job, holds_label, map_ids, mapped_executor, worker_family
 from segcp.execution import Executor
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
@@ -172,6 +172,7 @@ def _spec_maps(specs: Sequence[MethodSpec], case: Case) -> list[tuple[Any, Any]]
     out = []
     for spec in specs:
         cs = spec.estimator().set_params(curve_form="exact")
+        cs.set_params(method=worker_family(cs.family), method_params=None)  # run-time threads of this worker
         out.append((cs, cs.prepare([case])[0]))
     return out
 

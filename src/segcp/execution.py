@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from segcp.progress import Bar
 
-__all__ = ["Executor", "LocalExecutor", "chunk_ranges", "parallel_map", "resolve_jobs"]
+__all__ = ["Executor", "LocalExecutor", "chunk_ranges", "parallel_map", "resolve_jobs", "worker_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,8 +36,27 @@ def resolve_jobs(n_jobs: int | None) -> int:
     return max(n, 1)
 
 
+_POOL_WORKER = False  # set in the processes of a LocalExecutor / parallel_map pool
+
+
+def worker_threads() -> int | None:
+    """The threads this process may use when it is a worker: 1 in a local process pool, the
+    worker's thread count on a Dask worker, None elsewhere (the main process: no limit)."""
+    if _POOL_WORKER:
+        return 1
+    distributed = sys.modules.get("distributed")  # imported in every Dask worker, never here
+    if distributed is None:
+        return None
+    try:
+        return int(distributed.get_worker().state.nthreads)
+    except (ValueError, AttributeError):  # not inside a worker's task
+        return None
+
+
 def _limit_threads() -> None:
     """Worker initialiser: one BLAS/OpenMP thread per process (the parallelism is over cases)."""
+    global _POOL_WORKER
+    _POOL_WORKER = True
     try:
         from threadpoolctl import threadpool_limits
 

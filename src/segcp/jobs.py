@@ -10,6 +10,7 @@ own cache), so each is built once per worker and job, not once per task.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,10 +20,10 @@ from typing import Any
 from segcp._version import __version__
 from segcp.cases import Case
 from segcp.errors import SegcpError
-from segcp.execution import Executor, LocalExecutor, chunk_ranges, resolve_jobs
+from segcp.execution import Executor, LocalExecutor, chunk_ranges, resolve_jobs, worker_threads
 from segcp.io import CaseReader, DataDir
 
-__all__ = ["Job", "datadir", "holds_label", "map_ids", "mapped_executor"]
+__all__ = ["Job", "datadir", "holds_label", "map_ids", "mapped_executor", "worker_family"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,6 +60,17 @@ class Job:
         if self.version != __version__:
             raise SegcpError(f"a worker runs segcp {__version__} but the client runs {self.version}: install the same segcp on every worker")
         return _reader(self)
+
+
+def worker_family(family: Any) -> Any:
+    """The family as a worker runs it: an unset run-time ``threads`` option (an encoder's
+    threads) becomes the worker's own thread count, so that N worker processes on N cores do
+    not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
+    n = worker_threads()
+    decl = type(family).declared().get("threads") if hasattr(type(family), "declared") else None
+    if n is None or decl is None or not decl.runtime or getattr(family, "threads", None) is not None:
+        return family
+    return dataclasses.replace(family, threads=n)
 
 
 def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:

@@ -32,7 +32,7 @@ from segcp.execution import Executor, chunk_ranges
 from segcp.io import CaseReader, DataDir, atomic_dir, check_output, index_folder, read_array, read_json, to_jsonable, write_json
 from segcp.io.datadir import data_inputs
 from segcp.io.writers import TMP_PREFIX, check_dir_target, write_npy_into
-from segcp.jobs import Job, datadir, holds_label, map_ids, mapped_executor
+from segcp.jobs import Job, datadir, holds_label, map_ids, mapped_executor, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.progress import track
 
@@ -48,13 +48,13 @@ def _curve_chunk(task: tuple[Job, list[str], str, float, Grid | None]) -> tuple[
     """Worker: read a chunk of cases and return only their curves (compact on the worker when
     a grid is given), and whether a mask held the selected label."""
     job, ids, guarantee, tau, grid = task
-    reader = job.reader()
+    reader, fam = job.reader(), worker_family(job.family)
     acc = CurveAccumulator("exact" if grid is None else "compact", grid)
     seen = False
     for k, ident in enumerate(ids):
         case = reader.read(ident)
         seen |= holds_label(case)
-        acc.add(k, job.family.loss_curve(case, guarantee, tau))
+        acc.add(k, fam.loss_curve(case, guarantee, tau))
     return acc.result(), seen
 
 
@@ -178,9 +178,9 @@ PREDICT_MANIFEST = ".segcp-predict.json"
 def _predict_chunk(task: tuple[Job, list[tuple[int, str]], float, int, int, str]) -> int:
     """Worker: read a chunk of cases and write each one's set, atomically, into ``folder``."""
     job, items, lam, draws, seed, folder = task
-    reader = job.reader()
+    reader, fam = job.reader(), worker_family(job.family)
     for k, ident in items:
-        write_npy_into(folder, f"{ident}.npy", _set_array(job.family.predict(reader.read(ident), lam), draws, draw_seed(seed, k)))
+        write_npy_into(folder, f"{ident}.npy", _set_array(fam.predict(reader.read(ident), lam), draws, draw_seed(seed, k)))
     return len(items)
 
 
@@ -344,6 +344,7 @@ def _evaluate_calibrated_chunk(task: tuple[Job, ConformalSegmenter, int, int, li
     """Worker: (metrics, drawn, has spacing) of the sets of a chunk of cases, made from the calibration."""
     job, cs, draws, seed, items = task
     reader = job.reader()
+    cs.families_ = {a: worker_family(f) for a, f in cs.families_.items()}  # this task's own copy
     out = []
     for k, ident in items:
         case = reader.read(ident)
