@@ -1,7 +1,7 @@
 """Shared fixtures: where the real data lives, and offline mode for model hubs.
 
 Every test runs with its own ``SEGCP_CACHE`` (a temporary folder), never ``~/.cache``.
-Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` fixtures. When the data
+Real-data tests use the ``shared_data`` / ``acdc_dir`` / ``busi_dir`` / ``la2018_dir`` fixtures. When the data
 is absent they skip with a message on a user's machine, but fail under CI (``CI`` set), so
 that CI always runs them.
 """
@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,3 +57,61 @@ def acdc_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def busi_dir(shared_data: Path) -> Path:
     return _require(shared_data / "busi")
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory):
+    """`segcp demo --out DIR` (the README's main command), run once per session.
+
+    Returns (DIR, what it printed on stdout, its exit code). Its cache is private to the session.
+    """
+    import contextlib
+    import io
+
+    from segcp.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "demo-out"
+    buf = io.StringIO()
+    code = None
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        mp.setenv("SEGCP_CACHE", str(root / "segcp-cache"))
+        try:
+            main(["demo", "--out", str(out)])
+        except SystemExit as exc:
+            code = exc.code
+    return out, buf.getvalue(), code
+
+
+@pytest.fixture(scope="session")
+def la2018_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "la2018")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread is fastest, and avoids OpenMP spin-waits on a loaded CI box."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def empty_prediction_cases():
+    """A factory of ``n`` square-structure cases, every third with an all-zero prediction
+    (Consema has nothing to grow there: its sets never cover those truths)."""
+    from segcp.methods import Case
+
+    def make(n: int) -> list[Case]:
+        rng = np.random.default_rng(0)
+        cases = []
+        for i in range(n):
+            mask = np.zeros((16, 16), bool)
+            mask[5:9, 5:9] = True
+            probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))
+            cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+        return cases
+
+    return make

@@ -82,10 +82,18 @@ def test_round_trip(tmp_path, capsys, fmt):
     assert rec["segcp_version"] == __version__ and 0 <= rec["lambda"] <= 1
     sets = tmp_path / "sets"
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(sets), "-q"], capsys)
-    files = sorted(sets.glob("*.npy"))
-    assert len(files) == 30 and not list(sets.glob(".*"))
-    s0 = np.load(files[0])
-    assert s0.dtype == bool and s0.shape == (24, 24)
+    if fmt == "nii.gz":  # NIfTI in, NIfTI out: uint8 sets on the input's grid (same affine), for viewers
+        files = sorted(sets.glob("*.nii.gz"))
+        assert len(files) == 30 and not list(sets.glob(".*"))
+        img = nib.load(str(files[0]))
+        s0 = np.asarray(img.dataobj)
+        assert s0.dtype == np.uint8 and s0.shape == (24, 24) and set(np.unique(s0)) <= {0, 1}
+        assert np.allclose(img.affine, nib.load(str(data / "probs" / files[0].name)).affine)
+    else:
+        files = sorted(sets.glob("*.npy"))
+        assert len(files) == 30 and not list(sets.glob(".*"))
+        s0 = np.load(files[0])
+        assert s0.dtype == bool and s0.shape == (24, 24)
     metrics = tmp_path / "m.json"
     ok(["evaluate", "--sets", str(sets), "--data", str(data), "--out", str(metrics), "-q"], capsys)
     res = json.loads(metrics.read_text())
@@ -97,7 +105,8 @@ def test_round_trip(tmp_path, capsys, fmt):
         assert res["distance_units"].startswith("physical")
         pid = "img000"
         mask = np.asarray(nib.load(str(data / "masks" / f"{pid}.nii.gz")).dataobj).astype(bool)
-        assert res["per_image"][pid]["hd95"] == pytest.approx(hd95(np.load(sets / f"{pid}.npy"), mask, (1.5, 0.5)))
+        pred = np.asarray(nib.load(str(sets / f"{pid}.nii.gz")).dataobj).astype(bool)
+        assert res["per_image"][pid]["hd95"] == pytest.approx(hd95(pred, mask, (1.5, 0.5)))
 
 
 def test_label_map_and_class_stack(tmp_path, capsys):

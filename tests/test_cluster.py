@@ -27,7 +27,8 @@ from segcp.cluster import DaskExecutor, open_executor  # noqa: E402
 from segcp.errors import SegcpError  # noqa: E402
 from segcp.io.writers import TMP_PREFIX  # noqa: E402
 from segcp.multiclass.toy import make_toy_cases  # noqa: E402
-from segcp.jobs import Job
+from segcp.io.datadir import DataSpec  # noqa: E402
+from segcp.jobs import Job  # noqa: E402
 from segcp.pipeline import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
 from test_one_stack import FIVE, _write  # noqa: E402
 
@@ -254,7 +255,7 @@ def test_options_and_errors_without_a_cluster(many, tmp_path, capsys, monkeypatc
     with pytest.raises(SegcpError, match="cannot reach the Dask scheduler"):
         DaskExecutor.connect("tcp://127.0.0.1:1", timeout=2)
     with pytest.raises(SegcpError, match="same segcp"):
-        Job(str(tmp_path), None, version="0.0.0-other").reader()  # type: ignore[arg-type]
+        Job(DataSpec.make(tmp_path), None, version="0.0.0-other").reader()  # type: ignore[arg-type]
     code, err = _run(["calibrate", "--data", str(tmp_path), "--out", str(tmp_path / "c.json"), "--workers", "2", "-p", "n_jobs=2"], capsys)
     assert code == 2 and "give one of them" in err
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed

@@ -32,17 +32,13 @@ def test_run_comparison_structure(phantoms):
         assert r["splits"] == 3 and 0 <= r["coverage"] <= 1
         assert ("dice_win" in r) == (m == "Consema")
     # Every split keeps whole groups on one side and has n_cal calibration images.
+    for s in res["splits"]:
+        assert 0 <= s["missed"] <= 1 and 0 <= s["empty_hit"] <= 1 and s["empty_fp"] >= 0
     assert all(s["n_cal"] == 20 and s["n_test"] == 40 for s in res["splits"])
 
 
-def test_infeasible_splits_are_counted_not_fatal():
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(30):
-        mask = np.zeros((16, 16), bool)
-        mask[5:9, 5:9] = True
-        probs = np.where(mask, 0.9, 0.05) if i % 3 else np.zeros((16, 16))  # every third: empty prediction
-        cases.append(Case(f"c{i}", probs + rng.uniform(0, 0.01, probs.shape), mask=mask))
+def test_infeasible_splits_are_counted_not_fatal(empty_prediction_cases):
+    cases = empty_prediction_cases(30)
     res = run_comparison(cases, [c.id for c in cases], [MethodSpec("morph", "morph")], alphas=(0.1,), n_cal=20, n_splits=4, show_progress=False)
     (row,) = res["summary"]
     assert row["infeasible"] == 4 and row["splits"] == 4
@@ -65,5 +61,29 @@ def test_spec_parsing_and_cli(tmp_path, phantoms):
     assert exc.value.code in (0, None)
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["groups_from"].endswith("groups.json") and res["n_groups"] == len(set(groups))
-    assert (tmp_path / "o" / "report.md").read_text().count("| threshold |") == 1
+    main_table, _, empty_table = (tmp_path / "o" / "report.md").read_text().partition("Images without the structure")
+    assert main_table.count("| threshold |") == 1
+    # the phantoms include images without the structure: their sets get a table of their own
+    assert res["n_empty_truth"] > 0 and empty_table.count("| threshold |") == 1
     assert (tmp_path / "o" / "summary.png").stat().st_size > 1000
+
+
+def test_missed_and_empty_truth_measurements():
+    """An empty set on a present structure is counted as missed (HD95 undefined); sets on
+    absent structures are counted with their area."""
+    cases = []
+    for i in range(24):
+        mask = np.zeros((12, 12), bool)
+        if i % 4:
+            mask[3:7, 3:7] = True
+        probs = np.where(mask, 0.9, 0.0)
+        if i % 4 == 0:
+            probs[0, :5] = 0.95  # a false positive of 5 pixels where the structure is absent
+        if i % 8 == 1:
+            probs[mask] = 0.0  # a structure the model misses entirely
+        cases.append(Case(f"c{i}", probs, mask=mask))
+    res = run_comparison(cases, [c.id for c in cases], [MethodSpec("t", "threshold")], alphas=(0.5,), n_cal=12, n_splits=3, show_progress=False)
+    (row,) = res["summary"]
+    # λ̂ = 0.1 (p ≥ 0.9 covers every structure the model sees): the 0.95 false positives are in, the missed ones out
+    assert row["lambda"] < 0.9 and row["empty_hit"] == 1.0 and row["empty_fp"] == 5.0
+    assert 0 < row["missed"] < 1 and res["n_empty_truth"] == 6

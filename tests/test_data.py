@@ -402,7 +402,7 @@ def test_rwcp_protocol_largest_slice(shared_data: Path, acdc_labels: dict[str, n
 # ------------------------------------------------------------ tasks & roots
 @pytest.mark.data
 def test_task_roots(shared_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert available_tasks() == ["acdc", "acdc-lv", "acdc-rv", "busi"]
+    assert available_tasks() == ["acdc", "acdc-3d", "acdc-lv", "acdc-rv", "busi", "la2018"]
     monkeypatch.setenv("SEGCP_DATA", str(shared_data))
     assert resolve_data_root("acdc") == (shared_data / "acdc").resolve()
     assert resolve_data_root("busi", shared_data / "busi") == (shared_data / "busi").resolve()

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from segcp.cli import main
-
-
-def test_demo_runs_and_keeps_the_guarantee(tmp_path, capsys):
-    out = tmp_path / "demo-out"
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--out", str(out)])
-    assert exc.value.code in (None, 0)
-    text = capsys.readouterr().out
+def test_demo_runs_and_keeps_the_guarantee(demo_report):
+    out, text, code = demo_report
+    assert code in (None, 0)
     assert "SYNTHETIC" in text
     files = {p.name for p in out.iterdir()}
     assert any(f.endswith(".json") for f in files) and any(f.endswith(".md") or f.endswith(".html") for f in files)
+    assert {"report.html", "report.md", "results.json", "results.csv", "config.toml"} <= files  # the benchmark's report folder
     assert "error" not in text.lower()
     assert "CONSIGN (K=5)" in text and "pixel-wise APS" in text  # the multi-class rows ran
     rec = json.loads((out / "results.json").read_text())
@@ -27,3 +21,6 @@ def test_demo_runs_and_keeps_the_guarantee(tmp_path, capsys):
         v = r["validity"]
         assert v["splits"] == 200 and v["mean_test_fnr"] <= r["alpha"] + 3 * v["se"], r["method"]
     assert {r["method"] for r in rec["multiclass_rows"]} == {"CONSIGN (K=5)", "pixel-wise APS"}
+    # every method of segcp is in the report
+    methods = {r["spec"].get("method") or r["spec"]["candidates"][0]["method"] for r in rec["tasks"][0]["rows"]}
+    assert methods == {"threshold", "morph", "rwcp", "consign", "aps"}

@@ -81,11 +81,14 @@ def test_binarize_mask():
         binarize_mask(np.array([0, 1, 2, 3]), None, "m")
     with pytest.raises(SegcpError, match="non-integer"):
         binarize_mask(np.array([0.0, 0.5]), None, "m")
+    for empty in (np.zeros(0), np.zeros((3, 0), dtype=bool)):
+        with pytest.raises(SegcpError, match=r"m: the mask is empty \(shape"):
+            binarize_mask(empty, None, "m")
 
 
 def test_registry_and_repr():
     assert "threshold" in available_methods()
-    assert repr(get_method("threshold")) == "ThresholdMethod()"
+    assert repr(get_method("threshold")) == "ThresholdMethod(normalize='none', norm_floor=0.1, norm_quantile=1.0, norm_level=0.5)"
     with pytest.raises(SegcpError, match="unknown method 'nope'"):
         get_method("nope")
     with pytest.raises(SegcpError, match="bad parameters"):

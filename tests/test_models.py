@@ -28,13 +28,7 @@ SHAPE = (40, 72)  # not the training size, not square: checks the original grid
 TINY = {"epochs": 2, "size": 32, "width": 4, "batch_size": 4, "threads": 1, "warmup_epochs": 0.5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest, and avoids OpenMP spin-waits on a loaded CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _datadir(root: Path, multiclass: bool = False, n: int = 8, with_masks: bool = True) -> Path:

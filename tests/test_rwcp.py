@@ -367,8 +367,22 @@ def test_rwcp_parameters_validation_and_image_requirement():
             RWCPMethod(encoder="fallback", **bad)
     with pytest.raises(SegcpError, match="needs the image"):
         RWCPMethod(encoder="fallback").score_map(Case("x", np.zeros((8, 8))))
-    with pytest.raises(SegcpError, match="2D"):
-        RWCPMethod(encoder="fallback").score_map(Case("x", np.zeros((4, 8, 8)), image=np.zeros((4, 8, 8))))
+    with pytest.raises(SegcpError, match="slice by slice .* grayscale image volume"):
+        RWCPMethod(encoder="fallback").score_map(Case("x", np.zeros((4, 8, 8)), image=np.zeros((8, 8))))
+
+
+def test_rwcp_diffuses_a_volume_slice_by_slice():
+    rng = np.random.default_rng(3)
+    image = rng.random((3, 20, 24)).astype(np.float32)
+    probs = np.clip(image + 0.2 * rng.random(image.shape), 0, 1)
+    m = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False)
+    vol = m.foreground(Case("v", probs, image=image))
+    assert vol.shape == probs.shape
+    for d in range(3):
+        assert np.array_equal(vol[d], m.foreground(Case(f"s{d}", probs[d], image=image[d])))
+    # normalize=max on a volume: one reference for the whole volume
+    mx = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, normalize="max")
+    assert np.array_equal(mx.score_map(Case("v", probs, image=image)), 1.0 - vol / vol.max())
 
 
 def test_rwcp_caches_features_on_disk(tmp_path):

@@ -167,9 +167,27 @@ def test_cli_tune_and_tuned_compare(tmp_path, capsys):
     assert "chosen by cross-validation" in (rep / "report.md").read_text()
 
 
-def test_tuned_row_says_when_no_fold_is_feasible(phantoms):
-    """α = 0.05 needs ≥ 19 calibration images per fit; 5-fold CV of 20 trains on 16: fallback."""
-    cases, groups = phantoms
-    tuned = TunedSpec("t", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})))
-    res = run_comparison(cases, groups, [tuned], alphas=(0.05,), n_cal=20, n_splits=2, seed=0, show_progress=False)
-    assert all(r["chosen"] == "se=cross (fallback: no fold feasible at this α)" for r in res["splits"])
+def test_folds_too_small_for_alpha_are_calibrated_at_the_smallest_level_they_admit(phantoms):
+    """α = 0.05 needs ≥ 19 calibration images per fit; 5-fold CV of 20 trains on 16: the folds
+    are calibrated at 1/17 instead, and the record says so."""
+    cases, good, bad = _toy_cases(n=20)
+    curves = [[fnr_curve(s[c.mask]) for s, c in zip(maps, cases)] for maps in (bad, good)]
+    groups = [f"g{i}" for i in range(20)]
+    best, table = select([bad, good], curves, [0.0, 0.0], cases, groups, 0.05, folds=5)
+    assert best == 1 and all(row["alpha"] == pytest.approx(1 / 17) for row in table)
+    assert all(np.isfinite(row["value"]) and row["infeasible_folds"] == 0 for row in table)
+    assert select([bad, good], curves, [0.0, 0.0], cases, groups, 0.2, folds=5)[1][0]["alpha"] == 0.2
+    ph_cases, ph_groups = phantoms
+    tuned = TunedSpec("t", (MethodSpec("raw", "threshold"), MethodSpec("max", "threshold", {"normalize": "max"})))
+    res = run_comparison(ph_cases, ph_groups, [tuned], alphas=(0.05,), n_cal=20, n_splits=2, seed=0, show_progress=False)
+    for r in res["splits"]:
+        assert r["chosen"].endswith(f"(CV at α = {r['cv_alpha']:.3g})") and r["cv_alpha"] > 0.05
+
+
+def test_tuned_row_says_when_no_fold_is_feasible(empty_prediction_cases):
+    """Sets that never cover (Consema on empty predictions) leave no candidate to score: the
+    first is used, and the record says so."""
+    cases = empty_prediction_cases(24)
+    tuned = TunedSpec("t", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})), folds=4)
+    res = run_comparison(cases, [c.id for c in cases], [tuned], alphas=(0.2,), n_cal=16, n_splits=2, seed=0, show_progress=False)
+    assert all(r["chosen"] == "se=cross (fallback: no fold feasible)" for r in res["splits"])

@@ -61,6 +61,8 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
     needs ``label`` (the structure is ``mask == label``).
     """
     m = np.asarray(mask)
+    if m.size == 0:
+        raise SegcpError(f"{where}: the mask is empty (shape {m.shape})")
     if m.dtype == bool:
         if label is not None and label not in (0, 1):
             return np.zeros(m.shape, dtype=bool)
@@ -118,6 +120,9 @@ class Case:
         Multi-class ground truth, labels in [0, L).
     where : str, optional
         How messages name this case (default ``"case <id>"``; readers pass the file).
+    geometry : optional
+        Where the case's grid lives (a :class:`segcp.io.readers.Geometry`: NIfTI affine and
+        header), so that its sets are written on the same grid; set by the readers.
     """
 
     id: str
@@ -130,6 +135,7 @@ class Case:
     class_probs: NDArray[Any] | None = None
     label_map: NDArray[Any] | None = None
     where: str | None = field(default=None, repr=False, compare=False)
+    geometry: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = self.where or f"case {self.id}"

@@ -104,7 +104,36 @@ def _split_runtime(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return params, runtime
 
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/).")]
+DataOpt = Annotated[
+    Optional[Path], typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/); or give the folders one by one.")
+]
+ProbsOpt = Annotated[Optional[Path], typer.Option("--probs", help="Folder of the model outputs (e.g. an nnU-Net prediction folder: <case>.npz + <case>.nii.gz).")]
+MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of the ground truth (e.g. nnU-Net's labelsTr).")]
+ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Folder of the images (image-aware methods).")]
+SamplesOpt = Annotated[Optional[Path], typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
+MatchOpt = Annotated[
+    Optional[list[str]], typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI).")
+]
+DatasetJsonOpt = Annotated[Optional[Path], typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
+
+
+def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Path | None, samples: Path | None,
+          match: list[str] | None, dataset_json: Path | None) -> Any:
+    """The inputs of a command: a data directory, or folders given one by one (a DataSpec)."""
+    from segcp.io.datadir import DataSpec
+
+    patterns = {}
+    for m in match or []:
+        kind, eq, template = m.partition("=")
+        if not eq or not template:
+            raise SegcpError(f"--match {m!r}: expected KIND={{id}}SUFFIX, e.g. images={{id}}_0000")
+        patterns[kind.strip()] = template
+    folders = {"probs": probs, "masks": masks, "images": images, "samples": samples}
+    if data is None and not any(folders.values()):
+        raise SegcpError("give --data DIR, or the folders --probs/--samples and --masks (and --images)")
+    if not patterns and not any(folders.values()) and dataset_json is None:
+        return data
+    return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
 LabelOpt = Annotated[
     Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
 ]
@@ -144,7 +173,6 @@ def _executor(workers: int | None, scheduler: str | None, quiet: bool, n_jobs: i
 @app.command(cls=MethodCommand, context_settings=EXTRA)
 def calibrate(
     ctx: typer.Context,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
     alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk level in (0, 1) (repeat for several).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help="Set method (see `segcp methods`).")] = "threshold",
@@ -158,6 +186,9 @@ def calibrate(
         ),
     ] = None,
     tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV.")
+    ] = None,
     param: ParamOpt = None,
     curves: Annotated[
         str,
@@ -174,6 +205,13 @@ def calibrate(
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
@@ -185,7 +223,7 @@ def calibrate(
     n_jobs = int(runtime.get("n_jobs", 1))
     with _executor(workers, scheduler, quiet, n_jobs) as ex:
         record = calibrate_dir(
-            data,
+            _data(data, probs, masks, images, samples, match, dataset_json),
             method=method,
             alpha=alphas[0] if len(alphas) == 1 else alphas,
             label=label,
@@ -200,25 +238,28 @@ def calibrate(
             curve_form=curves,
             grid_size=grid_size,
             grid_max=grid_max,
+            labels=labels,
         )
-    if not quiet:
-        lams = record["lambda"] if isinstance(record["lambda"], list) else [record["lambda"]]
-        stmts = record["statement"] if isinstance(record["statement"], list) else [record["statement"]]
+    if quiet:
+        return
+    for entry in record.get("structures", [record]):
+        lams = entry["lambda"] if isinstance(entry["lambda"], list) else [entry["lambda"]]
+        stmts = entry["statement"] if isinstance(entry["statement"], list) else [entry["statement"]]
+        what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
         for lam, stmt in zip(lams, stmts):
-            typer.echo(f"{record['method']}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
-        if "curves" in record:
-            g = record["curves"]["grid"]
-            step = (g["hi"] - g["lo"]) / (g["size"] - 1)
-            typer.echo(
-                f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
-                f"at or above the exact one (at most {step:.3g} larger)"
-            )
+            typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
+    if "curves" in record:
+        g = record["curves"]["grid"]
+        step = (g["hi"] - g["lo"]) / (g["size"] - 1)
+        typer.echo(
+            f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
+            f"at or above the exact one (at most {step:.3g} larger)"
+        )
 
 
 @app.command()
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
     draws: Annotated[
         int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
@@ -226,6 +267,9 @@ def predict(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
+    combined: Annotated[
+        bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
+    ] = False,
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
     ] = None,
@@ -236,6 +280,13 @@ def predict(
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
@@ -245,8 +296,9 @@ def predict(
 
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(
-            calib, data, out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
-            overrides=parse_params(param), resume=resume, executor=ex, chunk_size=chunk_size,
+            calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
+            seed=seed, alpha=alpha, overwrite=overwrite, overrides=parse_params(param), combined=combined, resume=resume,
+            executor=ex, chunk_size=chunk_size,
         )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
@@ -254,7 +306,6 @@ def predict(
 
 @app.command()
 def evaluate(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
     sets: Annotated[
         Optional[Path], typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")
@@ -271,6 +322,13 @@ def evaluate(
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
@@ -281,10 +339,14 @@ def evaluate(
 
     with _executor(workers, scheduler, quiet) as ex:
         result = evaluate_dir(
-            sets, data, label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed,
-            overrides=parse_params(param), executor=ex, chunk_size=chunk_size,
+            sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet,
+            calib=calib, draws=draws, seed=seed, overrides=parse_params(param), executor=ex, chunk_size=chunk_size,
         )
     if quiet:
+        return
+    if "structures" in result:
+        for name, st in result["structures"].items():
+            metrics_table({name: st}, title=f"{name} (label {st['label']}): {st['n']} images, distances in {result['distance_units']}")
         return
     if "draws" in result:
         m = result["mean"]
@@ -314,7 +376,6 @@ def methods() -> None:
 
 @app.command()
 def compare(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
         Optional[list[str]],
@@ -333,6 +394,13 @@ def compare(
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
@@ -346,7 +414,7 @@ def compare(
     specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
     with _executor(workers, scheduler, quiet) as ex:
         result = compare_dir(
-            data,
+            _data(data, probs, masks, images, samples, match, dataset_json),
             specs,
             label=label,
             alphas=alpha or [0.2, 0.1, 0.05],
@@ -366,7 +434,6 @@ def compare(
 
 @app.command()
 def tune(
-    data: DataOpt,
     method: Annotated[str, typer.Option("--method", "-m", help="Set method to tune (see `segcp methods`).")],
     grid: Annotated[
         list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
@@ -380,6 +447,13 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
@@ -405,19 +479,24 @@ def tune(
     if folds < 2:
         raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
     cands = grid_candidates(method, parse_params(param), values)
+    source_data = _data(data, probs, masks, images, samples, match, dataset_json)
     if out is not None:
-        from segcp.io.datadir import data_inputs
         from segcp.io import check_output
+        from segcp.io.datadir import data_inputs
 
-        check_output(out, data_inputs(data))
-    cases, groups, source = load_labelled_dir(data, cands, label=label, show_progress=not quiet)
+        check_output(out, data_inputs(source_data))
+    cases, groups, source = load_labelled_dir(source_data, cands, label=label, show_progress=not quiet)
     ids = [c.id for c in cases]
     res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
-    record = res.to_dict() | {"data": str(data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
+    from segcp.io.datadir import describe_data
+
+    record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
     if out is not None:
         write_json(out, record)
     if not quiet:
         typer.echo(f"{len(ids)} images in {len(set(groups))} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
+        if res.table and res.table[0]["alpha"] != alpha:
+            typer.echo(f"(the training folds are too small for alpha={alpha:g}: CV at alpha={res.table[0]['alpha']:.3g}, the smallest they admit)")
         for row in res.table:
             mark = "*" if row["candidate"] == res.best_index else " "
             extra = f"  ({row['infeasible_folds']} infeasible folds)" if row["infeasible_folds"] else ""
@@ -428,27 +507,63 @@ def tune(
 
 
 @app.command()
-def demo(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for results JSON and report.")] = None,
-    n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half calibration, half test).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the split.")] = 0,
+def benchmark(
+    config: Annotated[Path, typer.Option("--config", help="The benchmark's TOML file (tasks, methods, α, splits, ablations; docs/benchmark.md).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder: report.html (self-contained), report.md, figures, results.json, results.csv.")],
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute everything; read and write no cache.")] = False,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", help="Worker processes for score maps and scores (default: the config's jobs, 1).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole job on built-in SYNTHETIC phantoms (no data needed)."""
+    """Run the papers' tables, ablations and figures on your data, cached by content.
+
+    A second run recomputes only what is new (one more alpha, method or split). The report
+    folder is replaced whole at the end; an existing folder must be a previous report.
+    """
+    from segcp.benchmark.run import run_benchmark
+
+    if jobs is not None and jobs < 1:
+        raise SegcpError(f"--jobs {jobs}: must be a positive integer")
+    result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, jobs=jobs)
+    if not quiet:
+        c = result["cache"]
+        typer.echo(
+            f"wrote {out / 'report.html'}, report.md, results.json, results.csv in {result['seconds']:.1f} s "
+            f"(split records: {c['hits']['records']} from the cache, {c['misses']['records']} computed)"
+        )
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half of them calibrate each split).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the splits.")] = 0,
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Benchmark cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every method on built-in SYNTHETIC phantoms (segcp benchmark; no data needed)."""
     from segcp.demo import run_demo
 
-    run_demo(out=out, n=n, seed=seed, show_progress=not quiet)
+    run_demo(out=out, n=n, seed=seed, show_progress=not quiet, cache_dir=cache)
 
 
 @app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Where to write the model checkpoint (.pt).")],
     task: Annotated[
-        Optional[str], typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi): its training patients.")
+        Optional[str],
+        typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi, la2018, acdc-3d): its training patients."),
     ] = None,
     data: Annotated[
         Optional[Path],
-        typer.Option("--data", help="Or: a data directory with images/ and masks/ (all of it is training data; pre-split by patient)."),
+        typer.Option(
+            "--data",
+            help="Or: a data directory with images/ and masks/ (2D images or 3D volumes: trained on their slices; all of it is training data; pre-split by patient).",
+        ),
     ] = None,
     label: LabelOpt = None,
     preset: Annotated[str, typer.Option("--preset", help="cpu (default, <= 15 min on 2 cores) or paper (512 px, 200 epochs, GPU).")] = "cpu",
@@ -476,9 +591,16 @@ def train(
         float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")
     ] = 0.1,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, cuda:1, ...")] = "cpu",
+    loss: Annotated[
+        str, typer.Option("--loss", help="ce (cross-entropy, default) or dice_ce (nnU-Net's soft Dice + cross-entropy).")
+    ] = "ce",
+    slice_axis: Annotated[
+        Optional[int],
+        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> last)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a UNet on a task's training patients or on a data directory."""
+    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes)."""
     from segcp.models import require_torch
 
     require_torch()
@@ -493,14 +615,16 @@ def train(
         check_output(out, data_inputs(data))
     if task is not None and label is not None:
         raise SegcpError("--label is for --data; a task defines its own target")
+    if task is not None and slice_axis is not None:
+        raise SegcpError("--slice-axis is for --data; a volume task defines its own slice axis")
     cfg = TrainConfig.from_preset(
         preset, epochs=epochs, steps=steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels, seed=seed,
-        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device,
+        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device, loss=loss,
     )
     if task is not None:
         meta = train_task(task, out, cfg, split_seed=split_seed, show_progress=not quiet)
     else:
-        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet)  # type: ignore[arg-type]
+        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet, slice_axis=slice_axis)  # type: ignore[arg-type]
     if not quiet:
         m = meta["metrics"]
         vd = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
@@ -529,9 +653,17 @@ def infer(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
+    slice_axis: Annotated[
+        Optional[int],
+        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> last)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Probability maps (and samples) of one model or an ensemble, on the original image grid."""
+    """Probability maps (and samples) of one model or an ensemble, on the original image grid.
+
+    3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
+    slice and written as volumes on the image's grid and header.
+    """
     from segcp.models import require_torch
 
     require_torch()
@@ -549,11 +681,12 @@ def infer(
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
         [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
-        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet,
+        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet, slice_axis=slice_axis,
     )
     if not quiet:
         d = man["dice"]
-        msg = f"wrote {len(man['ids'])} probability maps" + (f" and {samples} samples each" if samples else "") + f" to {out}"
+        what = "probability volumes" if man.get("volumes") else "probability maps"
+        msg = f"wrote {len(man['ids'])} {what}" + (f" and {samples} samples each" if samples else "") + f" to {out}"
         if d and d.get("mean") is not None:
             parts = [f"Dice {d['mean']:.4f} (n = {d['n']})"]
             if d.get("test") is not None:

@@ -24,7 +24,7 @@ from segcp.cases import Case
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
-from segcp.io.datadir import data_inputs
+from segcp.io.datadir import data_home, data_inputs, describe_data
 from segcp.io.writers import check_dir_target
 from segcp.jobs import Job, holds_label, map_ids, mapped_executor, worker_family
 from segcp.execution import Executor
@@ -43,7 +43,7 @@ def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[
     ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
     (valid only if images are exchangeable one by one — say so in reports).
     """
-    root = Path(data)
+    root = data_home(data)
     for name in ("segcp_export.json", "groups.json"):
         f = root / name
         if f.is_file():
@@ -60,6 +60,29 @@ def _nanmean(values: Sequence[float]) -> float:
     a = np.asarray(values, dtype=float)
     a = a[np.isfinite(a)]
     return float(a.mean()) if a.size else float("nan")
+
+
+#: What a split records besides the per-image metrics' means (:data:`segcp.metrics.METRICS`):
+#: where the structure is present, the fraction of images whose set is empty (HD95 and ASSD
+#: are undefined there and left out of their means, so a method that misses images can look
+#: better on HD95); where it is absent (empty masks, e.g. the basal and apical slices of a
+#: whole ACDC stack), the fraction of images whose set is not empty and its mean area.
+EXTRAS: dict[str, str] = {
+    "missed": "fraction of test images with a structure whose set is empty (HD95/ASSD undefined, left out of their means)",
+    "empty_hit": "fraction of test images without the structure whose set is not empty",
+    "empty_fp": "mean set area (pixels) on test images without the structure (false-positive area)",
+}
+
+
+def _split_means(per: Sequence[dict[str, float]], truth_sizes: Sequence[int]) -> dict[str, float]:
+    """Means over one split's test images: every metric of :data:`METRICS` and the :data:`EXTRAS`."""
+    row = {m: _nanmean([p[m] for p in per]) for m in METRICS}
+    present = [p for p, n in zip(per, truth_sizes) if n > 0]
+    absent = [p for p, n in zip(per, truth_sizes) if n == 0]
+    row["missed"] = _nanmean([float(p["set_size"] == 0) for p in present])
+    row["empty_hit"] = _nanmean([float(p["set_size"] > 0) for p in absent])
+    row["empty_fp"] = _nanmean([p["set_size"] for p in absent])
+    return row
 
 
 def run_comparison(
@@ -90,9 +113,15 @@ def run_comparison(
     alphas = [check_alpha(a) for a in alphas]
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
     records: list[dict[str, Any]] = []
+    truth_sizes = [int(np.count_nonzero(c.mask)) for c in cases]
     model_rows: list[dict[str, float]] = []
     for cal, test in splits:
-        model_rows.append(_split_means([evaluate_set(cases[i].model_mask, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]))
+        model_rows.append(
+            _split_means(
+                [evaluate_set(cases[i].model_mask, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test],
+                [truth_sizes[i] for i in test],
+            )
+        )
     for spec in specs:
         cands = list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
         all_scores, all_curves, mins = candidate_maps(cands, cases, f"{spec.label}: score maps", show_progress)
@@ -116,10 +145,13 @@ def run_comparison(
                     seed=spec.seed + s,
                 )
                 scored = any(math.isfinite(t["value"]) for t in table)
-                # no candidate could be scored (e.g. folds too small for α: CRC needs n ≥ 1/α − 1
-                # images per training part): the first candidate is used, and the record says so
-                chosen = cands[k].label if scored else f"{cands[k].label} (fallback: no fold feasible at this α)"
-                base = base | {"chosen": chosen, "cv": [t["value"] for t in table]}
+                cv_alpha = table[0]["alpha"]
+                chosen = cands[k].label
+                if not scored:  # no candidate could be scored: the first is used, and the record says so
+                    chosen += " (fallback: no fold feasible)"
+                elif cv_alpha != a:  # folds too small for α (CRC needs n ≥ 1/α − 1): CV at the smallest feasible level
+                    chosen += f" (CV at α = {cv_alpha:.3g})"
+                base = base | {"chosen": chosen, "cv": [t["value"] for t in table], "cv_alpha": cv_alpha}
             if (s, k) not in cal_curves:
                 cal_curves[(s, k)] = all_curves[k].take(cal)
             lam = _split_lambda(estimators[k].set_params(alpha=a), cal_curves[(s, k)])
@@ -127,13 +159,8 @@ def run_comparison(
                 records.append(_infeasible(base, lam))
                 continue
             per = [evaluate_set(all_scores[k][i] <= lam, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
-            records.append(base | {"lambda": lam} | _split_means(per))
-    return _comparison(specs, alphas, n_cal, splits, seed, groups, model_rows, records)
-
-
-def _split_means(per_image: Sequence[dict[str, float]]) -> dict[str, float]:
-    """The mean of every metric over a split's test images (NaN-aware)."""
-    return {m: _nanmean([p[m] for p in per_image]) for m in METRICS}
+            records.append(base | {"lambda": lam} | _split_means(per, [truth_sizes[i] for i in test]))
+    return _comparison(specs, alphas, n_cal, splits, seed, groups, truth_sizes, model_rows, records)
 
 
 def _split_lambda(cs: Any, curves: LossCurves) -> float | str:
@@ -145,12 +172,12 @@ def _split_lambda(cs: Any, curves: LossCurves) -> float | str:
 
 
 def _infeasible(base: dict[str, Any], reason: str) -> dict[str, Any]:
-    return base | {"lambda": float("nan"), "infeasible": reason} | {m: float("nan") for m in METRICS}
+    return base | {"lambda": float("nan"), "infeasible": reason} | {m: float("nan") for m in (*METRICS, *EXTRAS)}
 
 
 def _comparison(
     specs: Sequence[MethodSpec | TunedSpec], alphas: Sequence[float], n_cal: int, splits: Sequence[Any], seed: int,
-    groups: Sequence[str], model_rows: Sequence[dict[str, float]], records: list[dict[str, Any]],
+    groups: Sequence[str], truth_sizes: Sequence[int], model_rows: Sequence[dict[str, float]], records: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "segcp_version": __version__,
@@ -161,7 +188,8 @@ def _comparison(
         "seed": seed,
         "n_images": len(groups),
         "n_groups": len(set(groups)),
-        "model": {m: _nanmean([r[m] for r in model_rows]) for m in METRICS},
+        "n_empty_truth": sum(n == 0 for n in truth_sizes),
+        "model": {m: _nanmean([r[m] for r in model_rows]) for m in (*METRICS, *EXTRAS)},
         "splits": records,
         "summary": summarize(records, baseline=specs[0].label if specs else None),
     }
@@ -177,16 +205,17 @@ def _spec_maps(specs: Sequence[MethodSpec], case: Case) -> list[tuple[Any, Any]]
     return out
 
 
-def _compare_curves_chunk(task: tuple[Job, list[MethodSpec], list[str]]) -> list[tuple[list[LossCurves], dict[str, float], bool]]:
+def _compare_curves_chunk(task: tuple[Job, list[MethodSpec], list[str]]) -> list[tuple[list[LossCurves], dict[str, float], bool, int]]:
     """Worker, first pass: per case, its loss curve for every spec, the model's own metrics,
-    and whether its mask holds the label."""
+    whether its mask holds the label, and the size of its truth (pixels)."""
     job, specs, ids = task
     reader = job.reader()
     out = []
     for ident in ids:
         case = reader.read(ident)
         curves = [cs.curves([item]) for cs, item in _spec_maps(specs, case)]
-        out.append((curves, evaluate_set(case.model_mask, case.mask, case.model_mask, case.spacing), holds_label(case)))
+        model = evaluate_set(case.model_mask, case.mask, case.model_mask, case.spacing)
+        out.append((curves, model, holds_label(case), int(np.count_nonzero(case.mask))))
     return out
 
 
@@ -234,14 +263,15 @@ def run_comparison_mapped(
         raise SegcpError(f"{len(reader.ids)} cases but {len(groups)} group labels")
     alphas = [check_alpha(a) for a in alphas]
     splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
-    job = Job(str(reader.dd.root), reader.family, label, reader.channels)
+    job = Job(reader.dd.spec, reader.family, label, reader.channels)
     first = map_ids(executor, _compare_curves_chunk, (job, list(specs)), reader.ids, "curves", show_progress, chunk_size)
-    reader.label_seen = any(seen for _, _, seen in first)
+    reader.label_seen = any(f[2] for f in first)
     reader.require_label_seen()
-    model = [m for _, m, _ in first]
-    curves = [LossCurves.concat([c[k] for c, _, _ in first]) for k in range(len(specs))]
+    model = [f[1] for f in first]
+    truth_sizes = [f[3] for f in first]
+    curves = [LossCurves.concat([f[0][k] for f in first]) for k in range(len(specs))]
     del first
-    model_rows = [_split_means([model[i] for i in test]) for _, test in splits]
+    model_rows = [_split_means([model[i] for i in test], [truth_sizes[i] for i in test]) for _, test in splits]
     estimators = [s.estimator() for s in specs]
     lambdas: dict[tuple[int, int, float], float | str] = {}
     for k in range(len(specs)):
@@ -266,13 +296,14 @@ def run_comparison_mapped(
             if isinstance(lam, str):
                 records.append(_infeasible(base, lam))
                 continue
-            records.append(base | {"lambda": lam} | _split_means([measured[(k, i, lam)] for i in test]))
-    return _comparison(specs, alphas, n_cal, splits, seed, groups, model_rows, records)
+            records.append(base | {"lambda": lam} | _split_means([measured[(k, i, lam)] for i in test], [truth_sizes[i] for i in test]))
+    return _comparison(specs, alphas, n_cal, splits, seed, groups, truth_sizes, model_rows, records)
 
 
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
     """Mean ± std over splits per (method, α); win rates against ``baseline``.
 
+    Besides the metrics, ``missed``, ``empty_hit`` and ``empty_fp`` (:data:`EXTRAS`).
     ``fnr_se`` is the standard error of the mean test FNR over splits, so the guarantee check
     is ``fnr <= alpha + 3 * fnr_se``. ``infeasible`` counts splits where no λ satisfied the
     bound (e.g. Consema with empty predictions); they are excluded from the means, and the
@@ -289,8 +320,8 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         if chosen:
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         rows = [r for r in rows if "infeasible" not in r]
-        for m in ["lambda", *METRICS]:
-            v = np.array([r[m] for r in rows], dtype=float)
+        for m in ["lambda", *METRICS, *EXTRAS]:
+            v = np.array([r.get(m, np.nan) for r in rows], dtype=float)
             v = v[np.isfinite(v)]
             row[m] = float(v.mean()) if v.size else float("nan")
             row[f"{m}_std"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
@@ -315,22 +346,48 @@ def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and np.isfinite(s) else f"{v:.{digits}f}"
 
 
+def _pct(row: dict[str, Any], key: str) -> str:
+    v = row.get(key)
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f} %"
+
+
 def markdown_summary(result: dict[str, Any]) -> str:
-    """The summary as a Markdown table (mean ± std over splits)."""
-    head = "| method | α | λ̂ | coverage | FNR (± SE) | stretch | Dice | ASSD | HD95 | Dice win | HD95 win |"
+    """The summary as a Markdown table (mean ± std over splits).
+
+    ``missed``: the fraction of test images with a structure whose set is empty (their HD95 and
+    ASSD are undefined and left out of the means). When the pool has images without the
+    structure, a second table gives the sets on them (fraction not empty, mean area).
+    """
+    head = "| method | α | λ̂ | coverage | FNR (± SE) | stretch | Dice | ASSD | HD95 | missed | Dice win | HD95 win |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     m = result["model"]
     lines.append(
-        f"| model (p ≥ 0.5) | – | – | {m['coverage']:.3f} | {m['fnr']:.3f} | 1.000 | {m['dice']:.3f} | {m['assd']:.2f} | {m['hd95']:.2f} | | |"
+        f"| model (p ≥ 0.5) | – | – | {m['coverage']:.3f} | {m['fnr']:.3f} | 1.000 | {m['dice']:.3f} | {m['assd']:.2f} | "
+        f"{m['hd95']:.2f} | {_pct(m, 'missed')} | | |"
     )
     for r in result["summary"]:
         win = lambda k: f"{100 * r[k]:.0f} %" if k in r else ""  # noqa: E731
         lines.append(
             f"| {r['method']} | {r['alpha']:g} | {_pm(r, 'lambda')} | {_pm(r, 'coverage')} | "
             f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {_pm(r, 'stretch', 2)} | "
-            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {win('dice_win')} | {win('hd95_win')} |"
+            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
             + (f" infeasible in {r['infeasible']}/{r['splits']} splits" if r["infeasible"] else "")
         )
+    if result.get("n_empty_truth"):
+        lines += [
+            "",
+            (
+                f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool; "
+                "mean over splits of the test images' values): fraction whose set is not empty, and the "
+                "set's mean area in pixels (false positives)."
+            ),
+            "",
+            "| method | α | set not empty | false-positive area (px) |",
+            "|---|---|---|---|",
+            f"| model (p ≥ 0.5) | – | {_pct(m, 'empty_hit')} | {m['empty_fp']:.1f} |",
+        ]
+        for r in result["summary"]:
+            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {_pm(r, 'empty_fp', 1)} |")
     tuned = [r for r in result["summary"] if r.get("chosen")]
     if tuned:
         lines += ["", "Settings chosen by cross-validation on each split's calibration images (number of splits):", ""]
@@ -392,7 +449,9 @@ def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: st
         f"calibration/test splits with {result['n_cal']} calibration images (whole groups), seed "
         f"{result['seed']}. Mean ± std over splits of the per-split mean over test images. FNR ± SE: the "
         "guarantee holds when FNR ≤ α + 3·SE (⚠ marks a violation). Win: fraction of splits in which "
-        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α. Splits where "
+        "the method beats the first method's Dice (higher) / HD95 (lower) at the same α. Missed: "
+        "fraction of test images with the structure whose set is empty (HD95 and ASSD are undefined "
+        "there and left out of their means and win rates). Splits where "
         "no λ satisfied the bound (\"infeasible\", e.g. Consema when the model predicts nothing on "
         "too many calibration images) are excluded from the means; the FNR check of such a row is "
         "then conditional on feasibility and is not the marginal guarantee.\n\n"
@@ -462,8 +521,8 @@ def compare_dir(
     else:
         cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
         result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
-    result["data"] = str(Path(data))
+    result["data"] = describe_data(data)
     result["groups_from"] = source
     if out is not None:
-        write_report(out, result, title or f"segcp comparison on {Path(data).name}", notes=f"Groups: {source}.")
+        write_report(out, result, title or f"segcp comparison on {Path(describe_data(data)).name}", notes=f"Groups: {source}.")
     return result

@@ -22,35 +22,37 @@ from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.execution import Executor, LocalExecutor, chunk_ranges, resolve_jobs, worker_threads
 from segcp.io import CaseReader, DataDir
+from segcp.io.datadir import DataSpec
 
 __all__ = ["Job", "datadir", "holds_label", "map_ids", "mapped_executor", "worker_family"]
 
 
 @functools.lru_cache(maxsize=4)
-def datadir(root: str, token: str) -> DataDir:
-    """The directory's index, once per process and job (``token``: files may change between jobs)."""
-    return DataDir(root)
+def datadir(data: DataSpec, token: str) -> DataDir:
+    """The inputs' index, once per process and job (``token``: files may change between jobs)."""
+    return DataDir(data)
 
 
 @functools.lru_cache(maxsize=4)
 def _reader(job: Job) -> CaseReader:
-    return datadir(job.root, job.token).reader(job.family, label=job.label, with_truth=job.with_truth, channels=job.channels)
+    return datadir(job.data, job.token).reader(job.family, label=job.label, with_truth=job.with_truth, channels=job.channels)
 
 
 @dataclass(frozen=True)
 class Job:
     """What every task of one directory job carries: where the files are and how to read them.
 
-    ``family`` is a :class:`~segcp.methods.SetFamily` (it pickles as its parameters);
+    ``data`` is the job's :class:`~segcp.io.datadir.DataSpec` (a data directory, or per-kind
+    folders and name patterns such as an nnU-Net layout); ``family`` is a :class:`~segcp.methods.SetFamily` (it pickles as its parameters);
     ``label``, ``channels``, ``with_truth`` as for :meth:`DataDir.reader`. ``token``
     identifies the job, so that a worker indexes the directory once per job; ``version`` is
     the client's segcp, which every worker must run.
     """
 
-    root: str
+    data: DataSpec
     family: Any = field(compare=False)
     label: int | None = None
-    channels: bool = False
+    channels: bool | str | None = False
     with_truth: bool = True
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     version: str = __version__

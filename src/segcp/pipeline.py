@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.calibration import check_calibration_size
+from segcp.calibration import LossCurves, check_calibration_size
 from segcp.calibration.compact import GRID_SIZE, CurveAccumulator, Grid
 from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter, Curves
 from segcp.errors import SegcpError
 from segcp.execution import Executor, chunk_ranges
-from segcp.io import CaseReader, DataDir, atomic_dir, check_output, index_folder, read_array, read_json, to_jsonable, write_json
-from segcp.io.datadir import data_inputs
-from segcp.io.writers import TMP_PREFIX, check_dir_target, write_npy_into
+from segcp.io import CaseReader, DataDir, atomic_dir, check_output, index_folder, read_array, read_json, to_jsonable, write_json, write_set
+from segcp.io.datadir import DataSpec, data_inputs, describe_data
+from segcp.io.writers import TMP_PREFIX, check_dir_target
 from segcp.jobs import Job, datadir, holds_label, map_ids, mapped_executor, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.progress import track
@@ -59,12 +59,11 @@ def _curve_chunk(task: tuple[Job, list[str], str, float, Grid | None]) -> tuple[
 
 
 def _mapped_curves(
-    cs: ConformalSegmenter, reader: CaseReader, root: Path, label: int | None, executor: Executor,
-    show_progress: bool, chunk_size: int | None,
+    cs: ConformalSegmenter, reader: CaseReader, label: int | None, executor: Executor, show_progress: bool, chunk_size: int | None,
 ) -> Curves:
     """The map step of calibration on ``executor``, reduced by chunk index (any arrival order)."""
     bound, guarantee, form, grid = cs.curve_plan()
-    job = Job(str(root), bound, label, reader.channels)
+    job = Job(reader.dd.spec, bound, label, reader.channels)
     ranges = chunk_ranges(len(reader.ids), executor.workers, chunk_size)
     worker_grid = grid if form == "compact" else None  # auto: exact parts, compacted here if they grow too large
     tasks = [(job, reader.ids[r.start : r.stop], guarantee, float(cs.tau), worker_grid) for r in ranges]
@@ -92,6 +91,7 @@ def calibrate_dir(
     curve_form: str = "auto",
     grid_size: int = GRID_SIZE,
     grid_max: float | None = None,
+    labels: str | list[str | int] | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
 
@@ -100,9 +100,14 @@ def calibrate_dir(
     in tasks of ``chunk_size`` ids whose workers read the files themselves and send back only
     the curves; the reduce is the same, and so is λ̂, bit for bit. ``curve_form``,
     ``grid_size``, ``grid_max``: exact or compact curves (:class:`ConformalSegmenter`); a
-    record calibrated on compact curves says so (``curves``). Returns the calibration record
-    (what the JSON file holds).
+    record calibrated on compact curves says so (``curves``). ``labels`` (``"all"`` or label
+    values/names) calibrates one λ̂ per structure of a class-probability stack
+    (:mod:`segcp.structures`; in this process: not on an executor). Returns the calibration
+    record (what the JSON file holds).
     """
+    if labels is not None:
+        return _calibrate_structures(data, method=method, alpha=alpha, label=label, labels=labels, guarantee=guarantee, tau=tau,
+                                     method_params=method_params, out=out, show_progress=show_progress)
     t0 = time.perf_counter()
     cs = ConformalSegmenter(
         method, alpha, guarantee=guarantee, tau=tau, method_params=method_params,
@@ -117,7 +122,7 @@ def calibrate_dir(
     executor, owned = mapped_executor(executor, n_jobs)
     if executor is not None:
         try:
-            cs.calibrate_curves(_mapped_curves(cs, reader, dd.root, label, executor, show_progress, chunk_size))
+            cs.calibrate_curves(_mapped_curves(cs, reader, label, executor, show_progress, chunk_size))
         finally:
             if owned:
                 executor.close()
@@ -128,15 +133,103 @@ def calibrate_dir(
         reader.require_label_seen()
     record = cs.to_dict() | {
         "label": label,
-        "probs_channels": reader.channels,
+        "probs_channels": bool(reader.channels),
+        "channel_axis": reader.channels or None,
         "source": reader.source,
-        "data": str(Path(data)),
+        "data": describe_data(data),
         "ids": reader.ids,
         "seconds": time.perf_counter() - t0,
     }
     if out is not None:
         write_json(out, record)
     return record
+
+
+SHARED_FIELDS = ("schema", "schema_version", "segcp_version", "method", "params", "guarantee", "tau", "alpha", "n")
+
+
+def _calibrate_structures(
+    data: str | os.PathLike[str] | DataSpec, *, method: str, alpha: float | list[float], label: int | None,
+    labels: str | list[str | int], guarantee: str | None, tau: float, method_params: dict[str, Any] | None,
+    out: str | os.PathLike[str] | None, show_progress: bool,
+) -> dict[str, Any]:
+    """One λ̂ per structure: every case is read once, as its class stack and label map."""
+    from segcp.io.datadir import label_names
+    from segcp.structures import resolve_structures, split_case
+
+    t0 = time.perf_counter()
+    if label is not None:
+        raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params)
+    fam, g, alphas = cs._validate()
+    if fam.truth != "mask":
+        raise SegcpError(f"--labels is for the pixel-set methods; {fam.name} calibrates sets of multi-class segmentations as a whole")
+    dd = DataDir(data)
+    if out is not None:
+        check_output(out, data_inputs(data))
+    with_image = "image" in fam.inputs
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    check_calibration_size(len(ids), min(alphas))
+    axis = dd.channel_axis(ids[0])
+    if axis is None:
+        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+    first = dd.load_stack(ids[0], channels=axis, with_mask=False)
+    dj = dd.dataset_json()
+    names = label_names(dj) if dj is not None else None
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))
+    est = [ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params) for _ in structures]
+    curves: list[list[LossCurves]] = [[] for _ in structures]
+    present = [0] * len(structures)
+    values: set[int] = set()
+    for ident in track(ids, "calibrating", show_progress):
+        stack = dd.load_stack(ident, channels=axis, with_image=with_image)
+        values |= {int(v) for v in np.unique(stack.label_map)}
+        for k, case in enumerate(split_case(stack, structures)):
+            curves[k].append(est[k].curves([case]))
+            present[k] += bool(case.mask.any())
+    absent = [s for s, c in zip(structures, present) if c == 0]
+    if absent:
+        raise SegcpError(
+            f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); "
+            f"labels present: {', '.join(map(str, sorted(values)))}"
+        )
+    entries = []
+    shared: dict[str, Any] = {}
+    for s, e, cv, c in zip(structures, est, curves, present):
+        rec = e.calibrate_curves(LossCurves.concat(cv)).to_dict()
+        shared = {k: rec[k] for k in SHARED_FIELDS}
+        entries.append(s.to_dict() | {"images_with_structure": c} | {k: v for k, v in rec.items() if k not in SHARED_FIELDS})
+    record = shared | {
+        "structures": entries,
+        "labels_from": str(dj) if dj is not None else "channels of the probability stacks",
+        "label": None,
+        "probs_channels": True,
+        "channel_axis": axis,
+        "source": "probs",
+        "data": dd.spec.describe(),
+        "ids": ids,
+        "seconds": time.perf_counter() - t0,
+    }
+    if out is not None:
+        write_json(out, record)
+    return record
+
+
+def load_structures(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> tuple[list[tuple[Any, ConformalSegmenter]], dict[str, Any]]:
+    """A per-structure calibration record: [(Structure, calibrated segmenter)], record."""
+    from segcp.structures import Structure
+
+    record = read_json(path)
+    entries = record.get("structures")
+    if not isinstance(entries, list) or not entries:
+        raise SegcpError(f"{path}: field 'structures' must be a non-empty list")
+    out = []
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("label"), int) or isinstance(e.get("label"), bool) or not isinstance(e.get("name"), str):
+            raise SegcpError(f"{path}: structures[{k}] must be an object with an integer 'label' and a 'name'")
+        sub = {k2: record[k2] for k2 in SHARED_FIELDS if k2 in record} | {k2: v for k2, v in e.items() if k2 not in ("label", "name", "images_with_structure")}
+        out.append((Structure(e["label"], e["name"]), ConformalSegmenter.from_dict(sub, where=f"{path} (structure {e['name']})", overrides=overrides)))
+    return out, record
 
 
 def load_calibration(
@@ -154,6 +247,9 @@ def load_calibration(
     channels = record.get("probs_channels", False)
     if not isinstance(channels, bool):
         raise SegcpError(f"{path}: field 'probs_channels' must be true or false, got {channels!r}")
+    axis = record.get("channel_axis")
+    if axis not in (None, "first", "last") or (axis is not None and not channels):
+        raise SegcpError(f"{path}: field 'channel_axis' must be \"first\", \"last\" or null (with probs_channels true), got {axis!r}")
     if len(cs.lambdas_) > 1:
         if alpha is None:
             raise SegcpError(f"{path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
@@ -161,6 +257,13 @@ def load_calibration(
     elif alpha is not None:
         cs = cs.at(alpha)
     return cs, record
+
+
+def _channels_of(record: dict[str, Any]) -> bool | str:
+    """How the calibration read class stacks: False, "first" or "last" (validated by load_calibration)."""
+    if not record.get("probs_channels", False):
+        return False
+    return record.get("channel_axis") or "first"
 
 
 def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
@@ -175,12 +278,19 @@ def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
 PREDICT_MANIFEST = ".segcp-predict.json"
 
 
+def _write_prediction(folder: Path, ident: str, case: Case, fam: Any, lam: float, draws: int, seed: int, k: int) -> Path:
+    """Predict case ``k`` of a job and write its set, atomically, into ``folder`` (which must
+    exist): a mask on the input's grid (NIfTI when the input is), or the drawn segmentations."""
+    arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
+    return write_set(folder, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
+
+
 def _predict_chunk(task: tuple[Job, list[tuple[int, str]], float, int, int, str]) -> int:
-    """Worker: read a chunk of cases and write each one's set, atomically, into ``folder``."""
+    """Worker: read a chunk of cases and write each one's set into ``folder``."""
     job, items, lam, draws, seed, folder = task
     reader, fam = job.reader(), worker_family(job.family)
     for k, ident in items:
-        write_npy_into(folder, f"{ident}.npy", _set_array(fam.predict(reader.read(ident), lam), draws, draw_seed(seed, k)))
+        _write_prediction(Path(folder), ident, reader.read(ident), fam, lam, draws, seed, k)
     return len(items)
 
 
@@ -214,6 +324,7 @@ def _manifest(calib: str | os.PathLike[str], cs: ConformalSegmenter, record: dic
         "lambda": cs.lambda_,
         "label": record.get("label"),
         "probs_channels": bool(record.get("probs_channels", False)),
+        "channel_axis": record.get("channel_axis"),
         "draws": int(draws) if drawn else None,
         "seed": int(seed) if drawn else None,
     })
@@ -238,7 +349,8 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str]) -> s
     out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     draws = manifest["draws"]
-    return {i for i in ids if complete_set(out / f"{i}.npy", draws)}
+    # NIfTI masks are only ever written by an atomic rename: present means whole
+    return {i for i in ids if complete_set(out / f"{i}.npy", draws) or (draws is None and (out / f"{i}.nii.gz").is_file())}
 
 
 def _as_json(obj: Any) -> Any:
@@ -257,12 +369,16 @@ def predict_dir(
     alpha: float | None = None,
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
+    combined: bool = False,
     resume: bool = False,
     executor: Executor | None = None,
     chunk_size: int | None = None,
 ) -> list[Path]:
-    """Write one set per id, ``out/<id>.npy``: a boolean mask shaped like the model output,
-    or — for sets of segmentations — ``draws`` segmentations (S, *spatial) drawn from it.
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid — a uint8 NIfTI
+    with the input's affine and header when the input is NIfTI (or nnU-Net's NPZ + NIfTI), a
+    boolean ``.npy`` otherwise — or, for sets of segmentations, ``draws`` segmentations
+    (S, *spatial) drawn from it (``.npy``). A per-structure calibration writes one folder per
+    structure (and, with ``combined``, one bit-coded file per case).
 
     All sets are written into a temporary sibling folder that replaces ``out`` whole only when
     every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
@@ -280,11 +396,14 @@ def predict_dir(
         raise SegcpError(f"--draws must be at least 1, got {draws}")
     if resume and overwrite:
         raise SegcpError("--resume continues a folder and --overwrite replaces it: give one of them")
-    cs, record = load_calibration(calib, alpha, overrides)
-    reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=bool(record.get("probs_channels", False)))
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
-    executor, owned = mapped_executor(executor, 1)
+    if "structures" in read_json(calib):
+        if resume or (executor is not None and executor.workers > 1):
+            raise SegcpError(f"{calib}: a per-structure calibration predicts in one process, without --resume or a cluster")
+        return _predict_structures(calib, data, out, show_progress=show_progress, overwrite=overwrite, overrides=overrides, combined=combined)
+    cs, record = load_calibration(calib, alpha, overrides)
+    reader = DataDir(data).reader(cs.method_, label=record.get("label"), with_truth=False, channels=_channels_of(record))
     if resume:
         done = _resume_folder(out, _manifest(calib, cs, record, int(draws), int(seed)), reader.ids)
         folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
@@ -292,25 +411,63 @@ def predict_dir(
         done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
     todo = [(k, ident) for k, ident in enumerate(reader.ids) if ident not in done]
-    with folder_cm as folder:
-        if executor is None:
-            for k, ident in track(todo, "predicting", show_progress):
-                arr = _set_array(cs.predict(reader.read(ident)), int(draws), draw_seed(seed, k))
-                if resume:
-                    write_npy_into(folder, f"{ident}.npy", arr)
-                else:
-                    np.save(folder / f"{ident}.npy", arr, allow_pickle=False)
-        else:
-            job = Job(str(reader.dd.root), cs.method_, record.get("label"), reader.channels, with_truth=False)
-            ranges = chunk_ranges(len(todo), executor.workers, chunk_size)
-            tasks = [(job, todo[r.start : r.stop], float(cs.lambda_), int(draws), int(seed), str(folder)) for r in ranges]
-            try:
+    executor, owned = mapped_executor(executor, 1)
+    try:
+        with folder_cm as folder:
+            if executor is None:
+                for k, ident in track(todo, "predicting", show_progress):
+                    _write_prediction(folder, ident, reader.read(ident), cs.method_, cs.lambda_, int(draws), int(seed), k)
+            else:
+                job = Job(reader.dd.spec, cs.method_, record.get("label"), reader.channels, with_truth=False)
+                ranges = chunk_ranges(len(todo), executor.workers, chunk_size)
+                tasks = [(job, todo[r.start : r.stop], float(cs.lambda_), int(draws), int(seed), str(folder)) for r in ranges]
                 for _ in executor.imap(_predict_chunk, tasks, description="predicting", show_progress=show_progress, weights=[len(r) for r in ranges]):
                     pass
-            finally:
-                if owned:
-                    executor.close()
-    return [out / f"{ident}.npy" for ident in reader.ids]
+    finally:
+        if owned and executor is not None:
+            executor.close()
+    files = index_folder(out)
+    return [files[ident] for ident in reader.ids]
+
+
+def _predict_structures(
+    calib: str | os.PathLike[str], data: str | os.PathLike[str] | DataSpec, out: Path, *, show_progress: bool, overwrite: bool,
+    overrides: dict[str, Any] | None, combined: bool,
+) -> list[Path]:
+    """One folder of sets per structure (``out/<name>/<id>``), and with ``combined`` one file per
+    case whose voxel value has bit k set when the voxel is in structure k's set (legend in
+    ``out/structures.json``)."""
+    from segcp.structures import split_case
+
+    models, record = load_structures(calib, overrides)
+    structures = [s for s, _ in models]
+    if combined and len(structures) > 16:
+        raise SegcpError("--combined holds up to 16 structures (uint16 bits)")
+    dd = DataDir(data)
+    with_image = "image" in models[0][1].method_.inputs
+    ids = dd.ids(["probs", *(["images"] if with_image else [])])
+    axis = _channels_of(record) or "first"
+    written = []
+    with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
+        for s in structures:
+            (tmp / s.name).mkdir()
+        if combined:
+            (tmp / "combined").mkdir()
+        for ident in track(ids, "predicting", show_progress):
+            stack = dd.load_stack(ident, channels=axis, with_mask=False, with_image=with_image)
+            bits = None
+            for k, (case, (s, cs)) in enumerate(zip(split_case(stack, structures), models)):
+                mask = np.asarray(cs.predict(case), dtype=bool)
+                written.append(out / s.name / write_set(tmp / s.name, ident, mask, case.geometry).name)
+                if combined:
+                    bits = (np.zeros(mask.shape, np.uint8 if len(structures) <= 8 else np.uint16) if bits is None else bits)
+                    bits |= (mask.astype(bits.dtype) << k)
+            if combined and bits is not None:
+                write_set(tmp / "combined", ident, bits, stack.geometry)
+        if combined:
+            write_json(tmp / "structures.json", {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(structures)},
+                                                 "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
+    return written
 
 
 def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int) -> dict[str, float]:
@@ -361,7 +518,7 @@ def _evaluate_calibrated(
 
     cs, record = load_calibration(calib, None, overrides)
     fam = cs.method_
-    reader = DataDir(data).reader(fam, label=record.get("label"), channels=bool(record.get("probs_channels", False)))
+    reader = DataDir(data).reader(fam, label=record.get("label"), channels=_channels_of(record))
     if out is not None:
         check_output(out, [calib, *data_inputs(data)])
     per_image: dict[str, dict[str, float]] = {}
@@ -373,7 +530,7 @@ def _evaluate_calibrated(
             per_image[ident], is_drawn = _calibrated_metrics(cs, case, int(draws), draw_seed(seed, k))
             drawn |= is_drawn
     else:
-        job = Job(str(reader.dd.root), fam, record.get("label"), reader.channels)
+        job = Job(reader.dd.spec, fam, record.get("label"), reader.channels)
         rows = map_ids(executor, _evaluate_calibrated_chunk, (job, cs, int(draws), int(seed)), list(enumerate(reader.ids)), "evaluating", show_progress, chunk_size)
         for ident, (metrics, is_drawn, has_spacing) in zip(reader.ids, rows):
             per_image[ident] = metrics
@@ -394,6 +551,51 @@ def _evaluate_calibrated(
     else:
         result["distance_units"] = "physical (file spacing)" if any_spacing else "pixels"
     return result | {"mean": summary["mean"], "std": summary["std"], "undefined": summary["undefined"], "per_image": per_image}
+
+
+def _evaluate_structures(
+    calib: str | os.PathLike[str], data: str | os.PathLike[str] | DataSpec, sets: str | os.PathLike[str] | None,
+    show_progress: bool, out: str | os.PathLike[str] | None, overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Per-structure metrics (and their mean over structures) of a per-structure calibration:
+    the sets read from ``sets/<name>/`` when given, else made on the fly."""
+    from segcp.metrics import aggregate, evaluate_set
+    from segcp.structures import split_case
+
+    models, record = load_structures(calib, overrides)
+    dd = DataDir(data)
+    if out is not None:
+        check_output(out, [calib, *([sets] if sets is not None else []), *data_inputs(data)])
+    with_image = "image" in models[0][1].method_.inputs and sets is None
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    axis = _channels_of(record) or "first"
+    folders = {s.name: index_folder(Path(sets) / s.name) for s, _ in models} if sets is not None else {}
+    per: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s, _ in models}
+    any_spacing = False
+    for ident in track(ids, "evaluating", show_progress):
+        stack = dd.load_stack(ident, channels=axis, with_image=with_image)
+        any_spacing |= stack.spacing is not None
+        for case, (s, cs) in zip(split_case(stack, [m[0] for m in models]), models):
+            if sets is not None:
+                if ident not in folders[s.name]:
+                    raise SegcpError(f"{Path(sets) / s.name}: no set for id {ident!r}")
+                pred, _ = read_array(folders[s.name][ident])
+                if pred.shape != case.mask.shape:
+                    raise SegcpError(f"{folders[s.name][ident]}: set shape {pred.shape} does not match mask shape {case.mask.shape}")
+                pred = pred.astype(bool)
+            else:
+                pred = np.asarray(cs.predict(case), dtype=bool)
+            per[s.name][ident] = evaluate_set(pred, case.mask, model_mask=case.model_mask, spacing=case.spacing)
+    structures = {}
+    for s, cs in models:
+        summ = aggregate(per[s.name])
+        structures[s.name] = {"label": s.value, "lambda": cs.lambda_, "alpha": next(iter(cs.lambdas_)), "n": summ["n"],
+                              "mean": summ["mean"], "std": summ["std"], "undefined": summ["undefined"], "per_image": per[s.name]}
+    metrics = list(next(iter(structures.values()))["mean"])
+    overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in metrics}
+    return {"segcp_version": __version__, "method": record.get("method"), "n": len(ids),
+            "distance_units": "physical (file spacing)" if any_spacing else "pixels",
+            "mean_over_structures": overall, "structures": structures}
 
 
 def evaluate_dir(
@@ -425,6 +627,11 @@ def evaluate_dir(
     ``executor`` (a Dask cluster): the per-image work runs in tasks of ``chunk_size`` ids whose
     workers read the files; the metrics are the same, aggregated in id order.
     """
+    if calib is not None and "structures" in read_json(calib):
+        result = _evaluate_structures(calib, data, sets, show_progress, out, overrides)
+        if out is not None:
+            write_json(out, result)
+        return result
     executor, owned = mapped_executor(executor, 1)
     try:
         return _evaluate(sets, data, label, out, show_progress, calib, draws, seed, overrides, executor, chunk_size)
@@ -434,7 +641,7 @@ def evaluate_dir(
 
 
 def _set_metrics(
-    dd: DataDir, ident: str, set_file: Path, label: int | None, channels: bool, has_probs: bool
+    dd: DataDir, ident: str, set_file: Path, label: int | None, channels: bool | str, has_probs: bool
 ) -> tuple[dict[str, float], bool, bool]:
     """(metrics, the mask holds the label, spacing known) of one set file against its mask."""
     from segcp.metrics import evaluate_set
@@ -455,15 +662,17 @@ def _set_metrics(
     return evaluate_set(pred.astype(bool), mask, model_mask=model_mask, spacing=spacing), bool(mask.any()), spacing is not None
 
 
-def _evaluate_sets_chunk(task: tuple[str, str, int | None, bool, bool, list[tuple[str, str]]]) -> list[tuple[dict[str, float], bool, bool]]:
+def _evaluate_sets_chunk(
+    task: tuple[DataSpec, str, int | None, bool | str, bool, list[tuple[str, str]]],
+) -> list[tuple[dict[str, float], bool, bool]]:
     """Worker: :func:`_set_metrics` of a chunk of (id, set file)."""
-    root, token, label, channels, has_probs, items = task
-    dd = datadir(root, token)
+    spec, token, label, channels, has_probs, items = task
+    dd = datadir(spec, token)
     return [_set_metrics(dd, ident, Path(f), label, channels, has_probs) for ident, f in items]
 
 
 def _evaluate(
-    sets: str | os.PathLike[str] | None, data: str | os.PathLike[str], label: int | None, out: str | os.PathLike[str] | None,
+    sets: str | os.PathLike[str] | None, data: str | os.PathLike[str] | DataSpec, label: int | None, out: str | os.PathLike[str] | None,
     show_progress: bool, calib: str | os.PathLike[str] | None, draws: int, seed: int, overrides: dict[str, Any] | None,
     executor: Executor | None, chunk_size: int | None,
 ) -> dict[str, Any]:
@@ -481,9 +690,9 @@ def _evaluate(
     sets = Path(sets)
     if not sets.is_dir():
         raise SegcpError(f"{sets}: sets directory does not exist")
-    set_files = {i: p for i, p in index_folder(sets).items() if p.suffix == ".npy"}
+    set_files = {i: p for i, p in index_folder(sets).items() if not p.name.endswith(".npz")}
     if not set_files:
-        raise SegcpError(f"{sets}: no .npy set files")
+        raise SegcpError(f"{sets}: no set files (.npy, .nii.gz, .png)")
     dd = DataDir(data)
     if out is not None:
         check_output(out, [sets, *data_inputs(data)])
@@ -493,7 +702,7 @@ def _evaluate(
         raise SegcpError(f"{sets}: no set for id {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     extra = sorted(set(set_files) - set(ids))
     if extra:
-        raise SegcpError(f"{set_files[extra[0]]}: no matching mask in {dd.root / 'masks'}")
+        raise SegcpError(f"{set_files[extra[0]]}: no matching mask in {dd.folder('masks')}")
     has_probs = dd.has("probs")
     if has_probs:
         ids = dd.ids(["masks", "probs"])
@@ -509,14 +718,14 @@ def _evaluate(
             _set_metrics(dd, ident, set_files[ident], label, channels, has_probs) for ident in track(ids, "evaluating", show_progress)
         )
     else:
-        head = (str(dd.root), uuid.uuid4().hex, label, channels, has_probs)
+        head = (dd.spec, uuid.uuid4().hex, label, channels, has_probs)
         rows = iter(map_ids(executor, _evaluate_sets_chunk, head, [(i, str(set_files[i])) for i in ids], "evaluating", show_progress, chunk_size))
     for ident, (metrics, seen, has_spacing) in zip(ids, rows):
         per_image[ident] = metrics
         label_seen |= seen
         any_spacing |= has_spacing
     if label is not None and not label_seen:
-        raise SegcpError(f"{dd.root / 'masks'}: no mask holds label {label}; check --label")
+        raise SegcpError(f"{dd.folder('masks')}: no mask holds label {label}; check --label")
     summary = aggregate(per_image)
     result = {
         "segcp_version": __version__,

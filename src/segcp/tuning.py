@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.calibration import LossCurves, check_alpha, crc_lambda
+from segcp.calibration import LossCurves, check_alpha, crc_lambda, min_calibration_size
 from segcp.cases import Case
 from segcp.data.splits import group_folds
 from segcp.errors import SegcpError
@@ -71,6 +71,41 @@ def _check_criterion(criterion: str) -> bool:
     return CRITERIA[criterion][0]
 
 
+def _cv_table(
+    score_maps: Sequence[Sequence[NDArray[np.floating]]],
+    all_curves: Sequence[LossCurves],
+    lambda_mins: Sequence[float],
+    cases: Sequence[Case],
+    fold_idx: Sequence[NDArray[np.int64]],
+    alpha: float,
+    criterion: str,
+    higher: bool,
+) -> list[dict[str, Any]]:
+    """Per candidate: the CV value at ``alpha``, its infeasible folds and the per-fold λ̂."""
+    table: list[dict[str, Any]] = []
+    for c in range(len(score_maps)):
+        values: list[float] = []
+        lambdas: list[float] = []
+        infeasible = 0
+        for f, held in enumerate(fold_idx):
+            train = np.concatenate([fold_idx[g] for g in range(len(fold_idx)) if g != f])
+            try:
+                lam = crc_lambda(all_curves[c].take(train), alpha, lambda_min=lambda_mins[c]).lambda_
+            except SegcpError:
+                infeasible += 1
+                lambdas.append(math.nan)
+                continue
+            lambdas.append(float(lam))
+            values += [_image_value(criterion, score_maps[c][i] <= lam, cases[i]) for i in held]
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        value = float(v.mean()) if v.size else math.nan
+        if infeasible or not math.isfinite(value):
+            value = -math.inf if higher else math.inf
+        table.append({"candidate": c, "value": value, "infeasible_folds": infeasible, "fold_lambdas": lambdas, "alpha": alpha})
+    return table
+
+
 def select(
     score_maps: Sequence[Sequence[NDArray[np.floating]]],
     curves: Sequence[LossCurves | Sequence[LossCurves]],
@@ -97,32 +132,20 @@ def select(
     -------
     (index of the best candidate, table) where the table has, per candidate, the CV value,
     the number of infeasible folds (no λ met the bound on the other folds: counted as the worst
-    value) and the per-fold λ̂.
+    value), the per-fold λ̂ and ``alpha``, the level the folds were calibrated at.
+
+    When the training parts are too small for α (exact CRC needs n ≥ 1/α − 1 images: 19 at
+    α = 0.05, while 5-fold CV of 20 images trains on 16), the folds are calibrated at the
+    smallest level they admit, 1/(n + 1) with n the smallest training part (0.059 for 16), and
+    the table's ``alpha`` says so; the chosen candidate is still calibrated at α afterwards.
     """
     higher = _check_criterion(criterion)
     fold_idx = group_folds(groups, folds, seed)
-    table: list[dict[str, Any]] = []
     all_curves = [cv if isinstance(cv, LossCurves) else LossCurves.concat(cv) for cv in curves]
-    for c in range(len(score_maps)):
-        values: list[float] = []
-        lambdas: list[float] = []
-        infeasible = 0
-        for f, held in enumerate(fold_idx):
-            train = np.concatenate([fold_idx[g] for g in range(len(fold_idx)) if g != f])
-            try:
-                lam = crc_lambda(all_curves[c].take(train), alpha, lambda_min=lambda_mins[c]).lambda_
-            except SegcpError:
-                infeasible += 1
-                lambdas.append(math.nan)
-                continue
-            lambdas.append(float(lam))
-            values += [_image_value(criterion, score_maps[c][i] <= lam, cases[i]) for i in held]
-        v = np.asarray(values, dtype=float)
-        v = v[np.isfinite(v)]
-        value = float(v.mean()) if v.size else math.nan
-        if infeasible or not math.isfinite(value):
-            value = -math.inf if higher else math.inf
-        table.append({"candidate": c, "value": value, "infeasible_folds": infeasible, "fold_lambdas": lambdas})
+    table = _cv_table(score_maps, all_curves, lambda_mins, cases, fold_idx, alpha, criterion, higher)
+    n_train = min(len(cases) - len(held) for held in fold_idx) if len(fold_idx) > 1 else 0
+    if not any(math.isfinite(t["value"]) for t in table) and n_train >= 1 and n_train < min_calibration_size(alpha):
+        table = _cv_table(score_maps, all_curves, lambda_mins, cases, fold_idx, 1.0 / (n_train + 1), criterion, higher)
     vals = np.array([t["value"] for t in table])
     best = int(np.argmax(vals) if higher else np.argmin(vals))  # first of ties; all infeasible → 0
     return best, table

@@ -1,9 +1,15 @@
 """Datasets for segcp's benchmarks and tests: readers, named tasks, group splits, preprocessing.
 
-- :mod:`segcp.data.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes).
+- :mod:`segcp.data.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes;
+  the slices of a (patient, frame) stacked into an (H, W, Z) volume).
+- :mod:`segcp.data.la2018`: LA 2018 LGE-MRI volumes (X, Y, Z), left atrium, 0.625 mm.
 - :mod:`segcp.data.busi`: BUSI-style PNG folders (``images/``, ``masks/``), near-duplicate groups.
-- :mod:`segcp.data.tasks`: named tasks (``acdc-lv``, ``acdc-rv``, ``acdc``, ``busi``), the
-  RW-CP slice protocol, export to a CLI data directory.
+- :mod:`segcp.data.tasks`: named tasks (``acdc-lv``, ``acdc-rv``, ``acdc``, ``busi``; volume
+  tasks ``la2018``, ``acdc-3d``), the RW-CP slice protocol, export to a CLI data directory
+  (NIfTI volumes with their spacing and affine for the volume tasks).
+- :mod:`segcp.data.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
+  a 2D model runs along: the coarsest spacing, ties → the last axis), NIfTI geometry checks
+  and the NIfTI writer that keeps a reference image's grid and header.
 - :mod:`segcp.data.splits`: seeded splits that keep a patient / near-duplicate group on one
   side; repeated calibration/test splits; perceptual hashes.
 - :mod:`segcp.data.preprocess`: optional resampling, intensity clipping/windowing,

@@ -8,6 +8,10 @@ Two file kinds are read, both holding the datasets ``image`` and ``label``:
   (Z, H, W). Slice ``z`` (0-based in the array) gets the id ``patientXXX_frameYY_slice_{z+1}``,
   the 1-based numbering of the slice files shipped with the data.
 
+3D volumes (task ``acdc-3d``): :func:`acdc_volumes` groups the slices of each (patient, frame)
+and :func:`read_acdc_volume` stacks them along the LAST axis, (H, W, Z), slice k + 1 at
+``[:, :, k]`` — nibabel's order, the slice axis third — whatever file kind they came from.
+
 Labels: 0 background, 1 right-ventricle cavity, 2 myocardium, 3 left-ventricle cavity.
 No pixel spacing is stored in these files (spacing is ``None``: pixel units).
 
@@ -34,12 +38,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from segcp.data._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
 
 __all__ = [
     "ACDC_LABELS",
     "AcdcKey",
     "AcdcSlice",
+    "AcdcVolume",
+    "acdc_volumes",
+    "read_acdc_volume",
     "parse_acdc_name",
     "acdc_files",
     "scan_acdc",
@@ -123,49 +131,9 @@ def acdc_files(root: str | os.PathLike[str]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- reading
-def _unreadable(path: Path, exc: BaseException) -> SegcpError:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return SegcpError(f"{path}: unreadable HDF5 file ({reason})")
-
-
 def _check_label(path: Path, label: NDArray[Any]) -> NDArray[np.uint8]:
     """Label map as uint8 in {0, 1, 2, 3}, or one error line naming ``path``."""
-    lab = np.asarray(label)
-    if lab.dtype == bool:
-        return lab.astype(np.uint8)
-    if np.issubdtype(lab.dtype, np.floating):
-        if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
-            raise SegcpError(f"{path}: 'label' has non-integer values (dtype {lab.dtype}); expected integer labels 0..3")
-    elif not np.issubdtype(lab.dtype, np.integer):
-        raise SegcpError(f"{path}: 'label' must be an integer label map, got dtype {lab.dtype}")
-    if lab.size:
-        lo, hi = lab.min(), lab.max()
-        if lo < 0 or hi >= N_LABELS:
-            raise SegcpError(f"{path}: 'label' values must lie in 0..{N_LABELS - 1}, found range [{lo:g}, {hi:g}]")
-    return lab.astype(np.uint8, copy=False)
-
-
-def _check_image(path: Path, image: NDArray[Any]) -> NDArray[np.float32]:
-    img = np.asarray(image)
-    if img.dtype == bool or not (np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)):
-        raise SegcpError(f"{path}: 'image' must be numeric, got dtype {img.dtype}")
-    img = img.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(img)):
-        raise SegcpError(f"{path}: 'image' contains NaN or inf")
-    return img
-
-
-def _open_datasets(h5: Any, path: Path, names: tuple[str, ...]) -> list[Any]:
-    out = []
-    for name in names:
-        if name not in h5:
-            found = ", ".join(sorted(h5.keys())) or "nothing"
-            raise SegcpError(f"{path}: no {name!r} dataset (found: {found}); expected 'image' and 'label'")
-        ds = h5[name]
-        if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
-            raise SegcpError(f"{path}: {name!r} is a group, not a dataset")
-        out.append(ds)
-    return out
+    return check_label(path, label, N_LABELS)
 
 
 def _check_shapes(path: Path, image_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> None:
@@ -192,23 +160,10 @@ def read_acdc_h5(
         or None when ``with_image`` is False; ``label`` uint8 of the same shape with values
         in {0, 1, 2, 3}.
     """
-    import h5py
-
     p = Path(path)
-    if not p.is_file():
-        raise SegcpError(f"{p}: no such file")
-    try:
-        with h5py.File(p, "r") as h5:
-            ds_img, ds_lab = _open_datasets(h5, p, ("image", "label"))
-            _check_shapes(p, tuple(ds_img.shape), tuple(ds_lab.shape))
-            label = ds_lab[()]
-            image = ds_img[()] if with_image else None
-    except SegcpError:
-        raise
-    except Exception as exc:  # truncated file, not HDF5, unreadable chunk...
-        raise _unreadable(p, exc) from None
+    image, label = read_image_label(p, _check_shapes, with_image=with_image)
     lab = _check_label(p, label)
-    img = _check_image(p, image) if image is not None else None
+    img = check_image(p, image) if image is not None else None
     return img, lab
 
 
@@ -223,7 +178,7 @@ def _read_one(s: AcdcSlice, with_image: bool) -> tuple[NDArray[np.float32] | Non
     p = s.path
     try:
         with h5py.File(p, "r") as h5:
-            ds_img, ds_lab = _open_datasets(h5, p, ("image", "label"))
+            ds_img, ds_lab = open_datasets(h5, p, ("image", "label"))
             _check_shapes(p, tuple(ds_img.shape), tuple(ds_lab.shape))
             if len(ds_lab.shape) != 3 or not 0 <= s.index < ds_lab.shape[0]:
                 raise SegcpError(f"{p}: no slice index {s.index} in a volume of shape {tuple(ds_lab.shape)}")
@@ -232,8 +187,8 @@ def _read_one(s: AcdcSlice, with_image: bool) -> tuple[NDArray[np.float32] | Non
     except SegcpError:
         raise
     except Exception as exc:
-        raise _unreadable(p, exc) from None
-    return (_check_image(p, image) if image is not None else None), _check_label(p, label)
+        raise unreadable(p, exc) from None
+    return (check_image(p, image) if image is not None else None), _check_label(p, label)
 
 
 def read_acdc_slice(s: AcdcSlice) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
@@ -253,7 +208,7 @@ def _volume_depth(path: Path) -> int:
 
     try:
         with h5py.File(path, "r") as h5:
-            ds_img, ds_lab = _open_datasets(h5, path, ("image", "label"))
+            ds_img, ds_lab = open_datasets(h5, path, ("image", "label"))
             _check_shapes(path, tuple(ds_img.shape), tuple(ds_lab.shape))
             if len(ds_lab.shape) != 3:
                 raise SegcpError(
@@ -263,7 +218,7 @@ def _volume_depth(path: Path) -> int:
     except SegcpError:
         raise
     except Exception as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
 
 
 def scan_acdc(root: str | os.PathLike[str]) -> list[AcdcSlice]:
@@ -288,6 +243,78 @@ def scan_acdc(root: str | os.PathLike[str]) -> list[AcdcSlice]:
                 raise SegcpError(f"{path}: slice {e.id} is also provided by {out[e.id].path.name}")
             out[e.id] = e
     return sorted(out.values(), key=lambda s: (s.patient, s.frame, s.slice))
+
+
+# ------------------------------------------------------------------- 3D volumes
+@dataclass(frozen=True)
+class AcdcVolume:
+    """One ACDC (patient, frame) volume: its slices in slice order (1, 2, …, Z).
+
+    ``id`` is ``patientXXX_frameYY``; the volume is one cardiac phase of one patient.
+    """
+
+    id: str
+    patient: str
+    frame: str
+    slices: tuple[AcdcSlice, ...]
+
+    @property
+    def depth(self) -> int:
+        """Number of slices Z."""
+        return len(self.slices)
+
+
+def acdc_volumes(slices: list[AcdcSlice]) -> list[AcdcVolume]:
+    """Group the slices of :func:`scan_acdc` into (patient, frame) volumes, sorted by id.
+
+    The slice numbers of each volume must be exactly 1..Z (a missing slice would put the
+    neighbouring ones next to each other in the stack); otherwise one error line names the
+    volume and the first missing number.
+    """
+    groups: dict[tuple[str, str], list[AcdcSlice]] = {}
+    for s in slices:
+        groups.setdefault(s.volume, []).append(s)
+    out = []
+    for (patient, frame), members in sorted(groups.items()):
+        members.sort(key=lambda s: s.slice)
+        numbers = [s.slice for s in members]
+        if numbers != list(range(1, len(members) + 1)):
+            missing = next(k for k in range(1, numbers[-1] + 1) if k not in set(numbers))
+            raise SegcpError(
+                f"{members[0].path.parent}: {patient}_{frame} has slices {numbers[0]}..{numbers[-1]} "
+                f"but no slice {missing}; cannot stack it into a volume"
+            )
+        out.append(AcdcVolume(f"{patient}_{frame}", patient, frame, tuple(members)))
+    return out
+
+
+def read_acdc_volume(
+    vol: AcdcVolume, *, with_image: bool = True
+) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
+    """Stack the slices of one volume along the LAST axis.
+
+    Returns
+    -------
+    (image, label)
+        ``image`` float32 (H, W, Z) as stored ([0, 1], min-max normalised per volume by
+        SSL4MIS), or None when ``with_image`` is False; ``label`` uint8 (H, W, Z) in
+        {0, 1, 2, 3}. ``[:, :, k]`` is the slice numbered k + 1 (id ``…_slice_{k+1}``).
+        Every slice must have the same (H, W) (one error line names the first that does not).
+    """
+    images: list[NDArray[np.float32]] = []
+    labels: list[NDArray[np.uint8]] = []
+    for s in vol.slices:
+        img, lab = _read_one(s, with_image)
+        if labels and lab.shape != labels[0].shape:
+            raise SegcpError(
+                f"{s.path}: slice shape {lab.shape} differs from {vol.slices[0].path.name} {labels[0].shape}; "
+                f"cannot stack {vol.id} into a volume"
+            )
+        labels.append(lab)
+        if img is not None:
+            images.append(img)
+    label = np.stack(labels, axis=-1)
+    return (np.stack(images, axis=-1) if with_image else None), label
 
 
 # ------------------------------------------------------------------- label areas

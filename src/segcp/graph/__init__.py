@@ -4,7 +4,8 @@
   shifts; windowed on bilinearly upsampled tokens without materialising them);
 - :mod:`segcp.graph.diffusion`: w = exp(−β·d), self-loops, symmetrisation, lazy walk,
   β relative to the distance scale, row normalisation, S ← P S (batched);
-- :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids.
+- :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids;
+- :mod:`segcp.graph.volume`: the graph of a volume (in-plane windows plus neighbouring slices).
 
 Examples
 --------
@@ -29,6 +30,7 @@ _SUBMODULE = {
     "NeighbourGraph": "knn", "knn_global": "knn", "knn_window": "knn", "knn_window_tokens": "knn",
     "normalise_rows": "knn", "window_offsets": "knn",
     "RESIZE_METHODS": "resize", "bilinear_taps": "resize", "resize2d": "resize", "resize_matrix": "resize",
+    "knn_volume": "volume",
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "effective_beta",
     "knn_global",
     "knn_window",
+    "knn_volume",
     "knn_window_tokens",
     "normalise_rows",
     "resize2d",

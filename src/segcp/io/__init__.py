@@ -7,7 +7,7 @@
 
 from segcp.io.datadir import FOLDER_OF, CaseReader, DataDir, index_folder
 from segcp.io.readers import EXTENSIONS, read_array, read_json, read_probabilities, split_ext
-from segcp.io.writers import atomic_dir, atomic_path, check_output, to_jsonable, umask, write_json, write_npy, write_text
+from segcp.io.writers import atomic_dir, atomic_path, check_output, to_jsonable, umask, write_json, write_npy, write_set, write_text
 
 __all__ = [
     "EXTENSIONS",
@@ -26,5 +26,6 @@ __all__ = [
     "umask",
     "write_json",
     "write_npy",
+    "write_set",
     "write_text",
 ]

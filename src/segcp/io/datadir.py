@@ -3,23 +3,36 @@
 A data directory holds, per image id::
 
     probs/<id>.<ext>     foreground probability, float in [0, 1]  (PNG: uint8/255, uint16/65535);
-                         or a class-probability stack (L, *S): one channel with --label L
-                         (pixel-set families), all of them for the multi-class ones (aps)
+                         or a class-probability stack (L, *S) or (*S, L): one channel with
+                         --label L (pixel-set families), all of them for the multi-class ones
     samples/<id>.<ext>   N sampled softmax maps (N, L, *S) (MC dropout, ensemble members);
                          (N, *S) is read as binary foreground samples (L = 2)
     masks/<id>.<ext>     binary mask, or a label map (with --label L for pixel-set families)
-    images/<id>.<ext>    the image (image-aware families: rwcp)
+    images/<id>.<ext>    the image (image-aware families: rwcp), grey or colour
 
-with ``ext`` ∈ {npy, png, nii.gz, nii}. NIfTI spacing is read (mask first, then the model
-output, then the image) and used by the metrics and spacing-aware methods. Ids must match
+with ``ext`` ∈ {npy, npz, png, nii.gz, nii}. The folders need not sit in one directory
+(:class:`DataSpec`: ``--probs DIR --masks DIR ...`` on the command line), and file names need
+not be the ids themselves (``--match images={id}_0000`` for nnU-Net's ``imagesTr``,
+``--match probs={id}_prob`` for MONAI's postfixes).
+
+nnU-Net v2 prediction folders work as they are: ``<case>.npz`` (``probabilities``, see
+:mod:`segcp.io.readers` for the axis order) next to ``<case>.nii.gz`` (its argmax) is one id,
+the NPZ read for the probabilities and the NIfTI for the geometry (spacing, affine); nnU-Net's
+``.pkl`` files are ignored, never unpickled. Its ``dataset.json`` names the labels.
+
+NIfTI spacing is read (mask first, then the model output, then the image) and used by the
+metrics and spacing-aware methods; when both the model output and the mask carry a NIfTI
+geometry they must be the same grid (shape and affine), or the case is refused. Ids must match
 across the folders a command reads. :meth:`DataDir.reader` builds, for a set family, the
 :class:`~segcp.cases.Case` of every id with one-line errors naming the file at fault.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,27 +40,125 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.errors import SegcpError
 from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
-from segcp.io.readers import read_array, read_probabilities, split_ext
+from segcp.errors import SegcpError
+from segcp.io.readers import NIFTI, Geometry, read_array, read_geometry, read_probabilities, split_ext
 
-__all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "data_inputs", "index_folder"]
+__all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "DataSpec", "data_home", "data_inputs", "describe_data", "index_folder", "label_names"]
 
 SUBDIRS = ("probs", "masks", "images", "samples")
 #: The folder each case input is read from.
 FOLDER_OF = {"probs": "probs", "image": "images", "samples": "samples", "class_probs": "probs"}
 
 
-def data_inputs(data: str | os.PathLike[str]) -> list[Path]:
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a command finds its inputs.
+
+    Attributes
+    ----------
+    root : the data directory (its ``probs/``, ``masks/``, ``images/``, ``samples/``), or None.
+    folders : folder per kind, overriding ``root/<kind>`` (e.g. an nnU-Net prediction folder
+        as ``probs``, its ``labelsTr`` as ``masks``).
+    patterns : file-name template per kind, with ``{id}`` standing for the id
+        (``{id}_0000`` for nnU-Net images, ``{id}_prob`` for MONAI outputs).
+    dataset_json : an nnU-Net ``dataset.json`` naming the labels (default: ``root/dataset.json``
+        or the masks folder's parent's, when present).
+    """
+
+    root: Path | None = None
+    folders: tuple[tuple[str, Path], ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
+    dataset_json: Path | None = None
+
+    @classmethod
+    def make(
+        cls,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        folders: Mapping[str, str | os.PathLike[str] | None] | None = None,
+        patterns: Mapping[str, str] | None = None,
+        dataset_json: str | os.PathLike[str] | None = None,
+    ) -> DataSpec:
+        """A spec from a root and optional per-kind folders / name patterns (None entries ignored)."""
+        bad = sorted(set(folders or {}) - set(SUBDIRS)) + sorted(set(patterns or {}) - set(SUBDIRS))
+        if bad:
+            raise SegcpError(f"unknown input kind {bad[0]!r}; expected one of {', '.join(SUBDIRS)}")
+        return cls(
+            None if root is None else Path(root),
+            tuple(sorted((k, Path(v)) for k, v in (folders or {}).items() if v is not None)),
+            tuple(sorted((patterns or {}).items())),
+            None if dataset_json is None else Path(dataset_json),
+        )
+
+    @property
+    def folder_map(self) -> dict[str, Path]:
+        return dict(self.folders)
+
+    @property
+    def pattern_map(self) -> dict[str, str]:
+        return dict(self.patterns)
+
+    def folder(self, kind: str) -> Path | None:
+        f = self.folder_map.get(kind)
+        if f is not None:
+            return f
+        return None if self.root is None else Path(self.root) / kind
+
+    def describe(self) -> str:
+        return str(self.root) if self.root is not None else ", ".join(f"--{k} {v}" for k, v in self.folders)
+
+
+def _spec(data: str | os.PathLike[str] | DataSpec) -> DataSpec:
+    return data if isinstance(data, DataSpec) else DataSpec(root=Path(data))
+
+
+def describe_data(data: str | os.PathLike[str] | DataSpec) -> str:
+    """How reports name the inputs (the data directory, or its folders)."""
+    return _spec(data).describe()
+
+
+def data_home(data: str | os.PathLike[str] | DataSpec) -> Path:
+    """The folder holding groups.json / segcp_export.json: the data directory, else the outputs' folder."""
+    spec = _spec(data)
+    return Path(spec.root) if spec.root is not None else (spec.folder("probs") or spec.folder("samples") or Path("."))
+
+
+def data_inputs(data: str | os.PathLike[str] | DataSpec) -> list[Path]:
     """The files and folders of a data directory that commands read: outputs must stay out of
     them (``predict --out data/masks`` would replace the truth)."""
-    root = Path(data)
-    return [root / sub for sub in (*SUBDIRS, "segcp_export.json", "groups.json") if (root / sub).exists()]
+    spec = _spec(data)
+    out = [p for p in (spec.folder(k) for k in SUBDIRS) if p is not None and p.exists()]
+    if spec.root is not None:
+        out += [Path(spec.root) / f for f in ("segcp_export.json", "groups.json", "dataset.json") if (Path(spec.root) / f).exists()]
+    if spec.dataset_json is not None:
+        out.append(Path(spec.dataset_json))
+    return out
 
 
-def index_folder(folder: Path) -> dict[str, Path]:
-    """Map id → file for the recognised files of one folder (hidden files ignored)."""
+def _template(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    if pattern.count("{id}") != 1:
+        raise SegcpError(f"--match pattern {pattern!r}: must contain {{id}} exactly once")
+    head, tail = pattern.split("{id}")
+    return re.compile(re.escape(head) + r"(?P<id>.+?)" + re.escape(tail) + r"\Z")
+
+
+def index_folder(folder: Path, pattern: str | None = None) -> dict[str, Path]:
+    """Map id → file for the recognised files of one folder (hidden files ignored).
+
+    With ``pattern`` (``{id}`` in it), only names matching it count, and the id is the part
+    that ``{id}`` matches. An id with an ``.npz`` and a NIfTI file (an nnU-Net prediction) maps
+    to the ``.npz``; :func:`companions` gives the NIfTI.
+    """
+    return _index(folder, pattern)[0]
+
+
+def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
+    rx = _template(pattern)
     out: dict[str, Path] = {}
+    geometry: dict[str, Path] = {}
     try:
         with os.scandir(folder) as it:  # scandir: the file type comes with the listing, no stat per file
             names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
@@ -57,28 +168,68 @@ def index_folder(folder: Path) -> dict[str, Path]:
         parts = split_ext(name)
         if parts is None:
             continue
-        ident = parts[0]
-        if ident in out:
-            raise SegcpError(f"{folder}: id {ident!r} has two files ({out[ident].name}, {name})")
-        out[ident] = folder / name
+        stem, ext = parts
+        if rx is not None:
+            m = rx.match(stem)
+            if m is None:
+                continue
+            stem = m.group("id")
+        if stem in out:
+            a, b = out[stem], folder / name
+            pair = {a.suffix if split_ext(a.name)[1] == ".npz" else "nifti" if split_ext(a.name)[1] in NIFTI else a.suffix,
+                    ".npz" if ext == ".npz" else "nifti" if ext in NIFTI else ext}
+            if pair == {".npz", "nifti"}:  # nnU-Net: probabilities + argmax side by side
+                npz, nii = (a, b) if ext in NIFTI else (b, a)
+                out[stem], geometry[stem] = npz, nii
+                continue
+            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}, {name})")
+        out[stem] = folder / name
+    return out, geometry
+
+
+def label_names(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Label value → name from an nnU-Net ``dataset.json`` (``"labels": {"background": 0, "RV": 1}``)."""
+    from segcp.io.readers import read_json
+
+    rec = read_json(path)
+    labels = rec.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise SegcpError(f"{path}: no 'labels' object (expected nnU-Net's {{\"background\": 0, \"RV\": 1, ...}})")
+    out: dict[int, str] = {}
+    for name, value in labels.items():
+        if isinstance(name, str) and name.isdigit() and isinstance(value, str):  # older {"0": "background"} style
+            name, value = value, int(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SegcpError(f"{path}: label {name!r} has value {value!r}; segcp reads integer labels (not regions)")
+        if value in out:
+            raise SegcpError(f"{path}: labels {out[value]!r} and {name!r} share the value {value}")
+        out[value] = str(name)
     return out
 
 
-@dataclass
 class DataDir:
     """An indexed data directory (see the module docstring for the layout)."""
 
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
+    def __init__(self, data: str | os.PathLike[str] | DataSpec) -> None:
+        self.spec = _spec(data)
+        self.root = Path(self.spec.root) if self.spec.root is not None else None
+        if self.root is not None and not self.root.is_dir():
             raise SegcpError(f"{self.root}: data directory does not exist")
         self.files: dict[str, dict[str, Path]] = {}
+        self.geometry_files: dict[str, dict[str, Path]] = {}
         for sub in SUBDIRS:
-            folder = self.root / sub
+            folder = self.spec.folder(sub)
+            if folder is None:
+                continue
+            if sub in self.spec.folder_map and not folder.is_dir():
+                raise SegcpError(f"{folder}: --{sub} folder does not exist")
             if folder.is_dir():
-                self.files[sub] = index_folder(folder)
+                self.files[sub], self.geometry_files[sub] = _index(folder, self.spec.pattern_map.get(sub))
+
+    def folder(self, sub: str) -> Path:
+        """The folder of ``sub`` (for messages)."""
+        f = self.spec.folder(sub)
+        return f if f is not None else Path(sub)
 
     def has(self, sub: str) -> bool:
         return sub in self.files
@@ -88,9 +239,11 @@ class DataDir:
         require = list(require)
         for sub in require:
             if sub not in self.files:
-                raise SegcpError(f"{self.root}: missing folder {sub}/")
+                where = self.spec.describe()
+                raise SegcpError(f"{where}: missing folder {sub}/" + (" (or --" + sub + " DIR)" if self.root is None else ""))
             if not self.files[sub]:
-                raise SegcpError(f"{self.root / sub}: no .npy, .png, .nii or .nii.gz files")
+                raise SegcpError(f"{self.folder(sub)}: no .npy, .png, .nii or .nii.gz files (nor nnU-Net .npz)" + (
+                    f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
         base = require[0]
         ids = set(self.files[base])
         for sub in require[1:]:
@@ -99,13 +252,13 @@ class DataDir:
             if missing:
                 src = self.files[base][missing[0]].name
                 raise SegcpError(
-                    f"{self.root / sub}: no file for id {missing[0]!r} (from {base}/{src})"
+                    f"{self.folder(sub)}: no file for id {missing[0]!r} (from {base}/{src})"
                     + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
                 )
             extra = sorted(other - ids)
             if extra:
                 raise SegcpError(
-                    f"{self.root / sub}/{self.files[sub][extra[0]].name}: no matching file in {base}/"
+                    f"{self.folder(sub)}/{self.files[sub][extra[0]].name}: no matching file in {base}/"
                     + (f" ({len(extra) - 1} more unmatched)" if len(extra) > 1 else "")
                 )
         return sorted(ids)
@@ -114,53 +267,102 @@ class DataDir:
         try:
             return self.files[sub][ident]
         except KeyError:
-            raise SegcpError(f"{self.root / sub}: no file for id {ident!r}") from None
+            raise SegcpError(f"{self.folder(sub)}: no file for id {ident!r}") from None
+
+    def geometry(self, sub: str, ident: str) -> Geometry | None:
+        """The NIfTI geometry of ``sub``'s file for ``ident`` (its NIfTI companion for an NPZ)."""
+        companion = self.geometry_files.get(sub, {}).get(ident)
+        return read_geometry(companion if companion is not None else self.path(sub, ident))
+
+    def dataset_json(self) -> Path | None:
+        """The nnU-Net ``dataset.json`` that names the labels, when there is one."""
+        if self.spec.dataset_json is not None:
+            return Path(self.spec.dataset_json)
+        for folder in (self.root, self.spec.folder("masks"), (self.spec.folder("masks") or Path(".")).parent):
+            if folder is not None and (Path(folder) / "dataset.json").is_file():
+                return Path(folder) / "dataset.json"
+        return None
 
     # ------------------------------------------------------------------ loading
     def read(self, sub: str, ident: str) -> tuple[NDArray[Any], tuple[float, ...] | None]:
-        return read_array(self.path(sub, ident))
+        return read_array(self.path(sub, ident), color=sub == "images")
 
-    def load_probs(self, ident: str, *, label: int | None = None, channels: bool = False) -> tuple[NDArray[np.float64], tuple[float, ...] | None]:
-        """Foreground probabilities of one id, float64 in [0, 1], and the file's spacing.
+    def _spacing(self, sub: str, ident: str, spacing: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if spacing is not None or ident not in self.geometry_files.get(sub, {}):
+            return spacing
+        _, sp = read_array(self.geometry_files[sub][ident])
+        return sp
 
-        ``channels=True``: the file is a (L, *S) stack and ``label`` picks the channel.
-        """
-        arr, spacing = self._raw_probs(ident, label, channels)
-        return check_probabilities(arr, str(self.path("probs", ident))), spacing
+    def channel_axis(self, ident: str) -> str | None:
+        """``"first"`` when probs/<id> is a (L, *S) stack of masks/<id>'s grid, ``"last"`` for
+        (*S, L) (MONAI-style channel-last volumes), None for a single map."""
+        pa, _ = read_probabilities(self.path("probs", ident))
+        ma, _ = read_array(self.path("masks", ident))
+        if pa.ndim == ma.ndim + 1:
+            if pa.shape[1:] == ma.shape:
+                return "first"
+            if pa.shape[:-1] == ma.shape:
+                return "last"
+        return None
 
-    def _raw_probs(self, ident: str, label: int | None, channels: bool) -> tuple[NDArray[Any], tuple[float, ...] | None]:
+    def probs_have_channels(self, ident: str) -> bool:
+        """True when probs/<id> has one more axis than masks/<id> (a class stack)."""
+        return self.channel_axis(ident) is not None
+
+    def _raw_probs(self, ident: str, label: int | None, channels: bool | str) -> tuple[NDArray[Any], tuple[float, ...] | None]:
         """The probability map of one id as read (channel picked, dimensionality checked)."""
         p = self.path("probs", ident)
         arr, spacing = read_probabilities(p)
+        spacing = self._spacing("probs", ident, spacing)
         if channels:
+            if channels == "last":
+                arr = np.moveaxis(arr, -1, 0)
+                if spacing is not None and len(spacing) == arr.ndim:
+                    spacing = spacing[:-1]
+            elif spacing is not None and len(spacing) == arr.ndim:
+                spacing = spacing[1:]
             if label is None:
                 raise SegcpError(f"{p}: class-probability stack of shape {arr.shape}; pass --label L to pick a class")
             if arr.ndim < 3 or not 0 <= label < arr.shape[0]:
                 raise SegcpError(f"{p}: cannot take class {label} from a probability stack of shape {arr.shape}")
             arr = arr[label]
-            if spacing is not None:
-                spacing = spacing[1:]
         if np.ndim(arr) not in (2, 3):
             raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
         return arr, spacing
+
+    def load_probs(self, ident: str, *, label: int | None = None, channels: bool | str = False) -> tuple[NDArray[np.floating], tuple[float, ...] | None]:
+        """Foreground probabilities of one id, validated, and the file's spacing.
+
+        ``channels``: the file is a class stack, ``"first"`` (L, *S) (or True) or ``"last"``
+        (*S, L), and ``label`` picks the class.
+        """
+        arr, spacing = self._raw_probs(ident, label, channels)
+        return check_probabilities(arr, str(self.path("probs", ident))), spacing
 
     def load_mask(self, ident: str, *, label: int | None = None) -> tuple[NDArray[np.bool_], tuple[float, ...] | None]:
         p = self.path("masks", ident)
         arr, spacing = read_array(p)
         return binarize_mask(arr, label, str(p)), spacing
 
-    def probs_have_channels(self, ident: str) -> bool:
-        """True when probs/<id> has one more axis than masks/<id> (a class stack)."""
-        pa, _ = read_array(self.path("probs", ident))
-        ma, _ = read_array(self.path("masks", ident))
-        return pa.ndim == ma.ndim + 1 and pa.shape[1:] == ma.shape
+    def check_grid(self, ident: str, shape: tuple[int, ...]) -> Geometry | None:
+        """The geometry of the model output; refused when the mask's NIfTI is another grid."""
+        g = self.geometry("probs", ident) if self.has("probs") and ident in self.files["probs"] else None
+        if self.has("masks") and ident in self.files["masks"]:
+            gm = self.geometry("masks", ident)
+            if g is not None and gm is not None and not g.same_grid(gm):
+                raise SegcpError(
+                    f"{self.path('masks', ident)}: its affine differs from the model output's ({g.source.name}): "
+                    f"not the same grid (resample one onto the other first)"
+                )
+            g = g or gm
+        return g
 
     def load_case(
         self,
         ident: str,
         *,
         label: int | None = None,
-        channels: bool = False,
+        channels: bool | str = False,
         with_mask: bool = True,
         with_image: bool = False,
     ) -> Case:
@@ -182,9 +384,41 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, where=str(self.path("probs", ident)))
+        geometry = self.check_grid(ident, probs.shape) if with_mask else (self.geometry("probs", ident))
+        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry,
+                    where=str(self.path("probs", ident)))
 
-    def reader(self, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | None = None) -> CaseReader:
+    def load_stack(self, ident: str, *, channels: str, with_mask: bool = True, with_image: bool = False) -> Case:
+        """A case with the whole class stack (``class_probs``, (L, *S)) and the label map, for
+        per-structure calibration (``--labels``)."""
+        p = self.path("probs", ident)
+        arr, spacing = read_probabilities(p)
+        spacing = self._spacing("probs", ident, spacing)
+        if channels == "last":
+            arr = np.moveaxis(arr, -1, 0)
+            if spacing is not None and len(spacing) == arr.ndim:
+                spacing = spacing[:-1]
+        elif spacing is not None and len(spacing) == arr.ndim:
+            spacing = spacing[1:]
+        if arr.ndim not in (3, 4):
+            raise SegcpError(f"{p}: expected a class-probability stack (L, *S), got shape {arr.shape}")
+        label_map = None
+        if with_mask:
+            m, mspacing = read_array(self.path("masks", ident))
+            label_map = check_label_map(m, str(self.path("masks", ident)), arr.shape[0])
+            if label_map.shape != arr.shape[1:]:
+                raise SegcpError(f"{self.path('masks', ident)}: label map shape {label_map.shape} does not match "
+                                 f"the probability stack's grid {arr.shape[1:]} ({p.name})")
+            spacing = mspacing or spacing
+        image = None
+        if with_image:
+            image, ispacing = self.read("images", ident)
+            spacing = spacing or ispacing
+        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident)
+        return Case(id=ident, class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])), label_map=label_map,
+                    image=image, spacing=spacing, geometry=geometry, where=str(p))
+
+    def reader(self, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | str | None = None) -> CaseReader:
         """The :class:`CaseReader` of ``family`` (a :class:`~segcp.methods.SetFamily`) on this directory."""
         return CaseReader(self, family, label=label, with_truth=with_truth, channels=channels)
 
@@ -196,10 +430,11 @@ class CaseReader:
     (``mask``: a binary mask, ``--label L`` for one structure of a label map; ``label_map``: the
     multi-class ground truth). ``ids`` are the ids present in every folder read (a one-line
     error names the first missing or unmatched file). ``channels``: whether probs/ holds class
-    stacks (L, *S) from which ``label`` picks one (decided on the first id when None).
+    stacks from which ``label`` picks one — ``"first"`` (L, *S), ``"last"`` (*S, L) or False;
+    decided on the first id when None.
     """
 
-    def __init__(self, dd: DataDir, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | None = None) -> None:
+    def __init__(self, dd: DataDir, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | str | None = None) -> None:
         self.dd = dd
         self.family = family
         self.label = label
@@ -211,12 +446,12 @@ class CaseReader:
         if channels is None:
             channels = False
             if not self.multiclass and "probs" in self.folders:
-                channels = dd.probs_have_channels(self.ids[0]) if dd.has("masks") else False
+                channels = (dd.channel_axis(self.ids[0]) or False) if dd.has("masks") else False
                 if channels and label is None:
                     raise SegcpError(
                         f"{dd.path('probs', self.ids[0])}: class-probability stack (one more axis than the mask); pass --label L"
                     )
-        self.channels = bool(channels)
+        self.channels: bool | str = "first" if channels is True else channels
         self.label_seen = False
 
     def require_label_seen(self) -> None:
@@ -228,7 +463,7 @@ class CaseReader:
             raw, _ = self.dd.read("masks", ident)
             values |= {int(v) for v in np.unique(np.asarray(raw))}
         raise SegcpError(
-            f"{self.dd.root / 'masks'}: no mask holds label {self.label} (labels present: "
+            f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
             f"{', '.join(map(str, sorted(values)))}); check --label"
         )
 
@@ -254,6 +489,7 @@ class CaseReader:
         dd, src = self.dd, self.source
         x_path = dd.path(src, ident)
         raw, spacing = read_probabilities(x_path)
+        spacing = dd._spacing(src, ident, spacing)
         truth = None
         spatial: tuple[int, ...] | None = None
         if self.with_truth:
@@ -267,11 +503,15 @@ class CaseReader:
             fields["samples"] = x
             n_labels = x.shape[1]
         else:
+            if spatial is not None and raw.ndim == len(spatial) + 1 and raw.shape[:-1] == spatial and raw.shape[1:] != spatial:
+                raw = np.moveaxis(raw, -1, 0)  # channel-last class probabilities
             x = check_class_probs(raw, str(x_path), spatial or tuple(np.shape(raw)[1:]))
             fields["class_probs"] = x
             n_labels = x.shape[0]
         if truth is not None:
             fields["label_map"] = check_label_map(truth, str(dd.path("masks", ident)), n_labels)
-        if spacing is not None and len(spacing) != len(x.shape) - (2 if src == "samples" else 1):
-            spacing = None  # the channel axes carry no spacing; the mask's grid does
-        return Case(ident, spacing=spacing, where=str(x_path), **fields)
+        spatial_ndim = len(x.shape) - (2 if src == "samples" else 1)
+        if spacing is not None and len(spacing) != spatial_ndim:
+            spacing = spacing[-spatial_ndim:] if len(spacing) > spatial_ndim else None
+        geometry = dd.check_grid(ident, x.shape[-spatial_ndim:]) if self.with_truth else dd.geometry(src, ident)
+        return Case(ident, spacing=spacing, geometry=geometry, where=str(x_path), **fields)

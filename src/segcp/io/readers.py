@@ -1,7 +1,16 @@
-"""Array readers for the formats users hold (NPY, PNG, NIfTI), and JSON.
+"""Array readers for the formats users hold (NPY, PNG, NIfTI, nnU-Net's NPZ), and JSON.
 
 Every failure becomes a :class:`~segcp.errors.SegcpError` whose one-line message names the
 file and the problem. (The writers are in :mod:`segcp.io.writers`.)
+
+Axis order. NIfTI arrays are returned as nibabel gives them, in voxel order (x, y, z). nnU-Net
+v2 writes its probabilities (``nnUNetv2_predict --save_probabilities``) as ``<case>.npz`` with
+the key ``probabilities``, shape (C, *spatial) in SimpleITK's array order — (C, z, y, x) for
+3D, (C, 1, y, x) for 2D — i.e. the spatial axes reversed with respect to nibabel's. An
+``.npz`` file is read as such an export: the spatial axes are reversed back, so that channel
+c lines up voxel for voxel with the NIfTI files next to it (the argmax ``<case>.nii.gz`` and
+the ``labelsTr`` ground truth). Its spacing and geometry come from a NIfTI file (never from
+nnU-Net's ``.pkl``, which segcp never unpickles).
 """
 
 from __future__ import annotations
@@ -16,10 +25,60 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["EXTENSIONS", "read_array", "read_json", "read_probabilities", "split_ext"]
+__all__ = ["EXTENSIONS", "NIFTI", "Geometry", "read_array", "read_geometry", "read_json", "read_probabilities", "split_ext"]
 
 #: Recognised file extensions, longest first so that ``.nii.gz`` wins over ``.gz``.
-EXTENSIONS = (".nii.gz", ".nii", ".npy", ".png")
+EXTENSIONS = (".nii.gz", ".nii", ".npy", ".npz", ".png")
+NIFTI = (".nii.gz", ".nii")
+#: The key of nnU-Net v2's probability exports.
+NNUNET_KEY = "probabilities"
+
+
+class Geometry:
+    """Where a NIfTI array lives: its affine (voxel → world, mm) and header, for writing sets
+    that a viewer overlays on the input (same grid, same affine)."""
+
+    def __init__(self, affine: NDArray[np.float64], header: Any, source: Path) -> None:
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.header = header
+        self.source = source
+
+    def same_grid(self, other: Geometry, shape: tuple[int, ...] | None = None) -> bool:
+        """Whether two geometries place voxels at the same world positions (affines within 1e-4 mm)."""
+        return bool(np.allclose(self.affine, other.affine, atol=1e-4))
+
+    def __repr__(self) -> str:
+        return f"Geometry(source={str(self.source)!r})"
+
+
+def read_geometry(path: str | os.PathLike[str]) -> Geometry | None:
+    """The geometry of a NIfTI file (None for other formats)."""
+    p = Path(path)
+    parts = split_ext(p.name)
+    if parts is None or parts[1] not in NIFTI:
+        return None
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is one line naming the file
+        raise SegcpError(f"{p}: unreadable NIfTI file ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    return Geometry(img.affine, img.header, p)
+
+
+def _read_npz(path: Path) -> NDArray[Any]:
+    with np.load(path, allow_pickle=False) as f:
+        if not hasattr(f, "files"):
+            raise SegcpError(f"{path}: not an .npz archive")
+        if NNUNET_KEY not in f.files:
+            raise SegcpError(f"{path}: no '{NNUNET_KEY}' array (keys: {', '.join(f.files) or 'none'}); expected nnU-Net's --save_probabilities export")
+        arr = np.asarray(f[NNUNET_KEY])
+    if arr.ndim not in (3, 4):
+        raise SegcpError(f"{path}: '{NNUNET_KEY}' of shape {arr.shape}; expected (C, z, y, x) or (C, 1, y, x)")
+    arr = np.ascontiguousarray(arr.transpose(0, *range(arr.ndim - 1, 0, -1)))  # SimpleITK order → nibabel order
+    while arr.ndim > 3 and arr.shape[-1] == 1:  # 2D export (C, 1, y, x) → (C, x, y)
+        arr = arr[..., 0]
+    return arr
 
 
 def split_ext(name: str) -> tuple[str, str] | None:
@@ -31,7 +90,7 @@ def split_ext(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _read_png(path: Path) -> NDArray[Any]:
+def _read_png(path: Path, color: bool = False) -> NDArray[Any]:
     import warnings
 
     from PIL import Image
@@ -40,15 +99,17 @@ def _read_png(path: Path) -> NDArray[Any]:
         warnings.simplefilter("ignore")
         with Image.open(path) as im:
             im.load()
-            return _png_array(path, im)
+            return _png_array(path, im, color)
 
 
-def _png_array(path: Path, im: Any) -> NDArray[Any]:
+def _png_array(path: Path, im: Any, color: bool) -> NDArray[Any]:
     if im.mode in ("RGB", "RGBA"):
         arr = np.asarray(im)[..., :3]
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise SegcpError(f"{path}: colour PNG; expected a single-channel (grayscale) image")
-        return arr[..., 0].copy()
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+            return arr[..., 0].copy()
+        if color:
+            return arr.copy()  # (H, W, 3): images for image-aware methods may be in colour
+        raise SegcpError(f"{path}: colour PNG; expected a single-channel (grayscale) map")
     if im.mode in ("LA", "P"):
         im = im.convert("L")
     return np.asarray(im).copy()
@@ -91,19 +152,22 @@ def _read_nifti(path: Path) -> tuple[NDArray[Any], tuple[float, ...]]:
     return np.asarray(arr), zooms
 
 
-def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float, ...] | None]:
+def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[NDArray[Any], tuple[float, ...] | None]:
     """Read one array file.
 
     Parameters
     ----------
-    path : path to a ``.npy``, ``.png``, ``.nii`` or ``.nii.gz`` file.
+    path : path to a ``.npy``, ``.npz`` (nnU-Net), ``.png``, ``.nii`` or ``.nii.gz`` file.
+    color : a colour PNG is returned as (H, W, 3) instead of refused (images of image-aware
+        methods; probabilities and masks are single-channel).
 
     Returns
     -------
     (array, spacing)
         ``array`` as stored (PNG: uint8/uint16 (H, W); NIfTI: the data array in voxel
-        order); ``spacing`` the voxel size per axis in the file's units (NIfTI: mm), or
-        None when the format has none (NPY, PNG).
+        order; nnU-Net NPZ: the probabilities (C, *spatial) in nibabel's voxel order, see the
+        module docstring); ``spacing`` the voxel size per axis in the file's units (NIfTI:
+        mm), or None when the format has none (NPY, NPZ, PNG).
     """
     p = path if isinstance(path, Path) else Path(path)
     parts = split_ext(p.name)
@@ -117,8 +181,10 @@ def read_array(path: str | os.PathLike[str]) -> tuple[NDArray[Any], tuple[float,
                 getattr(arr, "close", lambda: None)()
                 raise SegcpError(f"{p}: an .npz archive (a zip of arrays), not an .npy array")
             return arr, None
+        if ext == ".npz":
+            return _read_npz(p), None
         if ext == ".png":
-            return _read_png(p), None
+            return _read_png(p, color), None
         return _read_nifti(p)
     except SegcpError:
         raise

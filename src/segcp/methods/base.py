@@ -290,6 +290,11 @@ class SetFamily(ABC):
         weights checksum); recorded in calib.json and checked by :meth:`check_identity`."""
         return {}
 
+    def cache_identity(self) -> dict[str, Any]:
+        """What, besides :meth:`params`, decides this family's score maps bit for bit (the key of
+        content-addressed caches such as ``segcp benchmark``'s; default :meth:`identity`)."""
+        return self.identity()
+
     def check_identity(self, recorded: dict[str, Any], where: str) -> None:
         """One-line error when this family's :meth:`identity` differs from a recorded one."""
         mine = self.identity()

@@ -9,11 +9,13 @@ follow anatomy instead of fragmenting:
 2. the probability map is resampled to the graph's grid (exact area averaging);
 3. a kNN graph by cosine distance gives a row-stochastic P (w = exp(−β·d)), and the map is
    diffused, S ← P S, ``steps`` times (:mod:`segcp.graph`);
-4. the diffused map is resampled back to the mask grid (bilinear) and the threshold family
-   of Standard CRC is applied to it: r = 1 − diffused prob, C_λ = {r ≤ λ}, λ ∈ [0, 1].
+4. the diffused map is resampled back to the mask grid (bilinear), optionally rescaled by
+   the image's own confidence (``normalize``, :mod:`segcp.methods.normalize`: e.g.
+   s / max s), and the threshold family of Standard CRC is applied to it:
+   r = 1 − s, C_λ = {r ≤ λ}, λ ∈ [0, 1].
 
-Diffusion is a fixed function of (image, probabilities), so the family is nested and exact
-CRC applies unchanged; only the scores differ from Standard CRC.
+Diffusion and normalisation are fixed functions of (image, probabilities), so the family is
+nested and exact CRC applies unchanged; only the scores differ from Standard CRC.
 
 Where the graph lives (``scale``):
 
@@ -57,7 +59,8 @@ from segcp.encoders import (
 from segcp.errors import SegcpError
 from segcp.graph import BETA_SCALES, SYMMETRIZE
 from segcp.cases import Case
-from segcp.methods.base import MaskFamily, param, register
+from segcp.methods.base import param, register
+from segcp.methods.normalize import ProbabilityFamily
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcp.graph.knn import NeighbourGraph
@@ -96,7 +99,7 @@ class _Clock:
 
 @register
 @dataclass(repr=False, eq=False)
-class RWCPMethod(MaskFamily):
+class RWCPMethod(ProbabilityFamily):
     """RW-CP: threshold family on probabilities diffused along an image-feature kNN graph.
 
     Parameters
@@ -140,6 +143,9 @@ class RWCPMethod(MaskFamily):
         Cache features on disk (always in memory for the process).
     cache_dir : str or None
         Feature cache directory (None: ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``).
+    normalize, norm_floor, norm_quantile, norm_level
+        Image-adaptive rescaling of the diffused map before thresholding
+        (:func:`segcp.methods.normalize.normalize_map`; default ``none``).
 
     Examples
     --------
@@ -151,12 +157,12 @@ class RWCPMethod(MaskFamily):
     >>> r = m.score_map(Case("a", probs, image=image))
     >>> r.shape, bool(r.min() >= 0 and r.max() <= 1)
     ((40, 40), True)
+
+    A volume (D, H, W) with an image volume of the same shape is diffused slice by slice.
     """
 
     name: ClassVar[str] = "rwcp"
     summary: ClassVar[str] = "RW-CP: threshold on probabilities diffused over a kNN graph of foundation-model features (needs images/)"
-    lambda_min: ClassVar[float] = 0.0
-    lambda_max: ClassVar[float] = 1.0
     inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
     encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
@@ -211,6 +217,11 @@ class RWCPMethod(MaskFamily):
         """The encoder's name and weights checksum (a calibration is only valid with the same weights)."""
         enc = self.get_encoder()
         return {"encoder": enc.name, "encoder_weights_sha256": getattr(enc, "weights_sha256", None)}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The encoder's feature-cache id: weights, preprocessing and backend (the two backends'
+        features differ by float rounding, so their score maps do too)."""
+        return {"encoder": self.get_encoder().cache_id}
 
     def feature_cache(self) -> FeatureCache:
         """The (shared) feature cache: ``cache_dir/features``, else ``$SEGCP_CACHE/features`` or ``~/.cache/segcp/features``."""
@@ -307,15 +318,27 @@ class RWCPMethod(MaskFamily):
             raise SegcpError(
                 f"case {case.id}: rwcp needs the image (put images/<id> in the data directory, or pass Case(image=...))"
             )
-        if case.probs.ndim != 2:
-            raise SegcpError(f"case {case.id}: rwcp works on 2D images; got a probability map of shape {case.probs.shape}")
-        return np.asarray(case.image)
+        image = np.asarray(case.image)
+        if case.probs.ndim == 3 and image.shape != case.probs.shape:
+            raise SegcpError(
+                f"case {case.id}: rwcp diffuses a volume slice by slice (axis 0) and needs a grayscale image volume "
+                f"of the probability map's shape {case.probs.shape}; got an image of shape {image.shape}"
+            )
+        return image
 
-    def score_map(self, case: Case) -> NDArray[np.float64]:
-        """r = 1 − diffused probability, float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
+    def foreground(self, case: Case) -> NDArray[np.float64]:
+        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation).
+
+        A volume (D, H, W) is diffused slice by slice along axis 0, each slice on its own graph
+        (the features of a slice are those of the 2D image ``image[d]``); ``normalize`` then
+        rescales the diffused volume as a whole.
+        """
         image = self._check(case)
+        volume = case.probs.ndim == 3
+        slices = list(zip(case.probs, image)) if volume else [(case.probs, image)]
         try:
-            feats = self.features(image)
+            feats = self.get_encoder().features([im for _, im in slices], self.feature_cache())
         except SegcpError as exc:
             raise SegcpError(f"case {case.id}: {exc}") from None
-        return 1.0 - self.diffuse_probs(case.probs, feats, image)
+        out = [self.diffuse_probs(p, f, im) for (p, im), f in zip(slices, feats)]
+        return np.stack(out) if volume else out[0]

@@ -11,6 +11,24 @@ Output folder (ids unchanged)::
     segcp_infer.json    models, seed, sample scheme, Dice at 0.5 against the masks
     segcp_export.json   (task sources) task, split part, ids, groups
 
+**Volumes** (3D images: the volume tasks ``la2018`` / ``acdc-3d``, or 3D files in a data
+directory). The 2D model runs slice by slice along the slice axis
+(:func:`segcp.data.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+``slice_axis``), ``batch_size`` slices per forward pass, one volume in memory at a time, and
+the slices are stacked back on the volume's exact grid:
+
+- ``probs/<id>.nii.gz`` (a NIfTI image; ``.nii`` stays ``.nii``): float32 (X, Y, Z)
+  foreground probability with the image's affine and header (qform/sform and codes, pixdim,
+  units, dim_info; only the data type changes); a multi-class model's (L, X, Y, Z) softmax
+  stack is written as ``probs/<id>.npy`` — a NIfTI affine covers the first three axes only,
+  so a channel-first stack cannot carry the volume's geometry, which the ``masks/`` and
+  ``images/`` NIfTI files beside it do. Non-NIfTI volumes (``.npy``) give ``.npy``.
+- ``samples/<id>.npy``: float16 (N, L, X, Y, Z). Sample k is ONE network draw applied to
+  the whole volume: its MC-dropout masks are seeded by the volume id (not the slice), so they
+  are the same on every slice and the sample is coherent across slices.
+- Dice in ``segcp_infer.json`` is the 3D Dice of each volume. A NIfTI mask must lie on its
+  image's grid (same shape and affine; one error line names it otherwise).
+
 Probabilities (``probs/``) are deterministic: dropout is off, BatchNorm uses its running
 statistics, and an ensemble of K models gives the mean of the K softmaxes. Samples:
 
@@ -34,6 +52,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +64,8 @@ import torch
 from numpy.typing import NDArray
 
 from segcp.data.preprocess import Preprocessing, preprocess, restore_to_original
+from segcp.data.volumes import SLICE_AXIS_RULE, volume_slices
+from segcp.data.volumes import slice_axis as choose_axis
 from segcp.errors import SegcpError
 from segcp.models.train import load_checkpoint
 from segcp.models.unet import UNet, enable_mc_dropout, has_dropout
@@ -179,6 +200,44 @@ class Ensemble:
                     smp = back.reshape(n, l_, *back.shape[1:]).astype(SAMPLES_DTYPE)
                 yield ident, probs, smp
 
+    def predict_volume(
+        self,
+        volume: NDArray[Any],
+        ident: str,
+        *,
+        axis: int,
+        samples: int | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> tuple[NDArray[np.float32], NDArray[np.float16] | None]:
+        """Probabilities (and samples) of a 3D volume, slice by slice along ``axis``.
+
+        Returns ``probs`` float32, the volume's shape (binary) or (L, *shape) (multi-class),
+        and ``samples`` float16 (N, L, *shape) or None. Every slice goes through
+        :meth:`predict` (``batch_size`` slices per pass) with the volume id as its sampling
+        key, so the MC-dropout masks of sample k are the same on every slice.
+        """
+        vol = np.asarray(volume)
+        slices = volume_slices(vol, axis)
+        probs_out: NDArray[np.float32] | None = None
+        smp_out: NDArray[np.float16] | None = None
+        for z, (_, probs, smp) in enumerate(
+            self.predict(slices, [ident] * len(slices), samples=samples, seed=seed, batch_size=batch_size)
+        ):
+            if probs_out is None:
+                probs_out = np.empty((*probs.shape[:-2], *vol.shape), np.float32)
+                if smp is not None:
+                    smp_out = np.empty((*smp.shape[:-2], *vol.shape), SAMPLES_DTYPE)
+            where = [slice(None)] * probs_out.ndim
+            where[probs.ndim - 2 + axis] = z
+            probs_out[tuple(where)] = probs
+            if smp is not None and smp_out is not None:
+                at = [slice(None)] * smp_out.ndim
+                at[2 + axis] = z
+                smp_out[tuple(at)] = smp
+        assert probs_out is not None
+        return probs_out, smp_out
+
     def _mc_samples(self, x: torch.Tensor, ident: str, per_member: int, seed: int, bs: int) -> NDArray[np.float32]:
         out = []
         key = zlib.crc32(ident.encode("utf-8"))
@@ -219,15 +278,19 @@ def load_ensemble(paths: Sequence[str | os.PathLike[str]]) -> Ensemble:
 
 
 # ---------------------------------------------------------------------- data directories
-def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int) -> float | None:
-    """Dice at 0.5 (binary) or mean foreground Dice of the argmax (multi-class); None if unusable."""
+def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int, label: int | None = None) -> float | None:
+    """Dice at 0.5 (binary) or mean foreground Dice of the argmax (multi-class); None if unusable.
+
+    ``label``: a binary model's structure in a label-map mask (``mask == label`` is its truth).
+    2D images or 3D volumes (the Dice of the whole volume).
+    """
     from segcp.cases import binarize_mask
     from segcp.models.train import dice_scores
 
     m = np.asarray(mask)
     if n_classes == 2:
         try:
-            gt = binarize_mask(m, None, "mask")
+            gt = binarize_mask(m, label, "mask")
         except SegcpError:
             return None
         if gt.shape != probs.shape:
@@ -253,15 +316,19 @@ def infer_to_dir(
     overwrite: bool = False,
     root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
     """Run the model(s) on a task split part or a data directory and write ``out``.
 
     Either ``task`` (a task name; the split seed is the one recorded in the checkpoint, so
     training images never leak into calibration or test) with ``split`` ∈ {calibration,
     test, pool, train}, or ``data`` (a folder with ``images/`` and optionally ``masks/``).
-    Everything is written into a temporary folder beside ``out`` and moved into place on
-    success; ``out`` must not exist or be empty unless ``overwrite``. Returns the manifest
-    (also written as ``segcp_infer.json``).
+    A model trained on a 2D task may run on the volume task of the same dataset (``acdc-lv``,
+    ``acdc-rv``, ``acdc`` → ``acdc-3d``): its split has the same patients, and a volume of a
+    patient the model was trained on is refused. 3D images are volumes (see the module
+    docstring; ``slice_axis`` overrides the automatic axis). Everything is written into a
+    temporary folder beside ``out`` and moved into place on success; ``out`` must not exist
+    or be empty unless ``overwrite``. Returns the manifest (also written as ``segcp_infer.json``).
     """
     from segcp.io.datadir import DataDir
     from segcp.io import atomic_dir, read_array, write_json, write_npy
@@ -278,6 +345,9 @@ def infer_to_dir(
     source: dict[str, Any]
     test_ids: set[str] = set()
     cal_ids: set[str] = set()
+    dice_label: int | None = None
+    if slice_axis is not None:
+        choose_axis(None, given=slice_axis)  # a bad --slice-axis fails before any work
     if task is not None:
         from segcp.data.tasks import get_task
 
@@ -286,19 +356,25 @@ def infer_to_dir(
         if trained_task is None:
             raise SegcpError(f"{ens.paths[0]}: trained on a data directory, not a task; use --data DIR")
         if task != trained_task:
-            raise SegcpError(f"--task {task}: the model was trained on task {trained_task}")
+            _volume_task_of(task, trained_task)
         t = get_task(task, root)
         split_seed = int(meta0["split_seed"])
         sp = t.split(seed=split_seed)
         ids = list(sp.part(split))
+        if task != trained_task:
+            dice_label = _check_volume_task(t, trained_task, split_seed, sp, ids, split)
         test_ids, cal_ids = set(sp.test), set(sp.calibration)
         source = {"task": task, "split": split, "split_seed": split_seed}
+        if task != trained_task:
+            source["model_task"] = trained_task
     else:
         dd_src = DataDir(data)  # type: ignore[arg-type]
         if not dd_src.has("images"):
             raise SegcpError(f"{data}: missing folder images/ (inference reads images/<id>)")
         ids = dd_src.ids(["images", "masks"] if dd_src.has("masks") else ["images"])
         source = {"data": str(Path(data).resolve())}  # type: ignore[arg-type]
+        if dd_src.has("masks"):
+            _check_volume_grids(dd_src, ids)
 
     prev_threads = torch.get_num_threads()
     if threads is not None:
@@ -321,16 +397,30 @@ def infer_to_dir(
             dd = DataDir(tmp)
             has_masks = dd.has("masks")
             dice: dict[str, float | None] = {}
+            axes: dict[str, int] = {}
             bs = max(1, int(batch_size))
             batches = [ids[s : s + bs] for s in range(0, len(ids), bs)]
+            t_start = time.perf_counter()
             for chunk in progress(batches, f"inference ({len(ids)} images)", show_progress):
-                imgs = [read_array(dd.path("images", i))[0] for i in chunk]
-                for ident, probs, smp in ens.predict(imgs, chunk, samples=samples, seed=seed, batch_size=bs):
+                flat, imgs = [], []
+                for i in chunk:  # a volume is predicted as soon as it is read: one in memory at a time
+                    arr, spacing = read_array(dd.path("images", i))
+                    if arr.ndim != 3:
+                        flat.append(i)
+                        imgs.append(arr)
+                        continue
+                    axes[i] = choose_axis(spacing, given=slice_axis)
+                    d = _infer_volume(ens, dd, tmp, i, arr, axes[i], samples, seed, bs, dice_label)
+                    del arr
+                    if has_masks:
+                        dice[i] = d
+                for ident, probs, smp in ens.predict(imgs, flat, samples=samples, seed=seed, batch_size=bs):
                     write_npy(tmp / "probs" / f"{ident}.npy", probs)
                     if smp is not None:
                         write_npy(tmp / "samples" / f"{ident}.npy", smp)
                     if has_masks:
-                        dice[ident] = _dice_of(probs, read_array(dd.path("masks", ident))[0], ens.n_classes)
+                        dice[ident] = _dice_of(probs, read_array(dd.path("masks", ident))[0], ens.n_classes, dice_label)
+            seconds = time.perf_counter() - t_start
 
             def mean_of(keys: Sequence[str]) -> float | None:
                 vals = [dice[k] for k in keys if dice.get(k) is not None]
@@ -360,17 +450,113 @@ def infer_to_dir(
                 ],
                 "n_classes": ens.n_classes,
                 "probs": "foreground probability (H, W) float32" if ens.binary else f"softmax ({ens.n_classes}, H, W) float32",
+                "volumes": None
+                if not axes
+                else {
+                    "n": len(axes),
+                    "slice_axis": axes,
+                    "rule": f"given: {slice_axis}" if slice_axis is not None else SLICE_AXIS_RULE,
+                    "probs": (
+                        "foreground probability (X, Y, Z) float32, NIfTI on the image's grid and header (.npy for .npy images)"
+                        if ens.binary
+                        else f"softmax ({ens.n_classes}, X, Y, Z) float32 .npy (geometry: the NIfTI masks/ and images/)"
+                    ),
+                    "samples": "one network draw per sample for the whole volume (MC-dropout masks seeded by the volume id)",
+                    "dice": "3D Dice of each volume",
+                },
+                "seconds": seconds,
                 "preprocessing": meta0["preprocessing"],
                 "seed": int(seed),
                 "batch_size": bs,
                 "samples": None
                 if plan is None
                 else {"n": int(samples), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
-                      "shape": f"(N, {ens.n_classes}, H, W)"},
+                      "shape": f"(N, {ens.n_classes}, H, W)" if not axes else f"(N, {ens.n_classes}, *S) (volumes: (N, {ens.n_classes}, X, Y, Z))"},
                 "dice": summary if has_masks else None,
+                "dice_label": dice_label,
                 "dice_per_image": dice if has_masks else None,
             }
             write_json(tmp / INFER_MANIFEST, manifest)
     finally:
         torch.set_num_threads(prev_threads)
     return manifest
+
+
+# ---------------------------------------------------------------------- volumes
+def _infer_volume(
+    ens: Ensemble,
+    dd: Any,
+    tmp: Path,
+    ident: str,
+    volume: NDArray[Any],
+    axis: int,
+    samples: int | None,
+    seed: int,
+    bs: int,
+    dice_label: int | None,
+) -> float | None:
+    """Predict one volume, write ``probs/`` (NIfTI on the image's grid when the image is
+    NIfTI and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
+    from segcp.data.volumes import nifti_ext, read_nifti_header, write_nifti
+    from segcp.io import read_array, write_npy
+
+    img_path = dd.path("images", ident)
+    ext = nifti_ext(img_path)
+    mask = None
+    if dd.has("masks"):
+        mask_path = dd.path("masks", ident)
+        mask = np.asarray(read_array(mask_path)[0])
+        if mask.shape != volume.shape:
+            raise SegcpError(f"{mask_path}: mask shape {mask.shape} does not match image shape {volume.shape}")
+    probs, smp = ens.predict_volume(volume, ident, axis=axis, samples=samples, seed=seed, batch_size=bs)
+    if ext and probs.ndim == 3:
+        write_nifti(tmp / "probs" / f"{ident}{ext}", probs, like=read_nifti_header(img_path))
+    else:
+        write_npy(tmp / "probs" / f"{ident}.npy", probs)
+    if smp is not None:
+        write_npy(tmp / "samples" / f"{ident}.npy", smp)
+        del smp
+    return None if mask is None else _dice_of(probs, mask, ens.n_classes, dice_label)
+
+
+def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
+    """Before any work: every NIfTI volume's mask must lie on its grid (one line names the mask)."""
+    from segcp.data.volumes import check_same_grid, nifti_ext, read_nifti_header
+
+    for i in ids:
+        img, msk = dd.path("images", i), dd.path("masks", i)
+        if nifti_ext(img) and nifti_ext(msk):
+            shape = read_nifti_header(img).shape
+            if len(shape) >= 3 and shape[2] > 1:  # a volume (a 2D image may be stored (X, Y, 1))
+                check_same_grid(img, msk)
+
+
+def _volume_task_of(task: str, trained_task: str) -> Any:
+    """The spec of ``trained_task`` when ``task`` is the volume task of its dataset; else one error line."""
+    from segcp.data.tasks import TASK_SPECS
+
+    spec, target = TASK_SPECS.get(trained_task), TASK_SPECS.get(task)
+    if spec is None or target is None or spec.volumes or not target.volumes or spec.dataset != target.dataset:
+        raise SegcpError(f"--task {task}: the model was trained on task {trained_task}")
+    return spec
+
+
+def _check_volume_task(t: Any, trained_task: str, split_seed: int, sp: Any, ids: Sequence[str], part: str) -> int | None:
+    """A 2D task's model on the volume task of its dataset: refuse any training patient in ``ids``.
+
+    Returns the label a binary model's structure has in the volume task's label maps (e.g. 3
+    for an ``acdc-lv`` model on ``acdc-3d``), for its Dice; None otherwise.
+    """
+    from segcp.data.tasks import get_task
+
+    spec = _volume_task_of(t.name, trained_task)
+    if part != "train":
+        src = get_task(trained_task, t.root).split(seed=split_seed)
+        trained_groups = {str(src.groups[i]) for i in src.train}
+        leaked = sorted({str(sp.groups[i]) for i in ids} & trained_groups)
+        if leaked:
+            raise SegcpError(
+                f"--task {t.name} --split {part}: patient {leaked[0]} was in the training part of the model's task "
+                f"{trained_task} (split seed {split_seed}); refusing to infer on training patients"
+            )
+    return spec.label if spec.label is not None and t.spec.multiclass else None

@@ -1,7 +1,8 @@
 """Training a :class:`~segcp.models.unet.UNet` on a task's training patients or a data directory.
 
 Recipe (RW-CP paper's base models, scaled to a CPU): cross-entropy on the softmax logits
-(binary tasks: 2 classes, foreground probability = softmax[1]; ``acdc``: 4 classes), Adam
+(binary tasks: 2 classes, foreground probability = softmax[1]; ``acdc``: 4 classes) — or,
+with ``loss="dice_ce"``, nnU-Net's Dice + cross-entropy (:mod:`segcp.models.losses`) —, Adam
 (lr 1e-3), a linear warm-up of the learning rate over ``warmup_epochs`` then cosine
 annealing to ``lr · min_lr_ratio`` at the last step, batch training, augmentation (random
 horizontal/vertical flips, rotation ±15° with scaling 0.9–1.1, gamma and contrast/brightness
@@ -22,6 +23,12 @@ Which images
   ``segcp_export.json`` records the groups, which are then respected). Data with patient
   structure should be split by patient *before* training (export the training patients
   only), or calibration later is not exchangeable.
+- **Volumes** (volume tasks ``la2018``, ``acdc-3d``; 3D images in a data directory, e.g.
+  NIfTI): the 2D UNet trains on every slice along the volume's slice axis
+  (:func:`segcp.data.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+  ``slice_axis``). The validation hold-out takes whole groups (patients; in a data directory
+  the groups of ``segcp_export.json``, else whole volumes), never single slices, and the
+  validation Dice is the mean over held-out volumes of the 3D Dice of their stacked slices.
 
 Determinism: for the same data, settings, seed and thread count, training is bit-identical
 on the CPU (model initialisation, shuffling, augmentation and dropout are seeded).
@@ -49,6 +56,7 @@ from segcp._version import __version__
 from segcp.data.preprocess import Preprocessing, preprocess
 from segcp.errors import SegcpError
 from segcp.io.writers import atomic_path, to_jsonable
+from segcp.models.losses import LOSSES, get_loss
 from segcp.models.unet import UNet
 
 __all__ = [
@@ -108,6 +116,8 @@ class TrainConfig:
     max_minutes : stop after this much wall-clock time (the best model so far is kept and
         the checkpoint says it stopped early); None: no limit.
     intensity : preprocessing intensity step: ``"percentile"`` (default) or ``"none"``.
+    loss : ``"ce"`` (cross-entropy, default) or ``"dice_ce"`` (nnU-Net's Dice + CE,
+        :func:`segcp.models.losses.dice_ce_loss`).
     device : torch device for training (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...). Determinism
         is only promised on the CPU; augmentation always runs on the CPU.
     preset : name of the preset the settings started from (informational).
@@ -133,6 +143,7 @@ class TrainConfig:
     intensity: str = "percentile"
     device: str = "cpu"
     preset: str = "cpu"
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SegcpError:
@@ -176,6 +187,8 @@ class TrainConfig:
             raise bad(f"device={self.device!r}: not a torch device (e.g. cpu, cuda, cuda:0)") from None
         if self.intensity not in ("percentile", "none"):
             raise bad(f"intensity={self.intensity!r}: expected 'percentile' or 'none'")
+        if self.loss not in LOSSES:
+            raise bad(f"loss={self.loss!r}: expected one of {', '.join(LOSSES)}")
 
     @classmethod
     def from_preset(cls, preset: str = "cpu", **overrides: Any) -> TrainConfig:
@@ -214,13 +227,15 @@ class TrainData:
     """Preprocessed images in memory.
 
     ``images`` (N, S, S) float32 in [0, 1] (preprocessed / 255), ``targets`` (N, S, S) int64
-    class indices, ``ids`` and ``groups`` per image.
+    class indices, ``ids`` and ``groups`` per image. ``volumes``: for slices of 3D volumes,
+    the volume id of each slice (None for 2D images).
     """
 
     images: NDArray[np.float32]
     targets: NDArray[np.int64]
     ids: list[str]
     groups: list[str]
+    volumes: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -230,8 +245,12 @@ def _prepare(
     cfg: Preprocessing,
     show_progress: bool = False,
     description: str = "loading",
+    volumes: Sequence[str] | None = None,
 ) -> TrainData:
-    """(id, group, image, target map) → :class:`TrainData` (masks resized with nearest)."""
+    """(id, group, image, target map) → :class:`TrainData` (masks resized with nearest).
+
+    ``volumes``: the volume id of each sample when they are slices of volumes.
+    """
     from segcp.progress import track as progress
 
     size = cfg.size
@@ -253,7 +272,26 @@ def _prepare(
         targets[k] = pre.mask
         ids.append(ident)
         groups.append(group)
-    return TrainData(images, targets, ids, groups)
+    return TrainData(images, targets, ids, groups, None if volumes is None else list(volumes))
+
+
+def _volume_slices(
+    ident: str, image: NDArray[Any], target: NDArray[Any], axis: int
+) -> list[tuple[str, NDArray[Any], NDArray[Any]]]:
+    """(slice id ``<id>/z<k>``, image (H, W), target (H, W)) for every slice of a volume along ``axis``."""
+    from segcp.data.volumes import volume_slices
+
+    return [(f"{ident}/z{k}", im, t) for k, (im, t) in enumerate(zip(volume_slices(image, axis), volume_slices(target, axis)))]
+
+
+def _slices_data(
+    entries: Sequence[tuple[str, str, str, NDArray[Any], NDArray[Any]]],
+    cfg: Preprocessing,
+    show_progress: bool,
+    description: str,
+) -> TrainData:
+    """(slice id, volume id, group, image, target) → :class:`TrainData` with the volume of each slice."""
+    return _prepare([(i, g, im, t) for i, _, g, im, t in entries], cfg, show_progress, description, [v for _, v, _, _, _ in entries])
 
 
 def _held_out_groups(groups: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -272,7 +310,8 @@ def task_training_data(
 
     Returns (train, validation, info) where info records n_classes, the split and the
     held-out groups. The validation data holds every slice of the held-out groups; ``info``
-    lists which of them are RW-CP protocol slices (``val_rwcp_ids``).
+    lists which of them are RW-CP protocol slices (``val_rwcp_ids``). Volume tasks: every
+    slice of every training volume along its slice axis.
     """
     split = task.split(seed=split_seed)
     by_id = {it.id: it for it in task.items("all")}
@@ -281,7 +320,8 @@ def task_training_data(
     val_groups = _held_out_groups(groups, cfg.val_fraction, cfg.seed)
     multiclass = bool(task.spec.multiclass)
     n_classes = 4 if multiclass else 2
-    rwcp = {it.id for it in task.items("rwcp")}
+    volumes = bool(task.spec.volumes)
+    rwcp = set() if volumes else {it.id for it in task.items("rwcp")}
 
     def load(ids: list[str]) -> list[tuple[str, str, NDArray[Any], NDArray[Any]]]:
         out = []
@@ -290,11 +330,22 @@ def task_training_data(
             out.append((i, s.group, s.image, s.mask.astype(np.int64)))
         return out
 
+    def load_volumes(ids: list[str], description: str) -> TrainData:
+        entries = []
+        for i in ids:
+            s = by_id[i].load()
+            entries += [(sid, i, s.group, im, t) for sid, im, t in _volume_slices(i, s.image, s.mask.astype(np.int64), s.slice_axis)]
+        return _slices_data(entries, pre, show_progress, description)
+
     tr_ids = [i for i, g in zip(train_ids, groups) if g not in val_groups]
     va_ids = [i for i, g in zip(train_ids, groups) if g in val_groups]
     pre = cfg.preprocessing()
-    train = _prepare(load(tr_ids), pre, show_progress, f"{task.name}: loading training images")
-    val = _prepare(load(va_ids), pre, show_progress, f"{task.name}: loading validation images")
+    if volumes:
+        train = load_volumes(tr_ids, f"{task.name}: loading training volumes")
+        val = load_volumes(va_ids, f"{task.name}: loading validation volumes")
+    else:
+        train = _prepare(load(tr_ids), pre, show_progress, f"{task.name}: loading training images")
+        val = _prepare(load(va_ids), pre, show_progress, f"{task.name}: loading validation images")
     info = {
         "n_classes": n_classes,
         "split": {
@@ -309,6 +360,12 @@ def task_training_data(
         },
         "val_rwcp_ids": sorted(i for i in va_ids if i in rwcp),
     }
+    if volumes:  # images are slices; the volumes are the training items
+        info["split"].update(
+            n_train_images=len(train), n_val_images=len(val), n_train_volumes=len(tr_ids), n_val_volumes=len(va_ids),
+            train_volumes=tr_ids, val_volumes=va_ids,
+        )
+        info["volumes"] = {"slice_axis": 2, "rule": "the task's slice axis", "images": "slices of the volumes"}
     return train, val, info
 
 
@@ -325,14 +382,26 @@ def _datadir_groups(root: Path, ids: Sequence[str]) -> tuple[dict[str, str], str
 
 
 def datadir_training_data(
-    data: str | os.PathLike[str], label: int | None, cfg: TrainConfig, show_progress: bool = False
+    data: str | os.PathLike[str],
+    label: int | None,
+    cfg: TrainConfig,
+    show_progress: bool = False,
+    slice_axis: int | None = None,
 ) -> tuple[TrainData, TrainData, dict[str, Any]]:
     """Training and validation data of a data directory with ``images/`` and ``masks/``.
 
     Masks: with ``label`` the target is ``mask == label`` (binary); without, binary masks
     ({0, 1}, {0, 255} or bool) give a binary model and integer label maps a multi-class
     model with ``max label + 1`` classes.
+
+    3D images (volumes, e.g. NIfTI (X, Y, Z)) give one training image per slice along
+    ``slice_axis`` (None: :func:`segcp.data.volumes.slice_axis` of the image's spacing — the
+    coarsest, ties → the last axis). A NIfTI mask must lie on its volume's grid (same shape
+    and affine). The validation hold-out takes whole groups (volumes, or the groups of
+    ``segcp_export.json``), never single slices.
     """
+    from segcp.data.volumes import check_same_grid, nifti_ext
+    from segcp.data.volumes import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
     root = Path(data)
@@ -341,16 +410,20 @@ def datadir_training_data(
         if not dd.has(sub):
             raise SegcpError(f"{root}: missing folder {sub}/ (training needs images/ and masks/)")
     ids = dd.ids(require=("images", "masks"))
-    raw: list[tuple[str, NDArray[Any], NDArray[Any]]] = []
+    # (slice id, volume id, image, target): for a 2D image slice id = volume id = its id
+    raw: list[tuple[str, str, NDArray[Any], NDArray[Any]]] = []
+    axes: dict[str, int] = {}
     values: set[int] = set()
     for i in ids:
-        img, _ = dd.read("images", i)
+        img, spacing = dd.read("images", i)
         m, _ = dd.read("masks", i)
         m = np.asarray(m)
-        if img.ndim != 2:
-            raise SegcpError(f"{dd.path('images', i)}: expected a 2D image, got shape {img.shape}")
+        if img.ndim not in (2, 3):
+            raise SegcpError(f"{dd.path('images', i)}: expected a 2D image or a 3D volume, got shape {img.shape}")
         if m.shape != img.shape:
             raise SegcpError(f"{dd.path('masks', i)}: mask shape {m.shape} does not match image shape {img.shape}")
+        if img.ndim == 3 and nifti_ext(dd.path("images", i)) and nifti_ext(dd.path("masks", i)):
+            check_same_grid(dd.path("images", i), dd.path("masks", i))
         if label is None:
             if m.dtype == bool:
                 m = m.astype(np.int64)
@@ -363,9 +436,13 @@ def datadir_training_data(
                 values.update(np.unique(m).tolist())
         else:
             m = (m == label).astype(np.int64)
-        raw.append((i, img, m))
+        if img.ndim == 2:
+            raw.append((i, i, img, m))
+        else:
+            axes[i] = choose_axis(spacing, given=slice_axis)
+            raw += [(sid, i, im, t) for sid, im, t in _volume_slices(i, img, m, axes[i])]
     if label is None and values and values <= {0, 255}:
-        raw = [(i, img, (m == 255).astype(np.int64)) for i, img, m in raw]
+        raw = [(sid, vid, img, (m == 255).astype(np.int64)) for sid, vid, img, m in raw]
         values = {0, 1}
     n_classes = 2 if label is not None or not values else max(2, int(max(values)) + 1)
     if n_classes > 64:
@@ -374,10 +451,17 @@ def datadir_training_data(
     groups = [gmap[i] for i in ids]
     val_groups = _held_out_groups(groups, cfg.val_fraction, cfg.seed)
     pre = cfg.preprocessing()
-    tr = [(i, gmap[i], img, m) for i, img, m in raw if gmap[i] not in val_groups]
-    va = [(i, gmap[i], img, m) for i, img, m in raw if gmap[i] in val_groups]
-    train = _prepare(tr, pre, show_progress, "loading training images")
-    val = _prepare(va, pre, show_progress, "loading validation images")
+    if not axes:  # 2D images only: exactly as before volumes existed
+        tr = [(i, gmap[i], img, m) for i, _, img, m in raw if gmap[i] not in val_groups]
+        va = [(i, gmap[i], img, m) for i, _, img, m in raw if gmap[i] in val_groups]
+        train = _prepare(tr, pre, show_progress, "loading training images")
+        val = _prepare(va, pre, show_progress, "loading validation images")
+    else:
+        tr5 = [(sid, vid, gmap[vid], img, m) for sid, vid, img, m in raw if gmap[vid] not in val_groups]
+        va5 = [(sid, vid, gmap[vid], img, m) for sid, vid, img, m in raw if gmap[vid] in val_groups]
+        tr, va = tr5, va5
+        train = _slices_data(tr5, pre, show_progress, "loading training slices")
+        val = _slices_data(va5, pre, show_progress, "loading validation slices")
     info = {
         "n_classes": n_classes,
         "split": {
@@ -389,6 +473,15 @@ def datadir_training_data(
             "n_val_images": len(va),
         },
     }
+    if axes:
+        from segcp.data.volumes import SLICE_AXIS_RULE
+
+        info["volumes"] = {
+            "n": len(axes),
+            "slice_axis": axes,
+            "rule": f"given: {slice_axis}" if slice_axis is not None else SLICE_AXIS_RULE,
+            "images": "slices of the volumes",
+        }
     return train, val, info
 
 
@@ -455,6 +548,18 @@ def _predict_classes(model: UNet, images: NDArray[np.float32], batch_size: int, 
         x = torch.from_numpy(images[s : s + batch_size])[:, None]
         out.append(model(x.to(device)).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
+def _val_dice(pred: NDArray[np.int64], val: TrainData, n_classes: int) -> float:
+    """Mean validation Dice: over images, or — for slices of volumes — over volumes, each the
+    3D Dice of its stacked slices."""
+    if val.volumes is None:
+        return float(dice_scores(pred, val.targets, n_classes).mean())
+    members: dict[str, list[int]] = {}
+    for k, v in enumerate(val.volumes):
+        members.setdefault(v, []).append(k)
+    per = [dice_scores(pred[ks][None], val.targets[ks][None], n_classes)[0] for ks in members.values()]
+    return float(np.mean(per))
 
 
 # ------------------------------------------------------------------------ training loop
@@ -559,6 +664,7 @@ def _train(
     images = torch.from_numpy(train.images)
     targets = torch.from_numpy(train.targets)
     has_val = val is not None and len(val) > 0
+    loss_fn = get_loss(cfg.loss)
 
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -583,7 +689,7 @@ def _train(
                     x, y = augment_batch(x, y, gen)
                 opt.zero_grad(set_to_none=True)
                 x, y = x.to(cfg.device), y.to(cfg.device)
-                loss = F.cross_entropy(model(x), y)
+                loss = loss_fn(model(x), y)
                 if not torch.isfinite(loss):
                     raise SegcpError(f"training diverged at epoch {epoch} (loss {loss.item()}); try a lower lr")
                 loss.backward()
@@ -599,7 +705,7 @@ def _train(
             if has_val:
                 assert val is not None
                 pred = _predict_classes(model, val.images, max(bs, 16), cfg.device)
-                vd = float(dice_scores(pred, val.targets, n_classes).mean())
+                vd = _val_dice(pred, val, n_classes)
             rec = {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -723,6 +829,8 @@ def _finish(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch_version": str(torch.__version__),
     }
+    if "volumes" in info:
+        meta["volumes"] = info["volumes"]
     save_checkpoint(out, model, meta)
     return meta
 
@@ -742,7 +850,7 @@ def train_task(
     cfg = cfg or TrainConfig()
     task = get_task(name, root)
     train, val, info = task_training_data(task, split_seed, cfg, show_progress)
-    subsets = {"rwcp": info["val_rwcp_ids"]} if task.spec.dataset == "acdc" else {}
+    subsets = {"rwcp": info["val_rwcp_ids"]} if task.spec.dataset == "acdc" and not task.spec.volumes else {}
     model, metrics = train_model(
         train, val, info["n_classes"], cfg, show_progress=show_progress, title=f"train {name}", val_subsets=subsets
     )
@@ -756,10 +864,12 @@ def train_datadir(
     *,
     label: int | None = None,
     show_progress: bool = True,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
-    """Train on every id of a data directory (``images/``, ``masks/``); returns the metadata."""
+    """Train on every id of a data directory (``images/``, ``masks/``; 2D images or 3D volumes,
+    see :func:`datadir_training_data`); returns the metadata."""
     cfg = cfg or TrainConfig()
-    train, val, info = datadir_training_data(data, label, cfg, show_progress)
+    train, val, info = datadir_training_data(data, label, cfg, show_progress, slice_axis)
     model, metrics = train_model(train, val, info["n_classes"], cfg, show_progress=show_progress, title=f"train {Path(data).name}")
     source = {"task": None, "split_seed": None, "data": {"dir": str(Path(data).resolve()), "label": label}}
     return _finish(out, model, metrics, cfg, info, source)

@@ -1,0 +1,128 @@
+"""Volumes: peak memory of calibration as the number of volumes grows, and RW-CP-3D's timings.
+
+``memory`` — SYNTHETIC NIfTI volumes of ``--shape`` (default 256 × 256 × 128) with 4 classes
+(class-probability stacks (4, *S) float32, label maps uint8; uncompressed .nii), calibrated
+with ``segcp calibrate --labels all`` (threshold, one λ̂ per structure: 3) for n = 4, 8, 16
+volumes; the peak RSS of each command (GNU time). One volume at a time is in memory during
+calibration, only the loss curves are kept, so the peak should stay flat in n (the curves
+themselves grow: one breakpoint per distinct truth score).
+
+``rwcp`` — RW-CP on real volumes (a data directory of NIfTI volumes, e.g. LA 2018): per volume
+the seconds of the encoder (all slices along the coarsest axis), the 3D graph, the transition
+matrix and the diffusion (``RWCPMethod.diffuse_volume`` timings), the graph's size, and the
+same for slice-by-slice 2D RW-CP (``depth=0``).
+
+    python benchmarks/bench_volumes.py memory --out docs/benchmarks/volumes_memory.json
+    python benchmarks/bench_volumes.py rwcp --data DIR --out docs/benchmarks/volumes_rwcp.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _write_volumes(root: Path, n: int, shape: tuple[int, int, int], seed: int = 0) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    (root / "probs").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    X, Y, Z = shape
+    xx, yy, zz = np.meshgrid(np.linspace(-1, 1, X), np.linspace(-1, 1, Y), np.linspace(-1, 1, Z), indexing="ij")
+    aff = np.diag([0.8, 0.8, 2.0, 1.0])
+    for i in range(n):
+        c = rng.normal(0, 0.1, 3)
+        r = np.sqrt((xx - c[0]) ** 2 + (yy - c[1]) ** 2 + ((zz - c[2]) * 0.7) ** 2)
+        lab = np.zeros(shape, np.uint8)
+        lab[r < 0.5] = 1
+        lab[r < 0.35] = 2
+        lab[(r < 0.25) & (xx > c[0])] = 3
+        logits = np.stack([(lab == v).astype(np.float32) * 4 for v in range(4)])
+        logits += rng.normal(0, 1.2, logits.shape).astype(np.float32)
+        e = np.exp(logits - logits.max(axis=0))
+        probs = (e / e.sum(axis=0)).astype(np.float32)
+        nib.save(nib.Nifti1Image(probs, aff), str(root / "probs" / f"vol{i:03d}.nii"))
+        nib.save(nib.Nifti1Image(lab, aff), str(root / "masks" / f"vol{i:03d}.nii"))
+
+
+def run_memory(args: argparse.Namespace) -> dict[str, Any]:
+    shape = tuple(int(s) for s in args.shape.split("x"))
+    root = Path(tempfile.mkdtemp(prefix="segcp-vol-"))
+    rows = []
+    try:
+        _write_volumes(root / "all", max(args.n), shape)
+        for n in args.n:
+            d = root / f"n{n}"
+            for sub in ("probs", "masks"):  # the first n volumes, linked
+                (d / sub).mkdir(parents=True)
+                for f in sorted((root / "all" / sub).iterdir())[:n]:
+                    (d / sub / f.name).symlink_to(f)
+            with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
+                t = time.perf_counter()
+                subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", f.name, sys.executable, "-m", "segcp.cli", "calibrate",
+                                "--data", str(d), "--labels", "all", "--alpha", "0.2", "--out", str(d / "c.json"), "-q"],
+                               check=True, capture_output=True)
+                wall = time.perf_counter() - t
+                rss, user, system = f.read().split()[-3:]
+            rec = json.loads((d / "c.json").read_text())
+            rows.append({"volumes": n, "peak_rss_mib": int(rss) / 1024, "wall_s": wall, "cpu_s": float(user) + float(system),
+                         "lambdas": [s["lambda"] for s in rec["structures"]]})
+            print(rows[-1], flush=True)
+            shutil.rmtree(d)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    one = int(np.prod(shape)) * 4 * 4 / 2**20
+    return {"shape": list(shape), "classes": 4, "structures": 3, "stack_mib": one, "rows": rows, "load": list(os.getloadavg())}
+
+
+def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
+    from segcp.io import DataDir
+    from segcp.methods import get_method
+
+    rows = []
+    for depth in (1, 0):
+        fam = get_method("rwcp", encoder=args.encoder, threads=args.threads, depth=depth)
+        reader = DataDir(args.data).reader(fam)
+        for ident in reader.ids[: args.volumes]:
+            case = reader.read(ident)
+            timings: dict[str, float] = {}
+            t = time.perf_counter()
+            fam.score_map_timed(case, timings)
+            rows.append({"id": ident, "depth": depth, "shape": list(case.probs.shape), "spacing": case.spacing,
+                         "total_s": time.perf_counter() - t, **timings})
+            print(rows[-1], flush=True)
+    return {"data": str(args.data), "encoder": args.encoder, "threads": args.threads, "rows": rows, "load": list(os.getloadavg())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="section", required=True)
+    m = sub.add_parser("memory")
+    m.add_argument("--n", type=int, nargs="+", default=[4, 8, 16])
+    m.add_argument("--shape", default="256x256x128")
+    m.add_argument("--out")
+    r = sub.add_parser("rwcp")
+    r.add_argument("--data", required=True)
+    r.add_argument("--encoder", default="dinov2-small")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--volumes", type=int, default=3)
+    r.add_argument("--out")
+    args = ap.parse_args(argv)
+    res = run_memory(args) if args.section == "memory" else run_rwcp(args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""The benchmark configuration: a TOML file, read with :mod:`tomllib` and validated here.
+
+Every key is checked (type, range, unknown keys) with a one-line error naming the file and
+the key. Paths are expanded (``~``, ``${VAR}`` and ``${VAR:-default}``) and resolved against
+the config file's folder. See docs/benchmark.md for the format; a minimal file::
+
+    title = "ACDC left ventricle"
+    splits = 20
+    n_cal = 20
+    alphas = [0.2, 0.1, 0.05]
+    methods = ["threshold@Standard CRC", "morph:se=cross@Consema", "rwcp:encoder=dinov2-small,threads=1@RW-CP"]
+
+    [[task]]
+    name = "acdc-lv"
+    data = "${SEGCP_PROBS:-../out/probs}/acdc-lv"
+
+(top-level keys come before the first table header: in TOML a key after ``[[task]]`` belongs
+to that task.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segcp.errors import SegcpError
+from segcp.specs import MethodSpec, TunedSpec, parse_spec
+
+__all__ = ["AblationConfig", "BenchmarkConfig", "FigureConfig", "MethodEntry", "SetsConfig", "TaskConfig", "load_config", "parse_config"]
+
+#: Named tasks (no data directory needed).
+NAMED_TASKS = ("synthetic",)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One task: a data directory (``data``) or a named task (``synthetic``) and its options."""
+
+    name: str
+    data: Path | None = None
+    label: int | None = None
+    title: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # named-task options (synthetic: n, seed, shape)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One method row: its spec (``parse_spec`` text form) and the tasks it runs on (None: all)."""
+
+    text: str
+    spec: MethodSpec | TunedSpec
+    tasks: tuple[str, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """RW-CP's ablations: calibration sizes (its Table 2) and one table per varied parameter
+    (β: Table 3, n_step: Table 4, k with time per image: Fig. 3), at one α."""
+
+    method: str | None = None  # label of the varied row (default: the first rwcp row)
+    alpha: float = 0.1
+    n_cal: tuple[int, ...] = ()
+    n_cal_methods: tuple[str, ...] | None = None  # rows of the n_cal table (default: every pixel-set row)
+    params: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetsConfig:
+    """Sets of segmentations (CONSIGN, APS): calibration, draws and their metrics."""
+
+    alphas: tuple[float, ...] = (0.1,)
+    splits: int | None = None  # default: the top-level splits
+    n_cal: int | None = None  # default: the top-level n_cal
+    draws: int = 200
+    sizes: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+    draw_images: int = 8
+    validity_splits: int = 500
+    show_draws: int = 5
+    max_images: int | None = None  # use only the images of the first groups, up to this many
+
+
+@dataclass(frozen=True)
+class FigureConfig:
+    overlay_alpha: float = 0.1
+    overlay_images: int = 3
+    dpi: int = 80
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """A validated benchmark configuration (see the module docstring and docs/benchmark.md)."""
+
+    path: Path | None
+    text: str
+    title: str
+    description: str
+    seed: int
+    splits: int
+    n_cal: int
+    alphas: tuple[float, ...]
+    curve_alphas: tuple[float, ...]
+    validity_splits: int
+    jobs: int
+    tasks: tuple[TaskConfig, ...]
+    methods: tuple[MethodEntry, ...]
+    ablation: AblationConfig | None
+    sets: SetsConfig
+    figures: FigureConfig
+
+    def methods_for(self, task: str) -> list[MethodEntry]:
+        return [m for m in self.methods if m.tasks is None or task in m.tasks]
+
+
+# ---------------------------------------------------------------------------- reading
+def load_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
+    """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SegcpError(f"{p}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SegcpError(f"{p}: the config is not UTF-8 text") from None
+    return parse_config(text, p)
+
+
+def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> BenchmarkConfig:
+    """Validate the TOML ``text`` (``path``: where it came from; relative paths resolve there)."""
+    where = str(path) if path is not None else "config"
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SegcpError(f"{where}: not valid TOML ({exc})") from None
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    r = _Reader(doc, where, "")
+    title = r.text("title", "segcp benchmark")
+    description = r.text("description", "")
+    seed = r.integer("seed", 0, low=0)
+    splits = r.integer("splits", 20, low=1)
+    n_cal = r.integer("n_cal", 20, low=1)
+    alphas = r.alphas("alphas", (0.2, 0.1, 0.05))
+    curve_alphas = r.alphas("curve_alphas", alphas)
+    validity_splits = r.integer("validity_splits", 1000, low=0)
+    jobs = r.integer("jobs", 1, low=1)
+
+    tasks = tuple(_task(t, where, i, base) for i, t in enumerate(r.tables("task", required=True)))
+    names = [t.name for t in tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SegcpError(f"{where}: task name {dup[0]!r} is used twice")
+
+    methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True)))
+    labels = [m.label for m in methods]
+    dup = sorted({n for n in labels if labels.count(n) > 1})
+    if dup:
+        raise SegcpError(f"{where}: methods: label {dup[0]!r} is used twice; give each row its own @LABEL")
+
+    ablation = None
+    if "ablation" in doc:
+        ablation = _ablation(r.table("ablation"), where, labels)
+    sets = _sets(r.table("sets") if "sets" in doc else {}, where)
+    figures = _figures(r.table("figures") if "figures" in doc else {}, where)
+    r.done()
+    return BenchmarkConfig(
+        path=Path(path).resolve() if path is not None else None, text=text, title=title, description=description, seed=seed,
+        splits=splits, n_cal=n_cal, alphas=alphas, curve_alphas=curve_alphas, validity_splits=validity_splits, jobs=jobs,
+        tasks=tasks, methods=methods, ablation=ablation, sets=sets, figures=figures,
+    )
+
+
+def expand_path(raw: str, base: Path, where: str) -> Path:
+    """``~``, ``${VAR}`` and ``${VAR:-default}`` expanded; relative paths against ``base``."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise SegcpError(f"{where}: ${{{m.group(1)}}} is not set (write ${{{m.group(1)}:-default}} for a default)")
+
+    p = Path(os.path.expanduser(_VAR.sub(sub, raw)))
+    return Path(os.path.normpath(p if p.is_absolute() else (base / p)))
+
+
+def _task(t: dict[str, Any], where: str, i: int, base: Path) -> TaskConfig:
+    r = _Reader(t, where, f"task[{i}].")
+    name = r.text("name", None)
+    if not name:
+        raise SegcpError(f"{where}: task[{i}] needs a name")
+    data = r.text("data", None)
+    label = r.opt_int("label")
+    title = r.text("title", None)
+    options: dict[str, Any] = {}
+    if data is None:
+        if name not in NAMED_TASKS:
+            raise SegcpError(f"{where}: task {name!r}: give data = \"DIR\" (a data directory), or use a named task ({', '.join(NAMED_TASKS)})")
+        options = {"n": r.integer("n", 200, low=40), "seed": r.integer("seed", 0, low=0), "size": r.integer("size", 128, low=32)}
+        path = None
+    else:
+        path = expand_path(data, base, f"{where}: task {name!r}")
+    r.done()
+    return TaskConfig(name=name, data=path, label=label, title=title, options=options)
+
+
+def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
+    if isinstance(m, str):
+        text, only = m, None
+    elif isinstance(m, dict):
+        r = _Reader(m, where, f"methods[{i}].")
+        text = r.text("spec", None)
+        if not text:
+            raise SegcpError(f"{where}: methods[{i}] needs spec = \"NAME[:KEY=VALUE,...][@LABEL]\"")
+        only_list = r.array("tasks", required=False)
+        r.done()
+        only = None if only_list is None else tuple(str(x) for x in only_list)
+        if only is not None:
+            unknown = [x for x in only if x not in tasks]
+            if unknown:
+                raise SegcpError(f"{where}: methods[{i}].tasks: no task named {unknown[0]!r} (tasks: {', '.join(tasks)})")
+    else:
+        raise SegcpError(f"{where}: methods[{i}] must be a string or a table, got {m!r}")
+    try:
+        spec = parse_spec(text)
+        for c in spec.candidates if isinstance(spec, TunedSpec) else [spec]:
+            c.build()  # validates the family and its parameters
+    except SegcpError as exc:
+        raise SegcpError(f"{where}: methods[{i}] {text!r}: {exc}") from None
+    return MethodEntry(text=text, spec=spec, tasks=only)
+
+
+def _ablation(t: dict[str, Any], where: str, labels: list[str]) -> AblationConfig:
+    r = _Reader(t, where, "ablation.")
+    method = r.text("method", None)
+    if method is not None and method not in labels:
+        raise SegcpError(f"{where}: ablation.method: no method labelled {method!r} (labels: {', '.join(labels)})")
+    alpha = r.alpha("alpha", 0.1)
+    n_cal = tuple(r.int_list("n_cal", ()))
+    n_cal_methods = r.array("n_cal_methods", required=False)
+    if n_cal_methods is not None:
+        bad = [x for x in n_cal_methods if x not in labels]
+        if bad:
+            raise SegcpError(f"{where}: ablation.n_cal_methods: no method labelled {bad[0]!r}")
+    params_t = r.table("params") if "params" in t else {}
+    params: dict[str, tuple[Any, ...]] = {}
+    for key, values in params_t.items():
+        if not isinstance(values, list) or not values:
+            raise SegcpError(f"{where}: ablation.params.{key} must be a non-empty list of values")
+        params[key.replace("-", "_")] = tuple(values)
+    r.done()
+    return AblationConfig(method=method, alpha=alpha, n_cal=n_cal, n_cal_methods=None if n_cal_methods is None else tuple(n_cal_methods), params=params)
+
+
+def _sets(t: dict[str, Any], where: str) -> SetsConfig:
+    r = _Reader(t, where, "sets.")
+    alphas = r.alphas("alpha", (0.1,))
+    splits = r.opt_int("splits", low=1)
+    n_cal = r.opt_int("n_cal", low=1)
+    draws = r.integer("draws", 200, low=2)
+    sizes = tuple(r.int_list("sizes", (5, 10, 20, 50, 100, 200), low=1))
+    sizes = tuple(sorted({s for s in sizes if s <= draws} | {draws}))
+    cfg = SetsConfig(
+        alphas=alphas, splits=splits, n_cal=n_cal, draws=draws, sizes=sizes,
+        draw_images=r.integer("draw_images", 8, low=1), validity_splits=r.integer("validity_splits", 500, low=0),
+        show_draws=r.integer("show_draws", 5, low=1), max_images=r.opt_int("max_images", low=4),
+    )
+    r.done()
+    return cfg
+
+
+def _figures(t: dict[str, Any], where: str) -> FigureConfig:
+    r = _Reader(t, where, "figures.")
+    cfg = FigureConfig(overlay_alpha=r.alpha("overlay_alpha", 0.1), overlay_images=r.integer("overlay_images", 3, low=1), dpi=r.integer("dpi", 80, low=30))
+    r.done()
+    return cfg
+
+
+class _Reader:
+    """Typed reads of one TOML table; :meth:`done` refuses the keys nobody read."""
+
+    def __init__(self, doc: dict[str, Any], where: str, prefix: str) -> None:
+        self.doc, self.where, self.prefix = doc, where, prefix
+        self.seen: set[str] = set()
+
+    def _err(self, key: str, what: str, value: Any) -> SegcpError:
+        return SegcpError(f"{self.where}: {self.prefix}{key} must be {what}, got {value!r}")
+
+    def _get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.doc.get(key)
+
+    def done(self) -> None:
+        extra = [k for k in self.doc if k not in self.seen]
+        if extra:
+            raise SegcpError(f"{self.where}: unknown key {self.prefix}{extra[0]} (known here: {', '.join(sorted(self.seen))})")
+
+    def text(self, key: str, default: Any) -> Any:
+        v = self._get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self._err(key, "a string", v)
+        return v
+
+    def integer(self, key: str, default: int, low: int | None = None) -> int:
+        v = self._get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+            raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
+        return int(v)
+
+    def opt_int(self, key: str, low: int | None = None) -> int | None:
+        return None if self._get(key) is None else self.integer(key, 0, low)
+
+    def int_list(self, key: str, default: tuple[int, ...], low: int = 1) -> list[int]:
+        v = self._get(key)
+        if v is None:
+            return list(default)
+        if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < low for x in v):
+            raise self._err(key, f"a list of integers >= {low}", v)
+        return [int(x) for x in v]
+
+    def alpha(self, key: str, default: float) -> float:
+        v = self._get(key)
+        if v is None:
+            return default
+        return self._alpha(key, v)
+
+    def _alpha(self, key: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < 1.0) or not math.isfinite(float(v)):
+            raise self._err(key, "a risk level in (0, 1)", v)
+        return float(v)
+
+    def alphas(self, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        v = self._get(key)
+        if v is None:
+            return tuple(default)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            raise self._err(key, "a non-empty list of risk levels in (0, 1)", v)
+        out = tuple(self._alpha(key, x) for x in v)
+        if len(set(out)) != len(out):
+            raise self._err(key, "a list of distinct risk levels", v)
+        return out
+
+    def array(self, key: str, required: bool) -> list[Any] | None:
+        v = self._get(key)
+        if v is None:
+            if required:
+                raise SegcpError(f"{self.where}: {self.prefix}{key} is missing")
+            return None
+        if not isinstance(v, list) or (required and not v):
+            raise self._err(key, "a non-empty list", v)
+        return v
+
+    def table(self, key: str) -> dict[str, Any]:
+        v = self._get(key)
+        if not isinstance(v, dict):
+            raise self._err(key, "a table", v)
+        return v
+
+    def tables(self, key: str, required: bool) -> list[dict[str, Any]]:
+        v = self._get(key)
+        if v is None:
+            if required:
+                raise SegcpError(f"{self.where}: no [[{self.prefix}{key}]] table: name at least one task")
+            return []
+        if isinstance(v, dict):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+            raise self._err(key, "an array of tables ([[task]])", v)
+        return v
