@@ -166,7 +166,7 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
     if label is not None:
         return m == label
     # min/max instead of a sort (the common cases are {0, 1} and {0, 255}); unsigned: one pass
-    lo, hi = (0 if m.dtype.kind == "u" else m.min()), m.max()
+    lo, hi = (0 if m.dtype.kind == "u" else m.min(initial=0)), m.max(initial=0)  # initial: an empty mask is binary
     if lo >= 0 and hi <= 1:
         return m == 1
     if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):

@@ -12,6 +12,8 @@ taken from it. Schema ``segcp.calibration`` version 2::
     n               calibration cases (≥ 1)
     empirical_risk, bound, statement   per α, as alpha
     scores          0/1 losses only: each calibration case's λ*_i (null = +inf)
+    curves          only when λ̂ came from compact curves: {"form": "compact", "grid":
+                    {"lo", "hi", "size"}} (λ̂ is a grid point, at most one step above exact)
 
 Records without ``schema`` are version 1 (segcp ≤ 0.1.0 before this field): read the same
 way; the multi-class records of that version carried ``guarantee: "set contains the truth up
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from segcp.calibration.compact import Grid
 from segcp.errors import SegcpError
 from segcp.methods import family_class, get_method
 from segcp.methods.base import NOT_GIVEN
@@ -78,8 +81,8 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     """Validate a calibration record; returns its parts (family built, numbers checked).
 
     Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
-    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``
-    and ``scores`` (ndarray or None). Raises a one-line :class:`SegcpError` naming ``where``
+    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``,
+    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact). Raises a one-line :class:`SegcpError` naming ``where``
     and the field at fault.
 
     ``overrides`` are what the user gives on this machine: run-time options (threads, cache
@@ -169,8 +172,15 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         if not isinstance(scores, list) or len(scores) != n:
             raise SegcpError(f"{where}: field 'scores' must be a list of n = {n} numbers")
         scores = np.array([np.inf if v is None or v == math.inf else _number(v, "scores", where) for v in scores], dtype=np.float64)
+    grid = None
+    curves = d.get("curves")
+    if curves is not None:
+        if not isinstance(curves, dict) or curves.get("form") != "compact" or set(curves) != {"form", "grid"}:
+            raise SegcpError(f"{where}: field 'curves' must be {{\"form\": \"compact\", \"grid\": {{...}}}}, got {_short(curves)}")
+        grid = Grid.from_dict(curves["grid"], f"{where}: field 'curves.grid'")
     return {
         "family": family,
+        "grid": grid,
         "guarantee": guarantee,
         "tau": tau,
         "alphas": alphas,
