@@ -2,7 +2,7 @@
 box, the scale-correct search, the exact "agrees up to β" rule at its edge, the paper-convention
 counterparts of the tests in test_consign.py, and the reference procedure (benchmarks/).
 
-SYNTHETIC samples (segcp.multiclass.toy) and hand-made decompositions only.
+SYNTHETIC samples (benchmarks/consign_toy.py) and hand-made decompositions only.
 """
 
 from __future__ import annotations
