@@ -33,7 +33,7 @@ from segcp.progress import track
 from segcp.specs import MethodSpec, TunedSpec
 from segcp.tuning import candidate_maps, select
 
-__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "run_comparison", "run_comparison_mapped", "summarize", "write_report"]
+__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "mean_std_text", "run_comparison", "run_comparison_mapped", "summarize", "write_report"]
 
 
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
@@ -339,7 +339,8 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
     return out
 
 
-def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
+def mean_std_text(row: dict[str, Any], key: str, digits: int = 3) -> str:
+    """``row[key] ± row[key_std]`` of a summary row as table text (``–`` when undefined)."""
     v, s = row.get(key), row.get(f"{key}_std")
     if v is None or not np.isfinite(v):
         return "–"
@@ -368,9 +369,9 @@ def markdown_summary(result: dict[str, Any]) -> str:
     for r in result["summary"]:
         win = lambda k: f"{100 * r[k]:.0f} %" if k in r else ""  # noqa: E731
         lines.append(
-            f"| {r['method']} | {r['alpha']:g} | {_pm(r, 'lambda')} | {_pm(r, 'coverage')} | "
-            f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {_pm(r, 'stretch', 2)} | "
-            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
+            f"| {r['method']} | {r['alpha']:g} | {mean_std_text(r, 'lambda')} | {mean_std_text(r, 'coverage')} | "
+            f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {mean_std_text(r, 'stretch', 2)} | "
+            f"{mean_std_text(r, 'dice')} | {mean_std_text(r, 'assd', 2)} | {mean_std_text(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
             + (f" infeasible in {r['infeasible']}/{r['splits']} splits" if r["infeasible"] else "")
         )
     if result.get("n_empty_truth"):
@@ -387,7 +388,7 @@ def markdown_summary(result: dict[str, Any]) -> str:
             f"| model (p ≥ 0.5) | – | {_pct(m, 'empty_hit')} | {m['empty_fp']:.1f} |",
         ]
         for r in result["summary"]:
-            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {_pm(r, 'empty_fp', 1)} |")
+            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {mean_std_text(r, 'empty_fp', 1)} |")
     tuned = [r for r in result["summary"] if r.get("chosen")]
     if tuned:
         lines += ["", "Settings chosen by cross-validation on each split's calibration images (number of splits):", ""]
