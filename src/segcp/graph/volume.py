@@ -75,8 +75,7 @@ def knn_volume(
     L = max(H * sy, W * sx)
     # in-plane: the 2D builder; its spatial term counts pixels of the long side, which is the
     # physical one when pixels are square (sy == sx); rescale it for the mm-based total
-    planes = [knn_window_tokens(T, (H, W), k, radius, spatial=spatial * (max(H, W) * min(sy, sx) / L) if spatial else 0.0)
-              for T in tokens]
+    plane_spatial = spatial * (max(H, W) * min(sy, sx) / L) if spatial else 0.0
     n_plane = H * W
     offs = window_offsets(rz) if rz > 0 else np.zeros((1, 2), dtype=np.int64)
     yy, xx = np.divmod(np.arange(n_plane), W)
@@ -92,7 +91,7 @@ def knn_volume(
         return U_cache[z]
 
     for z in range(Z):
-        g = planes[z]
+        g = knn_window_tokens(tokens[z], (H, W), k, radius, spatial=plane_spatial)  # one slice's graph at a time
         deg = np.diff(g.indptr)
         kmax = int(deg.max(initial=0))
         # the in-plane k nearest, padded into a dense (n_plane, kmax) block
