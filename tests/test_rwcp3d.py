@@ -132,6 +132,7 @@ def test_depth_parameters_are_declared_recorded_and_checked():
     with pytest.raises(SegcpError, match="intensity term is 2D only"):
         RWCPMethod(intensity=1.0, **FAST).score_map(Case("v", probs, image=image))
     assert RWCPMethod(scale="token", depth=0, **FAST).score_map(Case("v", probs, image=image)).shape == probs.shape
+    assert RWCPMethod(dims=3, center=True, **FAST).score_map(Case("v", probs, image=image)).shape == probs.shape  # one basis
 
 
 def test_timings_and_graph_size():

@@ -276,15 +276,20 @@ class RWCPMethod(ProbabilityFamily):
 
     # ------------------------------------------------------------------ the graph
     def _tokens(self, feats: NDArray[np.float32]) -> NDArray[np.float64]:
-        d, h, w = feats.shape
-        X = feats.reshape(d, h * w).T.astype(np.float64)
+        return self._tokens_joint([feats])[0]
+
+    def _tokens_joint(self, feats: list[NDArray[np.float32]]) -> list[NDArray[np.float64]]:
+        """Token features (d', h, w) of one image, or of a volume's slices with one centre and one
+        SVD basis for all of them (so that distances across slices compare like with like)."""
+        d, h, w = feats[0].shape
+        X = np.concatenate([f.reshape(d, h * w).T for f in feats]).astype(np.float64)
         if self.center:
             X = X - X.mean(axis=0, keepdims=True)
         if self.dims is not None and self.dims < d:
             # top right-singular vectors via the d × d Gram matrix (d ≤ a few thousand)
             _, evecs = np.linalg.eigh(X.T @ X)
             X = X @ evecs[:, ::-1][:, : self.dims]
-        return np.ascontiguousarray(X.T.reshape(-1, h, w))
+        return [np.ascontiguousarray(x.T.reshape(-1, h, w)) for x in np.split(X, len(feats))]
 
     def graph_shape(self, shape: tuple[int, int], token_grid: tuple[int, int]) -> tuple[int, int]:
         """The grid the graph lives on for a probability map of ``shape``."""
@@ -381,7 +386,7 @@ class RWCPMethod(ProbabilityFamily):
         clock = _Clock(timings)
         p = np.asarray(probs, dtype=np.float64)
         Z, H, W = p.shape
-        tokens = [self._tokens(f) for f in feats]
+        tokens = self._tokens_joint(feats)  # one centre / SVD basis for the whole volume
         gshape = self.graph_shape((H, W), tokens[0].shape[1:])
         sz, sy, sx = (float(v) for v in spacing)
         gspacing = (sz, sy * H / gshape[0], sx * W / gshape[1])
