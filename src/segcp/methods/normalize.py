@@ -155,10 +155,12 @@ class ProbabilityFamily(MaskFamily):
     def foreground(self, case: Case) -> NDArray[np.float64]:
         """The foreground map s ∈ [0, 1], float64, shape of ``case.probs``."""
 
+    def normalized(self, s: NDArray[np.float64], case: Case) -> NDArray[np.float64]:
+        """s' = :func:`normalize_map` of a foreground map ``s`` of ``case`` under the declared options."""
+        return normalize_map(
+            s, self.normalize, floor=self.norm_floor, quantile=self.norm_quantile, level=self.norm_level, spacing=case.spacing,
+        )
+
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − s', float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
-        s = normalize_map(
-            self.foreground(case), self.normalize, floor=self.norm_floor, quantile=self.norm_quantile,
-            level=self.norm_level, spacing=case.spacing,
-        )
-        return 1.0 - s
+        return 1.0 - self.normalized(self.foreground(case), case)
