@@ -71,7 +71,7 @@ from segcp.errors import SegcpError
 from segcp.graph import BETA_SCALES, SYMMETRIZE
 from segcp.cases import Case
 from segcp.methods.base import param, register
-from segcp.methods.normalize import ProbabilityFamily
+from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcp.graph.knn import NeighbourGraph
@@ -91,18 +91,6 @@ def _encoder(spec: str, options: str) -> Encoder:
 def _feature_cache(root: str, disk: bool) -> FeatureCache:
     """One feature cache per folder per process (its in-memory layer is shared)."""
     return FeatureCache(Path(root), disk=disk)
-
-
-def slice_axis(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> int:
-    """The axis a volume is cut along for a 2D encoder: the coarsest spacing (within 1e-6
-    relative); ties go to the axis with the fewest voxels (fewest slices to encode), then the first.
-
-    >>> slice_axis((183, 140, 88), (0.625, 0.625, 0.625)), slice_axis((10, 256, 216), (10.0, 1.5, 1.5))
-    (2, 0)
-    """
-    sp = np.ones(len(shape)) if spacing is None else np.asarray(spacing, dtype=np.float64)
-    coarse = [a for a in range(len(shape)) if sp[a] >= sp.max() * (1.0 - 1e-6)]
-    return min(coarse, key=lambda a: (int(shape[a]), a))
 
 
 class _Clock:
@@ -430,7 +418,7 @@ class RWCPMethod(ProbabilityFamily):
         A volume is cut along :func:`slice_axis`; the features of a slice are those of the 2D
         image of the same slice. ``depth`` ≥ 1: one 3D graph (:meth:`diffuse_volume`);
         ``depth=0``: each slice on its own graph (:meth:`diffuse_probs`). ``normalize`` then
-        rescales the diffused volume as a whole (or per slice along axis 0: ``slice``).
+        rescales the diffused volume as a whole (or per slice along :func:`slice_axis`: ``slice``).
         ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), and
         the graph's ``nodes`` and ``edges`` (of P, self-loops included).
         """
