@@ -279,13 +279,13 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reduce
-def _reduce(form: str, grid: Any, part: Any, parts: int) -> float:
-    """The client's reduce: ``parts`` task results added into one accumulator, then CRC."""
+def _reduce(form: str, grid: Any, parts: list[Any]) -> float:
+    """The client's reduce: the task results ``parts`` added into one accumulator, then CRC."""
     from segcp import ConformalSegmenter
     from segcp.calibration.compact import CurveAccumulator
 
     acc = CurveAccumulator(form, grid)
-    for k in range(parts):
+    for k, part in enumerate(parts):
         acc.add(k, part)
     return ConformalSegmenter("threshold", alpha=0.1, curve_form=form).calibrate_curves(acc.result()).lambda_
 
@@ -305,14 +305,15 @@ def run_reduce(args: argparse.Namespace) -> dict[str, Any]:
     chunk = 64  # the default task size: the reduce receives one part per 64 images
     res: dict[str, Any] = {"versions": _versions(), "load_start": _load(), "chunk": chunk, "rows": []}
     for n in args.sizes:
-        parts = max(1, n // chunk)
-        exact_chunk = LossCurves.concat([per_image[i % 50] for i in range(min(n, chunk))])
-        compact_chunk = CompactCurves.concat([compact_parts[i % 50] for i in range(min(n, chunk))])
-        row: dict[str, Any] = {"n": n, "parts": parts}
+        sizes = [chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])  # n images in tasks of 64, the last one shorter
+        exact_of = {k: LossCurves.concat([per_image[i % 50] for i in range(k)]) for k in set(sizes)}
+        compact_of = {k: CompactCurves.concat([compact_parts[i % 50] for i in range(k)]) for k in set(sizes)}
+        exact_parts, compact_parts_n = [exact_of[k] for k in sizes], [compact_of[k] for k in sizes]
+        row: dict[str, Any] = {"n": n, "parts": len(sizes)}
         if n <= args.exact_max:
-            _, row["exact_seconds"], row["exact_cpu"] = _timed(lambda: _reduce("exact", None, exact_chunk, parts))
-            row["exact_breakpoints"] = int(exact_chunk.breakpoints.size) * parts
-        _, row["compact_seconds"], row["compact_cpu"] = _timed(lambda: _reduce("compact", grid, compact_chunk, parts))
+            _, row["exact_seconds"], row["exact_cpu"] = _timed(lambda: _reduce("exact", None, exact_parts))
+            row["exact_breakpoints"] = int(sum(int(p.breakpoints.size) for p in exact_parts))
+        _, row["compact_seconds"], row["compact_cpu"] = _timed(lambda: _reduce("compact", grid, compact_parts_n))
         res["rows"].append(row)
         print(row, flush=True)
     # the serial part of a real run, in CPU seconds (load-insensitive): T1 = the single process's
