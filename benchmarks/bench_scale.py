@@ -317,9 +317,9 @@ def run_reduce(args: argparse.Namespace) -> dict[str, Any]:
         exact_parts, compact_parts_n = [exact_of[k] for k in sizes], [compact_of[k] for k in sizes]
         row: dict[str, Any] = {"n": n, "parts": len(sizes)}
         if n <= args.exact_max:
-            _, row["exact_seconds"], row["exact_cpu"] = _timed(lambda: _reduce("exact", None, exact_parts))
+            _, row["exact_seconds"], row["exact_cpu"] = _timed(lambda ps=exact_parts: _reduce("exact", None, ps))
             row["exact_breakpoints"] = int(sum(int(p.breakpoints.size) for p in exact_parts))
-        _, row["compact_seconds"], row["compact_cpu"] = _timed(lambda: _reduce("compact", grid, compact_parts_n))
+        _, row["compact_seconds"], row["compact_cpu"] = _timed(lambda ps=compact_parts_n: _reduce("compact", grid, ps))
         res["rows"].append(row)
         print(row, flush=True)
     # the serial part of a real run, in CPU seconds (load-insensitive): T1 = the single process's
