@@ -4,7 +4,8 @@ Figures and the commands that reproduce them: docs/benchmarks/scale.md. Sections
 
 * ``throughput`` — images/s of ``calibrate_dir`` for threshold (I/O-bound: ``--n`` NPY
   phantoms of 256 × 256) and RW-CP (encoder-bound: ``--rwcp-n`` phantoms with images, the
-  default DINOv2-S/14 encoder, feature cache off) in three modes: the single-process path, a
+  default DINOv2-S/14 encoder, feature cache off), ``--curves`` exact (default) or compact,
+  in three modes: the single-process path, a
   local Dask cluster of 1 worker and of 2 workers, plus (threshold) a loop that only reads
   the files (``bench_speed._read_only``: the physical limit of an I/O-bound calibration).
   Each run is a fresh process (no warm in-memory cache carries over; the OS page cache is
@@ -207,7 +208,7 @@ def _run(data: Path, mode: str, method: str = "threshold", curves: str = "exact"
 def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.root)
     jobs = {"threshold": (phantom_dir(root, args.n), "threshold", {}), "rwcp": (phantom_dir(root, args.rwcp_n, images=True), "rwcp", RWCP)}
-    res: dict[str, Any] = {"versions": _versions(), "cpus": os.cpu_count(), "load_start": _load(), "rounds": []}
+    res: dict[str, Any] = {"versions": _versions(), "cpus": os.cpu_count(), "load_start": _load(), "curves": args.curves, "rounds": []}
     for job, (d, _, _) in jobs.items():  # warm the page cache first: else round 0's first mode alone reads from the disk
         if job == "threshold" or args.rwcp_n:
             _read_only(d)
@@ -220,7 +221,7 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
             if r % 2:
                 modes = modes[::-1]  # alternate the order, so that a load change hits every mode alike
             for mode in modes:
-                row[f"{job}/{mode}"] = _run(d, mode, method, "exact", params)
+                row[f"{job}/{mode}"] = _run(d, mode, method, args.curves, params)
                 print(f"round {r} {job}/{mode}: {row[f'{job}/{mode}']['seconds']:.2f} s (load {row[f'{job}/{mode}']['load']})", flush=True)
         res["rounds"].append(row)
     res["load_end"] = _load()
@@ -411,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--n", type=int, default=2000)
     t.add_argument("--rwcp-n", type=int, default=16)
     t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--curves", choices=("exact", "compact"), default="exact", help="curve form of the calibrations")
     t.add_argument("--out")
     m = sub.add_parser("memory")
     m.add_argument("--root", required=True)
