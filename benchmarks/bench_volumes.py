@@ -8,9 +8,13 @@ calibration, only the loss curves are kept, so the peak should stay flat in n (t
 themselves grow: one breakpoint per distinct truth score).
 
 ``rwcp`` — RW-CP on real volumes (a data directory of NIfTI volumes, e.g. LA 2018): per volume
-the seconds of the encoder (all slices along the coarsest axis), the 3D graph, the transition
-matrix and the diffusion (``RWCPMethod.diffuse_volume`` timings), the graph's size, and the
-same for slice-by-slice 2D RW-CP (``depth=0``).
+the seconds of the encoder (every slice along the slice axis, batched; features then cached on
+disk, so a second pass over the same volume reads them back), the 3D graph (``knn``), the
+transition matrix (``weights``), the diffusion, the resampling and the normalisation
+(``RWCPMethod.score_map_timed``), the graph's size, and the peak numpy/scipy heap of the score
+map (tracemalloc: the graph, P and the maps; the ONNX runtime's own arena is not in it — the
+process's peak RSS is reported at the end); for RW-CP-3D (``depth=1``) and slice-by-slice 2D
+RW-CP (``depth=0``) on the same volumes.
 
     python benchmarks/bench_volumes.py memory --out docs/benchmarks/volumes_memory.json
     python benchmarks/bench_volumes.py rwcp --data DIR --out docs/benchmarks/volumes_rwcp.json
@@ -87,22 +91,35 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
+    import resource
+    import tracemalloc
+
     from segcp.io import DataDir
     from segcp.methods import get_method
+    from segcp.methods.rwcp import slice_axis
 
     rows = []
-    for depth in (1, 0):
+    tracemalloc.start()
+    for depth in args.depths:
         fam = get_method("rwcp", encoder=args.encoder, threads=args.threads, depth=depth)
         reader = DataDir(args.data).reader(fam)
         for ident in reader.ids[: args.volumes]:
             case = reader.read(ident)
             timings: dict[str, float] = {}
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
             t = time.perf_counter()
             fam.score_map_timed(case, timings)
-            rows.append({"id": ident, "depth": depth, "shape": list(case.probs.shape), "spacing": case.spacing,
-                         "total_s": time.perf_counter() - t, **timings})
+            total = time.perf_counter() - t
+            peak = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+            ax = slice_axis(case.probs.shape, case.spacing)
+            rows.append({"id": ident, "depth": depth, "shape": list(case.probs.shape), "spacing": case.spacing, "slice_axis": ax,
+                         "slices": case.probs.shape[ax], "total_s": total, "heap_peak_mib": peak,
+                         **{k: (int(v) if k in ("nodes", "edges") else v) for k, v in timings.items()}})
             print(rows[-1], flush=True)
-    return {"data": str(args.data), "encoder": args.encoder, "threads": args.threads, "rows": rows, "load": list(os.getloadavg())}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"data": str(args.data), "encoder": args.encoder, "threads": args.threads, "rows": rows,
+            "process_peak_rss_mib": rss, "load": list(os.getloadavg())}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--encoder", default="dinov2-small")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--volumes", type=int, default=3)
+    r.add_argument("--depths", type=int, nargs="+", default=[1, 0])
     r.add_argument("--out")
     args = ap.parse_args(argv)
     res = run_memory(args) if args.section == "memory" else run_rwcp(args)

@@ -10,6 +10,9 @@ image from each calibrated set (metrics at S = 10, 100, ... from the first S of 
 i.i.d.). Test images for the draw metrics are capped by ``--max-draw-images`` (a seeded random
 subset per split; coverage always uses every test image).
 
+CONSIGN uses the paper's box by default; ``--boxes paper,normalized`` adds the normalised box
+(segcp before issue 16) as further methods ("CONSIGN K=2 normalized", …) on the same splits.
+
 Usage (see docs/consign.md for the runs reported there)::
 
     python benchmarks/consign_real.py --data out/probs/acdc --out docs/results/consign-acdc \
@@ -31,26 +34,45 @@ from typing import Any
 
 import numpy as np
 
+from segcp import Case, ConformalSegmenter
+from segcp.calibration import LossCurves, zero_one_curve
+from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
+from segcp.execution import parallel_map
 from segcp.io import index_folder, read_array
-from segcp.multiclass.agreement import check_label_map, check_samples
+from segcp.methods import SegmentationSetFamily, get_method
 from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
-from segcp.multiclass.estimators import Consign, PixelAPS, SegmentationSets, parallel_map
 
 METHODS: dict[str, dict[str, Any]] = {
-    "CONSIGN K=2": {"method": "consign", "K": 2},
-    "CONSIGN K=5": {"method": "consign", "K": 5},
+    "CONSIGN K=2": {"method": "consign", "K": 2, "box": "paper"},
+    "CONSIGN K=5": {"method": "consign", "K": 5, "box": "paper"},
     "APS": {"method": "aps"},
 }
 
 
-def make(name: str, alpha: float, beta: float) -> SegmentationSets:
-    spec = METHODS[name]
-    if spec["method"] == "consign":
-        return Consign(alpha, K=spec["K"], beta=beta)
-    return PixelAPS(alpha, beta=beta)
+def set_boxes(boxes: list[str]) -> None:
+    """The methods compared: CONSIGN K = 2, 5 for each box convention, then APS."""
+    METHODS.clear()
+    for box in boxes:
+        for K in (2, 5):
+            METHODS[f"CONSIGN K={K}" + ("" if box == "paper" else f" {box}")] = {"method": "consign", "K": K, "box": box}
+    METHODS["APS"] = {"method": "aps"}
+
+
+def make(name: str, alpha: float, beta: float) -> SegmentationSetFamily:
+    """The set family of ``name``, bound to α (CONSIGN's box quantiles default to α)."""
+    spec = dict(METHODS[name])
+    method = spec.pop("method")
+    return get_method(method, beta=beta, **spec).bind_alpha(alpha)  # type: ignore[return-value]
+
+
+def calibrate_scores(family: SegmentationSetFamily, alpha: float, scores: np.ndarray) -> float:
+    """λ̂ from calibration scores λ*_i (exact CRC on their 0/1 curves = the conformal quantile);
+    a one-line SegcpError when too many are infinite or n is too small for α."""
+    curves = LossCurves.concat([zero_one_curve(float(v)) for v in scores])
+    return ConformalSegmenter(family, alpha).calibrate_curves(curves).lambda_
 
 
 def load(sample_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -60,31 +82,36 @@ def load(sample_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, check_label_map(m, str(mask_path), x.shape[1])
 
 
-def method_input(est: SegmentationSets, x: np.ndarray) -> Any:
-    return est.decompose(x) if isinstance(est, Consign) else x.mean(axis=0)
+def load_case(image_id: str, sample_path: Path, mask_path: Path) -> Case:
+    x, truth = load(sample_path, mask_path)
+    return Case(image_id, samples=x, label_map=truth)
 
 
-def score_job(job: tuple[str, float, float, str, str]) -> dict[str, Any]:
+def score_job(job: tuple[str, float, float, str, str, dict[str, Any]]) -> dict[str, Any]:
     """Scores of one image for every method, with timings (seconds)."""
-    image_id, alpha, beta, sp, mp = job
-    x, truth = load(Path(sp), Path(mp))
-    out: dict[str, Any] = {"id": image_id, "shape": list(truth.shape), "scores": {}, "seconds": {}}
+    image_id, alpha, beta, sp, mp, methods = job
+    METHODS.clear()
+    METHODS.update(methods)
+    case = load_case(image_id, Path(sp), Path(mp))
+    out: dict[str, Any] = {"id": image_id, "shape": list(case.label_map.shape), "scores": {}, "seconds": {}}
     for name in METHODS:
-        est = make(name, alpha, beta)
+        fam = make(name, alpha, beta)
         t0 = time.perf_counter()
-        out["scores"][name] = float(est.score(method_input(est, x), truth))
+        out["scores"][name] = float(fam.score(case))
         out["seconds"][name] = time.perf_counter() - t0
     return out
 
 
-def draw_job(job: tuple[str, float, float, float, str, str, int, list[int], int]) -> dict[str, Any]:
+def draw_job(job: tuple[str, float, float, float, str, str, int, list[int], int, dict[str, Any]]) -> dict[str, Any]:
     """Draw metrics of one (method, image) at λ̂ for S in ``sizes``."""
-    name, alpha, beta, lam, sp, mp, n_draws, sizes, seed = job
-    x, truth = load(Path(sp), Path(mp))
-    est = make(name, alpha, beta)
-    est.lambda_ = lam
+    name, alpha, beta, lam, sp, mp, n_draws, sizes, seed, methods = job
+    METHODS.clear()
+    METHODS.update(methods)
+    case = load_case("image", Path(sp), Path(mp))
+    x, truth = case.samples, case.label_map
+    fam = make(name, alpha, beta)
     t0 = time.perf_counter()
-    draws = est.sample(method_input(est, x), n_draws, seed)
+    draws = fam.sample(case, lam, n_draws, seed)
     t_draw = time.perf_counter() - t0
     res: dict[str, Any] = {"draw_seconds": t_draw}
     for s in sizes:
@@ -111,17 +138,16 @@ def check_coverage(scores: dict[str, np.ndarray], groups: list[str], a: argparse
     for name in METHODS:
         covs, lams, infeasible, marginal = [], [], 0, []
         for cal, test in many:
-            est = make(name, a.alpha, a.beta)
             try:
-                est.calibrate_scores(scores[name][cal])
+                lam = calibrate_scores(make(name, a.alpha, a.beta), a.alpha, scores[name][cal])
             except SegcpError:
                 infeasible += 1
                 # the largest set the method has (λ = ∞) still misses the unreachable truths
                 marginal.append(float(np.mean(np.isfinite(scores[name][test]))))
                 continue
-            marginal.append(float(np.mean(scores[name][test] <= est.lambda_)))
-            lams.append(est.lambda_)
-            covs.append(float(np.mean(scores[name][test] <= est.lambda_)))
+            marginal.append(float(np.mean(scores[name][test] <= lam)))
+            lams.append(lam)
+            covs.append(float(np.mean(scores[name][test] <= lam)))
         c = np.asarray(covs)
         coverage_check[name] = {
             "splits": len(many),
@@ -152,11 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--coverage-splits", type=int, default=500, help="extra splits for the coverage check (scores only)")
     ap.add_argument("--title", default=None)
+    ap.add_argument("--boxes", default="paper", help="CONSIGN box conventions, comma-separated: paper, normalized")
     ap.add_argument(
         "--report-only", action="store_true", help="re-run the coverage check and rewrite the report from OUT/results.json"
     )
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
+    boxes = [b.strip() for b in a.boxes.split(",") if b.strip()]
+    if not boxes or any(b not in ("paper", "normalized") for b in boxes):
+        print(f"consign_real: error: --boxes must list paper and/or normalized, got {a.boxes!r}", file=sys.stderr)
+        return 2
+    set_boxes(boxes)
     try:
         samples = index_folder(a.data / "samples")
         masks = index_folder(a.data / "masks")
@@ -171,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"consign_real: error: {a.out / 'results.json'}: ids differ from {a.data}", file=sys.stderr)
             return 2
         a.seed, a.n_cal, a.alpha, a.beta = result["seed"], result["splits"][0]["n_cal"], result["alpha"], result["beta"]
+        METHODS.clear()
+        METHODS.update(result.get("methods") or {  # results written before the box option: normalised box
+            "CONSIGN K=2": {"method": "consign", "K": 2, "box": "normalized"},
+            "CONSIGN K=5": {"method": "consign", "K": 5, "box": "normalized"},
+            "APS": {"method": "aps"},
+        })
         scores = {name: np.array([r["scores"][name] if r["scores"][name] is not None else math.inf for r in result["per_image"]]) for name in METHODS}
         result["coverage_check"] = check_coverage(scores, groups, a)
         (a.out / "results.json").write_text(json.dumps(result, indent=1))
@@ -179,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t_start = time.perf_counter()
     print(f"{len(ids)} images; scores for {', '.join(METHODS)} ...", flush=True)
-    jobs = [(i, a.alpha, a.beta, str(samples[i]), str(masks[i])) for i in ids]
+    jobs = [(i, a.alpha, a.beta, str(samples[i]), str(masks[i]), dict(METHODS)) for i in ids]
     per_image = parallel_map(score_job, jobs, a.n_jobs)
     t_scores = time.perf_counter() - t_start
     scores = {name: np.array([r["scores"][name] for r in per_image]) for name in METHODS}
@@ -194,18 +232,17 @@ def main(argv: list[str] | None = None) -> int:
         rec: dict[str, Any] = {"split": k, "n_cal": len(cal), "n_test": len(test), "methods": {}}
         draw_idx = np.sort(rng.choice(test, size=min(len(test), a.max_draw_images), replace=False))
         for name in METHODS:
-            est = make(name, a.alpha, a.beta)
             try:
-                est.calibrate_scores(scores[name][cal])
+                lam = calibrate_scores(make(name, a.alpha, a.beta), a.alpha, scores[name][cal])
             except SegcpError as e:
                 rec["methods"][name] = {"infeasible": str(e)}
                 print(f"split {k}: {name}: infeasible ({e})", flush=True)
                 continue
-            lam = est.lambda_
             covered = scores[name][test] <= lam
             m: dict[str, Any] = {"lambda": lam, "coverage": float(covered.mean())}
             djobs = [
-                (name, a.alpha, a.beta, lam, str(samples[ids[i]]), str(masks[ids[i]]), a.draws, sizes, a.seed * 100003 + int(i))
+                (name, a.alpha, a.beta, lam, str(samples[ids[i]]), str(masks[ids[i]]), a.draws, sizes, a.seed * 100003 + int(i),
+                 dict(METHODS))
                 for i in draw_idx
             ]
             t0 = time.perf_counter()
@@ -226,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "data": str(a.data),
+        "methods": dict(METHODS),
         "n_images": len(ids),
         "groups": group_source,
         "alpha": a.alpha,
@@ -285,7 +323,11 @@ def write_report(out: Path, result: dict[str, Any], title: str) -> None:
         f"seed {result['seed']}; α = {alpha}, β = {result['beta']}. Coverage = fraction of test images whose "
         f"λ*_i ≤ λ̂ (every test image); Chao1 / SEC / |correlation| from {result['draws']} draws per image on "
         f"at most {result['max_draw_images']} test images per split, metrics at S draws from the first S. "
-        "Mean ± std over splits.",
+        "Mean ± std over splits. CONSIGN's box: "
+        + ("the paper's (eq. 4–6; λ̂ on the scale of the paper's Table 3)" if "methods" in result else "segcp's old normalised box")
+        + ("; the rows marked normalized use segcp's old normalised box (a different family, λ̂ ≈ Σ_11 × larger)"
+           if any(v.get("box") == "normalized" for v in (result.get("methods") or {}).values()) else "")
+        + ".",
         "",
         "| method | λ̂ | λ̂ per split | coverage | " + " | ".join(f"SEC@{s}" for s in sizes) + " | "
         + " | ".join(f"Chao@{s}" for s in sizes) + " | " + " | ".join(f"corr@{s}" for s in sizes) + " |",

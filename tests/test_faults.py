@@ -316,3 +316,10 @@ def test_control_characters_in_file_names_are_escaped(tmp_path, capsys):
     np.save(d / "probs" / "\x1b[31mred.npy", np.full((8, 8), np.nan))
     err = fails(["calibrate", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path, "NaN")
     assert "\\x1b[31mred" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint8])
+def test_an_empty_mask_array_is_one_line(ws, capsys, dtype):
+    """A zero-size mask (found by the fuzz suite: min() of an empty float array) is a shape error."""
+    np.save(ws / "d" / "masks" / "0.npy", np.zeros((0,), dtype=dtype))
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, "0.npy")

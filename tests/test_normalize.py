@@ -223,3 +223,14 @@ def test_cli_records_normalize(tmp_path):
     assert res.exit_code == 0, res.output
     cs = ConformalSegmenter.from_dict(rec)
     assert np.array_equal(np.load(tmp_path / "sets" / "c0.npy"), cs.predict(Case("c0", cases[0].probs)))
+
+
+def test_slice_normalisation_follows_the_slice_axis():
+    """``slice`` rescales each slice along the axis RW-CP cuts volumes along (the coarsest spacing)."""
+    rng = np.random.default_rng(3)
+    s = rng.random((6, 7, 4)) * rng.random(4)  # slices along the last axis with different confidence
+    got = normalize_map(s, "slice", floor=0.0, spacing=(1.0, 1.0, 5.0))
+    want = np.stack([s[:, :, k] / s[:, :, k].max() for k in range(4)], axis=-1)
+    assert np.allclose(got, want)
+    first = normalize_map(np.moveaxis(s, 2, 0), "slice", floor=0.0, spacing=(5.0, 1.0, 1.0))
+    assert np.array_equal(np.moveaxis(first, 0, 2), got)

@@ -14,7 +14,7 @@ from segcp.cli import main
 from segcp.errors import SegcpError
 from segcp.io import to_jsonable
 from segcp.methods import MaskFamily, SegmentationSet, SegmentationSetFamily
-from segcp.multiclass.toy import make_toy_cases
+from consign_toy import make_toy_cases
 
 FIVE = ("threshold", "morph", "rwcp", "consign", "aps")
 OPTIONS = {

@@ -375,13 +375,13 @@ def test_rwcp_diffuses_a_volume_slice_by_slice():
     rng = np.random.default_rng(3)
     image = rng.random((3, 20, 24)).astype(np.float32)
     probs = np.clip(image + 0.2 * rng.random(image.shape), 0, 1)
-    m = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False)
+    m = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, depth=0)
     vol = m.foreground(Case("v", probs, image=image))
     assert vol.shape == probs.shape
     for d in range(3):
         assert np.array_equal(vol[d], m.foreground(Case(f"s{d}", probs[d], image=image[d])))
     # normalize=max on a volume: one reference for the whole volume
-    mx = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, normalize="max")
+    mx = RWCPMethod(encoder="fallback", k=6, steps=3, cache=False, normalize="max", depth=0)
     assert np.array_equal(mx.score_map(Case("v", probs, image=image)), 1.0 - vol / vol.max())
 
 

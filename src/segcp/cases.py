@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import check_class_probs, check_label_map, check_samples
 
 __all__ = [
     "Case",
     "binarize_mask",
+    "check_beta",
     "check_class_probs",
     "check_label_map",
     "check_probabilities",
@@ -54,6 +54,95 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]
     return p if p.dtype.kind == "f" else p.astype(np.float64)
 
 
+def check_beta(beta: float) -> float:
+    """β as a float in [0, 1), or a one-line error."""
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise SegcpError(f"beta must be a number in [0, 1), got {beta!r}") from None
+    if not 0.0 <= b < 1.0:
+        raise SegcpError(f"beta must be in [0, 1) (agreement must be strictly greater than beta), got {beta!r}")
+    return b
+
+
+def check_samples(
+    samples: ArrayLike, where: str, spatial: tuple[int, ...] | None = None, min_samples: int = 2, what: str = "samples"
+) -> NDArray[np.floating]:
+    """Sampled softmax maps (N, L, *S), or a one-line error naming ``where``.
+
+    Accepts (N, L, *S) class stacks, and (N, *S) foreground probabilities (binary: stacked as
+    [1 − p, p], L = 2) when ``spatial`` (the label map's shape) says the class axis is absent.
+    Needs N ≥ 2 samples, L ≥ 2 labels, values in [0, 1], finite.
+
+    A floating class stack keeps its precision, as :func:`check_probabilities` (a float16 or
+    float32 stack of a large volume is not copied to float64; the families compute in float64
+    from it: CONSIGN's SVD, the mean of :meth:`Case.mean_class_probs`). Integer stacks and the
+    binary [1 − p, p] stack (a new array either way) are float64.
+    """
+    s = np.asarray(samples)
+    if s.dtype.kind not in "fiu":
+        raise SegcpError(f"{where}: {what} must be numeric, got dtype {s.dtype}")
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
+    if spatial is not None and s.ndim == len(spatial) + 1 and s.shape[1:] == tuple(spatial):
+        p = s.astype(np.float64, copy=False)
+        s = np.stack([1.0 - p, p], axis=1)  # binary foreground samples → two classes
+    if spatial is not None and (s.ndim != len(spatial) + 2 or s.shape[2:] != tuple(spatial)):
+        raise SegcpError(
+            f"{where}: samples of shape {tuple(np.shape(samples))} do not match the label map {tuple(spatial)}; "
+            f"expected (N, L, {', '.join(map(str, spatial))}) or (N, {', '.join(map(str, spatial))})"
+        )
+    if s.ndim not in (4, 5):
+        raise SegcpError(f"{where}: samples must have shape (N, L, H, W) or (N, L, D, H, W), got {s.shape}")
+    if s.shape[0] < min_samples:
+        raise SegcpError(f"{where}: need at least {min_samples} samples, got {s.shape[0]}")
+    if s.shape[1] < 2:
+        raise SegcpError(f"{where}: need at least 2 labels (softmax classes), got {s.shape[1]}")
+    if not np.all(np.isfinite(s)):
+        raise SegcpError(f"{where}: {what} contain NaN or inf")
+    lo, hi = float(s.min()), float(s.max())
+    if lo < 0.0 or hi > 1.0:
+        raise SegcpError(f"{where}: {what} must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
+    return s
+
+
+def check_class_probs(probs: ArrayLike, where: str, spatial: tuple[int, ...]) -> NDArray[np.floating]:
+    """Class probabilities (L, *S) (precision as :func:`check_samples`); a (*S) map is binary
+    foreground ([1 − p, p])."""
+    p = np.asarray(probs)
+    sp = tuple(spatial)
+    if not (p.shape == sp or (p.ndim == len(sp) + 1 and p.shape[1:] == sp)):
+        dims = ", ".join(map(str, sp))
+        raise SegcpError(f"{where}: class probabilities of shape {p.shape} do not match the label map {sp}; expected (L, {dims}) or ({dims})")
+    return check_samples(p[None], where, sp, min_samples=1, what="class probabilities")[0]
+
+
+def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -> NDArray[np.int64]:
+    """A ground-truth label map as int64 with values in [0, L), or a one-line error.
+
+    Booleans become {0, 1}; for L = 2 a {0, 255} mask is read as {0, 1}.
+    """
+    m = np.asarray(label)
+    if m.dtype == bool:
+        return m.astype(np.int64)
+    if m.dtype.kind not in "fiu":
+        raise SegcpError(f"{where}: label map must be numeric or boolean, got dtype {m.dtype}")
+    if np.issubdtype(m.dtype, np.floating) and not (np.all(np.isfinite(m)) and np.all(m == np.round(m))):
+        raise SegcpError(f"{where}: label map must hold integer labels")
+    m = m.astype(np.int64)
+    if m.size == 0:
+        raise SegcpError(f"{where}: label map is empty")
+    if m.min() < 0:
+        raise SegcpError(f"{where}: negative label {int(m.min())}")
+    if n_labels is not None and m.max() >= n_labels:
+        if n_labels == 2 and np.all(np.isin(m, (0, 255))):
+            return (m == 255).astype(np.int64)
+        raise SegcpError(
+            f"{where}: label {int(m.max())} but the samples have only {n_labels} classes (labels must be < {n_labels})"
+        )
+    return m
+
+
 def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[np.bool_]:
     """A boolean ground-truth mask from a binary mask or, with ``label``, a label map.
 
@@ -77,7 +166,7 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
     if label is not None:
         return m == label
     # min/max instead of a sort (the common cases are {0, 1} and {0, 255}); unsigned: one pass
-    lo, hi = (0 if m.dtype.kind == "u" else m.min()), m.max()
+    lo, hi = (0 if m.dtype.kind == "u" else m.min(initial=0)), m.max(initial=0)  # initial: an empty mask is binary
     if lo >= 0 and hi <= 1:
         return m == 1
     if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):
@@ -207,7 +296,7 @@ class Case:
     def mean_class_probs(self) -> NDArray[np.float64]:
         """Class probabilities (L, *S): the mean of the samples when there are samples."""
         if self.samples is not None:
-            return self.samples.mean(axis=0)
+            return self.samples.mean(axis=0, dtype=np.float64)
         if self.class_probs is None:
             raise SegcpError(f"{self.where or 'case ' + self.id}: no class probabilities or samples")
         return self.class_probs

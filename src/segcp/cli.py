@@ -10,6 +10,8 @@ and exit status 2; result files are written atomically, so nothing partial is le
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -140,6 +142,32 @@ ParamOpt = Annotated[
     Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable); n_jobs=N runs N processes.")
 ]
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", help="Run on a local Dask cluster of N worker processes (needs segcp[dask]).")
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Run on the existing Dask cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS, when set)."),
+]
+ChunkOpt = Annotated[
+    Optional[int], typer.Option("--chunk-size", help="Images per cluster task (default: about 8 tasks per worker, at most 64).")
+]
+
+
+@contextmanager
+def _executor(workers: int | None, scheduler: str | None, quiet: bool, n_jobs: int = 1) -> Iterator[Any]:
+    """Where the job's map step runs (:func:`segcp.cluster.open_executor`); says so unless quiet."""
+    from segcp.cluster import open_executor
+
+    if workers is not None and n_jobs > 1:
+        raise SegcpError("-p n_jobs runs local processes and --workers a Dask cluster: give one of them")
+    ex = open_executor(n_jobs, workers, scheduler)
+    try:
+        if not quiet and ex.where != "this process":
+            sys.stderr.write(f"segcp: running on {ex.where}\n")
+        yield ex
+    finally:
+        ex.close()
 
 
 @app.command(cls=MethodCommand, context_settings=EXTRA)
@@ -162,6 +190,21 @@ def calibrate(
         Optional[str], typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV.")
     ] = None,
     param: ParamOpt = None,
+    curves: Annotated[
+        str,
+        typer.Option(
+            "--curves",
+            help="auto: exact loss curves while they hold <= 2^26 breakpoints, else compact; exact; compact: the summed "
+            "risk on a fixed lambda grid (memory independent of n; lambda at most one grid step above exact).",
+        ),
+    ] = "auto",
+    grid_size: Annotated[int, typer.Option("--grid-size", help="Points of the compact curves' lambda grid.")] = 2**16,
+    grid_max: Annotated[
+        Optional[float], typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
+    ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
     masks: MasksOpt = None,
@@ -177,19 +220,26 @@ def calibrate(
 
     params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
     alphas = alpha or [0.1]
-    record = calibrate_dir(
-        _data(data, probs, masks, images, samples, match, dataset_json),
-        method=method,
-        alpha=alphas[0] if len(alphas) == 1 else alphas,
-        label=label,
-        guarantee=guarantee,
-        tau=tau,
-        method_params=params,
-        out=out,
-        show_progress=not quiet,
-        n_jobs=int(runtime.get("n_jobs", 1)),
-        labels=labels,
-    )
+    n_jobs = int(runtime.get("n_jobs", 1))
+    with _executor(workers, scheduler, quiet, n_jobs) as ex:
+        record = calibrate_dir(
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            method=method,
+            alpha=alphas[0] if len(alphas) == 1 else alphas,
+            label=label,
+            guarantee=guarantee,
+            tau=tau,
+            method_params=params,
+            out=out,
+            show_progress=not quiet,
+            n_jobs=n_jobs,
+            executor=ex,
+            chunk_size=chunk_size,
+            curve_form=curves,
+            grid_size=grid_size,
+            grid_max=grid_max,
+            labels=labels,
+        )
     if quiet:
         return
     for entry in record.get("structures", [record]):
@@ -198,6 +248,13 @@ def calibrate(
         what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
         for lam, stmt in zip(lams, stmts):
             typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
+    if "curves" in record:
+        g = record["curves"]["grid"]
+        step = (g["hi"] - g["lo"]) / (g["size"] - 1)
+        typer.echo(
+            f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
+            f"at or above the exact one (at most {step:.3g} larger)"
+        )
 
 
 @app.command()
@@ -216,6 +273,13 @@ def predict(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
+    ] = False,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
     masks: MasksOpt = None,
@@ -230,10 +294,12 @@ def predict(
     from segcp.pipeline import predict_dir
     from segcp.specs import parse_params
 
-    written = predict_dir(
-        calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws, seed=seed, alpha=alpha, overwrite=overwrite,
-        overrides=parse_params(param), combined=combined,
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        written = predict_dir(
+            calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
+            seed=seed, alpha=alpha, overwrite=overwrite, overrides=parse_params(param), combined=combined, resume=resume,
+            executor=ex, chunk_size=chunk_size,
+        )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
 
@@ -253,6 +319,9 @@ def evaluate(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
     masks: MasksOpt = None,
@@ -268,9 +337,11 @@ def evaluate(
     from segcp.report import metrics_table
     from segcp.specs import parse_params
 
-    result = evaluate_dir(
-        sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet, calib=calib, draws=draws, seed=seed, overrides=parse_params(param)
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        result = evaluate_dir(
+            sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet,
+            calib=calib, draws=draws, seed=seed, overrides=parse_params(param), executor=ex, chunk_size=chunk_size,
+        )
     if quiet:
         return
     if "structures" in result:
@@ -320,6 +391,9 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
     masks: MasksOpt = None,
@@ -338,18 +412,21 @@ def compare(
     from segcp.specs import parse_spec
 
     specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
-    result = compare_dir(
-        _data(data, probs, masks, images, samples, match, dataset_json),
-        specs,
-        label=label,
-        alphas=alpha or [0.2, 0.1, 0.05],
-        n_cal=n_cal,
-        n_splits=splits,
-        seed=seed,
-        out=out,
-        title=title,
-        show_progress=not quiet,
-    )
+    with _executor(workers, scheduler, quiet) as ex:
+        result = compare_dir(
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            specs,
+            label=label,
+            alphas=alpha or [0.2, 0.1, 0.05],
+            n_cal=n_cal,
+            n_splits=splits,
+            seed=seed,
+            out=out,
+            title=title,
+            show_progress=not quiet,
+            executor=ex,
+            chunk_size=chunk_size,
+        )
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")

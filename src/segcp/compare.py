@@ -26,12 +26,14 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
 from segcp.io.datadir import data_home, data_inputs, describe_data
 from segcp.io.writers import check_dir_target
+from segcp.jobs import Job, holds_label, map_ids, mapped_executor, worker_family
+from segcp.execution import Executor
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
 from segcp.specs import MethodSpec, TunedSpec
 from segcp.tuning import candidate_maps, select
 
-__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "run_comparison", "summarize", "write_report"]
+__all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labelled_dir", "markdown_summary", "mean_std_text", "run_comparison", "run_comparison_mapped", "summarize", "write_report"]
 
 
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
@@ -152,14 +154,31 @@ def run_comparison(
                 base = base | {"chosen": chosen, "cv": [t["value"] for t in table], "cv_alpha": cv_alpha}
             if (s, k) not in cal_curves:
                 cal_curves[(s, k)] = all_curves[k].take(cal)
-            cs = estimators[k].set_params(alpha=a)
-            try:
-                cs.calibrate_curves(cal_curves[(s, k)])
-            except SegcpError as exc:  # e.g. sets that never cover: no valid λ on this split
-                records.append(base | {"lambda": float("nan"), "infeasible": str(exc)} | {m: float("nan") for m in (*METRICS, *EXTRAS)})
+            lam = _split_lambda(estimators[k].set_params(alpha=a), cal_curves[(s, k)])
+            if isinstance(lam, str):  # e.g. sets that never cover: no valid λ on this split
+                records.append(_infeasible(base, lam))
                 continue
-            per = [evaluate_set(all_scores[k][i] <= cs.lambda_, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
-            records.append(base | {"lambda": cs.lambda_} | _split_means(per, [truth_sizes[i] for i in test]))
+            per = [evaluate_set(all_scores[k][i] <= lam, cases[i].mask, cases[i].model_mask, cases[i].spacing) for i in test]
+            records.append(base | {"lambda": lam} | _split_means(per, [truth_sizes[i] for i in test]))
+    return _comparison(specs, alphas, n_cal, splits, seed, groups, truth_sizes, model_rows, records)
+
+
+def _split_lambda(cs: Any, curves: LossCurves) -> float | str:
+    """λ̂ of a split's calibration curves, or the reason none exists."""
+    try:
+        return float(cs.calibrate_curves(curves).lambda_)
+    except SegcpError as exc:
+        return str(exc)
+
+
+def _infeasible(base: dict[str, Any], reason: str) -> dict[str, Any]:
+    return base | {"lambda": float("nan"), "infeasible": reason} | {m: float("nan") for m in (*METRICS, *EXTRAS)}
+
+
+def _comparison(
+    specs: Sequence[MethodSpec | TunedSpec], alphas: Sequence[float], n_cal: int, splits: Sequence[Any], seed: int,
+    groups: Sequence[str], truth_sizes: Sequence[int], model_rows: Sequence[dict[str, float]], records: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "segcp_version": __version__,
         "methods": [s.to_dict() for s in specs],
@@ -167,13 +186,118 @@ def run_comparison(
         "n_cal": n_cal,
         "n_splits": len(splits),
         "seed": seed,
-        "n_images": len(cases),
+        "n_images": len(groups),
         "n_groups": len(set(groups)),
         "n_empty_truth": sum(n == 0 for n in truth_sizes),
         "model": {m: _nanmean([r[m] for r in model_rows]) for m in (*METRICS, *EXTRAS)},
         "splits": records,
         "summary": summarize(records, baseline=specs[0].label if specs else None),
     }
+
+
+def _spec_maps(specs: Sequence[MethodSpec], case: Case) -> list[tuple[Any, Any]]:
+    """Per spec: (its family, the case prepared by it) — as :func:`segcp.tuning.candidate_maps` does."""
+    out = []
+    for spec in specs:
+        cs = spec.estimator().set_params(curve_form="exact")
+        cs.set_params(method=worker_family(cs.family), method_params=None)  # run-time threads of this worker
+        out.append((cs, cs.prepare([case])[0]))
+    return out
+
+
+def _compare_curves_chunk(task: tuple[Job, list[MethodSpec], list[str]]) -> list[tuple[list[LossCurves], dict[str, float], bool, int]]:
+    """Worker, first pass: per case, its loss curve for every spec, the model's own metrics,
+    whether its mask holds the label, and the size of its truth (pixels)."""
+    job, specs, ids = task
+    reader = job.reader()
+    out = []
+    for ident in ids:
+        case = reader.read(ident)
+        curves = [cs.curves([item]) for cs, item in _spec_maps(specs, case)]
+        model = evaluate_set(case.model_mask, case.mask, case.model_mask, case.spacing)
+        out.append((curves, model, holds_label(case), int(np.count_nonzero(case.mask))))
+    return out
+
+
+def _compare_sets_chunk(task: tuple[Job, list[MethodSpec], list[tuple[str, list[list[float]]]]]) -> list[list[list[dict[str, float]]]]:
+    """Worker, second pass: per case and spec, the metrics of its set at each λ̂ it is tested at."""
+    job, specs, items = task
+    reader = job.reader()
+    out = []
+    for ident, lams in items:
+        case = reader.read(ident)
+        row = []
+        for (cs, item), spec_lams in zip(_spec_maps(specs, case), lams):
+            scores = cs.family.scores(item) if spec_lams else None
+            row.append([evaluate_set(scores <= lam, case.mask, case.model_mask, case.spacing) for lam in spec_lams])
+        out.append(row)
+    return out
+
+
+def run_comparison_mapped(
+    reader: Any,
+    groups: Sequence[str],
+    specs: Sequence[MethodSpec | TunedSpec],
+    executor: Executor,
+    *,
+    label: int | None = None,
+    alphas: Sequence[float] = (0.2, 0.1, 0.05),
+    n_cal: int = 20,
+    n_splits: int = 20,
+    seed: int = 0,
+    show_progress: bool = True,
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
+    """:func:`run_comparison` with the per-image work on ``executor`` (a Dask cluster).
+
+    Tasks carry the data directory's paths and the specs, never arrays. A first pass reads
+    every case and returns only its loss curves (and the model's own metrics); the client
+    calibrates every split and α on them; a second pass reads the cases again and returns the
+    metrics of each case's set at the λ̂ of every split it is a test image of. The client
+    never holds a score map, and the result is the same as :func:`run_comparison`'s, bit for
+    bit. Tuned rows (``KEY=V1|V2``) choose per split on score maps and are not supported here.
+    """
+    if any(isinstance(s, TunedSpec) for s in specs):
+        raise SegcpError("compare: tuned settings (KEY=V1|V2) are chosen in one process; run them without --workers/--scheduler")
+    if len(reader.ids) != len(groups):
+        raise SegcpError(f"{len(reader.ids)} cases but {len(groups)} group labels")
+    alphas = [check_alpha(a) for a in alphas]
+    splits = list(random_cal_test_splits(list(groups), n_cal, n_splits, seed))
+    job = Job(reader.dd.spec, reader.family, label, reader.channels)
+    first = map_ids(executor, _compare_curves_chunk, (job, list(specs)), reader.ids, "curves", show_progress, chunk_size)
+    reader.label_seen = any(f[2] for f in first)
+    reader.require_label_seen()
+    model = [f[1] for f in first]
+    truth_sizes = [f[3] for f in first]
+    curves = [LossCurves.concat([f[0][k] for f in first]) for k in range(len(specs))]
+    del first
+    model_rows = [_split_means([model[i] for i in test], [truth_sizes[i] for i in test]) for _, test in splits]
+    estimators = [s.estimator() for s in specs]
+    lambdas: dict[tuple[int, int, float], float | str] = {}
+    for k in range(len(specs)):
+        for s, (cal, _) in enumerate(splits):
+            sub = curves[k].take(cal)
+            for a in alphas:
+                lambdas[(k, s, a)] = _split_lambda(estimators[k].set_params(alpha=a), sub)
+    wanted: list[list[set[float]]] = [[set() for _ in specs] for _ in reader.ids]  # per case and spec: the λ̂ it is tested at
+    for (k, s, _), lam in lambdas.items():
+        if not isinstance(lam, str):
+            for i in splits[s][1]:
+                wanted[i][k].add(lam)
+    needs = [[sorted(x) for x in row] for row in wanted]
+    second = map_ids(executor, _compare_sets_chunk, (job, list(specs)), list(zip(reader.ids, needs)), "sets", show_progress, chunk_size)
+    measured = {(k, i, lam): m for i, row in enumerate(second) for k, ms in enumerate(row) for lam, m in zip(needs[i][k], ms)}
+    records: list[dict[str, Any]] = []
+    for k, spec in enumerate(specs):
+        for s, a in [(s, a) for s in range(len(splits)) for a in alphas]:
+            cal, test = splits[s]
+            base = {"method": spec.label, "alpha": a, "split": s, "n_cal": len(cal), "n_test": len(test)}
+            lam = lambdas[(k, s, a)]
+            if isinstance(lam, str):
+                records.append(_infeasible(base, lam))
+                continue
+            records.append(base | {"lambda": lam} | _split_means([measured[(k, i, lam)] for i in test], [truth_sizes[i] for i in test]))
+    return _comparison(specs, alphas, n_cal, splits, seed, groups, truth_sizes, model_rows, records)
 
 
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
@@ -215,7 +339,8 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
     return out
 
 
-def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
+def mean_std_text(row: dict[str, Any], key: str, digits: int = 3) -> str:
+    """``row[key] ± row[key_std]`` of a summary row as table text (``–`` when undefined)."""
     v, s = row.get(key), row.get(f"{key}_std")
     if v is None or not np.isfinite(v):
         return "–"
@@ -244,9 +369,9 @@ def markdown_summary(result: dict[str, Any]) -> str:
     for r in result["summary"]:
         win = lambda k: f"{100 * r[k]:.0f} %" if k in r else ""  # noqa: E731
         lines.append(
-            f"| {r['method']} | {r['alpha']:g} | {_pm(r, 'lambda')} | {_pm(r, 'coverage')} | "
-            f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {_pm(r, 'stretch', 2)} | "
-            f"{_pm(r, 'dice')} | {_pm(r, 'assd', 2)} | {_pm(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
+            f"| {r['method']} | {r['alpha']:g} | {mean_std_text(r, 'lambda')} | {mean_std_text(r, 'coverage')} | "
+            f"{r['fnr']:.3f} ± {r['fnr_se']:.3f}{'' if r['valid'] in (True, None) else ' ⚠'} | {mean_std_text(r, 'stretch', 2)} | "
+            f"{mean_std_text(r, 'dice')} | {mean_std_text(r, 'assd', 2)} | {mean_std_text(r, 'hd95', 2)} | {_pct(r, 'missed')} | {win('dice_win')} | {win('hd95_win')} |"
             + (f" infeasible in {r['infeasible']}/{r['splits']} splits" if r["infeasible"] else "")
         )
     if result.get("n_empty_truth"):
@@ -263,7 +388,7 @@ def markdown_summary(result: dict[str, Any]) -> str:
             f"| model (p ≥ 0.5) | – | {_pct(m, 'empty_hit')} | {m['empty_fp']:.1f} |",
         ]
         for r in result["summary"]:
-            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {_pm(r, 'empty_fp', 1)} |")
+            lines.append(f"| {r['method']} | {r['alpha']:g} | {_pct(r, 'empty_hit')} | {mean_std_text(r, 'empty_fp', 1)} |")
     tuned = [r for r in result["summary"] if r.get("chosen")]
     if tuned:
         lines += ["", "Settings chosen by cross-validation on each split's calibration images (number of splits):", ""]
@@ -337,6 +462,13 @@ def _write_report_files(out: Path, result: dict[str, Any], title: str, notes: st
     write_text(out / "report.md", md)
 
 
+def _widest_reader(data: str | os.PathLike[str], specs: Sequence[MethodSpec], label: int | None) -> Any:
+    """The case reader of the spec that reads the most folders (every spec's inputs)."""
+    dd = DataDir(data)
+    readers = [dd.reader(c.build(), label=label) for c in specs]
+    return max(readers, key=lambda r: len(r.folders))
+
+
 def load_labelled_dir(
     data: str | os.PathLike[str],
     specs: Sequence[MethodSpec],
@@ -346,9 +478,7 @@ def load_labelled_dir(
 ) -> tuple[list[Case], list[str], str]:
     """(cases, groups, where the groups came from) of a labelled data directory, with every
     input that one of ``specs`` reads (probs/, masks/, and images/ for image-aware families)."""
-    dd = DataDir(data)
-    readers = [dd.reader(c.build(), label=label) for c in specs]
-    reader = max(readers, key=lambda r: len(r.folders))  # the one that reads the most folders
+    reader = _widest_reader(data, specs, label)
     cases = [reader.read(i) for i in track(reader.ids, "loading", show_progress)]
     reader.require_label_seen()
     groups, source = load_groups(data, reader.ids)
@@ -367,15 +497,31 @@ def compare_dir(
     out: str | os.PathLike[str] | None = None,
     title: str | None = None,
     show_progress: bool = True,
+    executor: Executor | None = None,
+    chunk_size: int | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_comparison` on a data directory (probs/, masks/, images/ when needed)."""
+    """:func:`run_comparison` on a data directory (probs/, masks/, images/ when needed).
+
+    ``executor`` (a Dask cluster): :func:`run_comparison_mapped` — the workers read the files.
+    """
     if out is not None:
         check_output(out, data_inputs(data))
         check_dir_target(Path(out), "merge", REPORT_FILES)
     alphas = [check_alpha(a) for a in alphas]
     builds = [c for s in specs for c in (s.candidates if isinstance(s, TunedSpec) else [s])]
-    cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
-    result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
+    executor, owned = mapped_executor(executor)
+    if executor is not None:
+        try:
+            reader = _widest_reader(data, builds, label)
+            groups, source = load_groups(data, reader.ids)
+            result = run_comparison_mapped(reader, groups, specs, executor, label=label, alphas=alphas, n_cal=n_cal, n_splits=n_splits,
+                                           seed=seed, show_progress=show_progress, chunk_size=chunk_size)
+        finally:
+            if owned:
+                executor.close()
+    else:
+        cases, groups, source = load_labelled_dir(data, builds, label=label, show_progress=show_progress)
+        result = run_comparison(cases, groups, specs, alphas=alphas, n_cal=n_cal, n_splits=n_splits, seed=seed, show_progress=show_progress)
     result["data"] = describe_data(data)
     result["groups_from"] = source
     if out is not None:

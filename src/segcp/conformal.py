@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from segcp._version import __version__
 from segcp.calibration import CRCResult, LossCurves, check_alpha, check_calibration_size, crc_lambda
+from segcp.calibration.compact import CURVE_FORMS, GRID_SIZE, CompactCurves, CurveAccumulator, Grid, compact_crc_lambda, default_grid
 from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.methods import Prepared, SetFamily, get_method
@@ -43,6 +44,7 @@ RECORD_SCHEMA = "segcp.calibration"
 RECORD_VERSION = 2
 
 Item = Case | Prepared
+Curves = LossCurves | CompactCurves
 
 
 class ConformalSegmenter:
@@ -67,6 +69,15 @@ class ConformalSegmenter:
     n_jobs : int
         Processes for the map step of :meth:`calibrate` (1: in this process; -1: every CPU).
         A run-time option: it changes nothing in the result.
+    curve_form : {"auto", "exact", "compact"}
+        How the map step keeps the FNR curves (:mod:`segcp.calibration.compact`): ``exact``
+        (every breakpoint; λ̂ exact), ``compact`` (the summed risk on a grid of ``grid_size``
+        points: memory independent of n, λ̂ the first grid point at or above the exact λ̂),
+        ``auto`` (exact while the curves hold at most ``EXACT_LIMIT`` = 2^26 breakpoints).
+        0/1 curves (``quantile``, ``contains``) are always exact.
+    grid_size, grid_max : int, float or None
+        The compact grid: ``grid_size`` points over the family's λ range (integer λ: the
+        integers from λ_min; unbounded λ: up to ``grid_max``, default λ_min + 1024).
 
     Attributes
     ----------
@@ -84,6 +95,8 @@ class ConformalSegmenter:
     scores_ : ndarray or None
         For 0/1 losses (``quantile``, ``contains``): each calibration case's score λ*_i
         (+inf: never in the set), whose conformal quantile λ̂ is.
+    grid_ : Grid or None
+        The grid when λ̂ came from compact curves (None: exact).
 
     Examples
     --------
@@ -107,6 +120,9 @@ class ConformalSegmenter:
         tau: float = 1.0,
         method_params: dict[str, Any] | None = None,
         n_jobs: int = 1,
+        curve_form: str = "auto",
+        grid_size: int = GRID_SIZE,
+        grid_max: float | None = None,
     ) -> None:
         self.method = method
         self.alpha = alpha
@@ -114,6 +130,9 @@ class ConformalSegmenter:
         self.tau = tau
         self.method_params = method_params
         self.n_jobs = n_jobs
+        self.curve_form = curve_form
+        self.grid_size = grid_size
+        self.grid_max = grid_max
 
     # ------------------------------------------------------------------ sklearn-style parameters
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -125,6 +144,9 @@ class ConformalSegmenter:
             "tau": self.tau,
             "method_params": self.method_params,
             "n_jobs": self.n_jobs,
+            "curve_form": self.curve_form,
+            "grid_size": self.grid_size,
+            "grid_max": self.grid_max,
         }
 
     def set_params(self, **params: Any) -> ConformalSegmenter:
@@ -190,6 +212,43 @@ class ConformalSegmenter:
             )
         return groups[0][0]
 
+    def curve_plan(self) -> tuple[SetFamily, str, str, Grid | None]:
+        """(the bound family, the guarantee, the curve form, the compact grid) of the map step.
+
+        The form is ``exact`` for 0/1 curves (one breakpoint per image already); the grid is
+        None for exact curves.
+        """
+        fam, guarantee, alphas = self._validate()
+        bound = self._single_group(fam, alphas, "curves")
+        form = self.curve_form
+        if form not in CURVE_FORMS:
+            raise SegcpError(f"curve_form must be one of {', '.join(CURVE_FORMS)}, got {form!r}")
+        if guarantee != "fnr":
+            if form == "compact":
+                raise SegcpError(f"curve_form='compact' is for FNR curves; {guarantee} curves have one breakpoint per image and stay exact")
+            return bound, guarantee, "exact", None
+        if form == "exact":
+            return bound, guarantee, form, None
+        try:
+            size = int(self.grid_size)
+            top = None if self.grid_max is None else float(self.grid_max)
+        except (TypeError, ValueError):
+            raise SegcpError(f"grid_size must be an integer and grid_max a number, got {self.grid_size!r}, {self.grid_max!r}") from None
+        grid = default_grid(bound.lambda_min, bound.lambda_max, integer=bound.integer_lambda, size=size, grid_max=top)
+        return bound, guarantee, form, grid
+
+    def accumulator(self) -> CurveAccumulator:
+        """The reduce step's memory for this estimator's curve form (:class:`CurveAccumulator`)."""
+        _, _, form, grid = self.curve_plan()
+        return CurveAccumulator(form, grid)
+
+    def merge(self, parts: Iterable[Curves]) -> Curves:
+        """Merge the curves of several batches (from :meth:`curves`, on any machines), in order."""
+        acc = self.accumulator()
+        for i, part in enumerate(parts):
+            acc.add(i, part)
+        return acc.result()
+
     # ------------------------------------------------------------------ cases
     def _items(self, fam: SetFamily, cases: Any, y: Any = None) -> Iterator[Item]:
         """Cases (or prepared cases) from cases, or from arrays with their truths ``y``."""
@@ -212,20 +271,30 @@ class ConformalSegmenter:
         return [bound.prepare(c) for c in self._items(bound, cases, y)]
 
     # ------------------------------------------------------------------ calibration
-    def curves(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> LossCurves:
-        """Map step: the loss curve of every case (needs its truth). Curves concatenate."""
-        fam, guarantee, alphas = self._validate()
-        bound = self._single_group(fam, alphas, "curves")
+    def curves(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> Curves:
+        """Map step: the loss curves of the cases (needs their truth), merged.
+
+        Exact curves (:class:`LossCurves`) concatenate; with ``curve_form="compact"`` (or
+        ``auto`` past its limit) each case's curve is compacted as soon as it is built and the
+        result is one :class:`~segcp.calibration.compact.CompactCurves`. :meth:`merge` merges
+        batches of either form.
+        """
+        bound, guarantee, _, _ = self.curve_plan()
+        acc = self.accumulator()
         items = self._items(bound, cases, y)
         if self.n_jobs not in (0, 1, None):
             from segcp.execution import parallel_map
 
             items_list = list(items)
-            return LossCurves.concat(parallel_map(_curve_job, [(bound, it, guarantee, float(self.tau)) for it in items_list], int(self.n_jobs)))
-        return LossCurves.concat([bound.loss_curve(it, guarantee, float(self.tau)) for it in items])
+            parts = parallel_map(_curve_job, [(bound, it, guarantee, float(self.tau)) for it in items_list], int(self.n_jobs))
+        else:
+            parts = (bound.loss_curve(it, guarantee, float(self.tau)) for it in items)
+        for i, part in enumerate(parts):
+            acc.add(i, part)
+        return acc.result()
 
-    def calibrate_curves(self, curves: LossCurves) -> ConformalSegmenter:
-        """Reduce step: λ̂ for every α from (possibly merged) curves."""
+    def calibrate_curves(self, curves: Curves) -> ConformalSegmenter:
+        """Reduce step: λ̂ for every α from (possibly merged) exact or compact curves."""
         fam, guarantee, alphas = self._validate()
         bound = self._single_group(fam, alphas, "calibrate_curves")
         self._fit(fam, guarantee, [(bound, alphas, curves)])
@@ -241,29 +310,38 @@ class ConformalSegmenter:
         items = list(cases) if y is None else list(zip(cases, y))
         fits = []
         for bound, group_alphas in groups:
-            sub = ConformalSegmenter(bound, group_alphas, guarantee=guarantee, tau=self.tau, n_jobs=self.n_jobs)
+            sub = ConformalSegmenter(
+                bound, group_alphas, guarantee=guarantee, tau=self.tau, n_jobs=self.n_jobs,
+                curve_form=self.curve_form, grid_size=self.grid_size, grid_max=self.grid_max,
+            )
             fits.append((bound, group_alphas, sub.curves(items) if y is None else sub.curves(*zip(*items))))
         self._fit(fam, guarantee, fits)
         return self
 
-    def _fit(self, fam: SetFamily, guarantee: str, fits: list[tuple[SetFamily, list[float] | tuple[float, ...], LossCurves]]) -> None:
+    def _fit(self, fam: SetFamily, guarantee: str, fits: list[tuple[SetFamily, list[float] | tuple[float, ...], Curves]]) -> None:
         results: dict[float, CRCResult] = {}
         families: dict[float, SetFamily] = {}
         n = None
         scores = None
+        grid = None
         for bound, group_alphas, curves in fits:
+            compact = isinstance(curves, CompactCurves)
             for a in group_alphas:
                 check_calibration_size(curves.n, a)
                 try:
-                    results[a] = crc_lambda(curves, a, lambda_min=bound.lambda_min)
+                    if compact:
+                        results[a] = compact_crc_lambda(curves, a, lambda_min=bound.lambda_min)  # type: ignore[arg-type]
+                    else:
+                        results[a] = crc_lambda(curves, a, lambda_min=bound.lambda_min)  # type: ignore[arg-type]
                 except SegcpError as exc:
-                    if str(exc).startswith("no lambda satisfies"):
-                        raise SegcpError(bound.infeasible(curves, a) or str(exc)) from None
+                    if str(exc).startswith("no lambda satisfies") and not compact:
+                        raise SegcpError(bound.infeasible(curves, a) or str(exc)) from None  # type: ignore[arg-type]
                     raise
                 families[a] = bound
             n = curves.n
-            if guarantee != "fnr":
-                scores = _zero_one_scores(curves)
+            grid = curves.grid if compact else None  # type: ignore[union-attr]
+            if guarantee != "fnr" and not compact:
+                scores = _zero_one_scores(curves)  # type: ignore[arg-type]
         order = [a for a in self.alphas() if a in results]
         self.family_ = fam
         self.guarantee_ = guarantee
@@ -272,6 +350,7 @@ class ConformalSegmenter:
         self.families_ = {a: families[a] for a in order}
         self.n_ = int(n or 0)
         self.scores_ = scores
+        self.grid_ = grid
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
@@ -310,8 +389,9 @@ class ConformalSegmenter:
     def at(self, alpha: float) -> ConformalSegmenter:
         """A calibrated single-α view of this segmenter (shares the family)."""
         a = self._alpha_of(alpha)
-        view = ConformalSegmenter(self.method, a, guarantee=self.guarantee, tau=self.tau, method_params=self.method_params, n_jobs=self.n_jobs)
+        view = ConformalSegmenter(self.method, a, **{k: v for k, v in self.get_params().items() if k not in ("method", "alpha")})
         view.family_, view.guarantee_, view.n_, view.scores_ = self.family_, self.guarantee_, self.n_, self.scores_
+        view.grid_ = getattr(self, "grid_", None)
         view.results_, view.lambdas_, view.families_ = {a: self.results_[a]}, {a: self.lambdas_[a]}, {a: self.families_[a]}
         return view
 
@@ -368,6 +448,8 @@ class ConformalSegmenter:
         if self.scores_ is not None:
             rec["scores"] = [float(v) for v in self.scores_]
             rec["n_infinite"] = int(np.sum(~np.isfinite(self.scores_)))
+        if getattr(self, "grid_", None) is not None:
+            rec["curves"] = {"form": "compact", "grid": self.grid_.to_dict()}
         return rec
 
     @classmethod
@@ -389,6 +471,7 @@ class ConformalSegmenter:
             cs.lambdas_[a] = lam
             cs.families_[a] = fam
         cs.scores_ = rec["scores"]
+        cs.grid_ = rec["grid"]
         return cs
 
 

@@ -12,11 +12,15 @@ taken from it. Schema ``segcp.calibration`` version 2::
     n               calibration cases (≥ 1)
     empirical_risk, bound, statement   per α, as alpha
     scores          0/1 losses only: each calibration case's λ*_i (null = +inf)
+    curves          only when λ̂ came from compact curves: {"form": "compact", "grid":
+                    {"lo", "hi", "size"}} (λ̂ is a grid point, at most one step above exact)
 
 Records without ``schema`` are version 1 (segcp ≤ 0.1.0 before this field): read the same
 way; the multi-class records of that version carried ``guarantee: "set contains the truth up
 to beta"`` (read as ``contains``) and a top-level ``beta`` (the same as ``params.beta``).
-Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
+A declared parameter missing from ``params`` (added after the record was written) gets the
+value the record was calibrated with: its declared ``unrecorded`` value when it has one
+(CONSIGN's ``box``: ``normalized``), else its default. Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
 read by :mod:`segcp.pipeline`.
 """
 
@@ -27,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from segcp.calibration.compact import Grid
 from segcp.errors import SegcpError
 from segcp.methods import family_class, get_method
+from segcp.methods.base import NOT_GIVEN
 
 __all__ = ["read_record"]
 
@@ -75,8 +81,8 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     """Validate a calibration record; returns its parts (family built, numbers checked).
 
     Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
-    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``
-    and ``scores`` (ndarray or None). Raises a one-line :class:`SegcpError` naming ``where``
+    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``,
+    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact). Raises a one-line :class:`SegcpError` naming ``where``
     and the field at fault.
 
     ``overrides`` are what the user gives on this machine: run-time options (threads, cache
@@ -109,6 +115,9 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     params = cls.normalize_params(params)
     declared = cls.declared()
     kept = {k: v for k, v in params.items() if k in declared and not declared[k].runtime}
+    for key, decl in declared.items():  # parameters added after the record was written
+        if key not in params and not decl.runtime and decl.unrecorded is not NOT_GIVEN:
+            kept[key] = decl.unrecorded
     unknown = sorted(k for k in params if k not in declared)
     if unknown:
         raise SegcpError(f"{where}: unknown parameter(s) {', '.join(unknown)} for method {method!r}")
@@ -163,8 +172,15 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         if not isinstance(scores, list) or len(scores) != n:
             raise SegcpError(f"{where}: field 'scores' must be a list of n = {n} numbers")
         scores = np.array([np.inf if v is None or v == math.inf else _number(v, "scores", where) for v in scores], dtype=np.float64)
+    grid = None
+    curves = d.get("curves")
+    if curves is not None:
+        if not isinstance(curves, dict) or curves.get("form") != "compact" or set(curves) != {"form", "grid"}:
+            raise SegcpError(f"{where}: field 'curves' must be {{\"form\": \"compact\", \"grid\": {{...}}}}, got {_short(curves)}")
+        grid = Grid.from_dict(curves["grid"], f"{where}: field 'curves.grid'")
     return {
         "family": family,
+        "grid": grid,
         "guarantee": guarantee,
         "tau": tau,
         "alphas": alphas,

@@ -161,7 +161,7 @@ def candidate_maps(
     """
     maps, curves, mins = [], [], []
     for spec in candidates:
-        cs = spec.estimator()
+        cs = spec.estimator().set_params(curve_form="exact")  # splits take subsets of per-image curves
         label = f"{what} ({spec.label})" if len(candidates) > 1 else what
         prepared = cs.prepare(track(list(cases), label, show_progress))
         fam = cs.family

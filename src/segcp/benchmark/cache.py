@@ -47,7 +47,9 @@ from segcp.io.writers import atomic_path, to_jsonable, write_npy
 __all__ = ["MAP_SECONDS", "SCHEMA", "BenchmarkCache", "default_cache_dir", "digest"]
 
 #: Version of what the cache holds (bump when curves, records or their metrics change).
-SCHEMA = 2
+#: 3: "agrees up to β" decided exactly (APS and CONSIGN scores at ties, SEC) and CONSIGN's
+#: scale-correct search (issue 16).
+SCHEMA = 3
 #: Score maps that took longer than this (seconds per image) to compute are kept on disk.
 MAP_SECONDS = 0.02
 

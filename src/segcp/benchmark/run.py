@@ -34,7 +34,7 @@ from segcp.benchmark.cache import BenchmarkCache
 from segcp.benchmark.config import BenchmarkConfig, load_config
 from segcp.benchmark.report import Cell, Document, Figure, Table
 from segcp.benchmark.runner import FamilyData, Plan, Runner, TaskPlan, run_plan
-from segcp.compare import summarize
+from segcp.compare import mean_std_text, summarize
 from segcp.errors import SegcpError
 from segcp.io import atomic_dir, check_output, read_json, to_jsonable, write_text
 from segcp.io.datadir import data_inputs
@@ -69,13 +69,6 @@ def _f(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return f"{v:.{digits}f}"
-
-
-def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
-    v, s = row.get(key), row.get(f"{key}_std")
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and math.isfinite(s) else f"{v:.{digits}f}"
 
 
 def _fnr_cell(row: dict[str, Any], alpha: float) -> Cell:
@@ -180,8 +173,8 @@ class TaskReport:
                   f"FNR, {cfg.validity_splits} splits", "wins DSC", "wins HD95"]
         rows: list[list[Cell | str]] = []
         model = _model_summary(self.res.get("model", []), cfg.n_cal)
-        rows.append([Cell("base model (p ≥ 0.5)"), "–", "–", _pm(model, "coverage"), "1", _pm(model, "dice"), _pm(model, "assd", 2),
-                     _pm(model, "hd95", 2), f"{model['fnr']:.3f}" if math.isfinite(model["fnr"]) else "–", "", "", ""])
+        rows.append([Cell("base model (p ≥ 0.5)"), "–", "–", mean_std_text(model, "coverage"), "1", mean_std_text(model, "dice"), mean_std_text(model, "assd", 2),
+                     mean_std_text(model, "hd95", 2), f"{model['fnr']:.3f}" if math.isfinite(model["fnr"]) else "–", "", "", ""])
         for a in cfg.alphas:
             block = [summ[(m, a)] for m in methods if (m, a) in summ]
             wd = _wins(self.records, cfg.n_cal, a, methods, "dice", True)
@@ -193,11 +186,11 @@ class TaskReport:
                 name = m + (f" (infeasible in {s['infeasible']}/{s['splits']} splits)" if s["infeasible"] else "")
                 ok = s in feasible
                 rows.append([
-                    Cell(name), f"{a:g}", _pm(s, "lambda"), _pm(s, "coverage"),
-                    Cell(_pm(s, "stretch", 2), ok and _is_best(s, "stretch", best["stretch"], 2)),
-                    Cell(_pm(s, "dice"), ok and _is_best(s, "dice", best["dice"], 3)),
-                    Cell(_pm(s, "assd", 2), ok and _is_best(s, "assd", best["assd"], 2)),
-                    Cell(_pm(s, "hd95", 2), ok and _is_best(s, "hd95", best["hd95"], 2)),
+                    Cell(name), f"{a:g}", mean_std_text(s, "lambda"), mean_std_text(s, "coverage"),
+                    Cell(mean_std_text(s, "stretch", 2), ok and _is_best(s, "stretch", best["stretch"], 2)),
+                    Cell(mean_std_text(s, "dice"), ok and _is_best(s, "dice", best["dice"], 3)),
+                    Cell(mean_std_text(s, "assd", 2), ok and _is_best(s, "assd", best["assd"], 2)),
+                    Cell(mean_std_text(s, "hd95", 2), ok and _is_best(s, "hd95", best["hd95"], 2)),
                     _fnr_cell(s, a), _validity_cell(validity.get((m, a))),
                     _f(100 * wd.get(m, math.nan), 0) + " %" if math.isfinite(wd.get(m, math.nan)) else "–",
                     _f(100 * wh.get(m, math.nan), 0) + " %" if math.isfinite(wh.get(m, math.nan)) else "–",
@@ -236,8 +229,8 @@ class TaskReport:
                 if s is None:
                     continue
                 name = m + (f" (infeasible in {s['infeasible']}/{s['splits']})" if s["infeasible"] else "")
-                rows.append([name, str(n), _pm(s, "lambda"), _pm(s, "coverage"), _pm(s, "stretch", 2), _pm(s, "dice"), _pm(s, "assd", 2),
-                             _pm(s, "hd95", 2), _fnr_cell(s, ab.alpha)])
+                rows.append([name, str(n), mean_std_text(s, "lambda"), mean_std_text(s, "coverage"), mean_std_text(s, "stretch", 2), mean_std_text(s, "dice"), mean_std_text(s, "assd", 2),
+                             mean_std_text(s, "hd95", 2), _fnr_cell(s, ab.alpha)])
         skipped = [x for x in self.tp.notes if x.startswith("calibration size")]
         return Table(f"Table 2 — {self.task.name}: calibration size n at α = {ab.alpha:g}", header, rows,
                      f"Mean ± std over {self.cfg.splits} splits with n calibration images each (the rest is the test part). " + " ".join(skipped))
@@ -271,9 +264,9 @@ class TaskReport:
                 for k in ("dice", "dice_std", "hd95", "hd95_std"):
                     stats[k].append(s.get(k, math.nan))
                 stats["seconds"].append(secs)
-                rows.append([str(r.ablation[1]), "base row" if r.label == r.base else r.label, _pm(s, "lambda"), _pm(s, "coverage"),  # type: ignore[index]
-                             Cell(_pm(s, "stretch", 2), _is_best(s, "stretch", best["stretch"], 2)), Cell(_pm(s, "dice"), _is_best(s, "dice", best["dice"], 3)),
-                             Cell(_pm(s, "assd", 2), _is_best(s, "assd", best["assd"], 2)), Cell(_pm(s, "hd95", 2), _is_best(s, "hd95", best["hd95"], 2)),
+                rows.append([str(r.ablation[1]), "base row" if r.label == r.base else r.label, mean_std_text(s, "lambda"), mean_std_text(s, "coverage"),  # type: ignore[index]
+                             Cell(mean_std_text(s, "stretch", 2), _is_best(s, "stretch", best["stretch"], 2)), Cell(mean_std_text(s, "dice"), _is_best(s, "dice", best["dice"], 3)),
+                             Cell(mean_std_text(s, "assd", 2), _is_best(s, "assd", best["assd"], 2)), Cell(mean_std_text(s, "hd95", 2), _is_best(s, "hd95", best["hd95"], 2)),
                              _fnr_cell(s, ab.alpha), _f(secs, 3)])
             name = numbers.get(param, "Table")
             base = rows_p[0].base

@@ -150,9 +150,18 @@ class LossCurves:
         return self.breakpoints[order], totals
 
     def ends(self) -> NDArray[np.float64]:
-        """L_i(+∞) for each image, shape (n,)."""
-        cum = np.concatenate([[0.0], np.cumsum(self.drops)])
-        return self.starts - (cum[self.offsets[1:]] - cum[self.offsets[:-1]])
+        """L_i(+∞) for each image, shape (n,).
+
+        Each image's drops are summed on their own (``np.add.reduceat``): a difference of one
+        global cumulative sum would carry the rounding error of all P drops before it (about
+        1e-5 for 10 000 images of 256², far above ``TOL``).
+        """
+        sums = np.zeros(self.n)
+        counts = np.diff(self.offsets)
+        full = counts > 0
+        if full.any():
+            sums[full] = np.add.reduceat(self.drops, self.offsets[:-1][full])
+        return self.starts - sums
 
     @cached_property
     def owners(self) -> NDArray[np.intp]:

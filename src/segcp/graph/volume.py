@@ -75,24 +75,23 @@ def knn_volume(
     L = max(H * sy, W * sx)
     # in-plane: the 2D builder; its spatial term counts pixels of the long side, which is the
     # physical one when pixels are square (sy == sx); rescale it for the mm-based total
-    planes = [knn_window_tokens(T, (H, W), k, radius, spatial=spatial * (max(H, W) * min(sy, sx) / L) if spatial else 0.0)
-              for T in tokens]
+    plane_spatial = spatial * (max(H, W) * min(sy, sx) / L) if spatial else 0.0
     n_plane = H * W
     offs = window_offsets(rz) if rz > 0 else np.zeros((1, 2), dtype=np.int64)
-    yy, xx = np.divmod(np.arange(n_plane), W)
+    pix = np.arange(n_plane, dtype=np.int64).reshape(H, W)
     cols_out, dist_out = [], []
     counts = np.zeros(Z * n_plane, dtype=np.int64)
     U_cache: dict[int, NDArray[np.float32]] = {}
 
     def U(z: int) -> NDArray[np.float32]:
         if z not in U_cache:
-            U_cache[z] = _upsampled(tokens[z], (H, W))
+            U_cache[z] = _upsampled(tokens[z], (H, W)).reshape(H, W, -1)
             for old in [q for q in U_cache if q < z - depth]:  # keep only the slices still needed
                 del U_cache[old]
         return U_cache[z]
 
     for z in range(Z):
-        g = planes[z]
+        g = knn_window_tokens(tokens[z], (H, W), k, radius, spatial=plane_spatial)  # one slice's graph at a time
         deg = np.diff(g.indptr)
         kmax = int(deg.max(initial=0))
         # the in-plane k nearest, padded into a dense (n_plane, kmax) block
@@ -106,17 +105,19 @@ def knn_volume(
         Uz = U(z)
         for dz in [d for d in range(-depth, depth + 1) if d != 0 and 0 <= z + d < Z]:
             Uq = U(z + dz)
-            bd = np.full((n_plane, len(offs)), np.inf, dtype=np.float32)
-            bi = np.zeros((n_plane, len(offs)), dtype=np.int64)
+            bd = np.full((H, W, len(offs)), np.inf, dtype=np.float32)
+            bi = np.zeros((H, W, len(offs)), dtype=np.int64)
             for j, (dy, dx) in enumerate(offs):
-                qy, qx = yy + dy, xx + dx
-                ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
-                q = qy[ok] * W + qx[ok]
-                d = 1.0 - np.einsum("ij,ij->i", Uz[ok], Uq[q])
+                # pixels (y, x) whose (y + dy, x + dx) is inside: shifted views, no copies
+                y0, y1, x0, x1 = max(0, -dy), min(H, H - dy), max(0, -dx), min(W, W - dx)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                d = 1.0 - np.einsum("ijk,ijk->ij", Uz[y0:y1, x0:x1], Uq[y0 + dy : y1 + dy, x0 + dx : x1 + dx])
                 if spatial:
                     d = d + spatial * np.sqrt((dz * sz) ** 2 + (dy * sy) ** 2 + (dx * sx) ** 2) / L
-                bd[ok, j] = d
-                bi[ok, j] = q + (z + dz) * n_plane
+                bd[y0:y1, x0:x1, j] = d
+                bi[y0:y1, x0:x1, j] = pix[y0 + dy : y1 + dy, x0 + dx : x1 + dx] + (z + dz) * n_plane
+            bd, bi = bd.reshape(n_plane, -1), bi.reshape(n_plane, -1)
             blocks_d.append(bd)
             blocks_i.append(bi)
         D = np.concatenate(blocks_d, axis=1)

@@ -309,18 +309,25 @@ class DataDir:
         """True when probs/<id> has one more axis than masks/<id> (a class stack)."""
         return self.channel_axis(ident) is not None
 
-    def _raw_probs(self, ident: str, label: int | None, channels: bool | str) -> tuple[NDArray[Any], tuple[float, ...] | None]:
-        """The probability map of one id as read (channel picked, dimensionality checked)."""
+    def _read_stack(self, ident: str, channels: str | None) -> tuple[Path, NDArray[Any], tuple[float, ...] | None]:
+        """(path, array, spacing of its grid) of one id's probability file, as stored; with
+        ``channels`` (``"first"`` or ``"last"``) the array is a class stack, returned
+        channel-first (L, *S), and the spacing is that of S."""
         p = self.path("probs", ident)
         arr, spacing = read_probabilities(p)
         spacing = self._spacing("probs", ident, spacing)
+        if channels == "last":
+            arr = np.moveaxis(arr, -1, 0)
+            if spacing is not None and len(spacing) == arr.ndim:
+                spacing = spacing[:-1]
+        elif channels is not None and spacing is not None and len(spacing) == arr.ndim:
+            spacing = spacing[1:]
+        return p, arr, spacing
+
+    def _raw_probs(self, ident: str, label: int | None, channels: bool | str) -> tuple[NDArray[Any], tuple[float, ...] | None]:
+        """The probability map of one id as read (channel picked, dimensionality checked)."""
+        p, arr, spacing = self._read_stack(ident, ("last" if channels == "last" else "first") if channels else None)
         if channels:
-            if channels == "last":
-                arr = np.moveaxis(arr, -1, 0)
-                if spacing is not None and len(spacing) == arr.ndim:
-                    spacing = spacing[:-1]
-            elif spacing is not None and len(spacing) == arr.ndim:
-                spacing = spacing[1:]
             if label is None:
                 raise SegcpError(f"{p}: class-probability stack of shape {arr.shape}; pass --label L to pick a class")
             if arr.ndim < 3 or not 0 <= label < arr.shape[0]:
@@ -391,15 +398,7 @@ class DataDir:
     def load_stack(self, ident: str, *, channels: str, with_mask: bool = True, with_image: bool = False) -> Case:
         """A case with the whole class stack (``class_probs``, (L, *S)) and the label map, for
         per-structure calibration (``--labels``)."""
-        p = self.path("probs", ident)
-        arr, spacing = read_probabilities(p)
-        spacing = self._spacing("probs", ident, spacing)
-        if channels == "last":
-            arr = np.moveaxis(arr, -1, 0)
-            if spacing is not None and len(spacing) == arr.ndim:
-                spacing = spacing[:-1]
-        elif spacing is not None and len(spacing) == arr.ndim:
-            spacing = spacing[1:]
+        p, arr, spacing = self._read_stack(ident, channels)
         if arr.ndim not in (3, 4):
             raise SegcpError(f"{p}: expected a class-probability stack (L, *S), got shape {arr.shape}")
         label_map = None

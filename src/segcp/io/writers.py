@@ -124,14 +124,14 @@ def _check_parent(dest: Path) -> None:
         raise _oserror(dest.parent, exc) from None
 
 
-def _check_file_target(dest: Path) -> None:
+def _check_file_target(dest: Path, make_parents: bool = True) -> None:
     try:
-        _file_target_checks(dest)
+        _file_target_checks(dest, make_parents)
     except OSError as exc:  # e.g. a name too long to stat
         raise _oserror(dest, exc) from None
 
 
-def _file_target_checks(dest: Path) -> None:
+def _file_target_checks(dest: Path, make_parents: bool = True) -> None:
     if str(dest) in ("", "."):
         raise SegcpError("--out: an empty path; give a file name")
     if dest.is_symlink():
@@ -141,19 +141,23 @@ def _file_target_checks(dest: Path) -> None:
             raise SegcpError(f"{dest}: is a directory; expected a file path")
         if not stat.S_ISREG(dest.stat().st_mode):
             raise SegcpError(f"{dest}: exists and is not a regular file; refusing to replace it")
-    _check_parent(dest)
+    if make_parents:
+        _check_parent(dest)
+    elif not dest.parent.is_dir():
+        raise SegcpError(f"{dest}: its folder {dest.parent} does not exist (any more)")
 
 
 @contextmanager
-def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: bool = True) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: bool = True, make_parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success.
 
     ``suffix`` ends the temporary name (some writers pick the format from it, e.g. ``.png``).
     ``clean_stale=False`` skips the scan of the folder for dead writers' temporaries (for
-    folders of many small files, such as the feature cache).
+    folders of many small files, such as the feature cache). ``make_parents=False``: the
+    folder must exist (it is never created).
     """
     dest = Path(dest)
-    _check_file_target(dest)
+    _check_file_target(dest, make_parents)
     if clean_stale:
         remove_stale_temporaries(dest.parent)
     try:
@@ -167,7 +171,7 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: 
             yield tmp_path
             if tmp_path.exists():
                 os.chmod(tmp_path, 0o666 & ~umask())
-            _check_file_target(dest)  # nothing appeared there while we worked
+            _check_file_target(dest, make_parents)  # nothing appeared there while we worked
             os.replace(tmp_path, dest)
         except OSError as exc:
             raise _oserror(dest, exc) from None
@@ -250,7 +254,21 @@ def atomic_dir(dest: str | os.PathLike[str], existing: str = "refuse", expect: S
         except OSError as exc:
             raise _oserror(dest, exc) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_dir(tmp)
+
+
+def _remove_dir(folder: Path) -> None:
+    """Remove a job's temporary folder even while straggling tasks still write into it: it is
+    first renamed away (a task that then writes by its old path fails), so no new file can
+    appear in it while it is removed."""
+    if not folder.exists():
+        return
+    try:
+        trash = Path(tempfile.mkdtemp(prefix=_prefix(), dir=folder.parent))
+        os.replace(folder, trash / "dead")
+    except OSError:
+        trash = folder
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _real(p: str | os.PathLike[str]) -> Path:
@@ -305,14 +323,19 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(dest, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], geometry: Any = None) -> Path:
+def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], geometry: Any = None, *, clean_stale: bool = True) -> Path:
     """Write one prediction set: ``<id>.nii.gz`` (uint8, or uint16 for wide bit codes) on
     ``geometry``'s grid — the same affine and header as the input, so that a viewer overlays
-    it — when there is one, else ``<id>.npy`` as it is. Atomic; returns the path."""
+    it — when there is one, else ``<id>.npy`` as it is. Atomic; returns the path.
+
+    ``folder`` must exist (it is never created: a straggling task of a cluster job that has
+    ended, its temporary folder removed, fails instead of recreating it); a present file is
+    replaced whole. ``clean_stale=False``: no scan of the folder for dead writers'
+    temporaries (a job's own output folder, written by many tasks at once)."""
     folder = Path(folder)
     a = np.asarray(array)
     if geometry is None:
-        return write_npy(folder / f"{ident}.npy", a)
+        return write_npy(folder / f"{ident}.npy", a, clean_stale=clean_stale, make_parents=False)
     import nibabel as nib
 
     data = a.astype(np.uint16 if a.dtype.kind in "iu" and a.size and a.max() > 255 else np.uint8)
@@ -321,14 +344,14 @@ def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], g
     header.set_slope_inter(1.0, 0.0)
     img = nib.Nifti1Image(data, geometry.affine, header=header) if isinstance(header, nib.Nifti1Header) else nib.Nifti2Image(data, geometry.affine, header=header)
     dest = folder / f"{ident}.nii.gz"
-    with atomic_path(dest, suffix=".nii.gz") as tmp:
+    with atomic_path(dest, suffix=".nii.gz", clean_stale=clean_stale, make_parents=False) as tmp:
         nib.save(img, str(tmp))
     return dest
 
 
-def write_npy(dest: str | os.PathLike[str], array: NDArray[Any], *, clean_stale: bool = True) -> Path:
-    """Write one ``.npy`` file atomically; returns the path."""
+def write_npy(dest: str | os.PathLike[str], array: NDArray[Any], *, clean_stale: bool = True, make_parents: bool = True) -> Path:
+    """Write one ``.npy`` file atomically; returns the path (``atomic_path``'s options)."""
     dest = Path(dest)
-    with atomic_path(dest, suffix=".npy", clean_stale=clean_stale) as tmp:
+    with atomic_path(dest, suffix=".npy", clean_stale=clean_stale, make_parents=make_parents) as tmp:
         np.save(tmp, np.asarray(array), allow_pickle=False)
     return dest

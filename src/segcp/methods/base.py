@@ -46,6 +46,7 @@ from segcp.errors import SegcpError
 __all__ = [
     "GUARANTEES",
     "MaskFamily",
+    "NOT_GIVEN",
     "Param",
     "Prepared",
     "SegmentationSet",
@@ -72,6 +73,15 @@ GUARANTEES: dict[str, str] = {
 _KINDS = ("int", "float", "bool", "str", "choice", "mapping")
 
 
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: "No value" for declaration fields where None is a value (:attr:`Param.unrecorded`).
+NOT_GIVEN: Any = _NotGiven()
+
+
 # ---------------------------------------------------------------------------- parameters
 @dataclass(frozen=True)
 class Param:
@@ -91,6 +101,9 @@ class Param:
     location : the value may be a location on this machine (a checkpoint directory): a
         calibration record never supplies one — it must come from the user (``named`` lists
         the values that are names, not locations, e.g. ``dinov2-small``).
+    unrecorded : the value a calibration record that lacks the parameter was calibrated with
+        (records written before it existed; e.g. CONSIGN's ``box``, whose old behaviour is not
+        the new default). :data:`NOT_GIVEN` (the default): such a record gets ``default``.
     """
 
     default: Any
@@ -108,6 +121,7 @@ class Param:
     runtime: bool = False
     location: bool = False
     named: tuple[str, ...] = ()
+    unrecorded: Any = NOT_GIVEN
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:

@@ -6,9 +6,10 @@ the mean μ, the top-K SVD of the centred samples and a box B_λ of coefficients
 
     C_λ = { argmax_l (μ + Σ_k c_k u_k) : c ∈ B_λ },
 
-nested in λ. The score of a case is the smallest λ whose set is *certified* to contain its
-truth up to β (an exact check of a found c); calibration is exact CRC on the 0/1 curves,
-i.e. the conformal quantile of the scores. The SVD, the box, the membership search and the
+nested in λ. The box is the paper's (eq. 4–6) by default, or segcp's older normalised one
+(``box="normalized"``; docs/consign.md, "The method"). The score of a case is the smallest λ
+whose set is *certified* to contain its truth up to β (an exact check of a found c);
+calibration is exact CRC on the 0/1 curves, i.e. the conformal quantile of the scores. The SVD, the box, the membership search and the
 sampler live in :mod:`segcp.multiclass.consign`; this file makes them a set family.
 """
 
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case
 from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
-from segcp.multiclass.consign import SVD_METHODS, Decomposition, SearchOptions, consign_score, decompose, draw
+from segcp.multiclass.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition, SearchOptions, consign_score, decompose, draw
 
 __all__ = ["ConsignMethod"]
 
@@ -55,6 +56,10 @@ class ConsignMethod(SegmentationSetFamily):
     box_alpha: float | None = param(None, "quantile level of the box: a_k, b_k = box_alpha/2, 1 - box_alpha/2 quantiles "
                                     "(None: the calibration alpha)", low=0.0, high=1.0, high_open=True, optional=True)
     svd: str = param("gram", "SVD algorithm", kind="choice", choices=SVD_METHODS)
+    box: str = param("paper", "box convention: paper (eq. 4-6: a_k, b_k from the coefficients <u_k, s_n - mu>, "
+                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients, "
+                     "segcp before issue 16; lambda about Sigma_11 times larger)",
+                     kind="choice", choices=BOX_CONVENTIONS, unrecorded="normalized")
     search: dict[str, Any] = param(None, "membership-search settings (segcp.multiclass.consign.SearchOptions; "
                                    "give them flat, e.g. -p n_screen=64)", kind="mapping", optional=True)
 
@@ -86,7 +91,7 @@ class ConsignMethod(SegmentationSetFamily):
     # ------------------------------------------------------------------ the family
     def compute_state(self, case: Case) -> Decomposition:
         self.check_case(case)
-        return decompose(case.samples, self.K, self._box_alpha(), self.svd)
+        return decompose(case.samples, self.K, self._box_alpha(), self.svd, self.box)
 
     def decomposition(self, item: Case | Prepared) -> Decomposition:
         """The case's decomposition (the prepared one when given a :class:`Prepared`)."""

@@ -12,7 +12,8 @@ confidence first removes that coupling:
 ==============  ===========================================================================
 ``none``        s (the default: the scores of today, bit for bit)
 ``max``         min(s / max(ref(s), m0), 1), per image (2D) or per volume (3D)
-``slice``       as ``max``, but each 2D slice (axis 0) of a volume by its own reference (the
+``slice``       as ``max``, but each 2D slice of a volume (along :func:`slice_axis`, the
+                axis RW-CP cuts volumes along) by its own reference (the
                 same as ``max`` on 2D images): for stacks of 2D slices such as ACDC volumes,
                 whose slices the model sees with very different confidence
 ``component``   per connected component of {s ≥ ``norm_level``} (the model's own mask when
@@ -52,10 +53,22 @@ from scipy import ndimage
 from segcp.cases import Case
 from segcp.methods.base import MaskFamily, param
 
-__all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map"]
+__all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
 
 #: The values of the ``normalize`` parameter.
 NORMALIZATIONS = ("none", "max", "slice", "component")
+
+
+def slice_axis(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> int:
+    """The axis a volume is cut along for a 2D encoder: the coarsest spacing (within 1e-6
+    relative); ties go to the axis with the fewest voxels (fewest slices to encode), then the first.
+
+    >>> slice_axis((183, 140, 88), (0.625, 0.625, 0.625)), slice_axis((10, 256, 216), (10.0, 1.5, 1.5))
+    (2, 0)
+    """
+    sp = np.ones(len(shape)) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    coarse = [a for a in range(len(shape)) if sp[a] >= sp.max() * (1.0 - 1e-6)]
+    return min(coarse, key=lambda a: (int(shape[a]), a))
 
 
 def _reference(s: NDArray[np.float64], quantile: float) -> float:
@@ -86,7 +99,7 @@ def normalize_map(
     ``how="none"`` returns ``s`` itself. ``floor`` is m0, ``quantile`` the reference
     (1 = the max), ``level`` the threshold whose connected components ``"component"``
     normalises separately (face connectivity), ``spacing`` the voxel size used to find
-    each pixel's nearest component.
+    each pixel's nearest component and, for ``"slice"``, the slice axis (:func:`slice_axis`).
 
     Examples
     --------
@@ -105,7 +118,9 @@ def normalize_map(
     if how == "max" or (how == "slice" and p.ndim < 3):
         return _rescale(p, max(_reference(p, quantile), floor))
     if how == "slice":
-        return np.stack([_rescale(q, max(_reference(q, quantile), floor)) for q in p])
+        ax = slice_axis(p.shape, None if spacing is None else tuple(spacing))
+        q = np.moveaxis(p, ax, 0)
+        return np.moveaxis(np.stack([_rescale(v, max(_reference(v, quantile), floor)) for v in q]), 0, ax)
     if how != "component":
         raise ValueError(f"unknown normalisation {how!r}; choose one of {', '.join(NORMALIZATIONS)}")
     labels, n = ndimage.label(p >= level)
@@ -155,10 +170,12 @@ class ProbabilityFamily(MaskFamily):
     def foreground(self, case: Case) -> NDArray[np.float64]:
         """The foreground map s ∈ [0, 1], float64, shape of ``case.probs``."""
 
+    def normalized(self, s: NDArray[np.float64], case: Case) -> NDArray[np.float64]:
+        """s' = :func:`normalize_map` of a foreground map ``s`` of ``case`` under the declared options."""
+        return normalize_map(
+            s, self.normalize, floor=self.norm_floor, quantile=self.norm_quantile, level=self.norm_level, spacing=case.spacing,
+        )
+
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − s', float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
-        s = normalize_map(
-            self.foreground(case), self.normalize, floor=self.norm_floor, quantile=self.norm_quantile,
-            level=self.norm_level, spacing=case.spacing,
-        )
-        return 1.0 - s
+        return 1.0 - self.normalized(self.foreground(case), case)

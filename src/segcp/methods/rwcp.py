@@ -30,6 +30,17 @@ Where the graph lives (``scale``):
   upsampled back (bilinear). A scratch measurement on ACDC found this worse than Standard
   CRC (blocky boundaries, leakage onto look-alike tissue); kept for comparison.
 
+Volumes (``depth``): a (D, H, W) case (its image a volume of the same shape) is cut into 2D
+slices along :func:`slice_axis` — the axis of coarsest spacing, ties broken by the fewest
+voxels (fewest slices to encode) — and every slice goes through the 2D encoder (batched, cached
+per slice). With ``depth`` ≥ 1 (the default, RW-CP-3D) one graph joins all voxels
+(:func:`segcp.graph.knn_volume`: the pixel-scale in-plane window plus the
+(2·depth_radius+1)² window at the same position in each of the ``depth`` slices on either
+side, physical spacing ordered (slice, row, column)), and the whole volume is diffused on it
+with the same transition matrix and diffusion as 2D; ``depth=0`` diffuses each slice on its
+own 2D graph (slice-wise 2D RW-CP). The result is put back in the input's axis order, then
+normalised and calibrated as in 2D. 2D images ignore ``depth``.
+
 Every choice the paper leaves open is a parameter; defaults: k = 20, β = 50, 10 steps
 (the paper's), self-loops on, no symmetrisation, no lazy walk, absolute β, no spatial or
 intensity term, full feature dimension without centring. They are to be tuned on
@@ -60,12 +71,12 @@ from segcp.errors import SegcpError
 from segcp.graph import BETA_SCALES, SYMMETRIZE
 from segcp.cases import Case
 from segcp.methods.base import param, register
-from segcp.methods.normalize import ProbabilityFamily
+from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
 if TYPE_CHECKING:  # pragma: no cover
     from segcp.graph.knn import NeighbourGraph
 
-__all__ = ["SCALES", "RWCPMethod"]
+__all__ = ["SCALES", "RWCPMethod", "slice_axis"]
 
 SCALES = ("pixel", "token")
 
@@ -95,6 +106,11 @@ class _Clock:
         now = time.perf_counter()
         self.store[stage] = self.store.get(stage, 0.0) + now - self.t
         self.t = now
+
+    def count(self, name: str, value: float) -> None:
+        """Accumulate a count (e.g. the graph's nodes and edges) under ``name``."""
+        if self.store is not None:
+            self.store[name] = self.store.get(name, 0.0) + value
 
 
 @register
@@ -126,6 +142,11 @@ class RWCPMethod(ProbabilityFamily):
         Subtract the image's mean token before the cosine distance.
     self_loop, symmetrize, lazy, beta_scale
         Random-walk options of :func:`segcp.graph.transition_matrix`.
+    depth : int
+        Volumes: slices on each side of a voxel's slice that hold graph candidates (default 1,
+        RW-CP-3D; 0 = each slice on its own 2D graph). Ignored for 2D images.
+    depth_radius : int
+        Volumes: the candidate window in each neighbouring slice is (2·depth_radius+1)².
     spatial, intensity : float
         Weights of the spatial term (per image width) and of the intensity term
         |I_p − I_q| (image in [0, 1]) added to the distance.
@@ -158,7 +179,8 @@ class RWCPMethod(ProbabilityFamily):
     >>> r.shape, bool(r.min() >= 0 and r.max() <= 1)
     ((40, 40), True)
 
-    A volume (D, H, W) with an image volume of the same shape is diffused slice by slice.
+    A volume (D, H, W) with an image volume of the same shape is diffused on one 3D graph
+    (``depth`` ≥ 1) or slice by slice (``depth=0``), along :func:`slice_axis`.
     """
 
     name: ClassVar[str] = "rwcp"
@@ -173,6 +195,10 @@ class RWCPMethod(ProbabilityFamily):
     steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
     scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
     _: KW_ONLY
+    depth: int = param(1, "volumes: slices on each side joined in one 3D graph (0 = slice-by-slice 2D RW-CP); 2D images ignore it",
+                       kind="int", low=0, high=100, flag="--depth")
+    depth_radius: int = param(1, "volumes: the window in each neighbouring slice is (2 depth_radius + 1)^2 voxels",
+                              kind="int", low=0, high=50)
     radius: int = param(5, "pixel scale: the window is (2 radius + 1)^2 pixels", kind="int", low=1, high=50)
     grid: int | None = param(256, "pixel scale: cap on the graph grid's long side (0/None: the probability grid)",
                              kind="int", low=2, high=4096, optional=True, none_if=(0,))
@@ -238,15 +264,20 @@ class RWCPMethod(ProbabilityFamily):
 
     # ------------------------------------------------------------------ the graph
     def _tokens(self, feats: NDArray[np.float32]) -> NDArray[np.float64]:
-        d, h, w = feats.shape
-        X = feats.reshape(d, h * w).T.astype(np.float64)
+        return self._tokens_joint([feats])[0]
+
+    def _tokens_joint(self, feats: list[NDArray[np.float32]]) -> list[NDArray[np.float64]]:
+        """Token features (d', h, w) of one image, or of a volume's slices with one centre and one
+        SVD basis for all of them (so that distances across slices compare like with like)."""
+        d, h, w = feats[0].shape
+        X = np.concatenate([f.reshape(d, h * w).T for f in feats]).astype(np.float64)
         if self.center:
             X = X - X.mean(axis=0, keepdims=True)
         if self.dims is not None and self.dims < d:
             # top right-singular vectors via the d × d Gram matrix (d ≤ a few thousand)
             _, evecs = np.linalg.eigh(X.T @ X)
             X = X @ evecs[:, ::-1][:, : self.dims]
-        return np.ascontiguousarray(X.T.reshape(-1, h, w))
+        return [np.ascontiguousarray(x.T.reshape(-1, h, w)) for x in np.split(X, len(feats))]
 
     def graph_shape(self, shape: tuple[int, int], token_grid: tuple[int, int]) -> tuple[int, int]:
         """The grid the graph lives on for a probability map of ``shape``."""
@@ -290,24 +321,73 @@ class RWCPMethod(ProbabilityFamily):
         ``timings``, when given, accumulates seconds per stage: ``knn`` (graph),
         ``weights`` (P), ``resize`` (to the graph grid and back), ``diffusion``.
         """
-        from segcp.graph import diffuse, resize2d, transition_matrix
+        from segcp.graph import resize2d
 
         clock = _Clock(timings)
         p = np.asarray(probs, dtype=np.float64)
         graph = self.build_graph(feats, p.shape, image)
         gshape = graph.grid
         clock("knn")
+        pg = resize2d(p, gshape, "area")
+        clock("resize")
+        s = self._walk(graph, pg, clock)
+        if gshape != p.shape:
+            s = resize2d(s, p.shape, "bilinear")
+        s = np.clip(s, 0.0, 1.0)
+        clock("resize")
+        return s
+
+    def _walk(self, graph: NeighbourGraph, values: NDArray[np.float64], clock: _Clock) -> NDArray[np.float64]:
+        """The random walk's P on ``graph`` applied ``steps`` times to ``values`` (on the graph's grid)."""
+        from segcp.graph import diffuse, transition_matrix
+
         P = transition_matrix(
             graph, self.beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
             symmetrize=self.symmetrize, lazy=self.lazy,
         )
         clock("weights")
-        pg = resize2d(p, gshape, "area")
-        clock("resize")
-        s = diffuse(P, pg.reshape(-1), self.steps).reshape(gshape)
+        clock.count("nodes", graph.n)
+        clock.count("edges", P.nnz)
+        s = diffuse(P, values.reshape(-1), self.steps).reshape(values.shape)
         clock("diffusion")
-        if gshape != p.shape:
-            s = resize2d(s, p.shape, "bilinear")
+        return s
+
+    def diffuse_volume(
+        self,
+        probs: NDArray[Any],
+        feats: list[NDArray[np.float32]],
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        timings: dict[str, float] | None = None,
+    ) -> NDArray[np.float64]:
+        """Probabilities (Z, H, W) diffused on one 3D graph (:func:`segcp.graph.knn_volume`).
+
+        ``feats`` are the Z slices' token features, ``spacing`` the voxel size (slice, row,
+        column) of ``probs``. The in-plane grid is capped at ``grid`` as in 2D (area average
+        down, bilinear back, per slice). ``timings`` as in :meth:`diffuse_probs`.
+        """
+        from segcp.graph import knn_volume, resize2d
+
+        if self.scale != "pixel":
+            raise SegcpError("rwcp: scale=token builds one graph per image; on a volume use depth=0 (slice by slice) or scale=pixel")
+        if self.intensity:
+            raise SegcpError("rwcp: the intensity term is 2D only; on a volume use depth=0 (slice by slice) or intensity=0")
+        clock = _Clock(timings)
+        p = np.asarray(probs, dtype=np.float64)
+        Z, H, W = p.shape
+        tokens = self._tokens_joint(feats)  # one centre / SVD basis for the whole volume
+        gshape = self.graph_shape((H, W), tokens[0].shape[1:])
+        sz, sy, sx = (float(v) for v in spacing)
+        gspacing = (sz, sy * H / gshape[0], sx * W / gshape[1])
+        graph = knn_volume(tokens, gshape, self.k, self.radius, depth=self.depth, depth_radius=self.depth_radius,
+                           spacing=gspacing, spatial=self.spatial)
+        del tokens
+        clock("knn")
+        pg = resize2d(p, gshape, "area")  # per slice (the last two axes)
+        clock("resize")
+        s = self._walk(graph, pg, clock)
+        del graph
+        if gshape != (H, W):
+            s = resize2d(s, (H, W), "bilinear")
         s = np.clip(s, 0.0, 1.0)
         clock("resize")
         return s
@@ -321,24 +401,49 @@ class RWCPMethod(ProbabilityFamily):
         image = np.asarray(case.image)
         if case.probs.ndim == 3 and image.shape != case.probs.shape:
             raise SegcpError(
-                f"case {case.id}: rwcp diffuses a volume slice by slice (axis 0) and needs a grayscale image volume "
+                f"case {case.id}: rwcp encodes a volume slice by slice and needs a grayscale image volume "
                 f"of the probability map's shape {case.probs.shape}; got an image of shape {image.shape}"
             )
         return image
 
-    def foreground(self, case: Case) -> NDArray[np.float64]:
-        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation).
-
-        A volume (D, H, W) is diffused slice by slice along axis 0, each slice on its own graph
-        (the features of a slice are those of the 2D image ``image[d]``); ``normalize`` then
-        rescales the diffused volume as a whole.
-        """
-        image = self._check(case)
-        volume = case.probs.ndim == 3
-        slices = list(zip(case.probs, image)) if volume else [(case.probs, image)]
+    def _features(self, case: Case, images: list[NDArray[Any]]) -> list[NDArray[np.float32]]:
         try:
-            feats = self.get_encoder().features([im for _, im in slices], self.feature_cache())
+            return self.get_encoder().features(images, self.feature_cache())
         except SegcpError as exc:
             raise SegcpError(f"case {case.id}: {exc}") from None
-        out = [self.diffuse_probs(p, f, im) for (p, im), f in zip(slices, feats)]
-        return np.stack(out) if volume else out[0]
+
+    def foreground(self, case: Case, timings: dict[str, float] | None = None) -> NDArray[np.float64]:
+        """The diffused probability map, float64, shape of ``case.probs`` (r = 1 − its normalisation).
+
+        A volume is cut along :func:`slice_axis`; the features of a slice are those of the 2D
+        image of the same slice. ``depth`` ≥ 1: one 3D graph (:meth:`diffuse_volume`);
+        ``depth=0``: each slice on its own graph (:meth:`diffuse_probs`). ``normalize`` then
+        rescales the diffused volume as a whole (or per slice along :func:`slice_axis`: ``slice``).
+        ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), and
+        the graph's ``nodes`` and ``edges`` (of P, self-loops included).
+        """
+        image = self._check(case)
+        clock = _Clock(timings)
+        if case.probs.ndim != 3:
+            feats = self._features(case, [image])
+            clock("encoder")
+            return self.diffuse_probs(case.probs, feats[0], image, timings)
+        ax = slice_axis(case.probs.shape, case.spacing)
+        probs, image = np.moveaxis(case.probs, ax, 0), np.moveaxis(image, ax, 0)
+        feats = self._features(case, list(image))
+        clock("encoder")
+        if self.depth == 0:
+            out = np.stack([self.diffuse_probs(p, f, im, timings) for p, im, f in zip(probs, image, feats)])
+        else:
+            sp = case.spacing if case.spacing is not None else (1.0, 1.0, 1.0)
+            spacing = (sp[ax], *(v for a, v in enumerate(sp) if a != ax))
+            out = self.diffuse_volume(probs, feats, spacing, timings)  # type: ignore[arg-type]
+        return np.ascontiguousarray(np.moveaxis(out, 0, ax))
+
+    def score_map_timed(self, case: Case, timings: dict[str, float]) -> NDArray[np.float64]:
+        """:meth:`score_map`, filling ``timings`` (see :meth:`foreground`; plus ``normalize``)."""
+        s = self.foreground(case, timings)
+        clock = _Clock(timings)
+        r = 1.0 - self.normalized(s, case)
+        clock("normalize")
+        return r

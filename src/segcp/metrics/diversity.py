@@ -29,8 +29,9 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.cases import check_beta
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import agreement, check_beta
+from segcp.multiclass.agreement import agrees
 
 __all__ = ["chao1", "chao1_from_counts", "draw_metrics", "frequency_counts", "mean_abs_correlation", "sampled_coverage"]
 
@@ -71,10 +72,13 @@ def chao1(draws: ArrayLike) -> float:
 
 
 def sampled_coverage(draws: ArrayLike, truth: ArrayLike, beta: float) -> float:
-    """1.0 when some draw agrees with the truth up to β, else 0.0."""
+    """1.0 when some draw agrees with the truth up to β (the exact rule of
+    :func:`~segcp.multiclass.agreement.exceeds_beta`), else 0.0."""
     b = check_beta(beta)
-    a = agreement(np.asarray(draws), truth)
-    return float(np.max(a) > b)
+    d = np.asarray(draws)
+    if d.shape == np.shape(truth):
+        d = d[None]
+    return float(np.any(agrees(d, truth, b)))
 
 
 def mean_abs_correlation(draws: ArrayLike, n_labels: int | None = None, max_draws: int = 256) -> float:

@@ -5,11 +5,10 @@ The set families themselves are :mod:`segcp.methods.consign` and :mod:`segcp.met
 they compute:
 
 - :mod:`~segcp.multiclass.agreement` the loss: agreement of a segmentation with a label map
-  up to β, and the validation of sampled softmax stacks and label maps;
+  up to β, decided exactly (the inputs are validated by :mod:`segcp.cases`);
 - :mod:`~segcp.multiclass.consign`   CONSIGN: SVD, box, exact-certificate membership search,
   λ* by bracketing + bisection, sampling;
 - :mod:`~segcp.multiclass.aps`       pixel-wise APS on the mean softmax (exact scores), sampling;
-- :mod:`~segcp.multiclass.toy`       SYNTHETIC sampled outputs for tests and benchmarks.
 
 Their diversity metrics (Chao1, SEC, correlation) are in :mod:`segcp.metrics.diversity`.
 """

@@ -11,11 +11,25 @@ of a label only counts pixels of that label in Y, the agreement is a weighted co
 pixels, Σ_p ω_p 1{Ŝ_p = Y_p} with ω_p = 1 / (|ℒ_Y| · |{q : Y_q = Y_p}|), which is how it is
 computed here (one dot product, batched over many segmentations).
 
+**The decision "agrees up to β" is exact** (:func:`exceeds_beta`, used by the CONSIGN search and
+its certificate check, by APS and by the sampled coverage alike). The agreement is the rational
+number (1/|ℒ_Y|) Σ_l h_l / n_l (h_l the correct pixels of label l, n_l its pixels) and β is the
+decimal it is written as (the shortest decimal that round-trips to the float: 0.8 means 4/5, not
+the binary double 0.8000000000000000444…); a segmentation agrees when that rational exceeds β.
+The floating-point agreement decides wherever it is farther than its own error bound from β
+(a sum of at most P non-negative terms of total 1 is within P·ε of the exact value, whatever
+the order of the summation); inside that band the per-label counts are compared exactly. So
+a segmentation whose agreement equals β exactly is never a member, however its float sum
+rounds (0.05 added sixteen times is 0.8000000000000002 in one order and 0.7999999999999999 in
+another).
+
 Also here: validation of sampled softmax stacks and label maps (one-line ``SegcpError``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -25,23 +39,13 @@ from segcp.errors import SegcpError
 
 __all__ = [
     "agreement",
-    "check_beta",
-    "check_class_probs",
-    "check_label_map",
-    "check_samples",
+    "agrees",
+    "beta_fraction",
+    "exceeds_beta",
+    "float_band",
+    "truth_labels",
     "truth_weights",
 ]
-
-
-def check_beta(beta: float) -> float:
-    """β as a float in [0, 1), or a one-line error."""
-    try:
-        b = float(beta)
-    except (TypeError, ValueError):
-        raise SegcpError(f"beta must be a number in [0, 1), got {beta!r}") from None
-    if not 0.0 <= b < 1.0:
-        raise SegcpError(f"beta must be in [0, 1) (agreement must be strictly greater than beta), got {beta!r}")
-    return b
 
 
 def truth_weights(truth: NDArray[Any]) -> NDArray[np.float64]:
@@ -61,6 +65,78 @@ def truth_weights(truth: NDArray[Any]) -> NDArray[np.float64]:
         raise SegcpError("the ground truth is empty (no pixels)")
     w = 1.0 / (labels.size * counts.astype(np.float64))
     return w[inverse].reshape(y.shape)
+
+
+def truth_labels(truth: NDArray[Any]) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
+    """(index, sizes): index (same shape as ``truth``) of each pixel's label among the labels
+    present (0 … m − 1, sorted), and sizes (m,) the number of pixels of each."""
+    y = np.asarray(truth)
+    labels, inverse, counts = np.unique(y.ravel(), return_inverse=True, return_counts=True)
+    if labels.size == 0:
+        raise SegcpError("the ground truth is empty (no pixels)")
+    return inverse.reshape(y.shape), counts.astype(np.int64)
+
+
+def beta_fraction(beta: float) -> Fraction:
+    """β as the rational it is written as: the shortest decimal that round-trips to the float.
+
+    Examples
+    --------
+    >>> beta_fraction(0.8), beta_fraction(0.7)
+    (Fraction(4, 5), Fraction(7, 10))
+    """
+    return Fraction(repr(float(beta)))
+
+
+def float_band(n_terms: int) -> float:
+    """Half width of the band around β inside which a float agreement is not trusted.
+
+    The agreement is a sum of at most ``n_terms`` non-negative terms of total 1, each term
+    rounded once; any summation order is then within (n_terms + 1)·ε/2 of the exact value
+    (Higham, *Accuracy and Stability of Numerical Algorithms*, §4.2), and a split into two
+    such sums added together (the CONSIGN search: active prefix + fixed suffix) within twice
+    that. The band is four times the bound, plus 1e-12.
+    """
+    return 1e-12 + 2.0 * (int(n_terms) + 1) * float(np.finfo(np.float64).eps)
+
+
+def exceeds_beta(
+    values: ArrayLike,
+    beta: float,
+    counts: Callable[[NDArray[np.intp]], ArrayLike],
+    sizes: ArrayLike,
+    n_terms: int,
+) -> NDArray[np.bool_]:
+    """The one rule for "agrees up to β": exact, for a batch of agreements.
+
+    Parameters
+    ----------
+    values : (M,) float, the floating-point agreements (any summation order).
+    beta : the threshold (read as :func:`beta_fraction`).
+    counts : called with the indices of the rows whose float value lies within
+        :func:`float_band` of β; returns their per-label correct-pixel counts, (len(rows), m) int.
+    sizes : (m,) int, pixels per label present in the truth (:func:`truth_labels`).
+    n_terms : how many terms the float agreement summed at most (pixels), for the band.
+
+    Returns
+    -------
+    (M,) bool: Σ_l counts_l / sizes_l > m·β exactly (rows outside the band: the float value,
+    which then has the same answer).
+    """
+    v = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    b = float(beta)
+    band = float_band(n_terms)
+    out = v > b + band
+    near = np.flatnonzero(np.abs(v - b) <= band)
+    if near.size:
+        c = np.asarray(counts(near)).reshape(near.size, -1)
+        n = [int(k) for k in np.asarray(sizes).ravel()]
+        if c.shape[1] != len(n):
+            raise ValueError(f"exceeds_beta: {c.shape[1]} counts per row for {len(n)} labels")
+        target = len(n) * beta_fraction(b)
+        for i, row in zip(near, c):
+            out[i] = sum((Fraction(int(h), k) for h, k in zip(row, n)), Fraction(0)) > target
+    return out
 
 
 def agreement(pred: ArrayLike, truth: ArrayLike) -> NDArray[np.float64] | float:
@@ -95,71 +171,31 @@ def agreement(pred: ArrayLike, truth: ArrayLike) -> NDArray[np.float64] | float:
     return hits.astype(np.float64) @ w
 
 
-def check_samples(
-    samples: ArrayLike, where: str, spatial: tuple[int, ...] | None = None, min_samples: int = 2, what: str = "samples"
-) -> NDArray[np.float64]:
-    """Sampled softmax maps as float64 (N, L, *S), or a one-line error naming ``where``.
+def agrees(pred: ArrayLike, truth: ArrayLike, beta: float) -> NDArray[np.bool_] | bool:
+    """Whether ``pred`` agrees with ``truth`` up to β (exact; see :func:`exceeds_beta`).
 
-    Accepts (N, L, *S) class stacks, and (N, *S) foreground probabilities (binary: stacked as
-    [1 − p, p], L = 2) when ``spatial`` (the label map's shape) says the class axis is absent.
-    Needs N ≥ 2 samples, L ≥ 2 labels, values in [0, 1], finite.
+    ``pred`` is one segmentation (*S) (returns bool) or a batch (M, *S) (returns (M,) bool).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.array([0] * 10 + [1] * 10)
+    >>> pred = np.array([0] * 10 + [1] * 6 + [0] * 4)   # recall 1 and 0.6: mean exactly 0.8
+    >>> agrees(pred, y, 0.8), agrees(pred, y, 0.79)
+    (False, True)
     """
-    s = np.asarray(samples)
-    if s.dtype.kind not in "fiu":
-        raise SegcpError(f"{where}: {what} must be numeric, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    if spatial is not None and s.ndim == len(spatial) + 1 and s.shape[1:] == tuple(spatial):
-        s = np.stack([1.0 - s, s], axis=1)  # binary foreground samples → two classes
-    if spatial is not None and (s.ndim != len(spatial) + 2 or s.shape[2:] != tuple(spatial)):
-        raise SegcpError(
-            f"{where}: samples of shape {tuple(np.shape(samples))} do not match the label map {tuple(spatial)}; "
-            f"expected (N, L, {', '.join(map(str, spatial))}) or (N, {', '.join(map(str, spatial))})"
-        )
-    if s.ndim not in (4, 5):
-        raise SegcpError(f"{where}: samples must have shape (N, L, H, W) or (N, L, D, H, W), got {s.shape}")
-    if s.shape[0] < min_samples:
-        raise SegcpError(f"{where}: need at least {min_samples} samples, got {s.shape[0]}")
-    if s.shape[1] < 2:
-        raise SegcpError(f"{where}: need at least 2 labels (softmax classes), got {s.shape[1]}")
-    if not np.all(np.isfinite(s)):
-        raise SegcpError(f"{where}: {what} contain NaN or inf")
-    lo, hi = float(s.min()), float(s.max())
-    if lo < 0.0 or hi > 1.0:
-        raise SegcpError(f"{where}: {what} must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
-    return s
+    y = np.asarray(truth)
+    p = np.asarray(pred)
+    single = p.shape == y.shape
+    if not single and p.shape[1:] != y.shape:
+        raise SegcpError(f"agreement: segmentation shape {p.shape} does not match truth shape {y.shape}")
+    hits = p.reshape(-1, y.size) == y.reshape(1, -1)
+    values = hits.astype(np.float64) @ truth_weights(y).ravel()
+    index, sizes = truth_labels(y)
+    idx = index.ravel()
 
+    def counts(rows: NDArray[np.intp]) -> NDArray[np.int64]:
+        return np.stack([np.bincount(idx[hits[r]], minlength=sizes.size) for r in rows])
 
-def check_class_probs(probs: ArrayLike, where: str, spatial: tuple[int, ...]) -> NDArray[np.float64]:
-    """Class probabilities (L, *S) as float64; a (*S) map is binary foreground ([1 − p, p])."""
-    p = np.asarray(probs)
-    sp = tuple(spatial)
-    if not (p.shape == sp or (p.ndim == len(sp) + 1 and p.shape[1:] == sp)):
-        dims = ", ".join(map(str, sp))
-        raise SegcpError(f"{where}: class probabilities of shape {p.shape} do not match the label map {sp}; expected (L, {dims}) or ({dims})")
-    return check_samples(p[None], where, sp, min_samples=1, what="class probabilities")[0]
-
-
-def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -> NDArray[np.int64]:
-    """A ground-truth label map as int64 with values in [0, L), or a one-line error.
-
-    Booleans become {0, 1}; for L = 2 a {0, 255} mask is read as {0, 1}.
-    """
-    m = np.asarray(label)
-    if m.dtype == bool:
-        return m.astype(np.int64)
-    if m.dtype.kind not in "fiu":
-        raise SegcpError(f"{where}: label map must be numeric or boolean, got dtype {m.dtype}")
-    if np.issubdtype(m.dtype, np.floating) and not (np.all(np.isfinite(m)) and np.all(m == np.round(m))):
-        raise SegcpError(f"{where}: label map must hold integer labels")
-    m = m.astype(np.int64)
-    if m.size == 0:
-        raise SegcpError(f"{where}: label map is empty")
-    if m.min() < 0:
-        raise SegcpError(f"{where}: negative label {int(m.min())}")
-    if n_labels is not None and m.max() >= n_labels:
-        if n_labels == 2 and np.all(np.isin(m, (0, 255))):
-            return (m == 255).astype(np.int64)
-        raise SegcpError(
-            f"{where}: label {int(m.max())} but the samples have only {n_labels} classes (labels must be < {n_labels})"
-        )
-    return m
+    out = exceeds_beta(values, beta, counts, sizes, y.size)
+    return bool(out[0]) if single else out

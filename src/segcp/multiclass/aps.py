@@ -18,7 +18,8 @@ member takes Y_p wherever Y_p ∈ C_λ(p), so
 
 (ω from :func:`~segcp.multiclass.agreement.truth_weights`): the mean over the labels present in
 Y of the fraction of their pixels whose true label is in the pixel's set. This is exact, so the
-score λ*(Y) = min{λ : … > β} is read off the sorted e_p(Y_p) (no search).
+score λ*(Y) = min{λ : … > β} is read off the sorted e_p(Y_p) (no search); "> β" is decided
+exactly (:func:`~segcp.multiclass.agreement.exceeds_beta`, the rule CONSIGN uses too).
 
 Sampling (``mode``): ``"uniform"`` (default) draws each pixel independently and uniformly
 from its set — the uniform distribution on the product set, the analogue of CONSIGN's uniform
@@ -30,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.cases import check_beta, check_label_map
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import check_beta, check_label_map, truth_weights
+from segcp.multiclass.agreement import exceeds_beta, truth_labels, truth_weights
 
 __all__ = ["APS_MODES", "aps_agreement", "aps_draw", "aps_score", "aps_sets", "entry_levels"]
 
@@ -109,9 +111,21 @@ def aps_score(mean: ArrayLike, truth: ArrayLike, beta: float = 0.9) -> float:
     """
     b = check_beta(beta)
     mu, y = _check(mean, truth)
-    levels, cum = _curve(mu, y)
-    j = np.flatnonzero(cum > b)
-    return float(levels[j[0]])
+    e = entry_levels(mu).reshape(mu.shape[0], -1)
+    flat = y.ravel()
+    levels = e[flat, np.arange(flat.size)]
+    order = np.argsort(levels, kind="stable")
+    levels = levels[order]
+    cum = np.cumsum(truth_weights(y).ravel()[order])
+    index, sizes = truth_labels(y)
+    lab = index.ravel()[order]
+
+    def counts(rows: np.ndarray) -> np.ndarray:  # per-label counts of the first j + 1 pixels
+        return np.stack([np.bincount(lab[: int(j) + 1], minlength=sizes.size) for j in rows])
+
+    # the exact agreement grows with j and is 1 > β at the end: the first row that exceeds β
+    j = int(np.flatnonzero(exceeds_beta(cum, b, counts, sizes, flat.size))[0])
+    return float(levels[j])
 
 
 def aps_draw(

@@ -1,4 +1,4 @@
-"""SYNTHETIC sampled softmax outputs for tests, benchmarks and the demo (not real data).
+"""SYNTHETIC sampled softmax outputs for the CONSIGN / APS tests and benchmarks (not real data).
 
 A cartoon short-axis slice with ``n_labels`` classes (4: background, RV cavity, myocardium,
 LV cavity; 2: background, LV cavity) and N "MC-dropout-like" softmax samples whose
