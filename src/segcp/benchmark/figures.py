@@ -38,6 +38,17 @@ def _plt() -> Any:
     return plt
 
 
+def _finish_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, dpi: int) -> bytes:
+    """Label, grid and legend one line chart, then render it (PNG bytes)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _png(fig, dpi)
+
+
 def _png(fig: Any, dpi: int) -> bytes:
     plt = _plt()
     buf = io.BytesIO()
@@ -129,13 +140,7 @@ def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: 
         e = np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts])
         ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=m)
         ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
-    ax.set_xlabel("1 − α (target coverage)")
-    ax.set_ylabel("mean Dice of the sets")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return _png(fig, dpi)
+    return _finish_plot(fig, ax, "1 − α (target coverage)", "mean Dice of the sets", title, dpi)
 
 
 def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],
@@ -185,13 +190,7 @@ def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int,
     if alphas:
         xs = np.linspace(0, max(alphas) * 1.1, 10)
         ax.plot(xs, xs, "k--", lw=0.8, label="FNR = α")
-    ax.set_xlabel("α")
-    ax.set_ylabel("mean test FNR (± 3 SE)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return _png(fig, dpi)
+    return _finish_plot(fig, ax, "α", "mean test FNR (± 3 SE)", title, dpi)
 
 
 def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[float]], units: str, dpi: int, title: str) -> bytes:
