@@ -30,7 +30,10 @@ Sections (subcommands):
 * ``calibration`` — threshold calibration of ``--n`` (1000) NPY images of 256 × 256 (synthetic
   phantoms: float32 probabilities, uint8 masks), against the physical limit of an I/O-bound
   calibration: a plain loop that only ``np.load``s every probability map and mask and reads the
-  truth pixels. Interleaved repetitions of (read-only loop, ``calibrate_dir`` in-process,
+  truth pixels (the issue's baseline, ``ratio_*``), and against the same loop through segcp's own
+  NPY reader, which parses each distinct header once (``ratio_*_vs_segcp_read``: what calibration
+  costs beyond reading when reading is as cheap as segcp makes it). Interleaved repetitions of
+  (read-only loops, ``calibrate_dir`` in-process,
   ``segcp calibrate`` as a command), CPU and wall seconds; the ratio excludes start-up (the
   in-process call). λ̂ is checked bit-identical against ``--reference`` (a checkout of the code
   before this work, run as a command with its ``src`` on PYTHONPATH), whose time is also shown.
@@ -377,6 +380,19 @@ def _read_only(d: Path) -> int:
     return n
 
 
+def _read_segcp(d: Path) -> int:
+    """The same loop through segcp's own NPY reader (:func:`segcp.io.readers.read_array`):
+    what calibration costs beyond reading, with reading as cheap as segcp makes it."""
+    from segcp.io.readers import read_array
+
+    n = 0
+    for f in sorted((d / "probs").iterdir()):
+        p, _ = read_array(f)
+        m, _ = read_array(d / "masks" / f.name)
+        n += p[m.astype(bool)].size
+    return n
+
+
 def _command(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
     """(wall s, CPU s, peak RSS in MiB, stdout) of one command, measured by GNU time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
@@ -403,6 +419,7 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
     for rep in range(args.reps):
         row: dict[str, Any] = {}
         _, row["read_wall"], row["read_cpu"] = _timed(lambda: _read_only(d))
+        _, row["segcp_read_wall"], row["segcp_read_cpu"] = _timed(lambda: _read_segcp(d))
         rec, row["inprocess_wall"], row["inprocess_cpu"] = _timed(lambda: calibrate_dir(d, alpha=0.1, show_progress=False))
         assert rec["lambda"] == lam
         row["command_wall"], row["command_cpu"], row["command_rss_mib"], _ = _command(
@@ -420,6 +437,8 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
     res["lambda_bit_identical_to_reference"] = (res.get("reference_lambda") == lam) if ref_env is not None else None
     res["ratio_wall"] = med["inprocess_wall"] / med["read_wall"]
     res["ratio_cpu"] = med["inprocess_cpu"] / med["read_cpu"]
+    res["ratio_wall_vs_segcp_read"] = med["inprocess_wall"] / med["segcp_read_wall"]
+    res["ratio_cpu_vs_segcp_read"] = med["inprocess_cpu"] / med["segcp_read_cpu"]
     if args.profile:
         import cProfile
         import io
@@ -499,7 +518,8 @@ def main(argv: list[str] | None = None) -> None:
             print_encoder(res)
         elif args.section == "calibration":
             res = run_calibration(args)
-            print(json.dumps({k: res[k] for k in ("median", "ratio_wall", "ratio_cpu", "lambda_bit_identical_to_reference")}, indent=1))
+            print(json.dumps({k: res[k] for k in ("median", "ratio_wall", "ratio_cpu", "ratio_wall_vs_segcp_read", "ratio_cpu_vs_segcp_read",
+                                                   "lambda_bit_identical_to_reference")}, indent=1))
         elif args.section == "startup":
             res = run_startup(args)
             print(json.dumps(res["median_seconds"], indent=1))

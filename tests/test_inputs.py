@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from PIL import Image
 
 from test_faults import fails, ok
@@ -80,3 +81,76 @@ def test_the_classic_layout_still_works(tmp_path, capsys):
     ok(["predict", "--calib", tmp_path / "c.json", "--data", data, "--out", tmp_path / "s", "-q"], capsys)
     assert len(list((tmp_path / "s").glob("*.npy"))) == 12
     fails(["calibrate", "--alpha", "0.2", "--out", tmp_path / "x.json"], capsys, tmp_path, "--data DIR")
+
+
+# ------------------------------------------------------------------ the NPY reader's fast path
+def _npy_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [
+        rng.random((5, 7)).astype(np.float32),
+        np.asfortranarray(rng.random((4, 3, 2))),
+        np.arange(12, dtype=">i4").reshape(3, 4),  # big-endian
+        np.zeros((0, 3)),
+        np.array(3.5),
+        rng.random((3, 3)) > 0.5,
+        np.array(["ab", "c"]),
+        np.arange(6).astype("datetime64[D]"),
+        np.zeros(3, dtype=[("a", "<f4"), ("b", "u1")]),
+        rng.random((2, 3)).astype(np.float16),
+    ]
+
+
+def test_npy_fast_path_equals_np_load(tmp_path):
+    from segcp.io import readers
+
+    for i, a in enumerate(_npy_cases()):
+        for version in ((1, 0), (2, 0), (3, 0)):
+            f = tmp_path / f"{i}-{version[0]}.npy"
+            with open(f, "wb") as fh:
+                np.lib.format.write_array(fh, a, version=version)
+            got = readers._read_npy(f)
+            ref = np.load(f)
+            assert got is not None, (i, version)
+            assert got.dtype == ref.dtype and got.shape == ref.shape, (i, version)
+            assert got.flags.c_contiguous == ref.flags.c_contiguous and got.flags.f_contiguous == ref.flags.f_contiguous
+            assert got.tobytes("A") == ref.tobytes("A") and got.flags.writeable
+            got2, spacing = readers.read_array(f)  # the second read of a header comes from the cache
+            assert spacing is None and got2.tobytes("A") == ref.tobytes("A")
+
+
+def test_npy_fast_path_leaves_the_odd_files_to_np_load(tmp_path):
+    from segcp.errors import SegcpError
+    from segcp.io import readers
+
+    f = tmp_path / "obj.npy"
+    np.save(f, np.array([None, 1], dtype=object), allow_pickle=True)
+    assert readers._read_npy(f) is None  # np.load refuses pickles with its own line
+    with pytest.raises(SegcpError, match=r"obj\.npy: unreadable \.npy file \(Object arrays"):
+        readers.read_array(f)
+    z = tmp_path / "zip.npy"
+    np.savez(z.with_suffix(".npz"), a=np.zeros(3))
+    z.write_bytes(z.with_suffix(".npz").read_bytes())
+    assert readers._read_npy(z) is None
+    with pytest.raises(SegcpError, match=r"zip\.npy: an \.npz archive"):
+        readers.read_array(z)
+
+
+def test_npy_truncated_or_lying_header_is_one_line(tmp_path):
+    from segcp.errors import SegcpError
+    from segcp.io import readers
+
+    f = tmp_path / "t.npy"
+    np.save(f, np.zeros((100, 100)))
+    raw = f.read_bytes()
+    f.write_bytes(raw[:-8])
+    with pytest.raises(SegcpError, match=r"t\.npy: unreadable \.npy file \(truncated: 79992 of 80000 data bytes\)"):
+        readers.read_array(f)
+    # a header that claims 10^12 values: refused before anything is allocated
+    head = np.lib.format.header_data_from_array_1_0(np.zeros((100, 100)))
+    head["shape"] = (10**6, 10**6)
+    g = tmp_path / "big.npy"
+    with open(g, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, head)
+        fh.write(b"\0" * 64)
+    with pytest.raises(SegcpError, match=r"big\.npy: unreadable \.npy file \(truncated: 64 of 8000000000000 data bytes\)"):
+        readers.read_array(g)

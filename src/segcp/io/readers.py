@@ -16,6 +16,7 @@ nnU-Net's ``.pkl``, which segcp never unpickles).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Geometry:
 
 def read_geometry(path: str | os.PathLike[str]) -> Geometry | None:
     """The geometry of a NIfTI file (None for other formats)."""
+    if not os.fspath(path).lower().endswith(NIFTI):  # cheap: called for every file of a data set
+        return None
     p = Path(path)
     parts = split_ext(p.name)
     if parts is None or parts[1] not in NIFTI:
@@ -79,6 +82,58 @@ def _read_npz(path: Path) -> NDArray[Any]:
     while arr.ndim > 3 and arr.shape[-1] == 1:  # 2D export (C, 1, y, x) → (C, x, y)
         arr = arr[..., 0]
     return arr
+
+
+#: Parsed NPY headers, keyed by their raw bytes: the files of one data set share a few.
+_NPY_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy(path: Path) -> NDArray[Any] | None:
+    """A well-formed ``.npy`` file read in one ``readinto``, or None to let ``np.load`` read it.
+
+    Why by hand: ``np.load`` parses every file's header with ``ast.literal_eval`` (a third
+    of its time on a 256² float32 map); the files of a data set share a handful of headers,
+    so each distinct header is parsed once, by numpy's own ``read_array_header_*``, and
+    remembered by its bytes. The array is the file's bytes in the stored dtype, byte order
+    and memory order, exactly what ``np.load`` returns. Anything unusual — another magic
+    (an ``.npz`` zip), an unknown version, an object dtype, a header numpy refuses, a
+    truncated body — returns None (truncation: raises), so ``np.load`` keeps every error
+    message and the pickle refusal.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(12)
+        if len(prefix) < 10 or prefix[:6] != _NPY_MAGIC or prefix[6] not in (1, 2, 3):
+            return None
+        size = int.from_bytes(prefix[8:10] if prefix[6] == 1 else prefix[8:12], "little")
+        start = (10 if prefix[6] == 1 else 12) + size
+        f.seek(0)
+        head = f.read(start)
+        parsed = _NPY_HEADERS.get(head)
+        if parsed is None:
+            import io
+
+            try:
+                fp = io.BytesIO(head)
+                version = np.lib.format.read_magic(fp)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = reader(fp)
+            except Exception:  # noqa: BLE001 - np.load gives the one-line reason
+                return None
+            if dtype.hasobject or dtype.itemsize == 0 or fp.tell() != start:
+                return None
+            parsed = (tuple(int(n) for n in shape), bool(fortran), dtype)
+            if len(_NPY_HEADERS) < 256:
+                _NPY_HEADERS[head] = parsed
+        shape, fortran, dtype = parsed
+        count = math.prod(shape)
+        have = os.fstat(f.fileno()).st_size - start
+        if count * dtype.itemsize > have:  # before allocating what a corrupt header claims
+            raise SegcpError(f"{path}: unreadable .npy file (truncated: {have} of {count * dtype.itemsize} data bytes)")
+        flat = np.empty(count, dtype=dtype)
+        if flat.nbytes and f.readinto(flat.view(np.uint8)) != flat.nbytes:
+            raise SegcpError(f"{path}: unreadable .npy file (shorter than its size while read)")
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def split_ext(name: str) -> tuple[str, str] | None:
@@ -176,6 +231,9 @@ def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[ND
     ext = parts[1]
     try:
         if ext == ".npy":
+            fast = _read_npy(p)
+            if fast is not None:
+                return fast, None
             arr = np.load(p, allow_pickle=False)
             if not isinstance(arr, np.ndarray):  # np.load opens a zip as an .npz archive
                 getattr(arr, "close", lambda: None)()
