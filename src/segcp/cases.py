@@ -168,7 +168,7 @@ def binarize_mask(mask: NDArray[Any], label: int | None, where: str) -> NDArray[
     # min/max instead of a sort (the common cases are {0, 1} and {0, 255}); unsigned: one pass
     lo, hi = (0 if m.dtype.kind == "u" else m.min(initial=0)), m.max(initial=0)  # initial: an empty mask is binary
     if lo >= 0 and hi <= 1:
-        return m == 1
+        return m.view(bool) if m.dtype.itemsize == 1 else m == 1  # {0, 1} bytes are bools: no pass, no copy
     if lo >= 0 and hi == 255 and not np.count_nonzero((m != 0) & (m != 255)):
         return m == 255
     values = np.unique(m)

@@ -204,21 +204,23 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     m = r.size
     if m == 0:
         return LossCurves.single([], [], 0.0)
-    if np.isnan(r[-1]) or r[0] == -np.inf:  # NaN sorts last, -inf first
+    last = float(r[-1])
+    if last != last or r[0] == -np.inf:  # NaN sorts last, -inf first
         raise SegcpError("FNR curve: ground-truth scores must be finite or +inf")
-    r = r[: np.searchsorted(r, np.inf, side="left")]  # +inf: counts in |Y|, never drops
+    if last == np.inf:
+        r = r[: np.searchsorted(r, np.inf, side="left")]  # +inf: counts in |Y|, never drops
     if not compress:
         return LossCurves._sorted_single(r, np.full(r.size, 1.0 / m), 1.0)
+    if r.size == 0:
+        return LossCurves._sorted_single(r, np.zeros(0), 1.0)
     # tied scores merged into one breakpoint: the first of each run (np.unique, minus its overhead)
-    first = np.empty(r.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(r[1:], r[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    counts = np.empty(starts.size, dtype=np.float64)
-    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
-    counts[-1:] = r.size - starts[-1:]
+    first = np.empty(r.size + 1, dtype=bool)  # first[i]: r[i] starts a run; first[-1]: the end
+    first[0] = first[-1] = True
+    np.not_equal(r[1:], r[:-1], out=first[1:-1])
+    bounds = np.flatnonzero(first)
+    counts = np.diff(bounds).astype(np.float64)
     counts /= m
-    return LossCurves._sorted_single(r[starts], counts, 1.0)
+    return LossCurves._sorted_single(r[bounds[:-1]], counts, 1.0)
 
 
 def zero_one_curve(score: float) -> LossCurves:
