@@ -90,6 +90,21 @@ def test_fnr_curve_is_non_increasing_and_correct(scores, compress):
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([0.0, 0.25, 0.5, 1.0]), score, st.just(np.inf)), max_size=40))
+def test_fnr_curve_compressed_is_np_unique_bit_for_bit(scores):
+    """The tie compression is np.unique's (values and counts / m), bit for bit: λ̂ depends on it."""
+    curve = fnr_curve(scores)
+    r = np.asarray(scores, dtype=np.float64)
+    if r.size == 0:
+        assert curve.n == 1 and curve.starts[0] == 0.0 and curve.breakpoints.size == 0
+        return
+    values, counts = np.unique(r[np.isfinite(r)], return_counts=True)
+    assert curve.breakpoints.tobytes() == values.tobytes()
+    assert curve.drops.tobytes() == (counts.astype(np.float64) / r.size).tobytes()
+    assert curve.starts[0] == 1.0
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(score, st.just(np.inf)), min_size=1, max_size=60), alphas)
 def test_crc_on_zero_one_curves_is_the_conformal_quantile(scores, alpha):
     n = len(scores)
