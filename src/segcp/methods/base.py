@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves, coverage_quantile_score, fnr_curve, zero_one_curve
-from segcp.cases import Case
+from segcp.cases import Case, masked_values
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -431,7 +431,7 @@ class MaskFamily(SetFamily):
 
         Override when they can be computed more cheaply than the whole score map.
         """
-        return self.score_map(case)[self.truth_of(case)]
+        return masked_values(self.score_map(case), self.truth_of(case))
 
     def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
         """This case's loss as a step function of λ.
@@ -443,7 +443,7 @@ class MaskFamily(SetFamily):
         g = self.check_guarantee(guarantee)
         case = self._case(item)
         if isinstance(item, Prepared):
-            truth = self._state(item)[self.truth_of(case)]
+            truth = masked_values(self._state(item), self.truth_of(case))
         else:
             truth = self.truth_scores(case)
         if g == "fnr":

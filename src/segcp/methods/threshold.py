@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.cases import Case
+from segcp.cases import Case, masked_values
 from segcp.methods.base import register
 from segcp.methods.normalize import ProbabilityFamily
 
@@ -58,4 +58,4 @@ class ThresholdMethod(ProbabilityFamily):
         """r at the truth pixels only (the same float64 expression as :meth:`score_map`)."""
         if self.normalize != "none":  # the rescaling needs the whole map
             return super().truth_scores(case)
-        return 1.0 - case.probs[self.truth_of(case)].astype(np.float64, copy=False)
+        return np.subtract(1.0, masked_values(case.probs, self.truth_of(case)), dtype=np.float64)
