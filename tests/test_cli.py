@@ -235,3 +235,28 @@ def test_written_files_get_the_usual_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o666 & ~mask
+
+
+def test_threshold_calibrate_imports_only_numpy_and_its_reader(tmp_path):
+    """`segcp calibrate` on raw probabilities pays for numpy, typer and the NPY reader: no scipy,
+    matplotlib, torch, transformers, onnxruntime, nibabel, PIL or dask (docs/benchmarks/speed.md)."""
+    data = tmp_path / "d"
+    (data / "probs").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        np.save(data / "probs" / f"{i}.npy", rng.random((16, 16)).astype(np.float32))
+        np.save(data / "masks" / f"{i}.npy", (rng.random((16, 16)) < 0.3).astype(np.uint8))
+    code = (
+        "import sys\n"
+        "from segcp.cli import main\n"
+        "try:\n"
+        f"    main(['calibrate', '--data', {str(data)!r}, '--alpha', '0.2', '--out', {str(tmp_path / 'c.json')!r}, '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "heavy = ('scipy', 'matplotlib', 'torch', 'transformers', 'onnxruntime', 'nibabel', 'PIL', 'dask', 'distributed')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout
+    assert json.loads((tmp_path / "c.json").read_text())["n"] == 12

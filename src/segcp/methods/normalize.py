@@ -48,7 +48,6 @@ from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from segcp.cases import Case
 from segcp.methods.base import MaskFamily, param
@@ -123,6 +122,8 @@ def normalize_map(
         return np.moveaxis(np.stack([_rescale(v, max(_reference(v, quantile), floor)) for v in q]), 0, ax)
     if how != "component":
         raise ValueError(f"unknown normalisation {how!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    from scipy import ndimage  # here, not at import: `segcp calibrate` on raw probabilities never needs scipy
+
     labels, n = ndimage.label(p >= level)
     if n == 0:
         return _rescale(p, max(_reference(p, quantile), floor))
