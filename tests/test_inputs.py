@@ -154,3 +154,9 @@ def test_npy_truncated_or_lying_header_is_one_line(tmp_path):
         fh.write(b"\0" * 64)
     with pytest.raises(SegcpError, match=r"big\.npy: unreadable \.npy file \(truncated: 64 of 8000000000000 data bytes\)"):
         readers.read_array(g)
+    # a header length of 2 GiB: left to np.load, which refuses it in one line (nothing read ahead)
+    h = tmp_path / "h.npy"
+    h.write_bytes(b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little") + b"x" * 100)
+    assert readers._read_npy(h) is None
+    with pytest.raises(SegcpError, match=r"h\.npy: unreadable \.npy file \("):
+        readers.read_array(h)
