@@ -86,7 +86,6 @@ def _read_npz(path: Path) -> NDArray[Any]:
 
 #: Parsed NPY headers, keyed by their raw bytes: the files of one data set share a few.
 _NPY_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
-_NPY_MAGIC = b"\x93NUMPY"
 _NPY_MAX_HEADER = 10_000  # numpy's own default limit (np.load's max_header_size)
 
 
@@ -104,7 +103,7 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
     """
     with open(path, "rb") as f:
         prefix = f.read(12)
-        if len(prefix) < 10 or prefix[:6] != _NPY_MAGIC or prefix[6] not in (1, 2, 3):
+        if len(prefix) < 10 or prefix[:6] != np.lib.format.MAGIC_PREFIX or prefix[6] not in (1, 2, 3):
             return None
         size = int.from_bytes(prefix[8:10] if prefix[6] == 1 else prefix[8:12], "little")
         if size > _NPY_MAX_HEADER:  # np.load refuses it too, with its reason
