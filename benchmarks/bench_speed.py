@@ -20,6 +20,18 @@ Sections (subcommands):
   and its verification, torch model load, ONNX Runtime session) are timed separately in a fresh
   cache (``--cache`` to reuse one). The load average is recorded before and after.
 
+  Two more parts, on the same encoders: the **roofline** (``--roofline`` rounds): the network's
+  matrix products (:func:`vit_matmuls`: 63 GFLOP per 448² image for DINOv2-S/14) timed alone
+  with torch's float32 GEMMs, interleaved with the torch and ONNX Runtime forward passes on the
+  same pixels, and the 2048³ GEMM rate: how much faster than torch *any* float32 backend could
+  be on this machine; and **int8** (``--int8`` rounds): ONNX Runtime's dynamic int8
+  quantisation of the same file against its float32 session, speed and token difference (what
+  reduced precision would buy, and cost).
+
+* ``encoder-sessions`` — ONNX Runtime alone on the default encoder's file: sessions with dynamic
+  and with fixed input shape, fed one image per pass or batches of 8, interleaved rounds; the
+  seconds per image (why the onnx backend runs a fixed-shape session one image at a time).
+
 * ``encoder-rwcp`` — RW-CP calibrated on a data directory (probs/, masks/, images/) with
   ``ConformalSegmenter("rwcp", alpha, method_params={"encoder": "dinov2-small", ...})``, once
   per backend, each in its own process with its own ``SEGCP_CACHE`` (the feature caches never
@@ -47,6 +59,7 @@ Run::
 
     SEGCP_DATA=../shared/data python benchmarks/bench_speed.py encoder --out docs/benchmarks/speed_encoder.json
     python benchmarks/bench_speed.py encoder --images 2 --reps 1 --slices 16     # quicker
+    python benchmarks/bench_speed.py encoder-sessions --out docs/benchmarks/speed_encoder_sessions.json
     python benchmarks/bench_speed.py encoder-rwcp --data DIR --out docs/benchmarks/speed_encoder_rwcp.json
     python benchmarks/bench_speed.py calibration --reference /path/to/old/checkout --profile docs/benchmarks/calibration_profile.txt \
         --out docs/benchmarks/speed_calibration.json
@@ -180,6 +193,156 @@ def _la_volume(ident: str | None) -> tuple[list[np.ndarray], str, tuple[int, ...
     return [np.ascontiguousarray(vol[:, :, z]) for z in range(vol.shape[2])], vid, tuple(vol.shape)
 
 
+def vit_matmuls(config: dict[str, Any], grid: tuple[int, int], prefix: int) -> list[tuple[str, int, int, int, int]]:
+    """Every matrix product of one forward pass of a ViT: ``(name, count, m, k, n)``.
+
+    ``config``: the transformers config (hidden_size, num_hidden_layers, num_attention_heads,
+    intermediate_size or mlp_ratio, patch_size); ``grid`` = (h, w) patch tokens; ``prefix``: CLS
+    and register tokens. ``count`` products of an (m, k) by a (k, n) matrix, over all blocks
+    (the attention's per head). Element-wise work (layer norms, GELU, softmax) is not counted.
+    """
+    d = int(config["hidden_size"])
+    blocks = int(config["num_hidden_layers"])
+    heads = int(config["num_attention_heads"])
+    mlp = int(config.get("intermediate_size") or round(float(config.get("mlp_ratio", 4)) * d))
+    p = int(config["patch_size"])
+    n = prefix + grid[0] * grid[1]
+    return [
+        ("patch embedding", 1, grid[0] * grid[1], 3 * p * p, d),
+        ("q, k, v", 3 * blocks, n, d, d),
+        ("attention scores", heads * blocks, n, d // heads, n),
+        ("attention × values", heads * blocks, n, n, d // heads),
+        ("attention output", blocks, n, d, d),
+        ("MLP in", blocks, n, d, mlp),
+        ("MLP out", blocks, n, mlp, d),
+    ]
+
+
+def _matmul_seconds(products: list[tuple[str, int, int, int, int]], reps: int = 5) -> dict[str, float]:
+    """Seconds of the products alone with torch's float32 GEMMs (each shape timed, best of ``reps``) × count."""
+    import torch
+
+    out: dict[str, float] = {}
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for name, count, m, k, n in products:
+            a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+            c = torch.empty(m, n)
+            torch.mm(a, b, out=c)
+            best = min(_timed(lambda: torch.mm(a, b, out=c))[1] for _ in range(reps))
+            out[name] = best * count
+    return out
+
+
+def _gemm_peak(threads: int, reps: int = 5) -> float:
+    """GFLOP/s of torch's float32 GEMM on 2048 × 2048 matrices (best of ``reps``): the machine's roof."""
+    import torch
+
+    with _torch_threads(threads), torch.inference_mode():
+        a = torch.randn(2048, 2048)
+        c = torch.mm(a, a)
+        best = min(_timed(lambda: torch.mm(a, a, out=c))[1] for _ in range(reps))
+    return 2 * 2048**3 / best / 1e9
+
+
+def _torch_threads(threads: int) -> Any:
+    from segcp.encoders.dinov2 import _torch_threads as ctx
+
+    return ctx(threads)
+
+
+def run_roofline(enc: dict[tuple[str, int], Any], threads: list[int], image: np.ndarray, rounds: int) -> dict[str, Any]:
+    """How close each backend's float32 forward pass is to the machine's float32 GEMM speed.
+
+    Per thread count, ``rounds`` interleaved rounds of: the network's matrix products alone
+    (:func:`vit_matmuls`, torch GEMMs), the torch forward pass, the ONNX Runtime forward pass
+    (``hidden_states`` on the same normalised 448² pixels: preprocessing excluded). No float32
+    backend whose GEMMs are no faster than these can beat torch by more than
+    ``torch forward ÷ products alone``; the best GEMM rate seen (2048³ or any of the network's
+    shapes) bounds a float32 forward pass at ``GFLOP ÷ rate`` seconds.
+    """
+    e = enc[("torch", threads[0])]
+    px = e.pixel_values([image], (448, 448), backend="torch")
+    products = vit_matmuls(e.config, (32, 32), e.n_prefix)
+    flops = sum(2 * c * m * k * n for _, c, m, k, n in products)
+    res: dict[str, Any] = {"products": [list(p) for p in products], "gflop": flops / 1e9, "per_threads": {}}
+    for t in threads:
+        rows: dict[str, list[float]] = {"products_alone": [], "torch": [], "onnx": []}
+        by_product: dict[str, list[float]] = {}
+        for r in range(rounds):
+            with _torch_threads(t):
+                mm = _matmul_seconds(products)
+            rows["products_alone"].append(sum(mm.values()))
+            for name, v in mm.items():
+                by_product.setdefault(name, []).append(v)
+            for b in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
+                rows[b].append(_timed(lambda: enc[(b, t)].hidden_states(px))[1])
+        med = {k: float(np.median(v)) for k, v in rows.items()}
+        gemm_2048 = _gemm_peak(t)
+        # the roof: the best float32 GEMM rate seen on this machine, over 2048³ and the network's own shapes
+        rates = {name: 2 * c * m * k * n / 1e9 / min(by_product[name]) for name, c, m, k, n in products}
+        peak = max([gemm_2048, *rates.values()])
+        res["per_threads"][str(t)] = {
+            "seconds": med, "all_seconds": rows,
+            "products_seconds": {k: float(np.median(v)) for k, v in by_product.items()},
+            "products_best_gflops": rates,
+            "gflops": {k: flops / 1e9 / v for k, v in med.items()},
+            "gemm_2048_gflops": gemm_2048,
+            "gemm_peak_gflops": peak,
+            "floor_at_gemm_peak_s": flops / 1e9 / peak,
+            "max_ratio_vs_torch_products": med["torch"] / med["products_alone"],
+            "max_ratio_vs_torch_gemm_peak": med["torch"] / (flops / 1e9 / peak),
+            "ratio_torch_onnx": med["torch"] / med["onnx"],
+        }
+        print(f"  roofline: {t} thread(s) done, load {_load()}", flush=True)
+    return res
+
+
+def run_int8(enc: dict[tuple[str, int], Any], threads: list[int], images: list[np.ndarray], reps: int) -> dict[str, Any]:
+    """What reduced precision would buy: ONNX Runtime's dynamic int8 quantisation of the same file.
+
+    ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantised at run
+    time, MatMul/Gemm only) of the encoder's ONNX file; per thread count, the float32 and int8
+    sessions interleaved on the same normalised pixels (``reps`` rounds over ``images``), and the
+    int8 tokens' difference from float32. Not a segcp option: it fails the 1e-4 feature criterion.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from segcp.encoders.onnxrt import _new_session, ensure_onnx
+
+    e = enc[("onnx", threads[0])]
+    art = ensure_onnx(e)
+    qpath = _temporary("segcp-bench-int8-") / "model-int8.onnx"
+    _, q_s, _ = _timed(lambda: quantize_dynamic(str(art.path), str(qpath), weight_type=QuantType.QInt8,
+                                                op_types_to_quantize=["MatMul", "Gemm"]))
+    pxs = [e.pixel_values([im], (448, 448)) for im in images]
+    res: dict[str, Any] = {"quantize_s": q_s, "how": "quantize_dynamic(weight_type=QInt8, op_types_to_quantize=[MatMul, Gemm])",
+                           "per_threads": {}}
+    diffs: list[float] = []
+    rel: list[float] = []
+    for t in threads:
+        int8 = _new_session(qpath, t, (448, 448))  # the same fixed-shape session as the float32 encoder's
+        name = int8.get_inputs()[0].name
+        f32 = enc[("onnx", t)]
+        run = {"float32": f32.hidden_states, "int8": lambda px: int8.run(None, {name: px})[0]}
+        times: dict[str, list[float]] = {"float32": [], "int8": []}
+        for r in range(reps):
+            for i, px in enumerate(pxs):
+                out = {}
+                for k in (("float32", "int8") if (r + i) % 2 == 0 else ("int8", "float32")):
+                    out[k], w, _ = _timed(lambda: run[k](px))
+                    times[k].append(w)
+                if t == threads[0] and r == 0:
+                    d = np.abs(out["int8"].astype(np.float64) - out["float32"])
+                    diffs.append(float(d.max()))
+                    rel.append(float(np.linalg.norm(out["int8"] - out["float32"]) / np.linalg.norm(out["float32"])))
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        res["per_threads"][str(t)] = {"seconds": med, "speedup_over_float32": med["float32"] / med["int8"]}
+    res["max_abs_diff"] = max(diffs)
+    res["relative_error_median"] = float(np.median(rel))
+    return res
+
+
 def run_encoder(args: argparse.Namespace) -> dict[str, Any]:
     from segcp.encoders import get_encoder
     from segcp.encoders.convert import ensure_dinov2_small
@@ -270,6 +433,10 @@ def run_encoder(args: argparse.Namespace) -> dict[str, Any]:
         if "volume" in res:
             r["per_volume"] = res["volume"]["seconds"][f"torch@{t}"] / res["volume"]["seconds"][f"onnx@{t}"]
         res["ratios"][f"{t}"] = r
+    if args.roofline:
+        res["roofline"] = run_roofline(enc, threads, images[0], args.roofline)
+    if args.int8:
+        res["int8"] = run_int8(enc, threads, images, args.int8)
     res["load_end"] = _load()
     return res
 
@@ -296,6 +463,79 @@ def print_encoder(res: dict[str, Any]) -> None:
         print(f"  {c['image']}: torch-onnx {c['torch_vs_onnx']:.2e}; to float64: torch {c['torch_vs_float64']:.2e}, onnx {c['onnx_vs_float64']:.2e}")
     print("median of per-pair ratios (per image):", {t: round(v, 2) for t, v in res["per_image_pair_ratio_median"].items()})
     print("one-off:", {k: round(v, 2) for k, v in res["one_off"].items()})
+    if "roofline" in res:
+        rl = res["roofline"]
+        print(f"\nroofline: {rl['gflop']:.1f} GFLOP of matrix products per 448² forward pass (preprocessing excluded)")
+        print("| threads | products alone (torch GEMMs) | torch forward | ONNX Runtime forward | best GEMM rate | max torch ÷ fp32 ratio (products / GEMM peak) |")
+        print("|---|---|---|---|---|---|")
+        for t, r in sorted(rl["per_threads"].items(), key=lambda kv: int(kv[0])):
+            sec, g = r["seconds"], r["gflops"]
+            print(f"| {t} | {sec['products_alone']:.3f} s ({g['products_alone']:.0f} GFLOP/s) | {sec['torch']:.3f} s ({g['torch']:.0f}) "
+                  f"| {sec['onnx']:.3f} s ({g['onnx']:.0f}) | {r['gemm_peak_gflops']:.0f} GFLOP/s "
+                  f"| {r['max_ratio_vs_torch_products']:.2f}× / {r['max_ratio_vs_torch_gemm_peak']:.2f}× |")
+    if "int8" in res:
+        q = res["int8"]
+        print(f"int8 (dynamic quantisation, not a segcp option): speed-up over float32 ONNX Runtime "
+              f"{ {t: round(r['speedup_over_float32'], 2) for t, r in q['per_threads'].items()} }; "
+              f"tokens max abs diff {q['max_abs_diff']:.2e}, relative error {q['relative_error_median']:.3f}")
+
+
+# ---------------------------------------------------------------------------- encoder-sessions
+def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
+    """ONNX Runtime sessions on the default encoder's file: dynamic vs fixed input shape, 1 vs 8 images per pass.
+
+    Four sessions per thread count — dynamic (B, H, W) and fixed (1 or 8, 3, 448, 448), each fed
+    one image per pass or batches of 8 — on the same 8 normalised images (standard normal,
+    seed 0), interleaved in ``--rounds`` rounds (order reversed every other round); the median
+    seconds per image. Why the onnx backend runs a fixed-shape session one image at a time.
+    """
+    from segcp.encoders import get_encoder
+    from segcp.encoders.onnxrt import _new_session, ensure_onnx
+
+    cache = Path(args.cache) if args.cache else _temporary("segcp-bench-sessions-")
+    os.environ["SEGCP_CACHE"] = str(cache)
+    art = ensure_onnx(get_encoder("dinov2-small", backend="onnx"))
+    x = np.random.default_rng(0).standard_normal((8, 3, 448, 448)).astype(np.float32)
+    res: dict[str, Any] = {"section": "encoder-sessions", "cpus": os.cpu_count(), "versions": _versions(),
+                           "load_start": _load(), "onnx": str(art.path), "rounds": args.rounds, "per_threads": {}}
+    for t in [int(v) for v in args.threads]:
+        dyn = _new_session(art.path, t)
+        fixed1 = _new_session(art.path, t, (448, 448))
+        fixed8 = _fixed_batch_session(art.path, t, 8)
+        runs = {
+            "dynamic, 1 per pass": lambda: [dyn.run(None, {art.input_name: x[i : i + 1]}) for i in range(8)],
+            "fixed (1, 3, 448, 448), 1 per pass": lambda: [fixed1.run(None, {art.input_name: x[i : i + 1]}) for i in range(8)],
+            "dynamic, 8 per pass": lambda: dyn.run(None, {art.input_name: x}),
+            "fixed (8, 3, 448, 448), 8 per pass": lambda: fixed8.run(None, {art.input_name: x}),
+        }
+        for f in runs.values():
+            f()
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(args.rounds):
+            for k in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                times[k].append(_timed(runs[k])[1] / 8)
+        res["per_threads"][str(t)] = {"seconds_per_image": {k: float(np.median(v)) for k, v in times.items()}, "all": times}
+        print(f"  sessions: {t} thread(s) done, load {_load()}", flush=True)
+    res["load_end"] = _load()
+    return res
+
+
+def _fixed_batch_session(path: Path, threads: int, batch: int) -> Any:
+    """Like ``onnxrt._new_session(path, threads, (448, 448))`` with the batch fixed to ``batch`` (benchmark only)."""
+    import onnxruntime as ort
+
+    from segcp.encoders.onnxrt import BATCH_DIMS, SPATIAL_DIMS
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    for name in BATCH_DIMS:
+        opts.add_free_dimension_override_by_name(name, batch)
+    for name in SPATIAL_DIMS:
+        opts.add_free_dimension_override_by_name(name, 448)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------- encoder-rwcp
@@ -487,7 +727,14 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--batch", type=int, default=8, help="slices per forward pass for the volume")
     e.add_argument("--cache", default=None, help="SEGCP_CACHE to use (default: a fresh temporary one)")
     e.add_argument("--float64", type=int, default=1, help="1: compare both backends with a float64 torch forward on the 3 worst images")
+    e.add_argument("--roofline", type=int, default=3, help="rounds of the float32 roofline (0: skip)")
+    e.add_argument("--int8", type=int, default=1, help="rounds of the int8 comparison over the ACDC images (0: skip)")
     e.add_argument("--out", default=None, help="write the results as JSON")
+    se = sub.add_parser("encoder-sessions", help="ONNX Runtime: dynamic vs fixed-shape sessions, 1 vs 8 images per pass")
+    se.add_argument("--threads", nargs="+", default=["1", "2"])
+    se.add_argument("--rounds", type=int, default=4)
+    se.add_argument("--cache", default=None)
+    se.add_argument("--out", default=None)
     r = sub.add_parser("encoder-rwcp", help="RW-CP lambda and sets with both backends")
     r.add_argument("--data", required=True, help="data directory with probs/, masks/, images/")
     r.add_argument("--alpha", type=float, default=0.1)
@@ -516,6 +763,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.section == "encoder":
             res = run_encoder(args)
             print_encoder(res)
+        elif args.section == "encoder-sessions":
+            res = run_sessions(args)
+            for t, r in res["per_threads"].items():
+                print(t, "thread(s):", {k: round(v, 3) for k, v in r["seconds_per_image"].items()})
         elif args.section == "calibration":
             res = run_calibration(args)
             print(json.dumps({k: res[k] for k in ("median", "ratio_wall", "ratio_cpu", "ratio_wall_vs_segcp_read", "ratio_cpu_vs_segcp_read",

@@ -145,7 +145,39 @@ def test_checkpoint_export_matches_torch(tmp_path, kind, layer):
     # identity is backend-free; the cache key is not
     assert ort_enc.id == torch_enc.id
     assert torch_enc.cache_id == torch_enc.id
-    assert ort_enc.cache_id == f"{ort_enc.id}:backend=onnxruntime:onnx={rec['onnx_sha256'][:16]}"
+    assert ort_enc.cache_id == f"{ort_enc.id}:backend=onnxruntime:onnx={rec['onnx_sha256'][:16]}:session=fixed-shape"
+    aspect = get_encoder(str(tmp_path / kind), backend="onnx", **kw2)
+    assert aspect.fixed_input_shape is None
+    assert aspect.cache_id == f"{ort_enc.id.replace(f'in={4 * patch + 3}:aspect=0', f'in={6 * patch}:aspect=1')}" \
+        f":backend=onnxruntime:onnx={rec['onnx_sha256'][:16]}"
+
+
+@needs_ort
+def test_fixed_shape_session_one_image_per_pass(tmp_path, monkeypatch):
+    """A fixed-size encoder runs ONNX Runtime on a (1, 3, H, W) session; the same features as
+    the dynamic session up to float rounding, for any batch size; a file whose dimensions
+    cannot be fixed is refused in one line."""
+    patch = _tiny("dinov2", tmp_path / "m")
+    enc = get_encoder(str(tmp_path / "m"), input_size=4 * patch, batch_size=3, backend="onnx", threads=1)
+    assert enc.fixed_input_shape == (4 * patch, 4 * patch)
+    imgs = _images(5)
+    got = enc.encode(imgs)
+    art, sess = enc._onnx
+    assert sess.get_inputs()[0].shape == [1, 3, 4 * patch, 4 * patch]
+    px = enc.pixel_values(imgs)
+    dynamic = onnxrt.run_tokens(onnxrt.open_session(art, 1), art.input_name, px)
+    assert onnxrt.open_session(art, 1).get_inputs()[0].shape[2:] == ["height", "width"]
+    np.testing.assert_allclose(enc.hidden_states(px), dynamic, rtol=0, atol=1e-5)
+    one_by_one = [enc.encode([im])[0] for im in imgs]  # batch size changes nothing, bit for bit
+    for g, o in zip(got, one_by_one):
+        np.testing.assert_array_equal(g, o)
+    # an input of another size goes through the dynamic session
+    other = enc.hidden_states(enc.pixel_values(imgs[:1], (3 * patch, 5 * patch)))
+    assert other.shape[1] == enc.n_prefix + 15
+    monkeypatch.setattr(onnxrt, "SPATIAL_DIMS", ("h", "w"))
+    monkeypatch.setattr(onnxrt, "_SESSIONS", {})
+    with pytest.raises(SegcpError, match=r"input dimensions .* cannot be fixed to \[1, 3, 56, 56\]; delete .* to make it again"):
+        onnxrt.open_session(art, 1, (4 * patch, 4 * patch))
 
 
 @needs_ort

@@ -189,7 +189,7 @@ class HFEncoder(Encoder):
         self.backend = resolve_backend(backend)
         self._model: Any = None
         self._weights_sha: str | None = None
-        self._onnx: Any = None  # (artifact, session) once opened
+        self._onnx: Any = None  # (artifact, session at fixed_input_shape or dynamic) once opened
 
     # ------------------------------------------------------------------ identity
     @property
@@ -221,13 +221,16 @@ class HFEncoder(Encoder):
         """Feature-cache key: :attr:`id` for torch; ``id`` + ONNX Runtime + the ONNX file's checksum for onnx.
 
         The backends' features differ by float rounding (~1e-5), so their cache entries are
-        kept apart (see :mod:`segcp.encoders.onnxrt`). For the onnx backend this makes the
-        ONNX file when it does not exist yet.
+        kept apart (see :mod:`segcp.encoders.onnxrt`); so are those of ONNX Runtime's
+        fixed-shape and dynamic sessions on the same file (``:session=fixed-shape`` when the
+        encoder has a :attr:`fixed_input_shape`). For the onnx backend this makes the ONNX file
+        when it does not exist yet.
         """
         if self.backend == "onnx":
             opened = self._onnx_session()
             if opened is not None:
-                return f"{self.id}:backend=onnxruntime:onnx={opened[0].sha256[:16]}"
+                fixed = "" if self.fixed_input_shape is None else ":session=fixed-shape"
+                return f"{self.id}:backend=onnxruntime:onnx={opened[0].sha256[:16]}{fixed}"
         return self.id
 
     def input_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
@@ -242,15 +245,33 @@ class HFEncoder(Encoder):
             d["onnx"] = str(self._onnx[0].path)
         return d
 
+    @property
+    def fixed_input_shape(self) -> tuple[int, int] | None:
+        """The model input (H', W') every image is resized to, when it does not depend on the image.
+
+        ``keep_aspect=False`` with an ``input_size`` (the default: 448 × 448); None otherwise.
+        The onnx backend runs such an encoder one image per forward pass on a session made for
+        that one shape (:func:`segcp.encoders.onnxrt.open_session`), the fastest way ONNX
+        Runtime runs it on a CPU (docs/benchmarks/speed.md); other shapes use the session with
+        dynamic batch, height and width.
+        """
+        if self.keep_aspect or self.input_size is None:
+            return None
+        return input_shape((1, 1), self.input_size, self.patch_size, False)
+
     # ------------------------------------------------------------------ onnx backend
     def _onnx_session(self) -> tuple[Any, Any] | None:
-        """(artifact, session) of the onnx backend, made/opened on first use; None after an auto fallback."""
+        """(artifact, session) of the onnx backend, made/opened on first use; None after an auto fallback.
+
+        The session is the one for :attr:`fixed_input_shape` when the encoder has one, else the
+        dynamic one.
+        """
         if self._onnx is None and self.backend == "onnx":
             from segcp.encoders.onnxrt import OnnxUnavailable, ensure_onnx, open_session
 
             try:
                 artifact = ensure_onnx(self)
-                self._onnx = (artifact, open_session(artifact, self.threads))
+                self._onnx = (artifact, open_session(artifact, self.threads, self.fixed_input_shape))
             except OnnxUnavailable as exc:
                 if self.backend_requested != "auto":
                     raise
@@ -325,10 +346,15 @@ class HFEncoder(Encoder):
         if self.backend == "onnx":
             opened = self._onnx_session()
             if opened is not None:
-                from segcp.encoders.onnxrt import run_tokens
+                from segcp.encoders.onnxrt import open_session, run_tokens
 
                 artifact, session = opened
-                return run_tokens(session, artifact.input_name, pixel_values)
+                fixed = self.fixed_input_shape
+                if fixed is not None and tuple(pixel_values.shape[2:]) == fixed:  # one image per pass
+                    return np.concatenate(
+                        [run_tokens(session, artifact.input_name, pixel_values[i : i + 1]) for i in range(len(pixel_values))]
+                    )
+                return run_tokens(open_session(artifact, self.threads), artifact.input_name, pixel_values)
         return self.torch_hidden_states(pixel_values)
 
     def torch_hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
