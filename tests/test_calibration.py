@@ -41,6 +41,47 @@ def brute_force_lambda(curves: LossCurves, alpha: float, lambda_min: float) -> f
     raise AssertionError("no candidate satisfies the bound")
 
 
+def sorted_reduce_lambda(curves: LossCurves, alpha: float) -> float:
+    """The reduce as it was before the selection (argsort of all breakpoints, cumulative totals)."""
+    target = alpha * (curves.n + 1) - 1
+    order = np.argsort(curves.breakpoints)
+    totals = float(curves.starts.sum()) - np.cumsum(curves.drops[order])
+    return float(curves.breakpoints[order][np.flatnonzero(totals <= target + TOL)[0]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(image_scores, min_size=19, max_size=45), alphas, st.sampled_from([1, 2, 5, 16]))
+def test_selection_rounds_equal_brute_force(per_image, alpha, sort_below):
+    """The weighted quickselect with its partition rounds forced (tiny sort threshold)."""
+    import segcp.calibration.crc as crc
+
+    curves = LossCurves.concat([fnr_curve(s) for s in per_image])
+    if curves.n < min_calibration_size(alpha) or not curves.breakpoints.size:
+        return
+    old = crc._SORT_BELOW
+    crc._SORT_BELOW = sort_below
+    try:
+        res = crc_lambda(curves, alpha, lambda_min=0.0)
+    finally:
+        crc._SORT_BELOW = old
+    assert res.lambda_ == brute_force_lambda(curves, alpha, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_equals_sorted_reduce_at_scale(seed):
+    """λ̂ bit for bit the sorted reduce's on 300 images of ~2000 float32 scores (ties across images)."""
+    rng = np.random.default_rng(seed)
+    curves = LossCurves.concat(
+        [fnr_curve(np.round(rng.random(int(rng.integers(0, 4000))), 4 if i % 3 else 7).astype(np.float32))
+         for i in range(300)]
+    )
+    assert curves.breakpoints.size > 4 * 4096  # the partition rounds run
+    for alpha in (0.02, 0.1, 0.3):
+        res = crc_lambda(curves, alpha)
+        assert res.lambda_ == sorted_reduce_lambda(curves, alpha)
+        assert res.empirical_risk == pytest.approx(curves.evaluate(res.lambda_).mean(), abs=1e-12)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(image_scores, min_size=1, max_size=45), alphas)
 def test_crc_equals_brute_force(per_image, alpha):

@@ -5,9 +5,10 @@ Conformal risk control (Angelopoulos et al., 2024) with losses bounded by B:
     λ̂ = inf{ λ : n/(n+1) · R̂_n(λ) + B/(n+1) ≤ α },   R̂_n(λ) = (1/n) Σ_i L_i(λ),
 
 gives E[L_{n+1}(λ̂)] ≤ α for exchangeable data. Because every L_i is a step function, the
-total Σ_i L_i(λ) only changes at the merged breakpoints: sort them once (O(P log P)),
-accumulate the drops, and λ̂ is the first breakpoint at which the total reaches
-α(n+1) − B. No λ grid, no root finding, and λ̂ is exactly the smallest admissible λ.
+total Σ_i L_i(λ) only changes at the breakpoints, and λ̂ is the first breakpoint at which
+the total reaches α(n+1) − B: a weighted selection over all breakpoints
+(:func:`first_breakpoint_reaching`, O(P) expected; no full sort). No λ grid, no root
+finding, and λ̂ is exactly the smallest admissible λ.
 
 Floating point: totals are sums of P drops, so they carry a relative error of order
 P·1e-16. Comparisons use an absolute tolerance of ``TOL`` (1e-9 in loss units, i.e. a
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from segcp.calibration.curves import LossCurves
 from segcp.errors import SegcpError
@@ -34,6 +35,7 @@ __all__ = [
     "min_calibration_size",
     "check_calibration_size",
     "crc_lambda",
+    "first_breakpoint_reaching",
     "conformal_quantile",
 ]
 
@@ -145,29 +147,72 @@ def crc_lambda(
     if np.any(curves.starts > B + TOL) or np.any(curves.ends() < -TOL):
         raise SegcpError(f"losses must lie in [0, {B:g}] for conformal risk control")
     total0 = float(curves.starts.sum())
-    b, totals = curves.merged
+    b, d = curves.breakpoints, curves.drops
 
     def total_at(lam: float) -> float:
         """Σ_i L_i(λ), all drops at breakpoints ≤ λ applied."""
-        k = int(np.searchsorted(b, lam, side="right"))
-        return total0 if k == 0 else float(totals[k - 1])
+        return total0 - float(d[b <= lam].sum())
 
-    if total_at(lambda_min) <= target + TOL:
+    limit = target + TOL
+    if total_at(lambda_min) <= limit:
         lam = float(lambda_min)
     else:
-        ok = np.flatnonzero(totals <= target + TOL)
-        if ok.size == 0:
-            final = total0 - float(curves.drops.sum())
+        final = total0 - float(d.sum())
+        if not final <= limit:
             raise SegcpError(
                 f"no lambda satisfies the risk bound at alpha={a:g}: even the largest sets "
                 f"leave a mean calibration loss of {final / n:.4g} (some sets never cover "
                 f"their ground truth)"
             )
-        # First breakpoint where the total reaches the target; the total is non-increasing
-        # along b, so no smaller λ qualifies (and λ > lambda_min here).
-        lam = float(b[ok[0]])
+        # The total is non-increasing in λ and reaches the target at the largest breakpoint:
+        # λ̂ is the smallest breakpoint where it does (and λ̂ > lambda_min here).
+        lam = first_breakpoint_reaching(b, d, total0, limit)
     risk = total_at(lam) / n
     return CRCResult(lam, a, n, risk, (n * risk + B) / (n + 1))
+
+
+#: Below this many candidate breakpoints the selection sorts what is left.
+_SORT_BELOW = 4096
+
+
+def first_breakpoint_reaching(
+    breakpoints: NDArray[np.float64], drops: NDArray[np.float64], total0: float, limit: float
+) -> float:
+    """The smallest breakpoint v with ``total0 − Σ_{b_j ≤ v} d_j ≤ limit``; O(P) expected.
+
+    ``breakpoints`` (P,) float64 in any order, ``drops`` (P,) float64 ≥ 0; the caller has
+    checked that the largest breakpoint qualifies. A weighted quickselect: the median of the
+    remaining candidates (``np.partition``, linear) splits them into those below, equal to and
+    above it; the drops below (plus every drop already known to lie below all candidates)
+    decide which side holds the answer; the pivot's value itself is the answer when the drops
+    up to and including its ties reach the limit. Each round at least halves the candidates
+    (ties only help), so the work is ~2P element operations against P·log P for sorting all
+    breakpoints, which is what the exact reduce did before (the answer is the same breakpoint;
+    the totals are float64 sums in another order, equal to within P·1e-16 relative, far below
+    ``TOL``).
+    """
+    vals, w = breakpoints, drops
+    below = 0.0  # Σ drops of the breakpoints below every remaining candidate
+    while vals.size > _SORT_BELOW:
+        mid = vals.size // 2
+        pivot = np.partition(vals, mid)[mid]
+        lo = vals < pivot
+        with_lo = below + float(w[lo].sum())
+        if total0 - with_lo <= limit:  # reached strictly below the pivot
+            vals, w = vals[lo], w[lo]
+            continue
+        eq = vals == pivot
+        with_eq = with_lo + float(w[eq].sum())
+        if total0 - with_eq <= limit:
+            return float(pivot)
+        below = with_eq
+        hi = vals > pivot
+        vals, w = vals[hi], w[hi]
+    order = np.argsort(vals, kind="stable")
+    hit = np.flatnonzero(total0 - (below + np.cumsum(w[order])) <= limit)
+    # the first candidate where the running total reaches the limit (its ties only lower the
+    # total); none only if this sum's rounding differs from the caller's check: the largest
+    return float(vals[order][hit[0] if hit.size else -1])
 
 
 def conformal_quantile(scores: ArrayLike, alpha: float) -> float:

@@ -138,19 +138,6 @@ class LossCurves:
             drops=self.drops[pos],
         )
 
-    @cached_property
-    def merged(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """All breakpoints sorted, and the total loss Σ_i L_i just after each one.
-
-        Computed once per object (the O(P log P) step of CRC), so calibrating several α on
-        the same curves sorts once.
-        """
-        order = np.argsort(self.breakpoints)  # tie order is irrelevant: ties are resolved by searchsorted
-        totals = self.drops[order]  # then in place: the same sums as total0 - cumsum(drops[order]), no temporaries
-        np.cumsum(totals, out=totals)
-        np.subtract(float(self.starts.sum()), totals, out=totals)
-        return self.breakpoints[order], totals
-
     def ends(self) -> NDArray[np.float64]:
         """L_i(+∞) for each image, shape (n,).
 
