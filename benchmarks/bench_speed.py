@@ -501,7 +501,7 @@ def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
     for t in [int(v) for v in args.threads]:
         dyn = _new_session(art.path, t)
         fixed1 = _new_session(art.path, t, (448, 448))
-        fixed8 = _fixed_batch_session(art.path, t, 8)
+        fixed8 = _new_session(art.path, t, (448, 448), batch=8)
         runs = {
             "dynamic, 1 per pass": lambda: [dyn.run(None, {art.input_name: x[i : i + 1]}) for i in range(8)],
             "fixed (1, 3, 448, 448), 1 per pass": lambda: [fixed1.run(None, {art.input_name: x[i : i + 1]}) for i in range(8)],
@@ -518,24 +518,6 @@ def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  sessions: {t} thread(s) done, load {_load()}", flush=True)
     res["load_end"] = _load()
     return res
-
-
-def _fixed_batch_session(path: Path, threads: int, batch: int) -> Any:
-    """Like ``onnxrt._new_session(path, threads, (448, 448))`` with the batch fixed to ``batch`` (benchmark only)."""
-    import onnxruntime as ort
-
-    from segcp.encoders.onnxrt import BATCH_DIMS, SPATIAL_DIMS
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    for name in BATCH_DIMS:
-        opts.add_free_dimension_override_by_name(name, batch)
-    for name in SPATIAL_DIMS:
-        opts.add_free_dimension_override_by_name(name, 448)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------- encoder-rwcp

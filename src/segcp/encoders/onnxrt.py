@@ -551,8 +551,8 @@ BATCH_DIMS = ("batch_size", "batch")
 SPATIAL_DIMS = ("height", "width")
 
 
-def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None = None) -> Any:
-    """A CPU session on ``path``; ``shape`` = (H, W): a session for input (1, 3, H, W) only.
+def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None = None, batch: int = 1) -> Any:
+    """A CPU session on ``path``; ``shape`` = (H, W): a session for input (batch, 3, H, W) only.
 
     A fixed input shape lets ONNX Runtime's graph optimiser fold what depends only on it (the
     bicubic interpolation of the position embeddings, the attention's reshapes) into constants
@@ -571,7 +571,7 @@ def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None 
     opts.log_severity_level = 3
     if shape is not None:
         for name in BATCH_DIMS:
-            opts.add_free_dimension_override_by_name(name, 1)
+            opts.add_free_dimension_override_by_name(name, int(batch))
         for name, size in zip(SPATIAL_DIMS, shape):
             opts.add_free_dimension_override_by_name(name, int(size))
     try:
@@ -581,7 +581,7 @@ def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None 
         raise SegcpError(f"{path}: corrupt or unreadable ONNX file ({first}); delete {path.parent} to make it again") from None
     if shape is not None:
         got = list(sess.get_inputs()[0].shape)
-        want = [1, 3, int(shape[0]), int(shape[1])]
+        want = [int(batch), 3, int(shape[0]), int(shape[1])]
         if got != want:  # the file's dimension names are not segcp's: it was not made by this module
             raise SegcpError(f"{path}: input dimensions {got} cannot be fixed to {want}; delete {path.parent} to make it again")
     return sess
