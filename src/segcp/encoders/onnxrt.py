@@ -73,9 +73,10 @@ the feature cache does **not** mix them: the cache key (:attr:`HFEncoder.cache_i
 ``id`` for torch (unchanged, so existing caches stay valid) and
 ``<id>:backend=onnxruntime:onnx=<first 16 hex digits of the ONNX file's SHA-256>`` for ONNX
 Runtime, followed by ``:session=fixed-shape`` for an encoder with a fixed input shape (the
-fixed-shape and dynamic sessions on one file differ by float rounding, ~1e-5). A cache hit therefore always returns what the same backend, on the same file, would
-compute again. Thread counts and library versions are not in the key (their effect is float
-rounding below the backend difference).
+fixed-shape and dynamic sessions on one file differ by float rounding, ~1e-5). A cache hit
+therefore always returns what the same backend, on the same file, would compute again. Thread
+counts and library versions are not in the key (their effect is float rounding below the
+backend difference).
 
 Errors are one-line :class:`segcp.errors.SegcpError` messages: onnxruntime or onnx missing
 (with the install command), a checksum mismatch, a corrupt file (both with the directory to
