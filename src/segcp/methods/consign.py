@@ -28,6 +28,9 @@ from segcp.multiclass.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition
 
 __all__ = ["ConsignMethod"]
 
+#: The search options a calibration record held before issue 28 added ``strategy`` (all of them).
+_ISSUE16_SEARCH = {"n_screen", "n_starts", "max_iter", "patience", "lr", "temperature", "rtol", "atol", "lambda_max", "seed"}
+
 
 @register
 @dataclass(repr=False, eq=False)
@@ -70,6 +73,10 @@ class ConsignMethod(SegmentationSetFamily):
     def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         p = dict(params)
         search = dict(p.pop("search", None) or {})
+        if "strategy" not in search and _ISSUE16_SEARCH <= set(search):
+            # every option of issue 16's search and no strategy: a calibration record written
+            # before the strategy existed, whose scores came from the Adam search
+            search["strategy"] = "adam"
         for key in list(p):
             if key in SearchOptions.__dataclass_fields__:
                 search[key] = p.pop(key)
