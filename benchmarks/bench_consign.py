@@ -4,8 +4,9 @@ On the same inputs (SYNTHETIC sampled softmax maps from ``benchmarks/consign_toy
 MC-dropout samples with ``--data``), per K:
 
 * **segcp**: ``ConformalSegmenter("consign").calibrate`` (``--box``, default the paper's) — exact lower bound, fixed
-  pixels skipped, screening + multi-start projected Adam with early stopping, bracketing +
-  bisection to 1e-3 (relative); timed in one process and over ``--jobs`` processes;
+  pixels skipped, screening + exact line searches (K = 2: the arrangement search), bracketing +
+  bisection to 1e-3 (relative); timed in one process and over ``--jobs`` processes; and with
+  issue 16's search (``strategy="adam"``: projected Adam) in one process;
 * **reference** (``benchmarks/consign_reference.py``): the authors' calibration loop as the
   paper and their code describe it — λ grid from 0.01 in steps of 0.01, at each grid point
   every not-yet-certified image tested with 1000 Latin-hypercube points ranked by the loss and
@@ -41,7 +42,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np
 
 from segcp import Case, ConformalSegmenter
-from segcp.multiclass.consign import consign_score, decompose, draw, thin_svd
+from segcp.multiclass.consign import SearchOptions, consign_score, decompose, draw, thin_svd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from consign_reference import ReferenceOptions, reference_calibrate  # noqa: E402
@@ -65,23 +66,35 @@ def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=
     est2 = consign(jobs).calibrate(items)
     t_par = time.perf_counter() - t0
     assert np.array_equal(est2.scores_, est.scores_)
+    # issue 16's search (strategy="adam") on the same images, one process
+    adam = ConformalSegmenter("consign", alpha, method_params={"K": K, "beta": beta, "box": box, "strategy": "adam"})
+    t0 = time.perf_counter()
+    adam.calibrate(items)
+    t_adam = time.perf_counter() - t0
     decs = [est.method_.decomposition(c) for c in items]
     runs = [consign_score(d, c.truth, beta) for d, c in zip(decs, cases)]
+    runs_adam = [consign_score(d, c.truth, beta, options=SearchOptions(strategy="adam")) for d, c in zip(decs, cases)]
     out = {
         "K": K,
         "box": box,
         "n": len(cases),
         "lambda_segcp": est.lambda_,
+        "lambda_segcp_adam": adam.lambda_,
         "infinite_scores": int(np.sum(~np.isfinite(est.scores_))),
+        "infinite_scores_adam": int(np.sum(~np.isfinite(adam.scores_))),
         "segcp_seconds_1proc": t_one,
         f"segcp_seconds_{jobs}proc": t_par,
+        "segcp_adam_seconds_1proc": t_adam,
         "segcp_tests": int(sum(r.tests for r in runs)),
-        "segcp_adam_steps": int(sum(r.steps for r in runs)),
+        "segcp_line_searches": int(sum(r.steps for r in runs)),
+        "segcp_exhaustive_tests": int(sum(r.exhaustive for r in runs)),
+        "segcp_adam_tests": int(sum(r.tests for r in runs_adam)),
+        "segcp_adam_steps": int(sum(r.steps for r in runs_adam)),
         "lambda_unit_median": float(np.median([d.lambda_unit for d in decs])),
         "sigma_1": [float(d.singular_values[0]) for d in decs],
     }
     if skip_reference:
-        out["per_image"] = [{"segcp": float(v)} for v in est.scores_]
+        out["per_image"] = [{"segcp": float(v), "segcp_adam": float(a)} for v, a in zip(est.scores_, adam.scores_)]
         return out
     t0 = time.perf_counter()
     ref = reference_calibrate(decs, [c.truth for c in cases], alpha, beta, ref_opt,
@@ -91,21 +104,24 @@ def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=
         "lambda_reference": ref.lambda_,
         "reference_minus_segcp": ref.lambda_ - est.lambda_,
         "segcp_within_one_step": bool(est.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
+        "segcp_adam_within_one_step": bool(adam.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
         "reference_seconds_1proc": t_ref,
         "reference_epochs": int(ref.epochs),
         "reference_grid_points": int(ref.grid_steps),
         "reference_options": ref_opt.__dict__,
         "speedup_1proc": t_ref / t_one,
+        "speedup_adam_1proc": t_ref / t_adam,
         "per_image": [
-            {"segcp": float(s), "reference": float(r)} for s, r in zip(est.scores_, ref.scores)
+            {"segcp": float(s), "segcp_adam": float(a), "reference": float(r)}
+            for s, a, r in zip(est.scores_, adam.scores_, ref.scores)
         ],
     })
     return out
 
 
-def load_real_cases(data: str, n: int, crop: int | None = None):
-    """The first ``n`` ids (sorted) of a ``segcp infer --samples`` folder as (samples, truth)
-    cases, optionally centre-cropped to ``crop`` × ``crop`` pixels."""
+def load_real_cases(data: str, n: int | None, crop: int | None = None):
+    """The first ``n`` ids (sorted; None: all) of a ``segcp infer --samples`` folder as
+    (samples, truth) cases, optionally centre-cropped to ``crop`` × ``crop`` pixels."""
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -206,12 +222,16 @@ def main() -> None:
         res["calibration"].append(r)
         line = (f"K={K}: n={r['n']}, lambda segcp {r['lambda_segcp']:.4f} ({r['infinite_scores']} infinite scores; "
                 f"{r['segcp_seconds_1proc']:.2f} s on 1 process, {r[f'segcp_seconds_{a.jobs}proc']:.2f} s on {a.jobs}, "
-                f"{r['segcp_tests']} membership tests, {r['segcp_adam_steps']} Adam steps)")
+                f"{r['segcp_tests']} membership tests, {r['segcp_line_searches']} line searches, "
+                f"{r['segcp_exhaustive_tests']} settled by the arrangement search)"
+                f"\n  segcp, issue 16's Adam search: lambda {r['lambda_segcp_adam']:.4f} ({r['infinite_scores_adam']} infinite; "
+                f"{r['segcp_adam_seconds_1proc']:.2f} s on 1 process, {r['segcp_adam_tests']} tests, {r['segcp_adam_steps']} Adam steps)")
         if not a.skip_reference:
             line += (f"\n  reference (authors' procedure): lambda {r['lambda_reference']:.2f} in "
                      f"{r['reference_seconds_1proc']:.1f} s ({r['reference_grid_points']} grid points, {r['reference_epochs']} epochs); "
-                     f"reference - segcp = {r['reference_minus_segcp']:+.4f}; segcp within one grid step: "
-                     f"{r['segcp_within_one_step']}; {r['speedup_1proc']:.0f}x faster on 1 process")
+                     f"reference - segcp = {r['reference_minus_segcp']:+.4f}; within one grid step: lines "
+                     f"{r['segcp_within_one_step']}, adam {r['segcp_adam_within_one_step']}; {r['speedup_1proc']:.0f}x faster "
+                     f"(adam {r['speedup_adam_1proc']:.0f}x) on 1 process")
         print(line, flush=True)
     if a.skip_online:
         sizes, draw_sizes = [], []

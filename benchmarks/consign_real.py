@@ -11,7 +11,9 @@ i.i.d.). Test images for the draw metrics are capped by ``--max-draw-images`` (a
 subset per split; coverage always uses every test image).
 
 CONSIGN uses the paper's box by default; ``--boxes paper,normalized`` adds the normalised box
-(segcp before issue 16) as further methods ("CONSIGN K=2 normalized", …) on the same splits.
+(segcp before issue 16) as further methods ("CONSIGN K=2 normalized", …) on the same splits, and
+``--strategies lines,adam`` issue 16's membership search ("CONSIGN K=2 adam", …; the default is
+the exact line searches of issue 28).
 
 Usage (see docs/consign.md for the runs reported there)::
 
@@ -44,6 +46,7 @@ from segcp.execution import parallel_map
 from segcp.io import index_folder, read_array
 from segcp.methods import SegmentationSetFamily, get_method
 from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
+from segcp.multiclass.consign import SEARCH_STRATEGIES
 
 METHODS: dict[str, dict[str, Any]] = {
     "CONSIGN K=2": {"method": "consign", "K": 2, "box": "paper"},
@@ -52,12 +55,15 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def set_boxes(boxes: list[str]) -> None:
-    """The methods compared: CONSIGN K = 2, 5 for each box convention, then APS."""
+def set_boxes(boxes: list[str], strategies: tuple[str, ...] = ("lines",)) -> None:
+    """The methods compared: CONSIGN K = 2, 5 for each box convention and membership-search
+    strategy (``lines``, the default, unnamed; ``adam``: issue 16's search), then APS."""
     METHODS.clear()
     for box in boxes:
-        for K in (2, 5):
-            METHODS[f"CONSIGN K={K}" + ("" if box == "paper" else f" {box}")] = {"method": "consign", "K": K, "box": box}
+        for strategy in strategies:
+            for K in (2, 5):
+                name = f"CONSIGN K={K}" + ("" if box == "paper" else f" {box}") + ("" if strategy == "lines" else f" {strategy}")
+                METHODS[name] = {"method": "consign", "K": K, "box": box} | ({} if strategy == "lines" else {"strategy": strategy})
     METHODS["APS"] = {"method": "aps"}
 
 
@@ -179,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coverage-splits", type=int, default=500, help="extra splits for the coverage check (scores only)")
     ap.add_argument("--title", default=None)
     ap.add_argument("--boxes", default="paper", help="CONSIGN box conventions, comma-separated: paper, normalized")
+    ap.add_argument("--strategies", default="lines",
+                    help="CONSIGN membership searches, comma-separated: lines (default), adam (issue 16's; rows marked adam)")
     ap.add_argument(
         "--report-only", action="store_true", help="re-run the coverage check and rewrite the report from OUT/results.json"
     )
@@ -188,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if not boxes or any(b not in ("paper", "normalized") for b in boxes):
         print(f"consign_real: error: --boxes must list paper and/or normalized, got {a.boxes!r}", file=sys.stderr)
         return 2
-    set_boxes(boxes)
+    strategies = tuple(x.strip() for x in a.strategies.split(",") if x.strip())
+    if not strategies or any(x not in SEARCH_STRATEGIES for x in strategies):
+        print(f"consign_real: error: --strategies must list {' and/or '.join(SEARCH_STRATEGIES)}, got {a.strategies!r}", file=sys.stderr)
+        return 2
+    set_boxes(boxes, strategies)
     try:
         samples = index_folder(a.data / "samples")
         masks = index_folder(a.data / "masks")
@@ -327,6 +339,8 @@ def write_report(out: Path, result: dict[str, Any], title: str) -> None:
         + ("the paper's (eq. 4–6; λ̂ on the scale of the paper's Table 3)" if "methods" in result else "segcp's old normalised box")
         + ("; the rows marked normalized use segcp's old normalised box (a different family, λ̂ ≈ Σ_11 × larger)"
            if any(v.get("box") == "normalized" for v in (result.get("methods") or {}).values()) else "")
+        + ("; the rows marked adam use issue 16's membership search (projected Adam), the others the exact line "
+           "searches of issue 28" if any(v.get("strategy") == "adam" for v in (result.get("methods") or {}).values()) else "")
         + ".",
         "",
         "| method | λ̂ | λ̂ per split | coverage | " + " | ".join(f"SEC@{s}" for s in sizes) + " | "

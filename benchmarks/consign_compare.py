@@ -1,0 +1,280 @@
+"""CONSIGN per image: segcp's λ*_i (the ``lines`` search and issue 16's ``adam`` search) against
+the authors' procedure (benchmarks/consign_reference.py), on real MC-dropout samples (issue 28).
+
+For every image of a ``segcp infer --samples`` folder and every (K, β) asked for, on the paper's
+box (quantile level ``--alpha``, as in the authors' code):
+
+* **lines**: ``consign_score`` with the default search (exact line searches, the K = 2
+  arrangement search); **adam**: the same with ``strategy="adam"`` (issue 16's search);
+* **reference**: the authors' test at λ = 0.01, 0.02, … (their Latin-hypercube screening,
+  Adam at lr 1 with clamping and patience 50, the argmax check), from the first grid point up
+  to ``max(λ*_lines, λ*_adam) + 0.01`` — far enough to see whether it certifies an image more
+  than one grid step below either search — or up to ``--ref-cap`` when both are infinite
+  (or larger than it). ``skip_saturated`` (pixels whose softmax at τ = 10⁻⁴ is one-hot to
+  10⁻²² everywhere in the box are counted once, not recomputed) unless ``--ref-full``;
+  ``--check-saturated N`` reruns the first N images of each setting without it and records
+  whether the grid λ* and the Adam epochs are the same. Grid points below the lines search's
+  ``proven`` bound (λ_LB, or where its K = 2 arrangement search showed that no member exists)
+  are not tested: the reference can only certify members, so it would fail there (their
+  Latin-hypercube seeds stay those of a full scan).
+
+A search *misses* an image when its λ*_i exceeds the reference's grid λ* by more than one grid
+step (0.01). For each miss the cause is recorded by re-running that search's membership test
+at the reference's λ*: ``lambda search`` (the test certifies there: the bisection went past
+it), ``start`` (it certifies when the reference's own Adam start — the Latin-hypercube point
+its certified run began from — is added as a warm start), else ``local search`` (from that
+start its local search — Adam steps on the surrogate, or the line searches — does not reach a
+member that the authors' Adam reached).
+
+Results go to ``OUT/results.jsonl``, one line per (image, K, β), written as they come: a run
+that is stopped resumes where it was (rows already there are skipped). ``OUT/summary.json``
+and ``OUT/report.md`` are rewritten at the end (and by ``--summarize`` alone).
+
+Run (the issue's comparison; each data set in the background, about an hour each on 2 shared cores)::
+
+    python benchmarks/consign_compare.py --data /work/artifacts/h28/probs/acdc --out docs/results/consign-compare-acdc \\
+        --K 2 5 --beta 0.8 0.9 --alpha 0.1 --jobs 2
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segcp.calibration import conformal_quantile
+from segcp.multiclass.consign import SearchOptions, _Search, consign_score, decompose
+from segcp.progress import Bar
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_consign import load_real_cases  # noqa: E402
+from consign_reference import ReferenceOptions, reference_score  # noqa: E402
+
+STEP = 0.01  # the reference's grid step
+STRATEGIES = ("lines", "adam")
+
+
+def _f(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _inf(v: float | None) -> float:
+    return math.inf if v is None else float(v)
+
+
+def diagnose(dec, truth, beta: float, strategy: str, lam_ref: float, start_ref: np.ndarray) -> str:
+    """Why ``strategy`` missed a member the reference certified at λ_ref (see the module docstring)."""
+    s = _Search(dec, truth, beta, SearchOptions(strategy=strategy))
+    if s.test(lam_ref, [])[0]:
+        return "lambda search"
+    t = (start_ref - dec.centre) / np.where(dec.unit_half_width > 0, lam_ref * dec.unit_half_width, 1.0)
+    s = _Search(dec, truth, beta, SearchOptions(strategy=strategy))
+    if s.test(lam_ref, [np.clip(t, -1, 1)])[0]:
+        return "start"
+    return "local search"
+
+
+def job(args: tuple) -> dict[str, Any]:
+    """One (image, K, β): both searches, the reference, and the diagnosis of any miss."""
+    import torch
+
+    torch.set_num_threads(1)
+    (image_id, seed, samples, truth, K, beta, alpha, ref_cap, ref_full, check_full) = args
+    dec = decompose(samples, K=K, box_alpha=alpha, box="paper")
+    row: dict[str, Any] = {"id": image_id, "K": K, "beta": beta, "shape": list(truth.shape),
+                           "sigma_1": float(dec.singular_values[0])}
+    res = {}
+    for strategy in STRATEGIES:
+        t0 = time.perf_counter()
+        r = consign_score(dec, truth, beta, options=SearchOptions(strategy=strategy))
+        res[strategy] = r
+        row[strategy] = {"lambda": _f(r.lambda_), "seconds": time.perf_counter() - t0, "tests": r.tests,
+                         "steps": r.steps, "exhaustive": r.exhaustive, "lower_bound": _f(r.lower_bound),
+                         "proven": _f(r.proven)}
+    top = max(res[s].lambda_ for s in STRATEGIES)
+    cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
+    # no member below this λ (the lines search's proof): the reference cannot certify there either
+    proven = res["lines"].proven
+    row["skipped_below"] = _f(proven) if proven >= STEP else None
+    if proven >= cap:
+        cap = 0.0  # nothing for the reference to find up to the cap
+    opt = ReferenceOptions(skip_saturated=not ref_full)
+    t0 = time.perf_counter()
+    ref = reference_score(dec, truth, beta, opt, lambda_cap=cap, image_seed=seed, lambda_from=proven)
+    # what is known of the reference's λ* when it did not certify: above the cap and the proof
+    low = math.floor(max(cap, proven) / STEP + 1e-9) * STEP + STEP
+    row["reference"] = {"lambda": _f(ref.lambda_), "cap": cap, "at_least": _f(ref.lambda_) or round(low, 10),
+                        "seconds": time.perf_counter() - t0,
+                        "grid_points": ref.grid_steps, "epochs": ref.epochs, "skip_saturated": not ref_full}
+    if check_full and not ref_full:
+        t0 = time.perf_counter()
+        full = reference_score(dec, truth, beta, ReferenceOptions(), lambda_cap=cap, image_seed=seed, lambda_from=proven)
+        row["reference_full"] = {"lambda": _f(full.lambda_), "seconds": time.perf_counter() - t0,
+                                 "epochs": full.epochs, "same": bool(_f(full.lambda_) == _f(ref.lambda_) and full.epochs == ref.epochs)}
+    for strategy in STRATEGIES:
+        lam = res[strategy].lambda_
+        miss = math.isfinite(ref.lambda_) and lam > ref.lambda_ + STEP + 1e-9
+        row[strategy]["miss"] = bool(miss)
+        if miss:
+            row[strategy]["cause"] = diagnose(dec, truth, beta, strategy, ref.lambda_, ref.start)
+    return row
+
+
+def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """Per (K, β): misses (and causes) per search, times, and λ̂ over all images (α) — the
+    reference's as a lower bound when its quantile falls on an image it did not certify by the cap."""
+    out: dict[str, Any] = {}
+    for K, beta in sorted({(r["K"], r["beta"]) for r in rows}):
+        rs = [r for r in rows if r["K"] == K and r["beta"] == beta]
+        d: dict[str, Any] = {"n": len(rs)}
+        ref = np.array([_inf(r["reference"]["lambda"]) for r in rs])
+        # where the reference was not certified by its cap, its λ* is at least the next grid point
+        ref_low = np.array([r["reference"]["at_least"] for r in rs])
+        for s in STRATEGIES:
+            lam = np.array([_inf(r[s]["lambda"]) for r in rs])
+            causes: dict[str, int] = {}
+            for r in rs:
+                if r[s]["miss"]:
+                    causes[r[s]["cause"]] = causes.get(r[s]["cause"], 0) + 1
+            try:
+                lam_hat = float(conformal_quantile(lam, alpha))
+            except Exception:  # noqa: BLE001 - too few finite scores: λ̂ = ∞
+                lam_hat = math.inf
+            d[s] = {
+                "misses": int(sum(r[s]["miss"] for r in rs)),
+                "missed_ids": [r["id"] for r in rs if r[s]["miss"]],
+                "causes": causes,
+                "infinite": int(np.sum(~np.isfinite(lam))),
+                "lambda_hat": _f(lam_hat),
+                "seconds_mean": float(np.mean([r[s]["seconds"] for r in rs])),
+                "seconds_median": float(np.median([r[s]["seconds"] for r in rs])),
+                "exhaustive_tests": int(sum(r[s]["exhaustive"] for r in rs)),
+                "below_reference_by_step": int(sum(a < b - STEP - 1e-9 for a, b in zip(lam, ref) if math.isfinite(b))),
+            }
+        d["lines_vs_adam"] = {
+            "lower": int(sum(_inf(r["lines"]["lambda"]) < _inf(r["adam"]["lambda"]) * (1 - 1e-3) for r in rs)),
+            "higher": int(sum(_inf(r["lines"]["lambda"]) > _inf(r["adam"]["lambda"]) * (1 + 1e-3) + 1e-12 for r in rs)),
+        }
+        try:
+            ref_hat_low = float(conformal_quantile(ref_low, alpha))
+        except Exception:  # noqa: BLE001
+            ref_hat_low = math.inf
+        d["reference"] = {
+            "certified": int(np.sum(np.isfinite(ref))),
+            "lambda_hat_at_least": _f(ref_hat_low),
+            "seconds_mean": float(np.mean([r["reference"]["seconds"] for r in rs])),
+            "seconds_total": float(np.sum([r["reference"]["seconds"] for r in rs])),
+            "grid_points": int(sum(r["reference"]["grid_points"] for r in rs)),
+            "cap_max": float(max(r["reference"]["cap"] for r in rs)),
+        }
+        full = [r["reference_full"] for r in rs if "reference_full" in r]
+        if full:
+            d["reference"]["saturated_check"] = {"images": len(full), "same": int(sum(f["same"] for f in full)),
+                                                 "seconds_full": float(np.sum([f["seconds"] for f in full]))}
+        lam_hat = d["lines"]["lambda_hat"]
+        d["lines_lambda_hat_within_one_step"] = bool(lam_hat is not None and lam_hat <= ref_hat_low + STEP + 1e-9) if math.isfinite(ref_hat_low) else None
+        out[f"K={K} beta={beta}"] = d
+    return out
+
+
+def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# CONSIGN per image: segcp's searches against the authors' procedure ({meta['data']})", "",
+             f"{meta['n_images']} images; paper's box, box quantile level α = {meta['alpha']}; reference grid step "
+             f"{STEP}; reference scanned up to max(λ*_lines, λ*_adam) + {STEP} (at most {meta['ref_cap']}). "
+             "A *miss*: λ*_i above the reference's grid λ*_i + one step. Times: seconds per image, one process "
+             "(2 worker processes on the shared 2-core machine). Command: `" + meta["command"] + "`.", "",
+             "| K | β | n | misses lines (causes) | misses adam (causes) | ∞ lines / adam | λ̂ lines | λ̂ adam | λ̂ reference ≥ | "
+             "lines < adam / > adam | s/image lines | adam | reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v: float | None) -> str:
+        return "∞" if v is None else f"{v:.4f}"
+
+    for key, d in summary.items():
+        K, beta = key.split()
+        cs = {s: ", ".join(f"{k}: {v}" for k, v in d[s]["causes"].items()) for s in STRATEGIES}
+        lines.append(
+            f"| {K[2:]} | {beta[5:]} | {d['n']} | {d['lines']['misses']}{' (' + cs['lines'] + ')' if cs['lines'] else ''} | "
+            f"{d['adam']['misses']}{' (' + cs['adam'] + ')' if cs['adam'] else ''} | {d['lines']['infinite']} / {d['adam']['infinite']} | "
+            f"{fmt(d['lines']['lambda_hat'])} | {fmt(d['adam']['lambda_hat'])} | {fmt(d['reference']['lambda_hat_at_least'])} | "
+            f"{d['lines_vs_adam']['lower']} / {d['lines_vs_adam']['higher']} | {d['lines']['seconds_mean']:.2f} | "
+            f"{d['adam']['seconds_mean']:.2f} | {d['reference']['seconds_mean']:.1f} |")
+    lines += ["", "Missed images:", ""]
+    for key, d in summary.items():
+        for s in STRATEGIES:
+            if d[s]["missed_ids"]:
+                lines.append(f"- {key}, {s}: {', '.join(d[s]['missed_ids'])}")
+    checks = [(k, d["reference"]["saturated_check"]) for k, d in summary.items() if "saturated_check" in d["reference"]]
+    if checks:
+        lines += ["", "Reference with and without `skip_saturated` (same grid λ* and Adam epochs): " + "; ".join(
+            f"{k}: {c['same']} of {c['images']}" for k, c in checks)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="a segcp infer --samples folder (samples/, masks/)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--K", type=int, nargs="+", default=[2, 5])
+    ap.add_argument("--beta", type=float, nargs="+", default=[0.8, 0.9])
+    ap.add_argument("--alpha", type=float, default=0.1, help="box quantile level (and the α of λ̂)")
+    ap.add_argument("--n", type=int, help="only the first N ids (sorted)")
+    ap.add_argument("--crop", type=int, help="centre-crop to CROP x CROP")
+    ap.add_argument("--ref-cap", type=float, default=1.0, help="the reference scans at most up to this λ")
+    ap.add_argument("--ref-full", action="store_true", help="the reference on every pixel (no skip_saturated)")
+    ap.add_argument("--check-saturated", type=int, default=0, help="rerun the reference without skip_saturated on the first N images")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--summarize", action="store_true", help="only rewrite summary.json and report.md")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    meta = {"data": a.data, "alpha": a.alpha, "ref_cap": a.ref_cap, "command": "python benchmarks/consign_compare.py " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
+    if not a.summarize:
+        cases = load_real_cases(a.data, a.n, a.crop)
+        meta["ids"] = [c.id for c in cases]
+        done = {(r["id"], r["K"], r["beta"]) for r in rows}
+        seeds = {c.id: i for i, c in enumerate(cases)}
+        todo = [(c, K, b) for K in a.K for b in a.beta for c in cases if (c.id, K, b) not in done]
+        print(f"{len(cases)} images, {len(todo)} (image, K, beta) to do, {len(done)} done", flush=True)
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo)) as bar:
+            futs = {ex.submit(job, (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full,
+                                    seeds[c.id] < a.check_saturated)): (c.id, K, b) for c, K, b in todo}
+            for fut in as_completed(futs):
+                row = fut.result()
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                rows.append(row)
+                bar.advance()
+                print(f"{row['id']} K={row['K']} beta={row['beta']}: lines {row['lines']['lambda']} "
+                      f"({row['lines']['seconds']:.1f} s), adam {row['adam']['lambda']} ({row['adam']['seconds']:.1f} s), "
+                      f"reference {row['reference']['lambda']} ({row['reference']['seconds']:.0f} s)"
+                      + (" MISS lines" if row["lines"]["miss"] else "") + (" MISS adam" if row["adam"]["miss"] else ""),
+                      flush=True)
+        meta["wall_seconds"] = time.perf_counter() - t0
+    meta["n_images"] = len({r["id"] for r in rows})
+    summary = summarize(rows, a.alpha)
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1) + "\n")
+    (out / "report.md").write_text(report(summary, meta))
+    print(report(summary, meta))
+
+
+if __name__ == "__main__":
+    main()
