@@ -13,10 +13,13 @@ box (quantile level ``--alpha``, as in the authors' code):
   (or larger than it). ``skip_saturated`` (pixels whose softmax at τ = 10⁻⁴ is one-hot to
   10⁻²² everywhere in the box are counted once, not recomputed) unless ``--ref-full``;
   ``--check-saturated N`` reruns the first N images of each setting without it and records
-  whether the grid λ* and the Adam epochs are the same. Grid points below the lines search's
-  ``proven`` bound (λ_LB, or where its K = 2 arrangement search showed that no member exists)
-  are not tested: the reference can only certify members, so it would fail there (their
-  Latin-hypercube seeds stay those of a full scan).
+  whether the grid λ* and the Adam epochs are the same. By default the reference scans from
+  its first grid point, so it also checks the lines search's ``proven`` bound (λ_LB, or where
+  its K = 2 arrangement search showed that no member exists: a reference certificate below it
+  would be a counter-example); ``--trust-proofs`` starts it above that bound instead (it can
+  only fail below; the Latin-hypercube seeds stay those of a full scan). Where the proof
+  covers the whole scan (K = 2, λ* = ∞ and no member up to ``lambda_max``) the reference is
+  not run at all (``skipped_below``).
 
 A search *misses* an image when its λ*_i exceeds the reference's grid λ* by more than one grid
 step (0.01). For each miss the cause is recorded by re-running that search's membership test
@@ -93,7 +96,7 @@ def job(args: tuple) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    (image_id, seed, samples, truth, K, beta, alpha, ref_cap, ref_full, check_full) = args
+    (image_id, seed, samples, truth, K, beta, alpha, ref_cap, ref_full, check_full, trust) = args
     dec = decompose(samples, K=K, box_alpha=alpha, box="paper")
     row: dict[str, Any] = {"id": image_id, "K": K, "beta": beta, "shape": list(truth.shape),
                            "sigma_1": float(dec.singular_values[0])}
@@ -107,11 +110,14 @@ def job(args: tuple) -> dict[str, Any]:
                          "proven": _f(r.proven)}
     top = max(res[s].lambda_ for s in STRATEGIES)
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
-    # no member below this λ (the lines search's proof): the reference cannot certify there either
-    proven = res["lines"].proven
+    # no member below this λ (the lines search's proof): with --trust-proofs the reference does
+    # not scan there (it could only fail); without, it does, and checks the proof
+    proven = res["lines"].proven if trust else 0.0
     row["skipped_below"] = _f(proven) if proven >= STEP else None
-    if proven >= cap:
-        cap = 0.0  # nothing for the reference to find up to the cap
+    if res["lines"].proven >= cap:  # shown: no member up to the cap (K = 2, λ* = ∞): nothing to find
+        proven = cap
+        row["skipped_below"] = cap
+        cap = 0.0
     opt = ReferenceOptions(skip_saturated=not ref_full)
     t0 = time.perf_counter()
     ref = reference_score(dec, truth, beta, opt, lambda_cap=cap, image_seed=seed, lambda_from=proven)
@@ -165,6 +171,8 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
                 "exhaustive_tests": int(sum(r[s]["exhaustive"] for r in rs)),
                 "below_reference_by_step": int(sum(a < b - STEP - 1e-9 for a, b in zip(lam, ref) if math.isfinite(b))),
             }
+        d["proof_violations"] = [r["id"] for r in rs if r["reference"]["lambda"] is not None
+                                 and r["lines"]["proven"] is not None and r["reference"]["lambda"] < r["lines"]["proven"] - 1e-12]
         d["lines_vs_adam"] = {
             "lower": int(sum(_inf(r["lines"]["lambda"]) < _inf(r["adam"]["lambda"]) * (1 - 1e-3) for r in rs)),
             "higher": int(sum(_inf(r["lines"]["lambda"]) > _inf(r["adam"]["lambda"]) * (1 + 1e-3) + 1e-12 for r in rs)),
@@ -237,6 +245,8 @@ def main() -> None:
     ap.add_argument("--ref-cap", type=float, default=1.0, help="the reference scans at most up to this λ")
     ap.add_argument("--ref-full", action="store_true", help="the reference on every pixel (no skip_saturated)")
     ap.add_argument("--check-saturated", type=int, default=0, help="rerun the reference without skip_saturated on the first N images")
+    ap.add_argument("--trust-proofs", action="store_true",
+                    help="the reference skips the grid points below the lines search's proven bound (where it can only fail)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summarize", action="store_true", help="only rewrite summary.json and report.md")
     a = ap.parse_args()
@@ -256,7 +266,7 @@ def main() -> None:
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo)) as bar:
             futs = {ex.submit(job, (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full,
-                                    seeds[c.id] < a.check_saturated)): (c.id, K, b) for c, K, b in todo}
+                                    seeds[c.id] < a.check_saturated, a.trust_proofs)): (c.id, K, b) for c, K, b in todo}
             for fut in as_completed(futs):
                 row = fut.result()
                 f.write(json.dumps(row) + "\n")

@@ -239,3 +239,36 @@ def test_strategy_option_and_old_records():
     assert ConsignMethod(search=dict(old)).options().strategy == "lines"  # a fresh family: the default
     record = ConsignMethod.normalize_params({"search": dict(old)})
     assert ConsignMethod(**record).options() == SearchOptions(**old, strategy="adam")
+
+
+# ------------------------------------------------------------------ the per-image comparison's bookkeeping
+def test_compare_summary_counts_misses_and_bounds_the_reference():
+    """benchmarks/consign_compare.py: a miss is a λ* more than one grid step above the
+    reference's; the reference's λ̂ is bounded below where it certified nothing by its cap."""
+    from consign_compare import summarize
+
+    def row(i, lines, adam, ref, at_least=None, cause=None):
+        r = {"id": f"im{i}", "K": 2, "beta": 0.8,
+             "lines": {"lambda": lines, "seconds": 1.0, "exhaustive": 0, "proven": 0.0, "miss": False},
+             "adam": {"lambda": adam, "seconds": 0.5, "exhaustive": 0, "proven": 0.0, "miss": False},
+             "reference": {"lambda": ref, "cap": 1.0, "at_least": ref if ref is not None else at_least,
+                           "seconds": 10.0, "grid_points": 3}}
+        for s, lam in (("lines", lines), ("adam", adam)):
+            miss = ref is not None and (lam is None or lam > ref + 0.01 + 1e-9)
+            r[s]["miss"] = miss
+            if miss:
+                r[s]["cause"] = cause
+        return r
+
+    rows = [row(i, 0.011 * i, 0.011 * i, round(0.01 * (int(1.1 * i) + 1), 2)) for i in range(18)]
+    rows.append(row(18, 0.05, 0.20, 0.06, cause="start"))  # the Adam search misses this one
+    rows.append(row(19, None, None, None, at_least=1.01))  # certified by nobody up to the cap
+    out = summarize(rows, 0.1)["K=2 beta=0.8"]
+    assert out["n"] == 20 and out["lines"]["misses"] == 0 and out["adam"]["misses"] == 1
+    assert out["adam"]["causes"] == {"start": 1} and out["adam"]["missed_ids"] == ["im18"]
+    assert out["lines"]["infinite"] == out["adam"]["infinite"] == 1
+    # n = 20, α = 0.1: the 19th smallest score; the reference's is at least the 19th of its bounds
+    assert out["lines"]["lambda_hat"] == pytest.approx(sorted(0.011 * i for i in range(18))[-1])
+    assert out["reference"]["lambda_hat_at_least"] == pytest.approx(0.19)
+    assert out["lines_lambda_hat_within_one_step"] is True
+    assert out["lines_vs_adam"] == {"lower": 1, "higher": 0}
