@@ -119,9 +119,10 @@ def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=
     return out
 
 
-def load_real_cases(data: str, n: int | None, crop: int | None = None):
-    """The first ``n`` ids (sorted; None: all) of a ``segcp infer --samples`` folder as
-    (samples, truth) cases, optionally centre-cropped to ``crop`` × ``crop`` pixels."""
+def load_real_cases(data: str, n: int | None, crop: int | None = None, stride: int = 1):
+    """The first ``n`` ids (sorted; None: all; every ``stride``-th of them) of a ``segcp infer
+    --samples`` folder as (samples, truth) cases, optionally centre-cropped to ``crop`` × ``crop``
+    pixels."""
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -131,7 +132,7 @@ def load_real_cases(data: str, n: int | None, crop: int | None = None):
     root = Path(data)
     samples, masks = index_folder(root / "samples"), index_folder(root / "masks")
     out = []
-    for i in sorted(samples)[:n]:
+    for i in sorted(samples)[:n][::stride]:
         m, _ = read_array(masks[i])
         x = check_samples(read_array(samples[i])[0], str(samples[i]), tuple(np.asarray(m).shape))
         y = check_label_map(m, str(masks[i]), x.shape[1])

@@ -199,6 +199,49 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
     return out
 
 
+def split_summary(rows: list[dict[str, Any]], ids: list[str], groups: list[str], alpha: float, n_cal: int,
+                  splits: int, check_splits: int, seed: int) -> dict[str, Any]:
+    """λ̂ of both searches and the reference's lower bound on the calibration splits of
+    benchmarks/consign_real.py (the same seeds: ``splits`` draw splits with ``seed``, and
+    ``check_splits`` with ``seed + 1``), per (K, β); a split is infeasible (λ̂ = ∞) when too many
+    of its calibration scores are ∞."""
+    from segcp.data.splits import random_cal_test_splits
+
+    def qhat(v: np.ndarray) -> float:
+        try:
+            return float(conformal_quantile(v, alpha))
+        except Exception:  # noqa: BLE001 - more infinite scores than α tolerates
+            return math.inf
+
+    pos = {i: k for k, i in enumerate(ids)}
+    draw = [cal for cal, _ in random_cal_test_splits(groups, n_cal, splits, seed=seed)]
+    many = [cal for cal, _ in random_cal_test_splits(groups, n_cal, check_splits, seed=seed + 1)]
+    out: dict[str, Any] = {}
+    for K, beta in sorted({(r["K"], r["beta"]) for r in rows}):
+        rs = sorted((r for r in rows if r["K"] == K and r["beta"] == beta), key=lambda r: pos[r["id"]])
+        if [r["id"] for r in rs] != ids:
+            continue  # not every image done yet
+        lam = {s: np.array([_inf(r[s]["lambda"]) for r in rs]) for s in STRATEGIES}
+        ref_low = np.array([r["reference"]["at_least"] for r in rs])
+        d: dict[str, Any] = {}
+        for s in STRATEGIES:
+            d[s] = [_f(qhat(lam[s][np.asarray(c)])) for c in draw]
+        d["reference_at_least"] = [_f(qhat(ref_low[np.asarray(c)])) for c in draw]
+        ok = worse = infeasible = 0
+        for c in many:
+            a, b = qhat(lam["lines"][np.asarray(c)]), qhat(ref_low[np.asarray(c)])
+            infeasible += not math.isfinite(a)
+            if a <= b + STEP + 1e-9:
+                ok += 1
+            else:
+                worse += 1
+        d["check"] = {"splits": len(many), "lines_within_one_step": ok, "not_shown": worse, "lines_infeasible": infeasible,
+                      "lines_below_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) < qhat(lam["adam"][np.asarray(c)]) - 1e-12 for c in many)),
+                      "lines_above_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) > qhat(lam["adam"][np.asarray(c)]) * (1 + 2e-3) + 1e-12 for c in many))}
+        out[f"K={K} beta={beta}"] = d
+    return out
+
+
 def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# CONSIGN per image: segcp's searches against the authors' procedure ({meta['data']})", "",
              f"{meta['n_images']} images; paper's box, box quantile level α = {meta['alpha']}; reference grid step "
@@ -221,6 +264,19 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{fmt(d['lines']['lambda_hat'])} | {fmt(d['adam']['lambda_hat'])} | {fmt(d['reference']['lambda_hat_at_least'])} | "
             f"{d['lines_vs_adam']['lower']} / {d['lines_vs_adam']['higher']} | {d['lines']['seconds_mean']:.2f} | "
             f"{d['adam']['seconds_mean']:.2f} | {d['reference']['seconds_mean']:.1f} |")
+    if meta.get("splits"):
+        sp = meta["splits"]
+        lines += ["", f"λ̂ on the {len(next(iter(sp.values()))['lines'])} calibration splits of benchmarks/consign_real.py "
+                  f"(n_cal = {meta['n_cal']}, α = {meta['alpha']}, whole groups, seed {meta['seed']}; ∞ = infeasible), and "
+                  "over the further check splits (seed + 1): in how many segcp's λ̂ (lines) ≤ the reference's λ̂ + one step.", "",
+                  "| K | β | λ̂ lines per split | λ̂ adam per split | reference ≥ | check splits: lines ≤ ref + step | lines < adam / > adam |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, d in sp.items():
+            K, beta = key.split()
+            c = d["check"]
+            lines.append(f"| {K[2:]} | {beta[5:]} | {', '.join(fmt(v) for v in d['lines'])} | {', '.join(fmt(v) for v in d['adam'])} | "
+                         f"{', '.join(fmt(v) for v in d['reference_at_least'])} | {c['lines_within_one_step']} / {c['splits']} | "
+                         f"{c['lines_below_adam']} / {c['lines_above_adam']} |")
     lines += ["", "Missed images:", ""]
     for key, d in summary.items():
         for s in STRATEGIES:
@@ -241,6 +297,7 @@ def main() -> None:
     ap.add_argument("--beta", type=float, nargs="+", default=[0.8, 0.9])
     ap.add_argument("--alpha", type=float, default=0.1, help="box quantile level (and the α of λ̂)")
     ap.add_argument("--n", type=int, help="only the first N ids (sorted)")
+    ap.add_argument("--stride", type=int, default=1, help="only every STRIDE-th of those ids (1st, 1 + STRIDE-th, ...)")
     ap.add_argument("--crop", type=int, help="centre-crop to CROP x CROP")
     ap.add_argument("--ref-cap", type=float, default=1.0, help="the reference scans at most up to this λ")
     ap.add_argument("--ref-full", action="store_true", help="the reference on every pixel (no skip_saturated)")
@@ -249,6 +306,10 @@ def main() -> None:
                     help="the reference skips the grid points below the lines search's proven bound (where it can only fail)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summarize", action="store_true", help="only rewrite summary.json and report.md")
+    ap.add_argument("--n-cal", type=int, default=20, help="λ̂ on calibration splits of this size (0: none)")
+    ap.add_argument("--splits", type=int, default=5, help="the draw splits of consign_real.py")
+    ap.add_argument("--check-splits", type=int, default=500, help="the check splits of consign_real.py")
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -256,8 +317,12 @@ def main() -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     meta = {"data": a.data, "alpha": a.alpha, "ref_cap": a.ref_cap, "command": "python benchmarks/consign_compare.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
+    before = json.loads((out / "summary.json").read_text())["meta"] if (out / "summary.json").exists() else {}
+    if a.summarize and "command" in before:
+        meta["command"] = before["command"]
+    meta["wall_seconds"] = before.get("wall_seconds", 0.0)  # of the sessions so far (a run may be resumed)
     if not a.summarize:
-        cases = load_real_cases(a.data, a.n, a.crop)
+        cases = load_real_cases(a.data, a.n, a.crop, a.stride)
         meta["ids"] = [c.id for c in cases]
         done = {(r["id"], r["K"], r["beta"]) for r in rows}
         seeds = {c.id: i for i, c in enumerate(cases)}
@@ -278,9 +343,18 @@ def main() -> None:
                       f"reference {row['reference']['lambda']} ({row['reference']['seconds']:.0f} s)"
                       + (" MISS lines" if row["lines"]["miss"] else "") + (" MISS adam" if row["adam"]["miss"] else ""),
                       flush=True)
-        meta["wall_seconds"] = time.perf_counter() - t0
+        meta["wall_seconds"] += time.perf_counter() - t0
     meta["n_images"] = len({r["id"] for r in rows})
     summary = summarize(rows, a.alpha)
+    if a.n_cal:
+        from segcp.compare import load_groups
+
+        from segcp.io import index_folder
+
+        ids = sorted(index_folder(Path(a.data) / "samples"))[: a.n][:: a.stride]
+        groups, meta["groups"] = load_groups(a.data, ids)
+        meta.update(n_cal=a.n_cal, seed=a.seed)
+        meta["splits"] = split_summary(rows, ids, groups, a.alpha, a.n_cal, a.splits, a.check_splits, a.seed)
     (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1) + "\n")
     (out / "report.md").write_text(report(summary, meta))
     print(report(summary, meta))
