@@ -59,18 +59,24 @@ Speed (what makes calibration fast, all exact):
   corner: λ ≥ r_p = max_l (base_l − base_y)/Σ_k s_k|u_k[y] − u_k[l]|. So
   agree ≤ UB(λ) = Σ_p ω_p 1{r_p ≤ λ}, and λ_LB = min{λ : UB(λ) > β} ≤ λ*. If λ_LB is
   certified the score is exact; UB(∞) ≤ β proves λ* = ∞.
-* **search per λ.** Latin-hypercube screening of t (exact agreement at every point; for
-  components whose box is wider than the samples' spread, also the same points inside the
-  spread), then projected Adam (clip to the box) on a smooth surrogate from the best points
-  and from warm starts (the best points of the neighbouring λ tested, rescaled to the same c),
-  steps capped at ``lr`` × the samples' spread per component, stopping at the first certified
-  iterate or when the exact agreement stops improving. Surrogate: the soft agreement
-  Σ_p ω_p softmax(z_p/τ)[Y_p] (a smooth count of correct pixels, the quantity thresholded at
-  β; cross-entropy would chase the hopeless pixels instead), with τ annealed from
-  ``temperature`` × the median swing of the active pixels down by 10×.
+* **search per λ** (``strategy="lines"``, issue 28). Screening of t (exact agreement at every
+  point: Latin-hypercube points, for components whose box is wider than the samples' spread
+  also the same points inside the spread, and the box's corners), then exact line searches:
+  along a line of t-space each pixel is right on an open interval whose ends are computed in
+  closed form, so the agreement is piecewise constant and its best segment is found exactly
+  by sorting the ends (a gradient step on it would see plateaus). Coordinate descent along the
+  axes and seeded random directions from the warm starts (the best points of the neighbouring
+  λ tested, rescaled to the same c), the best screened points and the best corners. For K = 2
+  first an exhaustive search: branch and bound over squares of t-space, then every cell of
+  the arrangement of the constraint lines in the squares left — it certifies a member or
+  shows there is none (``ScoreResult.proven``), within a work budget.
+  ``strategy="adam"`` (issue 16's): projected Adam (clip to the box) on a smooth surrogate,
+  the soft agreement Σ_p ω_p softmax(z_p/τ)[Y_p], steps capped at ``lr`` × the samples' spread
+  per component, τ annealed from ``temperature`` × the median swing of the active pixels.
 * **λ search.** Bracketing from λ_LB (+0.25, +0.5, +1, … units of :attr:`Decomposition.lambda_unit`
   up to ``lambda_max``), then bisection to ``rtol`` (relative) — about a dozen membership tests
-  instead of one per 0.01 step.
+  instead of one per 0.01 step. A point t certified at λ is in every box from λ‖t‖∞ on (nested
+  boxes): with ``lines`` the bisection's upper end drops to it at once.
 """
 
 from __future__ import annotations
@@ -385,7 +391,7 @@ class _Geometry:
         return out
 
 
-def _activation(dec: Decomposition, margin: float):
+def _activation(dec: Decomposition, margin: float) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray]:
     """(base, G, l*, act, slope): base = μ + Σ centre_k u_k (L, P), G_k = s_k u_k (K, L, P),
     l* = argmax base (P,), and act (P,) the λ below which l* beats every other label by more
     than ``margin`` everywhere in B_λ (0 when it does not at the centre), with slope (L, P) =
