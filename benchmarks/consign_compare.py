@@ -325,13 +325,18 @@ def main() -> None:
         cases = load_real_cases(a.data, a.n, a.crop, a.stride)
         meta["ids"] = [c.id for c in cases]
         done = {(r["id"], r["K"], r["beta"]) for r in rows}
-        seeds = {c.id: i for i, c in enumerate(cases)}
+        from segcp.io import index_folder
+
+        # the Latin-hypercube seed of an image: its place among all the folder's ids (the same
+        # whatever --n / --stride, so that runs on nested subsets share their rows)
+        seeds = {i: k for k, i in enumerate(sorted(index_folder(Path(a.data) / "samples")))}
+        place = {c.id: k for k, c in enumerate(cases)}
         todo = [(c, K, b) for K in a.K for b in a.beta for c in cases if (c.id, K, b) not in done]
         print(f"{len(cases)} images, {len(todo)} (image, K, beta) to do, {len(done)} done", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo)) as bar:
             futs = {ex.submit(job, (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full,
-                                    seeds[c.id] < a.check_saturated, a.trust_proofs)): (c.id, K, b) for c, K, b in todo}
+                                    place[c.id] < a.check_saturated, a.trust_proofs)): (c.id, K, b) for c, K, b in todo}
             for fut in as_completed(futs):
                 row = fut.result()
                 f.write(json.dumps(row) + "\n")
