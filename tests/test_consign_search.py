@@ -272,3 +272,18 @@ def test_compare_summary_counts_misses_and_bounds_the_reference():
     assert out["reference"]["lambda_hat_at_least"] == pytest.approx(0.19)
     assert out["lines_lambda_hat_within_one_step"] is True
     assert out["lines_vs_adam"] == {"lower": 1, "higher": 0}
+
+
+def test_reference_bound_uses_the_proof_that_no_member_exists():
+    """Where the reference certified nothing, its grid λ* is at least the next grid point above
+    its scan, or above the lines search's proven bound (no member below it) where that is higher."""
+    from consign_compare import reference_at_least
+
+    def row(ref, at_least, proven):
+        return {"reference": {"lambda": ref, "at_least": at_least}, "lines": {"proven": proven}}
+
+    assert reference_at_least(row(0.07, 0.07, 3.2)) == 0.07  # certified: its own value, whatever the proof
+    assert reference_at_least(row(None, 0.51, 0.12)) == 0.51  # the scan's bound is the higher
+    assert reference_at_least(row(None, 0.51, 3.2287)) == pytest.approx(3.23)  # the proof's
+    assert reference_at_least(row(None, 0.51, 3.23)) == pytest.approx(3.24)  # on a grid point: the next one
+    assert reference_at_least(row(None, 0.51, None)) == 0.51
