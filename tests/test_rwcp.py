@@ -389,7 +389,7 @@ def test_rwcp_caches_features_on_disk(tmp_path):
     m = RWCPMethod(encoder="fallback", cache_dir=str(tmp_path / "c"))
     m.score_map(_case(3))
     assert len(list((tmp_path / "c" / "features").rglob("*.npy"))) == 1
-    m.precompute([_case(s).image for s in (3, 4, 5)])
+    m.precompute([_case(s) for s in (3, 4, 5)])
     assert len(list((tmp_path / "c" / "features").rglob("*.npy"))) == 3
 
 

@@ -10,7 +10,6 @@ own cache), so each is built once per worker and job, not once per task.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import uuid
 from collections.abc import Callable, Sequence
@@ -69,10 +68,7 @@ def worker_family(family: Any) -> Any:
     threads) becomes the worker's own thread count, so that N worker processes on N cores do
     not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
     n = worker_threads()
-    decl = type(family).declared().get("threads") if hasattr(type(family), "declared") else None
-    if n is None or decl is None or not decl.runtime or getattr(family, "threads", None) is not None:
-        return family
-    return dataclasses.replace(family, threads=n)
+    return family if n is None else family.with_threads(n)
 
 
 def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:

@@ -482,7 +482,7 @@ def _evaluate_drawn(cs: ConformalSegmenter, case: Case, n_draws: int, seed: int)
     draws = cs.predict(item).sample(n_draws, np.random.default_rng(seed))
     t2 = time.perf_counter()
     out = {"score": score, "covered": float(score <= cs.lambda_)}
-    out |= draw_metrics(draws, case.label_map, float(getattr(fam, "beta", 0.0)), case.n_labels)
+    out |= draw_metrics(draws, case.label_map, float(fam.agreement_level), case.n_labels)
     return out | {"seconds_score": t1 - t0, "seconds_draws": t2 - t1}
 
 
@@ -547,7 +547,7 @@ def _evaluate_calibrated(
         "label": record.get("label"),
     }
     if drawn:
-        result |= {"beta": getattr(fam, "beta", None), "draws": int(draws)}
+        result |= {"beta": fam.agreement_level, "draws": int(draws)}
     else:
         result["distance_units"] = "physical (file spacing)" if any_spacing else "pixels"
     return result | {"mean": summary["mean"], "std": summary["std"], "undefined": summary["undefined"], "per_image": per_image}

@@ -394,7 +394,7 @@ class TaskReport:
         marks: dict[str, list[tuple[float, float]]] = {}
         for m in methods:
             fam = fams[m].fam  # type: ignore[union-attr]
-            if getattr(fam, "lambda_max", None) != 1.0:
+            if not fam.lambda_is_threshold:
                 continue
             srt = np.sort(fams[m].scores(i), axis=None)  # type: ignore[union-attr]
             curves[m] = (grid, np.searchsorted(srt, grid, side="right") / n_model)

@@ -237,7 +237,7 @@ class FamilyData:
                 parts.append(hit[0])
                 seconds.append(hit[1])
         if todo:
-            if self.runner.jobs <= 1 or getattr(self.fam, "cache", False):  # features shared through the disk cache
+            if self.runner.jobs <= 1 or self.fam.shares_state_on_disk:  # features shared through the disk cache
                 self.runner.precompute(self.fam, self.view, todo, bar)
             bar.update(description=f"{self.view.task.name} · {self.spec.label}: score maps")
             jobs = ((self.spec, self.view.case(i)) for i in todo)
@@ -388,15 +388,15 @@ class Runner:
     # ------------------------------------------------------------------ features
     def precompute(self, fam: Any, view: TaskView, todo: list[int], bar: Bar) -> None:
         """Encoder features of the images about to be scored, in batches (families that have them)."""
-        if not hasattr(fam, "precompute"):
+        if not fam.slow_state:
             return
         ident = digest(fam.cache_identity())
         done = self.features.setdefault(ident, {"images": 0, "seconds": 0.0, "encoder": fam.cache_identity()})
         bar.update(description=f"{view.task.name}: encoder features")
         t0 = time.perf_counter()
-        images = [view.case(i).image for i in todo]
-        fam.precompute(images)
-        done["images"] += len(images)
+        cases = [view.case(i) for i in todo]
+        fam.precompute(cases)
+        done["images"] += len(cases)
         done["seconds"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ worker processes
@@ -695,7 +695,7 @@ class Runner:
             curves = LossCurves.concat(parts)
             scores = zero_one_scores(curves)
             res["seconds_per_image"][f"{row.label} (α={a:g})"] = _nanmean(seconds)
-            beta = float(getattr(fam, "beta", math.nan))
+            beta = float(fam.agreement_level)
             for s, (cal, test) in enumerate(tp.sets_splits):
                 rkey = digest(["sets", a, sc.draws, list(sc.sizes), sc.draw_images, self.cfg.seed, s, [view.keys[i] for i in cal], [view.keys[i] for i in test]])
                 rec = self.cache.get_record(fkey, rkey)

@@ -153,6 +153,7 @@ class ProbabilityFamily(MaskFamily):
 
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
+    lambda_is_threshold: ClassVar[bool] = True
 
     _: KW_ONLY
     normalize: str = param(
