@@ -9,6 +9,7 @@ and exit status 2; result files are written atomically, so nothing partial is le
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -695,12 +696,49 @@ def infer(
         typer.echo(msg)
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that temporaries are removed on the way out."""
+class Stopped(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception that no library catches
+    (typer turns KeyboardInterrupt into a silent exit 130), so that temporaries are removed
+    on the way out and the user gets one line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+#: The signals segcp stops on cleanly, and the word it says for each (exit status 128 + number).
+STOP_SIGNALS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hung up"}
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+class OutputClosed(BaseException):
+    """stdout was closed by its reader (``segcp methods | head -c1``): not caught by typer's own
+    broken-pipe branch, which exits 1 without a word."""
+
+
+class _PipeGuard:
+    """stdout that raises :class:`OutputClosed` instead of ``BrokenPipeError``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise OutputClosed() from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed() from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _one_line(text: str) -> str:
@@ -714,16 +752,33 @@ def main(argv: list[str] | None = None) -> None:
 
     Bad input (:class:`SegcpError`), a bad option (click's usage errors) and an operating-system
     error (a file that cannot be read or written) all end with one line on stderr,
-    ``segcp: error: …``, and exit status 2; Ctrl-C exits 130 and SIGTERM 143, in every case
-    after the temporaries of the run were removed.
+    ``segcp: error: …``, and exit status 2; Ctrl-C (SIGINT) exits 130, SIGTERM 143 and SIGHUP
+    129, each with one line, in every case after the temporaries of the run were removed; a
+    closed stdout (``segcp methods | head -c1``) ends with one line and status 141.
     """
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):  # SIGHUP: not on Windows
+                signal.signal(getattr(signal, name), _on_signal)
+    stdout = sys.stdout
+    sys.stdout = _PipeGuard(stdout)  # type: ignore[assignment]
+    try:
+        _run(argv, stdout)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(argv: list[str] | None, stdout: Any) -> None:
+    """:func:`main` once the signal handlers and the stdout guard are in place."""
+    import os
+    import signal
+
     try:
         code = app(args=argv, prog_name="segcp", standalone_mode=False)
+        sys.stdout.flush()
     except SegcpError as exc:
         sys.stderr.write(f"segcp: error: {_one_line(str(exc))}\n")
         sys.exit(2)
@@ -734,9 +789,16 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("segcp: interrupted\n")
         sys.exit(130)
-    except Terminated:
-        sys.stderr.write("segcp: terminated\n")
-        sys.exit(143)
+    except Stopped as stop:
+        sys.stderr.write(f"segcp: {STOP_SIGNALS[signal.Signals(stop.signum).name]}\n")
+        sys.exit(128 + stop.signum)
+    except OutputClosed:
+        # the reader of stdout went away: nothing more can be shown there (Python's advice:
+        # point stdout at devnull so the interpreter's final flush stays quiet); say so once
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a stream without a file (tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        sys.stderr.write("segcp: stopped: the reader of the output closed it (broken pipe)\n")
+        sys.exit(128 + 13)  # as a shell reports a process ended by SIGPIPE
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
@@ -746,6 +808,8 @@ def main(argv: list[str] | None = None) -> None:
         # click's usage errors (unknown option, missing or malformed value): one line, not a usage block
         sys.stderr.write(f"segcp: error: {_one_line(exc.format_message())} (see segcp --help)\n")
         sys.exit(2)
+    if code == 130:  # typer's own answer to an interrupt it caught (outside our handler)
+        sys.stderr.write("segcp: interrupted\n")
     sys.exit(code if isinstance(code, int) else 0)
 
 
