@@ -150,13 +150,16 @@ def test_calibration_record_text(template, capsys, text):
 
 
 # ---------------------------------------------------------------------------- option values
-option_text = st.one_of(st.text(max_size=12), st.sampled_from(["0", "-1", "1", "1e9", "nan", "inf", "0.5", "", "true", "x=y"]))
+option_text = st.one_of(st.text(max_size=12), st.sampled_from(["0", "-1", "1", "1e9", "nan", "inf", "0.5", "", "true", "x=y", "5e-324", "1e-310"]))
 
 
 @FUZZ
 @given(option=st.sampled_from(["--alpha", "--tau", "--label", "--guarantee", "--method", "-p k", "-p se", "-p threshold",
                                "-p empty_prediction", "--se"]),
        value=option_text)
+@example(option="--alpha", value="5e-324")  # subnormal: 1/alpha overflows (was an OverflowError traceback)
+@example(option="--alpha", value="2.2250738585072014e-308")
+@example(option="--alpha", value="1e-20")
 def test_option_values(template, capsys, option, value):
     with Workspace(template) as root:
         if option.startswith("-p "):
