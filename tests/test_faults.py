@@ -149,6 +149,16 @@ def test_os_errors_while_writing_or_listing_are_one_line(ws, capsys, monkeypatch
 
 
 # ---------------------------------------------------------------------------- 3. partial output
+def test_a_failed_write_leaves_no_folders_it_made(ws, capsys):
+    """`predict --out a/b/c/sets` that fails half-way (a corrupt file after the first sets) removes
+    the temporary folder and the folders a/, a/b/, a/b/c/ it made for the output (issue 23)."""
+    (ws / "d" / "probs" / "4.npy").write_bytes(b"not an array")
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "a" / "b" / "c" / "sets"], capsys, ws, "4.npy")
+    (ws / "keep").mkdir()  # an existing ancestor stays: only what the command made goes
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "keep" / "x" / "sets"], capsys, ws, "4.npy")
+    assert (ws / "keep").is_dir()
+
+
 def test_predict_replaces_a_folder_whole_or_refuses(ws, capsys):
     s = ws / "s"
     (s / "100.npy").mkdir(parents=True)  # a folder in the way, as in the issue

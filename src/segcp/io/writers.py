@@ -114,14 +114,33 @@ def _oserror(path: Path, exc: OSError) -> SegcpError:
 
 
 def _check_parent(dest: Path) -> None:
-    """Create the parent folders of ``dest``, or one line naming the part that blocks them."""
+    """One line naming the part of ``dest``'s path that blocks its parent folders (checked
+    before any work; the folders themselves are made only when the output is written)."""
     for anc in reversed(dest.parents):
         if anc.exists() and not anc.is_dir():
             raise SegcpError(f"{dest}: its parent {anc} is not a directory")
+
+
+def _make_parents(dest: Path) -> list[Path]:
+    """Create the missing parent folders of ``dest``; the ones made, outermost first (so that
+    a failed write can remove them again: nothing is left for an output that was not written)."""
+    _check_parent(dest)
+    made = [anc for anc in reversed(dest.parents) if not anc.exists()]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_made(made)
         raise _oserror(dest.parent, exc) from None
+    return made
+
+
+def _remove_made(made: Sequence[Path]) -> None:
+    """Remove the folders :func:`_make_parents` made, innermost first, when they are empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's output), or gone: leave it
+            return
 
 
 def _check_file_target(dest: Path, make_parents: bool = True) -> None:
@@ -158,26 +177,33 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: 
     """
     dest = Path(dest)
     _check_file_target(dest, make_parents)
-    if clean_stale:
-        remove_stale_temporaries(dest.parent)
+    made = _make_parents(dest) if make_parents else []
+    done = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_prefix(), suffix=f".tmp{suffix}", dir=dest.parent)
-    except OSError as exc:
-        raise _oserror(dest, exc) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+        if clean_stale:
+            remove_stale_temporaries(dest.parent)
         try:
-            yield tmp_path
-            if tmp_path.exists():
-                os.chmod(tmp_path, 0o666 & ~umask())
-            _check_file_target(dest, make_parents)  # nothing appeared there while we worked
-            os.replace(tmp_path, dest)
+            fd, tmp = tempfile.mkstemp(prefix=_prefix(), suffix=f".tmp{suffix}", dir=dest.parent)
         except OSError as exc:
             raise _oserror(dest, exc) from None
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            try:
+                yield tmp_path
+                if tmp_path.exists():
+                    os.chmod(tmp_path, 0o666 & ~umask())
+                _check_file_target(dest, make_parents)  # nothing appeared there while we worked
+                os.replace(tmp_path, dest)
+                done = True
+            except OSError as exc:
+                raise _oserror(dest, exc) from None
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if not done:
+            _remove_made(made)
 
 
 def check_dir_target(dest: Path, existing: str = "refuse", expect: Sequence[str] = ()) -> None:
@@ -229,32 +255,44 @@ def atomic_dir(dest: str | os.PathLike[str], existing: str = "refuse", expect: S
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     dest = Path(dest)
     check_dir_target(dest, existing, expect)
-    remove_stale_temporaries(dest.parent)
+    made = _make_parents(dest)
+    done = False
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
-        os.chmod(tmp, 0o777 & ~umask())
-    except OSError as exc:
-        raise _oserror(dest, exc) from None
-    try:
+        remove_stale_temporaries(dest.parent)
         try:
-            yield tmp
-            check_dir_target(dest, existing, [f.name for f in tmp.iterdir()] if existing == "merge" else ())
-            if dest.is_dir() and not any(dest.iterdir()):
-                dest.rmdir()
-            if not dest.exists():
-                os.replace(tmp, dest)
-            elif existing == "merge":
-                for f in sorted(tmp.iterdir()):
-                    os.replace(f, dest / f.name)
-            else:  # overwrite
-                trash = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
-                os.replace(dest, trash / "old")
-                os.replace(tmp, dest)
-                shutil.rmtree(trash, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
+            os.chmod(tmp, 0o777 & ~umask())
         except OSError as exc:
             raise _oserror(dest, exc) from None
+        try:
+            yield tmp
+            _put_in_place(tmp, dest, existing)
+            done = True
+        finally:
+            _remove_dir(tmp)
     finally:
-        _remove_dir(tmp)
+        if not done:
+            _remove_made(made)
+
+
+def _put_in_place(tmp: Path, dest: Path, existing: str) -> None:
+    """Move the finished temporary folder ``tmp`` onto ``dest`` as :func:`atomic_dir` promises."""
+    try:
+        check_dir_target(dest, existing, [f.name for f in tmp.iterdir()] if existing == "merge" else ())
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if not dest.exists():
+            os.replace(tmp, dest)
+        elif existing == "merge":
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, dest / f.name)
+        else:  # overwrite
+            trash = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
+            os.replace(dest, trash / "old")
+            os.replace(tmp, dest)
+            shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
 
 
 def _remove_dir(folder: Path) -> None:
