@@ -37,7 +37,7 @@ search below is expressed in it, so the search behaves the same in both conventi
 Membership and the per-image score
 ----------------------------------
 Y ∈ C_λ (up to β) when some c ∈ B_λ gives a segmentation that agrees with Y up to β
-(:mod:`segcp.multiclass.agreement`; decided exactly, :func:`~segcp.multiclass.agreement.exceeds_beta`).
+(:mod:`segcp.segsets.agreement`; decided exactly, :func:`~segcp.segsets.agreement.exceeds_beta`).
 The score of an image is λ*(X, Y) = the smallest λ at which this search *certifies* membership.
 Certification is exact: a found c is checked with the argmax (float64), so Y ∈ C_λ for every
 λ ≥ λ*; only the search for c is approximate. A missed c makes λ* larger, never smaller, and
@@ -85,7 +85,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.cases import check_beta, check_label_map, check_samples
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import (
+from segcp.segsets.agreement import (
     agrees,
     exceeds_beta,
     float_band,
@@ -722,7 +722,7 @@ def consign_score(
     if res.certificate is not None:
         seg = dec.segment(res.certificate)
         if not agrees(seg, y, b):  # pragma: no cover - the fixed-pixel bookkeeping is exact
-            from segcp.multiclass.agreement import agreement
+            from segcp.segsets.agreement import agreement
 
             raise AssertionError(f"certificate does not hold on the full image ({agreement(seg, y)!r} <= {b})")
         lo, hi = dec.box(res.lambda_)
