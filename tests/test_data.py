@@ -26,7 +26,7 @@ from segcp.data.preprocess import (
     resize_to_shape,
     restore_to_original,
 )
-from segcp.data.splits import (
+from segcp.engine.splits import (
     dhash,
     hamming_distances,
     near_duplicate_groups,

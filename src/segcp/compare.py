@@ -21,7 +21,7 @@ import numpy as np
 from segcp._version import __version__
 from segcp.calibration import LossCurves, check_alpha
 from segcp.cases import Case
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
 from segcp.io.datadir import data_home, data_inputs, describe_data

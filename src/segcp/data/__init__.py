@@ -10,8 +10,8 @@
 - :mod:`segcp.data.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
   a 2D model runs along: the coarsest spacing, ties → the last axis), NIfTI geometry checks
   and the NIfTI writer that keeps a reference image's grid and header.
-- :mod:`segcp.data.splits`: seeded splits that keep a patient / near-duplicate group on one
-  side; repeated calibration/test splits; perceptual hashes.
+- :mod:`segcp.engine.splits` (the engine's, re-exported here): seeded splits that keep a
+  patient / near-duplicate group on one side; repeated calibration/test splits; perceptual hashes.
 - :mod:`segcp.data.preprocess`: optional resampling, intensity clipping/windowing,
   crop/resize, recorded so that outputs can be mapped back to the original grid.
 
@@ -19,7 +19,7 @@ Nothing here knows about conformal prediction; calibration never imports this pa
 """
 
 from segcp.data.preprocess import Preprocessed, Preprocessing, preprocess, restore_to_original
-from segcp.data.splits import Split, random_cal_test_splits, split_groups, split_ids
+from segcp.engine.splits import Split, random_cal_test_splits, split_groups, split_ids
 from segcp.data.tasks import Item, Sample, Task, available_tasks, export_task, get_task, resolve_data_root
 
 __all__ = [

@@ -11,7 +11,7 @@
 
 Near-duplicate images (the same lesion filed twice, with/without calipers, a few frames
 apart) are grouped by :func:`busi_groups`, with the perceptual hash of
-:func:`segcp.data.splits.phash` (see there for the threshold and how it was checked).
+:func:`segcp.engine.splits.phash` (see there for the threshold and how it was checked).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data.splits import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
+from segcp.engine.splits import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 from segcp.errors import SegcpError
 
 __all__ = [

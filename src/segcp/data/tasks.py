@@ -68,7 +68,7 @@ from numpy.typing import NDArray
 from segcp.data import acdc as _acdc
 from segcp.data import busi as _busi
 from segcp.data import la2018 as _la
-from segcp.data.splits import DEFAULT_FRACTIONS, DEFAULT_PHASH_MAX_DISTANCE, PARTS, Split, split_ids
+from segcp.engine.splits import DEFAULT_FRACTIONS, DEFAULT_PHASH_MAX_DISTANCE, PARTS, Split, split_ids
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -252,7 +252,7 @@ class Task:
     root : data folder (see :func:`resolve_data_root`).
     colour : BUSI only: ``"error"`` (default) or ``"luma"`` for colour PNGs.
     max_distance : BUSI only: pHash Hamming distance (of 256 bits) at or below which two
-        images are near-duplicates (default 84, see :mod:`segcp.data.splits`).
+        images are near-duplicates (default 84, see :mod:`segcp.engine.splits`).
     """
 
     def __init__(
