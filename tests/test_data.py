@@ -1,4 +1,4 @@
-"""Tests of segcp.data: readers (ACDC HDF5, BUSI PNG, NIfTI spacing), tasks and the RW-CP
+"""Tests of segcp.harness.datasets: readers (ACDC HDF5, BUSI PNG, NIfTI spacing), tasks and the RW-CP
 protocol, group splits and near-duplicate groups, preprocessing, export to a data directory.
 
 Real-data tests (marked ``data``) read ../shared/data through the conftest fixtures.
@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from segcp.data import acdc, busi
-from segcp.data.preprocess import (
+from segcp.harness.datasets import acdc, busi
+from segcp.harness.datasets.preprocess import (
     Preprocessing,
     center_crop_or_pad,
     clip_percentiles,
@@ -36,7 +36,7 @@ from segcp.engine.splits import (
     split_ids,
     union_find,
 )
-from segcp.data.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
+from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
 from segcp.errors import SegcpError
 from segcp.io.datadir import DataDir
 from segcp.io.readers import read_array
@@ -62,7 +62,7 @@ def busi_task(shared_data: Path) -> Task:
 
 @pytest.fixture(scope="module")
 def acdc_labels(acdc_dir: Path) -> dict[str, np.ndarray]:
-    """Every ACDC label map, read directly with h5py (independent of segcp.data)."""
+    """Every ACDC label map, read directly with h5py (independent of segcp.harness.datasets)."""
     out = {}
     for f in sorted((acdc_dir / "data").glob("*.h5")):
         with h5py.File(f, "r") as h:

@@ -16,12 +16,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from segcp.cli import main
-from segcp.data.volumes import volume_slices
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
-from segcp.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
-from segcp.models.losses import dice_ce_loss, soft_dice
-from segcp.models.train import TrainConfig, load_checkpoint, save_checkpoint, train_datadir
-from segcp.models.unet import UNet
+from segcp.harness.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
+from segcp.harness.models.losses import dice_ce_loss, soft_dice
+from segcp.harness.models.train import TrainConfig, load_checkpoint, save_checkpoint, train_datadir
+from segcp.harness.models.unet import UNet
 
 TINY = {"epochs": 2, "size": 32, "width": 4, "batch_size": 4, "threads": 1, "warmup_epochs": 0.5}
 #: (shape, spacing) of the synthetic volumes: the coarse axis is 2, 2, 0 and (isotropic) 2
@@ -298,7 +298,7 @@ def _fake_task_model(tmp_path: Path, task: str, n_classes: int = 2) -> Path:
 
 @pytest.mark.data
 def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
-    from segcp.data import tasks as tasks_mod
+    from segcp.harness.datasets import tasks as tasks_mod
 
     monkeypatch.setenv("SEGCP_DATA", str(acdc_dir))
     real = tasks_mod.Task.split
@@ -334,7 +334,7 @@ def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
 
 # ---------------------------------------------------------------------- polarization measure
 def test_polarization_fractions_by_hand(tmp_path):
-    from segcp.models.polarization import polarization, polarization_of_dir
+    from segcp.harness.models.polarization import polarization, polarization_of_dir
 
     p = [np.array([[0.0, 5e-4], [0.5, 0.5]], np.float32), np.array([[1.0, 0.9995, 0.2]], np.float32)]
     m = [np.array([[0, 0], [1, 0]], bool), np.array([[1, 1, 0]], bool)]

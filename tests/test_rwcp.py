@@ -307,7 +307,7 @@ def test_converted_dinov2_small_matches_its_onnx_source(tmp_path):
     assert record["weights_sha256"] == WEIGHTS_SHA256
     acdc = ROOT.parent / "shared" / "data" / "acdc"
     if acdc.is_dir():
-        from segcp.data import get_task
+        from segcp.harness.datasets import get_task
 
         image = get_task("acdc-lv", acdc).items()[0].load().image
     else:

@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segcp.data import acdc, la2018
-from segcp.data.tasks import EXPORT_MANIFEST, Task, export_task
-from segcp.data.volumes import (
+from segcp.harness.datasets import acdc, la2018
+from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
+from segcp.harness.datasets.volumes import (
     check_same_grid,
     read_nifti_header,
     slice_axis,

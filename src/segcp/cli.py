@@ -601,10 +601,10 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes)."""
-    from segcp.models import require_torch
+    from segcp.harness.models import require_torch
 
     require_torch()
-    from segcp.models.train import TrainConfig, train_datadir, train_task
+    from segcp.harness.models.train import TrainConfig, train_datadir, train_task
 
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
@@ -664,10 +664,10 @@ def infer(
     3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
     slice and written as volumes on the image's grid and header.
     """
-    from segcp.models import require_torch
+    from segcp.harness.models import require_torch
 
     require_torch()
-    from segcp.models.infer import infer_to_dir
+    from segcp.harness.models.infer import infer_to_dir
 
     if (task is None) == (data is None):
         raise SegcpError("infer needs either --task T --split PART or --data DIR (not both)")

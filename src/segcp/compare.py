@@ -39,7 +39,7 @@ __all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labell
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
     """Exchangeability groups of the ids of a data directory, and where they came from.
 
-    ``segcp_export.json`` (written by ``segcp.data`` exports and ``segcp infer``) or
+    ``segcp_export.json`` (written by ``segcp.harness.datasets`` exports and ``segcp infer``) or
     ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
     (valid only if images are exchangeable one by one — say so in reports).
     """

@@ -1,15 +1,15 @@
 """Segmentation models (torch, CPU-friendly): a 2D UNet, its training and batched inference.
 
-- :mod:`segcp.models.unet`: :class:`~segcp.models.unet.UNet` (4 down-sampling levels,
+- :mod:`segcp.harness.models.unet`: :class:`~segcp.harness.models.unet.UNet` (4 down-sampling levels,
   BatchNorm, optional channel dropout for MC dropout).
-- :mod:`segcp.models.train`: :class:`~segcp.models.train.TrainConfig`, training on a task's
+- :mod:`segcp.harness.models.train`: :class:`~segcp.harness.models.train.TrainConfig`, training on a task's
   training patients or on a data directory (2D images, or the slices of 3D volumes),
   checkpoints that record task, split, preprocessing, settings and validation metrics.
-- :mod:`segcp.models.infer`: batched, seeded inference (MC dropout, deep ensembles) that
+- :mod:`segcp.harness.models.infer`: batched, seeded inference (MC dropout, deep ensembles) that
   writes the CLI data-directory layout on the original grid of every image; 3D volumes slice
   by slice, written back on the volume's grid and NIfTI header.
-- :mod:`segcp.models.losses`: cross-entropy and nnU-Net's Dice + cross-entropy (``--loss dice_ce``).
-- :mod:`segcp.models.polarization`: how polarized probabilities are (near 0/1, ties), CE vs Dice+CE.
+- :mod:`segcp.harness.models.losses`: cross-entropy and nnU-Net's Dice + cross-entropy (``--loss dice_ce``).
+- :mod:`segcp.harness.models.polarization`: how polarized probabilities are (near 0/1, ties), CE vs Dice+CE.
 
 This package is the only one that imports torch; ``import segcp`` works without it.
 """

@@ -1,26 +1,26 @@
 """Datasets for segcp's benchmarks and tests: readers, named tasks, group splits, preprocessing.
 
-- :mod:`segcp.data.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes;
+- :mod:`segcp.harness.datasets.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes;
   the slices of a (patient, frame) stacked into an (H, W, Z) volume).
-- :mod:`segcp.data.la2018`: LA 2018 LGE-MRI volumes (X, Y, Z), left atrium, 0.625 mm.
-- :mod:`segcp.data.busi`: BUSI-style PNG folders (``images/``, ``masks/``), near-duplicate groups.
-- :mod:`segcp.data.tasks`: named tasks (``acdc-lv``, ``acdc-rv``, ``acdc``, ``busi``; volume
+- :mod:`segcp.harness.datasets.la2018`: LA 2018 LGE-MRI volumes (X, Y, Z), left atrium, 0.625 mm.
+- :mod:`segcp.harness.datasets.busi`: BUSI-style PNG folders (``images/``, ``masks/``), near-duplicate groups.
+- :mod:`segcp.harness.datasets.tasks`: named tasks (``acdc-lv``, ``acdc-rv``, ``acdc``, ``busi``; volume
   tasks ``la2018``, ``acdc-3d``), the RW-CP slice protocol, export to a CLI data directory
   (NIfTI volumes with their spacing and affine for the volume tasks).
-- :mod:`segcp.data.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
+- :mod:`segcp.harness.datasets.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
   a 2D model runs along: the coarsest spacing, ties → the last axis), NIfTI geometry checks
   and the NIfTI writer that keeps a reference image's grid and header.
 - :mod:`segcp.engine.splits` (the engine's, re-exported here): seeded splits that keep a
   patient / near-duplicate group on one side; repeated calibration/test splits; perceptual hashes.
-- :mod:`segcp.data.preprocess`: optional resampling, intensity clipping/windowing,
+- :mod:`segcp.harness.datasets.preprocess`: optional resampling, intensity clipping/windowing,
   crop/resize, recorded so that outputs can be mapped back to the original grid.
 
 Nothing here knows about conformal prediction; calibration never imports this package.
 """
 
-from segcp.data.preprocess import Preprocessed, Preprocessing, preprocess, restore_to_original
+from segcp.harness.datasets.preprocess import Preprocessed, Preprocessing, preprocess, restore_to_original
 from segcp.engine.splits import Split, random_cal_test_splits, split_groups, split_ids
-from segcp.data.tasks import Item, Sample, Task, available_tasks, export_task, get_task, resolve_data_root
+from segcp.harness.datasets.tasks import Item, Sample, Task, available_tasks, export_task, get_task, resolve_data_root
 
 __all__ = [
     "Item",

@@ -2,7 +2,7 @@
 
 Output folder (ids unchanged)::
 
-    images/<id>.<ext>   carried over (task: written as .npy, as :func:`segcp.data.export_task` does;
+    images/<id>.<ext>   carried over (task: written as .npy, as :func:`segcp.harness.datasets.export_task` does;
                         data directory: the files copied as they are)
     masks/<id>.<ext>    carried over when the source has masks
     probs/<id>.npy      float32 on the ORIGINAL grid of the image: the foreground probability
@@ -13,7 +13,7 @@ Output folder (ids unchanged)::
 
 **Volumes** (3D images: the volume tasks ``la2018`` / ``acdc-3d``, or 3D files in a data
 directory). The 2D model runs slice by slice along the slice axis
-(:func:`segcp.data.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+(:func:`segcp.harness.datasets.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
 ``slice_axis``), ``batch_size`` slices per forward pass, one volume in memory at a time, and
 the slices are stacked back on the volume's exact grid:
 
@@ -63,12 +63,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from segcp.data.preprocess import Preprocessing, preprocess, restore_to_original
-from segcp.data.volumes import SLICE_AXIS_RULE, volume_slices
-from segcp.data.volumes import slice_axis as choose_axis
+from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
+from segcp.harness.datasets.volumes import SLICE_AXIS_RULE, volume_slices
+from segcp.harness.datasets.volumes import slice_axis as choose_axis
 from segcp.errors import SegcpError
-from segcp.models.train import load_checkpoint
-from segcp.models.unet import UNet, enable_mc_dropout, has_dropout
+from segcp.harness.models.train import load_checkpoint
+from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
 
 __all__ = ["INFER_MANIFEST", "SAMPLES_DTYPE", "Ensemble", "infer_to_dir", "load_ensemble"]
 
@@ -285,7 +285,7 @@ def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int, label: int
     2D images or 3D volumes (the Dice of the whole volume).
     """
     from segcp.cases import binarize_mask
-    from segcp.models.train import dice_scores
+    from segcp.harness.models.train import dice_scores
 
     m = np.asarray(mask)
     if n_classes == 2:
@@ -349,7 +349,7 @@ def infer_to_dir(
     if slice_axis is not None:
         choose_axis(None, given=slice_axis)  # a bad --slice-axis fails before any work
     if task is not None:
-        from segcp.data.tasks import get_task
+        from segcp.harness.datasets.tasks import get_task
 
         if split not in SPLIT_PARTS:
             raise SegcpError(f"--split {split!r}: expected one of {', '.join(SPLIT_PARTS)}")
@@ -384,7 +384,7 @@ def infer_to_dir(
     try:
         with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
             if task is not None:
-                from segcp.data.tasks import export_task
+                from segcp.harness.datasets.tasks import export_task
 
                 export_task(t, split, tmp, split=sp)  # type: ignore[arg-type]
             else:
@@ -497,7 +497,7 @@ def _infer_volume(
 ) -> float | None:
     """Predict one volume, write ``probs/`` (NIfTI on the image's grid when the image is
     NIfTI and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
-    from segcp.data.volumes import nifti_ext, read_nifti_header, write_nifti
+    from segcp.harness.datasets.volumes import nifti_ext, read_nifti_header, write_nifti
     from segcp.io import read_array, write_npy
 
     img_path = dd.path("images", ident)
@@ -521,7 +521,7 @@ def _infer_volume(
 
 def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
     """Before any work: every NIfTI volume's mask must lie on its grid (one line names the mask)."""
-    from segcp.data.volumes import check_same_grid, nifti_ext, read_nifti_header
+    from segcp.harness.datasets.volumes import check_same_grid, nifti_ext, read_nifti_header
 
     for i in ids:
         img, msk = dd.path("images", i), dd.path("masks", i)
@@ -533,7 +533,7 @@ def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
 
 def _volume_task_of(task: str, trained_task: str) -> Any:
     """The spec of ``trained_task`` when ``task`` is the volume task of its dataset; else one error line."""
-    from segcp.data.tasks import TASK_SPECS
+    from segcp.harness.datasets.tasks import TASK_SPECS
 
     spec, target = TASK_SPECS.get(trained_task), TASK_SPECS.get(task)
     if spec is None or target is None or spec.volumes or not target.volumes or spec.dataset != target.dataset:
@@ -547,7 +547,7 @@ def _check_volume_task(t: Any, trained_task: str, split_seed: int, sp: Any, ids:
     Returns the label a binary model's structure has in the volume task's label maps (e.g. 3
     for an ``acdc-lv`` model on ``acdc-3d``), for its Dice; None otherwise.
     """
-    from segcp.data.tasks import get_task
+    from segcp.harness.datasets.tasks import get_task
 
     spec = _volume_task_of(t.name, trained_task)
     if part != "train":

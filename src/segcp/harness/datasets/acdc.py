@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
+from segcp.harness.datasets._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
 
 __all__ = [
