@@ -26,16 +26,8 @@ from segcp.harness.datasets.preprocess import (
     resize_to_shape,
     restore_to_original,
 )
-from segcp.engine.splits import (
-    dhash,
-    hamming_distances,
-    near_duplicate_groups,
-    phash,
-    random_cal_test_splits,
-    split_groups,
-    split_ids,
-    union_find,
-)
+from segcp.engine.splits import random_cal_test_splits, split_groups, split_ids
+from segcp.harness.datasets.hashes import _as_gray_float, _resize_lanczos, hamming_distances, near_duplicate_groups, phash, union_find
 from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
 from segcp.errors import SegcpError
 from segcp.io.datadir import DataDir
@@ -266,6 +258,13 @@ def test_busi_bad_files(busi_dir: Path, tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------- near-duplicates
+def dhash(image: np.ndarray, size: int = 8) -> np.ndarray:
+    """Difference hash, bool (size·size,): signs of horizontal gradients of a (size, size+1)
+    thumbnail (the 64-bit hash that pHash replaced, see segcp.harness.datasets.hashes)."""
+    small = _resize_lanczos(_as_gray_float(image), size, size + 1)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
 def test_hashes_and_union_find() -> None:
     rng = np.random.default_rng(1)
     base = rng.random((120, 160)) * 200

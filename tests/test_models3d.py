@@ -334,7 +334,7 @@ def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
 
 # ---------------------------------------------------------------------- polarization measure
 def test_polarization_fractions_by_hand(tmp_path):
-    from segcp.harness.models.polarization import polarization, polarization_of_dir
+    from polarization import polarization, polarization_of_dir  # benchmarks/polarization.py
 
     p = [np.array([[0.0, 5e-4], [0.5, 0.5]], np.float32), np.array([[1.0, 0.9995, 0.2]], np.float32)]
     m = [np.array([[0, 0], [1, 0]], bool), np.array([[1, 1, 0]], bool)]

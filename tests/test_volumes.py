@@ -20,7 +20,6 @@ from segcp.harness.datasets.volumes import (
     check_same_grid,
     read_nifti_header,
     slice_axis,
-    stack_slices,
     volume_affine,
     volume_slices,
     write_nifti,
@@ -32,6 +31,16 @@ from test_data import one_line_error as one_line
 
 
 # ------------------------------------------------------------------ slice axis, stacking
+def stack_slices(slices, axis: int, *, channels: int = 0) -> np.ndarray:
+    """Stack 2D maps back into a volume along ``axis`` (the inverse of ``volume_slices``).
+
+    ``channels`` leading axes of each map are kept in front: maps (L, H, W) with
+    ``channels=1`` and ``axis=2`` give (L, H, W, Z); maps (N, L, H, W) with ``channels=2``
+    give (N, L, *volume shape).
+    """
+    return np.stack(list(slices), axis=channels + axis)
+
+
 def test_slice_axis_rule():
     assert slice_axis((1.5, 1.5, 10.0)) == 2
     assert slice_axis((5.0, 0.8, 0.8)) == 0

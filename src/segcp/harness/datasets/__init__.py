@@ -1,4 +1,4 @@
-"""Datasets for segcp's benchmarks and tests: readers, named tasks, group splits, preprocessing.
+"""Datasets for segcp's benchmarks and tests: readers, named tasks, near-duplicate groups, preprocessing.
 
 - :mod:`segcp.harness.datasets.acdc`: ACDC cine MRI in the SSL4MIS HDF5 layout (2D slices, 3D volumes;
   the slices of a (patient, frame) stacked into an (H, W, Z) volume).
@@ -10,8 +10,8 @@
 - :mod:`segcp.harness.datasets.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
   a 2D model runs along: the coarsest spacing, ties → the last axis), NIfTI geometry checks
   and the NIfTI writer that keeps a reference image's grid and header.
-- :mod:`segcp.engine.splits` (the engine's, re-exported here): seeded splits that keep a
-  patient / near-duplicate group on one side; repeated calibration/test splits; perceptual hashes.
+- :mod:`segcp.harness.datasets.hashes`: BUSI's near-duplicate groups by perceptual hash
+  (the splits that keep a group on one side are the engine's, :mod:`segcp.engine.splits`).
 - :mod:`segcp.harness.datasets.preprocess`: optional resampling, intensity clipping/windowing,
   crop/resize, recorded so that outputs can be mapped back to the original grid.
 
@@ -19,7 +19,6 @@ Nothing here knows about conformal prediction; calibration never imports this pa
 """
 
 from segcp.harness.datasets.preprocess import Preprocessed, Preprocessing, preprocess, restore_to_original
-from segcp.engine.splits import Split, random_cal_test_splits, split_groups, split_ids
 from segcp.harness.datasets.tasks import Item, Sample, Task, available_tasks, export_task, get_task, resolve_data_root
 
 __all__ = [
@@ -27,15 +26,11 @@ __all__ = [
     "Preprocessed",
     "Preprocessing",
     "Sample",
-    "Split",
     "Task",
     "available_tasks",
     "export_task",
     "get_task",
     "preprocess",
-    "random_cal_test_splits",
     "resolve_data_root",
     "restore_to_original",
-    "split_groups",
-    "split_ids",
 ]

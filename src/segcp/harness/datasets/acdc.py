@@ -53,9 +53,7 @@ __all__ = [
     "scan_acdc",
     "read_acdc_h5",
     "read_acdc_slice",
-    "read_acdc_label",
     "label_areas",
-    "clear_area_cache",
 ]
 
 #: Label values of the ACDC label maps and their meaning.
@@ -198,10 +196,6 @@ def read_acdc_slice(s: AcdcSlice) -> tuple[NDArray[np.float32], NDArray[np.uint8
     return img, lab
 
 
-def read_acdc_label(s: AcdcSlice) -> NDArray[np.uint8]:
-    """Label uint8 (H, W) of one slice, values in {0, 1, 2, 3}."""
-    return _read_one(s, with_image=False)[1]
-
 
 def _volume_depth(path: Path) -> int:
     import h5py
@@ -320,10 +314,6 @@ def read_acdc_volume(
 # ------------------------------------------------------------------- label areas
 _AREA_CACHE: dict[tuple[str, int, int], NDArray[np.int64]] = {}
 
-
-def clear_area_cache() -> None:
-    """Forget the per-file label areas kept in memory by :func:`label_areas`."""
-    _AREA_CACHE.clear()
 
 
 def _file_areas(path: Path) -> NDArray[np.int64]:

@@ -11,7 +11,7 @@
 
 Near-duplicate images (the same lesion filed twice, with/without calipers, a few frames
 apart) are grouped by :func:`busi_groups`, with the perceptual hash of
-:func:`segcp.engine.splits.phash` (see there for the threshold and how it was checked).
+:func:`segcp.harness.datasets.hashes.phash` (see there for the threshold and how it was checked).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.engine.splits import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
+from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "read_busi_pair",
     "busi_hashes",
     "busi_groups",
-    "clear_hash_cache",
 ]
 
 Colour = Literal["error", "luma"]
@@ -152,10 +151,6 @@ def read_busi_pair(item: BusiImage, *, colour: Colour = "error") -> tuple[NDArra
 # ----------------------------------------------------------------- near-duplicates
 _HASH_CACHE: dict[tuple[str, int, int, int, str], NDArray[np.bool_]] = {}
 
-
-def clear_hash_cache() -> None:
-    """Forget the image hashes kept in memory by :func:`busi_hashes`."""
-    _HASH_CACHE.clear()
 
 
 def busi_hashes(items: list[BusiImage], *, size: int = DEFAULT_PHASH_SIZE, colour: Colour = "error") -> NDArray[np.bool_]:

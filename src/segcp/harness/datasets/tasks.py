@@ -68,7 +68,8 @@ from numpy.typing import NDArray
 from segcp.harness.datasets import acdc as _acdc
 from segcp.harness.datasets import busi as _busi
 from segcp.harness.datasets import la2018 as _la
-from segcp.engine.splits import DEFAULT_FRACTIONS, DEFAULT_PHASH_MAX_DISTANCE, PARTS, Split, split_ids
+from segcp.engine.splits import DEFAULT_FRACTIONS, PARTS, Split, split_ids
+from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -252,7 +253,7 @@ class Task:
     root : data folder (see :func:`resolve_data_root`).
     colour : BUSI only: ``"error"`` (default) or ``"luma"`` for colour PNGs.
     max_distance : BUSI only: pHash Hamming distance (of 256 bits) at or below which two
-        images are near-duplicates (default 84, see :mod:`segcp.engine.splits`).
+        images are near-duplicates (default 84, see :mod:`segcp.harness.datasets.hashes`).
     """
 
     def __init__(

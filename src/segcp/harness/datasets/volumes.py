@@ -39,7 +39,6 @@ __all__ = [
     "nifti_ext",
     "read_nifti_header",
     "slice_axis",
-    "stack_slices",
     "volume_affine",
     "volume_slices",
     "write_nifti",
@@ -81,7 +80,7 @@ def slice_axis(spacing: Sequence[float] | None, ndim: int = 3, given: int | None
 def volume_slices(volume: NDArray[Any], axis: int) -> list[NDArray[Any]]:
     """The 2D slices of a 3D array along ``axis``, in order (contiguous copies).
 
-    ``volume_slices(v, 2)[k]`` is ``v[:, :, k]``; :func:`stack_slices` inverts it.
+    ``volume_slices(v, 2)[k]`` is ``v[:, :, k]``; ``np.stack(slices, axis)`` inverts it.
     """
     v = np.asarray(volume)
     if v.ndim != 3:
@@ -90,15 +89,6 @@ def volume_slices(volume: NDArray[Any], axis: int) -> list[NDArray[Any]]:
         raise SegcpError(f"slice axis {axis}: must be 0, 1 or 2")
     return [np.ascontiguousarray(s) for s in np.moveaxis(v, axis, 0)]
 
-
-def stack_slices(slices: Sequence[NDArray[Any]], axis: int, *, channels: int = 0) -> NDArray[Any]:
-    """Stack 2D maps back into a volume along ``axis`` (the inverse of :func:`volume_slices`).
-
-    ``channels`` leading axes of each map are kept in front: maps (L, H, W) with
-    ``channels=1`` and ``axis=2`` give (L, H, W, Z); maps (N, L, H, W) with ``channels=2``
-    give (N, L, *volume shape).
-    """
-    return np.stack(list(slices), axis=channels + axis)
 
 
 def volume_affine(spacing: Sequence[float] | None) -> NDArray[np.float64]:

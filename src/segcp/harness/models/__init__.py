@@ -9,7 +9,6 @@
   writes the CLI data-directory layout on the original grid of every image; 3D volumes slice
   by slice, written back on the volume's grid and NIfTI header.
 - :mod:`segcp.harness.models.losses`: cross-entropy and nnU-Net's Dice + cross-entropy (``--loss dice_ce``).
-- :mod:`segcp.harness.models.polarization`: how polarized probabilities are (near 0/1, ties), CE vs Dice+CE.
 
 This package is the only one that imports torch; ``import segcp`` works without it.
 """
