@@ -26,7 +26,6 @@ Command line (writes the JSON summary and the figure)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path

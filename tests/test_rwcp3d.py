@@ -139,7 +139,9 @@ def test_timings_and_graph_size():
     probs, image, _ = _volume((4, 12, 12))
     t: dict[str, float] = {}
     m = RWCPMethod(**FAST)
-    r = m.score_map_timed(Case("v", probs, image=image), t)
+    from bench_volumes import score_map_timed  # benchmarks/bench_volumes.py
+
+    r = score_map_timed(m, Case("v", probs, image=image), t)
     assert np.array_equal(r, m.score_map(Case("v", probs, image=image)))
     assert {"encoder", "knn", "weights", "diffusion", "resize", "normalize"} <= set(t)
     assert t["nodes"] == probs.size and t["edges"] > probs.size * m.k
