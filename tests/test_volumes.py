@@ -19,11 +19,11 @@ from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
 from segcp.harness.datasets.volumes import (
     check_same_grid,
     read_nifti_header,
-    slice_axis,
     volume_affine,
     volume_slices,
     write_nifti,
 )
+from segcp.cases import slice_axis
 from segcp.errors import SegcpError
 from segcp.io.readers import read_array
 from test_data import one_line_error as one_line
@@ -42,17 +42,20 @@ def stack_slices(slices, axis: int, *, channels: int = 0) -> np.ndarray:
 
 
 def test_slice_axis_rule():
-    assert slice_axis((1.5, 1.5, 10.0)) == 2
-    assert slice_axis((5.0, 0.8, 0.8)) == 0
-    assert slice_axis((0.8, 4.0, 0.8)) == 1
-    assert slice_axis((0.625, 0.625, 0.625)) == 2  # isotropic: the last axis
-    assert slice_axis((3.0, 1.0, 3.0)) == 2  # ties: the last tied axis
-    assert slice_axis(None) == 2
-    assert slice_axis((1.0, 1.0, 1.0), given=0) == 0
+    shape = (9, 8, 7)
+    assert slice_axis(shape, (1.5, 1.5, 10.0)) == 2
+    assert slice_axis(shape, (5.0, 0.8, 0.8)) == 0
+    assert slice_axis(shape, (0.8, 4.0, 0.8)) == 1
+    assert slice_axis(shape, (0.625, 0.625, 0.625)) == 2  # isotropic: the fewest slices (here the last axis)
+    assert slice_axis(shape, (3.0, 1.0, 3.0)) == 2  # ties: the tied axis with the fewest voxels
+    assert slice_axis((7, 8, 7), (3.0, 1.0, 3.0)) == 0  # ... then the first
+    assert slice_axis(shape, None) == 2
+    assert slice_axis((7, 8, 9), None) == 0  # unknown spacing: the fewest voxels, e.g. D of (D, H, W)
+    assert slice_axis(shape, (1.0, 1.0, 1.0), given=0) == 0
     with pytest.raises(SegcpError, match="slice-axis"):
-        slice_axis(None, given=3)
+        slice_axis(shape, None, given=3)
     with pytest.raises(SegcpError, match="positive"):
-        slice_axis((1.0, 0.0, 1.0))
+        slice_axis(shape, (1.0, 0.0, 1.0))
 
 
 def test_slices_round_trip():

@@ -596,7 +596,7 @@ def train(
     ] = "ce",
     slice_axis: Annotated[
         Optional[int],
-        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> last)."),
+        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -655,7 +655,7 @@ def infer(
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
     slice_axis: Annotated[
         Optional[int],
-        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> last)."),
+        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -8,7 +8,7 @@
   tasks ``la2018``, ``acdc-3d``), the RW-CP slice protocol, export to a CLI data directory
   (NIfTI volumes with their spacing and affine for the volume tasks).
 - :mod:`segcp.harness.datasets.volumes`: the 3D conventions (nibabel's axis order, spacing, the slice axis
-  a 2D model runs along: the coarsest spacing, ties → the last axis), NIfTI geometry checks
+  a 2D model runs along: the coarsest spacing, ties → the fewest voxels), NIfTI geometry checks
   and the NIfTI writer that keeps a reference image's grid and header.
 - :mod:`segcp.harness.datasets.hashes`: BUSI's near-duplicate groups by perceptual hash
   (the splits that keep a group on one side are the engine's, :mod:`segcp.engine.splits`).

@@ -200,7 +200,7 @@ class Sample:
     spacing : voxel size per axis in mm, or None (unknown: ACDC and BUSI store none; pixel /
         voxel units). ``la2018``: (0.625, 0.625, 0.625).
     slice_axis : volumes: the axis of the slices a 2D model sees (2 for both volume tasks:
-        ACDC's acquisition slices; LA 2018 isotropic, see :func:`segcp.harness.datasets.volumes.slice_axis`);
+        ACDC's acquisition slices; LA 2018 isotropic, see :func:`segcp.cases.slice_axis`);
         None for 2D images.
     """
 

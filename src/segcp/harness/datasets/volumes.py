@@ -12,9 +12,10 @@ Conventions (every 3D array segcp's data and model code writes or reads):
   spacing): they are written with pixdim (1, 1, 1), spatial unit "unknown" and the slice
   axis marked in the header (``dim_info`` slice = 2) and in ``segcp_export.json``; distances
   computed on them are in voxels, not mm.
-- **Slice axis** (:func:`slice_axis`): a 2D model runs slice by slice along the axis with the
-  **coarsest spacing**; ties (an isotropic volume such as LA 2018, or unknown spacing) go to
-  the **last** of the tied axes, i.e. Z = axis 2 of (X, Y, Z).
+- **Slice axis** (:func:`segcp.cases.slice_axis`, the one rule of the UNet and RW-CP alike): a
+  2D model runs slice by slice along the axis with the **coarsest spacing**; ties (an isotropic
+  volume such as LA 2018, or unknown spacing) go to the tied axis with the **fewest voxels**
+  (LA 2018: Z, 88 slices), then the first.
 
 Writers go through :func:`segcp.io.writers.atomic_path` (a temporary file renamed into place).
 """
@@ -34,47 +35,17 @@ from segcp.errors import SegcpError
 
 __all__ = [
     "GRID_ATOL",
-    "SLICE_AXIS_RULE",
     "check_same_grid",
     "nifti_ext",
     "read_nifti_header",
-    "slice_axis",
     "volume_affine",
     "volume_slices",
     "write_nifti",
 ]
 
-#: How :func:`slice_axis` chooses, in words (recorded in checkpoints and manifests).
-SLICE_AXIS_RULE = "the axis with the coarsest spacing; ties (isotropic or unknown spacing) -> the last tied axis"
 #: Largest difference (mm, per affine entry) between two NIfTI affines of "the same grid".
 GRID_ATOL = 1e-4
 
-
-def slice_axis(spacing: Sequence[float] | None, ndim: int = 3, given: int | None = None) -> int:
-    """The axis a 2D model runs along: the coarsest spacing, ties → the last tied axis.
-
-    Parameters
-    ----------
-    spacing : voxel size per axis (any unit), or None when unknown (treated as isotropic).
-    ndim : number of axes of the volume (3).
-    given : an axis chosen by the user (``--slice-axis``): checked (0..ndim−1) and returned.
-
-    Examples
-    --------
-    >>> slice_axis((1.5, 1.5, 10.0)), slice_axis((5.0, 0.8, 0.8)), slice_axis((0.625,) * 3), slice_axis(None)
-    (2, 0, 2, 2)
-    """
-    if given is not None:
-        if isinstance(given, bool) or int(given) != given or not 0 <= int(given) < ndim:
-            raise SegcpError(f"--slice-axis {given!r}: must be one of 0..{ndim - 1}")
-        return int(given)
-    if spacing is None:
-        return ndim - 1
-    sp = [float(s) for s in spacing]
-    if len(sp) != ndim or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise SegcpError(f"spacing {tuple(spacing)}: need {ndim} positive numbers to choose a slice axis")
-    top = max(sp)
-    return max(i for i, s in enumerate(sp) if s >= top * (1 - 1e-6))
 
 
 def volume_slices(volume: NDArray[Any], axis: int) -> list[NDArray[Any]]:

@@ -13,7 +13,7 @@ Output folder (ids unchanged)::
 
 **Volumes** (3D images: the volume tasks ``la2018`` / ``acdc-3d``, or 3D files in a data
 directory). The 2D model runs slice by slice along the slice axis
-(:func:`segcp.harness.datasets.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+(:func:`segcp.cases.slice_axis`: the coarsest spacing, ties → the fewest voxels; or
 ``slice_axis``), ``batch_size`` slices per forward pass, one volume in memory at a time, and
 the slices are stacked back on the volume's exact grid:
 
@@ -64,8 +64,9 @@ import torch
 from numpy.typing import NDArray
 
 from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
-from segcp.harness.datasets.volumes import SLICE_AXIS_RULE, volume_slices
-from segcp.harness.datasets.volumes import slice_axis as choose_axis
+from segcp.cases import SLICE_AXIS_RULE
+from segcp.cases import slice_axis as choose_axis
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
 from segcp.harness.models.train import load_checkpoint
 from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
@@ -347,7 +348,7 @@ def infer_to_dir(
     cal_ids: set[str] = set()
     dice_label: int | None = None
     if slice_axis is not None:
-        choose_axis(None, given=slice_axis)  # a bad --slice-axis fails before any work
+        choose_axis((0, 0, 0), given=slice_axis)  # a bad --slice-axis fails before any work
     if task is not None:
         from segcp.harness.datasets.tasks import get_task
 
@@ -409,7 +410,7 @@ def infer_to_dir(
                         flat.append(i)
                         imgs.append(arr)
                         continue
-                    axes[i] = choose_axis(spacing, given=slice_axis)
+                    axes[i] = choose_axis(arr.shape, spacing, given=slice_axis)
                     d = _infer_volume(ens, dd, tmp, i, arr, axes[i], samples, seed, bs, dice_label)
                     del arr
                     if has_masks:

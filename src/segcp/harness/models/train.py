@@ -25,7 +25,7 @@ Which images
   only), or calibration later is not exchangeable.
 - **Volumes** (volume tasks ``la2018``, ``acdc-3d``; 3D images in a data directory, e.g.
   NIfTI): the 2D UNet trains on every slice along the volume's slice axis
-  (:func:`segcp.harness.datasets.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+  (:func:`segcp.cases.slice_axis`: the coarsest spacing, ties → the fewest voxels; or
   ``slice_axis``). The validation hold-out takes whole groups (patients; in a data directory
   the groups of ``segcp_export.json``, else whole volumes), never single slices, and the
   validation Dice is the mean over held-out volumes of the 3D Dice of their stacked slices.
@@ -395,13 +395,13 @@ def datadir_training_data(
     model with ``max label + 1`` classes.
 
     3D images (volumes, e.g. NIfTI (X, Y, Z)) give one training image per slice along
-    ``slice_axis`` (None: :func:`segcp.harness.datasets.volumes.slice_axis` of the image's spacing — the
-    coarsest, ties → the last axis). A NIfTI mask must lie on its volume's grid (same shape
+    ``slice_axis`` (None: :func:`segcp.cases.slice_axis` of the image's spacing — the
+    coarsest, ties → the fewest voxels). A NIfTI mask must lie on its volume's grid (same shape
     and affine). The validation hold-out takes whole groups (volumes, or the groups of
     ``segcp_export.json``), never single slices.
     """
     from segcp.harness.datasets.volumes import check_same_grid, nifti_ext
-    from segcp.harness.datasets.volumes import slice_axis as choose_axis
+    from segcp.cases import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
     root = Path(data)
@@ -439,7 +439,7 @@ def datadir_training_data(
         if img.ndim == 2:
             raw.append((i, i, img, m))
         else:
-            axes[i] = choose_axis(spacing, given=slice_axis)
+            axes[i] = choose_axis(img.shape, spacing, given=slice_axis)
             raw += [(sid, i, im, t) for sid, im, t in _volume_slices(i, img, m, axes[i])]
     if label is None and values and values <= {0, 255}:
         raw = [(sid, vid, img, (m == 255).astype(np.int64)) for sid, vid, img, m in raw]
@@ -474,7 +474,7 @@ def datadir_training_data(
         },
     }
     if axes:
-        from segcp.harness.datasets.volumes import SLICE_AXIS_RULE
+        from segcp.cases import SLICE_AXIS_RULE
 
         info["volumes"] = {
             "n": len(axes),
