@@ -7,6 +7,7 @@ NPY                ``.npy``                none
 PNG                ``.png``                none (2D)
 NIfTI              ``.nii.gz``, ``.nii``   pixdim; affine + header (sets written on it)
 nnU-Net NPZ        ``.npz``                from the file of the same id beside it (NIfTI…)
+NRRD               ``.nrrd``, ``.nhdr``    space directions / origin; affine + header
 =================  ======================  ===================================================
 
 Every reader of segcp (:func:`segcp.io.readers.read_array`, the data-directory index of
@@ -20,11 +21,13 @@ from segcp.io.formats.npy import NPY
 from segcp.io.formats.png import PNG
 from segcp.io.formats.nifti import NIfTI
 from segcp.io.formats.nnunet import NnUNetNPZ
+from segcp.io.formats.nrrd import NRRD
 
 __all__ = [
     "GRID_ATOL",
     "NIfTI",
     "NPY",
+    "NRRD",
     "PNG",
     "Format",
     "Geometry",
