@@ -600,10 +600,13 @@ def train(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes)."""
+    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes).
+
+    Research harness: needs torch (and h5py for the HDF5 tasks): pip install "segcp[harness]" after torch.
+    """
     from segcp.harness.models import require_torch
 
-    require_torch()
+    require_torch("segcp train")
     from segcp.harness.models.train import TrainConfig, train_datadir, train_task
 
     if (task is None) == (data is None):
@@ -663,10 +666,12 @@ def infer(
 
     3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
     slice and written as volumes on the image's grid and header.
+
+    Research harness: needs torch (and h5py for the HDF5 tasks): pip install "segcp[harness]" after torch.
     """
     from segcp.harness.models import require_torch
 
-    require_torch()
+    require_torch("segcp infer")
     from segcp.harness.models.infer import infer_to_dir
 
     if (task is None) == (data is None):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.harness.datasets._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
+from segcp.harness.datasets._h5 import check_image, check_label, h5py_module, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -166,7 +166,7 @@ def read_acdc_h5(
 
 
 def _read_one(s: AcdcSlice, with_image: bool) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
-    import h5py
+    h5py = h5py_module()
 
     if s.index is None:
         img, lab = read_acdc_h5(s.path, with_image=with_image)
@@ -198,7 +198,7 @@ def read_acdc_slice(s: AcdcSlice) -> tuple[NDArray[np.float32], NDArray[np.uint8
 
 
 def _volume_depth(path: Path) -> int:
-    import h5py
+    h5py = h5py_module()
 
     try:
         with h5py.File(path, "r") as h5:

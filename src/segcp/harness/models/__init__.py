@@ -10,7 +10,8 @@
   by slice, written back on the volume's grid and NIfTI header.
 - :mod:`segcp.harness.models.losses`: cross-entropy and nnU-Net's Dice + cross-entropy (``--loss dice_ce``).
 
-This package is the only one that imports torch; ``import segcp`` works without it.
+This package is the only one that trains or runs a network with torch; ``import segcp`` works
+without it (``pip install "segcp[harness]"`` after torch).
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ from __future__ import annotations
 __all__ = ["require_torch"]
 
 
-def require_torch() -> None:
-    """Raise a one-line :class:`~segcp.errors.SegcpError` when torch is not installed."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from segcp.errors import SegcpError
+def require_torch(what: str = "the UNet (segcp train, segcp infer)") -> None:
+    """Raise a one-line :class:`~segcp.errors.SegcpError` naming the extra when torch is not installed."""
+    from segcp.harness import require
 
-        raise SegcpError(
-            "models need torch, which is not installed; install torch first (e.g. pip install torch==2.13.0)"
-        ) from None
+    require(what, "torch")
