@@ -57,8 +57,8 @@ class ConsignMethod(SegmentationSetFamily):
                                     "(None: the calibration alpha)", low=0.0, high=1.0, high_open=True, optional=True)
     svd: str = param("gram", "SVD algorithm", kind="choice", choices=SVD_METHODS)
     box: str = param("paper", "box convention: paper (eq. 4-6: a_k, b_k from the coefficients <u_k, s_n - mu>, "
-                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients, "
-                     "segcp before issue 16; lambda about Sigma_11 times larger)",
+                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients U_nk; "
+                     "lambda about Sigma_11 times larger)",
                      kind="choice", choices=BOX_CONVENTIONS, unrecorded="normalized")
     search: dict[str, Any] = param(None, "membership-search settings (segcp.segsets.consign.SearchOptions; "
                                    "give them flat, e.g. -p n_screen=64)", kind="mapping", optional=True)

@@ -17,7 +17,7 @@
   the pairs).
 
 The public CONSIGN code was not read (GPL-3.0); these are the definitions above, from the
-paper's description and the project's issue. Where its implementation differs (e.g. whether
+paper's description. Where its implementation differs (e.g. whether
 the correlation uses integer labels or one-hot entries, or all pixels) is not known here.
 """
 
