@@ -18,13 +18,13 @@ from segcp.harness.datasets import acdc, la2018
 from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
 from segcp.harness.datasets.volumes import (
     check_same_grid,
-    read_nifti_header,
     volume_affine,
     volume_slices,
     write_nifti,
 )
 from segcp.cases import slice_axis
 from segcp.errors import SegcpError
+from segcp.io import read_geometry, write_on_grid
 from segcp.io.readers import read_array
 from test_data import one_line_error as one_line
 
@@ -82,11 +82,12 @@ def _reference(path: Path, shape=(6, 5, 4), dtype=np.int16) -> nib.Nifti1Image:
     return img
 
 
-def test_write_nifti_keeps_the_reference_grid_and_header(tmp_path):
+def test_writing_on_a_nifti_grid_keeps_the_reference_grid_and_header(tmp_path):
     _reference(tmp_path / "ref.nii.gz")
-    ref = read_nifti_header(tmp_path / "ref.nii.gz")
+    ref = nib.load(str(tmp_path / "ref.nii.gz"))
+    grid = read_geometry(tmp_path / "ref.nii.gz")
     p = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
-    write_nifti(tmp_path / "p.nii.gz", p, like=ref)
+    write_on_grid(tmp_path / "p.nii.gz", p, grid)
     out = nib.load(str(tmp_path / "p.nii.gz"))
     assert out.get_data_dtype() == np.float32
     assert np.array_equal(np.asanyarray(out.dataobj), p)  # no intensity scaling
@@ -97,7 +98,7 @@ def test_write_nifti_keeps_the_reference_grid_and_header(tmp_path):
     assert read_array(tmp_path / "p.nii.gz")[1] == read_array(tmp_path / "ref.nii.gz")[1]
     check_same_grid(tmp_path / "ref.nii.gz", tmp_path / "p.nii.gz")
     with pytest.raises(SegcpError, match="does not lie on the grid"):
-        write_nifti(tmp_path / "q.nii.gz", p[:, :, :3], like=ref)
+        write_on_grid(tmp_path / "q.nii.gz", p[:, :, :3], grid)
     assert not (tmp_path / "q.nii.gz").exists()
 
 
@@ -127,8 +128,8 @@ def test_check_same_grid_names_the_file(tmp_path):
     assert "shape" in one_line(e, tmp_path / "m2.nii.gz")
     (tmp_path / "bad.nii.gz").write_bytes(b"not nifti")
     with pytest.raises(SegcpError) as e:
-        read_nifti_header(tmp_path / "bad.nii.gz")
-    one_line(e, tmp_path / "bad.nii.gz")
+        read_geometry(tmp_path / "bad.nii.gz")
+    assert "unreadable NIfTI file" in one_line(e, tmp_path / "bad.nii.gz")
 
 
 # ------------------------------------------------------------------ LA 2018 reader (synthetic)

@@ -365,8 +365,12 @@ def write_on_grid(
     suffix = next((x for x in fmt.suffixes if dest.name.lower().endswith(x)), None)
     if suffix is None:
         raise SegcpError(f"{dest}: a {fmt.name} file name must end in {' or '.join(fmt.suffixes)}")
+    a = np.asarray(array)
+    grid = None if geometry.shape is None else tuple(geometry.shape)
+    if grid is not None and a.ndim == len(grid) and a.shape != grid:
+        raise SegcpError(f"{dest}: array of shape {a.shape} does not lie on the grid {grid} of {Path(geometry.source).name}")
     with atomic_path(dest, suffix=suffix, clean_stale=clean_stale, make_parents=make_parents) as tmp:
-        fmt.write(tmp, np.asarray(array), geometry)
+        fmt.write(tmp, a, geometry)
     return dest
 
 

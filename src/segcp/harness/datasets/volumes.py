@@ -32,19 +32,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
+from segcp.io.formats import GRID_ATOL, format_of, read_geometry
 
 __all__ = [
     "GRID_ATOL",
     "check_same_grid",
-    "nifti_ext",
-    "read_nifti_header",
     "volume_affine",
     "volume_slices",
     "write_nifti",
 ]
 
-#: Largest difference (mm, per affine entry) between two NIfTI affines of "the same grid".
-GRID_ATOL = 1e-4
 
 
 
@@ -70,47 +67,24 @@ def volume_affine(spacing: Sequence[float] | None) -> NDArray[np.float64]:
     return np.diag([*sp, 1.0])
 
 
-def nifti_ext(path: str | os.PathLike[str]) -> str | None:
-    """``".nii.gz"`` or ``".nii"`` for a NIfTI file name, else None."""
-    low = Path(path).name.lower()
-    for ext in (".nii.gz", ".nii"):
-        if low.endswith(ext):
-            return ext
-    return None
-
-
-def read_nifti_header(path: str | os.PathLike[str]) -> Any:
-    """The nibabel image of a NIfTI file, header only (the data is not read); one-line errors."""
-    import logging
-
-    import nibabel as nib
-
-    p = Path(path)
-    log = logging.getLogger("nibabel.global")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        return nib.load(str(p))
-    except FileNotFoundError:
-        raise SegcpError(f"{p}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - any nibabel failure: one line naming the file
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise SegcpError(f"{p}: unreadable NIfTI file ({reason})") from None
-    finally:
-        log.setLevel(level)
 
 
 def check_same_grid(reference: str | os.PathLike[str], other: str | os.PathLike[str]) -> None:
     """Refuse ``other`` unless it lies on the grid of ``reference``: same spatial shape and affine.
 
-    Both are NIfTI files (headers only are read). The affines must agree to :data:`GRID_ATOL`
-    per entry. One error line names ``other``.
+    Both are files of a format with a geometry (NIfTI, NRRD; headers only are read,
+    :func:`segcp.io.read_geometry`). The affines must agree to :data:`GRID_ATOL` per entry.
+    One error line names ``other``.
     """
-    ref, oth = read_nifti_header(reference), read_nifti_header(other)
-    rs, os_ = tuple(ref.shape[:3]), tuple(oth.shape[:3])
+    ref, oth = read_geometry(reference), read_geometry(other)
+    for path, g in ((reference, ref), (other, oth)):
+        if g is None:
+            raise SegcpError(f"{path}: no grid in the world to compare (expected a NIfTI or NRRD file)")
+    assert ref is not None and oth is not None
+    rs, os_ = tuple(ref.shape or ())[:3], tuple(oth.shape or ())[:3]
     if rs != os_:
-        raise SegcpError(f"{other}: shape {tuple(oth.shape)} does not match {Path(reference).name} {tuple(ref.shape)}")
-    diff = float(np.max(np.abs(np.asarray(ref.affine) - np.asarray(oth.affine))))
+        raise SegcpError(f"{other}: shape {tuple(oth.shape or ())} does not match {Path(reference).name} {tuple(ref.shape or ())}")
+    diff = float(np.max(np.abs(ref.affine - oth.affine)))
     if not diff <= GRID_ATOL:
         raise SegcpError(
             f"{other}: affine differs from {Path(reference).name} by up to {diff:.3g} mm; "
@@ -122,51 +96,41 @@ def write_nifti(
     dest: str | os.PathLike[str],
     array: NDArray[Any],
     *,
-    like: Any = None,
     spacing: Sequence[float] | None = None,
     units: str = "mm",
     slice_dim: int | None = None,
 ) -> Path:
-    """Write a 3D array as NIfTI, atomically; returns the path.
+    """Write a 3D array as a new NIfTI volume on a regular grid at the origin, atomically;
+    returns the path. (An array on an existing file's grid is written with
+    :func:`segcp.io.write_on_grid`.)
 
     Parameters
     ----------
     dest : ``.nii.gz`` (compressed) or ``.nii``.
     array : (X, Y, Z) in nibabel's axis order; its dtype is kept (bool is written as uint8).
-    like : a nibabel image (e.g. from :func:`read_nifti_header`) whose grid and header the
-        output takes — affine, qform/sform and their codes, pixdim, units, dim_info — with
-        only the data type (and the intensity scaling, reset to none) changed. The array's
-        spatial shape must equal its.
-    spacing, units, slice_dim : without ``like``: the affine diag(spacing, 1) (qform and
-        sform, code "aligned"), the spatial unit ("mm" or "unknown") and the slice axis
-        recorded in ``dim_info`` (None: not recorded).
+    spacing, units, slice_dim : the affine diag(spacing, 1) (qform and sform, code
+        "aligned"), the spatial unit ("mm" or "unknown") and the slice axis recorded in
+        ``dim_info`` (None: not recorded).
     """
     import nibabel as nib
 
     from segcp.io.writers import atomic_path
 
     dest = Path(dest)
-    ext = nifti_ext(dest)
-    if ext is None:
+    hit = format_of(dest)
+    if hit is None or hit[0].name != "NIfTI":
         raise SegcpError(f"{dest}: a NIfTI file name must end in .nii.gz or .nii")
     arr = np.asarray(array)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    if like is not None:
-        if tuple(like.shape[: arr.ndim]) != arr.shape:
-            raise SegcpError(f"{dest}: array of shape {arr.shape} does not lie on the grid {tuple(like.shape)} of its reference")
-        img = like.__class__(arr, like.affine, header=like.header)
-        img.set_data_dtype(arr.dtype)
-        img.header.set_slope_inter(1.0, 0.0)
-    else:
-        affine = volume_affine(spacing)
-        img = nib.Nifti1Image(arr, affine)
-        img.set_data_dtype(arr.dtype)
-        img.set_qform(affine, code="aligned")
-        img.set_sform(affine, code="aligned")
-        img.header.set_xyzt_units(xyz=units)
-        if slice_dim is not None:
-            img.header.set_dim_info(slice=int(slice_dim))
-    with atomic_path(dest, suffix=ext) as tmp:
+    affine = volume_affine(spacing)
+    img = nib.Nifti1Image(arr, affine)
+    img.set_data_dtype(arr.dtype)
+    img.set_qform(affine, code="aligned")
+    img.set_sform(affine, code="aligned")
+    img.header.set_xyzt_units(xyz=units)
+    if slice_dim is not None:
+        img.header.set_dim_info(slice=int(slice_dim))
+    with atomic_path(dest, suffix=hit[2].lower()) as tmp:
         nib.save(img, str(tmp))
     return dest

@@ -17,12 +17,13 @@ directory). The 2D model runs slice by slice along the slice axis
 ``slice_axis``), ``batch_size`` slices per forward pass, one volume in memory at a time, and
 the slices are stacked back on the volume's exact grid:
 
-- ``probs/<id>.nii.gz`` (a NIfTI image; ``.nii`` stays ``.nii``): float32 (X, Y, Z)
-  foreground probability with the image's affine and header (qform/sform and codes, pixdim,
-  units, dim_info; only the data type changes); a multi-class model's (L, X, Y, Z) softmax
-  stack is written as ``probs/<id>.npy`` — a NIfTI affine covers the first three axes only,
-  so a channel-first stack cannot carry the volume's geometry, which the ``masks/`` and
-  ``images/`` NIfTI files beside it do. Non-NIfTI volumes (``.npy``) give ``.npy``.
+- ``probs/<id>.nii.gz`` (the image's format and suffix: ``.nii`` stays ``.nii``, NRRD gives
+  ``.nrrd``; :func:`segcp.io.write_on_grid`): float32 (X, Y, Z) foreground probability with
+  the image's affine and header (qform/sform and codes, pixdim, units, dim_info; only the
+  data type changes); a multi-class model's (L, X, Y, Z) softmax stack is written as
+  ``probs/<id>.npy`` — a NIfTI affine covers the first three axes only, so a channel-first
+  stack cannot carry the volume's geometry, which the ``masks/`` and ``images/`` files beside
+  it do. Volumes without a geometry (``.npy``) give ``.npy``.
 - ``samples/<id>.npy``: float16 (N, L, X, Y, Z). Sample k is ONE network draw applied to
   the whole volume: its MC-dropout masks are seeded by the volume id (not the slice), so they
   are the same on every slice and the sample is coherent across slices.
@@ -496,13 +497,12 @@ def _infer_volume(
     bs: int,
     dice_label: int | None,
 ) -> float | None:
-    """Predict one volume, write ``probs/`` (NIfTI on the image's grid when the image is
-    NIfTI and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
-    from segcp.harness.datasets.volumes import nifti_ext, read_nifti_header, write_nifti
-    from segcp.io import read_array, write_npy
+    """Predict one volume, write ``probs/`` (on the image's grid, in its format, when the
+    image is NIfTI or NRRD and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
+    from segcp.io import format_of, read_array, read_geometry, write_npy, write_on_grid
 
     img_path = dd.path("images", ident)
-    ext = nifti_ext(img_path)
+    grid = read_geometry(img_path)
     mask = None
     if dd.has("masks"):
         mask_path = dd.path("masks", ident)
@@ -510,8 +510,8 @@ def _infer_volume(
         if mask.shape != volume.shape:
             raise SegcpError(f"{mask_path}: mask shape {mask.shape} does not match image shape {volume.shape}")
     probs, smp = ens.predict_volume(volume, ident, axis=axis, samples=samples, seed=seed, batch_size=bs)
-    if ext and probs.ndim == 3:
-        write_nifti(tmp / "probs" / f"{ident}{ext}", probs, like=read_nifti_header(img_path))
+    if grid is not None and probs.ndim == 3:
+        write_on_grid(tmp / "probs" / f"{ident}{format_of(img_path)[2].lower()}", probs, grid)  # type: ignore[index]
     else:
         write_npy(tmp / "probs" / f"{ident}.npy", probs)
     if smp is not None:
@@ -522,12 +522,14 @@ def _infer_volume(
 
 def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
     """Before any work: every NIfTI volume's mask must lie on its grid (one line names the mask)."""
-    from segcp.harness.datasets.volumes import check_same_grid, nifti_ext, read_nifti_header
+    from segcp.harness.datasets.volumes import check_same_grid
+    from segcp.io import read_geometry
 
     for i in ids:
         img, msk = dd.path("images", i), dd.path("masks", i)
-        if nifti_ext(img) and nifti_ext(msk):
-            shape = read_nifti_header(img).shape
+        grid = read_geometry(img)
+        if grid is not None and read_geometry(msk) is not None:
+            shape = grid.shape or ()
             if len(shape) >= 3 and shape[2] > 1:  # a volume (a 2D image may be stored (X, Y, 1))
                 check_same_grid(img, msk)
 

@@ -400,7 +400,8 @@ def datadir_training_data(
     and affine). The validation hold-out takes whole groups (volumes, or the groups of
     ``segcp_export.json``), never single slices.
     """
-    from segcp.harness.datasets.volumes import check_same_grid, nifti_ext
+    from segcp.harness.datasets.volumes import check_same_grid
+    from segcp.io import read_geometry
     from segcp.cases import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
@@ -422,7 +423,7 @@ def datadir_training_data(
             raise SegcpError(f"{dd.path('images', i)}: expected a 2D image or a 3D volume, got shape {img.shape}")
         if m.shape != img.shape:
             raise SegcpError(f"{dd.path('masks', i)}: mask shape {m.shape} does not match image shape {img.shape}")
-        if img.ndim == 3 and nifti_ext(dd.path("images", i)) and nifti_ext(dd.path("masks", i)):
+        if img.ndim == 3 and read_geometry(dd.path("images", i)) is not None and read_geometry(dd.path("masks", i)) is not None:
             check_same_grid(dd.path("images", i), dd.path("masks", i))
         if label is None:
             if m.dtype == bool:
