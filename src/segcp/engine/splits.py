@@ -9,8 +9,7 @@ here keeps a *group* (a patient for ACDC, a near-duplicate group for BUSI) on on
 - :func:`random_cal_test_splits`: repeated calibration/test splits of the pool with about
   ``n_cal`` calibration images, whole groups only.
 - :func:`group_folds`: K folds of whole groups (cross-validation on calibration data);
-  :func:`split_fraction`: a fraction of the groups on one side (a tuning hold-out, the demo's
-  calibration half).
+  :func:`split_fraction`: a fraction of the groups on one side (a tuning hold-out of whole groups).
 
 The near-duplicate groups of BUSI are found by perceptual hash in
 :mod:`segcp.harness.datasets.hashes`.
