@@ -358,7 +358,7 @@ def run_compact_cost(args: argparse.Namespace) -> dict[str, Any]:
     from segcp import ConformalSegmenter
     from segcp.calibration.compact import CompactCurves, Grid
     from segcp.compare import load_groups
-    from segcp.data.splits import random_cal_test_splits
+    from segcp.engine.splits import random_cal_test_splits
     from segcp.io import DataDir
 
     res: dict[str, Any] = {"versions": _versions(), "splits": args.splits, "n_cal": args.n_cal, "alphas": args.alphas, "sets": []}

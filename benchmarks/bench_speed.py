@@ -174,7 +174,7 @@ def _float64_check(diff: _Diff, torch_enc: Any, onnx_enc: Any) -> list[dict[str,
 
 # ---------------------------------------------------------------------------- encoder
 def _acdc_images(n: int) -> tuple[list[np.ndarray], list[str]]:
-    from segcp.data import get_task
+    from segcp.harness.datasets import get_task
 
     items = get_task("acdc-lv", _data_root() / "acdc").items()
     step = max(1, len(items) // max(1, n))

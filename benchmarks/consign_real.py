@@ -38,7 +38,7 @@ from segcp import Case, ConformalSegmenter
 from segcp.calibration import LossCurves, zero_one_curve
 from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.execution import parallel_map
 from segcp.io import index_folder, read_array

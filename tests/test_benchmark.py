@@ -15,7 +15,7 @@ from segcp.benchmark.cache import BenchmarkCache
 from segcp.benchmark.evaluate import MaskEvaluator
 from segcp.cli import main
 from segcp.conformal import ConformalSegmenter
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.metrics import evaluate_set
 from segcp.synthetic import make_phantoms

@@ -162,7 +162,7 @@ def corrupt(data: Path, kind: str) -> str:
     if kind == "empty":
         for f in (data / "probs").glob("*"):
             f.unlink()
-        return "no .npy, .png, .nii or .nii.gz files"
+        return "probs: no files in a format segcp reads (.npy, .png, .nii.gz, .nii, .npz"
     raise AssertionError(kind)
 
 

@@ -22,8 +22,8 @@ import pytest
 from scipy import ndimage
 
 from segcp.calibration import LossCurves, crc_lambda
-from segcp.data.tasks import get_task
-from segcp.data.acdc import label_areas
+from segcp.harness.datasets.tasks import get_task
+from segcp.harness.datasets.acdc import label_areas
 from segcp.methods import Case, ThresholdMethod
 
 pytestmark = pytest.mark.data

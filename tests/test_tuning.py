@@ -17,7 +17,7 @@ from segcp.compare import MethodSpec, run_comparison
 from segcp.errors import SegcpError
 from segcp.methods import Case
 from segcp.synthetic import make_phantoms
-from segcp.data.splits import group_folds, split_fraction
+from segcp.engine.splits import group_folds, split_fraction
 from segcp.specs import TunedSpec, expand_grid
 from segcp.tuning import select, tune
 
@@ -121,7 +121,7 @@ def test_comparison_tunes_on_calibration_images_only(phantoms, monkeypatch):
     monkeypatch.setattr(compare_mod, "select", spy)
     tuned = TunedSpec("morph tuned", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})), folds=3)
     res = run_comparison(cases, groups, [MethodSpec("CRC", "threshold"), tuned], alphas=(0.2,), n_cal=20, n_splits=4, seed=2, show_progress=False)
-    from segcp.data.splits import random_cal_test_splits
+    from segcp.engine.splits import random_cal_test_splits
 
     splits = list(random_cal_test_splits(groups, 20, 4, 2))
     assert len(seen) == 4

@@ -597,15 +597,18 @@ def train(
     ] = "ce",
     slice_axis: Annotated[
         Optional[int],
-        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> last)."),
+        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes)."""
-    from segcp.models import require_torch
+    """Train a UNet on a task's training patients or on a data directory (2D images, or the slices of 3D volumes).
 
-    require_torch()
-    from segcp.models.train import TrainConfig, train_datadir, train_task
+    Research harness: needs torch (and h5py for the HDF5 tasks): pip install "segcp[harness]" after torch.
+    """
+    from segcp.harness.models import require_torch
+
+    require_torch("segcp train")
+    from segcp.harness.models.train import TrainConfig, train_datadir, train_task
 
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
@@ -656,7 +659,7 @@ def infer(
     device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
     slice_axis: Annotated[
         Optional[int],
-        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> last)."),
+        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -664,11 +667,13 @@ def infer(
 
     3D images (volume tasks la2018 / acdc-3d, or NIfTI volumes in --data) are run slice by
     slice and written as volumes on the image's grid and header.
-    """
-    from segcp.models import require_torch
 
-    require_torch()
-    from segcp.models.infer import infer_to_dir
+    Research harness: needs torch (and h5py for the HDF5 tasks): pip install "segcp[harness]" after torch.
+    """
+    from segcp.harness.models import require_torch
+
+    require_torch("segcp infer")
+    from segcp.harness.models.infer import infer_to_dir
 
     if (task is None) == (data is None):
         raise SegcpError("infer needs either --task T --split PART or --data DIR (not both)")

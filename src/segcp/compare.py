@@ -21,7 +21,7 @@ import numpy as np
 from segcp._version import __version__
 from segcp.calibration import LossCurves, check_alpha
 from segcp.cases import Case
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, write_json, write_text
 from segcp.io.datadir import data_home, data_inputs, describe_data
@@ -39,7 +39,7 @@ __all__ = ["MethodSpec", "TunedSpec", "compare_dir", "load_groups", "load_labell
 def load_groups(data: str | os.PathLike[str], ids: Sequence[str]) -> tuple[list[str], str]:
     """Exchangeability groups of the ids of a data directory, and where they came from.
 
-    ``segcp_export.json`` (written by ``segcp.data`` exports and ``segcp infer``) or
+    ``segcp_export.json`` (written by ``segcp.harness.datasets`` exports and ``segcp infer``) or
     ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
     (valid only if images are exchangeable one by one — say so in reports).
     """

@@ -29,7 +29,7 @@ from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter, Curves
 from segcp.errors import SegcpError
 from segcp.execution import Executor, chunk_ranges
-from segcp.io import CaseReader, DataDir, atomic_dir, check_output, index_folder, read_array, read_json, to_jsonable, write_json, write_set
+from segcp.io import CaseReader, DataDir, atomic_dir, check_output, index_folder, read_array, read_json, suffixes, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs, describe_data
 from segcp.io.writers import TMP_PREFIX, check_dir_target
 from segcp.jobs import Job, datadir, holds_label, map_ids, mapped_executor, worker_family
@@ -349,8 +349,8 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str]) -> s
     out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     draws = manifest["draws"]
-    # NIfTI masks are only ever written by an atomic rename: present means whole
-    return {i for i in ids if complete_set(out / f"{i}.npy", draws) or (draws is None and (out / f"{i}.nii.gz").is_file())}
+    # sets on an input's grid (NIfTI, NRRD, ...) are only ever written by an atomic rename: present means whole
+    return {i for i in ids if complete_set(out / f"{i}.npy", draws) or (draws is None and written_set(out, i) is not None)}
 
 
 def _as_json(obj: Any) -> Any:
@@ -692,7 +692,7 @@ def _evaluate(
         raise SegcpError(f"{sets}: sets directory does not exist")
     set_files = {i: p for i, p in index_folder(sets).items() if not p.name.endswith(".npz")}
     if not set_files:
-        raise SegcpError(f"{sets}: no set files (.npy, .nii.gz, .png)")
+        raise SegcpError(f"{sets}: no set files ({', '.join(x for x in suffixes() if x != '.npz')})")
     dd = DataDir(data)
     if out is not None:
         check_output(out, [sets, *data_inputs(data)])

@@ -8,7 +8,7 @@ from typing import Any
 
 from segcp.metrics import METRICS
 
-__all__ = ["HEADERS", "fmt", "metrics_table", "markdown_table", "rich_table"]
+__all__ = ["HEADERS", "fmt", "metrics_table", "rich_table"]
 
 #: Short column headers for result keys.
 HEADERS = {
@@ -50,12 +50,6 @@ def rich_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title:
         console = Console(width=160)
     console.print(table)
 
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as a GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str | None = None) -> None:

@@ -14,7 +14,7 @@ calibration images are no longer exactly exchangeable with a test image *given t
 With a handful of candidates the effect is small (a union bound over C candidates at most),
 and `segcp compare` measures it (the tuned rows keep mean test FNR ≤ α in docs/results); for
 a strict guarantee tune on images that are not used for calibration — e.g. groups split off
-the calibration set (:func:`segcp.data.splits.split_fraction`), or the model's validation
+the calibration set (:func:`segcp.engine.splits.split_fraction`), or the model's validation
 patients.
 
 Examples
@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves, check_alpha, crc_lambda, min_calibration_size
 from segcp.cases import Case
-from segcp.data.splits import group_folds
+from segcp.engine.splits import group_folds
 from segcp.errors import SegcpError
 from segcp.metrics import dice, hd95, stretch
 from segcp.progress import track

@@ -28,7 +28,7 @@ from segcp.benchmark.config import BenchmarkConfig
 from segcp.benchmark.evaluate import OVERLAP, MaskEvaluator
 from segcp.benchmark.tasks import Task, TaskView, open_task
 from segcp.calibration import LossCurves
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.metrics import (
     METRICS,

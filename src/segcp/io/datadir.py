@@ -10,7 +10,8 @@ A data directory holds, per image id::
     masks/<id>.<ext>     binary mask, or a label map (with --label L for pixel-set families)
     images/<id>.<ext>    the image (image-aware families: rwcp), grey or colour
 
-with ``ext`` ∈ {npy, npz, png, nii.gz, nii}. The folders need not sit in one directory
+with ``ext`` any suffix of a registered format (:mod:`segcp.io.formats`: npy, npz, png,
+nii.gz, nii, ...). The folders need not sit in one directory
 (:class:`DataSpec`: ``--probs DIR --masks DIR ...`` on the command line), and file names need
 not be the ids themselves (``--match images={id}_0000`` for nnU-Net's ``imagesTr``,
 ``--match probs={id}_prob`` for MONAI's postfixes).
@@ -29,7 +30,6 @@ across the folders a command reads. :meth:`DataDir.reader` builds, for a set fam
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -42,7 +42,8 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
 from segcp.errors import SegcpError
-from segcp.io.readers import NIFTI, Geometry, read_array, read_geometry, read_probabilities, split_ext
+from segcp.io.formats import Geometry, format_of, read_geometry, suffixes
+from segcp.io.readers import read_array, read_probabilities
 
 __all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "DataSpec", "data_home", "data_inputs", "describe_data", "index_folder", "label_names"]
 
@@ -149,8 +150,9 @@ def index_folder(folder: Path, pattern: str | None = None) -> dict[str, Path]:
     """Map id → file for the recognised files of one folder (hidden files ignored).
 
     With ``pattern`` (``{id}`` in it), only names matching it count, and the id is the part
-    that ``{id}`` matches. An id with an ``.npz`` and a NIfTI file (an nnU-Net prediction) maps
-    to the ``.npz``; :func:`companions` gives the NIfTI.
+    that ``{id}`` matches. An id with a file in a format that takes its geometry from a
+    companion (nnU-Net's ``.npz``) and a file in a format with geometry (its ``.nii.gz``) maps
+    to the first; the second gives its grid (:meth:`DataDir.geometry`).
     """
     return _index(folder, pattern)[0]
 
@@ -164,26 +166,30 @@ def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], d
             names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
     except OSError as exc:
         raise SegcpError(f"{folder}: cannot list the folder ({exc.strerror or type(exc).__name__})") from None
+    kinds: dict[str, Any] = {}
     for name in names:
-        parts = split_ext(name)
-        if parts is None:
+        hit = format_of(name)
+        if hit is None:
             continue
-        stem, ext = parts
+        fmt, stem, _ = hit
         if rx is not None:
             m = rx.match(stem)
             if m is None:
                 continue
             stem = m.group("id")
         if stem in out:
-            a, b = out[stem], folder / name
-            pair = {a.suffix if split_ext(a.name)[1] == ".npz" else "nifti" if split_ext(a.name)[1] in NIFTI else a.suffix,
-                    ".npz" if ext == ".npz" else "nifti" if ext in NIFTI else ext}
-            if pair == {".npz", "nifti"}:  # nnU-Net: probabilities + argmax side by side
-                npz, nii = (a, b) if ext in NIFTI else (b, a)
-                out[stem], geometry[stem] = npz, nii
+            other = kinds[stem]
+            # a format without geometry of its own beside a file that has one (nnU-Net: the
+            # .npz probabilities and the argmax .nii.gz): the first is read, the second gives the grid
+            pair = [(f, p) for f, p in ((other, out[stem]), (fmt, folder / name)) if f.takes_companion_geometry]
+            companion = [(f, p) for f, p in ((other, out[stem]), (fmt, folder / name)) if f.has_geometry]
+            if len(pair) == 1 and len(companion) == 1 and stem not in geometry:
+                out[stem], geometry[stem] = pair[0][1], companion[0][1]
+                kinds[stem] = pair[0][0]
                 continue
-            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}, {name})")
+            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}" + (f", {geometry[stem].name}" if stem in geometry else "") + f", {name})")
         out[stem] = folder / name
+        kinds[stem] = fmt
     return out, geometry
 
 
@@ -242,7 +248,7 @@ class DataDir:
                 where = self.spec.describe()
                 raise SegcpError(f"{where}: missing folder {sub}/" + (" (or --" + sub + " DIR)" if self.root is None else ""))
             if not self.files[sub]:
-                raise SegcpError(f"{self.folder(sub)}: no .npy, .png, .nii or .nii.gz files (nor nnU-Net .npz)" + (
+                raise SegcpError(f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})" + (
                     f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
         base = require[0]
         ids = set(self.files[base])
@@ -270,7 +276,7 @@ class DataDir:
             raise SegcpError(f"{self.folder(sub)}: no file for id {ident!r}") from None
 
     def geometry(self, sub: str, ident: str) -> Geometry | None:
-        """The NIfTI geometry of ``sub``'s file for ``ident`` (its NIfTI companion for an NPZ)."""
+        """The geometry of ``sub``'s file for ``ident`` (of its companion for an nnU-Net NPZ)."""
         companion = self.geometry_files.get(sub, {}).get(ident)
         return read_geometry(companion if companion is not None else self.path(sub, ident))
 

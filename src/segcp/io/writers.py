@@ -53,8 +53,10 @@ __all__ = [
     "umask",
     "write_json",
     "write_npy",
+    "write_on_grid",
     "write_set",
     "write_text",
+    "written_set",
 ]
 
 #: What :func:`atomic_dir` does when the destination folder exists and is not empty.
@@ -362,9 +364,10 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], geometry: Any = None, *, clean_stale: bool = True) -> Path:
-    """Write one prediction set: ``<id>.nii.gz`` (uint8, or uint16 for wide bit codes) on
-    ``geometry``'s grid — the same affine and header as the input, so that a viewer overlays
-    it — when there is one, else ``<id>.npy`` as it is. Atomic; returns the path.
+    """Write one prediction set: on ``geometry``'s grid when there is one — ``<id>`` plus the
+    suffix of the input's format (``.nii.gz``, ``.nrrd``, ...), uint8 (or uint16 for wide bit
+    codes), with the input's affine and header, so that a viewer overlays it — else
+    ``<id>.npy`` as it is. Atomic; returns the path.
 
     ``folder`` must exist (it is never created: a straggling task of a cluster job that has
     ended, its temporary folder removed, fails instead of recreating it); a present file is
@@ -374,16 +377,38 @@ def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], g
     a = np.asarray(array)
     if geometry is None:
         return write_npy(folder / f"{ident}.npy", a, clean_stale=clean_stale, make_parents=False)
-    import nibabel as nib
-
     data = a.astype(np.uint16 if a.dtype.kind in "iu" and a.size and a.max() > 255 else np.uint8)
-    header = geometry.header.copy()
-    header.set_data_dtype(data.dtype)
-    header.set_slope_inter(1.0, 0.0)
-    img = nib.Nifti1Image(data, geometry.affine, header=header) if isinstance(header, nib.Nifti1Header) else nib.Nifti2Image(data, geometry.affine, header=header)
-    dest = folder / f"{ident}.nii.gz"
-    with atomic_path(dest, suffix=".nii.gz", clean_stale=clean_stale, make_parents=False) as tmp:
-        nib.save(img, str(tmp))
+    return write_on_grid(folder / f"{ident}{geometry.format.suffixes[0]}", data, geometry, clean_stale=clean_stale, make_parents=False)
+
+
+def written_set(folder: str | os.PathLike[str], ident: str) -> Path | None:
+    """The set :func:`write_set` wrote on an input's grid for ``ident`` in ``folder``, if any
+    (such files are only ever written by an atomic rename: present means whole)."""
+    from segcp.io.formats import formats
+
+    for fmt in formats():
+        if fmt.has_geometry and (Path(folder) / f"{ident}{fmt.suffixes[0]}").is_file():
+            return Path(folder) / f"{ident}{fmt.suffixes[0]}"
+    return None
+
+
+def write_on_grid(
+    dest: str | os.PathLike[str], array: NDArray[Any], geometry: Any, *, clean_stale: bool = True, make_parents: bool = True
+) -> Path:
+    """Write ``array`` (its dtype kept; bool as uint8) to ``dest`` on ``geometry``'s grid (a
+    :class:`~segcp.io.formats.Geometry`), in the format that read it and with its header,
+    atomically; ``dest`` must end in a suffix of that format. Returns the path."""
+    dest = Path(dest)
+    fmt = geometry.format
+    suffix = next((x for x in fmt.suffixes if dest.name.lower().endswith(x)), None)
+    if suffix is None:
+        raise SegcpError(f"{dest}: a {fmt.name} file name must end in {' or '.join(fmt.suffixes)}")
+    a = np.asarray(array)
+    grid = None if geometry.shape is None else tuple(geometry.shape)
+    if grid is not None and a.ndim == len(grid) and a.shape != grid:
+        raise SegcpError(f"{dest}: array of shape {a.shape} does not lie on the grid {grid} of {Path(geometry.source).name}")
+    with atomic_path(dest, suffix=suffix, clean_stale=clean_stale, make_parents=make_parents) as tmp:
+        fmt.write(tmp, a, geometry)
     return dest
 
 

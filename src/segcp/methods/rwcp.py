@@ -446,11 +446,3 @@ class RWCPMethod(ProbabilityFamily):
             spacing = (sp[ax], *(v for a, v in enumerate(sp) if a != ax))
             out = self.diffuse_volume(probs, feats, spacing, timings)  # type: ignore[arg-type]
         return np.ascontiguousarray(np.moveaxis(out, 0, ax))
-
-    def score_map_timed(self, case: Case, timings: dict[str, float]) -> NDArray[np.float64]:
-        """:meth:`score_map`, filling ``timings`` (see :meth:`foreground`; plus ``normalize``)."""
-        s = self.foreground(case, timings)
-        clock = _Clock(timings)
-        r = 1.0 - self.normalized(s, case)
-        clock("normalize")
-        return r

@@ -17,8 +17,8 @@ Per image, from N sampled softmax maps ŝ_1 … ŝ_N ∈ R^{L×P} (L labels, P p
    * ``"paper"`` (default; eq. 4–6 of the paper, and what the authors' code computes): the
      coefficients of sample n are ⟨u_k, ŝ_n − μ⟩ = Σ_kk U_nk; a_k, b_k = their α_box/2 and
      1 − α_box/2 quantiles (``np.quantile``, linear);
-   * ``"normalized"`` (segcp before issue 16): a_k, b_k = the same quantiles of the
-     normalised coefficients U_nk (= the paper's a_k, b_k divided by Σ_kk);
+   * ``"normalized"``: a_k, b_k = the same quantiles of the normalised coefficients U_nk
+     (= the paper's a_k, b_k divided by Σ_kk);
 
    in both, A_k, B_k = (a_k + b_k)/2 ∓ λ Σ_kk (b_k − a_k)/2, and
    C_λ = { argmax_l (μ + Σ_k c_k u_k) : c ∈ B_λ = Π_k [A_k, B_k] }.
@@ -29,15 +29,15 @@ twice: component k's box is exactly the samples' quantile range [a_k, b_k] at λ
 is as wide as the samples' displacements Σ_kk U_nk at λ = 1 for every component (weights Σ_kk;
 its centre stays in normalised units). The normalised box at λ is therefore the paper's box at
 λ/Σ_kk for each component separately — a different family, not a re-scaling of λ — and its λ̂
-is not comparable with the paper's (issue 16: 0.22 paper vs 8.84 normalised on 12 ACDC
-images). :attr:`Decomposition.spread_lambda` is the λ at which component k's box has the
+is not comparable with the paper's (on 12 ACDC images with K = 2: 0.0358 paper vs 1.84
+normalised, about Σ_11 times larger; docs/consign.md). :attr:`Decomposition.spread_lambda` is the λ at which component k's box has the
 width of the samples' own spread (1/Σ_kk, resp. 1); every scale-dependent setting of the
 search below is expressed in it, so the search behaves the same in both conventions.
 
 Membership and the per-image score
 ----------------------------------
 Y ∈ C_λ (up to β) when some c ∈ B_λ gives a segmentation that agrees with Y up to β
-(:mod:`segcp.multiclass.agreement`; decided exactly, :func:`~segcp.multiclass.agreement.exceeds_beta`).
+(:mod:`segcp.segsets.agreement`; decided exactly, :func:`~segcp.segsets.agreement.exceeds_beta`).
 The score of an image is λ*(X, Y) = the smallest λ at which this search *certifies* membership.
 Certification is exact: a found c is checked with the argmax (float64), so Y ∈ C_λ for every
 λ ≥ λ*; only the search for c is approximate. A missed c makes λ* larger, never smaller, and
@@ -85,7 +85,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.cases import check_beta, check_label_map, check_samples
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import (
+from segcp.segsets.agreement import (
     agrees,
     exceeds_beta,
     float_band,
@@ -290,7 +290,7 @@ def decompose(
         quantiles of the coefficients.
     svd : ``gram`` (default), ``lapack`` or ``randomized`` (see :func:`thin_svd`).
     box : ``"paper"`` (default): quantiles of the coefficients ⟨u_k, ŝ_n − μ⟩ = Σ_kk U_nk, the
-        paper's eq. 5; ``"normalized"``: quantiles of the normalised U_nk (segcp ≤ issue 16).
+        paper's eq. 5; ``"normalized"``: quantiles of the normalised U_nk.
         The box is A_k, B_k = (a_k + b_k)/2 ∓ λ Σ_kk (b_k − a_k)/2 in both.
 
     Examples
@@ -722,7 +722,7 @@ def consign_score(
     if res.certificate is not None:
         seg = dec.segment(res.certificate)
         if not agrees(seg, y, b):  # pragma: no cover - the fixed-pixel bookkeeping is exact
-            from segcp.multiclass.agreement import agreement
+            from segcp.segsets.agreement import agreement
 
             raise AssertionError(f"certificate does not hold on the full image ({agreement(seg, y)!r} <= {b})")
         lo, hi = dec.box(res.lambda_)

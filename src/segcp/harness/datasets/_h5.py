@@ -19,6 +19,16 @@ from segcp.errors import SegcpError
 __all__ = ["check_image", "check_label", "open_datasets", "read_image_label", "unreadable"]
 
 
+def h5py_module() -> Any:
+    """The h5py module, or one line naming the extra that installs it."""
+    from segcp.harness import require
+
+    require("reading the ACDC / LA 2018 HDF5 files", "h5py")
+    import h5py
+
+    return h5py
+
+
 def unreadable(path: Path, exc: BaseException) -> SegcpError:
     """The one-line error for an HDF5 file h5py cannot read (truncated, not HDF5, bad chunk)."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -77,7 +87,7 @@ def read_image_label(
 ) -> tuple[NDArray[Any] | None, NDArray[Any]]:
     """(image or None, label) of an HDF5 file as stored, after ``check_shapes(path, image
     shape, label shape)`` (which raises for a bad pair); one error line names the file."""
-    import h5py
+    h5py = h5py_module()
 
     if not path.is_file():
         raise SegcpError(f"{path}: no such file")

@@ -2,7 +2,7 @@
 
 Output folder (ids unchanged)::
 
-    images/<id>.<ext>   carried over (task: written as .npy, as :func:`segcp.data.export_task` does;
+    images/<id>.<ext>   carried over (task: written as .npy, as :func:`segcp.harness.datasets.export_task` does;
                         data directory: the files copied as they are)
     masks/<id>.<ext>    carried over when the source has masks
     probs/<id>.npy      float32 on the ORIGINAL grid of the image: the foreground probability
@@ -13,16 +13,17 @@ Output folder (ids unchanged)::
 
 **Volumes** (3D images: the volume tasks ``la2018`` / ``acdc-3d``, or 3D files in a data
 directory). The 2D model runs slice by slice along the slice axis
-(:func:`segcp.data.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+(:func:`segcp.cases.slice_axis`: the coarsest spacing, ties → the fewest voxels; or
 ``slice_axis``), ``batch_size`` slices per forward pass, one volume in memory at a time, and
 the slices are stacked back on the volume's exact grid:
 
-- ``probs/<id>.nii.gz`` (a NIfTI image; ``.nii`` stays ``.nii``): float32 (X, Y, Z)
-  foreground probability with the image's affine and header (qform/sform and codes, pixdim,
-  units, dim_info; only the data type changes); a multi-class model's (L, X, Y, Z) softmax
-  stack is written as ``probs/<id>.npy`` — a NIfTI affine covers the first three axes only,
-  so a channel-first stack cannot carry the volume's geometry, which the ``masks/`` and
-  ``images/`` NIfTI files beside it do. Non-NIfTI volumes (``.npy``) give ``.npy``.
+- ``probs/<id>.nii.gz`` (the image's format and suffix: ``.nii`` stays ``.nii``, NRRD gives
+  ``.nrrd``; :func:`segcp.io.write_on_grid`): float32 (X, Y, Z) foreground probability with
+  the image's affine and header (qform/sform and codes, pixdim, units, dim_info; only the
+  data type changes); a multi-class model's (L, X, Y, Z) softmax stack is written as
+  ``probs/<id>.npy`` — a NIfTI affine covers the first three axes only, so a channel-first
+  stack cannot carry the volume's geometry, which the ``masks/`` and ``images/`` files beside
+  it do. Volumes without a geometry (``.npy``) give ``.npy``.
 - ``samples/<id>.npy``: float16 (N, L, X, Y, Z). Sample k is ONE network draw applied to
   the whole volume: its MC-dropout masks are seeded by the volume id (not the slice), so they
   are the same on every slice and the sample is coherent across slices.
@@ -63,12 +64,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from segcp.data.preprocess import Preprocessing, preprocess, restore_to_original
-from segcp.data.volumes import SLICE_AXIS_RULE, volume_slices
-from segcp.data.volumes import slice_axis as choose_axis
+from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
+from segcp.cases import SLICE_AXIS_RULE
+from segcp.cases import slice_axis as choose_axis
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
-from segcp.models.train import load_checkpoint
-from segcp.models.unet import UNet, enable_mc_dropout, has_dropout
+from segcp.harness.models.train import load_checkpoint
+from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
 
 __all__ = ["INFER_MANIFEST", "SAMPLES_DTYPE", "Ensemble", "infer_to_dir", "load_ensemble"]
 
@@ -285,7 +287,7 @@ def _dice_of(probs: NDArray[Any], mask: NDArray[Any], n_classes: int, label: int
     2D images or 3D volumes (the Dice of the whole volume).
     """
     from segcp.cases import binarize_mask
-    from segcp.models.train import dice_scores
+    from segcp.harness.models.train import dice_scores
 
     m = np.asarray(mask)
     if n_classes == 2:
@@ -347,9 +349,9 @@ def infer_to_dir(
     cal_ids: set[str] = set()
     dice_label: int | None = None
     if slice_axis is not None:
-        choose_axis(None, given=slice_axis)  # a bad --slice-axis fails before any work
+        choose_axis((0, 0, 0), given=slice_axis)  # a bad --slice-axis fails before any work
     if task is not None:
-        from segcp.data.tasks import get_task
+        from segcp.harness.datasets.tasks import get_task
 
         if split not in SPLIT_PARTS:
             raise SegcpError(f"--split {split!r}: expected one of {', '.join(SPLIT_PARTS)}")
@@ -384,7 +386,7 @@ def infer_to_dir(
     try:
         with atomic_dir(out, existing="overwrite" if overwrite else "refuse") as tmp:
             if task is not None:
-                from segcp.data.tasks import export_task
+                from segcp.harness.datasets.tasks import export_task
 
                 export_task(t, split, tmp, split=sp)  # type: ignore[arg-type]
             else:
@@ -409,7 +411,7 @@ def infer_to_dir(
                         flat.append(i)
                         imgs.append(arr)
                         continue
-                    axes[i] = choose_axis(spacing, given=slice_axis)
+                    axes[i] = choose_axis(arr.shape, spacing, given=slice_axis)
                     d = _infer_volume(ens, dd, tmp, i, arr, axes[i], samples, seed, bs, dice_label)
                     del arr
                     if has_masks:
@@ -495,13 +497,12 @@ def _infer_volume(
     bs: int,
     dice_label: int | None,
 ) -> float | None:
-    """Predict one volume, write ``probs/`` (NIfTI on the image's grid when the image is
-    NIfTI and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
-    from segcp.data.volumes import nifti_ext, read_nifti_header, write_nifti
-    from segcp.io import read_array, write_npy
+    """Predict one volume, write ``probs/`` (on the image's grid, in its format, when the
+    image is NIfTI or NRRD and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""
+    from segcp.io import format_of, read_array, read_geometry, write_npy, write_on_grid
 
     img_path = dd.path("images", ident)
-    ext = nifti_ext(img_path)
+    grid = read_geometry(img_path)
     mask = None
     if dd.has("masks"):
         mask_path = dd.path("masks", ident)
@@ -509,8 +510,8 @@ def _infer_volume(
         if mask.shape != volume.shape:
             raise SegcpError(f"{mask_path}: mask shape {mask.shape} does not match image shape {volume.shape}")
     probs, smp = ens.predict_volume(volume, ident, axis=axis, samples=samples, seed=seed, batch_size=bs)
-    if ext and probs.ndim == 3:
-        write_nifti(tmp / "probs" / f"{ident}{ext}", probs, like=read_nifti_header(img_path))
+    if grid is not None and probs.ndim == 3:
+        write_on_grid(tmp / "probs" / f"{ident}{format_of(img_path)[2].lower()}", probs, grid)  # type: ignore[index]
     else:
         write_npy(tmp / "probs" / f"{ident}.npy", probs)
     if smp is not None:
@@ -521,19 +522,21 @@ def _infer_volume(
 
 def _check_volume_grids(dd: Any, ids: Sequence[str]) -> None:
     """Before any work: every NIfTI volume's mask must lie on its grid (one line names the mask)."""
-    from segcp.data.volumes import check_same_grid, nifti_ext, read_nifti_header
+    from segcp.harness.datasets.volumes import check_same_grid
+    from segcp.io import read_geometry
 
     for i in ids:
         img, msk = dd.path("images", i), dd.path("masks", i)
-        if nifti_ext(img) and nifti_ext(msk):
-            shape = read_nifti_header(img).shape
+        grid = read_geometry(img)
+        if grid is not None and read_geometry(msk) is not None:
+            shape = grid.shape or ()
             if len(shape) >= 3 and shape[2] > 1:  # a volume (a 2D image may be stored (X, Y, 1))
                 check_same_grid(img, msk)
 
 
 def _volume_task_of(task: str, trained_task: str) -> Any:
     """The spec of ``trained_task`` when ``task`` is the volume task of its dataset; else one error line."""
-    from segcp.data.tasks import TASK_SPECS
+    from segcp.harness.datasets.tasks import TASK_SPECS
 
     spec, target = TASK_SPECS.get(trained_task), TASK_SPECS.get(task)
     if spec is None or target is None or spec.volumes or not target.volumes or spec.dataset != target.dataset:
@@ -547,7 +550,7 @@ def _check_volume_task(t: Any, trained_task: str, split_seed: int, sp: Any, ids:
     Returns the label a binary model's structure has in the volume task's label maps (e.g. 3
     for an ``acdc-lv`` model on ``acdc-3d``), for its Dice; None otherwise.
     """
-    from segcp.data.tasks import get_task
+    from segcp.harness.datasets.tasks import get_task
 
     spec = _volume_task_of(t.name, trained_task)
     if part != "train":

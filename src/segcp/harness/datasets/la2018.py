@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data._h5 import check_image, check_label, read_image_label
+from segcp.harness.datasets._h5 import check_image, check_label, read_image_label
 from segcp.errors import SegcpError
 
 __all__ = ["LA_FILE", "LA_SPACING", "LaVolume", "read_la2018", "scan_la2018"]

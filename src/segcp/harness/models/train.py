@@ -1,12 +1,12 @@
-"""Training a :class:`~segcp.models.unet.UNet` on a task's training patients or a data directory.
+"""Training a :class:`~segcp.harness.models.unet.UNet` on a task's training patients or a data directory.
 
 Recipe (RW-CP paper's base models, scaled to a CPU): cross-entropy on the softmax logits
 (binary tasks: 2 classes, foreground probability = softmax[1]; ``acdc``: 4 classes) — or,
-with ``loss="dice_ce"``, nnU-Net's Dice + cross-entropy (:mod:`segcp.models.losses`) —, Adam
+with ``loss="dice_ce"``, nnU-Net's Dice + cross-entropy (:mod:`segcp.harness.models.losses`) —, Adam
 (lr 1e-3), a linear warm-up of the learning rate over ``warmup_epochs`` then cosine
 annealing to ``lr · min_lr_ratio`` at the last step, batch training, augmentation (random
 horizontal/vertical flips, rotation ±15° with scaling 0.9–1.1, gamma and contrast/brightness
-jitter). Every image is preprocessed with :func:`segcp.data.preprocess`: intensities clipped
+jitter). Every image is preprocessed with :func:`segcp.harness.datasets.preprocess`: intensities clipped
 to their 0.5th/99.5th percentiles and rescaled to [0, 255] (the network sees value / 255),
 then resized to ``size × size``; the configuration is stored in the checkpoint so inference
 does the same and maps the output back to the original grid.
@@ -19,13 +19,13 @@ Which images
   (the epoch with the best validation Dice is kept). Calibration and test images never
   influence training or model selection, so they stay exchangeable with future images.
 - **Data directory** (:func:`train_datadir`): every id of ``images/`` + ``masks/``. Ids are
-  their own group unless the folder was written by :func:`segcp.data.export_task` (its
+  their own group unless the folder was written by :func:`segcp.harness.datasets.export_task` (its
   ``segcp_export.json`` records the groups, which are then respected). Data with patient
   structure should be split by patient *before* training (export the training patients
   only), or calibration later is not exchangeable.
 - **Volumes** (volume tasks ``la2018``, ``acdc-3d``; 3D images in a data directory, e.g.
   NIfTI): the 2D UNet trains on every slice along the volume's slice axis
-  (:func:`segcp.data.volumes.slice_axis`: the coarsest spacing, ties → the last axis; or
+  (:func:`segcp.cases.slice_axis`: the coarsest spacing, ties → the fewest voxels; or
   ``slice_axis``). The validation hold-out takes whole groups (patients; in a data directory
   the groups of ``segcp_export.json``, else whole volumes), never single slices, and the
   validation Dice is the mean over held-out volumes of the 3D Dice of their stacked slices.
@@ -53,11 +53,11 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from segcp._version import __version__
-from segcp.data.preprocess import Preprocessing, preprocess
+from segcp.harness.datasets.preprocess import Preprocessing, preprocess
 from segcp.errors import SegcpError
 from segcp.io.writers import atomic_path, to_jsonable
-from segcp.models.losses import LOSSES, get_loss
-from segcp.models.unet import UNet
+from segcp.harness.models.losses import LOSSES, get_loss
+from segcp.harness.models.unet import UNet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -105,7 +105,7 @@ class TrainConfig:
     dropout : dropout probability in every UNet block (0: none; > 0 enables MC dropout).
     dropout_kind : ``"channel"`` (``nn.Dropout2d``) or ``"element"`` (``nn.Dropout``).
     dropout_from_level : dropout only in blocks at UNet level >= this (default 2: the central
-        blocks; 0 = all blocks; see :class:`~segcp.models.unet.UNet` and docs/models.md).
+        blocks; 0 = all blocks; see :class:`~segcp.harness.models.unet.UNet` and docs/models.md).
     augment : random flips, rotation/scaling and intensity jitter during training.
     prior_init : start the output layer at the class prior (bias = log class frequency of
         the training pixels, weights × 0.1; see :meth:`UNet.init_head_prior`).
@@ -117,7 +117,7 @@ class TrainConfig:
         the checkpoint says it stopped early); None: no limit.
     intensity : preprocessing intensity step: ``"percentile"`` (default) or ``"none"``.
     loss : ``"ce"`` (cross-entropy, default) or ``"dice_ce"`` (nnU-Net's Dice + CE,
-        :func:`segcp.models.losses.dice_ce_loss`).
+        :func:`segcp.harness.models.losses.dice_ce_loss`).
     device : torch device for training (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...). Determinism
         is only promised on the CPU; augmentation always runs on the CPU.
     preset : name of the preset the settings started from (informational).
@@ -279,7 +279,7 @@ def _volume_slices(
     ident: str, image: NDArray[Any], target: NDArray[Any], axis: int
 ) -> list[tuple[str, NDArray[Any], NDArray[Any]]]:
     """(slice id ``<id>/z<k>``, image (H, W), target (H, W)) for every slice of a volume along ``axis``."""
-    from segcp.data.volumes import volume_slices
+    from segcp.harness.datasets.volumes import volume_slices
 
     return [(f"{ident}/z{k}", im, t) for k, (im, t) in enumerate(zip(volume_slices(image, axis), volume_slices(target, axis)))]
 
@@ -370,7 +370,7 @@ def task_training_data(
 
 
 def _datadir_groups(root: Path, ids: Sequence[str]) -> tuple[dict[str, str], str]:
-    from segcp.data.tasks import EXPORT_MANIFEST
+    from segcp.harness.datasets.tasks import EXPORT_MANIFEST
     from segcp.io.readers import read_json
 
     man = root / EXPORT_MANIFEST
@@ -395,13 +395,14 @@ def datadir_training_data(
     model with ``max label + 1`` classes.
 
     3D images (volumes, e.g. NIfTI (X, Y, Z)) give one training image per slice along
-    ``slice_axis`` (None: :func:`segcp.data.volumes.slice_axis` of the image's spacing — the
-    coarsest, ties → the last axis). A NIfTI mask must lie on its volume's grid (same shape
+    ``slice_axis`` (None: :func:`segcp.cases.slice_axis` of the image's spacing — the
+    coarsest, ties → the fewest voxels). A NIfTI mask must lie on its volume's grid (same shape
     and affine). The validation hold-out takes whole groups (volumes, or the groups of
     ``segcp_export.json``), never single slices.
     """
-    from segcp.data.volumes import check_same_grid, nifti_ext
-    from segcp.data.volumes import slice_axis as choose_axis
+    from segcp.harness.datasets.volumes import check_same_grid
+    from segcp.io import read_geometry
+    from segcp.cases import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
     root = Path(data)
@@ -422,7 +423,7 @@ def datadir_training_data(
             raise SegcpError(f"{dd.path('images', i)}: expected a 2D image or a 3D volume, got shape {img.shape}")
         if m.shape != img.shape:
             raise SegcpError(f"{dd.path('masks', i)}: mask shape {m.shape} does not match image shape {img.shape}")
-        if img.ndim == 3 and nifti_ext(dd.path("images", i)) and nifti_ext(dd.path("masks", i)):
+        if img.ndim == 3 and read_geometry(dd.path("images", i)) is not None and read_geometry(dd.path("masks", i)) is not None:
             check_same_grid(dd.path("images", i), dd.path("masks", i))
         if label is None:
             if m.dtype == bool:
@@ -439,7 +440,7 @@ def datadir_training_data(
         if img.ndim == 2:
             raw.append((i, i, img, m))
         else:
-            axes[i] = choose_axis(spacing, given=slice_axis)
+            axes[i] = choose_axis(img.shape, spacing, given=slice_axis)
             raw += [(sid, i, im, t) for sid, im, t in _volume_slices(i, img, m, axes[i])]
     if label is None and values and values <= {0, 255}:
         raw = [(sid, vid, img, (m == 255).astype(np.int64)) for sid, vid, img, m in raw]
@@ -474,7 +475,7 @@ def datadir_training_data(
         },
     }
     if axes:
-        from segcp.data.volumes import SLICE_AXIS_RULE
+        from segcp.cases import SLICE_AXIS_RULE
 
         info["volumes"] = {
             "n": len(axes),
@@ -845,7 +846,7 @@ def train_task(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train on a task's training patients and write the checkpoint ``out``; returns its metadata."""
-    from segcp.data.tasks import get_task
+    from segcp.harness.datasets.tasks import get_task
 
     cfg = cfg or TrainConfig()
     task = get_task(name, root)

@@ -11,7 +11,7 @@
 
 Near-duplicate images (the same lesion filed twice, with/without calipers, a few frames
 apart) are grouped by :func:`busi_groups`, with the perceptual hash of
-:func:`segcp.data.splits.phash` (see there for the threshold and how it was checked).
+:func:`segcp.harness.datasets.hashes.phash` (see there for the threshold and how it was checked).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data.splits import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
+from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "read_busi_pair",
     "busi_hashes",
     "busi_groups",
-    "clear_hash_cache",
 ]
 
 Colour = Literal["error", "luma"]
@@ -77,25 +76,13 @@ def scan_busi(root: str | os.PathLike[str]) -> list[BusiImage]:
     return out
 
 
-def _read_png_any(path: Path) -> tuple[NDArray[Any], str]:
-    from PIL import Image
+def _read_png(path: Path, *, color: bool) -> NDArray[Any]:
+    """A BUSI PNG through segcp's PNG reader (:class:`segcp.io.formats.png.PNG`)."""
+    from segcp.io import read_array
 
     if not path.is_file():
         raise SegcpError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("P", "PA"):
-                im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
-                mode = im.mode
-            arr = np.asarray(im).copy()
-    except SegcpError:
-        raise
-    except Exception as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise SegcpError(f"{path}: unreadable PNG file ({reason})") from None
-    return arr, mode
+    return read_array(path, color=color)[0]
 
 
 def read_busi_image(path: str | os.PathLike[str], *, colour: Colour = "error") -> NDArray[Any]:
@@ -104,35 +91,23 @@ def read_busi_image(path: str | os.PathLike[str], *, colour: Colour = "error") -
     ``colour``: what to do with a PNG whose colour channels differ: ``"error"`` (default)
     raises :class:`SegcpError`; ``"luma"`` converts with L = 0.299 R + 0.587 G + 0.114 B.
     """
+    if colour not in ("error", "luma"):
+        raise SegcpError(f"colour={colour!r}: expected 'error' or 'luma'")
     p = Path(path)
-    arr, mode = _read_png_any(p)
+    arr = _read_png(p, color=True)
     if arr.ndim == 2:
         return arr
-    if arr.ndim == 3 and arr.shape[-1] in (2, 4) and mode in ("LA", "PA"):
-        return arr[..., 0].copy()
-    if arr.ndim == 3 and arr.shape[-1] >= 3:
-        rgb = arr[..., :3]
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            return rgb[..., 0].copy()
-        if colour == "luma":
-            from PIL import Image
+    if colour == "luma":
+        from PIL import Image
 
-            return np.asarray(Image.fromarray(np.ascontiguousarray(rgb).astype(np.uint8)).convert("L")).copy()
-        if colour != "error":
-            raise SegcpError(f"colour={colour!r}: expected 'error' or 'luma'")
-        raise SegcpError(f"{p}: colour PNG (channels differ); convert it to grayscale or read it with colour='luma'")
-    raise SegcpError(f"{p}: unsupported image layout {arr.shape} (mode {mode})")
+        return np.asarray(Image.fromarray(np.ascontiguousarray(arr).astype(np.uint8)).convert("L")).copy()
+    raise SegcpError(f"{p}: colour PNG (channels differ); convert it to grayscale or read it with colour='luma'")
 
 
 def read_busi_mask(path: str | os.PathLike[str]) -> NDArray[np.bool_]:
     """Lesion mask, bool (H, W). Stored values must be {0, 255} or {0, 1}."""
     p = Path(path)
-    arr, mode = _read_png_any(p)
-    if arr.ndim == 3:
-        ch = arr[..., : min(3, arr.shape[-1])] if mode not in ("LA", "PA") else arr[..., :1]
-        if not all(np.array_equal(ch[..., 0], ch[..., k]) for k in range(1, ch.shape[-1])):
-            raise SegcpError(f"{p}: colour mask (channels differ); expected a single-channel 0/255 mask")
-        arr = ch[..., 0]
+    arr = _read_png(p, color=False)
     values = np.unique(arr)
     if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
         shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if values.size > 6 else "")
@@ -152,10 +127,6 @@ def read_busi_pair(item: BusiImage, *, colour: Colour = "error") -> tuple[NDArra
 # ----------------------------------------------------------------- near-duplicates
 _HASH_CACHE: dict[tuple[str, int, int, int, str], NDArray[np.bool_]] = {}
 
-
-def clear_hash_cache() -> None:
-    """Forget the image hashes kept in memory by :func:`busi_hashes`."""
-    _HASH_CACHE.clear()
 
 
 def busi_hashes(items: list[BusiImage], *, size: int = DEFAULT_PHASH_SIZE, colour: Colour = "error") -> NDArray[np.bool_]:

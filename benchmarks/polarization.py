@@ -19,14 +19,13 @@ Fractions are pooled over all pixels of the chosen images (not averaged per imag
 
 Command line (writes the JSON summary and the figure)::
 
-    python -m segcp.models.polarization --pair acdc-lv CE_DIR DICECE_DIR --pair acdc-rv CE_DIR DICECE_DIR \\
+    python benchmarks/polarization.py --pair acdc-lv CE_DIR DICECE_DIR --pair acdc-rv CE_DIR DICECE_DIR \\
         --part test --out docs/models-polarization.png --json polarization.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,7 +178,7 @@ def plot(results: dict[str, dict[str, tuple[dict[str, float], NDArray[np.float64
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line (see the module docstring); returns the JSON-ready results."""
-    ap = argparse.ArgumentParser(prog="python -m segcp.models.polarization", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/polarization.py", description=__doc__.split("\n")[0])
     ap.add_argument("--pair", nargs=3, action="append", metavar=("TASK", "CE_DIR", "DICECE_DIR"), required=True)
     ap.add_argument("--part", default="test", help="split part of segcp_export.json (default test; 'all' for every id)")
     ap.add_argument("--out", type=Path, required=True, help="figure (.png)")

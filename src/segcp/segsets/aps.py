@@ -16,10 +16,10 @@ member takes Y_p wherever Y_p ∈ C_λ(p), so
 
     Y ∈ C_λ  ⇔  Σ_p ω_p 1{e_p(Y_p) ≤ λ} > β
 
-(ω from :func:`~segcp.multiclass.agreement.truth_weights`): the mean over the labels present in
+(ω from :func:`~segcp.segsets.agreement.truth_weights`): the mean over the labels present in
 Y of the fraction of their pixels whose true label is in the pixel's set. This is exact, so the
 score λ*(Y) = min{λ : … > β} is read off the sorted e_p(Y_p) (no search); "> β" is decided
-exactly (:func:`~segcp.multiclass.agreement.exceeds_beta`, the rule CONSIGN uses too).
+exactly (:func:`~segcp.segsets.agreement.exceeds_beta`, the rule CONSIGN uses too).
 
 Sampling (``mode``): ``"uniform"`` (default) draws each pixel independently and uniformly
 from its set — the uniform distribution on the product set, the analogue of CONSIGN's uniform
@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.cases import check_beta, check_label_map
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import exceeds_beta, truth_labels, truth_weights
+from segcp.segsets.agreement import exceeds_beta, truth_labels, truth_weights
 
 __all__ = ["APS_MODES", "aps_agreement", "aps_draw", "aps_score", "aps_sets", "entry_levels"]
 

@@ -28,7 +28,7 @@ A task knows
 
 - ``la2018``: the 20 volumes of ``la2018/volumes/<id>/mri_norm2.h5`` (one per patient),
   image float32 (X, Y, Z) z-scored, mask bool (X, Y, Z); spacing 0.625 mm isotropic (not
-  stored in the files, see :mod:`segcp.data.la2018`). Default split fractions (0.25, 0.5,
+  stored in the files, see :mod:`segcp.harness.datasets.la2018`). Default split fractions (0.25, 0.5,
   0.25) of the patients: 5 train, 10 calibration, 5 test — so that the pool (calibration ∪
   test, 15 volumes) allows repeated splits with n = 10 calibration volumes.
 - ``acdc-3d``: the 140 (patient, frame) volumes of ACDC, id ``patientXXX_frameYY``, the
@@ -40,7 +40,7 @@ A task knows
   2D ACDC tasks (same patients, same fractions, same seed → the same partition), so the 2D
   models' pool patients are its pool patients.
 
-Both protocols give every volume. Axis order is nibabel's (see :mod:`segcp.data.volumes`).
+Both protocols give every volume. Axis order is nibabel's (see :mod:`segcp.harness.datasets.volumes`).
 
 :meth:`Task.split` partitions the groups (patients / near-duplicate groups) into train,
 calibration and test with a seed; :func:`export_task` writes one part as a data directory
@@ -65,10 +65,11 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data import acdc as _acdc
-from segcp.data import busi as _busi
-from segcp.data import la2018 as _la
-from segcp.data.splits import DEFAULT_FRACTIONS, DEFAULT_PHASH_MAX_DISTANCE, PARTS, Split, split_ids
+from segcp.harness.datasets import acdc as _acdc
+from segcp.harness.datasets import busi as _busi
+from segcp.harness.datasets import la2018 as _la
+from segcp.engine.splits import DEFAULT_FRACTIONS, PARTS, Split, split_ids
+from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -199,7 +200,7 @@ class Sample:
     spacing : voxel size per axis in mm, or None (unknown: ACDC and BUSI store none; pixel /
         voxel units). ``la2018``: (0.625, 0.625, 0.625).
     slice_axis : volumes: the axis of the slices a 2D model sees (2 for both volume tasks:
-        ACDC's acquisition slices; LA 2018 isotropic, see :func:`segcp.data.volumes.slice_axis`);
+        ACDC's acquisition slices; LA 2018 isotropic, see :func:`segcp.cases.slice_axis`);
         None for 2D images.
     """
 
@@ -252,7 +253,7 @@ class Task:
     root : data folder (see :func:`resolve_data_root`).
     colour : BUSI only: ``"error"`` (default) or ``"luma"`` for colour PNGs.
     max_distance : BUSI only: pHash Hamming distance (of 256 bits) at or below which two
-        images are near-duplicates (default 84, see :mod:`segcp.data.splits`).
+        images are near-duplicates (default 84, see :mod:`segcp.harness.datasets.hashes`).
     """
 
     def __init__(
@@ -431,13 +432,13 @@ def export_task(
     ``segcp_export.json`` (task, part, seed, ids, groups), each file atomically, on the
     original grid. Refuses a folder that already holds files of other ids. Returns the ids.
 
-    Volume tasks write NIfTI instead, in nibabel's axis order (see :mod:`segcp.data.volumes`):
+    Volume tasks write NIfTI instead, in nibabel's axis order (see :mod:`segcp.harness.datasets.volumes`):
     ``images/<id>.nii.gz`` float32 and ``masks/<id>.nii.gz`` uint8 (``la2018``: 0/1;
     ``acdc-3d``: the label map, use ``--label``), affine diag(spacing, 1) with qform and
     sform "aligned" — ``la2018``: 0.625 mm, spatial unit mm; ``acdc-3d``: pixdim 1, spatial
     unit "unknown", slice axis 2 in ``dim_info`` — and the geometry in the manifest.
     """
-    from segcp.data.volumes import write_nifti
+    from segcp.harness.datasets.volumes import write_nifti
     from segcp.io.datadir import index_folder
     from segcp.io.writers import write_json, write_npy
 

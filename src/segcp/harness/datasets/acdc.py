@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.data._h5 import check_image, check_label, open_datasets, read_image_label, unreadable
+from segcp.harness.datasets._h5 import check_image, check_label, h5py_module, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -53,9 +53,7 @@ __all__ = [
     "scan_acdc",
     "read_acdc_h5",
     "read_acdc_slice",
-    "read_acdc_label",
     "label_areas",
-    "clear_area_cache",
 ]
 
 #: Label values of the ACDC label maps and their meaning.
@@ -168,7 +166,7 @@ def read_acdc_h5(
 
 
 def _read_one(s: AcdcSlice, with_image: bool) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
-    import h5py
+    h5py = h5py_module()
 
     if s.index is None:
         img, lab = read_acdc_h5(s.path, with_image=with_image)
@@ -198,13 +196,9 @@ def read_acdc_slice(s: AcdcSlice) -> tuple[NDArray[np.float32], NDArray[np.uint8
     return img, lab
 
 
-def read_acdc_label(s: AcdcSlice) -> NDArray[np.uint8]:
-    """Label uint8 (H, W) of one slice, values in {0, 1, 2, 3}."""
-    return _read_one(s, with_image=False)[1]
-
 
 def _volume_depth(path: Path) -> int:
-    import h5py
+    h5py = h5py_module()
 
     try:
         with h5py.File(path, "r") as h5:
@@ -320,10 +314,6 @@ def read_acdc_volume(
 # ------------------------------------------------------------------- label areas
 _AREA_CACHE: dict[tuple[str, int, int], NDArray[np.int64]] = {}
 
-
-def clear_area_cache() -> None:
-    """Forget the per-file label areas kept in memory by :func:`label_areas`."""
-    _AREA_CACHE.clear()
 
 
 def _file_areas(path: Path) -> NDArray[np.int64]:
