@@ -40,7 +40,7 @@ from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.execution import parallel_map
+from segcp.parallel import parallel_map
 from segcp.io import index_folder, read_array
 from segcp.methods import SegmentationSetFamily, get_method
 from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage

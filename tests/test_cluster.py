@@ -24,13 +24,13 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from segcp.cli import main  # noqa: E402
-from segcp.cluster import DaskExecutor, open_executor  # noqa: E402
+from segcp.parallel import DaskExecutor, open_executor  # noqa: E402
 from segcp.errors import SegcpError  # noqa: E402
 from segcp.io.writers import TMP_PREFIX  # noqa: E402
 from consign_toy import make_toy_cases  # noqa: E402
 from segcp.io.datadir import DataSpec  # noqa: E402
 from segcp.jobs import Job  # noqa: E402
-from segcp.pipeline import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
+from segcp.jobs import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
 from test_one_stack import FIVE, _write  # noqa: E402
 
 LIMIT_S = 180

@@ -156,8 +156,8 @@ ChunkOpt = Annotated[
 
 @contextmanager
 def _executor(workers: int | None, scheduler: str | None, quiet: bool, n_jobs: int = 1) -> Iterator[Any]:
-    """Where the job's map step runs (:func:`segcp.cluster.open_executor`); says so unless quiet."""
-    from segcp.cluster import open_executor
+    """Where the job's map step runs (:func:`segcp.parallel.open_executor`); says so unless quiet."""
+    from segcp.parallel import open_executor
 
     if workers is not None and n_jobs > 1:
         raise SegcpError("-p n_jobs runs local processes and --workers a Dask cluster: give one of them")
@@ -215,7 +215,7 @@ def calibrate(
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
     from segcp.specs import parse_params
 
     params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
@@ -291,7 +291,7 @@ def predict(
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
     --draws segmentations drawn from the set (sets of segmentations)."""
-    from segcp.pipeline import predict_dir
+    from segcp.jobs import predict_dir
     from segcp.specs import parse_params
 
     with _executor(workers, scheduler, quiet) as ex:
@@ -333,7 +333,7 @@ def evaluate(
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
-    from segcp.pipeline import evaluate_dir
+    from segcp.jobs import evaluate_dir
     from segcp.report import metrics_table
     from segcp.specs import parse_params
 

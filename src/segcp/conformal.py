@@ -283,7 +283,7 @@ class ConformalSegmenter:
         acc = self.accumulator()
         items = self._items(bound, cases, y)
         if self.n_jobs not in (0, 1, None):
-            from segcp.execution import parallel_map
+            from segcp.parallel import parallel_map
 
             items_list = list(items)
             parts = parallel_map(_curve_job, [(bound, it, guarantee, float(self.tau)) for it in items_list], int(self.n_jobs))

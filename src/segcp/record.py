@@ -21,7 +21,7 @@ to beta"`` (read as ``contains``) and a top-level ``beta`` (the same as ``params
 A declared parameter missing from ``params`` (added after the record was written) gets the
 value the record was calibrated with: its declared ``unrecorded`` value when it has one
 (CONSIGN's ``box``: ``normalized``), else its default. Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
-read by :mod:`segcp.pipeline`.
+read by :mod:`segcp.jobs`.
 """
 
 from __future__ import annotations

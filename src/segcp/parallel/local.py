@@ -4,11 +4,11 @@ The map step of calibration (case → loss curve), of prediction and of evaluati
 independent per case; :func:`parallel_map` runs it over processes and keeps the order, so
 the reduce (exact CRC over the concatenated curves) gives the same λ̂ bit for bit.
 
-Directory jobs (:mod:`segcp.pipeline`) hand their map step to an :class:`Executor`: tasks
+Directory jobs (:mod:`segcp.jobs`) hand their map step to an :class:`Executor`: tasks
 carry file paths and parameters (never arrays), ``imap`` yields ``(task index, result)`` as
 results arrive, and the caller reduces them by index, so the result never depends on the
 arrival order. :class:`LocalExecutor` runs in this process or a process pool;
-``segcp.cluster.DaskExecutor`` runs on a Dask cluster (``segcp.cluster.open_executor``
+``segcp.parallel.DaskExecutor`` runs on a Dask cluster (``segcp.parallel.open_executor``
 chooses). :func:`chunk_ranges` cuts the ids into tasks.
 """
 

@@ -14,7 +14,7 @@ Where the cluster comes from (:func:`open_executor`):
   and ``dask-worker``, dask-jobqueue, Kubernetes), left running after the job; its workers
   need the same segcp version (checked by every task) and the data paths (a shared file
   system);
-* neither: :class:`~segcp.execution.LocalExecutor` (this process, or ``n_jobs`` processes) —
+* neither: :class:`~segcp.parallel.LocalExecutor` (this process, or ``n_jobs`` processes) —
   dask is then never imported.
 
 Faults. A worker that dies (killed, out of memory) has its tasks rerun elsewhere by the
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from segcp.errors import SegcpError
-from segcp.execution import Executor, LocalExecutor
+from segcp.parallel.local import Executor, LocalExecutor
 
 __all__ = ["ENV_SCHEDULER", "DaskExecutor", "open_executor", "require_dask"]
 
@@ -150,7 +150,7 @@ def open_executor(n_jobs: int | None = 1, workers: int | None = None, scheduler:
 
     ``scheduler`` (else ``$DASK_SCHEDULER_ADDRESS`` when ``workers`` is not given): connect to
     that cluster. ``workers``: start a ``LocalCluster`` of that many processes. Neither: a
-    :class:`~segcp.execution.LocalExecutor` of ``n_jobs`` processes (dask not imported).
+    :class:`~segcp.parallel.LocalExecutor` of ``n_jobs`` processes (dask not imported).
     """
     if scheduler is not None and workers is not None:
         raise SegcpError("--workers starts a local cluster and --scheduler uses an existing one: give one of them")

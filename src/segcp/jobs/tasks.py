@@ -1,7 +1,7 @@
 """The tasks of a directory job: what they carry, and how workers read through them.
 
 A directory job (``calibrate``, ``predict``, ``evaluate``, ``compare``) maps over the ids of a
-data directory. On an :class:`~segcp.execution.Executor` with workers (a process pool, a Dask
+data directory. On an :class:`~segcp.parallel.Executor` with workers (a process pool, a Dask
 cluster) each task carries a :class:`Job` — file paths and method parameters, never arrays —
 and a chunk of ids; the worker reads the files itself. Per-process caches hold what is costly
 to rebuild (the directory's index, the case reader; an encoder's weights live in the family's
@@ -16,14 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from segcp._version import __version__
 from segcp.cases import Case
 from segcp.errors import SegcpError
-from segcp.execution import Executor, LocalExecutor, chunk_ranges, resolve_jobs, worker_threads
+from segcp.parallel.local import Executor, LocalExecutor, chunk_ranges, resolve_jobs, worker_threads
 from segcp.io import CaseReader, DataDir
 from segcp.io.datadir import DataSpec
 
-__all__ = ["Job", "datadir", "holds_label", "map_ids", "mapped_executor", "worker_family"]
+__all__ = ["Job", "datadir", "draw_seed", "holds_label", "map_ids", "mapped_executor", "worker_family"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +63,12 @@ class Job:
         if self.version != __version__:
             raise SegcpError(f"a worker runs segcp {__version__} but the client runs {self.version}: install the same segcp on every worker")
         return _reader(self)
+
+
+def draw_seed(seed: int, k: int) -> int:
+    """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
+
 
 
 def worker_family(family: Any) -> Any:
