@@ -1,18 +1,19 @@
 """The tasks of a directory job: what they carry, and how workers read through them.
 
 A directory job (``calibrate``, ``predict``, ``evaluate``, ``compare``) maps over the ids of a
-data directory. On an :class:`~segcp.parallel.Executor` with workers (a process pool, a Dask
-cluster) each task carries a :class:`Job` — file paths and method parameters, never arrays —
-and a chunk of ids; the worker reads the files itself. Per-process caches hold what is costly
-to rebuild (the directory's index, the case reader; an encoder's weights live in the family's
-own cache), so each is built once per worker and job, not once per task.
+data directory on an :class:`~segcp.parallel.Executor` — this process, a process pool or a
+Dask cluster, through the same code. Each task carries a :class:`Job` (file paths and method
+parameters, never arrays) and a chunk of ids; the worker reads the files itself
+(:meth:`Job.read`: one case per structure). Per-process caches hold what is costly to rebuild
+(the directory's index, the case reader; an encoder's weights live in the family's own cache),
+so each is built once per worker and job, not once per task; in this process the job reads
+through the client's own index and reader (:meth:`Job.share`), so nothing is indexed twice.
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,23 +21,33 @@ import numpy as np
 
 from segcp._version import __version__
 from segcp.cases import Case
+from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
-from segcp.parallel.local import Executor, LocalExecutor, chunk_ranges, resolve_jobs, worker_threads
 from segcp.io import CaseReader, DataDir
 from segcp.io.datadir import DataSpec
+from segcp.jobs.structures import split_case
+from segcp.parallel import Executor, InProcessExecutor, map_ids, worker_threads
+from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "datadir", "draw_seed", "holds_label", "map_ids", "mapped_executor", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "mapped_executor", "worker_family"]
+
+_KEEP = 4  # jobs remembered per process
+_datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
+_readers: OrderedDict[Job, CaseReader] = OrderedDict()
 
 
-@functools.lru_cache(maxsize=4)
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
+    return value
+
+
 def datadir(data: DataSpec, token: str) -> DataDir:
     """The inputs' index, once per process and job (``token``: files may change between jobs)."""
-    return DataDir(data)
-
-
-@functools.lru_cache(maxsize=4)
-def _reader(job: Job) -> CaseReader:
-    return datadir(job.data, job.token).reader(job.family, label=job.label, with_truth=job.with_truth, channels=job.channels)
+    dd = _datadirs.get((data, token))
+    return dd if dd is not None else _remember(_datadirs, (data, token), DataDir(data))
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,14 @@ class Job:
     """What every task of one directory job carries: where the files are and how to read them.
 
     ``data`` is the job's :class:`~segcp.io.datadir.DataSpec` (a data directory, or per-kind
-    folders and name patterns such as an nnU-Net layout); ``family`` is a :class:`~segcp.methods.SetFamily` (it pickles as its parameters);
-    ``label``, ``channels``, ``with_truth`` as for :meth:`DataDir.reader`. ``token``
-    identifies the job, so that a worker indexes the directory once per job; ``version`` is
-    the client's segcp, which every worker must run.
+    folders and name patterns such as an nnU-Net layout); ``family`` is a
+    :class:`~segcp.methods.SetFamily` (it pickles as its parameters; it says which folders and
+    which truth are read); ``label``, ``channels``, ``with_truth`` as for
+    :meth:`DataDir.reader`. ``structures`` (``--labels``): each id is read once as its class
+    stack (``channels``: ``"first"`` or ``"last"``) and split into one binary case per
+    structure; ``with_image`` then says whether images/ is read too. ``token`` identifies the
+    job, so that a worker indexes the directory once per job; ``version`` is the client's
+    segcp, which every worker must run.
     """
 
     data: DataSpec
@@ -55,20 +70,69 @@ class Job:
     label: int | None = None
     channels: bool | str | None = False
     with_truth: bool = True
+    structures: tuple[Structure, ...] = ()
+    with_image: bool = False
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     version: str = __version__
 
-    def reader(self) -> CaseReader:
-        """The job's case reader in this process (built once per process and job)."""
+    @property
+    def slots(self) -> int:
+        """Cases per id: one per structure, or one."""
+        return max(1, len(self.structures))
+
+    def _check_version(self) -> None:
         if self.version != __version__:
             raise SegcpError(f"a worker runs segcp {__version__} but the client runs {self.version}: install the same segcp on every worker")
-        return _reader(self)
+
+    def datadir(self) -> DataDir:
+        """The job's directory index in this process (built once per process and job)."""
+        self._check_version()
+        return datadir(self.data, self.token)
+
+    def reader(self) -> CaseReader:
+        """The job's case reader in this process (built once per process and job)."""
+        reader = _readers.get(self)
+        if reader is None:
+            reader = _remember(_readers, self, self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels))
+        return reader
+
+    def share(self, dd: DataDir, reader: CaseReader | None = None) -> Job:
+        """Let this process read through the client's own index (and reader) of the job."""
+        _remember(_datadirs, (self.data, self.token), dd)
+        if reader is not None:
+            _remember(_readers, self, reader)
+        return self
+
+    def read(self, ident: str) -> list[Case]:
+        """The cases of one id: one per structure (split from its class stack), or its one case."""
+        if self.structures:
+            stack = self.datadir().load_stack(ident, channels=str(self.channels), with_mask=self.with_truth, with_image=self.with_image)
+            return split_case(stack, self.structures)
+        return [self.reader().read(ident)]
 
 
-def draw_seed(seed: int, k: int) -> int:
-    """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
+def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
+    """The calibrated estimator of each structure of a calibration, at ``alpha`` (needed when
+    it was calibrated at several)."""
+    models = []
+    for parts in cal.parts:
+        cs = ConformalSegmenter.from_parts(parts)
+        if alpha is None and len(cs.lambdas_) > 1:
+            raise SegcpError(f"{cal.path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
+        models.append(cs if alpha is None else cs.at(alpha))
+    return models
 
+
+def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, images: bool = True) -> tuple[Job, list[str]]:
+    """(the job, its ids) that reads from ``dd`` what the calibration ``cal`` read: the same
+    structure (``label``), class stacks (``channels``) or structures. ``images``: read images/
+    when the family uses them (not when sets are read from files)."""
+    if cal.per_structure:
+        with_image = images and "image" in family.inputs
+        ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
+        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image).share(dd), ids
+    reader = dd.reader(family, label=cal.label, with_truth=with_truth, channels=cal.channels)
+    return Job(dd.spec, family, cal.label, reader.channels, with_truth).share(dd, reader), reader.ids
 
 
 def worker_family(family: Any) -> Any:
@@ -79,39 +143,28 @@ def worker_family(family: Any) -> Any:
     return family if n is None else family.with_threads(n)
 
 
-def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:
-    """(the executor of a job's map step, whether the caller must close it).
-
-    None means the plain loop in this process (the single-process path, unchanged): no
-    executor and ``n_jobs`` ≤ 1, or a one-process :class:`LocalExecutor`.
-    """
-    if executor is None:
-        return (LocalExecutor(n_jobs), True) if resolve_jobs(n_jobs) > 1 else (None, False)
-    if isinstance(executor, LocalExecutor) and executor.workers <= 1:
-        return None, False
-    return executor, False
-
-
 def holds_label(case: Case) -> bool:
     """Whether the case's mask holds the selected structure (for ``--label`` checks)."""
     return bool(case.mask is not None and case.mask.any())
 
 
-def map_ids(
-    executor: Executor,
-    fn: Callable[[Any], list[Any]],
-    head: tuple[Any, ...],
-    items: Sequence[Any],
-    description: str,
-    show_progress: bool,
-    chunk_size: int | None,
-) -> list[Any]:
-    """``fn((*head, chunk))`` over chunks of ``items`` on ``executor``; the per-item results
-    (each task returns a list) concatenated in the order of ``items``, whatever the order
-    in which the tasks finish."""
-    ranges = chunk_ranges(len(items), executor.workers, chunk_size)
-    parts: list[list[Any]] = [[] for _ in ranges]
-    tasks = [(*head, list(items[r.start : r.stop])) for r in ranges]
-    for i, part in executor.imap(fn, tasks, description=description, show_progress=show_progress, weights=[len(r) for r in ranges]):
-        parts[i] = part
-    return [x for part in parts for x in part]
+def check_seed(seed: Any) -> int:
+    """``--seed``: a non-negative integer, else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SegcpError(f"--seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def draw_seed(seed: int, k: int) -> int:
+    """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([check_seed(seed), int(k)]).generate_state(1)[0])
+
+
+def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:
+    """Deprecated, kept only for ``compare.compare_dir`` until the evaluation engine replaces
+    it: (``executor``, False), or (None, False) — "compute in this process" — for None or an
+    executor of this process. The directory jobs never branch on it: every executor runs the
+    same code."""
+    if executor is None or isinstance(executor, InProcessExecutor):
+        return None, False
+    return executor, False

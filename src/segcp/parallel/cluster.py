@@ -1,21 +1,23 @@
-"""Running a directory job's map step on a Dask cluster (``pip install "segcp[dask]"``).
+"""Running a map step on a Dask cluster (``pip install "segcp[dask]"``); dask is imported here only, lazily.
 
 :class:`DaskExecutor` submits one future per task to a ``dask.distributed`` cluster and
 yields the results as they complete (the progress bar follows the futures). Tasks carry
 file paths and method parameters, never arrays: the workers read the files themselves and
 send back only what the reduce needs (a chunk's loss curves, or compact curves, or metrics).
 
-Where the cluster comes from (:func:`open_executor`):
+Two clusters (:func:`segcp.parallel.open_executor` chooses):
 
-* ``workers=N`` (``--workers N``): a ``LocalCluster`` of N worker processes with one thread
-  each (BLAS/OpenMP limited to one thread per process), started for the job and closed after;
-* ``scheduler=ADDRESS`` (``--scheduler``), or the environment variable
-  ``DASK_SCHEDULER_ADDRESS`` when neither is given: an existing cluster (``dask-scheduler``
-  and ``dask-worker``, dask-jobqueue, Kubernetes), left running after the job; its workers
-  need the same segcp version (checked by every task) and the data paths (a shared file
-  system);
-* neither: :class:`~segcp.parallel.LocalExecutor` (this process, or ``n_jobs`` processes) —
-  dask is then never imported.
+* :meth:`DaskExecutor.local` (``--workers N`` with dask installed): a ``LocalCluster`` of N
+  worker processes with one thread each (BLAS/OpenMP limited to one thread per process),
+  started for the job and closed after. Its scratch space (Dask's lock files and spill
+  folders) lives in a private temporary folder, removed with the cluster, so nothing is left
+  in ``$TMPDIR/dask-scratch-space``;
+* :meth:`DaskExecutor.connect` (``--scheduler ADDRESS``, or ``$DASK_SCHEDULER_ADDRESS``): an
+  existing cluster (``dask scheduler`` and ``dask worker``, dask-jobqueue, Kubernetes), left
+  running after the job; its workers need the same segcp version (checked by every task) and
+  the data paths (a shared file system). The address is checked by its syntax before any
+  connection (:func:`check_address`), and a scheduler that does not answer within
+  :data:`CONNECT_TIMEOUT_S` seconds ends the job with one line.
 
 Faults. A worker that dies (killed, out of memory) has its tasks rerun elsewhere by the
 scheduler, including finished results it held that were not yet gathered; a task whose
@@ -32,21 +34,61 @@ worker process (``functools.lru_cache``), so it is loaded once per worker, not o
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
+import re
+import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from segcp.errors import SegcpError
-from segcp.parallel.local import Executor, LocalExecutor
+from segcp.parallel.base import Executor
 
-__all__ = ["ENV_SCHEDULER", "DaskExecutor", "open_executor", "require_dask"]
+__all__ = ["CONNECT_TIMEOUT_S", "ENV_SCHEDULER", "DaskExecutor", "check_address", "require_dask"]
 
 R = TypeVar("R")
 
 #: The usual environment variable of an existing Dask scheduler's address.
 ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
+
+#: Seconds to wait for an existing scheduler to answer before giving up with one line.
+CONNECT_TIMEOUT_S = 10.0
+
+#: The transports a Dask scheduler listens on (``inproc`` exists only inside one process).
+SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+_HOST = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]"  # [IPv6]
+    r"|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*))"
+)
+
+
+def check_address(address: str, where: str = "--scheduler") -> str:
+    """``address`` if it is a scheduler address, ``[SCHEME://]HOST:PORT`` (scheme tcp, tls,
+    ws, wss or ucx; host a DNS name, an IPv4 address or a bracketed IPv6 one; port 1–65535),
+    else a one-line error naming ``where`` — before any connection is tried."""
+    text = str(address).strip()
+    example = "expected [tcp://]HOST:PORT, e.g. tcp://10.0.0.5:8786"
+    if not text:
+        raise SegcpError(f"{where}: an empty scheduler address; {example}")
+    if len(text) > 300 or not text.isascii() or not text.isprintable():
+        raise SegcpError(f"{where}: not a scheduler address ({text[:40]!r}); {example}")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme not in SCHEMES:
+        raise SegcpError(f"{where}: unknown transport {scheme!r} in {text!r} (one of {', '.join(SCHEMES)}); {example}")
+    host, colon, port = rest.rpartition(":")
+    m = _HOST.fullmatch(host)
+    if not colon or m is None or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SegcpError(f"{where}: {text!r} is not a scheduler address; {example}")
+    if m.group("v6") is not None:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(m.group("v6"))
+        except ValueError:
+            raise SegcpError(f"{where}: {host!r} in {text!r} is not an IPv6 address; {example}") from None
+    return f"{scheme}://{rest}"
 
 
 def require_dask() -> Any:
@@ -76,38 +118,63 @@ class DaskExecutor(Executor):
         self.own = own
         self.retries = int(retries)
         self._cluster: Any = None  # a LocalCluster this executor started
+        self._scratch: str | None = None  # its private scratch folder
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.where = where or f"the Dask cluster at {client.scheduler.address}"
 
     @classmethod
     def local(cls, n_workers: int) -> DaskExecutor:
-        """A ``LocalCluster`` of ``n_workers`` processes, one thread each, no dashboard; closed with the executor."""
+        """A ``LocalCluster`` of ``n_workers`` processes, one thread each, its HTTP server on a
+        free local port, its scratch space in a private temporary folder; all closed and removed
+        with the executor."""
+        import logging
+        import tempfile
+
         distributed = require_dask()
+        import dask
+
         if int(n_workers) < 1:
             raise SegcpError(f"--workers must be at least 1, got {n_workers}")
-        cluster = distributed.LocalCluster(
-            n_workers=int(n_workers),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # faults reach the user as one line, not as worker logs
-        )
-        client = distributed.Client(cluster, set_as_default=False)
-        executor = cls(client, own=True, where=f"a local Dask cluster of {int(n_workers)} workers")
-        executor._cluster = cluster
+        scratch = tempfile.mkdtemp(prefix="segcp-dask-")
+        cluster = client = None
+        try:
+            with dask.config.set({"temporary-directory": scratch}):  # the scheduler's and the workers' lock files
+                cluster = distributed.LocalCluster(
+                    n_workers=int(n_workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",  # its HTTP server runs anyway: a free local port, never "port 8787 is in use"
+                    local_directory=scratch,
+                    silence_logs=logging.CRITICAL,  # faults reach the user as one line, not as worker logs
+                )
+                client = distributed.Client(cluster, set_as_default=False)
+            executor = cls(client, own=True, where=f"a local Dask cluster of {int(n_workers)} workers")
+        except BaseException:
+            for obj in (client, cluster):
+                if obj is not None:
+                    with contextlib.suppress(Exception):
+                        obj.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        executor._cluster, executor._scratch = cluster, scratch
         return executor
 
     @classmethod
-    def connect(cls, address: str, *, timeout: float = 30.0) -> DaskExecutor:
-        """A client of the existing scheduler at ``address`` (the cluster stays up afterwards)."""
+    def connect(cls, address: str, *, timeout: float | None = None) -> DaskExecutor:
+        """A client of the existing scheduler at ``address`` (the cluster stays up afterwards);
+        one line when the address is malformed or nothing answers within ``timeout`` seconds
+        (default :data:`CONNECT_TIMEOUT_S`)."""
+        address = check_address(address)
+        timeout = CONNECT_TIMEOUT_S if timeout is None else float(timeout)
         distributed = require_dask()
         try:
             client = distributed.Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise SegcpError(f"{address}: cannot reach the Dask scheduler ({type(exc).__name__}: {exc})") from None
+        except (OSError, TimeoutError, ValueError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise SegcpError(f"{address}: cannot reach the Dask scheduler within {timeout:g} s ({type(exc).__name__}: {reason})") from None
         return cls(client, own=True, where=f"the Dask cluster at {address}")
 
-    def _completed(self, fn: Callable[[Any], R], tasks: Sequence[Any], description: str) -> Iterator[tuple[int, R]]:
+    def _completed(self, fn: Callable[[Any], R], tasks: Iterable[Any], description: str) -> Iterator[tuple[int, R]]:
         distributed = require_dask()
         from distributed.scheduler import KilledWorker
 
@@ -143,23 +210,7 @@ class DaskExecutor(Executor):
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
-
-
-def open_executor(n_jobs: int | None = 1, workers: int | None = None, scheduler: str | None = None) -> Executor:
-    """The executor of a job: an existing Dask cluster, a local one, or this machine's processes.
-
-    ``scheduler`` (else ``$DASK_SCHEDULER_ADDRESS`` when ``workers`` is not given): connect to
-    that cluster. ``workers``: start a ``LocalCluster`` of that many processes. Neither: a
-    :class:`~segcp.parallel.LocalExecutor` of ``n_jobs`` processes (dask not imported).
-    """
-    if scheduler is not None and workers is not None:
-        raise SegcpError("--workers starts a local cluster and --scheduler uses an existing one: give one of them")
-    if scheduler is None and workers is None:
-        scheduler = os.environ.get(ENV_SCHEDULER) or None
-    if scheduler is not None:
-        if not str(scheduler).strip():
-            raise SegcpError("--scheduler: an empty address")
-        return DaskExecutor.connect(str(scheduler))
-    if workers is not None:
-        return DaskExecutor.local(int(workers))
-    return LocalExecutor(n_jobs)
+            self._cluster = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
