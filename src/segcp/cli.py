@@ -257,8 +257,9 @@ def calibrate(
         what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
         for lam, stmt in zip(lams, stmts):
             typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
-    if "curves" in record:
-        g = record["curves"]["grid"]
+    first = record.get("structures", [record])[0]
+    if "curves" in first:
+        g = first["curves"]["grid"]
         step = (g["hi"] - g["lo"]) / (g["size"] - 1)
         typer.echo(
             f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
