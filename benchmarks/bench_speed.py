@@ -626,7 +626,7 @@ def _command(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 
 
 def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
 
     root = _temporary("segcp-bench-cal-")
     d = _phantom_dir(root, args.n)

@@ -18,7 +18,7 @@ def _child(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_core_imports_neither_torch_nor_h5py():
     code = (
-        "import segcp, segcp.cli, segcp.io, segcp.methods, segcp.conformal, segcp.pipeline, segcp.engine.splits\n"
+        "import segcp, segcp.cli, segcp.io, segcp.methods, segcp.conformal, segcp.jobs, segcp.parallel, segcp.engine.splits\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py') and sys.modules[m] is not None))\n"
         "print(sorted(m for m in sys.modules if m.startswith('segcp.harness')))\n"
     )

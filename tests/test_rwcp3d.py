@@ -153,7 +153,7 @@ def test_timings_and_graph_size():
 
 def test_calibration_on_3d_volumes_is_nested_and_valid(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
 
     vols = [_volume((4, 14, 12), seed=10 + i) for i in range(12)]
     spacing = (1.0, 1.0, 2.5)  # stored (x, y, z): slices along the last axis

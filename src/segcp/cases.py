@@ -26,6 +26,7 @@ __all__ = [
     "SLICE_AXIS_RULE",
     "Case",
     "binarize_mask",
+    "channel_of",
     "check_beta",
     "check_class_probs",
     "check_label_map",
@@ -162,6 +163,23 @@ def check_class_probs(probs: ArrayLike, where: str, spatial: tuple[int, ...]) ->
         dims = ", ".join(map(str, sp))
         raise SegcpError(f"{where}: class probabilities of shape {p.shape} do not match the label map {sp}; expected (L, {dims}) or ({dims})")
     return check_samples(p[None], where, sp, min_samples=1, what="class probabilities")[0]
+
+
+def channel_of(label: int, shape: tuple[int, ...], where: str) -> int:
+    """The channel of structure ``label`` in a class-probability stack of ``shape`` (L, *S), or
+    a one-line error: a label the stack has no channel for, or a stack of one channel (channel
+    0 of a class stack is the background, so a single-channel file is a foreground map saved
+    with a channel axis, not a class stack). ``--label`` and every record's label go through
+    here (never Python's negative indexing)."""
+    n = int(shape[0]) if len(shape) else 0
+    if n < 2:
+        raise SegcpError(
+            f"{where}: a probability stack of one channel (shape {tuple(shape)}) is not a class stack (channel 0 would be the "
+            f"background): save the foreground map without the channel axis"
+        )
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= int(label) < n:
+        raise SegcpError(f"{where}: cannot take class {label} from a probability stack of shape {tuple(shape)} (classes 0..{n - 1})")
+    return int(label)
 
 
 def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -> NDArray[np.int64]:

@@ -31,10 +31,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-#: Options that are about how a job runs, not about the sets (never recorded in calib.json).
-RUNTIME_KEYS = ("n_jobs",)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"segcp {__version__}")
@@ -99,10 +95,20 @@ def _method_options(method: str, args: list[str], params: dict[str, Any]) -> dic
     return params
 
 
-def _split_runtime(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(method parameters, job run-time options such as n_jobs)."""
-    runtime = {k: params.pop(k) for k in RUNTIME_KEYS if k in params}
-    return params, runtime
+def _deprecated_n_jobs(params: dict[str, Any], workers: int | None) -> int | None:
+    """``-p n_jobs=N`` (the old spelling of ``--workers N``): taken out of ``params`` with a
+    one-line deprecation warning, as ``--workers`` (never a method parameter)."""
+    if "n_jobs" not in params:
+        return workers
+    value = params.pop("n_jobs")
+    if workers is not None:
+        raise SegcpError("-p n_jobs (deprecated) and --workers say the same thing: give one of them (--workers)")
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise SegcpError(f"-p n_jobs: expected a positive integer (worker processes), got {value!r}")
+    sys.stderr.write("segcp: warning: -p n_jobs=N is deprecated; use --workers N\n")
+    from segcp.parallel import cores
+
+    return cores() if value == -1 else max(1, value)
 
 
 DataOpt = Annotated[
@@ -139,31 +145,35 @@ LabelOpt = Annotated[
     Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
-ParamOpt = Annotated[
-    Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable); n_jobs=N runs N processes.")
-]
+ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")]
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 WorkersOpt = Annotated[
-    Optional[int], typer.Option("--workers", help="Run on a local Dask cluster of N worker processes (needs segcp[dask]).")
+    Optional[int],
+    typer.Option(
+        "--workers", min=1,
+        help="Run on N worker processes of this machine: a local Dask cluster with segcp[dask], else a process pool "
+        "(same result; at most 4 per core). Default: this process.",
+    ),
 ]
 SchedulerOpt = Annotated[
     Optional[str],
-    typer.Option("--scheduler", help="Run on the existing Dask cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS, when set)."),
+    typer.Option("--scheduler", help="Run on the existing Dask cluster at [tcp://]HOST:PORT (default: $DASK_SCHEDULER_ADDRESS, when set)."),
 ]
 ChunkOpt = Annotated[
-    Optional[int], typer.Option("--chunk-size", help="Images per cluster task (default: about 8 tasks per worker, at most 64).")
+    Optional[int], typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")
 ]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
 
 
 @contextmanager
-def _executor(workers: int | None, scheduler: str | None, quiet: bool, n_jobs: int = 1) -> Iterator[Any]:
-    """Where the job's map step runs (:func:`segcp.cluster.open_executor`); says so unless quiet."""
-    from segcp.cluster import open_executor
+def _executor(workers: int | None, scheduler: str | None, quiet: bool) -> Iterator[Any]:
+    """Where the job's map step runs (:func:`segcp.parallel.open_executor`); says so unless quiet."""
+    from segcp.parallel import open_executor
 
-    if workers is not None and n_jobs > 1:
-        raise SegcpError("-p n_jobs runs local processes and --workers a Dask cluster: give one of them")
-    ex = open_executor(n_jobs, workers, scheduler)
+    ex = open_executor(workers, scheduler)
     try:
+        if ex.note:
+            sys.stderr.write(f"segcp: note: {ex.note}\n")
         if not quiet and ex.where != "this process":
             sys.stderr.write(f"segcp: running on {ex.where}\n")
         yield ex
@@ -216,13 +226,13 @@ def calibrate(
     quiet: QuietOpt = False,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
     from segcp.specs import parse_params
 
-    params, runtime = _split_runtime(_method_options(method, list(ctx.args), parse_params(param)))
+    params = _method_options(method, list(ctx.args), parse_params(param))
+    workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [0.1]
-    n_jobs = int(runtime.get("n_jobs", 1))
-    with _executor(workers, scheduler, quiet, n_jobs) as ex:
+    with _executor(workers, scheduler, quiet) as ex:
         record = calibrate_dir(
             _data(data, probs, masks, images, samples, match, dataset_json),
             method=method,
@@ -233,7 +243,6 @@ def calibrate(
             method_params=params,
             out=out,
             show_progress=not quiet,
-            n_jobs=n_jobs,
             executor=ex,
             chunk_size=chunk_size,
             curve_form=curves,
@@ -249,8 +258,9 @@ def calibrate(
         what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
         for lam, stmt in zip(lams, stmts):
             typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
-    if "curves" in record:
-        g = record["curves"]["grid"]
+    first = record.get("structures", [record])[0]
+    if "curves" in first:
+        g = first["curves"]["grid"]
         step = (g["hi"] - g["lo"]) / (g["size"] - 1)
         typer.echo(
             f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
@@ -265,7 +275,7 @@ def predict(
     draws: Annotated[
         int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
     ] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
+    seed: SeedOpt = 0,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
     combined: Annotated[
@@ -292,13 +302,15 @@ def predict(
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
     --draws segmentations drawn from the set (sets of segmentations)."""
-    from segcp.pipeline import predict_dir
+    from segcp.jobs import predict_dir
     from segcp.specs import parse_params
 
+    overrides = parse_params(param)
+    workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(
             calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
-            seed=seed, alpha=alpha, overwrite=overwrite, overrides=parse_params(param), combined=combined, resume=resume,
+            seed=seed, alpha=alpha, overwrite=overwrite, overrides=overrides, combined=combined, resume=resume,
             executor=ex, chunk_size=chunk_size,
         )
     if not quiet:
@@ -316,7 +328,7 @@ def evaluate(
         Optional[Path], typer.Option("--calib", help="Or: calib.json; the sets are made on the fly (sets of segmentations: drawn).")
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations: segmentations drawn per image.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws.")] = 0,
+    seed: SeedOpt = 0,
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
@@ -334,14 +346,16 @@ def evaluate(
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
-    from segcp.pipeline import evaluate_dir
+    from segcp.jobs import evaluate_dir
     from segcp.report import metrics_table
     from segcp.specs import parse_params
 
+    overrides = parse_params(param)
+    workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         result = evaluate_dir(
             sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet,
-            calib=calib, draws=draws, seed=seed, overrides=parse_params(param), executor=ex, chunk_size=chunk_size,
+            calib=calib, draws=draws, seed=seed, overrides=overrides, executor=ex, chunk_size=chunk_size,
         )
     if quiet:
         return

@@ -27,7 +27,7 @@ from segcp.io import DataDir, atomic_dir, atomic_path, check_output, read_json, 
 from segcp.io.datadir import data_home, data_inputs, describe_data
 from segcp.io.writers import check_dir_target
 from segcp.jobs import Job, holds_label, map_ids, mapped_executor, worker_family
-from segcp.execution import Executor
+from segcp.parallel import Executor
 from segcp.metrics import METRICS, evaluate_set
 from segcp.progress import track
 from segcp.specs import MethodSpec, TunedSpec

@@ -409,7 +409,7 @@ class Runner:
         if self._pool is None:
             from concurrent.futures import ProcessPoolExecutor
 
-            from segcp.execution import _limit_threads
+            from segcp.parallel import limit_threads as _limit_threads
 
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, initializer=_limit_threads)
         from collections import deque

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
+from segcp.cases import Case, binarize_mask, channel_of, check_class_probs, check_label_map, check_probabilities, check_samples
 from segcp.errors import SegcpError
 from segcp.io.formats import Geometry, format_of, read_geometry, suffixes
 from segcp.io.readers import read_array, read_probabilities
@@ -336,9 +336,9 @@ class DataDir:
         if channels:
             if label is None:
                 raise SegcpError(f"{p}: class-probability stack of shape {arr.shape}; pass --label L to pick a class")
-            if arr.ndim < 3 or not 0 <= label < arr.shape[0]:
+            if arr.ndim < 3:
                 raise SegcpError(f"{p}: cannot take class {label} from a probability stack of shape {arr.shape}")
-            arr = arr[label]
+            arr = arr[channel_of(label, arr.shape, str(p))]
         if np.ndim(arr) not in (2, 3):
             raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
         return arr, spacing
@@ -356,6 +356,14 @@ class DataDir:
         p = self.path("masks", ident)
         arr, spacing = read_array(p)
         return binarize_mask(arr, label, str(p)), spacing
+
+    def labels_present(self, ids: Sequence[str], limit: int = 16) -> list[int]:
+        """The label values of the masks of the first ``limit`` of ``ids`` (for error messages)."""
+        values: set[int] = set()
+        for ident in list(ids)[:limit]:
+            raw, _ = self.read("masks", ident)
+            values |= {int(v) for v in np.unique(np.asarray(raw))}
+        return sorted(values)
 
     def check_grid(self, ident: str, shape: tuple[int, ...]) -> Geometry | None:
         """The geometry of the model output; refused when the mask's NIfTI is another grid."""
@@ -463,13 +471,9 @@ class CaseReader:
         """One-line error when ``--label L`` selected a structure that no mask read holds."""
         if self.label is None or not self.with_truth or self.multiclass or self.label_seen:
             return
-        values: set[int] = set()
-        for ident in self.ids[:16]:
-            raw, _ = self.dd.read("masks", ident)
-            values |= {int(v) for v in np.unique(np.asarray(raw))}
         raise SegcpError(
             f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
-            f"{', '.join(map(str, sorted(values)))}); check --label"
+            f"{', '.join(map(str, self.dd.labels_present(self.ids)))}); check --label"
         )
 
     @property

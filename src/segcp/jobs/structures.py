@@ -6,38 +6,22 @@ probabilities (L, *S) and its truth is ``label_map == l``. Each structure gets i
 its own guarantee, E[FNR_l] ≤ α for every l (or P(coverage_l ≥ τ) ≥ 1 − α); an image where a
 structure is absent counts for it with FNR 0, the empty-ground-truth rule. A structure that no
 calibration mask holds is an error (it would calibrate a meaningless λ̂ = λ_min). Names come
-from nnU-Net's ``dataset.json`` when there is one.
+from nnU-Net's ``dataset.json`` when there is one; they become folder names only through
+:class:`segcp.record.Structure` (a fixed safe form), and labels become channels only through
+:func:`segcp.cases.channel_of` (checked against the stack read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from segcp.cases import Case
+from segcp.cases import Case, channel_of
 from segcp.errors import SegcpError
+from segcp.record import Structure, check_structures
 
 __all__ = ["Structure", "resolve_structures", "split_case"]
-
-
-@dataclass(frozen=True)
-class Structure:
-    """One structure: its label value, its name (for files and reports)."""
-
-    value: int
-    name: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.value, "name": self.name}
-
-
-def _safe(name: str) -> str:
-    """A folder-safe version of a label name."""
-    out = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name).strip("._")
-    return out or "label"
 
 
 def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str) -> list[Structure]:
@@ -67,18 +51,22 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
     for v in values:
         if not 0 <= v < n_channels:
             raise SegcpError(f"{where}: label {v} has no channel in a probability stack of {n_channels} classes")
-        out.append(Structure(v, _safe(names.get(v, f"label{v}"))))
+        out.append(Structure.make(v, names.get(v, f"label{v}")))
     if len({s.value for s in out}) != len(out):
         raise SegcpError(f"--labels: repeated labels {[s.value for s in out]}")
-    return out
+    return check_structures(out, "--labels")
 
 
 def split_case(case: Case, structures: Sequence[Structure]) -> list[Case]:
-    """One binary case per structure from a stack case (``class_probs`` (L, *S), ``label_map``)."""
-    assert case.class_probs is not None
+    """One binary case per structure from a stack case (``class_probs`` (L, *S), ``label_map``);
+    each structure's channel checked against the stack (:func:`segcp.cases.channel_of`)."""
+    if case.class_probs is None:
+        raise SegcpError(f"{case.where or case.id}: not a class-probability stack")
+    where = case.where or case.id
     out = []
     for s in structures:
+        c = channel_of(s.value, case.class_probs.shape, where)
         mask = None if case.label_map is None else case.label_map == s.value
-        out.append(Case(case.id, np.ascontiguousarray(case.class_probs[s.value]), mask=mask, image=case.image,
-                        spacing=case.spacing, geometry=case.geometry, where=f"{case.where or case.id} (label {s.value} {s.name})"))
+        out.append(Case(case.id, np.ascontiguousarray(case.class_probs[c]), mask=mask, image=case.image,
+                        spacing=case.spacing, geometry=case.geometry, where=f"{where} (label {s.value} {s.name})"))
     return out

@@ -1,0 +1,156 @@
+"""``segcp calibrate`` on a data directory: one λ̂ (or one per structure), written as calib.json.
+
+Wires the data-directory reader (:meth:`segcp.io.DataDir.reader`), the estimator
+(:class:`segcp.conformal.ConformalSegmenter`) and the atomic writers. The map step (read a
+case, build its loss curve) runs on an executor (:mod:`segcp.parallel`: this process, a
+process pool or a Dask cluster: the same code), in tasks that read the files themselves and
+send back only the curves; the reduce and the record (:mod:`segcp.record`) are the same
+whatever the executor, bit for bit. Nothing here knows a method by name; no maths lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from segcp.calibration import check_calibration_size
+from segcp.calibration.compact import GRID_SIZE, Grid
+from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
+from segcp.errors import SegcpError
+from segcp.io import DataDir, check_output, write_json
+from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
+from segcp.jobs.structures import resolve_structures
+from segcp.jobs.tasks import Job, holds_label, worker_family
+from segcp.methods import SetFamily
+from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
+from segcp.record import job_record
+
+__all__ = ["calibrate_dir"]
+
+
+def _curve_chunk(task: tuple[Job, tuple[SetFamily, ...], str, float, tuple[Grid | None, ...], list[str]]) -> tuple[list[list[Curves]], list[int]]:
+    """Worker: read a chunk of ids and return only their curves — per structure (one when
+    calibrating one), per α group — and per structure how many masks held it."""
+    job, families, guarantee, tau, grids, ids = task
+    fams = tuple(worker_family(f) for f in families)
+    slots = job.slots
+    batches = [CurveBatch(fams, guarantee, tau, grids) for _ in range(slots)]
+    present = [0] * slots
+    for ident in ids:
+        for k, case in enumerate(job.read(ident)):
+            batches[k].add(case)
+            if job.structures:  # (one structure: its reader keeps label_seen)
+                present[k] += holds_label(case)
+    if not job.structures:
+        present[0] = int(job.reader().label_seen)
+    return [b.result() for b in batches], present
+
+
+def _map_curves(
+    ex: Executor, job: Job, plan: MapPlan, ids: list[str], show_progress: bool, chunk_size: int | None,
+) -> tuple[list[list[Curves]], list[int]]:
+    """The map step on ``ex``, reduced by chunk index (any arrival order): per structure the
+    merged curves of every α group, and how many masks held the structure."""
+    accs = [plan.accumulators() for _ in range(job.slots)]
+    present = [0] * job.slots
+    head = (job, plan.families, plan.guarantee, plan.tau, plan.worker_grids)
+    for i, (parts, counts) in ex.map_chunks(_curve_chunk, head, ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size):
+        for k in range(job.slots):
+            for acc, part in zip(accs[k], parts[k]):
+                acc.add(i, part)
+            present[k] += counts[k]
+    return [[acc.result() for acc in slot] for slot in accs], present
+
+
+def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
+    """(the job, its ids, where the names came from) of ``--labels``: every case read once, as
+    its class stack and label map."""
+    if label is not None:
+        raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
+    if family.truth != "mask":
+        raise SegcpError(f"--labels is for the pixel-set methods; {family.name} calibrates sets of multi-class segmentations as a whole")
+    with_image = "image" in family.inputs
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    axis = dd.channel_axis(ids[0])
+    if axis is None:
+        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+    first = dd.load_stack(ids[0], channels=axis, with_mask=False)
+    dj = dd.dataset_json()
+    names = label_names(dj) if dj is not None else None
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))  # type: ignore[union-attr]
+    job = Job(dd.spec, family, None, axis, True, tuple(structures), with_image).share(dd)
+    return job, ids, str(dj) if dj is not None else "channels of the probability stacks"
+
+
+def calibrate_dir(
+    data: str | os.PathLike[str] | DataSpec,
+    *,
+    method: str = "threshold",
+    alpha: float | list[float] = 0.1,
+    label: int | None = None,
+    guarantee: str | None = None,
+    tau: float = 1.0,
+    method_params: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    executor: Executor | None = None,
+    chunk_size: int | None = None,
+    curve_form: str = "auto",
+    grid_size: int = GRID_SIZE,
+    grid_max: float | None = None,
+    labels: str | list[str | int] | None = None,
+) -> dict[str, Any]:
+    """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
+
+    One case at a time is in memory per worker (only the loss curves are kept). The map step
+    runs on ``executor`` (:func:`segcp.parallel.open_executor`; None: this process) in tasks of
+    ``chunk_size`` ids whose workers read the files themselves and send back only the curves;
+    λ̂ is the same, bit for bit, on every executor. ``curve_form``, ``grid_size``,
+    ``grid_max``: exact or compact curves (:class:`ConformalSegmenter`); a record calibrated on
+    compact curves says so (``curves``). ``labels`` (``"all"`` or label values/names)
+    calibrates one λ̂ per structure of a class-probability stack
+    (:mod:`segcp.jobs.structures`). Returns the calibration record (what the JSON file holds,
+    :func:`segcp.record.job_record`).
+    """
+    t0 = time.perf_counter()
+    cs = ConformalSegmenter(
+        method, alpha, guarantee=guarantee, tau=tau, method_params=method_params,
+        curve_form=curve_form, grid_size=grid_size, grid_max=grid_max,
+    )
+    plan = cs.plan()
+    check_chunk_size(chunk_size)
+    dd = DataDir(data)
+    reader = None
+    if labels is not None:
+        job, ids, labels_from = _structures_job(dd, plan.family, labels, label)
+        source, channels = "probs", job.channels
+    else:
+        reader = dd.reader(plan.family, label=label)
+        job = Job(dd.spec, plan.family, label, reader.channels).share(dd, reader)
+        ids, labels_from, source, channels = reader.ids, None, reader.source, reader.channels
+    if out is not None:
+        check_output(out, data_inputs(data))
+    check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
+    ex = executor if executor is not None else InProcessExecutor()
+    curves, present = _map_curves(ex, job, plan, ids, show_progress, chunk_size)
+    if reader is not None:
+        reader.label_seen = present[0] > 0
+        reader.require_label_seen()
+    absent = [s for s, c in zip(job.structures, present) if c == 0]
+    if absent:
+        raise SegcpError(
+            f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); "
+            f"labels present: {', '.join(map(str, dd.labels_present(ids)))}"
+        )
+    fitted = []
+    for k in range(job.slots):
+        est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
+        est.calibrate_curves(curves[k])
+        curves[k] = []
+        fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
+    record = job_record(fitted, label=label, channels=channels or False, source=source, data=describe_data(data), ids=ids,
+                        seconds=time.perf_counter() - t0, labels_from=labels_from)
+    if out is not None:
+        write_json(out, record)
+    return record

@@ -1,0 +1,226 @@
+"""``segcp predict`` on a data directory: one prediction set per image, written atomically.
+
+A mask on the input's grid, or draws from a set of segmentations; a per-structure calibration
+writes one folder per structure (and, with ``--combined``, one bit-coded file per image). The
+map step runs on an executor (:mod:`segcp.parallel`) whose tasks read the images and write
+their sets themselves; ``--resume`` writes each set in place beside a manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segcp.conformal import ConformalSegmenter
+from segcp.errors import SegcpError
+from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
+from segcp.io.datadir import DataSpec, data_inputs
+from segcp.io.writers import TMP_PREFIX, check_dir_target
+from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
+from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
+from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
+from segcp.record import Calibration, check_structures, read_calibration
+
+__all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
+
+#: The hidden record of a resumable ``predict`` folder (what made its sets).
+PREDICT_MANIFEST = ".segcp-predict.json"
+#: The folder of the bit-coded files of ``--combined``, and its legend.
+COMBINED = "combined"
+LEGEND = "structures.json"
+
+
+def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
+    """What a prediction set is written as: the mask, or ``draws`` segmentations drawn from it."""
+    if isinstance(prediction, SegmentationSet):
+        d = prediction.sample(draws, np.random.default_rng(seed))
+        return d.astype(np.uint8 if d.max(initial=0) < 256 else np.int32)
+    return np.asarray(prediction, dtype=bool)
+
+
+def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tuple[str, ...], int, int, str, bool, list[tuple[int, str]]]) -> int:
+    """Worker: read a chunk of ids and write each one's sets, atomically, into the subfolders of
+    ``folder`` (which exist): per structure a mask on the input's grid (NIfTI when the input
+    is), or the drawn segmentations; with ``combined`` also the bit-coded file of the image."""
+    job, families, lambdas, subs, draws, seed, folder, combined, items = task
+    fams = [worker_family(f) for f in families]
+    root = Path(folder)
+    for k, ident in items:
+        bits = None
+        cases = job.read(ident)
+        for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs)):
+            arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
+            write_set(root / sub, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
+            if combined:
+                bits = np.zeros(arr.shape, np.uint8 if len(subs) <= 8 else np.uint16) if bits is None else bits
+                bits |= arr.astype(bits.dtype) << s
+        if bits is not None:
+            write_set(root / COMBINED, ident, bits, cases[0].geometry, clean_stale=False)
+    return len(items)
+
+
+def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
+    """True when ``path`` is a whole ``.npy`` set: a valid header, every byte of the array, and
+    the dtype of a set (boolean mask; ``draws`` given: ``draws`` segmentations of integers;
+    ``bits``: the unsigned integers of a ``--combined`` file)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return False
+    if size != offset + math.prod(shape) * dtype.itemsize:
+        return False
+    if bits:
+        return dtype.kind == "u"
+    if draws is None:
+        return dtype == np.bool_
+    return dtype.kind in "iu" and len(shape) >= 3 and shape[0] == draws
+
+
+def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int, seed: int, combined: bool) -> dict[str, Any]:
+    """What the sets of a resumable folder depend on (the same manifest ⇒ the same sets)."""
+    fam = models[0].method_
+    drawn = isinstance(fam, SegmentationSetFamily)
+    record = cal.record
+    out = {
+        "calib_sha256": hashlib.sha256(cal.path.read_bytes()).hexdigest(),
+        "method": fam.name,
+        "params": fam.params(),
+        "alpha": float(next(iter(models[0].lambdas_))),
+        "lambda": models[0].lambda_ if not cal.per_structure else [m.lambda_ for m in models],
+        "label": record.get("label"),
+        "probs_channels": bool(record.get("probs_channels", False)),
+        "channel_axis": record.get("channel_axis"),
+        "draws": int(draws) if drawn else None,
+        "seed": int(seed) if drawn else None,
+    }
+    if cal.per_structure:
+        out |= {"structures": [s.to_dict() for s in cal.structures], "combined": bool(combined)}
+    return json.loads(json.dumps(to_jsonable(out)))  # as it reads back from JSON (tuples → lists, NaN → None)
+
+
+def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> bool:
+    """Whether ``folder`` holds the whole set of ``ident`` (sets on an input's grid — NIfTI,
+    NRRD… — are only ever written by an atomic rename: present means whole)."""
+    return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
+
+
+def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
+    """Prepare ``out`` for a resumable run; the ids whose sets are already there and whole
+    (in every subfolder of ``subs``: ``""`` is ``out`` itself).
+
+    A new or empty folder gets the manifest. A folder written by an earlier resumable run
+    must carry the same manifest (else: a one-line error — its sets were made differently);
+    any other non-empty folder is refused. Temporaries of dead writers are removed.
+    """
+    check_dir_target(out, "merge")
+    mpath = out / PREDICT_MANIFEST
+    if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
+        if not mpath.is_file():
+            raise SegcpError(f"{out}: not a folder of a resumable segcp predict (no {PREDICT_MANIFEST}); choose a new folder or pass --overwrite")
+        old = read_json(mpath)
+        if old != manifest:
+            old = old if isinstance(old, dict) else {}
+            diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise SegcpError(f"{out}: its sets were made with another {', '.join(diff)}; --resume needs the same calibration and options (or --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
+    for sub in subs:
+        if sub:
+            check_dir_target(out / sub, "merge")
+            (out / sub).mkdir(exist_ok=True)
+    draws = manifest["draws"]
+    return {i for i in ids if all(_whole(out / sub, i, draws, sub == COMBINED) for sub in subs)}
+
+
+def predict_dir(
+    calib: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSpec,
+    out: str | os.PathLike[str],
+    *,
+    show_progress: bool = True,
+    draws: int = 100,
+    seed: int = 0,
+    alpha: float | None = None,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+    combined: bool = False,
+    resume: bool = False,
+    executor: Executor | None = None,
+    chunk_size: int | None = None,
+) -> list[Path]:
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid — a uint8 NIfTI
+    with the input's affine and header when the input is NIfTI (or nnU-Net's NPZ + NIfTI), a
+    boolean ``.npy`` otherwise — or, for sets of segmentations, ``draws`` segmentations
+    (S, *spatial) drawn from it (``.npy``). A per-structure calibration writes one folder per
+    structure, ``out/<name>/<id>`` (and, with ``combined``, ``out/combined/<id>``: bit k set
+    where structure k's set holds the voxel; legend in ``out/structures.json``).
+
+    All sets are written into a temporary sibling folder that replaces ``out`` whole only when
+    every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
+    must not exist or be empty, unless ``overwrite`` (then the old folder is replaced, never
+    merged with). ``overrides``: run-time options of the family (e.g. the encoder's location).
+
+    ``resume``: each set is written into ``out`` itself, atomically, as soon as it is made, so
+    an interrupted run leaves only whole sets; rerunning with ``resume`` skips the sets that
+    are already there and whole (and were made by the same calibration and options: the
+    folder's hidden manifest) and makes the rest. ``executor``
+    (:func:`segcp.parallel.open_executor`; None: this process): tasks of ``chunk_size`` ids
+    whose workers read the files and write the sets themselves (``out`` must be on a file
+    system the workers see). Returns the paths of the sets, id by id (structure by structure).
+    """
+    if int(draws) < 1:
+        raise SegcpError(f"--draws must be at least 1, got {draws}")
+    seed = check_seed(seed)
+    check_chunk_size(chunk_size)
+    if resume and overwrite:
+        raise SegcpError("--resume continues a folder and --overwrite replaces it: give one of them")
+    out = Path(out)
+    check_output(out, [calib, *data_inputs(data)])
+    cal = read_calibration(calib, overrides)
+    models = calibrated_models(cal, alpha)
+    if combined and not cal.per_structure:
+        raise SegcpError("--combined is for per-structure calibrations (calibrate --labels)")
+    if combined and len(cal.structures) > 16:
+        raise SegcpError("--combined holds up to 16 structures (uint16 bits)")
+    check_structures(cal.structures, str(calib), reserved=(COMBINED, LEGEND) if combined else ())
+    dd = DataDir(data)
+    job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
+    subs = tuple(s.name for s in cal.structures) or ("",)
+    if resume:
+        done = _resume_folder(out, _manifest(cal, models, int(draws), seed, combined), ids, subs + ((COMBINED,) if combined else ()))
+        folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
+    else:
+        done = set()
+        folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
+    todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
+    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
+    ex = executor if executor is not None else InProcessExecutor()
+    with folder_cm as folder:
+        for sub in (*subs, *((COMBINED,) if combined else ())):
+            if sub:
+                (folder / sub).mkdir(exist_ok=True)
+        if combined:
+            write_json(folder / LEGEND, {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)},
+                                         "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
+        for _ in ex.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting",
+                            show_progress=show_progress, chunk_size=chunk_size):
+            pass
+    return [_set_path(out / sub, ident) for ident in ids for sub in subs]
+
+
+def _set_path(folder: Path, ident: str) -> Path:
+    """The set file of ``ident`` in ``folder`` (on the input's grid, or NPY)."""
+    return written_set(folder, ident) or folder / f"{ident}.npy"

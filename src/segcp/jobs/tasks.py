@@ -1,0 +1,170 @@
+"""The tasks of a directory job: what they carry, and how workers read through them.
+
+A directory job (``calibrate``, ``predict``, ``evaluate``, ``compare``) maps over the ids of a
+data directory on an :class:`~segcp.parallel.Executor` — this process, a process pool or a
+Dask cluster, through the same code. Each task carries a :class:`Job` (file paths and method
+parameters, never arrays) and a chunk of ids; the worker reads the files itself
+(:meth:`Job.read`: one case per structure). Per-process caches hold what is costly to rebuild
+(the directory's index, the case reader; an encoder's weights live in the family's own cache),
+so each is built once per worker and job, not once per task; in this process the job reads
+through the client's own index and reader (:meth:`Job.share`), so nothing is indexed twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segcp._version import __version__
+from segcp.cases import Case
+from segcp.conformal import ConformalSegmenter
+from segcp.errors import SegcpError
+from segcp.io import CaseReader, DataDir
+from segcp.io.datadir import DataSpec
+from segcp.jobs.structures import split_case
+from segcp.parallel import Executor, InProcessExecutor, map_ids, worker_threads
+from segcp.record import Calibration, Structure
+
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "mapped_executor", "worker_family"]
+
+_KEEP = 4  # jobs remembered per process
+_datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
+_readers: OrderedDict[Job, CaseReader] = OrderedDict()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
+    return value
+
+
+def datadir(data: DataSpec, token: str) -> DataDir:
+    """The inputs' index, once per process and job (``token``: files may change between jobs)."""
+    dd = _datadirs.get((data, token))
+    return dd if dd is not None else _remember(_datadirs, (data, token), DataDir(data))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one directory job carries: where the files are and how to read them.
+
+    ``data`` is the job's :class:`~segcp.io.datadir.DataSpec` (a data directory, or per-kind
+    folders and name patterns such as an nnU-Net layout); ``family`` is a
+    :class:`~segcp.methods.SetFamily` (it pickles as its parameters; it says which folders and
+    which truth are read); ``label``, ``channels``, ``with_truth`` as for
+    :meth:`DataDir.reader`. ``structures`` (``--labels``): each id is read once as its class
+    stack (``channels``: ``"first"`` or ``"last"``) and split into one binary case per
+    structure; ``with_image`` then says whether images/ is read too. ``token`` identifies the
+    job, so that a worker indexes the directory once per job; ``version`` is the client's
+    segcp, which every worker must run.
+    """
+
+    data: DataSpec
+    family: Any = field(compare=False)
+    label: int | None = None
+    channels: bool | str | None = False
+    with_truth: bool = True
+    structures: tuple[Structure, ...] = ()
+    with_image: bool = False
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    version: str = __version__
+
+    @property
+    def slots(self) -> int:
+        """Cases per id: one per structure, or one."""
+        return max(1, len(self.structures))
+
+    def _check_version(self) -> None:
+        if self.version != __version__:
+            raise SegcpError(f"a worker runs segcp {__version__} but the client runs {self.version}: install the same segcp on every worker")
+
+    def datadir(self) -> DataDir:
+        """The job's directory index in this process (built once per process and job)."""
+        self._check_version()
+        return datadir(self.data, self.token)
+
+    def reader(self) -> CaseReader:
+        """The job's case reader in this process (built once per process and job)."""
+        reader = _readers.get(self)
+        if reader is None:
+            reader = _remember(_readers, self, self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels))
+        return reader
+
+    def share(self, dd: DataDir, reader: CaseReader | None = None) -> Job:
+        """Let this process read through the client's own index (and reader) of the job."""
+        _remember(_datadirs, (self.data, self.token), dd)
+        if reader is not None:
+            _remember(_readers, self, reader)
+        return self
+
+    def read(self, ident: str) -> list[Case]:
+        """The cases of one id: one per structure (split from its class stack), or its one case."""
+        if self.structures:
+            stack = self.datadir().load_stack(ident, channels=str(self.channels), with_mask=self.with_truth, with_image=self.with_image)
+            return split_case(stack, self.structures)
+        return [self.reader().read(ident)]
+
+
+def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
+    """The calibrated estimator of each structure of a calibration, at ``alpha`` (needed when
+    it was calibrated at several)."""
+    models = []
+    for parts in cal.parts:
+        cs = ConformalSegmenter.from_parts(parts)
+        if alpha is None and len(cs.lambdas_) > 1:
+            raise SegcpError(f"{cal.path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
+        models.append(cs if alpha is None else cs.at(alpha))
+    return models
+
+
+def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, images: bool = True) -> tuple[Job, list[str]]:
+    """(the job, its ids) that reads from ``dd`` what the calibration ``cal`` read: the same
+    structure (``label``), class stacks (``channels``) or structures. ``images``: read images/
+    when the family uses them (not when sets are read from files)."""
+    if cal.per_structure:
+        with_image = images and "image" in family.inputs
+        ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
+        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image).share(dd), ids
+    reader = dd.reader(family, label=cal.label, with_truth=with_truth, channels=cal.channels)
+    return Job(dd.spec, family, cal.label, reader.channels, with_truth).share(dd, reader), reader.ids
+
+
+def worker_family(family: Any) -> Any:
+    """The family as a worker runs it: an unset run-time ``threads`` option (an encoder's
+    threads) becomes the worker's own thread count, so that N worker processes on N cores do
+    not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
+    n = worker_threads()
+    return family if n is None else family.with_threads(n)
+
+
+def holds_label(case: Case) -> bool:
+    """Whether the case's mask holds the selected structure (for ``--label`` checks)."""
+    return bool(case.mask is not None and case.mask.any())
+
+
+def check_seed(seed: Any) -> int:
+    """``--seed``: a non-negative integer, else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SegcpError(f"--seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def draw_seed(seed: int, k: int) -> int:
+    """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([check_seed(seed), int(k)]).generate_state(1)[0])
+
+
+def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:
+    """Deprecated, kept only for ``compare.compare_dir`` until the evaluation engine replaces
+    it: (``executor``, False), or (None, False) — "compute in this process" — for None or an
+    executor of this process. The directory jobs never branch on it: every executor runs the
+    same code."""
+    if executor is None or isinstance(executor, InProcessExecutor):
+        return None, False
+    return executor, False
