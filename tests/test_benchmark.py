@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from segcp.benchmark import load_config, parse_config, run_benchmark
-from segcp.benchmark.cache import BenchmarkCache
-from segcp.benchmark.evaluate import MaskEvaluator
+from segcp.engine.cache import BenchmarkCache
+from segcp.engine.measure import MaskEvaluator
 from segcp.cli import main
 from segcp.conformal import ConformalSegmenter
 from segcp.data.splits import random_cal_test_splits

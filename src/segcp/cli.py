@@ -334,7 +334,7 @@ def evaluate(
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
     from segcp.pipeline import evaluate_dir
-    from segcp.report import metrics_table
+    from segcp.report.tables import metrics_table
     from segcp.specs import parse_params
 
     with _executor(workers, scheduler, quiet) as ex:
@@ -522,7 +522,7 @@ def benchmark(
     A second run recomputes only what is new (one more alpha, method or split). The report
     folder is replaced whole at the end; an existing folder must be a previous report.
     """
-    from segcp.benchmark.run import run_benchmark
+    from segcp.report.benchmark import run_benchmark
 
     if jobs is not None and jobs < 1:
         raise SegcpError(f"--jobs {jobs}: must be a positive integer")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segcp.errors import SegcpError
-from segcp.report import rich_table
+from segcp.report.tables import rich_table
 
 __all__ = ["ALPHAS", "DEMO_CONFIG", "MC_METHODS", "demo_config", "run_demo"]
 
@@ -126,8 +126,8 @@ def run_demo(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run the demo (``segcp benchmark`` on the synthetic task); returns results.json's content."""
-    from segcp.benchmark.config import parse_config
-    from segcp.benchmark.run import run_benchmark
+    from segcp.engine.config import parse_config
+    from segcp.report.benchmark import run_benchmark
 
     if n < 2 * 40:
         raise SegcpError(f"--n {n}: the demo needs at least 80 images (40 calibration images for alpha=0.05)")

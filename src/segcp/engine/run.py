@@ -7,7 +7,7 @@ read from the cache or computed (score maps through ``ConformalSegmenter.prepare
 through ``ConformalSegmenter.curves``), each split is calibrated on ``LossCurves.take`` of its
 calibration images (``ConformalSegmenter.calibrate_curves``: exact CRC, the same code as
 ``segcp calibrate``), and each test image is measured once at every λ̂ it needs
-(:class:`~segcp.benchmark.evaluate.MaskEvaluator`). One progress bar (``segcp.progress.Bar``)
+(:class:`~segcp.engine.measure.MaskEvaluator`). One progress bar (``segcp.progress.Bar``)
 counts the whole plan's work, with an ETA.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.benchmark.cache import MAP_SECONDS, BenchmarkCache, digest
-from segcp.benchmark.config import BenchmarkConfig
-from segcp.benchmark.evaluate import OVERLAP, MaskEvaluator
-from segcp.benchmark.tasks import Task, TaskView, open_task
+from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
+from segcp.engine.config import BenchmarkConfig
+from segcp.engine.measure import OVERLAP, MaskEvaluator
+from segcp.engine.tasks import Task, TaskView, open_task
 from segcp.calibration import LossCurves
 from segcp.data.splits import random_cal_test_splits
 from segcp.errors import SegcpError

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from segcp.benchmark.config import TaskConfig
+from segcp.engine.config import TaskConfig
 from segcp.cases import Case
 from segcp.compare import load_groups
 from segcp.errors import SegcpError

@@ -1,7 +1,7 @@
 """`segcp benchmark`: the plan, its run, the summaries, the figures and the report files.
 
 :func:`run_benchmark` reads a config, runs the plan against the cache
-(:mod:`segcp.benchmark.runner`), summarises each table (mean ± std over splits, validity,
+(:mod:`segcp.engine.run`), summarises each table (mean ± std over splits, validity,
 wins), draws the figures and writes, into one folder put in place whole:
 
 ``report.html`` (self-contained), ``report.md`` and the PNG figures it shows, ``results.json``
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.benchmark import figures as F
-from segcp.benchmark.cache import BenchmarkCache
-from segcp.benchmark.config import BenchmarkConfig, load_config
-from segcp.benchmark.report import Cell, Document, Figure, Table
-from segcp.benchmark.runner import FamilyData, Plan, Runner, TaskPlan, run_plan
+from segcp.report import figures as F
+from segcp.engine.cache import BenchmarkCache
+from segcp.engine.config import BenchmarkConfig, load_config
+from segcp.report.html import Cell, Document, Figure, Table
+from segcp.engine.run import FamilyData, Plan, Runner, TaskPlan, run_plan
 from segcp.compare import mean_std_text, summarize
 from segcp.errors import SegcpError
 from segcp.io import atomic_dir, check_output, read_json, to_jsonable, write_text
@@ -348,7 +348,7 @@ class TaskReport:
         for m in methods:
             fd = fams[m]
             for i in test:
-                from segcp.benchmark.evaluate import MaskEvaluator
+                from segcp.engine.measure import MaskEvaluator
 
                 dice[m][i] = MaskEvaluator(fd.scores(i), cases[i].mask, cases[i].model_mask).overlap(lams[m][0])["dice"]  # type: ignore[union-attr]
         ref = next((m for m in methods if _spec_method(self.mask_main, m) == "threshold"), methods[0])
