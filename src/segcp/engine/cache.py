@@ -1,6 +1,6 @@
-"""The benchmark's on-disk cache, keyed by content.
+"""The engine's on-disk cache, keyed by content (`segcp benchmark`, and `compare`/`tune` with ``--cache``).
 
-Layout (under ``--cache DIR``, default ``$SEGCP_CACHE/benchmark`` or
+Layout (under ``--cache DIR``; `segcp benchmark`'s default ``$SEGCP_CACHE/benchmark`` or
 ``~/.cache/segcp/benchmark``)::
 
     curves/<family-key>/<image-key>.npz    one image's loss curve (start, breakpoints, drops)
@@ -48,8 +48,9 @@ __all__ = ["MAP_SECONDS", "SCHEMA", "BenchmarkCache", "default_cache_dir", "dige
 
 #: Version of what the cache holds (bump when curves, records or their metrics change).
 #: 3: "agrees up to β" decided exactly (APS and CONSIGN scores at ties, SEC) and CONSIGN's
-#: scale-correct search (issue 16).
-SCHEMA = 3
+#: scale-correct search (issue 16). 4: one split record for every front end (missed, empty_hit,
+#: empty_fp; the model row's truth sizes; a tuned row's CV values), issue 22.
+SCHEMA = 4
 #: Score maps that took longer than this (seconds per image) to compute are kept on disk.
 MAP_SECONDS = 0.02
 
@@ -102,6 +103,9 @@ class BenchmarkCache:
             return None
         self.hits["curves"] += 1
         return curve, seconds
+
+    def has_curve(self, fkey: str, ikey: str) -> bool:
+        return self.enabled and self._path("curves", fkey, ikey, ".npz").is_file()
 
     def put_curve(self, fkey: str, ikey: str, curve: LossCurves, seconds: float) -> None:
         if not self.enabled:

@@ -1,4 +1,6 @@
-"""The benchmark configuration: a TOML file, read with :mod:`tomllib` and validated here.
+"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file, or built from `segcp compare`'s flags.
+
+The TOML file is read with :mod:`tomllib` and validated here.
 
 Every key is checked (type, range, unknown keys) with a one-line error naming the file and
 the key. Paths are expanded (``~``, ``${VAR}`` and ``${VAR:-default}``) and resolved against
@@ -9,6 +11,7 @@ the config file's folder. See docs/benchmark.md for the format; a minimal file::
     n_cal = 20
     alphas = [0.2, 0.1, 0.05]
     methods = ["threshold@Standard CRC", "morph:se=cross@Consema", "rwcp:encoder=dinov2-small,threads=1@RW-CP"]
+    baseline = "Standard CRC"   # the row others are compared with (default: the first)
 
     [[task]]
     name = "acdc-lv"
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from typing import Any
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec, parse_spec
 
-__all__ = ["AblationConfig", "BenchmarkConfig", "FigureConfig", "MethodEntry", "SetsConfig", "TaskConfig", "load_config", "parse_config"]
+__all__ = ["AblationConfig", "FigureConfig", "MethodEntry", "PlanConfig", "SetsConfig", "TaskConfig", "load_config", "parse_config"]
 
 #: Named tasks (no data directory needed).
 NAMED_TASKS = ("synthetic",)
@@ -43,7 +47,7 @@ class TaskConfig:
     """One task: a data directory (``data``) or a named task (``synthetic``) and its options."""
 
     name: str
-    data: Path | None = None
+    data: Any = None  # a data directory (Path) or its folders (segcp.io.datadir.DataSpec); None: a named task
     label: int | None = None
     title: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # named-task options (synthetic: n, seed, shape)
@@ -67,7 +71,7 @@ class AblationConfig:
     """RW-CP's ablations: calibration sizes (its Table 2) and one table per varied parameter
     (β: Table 3, n_step: Table 4, k with time per image: Fig. 3), at one α."""
 
-    method: str | None = None  # label of the varied row (default: the first rwcp row)
+    method: str | None = None  # label of the varied row (default: the first row whose family has every varied parameter)
     alpha: float = 0.1
     n_cal: tuple[int, ...] = ()
     n_cal_methods: tuple[str, ...] | None = None  # rows of the n_cal table (default: every pixel-set row)
@@ -97,32 +101,48 @@ class FigureConfig:
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
-    """A validated benchmark configuration (see the module docstring and docs/benchmark.md)."""
+class PlanConfig:
+    """A validated plan: tasks × rows × α × splits × calibration sizes (docs/benchmark.md).
 
-    path: Path | None
-    text: str
-    title: str
-    description: str
-    seed: int
-    splits: int
-    n_cal: int
-    alphas: tuple[float, ...]
-    curve_alphas: tuple[float, ...]
-    validity_splits: int
-    jobs: int
-    tasks: tuple[TaskConfig, ...]
-    methods: tuple[MethodEntry, ...]
-    ablation: AblationConfig | None
-    sets: SetsConfig
-    figures: FigureConfig
+    ``baseline``: the label of the row every other is compared with (win rates; the figures'
+    reference), default the first row. ``jobs``: worker processes (deprecated: ``--workers``).
+    """
+
+    path: Path | None = None
+    text: str = ""
+    title: str = "segcp benchmark"
+    description: str = ""
+    seed: int = 0
+    splits: int = 20
+    n_cal: int = 20
+    alphas: tuple[float, ...] = (0.2, 0.1, 0.05)
+    curve_alphas: tuple[float, ...] = ()
+    validity_splits: int = 1000
+    jobs: int = 1
+    tasks: tuple[TaskConfig, ...] = ()
+    methods: tuple[MethodEntry, ...] = ()
+    ablation: AblationConfig | None = None
+    sets: SetsConfig = field(default_factory=SetsConfig)
+    figures: FigureConfig = field(default_factory=FigureConfig)
+    baseline: str | None = None
 
     def methods_for(self, task: str) -> list[MethodEntry]:
         return [m for m in self.methods if m.tasks is None or task in m.tasks]
 
+    @property
+    def baseline_label(self) -> str | None:
+        return self.baseline if self.baseline is not None else (self.methods[0].label if self.methods else None)
+
+
+def unique_labels(labels: list[str], where: str) -> None:
+    """One-line error when two rows share a label (their records would merge)."""
+    dup = sorted({n for n in labels if labels.count(n) > 1})
+    if dup:
+        raise SegcpError(f"{where}: label {dup[0]!r} is used twice; give each row its own @LABEL")
+
 
 # ---------------------------------------------------------------------------- reading
-def load_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
+def load_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
     p = Path(path)
     try:
@@ -136,7 +156,7 @@ def load_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
     return parse_config(text, p)
 
 
-def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> BenchmarkConfig:
+def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanConfig:
     """Validate the TOML ``text`` (``path``: where it came from; relative paths resolve there)."""
     where = str(path) if path is not None else "config"
     try:
@@ -154,6 +174,9 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> Bench
     curve_alphas = r.alphas("curve_alphas", alphas)
     validity_splits = r.integer("validity_splits", 1000, low=0)
     jobs = r.integer("jobs", 1, low=1)
+    if "jobs" in doc:
+        sys.stderr.write(f"segcp: warning: {where}: jobs is deprecated; use segcp benchmark --workers N\n")
+    baseline = r.text("baseline", None)
 
     tasks = tuple(_task(t, where, i, base) for i, t in enumerate(r.tables("task", required=True)))
     names = [t.name for t in tasks]
@@ -163,9 +186,9 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> Bench
 
     methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True)))
     labels = [m.label for m in methods]
-    dup = sorted({n for n in labels if labels.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: methods: label {dup[0]!r} is used twice; give each row its own @LABEL")
+    unique_labels(labels, f"{where}: methods")
+    if baseline is not None and baseline not in labels:
+        raise SegcpError(f"{where}: baseline: no method labelled {baseline!r} (labels: {', '.join(labels)})")
 
     ablation = None
     if "ablation" in doc:
@@ -173,10 +196,10 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> Bench
     sets = _sets(r.table("sets") if "sets" in doc else {}, where)
     figures = _figures(r.table("figures") if "figures" in doc else {}, where)
     r.done()
-    return BenchmarkConfig(
+    return PlanConfig(
         path=Path(path).resolve() if path is not None else None, text=text, title=title, description=description, seed=seed,
         splits=splits, n_cal=n_cal, alphas=alphas, curve_alphas=curve_alphas, validity_splits=validity_splits, jobs=jobs,
-        tasks=tasks, methods=methods, ablation=ablation, sets=sets, figures=figures,
+        tasks=tasks, methods=methods, ablation=ablation, sets=sets, figures=figures, baseline=baseline,
     )
 
 
