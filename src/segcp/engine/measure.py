@@ -1,19 +1,15 @@
 """Every per-split quantity, defined once: an image's metrics at many λ, a split's means and counts.
 
-:func:`split_record` turns the per-image metrics of a split's test images into the split's
-record (the means, what is undefined, the empty sets); :func:`criterion_value` is a tuning
-criterion of one image's set. Both read the metrics of :class:`MaskEvaluator`.
-
-The metrics of one image's nested sets C_λ = {r ≤ λ} at many λ, equal to :func:`segcp.metrics.evaluate_set`:
-
-A benchmark measures each test image at one λ̂ per (split, α) — about a hundred λ per image
-for 20 splits and a handful of α. :class:`MaskEvaluator` does the work that does not depend
-on λ once per image: the sorted scores (so |C_λ| and |C_λ ∩ Y| are two binary searches: the
-coverage, FNR, stretch and Dice of any λ), and the distance map of the truth's surface (so
-the set → truth surface distances are a lookup). Each λ then costs one erosion on the bounding box of C_λ ∪ Y
-and a nearest-neighbour query of the truth's surface voxels among the set's (a k-d tree),
-instead of two erosions and two distance transforms. The values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``
-(the same integer counts; the same distances, tested).
+:class:`MaskEvaluator` measures one image's nested sets C_λ = {r ≤ λ} at many λ (a split needs
+one λ̂ per α): the work that does not depend on λ is done once — the sorted scores (|C_λ| and
+|C_λ ∩ Y| are two binary searches: coverage, FNR, stretch, Dice), the distance map of the
+truth's surface (set → truth distances are a lookup) — and each λ costs one erosion on the
+bounding box of C_λ ∪ Y and a k-d tree query of the truth's surface voxels among the set's.
+Its values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``: the same
+integer counts; the same distances to 1e-12 (tested; bit for bit on a unit spacing, while a
+physical spacing can change the last bit, the two computations rounding differently).
+:func:`split_record` turns a split's per-image metrics into its record (means, undefined
+counts, empty sets); :func:`criterion_value` is a tuning criterion of one image's set.
 """
 
 from __future__ import annotations

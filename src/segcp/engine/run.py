@@ -164,9 +164,10 @@ def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list
     return out
 
 
-def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, list[tuple[int, float, list[int], list[str]]]]) -> list[dict[str, Any]]:
-    """Per split: draws from its calibrated set on a few test images, and their diversity metrics."""
-    ref, spec, alpha, sc, items = job
+def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int, float, list[int], list[str]]]]) -> list[dict[str, Any]]:
+    """Per split: draws from its calibrated set on a few test images (seeded by the plan's seed, the
+    split and the image's key), and their diversity metrics."""
+    ref, spec, alpha, sc, seed, items = job
     view = view_of(ref)
     fam = spec.estimator(alpha).family.bind_alpha(alpha)
     beta = float(fam.agreement_level)
@@ -178,7 +179,7 @@ def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, list[tuple[int, floa
             case = view.case(i)
             prepared = fam.prepare(case)
             t0 = time.process_time()
-            draws = fam.sample(prepared, lam, sc.draws, np.random.default_rng([sc.seed, s, int(key[:12], 16)]))
+            draws = fam.sample(prepared, lam, sc.draws, np.random.default_rng([seed, s, int(key[:12], 16)]))
             t_draw += time.process_time() - t0
             n_labels = int(case.samples.shape[1]) if case.samples is not None else None
             m: dict[str, float] = {}
@@ -191,13 +192,6 @@ def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, list[tuple[int, floa
         rec: dict[str, Any] = {key: nanmean([p[key] for p in per]) for key in (per[0] if per else [])}
         out.append(rec | {"draw_images": [view.ids[i] for i in pick], "draw_cpu_seconds_per_image": t_draw / max(len(pick), 1)})
     return out
-
-
-@dataclass(frozen=True)
-class _DrawSettings:
-    draws: int
-    sizes: tuple[int, ...]
-    seed: int
 
 
 def _num(v: Any) -> float:
@@ -485,6 +479,25 @@ class Engine:
             out[n] = rec
         return out
 
+    @staticmethod
+    def _test_losses(est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int,
+                     alphas: Sequence[float], covered: bool = False) -> dict[float, list[tuple[bool, float]]]:
+        """The guarantee over many random splits, from the curves alone: per α and split, whether
+        a λ̂ exists and the mean test loss at it (at λ = +∞, the whole image, where none does);
+        ``covered``: the mean of 1 − loss instead (0/1 losses: the fraction of truths covered)."""
+        splits = list(random_cal_test_splits(groups, n_cal, n_splits, seed))
+        lam = {a: np.full(len(splits), np.inf) for a in alphas}
+        for s, (cal, _) in enumerate(splits):
+            for a, v in calibrate(est, curves.take(cal), alphas).items():
+                if not isinstance(v, str):
+                    lam[a][s] = v
+        out = {}
+        for a in alphas:
+            losses = curves.evaluate(lam[a])
+            out[a] = [(bool(np.isfinite(lam[a][s])), float(((1.0 - losses[test, s]) if covered else losses[test, s]).mean()))
+                      for s, (_, test) in enumerate(splits)]
+        return out
+
     def _validity(self, plan: Plan, tp: TaskPlan, row: Row, fkey: str) -> list[dict[str, Any]]:
         view = tp.mask_view
         assert view is not None and isinstance(row.spec, MethodSpec)
@@ -492,26 +505,13 @@ class Engine:
         rkey = digest(["validity", list(cfg.alphas), cfg.n_cal, cfg.validity_splits, cfg.seed, view.keys])
         rec = self.cache.get_record(fkey, rkey, what="validity")
         if rec is None:
-            curves = self.curves(view, row.spec)[0]
-            est = row.spec.estimator()
-            splits = list(random_cal_test_splits(view.groups, cfg.n_cal, cfg.validity_splits, cfg.seed + 1))
-            lam = {a: np.full(len(splits), np.nan) for a in cfg.alphas}
-            infeasible = {a: 0 for a in cfg.alphas}
-            for s, (cal, _) in enumerate(splits):
-                for a, v in calibrate(est, curves.take(cal), cfg.alphas).items():
-                    if isinstance(v, str):
-                        infeasible[a] += 1
-                    else:
-                        lam[a][s] = v
+            checks = self._test_losses(row.spec.estimator(), self.curves(view, row.spec)[0], view.groups, cfg.n_cal, cfg.validity_splits,
+                                       cfg.seed + 1, cfg.alphas)
             rows = []
-            for a in cfg.alphas:
-                idx = np.flatnonzero(np.isfinite(lam[a]))
-                vals = curves.evaluate(lam[a][idx])
-                m = np.asarray([vals[splits[s][1], j].mean() for j, s in enumerate(idx)])
-                rows.append({
-                    "alpha": a, "splits": len(splits), "infeasible": infeasible[a], "fnr": float(m.mean()) if m.size else math.nan,
-                    "fnr_se": float(m.std(ddof=1) / math.sqrt(m.size)) if m.size > 1 else math.nan,
-                })
+            for a, per in checks.items():
+                m = np.asarray([x for ok, x in per if ok])
+                rows.append({"alpha": a, "splits": len(per), "infeasible": len(per) - m.size, "fnr": float(m.mean()) if m.size else math.nan,
+                             "fnr_se": float(m.std(ddof=1) / math.sqrt(m.size)) if m.size > 1 else math.nan})
             rec = {"rows": rows}
             self.cache.put_record(fkey, rkey, rec)
         return [dict(r, method=row.label, task=tp.task.name, fnr=_num(r["fnr"]), fnr_se=_num(r["fnr_se"])) for r in rec["rows"]]
@@ -586,7 +586,7 @@ class Engine:
                         todo_draws.append((s, lam, pick, [view.keys[i] for i in pick]))
                 recs[s] = rec | {"_rkey": rkey}
             self.bar.update(description=f"{tp.task.name} · {row.label} (α={a:g}): draws")
-            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, _DrawSettings(sc.draws, tuple(sc.sizes), seed)), todo_draws)):
+            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, sc, seed), todo_draws)):
                 recs[item[0]] |= drawn
             for s in range(len(tp.sets_splits)):
                 rec = recs[s]
@@ -600,25 +600,16 @@ class Engine:
 
     def _sets_validity(self, plan: Plan, view: TaskView, row: Row, est: Any, curves: LossCurves, scores: NDArray[np.float64], a: float,
                        tp: TaskPlan) -> dict[str, Any]:
+        """Coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all with λ̂ = ∞ where none is."""
         sc = plan.cfg.sets
-        n_cal = sc.n_cal or plan.cfg.n_cal
         out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits,
                                "never": int(np.sum(~np.isfinite(scores) & (scores > 0)))}
         if not sc.validity_splits:
             return out
-        covs, marginal, infeasible = [], [], 0
-        for cal, test in random_cal_test_splits(view.groups, n_cal, sc.validity_splits, plan.cfg.seed + 1):
-            lam = calibrate(est, curves.take(cal), [a])[a]
-            if isinstance(lam, str):
-                infeasible += 1
-                marginal.append(float(np.mean(np.isfinite(scores[test]) | (scores[test] < 0))))
-                continue
-            c = float(np.mean(scores[test] <= lam))
-            covs.append(c)
-            marginal.append(c)
-        c, mg = np.asarray(covs), np.asarray(marginal)
+        per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, plan.cfg.seed + 1, [a], covered=True)[a]
+        c, mg = np.asarray([x for ok, x in per if ok]), np.asarray([x for _, x in per])
         out.update(
-            infeasible=infeasible,
+            infeasible=len(per) - c.size,
             coverage=float(c.mean()) if c.size else math.nan,
             coverage_se=float(c.std(ddof=1) / math.sqrt(c.size)) if c.size > 1 else math.nan,
             coverage_all=float(mg.mean()) if mg.size else math.nan,
