@@ -113,7 +113,7 @@ def run_benchmark(
     engine.timings["reading the tasks (file hashes)"] = time.perf_counter() - t0
     engine.cpu["reading the tasks (file hashes)"] = time.process_time() - c0
     results = engine.run(plan)
-    meta = {
+    meta: dict[str, Any] = {
         "commit": git_commit(),
         "started": started,
         "machine": f"{platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, Python {platform.python_version()})",

@@ -172,7 +172,7 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanC
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SegcpError(f"{where}: task name {dup[0]!r} is used twice")
-    methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True)))
+    methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True) or []))
     labels = [m.label for m in methods]
     unique_labels(labels, f"{where}: methods")
     ablation = _ablation(r.table("ablation"), where, labels) if "ablation" in doc else None

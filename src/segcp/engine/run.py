@@ -156,7 +156,7 @@ def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list
     for i in items:
         t0 = time.process_time()
         try:
-            out.append((est.curves([view.case(i)]), time.process_time() - t0, None))
+            out.append((est.curves([view.case(i)]), time.process_time() - t0, None))  # type: ignore[arg-type]  # 0/1 curves are exact
         except SegcpError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in the family's search: reported, counted as never in the set
@@ -315,8 +315,8 @@ class Engine:
             truth[i] = n_truth
             if m is not None:
                 models[i] = m
-            for (k, lams), ms in zip(wants, metrics):
-                measured[(k, i)] = {lam: x for (lam, _), x in zip(lams, ms)}
+            for (k, asked), ms in zip(wants, metrics):
+                measured[(k, i)] = {lam: x for (lam, _), x in zip(asked, ms)}
         return measured, truth, models
 
     def scores(self, view: TaskView, spec: MethodSpec, i: int) -> NDArray[np.float64]:
@@ -331,7 +331,7 @@ class Engine:
         self._curves.clear()
         self._held.clear()
 
-    def choose(self, view: TaskView, tuned: TunedSpec, images: Sequence[int], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    def choose(self, view: TaskView, tuned: TunedSpec, images: Sequence[int] | NDArray[np.int64], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """The candidate of a tuned row that group K-fold CV on ``images`` (calibration images only)
         picks at ``alpha``, and the CV table (:func:`segcp.engine.select.select`)."""
         cands = list(tuned.candidates)

@@ -65,7 +65,7 @@ def load_groups(data: str | os.PathLike[str] | Any, ids: Sequence[str]) -> tuple
 
 
 def _nbytes(case: Case) -> int:
-    return sum(int(a.nbytes) for a in (getattr(case, f) for f in _FIELDS) if isinstance(a, np.ndarray))
+    return sum(int(a.nbytes) for a in vars(case).values() if isinstance(a, np.ndarray))
 
 
 def first_groups(groups: list[str], max_images: int | None) -> list[int]:
@@ -229,7 +229,7 @@ class DataDirTask(Task):
                     for m in rec.get("models", [])
                 ]
                 dice = rec.get("dice") or {}
-                out["model_dice"] = {k: dice[k] for k in ("threshold", "mean", "calibration", "test", "n_test") if k in dice}
+                out["model_dice"] = {k: v for k, v in dice.items() if v is None or isinstance(v, (int, float, str))}
             else:
                 task = rec.get("task") or {}
                 out["export"] = {"task": task.get("name"), "dataset": task.get("dataset"), "label": task.get("label"), "root": task.get("root"),
@@ -372,7 +372,7 @@ class CasesTask(Task):
     def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:
         def key_of(i: int) -> str:
             c = self.cases[i]
-            return _array_sha(*(getattr(c, f) for f in _FIELDS), None if c.spacing is None else np.asarray(c.spacing))
+            return _array_sha(*(vars(c)[f] for f in _FIELDS), None if c.spacing is None else np.asarray(c.spacing))
 
         return TaskView(self, kind, [c.id for c in self.cases], list(self.groups), list(family.inputs), ref, None, key_of)
 

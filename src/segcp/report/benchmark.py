@@ -268,7 +268,7 @@ class TaskReport:
                 for S in sc.sizes:
                     div_rows.append([r.label, f"{a:g}", str(S), self._sets_stat(ok, f"sec@{S}", 2), self._sets_stat(ok, f"chao@{S}", 0),
                                      self._sets_stat(ok, f"correlation@{S}")])
-                lam_rows.append([r.label, f"{a:g}"] + [fmt(x.get("lambda")) if "infeasible" not in x else "infeasible" for x in sorted(rr, key=lambda x: x["split"])])
+                lam_rows.append([r.label, f"{a:g}", *(fmt(x.get("lambda")) if "infeasible" not in x else "infeasible" for x in sorted(rr, key=lambda x: x["split"]))])
         t1 = Table(
             f"{self.task.name}: sets of segmentations (CONSIGN, pixel-wise APS), {n_splits} splits of {n_images} images", header, rows,
             "λ̂: the calibrated box scale (CONSIGN) or class-mass level (APS); mean ± std over splits. coverage (test): fraction of a "
@@ -348,8 +348,7 @@ def _provenance_lines(tp: TaskPlan) -> list[str]:
                      f"validation Dice {fmt(m.get('val_dice'))}, segcp {m.get('segcp_version')})")
     d = p.get("model_dice") or {}
     if d:
-        lines.append(f"model Dice at probability {d.get('threshold')}: pool {fmt(d.get('mean'))}, calibration part {fmt(d.get('calibration'))}, "
-                     f"test part {fmt(d.get('test'))}")
+        lines.append("model Dice (segcp infer): " + ", ".join(f"{k} {fmt(v)}" for k, v in d.items()))
     ex = p.get("export") or {}
     if ex:
         lines.append(f"images and truth: `segcp` export of task {ex.get('task')} ({ex.get('dataset')}, label {ex.get('label')}) from "

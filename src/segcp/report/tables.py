@@ -99,8 +99,7 @@ def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int
     feasible = [i for i, s in enumerate(block) if not s.get("infeasible")] or list(range(len(block)))
     out: dict[int, set[str]] = {i: set() for i in range(len(block))}
     for key, digits in keys:
-        vals = {i: block[i].get(key) for i in feasible}
-        vals = {i: round(v, digits) for i, v in vals.items() if v is not None and math.isfinite(v)}
+        vals = {i: round(float(v), digits) for i in feasible if (v := block[i].get(key)) is not None and math.isfinite(v)}
         if vals:
             best = (max if key == "dice" else min)(vals.values())
             for i, v in vals.items():
