@@ -136,3 +136,19 @@ def test_benchmark_on_two_workers_equals_one_process(tmp_path, capsys, monkeypat
     assert list((tmp_path / "cache" / "maps").iterdir())  # RW-CP's maps, written by the workers
     rec = json.loads((tmp_path / "workers" / "results.json").read_text())
     assert rec["workers"] == 2 and "Dask" in rec["executor"]
+
+
+def test_tune_on_two_workers_equals_one_process(data, tmp_path, monkeypatch):
+    """`segcp tune --workers 2`: the held-out folds measured on the cluster give the same CV table."""
+    pytest.importorskip("distributed")
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    tables = []
+    for extra in ([], ["--workers", "2"]):
+        out = tmp_path / f"tune{len(extra)}.json"
+        with pytest.raises(SystemExit) as exc:
+            main(["tune", "--data", str(data), "-m", "morph", "-g", "se=cross|square", "--alpha", "0.2", "--folds", "3", "--out", str(out), "-q",
+                  *extra])
+        assert exc.value.code in (0, None)
+        tables.append(json.loads(out.read_text()))
+    assert tables[0]["table"] == tables[1]["table"] and tables[0]["best"] == tables[1]["best"]
+    assert all(math.isfinite(r["value"]) for r in tables[0]["table"])
