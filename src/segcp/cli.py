@@ -347,7 +347,7 @@ def evaluate(
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
     from segcp.jobs import evaluate_dir
-    from segcp.report import metrics_table
+    from segcp.report.tables import metrics_table
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
@@ -389,6 +389,11 @@ def methods() -> None:
             typer.echo(f"  -p {key}={decl.hint()}{flag}{kind}: {decl.help}; default {decl.default!r}")
 
 
+CacheOpt = Annotated[
+    Optional[Path], typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")
+]
+
+
 @app.command()
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
@@ -406,6 +411,7 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    cache: CacheOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -421,27 +427,16 @@ def compare(
     """Compare methods over repeated calibration/test splits of a labelled data directory.
 
     Groups (patients) come from segcp_export.json or groups.json in DIR; without them every
-    image is its own group.
+    image is its own group. The same engine and numbers as `segcp benchmark` (one task).
     """
     from segcp.compare import compare_dir, markdown_summary
     from segcp.specs import parse_spec
 
     specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
     with _executor(workers, scheduler, quiet) as ex:
-        result = compare_dir(
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            specs,
-            label=label,
-            alphas=alpha or [0.2, 0.1, 0.05],
-            n_cal=n_cal,
-            n_splits=splits,
-            seed=seed,
-            out=out,
-            title=title,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-        )
+        result = compare_dir(_data(data, probs, masks, images, samples, match, dataset_json), specs, label=label, alphas=alpha or [0.2, 0.1, 0.05],
+                             n_cal=n_cal, n_splits=splits, seed=seed, out=out, title=title, show_progress=not quiet, executor=ex,
+                             chunk_size=chunk_size, cache_dir=cache)
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
@@ -462,6 +457,10 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    cache: CacheOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
     masks: MasksOpt = None,
@@ -479,10 +478,13 @@ def tune(
     the printed parameters. Tuning and calibrating on the same images makes the guarantee
     approximate (docs/tuning.md); for a strict one, tune on images you do not calibrate on.
     """
-    from segcp.compare import load_labelled_dir
-    from segcp.io import write_json
+    from segcp.engine.cache import BenchmarkCache
+    from segcp.engine.config import TaskConfig
+    from segcp.engine.tasks import open_task
+    from segcp.io import check_output, write_json
+    from segcp.io.datadir import data_inputs, describe_data
     from segcp.specs import grid_candidates, grid_values, parse_params
-    from segcp.tuning import tune as run_tune
+    from segcp.tuning import tune_task
 
     values: dict[str, list[Any]] = {}
     for g in grid:
@@ -496,20 +498,19 @@ def tune(
     cands = grid_candidates(method, parse_params(param), values)
     source_data = _data(data, probs, masks, images, samples, match, dataset_json)
     if out is not None:
-        from segcp.io import check_output
-        from segcp.io.datadir import data_inputs
-
         check_output(out, data_inputs(source_data))
-    cases, groups, source = load_labelled_dir(source_data, cands, label=label, show_progress=not quiet)
-    ids = [c.id for c in cases]
-    res = run_tune(cases, groups, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet)
-    from segcp.io.datadir import describe_data
-
-    record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(ids), "n_groups": len(set(groups))}
+    task = open_task(TaskConfig(name="tune", data=Path(source_data) if isinstance(source_data, str) else source_data, label=label))
+    with _executor(workers, scheduler, quiet) as ex:
+        res = tune_task(task, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet, executor=ex, chunk_size=chunk_size,
+                        cache=BenchmarkCache(cache) if cache is not None else None)
+    view = task.view(cands[0])
+    source = task.provenance.get("groups_from", "")
+    n_groups = len(set(view.groups))
+    record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(view), "n_groups": n_groups}
     if out is not None:
         write_json(out, record)
     if not quiet:
-        typer.echo(f"{len(ids)} images in {len(set(groups))} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
+        typer.echo(f"{len(view)} images in {n_groups} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
         if res.table and res.table[0]["alpha"] != alpha:
             typer.echo(f"(the training folds are too small for alpha={alpha:g}: CV at alpha={res.table[0]['alpha']:.3g}, the smallest they admit)")
         for row in res.table:
@@ -529,7 +530,10 @@ def benchmark(
         Optional[Path], typer.Option("--cache", help="Cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute everything; read and write no cache.")] = False,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", help="Worker processes for score maps and scores (default: the config's jobs, 1).")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", hidden=True, help="Deprecated: N local worker processes (use --workers N).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the papers' tables, ablations and figures on your data, cached by content.
@@ -537,11 +541,17 @@ def benchmark(
     A second run recomputes only what is new (one more alpha, method or split). The report
     folder is replaced whole at the end; an existing folder must be a previous report.
     """
-    from segcp.benchmark.run import run_benchmark
+    from segcp.benchmark import run_benchmark
 
-    if jobs is not None and jobs < 1:
-        raise SegcpError(f"--jobs {jobs}: must be a positive integer")
-    result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, jobs=jobs)
+    if jobs is not None:
+        sys.stderr.write("segcp: warning: --jobs is deprecated; use --workers N\n")
+        if jobs < 1:
+            raise SegcpError(f"--jobs {jobs}: must be a positive integer")
+        if workers is not None:
+            raise SegcpError("--jobs (deprecated) and --workers say the same thing: give one of them (--workers)")
+        workers = jobs
+    with _executor(workers, scheduler, quiet) as ex:
+        result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
     if not quiet:
         c = result["cache"]
         typer.echo(

@@ -360,7 +360,7 @@ class ConformalSegmenter:
             n = curves.n
             grid = curves.grid if compact else None  # type: ignore[union-attr]
             if guarantee != "fnr" and not compact:
-                scores = _zero_one_scores(curves)  # type: ignore[arg-type]
+                scores = curves.zero_one_scores()  # type: ignore[union-attr]
         order = [a for a in self.alphas() if a in results]
         self.family_ = fam
         self.guarantee_ = guarantee
@@ -542,14 +542,3 @@ def _curve_chunk(task: tuple[tuple[SetFamily, ...], str, float, tuple[Grid | Non
     for item in items:
         batch.add(item)
     return batch.result()
-
-
-def _zero_one_scores(curves: LossCurves) -> NDArray[np.float64] | None:
-    """The step location of each 0/1 curve (+inf: never reaches 0, −inf: 0 from the start)."""
-    counts = np.diff(curves.offsets)
-    if np.any(counts > 1) or not np.all(np.isin(curves.starts, (0.0, 1.0))):
-        return None
-    out = np.where(curves.starts == 0.0, -np.inf, np.inf)
-    has = counts == 1
-    out[has] = curves.breakpoints[curves.offsets[:-1][has]]
-    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segcp.errors import SegcpError
-from segcp.report import rich_table
+from segcp.report.tables import rich_table
 
 __all__ = ["ALPHAS", "DEMO_CONFIG", "MC_METHODS", "demo_config", "run_demo"]
 
@@ -39,7 +39,6 @@ n_cal = {n_cal}
 alphas = [0.2, 0.1, 0.05]
 curve_alphas = [0.175, 0.15, 0.125, 0.075]
 validity_splits = {validity}
-jobs = {jobs}
 methods = [
   "threshold@Standard CRC",
   "morph:se=cross@Consema (morph)",
@@ -77,11 +76,9 @@ overlay_images = 3
 """
 
 
-def demo_config(n: int = 200, seed: int = 0, jobs: int | None = None) -> str:
-    """The demo's benchmark config (TOML text) for ``n`` phantoms (``jobs``: worker processes, default 2 on 2+ CPUs)."""
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1)
-    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS, jobs=jobs)
+def demo_config(n: int = 200, seed: int = 0) -> str:
+    """The demo's benchmark config (TOML text) for ``n`` phantoms."""
+    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS)
 
 
 def _rows(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -124,10 +121,14 @@ def run_demo(
     seed: int = 0,
     show_progress: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run the demo (``segcp benchmark`` on the synthetic task); returns results.json's content."""
-    from segcp.benchmark.config import parse_config
-    from segcp.benchmark.run import run_benchmark
+    """Run the demo (``segcp benchmark`` on the synthetic task); returns results.json's content.
+
+    ``workers``: local worker processes (default 2 on 2+ CPUs).
+    """
+    from segcp.benchmark import parse_config, run_benchmark
+    from segcp.parallel import open_executor
 
     if n < 2 * 40:
         raise SegcpError(f"--n {n}: the demo needs at least 80 images (40 calibration images for alpha=0.05)")
@@ -141,7 +142,9 @@ def run_demo(
         return {"demo": True, "data": "SYNTHETIC phantoms from segcp.synthetic (not real patients)", "distance_units": "mm",
                 "rows": rows, "multiclass_rows": mc}
 
-    result = run_benchmark(cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend, replaceable=LEGACY_FILES)
+    with open_executor(workers or min(2, os.cpu_count() or 1), dask=False) as executor:
+        result = run_benchmark(cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend,
+                               replaceable=LEGACY_FILES, executor=executor)
     rows, mc = result["rows"], result["multiclass_rows"]
     n_cal = cfg.n_cal
     columns = ["method", "alpha", "lambda", "coverage", "fnr", "stretch", "dice", "hd95", "assd", "FNR, 200 splits"]

@@ -10,7 +10,7 @@ workers read through it: :mod:`segcp.jobs.tasks`; every structure in one call:
 from segcp.jobs.calibrate import calibrate_dir
 from segcp.jobs.evaluate import evaluate_dir
 from segcp.jobs.predict import PREDICT_MANIFEST, complete_set, predict_dir
-from segcp.jobs.tasks import Job, check_seed, datadir, draw_seed, holds_label, map_ids, mapped_executor, worker_family
+from segcp.jobs.tasks import Job, check_seed, datadir, draw_seed, holds_label, map_ids, worker_family
 
 __all__ = [
     "PREDICT_MANIFEST",
@@ -23,7 +23,6 @@ __all__ = [
     "evaluate_dir",
     "holds_label",
     "map_ids",
-    "mapped_executor",
     "predict_dir",
     "worker_family",
 ]

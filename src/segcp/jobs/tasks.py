@@ -26,10 +26,10 @@ from segcp.errors import SegcpError
 from segcp.io import CaseReader, DataDir
 from segcp.io.datadir import DataSpec
 from segcp.jobs.structures import split_case
-from segcp.parallel import Executor, InProcessExecutor, map_ids, worker_threads
+from segcp.parallel import map_ids, worker_threads
 from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "mapped_executor", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "worker_family"]
 
 _KEEP = 4  # jobs remembered per process
 _datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
@@ -158,13 +158,3 @@ def check_seed(seed: Any) -> int:
 def draw_seed(seed: int, k: int) -> int:
     """The seed of the draws of the k-th id (sorted order) of a run seeded with ``seed``."""
     return int(np.random.SeedSequence([check_seed(seed), int(k)]).generate_state(1)[0])
-
-
-def mapped_executor(executor: Executor | None, n_jobs: int = 1) -> tuple[Executor | None, bool]:
-    """Deprecated, kept only for ``compare.compare_dir`` until the evaluation engine replaces
-    it: (``executor``, False), or (None, False) — "compute in this process" — for None or an
-    executor of this process. The directory jobs never branch on it: every executor runs the
-    same code."""
-    if executor is None or isinstance(executor, InProcessExecutor):
-        return None, False
-    return executor, False

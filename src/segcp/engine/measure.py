@@ -1,18 +1,22 @@
-"""The metrics of one image's nested sets C_λ = {r ≤ λ} at many λ, equal to :func:`segcp.metrics.evaluate_set`.
+"""Every per-split quantity, defined once: an image's metrics at many λ, a split's means and counts.
 
-A benchmark measures each test image at one λ̂ per (split, α) — about a hundred λ per image
-for 20 splits and a handful of α. :class:`MaskEvaluator` does the work that does not depend
-on λ once per image: the sorted scores (so |C_λ| and |C_λ ∩ Y| are two binary searches: the
-coverage, FNR, stretch and Dice of any λ), and the distance map of the truth's surface (so
-the set → truth surface distances are a lookup). Each λ then costs one erosion on the bounding box of C_λ ∪ Y
-and a nearest-neighbour query of the truth's surface voxels among the set's (a k-d tree),
-instead of two erosions and two distance transforms. The values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``
-(the same integer counts; the same distances, tested).
+:class:`MaskEvaluator` measures one image's nested sets C_λ = {r ≤ λ} at many λ (a split needs
+one λ̂ per α): the work that does not depend on λ is done once — the sorted scores (|C_λ| and
+|C_λ ∩ Y| are two binary searches: coverage, FNR, stretch, Dice), the distance map of the
+truth's surface (set → truth distances are a lookup) — and each λ costs one erosion on the
+bounding box of C_λ ∪ Y and a k-d tree query of the truth's surface voxels among the set's.
+Its values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``: the same
+integer counts; the same distances to 1e-12 (tested; bit for bit on a unit spacing, while a
+physical spacing can change the last bit, the two computations rounding differently).
+:func:`split_record` turns a split's per-image metrics into its record (means, undefined
+counts, empty sets); :func:`criterion_value` is a tuning criterion of one image's set.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,10 +26,53 @@ from scipy.spatial import cKDTree
 from segcp.metrics import METRICS
 from segcp.metrics.surface import _spacing, _surface
 
-__all__ = ["OVERLAP", "MaskEvaluator"]
+__all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "split_record"]
 
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
+
+#: What a split records besides the per-image metrics' means (:data:`segcp.metrics.METRICS`):
+#: where the structure is present, the fraction of images whose set is empty (HD95 and ASSD
+#: are undefined there and left out of their means, so a method that misses images can look
+#: better on HD95); where it is absent (empty masks, e.g. the basal and apical slices of a
+#: whole ACDC stack), the fraction of images whose set is not empty and its mean area.
+EXTRAS: dict[str, str] = {
+    "missed": "fraction of test images with a structure whose set is empty (HD95/ASSD undefined, left out of their means)",
+    "empty_hit": "fraction of test images without the structure whose set is not empty",
+    "empty_fp": "mean set area (pixels) on test images without the structure (false-positive area)",
+}
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """The mean of the finite values (NaN when there is none)."""
+    a = np.asarray(values, dtype=float)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], keys: Sequence[str] = METRICS) -> dict[str, Any]:
+    """A split's record from its test images' metrics (``per``, each with ``set_size``) and
+    truth sizes (voxels): the mean of each metric of ``keys`` over the images where it is
+    defined, ``undefined`` (per metric, how many images it was undefined on, when any),
+    the mean ``set_size`` and the :data:`EXTRAS`."""
+    rec: dict[str, Any] = {m: nanmean([p[m] for p in per]) for m in keys}
+    bad = {m: int(sum(not math.isfinite(p[m]) for p in per)) for m in keys}
+    rec["undefined"] = {m: c for m, c in bad.items() if c}
+    rec["set_size"] = nanmean([p["set_size"] for p in per])
+    present = [p["set_size"] for p, n in zip(per, truth_sizes) if n > 0]
+    absent = [p["set_size"] for p, n in zip(per, truth_sizes) if n == 0]
+    rec["missed"] = nanmean([float(s == 0) for s in present])
+    rec["empty_hit"] = nanmean([float(s > 0) for s in absent])
+    rec["empty_fp"] = nanmean(absent)
+    return rec
+
+
+def criterion_value(criterion: str, metrics: dict[str, float], truth_size: int) -> float:
+    """A tuning criterion (:data:`segcp.specs.CRITERIA`) of one image's set, from its metrics
+    (NaN where undefined): ``truth_ratio`` is |C| / |Y|, the others are metrics."""
+    if criterion == "truth_ratio":
+        return math.nan if truth_size == 0 else metrics["set_size"] / truth_size
+    return metrics[criterion]
 
 
 class MaskEvaluator:

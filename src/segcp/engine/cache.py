@@ -1,6 +1,6 @@
-"""The benchmark's on-disk cache, keyed by content.
+"""The engine's on-disk cache, keyed by content (`segcp benchmark`, and `compare`/`tune` with ``--cache``).
 
-Layout (under ``--cache DIR``, default ``$SEGCP_CACHE/benchmark`` or
+Layout (under ``--cache DIR``; `segcp benchmark`'s default ``$SEGCP_CACHE/benchmark`` or
 ``~/.cache/segcp/benchmark``)::
 
     curves/<family-key>/<image-key>.npz    one image's loss curve (start, breakpoints, drops)
@@ -48,8 +48,9 @@ __all__ = ["MAP_SECONDS", "SCHEMA", "BenchmarkCache", "default_cache_dir", "dige
 
 #: Version of what the cache holds (bump when curves, records or their metrics change).
 #: 3: "agrees up to β" decided exactly (APS and CONSIGN scores at ties, SEC) and CONSIGN's
-#: scale-correct search (issue 16).
-SCHEMA = 3
+#: scale-correct search (issue 16). 4: one split record for every front end (missed, empty_hit,
+#: empty_fp; the model row's truth sizes; a tuned row's CV values), issue 22.
+SCHEMA = 4
 #: Score maps that took longer than this (seconds per image) to compute are kept on disk.
 MAP_SECONDS = 0.02
 
@@ -82,101 +83,85 @@ class BenchmarkCache:
     def _path(self, kind: str, fkey: str, key: str, ext: str) -> Path:
         return self.root / kind / fkey / f"{key[:40]}{ext}"
 
+    def _get(self, kind: str, fkey: str, key: str, ext: str, load: Any, counter: str) -> Any:
+        """``load(path)`` of an entry, counted as a hit; None (a miss) when absent, disabled, or
+        corrupt for any reason (``load`` raising or returning None: the entry is removed, rewritten later)."""
+        self.hits.setdefault(counter, 0)
+        self.misses.setdefault(counter, 0)
+        p = self._path(kind, fkey, key, ext)
+        value = None
+        if self.enabled:
+            try:
+                value = load(p)
+            except FileNotFoundError:
+                pass
+            except Exception:  # noqa: BLE001 - a corrupt entry (any reason) is a miss, rewritten later
+                value = None
+            if value is None and p.exists():
+                p.unlink(missing_ok=True)
+        (self.misses if value is None else self.hits)[counter] += 1
+        return value
+
+    def _file(self, kind: str, fkey: str, key: str, ext: str) -> Path | None:
+        """Where to write an entry (its folder made), or None when disabled."""
+        if not self.enabled:
+            return None
+        p = self._path(kind, fkey, key, ext)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
     # ------------------------------------------------------------------ curves
     def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves, float] | None:
         """One image's curve and the CPU seconds its score took (None: not cached)."""
-        if not self.enabled:
-            self.misses["curves"] += 1
-            return None
-        p = self._path("curves", fkey, ikey, ".npz")
-        try:
+        def load(p: Path) -> tuple[LossCurves, float]:
             with np.load(p, allow_pickle=False) as z:
-                curve = LossCurves.single(z["breakpoints"], z["drops"], float(z["start"]))
-                seconds = float(z["cpu_seconds"])
-        except FileNotFoundError:
-            self.misses["curves"] += 1
-            return None
-        except Exception:  # noqa: BLE001 - a corrupt entry (any reason) is a miss, rewritten later
-            p.unlink(missing_ok=True)
-            self.misses["curves"] += 1
-            return None
-        self.hits["curves"] += 1
-        return curve, seconds
+                return LossCurves.single(z["breakpoints"], z["drops"], float(z["start"])), float(z["cpu_seconds"])
+
+        return self._get("curves", fkey, ikey, ".npz", load, "curves")  # type: ignore[no-any-return]
+
+    def has_curve(self, fkey: str, ikey: str) -> bool:
+        return self.enabled and self._path("curves", fkey, ikey, ".npz").is_file()
 
     def put_curve(self, fkey: str, ikey: str, curve: LossCurves, seconds: float) -> None:
-        if not self.enabled:
-            return
-        p = self._path("curves", fkey, ikey, ".npz")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(p, suffix=".npz", clean_stale=False) as tmp, open(tmp, "wb") as f:
-            np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
+        p = self._file("curves", fkey, ikey, ".npz")
+        if p is not None:
+            with atomic_path(p, suffix=".npz", clean_stale=False) as tmp, open(tmp, "wb") as f:
+                np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
 
     # ------------------------------------------------------------------ score maps
     def has_map(self, fkey: str, ikey: str) -> bool:
         return self.enabled and self._path("maps", fkey, ikey, ".npy").is_file()
 
     def get_map(self, fkey: str, ikey: str) -> NDArray[np.float64] | None:
-        if not self.enabled:
-            return None
-        p = self._path("maps", fkey, ikey, ".npy")
-        try:
+        def load(p: Path) -> NDArray[np.float64] | None:
             m = np.load(p, allow_pickle=False)
-        except FileNotFoundError:
-            self.misses["maps"] += 1
-            return None
-        except Exception:  # noqa: BLE001 - a corrupt entry is a miss
-            p.unlink(missing_ok=True)
-            self.misses["maps"] += 1
-            return None
-        if m.dtype != np.float64:
-            p.unlink(missing_ok=True)
-            self.misses["maps"] += 1
-            return None
-        self.hits["maps"] += 1
-        return m
+            return m if m.dtype == np.float64 else None
+
+        return self._get("maps", fkey, ikey, ".npy", load, "maps")  # type: ignore[no-any-return]
 
     def put_map(self, fkey: str, ikey: str, scores: NDArray[np.float64]) -> None:
-        if not self.enabled:
-            return
-        p = self._path("maps", fkey, ikey, ".npy")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_npy(p, np.ascontiguousarray(scores, dtype=np.float64), clean_stale=False)
+        p = self._file("maps", fkey, ikey, ".npy")
+        if p is not None:
+            write_npy(p, np.ascontiguousarray(scores, dtype=np.float64), clean_stale=False)
 
     # ------------------------------------------------------------------ split records
     def get_record(self, fkey: str, rkey: str, what: str = "records") -> dict[str, Any] | None:
         """A split record (``what`` names the counter: records, validity, model)."""
-        self.hits.setdefault(what, 0)
-        self.misses.setdefault(what, 0)
-        if not self.enabled:
-            self.misses[what] += 1
-            return None
-        p = self._path("records", fkey, rkey, ".json")
-        try:
+        def load(p: Path) -> dict[str, Any] | None:
             rec = json.loads(p.read_text())
-        except FileNotFoundError:
-            self.misses[what] += 1
-            return None
-        except Exception:  # noqa: BLE001 - a corrupt entry is a miss
-            p.unlink(missing_ok=True)
-            self.misses[what] += 1
-            return None
-        if not isinstance(rec, dict):
-            self.misses[what] += 1
-            return None
-        self.hits[what] += 1
-        return rec
+            return rec if isinstance(rec, dict) else None
+
+        return self._get("records", fkey, rkey, ".json", load, what)  # type: ignore[no-any-return]
 
     def has_record(self, fkey: str, rkey: str) -> bool:
         return self.enabled and self._path("records", fkey, rkey, ".json").is_file()
 
     def put_record(self, fkey: str, rkey: str, rec: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        p = self._path("records", fkey, rkey, ".json")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(to_jsonable(rec), allow_nan=False)
-        with atomic_path(p, suffix=".json", clean_stale=False) as tmp:
-            tmp.write_text(text)
+        p = self._file("records", fkey, rkey, ".json")
+        if p is not None:
+            text = json.dumps(to_jsonable(rec), allow_nan=False)
+            with atomic_path(p, suffix=".json", clean_stale=False) as tmp:
+                tmp.write_text(text)
 
     def stats(self) -> dict[str, Any]:
         return {"root": str(self.root), "enabled": self.enabled, "hits": dict(self.hits), "misses": dict(self.misses)}

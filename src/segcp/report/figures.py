@@ -21,6 +21,7 @@ __all__ = [
     "draws_figure",
     "overlay_figure",
     "set_size_figure",
+    "summary_figure",
     "validity_figure",
 ]
 
@@ -141,6 +142,27 @@ def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: 
         ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=m)
         ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
     return _finish_plot(fig, ax, "1 − α (target coverage)", "mean Dice of the sets", title, dpi)
+
+
+def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], dpi: int = 110) -> bytes:
+    """Dice, HD95, stretch and test FNR (± std over splits) against α, one line per method
+    (`segcp compare`'s summary.png). ``summary``: :func:`segcp.report.summaries.summarize` rows."""
+    plt = _plt()
+    panels = [("dice", "Dice (set vs truth)"), ("hd95", "HD95"), ("stretch", "stretch |C|/|Ŷ|"), ("fnr", "test FNR")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, (key, title) in zip(axes, panels):
+        for k, mth in enumerate(dict.fromkeys(r["method"] for r in summary)):
+            rows = sorted((r for r in summary if r["method"] == mth), key=lambda r: r["alpha"])
+            ax.errorbar([r["alpha"] for r in rows], [r[key] for r in rows], yerr=[r.get(f"{key}_std", 0.0) for r in rows], marker="o",
+                        capsize=3, color=_colour(k), label=mth)
+        if key == "fnr":
+            xs = np.sort(np.asarray(alphas, dtype=float))
+            ax.plot(xs, xs, "k--", lw=1, label="α")
+        ax.set_xlabel("α")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, dpi)
 
 
 def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],

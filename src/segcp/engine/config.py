@@ -1,4 +1,6 @@
-"""The benchmark configuration: a TOML file, read with :mod:`tomllib` and validated here.
+"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file, or built from `segcp compare`'s flags.
+
+The TOML file is read with :mod:`tomllib` and validated here.
 
 Every key is checked (type, range, unknown keys) with a one-line error naming the file and
 the key. Paths are expanded (``~``, ``${VAR}`` and ``${VAR:-default}``) and resolved against
@@ -9,6 +11,7 @@ the config file's folder. See docs/benchmark.md for the format; a minimal file::
     n_cal = 20
     alphas = [0.2, 0.1, 0.05]
     methods = ["threshold@Standard CRC", "morph:se=cross@Consema", "rwcp:encoder=dinov2-small,threads=1@RW-CP"]
+    baseline = "Standard CRC"   # the row others are compared with (default: the first)
 
     [[task]]
     name = "acdc-lv"
@@ -23,15 +26,16 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec, parse_spec
 
-__all__ = ["AblationConfig", "BenchmarkConfig", "FigureConfig", "MethodEntry", "SetsConfig", "TaskConfig", "load_config", "parse_config"]
+__all__ = ["AblationConfig", "FigureConfig", "MethodEntry", "PlanConfig", "SetsConfig", "TaskConfig", "load_config", "parse_config"]
 
 #: Named tasks (no data directory needed).
 NAMED_TASKS = ("synthetic",)
@@ -43,7 +47,7 @@ class TaskConfig:
     """One task: a data directory (``data``) or a named task (``synthetic``) and its options."""
 
     name: str
-    data: Path | None = None
+    data: Any = None  # a data directory (Path) or its folders (segcp.io.datadir.DataSpec); None: a named task
     label: int | None = None
     title: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # named-task options (synthetic: n, seed, shape)
@@ -67,62 +71,78 @@ class AblationConfig:
     """RW-CP's ablations: calibration sizes (its Table 2) and one table per varied parameter
     (β: Table 3, n_step: Table 4, k with time per image: Fig. 3), at one α."""
 
-    method: str | None = None  # label of the varied row (default: the first rwcp row)
+    method: str | None = None  # label of the varied row (default: the first row whose family has every varied parameter)
     alpha: float = 0.1
     n_cal: tuple[int, ...] = ()
-    n_cal_methods: tuple[str, ...] | None = None  # rows of the n_cal table (default: every pixel-set row)
-    params: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    n_cal_methods: tuple[str, ...] | None = field(default=None, metadata={"read": False})  # rows of the n_cal table (default: every pixel-set row)
+    params: dict[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"read": False})
 
 
 @dataclass(frozen=True)
 class SetsConfig:
     """Sets of segmentations (CONSIGN, APS): calibration, draws and their metrics."""
 
-    alphas: tuple[float, ...] = (0.1,)
-    splits: int | None = None  # default: the top-level splits
-    n_cal: int | None = None  # default: the top-level n_cal
-    draws: int = 200
+    alphas: tuple[float, ...] = field(default=(0.1,), metadata={"key": "alpha"})
+    splits: int | None = field(default=None, metadata={"low": 1})  # default: the top-level splits
+    n_cal: int | None = field(default=None, metadata={"low": 1})  # default: the top-level n_cal
+    draws: int = field(default=200, metadata={"low": 2})
     sizes: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
-    draw_images: int = 8
-    validity_splits: int = 500
-    show_draws: int = 5
-    max_images: int | None = None  # use only the images of the first groups, up to this many
+    draw_images: int = field(default=8, metadata={"low": 1})
+    validity_splits: int = field(default=500, metadata={"low": 0})
+    show_draws: int = field(default=5, metadata={"low": 1})
+    max_images: int | None = field(default=None, metadata={"low": 4})  # use only the images of the first groups, up to this many
 
 
 @dataclass(frozen=True)
 class FigureConfig:
     overlay_alpha: float = 0.1
-    overlay_images: int = 3
-    dpi: int = 80
+    overlay_images: int = field(default=3, metadata={"low": 1})
+    dpi: int = field(default=80, metadata={"low": 30})
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
-    """A validated benchmark configuration (see the module docstring and docs/benchmark.md)."""
+class PlanConfig:
+    """A validated plan: tasks × rows × α × splits × calibration sizes (docs/benchmark.md).
 
-    path: Path | None
-    text: str
-    title: str
-    description: str
-    seed: int
-    splits: int
-    n_cal: int
-    alphas: tuple[float, ...]
-    curve_alphas: tuple[float, ...]
-    validity_splits: int
-    jobs: int
-    tasks: tuple[TaskConfig, ...]
-    methods: tuple[MethodEntry, ...]
-    ablation: AblationConfig | None
-    sets: SetsConfig
-    figures: FigureConfig
+    ``baseline``: the label of the row every other is compared with (win rates; the figures'
+    reference), default the first row. ``jobs``: worker processes (deprecated: ``--workers``).
+    """
+
+    path: Path | None = field(default=None, metadata={"read": False})
+    text: str = field(default="", metadata={"read": False})
+    title: str = "segcp benchmark"
+    description: str = ""
+    seed: int = field(default=0, metadata={"low": 0})
+    splits: int = field(default=20, metadata={"low": 1})
+    n_cal: int = field(default=20, metadata={"low": 1})
+    alphas: tuple[float, ...] = (0.2, 0.1, 0.05)
+    curve_alphas: tuple[float, ...] = ()  # default (in a config file): alphas
+    validity_splits: int = field(default=1000, metadata={"low": 0})
+    jobs: int = field(default=1, metadata={"low": 1})
+    tasks: tuple[TaskConfig, ...] = field(default=(), metadata={"read": False})
+    methods: tuple[MethodEntry, ...] = field(default=(), metadata={"read": False})
+    ablation: AblationConfig | None = field(default=None, metadata={"read": False})
+    sets: SetsConfig = field(default_factory=SetsConfig, metadata={"read": False})
+    figures: FigureConfig = field(default_factory=FigureConfig, metadata={"read": False})
+    baseline: str | None = None
 
     def methods_for(self, task: str) -> list[MethodEntry]:
         return [m for m in self.methods if m.tasks is None or task in m.tasks]
 
+    @property
+    def baseline_label(self) -> str | None:
+        return self.baseline if self.baseline is not None else (self.methods[0].label if self.methods else None)
+
+
+def unique_labels(labels: list[str], where: str) -> None:
+    """One-line error when two rows share a label (their records would merge)."""
+    dup = sorted({n for n in labels if labels.count(n) > 1})
+    if dup:
+        raise SegcpError(f"{where}: label {dup[0]!r} is used twice; give each row its own @LABEL")
+
 
 # ---------------------------------------------------------------------------- reading
-def load_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
+def load_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
     p = Path(path)
     try:
@@ -136,7 +156,7 @@ def load_config(path: str | os.PathLike[str]) -> BenchmarkConfig:
     return parse_config(text, p)
 
 
-def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> BenchmarkConfig:
+def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanConfig:
     """Validate the TOML ``text`` (``path``: where it came from; relative paths resolve there)."""
     where = str(path) if path is not None else "config"
     try:
@@ -145,39 +165,39 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> Bench
         raise SegcpError(f"{where}: not valid TOML ({exc})") from None
     base = Path(path).resolve().parent if path is not None else Path.cwd()
     r = _Reader(doc, where, "")
-    title = r.text("title", "segcp benchmark")
-    description = r.text("description", "")
-    seed = r.integer("seed", 0, low=0)
-    splits = r.integer("splits", 20, low=1)
-    n_cal = r.integer("n_cal", 20, low=1)
-    alphas = r.alphas("alphas", (0.2, 0.1, 0.05))
-    curve_alphas = r.alphas("curve_alphas", alphas)
-    validity_splits = r.integer("validity_splits", 1000, low=0)
-    jobs = r.integer("jobs", 1, low=1)
-
+    if "jobs" in doc:
+        sys.stderr.write(f"segcp: warning: {where}: jobs is deprecated; use segcp benchmark --workers N\n")
     tasks = tuple(_task(t, where, i, base) for i, t in enumerate(r.tables("task", required=True)))
     names = [t.name for t in tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SegcpError(f"{where}: task name {dup[0]!r} is used twice")
-
-    methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True)))
+    methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True) or []))
     labels = [m.label for m in methods]
-    dup = sorted({n for n in labels if labels.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: methods: label {dup[0]!r} is used twice; give each row its own @LABEL")
+    unique_labels(labels, f"{where}: methods")
+    ablation = _ablation(r.table("ablation"), where, labels) if "ablation" in doc else None
+    sets = _fill(SetsConfig, _Reader(r.table("sets") if "sets" in doc else {}, where, "sets."))
+    sets = replace(sets, sizes=tuple(sorted({s for s in sets.sizes if s <= sets.draws} | {sets.draws})))
+    figures = _fill(FigureConfig, _Reader(r.table("figures") if "figures" in doc else {}, where, "figures."))
+    cfg = _fill(PlanConfig, r, path=Path(path).resolve() if path is not None else None, text=text, tasks=tasks, methods=methods, ablation=ablation,
+                sets=sets, figures=figures)
+    if cfg.baseline is not None and cfg.baseline not in labels:
+        raise SegcpError(f"{where}: baseline: no method labelled {cfg.baseline!r} (labels: {', '.join(labels)})")
+    return cfg if "curve_alphas" in doc else replace(cfg, curve_alphas=cfg.alphas)
 
-    ablation = None
-    if "ablation" in doc:
-        ablation = _ablation(r.table("ablation"), where, labels)
-    sets = _sets(r.table("sets") if "sets" in doc else {}, where)
-    figures = _figures(r.table("figures") if "figures" in doc else {}, where)
+
+def _fill(cls: Any, r: _Reader, **given: Any) -> Any:
+    """A config dataclass from one TOML table: every declared field read by its type (metadata
+    ``low``: the smallest integer; ``key``: the TOML key when it differs; ``read`` False: given),
+    then every other key of the table refused."""
+    kw = dict(given)
+    for f in fields(cls):
+        if f.metadata.get("read", True) and f.name not in kw:
+            v = r.typed(f.metadata.get("key", f.name), str(f.type), f.metadata.get("low"))
+            if v is not None:
+                kw[f.name] = v
     r.done()
-    return BenchmarkConfig(
-        path=Path(path).resolve() if path is not None else None, text=text, title=title, description=description, seed=seed,
-        splits=splits, n_cal=n_cal, alphas=alphas, curve_alphas=curve_alphas, validity_splits=validity_splits, jobs=jobs,
-        tasks=tasks, methods=methods, ablation=ablation, sets=sets, figures=figures,
-    )
+    return cls(**kw)
 
 
 def expand_path(raw: str, base: Path, where: str) -> Path:
@@ -201,7 +221,7 @@ def _task(t: dict[str, Any], where: str, i: int, base: Path) -> TaskConfig:
     if not name:
         raise SegcpError(f"{where}: task[{i}] needs a name")
     data = r.text("data", None)
-    label = r.opt_int("label")
+    label = r.integer("label", None)
     title = r.text("title", None)
     options: dict[str, Any] = {}
     if data is None:
@@ -243,47 +263,18 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
 
 def _ablation(t: dict[str, Any], where: str, labels: list[str]) -> AblationConfig:
     r = _Reader(t, where, "ablation.")
-    method = r.text("method", None)
-    if method is not None and method not in labels:
-        raise SegcpError(f"{where}: ablation.method: no method labelled {method!r} (labels: {', '.join(labels)})")
-    alpha = r.alpha("alpha", 0.1)
-    n_cal = tuple(r.int_list("n_cal", ()))
     n_cal_methods = r.array("n_cal_methods", required=False)
-    if n_cal_methods is not None:
-        bad = [x for x in n_cal_methods if x not in labels]
-        if bad:
-            raise SegcpError(f"{where}: ablation.n_cal_methods: no method labelled {bad[0]!r}")
-    params_t = r.table("params") if "params" in t else {}
+    bad = [x for x in n_cal_methods or [] if x not in labels]
+    if bad:
+        raise SegcpError(f"{where}: ablation.n_cal_methods: no method labelled {bad[0]!r}")
     params: dict[str, tuple[Any, ...]] = {}
-    for key, values in params_t.items():
+    for key, values in (r.table("params") if "params" in t else {}).items():
         if not isinstance(values, list) or not values:
             raise SegcpError(f"{where}: ablation.params.{key} must be a non-empty list of values")
         params[key.replace("-", "_")] = tuple(values)
-    r.done()
-    return AblationConfig(method=method, alpha=alpha, n_cal=n_cal, n_cal_methods=None if n_cal_methods is None else tuple(n_cal_methods), params=params)
-
-
-def _sets(t: dict[str, Any], where: str) -> SetsConfig:
-    r = _Reader(t, where, "sets.")
-    alphas = r.alphas("alpha", (0.1,))
-    splits = r.opt_int("splits", low=1)
-    n_cal = r.opt_int("n_cal", low=1)
-    draws = r.integer("draws", 200, low=2)
-    sizes = tuple(r.int_list("sizes", (5, 10, 20, 50, 100, 200), low=1))
-    sizes = tuple(sorted({s for s in sizes if s <= draws} | {draws}))
-    cfg = SetsConfig(
-        alphas=alphas, splits=splits, n_cal=n_cal, draws=draws, sizes=sizes,
-        draw_images=r.integer("draw_images", 8, low=1), validity_splits=r.integer("validity_splits", 500, low=0),
-        show_draws=r.integer("show_draws", 5, low=1), max_images=r.opt_int("max_images", low=4),
-    )
-    r.done()
-    return cfg
-
-
-def _figures(t: dict[str, Any], where: str) -> FigureConfig:
-    r = _Reader(t, where, "figures.")
-    cfg = FigureConfig(overlay_alpha=r.alpha("overlay_alpha", 0.1), overlay_images=r.integer("overlay_images", 3, low=1), dpi=r.integer("dpi", 80, low=30))
-    r.done()
+    cfg = _fill(AblationConfig, r, n_cal_methods=None if n_cal_methods is None else tuple(n_cal_methods), params=params)
+    if cfg.method is not None and cfg.method not in labels:
+        raise SegcpError(f"{where}: ablation.method: no method labelled {cfg.method!r} (labels: {', '.join(labels)})")
     return cfg
 
 
@@ -308,48 +299,35 @@ class _Reader:
 
     def text(self, key: str, default: Any) -> Any:
         v = self._get(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
+        if v is not None and not isinstance(v, str):
             raise self._err(key, "a string", v)
-        return v
+        return default if v is None else v
 
-    def integer(self, key: str, default: int, low: int | None = None) -> int:
+    def integer(self, key: str, default: int | None, low: int | None = None) -> Any:
         v = self._get(key)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low)):
             raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
-        return int(v)
-
-    def opt_int(self, key: str, low: int | None = None) -> int | None:
-        return None if self._get(key) is None else self.integer(key, 0, low)
-
-    def int_list(self, key: str, default: tuple[int, ...], low: int = 1) -> list[int]:
-        v = self._get(key)
-        if v is None:
-            return list(default)
-        if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < low for x in v):
-            raise self._err(key, f"a list of integers >= {low}", v)
-        return [int(x) for x in v]
-
-    def alpha(self, key: str, default: float) -> float:
-        v = self._get(key)
-        if v is None:
-            return default
-        return self._alpha(key, v)
+        return default if v is None else int(v)
 
     def _alpha(self, key: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < 1.0) or not math.isfinite(float(v)):
             raise self._err(key, "a risk level in (0, 1)", v)
         return float(v)
 
-    def alphas(self, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    def typed(self, key: str, kind: str, low: int | None = None) -> Any:
+        """The value of ``key`` checked as a field of type ``kind`` (None when absent)."""
+        if kind.startswith("str"):
+            return self.text(key, None)
+        if kind.startswith("int"):
+            return self.integer(key, None, low)
         v = self._get(key)
-        if v is None:
-            return tuple(default)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = [v]
+        if v is None or kind == "float":
+            return None if v is None else self._alpha(key, v)
+        if kind == "tuple[int, ...]":
+            if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < (low or 1) for x in v):
+                raise self._err(key, f"a list of integers >= {low or 1}", v)
+            return tuple(int(x) for x in v)
+        v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
         if not isinstance(v, list) or not v:
             raise self._err(key, "a non-empty list of risk levels in (0, 1)", v)
         out = tuple(self._alpha(key, x) for x in v)
