@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from segcp.cases import Case, binarize_mask, channel_of, check_class_probs, check_label_map, check_probabilities, check_samples
 from segcp.errors import SegcpError
 from segcp.io.formats import Geometry, format_of, read_geometry, suffixes
-from segcp.io.readers import read_array, read_probabilities
+from segcp.io.readers import check_regular_file, read_array, read_probabilities
 
 __all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "DataSpec", "data_home", "data_inputs", "describe_data", "index_folder", "label_names"]
 
@@ -157,13 +157,26 @@ def index_folder(folder: Path, pattern: str | None = None) -> dict[str, Path]:
     return _index(folder, pattern)[0]
 
 
+def _is_data_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a file to index; a data file behind a broken link (a loop, a
+    link to nothing) is named in one line instead of vanishing from the listing."""
+    try:
+        if entry.is_file():
+            return True
+    except OSError:  # a link loop
+        pass
+    if entry.is_symlink() and format_of(entry.name) is not None:
+        check_regular_file(Path(entry.path))
+    return False
+
+
 def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
     rx = _template(pattern)
     out: dict[str, Path] = {}
     geometry: dict[str, Path] = {}
     try:
         with os.scandir(folder) as it:  # scandir: the file type comes with the listing, no stat per file
-            names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
+            names = sorted(e.name for e in it if not e.name.startswith(".") and _is_data_file(e))
     except OSError as exc:
         raise SegcpError(f"{folder}: cannot list the folder ({exc.strerror or type(exc).__name__})") from None
     kinds: dict[str, Any] = {}
@@ -275,10 +288,22 @@ class DataDir:
         except KeyError:
             raise SegcpError(f"{self.folder(sub)}: no file for id {ident!r}") from None
 
-    def geometry(self, sub: str, ident: str) -> Geometry | None:
-        """The geometry of ``sub``'s file for ``ident`` (of its companion for an nnU-Net NPZ)."""
+    def geometry(self, sub: str, ident: str, shape: tuple[int, ...] | None = None) -> Geometry | None:
+        """The geometry of ``sub``'s file for ``ident`` (of its companion for an nnU-Net NPZ).
+
+        ``shape``: the spatial shape of the array read for ``ident``; a companion that stores
+        another grid (nnU-Net's argmax of another case or resolution) is refused in one line.
+        """
         companion = self.geometry_files.get(sub, {}).get(ident)
-        return read_geometry(companion if companion is not None else self.path(sub, ident))
+        g = read_geometry(companion if companion is not None else self.path(sub, ident))
+        if companion is not None and g is not None and g.shape is not None and shape is not None:
+            stored = tuple(g.shape)
+            while len(stored) > len(shape) and stored[-1] == 1:
+                stored = stored[:-1]
+            if stored != tuple(shape):
+                raise SegcpError(f"{companion}: its grid is {stored}, but {self.path(sub, ident).name} holds {tuple(shape)}: "
+                                 "not the same case or resolution")
+        return g
 
     def dataset_json(self) -> Path | None:
         """The nnU-Net ``dataset.json`` that names the labels, when there is one."""
@@ -367,7 +392,7 @@ class DataDir:
 
     def check_grid(self, ident: str, shape: tuple[int, ...]) -> Geometry | None:
         """The geometry of the model output; refused when the mask's NIfTI is another grid."""
-        g = self.geometry("probs", ident) if self.has("probs") and ident in self.files["probs"] else None
+        g = self.geometry("probs", ident, shape) if self.has("probs") and ident in self.files["probs"] else None
         if self.has("masks") and ident in self.files["masks"]:
             gm = self.geometry("masks", ident)
             if g is not None and gm is not None and not g.same_grid(gm):
@@ -405,7 +430,7 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        geometry = self.check_grid(ident, probs.shape) if with_mask else (self.geometry("probs", ident))
+        geometry = self.check_grid(ident, probs.shape) if with_mask else self.geometry("probs", ident, probs.shape)
         return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry,
                     where=str(self.path("probs", ident)))
 
@@ -427,7 +452,7 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident)
+        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident, arr.shape[1:])
         return Case(id=ident, class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])), label_map=label_map,
                     image=image, spacing=spacing, geometry=geometry, where=str(p))
 
@@ -522,5 +547,5 @@ class CaseReader:
         spatial_ndim = len(x.shape) - (2 if src == "samples" else 1)
         if spacing is not None and len(spacing) != spatial_ndim:
             spacing = spacing[-spatial_ndim:] if len(spacing) > spatial_ndim else None
-        geometry = dd.check_grid(ident, x.shape[-spatial_ndim:]) if self.with_truth else dd.geometry(src, ident)
+        geometry = dd.check_grid(ident, x.shape[-spatial_ndim:]) if self.with_truth else dd.geometry(src, ident, x.shape[-spatial_ndim:])
         return Case(ident, spacing=spacing, geometry=geometry, where=str(x_path), **fields)

@@ -10,8 +10,10 @@ nnU-Net's ``.npz`` probabilities are turned into that order (see
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,25 @@ from numpy.typing import NDArray
 from segcp.errors import SegcpError
 from segcp.io.formats import Geometry, format_of, read_geometry, split_ext, suffixes
 
-__all__ = ["Geometry", "read_array", "read_geometry", "read_json", "read_probabilities", "split_ext"]
+__all__ = ["Geometry", "check_regular_file", "read_array", "read_geometry", "read_json", "read_probabilities", "split_ext"]
+
+
+def check_regular_file(path: Path) -> None:
+    """One line naming ``path`` and what it is when it is not a regular file segcp can read: missing,
+    a link to nothing or a link loop, a folder, a FIFO, socket or device (``--calib /dev/zero``:
+    never read, a FIFO would block)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SegcpError(f"{path}: a symbolic link to a missing file" if path.is_symlink() else f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SegcpError(f"{path}: a symbolic link loop") from None
+        raise SegcpError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SegcpError(f"{path}: is a directory; expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise SegcpError(f"{path}: not a regular file (a FIFO, socket or device); expected a file")
 
 
 def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[NDArray[Any], tuple[float, ...] | None]:
@@ -46,6 +66,7 @@ def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[ND
     if hit is None:
         raise SegcpError(f"{p}: unsupported file type; expected one of {', '.join(suffixes())}")
     fmt, _, ext = hit
+    check_regular_file(p)
     try:
         return fmt.read(p, color=color)
     except SegcpError:
@@ -75,8 +96,7 @@ def _depth(obj: Any) -> int:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object file with one-line errors (size and nesting are bounded)."""
     p = Path(path)
-    if not p.is_file():
-        raise SegcpError(f"{p}: no such file")
+    check_regular_file(p)
     try:
         if p.stat().st_size > MAX_JSON_BYTES:
             raise SegcpError(f"{p}: larger than {MAX_JSON_BYTES // 2**20} MiB; not a segcp JSON file")

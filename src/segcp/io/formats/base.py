@@ -45,6 +45,9 @@ class Geometry:
 
     def __init__(self, affine: NDArray[np.float64], header: Any, source: Path, format: Format | None = None, shape: tuple[int, ...] | None = None) -> None:
         self.affine = np.asarray(affine, dtype=np.float64)
+        if not np.all(np.isfinite(self.affine)) or abs(np.linalg.det(self.affine[:-1, :-1])) == 0:
+            raise SegcpError(f"{source}: its voxel-to-world matrix (affine) is not finite or not invertible; sets written on it "
+                             "would not overlay the image (fix the file's header)")
         self.header = header
         self.source = source
         self.format = format
