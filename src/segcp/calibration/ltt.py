@@ -75,7 +75,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binom
 
 from segcp.calibration.crc import check_alpha
 from segcp.calibration.curves import LossCurves
@@ -245,6 +244,8 @@ def hb_pvalue(mean_loss: ArrayLike, n: int, alpha: float, *, B: float = 1.0, bin
     with np.errstate(divide="ignore", invalid="ignore"):
         h1 = np.where(x > 0, x * np.log(x / a), 0.0) + (1 - x) * np.log((1 - x) / (1 - a))
     hoeffding = np.exp(-n * h1)
+    from scipy.stats import binom  # here: importing segcp.calibration stays free of scipy
+
     bentkus = (1.0 if binary else math.e) * binom.cdf(np.ceil(n * r), n, a)
     return np.minimum(np.minimum(hoeffding, bentkus), 1.0)
 

@@ -51,7 +51,6 @@ from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
 from segcp.methods.base import Param
-from segcp.metrics.overlap import as_mask
 
 __all__ = [
     "Loss",
@@ -63,6 +62,7 @@ __all__ = [
     "pixel_inputs",
     "register",
     "register_lazy",
+    "set_inputs",
     "voxel_volume",
 ]
 
@@ -75,6 +75,10 @@ def pixel_inputs(scores: ArrayLike, truth: ArrayLike, name: str = "loss") -> tup
 
     r may hold +inf (never in the set); NaN and −inf are errors (one line naming ``name``).
     """
+    from segcp.metrics.overlap import (
+        as_mask,  # here: segcp.metrics imports scipy (start-up)
+    )
+
     y = as_mask(truth, "truth")
     r = np.asarray(scores, dtype=np.float64)
     if r.shape != y.shape:
@@ -82,6 +86,13 @@ def pixel_inputs(scores: ArrayLike, truth: ArrayLike, name: str = "loss") -> tup
     if r.size and (np.isnan(r).any() or (r == -np.inf).any()):
         raise SegcpError(f"{name}: scores must be finite or +inf (NaN or -inf found)")
     return r, y
+
+
+def set_inputs(pred_set: ArrayLike, truth: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """A set and a truth, checked: two bool arrays of the same 2D or 3D shape."""
+    from segcp.metrics.overlap import as_mask_pair
+
+    return as_mask_pair(pred_set, truth, ("pred_set", "truth"))
 
 
 def covers(hit: ArrayLike, tau: float) -> bool:

@@ -23,9 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from segcp.calibration.ltt import StepLosses
-from segcp.losses.base import Loss, pixel_inputs, register
+from segcp.losses.base import Loss, pixel_inputs, register, set_inputs
 from segcp.methods.base import param
-from segcp.metrics.overlap import as_mask_pair
 
 __all__ = ["FDRLoss"]
 
@@ -57,7 +56,7 @@ class FDRLoss(Loss):
                                   "to 1 (MAPIE: an undefined precision fails)", low=0.0, high=1.0)
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
-        s, y = as_mask_pair(pred_set, truth, ("pred_set", "truth"))
+        s, y = set_inputs(pred_set, truth)
         size = np.count_nonzero(s)
         return float(self.empty_set) if size == 0 else float(np.count_nonzero(s & ~y) / size)
 

@@ -20,7 +20,6 @@ from segcp.calibration import LossCurves, fnr_curve
 from segcp.calibration.ltt import StepLosses
 from segcp.cases import masked_values
 from segcp.losses.base import Loss, pixel_inputs, register
-from segcp.metrics.overlap import fnr
 
 __all__ = ["FNRLoss"]
 
@@ -44,6 +43,10 @@ class FNRLoss(Loss):
     monotone: ClassVar[bool] = True
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
+        from segcp.metrics.overlap import (
+            fnr,  # here: segcp.metrics imports scipy (start-up)
+        )
+
         return fnr(pred_set, truth)
 
     def curve(self, scores: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> LossCurves:

@@ -27,9 +27,15 @@ from scipy import ndimage
 from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
-from segcp.losses.base import Loss, covers, pixel_inputs, register, voxel_volume
+from segcp.losses.base import (
+    Loss,
+    covers,
+    pixel_inputs,
+    register,
+    set_inputs,
+    voxel_volume,
+)
 from segcp.methods.base import param
-from segcp.metrics.overlap import as_mask_pair
 
 __all__ = ["LesionFNRLoss"]
 
@@ -108,7 +114,7 @@ class LesionFNRLoss(Loss):
         return StepLosses.single(at, np.concatenate([[k], k - np.cumsum(counts)]) / k)
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
-        s, y = as_mask_pair(pred_set, truth, ("pred_set", "truth"))
+        s, y = set_inputs(pred_set, truth)
         labels, k = self.lesions(y, spacing)
         if k == 0:
             return 0.0

@@ -16,9 +16,8 @@ from numpy.typing import ArrayLike
 
 from segcp.calibration import LossCurves, coverage_quantile_score, zero_one_curve
 from segcp.cases import masked_values
-from segcp.losses.base import Loss, covers, pixel_inputs, register
+from segcp.losses.base import Loss, covers, pixel_inputs, register, set_inputs
 from segcp.methods.base import param
-from segcp.metrics.overlap import as_mask_pair
 
 __all__ = ["QuantileLoss"]
 
@@ -51,7 +50,7 @@ class QuantileLoss(Loss):
         return super().statement(alpha, delta)
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
-        s, y = as_mask_pair(pred_set, truth, ("pred_set", "truth"))
+        s, y = set_inputs(pred_set, truth)
         return 0.0 if covers(s[y], self.tau) else 1.0
 
     def curve(self, scores: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> LossCurves:
