@@ -239,3 +239,20 @@ def test_ltt_chains_two_risks_two_configurations():
     assert not none.feasible and none.lambda_ is None and all(math.isnan(lo) for lo, _ in none.regions)
     with pytest.raises(SegcpError, match="one direction per risk"):
         ltt_chains(configs, [0.1, 0.2], 0.1, orders=["descending"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), m=st.integers(1, 40), kind=st.sampled_from(["random", "ascending", "descending"]))
+def test_step_losses_evaluate_is_a_search_per_case(seed, n, m, kind):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(n):
+        k = int(rng.integers(0, 12))
+        parts.append(StepLosses.single(np.sort(rng.integers(0, 10, k) / 10.0), rng.random(k + 1)))
+    steps = StepLosses.concat(parts)
+    lams = rng.integers(-2, 13, m) / 10.0  # hits breakpoints exactly, and outside their range
+    if kind != "random":
+        lams = np.sort(lams) if kind == "ascending" else np.sort(lams)[::-1]
+    want = np.stack([v[np.searchsorted(b, lams, side="right")] for b, v in zip(steps.breakpoints, steps.levels)])
+    assert np.array_equal(steps.evaluate(lams), want)
+    assert np.array_equal(steps.evaluate(float(lams[0])), want[:, 0])

