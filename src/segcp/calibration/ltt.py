@@ -88,6 +88,7 @@ __all__ = [
     "MultiLTTResult",
     "StepLosses",
     "certified",
+    "check_delta",
     "hb_pvalue",
     "ltt_chains",
     "ltt_grid",
@@ -226,7 +227,8 @@ class StepLosses:
 
 
 # ---------------------------------------------------------------------- p-values
-def _check_delta(delta: float) -> float:
+def check_delta(delta: float) -> float:
+    """δ as a float, or a one-line error if it is not in (0, 1)."""
     try:
         d = float(delta)
     except (TypeError, ValueError):
@@ -345,7 +347,7 @@ def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0)
     if np.any(np.isnan(x)) or np.any(x < -1e-12) or np.any(x > 1 + 1e-12):
         raise SegcpError(f"losses must lie in [0, {B:g}]")
     x = np.clip(x, 0.0, 1.0)
-    bets = wsr_bets(x, math.log(1.0 / _check_delta(delta)), horizon=x.shape[0])
+    bets = wsr_bets(x, math.log(1.0 / check_delta(delta)), horizon=x.shape[0])
     log_k = wsr_log_capital(x, a, bets).max(axis=0)
     return np.minimum(1.0, np.exp(-np.maximum(log_k, 0.0)))
 
@@ -378,7 +380,7 @@ def certified(p: ArrayLike, delta: float, procedure: str = "fixed-sequence") -> 
     -------
     ndarray of bool, shape (m,): True where H is rejected (the candidate is certified).
     """
-    d = _check_delta(delta)
+    d = check_delta(delta)
     q = np.asarray(p, dtype=np.float64).ravel()
     m = q.size
     out = np.zeros(m, dtype=bool)
@@ -509,7 +511,7 @@ def ltt_grid(
     alphas = [float(a) for a in np.atleast_1d(np.asarray(alpha, dtype=np.float64))]
     bounds = [float(b) for b in np.broadcast_to(np.asarray(B, dtype=np.float64), (len(alphas),))]
     L = _check_losses_matrix(losses, lam.size, len(alphas))
-    d = _check_delta(delta)
+    d = check_delta(delta)
     _check_order(order)
     p = np.max([pvalues(L[j], alphas[j], d, pvalue=pvalue, B=bounds[j], binary=binary) for j in range(len(alphas))], axis=0)
     seq = np.argsort(lam, kind="stable")
@@ -646,7 +648,7 @@ def ltt_steps(
     0.1
     """
     steps = StepLosses.from_curves(losses) if isinstance(losses, LossCurves) else losses
-    d = _check_delta(delta)
+    d = check_delta(delta)
     a = float(alpha)
     _check_order(order)
     if pvalue not in PVALUES:
@@ -788,7 +790,7 @@ def ltt_chains(
     if not 0 <= objective < J:
         raise SegcpError(f"objective must be a risk index in [0, {J}), got {objective}")
     bounds = [float(b) for b in np.broadcast_to(np.asarray(B, dtype=np.float64), (J,))]
-    d = _check_delta(delta)
+    d = check_delta(delta)
     level = d / (J * K)
     regions: list[tuple[float, float]] = []
     chains: list[list[LTTResult]] = []
