@@ -5,7 +5,11 @@ What it measures (issue 25; results in docs/results/ltt/, discussed in docs/ltt.
 * **precision by Learn then Test** on ACDC LV (the RW-CP slices, split by patient) and BUSI
   (split by near-duplicate group) at α = 0.1, δ = 0.1: for each split λ̂ is calibrated on the
   calibration images and the test FDR is the mean FDR of the test images at λ̂; the fraction of
-  splits whose test FDR exceeds α must be at most δ (within its standard error). Four ways to get
+  splits whose test FDR exceeds α must be at most δ (within its standard error). The test
+  images are the rest of a finite pool, so a calibration half that happens to look good leaves a
+  test half that looks bad (and the test mean has its own noise): the *pool* FDR at λ̂ (every
+  image, the pool taken as the population the calibration images were drawn from) is reported
+  beside it. Four ways to get
   λ̂ on the same calibration sets: MAPIE's (``SemanticSegmentationController(risk="precision")``:
   its 0.01 grid of thresholds, HB p-values, Holm, an empty set counted as FDR 1), the same grid
   with fixed-sequence testing, and segcp's exact fixed sequence over the breakpoints with HB and
@@ -58,15 +62,54 @@ MAPIE_GRID = np.arange(0, 1, 0.01)
 
 
 # ---------------------------------------------------------------------- split loops
-def violation_summary(risks: Sequence[float], alpha: float, delta: float, infeasible: int) -> dict[str, Any]:
+def violation_summary(risks: Sequence[float], alpha: float, delta: float, infeasible: int,
+                      pool_risks: Sequence[float] = ()) -> dict[str, Any]:
     """The fraction of splits whose test risk exceeds α, its standard error under the claim
-    (√(δ(1 − δ)/S)), and whether it is within δ + 3·SE."""
+    (√(δ(1 − δ)/S)), and whether it is within δ + 3·SE; the same for the pool risk (the mean over
+    every image of the pool, calibration ones included, at λ̂: the pool taken as the population)."""
     r = np.asarray(risks, dtype=np.float64)
     s = r.size + infeasible
     frac = float(np.sum(r > alpha) / s) if s else math.nan
     se = math.sqrt(delta * (1 - delta) / s) if s else math.nan
+    pool = np.asarray(pool_risks, dtype=np.float64)
+    frac_pool = float(np.sum(pool > alpha) / s) if s and pool.size else math.nan
     return {"splits": s, "violations": frac, "se": se, "valid": bool(frac <= delta + 3 * se), "infeasible": infeasible,
-            "mean_test_risk": float(r.mean()) if r.size else math.nan}
+            "mean_test_risk": float(r.mean()) if r.size else math.nan, "violations_pool": frac_pool,
+            "valid_pool": bool(frac_pool <= delta + 3 * se) if pool.size else None}
+
+
+def _split_loop(
+    calibrate: Callable[[np.ndarray], float | None],
+    steps: StepLosses,
+    groups: Sequence[str],
+    alpha: float,
+    delta: float,
+    *,
+    n_cal: int,
+    n_splits: int,
+    seed: int,
+    also: dict[str, StepLosses] | None,
+) -> dict[str, Any]:
+    """λ̂ = ``calibrate(calibration indices)`` on each random group-level split (None: nothing
+    certified — the split abstains, it claims nothing and cannot violate; counted as infeasible),
+    the test risk from ``steps`` at λ̂, and the mean test value of each loss in ``also``."""
+    risks, pool, lambdas, infeasible = [], [], [], 0
+    extra: dict[str, list[float]] = {k: [] for k in (also or {})}
+    for cal, test in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
+        lam = calibrate(cal)
+        if lam is None:
+            infeasible += 1
+            continue
+        lambdas.append(lam)
+        every = steps.evaluate(lam)
+        risks.append(float(every[test].mean()))
+        pool.append(float(every.mean()))
+        for k, other in (also or {}).items():
+            extra[k].append(float(other.take(test).evaluate(lam).mean()))
+    out = violation_summary(risks, alpha, delta, infeasible, pool)
+    out.update(alpha=alpha, delta=delta, n_cal=n_cal, lambda_mean=float(np.mean(lambdas)) if lambdas else math.nan,
+               lambdas=lambdas, test_risks=risks, **{f"mean_test_{k}": float(np.mean(v)) if v else math.nan for k, v in extra.items()})
+    return out
 
 
 def ltt_splits(
@@ -86,25 +129,14 @@ def ltt_splits(
 ) -> dict[str, Any]:
     """Exact LTT (:func:`ltt_steps`) on each of ``n_splits`` random group-level splits.
 
-    ``steps`` holds one step loss per image (order of ``groups``). A split with no certified λ
-    abstains (it claims nothing, so it cannot violate) and is counted as infeasible. ``also``:
-    other per-image losses (e.g. the FNR) whose mean test value at λ̂ is reported.
+    ``steps`` holds one step loss per image (order of ``groups``); ``also``: other per-image
+    losses (e.g. the FNR) whose mean test value at λ̂ is reported.
     """
-    risks, lambdas, infeasible = [], [], 0
-    extra: dict[str, list[float]] = {k: [] for k in (also or {})}
-    for cal, test in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
-        res = ltt_steps(steps.take(cal), alpha, delta, pvalue=pvalue, order=order, lambda_min=lambda_min, lambda_max=lambda_max)
-        if not res.feasible:
-            infeasible += 1
-            continue
-        lam = float(res.lambda_)
-        lambdas.append(lam)
-        risks.append(float(steps.take(test).evaluate(lam).mean()))
-        for k, other in (also or {}).items():
-            extra[k].append(float(other.take(test).evaluate(lam).mean()))
-    out = violation_summary(risks, alpha, delta, infeasible)
-    out.update(alpha=alpha, delta=delta, n_cal=n_cal, pvalue=pvalue, lambda_mean=float(np.mean(lambdas)) if lambdas else math.nan,
-               lambdas=lambdas, test_risks=risks, **{f"mean_test_{k}": float(np.mean(v)) if v else math.nan for k, v in extra.items()})
+    def calibrate(cal: np.ndarray) -> float | None:
+        return ltt_steps(steps.take(cal), alpha, delta, pvalue=pvalue, order=order, lambda_min=lambda_min, lambda_max=lambda_max).lambda_
+
+    out = _split_loop(calibrate, steps, groups, alpha, delta, n_cal=n_cal, n_splits=n_splits, seed=seed, also=also)
+    out["pvalue"] = pvalue
     return out
 
 
@@ -122,25 +154,14 @@ def grid_splits(
     procedure: str = "holm",
     also: dict[str, StepLosses] | None = None,
 ) -> dict[str, Any]:
-    """LTT on a stated grid (:func:`ltt_grid`): calibration losses ``grid_losses`` (images ×
-    candidates, e.g. MAPIE's convention), test risk from ``steps`` at λ̂ (same splits as
-    :func:`ltt_splits` for the same seed)."""
-    risks, picked, infeasible = [], [], 0
-    extra: dict[str, list[float]] = {k: [] for k in (also or {})}
-    for cal, test in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
-        res = ltt_grid(grid_losses[cal], lambdas, alpha, delta, pvalue="hb", procedure=procedure)
-        if not res.feasible:
-            infeasible += 1
-            continue
-        lam = float(res.lambda_)
-        picked.append(lam)
-        risks.append(float(steps.take(test).evaluate(lam).mean()))
-        for k, other in (also or {}).items():
-            extra[k].append(float(other.take(test).evaluate(lam).mean()))
-    out = violation_summary(risks, alpha, delta, infeasible)
-    out.update(alpha=alpha, delta=delta, n_cal=n_cal, pvalue="hb", procedure=procedure,
-               lambda_mean=float(np.mean(picked)) if picked else math.nan, lambdas=picked, test_risks=risks,
-               **{f"mean_test_{k}": float(np.mean(v)) if v else math.nan for k, v in extra.items()})
+    """LTT on a stated grid (:func:`ltt_grid`, HB p-values): calibration losses ``grid_losses``
+    (images × candidates, e.g. MAPIE's convention), test risk from ``steps`` at λ̂ (the same
+    splits as :func:`ltt_splits` for the same seed)."""
+    def calibrate(cal: np.ndarray) -> float | None:
+        return ltt_grid(grid_losses[cal], lambdas, alpha, delta, pvalue="hb", procedure=procedure).lambda_
+
+    out = _split_loop(calibrate, steps, groups, alpha, delta, n_cal=n_cal, n_splits=n_splits, seed=seed, also=also)
+    out.update(pvalue="hb", procedure=procedure)
     return out
 
 
@@ -176,7 +197,7 @@ def chains_splits(
 ) -> dict[str, Any]:
     """Several risks at once (:func:`ltt_chains`) on each split: a split violates when any test
     risk at (θ̂, λ̂) exceeds its level."""
-    bad, infeasible, chosen, test_risks = 0, 0, [], []
+    bad, pool_bad, infeasible, chosen, test_risks = 0, 0, 0, [], []
     for cal, test in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
         res = ltt_chains([[s.take(cal) for s in row] for row in configs], alphas, delta, orders=orders, pvalue=pvalue,
                          lambda_min=lambda_min, lambda_max=lambda_max)
@@ -184,15 +205,17 @@ def chains_splits(
             infeasible += 1
             continue
         k, lam = int(res.config), float(res.lambda_)
-        risks = [float(s.take(test).evaluate(lam).mean()) for s in configs[k]]
+        every = [s.evaluate(lam) for s in configs[k]]
+        risks = [float(e[test].mean()) for e in every]
         test_risks.append(risks)
         chosen.append((k, lam))
         bad += any(r > a for r, a in zip(risks, alphas))
+        pool_bad += any(float(e.mean()) > a for e, a in zip(every, alphas))
     s = len(chosen) + infeasible
     se = math.sqrt(delta * (1 - delta) / s)
     tr = np.asarray(test_risks) if test_risks else np.zeros((0, len(alphas)))
     return {"alphas": list(alphas), "delta": delta, "n_cal": n_cal, "splits": s, "violations": bad / s, "se": se,
-            "valid": bool(bad / s <= delta + 3 * se), "infeasible": infeasible,
+            "valid": bool(bad / s <= delta + 3 * se), "violations_pool": pool_bad / s, "infeasible": infeasible,
             "mean_test_risks": tr.mean(axis=0).tolist() if tr.size else [], "configs": [c for c, _ in chosen],
             "lambdas": [lam for _, lam in chosen]}
 
@@ -421,10 +444,12 @@ def write(out: Path, result: dict[str, Any]) -> None:
              "Produced by `benchmarks/ltt_guarantee.py`; read with docs/ltt.md. Scores are model-free (a blurred, noised mask).", ""]
     if result.get("precision"):
         lines += ["## Precision (FDR) by Learn then Test, alpha = 0.1, delta = 0.1", "",
-                  "| task | n_cal | splits | procedure | splits with test FDR > alpha (SE) | within delta + 3 SE | mean lambda (1 - threshold) | mean test FDR | mean test FNR | no lambda certified |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| task | n_cal | splits | procedure | splits with test FDR > alpha (SE) | within delta + 3 SE | splits with pool FDR > alpha | within | mean lambda (1 - threshold) | mean test FDR | mean test FNR | no lambda certified |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in result["precision"]:
+            vp = r["valid_pool"]
             lines.append(f"| {r['task']} | {r['n_cal']} | {r['splits']} | {r['procedure_label']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | "
+                         f"{r['violations_pool']:.3f} | {'–' if vp is None else ('yes' if vp else '**no**')} | "
                          f"{r['lambda_mean']:.4f} | {r['mean_test_risk']:.4f} | {r['mean_test_fnr']:.4f} | {r['infeasible']} |")
         if "mapie_controller_agrees" in result:
             m = result["mapie_controller_agrees"]
@@ -432,11 +457,11 @@ def write(out: Path, result: dict[str, Any]) -> None:
                            f"calibration sets: the same lambda as the first row's procedure on {m['same_lambda']}.")]
     if result.get("chains"):
         lines += ["", "## E[FNR] <= 0.1 and E[FDR] <= 0.2 together (threshold x normalize, delta = 0.1)", "",
-                  "| p-value | splits | splits with a test risk above its level (SE) | within delta + 3 SE | mean test FNR | mean test FDR | chosen normalize | none certified |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| p-value | splits | splits with a test risk above its level (SE) | within delta + 3 SE | splits with a pool risk above its level | mean test FNR | mean test FDR | chosen normalize | none certified |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for pv, r in result["chains"].items():
             fnr, fdr = (r["mean_test_risks"] + [math.nan, math.nan])[:2]
-            lines.append(f"| {pv} | {r['splits']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | "
+            lines.append(f"| {pv} | {r['splits']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | {r['violations_pool']:.3f} | "
                          f"{fnr:.4f} | {fdr:.4f} | {', '.join(f'{k}: {v}' for k, v in r['chosen'].items())} | {r['infeasible']} |")
     if result.get("lesion"):
         lines += ["", f"## lesion-fnr by exact CRC (n_cal = {result['n_cal_crc']})", "",

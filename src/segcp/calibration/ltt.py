@@ -27,8 +27,9 @@ p-values (:data:`PVALUES`), for losses in [0, B] (divided by B internally):
   Ville's inequality. The bets are WSR's predictable plug-in ν_j = min(1, √(2 log(1/δ) /
   (n σ̂²_{j−1}))) with σ̂², μ̂ their running estimates (σ̂²₀ = 1/4, μ̂₀ = 1/2). It adapts to
   the losses' variance: much tighter than HB when the per-case losses are spread narrowly
-  (per-image FDR), no better for 0/1 losses. It reads the losses *in the given order*: the
-  calibration cases must be in an order that does not depend on their losses (exchangeable).
+  (per-image FDR), no better for 0/1 losses. The capital reads the cases one after another,
+  so their order must not depend on the losses: segcp reads them in a seeded random order
+  (``seed``; a calibration set listed by class or site is not in a random order).
 
 Family-wise error control (:data:`PROCEDURES`):
 
@@ -94,6 +95,7 @@ __all__ = [
     "ltt_grid",
     "ltt_steps",
     "pvalues",
+    "unit_losses",
     "wsr_bets",
     "wsr_log_capital",
     "wsr_pvalue",
@@ -253,6 +255,17 @@ def _scaled(alpha: float, B: float) -> float:
     return a / B
 
 
+def unit_losses(losses: ArrayLike, B: float, what: str = "losses") -> NDArray[np.float64]:
+    """Losses in [0, B] divided by B: float64 in [0, 1] (rounding below 1e-12 clipped), or a
+    one-line error (NaN, outside the bound, B not a positive number)."""
+    if not (math.isfinite(B) and B > 0):
+        raise SegcpError(f"the loss bound B must be a positive number, got {B!r}")
+    x = np.asarray(losses, dtype=np.float64) / B
+    if np.any(np.isnan(x)) or np.any(x < -1e-12) or np.any(x > 1 + 1e-12):
+        raise SegcpError(f"{what} must lie in [0, {B:g}]")
+    return np.clip(x, 0.0, 1.0)
+
+
 def hb_pvalue(mean_loss: ArrayLike, n: int, alpha: float, *, B: float = 1.0, binary: bool = False) -> NDArray[np.float64]:
     """Hoeffding–Bentkus p-values of H: R > α from mean calibration losses (LTT, Prop. 3).
 
@@ -278,15 +291,14 @@ def hb_pvalue(mean_loss: ArrayLike, n: int, alpha: float, *, B: float = 1.0, bin
     if n < 1:
         raise SegcpError("Learn then Test needs at least one calibration case")
     a = _scaled(alpha, B)
-    r = np.asarray(mean_loss, dtype=np.float64) / B
-    if np.any(np.isnan(r)) or np.any(r < -1e-12) or np.any(r > 1 + 1e-12):
-        raise SegcpError(f"mean losses must lie in [0, {B:g}]")
-    r = np.clip(r, 0.0, 1.0)
+    r = unit_losses(mean_loss, B, "mean losses")
     x = np.minimum(r, a)
     with np.errstate(divide="ignore", invalid="ignore"):
         h1 = np.where(x > 0, x * np.log(x / a), 0.0) + (1 - x) * np.log((1 - x) / (1 - a))
     hoeffding = np.exp(-n * h1)
-    from scipy.stats import binom  # here: importing segcp.calibration stays free of scipy
+    from scipy.stats import (
+        binom,  # here: importing segcp.calibration stays free of scipy
+    )
 
     bentkus = (1.0 if binary else math.e) * binom.cdf(np.ceil(n * r), n, a)
     return np.minimum(np.minimum(hoeffding, bentkus), 1.0)
@@ -320,7 +332,7 @@ def wsr_log_capital(x: NDArray[np.float64], m: float | NDArray[np.float64], bets
     return np.cumsum(np.log1p(side * bets * (x - m)), axis=0)
 
 
-def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0) -> NDArray[np.float64]:
+def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0, seed: int | None = 0) -> NDArray[np.float64]:
     """Waudby-Smith–Ramdas betting p-values of H: R > α, one per candidate.
 
     Parameters
@@ -334,6 +346,10 @@ def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0)
         The level the bets are tuned for (ν uses log(1/δ)); any δ gives a valid p-value.
     B : float
         The losses' bound.
+    seed : int or None
+        The cases are read in the order of a random permutation drawn with this seed (the
+        capital process needs an order that does not depend on the losses: a calibration set
+        listed by class or by site is not); None: in the given order.
 
     Returns
     -------
@@ -343,24 +359,25 @@ def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0)
     if L.ndim != 2 or L.shape[0] < 1:
         raise SegcpError(f"losses must be a (cases, candidates) array with at least one case, got shape {L.shape}")
     a = _scaled(alpha, B)
-    x = L / B
-    if np.any(np.isnan(x)) or np.any(x < -1e-12) or np.any(x > 1 + 1e-12):
-        raise SegcpError(f"losses must lie in [0, {B:g}]")
-    x = np.clip(x, 0.0, 1.0)
+    x = unit_losses(L, B)
+    if seed is not None:
+        x = x[np.random.default_rng(seed).permutation(x.shape[0])]
     bets = wsr_bets(x, math.log(1.0 / check_delta(delta)), horizon=x.shape[0])
     log_k = wsr_log_capital(x, a, bets).max(axis=0)
     return np.minimum(1.0, np.exp(-np.maximum(log_k, 0.0)))
 
 
-def pvalues(losses: ArrayLike, alpha: float, delta: float, *, pvalue: str = "hb", B: float = 1.0, binary: bool = False) -> NDArray[np.float64]:
-    """The p-values of H_λ: R(λ) > α for losses (n, m): ``pvalue`` ``"hb"`` or ``"wsr"``."""
+def pvalues(losses: ArrayLike, alpha: float, delta: float, *, pvalue: str = "hb", B: float = 1.0, binary: bool = False,
+            seed: int | None = 0) -> NDArray[np.float64]:
+    """The p-values of H_λ: R(λ) > α for losses (n, m): ``pvalue`` ``"hb"`` or ``"wsr"`` (``seed``:
+    WSR's order of the cases, :func:`wsr_pvalue`)."""
     L = np.asarray(losses, dtype=np.float64)
     if L.ndim != 2 or L.shape[0] < 1:
         raise SegcpError(f"losses must be a (cases, candidates) array with at least one case, got shape {L.shape}")
     if pvalue == "hb":
         return hb_pvalue(L.mean(axis=0), L.shape[0], alpha, B=B, binary=binary)
     if pvalue == "wsr":
-        return wsr_pvalue(L, alpha, delta, B=B)
+        return wsr_pvalue(L, alpha, delta, B=B, seed=seed)
     raise SegcpError(f"unknown p-value {pvalue!r}; choose one of {', '.join(PVALUES)}")
 
 
@@ -479,6 +496,7 @@ def ltt_grid(
     order: str = "ascending",
     B: float | Sequence[float] = 1.0,
     binary: bool = False,
+    seed: int | None = 0,
 ) -> LTTResult:
     """Learn then Test over a stated, finite set of candidates (a grid, or a path).
 
@@ -501,6 +519,8 @@ def ltt_grid(
         The losses' bound(s).
     binary : bool
         0/1 losses (HB's exact binomial tail).
+    seed : int or None
+        WSR's order of the cases (:func:`wsr_pvalue`).
 
     Returns
     -------
@@ -513,7 +533,7 @@ def ltt_grid(
     L = _check_losses_matrix(losses, lam.size, len(alphas))
     d = check_delta(delta)
     _check_order(order)
-    p = np.max([pvalues(L[j], alphas[j], d, pvalue=pvalue, B=bounds[j], binary=binary) for j in range(len(alphas))], axis=0)
+    p = np.max([pvalues(L[j], alphas[j], d, pvalue=pvalue, B=bounds[j], binary=binary, seed=seed) for j in range(len(alphas))], axis=0)
     seq = np.argsort(lam, kind="stable")
     if order == "descending":
         seq = seq[::-1]
@@ -608,6 +628,7 @@ def ltt_steps(
     binary: bool = False,
     lambda_min: float = -np.inf,
     lambda_max: float = np.inf,
+    seed: int | None = 0,
 ) -> LTTResult:
     """Exact Learn then Test by fixed-sequence testing over every λ (no grid).
 
@@ -632,6 +653,8 @@ def ltt_steps(
         0/1 losses (HB's exact binomial tail).
     lambda_min, lambda_max : float
         The family's range of λ.
+    seed : int or None
+        WSR's order of the cases (:func:`wsr_pvalue`).
 
     Returns
     -------
@@ -662,7 +685,7 @@ def ltt_steps(
     tested, stop, last_p, last_r = 0, math.nan, math.nan, math.nan
     for reps in _hypotheses(steps, order, float(lambda_min), float(lambda_max)):
         L = steps.evaluate(reps)
-        p = pvalues(L, a, d, pvalue=pvalue, B=B, binary=binary)
+        p = pvalues(L, a, d, pvalue=pvalue, B=B, binary=binary, seed=seed)
         ok = certified(p, d, "fixed-sequence")
         k = int(ok.sum())
         tested += reps.size if k == reps.size else k + 1
@@ -755,6 +778,7 @@ def ltt_chains(
     lambda_min: float = -np.inf,
     lambda_max: float = np.inf,
     objective: int = 0,
+    seed: int | None = 0,
 ) -> MultiLTTResult:
     """Several risks at once over a family with a finite second parameter θ (exact in λ).
 
@@ -775,6 +799,8 @@ def ltt_chains(
     lambda_min, lambda_max : the range of λ.
     objective : int
         The risk whose empirical value the choice minimises (see :class:`MultiLTTResult`).
+    seed : int or None
+        WSR's order of the cases (:func:`wsr_pvalue`).
 
     Returns
     -------
@@ -800,7 +826,7 @@ def ltt_chains(
         if len({s.n for s in steps}) != 1:
             raise SegcpError(f"configuration {k}: every risk needs the same calibration cases")
         res = [ltt_steps(s, alphas[j], level, pvalue=pvalue, order=orders[j], B=bounds[j],
-                         lambda_min=lambda_min, lambda_max=lambda_max) for j, s in enumerate(steps)]
+                         lambda_min=lambda_min, lambda_max=lambda_max, seed=seed) for j, s in enumerate(steps)]
         chains.append(res)
         if not all(r.feasible for r in res):
             regions.append((math.nan, math.nan))

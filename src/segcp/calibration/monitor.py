@@ -53,7 +53,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.calibration.crc import TOL
 from segcp.calibration.curves import LossCurves
-from segcp.calibration.ltt import certified, check_delta, wsr_bets, wsr_log_capital
+from segcp.calibration.ltt import (
+    certified,
+    check_delta,
+    unit_losses,
+    wsr_bets,
+    wsr_log_capital,
+)
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -174,14 +180,9 @@ def risk_track(losses: ArrayLike, alpha: float, delta: float = 0.05, *, B: float
     >>> track.alarm_at, round(float(track.upper[39]), 3)   # 40 perfect cases, then 20 failures
     (57, 0.129)
     """
-    if not (math.isfinite(B) and B > 0):
-        raise SegcpError(f"the loss bound B must be a positive number, got {B!r}")
-    x = np.asarray(losses, dtype=np.float64).ravel() / B
+    x = unit_losses(np.ravel(losses), B)
     if x.size == 0:
         raise SegcpError("risk monitoring needs at least one labelled case")
-    if np.any(np.isnan(x)) or np.any(x < -1e-12) or np.any(x > 1 + 1e-12):
-        raise SegcpError(f"losses must lie in [0, {B:g}]")
-    x = np.clip(x, 0.0, 1.0)
     d = check_delta(delta)
     log_threshold = math.log(2.0 / d)
     bets = wsr_bets(x, log_threshold, horizon=None, cap=_CS_CAP)
