@@ -77,9 +77,9 @@ def test_simple_jumper_is_a_martingale_of_uniform_pvalues():
 
 
 def test_risk_confidence_sequence_holds_at_every_time_and_alarms_under_harm():
-    delta, alpha = 0.1, 0.1
+    delta, alpha, repeats = 0.1, 0.1, 150
     missed, false, fired, delays = 0, 0, 0, []
-    for i in range(REPEATS):
+    for i in range(repeats):
         rng = np.random.default_rng((3, i))
         mu = [0.05, 0.1, 0.3][i % 3]
         x = rng.beta(1, (1 - mu) / mu, 200)  # continuous losses in [0, 1] with mean mu
@@ -94,9 +94,9 @@ def test_risk_confidence_sequence_holds_at_every_time_and_alarms_under_harm():
                 delays.append(track.alarm_at)
         else:
             false += track.alarm  # only when the lower bound passed a true risk ≤ α: a miss
-    assert missed / REPEATS <= bound(delta), missed / REPEATS
+    assert missed / repeats <= bound(delta, repeats), missed / repeats
     assert false <= missed
-    assert fired / (REPEATS // 3) >= 0.9
+    assert fired / (repeats // 3) >= 0.9
     assert np.median(delays) <= 100  # measured: median 36 cases for a risk of 0.3 against α = 0.1
     with pytest.raises(SegcpError, match="losses must lie in"):
         risk_track([1.5], 0.1)
