@@ -1,4 +1,5 @@
-"""Risk control: step-function loss curves, exact CRC and conformal quantiles, Learn then Test.
+"""Risk control: step-function loss curves, exact CRC and conformal quantiles, Learn then Test,
+and the statistics that monitor a deployed guarantee.
 
 Knows about λ, α, n and the bounds; knows nothing about images, files or torch.
 """
@@ -28,6 +29,12 @@ from segcp.calibration.ltt import (
     ltt_steps,
     wsr_pvalue,
 )
+from segcp.calibration.monitor import (
+    exchangeability_martingale,
+    required_lambda,
+    risk_track,
+    two_sample_shift,
+)
 
 __all__ = [
     "TOL",
@@ -41,12 +48,16 @@ __all__ = [
     "conformal_quantile",
     "coverage_quantile_score",
     "crc_lambda",
+    "exchangeability_martingale",
     "fnr_curve",
     "hb_pvalue",
     "ltt_chains",
     "ltt_grid",
     "ltt_steps",
     "min_calibration_size",
+    "required_lambda",
+    "risk_track",
+    "two_sample_shift",
     "wsr_pvalue",
     "zero_one_curve",
 ]
