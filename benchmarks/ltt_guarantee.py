@@ -53,7 +53,7 @@ from segcp.calibration import (
     ltt_grid,
     ltt_steps,
 )
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.losses import get_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,7 +261,7 @@ def _fixed_score() -> Callable[[np.ndarray, int], np.ndarray]:
 def acdc_lv(root: Path, confidences: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """ACDC LV RW-CP slices: probability maps (fixed score; with ``confidences`` scaled by 5 %,
     20 % or 100 % per image as in tests/test_guarantee_acdc.py), masks, patient groups."""
-    from segcp.data.tasks import get_task
+    from segcp.harness.datasets.tasks import get_task
 
     fixed_score = _fixed_score()
     probs, masks, groups = [], [], []
@@ -279,7 +279,7 @@ def acdc_lv(root: Path, confidences: bool = False) -> tuple[list[np.ndarray], li
 def busi(root: Path, factor: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[str]]:
     """BUSI: model-free probability maps of the masks downsampled by ``factor``, the masks, the
     near-duplicate groups and the classes (benign/malignant)."""
-    from segcp.data.tasks import get_task
+    from segcp.harness.datasets.tasks import get_task
 
     fixed_score = _fixed_score()
     task = get_task("busi", root=root)

@@ -44,7 +44,7 @@ from segcp.calibration.monitor import (
     risk_track,
     two_sample_shift,
 )
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.losses import get_loss
 
 SHIFTS = {
