@@ -101,8 +101,8 @@ def test_round_trip(tmp_path, capsys, fmt):
     assert set(res["per_image"]) == {f"img{i:03d}" for i in range(30)}
     assert res["undefined"]["hd95"] == 0
     if fmt == "nii.gz":
-        # Distances are in the file's physical units.
-        assert res["distance_units"].startswith("physical")
+        # Distances are in the file's physical units (NIfTI spacing: mm).
+        assert res["distance_units"] == "mm"
         pid = "img000"
         mask = np.asarray(nib.load(str(data / "masks" / f"{pid}.nii.gz")).dataobj).astype(bool)
         pred = np.asarray(nib.load(str(sets / f"{pid}.nii.gz")).dataobj).astype(bool)
