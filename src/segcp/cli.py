@@ -21,6 +21,7 @@ import sys
 import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
@@ -189,13 +190,15 @@ class SegcpGroup(TyperGroup):
 
 
 # ---------------------------------------------------------------------------- method options
+@dataclass
 class MethodFlag:
-    """One CLI flag of the set families (``--se``): the methods that declare it, its parameter
-    and declaration (the same in each of them: :func:`method_flags`)."""
+    """One CLI flag of the set families (``--se``): its parameter and declaration (the same in
+    each family that declares it: :func:`method_flags`) and those families."""
 
-    def __init__(self, flag: str, key: str, decl: "Param") -> None:
-        self.flag, self.key, self.decl = flag, key, decl
-        self.methods: list[str] = []
+    flag: str
+    key: str
+    decl: "Param"
+    methods: list[str] = field(default_factory=list)
 
 
 def method_flags() -> dict[str, MethodFlag]:
@@ -247,8 +250,7 @@ class MethodCommand(SegcpCommand):
             if method is None:
                 method = next(p.default for p in self.params if p.name == "method")
             ctx.meta[self.METHOD_OPTIONS] = self._method_options(ctx, str(method), rest)
-        super().parse_args(ctx, args)
-        return []
+        return super().parse_args(ctx, args)
 
     def _method_options(self, ctx: Any, method: str, rest: list[str]) -> dict[str, Any]:
         """The method's options among ``rest`` (what the command's parser did not take)."""
