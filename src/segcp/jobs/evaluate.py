@@ -22,6 +22,7 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, index_folder, read_array, suffixes, write_json
 from segcp.io.datadir import DataSpec, data_inputs
+from segcp.io.formats.base import SPACING_UNIT
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, map_ids, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
@@ -135,7 +136,7 @@ def _evaluate_calibrated(
         for k, (metrics, is_drawn) in enumerate(slot_rows):
             per[k][ident] = metrics
             drawn |= is_drawn
-    units = "physical (file spacing)" if any_spacing else "pixels"
+    units = SPACING_UNIT if any_spacing else "pixels"
     if cal.per_structure:
         structures = {}
         for s, cs, per_image in zip(cal.structures, models, per):
@@ -283,7 +284,7 @@ def _evaluate_sets(
         "segcp_version": __version__,
         "n": summary["n"],
         "label": label,
-        "distance_units": "physical (file spacing)" if any_spacing else "pixels",
+        "distance_units": SPACING_UNIT if any_spacing else "pixels",
         "mean": summary["mean"],
         "std": summary["std"],
         "undefined": summary["undefined"],
