@@ -1,17 +1,10 @@
 """`segcp benchmark`: the papers' tables, ablations and figures in one cached command (a front end of the engine).
 
-A TOML config (:mod:`segcp.engine.config`) names tasks (data directories or built-in
-synthetic data), methods (``segcp compare``'s spec syntax, tuned rows allowed), the baseline
-row, α, splits, calibration sizes, ablations and the sets-of-segmentations settings. The plan
-(:mod:`segcp.engine.plan`) runs on the engine (:mod:`segcp.engine.run`) against a
-content-keyed cache, so a second run recomputes only what is new, on any executor (this
-process, ``--workers N``, ``--scheduler ADDRESS``); the report (:mod:`segcp.report.benchmark`)
-is one folder put in place whole:
-
-``report.html`` (self-contained), ``report.md`` and the PNG figures it shows, ``results.json``
-(everything, with the config, the provenance, the commit and the timings), ``results.csv``
-(tidy: one row per task, method, calibration size, α, split and metric; the same rows are
-results.json's ``results``) and ``config.toml``.
+A TOML config (:mod:`segcp.engine.config`) becomes a plan, run by the engine against the
+content-keyed cache on any executor; the report is one folder put in place whole:
+``report.html`` (self-contained), ``report.md`` and its PNG figures, ``results.json``
+(everything, with the config, provenance, commit and timings), ``results.csv`` (the tidy rows)
+and ``config.toml``.
 """
 
 from __future__ import annotations
@@ -31,12 +24,12 @@ from segcp._version import __version__
 from segcp.engine.cache import BenchmarkCache
 from segcp.engine.config import PlanConfig, load_config, parse_config
 from segcp.engine.plan import Plan
-from segcp.engine.run import IN_PROCESS, Engine
+from segcp.engine.run import Engine
 from segcp.errors import SegcpError
-from segcp.parallel import Executor, open_executor
 from segcp.io import atomic_dir, check_output, read_json, to_jsonable, write_text
 from segcp.io.datadir import data_inputs
 from segcp.io.writers import check_dir_target
+from segcp.parallel import IN_PROCESS, Executor, open_executor
 
 __all__ = ["RESULT_SCHEMA", "git_commit", "load_config", "parse_config", "run_benchmark"]
 

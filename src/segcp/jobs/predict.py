@@ -1,10 +1,4 @@
-"""``segcp predict`` on a data directory: one prediction set per image, written atomically.
-
-A mask on the input's grid, or draws from a set of segmentations; a per-structure calibration
-writes one folder per structure (and, with ``--combined``, one bit-coded file per image). The
-map step runs on an executor (:mod:`segcp.parallel`) whose tasks read the images and write
-their sets themselves; ``--resume`` writes each set in place beside a manifest.
-"""
+"""``segcp predict`` on a data directory: one prediction set per image (per structure), written atomically."""
 
 from __future__ import annotations
 
@@ -26,7 +20,7 @@ from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.writers import TMP_PREFIX, check_dir_target
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
-from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Calibration, check_structures, read_calibration
 
 __all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
@@ -158,28 +152,21 @@ def predict_dir(
     overrides: dict[str, Any] | None = None,
     combined: bool = False,
     resume: bool = False,
-    executor: Executor | None = None,
+    executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
 ) -> list[Path]:
-    """Write one set per id, ``out/<id>``: a mask on the model output's grid — a uint8 NIfTI
-    with the input's affine and header when the input is NIfTI (or nnU-Net's NPZ + NIfTI), a
-    boolean ``.npy`` otherwise — or, for sets of segmentations, ``draws`` segmentations
-    (S, *spatial) drawn from it (``.npy``). A per-structure calibration writes one folder per
-    structure, ``out/<name>/<id>`` (and, with ``combined``, ``out/combined/<id>``: bit k set
-    where structure k's set holds the voxel; legend in ``out/structures.json``).
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid (in the input's
+    format when it has a geometry, else a boolean ``.npy``), or for sets of segmentations
+    ``draws`` segmentations (S, *spatial) drawn from it. A per-structure calibration writes
+    ``out/<name>/<id>`` (and with ``combined`` ``out/combined/<id>``: bit k set where structure
+    k's set holds the voxel; legend in ``out/structures.json``).
 
-    All sets are written into a temporary sibling folder that replaces ``out`` whole only when
-    every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
-    must not exist or be empty, unless ``overwrite`` (then the old folder is replaced, never
-    merged with). ``overrides``: run-time options of the family (e.g. the encoder's location).
-
-    ``resume``: each set is written into ``out`` itself, atomically, as soon as it is made, so
-    an interrupted run leaves only whole sets; rerunning with ``resume`` skips the sets that
-    are already there and whole (and were made by the same calibration and options: the
-    folder's hidden manifest) and makes the rest. ``executor``
-    (:func:`segcp.parallel.open_executor`; None: this process): tasks of ``chunk_size`` ids
-    whose workers read the files and write the sets themselves (``out`` must be on a file
-    system the workers see). Returns the paths of the sets, id by id (structure by structure).
+    The sets go into a temporary sibling folder that replaces ``out`` whole when every id
+    succeeded (``out`` must be new or empty, unless ``overwrite``); with ``resume`` each set is
+    written into ``out`` itself, atomically, and a rerun skips the whole sets made by the same
+    calibration and options (the folder's manifest). ``overrides``: run-time options of the
+    family. ``executor``: tasks of ``chunk_size`` ids whose workers read the files and write
+    the sets (``out`` on a file system they see). Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -207,7 +194,6 @@ def predict_dir(
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
     todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
-    ex = executor if executor is not None else InProcessExecutor()
     with folder_cm as folder:
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
@@ -215,7 +201,7 @@ def predict_dir(
         if combined:
             write_json(folder / LEGEND, {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)},
                                          "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
-        for _ in ex.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting",
+        for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting",
                             show_progress=show_progress, chunk_size=chunk_size):
             pass
     return [_set_path(out / sub, ident) for ident in ids for sub in subs]

@@ -1,13 +1,7 @@
-"""The tasks of a directory job: what they carry, and how workers read through them.
-
-A directory job (``calibrate``, ``predict``, ``evaluate``, ``compare``) maps over the ids of a
-data directory on an :class:`~segcp.parallel.Executor` — this process, a process pool or a
-Dask cluster, through the same code. Each task carries a :class:`Job` (file paths and method
-parameters, never arrays) and a chunk of ids; the worker reads the files itself
-(:meth:`Job.read`: one case per structure). Per-process caches hold what is costly to rebuild
-(the directory's index, the case reader; an encoder's weights live in the family's own cache),
-so each is built once per worker and job, not once per task; in this process the job reads
-through the client's own index and reader (:meth:`Job.share`), so nothing is indexed twice.
+"""What a directory job's tasks carry (:class:`Job`: paths and parameters, never arrays) and
+how workers read through it: the directory's index and the case reader are built once per
+process and job (not per task); in this process the job reads through the client's own
+(:meth:`Job.share`), so nothing is indexed twice.
 """
 
 from __future__ import annotations
@@ -26,10 +20,10 @@ from segcp.errors import SegcpError
 from segcp.io import CaseReader, DataDir
 from segcp.io.datadir import DataSpec
 from segcp.jobs.structures import split_case
-from segcp.parallel import map_ids, worker_threads
+from segcp.parallel import worker_threads
 from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "worker_family"]
 
 _KEEP = 4  # jobs remembered per process
 _datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
@@ -52,17 +46,12 @@ def datadir(data: DataSpec, token: str) -> DataDir:
 
 @dataclass(frozen=True)
 class Job:
-    """What every task of one directory job carries: where the files are and how to read them.
-
-    ``data`` is the job's :class:`~segcp.io.datadir.DataSpec` (a data directory, or per-kind
-    folders and name patterns such as an nnU-Net layout); ``family`` is a
-    :class:`~segcp.methods.SetFamily` (it pickles as its parameters; it says which folders and
-    which truth are read); ``label``, ``channels``, ``with_truth`` as for
-    :meth:`DataDir.reader`. ``structures`` (``--labels``): each id is read once as its class
-    stack (``channels``: ``"first"`` or ``"last"``) and split into one binary case per
-    structure; ``with_image`` then says whether images/ is read too. ``token`` identifies the
-    job, so that a worker indexes the directory once per job; ``version`` is the client's
-    segcp, which every worker must run.
+    """What every task of one directory job carries: ``data`` (a data directory or its folders),
+    ``family`` (it pickles as its parameters; it says which folders and truth are read),
+    ``label``, ``channels``, ``with_truth`` as for :meth:`DataDir.reader`; ``structures``
+    (``--labels``): each id read once as its class stack (``channels``) and split into one case
+    per structure, ``with_image`` whether images/ is read too. ``token`` names the job (a worker
+    indexes the directory once per job); ``version`` is the client's segcp, which workers must run.
     """
 
     data: DataSpec
@@ -141,11 +130,6 @@ def worker_family(family: Any) -> Any:
     not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
     n = worker_threads()
     return family if n is None else family.with_threads(n)
-
-
-def holds_label(case: Case) -> bool:
-    """Whether the case's mask holds the selected structure (for ``--label`` checks)."""
-    return bool(case.mask is not None and case.mask.any())
 
 
 def check_seed(seed: Any) -> int:
