@@ -22,7 +22,7 @@ def mean_se(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean of the finite values and its standard error (NaN with fewer than two)."""
     v = [x for x in values if x is not None and math.isfinite(x)]
     m, s = mean_std(v)
-    return m, s / math.sqrt(len(v))
+    return m, s / math.sqrt(len(v)) if len(v) > 1 else math.nan
 
 
 def aggregate(per_image: Mapping[str, Mapping[str, float]]) -> dict:
