@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.config import AblationConfig, PlanConfig
-from segcp.engine.tasks import Task, TaskView, open_task
+from segcp.engine.tasks import Task, TaskView, kind_of, open_task
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec
 
@@ -69,10 +69,6 @@ def families(spec: MethodSpec | TunedSpec) -> list[MethodSpec]:
     return list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
 
 
-def _kind_of(spec: MethodSpec | TunedSpec) -> str:
-    return "sets" if families(spec)[0].build().truth == "label_map" else "mask"
-
-
 class Plan:
     """Everything a config asks for, per task (``tasks``: already open tasks, e.g. cases in memory)."""
 
@@ -89,7 +85,7 @@ class Plan:
             if why is not None:
                 notes.append(f"{entry.label}: not run on this task ({why})")
                 continue
-            rows.append(Row(entry.label, entry.spec, _kind_of(entry.spec)))
+            rows.append(Row(entry.label, entry.spec, kind_of(families(entry.spec)[0].build())))
         mask_rows = [r for r in rows if r.kind == "mask"]
         views = [task.view(c) for r in mask_rows for c in families(r.spec) if task.can(c) is None]
         mask_view = max(views, key=lambda v: len(v.folders)) if views else None  # the widest: every row's inputs

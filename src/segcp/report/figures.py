@@ -41,21 +41,34 @@ def _plt() -> Any:
 
 def _finish_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, dpi: int) -> bytes:
     """Label, grid and legend one line chart, then render it (PNG bytes)."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
-def _png(fig: Any, dpi: int) -> bytes:
-    plt = _plt()
+def _png(fig: Any, dpi: int, title: str | None = None, top: float = 1.0, **layout: Any) -> bytes:
+    """Lay out (under the figure's ``title``, when given, the axes up to ``top``) and render as PNG bytes."""
+    if title is not None:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, top), **layout)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    _plt().close(fig)
     return buf.getvalue()
+
+
+def _bare(axes: Any) -> None:
+    """No ticks on these axes (image panels)."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _band(ax: Any, x: Any, y: Any, e: Any, k: int, label: str) -> None:
+    """A line of means with a shaded band of ± ``e``, in the k-th colour."""
+    ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=label)
+    ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
 
 
 def _colour(i: int) -> str:
@@ -122,12 +135,8 @@ def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dif
             ax = axes[r, 3 + len(methods) + j]
             ax.imshow(p["maps"][lab][box], cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"diffused ({lab})", fontsize=6)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.6)
-    return _png(fig, dpi)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.97, h_pad=0.6)
 
 
 def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
@@ -138,9 +147,7 @@ def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: 
         pts = sorted(pts, key=lambda t: -t[0])
         x = np.array([1 - a for a, _, _ in pts])
         y = np.array([v for _, v, _ in pts])
-        e = np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts])
-        ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=m)
-        ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
+        _band(ax, x, y, np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts]), k, m)
     return _finish_plot(fig, ax, "1 − α (target coverage)", "mean Dice of the sets", title, dpi)
 
 
@@ -161,7 +168,6 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
         ax.set_xlabel("α")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
@@ -194,7 +200,6 @@ def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.floa
     axes[1].set_xlabel("1 − λ (the probability level), log scale")
     axes[1].set_title("near λ = 1; dotted: λ̂ of split 0 at each α")
     axes[0].legend()
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
@@ -233,9 +238,7 @@ def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[flo
         ax.grid(alpha=0.3)
         if not numeric:
             ax.set_xticks(x, [str(v) for v in values])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return _png(fig, dpi)
+    return _png(fig, dpi, title, 0.93)
 
 
 def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]], dpi: int, title: str) -> bytes:
@@ -249,11 +252,7 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
             pts = sorted(mets.get(key, []))
             if not pts:
                 continue
-            S = np.array([p[0] for p in pts])
-            y = np.array([p[1] for p in pts])
-            e = np.nan_to_num(np.array([p[2] for p in pts]))
-            ax.plot(S, y, marker="o", ms=3, color=_colour(k), label=m)
-            ax.fill_between(S, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
+            _band(ax, np.array([p[0] for p in pts]), np.array([p[1] for p in pts]), np.nan_to_num(np.array([p[2] for p in pts])), k, m)
         ax.set_xscale("log")
         sizes = sorted({p[0] for mets in curves.values() for p in mets.get(key, [])})
         if sizes:
@@ -265,9 +264,7 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend()
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return _png(fig, dpi)
+    return _png(fig, dpi, title, 0.92)
 
 
 def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: NDArray[Any], draws: dict[str, NDArray[Any]], n_labels: int,
@@ -278,6 +275,10 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
     cols = 2 + (image is not None) + n
     fig, axes = plt.subplots(len(draws), cols, figsize=(1.3 * cols, 1.4 * len(draws) + 0.3), squeeze=False)
     cmap = plt.get_cmap("tab10", max(n_labels, 2))
+
+    def labels(ax: Any, a: Any) -> None:
+        ax.imshow(a, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+
     fg = [truth > 0, mean_argmax > 0]  # the structure, not the scattered pixels some draws add
     box = crop_box(fg, truth.shape, margin=0.6, minimum=64)
     truth, mean_argmax = truth[box], mean_argmax[box]
@@ -290,18 +291,13 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
             axes[r, c].imshow(image, cmap="gray")
             axes[r, c].set_title("image", fontsize=6)
             c += 1
-        axes[r, c].imshow(truth, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+        labels(axes[r, c], truth)
         axes[r, c].set_title("truth", fontsize=6)
-        axes[r, c + 1].imshow(mean_argmax, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+        labels(axes[r, c + 1], mean_argmax)
         axes[r, c + 1].set_title("argmax of mean", fontsize=6)
         for j in range(n):
-            ax = axes[r, c + 2 + j]
             if j < d.shape[0]:
-                ax.imshow(d[j], cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
-            ax.set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _png(fig, dpi)
+                labels(axes[r, c + 2 + j], d[j])
+            axes[r, c + 2 + j].set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.95)
