@@ -50,22 +50,21 @@ def git_commit() -> dict[str, Any]:
         return {"commit": None, "note": "git not available"}
 
 
+def _ours(results: Path) -> bool:
+    """Whether ``results`` is the results.json of a benchmark report."""
+    try:
+        return results.is_file() and read_json(results).get("schema") == RESULT_SCHEMA
+    except SegcpError:
+        return False
+
+
 def _check_out(out: Path, cfg: PlanConfig, replaceable: Sequence[str] = ()) -> None:
+    """``out`` must be new, empty, a previous report or hold only ``replaceable`` files, and no input."""
     for t in cfg.tasks:
         if isinstance(t.data, Path) and t.data.is_dir():
             check_output(out, [*data_inputs(t.data), t.data])
-    if out.is_dir() and any(out.iterdir()):
-        prev = out / "results.json"
-        ours = False
-        if prev.is_file():
-            try:
-                ours = read_json(prev).get("schema") == RESULT_SCHEMA
-            except SegcpError:
-                ours = False
-        if not ours and replaceable:
-            ours = all(p.name in replaceable for p in out.iterdir())
-        if not ours:
-            raise SegcpError(f"{out}: exists and is not a segcp benchmark report folder; choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not _ours(out / "results.json") and not (replaceable and all(p.name in replaceable for p in out.iterdir())):
+        raise SegcpError(f"{out}: exists and is not a segcp benchmark report folder; choose a new folder")
     check_dir_target(out, "overwrite")
 
 
@@ -79,7 +78,6 @@ def run_benchmark(
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
     command: str | None = None,
-    extra: dict[str, Any] | None = None,
     extend: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     replaceable: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def run_benchmark(
     ``executor``: where the per-image work runs (a config's deprecated ``jobs = N`` gives N local
     processes when it is this process). The folder is replaced whole at the end; an existing
     folder is replaced only if it is a previous benchmark report (or holds only ``replaceable``
-    files). ``extra`` and ``extend(result)`` add keys to results.json.
+    files). ``extend(result)`` adds keys to results.json.
     """
     from segcp.report.benchmark import TIDY_COLUMNS, build_documents, tidy_csv, tidy_rows
 
@@ -100,12 +98,9 @@ def run_benchmark(
     owned = cfg.jobs > 1 and executor.workers <= 1
     if owned:
         executor = open_executor(cfg.jobs, dask=False)
-    cache = BenchmarkCache(cache_dir, enabled=use_cache)
-    engine = Engine(cache, executor, show_progress=show_progress, chunk_size=chunk_size)
-    t0, c0 = time.perf_counter(), time.process_time()
-    plan = Plan(cfg)
-    engine.timings["reading the tasks (file hashes)"] = time.perf_counter() - t0
-    engine.cpu["reading the tasks (file hashes)"] = time.process_time() - c0
+    engine = Engine(BenchmarkCache(cache_dir, enabled=use_cache), executor, show_progress=show_progress, chunk_size=chunk_size)
+    with engine.stage("reading the tasks (file hashes)"):
+        plan = Plan(cfg)
     try:
         results = engine.run(plan)
     finally:
@@ -116,7 +111,7 @@ def run_benchmark(
         "started": started,
         "machine": f"{platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, Python {platform.python_version()})",
         "command": command or " ".join(["segcp", *sys.argv[1:]]),
-        "cache": cache.stats(),
+        "cache": engine.cache.stats(),
         "features": engine.features,
         "executor": executor.where,
         "workers": executor.workers,
@@ -124,11 +119,9 @@ def run_benchmark(
         "cpu": dict(engine.cpu),
         "seconds": time.perf_counter() - t_start,
     }
-    t0, c0 = time.perf_counter(), time.process_time()
-    doc, summaries = build_documents(cfg, plan, results, engine, meta, draw=out is not None)
-    meta["timings"]["report and figures"] = time.perf_counter() - t0
-    meta["cpu"]["report and figures"] = time.process_time() - c0
-    meta["seconds"] = time.perf_counter() - t_start
+    with engine.stage("report and figures"):
+        doc, summaries = build_documents(cfg, plan, results, engine, meta, draw=out is not None)
+    meta |= {"timings": dict(engine.timings), "cpu": dict(engine.cpu), "seconds": time.perf_counter() - t_start}
     tidy = tidy_rows(results, plan)
     keys = ("records", "model", "validity", "sets_records", "sets_validity", "seconds_per_image", "failures")
     result = {
@@ -149,7 +142,6 @@ def run_benchmark(
         "tidy_columns": TIDY_COLUMNS,
         "results": tidy,  # the tidy rows of results.csv
     }
-    result.update(extra or {})
     if extend is not None:
         result.update(extend(result))
     if out is not None:

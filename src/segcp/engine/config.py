@@ -1,24 +1,9 @@
-"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file, or built from `segcp compare`'s flags.
+"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file (docs/benchmark.md), or `segcp compare`'s flags.
 
-The TOML file is read with :mod:`tomllib` and validated here.
-
-Every key is checked (type, range, unknown keys) with a one-line error naming the file and
-the key. Paths are expanded (``~``, ``${VAR}`` and ``${VAR:-default}``) and resolved against
-the config file's folder. See docs/benchmark.md for the format; a minimal file::
-
-    title = "ACDC left ventricle"
-    splits = 20
-    n_cal = 20
-    alphas = [0.2, 0.1, 0.05]
-    methods = ["threshold@Standard CRC", "morph:se=cross@Consema", "rwcp:encoder=dinov2-small,threads=1@RW-CP"]
-    baseline = "Standard CRC"   # the row others are compared with (default: the first)
-
-    [[task]]
-    name = "acdc-lv"
-    data = "${SEGCP_PROBS:-../out/probs}/acdc-lv"
-
-(top-level keys come before the first table header: in TOML a key after ``[[task]]`` belongs
-to that task.)
+Every key of the file is checked (type, range, unknown keys) with a one-line error naming the
+file and the key; paths are expanded (``~``, ``${VAR}``, ``${VAR:-default}``) and resolved
+against the file's folder. (In TOML a key after ``[[task]]`` belongs to that task: top-level
+keys come first.)
 """
 
 from __future__ import annotations
@@ -134,11 +119,15 @@ class PlanConfig:
         return self.baseline if self.baseline is not None else (self.methods[0].label if self.methods else None)
 
 
+def _twice(names: list[str]) -> str | None:
+    """The first (sorted) name given twice, or None."""
+    return min((n for n in names if names.count(n) > 1), default=None)
+
+
 def unique_labels(labels: list[str], where: str) -> None:
     """One-line error when two rows share a label (their records would merge)."""
-    dup = sorted({n for n in labels if labels.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: label {dup[0]!r} is used twice; give each row its own @LABEL")
+    if (dup := _twice(labels)) is not None:
+        raise SegcpError(f"{where}: label {dup!r} is used twice; give each row its own @LABEL")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -146,11 +135,9 @@ def load_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SegcpError(f"{p}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SegcpError(f"{p}: the config is not UTF-8 text") from None
     return parse_config(text, p)
@@ -169,9 +156,8 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanC
         sys.stderr.write(f"segcp: warning: {where}: jobs is deprecated; use segcp benchmark --workers N\n")
     tasks = tuple(_task(t, where, i, base) for i, t in enumerate(r.tables("task", required=True)))
     names = [t.name for t in tasks]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: task name {dup[0]!r} is used twice")
+    if (dup := _twice(names)) is not None:
+        raise SegcpError(f"{where}: task name {dup!r} is used twice")
     methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True) or []))
     labels = [m.label for m in methods]
     unique_labels(labels, f"{where}: methods")

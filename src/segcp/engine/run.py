@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,7 +327,7 @@ class Engine:
         """Run every task of ``plan``; per task: ``records`` (one per row, calibration size, α and
         split), ``model`` (the base model's row per split), ``validity``, ``sets_records``,
         ``sets_validity``, ``seconds_per_image``, ``failures``, ``truth_sizes`` (per image)."""
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # planning: what the bar counts
         total = 0
         for tp in plan.tasks:
             for row in tp.rows:
@@ -345,22 +346,24 @@ class Engine:
     def _run_task(self, plan: Plan, tp: TaskPlan) -> dict[str, Any]:
         res: dict[str, Any] = {"records": [], "sets_records": [], "validity": [], "sets_validity": [], "seconds_per_image": {}, "failures": []}
         for row in tp.rows:
-            t0, c0 = time.perf_counter(), time.process_time()
-            if row.kind == "mask" and row.needs:
-                self._mask_row(plan, tp, row, res)
-            elif row.kind == "sets":
-                self._sets_row(plan, tp, row, res)
-            self.release()
-            self._time(f"{tp.task.name}: {row.label}", t0, c0)
+            with self.stage(f"{tp.task.name}: {row.label}"):
+                if row.kind == "mask" and row.needs:
+                    self._mask_row(plan, tp, row, res)
+                elif row.kind == "sets":
+                    self._sets_row(plan, tp, row, res)
+                self.release()
         if tp.mask_view is not None and tp.splits:
-            t0, c0 = time.perf_counter(), time.process_time()
-            res["model"], res["truth_sizes"] = self._model_rows(tp)
-            self._time(f"{tp.task.name}: model row", t0, c0)
+            with self.stage(f"{tp.task.name}: model row"):
+                res["model"], res["truth_sizes"] = self._model_rows(tp)
         return res
 
-    def _time(self, stage: str, t0: float, c0: float) -> None:
-        self.timings[stage] += time.perf_counter() - t0
-        self.cpu[stage] += time.process_time() - c0
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the wall and CPU (this process) seconds of the block to ``timings`` and ``cpu``."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        yield
+        self.timings[name] += time.perf_counter() - t0
+        self.cpu[name] += time.process_time() - c0
 
     # ------------------------------------------------------------------ pixel-set rows
     def _mask_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> None:

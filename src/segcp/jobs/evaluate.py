@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ from segcp.io.datadir import DataSpec, data_inputs
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
-from segcp.record import read_calibration
+from segcp.record import Calibration, read_calibration
 
 __all__ = ["evaluate_dir"]
 
 Metrics = dict[str, float]
 StrPath = str | os.PathLike[str]
+Run = Callable[[Callable[[Any], list[Any]], tuple[Any, ...], list[Any]], list[Any]]  # a map over chunks of items (map_ids)
 
 
 def read_set(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -104,37 +106,6 @@ def _units(any_spacing: bool) -> str:
     return "physical (file spacing)" if any_spacing else "pixels"
 
 
-def _evaluate_calibrated(calib: StrPath, data: StrPath | DataSpec, sets: StrPath | None, draws: int, seed: int, show_progress: bool, out: StrPath | None,
-                         overrides: dict[str, Any] | None, executor: Executor, chunk_size: int | None) -> dict[str, Any]:
-    """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
-    cal = read_calibration(calib, overrides)
-    models = calibrated_models(cal)
-    fam = models[0].method_
-    if out is not None:
-        check_output(out, [calib, *([sets] if sets is not None else []), *data_inputs(data)])
-    dd = DataDir(data)
-    job, ids = job_of(dd, cal, fam, with_truth=True, images=sets is None)
-    subs = [s.name for s in cal.structures] or [""]
-    if sets is not None and not cal.per_structure:
-        raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
-    set_files = _set_folders(Path(sets), subs, ids) if sets is not None else None
-    rows = map_ids(executor, _calibrated_chunk, (job, models, set_files, draws, seed), list(enumerate(ids)), "evaluating", show_progress, chunk_size)
-    per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows)} for k in range(len(subs))]
-    drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
-    units = _units(any(has for _, has in rows))
-    if cal.per_structure:
-        structures = {s.name: {"label": s.value, "lambda": cs.lambda_, "alpha": next(iter(cs.lambdas_))} | _summary(p)
-                      for s, cs, p in zip(cal.structures, models, per)}
-        overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
-        return {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units,
-                "mean_over_structures": overall, "structures": structures}
-    cs = models[0]
-    result = {"segcp_version": __version__, "method": fam.name, "params": fam.params(), "alpha": float(next(iter(cs.lambdas_))), "lambda": cs.lambda_,
-              "label": cal.label}
-    result |= {"beta": fam.agreement_level, "draws": draws} if drawn else {"distance_units": units}
-    return result | _summary(per[0])
-
-
 def _set_metrics(task: tuple[Job, bool, list[tuple[str, str]]]) -> list[tuple[Metrics, bool, bool]]:
     """Worker: per (id, set file), the metrics of the set against its mask (the model's own mask
     from probs/ when there), whether the mask holds the label, whether the spacing is known."""
@@ -155,8 +126,7 @@ def _set_metrics(task: tuple[Job, bool, list[tuple[str, str]]]) -> list[tuple[Me
     return out
 
 
-def _evaluate_sets(sets: StrPath | None, data: StrPath | DataSpec, label: int | None, out: StrPath | None, show_progress: bool, executor: Executor,
-                   chunk_size: int | None) -> dict[str, Any]:
+def _evaluate_sets(sets: StrPath | None, data: StrPath | DataSpec, label: int | None, out: StrPath | None, run: Run) -> dict[str, Any]:
     """Metrics of the sets of a ``predict`` folder against the masks."""
     if sets is None:
         raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (to make them on the fly)")
@@ -184,7 +154,7 @@ def _evaluate_sets(sets: StrPath | None, data: StrPath | DataSpec, label: int | 
         if channels and label is None:
             raise SegcpError(f"{dd.path('probs', ids[0])}: class-probability stack; pass --label L")
     head = (Job(dd.spec, None, label, channels).share(dd), has_probs)
-    rows = map_ids(executor, _set_metrics, head, [(i, str(set_files[i])) for i in ids], "evaluating", show_progress, chunk_size)
+    rows = run(_set_metrics, head, [(i, str(set_files[i])) for i in ids])
     if label is not None and not any(seen for _, seen, _ in rows):
         raise SegcpError(f"{dd.folder('masks')}: no mask holds label {label}; check --label")
     per_image = {ident: metrics for ident, (metrics, _, _) in zip(ids, rows)}
@@ -207,12 +177,45 @@ def evaluate_dir(sets: StrPath | None, data: StrPath | DataSpec, *, label: int |
     """
     seed = check_seed(seed)
     check_chunk_size(chunk_size)
-    if calib is not None:
-        if int(draws) < 1:
-            raise SegcpError(f"--draws must be at least 1, got {draws}")
-        result = _evaluate_calibrated(calib, data, sets, int(draws), seed, show_progress, out, overrides, executor, chunk_size)
+    if calib is not None and int(draws) < 1:
+        raise SegcpError(f"--draws must be at least 1, got {draws}")
+
+    def run(fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: list[Any]) -> list[Any]:
+        return map_ids(executor, fn, head, items, "evaluating", show_progress, chunk_size)
+
+    if calib is None:
+        result = _evaluate_sets(sets, data, label, out, run)
     else:
-        result = _evaluate_sets(sets, data, label, out, show_progress, executor, chunk_size)
+        result = _evaluate_calibrated(read_calibration(calib, overrides), data, sets, out, int(draws), seed, run)
     if out is not None:
         write_json(out, result)
     return result
+
+
+def _evaluate_calibrated(cal: Calibration, data: StrPath | DataSpec, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run) -> dict[str, Any]:
+    """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
+    models = calibrated_models(cal)
+    fam = models[0].method_
+    if out is not None:
+        check_output(out, [cal.path, *([sets] if sets is not None else []), *data_inputs(data)])
+    dd = DataDir(data)
+    job, ids = job_of(dd, cal, fam, with_truth=True, images=sets is None)
+    subs = [s.name for s in cal.structures] or [""]
+    if sets is not None and not cal.per_structure:
+        raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
+    set_files = _set_folders(Path(sets), subs, ids) if sets is not None else None
+    rows = run(_calibrated_chunk, (job, models, set_files, draws, seed), list(enumerate(ids)))
+    per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows)} for k in range(len(subs))]
+    drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
+    units = _units(any(has for _, has in rows))
+    if cal.per_structure:
+        structures = {s.name: {"label": s.value, "lambda": cs.lambda_, "alpha": next(iter(cs.lambdas_))} | _summary(p)
+                      for s, cs, p in zip(cal.structures, models, per)}
+        overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
+        return {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units,
+                "mean_over_structures": overall, "structures": structures}
+    cs = models[0]
+    result = {"segcp_version": __version__, "method": fam.name, "params": fam.params(), "alpha": float(next(iter(cs.lambdas_))), "lambda": cs.lambda_,
+              "label": cal.label}
+    result |= {"beta": fam.agreement_level, "draws": draws} if drawn else {"distance_units": units}
+    return result | _summary(per[0])

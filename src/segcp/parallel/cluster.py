@@ -81,10 +81,9 @@ def require_dask() -> Any:
 class DaskExecutor(Executor):
     """Map tasks over the workers of a ``distributed.Client``."""
 
-    def __init__(self, client: Any, *, own: bool = False, retries: int = 0, where: str | None = None) -> None:
-        """``client``: a connected ``distributed.Client`` (closed by :meth:`close` when ``own``);
-        ``retries``: reruns of a task that *raised* (a dead worker's tasks are always rerun)."""
-        self.client, self.own, self.retries = client, own, int(retries)
+    def __init__(self, client: Any, *, own: bool = False, where: str | None = None) -> None:
+        """``client``: a connected ``distributed.Client`` (closed by :meth:`close` when ``own``)."""
+        self.client, self.own = client, own
         self._started = contextlib.ExitStack()  # what local() started: its cluster, its scratch folder
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.where = where or f"the Dask cluster at {client.scheduler.address}"
@@ -145,7 +144,7 @@ class DaskExecutor(Executor):
 
         token = uuid.uuid4().hex[:12]
         name = getattr(fn, "__name__", "task").strip("_")
-        futures = [self.client.submit(fn, task, key=f"segcp-{name}-{token}-{i}", pure=False, retries=self.retries) for i, task in enumerate(tasks)]
+        futures = [self.client.submit(fn, task, key=f"segcp-{name}-{token}-{i}", pure=False, retries=0) for i, task in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}
         pending = {f.key: f for f in futures}
         done = distributed.as_completed(futures, with_results=True, loop=self.client.loop)
