@@ -40,11 +40,11 @@ def git_commit() -> dict[str, Any]:
     """The commit of the segcp source this runs from (and whether the tree had changes)."""
     src = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=10)
+        git, run = ["git", "-C", str(src), "rev-parse", "HEAD"], {"capture_output": True, "text": True, "timeout": 10}
+        head = subprocess.run(git, check=False, **run)
         if head.returncode != 0:
             return {"commit": None, "note": "not a git checkout"}
-        status = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--", "."],
-                                check=False, capture_output=True, text=True, timeout=10)
+        status = subprocess.run([*git[:3], "status", "--porcelain", "--untracked-files=no", "--", "."], check=False, **run)
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "note": "git not available"}
@@ -63,7 +63,8 @@ def _check_out(out: Path, cfg: PlanConfig, replaceable: Sequence[str] = ()) -> N
     for t in cfg.tasks:
         if isinstance(t.data, Path) and t.data.is_dir():
             check_output(out, [*data_inputs(t.data), t.data])
-    if out.is_dir() and any(out.iterdir()) and not _ours(out / "results.json") and not (replaceable and all(p.name in replaceable for p in out.iterdir())):
+    only_replaceable = bool(replaceable) and all(p.name in replaceable for p in out.iterdir())
+    if out.is_dir() and any(out.iterdir()) and not _ours(out / "results.json") and not only_replaceable:
         raise SegcpError(f"{out}: exists and is not a segcp benchmark report folder; choose a new folder")
     check_dir_target(out, "overwrite")
 
@@ -133,9 +134,9 @@ def run_benchmark(
         "config_path": str(cfg.path) if cfg.path else None,
         **meta,
         "tasks": [
-            {"name": tp.task.name, "title": tp.task.title, "units": tp.task.units, "provenance": tp.task.provenance, "notes": tp.notes,
-             "rows": [{"label": r.label, "kind": r.kind, "main": r.main, "ablation": r.ablation, "base": r.base, "spec": r.spec.to_dict()} for r in tp.rows],
-             **{k: res.get(k, []) for k in keys}}
+            {"name": tp.task.name, "title": tp.task.title, "units": tp.task.units, "provenance": tp.task.provenance, "notes": tp.notes}
+            | {"rows": [{k: getattr(r, k) for k in ("label", "kind", "main", "ablation", "base")} | {"spec": r.spec.to_dict()} for r in tp.rows]}
+            | {k: res.get(k, []) for k in keys}
             for tp, res in zip(plan.tasks, results)
         ],
         "summary": summaries,

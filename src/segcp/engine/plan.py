@@ -129,7 +129,8 @@ class Plan:
     def _ablation_base(rows: list[Row], ab: AblationConfig) -> Row | None:
         """``ablation.method``'s row, else the first row whose family declares every varied parameter."""
         for r in rows:
-            if ab.method is None and isinstance(r.spec, MethodSpec) and set(ab.params) <= set(type(r.spec.build()).declared()) or r.label == ab.method:
+            declares = ab.method is None and isinstance(r.spec, MethodSpec) and set(ab.params) <= set(type(r.spec.build()).declared())
+            if declares or r.label == ab.method:
                 return r if isinstance(r.spec, MethodSpec) else None
         return None
 

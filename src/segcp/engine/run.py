@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -304,7 +304,7 @@ class Engine:
         self._curves.clear()
         self._held.clear()
 
-    def choose(self, view: TaskView, tuned: TunedSpec, images: Sequence[int] | NDArray[np.int64], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    def choose(self, view: TaskView, tuned: TunedSpec, images: Iterable[int], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """The candidate of a tuned row that group K-fold CV on ``images`` (calibration images only)
         picks at ``alpha``, and the CV table (:func:`segcp.engine.select.select`)."""
         cands = list(tuned.candidates)
@@ -319,8 +319,8 @@ class Engine:
             return [criterion_value(tuned.criterion, measured[(c, images[j])][lam], truth[images[j]]) for c, j, lam in requests]
 
         curves = [self.curves(view, c)[0].take(images) for c in cands]
-        return select(curves, [c.estimator() for c in cands], [view.groups[i] for i in images], alpha, values, criterion=tuned.criterion,
-                      folds=tuned.folds, seed=tuned.seed + split)
+        ests, groups = [c.estimator() for c in cands], [view.groups[i] for i in images]
+        return select(curves, ests, groups, alpha, values, criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)
 
     # ------------------------------------------------------------------ a plan
     def run(self, plan: Plan) -> list[dict[str, Any]]:
@@ -337,7 +337,8 @@ class Engine:
                 fkey, tuned = self.family_key(row.spec), isinstance(row.spec, TunedSpec)
                 missing = [n for n in row.needs if not any(self.cache.has("records", fkey, k) for k in self._rkeys(tp, n, tuned))]
                 if missing:
-                    total += sum(not self.cache.has("curves", self.family_key(c), k) for c in families(row.spec) for k in tp.mask_view.keys)  # type: ignore[union-attr]
+                    assert tp.mask_view is not None  # a pixel-set row's view
+                    total += sum(not self.cache.has("curves", self.family_key(c), k) for c in families(row.spec) for k in tp.mask_view.keys)
                     total += len({int(i) for n in missing for i in tp.splits[n.n_cal][n.split][1]})
         self.timings["planning"] = time.perf_counter() - t0
         with Bar("segcp", max(total, 2), enabled=self.show_progress) as self.bar:
@@ -411,7 +412,8 @@ class Engine:
             for a in alphas:
                 k, table = self.choose(view, row.spec, cal, a, s)
                 lam = calibrate(cands[k].estimator(), curves[k].take(cal), [a])[a]
-                extra = {"chosen": chosen_label(cands[k].label, table, a), "candidate": k, "cv": [t["value"] for t in table], "cv_alpha": table[0]["alpha"]}
+                extra = {"chosen": chosen_label(cands[k].label, table, a), "candidate": k, "cv": [t["value"] for t in table]}
+                extra["cv_alpha"] = table[0]["alpha"]
                 lam_of.update({n: (k, lam, extra) for n in needs if n.alpha == a})
         work: dict[tuple[int, int], dict[float, bool]] = defaultdict(dict)  # (candidate, image) → λ: with surface metrics
         for n, (k, lam, _) in lam_of.items():
@@ -426,7 +428,8 @@ class Engine:
             if isinstance(lam, str):  # e.g. sets that never cover: no valid λ on this split
                 result = {"lambda": math.nan, "infeasible": lam, "level": n.level} | {m: math.nan for m in (*keys, *EXTRAS)}
             else:
-                result = {"lambda": lam, "level": n.level} | split_record([measured[(k, int(i))][lam] for i in test], [truth[int(i)] for i in test], keys)
+                per = [measured[(k, int(i))][lam] for i in test]
+                result = {"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys)
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
             self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
         return out
@@ -446,8 +449,8 @@ class Engine:
         out = {}
         for a in alphas:
             losses = curves.evaluate(lam[a])
-            out[a] = [(bool(np.isfinite(lam[a][s])), float(((1.0 - losses[test, s]) if covered else losses[test, s]).mean()))
-                      for s, (_, test) in enumerate(splits)]
+            means = [float(((1.0 - losses[test, s]) if covered else losses[test, s]).mean()) for s, (_, test) in enumerate(splits)]
+            out[a] = [(bool(np.isfinite(lam[a][s])), m) for s, m in enumerate(means)]
         return out
 
     def _validity(self, plan: Plan, tp: TaskPlan, row: Row, fkey: str) -> list[dict[str, Any]]:
@@ -518,7 +521,8 @@ class Engine:
             recs: dict[int, dict[str, Any]] = {}
             todo_draws = []
             for s, (cal, test) in enumerate(tp.sets_splits):
-                rkey = digest(["sets", a, sc.draws, list(sc.sizes), sc.draw_images, seed, s, [view.keys[i] for i in cal], [view.keys[i] for i in test]])
+                parts = [[view.keys[i] for i in cal], [view.keys[i] for i in test]]
+                rkey = digest(["sets", a, sc.draws, list(sc.sizes), sc.draw_images, seed, s, *parts])
                 rec = self.cache.get_record(fkey, rkey)
                 if rec is None:
                     rec = {"n_cal_actual": len(cal), "n_test": len(test)}
@@ -545,8 +549,8 @@ class Engine:
                        tp: TaskPlan) -> dict[str, Any]:
         """Coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all with λ̂ = ∞ where none is."""
         sc = plan.cfg.sets
-        out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits,
-                               "never": int(np.sum(~np.isfinite(scores) & (scores > 0)))}
+        never = int(np.sum(~np.isfinite(scores) & (scores > 0)))
+        out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits, "never": never}
         if sc.validity_splits:
             per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, plan.cfg.seed + 1, [a], covered=True)[a]
             out["infeasible"] = sum(not ok for ok, _ in per)

@@ -194,7 +194,8 @@ class DataDirTask(Task):
                 out["model_dice"] = {k: v for k, v in (rec.get("dice") or {}).items() if v is None or isinstance(v, (int, float, str))}
                 continue
             task = rec.get("task") or {}
-            out["export"] = {"task": task.get("name")} | {k: task.get(k) for k in ("dataset", "label", "root")} | {k: rec.get(k) for k in ("part", "seed")}
+            out["export"] = {"task": task.get("name"), "dataset": task.get("dataset"), "label": task.get("label"), "root": task.get("root")}
+            out["export"] |= {"part": rec.get("part"), "seed": rec.get("seed")}
             if task.get("description"):
                 out["description"] = task["description"]
         return out
@@ -266,8 +267,10 @@ class SyntheticTask(Task):
         self.units = "mm"
         self.provenance = {
             "kind": "built-in synthetic data",
-            "data": f"segcp.synthetic.make_phantoms(n={n}, shape=({size}, {size}), seed={self.seed}); sampled outputs: segcp.synthetic.phantom_samples (16 draws)",
-            "description": "SYNTHETIC phantoms with model-like probability maps of the LV cavity (label 3): the numbers show the mechanics, not clinical performance",
+            "data": f"segcp.synthetic.make_phantoms(n={n}, shape=({size}, {size}), seed={self.seed}); "
+            "sampled outputs: segcp.synthetic.phantom_samples (16 draws)",
+            "description": "SYNTHETIC phantoms with model-like probability maps of the LV cavity (label 3): "
+            "the numbers show the mechanics, not clinical performance",
             "groups_from": "segcp.synthetic (subjects, 2 slices each)",
         }
         self._samples: dict[int, Any] = {}

@@ -86,8 +86,8 @@ def calibrate_dir(
     (:mod:`segcp.jobs.structures`). Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
-    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, curve_form=curve_form, grid_size=grid_size,
-                            grid_max=grid_max)
+    forms = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, **forms)
     plan = cs.plan()
     check_chunk_size(chunk_size)
     dd = DataDir(data)
@@ -104,8 +104,8 @@ def calibrate_dir(
     check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
     accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
     present = [0] * job.slots
-    for i, (parts, counts) in executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress,
-                                                  chunk_size=chunk_size):
+    chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
+    for i, (parts, counts) in chunks:
         for k in range(job.slots):
             for acc, part in zip(accs[k], parts[k]):
                 acc.add(i, part)
@@ -115,16 +115,16 @@ def calibrate_dir(
         reader.require_label_seen()
     absent = [s for s, c in zip(job.structures, present) if c == 0]
     if absent:
-        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); "
-                         f"labels present: {', '.join(map(str, dd.labels_present(ids)))}")
+        present_labels = ", ".join(map(str, dd.labels_present(ids)))
+        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); labels present: {present_labels}")
     fitted = []
     for k, slot in enumerate(accs):
         est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
         est.calibrate_curves([acc.result() for acc in slot])
         accs[k] = []
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
-    record = job_record(fitted, label=label, channels=channels or False, source=source, data=describe_data(data), ids=ids,
-                        seconds=time.perf_counter() - t0, labels_from=labels_from)
+    where = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:
         write_json(out, record)
     return record

@@ -31,6 +31,7 @@ __all__ = ["evaluate_dir"]
 
 Metrics = dict[str, float]
 StrPath = str | os.PathLike[str]
+Data = StrPath | DataSpec
 Run = Callable[[Callable[[Any], list[Any]], tuple[Any, ...], list[Any]], list[Any]]  # a map over chunks of items (map_ids)
 
 
@@ -126,7 +127,7 @@ def _set_metrics(task: tuple[Job, bool, list[tuple[str, str]]]) -> list[tuple[Me
     return out
 
 
-def _evaluate_sets(sets: StrPath | None, data: StrPath | DataSpec, label: int | None, out: StrPath | None, run: Run) -> dict[str, Any]:
+def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: StrPath | None, run: Run) -> dict[str, Any]:
     """Metrics of the sets of a ``predict`` folder against the masks."""
     if sets is None:
         raise SegcpError("evaluate needs --sets DIR (sets from `segcp predict`) or --calib FILE (to make them on the fly)")
@@ -161,7 +162,7 @@ def _evaluate_sets(sets: StrPath | None, data: StrPath | DataSpec, label: int | 
     return {"segcp_version": __version__, "label": label, "distance_units": _units(any(has for _, _, has in rows))} | _summary(per_image)
 
 
-def evaluate_dir(sets: StrPath | None, data: StrPath | DataSpec, *, label: int | None = None, out: StrPath | None = None, show_progress: bool = True,
+def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, out: StrPath | None = None, show_progress: bool = True,
                  calib: StrPath | None = None, draws: int = 100, seed: int = 0, overrides: dict[str, Any] | None = None,
                  executor: Executor = IN_PROCESS, chunk_size: int | None = None) -> dict[str, Any]:
     """Metrics of prediction sets against the ground truth of a data directory.
@@ -192,7 +193,7 @@ def evaluate_dir(sets: StrPath | None, data: StrPath | DataSpec, *, label: int |
     return result
 
 
-def _evaluate_calibrated(cal: Calibration, data: StrPath | DataSpec, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run) -> dict[str, Any]:
+def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run) -> dict[str, Any]:
     """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
     models = calibrated_models(cal)
     fam = models[0].method_
@@ -209,13 +210,13 @@ def _evaluate_calibrated(cal: Calibration, data: StrPath | DataSpec, sets: StrPa
     drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
     units = _units(any(has for _, has in rows))
     if cal.per_structure:
-        structures = {s.name: {"label": s.value, "lambda": cs.lambda_, "alpha": next(iter(cs.lambdas_))} | _summary(p)
-                      for s, cs, p in zip(cal.structures, models, per)}
+        parts = (cal.structures, models, per)
+        structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p) for s, m, p in zip(*parts)}
         overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
-        return {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units,
-                "mean_over_structures": overall, "structures": structures}
+        head = {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units}
+        return head | {"mean_over_structures": overall, "structures": structures}
     cs = models[0]
-    result = {"segcp_version": __version__, "method": fam.name, "params": fam.params(), "alpha": float(next(iter(cs.lambdas_))), "lambda": cs.lambda_,
-              "label": cal.label}
+    result = {"segcp_version": __version__, "method": fam.name, "params": fam.params(), "alpha": float(next(iter(cs.lambdas_)))}
+    result |= {"lambda": cs.lambda_, "label": cal.label}
     result |= {"beta": fam.agreement_level, "draws": draws} if drawn else {"distance_units": units}
     return result | _summary(per[0])

@@ -127,8 +127,8 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
         old = read_json(mpath)
         if old != manifest:
             old = old if isinstance(old, dict) else {}
-            diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise SegcpError(f"{out}: its sets were made with another {', '.join(diff)}; --resume needs the same calibration and options (or --overwrite)")
+            diff = ", ".join(sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k)))
+            raise SegcpError(f"{out}: its sets were made with another {diff}; --resume needs the same calibration and options (or --overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     for sub in subs:

@@ -80,10 +80,9 @@ class Job:
 
     def reader(self) -> CaseReader:
         """The job's case reader in this process (built once per process and job)."""
-        reader = _readers.get(self)
-        if reader is None:
-            reader = _remember(_readers, self, self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels))
-        return reader
+        if (reader := _readers.get(self)) is None:
+            reader = self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels)
+        return _remember(_readers, self, reader)
 
     def share(self, dd: DataDir, reader: CaseReader | None = None) -> Job:
         """Let this process read through the client's own index (and reader) of the job."""

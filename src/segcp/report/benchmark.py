@@ -28,11 +28,18 @@ from segcp.specs import MethodSpec, TunedSpec
 
 __all__ = ["TIDY_COLUMNS", "build_documents", "tidy_csv", "tidy_rows"]
 
+Row = dict[str, Any]  # a record, summary or tidy row
+Rows = list[Row]
+
 #: The columns of the tidy results (results.csv, and results.json's "results").
 TIDY_COLUMNS = ["task", "method", "family", "n_cal", "alpha", "split", "metric", "value", "note"]
 #: The RW-CP paper's numbers of its ablation tables, by the parameter varied.
 PAPER_NUMBERS = {"beta": "Table 3", "kernel_beta": "Table 3", "steps": "Table 4", "k": "Fig. 3 data"}
 
+NOTE_FAILURES = (
+    "**{n} image score(s) failed with an internal error** and count as never in the set (score +∞; this can only make the calibrated sets "
+    "larger and the measured coverage lower):"
+)
 NOTE_TABLE1 = (
     "Mean ± std over {splits} random calibration/test splits (n = {n_cal} calibration images, whole groups) of the per-split mean over test "
     "images. Bold: best of the α block (lowest stretch, ASSD, HD95; highest DSC) among the rows feasible on every split; coverage is set by α "
@@ -105,15 +112,14 @@ class TaskReport:
                 self.sets_figures()
         fails = self.res.get("failures", [])
         if fails:
-            doc.p(f"**{len(fails)} image score(s) failed with an internal error** and count as never in the set (score +∞; this can only make the "
-                  "calibrated sets larger and the measured coverage lower):")
+            doc.p(NOTE_FAILURES.format(n=len(fails)))
             doc.items([f"{f['method']} (α = {f['alpha']:g}), {f['image']}: {f['error']}" for f in fails])
         doc.items([f"note: {n}" for n in self.tp.notes])
 
     def fig(self, name: str, png: bytes, caption: str) -> None:
         self.doc.figure(Figure(f"{self.slug}-{name}.png", png, caption))
 
-    def summary(self, n_cal: int, methods: Sequence[str], alphas: Sequence[float], baseline: str | None = None) -> dict[tuple[str, float], dict[str, Any]]:
+    def summary(self, n_cal: int, methods: Sequence[str], alphas: Sequence[float], baseline: str | None = None) -> dict[tuple[str, float], Row]:
         """The summaries (:func:`summarize`) of these rows at calibration size ``n_cal``, by (row, α)."""
         recs = [r for r in self.records if r["n_cal"] == n_cal and r["method"] in methods and r["alpha"] in alphas]
         return {(s["method"], s["alpha"]): s for s in summarize(recs, baseline)}
@@ -135,7 +141,7 @@ class TaskReport:
         rows = {x.label: x for x in self.mask_main}
         out = {}
         for r in self.records:
-            if r["method"] in rows and r["n_cal"] == self.cfg.n_cal and r["split"] == 0 and r["alpha"] == alpha and math.isfinite(r.get("lambda", math.nan)):
+            if r["method"] in rows and (r["n_cal"], r["split"], r["alpha"]) == (self.cfg.n_cal, 0, alpha) and math.isfinite(r.get("lambda", np.nan)):
                 spec = rows[r["method"]].spec
                 out[r["method"]] = (r["lambda"], spec.candidates[int(r.get("candidate", 0))] if isinstance(spec, TunedSpec) else spec)
         return out
@@ -164,13 +170,18 @@ class TaskReport:
         chosen = list({i: why for i, why in reversed(list(picks))}.items())[::-1][: cfg.figures.overlay_images]
         # the maps thresholded other than the raw probability (diffused, normalised): shown beside it
         probs = {i: np.asarray(cases[i].probs, dtype=float) for i, _ in chosen}
-        shown = [m for m in methods if lams[m][1].build().lambda_is_threshold
-                 and not all(np.allclose(maps[m][i], 1.0 - probs[i], rtol=0, atol=1e-12) for i, _ in chosen)]
-        panels = [{"id": cases[i].id, "note": why, "image": None if cases[i].image is None else np.asarray(cases[i].image, dtype=float),
-                   "truth": truths[i], "probs": probs[i], "sets": {m: maps[m][i] <= lams[m][0] for m in methods},
-                   "maps": {m: 1.0 - maps[m][i] for m in shown}, "dice": {m: dice[m][i] for m in methods}} for i, why in chosen]
+        raw = {m for m in methods if all(np.allclose(maps[m][i], 1.0 - probs[i], rtol=0, atol=1e-12) for i, _ in chosen)}
+        shown = [m for m in methods if lams[m][1].build().lambda_is_threshold and m not in raw]
+        panels = []
+        for i, why in chosen:
+            image = None if cases[i].image is None else np.asarray(cases[i].image, dtype=float)
+            sets = {m: maps[m][i] <= lams[m][0] for m in methods}
+            panels.append({"id": cases[i].id, "note": why, "image": image, "truth": truths[i], "probs": probs[i], "sets": sets})
+            panels[-1].update(maps={m: 1.0 - maps[m][i] for m in shown}, dice={m: dice[m][i] for m in methods})
         title = f"Fig. 1 — {self.task.name}: sets at α = {alpha:g} (split 0), truth contour in yellow"
-        how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss)" if cmp_ else f"with the best, median and worst Dice of {ref}"
+        how = f"with the best, median and worst Dice of {ref}"
+        if cmp_:
+            how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss)"
         self.fig("overlays", F.overlay_figure(panels, methods, shown, cfg.figures.dpi, title), NOTE_OVERLAYS.format(title=title, how=how))
         # set size against λ for the first image: the sensitivity diffusion is meant to remove
         i = chosen[0][0]
@@ -183,8 +194,8 @@ class TaskReport:
                 marks[m] = [(a, lm[0]) for a in cfg.alphas if (lm := self._split0(a).get(m)) is not None]
         if curves:
             title = f"{self.task.name} · {cases[i].id}: set size against λ"
-            self.fig("set-size-vs-lambda", F.set_size_figure(curves, marks, cfg.figures.dpi, title),
-                     NOTE_SET_SIZE.format(title=title, alphas=alpha_set(cfg.alphas)))
+            png = F.set_size_figure(curves, marks, cfg.figures.dpi, title)
+            self.fig("set-size-vs-lambda", png, NOTE_SET_SIZE.format(title=title, alphas=alpha_set(cfg.alphas)))
         self.engine.release()
 
     def dice_curve(self) -> None:
@@ -205,8 +216,8 @@ class TaskReport:
         for v in self.res["validity"]:
             rows.setdefault(v["method"], []).append((v["alpha"], v["fnr"], v["fnr_se"]))
         title = f"{self.task.name}: mean test FNR over {self.cfg.validity_splits} random splits"
-        self.fig("validity", F.validity_figure(rows, self.cfg.figures.dpi, title),
-                 f"{title} (from the loss curves; bars ± 3 SE). The guarantee is E[FNR] ≤ α: points on or below the dashed line.")
+        note = f"{title} (from the loss curves; bars ± 3 SE). The guarantee is E[FNR] ≤ α: points on or below the dashed line."
+        self.fig("validity", F.validity_figure(rows, self.cfg.figures.dpi, title), note)
 
     # ------------------------------------------------------------------ ablations
     def table_ncal(self) -> None:
@@ -234,18 +245,19 @@ class TaskReport:
                 continue
             bold = best_cells([s for _, s in summ], BEST)
             secs = [self.res["seconds_per_image"].get(r.label, math.nan) for r, _ in summ]
-            rows: list[list[Cell | str]] = [[str(r.ablation[1]), "base row" if r.label == r.base else r.label,  # type: ignore[index]  # an ablation row
-                                             *summary_cells(s, bold[j], self.units), fnr_cell(s, ab.alpha), fmt(secs[j])]
-                                            for j, (r, s) in enumerate(summ)]
+            values = [r.ablation[1] for r, _ in summ]  # type: ignore[index]  # an ablation row
+            rows: list[list[Cell | str]] = []
+            for j, (r, s) in enumerate(summ):
+                rows.append([str(values[j]), "base row" if r.label == r.base else r.label, *summary_cells(s, bold[j], self.units)])
+                rows[-1] += [fnr_cell(s, ab.alpha), fmt(secs[j])]
             header = [param, "row", *(h.format(u=self.units) for h in SUMMARY_HEADER), "test FNR ± SE", "score map, CPU s / image"]
             caption = f"{PAPER_NUMBERS.get(param, 'Table')} — {self.task.name}: {varied[0].base} with {param} varied, α = {ab.alpha:g}"
             self.doc.table(Table(caption, header, rows, NOTE_PARAMS.format(splits=self.cfg.splits, n_cal=self.cfg.n_cal)))
             if len(summ) >= 2 and self.draw:
                 stats = {k: [s.get(k, math.nan) for _, s in summ] for k in ("dice", "dice_std", "hd95", "hd95_std")} | {"seconds": secs}
                 title = f"{'Fig. 3 — ' if param == 'k' else ''}{self.task.name}: {varied[0].base}, {param} varied (α = {ab.alpha:g})"
-                values = [r.ablation[1] for r, _ in summ]  # type: ignore[index]  # an ablation row
-                self.fig(f"ablation-{param}", F.ablation_figure(param, values, stats, self.units, self.cfg.figures.dpi, title),
-                         f"{title}: mean Dice and HD95 (± std over splits) and the time per image of the score map.")
+                png = F.ablation_figure(param, values, stats, self.units, self.cfg.figures.dpi, title)
+                self.fig(f"ablation-{param}", png, f"{title}: mean Dice and HD95 (± std over splits) and the time per image of the score map.")
 
     # ------------------------------------------------------------------ sets of segmentations
     def _sets_records(self, label: str, alpha: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -269,20 +281,22 @@ class TaskReport:
 
                 v = val.get((r.label, a), {})
                 cov, se = v.get("coverage", math.nan), v.get("coverage_se", math.nan)
-                cov_cell = "–" if not math.isfinite(cov) else f"{cov:.3f} ± {se:.3f} {'✓' if cov >= 1 - a - 3 * se else '⚠'}" + (
-                    f" ({v['infeasible']} infeasible; all splits, λ̂ = ∞ there: {v['coverage_all']:.3f})" if v.get("infeasible") else "")
+                cov_cell = "–"
+                if math.isfinite(cov):
+                    cov_cell = f"{cov:.3f} ± {se:.3f} {'✓' if cov >= 1 - a - 3 * se else '⚠'}"
+                    cov_cell += f" ({v['infeasible']} infeasible; all splits, λ̂ = ∞ there: {v['coverage_all']:.3f})" if v.get("infeasible") else ""
                 secs = fmt(self.res["seconds_per_image"].get(f"{r.label} (α={a:g})"), 2)
-                rows.append([r.label, f"{a:g}", stat("lambda"), stat("coverage"), f"{len(rr) - len(ok)}/{len(rr)}", cov_cell,
-                             f"{v.get('never', 0)}/{n_images}", secs, stat("draw_cpu_seconds_per_image", 2)])
+                rows.append([r.label, f"{a:g}", stat("lambda"), stat("coverage"), f"{len(rr) - len(ok)}/{len(rr)}", cov_cell])
+                rows[-1] += [f"{v.get('never', 0)}/{n_images}", secs, stat("draw_cpu_seconds_per_image", 2)]
                 div_rows += [[r.label, f"{a:g}", str(S), stat(f"sec@{S}", 2), stat(f"chao@{S}", 0), stat(f"correlation@{S}")] for S in sc.sizes]
                 lams = [fmt(x.get("lambda")) if "infeasible" not in x else "infeasible" for x in sorted(rr, key=lambda x: x["split"])]
                 lam_rows.append([r.label, f"{a:g}", *lams])
-        header = ["method", "α", "λ̂ (mean ± std)", "coverage (test)", "infeasible splits", f"coverage over {sc.validity_splits} splits ± SE",
-                  "truths never in the set", "λ* CPU s / image", "draws CPU s / image"]
+        header = ["method", "α", "λ̂ (mean ± std)", "coverage (test)", "infeasible splits", f"coverage over {sc.validity_splits} splits ± SE"]
+        header += ["truths never in the set", "λ* CPU s / image", "draws CPU s / image"]
         caption = f"{name}: sets of segmentations (CONSIGN, pixel-wise APS), {n_splits} splits of {n_images} images"
         self.doc.table(Table(caption, header, rows, NOTE_SETS.format(draws=sc.draws)))
-        header = ["method", "α", "S", "SEC", "Chao1", "|corr|"]
-        self.doc.table(Table(f"{name}: the drawn segmentations against the number of draws S", header, div_rows, NOTE_DRAWS.format(images=sc.draw_images)))
+        caption = f"{name}: the drawn segmentations against the number of draws S"
+        self.doc.table(Table(caption, ["method", "α", "S", "SEC", "Chao1", "|corr|"], div_rows, NOTE_DRAWS.format(images=sc.draw_images)))
         self.doc.table(Table(f"{name}: λ̂ per split (CONSIGN's Tables 3/4)", ["method", "α"] + [f"split {s}" for s in range(n_splits)], lam_rows))
 
     def sets_figures(self) -> None:
@@ -297,9 +311,8 @@ class TaskReport:
                 if math.isfinite(m):
                     curves[r.label].setdefault(key, []).append((S, m, s if math.isfinite(s) else 0.0))
         title = f"{self.task.name}: drawn segmentations against the number of draws S (α = {a:g})"
-        self.fig("sets-diversity", F.diversity_figure(curves, self.cfg.figures.dpi, title),
-                 f"{title} — CONSIGN's Figs. 2–4: Chao1, SEC and mean |correlation|, mean ± std over splits; CONSIGN (K = 2, 5) against pixel-wise "
-                 "APS when all are in the plan.")
+        note = f"{title} — CONSIGN's Figs. 2–4: Chao1, SEC and mean |correlation|, mean ± std over splits; CONSIGN (K = 2, 5) against pixel-wise"
+        self.fig("sets-diversity", F.diversity_figure(curves, self.cfg.figures.dpi, title), note + " APS when all are in the plan.")
         # a row of draws from each calibrated set, for one test image of split 0
         view = self.tp.sets_view
         assert view is not None
@@ -335,21 +348,22 @@ def _provenance_lines(tp: TaskPlan) -> list[str]:
     inf = p.get("infer") or {}
     if src := inf.get("source") or {}:
         samples = f", {inf['samples'].get('n')} {inf['samples'].get('scheme')} samples" if inf.get("samples") else ""
-        lines.append(f"model outputs: `segcp infer --task {src.get('task')} --split {src.get('split')}` (split seed {src.get('split_seed')}){samples}")
-    lines += [f"model: `{m.get('path')}` (task {m.get('task')}, dropout {m.get('dropout')}, seed {m.get('seed')}, validation Dice "
-              f"{fmt(m.get('val_dice'))}, segcp {m.get('segcp_version')})" for m in p.get("models", [])]
+        run = f"`segcp infer --task {src.get('task')} --split {src.get('split')}` (split seed {src.get('split_seed')})"
+        lines.append(f"model outputs: {run}{samples}")
+    for m in p.get("models", []):
+        lines.append(f"model: `{m.get('path')}` (task {m.get('task')}, dropout {m.get('dropout')}, seed {m.get('seed')}, validation Dice ")
+        lines[-1] += f"{fmt(m.get('val_dice'))}, segcp {m.get('segcp_version')})"
     if d := p.get("model_dice") or {}:
         lines.append("model Dice (segcp infer): " + ", ".join(f"{k} {fmt(v)}" for k, v in d.items()))
     if ex := p.get("export") or {}:
-        lines.append(f"images and truth: `segcp` export of task {ex.get('task')} ({ex.get('dataset')}, label {ex.get('label')}) from "
-                     f"`{ex.get('root')}`, part {ex.get('part')}, seed {ex.get('seed')}")
+        lines.append(f"images and truth: `segcp` export of task {ex.get('task')} ({ex.get('dataset')}, label {ex.get('label')}) from ")
+        lines[-1] += f"`{ex.get('root')}`, part {ex.get('part')}, seed {ex.get('seed')}"
     lines.append(f"distances in {tp.task.units}" + (" (the files store no spacing)" if tp.task.units == "pixels" else " (the data's spacing)"))
     return lines + [f"note: {n}" for n in tp.notes]
 
 
-def build_documents(cfg: PlanConfig, plan: Plan, results: list[dict[str, Any]], engine: Engine, meta: dict[str, Any],
-                    draw: bool = True) -> tuple[Document, list[dict[str, Any]]]:
-    """The report (one document, every task) and the summary rows of results.json."""
+def build_documents(cfg: PlanConfig, plan: Plan, results: Rows, engine: Engine, meta: dict[str, Any], draw: bool = True) -> tuple[Document, Rows]:
+    """(the report: one :class:`Document`, every task; the summary rows of results.json)."""
     doc = Document(cfg.title)
     doc.section("first")
     doc.h(1, cfg.title)
@@ -357,22 +371,22 @@ def build_documents(cfg: PlanConfig, plan: Plan, results: list[dict[str, Any]], 
         doc.p(cfg.description)
     commit, cache = meta["commit"], meta["cache"]
     ctext = (commit.get("commit") or f"unknown ({commit.get('note')})") + (" with uncommitted changes" if commit.get("dirty") else "")
-    doc.p(f"segcp {__version__}, commit `{ctext}`; run {meta['started']} on {meta['machine']}; computed in {meta['seconds']:.0f} s "
-          f"(cache `{cache['root']}`: {cache['hits']['records']} split records reused, {cache['misses']['records']} computed).")
+    reuse = f"(cache `{cache['root']}`: {cache['hits']['records']} split records reused, {cache['misses']['records']} computed)."
+    doc.p(f"segcp {__version__}, commit `{ctext}`; run {meta['started']} on {meta['machine']}; computed in {meta['seconds']:.0f} s {reuse}")
     doc.p(f"Command: `{meta['command']}`")
     doc.h(3, "Data")
     for tp in plan.tasks:
         doc.items(_provenance_lines(tp))
     doc.h(3, "Plan")
     ab = cfg.ablation
-    doc.items([
-        f"{cfg.splits} random calibration/test splits per task (seed {cfg.seed}), whole groups on one side; calibration size n = {cfg.n_cal}",
-        f"α ∈ {alpha_set(cfg.alphas)} (Table 1); Dice curve at α ∈ {alpha_set(sorted(set(cfg.alphas) | set(cfg.curve_alphas)))}",
-        "methods: " + "; ".join(f"`{m.text}`" for m in cfg.methods) + f"; baseline: {cfg.baseline_label}",
-        *([f"ablations at α = {ab.alpha:g}: n ∈ {list(ab.n_cal)}; " + "; ".join(f"{k} ∈ {list(v)}" for k, v in ab.params.items())] if ab else []),
-    ])
+    items = [f"{cfg.splits} random calibration/test splits per task (seed {cfg.seed}), whole groups on one side; calibration size n = {cfg.n_cal}"]
+    items.append(f"α ∈ {alpha_set(cfg.alphas)} (Table 1); Dice curve at α ∈ {alpha_set(sorted(set(cfg.alphas) | set(cfg.curve_alphas)))}")
+    items.append("methods: " + "; ".join(f"`{m.text}`" for m in cfg.methods) + f"; baseline: {cfg.baseline_label}")
+    if ab:
+        items.append(f"ablations at α = {ab.alpha:g}: n ∈ {list(ab.n_cal)}; " + "; ".join(f"{k} ∈ {list(v)}" for k, v in ab.params.items()))
+    doc.items(items)
     doc.pre(cfg.text, None)
-    summaries: list[dict[str, Any]] = []
+    summaries: Rows = []
     for tp, res in zip(plan.tasks, results):
         tr = TaskReport(doc, cfg, tp, res, engine, draw)
         tr.write()
@@ -382,11 +396,12 @@ def build_documents(cfg: PlanConfig, plan: Plan, results: list[dict[str, Any]], 
     doc.p(f"Seconds per stage in this run (on {meta['executor']}; CPU: this process only; work found in the cache costs only its reading):")
     doc.table(Table("timings", ["stage", "wall s", "CPU s"], [[k, f"{v:.1f}", fmt(meta["cpu"].get(k), 1)] for k, v in meta["timings"].items()]))
     if meta.get("features"):
-        doc.p("Encoder features computed or read in this run: " + "; ".join(f"{v['images']} images in {v['seconds']:.1f} s" for v in meta["features"].values()))
+        done = "; ".join(f"{v['images']} images in {v['seconds']:.1f} s" for v in meta["features"].values())
+        doc.p(f"Encoder features computed or read in this run: {done}")
     return doc, summaries
 
 
-def tidy_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+def tidy_rows(results: Rows, plan: Plan) -> Rows:
     """One row per (task, method, calibration size, α, split, metric)."""
     out: list[dict[str, Any]] = []
     fam_of = {(tp.task.name, r.label): r.spec.method if isinstance(r.spec, MethodSpec) else "tuned:" + r.spec.candidates[0].method
@@ -397,9 +412,9 @@ def tidy_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]
 
     for res in results:
         for r in res["records"]:
-            family = fam_of.get((r["task"], r["method"]), "")
-            add(r, family, r["n_cal"], r["alpha"], [m for m in ("lambda", *METRICS, "set_size", *EXTRAS) if m in r],
-                r.get("chosen") or ("infeasible" if "infeasible" in r else ""))
+            metrics = [m for m in ("lambda", *METRICS, "set_size", *EXTRAS) if m in r]
+            note = r.get("chosen") or ("infeasible" if "infeasible" in r else "")
+            add(r, fam_of.get((r["task"], r["method"]), ""), r["n_cal"], r["alpha"], metrics, note)
         for r in res.get("model", []):
             add(r, "model", r["n_cal"], "", (*METRICS, "set_size", *EXTRAS), "")
         for r in res["sets_records"]:
@@ -408,12 +423,13 @@ def tidy_rows(results: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]
     return out
 
 
-def tidy_csv(rows: list[dict[str, Any]]) -> str:
+def tidy_csv(rows: Rows) -> str:
     """The tidy rows as CSV text (floats written exactly: ``repr``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         v = r["value"]
-        w.writerow(r | {"value": "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v)) if isinstance(v, float) else v})
+        text = "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v)) if isinstance(v, float) else v
+        w.writerow(r | {"value": text})
     return buf.getvalue()

@@ -34,8 +34,7 @@ def _plt() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-                         "xtick.labelsize": 7, "ytick.labelsize": 7})
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7})
     return plt
 
 
@@ -160,8 +159,8 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
     for ax, (key, title) in zip(axes, panels):
         for k, mth in enumerate(dict.fromkeys(r["method"] for r in summary)):
             rows = sorted((r for r in summary if r["method"] == mth), key=lambda r: r["alpha"])
-            ax.errorbar([r["alpha"] for r in rows], [r[key] for r in rows], yerr=[r.get(f"{key}_std", 0.0) for r in rows], marker="o",
-                        capsize=3, color=_colour(k), label=mth)
+            x, y, err = [r["alpha"] for r in rows], [r[key] for r in rows], [r.get(f"{key}_std", 0.0) for r in rows]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=_colour(k), label=mth)
         if key == "fnr":
             xs = np.sort(np.asarray(alphas, dtype=float))
             ax.plot(xs, xs, "k--", lw=1, label="α")
@@ -211,8 +210,8 @@ def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int,
     for k, (m, pts) in enumerate(rows.items()):
         pts = sorted(pts)
         x = np.array([a for a, _, _ in pts]) * (1 + 0.02 * (k - len(rows) / 2))
-        ax.errorbar(x, [f for _, f, _ in pts], yerr=[3 * (s if math.isfinite(s) else 0) for _, _, s in pts], marker="o", ms=3, capsize=2,
-                    color=_colour(k), label=m, lw=0.8)
+        err = [3 * (s if math.isfinite(s) else 0) for _, _, s in pts]
+        ax.errorbar(x, [f for _, f, _ in pts], yerr=err, marker="o", ms=3, capsize=2, color=_colour(k), label=m, lw=0.8)
         alphas += [a for a, _, _ in pts]
     if alphas:
         xs = np.linspace(0, max(alphas) * 1.1, 10)

@@ -91,8 +91,8 @@ def fnr_cell(row: Mapping[str, Any], alpha: float) -> Cell:
     if not _finite(f):
         return Cell("–")
     mark = "" if ok is None else (" ✓" if ok else " ⚠")
-    return Cell(f"{f:.3f} ± {se:.3f}{mark}" if _finite(se) else f"{f:.3f}{mark}",
-                title=f"mean test FNR over splits ± its standard error; ✓: ≤ α + 3 SE = {alpha + 3 * (se or 0):.3f}")
+    title = f"mean test FNR over splits ± its standard error; ✓: ≤ α + 3 SE = {alpha + 3 * (se or 0):.3f}"
+    return Cell(f"{f:.3f} ± {se:.3f}{mark}" if _finite(se) else f"{f:.3f}{mark}", title=title)
 
 
 def _validity_cell(v: Mapping[str, Any] | None) -> Cell:
@@ -100,8 +100,8 @@ def _validity_cell(v: Mapping[str, Any] | None) -> Cell:
         return Cell("–")
     ok = v["fnr"] <= v["alpha"] + 3 * (v["fnr_se"] if math.isfinite(v["fnr_se"]) else 0)
     inf = f" ({v['infeasible']} infeasible)" if v.get("infeasible") else ""
-    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}",
-                title=f"mean test FNR over {v['splits']} random splits from the loss curves, ± its standard error")
+    title = f"mean test FNR over {v['splits']} random splits from the loss curves, ± its standard error"
+    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}", title=title)
 
 
 def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int]]) -> dict[int, set[str]]:
@@ -120,7 +120,7 @@ def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int
 
 def summary_cells(s: Mapping[str, Any], bold: set[str], units: str) -> list[Cell | str]:
     """λ̂, coverage, stretch, DSC, ASSD, HD95 of a summary row (bold: the block's best)."""
-    return [_ms(s, "lambda"), _ms(s, "coverage"), *(Cell(_ms(s, k, d), k in bold) for k, d in (("stretch", 2), ("dice", 3), ("assd", 2), ("hd95", 2)))]
+    return [_ms(s, "lambda"), _ms(s, "coverage"), *(Cell(_ms(s, k, d), k in bold) for k, d in BEST)]
 
 
 def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any], alphas: Sequence[float], units: str,
@@ -131,8 +131,8 @@ def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Map
     against ``baseline``; bold marks the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
     header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, "DSC win", "HD95 win"]
-    rows: list[list[Cell | str]] = [[Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2),
-                                     _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * len(val), "", ""]]
+    model_row = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2), _ms(model, "hd95", 2)]
+    rows: list[list[Cell | str]] = [[*model_row, _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + 2)]]
     for a in alphas:
         block = [s for s in summary if s["alpha"] == a]
         bold = best_cells(block, BEST)
@@ -148,9 +148,9 @@ def empty_truth_table(caption: str, summary: Sequence[Mapping[str, Any]], model:
     """On images without the structure: the fraction whose set is not empty and its mean area."""
     rows: list[list[Cell | str]] = [[MODEL_ROW, "–", _pct(model.get("empty_hit")), fmt(model.get("empty_fp"), 1)]]
     rows += [[s["method"], f"{s['alpha']:g}", _pct(s.get("empty_hit")), _ms(s, "empty_fp", 1)] for s in summary]
-    return Table(caption, ["method", "α", "set not empty", "false-positive area (px)"], rows,
-                 "Mean over splits of the test images' values: the fraction of images without the structure whose set is not "
-                 "empty, and the set's mean area in pixels (false positives).")
+    note = ("Mean over splits of the test images' values: the fraction of images without the structure whose set is not empty, and the set's "
+            "mean area in pixels (false positives).")
+    return Table(caption, ["method", "α", "set not empty", "false-positive area (px)"], rows, note)
 
 
 def chosen_note(summary: Sequence[Mapping[str, Any]]) -> str:
@@ -158,5 +158,5 @@ def chosen_note(summary: Sequence[Mapping[str, Any]]) -> str:
     chosen = [s for s in summary if s.get("chosen")]
     if not chosen:
         return ""
-    return "Settings chosen by cross-validation on each split's calibration images (number of splits): " + "; ".join(
-        f"{s['method']} at α = {s['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in s["chosen"].items()) for s in chosen) + "."
+    each = "; ".join(f"{s['method']} at α = {s['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in s["chosen"].items()) for s in chosen)
+    return f"Settings chosen by cross-validation on each split's calibration images (number of splits): {each}."
