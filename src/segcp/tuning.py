@@ -21,12 +21,11 @@ from segcp.calibration import check_alpha
 from segcp.cases import Case
 from segcp.engine.cache import BenchmarkCache
 from segcp.engine.run import Engine
-from segcp.engine.select import check_criterion
 from segcp.engine.tasks import CasesTask, Task
 from segcp.errors import SegcpError
 from segcp.parallel import IN_PROCESS, Executor
 from segcp.progress import Bar
-from segcp.specs import CRITERIA, MethodSpec, TunedSpec
+from segcp.specs import CRITERIA, MethodSpec, TunedSpec, check_criterion
 
 __all__ = ["CRITERIA", "TuneResult", "TunedSpec", "tune", "tune_task"]
 

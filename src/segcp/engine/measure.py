@@ -1,15 +1,9 @@
 """Every per-split quantity, defined once: an image's metrics at many λ, a split's means and counts.
 
-:class:`MaskEvaluator` measures one image's nested sets C_λ = {r ≤ λ} at many λ (a split needs
-one λ̂ per α): the work that does not depend on λ is done once — the sorted scores (|C_λ| and
-|C_λ ∩ Y| are two binary searches: coverage, FNR, stretch, Dice), the distance map of the
-truth's surface (set → truth distances are a lookup) — and each λ costs one erosion on the
-bounding box of C_λ ∪ Y and a k-d tree query of the truth's surface voxels among the set's.
-Its values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``: the same
-integer counts; the same distances to 1e-12 (tested; bit for bit on a unit spacing, while a
-physical spacing can change the last bit, the two computations rounding differently).
-:func:`split_record` turns a split's per-image metrics into its record (means, undefined
-counts, empty sets); :func:`criterion_value` is a tuning criterion of one image's set.
+:class:`MaskEvaluator` gives ``evaluate_set(scores <= λ, …)``'s values at many λ (the same counts;
+distances to 1e-12): what does not depend on λ is done once (sorted scores: |C_λ| and |C_λ ∩ Y|
+are binary searches; the truth surface's distance map), each λ costs an erosion of the bounding
+box and a k-d tree query.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from segcp.metrics import METRICS
+from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
 __all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "split_record"]
@@ -31,11 +25,9 @@ __all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
 
-#: What a split records besides the per-image metrics' means (:data:`segcp.metrics.METRICS`):
-#: where the structure is present, the fraction of images whose set is empty (HD95 and ASSD
-#: are undefined there and left out of their means, so a method that misses images can look
-#: better on HD95); where it is absent (empty masks, e.g. the basal and apical slices of a
-#: whole ACDC stack), the fraction of images whose set is not empty and its mean area.
+#: What a split records besides the metrics' means: on images with the structure, the fraction
+#: whose set is empty (HD95/ASSD are left out there); on images without it, the fraction whose set
+#: is not empty and its mean area.
 EXTRAS: dict[str, str] = {
     "missed": "fraction of test images with a structure whose set is empty (HD95/ASSD undefined, left out of their means)",
     "empty_hit": "fraction of test images without the structure whose set is not empty",
@@ -45,9 +37,7 @@ EXTRAS: dict[str, str] = {
 
 def nanmean(values: Sequence[float]) -> float:
     """The mean of the finite values (NaN when there is none)."""
-    a = np.asarray(values, dtype=float)
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if a.size else float("nan")
+    return mean_std(values)[0]
 
 
 def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], keys: Sequence[str] = METRICS) -> dict[str, Any]:

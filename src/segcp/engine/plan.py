@@ -1,13 +1,7 @@
-"""The plan of a run: per task, its rows and what each must measure.
-
-A :class:`PlanConfig` (`segcp benchmark`'s TOML file, or `segcp compare`'s flags) becomes, per
-task, a :class:`TaskPlan`: the rows (each method setting, its ablation variants), the
-calibration/test splits of every calibration size (:func:`segcp.engine.splits.random_cal_test_splits`,
-whole groups on one side) and, per row, its *needs*: one (calibration size, α, split,
-metrics) each. Nothing here names a method: the baseline row is the config's ``baseline``
-(default the first row), the ablation's base row its ``ablation.method`` (default the first
-row whose family declares every varied parameter), and a row is a pixel-set row or a
-sets-of-segmentations row by the truth its family is calibrated against.
+"""The plan of a run: per task its rows (settings and ablation variants), the group-aware splits of
+every calibration size and, per row, its *needs* (calibration size, α, split, metrics). Nothing
+here names a method: the baseline is the config's choice, the ablation's base row its
+``ablation.method`` (else the first row whose family declares every varied parameter).
 """
 
 from __future__ import annotations

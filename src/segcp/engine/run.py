@@ -28,14 +28,14 @@ from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
-from segcp.engine.measure import EXTRAS, OVERLAP, MaskEvaluator, criterion_value, split_record
+from segcp.engine.measure import EXTRAS, OVERLAP, MaskEvaluator, criterion_value, nanmean, split_record
 from segcp.engine.plan import Need, Plan, Row, TaskPlan, families
 from segcp.engine.select import calibrate, chosen_label, select
 from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import TaskView, ViewRef, view_of
 from segcp.errors import SegcpError
 from segcp.jobs import worker_family
-from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, mean_se, mean_std, sampled_coverage
+from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, mean_se, sampled_coverage
 from segcp.parallel import Executor, map_ids
 from segcp.progress import Bar
 from segcp.specs import MethodSpec, TunedSpec
@@ -51,10 +51,6 @@ MODEL = "model (p ≥ 0.5)"
 def bound_family(spec: MethodSpec, alpha: float) -> Any:
     """The family of a sets-of-segmentations row as calibrated at ``alpha``."""
     return spec.estimator(alpha).family.bind_alpha(alpha)
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    return mean_std(values)[0]
 
 
 def _num(v: Any) -> float:
@@ -119,25 +115,25 @@ def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[
     return out
 
 
-Wants = list[tuple[int, list[tuple[float, bool]]]]  # per family index: the (λ, with surface metrics) to measure
+Work = dict[int, dict[float, bool]]  # per family index: the λ to measure at (value: with the surface metrics)
+Metrics = dict[str, float]
 
 
-def _measure_task(job: tuple[ViewRef, list[FamilyRef], list[tuple[int, str, bool, Wants]]]) -> list[tuple[int, Any, list[list[dict[str, float]]]]]:
+def _measure_task(job: tuple[ViewRef, list[FamilyRef], list[tuple[int, str, bool, Work]]]) -> list[tuple[int, Any, dict[int, dict[float, Metrics]]]]:
     """Per image: its truth's size, the model mask's metrics (when asked) and each family's set metrics at each λ."""
     ref, fams, items = job
     view = view_of(ref)
     ests = [_estimator(f.spec) for f in fams]
     out = []
-    for i, key, model, wants in items:
+    for i, key, model, work in items:
         case = view.case(i)
         truth = case.mask
         assert truth is not None  # a pixel-set case, read with its truth
-        m = evaluate_set(case.model_mask, truth, case.model_mask, case.spacing) if model else None
-        got = []
-        for k, lams in wants:
+        got = {}
+        for k, lams in work.items():
             ev = MaskEvaluator(_scores(fams[k], ests[k], key, view, i), truth, case.model_mask, case.spacing)
-            got.append([ev.evaluate(lam, surface=surface) for lam, surface in lams])
-        out.append((int(np.count_nonzero(truth)), m, got))
+            got[k] = {lam: ev.evaluate(lam, surface=surface) for lam, surface in lams.items()}
+        out.append((int(np.count_nonzero(truth)), evaluate_set(case.model_mask, truth, case.model_mask, case.spacing) if model else None, got))
     return out
 
 
@@ -184,7 +180,7 @@ def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int,
                 m[f"sec@{S}"] = sampled_coverage(draws[:S], case.label_map, float(fam.agreement_level))
                 m[f"correlation@{S}"] = mean_abs_correlation(draws[:S], case.n_labels if case.samples is not None else None)
             per.append(m)
-        rec: dict[str, Any] = {key: _nanmean([p[key] for p in per]) for key in (per[0] if per else [])}
+        rec: dict[str, Any] = {key: nanmean([p[key] for p in per]) for key in (per[0] if per else [])}
         out.append(rec | {"draw_images": [view.ids[i] for i in pick], "draw_cpu_seconds_per_image": t_draw / max(len(pick), 1)})
     return out
 
@@ -270,26 +266,18 @@ class Engine:
         done["seconds"] += time.perf_counter() - t0
 
     def measure(self, view: TaskView, specs: Sequence[MethodSpec], work: dict[tuple[int, int], dict[float, bool]], model: Sequence[int] = (),
-                advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, dict[str, float]]], dict[int, int], dict[int, dict[str, float]]]:
+                advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, Metrics]], dict[int, int], dict[int, Metrics]]:
         """Measure sets on the executor, each image read once: ``work[(k, i)]`` gives the λ at
         which to measure ``specs[k]``'s set of image ``i`` (value: with the surface metrics);
         ``model``: images whose model mask to measure. Returns (metrics per (k, i) and λ, the
         truth size of every image measured, the model metrics)."""
-        per_image: dict[int, Wants] = defaultdict(list)
+        per_image: dict[int, Work] = defaultdict(dict)
         for (k, i), lams in sorted(work.items()):
-            per_image[i].append((k, sorted(lams.items())))
-        items = [(i, view.keys[i], i in set(model), per_image.get(i, [])) for i in sorted(set(per_image) | set(model))]
-        got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), items, advance)
-        measured: dict[tuple[int, int], dict[float, dict[str, float]]] = {}
-        truth: dict[int, int] = {}
-        models: dict[int, dict[str, float]] = {}
-        for (i, _, _, wants), (n_truth, m, metrics) in zip(items, got):
-            truth[i] = n_truth
-            if m is not None:
-                models[i] = m
-            for (k, asked), ms in zip(wants, metrics):
-                measured[(k, i)] = {lam: x for (lam, _), x in zip(asked, ms)}
-        return measured, truth, models
+            per_image[i][k] = lams
+        images = sorted(set(per_image) | set(model))
+        got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), [(i, view.keys[i], i in model, per_image[i]) for i in images], advance)
+        measured = {(k, i): ms for i, (_, _, per) in zip(images, got) for k, ms in per.items()}
+        return measured, {i: g[0] for i, g in zip(images, got)}, {i: g[1] for i, g in zip(images, got) if g[1] is not None}
 
     def scores(self, view: TaskView, spec: MethodSpec, i: int) -> NDArray[np.float64]:
         """One image's score map in this process (figures)."""
@@ -387,8 +375,8 @@ class Engine:
         """The mean CPU seconds of a setting's score maps (of the first 64 images, when from the cache)."""
         fkey = self.family_key(spec)
         if fkey in self._curves:
-            return _nanmean(self._curves[fkey][1])
-        return _nanmean([h[1] for key in view.keys[:64] if (h := self.cache.get_curve(fkey, key)) is not None])
+            return nanmean(self._curves[fkey][1])
+        return nanmean([h[1] for key in view.keys[:64] if (h := self.cache.get_curve(fkey, key)) is not None])
 
     def _measure_needs(self, tp: TaskPlan, row: Row, missing: list[Need]) -> dict[Need, dict[str, Any]]:
         """Calibrate every missing need and measure its test sets (each image once)."""
@@ -517,7 +505,7 @@ class Engine:
             curves = LossCurves.concat([h[0] for h in hits])
             scores = curves.zero_one_scores()
             assert scores is not None  # 0/1 curves: one step each
-            res["seconds_per_image"][f"{row.label} (α={a:g})"] = _nanmean([h[1] for h in hits])
+            res["seconds_per_image"][f"{row.label} (α={a:g})"] = nanmean([h[1] for h in hits])
             recs: dict[int, dict[str, Any]] = {}
             todo_draws = []
             for s, (cal, test) in enumerate(tp.sets_splits):

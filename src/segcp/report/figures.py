@@ -1,8 +1,4 @@
-"""The benchmark's figures (matplotlib, Agg), each returned as PNG bytes.
-
-Every function takes plain data (arrays, dicts of means) so that the report can be rebuilt
-from results; distance axes carry the data's units (its spacing, or "pixels").
-"""
+"""The benchmark's figures (matplotlib, Agg) from plain data, each as PNG bytes; distance axes in the data's units."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The benchmark report: one self-contained HTML file (figures embedded) and the same in Markdown.
-
-The HTML needs nothing else: no scripts, no fonts, no network; figures are PNG ``data:`` URIs;
-a print stylesheet starts each task on a new page and keeps tables and figures whole. The
-Markdown refers to the same figures as PNG files beside it.
+"""The benchmark report: one self-contained HTML file (figures as PNG ``data:`` URIs, no scripts, a
+print stylesheet: each task on a new page) and the same in Markdown (figures as files beside it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Summaries of split records over splits: mean ± std, the guarantee check, win rates.
-
-"Wins" has one meaning everywhere (`segcp compare`, `segcp benchmark`, `segcp demo`): the
-fraction of splits in which a row's set beats the **baseline row**'s at the same α and
-calibration size — a higher Dice (``dice_win``), a lower HD95 (``hd95_win``). The baseline is
-a plan choice (``baseline`` in a benchmark config; the first ``-m`` of `segcp compare`).
+"""Summaries of split records over splits: mean ± std, the guarantee check, and win rates — one
+meaning everywhere: the fraction of splits in which a row's Dice is higher (HD95 lower) than the
+**baseline row**'s at the same α (a plan choice: the config's ``baseline``, compare's first ``-m``).
 """
 
 from __future__ import annotations
@@ -22,12 +19,8 @@ __all__ = ["model_summary", "summarize"]
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
     """Mean ± std over splits per (method, α); win rates against ``baseline``.
 
-    Besides the metrics, ``missed``, ``empty_hit`` and ``empty_fp`` (:data:`~segcp.engine.measure.EXTRAS`).
-    ``fnr_se`` is the standard error of the mean test FNR over splits, so the guarantee check
-    is ``fnr <= alpha + 3 * fnr_se``. ``infeasible`` counts splits where no λ satisfied the
-    bound (e.g. Consema with empty predictions); they are excluded from the means, and the
-    report says how many. ``dice_win`` / ``hd95_win``: fraction of splits where the
-    method's Dice is higher / HD95 lower than the baseline's at the same α.
+    ``fnr_se``: the standard error of the mean test FNR (the check: ``fnr <= alpha + 3 * fnr_se``,
+    ``valid``); ``infeasible``: splits where no λ met the bound, left out of the means.
     """
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
