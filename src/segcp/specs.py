@@ -60,6 +60,11 @@ class MethodSpec:
         """The family of this setting (validated)."""
         return self.estimator().family
 
+    @property
+    def candidates(self) -> tuple[MethodSpec, ...]:
+        """The settings a row of this spec calibrates: itself (a :class:`TunedSpec`: its candidates)."""
+        return (self,)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["guarantee"] is None:

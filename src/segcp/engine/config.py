@@ -203,20 +203,16 @@ def expand_path(raw: str, base: Path, where: str) -> Path:
 
 def _task(t: dict[str, Any], where: str, i: int, base: Path) -> TaskConfig:
     r = _Reader(t, where, f"task[{i}].")
-    name = r.text("name", None)
+    name = r.typed("name", "str")
     if not name:
         raise SegcpError(f"{where}: task[{i}] needs a name")
-    data = r.text("data", None)
-    label = r.integer("label", None)
-    title = r.text("title", None)
+    data, label, title = r.typed("data", "str"), r.typed("label", "int"), r.typed("title", "str")
     options: dict[str, Any] = {}
     if data is None:
         if name not in NAMED_TASKS:
             raise SegcpError(f"{where}: task {name!r}: give data = \"DIR\" (a data directory), or use a named task ({', '.join(NAMED_TASKS)})")
-        options = {"n": r.integer("n", 200, low=40), "seed": r.integer("seed", 0, low=0), "size": r.integer("size", 128, low=32)}
-        path = None
-    else:
-        path = expand_path(data, base, f"{where}: task {name!r}")
+        options = {"n": r.typed("n", "int", 40) or 200, "seed": r.typed("seed", "int", 0) or 0, "size": r.typed("size", "int", 32) or 128}
+    path = None if data is None else expand_path(data, base, f"{where}: task {name!r}")
     r.done()
     return TaskConfig(name=name, data=path, label=label, title=title, options=options)
 
@@ -226,7 +222,7 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
         text, only = m, None
     elif isinstance(m, dict):
         r = _Reader(m, where, f"methods[{i}].")
-        text = r.text("spec", None)
+        text = r.typed("spec", "str")
         if not text:
             raise SegcpError(f"{where}: methods[{i}] needs spec = \"NAME[:KEY=VALUE,...][@LABEL]\"")
         only_list = r.array("tasks", required=False)
@@ -240,7 +236,7 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
         raise SegcpError(f"{where}: methods[{i}] must be a string or a table, got {m!r}")
     try:
         spec = parse_spec(text)
-        for c in spec.candidates if isinstance(spec, TunedSpec) else [spec]:
+        for c in spec.candidates:
             c.build()  # validates the family and its parameters
     except SegcpError as exc:
         raise SegcpError(f"{where}: methods[{i}] {text!r}: {exc}") from None
@@ -283,18 +279,6 @@ class _Reader:
         if extra:
             raise SegcpError(f"{self.where}: unknown key {self.prefix}{extra[0]} (known here: {', '.join(sorted(self.seen))})")
 
-    def text(self, key: str, default: Any) -> Any:
-        v = self._get(key)
-        if v is not None and not isinstance(v, str):
-            raise self._err(key, "a string", v)
-        return default if v is None else v
-
-    def integer(self, key: str, default: int | None, low: int | None = None) -> Any:
-        v = self._get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low)):
-            raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
-        return default if v is None else int(v)
-
     def _alpha(self, key: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < 1.0) or not math.isfinite(float(v)):
             raise self._err(key, "a risk level in (0, 1)", v)
@@ -302,13 +286,15 @@ class _Reader:
 
     def typed(self, key: str, kind: str, low: int | None = None) -> Any:
         """The value of ``key`` checked as a field of type ``kind`` (None when absent)."""
-        if kind.startswith("str"):
-            return self.text(key, None)
-        if kind.startswith("int"):
-            return self.integer(key, None, low)
         v = self._get(key)
-        if v is None or kind == "float":
-            return None if v is None else self._alpha(key, v)
+        if v is not None and kind.startswith("str") and not isinstance(v, str):
+            raise self._err(key, "a string", v)
+        if v is not None and kind.startswith("int") and (isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low)):
+            raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
+        if v is None or kind.startswith(("str", "int")):
+            return v
+        if kind == "float":
+            return self._alpha(key, v)
         if kind == "tuple[int, ...]":
             if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < (low or 1) for x in v):
                 raise self._err(key, f"a list of integers >= {low or 1}", v)

@@ -18,7 +18,7 @@ from segcp.engine.tasks import Task, TaskView, kind_of, open_task
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec
 
-__all__ = ["Need", "Plan", "Row", "TaskPlan", "families"]
+__all__ = ["Need", "Plan", "Row", "TaskPlan"]
 
 Split = tuple[NDArray[np.int64], NDArray[np.int64]]
 
@@ -58,11 +58,6 @@ class TaskPlan:
     n_cal_values: list[int]
 
 
-def families(spec: MethodSpec | TunedSpec) -> list[MethodSpec]:
-    """The settings a row calibrates: itself, or a tuned row's candidates."""
-    return list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
-
-
 class Plan:
     """Everything a config asks for, per task (``tasks``: already open tasks, e.g. cases in memory)."""
 
@@ -75,16 +70,16 @@ class Plan:
         notes: list[str] = []
         rows: list[Row] = []
         for entry in cfg.methods_for(task.name):
-            why = task.can(families(entry.spec)[0])
+            why = task.can(entry.spec.candidates[0])
             if why is not None:
                 notes.append(f"{entry.label}: not run on this task ({why})")
                 continue
-            rows.append(Row(entry.label, entry.spec, kind_of(families(entry.spec)[0].build())))
+            rows.append(Row(entry.label, entry.spec, kind_of(entry.spec.candidates[0].build())))
         mask_rows = [r for r in rows if r.kind == "mask"]
-        views = [task.view(c) for r in mask_rows for c in families(r.spec) if task.can(c) is None]
+        views = [task.view(c) for r in mask_rows for c in r.spec.candidates if task.can(c) is None]
         mask_view = max(views, key=lambda v: len(v.folders)) if views else None  # the widest: every row's inputs
         sets_row = next((r for r in rows if r.kind == "sets"), None)
-        sets_view = task.view(families(sets_row.spec)[0], cfg.sets.max_images) if sets_row is not None else None
+        sets_view = task.view(sets_row.spec.candidates[0], cfg.sets.max_images) if sets_row is not None else None
         splits: dict[int, list[Split]] = {}
         n_cal_values: list[int] = []
         if mask_rows and mask_view is not None:

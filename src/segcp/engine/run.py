@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from segcp.calibration import LossCurves
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
 from segcp.engine.measure import EXTRAS, OVERLAP, MaskEvaluator, criterion_value, nanmean, split_record
-from segcp.engine.plan import Need, Plan, Row, TaskPlan, families
+from segcp.engine.plan import Need, Plan, Row, TaskPlan
 from segcp.engine.select import calibrate, chosen_label, select
 from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import TaskView, ViewRef, view_of
@@ -326,7 +326,7 @@ class Engine:
                 missing = [n for n in row.needs if not any(self.cache.has("records", fkey, k) for k in self._rkeys(tp, n, tuned))]
                 if missing:
                     assert tp.mask_view is not None  # a pixel-set row's view
-                    total += sum(not self.cache.has("curves", self.family_key(c), k) for c in families(row.spec) for k in tp.mask_view.keys)
+                    total += sum(not self.cache.has("curves", self.family_key(c), k) for c in row.spec.candidates for k in tp.mask_view.keys)
                     total += len({int(i) for n in missing for i in tp.splits[n.n_cal][n.split][1]})
         self.timings["planning"] = time.perf_counter() - t0
         with Bar("segcp", max(total, 2), enabled=self.show_progress) as self.bar:
@@ -364,7 +364,7 @@ class Engine:
         missing = [n for n, rec in found.items() if rec is None]
         if missing:
             found.update(self._measure_needs(tp, row, missing))
-        res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, families(row.spec)[0])
+        res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, row.spec.candidates[0])
         for need in row.needs:
             rec = {m: (_num(v) if m in (*METRICS, *EXTRAS, "lambda", "set_size") else v) for m, v in found[need].items()}  # type: ignore[union-attr]
             res["records"].append({"task": tp.task.name, "method": row.label, "n_cal": need.n_cal, "alpha": need.alpha, "split": need.split} | rec)
@@ -383,7 +383,7 @@ class Engine:
         view = tp.mask_view
         assert view is not None
         tuned = isinstance(row.spec, TunedSpec)
-        cands = families(row.spec)
+        cands = list(row.spec.candidates)
         curves = [self.curves(view, c)[0] for c in cands]
         lam_of: dict[Need, tuple[int, float | str, dict[str, Any]]] = {}  # need → (candidate, λ̂ or why not, what the record adds)
         by_split: dict[tuple[int, int], list[Need]] = defaultdict(list)

@@ -143,7 +143,7 @@ class TaskReport:
         for r in self.records:
             if r["method"] in rows and (r["n_cal"], r["split"], r["alpha"]) == (self.cfg.n_cal, 0, alpha) and math.isfinite(r.get("lambda", np.nan)):
                 spec = rows[r["method"]].spec
-                out[r["method"]] = (r["lambda"], spec.candidates[int(r.get("candidate", 0))] if isinstance(spec, TunedSpec) else spec)
+                out[r["method"]] = (r["lambda"], spec.candidates[int(r.get("candidate", 0))])
         return out
 
     def overlays(self) -> None:
