@@ -1,10 +1,6 @@
-"""`segcp benchmark`: the papers' tables, ablations and figures in one cached command (a front end of the engine).
-
-A TOML config (:mod:`segcp.engine.config`) becomes a plan, run by the engine against the
-content-keyed cache on any executor; the report is one folder put in place whole:
-``report.html`` (self-contained), ``report.md`` and its PNG figures, ``results.json``
-(everything, with the config, provenance, commit and timings), ``results.csv`` (the tidy rows)
-and ``config.toml``.
+"""`segcp benchmark`: a TOML config (:mod:`segcp.engine.config`) run by the engine against its cache, on
+any executor; the report folder is put in place whole: ``report.html``, ``report.md`` and its figures,
+``results.json`` (everything), ``results.csv`` (tidy rows) and ``config.toml``.
 """
 
 from __future__ import annotations
@@ -82,13 +78,9 @@ def run_benchmark(
     extend: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     replaceable: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run a benchmark config and (with ``out``) write its report folder; returns results.json's content.
-
-    ``executor``: where the per-image work runs (a config's deprecated ``jobs = N`` gives N local
-    processes when it is this process). The folder is replaced whole at the end; an existing
-    folder is replaced only if it is a previous benchmark report (or holds only ``replaceable``
-    files). ``extend(result)`` adds keys to results.json.
-    """
+    """Run a config and (with ``out``) write its report folder, replaced whole (an existing one only if a report,
+    or of ``replaceable`` files); returns results.json's content, with ``extend(result)``'s keys. A config's
+    deprecated ``jobs = N`` gives N local processes when ``executor`` is this process."""
     from segcp.report.benchmark import TIDY_COLUMNS, build_documents, tidy_csv, tidy_rows
 
     t_start = time.perf_counter()

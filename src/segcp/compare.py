@@ -1,8 +1,5 @@
-"""`segcp compare`: methods over repeated group-aware calibration/test splits — a one-task plan of the engine.
-
-The plan of `segcp benchmark` with one task, these rows and α, and nothing else
-(:mod:`segcp.engine`): the same records and numbers, executors and cache. :func:`compare_dir`
-reads a data directory and writes its report folder (:mod:`segcp.report.compare`).
+"""`segcp compare`: a one-task plan of the engine (:mod:`segcp.engine`) from its flags — the records and
+numbers of `segcp benchmark` on the same plan; :func:`compare_dir` also writes its report folder.
 """
 
 from __future__ import annotations
@@ -45,16 +42,13 @@ def comparison(
     cache: BenchmarkCache | None = None,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
-    """Calibrate and evaluate every method at every α over ``n_splits`` random group splits of
-    ``task`` with ``n_cal`` calibration images. Returns ``splits`` (the engine's records), ``model``
-    (the model's own mask, mean ± std over splits) and ``summary`` (win rates against the first
-    method). A tuned row chooses per split and α by group K-fold CV on the calibration images only.
-    """
+    """Every method at every α over ``n_splits`` group splits of ``task`` (``n_cal`` calibration images):
+    ``splits`` (the records), ``model`` and ``summary`` (wins against the first method)."""
     alphas = [check_alpha(a) for a in alphas]
     unique_labels([s.label for s in specs], "compare: -m")
     entries = tuple(MethodEntry(s.label, s) for s in specs)
-    cfg = PlanConfig(seed=seed, splits=n_splits, n_cal=n_cal, alphas=tuple(alphas), validity_splits=0, methods=entries,
-                     tasks=(task.cfg,) if task.cfg is not None else ())
+    tasks = (task.cfg,) if task.cfg is not None else ()
+    cfg = PlanConfig(seed=seed, splits=n_splits, n_cal=n_cal, alphas=tuple(alphas), validity_splits=0, methods=entries, tasks=tasks)
     plan = Plan(cfg, [task])
     tp = plan.tasks[0]
     for r in tp.rows:
@@ -98,8 +92,7 @@ def compare_dir(
     cache_dir: str | os.PathLike[str] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """:func:`comparison` of a data directory (groups from segcp_export.json or groups.json), with
-    ``out`` its report folder; ``cache_dir``: the engine's cache (none by default)."""
+    """A :func:`comparison` of a data directory; ``out``: its report folder; ``cache_dir``: the engine's cache."""
     if out is not None:
         check_output(out, data_inputs(data))
         check_dir_target(Path(out), "merge", REPORT_FILES)

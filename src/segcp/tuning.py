@@ -1,14 +1,7 @@
-"""`segcp tune`: hyper-parameter selection on calibration data only (group K-fold cross-validation).
-
-For each candidate setting, the images are split into K folds by group; on each fold λ̂ is
-calibrated by exact CRC on the other folds and the sets it gives on the held-out fold are scored
-(a criterion of :data:`CRITERIA`); the best mean wins (ties: the earlier candidate) and is then
-calibrated on every image. It is the engine's choice of a tuned row (:meth:`Engine.choose
-<segcp.engine.run.Engine.choose>`), so a tuned row of `segcp compare` chooses as `segcp tune`
-would on its split's calibration images. The choice looked at the calibration images, so they
-are no longer exactly exchangeable with a test image given it (a union bound over the few
-candidates at most; `segcp compare` measures it); for a strict guarantee tune on images not used
-for calibration (:func:`segcp.engine.splits.split_fraction`).
+"""`segcp tune`: the engine's choice of a tuned row (group K-fold CV, :meth:`Engine.choose
+<segcp.engine.run.Engine.choose>`) on every image given: calibration data only. The choice looked at
+the images it is then calibrated on (a union bound over the candidates at most; `segcp compare`
+measures it); for a strict guarantee tune on other images (:func:`segcp.engine.splits.split_fraction`).
 """
 
 from __future__ import annotations
@@ -42,8 +35,8 @@ class TuneResult:
     table: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"criterion": self.criterion, "criterion_meaning": CRITERIA[self.criterion][1], "alpha": self.alpha, "folds": self.folds,
-                "best": self.best.to_dict(), "best_index": self.best_index, "table": self.table}
+        out = {"criterion": self.criterion, "criterion_meaning": CRITERIA[self.criterion][1], "alpha": self.alpha, "folds": self.folds}
+        return out | {"best": self.best.to_dict(), "best_index": self.best_index, "table": self.table}
 
 
 def tune_task(

@@ -1,18 +1,7 @@
-"""The engine's on-disk cache, keyed by content (`segcp benchmark`, and `compare`/`tune` with ``--cache``).
-
-Under ``--cache DIR`` (`segcp benchmark`'s default ``$SEGCP_CACHE/benchmark``)::
-
-    curves/<family-key>/<image-key>.npz    one image's loss curve and the CPU seconds of its score map
-    maps/<family-key>/<image-key>.npy      its score map (float64), only when it took more than
-                                           MAP_SECONDS of CPU (RW-CP's diffusion; faster ones are recomputed)
-    records/<family-key>/<record-key>.json one split's result at one α (λ̂ and the test means)
-
-An image key hashes the bytes of the files the family reads (or the arrays of data in memory)
-and how the truth is read; a family key its name and parameters (``SetFamily.key``, no
-run-time options), :meth:`SetFamily.cache_identity` (RW-CP: the encoder), the guarantee,
-:data:`SCHEMA` and the segcp version; a record key α, what is measured and the image keys of
-the split's two parts. Every file is written atomically, so runs may share a cache; a corrupt
-entry is a miss and is rewritten; deleting the folder is always safe.
+"""The engine's on-disk cache by content key: ``curves/``, ``maps/`` (score maps slower than :data:`MAP_SECONDS`)
+and ``records/``, each ``<family key>/<image or record key>``. Keys hash the bytes read, the family (no run-time
+options; :meth:`SetFamily.cache_identity`), :data:`SCHEMA` and the version; writes are atomic, a corrupt entry
+is a miss, deleting the folder is safe.
 """
 
 from __future__ import annotations
@@ -63,8 +52,7 @@ def _load_record(p: Path) -> dict[str, Any] | None:
 
 
 class BenchmarkCache:
-    """Curves, score maps and split records, by content key; ``enabled=False`` reads and writes
-    nothing. ``hits`` and ``misses`` count the reads per counter (curves, maps, records, validity, model)."""
+    """Curves, maps and records by content key (``enabled=False``: none); ``hits``/``misses`` per counter."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, enabled: bool = True) -> None:
         from segcp.encoders.cache import cache_root
@@ -86,8 +74,7 @@ class BenchmarkCache:
         return self.enabled and self._path(kind, fkey, key).is_file()
 
     def _get(self, kind: str, fkey: str, key: str, load: Callable[[Path], Any], counter: str) -> Any:
-        """``load(path)`` of an entry, counted as a hit; None (a miss) when absent, disabled, or
-        corrupt for any reason (``load`` raising or returning None: the entry is removed, rewritten later)."""
+        """``load(path)`` counted as a hit; None (a miss) when absent, disabled or corrupt (then removed)."""
         self.hits.setdefault(counter, 0)
         self.misses.setdefault(counter, 0)
         p = self._path(kind, fkey, key)

@@ -1,9 +1,6 @@
-"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file (docs/benchmark.md), or `segcp compare`'s flags.
-
-Every key of the file is checked (type, range, unknown keys) with a one-line error naming the
-file and the key; paths are expanded (``~``, ``${VAR}``, ``${VAR:-default}``) and resolved
-against the file's folder. (In TOML a key after ``[[task]]`` belongs to that task: top-level
-keys come first.)
+"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file (docs/benchmark.md), or compare's
+flags. Every key is checked (one-line errors naming the file and the key); paths expand ``~``, ``${VAR}`` and
+``${VAR:-default}`` and resolve against the file's folder. (In TOML, keys after ``[[task]]`` belong to it.)
 """
 
 from __future__ import annotations
@@ -53,8 +50,7 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """RW-CP's ablations: calibration sizes (its Table 2) and one table per varied parameter
-    (β: Table 3, n_step: Table 4, k with time per image: Fig. 3), at one α."""
+    """RW-CP's ablations at one α: calibration sizes (its Table 2), one table per varied parameter (Tables 3-4, Fig. 3)."""
 
     method: str | None = None  # label of the varied row (default: the first row whose family has every varied parameter)
     alpha: float = 0.1
@@ -87,11 +83,7 @@ class FigureConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """A validated plan: tasks × rows × α × splits × calibration sizes (docs/benchmark.md).
-
-    ``baseline``: the label of the row every other is compared with (win rates; the figures'
-    reference), default the first row. ``jobs``: worker processes (deprecated: ``--workers``).
-    """
+    """A validated plan (docs/benchmark.md); ``baseline``: the row others are compared with (default the first)."""
 
     path: Path | None = field(default=None, metadata={"read": False})
     text: str = field(default="", metadata={"read": False})
@@ -130,7 +122,6 @@ def unique_labels(labels: list[str], where: str) -> None:
         raise SegcpError(f"{where}: label {dup!r} is used twice; give each row its own @LABEL")
 
 
-# ---------------------------------------------------------------------------- reading
 def load_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
     p = Path(path)
@@ -165,17 +156,16 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanC
     sets = _fill(SetsConfig, _Reader(r.table("sets") if "sets" in doc else {}, where, "sets."))
     sets = replace(sets, sizes=tuple(sorted({s for s in sets.sizes if s <= sets.draws} | {sets.draws})))
     figures = _fill(FigureConfig, _Reader(r.table("figures") if "figures" in doc else {}, where, "figures."))
-    cfg = _fill(PlanConfig, r, path=Path(path).resolve() if path is not None else None, text=text, tasks=tasks, methods=methods, ablation=ablation,
-                sets=sets, figures=figures)
+    parts = {"tasks": tasks, "methods": methods, "ablation": ablation, "sets": sets, "figures": figures}
+    cfg = _fill(PlanConfig, r, path=Path(path).resolve() if path is not None else None, text=text, **parts)
     if cfg.baseline is not None and cfg.baseline not in labels:
         raise SegcpError(f"{where}: baseline: no method labelled {cfg.baseline!r} (labels: {', '.join(labels)})")
     return cfg if "curve_alphas" in doc else replace(cfg, curve_alphas=cfg.alphas)
 
 
 def _fill(cls: Any, r: _Reader, **given: Any) -> Any:
-    """A config dataclass from one TOML table: every declared field read by its type (metadata
-    ``low``: the smallest integer; ``key``: the TOML key when it differs; ``read`` False: given),
-    then every other key of the table refused."""
+    """A config dataclass from one TOML table, each field read by its type (metadata ``low``, ``key``; ``read``
+    False: given); other keys refused."""
     kw = dict(given)
     for f in fields(cls):
         if f.metadata.get("read", True) and f.name not in kw:

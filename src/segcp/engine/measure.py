@@ -1,10 +1,5 @@
-"""Every per-split quantity, defined once: an image's metrics at many λ, a split's means and counts.
-
-:class:`MaskEvaluator` gives ``evaluate_set(scores <= λ, …)``'s values at many λ (the same counts;
-distances to 1e-12): what does not depend on λ is done once (sorted scores: |C_λ| and |C_λ ∩ Y|
-are binary searches; the truth surface's distance map), each λ costs an erosion of the bounding
-box and a k-d tree query.
-"""
+"""Every per-split quantity, defined once; :class:`MaskEvaluator` gives ``evaluate_set(scores <= λ, …)`` at many
+λ (the same counts, distances to 1e-12), doing once what does not depend on λ."""
 
 from __future__ import annotations
 
@@ -41,10 +36,8 @@ def nanmean(values: Sequence[float]) -> float:
 
 
 def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], keys: Sequence[str] = METRICS) -> dict[str, Any]:
-    """A split's record from its test images' metrics (``per``, each with ``set_size``) and
-    truth sizes (voxels): the mean of each metric of ``keys`` over the images where it is
-    defined, ``undefined`` (per metric, how many images it was undefined on, when any),
-    the mean ``set_size`` and the :data:`EXTRAS`."""
+    """A split's record from its test images' metrics (each with ``set_size``) and truth sizes (voxels): the means
+    of ``keys`` where defined, ``undefined`` counts, the mean ``set_size`` and the :data:`EXTRAS`."""
     rec: dict[str, Any] = {m: nanmean([p[m] for p in per]) for m in keys}
     bad = {m: int(sum(not math.isfinite(p[m]) for p in per)) for m in keys}
     rec["undefined"] = {m: c for m, c in bad.items() if c}
@@ -58,8 +51,7 @@ def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], ke
 
 
 def criterion_value(criterion: str, metrics: dict[str, float], truth_size: int) -> float:
-    """A tuning criterion (:data:`segcp.specs.CRITERIA`) of one image's set, from its metrics
-    (NaN where undefined): ``truth_ratio`` is |C| / |Y|, the others are metrics."""
+    """A tuning criterion of one image's set (``truth_ratio``: |C| / |Y|; the others: its metrics)."""
     if criterion == "truth_ratio":
         return math.nan if truth_size == 0 else metrics["set_size"] / truth_size
     return metrics[criterion]

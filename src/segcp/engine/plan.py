@@ -1,12 +1,9 @@
-"""The plan of a run: per task its rows (settings and ablation variants), the group-aware splits of
-every calibration size and, per row, its *needs* (calibration size, α, split, metrics). Nothing
-here names a method: the baseline is the config's choice, the ablation's base row its
-``ablation.method`` (else the first row whose family declares every varied parameter).
-"""
+"""The plan of a run: per task its rows (and ablation variants), the group-aware splits of every calibration
+size and each row's *needs* (calibration size, α, split, metrics) — no method named."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -129,7 +126,7 @@ class Plan:
         base_key = base.spec.build().key
         for param, values in ab.params.items():
             for v in values:
-                spec = MethodSpec(f"{base.label} ({param}={v})", base.spec.method, {**base.spec.params, param: v}, base.spec.guarantee, base.spec.tau)
+                spec = replace(base.spec, label=f"{base.label} ({param}={v})", params={**base.spec.params, param: v})
                 try:
                     fam = spec.build()
                 except SegcpError as exc:
@@ -138,7 +135,6 @@ class Plan:
                 needs = [Need(self.cfg.n_cal, ab.alpha, s, "all") for s in range(self.cfg.splits)]
                 if fam.key == base_key:  # the base setting itself: measured as the base row
                     base.needs = list(dict.fromkeys(base.needs + needs))
-                    out.append(Row(base.label, base.spec, "mask", main=False, ablation=(param, v), base=base.label, needs=[]))
-                    continue
+                    spec, needs = base.spec, []
                 out.append(Row(spec.label, spec, "mask", main=False, ablation=(param, v), base=base.label, needs=needs))
         return out

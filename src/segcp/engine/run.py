@@ -1,16 +1,6 @@
-"""The one evaluation engine: a plan's rows × calibration sizes × α × splits, cached by content, on an executor.
-
-`segcp compare`, `benchmark`, `tune` and `demo` are front ends of :class:`Engine`. Per row of a
-:class:`~segcp.engine.plan.Plan` it reads each need from the cache (:mod:`segcp.engine.cache`);
-builds the loss curves of the row's families (cache, else computed on the executor); calibrates
-each missing need with the estimator (:func:`segcp.engine.select.calibrate`; a tuned row first
-chooses per split and α by CV on the calibration images); measures each test image once at every
-λ̂ it needs and makes the split records (:func:`segcp.engine.measure.split_record`); checks the
-guarantee over many more splits from the curves alone; measures the model's own mask; and for
-sets of segmentations calibrates the 0/1 curves and draws from the sets. Tasks carry a
-:class:`~segcp.engine.tasks.ViewRef` and image indices, never arrays; score maps stay where they
-were computed (an LRU of :data:`MAP_MEMORY` bytes; slow ones also on disk). The result is the
-same, bit for bit, on any executor.
+"""The one evaluation engine (:class:`Engine`): a plan's rows × calibration sizes × α × splits, cached by
+content, its per-image work on an executor (tasks carry a :class:`~segcp.engine.tasks.ViewRef` and image
+indices, never arrays), the same bits on any executor. The steps: docs/design.md, "The evaluation engine".
 """
 
 from __future__ import annotations
@@ -57,7 +47,6 @@ def _num(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-# ---------------------------------------------------------------------------- work where the executor runs it
 @dataclass(frozen=True)
 class FamilyRef:
     """What a worker needs to score a family: its setting, its cache key and the cache (None: off)."""
@@ -138,8 +127,7 @@ def _measure_task(job: tuple[ViewRef, list[FamilyRef], list[tuple[int, str, bool
 
 
 def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list[tuple[LossCurves | None, float, str | None]]:
-    """Per image: its 0/1 curve (its score λ*) for a set-of-segmentations family at α; an
-    internal error of the family's search is returned (counted as never in the set), not raised."""
+    """Per image: its 0/1 curve (score λ*) at α; an internal error of the search is returned, not raised."""
     from segcp.conformal import ConformalSegmenter
 
     ref, spec, alpha, items = job
@@ -158,8 +146,7 @@ def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list
 
 
 def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int, float, list[int], list[str]]]]) -> list[dict[str, Any]]:
-    """Per split: draws from its calibrated set on a few test images (seeded by the plan's seed, the
-    split and the image's key), and their diversity metrics."""
+    """Per split: draws from its set on a few test images (seeded by seed, split, image key) and their metrics."""
     ref, spec, alpha, sc, seed, items = job
     view = view_of(ref)
     fam = bound_family(spec, alpha)
@@ -185,10 +172,8 @@ def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int,
     return out
 
 
-# ---------------------------------------------------------------------------- the engine
 class Engine:
-    """Runs plans (and the pieces front ends need) against a cache, on an executor (``chunk_size``:
-    images per task; default about 8 tasks per worker, at most 64)."""
+    """Runs plans (and the pieces front ends need) against a cache, on an executor (``chunk_size``: images per task)."""
 
     def __init__(self, cache: BenchmarkCache, executor: Executor, *, show_progress: bool = True, chunk_size: int | None = None) -> None:
         self.cache, self.executor, self.show_progress, self.chunk_size = cache, executor, show_progress, chunk_size
@@ -200,10 +185,8 @@ class Engine:
         self._curves: dict[str, tuple[LossCurves, list[float]]] = {}
         self._held: set[str] = set()  # families whose score maps this process holds for the report
 
-    # ------------------------------------------------------------------ keys
     def family_key(self, spec: MethodSpec | TunedSpec, family: Any = None) -> str:
-        """The cache key of a row's records (a tuned row: its candidates and how it chooses;
-        ``family``: the setting's family as run, when bound to an α)."""
+        """The cache key of a row's records (a tuned row: its candidates and how it chooses; ``family``: bound to an α)."""
         if isinstance(spec, TunedSpec):
             return self.cache.family_key(["tuned", spec.criterion, spec.folds, spec.seed, [self.family_key(c) for c in spec.candidates]])
         k = (spec.method, digest(spec.params), spec.guarantee, spec.tau, None if family is None else family.key)
@@ -216,8 +199,7 @@ class Engine:
         return FamilyRef(spec, self.family_key(spec), str(self.cache.root) if self.cache.enabled else None)
 
     def _rkeys(self, tp: TaskPlan, need: Need, tuned: bool) -> list[str]:
-        """The record keys that serve a need: its own level's last (an every-metric record also
-        serves an overlap-only need); a tuned row's folds are seeded by the split index."""
+        """The keys of the records that serve a need, its own level's last (an every-metric record serves any)."""
         cal, test = tp.splits[need.n_cal][need.split]
         keys = tp.mask_view.keys  # type: ignore[union-attr]
         levels = ("all", "overlap") if need.level == "overlap" else ("all",)
@@ -226,7 +208,6 @@ class Engine:
     def _lookup(self, fkey: str, keys: list[str]) -> dict[str, Any] | None:
         return next(self.cache.get_record(fkey, k) for k in keys if k == keys[-1] or self.cache.has("records", fkey, k))
 
-    # ------------------------------------------------------------------ the map path
     def _map(self, fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: Sequence[Any], advance: bool = True) -> list[Any]:
         """``fn((*head, chunk))`` over chunks of ``items`` on the executor; the per-item results in order."""
         return map_ids(self.executor, fn, head, items, chunk_size=self.chunk_size, bar=self.bar if advance else Bar("", 0, enabled=False))
@@ -267,15 +248,15 @@ class Engine:
 
     def measure(self, view: TaskView, specs: Sequence[MethodSpec], work: dict[tuple[int, int], dict[float, bool]], model: Sequence[int] = (),
                 advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, Metrics]], dict[int, int], dict[int, Metrics]]:
-        """Measure sets on the executor, each image read once: ``work[(k, i)]`` gives the λ at
-        which to measure ``specs[k]``'s set of image ``i`` (value: with the surface metrics);
-        ``model``: images whose model mask to measure. Returns (metrics per (k, i) and λ, the
-        truth size of every image measured, the model metrics)."""
+        """Measure sets on the executor, each image read once: ``work[(k, i)]``: {λ: with surface metrics} of
+        ``specs[k]``'s set of image ``i``; ``model``: images whose model mask to measure. Returns (metrics by
+        (k, i) and λ, truth sizes, model metrics)."""
         per_image: dict[int, Work] = defaultdict(dict)
         for (k, i), lams in sorted(work.items()):
             per_image[i][k] = lams
         images = sorted(set(per_image) | set(model))
-        got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), [(i, view.keys[i], i in model, per_image[i]) for i in images], advance)
+        items = [(i, view.keys[i], i in model, per_image[i]) for i in images]
+        got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), items, advance)
         measured = {(k, i): ms for i, (_, _, per) in zip(images, got) for k, ms in per.items()}
         return measured, {i: g[0] for i, g in zip(images, got)}, {i: g[1] for i, g in zip(images, got) if g[1] is not None}
 
@@ -293,8 +274,7 @@ class Engine:
         self._held.clear()
 
     def choose(self, view: TaskView, tuned: TunedSpec, images: Iterable[int], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        """The candidate of a tuned row that group K-fold CV on ``images`` (calibration images only)
-        picks at ``alpha``, and the CV table (:func:`segcp.engine.select.select`)."""
+        """The candidate that group K-fold CV on ``images`` (calibration images only) picks at ``alpha``, and the table."""
         cands = list(tuned.candidates)
         images = [int(i) for i in images]
         surface = tuned.criterion in ("hd95", "assd")
@@ -310,11 +290,9 @@ class Engine:
         ests, groups = [c.estimator() for c in cands], [view.groups[i] for i in images]
         return select(curves, ests, groups, alpha, values, criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)
 
-    # ------------------------------------------------------------------ a plan
     def run(self, plan: Plan) -> list[dict[str, Any]]:
-        """Run every task of ``plan``; per task: ``records`` (one per row, calibration size, α and
-        split), ``model`` (the base model's row per split), ``validity``, ``sets_records``,
-        ``sets_validity``, ``seconds_per_image``, ``failures``, ``truth_sizes`` (per image)."""
+        """Per task of ``plan``: ``records``, ``model``, ``validity``, ``sets_records``, ``sets_validity``,
+        ``seconds_per_image``, ``failures``, ``truth_sizes``."""
         t0 = time.perf_counter()  # planning: what the bar counts
         total = 0
         for tp in plan.tasks:
@@ -354,7 +332,6 @@ class Engine:
         self.timings[name] += time.perf_counter() - t0
         self.cpu[name] += time.process_time() - c0
 
-    # ------------------------------------------------------------------ pixel-set rows
     def _mask_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> None:
         view = tp.mask_view
         assert view is not None
@@ -425,9 +402,8 @@ class Engine:
     @staticmethod
     def _test_losses(est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int, alphas: Sequence[float],
                      covered: bool = False) -> dict[float, list[tuple[bool, float]]]:
-        """The guarantee over many random splits, from the curves alone: per α and split, whether
-        a λ̂ exists and the mean test loss at it (at λ = +∞, the whole image, where none does);
-        ``covered``: the mean of 1 − loss instead (0/1 losses: the fraction of truths covered)."""
+        """The guarantee over many splits from the curves alone: per α and split, whether λ̂ exists and the mean
+        test loss at it (at λ = +∞ where none; ``covered``: of 1 − loss)."""
         splits = list(random_cal_test_splits(groups, n_cal, n_splits, seed))
         lam = {a: np.full(len(splits), np.inf) for a in alphas}
         for s, (cal, _) in enumerate(splits):
@@ -459,8 +435,7 @@ class Engine:
         return [dict(r, method=row.label, task=tp.task.name, fnr=_num(r["fnr"]), fnr_se=_num(r["fnr_se"])) for r in rec["rows"]]
 
     def _model_rows(self, tp: TaskPlan) -> tuple[list[dict[str, Any]], list[int]]:
-        """The model's own mask (p ≥ 0.5) on each split's test images (every calibration size),
-        and the truth size of every image."""
+        """The model's own mask (p ≥ 0.5) on each split's test images, and every image's truth size."""
         view = tp.mask_view
         assert view is not None
         fkey = self.cache.family_key(["model mask (p >= 0.5)"])
@@ -479,7 +454,6 @@ class Engine:
                 out.append({"task": tp.task.name, "method": MODEL, "n_cal": n_cal, "split": s, "n_cal_actual": len(cal), "n_test": len(test)} | row)
         return out, [per[i]["truth_size"] for i in range(len(view))]
 
-    # ------------------------------------------------------------------ sets of segmentations
     def _sets_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> None:
         from segcp.conformal import ConformalSegmenter
 
@@ -531,17 +505,12 @@ class Engine:
                 if not self.cache.has("records", fkey, rkey):
                     self.cache.put_record(fkey, rkey, rec)
                 res["sets_records"].append(dict(rec, task=tp.task.name, method=row.label, alpha=a, split=s, **{"lambda": _num(rec.get("lambda"))}))
-            res["sets_validity"].append(self._sets_validity(plan, view, row, est, curves, scores, a, tp))
-
-    def _sets_validity(self, plan: Plan, view: TaskView, row: Row, est: Any, curves: LossCurves, scores: NDArray[np.float64], a: float,
-                       tp: TaskPlan) -> dict[str, Any]:
-        """Coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all with λ̂ = ∞ where none is."""
-        sc = plan.cfg.sets
-        never = int(np.sum(~np.isfinite(scores) & (scores > 0)))
-        out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits, "never": never}
-        if sc.validity_splits:
-            per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, plan.cfg.seed + 1, [a], covered=True)[a]
-            out["infeasible"] = sum(not ok for ok, _ in per)
-            out["coverage"], out["coverage_se"] = mean_se([x for ok, x in per if ok])
-            out["coverage_all"], out["coverage_all_se"] = mean_se([x for _, x in per])
-        return out
+            # coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all (λ̂ = ∞ where none)
+            never = int(np.sum(~np.isfinite(scores) & (scores > 0)))
+            out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits, "never": never}
+            if sc.validity_splits:
+                per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, seed + 1, [a], covered=True)[a]
+                out["infeasible"] = sum(not ok for ok, _ in per)
+                out["coverage"], out["coverage_se"] = mean_se([x for ok, x in per if ok])
+                out["coverage_all"], out["coverage_all_se"] = mean_se([x for _, x in per])
+            res["sets_validity"].append(out)

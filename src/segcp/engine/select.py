@@ -1,10 +1,5 @@
-"""λ̂ of a split, and the choice of a setting by group K-fold cross-validation — through the estimator.
-
-:func:`calibrate` is the engine's one "λ̂ or why there is none" (main rows, the curves-only
-guarantee check, a tuned row's folds): the estimator's ``calibrate_curves`` on the calibration
-images' curves, the code of ``segcp calibrate``. :func:`select` scores each candidate's held-out
-sets through a callback, so they are measured wherever the engine maps its work.
-"""
+"""λ̂ of a split or why none (:func:`calibrate`: the estimator's ``calibrate_curves``, the code of
+``segcp calibrate``), and the choice of a setting by group K-fold CV (:func:`select`)."""
 
 from __future__ import annotations
 
@@ -27,8 +22,7 @@ Values = Callable[[list[tuple[int, int, float]]], list[float]]
 
 
 def calibrate(est: Any, curves: LossCurves, alphas: Sequence[float]) -> dict[float, float | str]:
-    """λ̂ per α of the estimator ``est`` on ``curves`` (several α share one call), or the
-    one-line reason there is none (too few images for α, a bound no λ meets)."""
+    """λ̂ per α of ``est`` on ``curves`` (one call for several α), or the one-line reason there is none."""
     try:
         est.set_params(alpha=list(alphas)).calibrate_curves(curves)
         return {a: float(est.lambdas_[a]) for a in alphas}
@@ -43,44 +37,40 @@ def calibrate(est: Any, curves: LossCurves, alphas: Sequence[float]) -> dict[flo
     return out
 
 
-def _cv_table(curves: Sequence[LossCurves], estimators: Sequence[Any], folds: Sequence[np.ndarray], alpha: float, values: Values,
-              higher: bool) -> list[dict[str, Any]]:
-    """Per candidate: the CV value at ``alpha`` (the worst when a fold is infeasible), its infeasible folds and per-fold λ̂."""
-    requests: list[tuple[int, int, float]] = []
-    table: list[dict[str, Any]] = []
-    for c in range(len(curves)):
-        lambdas = []
-        for f, held in enumerate(folds):
-            lam = calibrate(estimators[c], curves[c].take(np.concatenate([x for g, x in enumerate(folds) if g != f])), [alpha])[alpha]
-            lambdas.append(math.nan if isinstance(lam, str) else lam)
-            requests += [] if isinstance(lam, str) else [(c, int(i), lam) for i in held]
-        table.append({"candidate": c, "value": math.nan, "infeasible_folds": sum(map(math.isnan, lambdas)), "fold_lambdas": lambdas, "alpha": alpha})
-    got = values(requests)
-    for row in table:
-        value = mean_std([x for (c, _, _), x in zip(requests, got) if c == row["candidate"]])[0]
-        row["value"] = (-math.inf if higher else math.inf) if row["infeasible_folds"] or not math.isfinite(value) else value
-    return table
-
-
 def select(curves: Sequence[LossCurves | Sequence[LossCurves]], estimators: Sequence[Any], groups: Sequence[Hashable], alpha: float, values: Values,
            *, criterion: str = "dice", folds: int = 5, seed: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """Pick a candidate by group K-fold CV on the given (calibration) images: per candidate its
-    curves (one :class:`LossCurves`, or one per image) and estimator; ``values`` scores the
-    held-out sets. Returns (the best candidate, first of ties; the table: per candidate the CV
-    ``value``, ``infeasible_folds`` (no λ met the bound: the worst value), ``fold_lambdas`` and
-    ``alpha``, the level the folds were calibrated at).
-
-    When the training parts are too small for α (n ≥ 1/α − 1 is needed: 19 at α = 0.05, while
-    5-fold CV of 20 images trains on 16) and no candidate could be scored, the folds are
-    calibrated at the smallest level they admit, 1/(n + 1), and ``alpha`` says so.
+    """Pick a candidate by group K-fold CV: per candidate its curves and estimator; ``values`` scores the
+    held-out sets. Returns (the best, first of ties; per candidate the CV ``value`` — the worst with an
+    infeasible fold —, ``infeasible_folds``, ``fold_lambdas`` and ``alpha``). When the training parts are
+    too small for α (16 images at α = 0.05) and nothing could be scored, the folds are calibrated at
+    1/(n + 1) instead, and ``alpha`` says so.
     """
     higher = check_criterion(criterion)
     fold_idx = group_folds(groups, folds, seed)
     all_curves = [cv if isinstance(cv, LossCurves) else LossCurves.concat(cv) for cv in curves]
-    table = _cv_table(all_curves, estimators, fold_idx, alpha, values, higher)
+
+    def cv_table(alpha: float) -> list[dict[str, Any]]:
+        """Per candidate: the CV value at ``alpha`` (the worst when a fold is infeasible), its infeasible folds and per-fold λ̂."""
+        requests: list[tuple[int, int, float]] = []
+        table: list[dict[str, Any]] = []
+        for c, cand in enumerate(all_curves):
+            lambdas = []
+            for f, held in enumerate(fold_idx):
+                lam = calibrate(estimators[c], cand.take(np.concatenate([x for g, x in enumerate(fold_idx) if g != f])), [alpha])[alpha]
+                lambdas.append(math.nan if isinstance(lam, str) else lam)
+                requests += [] if isinstance(lam, str) else [(c, int(i), lam) for i in held]
+            bad = sum(map(math.isnan, lambdas))
+            table.append({"candidate": c, "value": math.nan, "infeasible_folds": bad, "fold_lambdas": lambdas, "alpha": alpha})
+        got = values(requests)
+        for row in table:
+            value = mean_std([x for (c, _, _), x in zip(requests, got) if c == row["candidate"]])[0]
+            row["value"] = (-math.inf if higher else math.inf) if row["infeasible_folds"] or not math.isfinite(value) else value
+        return table
+
+    table = cv_table(alpha)
     n_train = min(len(groups) - len(held) for held in fold_idx) if len(fold_idx) > 1 else 0
     if not any(math.isfinite(t["value"]) for t in table) and 1 <= n_train < min_calibration_size(alpha):
-        table = _cv_table(all_curves, estimators, fold_idx, 1.0 / (n_train + 1), values, higher)
+        table = cv_table(1.0 / (n_train + 1))
     vals = np.array([t["value"] for t in table])
     return int(np.argmax(vals) if higher else np.argmin(vals)), table  # first of ties; all infeasible → 0
 

@@ -1,11 +1,6 @@
-"""The engine's tasks: a labelled data directory, built-in synthetic data, or cases in memory.
-
-A :class:`Task` gives a family its :class:`TaskView`: the ids it reads (the same for every
-family of one kind, so every row uses the same splits), their groups, a content key per image
-(the SHA-256 of the bytes the family reads and of how its truth is read; computed on first use)
-and each image's case. Work sent to other processes names a view by a :class:`ViewRef` (the
-task's config, a token and the family that chose the view), never by arrays: a worker opens the
-task itself once per process and token (:func:`view_of`); cases in memory run in this process only.
+"""The engine's tasks (a data directory, built-in synthetic data, cases in memory) and their views: per
+family kind the ids, groups, content keys (SHA-256 of what the family reads) and cases. Workers open a
+task from its :class:`ViewRef` once per process and token (:func:`view_of`); cases in memory stay here.
 """
 
 from __future__ import annotations
@@ -37,9 +32,8 @@ CASE_MEMORY = 2_000_000_000
 
 
 def load_groups(data: str | os.PathLike[str] | Any, ids: Sequence[str]) -> tuple[list[str], str]:
-    """The exchangeability groups of the ids of a data directory, and where they came from:
-    ``segcp_export.json`` or ``groups.json`` ({id: group}) in it, else each image its own group
-    (valid only if images are exchangeable one by one; reports say so)."""
+    """The groups of the ids of a data directory and where they came from (``segcp_export.json``, ``groups.json``,
+    else each image its own)."""
     root = data_home(data)
     for name in ("segcp_export.json", "groups.json"):
         if (f := root / name).is_file():
@@ -253,8 +247,7 @@ def _nbytes(case: Case) -> int:
 
 
 class SyntheticTask(Task):
-    """Built-in SYNTHETIC phantoms (``segcp.synthetic``): probabilities, masks, images, and
-    made-up sampled outputs for the sets of segmentations (LV vs background)."""
+    """Built-in SYNTHETIC phantoms (``segcp.synthetic``) and made-up sampled outputs (LV vs background)."""
 
     def __init__(self, cfg: Any) -> None:
         from segcp.synthetic import make_phantoms
@@ -308,8 +301,7 @@ class SyntheticTask(Task):
 
 
 class CasesTask(Task):
-    """Labelled cases held in memory with their groups (the library's ``run_comparison`` and
-    ``tune``): one view for every family; its work runs in this process only."""
+    """Labelled cases held in memory with their groups: one view for every family, run in this process only."""
 
     def __init__(self, cases: Sequence[Case], groups: Sequence[Any], name: str = "cases") -> None:
         super().__init__()

@@ -1,8 +1,5 @@
-"""``segcp calibrate`` on a data directory: one λ̂ (or one per structure), written as calib.json.
-
-The map step (read a case, build its loss curve) runs on an executor in tasks that read the
-files themselves and send back only the curves; the reduce (the estimator) and the record
-(:mod:`segcp.record`) are the same whatever the executor, bit for bit.
+"""``segcp calibrate`` on a data directory: the curves mapped on an executor (workers read the files and send
+back only curves), reduced by the estimator into one λ̂ (or one per structure), written as calib.json.
 """
 
 from __future__ import annotations
@@ -27,8 +24,7 @@ __all__ = ["calibrate_dir"]
 
 
 def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int]]:
-    """Worker: per structure (one when calibrating one) the curves of a chunk of ids, per α
-    group, and how many of its masks hold the structure."""
+    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure."""
     job, plan, ids = task
     batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
     present = [0] * job.slots
@@ -40,8 +36,7 @@ def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
-    """(the job, its ids, where the names came from) of ``--labels``: every case read once, as
-    its class stack and label map."""
+    """(the job, its ids, where the names came from) of ``--labels``: each case read once, as its class stack."""
     if label is not None:
         raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
     if family.truth != "mask":
@@ -77,13 +72,10 @@ def calibrate_dir(
     grid_max: float | None = None,
     labels: str | list[str | int] | None = None,
 ) -> dict[str, Any]:
-    """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
-
-    One case at a time is in memory per worker (only the loss curves are kept); the map step
-    runs on ``executor`` in tasks of ``chunk_size`` ids. ``curve_form``, ``grid_size``,
-    ``grid_max``: exact or compact curves (:class:`ConformalSegmenter`). ``labels`` (``"all"``
-    or label values/names): one λ̂ per structure of a class-probability stack
-    (:mod:`segcp.jobs.structures`). Returns the record (:func:`segcp.record.job_record`).
+    """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
+    ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
+    ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
+    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
     forms = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
@@ -115,8 +107,8 @@ def calibrate_dir(
         reader.require_label_seen()
     absent = [s for s, c in zip(job.structures, present) if c == 0]
     if absent:
-        present_labels = ", ".join(map(str, dd.labels_present(ids)))
-        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); labels present: {present_labels}")
+        what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
+        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
     fitted = []
     for k, slot in enumerate(accs):
         est = cs if k == 0 else ConformalSegmenter(**cs.get_params())

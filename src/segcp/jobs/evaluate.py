@@ -1,9 +1,5 @@
-"""``segcp evaluate`` on a data directory: metrics of sets against the ground truth.
-
-The sets are read from a ``predict`` folder, or made on the fly from a calib.json (sets of
-segmentations: exact membership and the metrics of drawn segmentations); a per-structure
-calibration is evaluated structure by structure. The per-image metrics are computed on an
-executor and aggregated in id order, so the result is the same on every executor.
+"""``segcp evaluate`` on a data directory: metrics of sets (a ``predict`` folder, or made on the fly from a
+calib.json, per structure too) against the truth, computed on an executor and aggregated in id order.
 """
 
 from __future__ import annotations
@@ -36,8 +32,7 @@ Run = Callable[[Callable[[Any], list[Any]], tuple[Any, ...], list[Any]], list[An
 
 
 def read_set(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A set written by ``segcp predict`` (or by hand) as a boolean mask of ``shape``, or a
-    one-line error naming the file."""
+    """A set file as a boolean mask of ``shape``, or a one-line error naming the file."""
     pred, _ = read_array(path)
     if pred.shape != shape:
         raise SegcpError(f"{path}: set shape {pred.shape} does not match mask shape {shape}")
@@ -54,8 +49,8 @@ def _summary(per_image: dict[str, Metrics]) -> dict[str, Any]:
 
 
 def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_draws: int, seed: int) -> tuple[Metrics, bool]:
-    """One case's metrics, of its set read from ``set_file`` or made from the calibration, and
-    whether the set was drawn (a set of segmentations: membership, exact, and draw metrics)."""
+    """One case's metrics (of its set read from ``set_file``, else made from the calibration) and whether
+    the set was drawn (sets of segmentations: exact membership and the draws' metrics)."""
     from segcp.metrics import draw_metrics, evaluate_set
 
     prediction = cs.predict(case) if set_file is None else None
@@ -76,8 +71,7 @@ def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_dr
 
 
 def _calibrated_chunk(task: tuple[Job, list[ConformalSegmenter], list[dict[str, str]] | None, int, int, list[tuple[int, str]]]) -> list[Any]:
-    """Worker: per id, the metrics of each structure's set (and whether it was drawn), and
-    whether the id's files carry a spacing."""
+    """Worker: per id, each structure's (metrics, drawn), and whether the files carry a spacing."""
     job, models, set_files, draws, seed, items = task
     models = [m.at(next(iter(m.lambdas_))) for m in models]  # this task's own copies
     for m in models:
@@ -108,8 +102,8 @@ def _units(any_spacing: bool) -> str:
 
 
 def _set_metrics(task: tuple[Job, bool, list[tuple[str, str]]]) -> list[tuple[Metrics, bool, bool]]:
-    """Worker: per (id, set file), the metrics of the set against its mask (the model's own mask
-    from probs/ when there), whether the mask holds the label, whether the spacing is known."""
+    """Worker: per (id, set file), the set's metrics (stretch against probs/ when there), whether the mask
+    holds the label, whether the spacing is known."""
     from segcp.metrics import evaluate_set
 
     job, has_probs, items = task
@@ -165,16 +159,11 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
 def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, out: StrPath | None = None, show_progress: bool = True,
                  calib: StrPath | None = None, draws: int = 100, seed: int = 0, overrides: dict[str, Any] | None = None,
                  executor: Executor = IN_PROCESS, chunk_size: int | None = None) -> dict[str, Any]:
-    """Metrics of prediction sets against the ground truth of a data directory.
-
-    ``sets`` (a folder of sets from ``segcp predict``): coverage, FNR, stretch (against the
-    model's own mask from ``data/probs`` when present), Dice, HD95, ASSD, in the data's physical
-    units or pixels. ``calib`` instead: the sets made on the fly; for sets of segmentations each
-    image gets ``covered`` (the truth is in the set: the event of the guarantee, exact),
-    ``score`` (λ*_i) and the metrics of ``draws`` draws (``sec``, ``chao``, ``correlation``,
-    ``distinct``). A per-structure calibration gives each structure's metrics and their mean, of
-    the sets in ``sets/<name>/`` when ``sets`` is given. ``executor``: where the per-image work
-    runs (tasks of ``chunk_size`` ids); the metrics are the same, aggregated in id order.
+    """Metrics of sets against a data directory's truth: of ``sets`` (a ``predict`` folder; stretch against
+    the model's own mask when probs/ is there) or of the sets of ``calib`` made on the fly (sets of
+    segmentations: ``covered`` — the guarantee's event, exact — ``score`` and the metrics of ``draws``
+    draws); per structure for a per-structure calibration (``sets/<name>/`` when given). Distances in
+    the data's units or pixels; the same on every ``executor``.
     """
     seed = check_seed(seed)
     check_chunk_size(chunk_size)
@@ -182,7 +171,7 @@ def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, 
         raise SegcpError(f"--draws must be at least 1, got {draws}")
 
     def run(fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: list[Any]) -> list[Any]:
-        return map_ids(executor, fn, head, items, "evaluating", show_progress, chunk_size)
+        return map_ids(executor, fn, head, items, description="evaluating", show_progress=show_progress, chunk_size=chunk_size)
 
     if calib is None:
         result = _evaluate_sets(sets, data, label, out, run)

@@ -41,9 +41,8 @@ def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
 
 
 def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tuple[str, ...], int, int, str, bool, list[tuple[int, str]]]) -> int:
-    """Worker: read a chunk of ids and write each one's sets, atomically, into the subfolders of
-    ``folder`` (which exist): per structure a mask on the input's grid (NIfTI when the input
-    is), or the drawn segmentations; with ``combined`` also the bit-coded file of the image."""
+    """Worker: write each id's sets (per structure a mask on the input's grid, or the drawn segmentations;
+    with ``combined`` the bit-coded file too) atomically into the subfolders of ``folder``."""
     job, families, lambdas, subs, draws, seed, folder, combined, items = task
     fams = [worker_family(f) for f in families]
     root = Path(folder)
@@ -62,9 +61,8 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
 
 
 def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
-    """True when ``path`` is a whole ``.npy`` set: a valid header, every byte of the array, and
-    the dtype of a set (boolean mask; ``draws`` given: ``draws`` segmentations of integers;
-    ``bits``: the unsigned integers of a ``--combined`` file)."""
+    """Whether ``path`` is a whole ``.npy`` set: a valid header, every byte, a set's dtype (bool; ``draws``
+    integers (draws, *S); ``bits``: unsigned)."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -106,19 +104,13 @@ def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int
 
 
 def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> bool:
-    """Whether ``folder`` holds the whole set of ``ident`` (sets on an input's grid — NIfTI,
-    NRRD… — are only ever written by an atomic rename: present means whole)."""
+    """Whether ``folder`` holds the whole set of ``ident`` (sets on an input's grid are only renamed into place)."""
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
-    """Prepare ``out`` for a resumable run; the ids whose sets are already there and whole
-    (in every subfolder of ``subs``: ``""`` is ``out`` itself).
-
-    A new or empty folder gets the manifest. A folder written by an earlier resumable run
-    must carry the same manifest (else: a one-line error — its sets were made differently);
-    any other non-empty folder is refused. Temporaries of dead writers are removed.
-    """
+    """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
+    subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
     check_dir_target(out, "merge")
     mpath = out / PREDICT_MANIFEST
     if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
@@ -155,18 +147,13 @@ def predict_dir(
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
 ) -> list[Path]:
-    """Write one set per id, ``out/<id>``: a mask on the model output's grid (in the input's
-    format when it has a geometry, else a boolean ``.npy``), or for sets of segmentations
-    ``draws`` segmentations (S, *spatial) drawn from it. A per-structure calibration writes
-    ``out/<name>/<id>`` (and with ``combined`` ``out/combined/<id>``: bit k set where structure
-    k's set holds the voxel; legend in ``out/structures.json``).
-
-    The sets go into a temporary sibling folder that replaces ``out`` whole when every id
-    succeeded (``out`` must be new or empty, unless ``overwrite``); with ``resume`` each set is
-    written into ``out`` itself, atomically, and a rerun skips the whole sets made by the same
-    calibration and options (the folder's manifest). ``overrides``: run-time options of the
-    family. ``executor``: tasks of ``chunk_size`` ids whose workers read the files and write
-    the sets (``out`` on a file system they see). Returns the set paths, id by id.
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
+    geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
+    segmentations; per structure ``out/<name>/<id>`` (``combined``: ``out/combined/<id>``, bit k for
+    structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
+    ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
+    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
+    ``overrides``: run-time options of the family. Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -199,10 +186,10 @@ def predict_dir(
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
         if combined:
-            write_json(folder / LEGEND, {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)},
-                                         "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
-        for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting",
-                            show_progress=show_progress, chunk_size=chunk_size):
+            bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
+            write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
+        for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
+                                     chunk_size=chunk_size):
             pass
     return [_set_path(out / sub, ident) for ident in ids for sub in subs]
 

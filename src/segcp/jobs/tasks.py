@@ -1,7 +1,5 @@
-"""What a directory job's tasks carry (:class:`Job`: paths and parameters, never arrays) and
-how workers read through it: the directory's index and the case reader are built once per
-process and job (not per task); in this process the job reads through the client's own
-(:meth:`Job.share`), so nothing is indexed twice.
+"""What a directory job's tasks carry (:class:`Job`: paths and parameters, never arrays); the index and
+reader are built once per process and job, and this process reads through the client's own (:meth:`Job.share`).
 """
 
 from __future__ import annotations
@@ -46,12 +44,10 @@ def datadir(data: DataSpec, token: str) -> DataDir:
 
 @dataclass(frozen=True)
 class Job:
-    """What every task of one directory job carries: ``data`` (a data directory or its folders),
-    ``family`` (it pickles as its parameters; it says which folders and truth are read),
-    ``label``, ``channels``, ``with_truth`` as for :meth:`DataDir.reader`; ``structures``
-    (``--labels``): each id read once as its class stack (``channels``) and split into one case
-    per structure, ``with_image`` whether images/ is read too. ``token`` names the job (a worker
-    indexes the directory once per job); ``version`` is the client's segcp, which workers must run.
+    """What every task of a directory job carries: ``data``, ``family`` (pickled as its parameters), ``label``,
+    ``channels``, ``with_truth`` (as :meth:`DataDir.reader`); ``structures``: each id read once as its class
+    stack and split per structure (``with_image``: images/ too); ``token`` names the job, ``version`` the
+    client's segcp (workers must run it).
     """
 
     data: DataSpec
@@ -100,8 +96,7 @@ class Job:
 
 
 def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
-    """The calibrated estimator of each structure of a calibration, at ``alpha`` (needed when
-    it was calibrated at several)."""
+    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several)."""
     models = []
     for parts in cal.parts:
         cs = ConformalSegmenter.from_parts(parts)
@@ -112,9 +107,8 @@ def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[Conf
 
 
 def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, images: bool = True) -> tuple[Job, list[str]]:
-    """(the job, its ids) that reads from ``dd`` what the calibration ``cal`` read: the same
-    structure (``label``), class stacks (``channels``) or structures. ``images``: read images/
-    when the family uses them (not when sets are read from files)."""
+    """(the job, its ids) reading from ``dd`` what the calibration read (``images``: images/ when the family
+    uses them)."""
     if cal.per_structure:
         with_image = images and "image" in family.inputs
         ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
@@ -124,9 +118,8 @@ def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, imag
 
 
 def worker_family(family: Any) -> Any:
-    """The family as a worker runs it: an unset run-time ``threads`` option (an encoder's
-    threads) becomes the worker's own thread count, so that N worker processes on N cores do
-    not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
+    """The family as a worker runs it: an unset run-time ``threads`` becomes the worker's own thread count
+    (the sets and λ̂ are the same)."""
     n = worker_threads()
     return family if n is None else family.with_threads(n)
 

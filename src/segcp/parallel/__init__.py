@@ -1,9 +1,5 @@
-"""Where per-case work runs: this process, a pool of worker processes, or a Dask cluster.
-
-One interface (:class:`Executor`), three executors (:class:`InProcessExecutor`,
-:class:`PoolExecutor`, :class:`DaskExecutor`: dask imported lazily, only there) and one function
-that chooses (:func:`open_executor`). Every directory job, the engine and the estimator's
-``n_jobs`` run their map step through it.
+"""Where per-case work runs: one interface (:class:`Executor`), three executors (this process, a process
+pool, a Dask cluster: dask imported lazily, only there) and one function that chooses (:func:`open_executor`).
 """
 
 from __future__ import annotations
@@ -32,13 +28,9 @@ def cores() -> int:
 
 
 def open_executor(workers: int | None = None, scheduler: str | None = None, *, dask: bool = True) -> Executor:
-    """The executor of a job (close it, or use it as a context manager).
-
-    ``scheduler`` (else ``$DASK_SCHEDULER_ADDRESS`` when neither is given): the existing Dask
-    cluster there. ``workers`` = N ≥ 2: N processes on this machine, at most
-    :data:`MAX_WORKERS_PER_CORE` per core (``note`` then says so) — a local Dask cluster when
-    ``dask.distributed`` is installed and ``dask`` is True, else a process pool; either gives
-    the single-process bits. Neither, or 1: this process (dask is not imported).
+    """The executor of a job: ``scheduler`` (else ``$DASK_SCHEDULER_ADDRESS`` when neither is given), an
+    existing Dask cluster; ``workers`` = N ≥ 2, N processes here (at most :data:`MAX_WORKERS_PER_CORE` per
+    core): a local Dask cluster when installed and ``dask``, else a process pool; else this process.
     """
     if scheduler is not None and workers is not None:
         raise SegcpError("--workers starts local worker processes and --scheduler uses an existing cluster: give one of them")

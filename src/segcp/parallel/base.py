@@ -1,9 +1,6 @@
-"""The one map interface, :class:`Executor`, and the executors of this machine.
-
-A map step (case → loss curve, set or metrics) is independent per case. Tasks carry what a
-worker needs (paths and parameters, never arrays, for the directory jobs); :meth:`Executor.imap`
-yields ``(task index, result)`` as tasks finish and the caller reduces by index, so the result
-is the same bits whatever the arrival order, the chunking or the executor.
+"""The one map interface, :class:`Executor`, and this machine's executors. Tasks carry paths and parameters,
+never arrays; the caller reduces ``(task index, result)`` by index, so the bits never depend on the
+arrival order, the chunking or the executor.
 """
 
 from __future__ import annotations
@@ -32,8 +29,7 @@ _POOL_WORKER = False  # set in the processes of a process pool (limit_threads)
 
 
 def worker_threads() -> int | None:
-    """The threads this process may use as a worker: 1 in a process pool, the worker's thread
-    count on a Dask worker, None elsewhere (the main process: no limit)."""
+    """A worker's threads: 1 in a process pool, the worker's on Dask, None elsewhere (no limit)."""
     if _POOL_WORKER:
         return 1
     distributed = sys.modules.get("distributed")  # imported in every Dask worker, never here
@@ -61,8 +57,7 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
 
 
 def chunk_ranges(n: int, workers: int, chunk_size: int | None = None) -> list[range]:
-    """Consecutive ranges covering ``range(n)``: ``chunk_size`` each, else about 8 per worker
-    (load balance; little lost when a worker dies) of at most :data:`MAX_CHUNK` ids."""
+    """Consecutive ranges covering ``range(n)``: ``chunk_size`` each, else ~8 per worker of at most :data:`MAX_CHUNK`."""
     size = check_chunk_size(chunk_size) or max(1, min(MAX_CHUNK, math.ceil(n / (8 * max(workers, 1)))))
     return [range(i, min(i + size, n)) for i in range(0, max(n, 0), size)]
 
@@ -73,10 +68,8 @@ def _bar(bar: Bar | None, description: str, total: int, show_progress: bool) -> 
 
 
 class Executor:
-    """Runs a module-level function over tasks; a context manager that releases what it started
-    (a pool, a local cluster), never what it was given. ``workers``: the parallelism (for
-    chunking); ``where``: where the work runs, in words; ``note``: what the user should know
-    about how it was chosen (a capped worker count), or None."""
+    """Runs a module-level function over tasks; a context manager releasing what it started (never what it was
+    given). ``workers``: for chunking; ``where``: in words; ``note``: how it was chosen (a capped count), or None."""
 
     workers: int = 1
     where: str = "this process"
@@ -84,9 +77,8 @@ class Executor:
 
     def imap(self, fn: Callable[[Any], R], tasks: Iterable[Any], *, description: str = "working", show_progress: bool = True,
              weights: Sequence[int] | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
-        """``(i, fn(tasks[i]))`` in completion order; the bar (``bar``, else a new one) advances by
-        ``weights[i]`` (default 1) as each finishes. The first exception of a task cancels the
-        rest and propagates."""
+        """``(i, fn(tasks[i]))`` as tasks finish; the bar advances by ``weights[i]`` (default 1). A task's
+        exception cancels the rest and propagates."""
         tasks = tasks if isinstance(tasks, Sequence) else list(tasks)
         with _bar(bar, description, int(sum(weights)) if weights is not None else len(tasks), show_progress) as b:
             for i, result in self._completed(fn, tasks, description):
@@ -95,9 +87,7 @@ class Executor:
 
     def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
                    show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
-        """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish (of
-        ``chunk_size`` items, else as this executor chooses); reduced by k, the result does not
-        depend on the chunking."""
+        """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish."""
         seq = items if isinstance(items, Sequence) else list(items)
         ranges = chunk_ranges(len(seq), self.workers, chunk_size)
         tasks = [(*head, list(seq[r.start : r.stop])) for r in ranges]
@@ -116,19 +106,15 @@ class Executor:
         self.close()
 
 
-def map_ids(executor: Executor, fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: Sequence[Any], description: str = "working",
-            show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> list[Any]:
-    """``fn((*head, chunk))`` over chunks of ``items``; the per-item results (each task returns a
-    list) in the order of ``items``."""
-    parts = dict(executor.map_chunks(fn, head, items, description=description, show_progress=show_progress, chunk_size=chunk_size, bar=bar))
+def map_ids(executor: Executor, fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: Sequence[Any], **kw: Any) -> list[Any]:
+    """``fn((*head, chunk))`` over chunks of ``items`` (``kw``: :meth:`Executor.map_chunks`'s); the per-item results in item order."""
+    parts = dict(executor.map_chunks(fn, head, items, **kw))
     return [x for i in range(len(parts)) for x in parts[i]]
 
 
 class InProcessExecutor(Executor):
-    """The tasks in this process, in order. :meth:`map_chunks` takes the items lazily (a
-    generator stays one) in chunks starting at one item and doubling (up to :data:`MAX_CHUNK`)
-    while a chunk takes less than :data:`FAST_S`, unless told a chunk size: the bar moves per
-    image for slow images, the per-task cost vanishes for fast ones."""
+    """The tasks here, in order; :meth:`map_chunks` takes items lazily in chunks from one doubling up to
+    :data:`MAX_CHUNK` while a chunk takes < :data:`FAST_S` (unless ``chunk_size`` is given)."""
 
     def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
                    show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
@@ -152,8 +138,7 @@ IN_PROCESS = InProcessExecutor()
 
 
 class PoolExecutor(Executor):
-    """``n`` worker processes of a ``concurrent.futures`` pool, one BLAS thread each, started at
-    the first map of two tasks or more (fewer run here) and kept until :meth:`close`."""
+    """``n`` processes of a ``concurrent.futures`` pool (one BLAS thread each), kept until :meth:`close`."""
 
     def __init__(self, n: int) -> None:
         self.workers = max(1, int(n))

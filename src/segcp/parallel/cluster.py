@@ -1,12 +1,6 @@
-"""Running a map step on a Dask cluster (``pip install "segcp[dask]"``); dask is imported here only, lazily.
-
-:class:`DaskExecutor` submits one future per task and yields the results as they complete: on a
-private ``LocalCluster`` (:meth:`~DaskExecutor.local`, ``--workers N``: one thread per worker
-process, its scratch space in a temporary folder removed with it) or on an existing scheduler
-(:meth:`~DaskExecutor.connect`, ``--scheduler ADDRESS``: left running; its workers need the same
-segcp and the data paths). A dead worker's tasks are rerun by the scheduler (past
-``distributed.scheduler.allowed-failures`` deaths: one line); an exception in a task cancels the
-rest and is raised in the client as raised on the worker; exceptions are not retried.
+"""A map step on a Dask cluster (``segcp[dask]``; dask imported here only, lazily): a private ``LocalCluster``
+(``--workers N``) or an existing scheduler (``--scheduler ADDRESS``, left running). A dead worker's tasks
+are rerun; an exception in a task cancels the rest and is raised in the client as on the worker.
 """
 
 from __future__ import annotations
@@ -41,9 +35,8 @@ _HOST = re.compile(
 
 
 def check_address(address: str, where: str = "--scheduler") -> str:
-    """``address`` if it is a scheduler address, ``[SCHEME://]HOST:PORT`` (scheme tcp, tls,
-    ws, wss or ucx; host a DNS name, an IPv4 address or a bracketed IPv6 one; port 1–65535),
-    else a one-line error naming ``where`` — before any connection is tried."""
+    """``address`` as ``SCHEME://HOST:PORT`` (tcp, tls, ws, wss, ucx; a DNS name, IPv4 or [IPv6]; port
+    1–65535), else a one-line error naming ``where`` — before any connection."""
     text = str(address).strip()
     example = "expected [tcp://]HOST:PORT, e.g. tcp://10.0.0.5:8786"
     if not text:
@@ -90,9 +83,8 @@ class DaskExecutor(Executor):
 
     @classmethod
     def local(cls, n_workers: int) -> DaskExecutor:
-        """A ``LocalCluster`` of ``n_workers`` processes, one thread each, its HTTP server on a
-        free local port, its scratch space in a private temporary folder; all closed and removed
-        with the executor."""
+        """A ``LocalCluster`` of ``n_workers`` one-thread processes (HTTP server on a free local port, scratch
+        space in a private folder), closed and removed with the executor."""
         import logging
         import tempfile
 
@@ -125,9 +117,8 @@ class DaskExecutor(Executor):
 
     @classmethod
     def connect(cls, address: str, *, timeout: float | None = None, where: str = "--scheduler") -> DaskExecutor:
-        """A client of the existing scheduler at ``address`` (the cluster stays up afterwards);
-        one line (naming ``where``) when the address is malformed, or when nothing answers
-        within ``timeout`` seconds (default :data:`CONNECT_TIMEOUT_S`)."""
+        """A client of the scheduler at ``address`` (left running); one line when nothing answers within
+        ``timeout`` seconds (:data:`CONNECT_TIMEOUT_S`)."""
         address = check_address(address, where)
         timeout = CONNECT_TIMEOUT_S if timeout is None else float(timeout)
         distributed = require_dask()

@@ -1,7 +1,5 @@
 """The benchmark's report: per task its tables and figures in one document, and the tidy rows (results.csv).
-
-Which rows a figure contrasts is a plan choice (the baseline row, the ablation's base row),
-never a method name.
+Which rows a figure contrasts is a plan choice (the baseline, the ablation's base row), never a method name.
 """
 
 from __future__ import annotations
@@ -78,8 +76,7 @@ NOTE_DRAWS = (
 
 
 class TaskReport:
-    """One task's part of the document, from its records (figures also from score maps, through the
-    engine; ``draw`` False: tables only)."""
+    """One task's part of the document, from its records (figures through the engine; ``draw`` False: none)."""
 
     def __init__(self, doc: Document, cfg: PlanConfig, tp: TaskPlan, res: dict[str, Any], engine: Engine, draw: bool = True) -> None:
         self.doc, self.cfg, self.tp, self.res, self.engine, self.draw = doc, cfg, tp, res, engine, draw
@@ -124,7 +121,6 @@ class TaskReport:
         recs = [r for r in self.records if r["n_cal"] == n_cal and r["method"] in methods and r["alpha"] in alphas]
         return {(s["method"], s["alpha"]): s for s in summarize(recs, baseline)}
 
-    # ------------------------------------------------------------------ Table 1 and its figures
     def table1(self) -> None:
         cfg = self.cfg
         summ = self.summary(cfg.n_cal, [r.label for r in self.mask_main], cfg.alphas, self.baseline)
@@ -219,7 +215,6 @@ class TaskReport:
         note = f"{title} (from the loss curves; bars ± 3 SE). The guarantee is E[FNR] ≤ α: points on or below the dashed line."
         self.fig("validity", F.validity_figure(rows, self.cfg.figures.dpi, title), note)
 
-    # ------------------------------------------------------------------ ablations
     def table_ncal(self) -> None:
         ab = self.cfg.ablation
         if ab is None or not ab.n_cal:
@@ -259,7 +254,6 @@ class TaskReport:
                 png = F.ablation_figure(param, values, stats, self.units, self.cfg.figures.dpi, title)
                 self.fig(f"ablation-{param}", png, f"{title}: mean Dice and HD95 (± std over splits) and the time per image of the score map.")
 
-    # ------------------------------------------------------------------ sets of segmentations
     def _sets_records(self, label: str, alpha: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """A row's split records at α: all, and the feasible ones."""
         rr = [x for x in self.res["sets_records"] if x["method"] == label and x["alpha"] == alpha]
@@ -336,7 +330,6 @@ class TaskReport:
         self.fig("sets-draws", png, f"{title} — CONSIGN's Fig. 5: the truth, the argmax of the mean softmax and {sc.show_draws} draws per set.")
 
 
-# ---------------------------------------------------------------------------- the documents
 def _provenance_lines(tp: TaskPlan) -> list[str]:
     p = tp.task.provenance
     lines = [f"**{tp.task.name}** — {tp.task.title}", f"data: `{p.get('data')}` ({p.get('kind')})"]
@@ -404,8 +397,8 @@ def build_documents(cfg: PlanConfig, plan: Plan, results: Rows, engine: Engine, 
 def tidy_rows(results: Rows, plan: Plan) -> Rows:
     """One row per (task, method, calibration size, α, split, metric)."""
     out: list[dict[str, Any]] = []
-    fam_of = {(tp.task.name, r.label): r.spec.method if isinstance(r.spec, MethodSpec) else "tuned:" + r.spec.candidates[0].method
-              for tp in plan.tasks for r in tp.rows}
+    rows = [(tp.task.name, r) for tp in plan.tasks for r in tp.rows]
+    fam_of = {(t, r.label): ("" if isinstance(r.spec, MethodSpec) else "tuned:") + r.spec.candidates[0].method for t, r in rows}
 
     def add(r: dict[str, Any], family: str, n_cal: Any, alpha: Any, metrics: Sequence[str], note: str) -> None:
         out.extend(dict(zip(TIDY_COLUMNS, (r["task"], r["method"], family, n_cal, alpha, r["split"], m, r[m], note))) for m in metrics)

@@ -89,12 +89,8 @@ def crop_box(masks: Sequence[NDArray[Any]], shape: tuple[int, ...], margin: floa
 
 
 def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], diffused: Sequence[str], dpi: int, title: str) -> bytes:
-    """RW-CP's Fig. 1: per image, the image, the truth, each method's set, the raw and the
-    diffused probability maps.
-
-    ``panels``: per image ``{"id", "image", "truth", "probs", "sets": {method: mask},
-    "maps": {label: diffused map}, "dice": {method: value}, "note"}``.
-    """
+    """RW-CP's Fig. 1: per image (``panels``: id, image, truth, probs, sets, maps, dice, note) the image, the
+    truth, each method's set, the raw and the diffused maps."""
     plt = _plt()
     cols = 2 + len(methods) + 1 + len(diffused)
     fig, axes = plt.subplots(len(panels), cols, figsize=(1.45 * cols, 1.75 * len(panels) + 0.35), squeeze=False)
@@ -147,8 +143,7 @@ def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: 
 
 
 def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], dpi: int = 110) -> bytes:
-    """Dice, HD95, stretch and test FNR (± std over splits) against α, one line per method
-    (`segcp compare`'s summary.png). ``summary``: :func:`segcp.report.summaries.summarize` rows."""
+    """compare's summary.png: Dice, HD95, stretch and test FNR (± std) of the summary rows against α."""
     plt = _plt()
     panels = [("dice", "Dice (set vs truth)"), ("hd95", "HD95"), ("stretch", "stretch |C|/|Ŷ|"), ("fnr", "test FNR")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
@@ -168,10 +163,7 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
 
 def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],
                     dpi: int, title: str) -> bytes:
-    """Set size |C_λ| / |Ŷ| against λ for one image (the threshold's sensitivity near λ → 1).
-
-    ``curves``: method → (λ grid, size ratio); ``marks``: method → [(α, λ̂)].
-    """
+    """|C_λ| / |Ŷ| against λ for one image (``curves``: method → (λ, ratio); ``marks``: method → [(α, λ̂)])."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
     for k, (m, (lam, size)) in enumerate(curves.items()):
@@ -216,10 +208,7 @@ def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int,
 
 
 def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[float]], units: str, dpi: int, title: str) -> bytes:
-    """One ablated parameter (RW-CP's Fig. 3 for k): Dice, HD95 and the time per image against its value.
-
-    ``stats``: ``dice``, ``dice_std``, ``hd95``, ``hd95_std``, ``seconds`` — one entry per value.
-    """
+    """An ablated parameter (RW-CP's Fig. 3 for k): Dice, HD95 (``stats``: with ``_std``) and ``seconds`` per value."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.6, 2.5))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -237,8 +226,7 @@ def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[flo
 
 
 def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]], dpi: int, title: str) -> bytes:
-    """CONSIGN's Figs. 2–4: Chao1, SEC and mean |correlation| of the drawn segmentations against
-    the number of draws S. ``curves``: method → metric (chao, sec, correlation) → [(S, mean, std)]."""
+    """CONSIGN's Figs. 2–4: Chao1, SEC and |correlation| against draws S (``curves``: method → metric → [(S, m, s)])."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.8, 2.6))
     names = (("chao", "Chao1 (distinct segmentations)"), ("sec", "SEC (truth among the draws)"), ("correlation", "mean |correlation| of draws"))

@@ -79,8 +79,7 @@ class Figure:
 
 @dataclass
 class Document:
-    """A report as a sequence of blocks (headings, paragraphs, lists, tables, figures, preformatted
-    text), each kept as its HTML and its Markdown."""
+    """A report as blocks (headings, text, lists, tables, figures), each kept as its HTML and its Markdown."""
 
     title: str
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (HTML, Markdown; "": HTML only)

@@ -17,11 +17,8 @@ __all__ = ["model_summary", "summarize"]
 
 
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over splits per (method, α); win rates against ``baseline``.
-
-    ``fnr_se``: the standard error of the mean test FNR (the check: ``fnr <= alpha + 3 * fnr_se``,
-    ``valid``); ``infeasible``: splits where no λ met the bound, left out of the means.
-    """
+    """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
+    splits (left out of the means), and wins against ``baseline``."""
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
     keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))

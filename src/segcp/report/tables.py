@@ -1,10 +1,5 @@
-"""Tables of results: on the terminal (rich), and the tables of every report (compare's and the benchmark's).
-
-:func:`results_table` is the one table of a plan's sets at several α (mean ± std over splits,
-the guarantee check, win rates against the baseline row); :func:`empty_truth_table` gives the
-sets on images without the structure; :func:`chosen_note` lists what tuned rows chose. They are
-:class:`~segcp.report.html.Table` objects, written as Markdown or HTML.
-"""
+"""The tables of every report (:func:`results_table`, :func:`empty_truth_table`, :func:`chosen_note`; Markdown
+or HTML) and the terminal's (rich)."""
 
 from __future__ import annotations
 
@@ -105,8 +100,8 @@ def _validity_cell(v: Mapping[str, Any] | None) -> Cell:
 
 
 def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int]]) -> dict[int, set[str]]:
-    """Per row of ``block`` (by position): the keys where it has the block's best value (highest
-    Dice, lowest others) among the rows feasible on every split (all rows if none is)."""
+    """Per row of ``block``: the keys where it is the block's best (highest Dice, lowest others) among the rows
+    feasible on every split (all, if none is)."""
     feasible = [i for i, s in enumerate(block) if not s.get("infeasible")] or list(range(len(block)))
     out: dict[int, set[str]] = {i: set() for i in range(len(block))}
     for key, digits in keys:
@@ -125,10 +120,8 @@ def summary_cells(s: Mapping[str, Any], bold: set[str], units: str) -> list[Cell
 
 def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any], alphas: Sequence[float], units: str,
                   baseline: str | None, note: str = "", validity: Mapping[tuple[str, float], Any] | None = None, validity_splits: int = 0) -> Table:
-    """The sets of every row at every α (and the base model's own mask): mean ± std over splits
-    of λ̂ and of the per-split test means, missed structures, the guarantee check (and, with
-    ``validity``, the same check over ``validity_splits`` splits from the curves), win rates
-    against ``baseline``; bold marks the α block's best."""
+    """Every row at every α and the model's own mask: mean ± std over splits, missed structures, the guarantee
+    check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
     header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, "DSC win", "HD95 win"]
     model_row = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2), _ms(model, "hd95", 2)]
