@@ -35,12 +35,15 @@ RESULT_SCHEMA = "segcp.benchmark"
 def git_commit() -> dict[str, Any]:
     """The commit of the segcp source this runs from (and whether the tree had changes)."""
     src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(src), *args], check=False, capture_output=True, text=True, timeout=10)
+
     try:
-        git, run = ["git", "-C", str(src), "rev-parse", "HEAD"], {"capture_output": True, "text": True, "timeout": 10}
-        head = subprocess.run(git, check=False, **run)
+        head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "note": "not a git checkout"}
-        status = subprocess.run([*git[:3], "status", "--porcelain", "--untracked-files=no", "--", "."], check=False, **run)
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "note": "git not available"}
@@ -129,7 +132,7 @@ def run_benchmark(
             {"name": tp.task.name, "title": tp.task.title, "units": tp.task.units, "provenance": tp.task.provenance, "notes": tp.notes}
             | {"rows": [{k: getattr(r, k) for k in ("label", "kind", "main", "ablation", "base")} | {"spec": r.spec.to_dict()} for r in tp.rows]}
             | {k: res.get(k, []) for k in keys}
-            for tp, res in zip(plan.tasks, results)
+            for tp, res in zip(plan.tasks, results, strict=True)
         ],
         "summary": summaries,
         "tidy_columns": TIDY_COLUMNS,

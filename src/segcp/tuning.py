@@ -62,7 +62,7 @@ def tune_task(
     engine = Engine(cache or BenchmarkCache(enabled=False), executor, show_progress=show_progress, chunk_size=chunk_size)
     with Bar("segcp tune", len(view) * len(candidates), enabled=show_progress) as engine.bar:
         best, table = engine.choose(view, tuned, range(len(view)), alpha)
-    for row, spec in zip(table, candidates):
+    for row, spec in zip(table, candidates, strict=True):
         row["label"] = spec.label
         row["params"] = dict(spec.params)
     return TuneResult(candidates[best], best, criterion, float(alpha), folds, table)

@@ -42,8 +42,8 @@ def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], ke
     bad = {m: int(sum(not math.isfinite(p[m]) for p in per)) for m in keys}
     rec["undefined"] = {m: c for m, c in bad.items() if c}
     rec["set_size"] = nanmean([p["set_size"] for p in per])
-    present = [p["set_size"] for p, n in zip(per, truth_sizes) if n > 0]
-    absent = [p["set_size"] for p, n in zip(per, truth_sizes) if n == 0]
+    present = [p["set_size"] for p, n in zip(per, truth_sizes, strict=True) if n > 0]
+    absent = [p["set_size"] for p, n in zip(per, truth_sizes, strict=True) if n == 0]
     rec["missed"] = nanmean([float(s == 0) for s in present])
     rec["empty_hit"] = nanmean([float(s > 0) for s in absent])
     rec["empty_fp"] = nanmean(absent)

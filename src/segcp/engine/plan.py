@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.config import AblationConfig, PlanConfig
+from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import Task, TaskView, kind_of, open_task
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec

@@ -154,7 +154,7 @@ def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int,
     for s, lam, pick, seeds in items:
         per: list[dict[str, float]] = []
         t_draw = 0.0
-        for i, key in zip(pick, seeds):
+        for i, key in zip(pick, seeds, strict=True):
             case = view.case(i)
             prepared = fam.prepare(case)
             t0 = time.process_time()
@@ -231,7 +231,7 @@ class Engine:
                 if view.reader is not None:  # --label L: some mask must hold the structure (cached curves passed this check)
                     view.reader.label_seen |= any(n > 0 for _, _, n in got) or len(todo) < len(view)
                     view.reader.require_label_seen()
-                for i, (curve, secs, _) in zip(todo, got):
+                for i, (curve, secs, _) in zip(todo, got, strict=True):
                     self.cache.put_curve(fam.fkey, view.keys[i], curve, secs)
                     hits[i] = (curve, secs)
             self._curves[fam.fkey] = (LossCurves.concat([h[0] for h in hits]), [h[1] for h in hits])
@@ -257,8 +257,8 @@ class Engine:
         images = sorted(set(per_image) | set(model))
         items = [(i, view.keys[i], i in model, per_image[i]) for i in images]
         got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), items, advance)
-        measured = {(k, i): ms for i, (_, _, per) in zip(images, got) for k, ms in per.items()}
-        return measured, {i: g[0] for i, g in zip(images, got)}, {i: g[1] for i, g in zip(images, got) if g[1] is not None}
+        measured = {(k, i): ms for i, (_, _, per) in zip(images, got, strict=True) for k, ms in per.items()}
+        return measured, {i: g[0] for i, g in zip(images, got, strict=True)}, {i: g[1] for i, g in zip(images, got, strict=True) if g[1] is not None}
 
     def scores(self, view: TaskView, spec: MethodSpec, i: int) -> NDArray[np.float64]:
         """One image's score map in this process (figures)."""
@@ -382,7 +382,9 @@ class Engine:
                 lam_of.update({n: (k, lam, extra) for n in needs if n.alpha == a})
         work: dict[tuple[int, int], dict[float, bool]] = defaultdict(dict)  # (candidate, image) → λ: with surface metrics
         for n, (k, lam, _) in lam_of.items():
-            for i in tp.splits[n.n_cal][n.split][1] if not isinstance(lam, str) else ():
+            if isinstance(lam, str):  # no λ̂: nothing to measure
+                continue
+            for i in tp.splits[n.n_cal][n.split][1]:
                 work[(k, int(i))][lam] = work[(k, int(i))].get(lam, False) or n.level == "all"
         self.bar.update(description=f"{tp.task.name} · {row.label}: measuring sets")
         measured, truth, _ = self.measure(view, cands, work)
@@ -468,7 +470,7 @@ class Engine:
             fkey = self.family_key(row.spec, fam)
             self.bar.update(description=f"{tp.task.name} · {row.label} (α={a:g}): scores λ*")
             hits, todo = self._cached_curves(fkey, view)
-            for i, (curve, secs, failure) in zip(todo, self._map(_sets_curves_task, (view.ref, row.spec, a), todo)):
+            for i, (curve, secs, failure) in zip(todo, self._map(_sets_curves_task, (view.ref, row.spec, a), todo), strict=True):
                 if curve is None:
                     curve = LossCurves.single([], [], 1.0)
                     res["failures"].append({"method": row.label, "alpha": a, "image": view.ids[i], "error": failure})
@@ -498,7 +500,7 @@ class Engine:
                         todo_draws.append((s, lam, pick, [view.keys[i] for i in pick]))
                 recs[s] = rec | {"_rkey": rkey}
             self.bar.update(description=f"{tp.task.name} · {row.label} (α={a:g}): draws")
-            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, sc, seed), todo_draws)):
+            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, sc, seed), todo_draws), strict=True):
                 recs[item[0]] |= drawn
             for s, rec in recs.items():
                 rkey = rec.pop("_rkey")

@@ -63,7 +63,7 @@ def select(curves: Sequence[LossCurves | Sequence[LossCurves]], estimators: Sequ
             table.append({"candidate": c, "value": math.nan, "infeasible_folds": bad, "fold_lambdas": lambdas, "alpha": alpha})
         got = values(requests)
         for row in table:
-            value = mean_std([x for (c, _, _), x in zip(requests, got) if c == row["candidate"]])[0]
+            value = mean_std([x for (c, _, _), x in zip(requests, got, strict=True) if c == row["candidate"]])[0]
             row["value"] = (-math.inf if higher else math.inf) if row["infeasible_folds"] or not math.isfinite(value) else value
         return table
 

@@ -78,7 +78,7 @@ def calibrate_dir(
     class-probability stack. Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
-    forms = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
+    forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
     cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, **forms)
     plan = cs.plan()
     check_chunk_size(chunk_size)
@@ -99,13 +99,13 @@ def calibrate_dir(
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
     for i, (parts, counts) in chunks:
         for k in range(job.slots):
-            for acc, part in zip(accs[k], parts[k]):
+            for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
             present[k] += counts[k]
     if reader is not None:
         reader.label_seen = present[0] > 0
         reader.require_label_seen()
-    absent = [s for s, c in zip(job.structures, present) if c == 0]
+    absent = [s for s, c in zip(job.structures, present, strict=True) if c == 0]
     if absent:
         what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
@@ -115,7 +115,7 @@ def calibrate_dir(
         est.calibrate_curves([acc.result() for acc in slot])
         accs[k] = []
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
-    where = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
+    where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:
         write_json(out, record)

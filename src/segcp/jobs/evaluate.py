@@ -53,11 +53,10 @@ def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_dr
     the set was drawn (sets of segmentations: exact membership and the draws' metrics)."""
     from segcp.metrics import draw_metrics, evaluate_set
 
-    prediction = cs.predict(case) if set_file is None else None
+    prediction = cs.predict(case) if set_file is None else read_set(Path(set_file), case.shape)
     if not isinstance(prediction, SegmentationSet):
         assert case.mask is not None  # a pixel-set family's case read with its truth
-        pred = read_set(Path(set_file), case.mask.shape) if set_file is not None else prediction
-        return evaluate_set(pred, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing), False
+        return evaluate_set(prediction, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing), False
     fam = cs.method_
     assert isinstance(fam, SegmentationSetFamily) and fam.agreement_level is not None
     item = fam.prepare(case)
@@ -80,7 +79,8 @@ def _calibrated_chunk(task: tuple[Job, list[ConformalSegmenter], list[dict[str, 
     for k, ident in items:
         cases = job.read(ident)
         files = [None if set_files is None else set_files[s][ident] for s in range(len(cases))]
-        out.append(([_case_metrics(m, c, f, draws, draw_seed(seed, k)) for m, c, f in zip(models, cases, files)], cases[0].spacing is not None))
+        metrics = [_case_metrics(m, c, f, draws, draw_seed(seed, k)) for m, c, f in zip(models, cases, files, strict=True)]
+        out.append((metrics, cases[0].spacing is not None))
     return out
 
 
@@ -152,7 +152,7 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     rows = run(_set_metrics, head, [(i, str(set_files[i])) for i in ids])
     if label is not None and not any(seen for _, seen, _ in rows):
         raise SegcpError(f"{dd.folder('masks')}: no mask holds label {label}; check --label")
-    per_image = {ident: metrics for ident, (metrics, _, _) in zip(ids, rows)}
+    per_image = {ident: metrics for ident, (metrics, _, _) in zip(ids, rows, strict=True)}
     return {"segcp_version": __version__, "label": label, "distance_units": _units(any(has for _, _, has in rows))} | _summary(per_image)
 
 
@@ -195,12 +195,13 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
         raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
     set_files = _set_folders(Path(sets), subs, ids) if sets is not None else None
     rows = run(_calibrated_chunk, (job, models, set_files, draws, seed), list(enumerate(ids)))
-    per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows)} for k in range(len(subs))]
+    per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows, strict=True)} for k in range(len(subs))]
     drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
     units = _units(any(has for _, has in rows))
     if cal.per_structure:
         parts = (cal.structures, models, per)
-        structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p) for s, m, p in zip(*parts)}
+        structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p)
+                      for s, m, p in zip(*parts, strict=True)}
         overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
         head = {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units}
         return head | {"mean_over_structures": overall, "structures": structures}

@@ -49,7 +49,7 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
     for k, ident in items:
         bits = None
         cases = job.read(ident)
-        for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs)):
+        for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs, strict=True)):
             arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
             write_set(root / sub, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
             if combined:

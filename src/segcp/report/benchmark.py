@@ -22,7 +22,7 @@ from segcp.report import figures as F
 from segcp.report.html import Cell, Document, Figure, Table
 from segcp.report.summaries import model_summary, summarize
 from segcp.report.tables import BEST, SUMMARY_HEADER, alpha_set, best_cells, chosen_note, fmt, fnr_cell, ms_text, results_table, summary_cells
-from segcp.specs import MethodSpec, TunedSpec
+from segcp.specs import MethodSpec
 
 __all__ = ["TIDY_COLUMNS", "build_documents", "tidy_csv", "tidy_rows"]
 
@@ -162,13 +162,13 @@ class TaskReport:
             order, names = sorted(truths, key=lambda i: dice[cmp_][i] - dice[ref][i]), ("largest gain", "median", "largest loss")
         else:
             order, names = sorted(truths, key=lambda i: dice[ref][i]), ("best", "median", "worst")
-        picks = zip((order[-1], order[len(order) // 2], order[0]), names)
+        picks = zip((order[-1], order[len(order) // 2], order[0]), names, strict=True)
         chosen = list({i: why for i, why in reversed(list(picks))}.items())[::-1][: cfg.figures.overlay_images]
         # the maps thresholded other than the raw probability (diffused, normalised): shown beside it
         probs = {i: np.asarray(cases[i].probs, dtype=float) for i, _ in chosen}
         raw = {m for m in methods if all(np.allclose(maps[m][i], 1.0 - probs[i], rtol=0, atol=1e-12) for i, _ in chosen)}
         shown = [m for m in methods if lams[m][1].build().lambda_is_threshold and m not in raw]
-        panels = []
+        panels: list[dict[str, Any]] = []
         for i, why in chosen:
             image = None if cases[i].image is None else np.asarray(cases[i].image, dtype=float)
             sets = {m: maps[m][i] <= lams[m][0] for m in methods}
@@ -314,7 +314,7 @@ class TaskReport:
         if not rec0:
             return
         drawn = next(iter(rec0.values()))["draw_images"]
-        ident = next((c for c in drawn if np.any(view.case(view.ids.index(c)).label_map > 0)), drawn[0])  # the first with a structure
+        ident = next((c for c in drawn if np.any(np.asarray(view.case(view.ids.index(c)).label_map) > 0)), drawn[0])  # the first with a structure
         case = view.case(view.ids.index(ident))
         draws = {}
         for r in self.sets_rows:
@@ -380,7 +380,7 @@ def build_documents(cfg: PlanConfig, plan: Plan, results: Rows, engine: Engine, 
     doc.items(items)
     doc.pre(cfg.text, None)
     summaries: Rows = []
-    for tp, res in zip(plan.tasks, results):
+    for tp, res in zip(plan.tasks, results, strict=True):
         tr = TaskReport(doc, cfg, tp, res, engine, draw)
         tr.write()
         summaries += tr.summary_rows
@@ -401,7 +401,7 @@ def tidy_rows(results: Rows, plan: Plan) -> Rows:
     fam_of = {(t, r.label): ("" if isinstance(r.spec, MethodSpec) else "tuned:") + r.spec.candidates[0].method for t, r in rows}
 
     def add(r: dict[str, Any], family: str, n_cal: Any, alpha: Any, metrics: Sequence[str], note: str) -> None:
-        out.extend(dict(zip(TIDY_COLUMNS, (r["task"], r["method"], family, n_cal, alpha, r["split"], m, r[m], note))) for m in metrics)
+        out.extend(dict(zip(TIDY_COLUMNS, (r["task"], r["method"], family, n_cal, alpha, r["split"], m, r[m], note), strict=True)) for m in metrics)
 
     for res in results:
         for r in res["records"]:

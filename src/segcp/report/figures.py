@@ -147,7 +147,7 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
     plt = _plt()
     panels = [("dice", "Dice (set vs truth)"), ("hd95", "HD95"), ("stretch", "stretch |C|/|Ŷ|"), ("fnr", "test FNR")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for k, mth in enumerate(dict.fromkeys(r["method"] for r in summary)):
             rows = sorted((r for r in summary if r["method"] == mth), key=lambda r: r["alpha"])
             x, y, err = [r["alpha"] for r in rows], [r[key] for r in rows], [r.get(f"{key}_std", 0.0) for r in rows]
@@ -172,7 +172,7 @@ def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.floa
         p = 1.0 - lam
         keep = p > 0
         axes[1].plot(p[keep], y[keep], color=_colour(k), label=m, lw=1.2)
-        for a, lh in marks.get(m, []):
+        for _, lh in marks.get(m, []):
             axes[0].axvline(lh, color=_colour(k), ls=":", lw=0.8)
             if lh < 1:
                 axes[1].axvline(1 - lh, color=_colour(k), ls=":", lw=0.8)
@@ -230,7 +230,7 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.8, 2.6))
     names = (("chao", "Chao1 (distinct segmentations)"), ("sec", "SEC (truth among the draws)"), ("correlation", "mean |correlation| of draws"))
-    for ax, (key, label) in zip(axes, names):
+    for ax, (key, label) in zip(axes, names, strict=True):
         for k, (m, mets) in enumerate(curves.items()):
             pts = sorted(mets.get(key, []))
             if not pts:

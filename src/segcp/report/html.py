@@ -8,7 +8,6 @@ import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["Cell", "Document", "Figure", "Table"]
 

@@ -105,7 +105,7 @@ def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int
     feasible = [i for i, s in enumerate(block) if not s.get("infeasible")] or list(range(len(block)))
     out: dict[int, set[str]] = {i: set() for i in range(len(block))}
     for key, digits in keys:
-        vals = {i: round(float(v), digits) for i in feasible if _finite(v := block[i].get(key))}
+        vals = {i: round(float(v), digits) for i in feasible if (v := block[i].get(key)) is not None and math.isfinite(v)}
         best = (max if key == "dice" else min)(vals.values(), default=None)
         for i, v in vals.items():
             if v == best:
@@ -124,8 +124,8 @@ def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Map
     check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
     header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, "DSC win", "HD95 win"]
-    model_row = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2), _ms(model, "hd95", 2)]
-    rows: list[list[Cell | str]] = [[*model_row, _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + 2)]]
+    model_row: list[Cell | str] = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2)]
+    rows = [[*model_row, _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + 2)]]
     for a in alphas:
         block = [s for s in summary if s["alpha"] == a]
         bold = best_cells(block, BEST)
