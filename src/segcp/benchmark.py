@@ -144,7 +144,7 @@ def run_benchmark(
         with atomic_dir(Path(out), existing="overwrite") as tmp:
             write_text(tmp / "report.html", doc.html())
             write_text(tmp / "report.md", doc.markdown())
-            for f in doc.figures():
+            for f in doc.figs:
                 (tmp / f.name).write_bytes(f.png)
             write_text(tmp / "results.json", json.dumps(to_jsonable(result), allow_nan=False, separators=(",", ":")) + "\n")
             write_text(tmp / "results.csv", tidy_csv(tidy))

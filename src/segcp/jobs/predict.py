@@ -191,9 +191,4 @@ def predict_dir(
         for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
                                      chunk_size=chunk_size):
             pass
-    return [_set_path(out / sub, ident) for ident in ids for sub in subs]
-
-
-def _set_path(folder: Path, ident: str) -> Path:
-    """The set file of ``ident`` in ``folder`` (on the input's grid, or NPY)."""
-    return written_set(folder, ident) or folder / f"{ident}.npy"
+    return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY

@@ -18,6 +18,10 @@ class Cell:
     bold: bool = False
     title: str | None = None  # hover text (HTML only)
 
+    def html(self) -> str:
+        t = f"<b>{html.escape(self.text)}</b>" if self.bold else html.escape(self.text)
+        return f'<td title="{html.escape(self.title)}">{t}</td>' if self.title else f"<td>{t}</td>"
+
 
 @dataclass
 class Table:
@@ -31,16 +35,7 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = []
-        for r in self._cells():
-            tds = []
-            for c in r:
-                t = html.escape(c.text)
-                if c.bold:
-                    t = f"<b>{t}</b>"
-                attr = f' title="{html.escape(c.title)}"' if c.title else ""
-                tds.append(f"<td{attr}>{t}</td>")
-            body.append("<tr>" + "".join(tds) + "</tr>")
+        body = ["<tr>" + "".join(c.html() for c in r) + "</tr>" for r in self._cells()]
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
         return (
             f'<div class="table"><table><caption>{html.escape(self.caption)}</caption><thead><tr>{head}</tr></thead>'
@@ -116,9 +111,6 @@ class Document:
 
     def _in_section(self) -> bool:
         return any(b.startswith(("<section", "</section>")) for b, _ in self.blocks)
-
-    def figures(self) -> list[Figure]:
-        return list(self.figs)
 
     def html(self) -> str:
         toc = ('<nav class="toc"><b>Contents</b><ol>' + "".join(f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for t, an in self.toc)
