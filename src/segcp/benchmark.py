@@ -62,8 +62,8 @@ def _check_out(out: Path, cfg: PlanConfig, replaceable: Sequence[str] = ()) -> N
     for t in cfg.tasks:
         if isinstance(t.data, Path) and t.data.is_dir():
             check_output(out, [*data_inputs(t.data), t.data])
-    only_replaceable = bool(replaceable) and all(p.name in replaceable for p in out.iterdir())
-    if out.is_dir() and any(out.iterdir()) and not _ours(out / "results.json") and not only_replaceable:
+    foreign = out.is_dir() and any(out.iterdir()) and not _ours(out / "results.json")
+    if foreign and not (replaceable and all(p.name in replaceable for p in out.iterdir())):
         raise SegcpError(f"{out}: exists and is not a segcp benchmark report folder; choose a new folder")
     check_dir_target(out, "overwrite")
 
