@@ -105,7 +105,7 @@ def calibrate_dir(
     if reader is not None:
         reader.label_seen = present[0] > 0
         reader.require_label_seen()
-    absent = [s for s, c in zip(job.structures, present, strict=True) if c == 0]
+    absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]  # none when calibrating one structure
     if absent:
         what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
