@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from segcp.calibration import conformal_quantile
-from segcp.multiclass.consign import SearchOptions, _Search, consign_score, decompose
+from segcp.segsets.consign import SearchOptions, _Search, consign_score, decompose
 from segcp.progress import Bar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +216,7 @@ def split_summary(rows: list[dict[str, Any]], ids: list[str], groups: list[str],
     benchmarks/consign_real.py (the same seeds: ``splits`` draw splits with ``seed``, and
     ``check_splits`` with ``seed + 1``), per (K, β); a split is infeasible (λ̂ = ∞) when too many
     of its calibration scores are ∞."""
-    from segcp.data.splits import random_cal_test_splits
+    from segcp.engine.splits import random_cal_test_splits
 
     def qhat(v: np.ndarray) -> float:
         try:

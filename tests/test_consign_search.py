@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from segcp import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.methods.consign import ConsignMethod
-from segcp.multiclass.agreement import agrees
-from segcp.multiclass.consign import SearchOptions, _line_range, _Search, consign_score, decompose, draw, is_member
+from segcp.segsets.agreement import agrees
+from segcp.segsets.consign import SearchOptions, _line_range, _Search, consign_score, decompose, draw, is_member
 from consign_toy import make_toy_cases
 from test_consign_box import _fx, _h
 
@@ -200,7 +200,7 @@ def test_adam_strategy_is_the_issue16_search_bit_for_bit():
                 d = decompose(c.samples, K=K, box_alpha=0.1, box="normalized")
                 if K == 2 and beta == 0.85 and c is toy[0]:
                     flat = c.samples.astype(np.float64).reshape(len(c.samples), -1)
-                    from segcp.multiclass.consign import thin_svd
+                    from segcp.segsets.consign import thin_svd
 
                     u, sv, vt = thin_svd(flat - flat.mean(axis=0), 5, "gram")
                     if _h(u) + _h(sv) + _h(vt) != golden["svd"][0]:
