@@ -60,12 +60,13 @@ from typing import Any
 import numpy as np
 
 from segcp.calibration import conformal_quantile
-from segcp.segsets.consign import SearchOptions, _Search, consign_score, decompose
+from segcp.errors import SegcpError
 from segcp.progress import Bar
+from segcp.segsets.consign import SearchOptions, _Search, consign_score, decompose
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_consign import load_real_cases  # noqa: E402
-from consign_reference import ReferenceOptions, reference_score  # noqa: E402
+from bench_consign import load_real_cases
+from consign_reference import ReferenceOptions, reference_score
 
 STEP = 0.01  # the reference's grid step
 STRATEGIES = ("lines", "adam")
@@ -169,7 +170,7 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
                     causes[r[s]["cause"]] = causes.get(r[s]["cause"], 0) + 1
             try:
                 lam_hat = float(conformal_quantile(lam, alpha))
-            except Exception:  # noqa: BLE001 - too few finite scores: λ̂ = ∞
+            except SegcpError:  # fewer images than α needs: no finite λ̂
                 lam_hat = math.inf
             d[s] = {
                 "misses": int(sum(r[s]["miss"] for r in rs)),
@@ -190,7 +191,7 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
         }
         try:
             ref_hat_low = float(conformal_quantile(ref_low, alpha))
-        except Exception:  # noqa: BLE001
+        except SegcpError:  # fewer images than α needs
             ref_hat_low = math.inf
         d["reference"] = {
             "certified": int(np.sum(np.isfinite(ref))),
@@ -221,7 +222,7 @@ def split_summary(rows: list[dict[str, Any]], ids: list[str], groups: list[str],
     def qhat(v: np.ndarray) -> float:
         try:
             return float(conformal_quantile(v, alpha))
-        except Exception:  # noqa: BLE001 - more infinite scores than α tolerates
+        except SegcpError:  # fewer images than α needs
             return math.inf
 
     pos = {i: k for k, i in enumerate(ids)}
@@ -375,7 +376,6 @@ def main() -> None:
     summary = summarize(rows, a.alpha)
     if a.n_cal:
         from segcp.compare import load_groups
-
         from segcp.io import index_folder
 
         ids = sorted(index_folder(Path(a.data) / "samples"))[: a.n][:: a.stride]

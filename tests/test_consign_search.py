@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from consign_toy import make_toy_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_consign_box import _fx, _h
 
 from segcp import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.methods.consign import ConsignMethod
 from segcp.segsets.agreement import agrees
 from segcp.segsets.consign import SearchOptions, _line_range, _Search, consign_score, decompose, draw, is_member
-from consign_toy import make_toy_cases
-from test_consign_box import _fx, _h
 
 GOLDEN_ADAM = Path(__file__).resolve().parent / "golden" / "consign_normalized_adam_e6d4653.json"
 

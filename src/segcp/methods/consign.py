@@ -29,7 +29,7 @@ from segcp.segsets.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition, S
 __all__ = ["ConsignMethod"]
 
 #: The search options of a record written before ``strategy`` existed (all of them, none other).
-_ISSUE16_SEARCH = {"n_screen", "n_starts", "max_iter", "patience", "lr", "temperature", "rtol", "atol", "lambda_max", "seed"}
+_ADAM_SEARCH_OPTIONS = {"n_screen", "n_starts", "max_iter", "patience", "lr", "temperature", "rtol", "atol", "lambda_max", "seed"}
 
 
 @register
@@ -73,7 +73,7 @@ class ConsignMethod(SegmentationSetFamily):
     def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         p = dict(params)
         search = dict(p.pop("search", None) or {})
-        if "strategy" not in search and _ISSUE16_SEARCH <= set(search):
+        if "strategy" not in search and set(search) >= _ADAM_SEARCH_OPTIONS:
             # every option of the Adam search and no strategy: a calibration record written
             # before the strategy existed, whose scores came from the Adam search
             search["strategy"] = "adam"

@@ -765,7 +765,7 @@ class _Search:
         label), so the agreement is piecewise constant: the intervals' ends are sorted and the
         best open segment between two consecutive ends is found by a running sum; its midpoint
         is returned (ties: the widest segment)."""
-        J, K, m = data.gb.shape
+        J, _, m = data.gb.shape
         B = p0.shape[0]
         x_out = np.zeros(B)
         v_out = np.full(B, -np.inf)
