@@ -17,7 +17,6 @@ from typing import Any
 
 from segcp.losses.base import (
     Loss,
-    Registry,
     available_losses,
     covers,
     get_loss,
@@ -48,7 +47,6 @@ __all__ = [
     "LesionFNRLoss",
     "Loss",
     "QuantileLoss",
-    "Registry",
     "available_losses",
     "covers",
     "get_loss",
