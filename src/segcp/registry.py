@@ -8,11 +8,12 @@ A name may point to a module imported on first use, so that start-up stays cheap
 from __future__ import annotations
 
 import importlib
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from segcp.errors import SegcpError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "lazy_classes"]
 
 T = TypeVar("T")
 
@@ -45,3 +46,15 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or name not in self._classes:
             raise SegcpError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
         return self._classes[name]
+
+
+def lazy_classes(module: str, classes: dict[str, str], get_class: Callable[[str], type[Any]]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` that gives its registered classes by class name
+    (``classes``: class name → registered name), importing each on first use."""
+
+    def __getattr__(name: str) -> Any:
+        if name in classes:
+            return get_class(classes[name])
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
