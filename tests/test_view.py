@@ -22,7 +22,7 @@ from test_report_browser import _browser, _run
 
 from segcp.errors import SegcpError
 from segcp.jobs.view import CaseView, StructureView, case_metrics, view_dir
-from segcp.report.viewer import FACTORS, MIN_POOLED, pool
+from segcp.report.viewer import FACTORS, MIN_POOLED, _mean_pool, pool
 
 SPACING = (0.8, 0.7, 2.5)
 SHAPE = (MIN_POOLED + 6, 24, 12)  # axis 0 is pooled when downsampled, the others are not
@@ -105,6 +105,9 @@ def test_pool_reduces_blocks_with_a_short_last_block():
     bits = np.zeros((5, 5), np.uint8)
     bits[4, 4] = 4
     assert pool(bits, (2, 2), np.bitwise_or)[2, 2] == 4  # a lone voxel survives downsampling
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    mean = _mean_pool(rgb, (3, 2))  # the image: the mean of each block, channels kept
+    assert mean.shape == (3, 3, 3) and mean[2, 2, 1] == round(rgb[6:, 4:, 1].mean()) and mean[0, 0, 2] == round(rgb[:3, :2, 2].mean())
 
 
 def test_volumes_metrics_and_layers(volumes):

@@ -20,6 +20,7 @@ label bit into ``<pre id="segcp-check">`` (what the browser test reads).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import zlib
@@ -108,22 +109,29 @@ class _Encoded:
     payloads: dict[int, tuple[tuple[int, ...], str]]
 
 
-def _encode(case: Any, bits: NDArray[Any]) -> _Encoded:
+def _mean_pool(img: NDArray[np.uint8], factors: Sequence[int]) -> NDArray[np.uint8]:
+    """The mean of ``img`` over blocks of ``factors`` voxels per leading axis, rounded (uint8)."""
+    if all(f == 1 for f in factors):
+        return img
+    sums = pool(img.astype(np.float32), factors, np.add)
+    sizes = [np.diff(np.r_[np.arange(0, n, f), n]) for n, f in zip(img.shape, factors, strict=False)]  # block sizes per axis
+    counts = functools.reduce(np.multiply, np.ix_(*sizes)).reshape(sums.shape[: len(sizes)] + (1,) * (img.ndim - len(sizes)))
+    return (sums / counts).round().astype(np.uint8)
+
+
+def _encode(case: Any, bits: NDArray[Any], factors: Sequence[int]) -> _Encoded:
     shape = tuple(bits.shape)
     img, rgb = (None, False) if case.image is None else _grey8(case.image, len(shape))
     payloads: dict[int, tuple[tuple[int, ...], str]] = {}
     last: tuple[tuple[int, ...], tuple[tuple[int, ...], str]] | None = None
-    for f in FACTORS:
+    for f in factors:
         fac = _axis_factors(shape, f)
         if last is not None and fac == last[0]:  # nothing more pooled at this factor
             payloads[f] = last[1]
             continue
         b = pool(bits, fac, np.bitwise_or)
-        raw = b""
-        if img is not None:
-            ones = np.ones(shape + (1,) * (img.ndim - len(shape)), np.float32)
-            raw = (pool(img.astype(np.float32), fac, np.add) / pool(ones, fac, np.add)).round().astype(np.uint8).tobytes()
-        data = zlib.compress(raw + b.astype(b.dtype.newbyteorder("<")).tobytes(), 6)
+        raw = b"" if img is None else _mean_pool(img, fac).tobytes()
+        data = zlib.compress(raw + b.astype(b.dtype.newbyteorder("<"), copy=False).tobytes(), 6)
         payloads[f] = (tuple(b.shape), base64.b64encode(data).decode("ascii"))
         last = (fac, payloads[f])
     outer = np.zeros(shape, bool)
@@ -214,10 +222,20 @@ def build_page(
     bands = [False] * len(names)
     truth = [False] * len(names)
     dtype_bytes = 1
+    alive = list(FACTORS)  # the factors whose payloads still fit in max_bytes (the others are dropped as soon as they do not)
+    totals = dict.fromkeys(FACTORS, 0)
     for k, (case, metrics) in enumerate(cases):
         bits = label_bits(case.structures)
         dtype_bytes = bits.dtype.itemsize
-        encoded.append(_encode(case, bits))
+        encoded.append(_encode(case, bits, alive))
+        for f in list(alive):
+            totals[f] += len(encoded[-1].payloads[f][1])
+            if totals[f] > max_bytes:
+                alive.remove(f)
+                for e in encoded:
+                    e.payloads.pop(f, None)
+        if not alive:
+            break
         tables.append(_metrics_table(case, metrics, names).html())
         rows.append(_list_row(k, case, metrics))
         for s, st in enumerate(case.structures):
@@ -227,7 +245,7 @@ def build_page(
     case_list = Table(f"{len(encoded)} cases", header, rows, note="Click a case (or PageUp / PageDown). Bold: the set misses part of the truth.")
     layers = _layers(names, bands, truth)
     js = files("segcp.report").joinpath("viewer.js").read_text(encoding="utf-8")
-    for f in FACTORS:
+    for f in alive:
         cases_meta = [e.meta | {"shape": list(e.payloads[f][0])} for e in encoded]
         meta = {"title": title, "source": source, "factor": f, "bytes": dtype_bytes, "layers": layers, "cases": cases_meta}
         blobs = "\n".join(f'<script class="segcp-case" type="application/octet-stream">{e.payloads[f][1]}</script>' for e in encoded)
@@ -247,7 +265,7 @@ def build_page(
         if len(text.encode()) <= max_bytes:
             return text, {"factor": f}
     raise SegcpError(
-        f"{source}: {len(encoded)} cases do not fit in {max_bytes / 2**20:.1f} MiB even downsampled {FACTORS[-1]}×; "
+        f"{source}: its cases do not fit in {max_bytes / 2**20:.1f} MiB even downsampled {FACTORS[-1]}×; "
         "raise --max-mb or view the cases in smaller folders"
     )
 
