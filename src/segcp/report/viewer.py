@@ -153,7 +153,10 @@ def _encode(case: Any, bits: NDArray[Any], factors: Sequence[int]) -> _Encoded:
 
 
 def _fmt(v: float, digits: int = 3) -> str:
-    return "—" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+    """``v`` with ``digits`` decimals; volumes (``digits`` 1) under 1 with 3 significant digits (0.046 mL, not 0.0)."""
+    if v is None or not np.isfinite(v):
+        return "—"
+    return f"{v:.3g}" if digits == 1 and 0 < abs(v) < 1 else f"{v:.{digits}f}"
 
 
 def _metrics_table(case: Any, metrics: list[dict[str, float]], names: Sequence[str]) -> Table:
