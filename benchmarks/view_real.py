@@ -90,11 +90,24 @@ def view(name: str, pred: Path, test: Path, calib: Path, out: Path, work: Path, 
     meta = json.loads(re.search(r'<script id="segcp-meta" type="application/json">(.*?)</script>', html, re.S).group(1).replace("<\\/", "</"))
     dom = chromium("--dump-dom", out.as_uri() + "#check", profile=work / "profile")
     check = json.loads(re.search(r'<pre id="segcp-check">(.*?)</pre>', dom, re.S).group(1))
-    return {"dataset": name, "file": str(out), "bytes": out.stat().st_size, "MiB": round(out.stat().st_size / 2**20, 2),
-            "seconds_best": round(min(seconds), 2), "seconds_all": [round(s, 2) for s in seconds], "cpu_seconds_best": round(min(cpu), 2),
-            "cpu_seconds_all": [round(c, 2) for c in cpu], "load_after": os.getloadavg()[0], "cases": len(meta["cases"]),
-            "factor": meta["factor"], "shape_shown": meta["cases"][0]["shape"], "shape_full": meta["cases"][0]["full"],
-            "max_mb": extra[1] if extra else "32 (default)", "chromium_loaded": check["loaded"], "chromium_failed": check["failed"]}
+    return {
+        "dataset": name,
+        "file": str(out),
+        "bytes": out.stat().st_size,
+        "MiB": round(out.stat().st_size / 2**20, 2),
+        "seconds_best": round(min(seconds), 2),
+        "seconds_all": [round(s, 2) for s in seconds],
+        "cpu_seconds_best": round(min(cpu), 2),
+        "cpu_seconds_all": [round(c, 2) for c in cpu],
+        "load_after": os.getloadavg()[0],
+        "cases": len(meta["cases"]),
+        "factor": meta["factor"],
+        "shape_shown": meta["cases"][0]["shape"],
+        "shape_full": meta["cases"][0]["full"],
+        "max_mb": extra[1] if extra else "32 (default)",
+        "chromium_loaded": check["loaded"],
+        "chromium_failed": check["failed"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True)
     results: list[dict[str, Any]] = []
-    plan = [("la2018", args.la2018, 10, ["--method", "threshold"], "5FKQL4K14KCB72Y8YMC2", "4"),
-            ("acdc", args.acdc, 18, ["--method", "threshold", "--labels", "all"], "patient079_frame01", "2")]
+    plan = [
+        ("la2018", args.la2018, 10, ["--method", "threshold"], "5FKQL4K14KCB72Y8YMC2", "4"),
+        ("acdc", args.acdc, 18, ["--method", "threshold", "--labels", "all"], "patient079_frame01", "2"),
+    ]
     for name, data, n_calib, method, shown, small in plan:
         w = args.work / name
         calib_dir, test_dir, n_cal, n_test = split(data, w, n_calib, NAMES[name])
@@ -122,8 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(r | {"calibration_cases": n_cal, "seconds_calibrate": round(t_cal, 1), "seconds_predict": round(t_pred, 1)})
             print(json.dumps(results[-1]), flush=True)
         shot = args.shots / f"viewer-{name}.png"
-        chromium("--window-size=1500,1000", f"--screenshot={shot}", (w / "view.html").as_uri() + f"#case={shown}&mode=both",
-                 profile=w / "profile")
+        chromium("--window-size=1500,1000", f"--screenshot={shot}", (w / "view.html").as_uri() + f"#case={shown}&mode=both", profile=w / "profile")
         print(f"screenshot: {shot}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"load": os.getloadavg(), "cpus": os.cpu_count(), "results": results}, indent=2) + "\n")
