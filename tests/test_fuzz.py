@@ -394,7 +394,7 @@ def test_structure_names_are_made_safe_and_collisions_refused(stacks, capsys):
         rec["structures"][0]["name"], rec["structures"][1]["name"] = "../../../x y", "CON"
         (root / "c.json").write_text(json.dumps(rec))
         run(["predict", "--calib", root / "c.json", "--data", root / "d", "--out", root / "sets", "-q"], capsys)
-        assert sorted(p.name for p in (root / "sets").iterdir()) == ["CON_", "x_y"]
+        assert sorted(p.name for p in (root / "sets").iterdir()) == [".segcp-predict.json", "CON_", "x_y"]  # the sets and the manifest
         rec["structures"][1]["name"] = "x?y"  # "x_y" after the safe form: the same folder
         rec["structures"][0]["name"] = "x y"
         (root / "c.json").write_text(json.dumps(rec))
