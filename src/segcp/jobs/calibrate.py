@@ -116,8 +116,9 @@ def calibrate_dir(
     dims: dict[int, tuple[int, str]] = {}
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
     for i, (parts, counts, chunk_dims) in chunks:
-        for d, (n, where) in chunk_dims.items():
-            dims[d] = (dims.get(d, (0, where))[0] + n, dims.get(d, (0, where))[1])
+        for d, (n, first) in chunk_dims.items():
+            count, first = dims.get(d, (0, first))
+            dims[d] = (count + n, first)
         for k in range(job.slots):
             for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
