@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -17,7 +16,7 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs
-from segcp.io.writers import TMP_PREFIX, check_dir_target
+from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
@@ -25,7 +24,8 @@ from segcp.record import Calibration, check_structures, read_calibration
 
 __all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
 
-#: The hidden record of a resumable ``predict`` folder (what made its sets).
+#: The hidden record of a ``predict`` folder (what made its sets): ``--resume`` continues, and ``--overwrite``
+#: replaces, only a folder that has it.
 PREDICT_MANIFEST = ".segcp-predict.json"
 #: The folder of the bit-coded files of ``--combined``, and its legend.
 COMBINED = "combined"
@@ -108,10 +108,17 @@ def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> b
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces only a folder that ``segcp predict`` wrote (its manifest), or an empty one."""
+    check_dir_target(out, "overwrite")
+    if out.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out.iterdir()) and not (out / PREDICT_MANIFEST).is_file():
+        raise SegcpError(f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
+                         "a previous predict output: choose a new folder")
+
+
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
     """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
     subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
-    check_dir_target(out, "merge")
     mpath = out / PREDICT_MANIFEST
     if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
         if not mpath.is_file():
@@ -121,7 +128,6 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
             old = old if isinstance(old, dict) else {}
             diff = ", ".join(sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k)))
             raise SegcpError(f"{out}: its sets were made with another {diff}; --resume needs the same calibration and options (or --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     for sub in subs:
         if sub:
@@ -152,7 +158,8 @@ def predict_dir(
     segmentations; per structure ``out/<name>/<id>`` (``combined``: ``out/combined/<id>``, bit k for
     structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
     ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
-    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
+    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest; a
+    failure before any set is written leaves nothing). ``overwrite`` replaces only a previous predict folder.
     ``overrides``: run-time options of the family. Returns the set paths, id by id.
     """
     if int(draws) < 1:
@@ -163,6 +170,8 @@ def predict_dir(
         raise SegcpError("--resume continues a folder and --overwrite replaces it: give one of them")
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
+    if overwrite:
+        _check_replaceable(out)
     cal = read_calibration(calib, overrides)
     models = calibrated_models(cal, alpha)
     if combined and not cal.per_structure:
@@ -173,15 +182,19 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
+    manifest = _manifest(cal, models, int(draws), seed, combined)
     if resume:
-        done = _resume_folder(out, _manifest(cal, models, int(draws), seed, combined), ids, subs + ((COMBINED,) if combined else ()))
-        folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
+        folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:
-        done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
-    todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
     with folder_cm as folder:
+        if resume:
+            done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
+        else:
+            done = set()
+            write_json(folder / PREDICT_MANIFEST, manifest)
+        todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
