@@ -24,9 +24,11 @@ from segcp.record import Structure, check_structures
 __all__ = ["Structure", "resolve_structures", "split_case"]
 
 
-def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str) -> list[Structure]:
+def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str,
+                       names_from: str = "dataset.json") -> list[Structure]:
     """The structures of ``--labels``: ``"all"`` (every non-background label of ``names``, or
-    channels 1..L−1), or values / names (from dataset.json) separated by commas."""
+    channels 1..L−1), or values / names (from ``names_from``: dataset.json, or a calibration)
+    separated by commas."""
     names = dict(names or {})
     if isinstance(spec, str):
         tokens: list[str | int] = [t.strip() for t in spec.split(",") if t.strip()]
@@ -45,8 +47,8 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
             elif t in by_name:
                 values.append(by_name[t])
             else:
-                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or "no dataset.json found"
-                raise SegcpError(f"--labels: label name {t!r} is not in dataset.json ({known})")
+                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or f"no {names_from} found"
+                raise SegcpError(f"--labels: label name {t!r} is not in {names_from} ({known})")
     out = []
     for v in values:
         if not 0 <= v < n_channels:
