@@ -165,6 +165,10 @@ def test_the_prediction_folder_defines_the_cases_and_names_the_labels(walk, tmp_
     code, _, err = run(["evaluate", "--sets", sets / "LV", "--masks", walk / "raw" / "labelsTr", "--label", "3", "--out", tmp_path / "lv.json", "-q"], capsys)
     assert code == 0 and f"(the cases are those of {sets / 'LV'})" in err, err
     assert json.loads((tmp_path / "lv.json").read_text())["n"] == N_PRED
+    # a bad file still ends in one line: the note comes after the work, on success
+    (walk / "pred" / f"{CASES[4]}.npz").write_bytes(b"not a zip")
+    fails(["calibrate", *_walk_args(walk), "--labels", "all", "--alpha", "0.3", "--out", tmp_path / "c2.json"], capsys, tmp_path,
+          f"{CASES[4]}.npz")
 
 
 def test_images_by_id_with_a_suffix_are_left_out_or_hinted(walk):
@@ -219,6 +223,9 @@ def test_predictions_made_without_save_probabilities(nn, tmp_path, capsys):
         f.unlink()
     fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
           "not class probabilities: rerun nnUNetv2_predict with --save_probabilities")
+    fails(["calibrate", *_args(nn), "--label", "1", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
+          "case_000.nii.gz: integer labels 0..3: a segmentation, not probabilities in [0, 1] (nnU-Net: rerun nnUNetv2_predict with "
+          "--save_probabilities")
 
 
 def test_predict_resume_takes_labels(walk, tmp_path, capsys):

@@ -95,7 +95,6 @@ def calibrate_dir(
     if out is not None:
         check_output(out, data_inputs(data))
     check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
-    note_unused(dd)
     advice = plan.family.spacing_advice(dd.read("masks", ids[0])[1])  # the first case's voxels stand for the data's
     if advice is not None:
         sys.stderr.write(f"segcp: warning: {advice}\n")
@@ -124,4 +123,5 @@ def calibrate_dir(
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:
         write_json(out, record)
+    note_unused(dd)  # after the work: a failure stays one line
     return record

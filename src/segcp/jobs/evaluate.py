@@ -185,7 +185,6 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     extra = sorted(set(set_files) - set(ids))
     if extra:
         raise SegcpError(f"{set_files[extra[0]]}: no matching file in {dd.folder(base)}")
-    note_unused(dd, None if has_probs else sets)
     channels: bool | str = False
     if has_probs:
         channels = dd.channel_axis(ids[0]) or False  # "first" (L, *S) or "last" (*S, L)
@@ -196,6 +195,7 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     if label is not None and not any(seen for _, seen, _ in rows):
         raise SegcpError(f"{dd.folder('masks')}: no mask holds label {label}; check --label")
     per_image = {ident: metrics for ident, (metrics, _, _) in zip(ids, rows, strict=True)}
+    note_unused(dd, None if has_probs else sets)  # after the work: a failure stays one line
     return {"segcp_version": __version__, "label": label, "distance_units": _units(any(has for _, _, has in rows))} | _summary(per_image)
 
 
@@ -239,8 +239,8 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
     if sets is not None and not cal.per_structure:
         raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
     set_files = _set_folders(Path(sets), subs, ids) if sets is not None else None
-    note_unused(dd)
     rows = run(_calibrated_chunk, (job, models, set_files, draws, seed), list(enumerate(ids)))
+    note_unused(dd)  # after the work: a failure stays one line
     per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows, strict=True)} for k in range(len(subs))]
     drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
     units = _units(any(has for _, has in rows))

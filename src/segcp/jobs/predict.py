@@ -198,7 +198,6 @@ def predict_dir(
     check_structures(cal.structures, str(calib), reserved=(COMBINED, LEGEND) if combined else ())
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
-    note_unused(dd)
     subs = tuple(s.name for s in cal.structures) or ("",)
     manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
     if resume:
@@ -221,4 +220,5 @@ def predict_dir(
         for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
                                      chunk_size=chunk_size):
             pass
+    note_unused(dd)  # after the work: a failure stays one line
     return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY
