@@ -275,9 +275,13 @@ def test_progress_lines_when_stderr_is_not_a_terminal(nn, tmp_path, capsys, monk
     lines = [x for x in err.splitlines() if x.startswith("segcp: calibrating: ")]
     assert len(lines) >= 2 and lines[-1].startswith(f"segcp: calibrating: {len(CASES)}/{len(CASES)} (100%)") and lines[-1].endswith(", done")
     assert "left" in lines[0] and "\x1b" not in err
-    monkeypatch.delenv("SEGCP_PROGRESS_INTERVAL")  # the default interval: a run this short prints none
+    monkeypatch.setenv("SEGCP_PROGRESS_INTERVAL", "3600")  # work shorter than the interval prints none
     code, _, err = run(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys)
     assert code == 0 and "calibrating" not in err, err
+    from segcp import progress
+
+    monkeypatch.delenv("SEGCP_PROGRESS_INTERVAL")
+    assert progress._interval() == progress.PLAIN_INTERVAL == 30.0  # the default: a line every 30 s at most
 
 
 def test_help_and_units(nn, tmp_path, capsys):
