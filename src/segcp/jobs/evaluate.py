@@ -19,7 +19,7 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, index_folder, read_array, read_json, suffixes, write_json
 from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.formats.base import SPACING_UNIT
-from segcp.jobs.predict import PREDICT_MANIFEST, calibration_sha256, select_structures
+from segcp.jobs.predict import PREDICT_MANIFEST, calibration_identity, select_structures
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
@@ -118,14 +118,17 @@ def _manifest_of(sets: Path) -> dict[str, Any] | None:
 
 
 def _made_by(sets: Path, cal: Calibration) -> Calibration:
-    """``cal`` restricted to the structures of a sets folder (``predict --labels``) its manifest names;
-    a folder made by another calibration is refused (a folder without a manifest: ``cal`` as it is)."""
+    """``cal`` restricted to the structures a per-structure sets folder holds (``predict --labels``), as its
+    manifest names them; a folder made by another calibration (method, parameters, α or λ̂) is refused,
+    a folder without a manifest taken as it is."""
     manifest = _manifest_of(sets)
-    if manifest is None:
+    if manifest is None or not cal.per_structure:
         return cal
-    if manifest.get("calib_sha256") == calibration_sha256(cal):
-        made = [s.get("label") for s in manifest.get("structures") or [] if isinstance(s, dict)]
-        return select_structures(cal, ",".join(map(str, made))) if cal.per_structure and made else cal
+    made = {s.get("label") for s in manifest.get("structures") or [] if isinstance(s, dict)}
+    if made and made <= {s.value for s in cal.structures}:
+        mine = select_structures(cal, ",".join(str(s.value) for s in cal.structures if s.value in made))
+        if calibration_identity(manifest) == calibration_identity(mine):
+            return mine
     raise SegcpError(f"{sets}: these sets were made by another calibration ({manifest.get('method')}, lambda {manifest.get('lambda')}) "
                      f"than {cal.path} ({cal.record.get('method')}): evaluate them with the calib.json that made them")
 

@@ -25,7 +25,7 @@ from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Calibration, check_structures, read_calibration
 
-__all__ = ["COMBINED", "PREDICT_MANIFEST", "calibration_sha256", "complete_set", "predict_dir", "select_structures"]
+__all__ = ["COMBINED", "PREDICT_MANIFEST", "CALIBRATION_FIELDS", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
 #: The hidden record of a resumable ``predict`` folder (what made its sets).
 PREDICT_MANIFEST = ".segcp-predict.json"
@@ -83,9 +83,16 @@ def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
     return dtype.kind in "iu" and len(shape) >= 3 and shape[0] == draws
 
 
-def calibration_sha256(cal: Calibration) -> str:
-    """The identity of a calibration file (its bytes' SHA-256), as a sets folder's manifest records it."""
-    return hashlib.sha256(cal.path.read_bytes()).hexdigest()
+#: The fields of a manifest that say which calibration made the sets (not the file's bytes: two files
+#: of the same method, parameters and λ̂ make the same sets): each structure folder of a per-structure
+#: ``predict`` folder holds them (:func:`calibration_identity`), for ``evaluate --calib`` to check.
+CALIBRATION_FIELDS = ("method", "params", "alpha", "lambda", "label", "structures")
+
+
+def calibration_identity(cal: Calibration | dict[str, Any]) -> dict[str, Any]:
+    """The :data:`CALIBRATION_FIELDS` of a manifest, or of the manifest a calibration's sets get."""
+    manifest = _manifest(cal, calibrated_models(cal), 1, 0, False) if isinstance(cal, Calibration) else cal
+    return {k: manifest.get(k) for k in CALIBRATION_FIELDS}
 
 
 def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int, seed: int, combined: bool) -> dict[str, Any]:
@@ -94,7 +101,7 @@ def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int
     drawn = isinstance(fam, SegmentationSetFamily)
     record = cal.record
     out = {
-        "calib_sha256": calibration_sha256(cal),
+        "calib_sha256": hashlib.sha256(cal.path.read_bytes()).hexdigest(),
         "method": fam.name,
         "params": fam.params(),
         "alpha": float(next(iter(models[0].lambdas_))),
@@ -213,7 +220,7 @@ def predict_dir(
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
         for sub in subs if cal.per_structure else ():  # each structure folder says which calibration made it
-            write_json(folder / sub / PREDICT_MANIFEST, manifest)
+            write_json(folder / sub / PREDICT_MANIFEST, calibration_identity(manifest))
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
