@@ -37,7 +37,7 @@ def _interval() -> float:
 
 def _clock(seconds: float) -> str:
     """``1h02m``, ``4m03s``, ``12s``."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

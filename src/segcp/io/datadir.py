@@ -271,6 +271,8 @@ class DataDir:
             if not self.files[sub]:
                 raise SegcpError(f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})" + (
                     f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
+        if "masks" in require and require[0] in ("probs", "samples") and self.folder("masks").resolve() == self.folder(require[0]).resolve():
+            raise SegcpError(self._masks_are_predictions("masks"))
         base = require[0]
         ids = set(self.files[base])
         for sub in require[1:]:
@@ -377,9 +379,8 @@ class DataDir:
         (segmentations, not probabilities), a stack whose spatial axes are in another order than the
         mask's, or else the shapes."""
         p, m = self.path("probs", ident), self.path("masks", ident)
-        if self.folder("masks").resolve() == self.folder("probs").resolve() or ident in self.geometry_files.get("masks", {}):
-            return (f"{self.folder('masks')}: --masks is a prediction folder ({m.name} holds the model's output); point it at "
-                    "the ground truth (nnU-Net's labelsTr) and --probs at the predictions")
+        if ident in self.geometry_files.get("masks", {}):  # an .npz beside its argmax: nnU-Net's predictions
+            return self._masks_are_predictions(ident)
         pa, _ = read_probabilities(p)
         ma, _ = read_array(m)
         if pa.ndim == ma.ndim and pa.dtype.kind in "iub":
@@ -391,6 +392,13 @@ class DataDir:
                     "nnUNetv2_predict writes it, not (C, x, y, z)")
         return (f"{p}: --labels needs class-probability stacks (L, *S), one channel per label, on the mask's grid "
                 f"{ma.shape} ({m.name}); got shape {pa.shape}")
+
+    def _masks_are_predictions(self, ident: str) -> str:
+        """The line for ``--masks`` pointed at a prediction folder (``ident``: a case of it, or ``"masks"``)."""
+        shown = self.files["masks"].get(ident) or next(iter(self.files["masks"].values()), None)
+        what = f" ({shown.name} holds the model's output)" if shown is not None else ""
+        return (f"{self.folder('masks')}: --masks is a prediction folder{what}; point it at the ground truth "
+                "(nnU-Net's labelsTr) and --probs at the predictions")
 
     def probs_have_channels(self, ident: str) -> bool:
         """True when probs/<id> has one more axis than masks/<id> (a class stack)."""

@@ -25,7 +25,7 @@ from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Calibration, check_structures, read_calibration
 
-__all__ = ["COMBINED", "PREDICT_MANIFEST", "CALIBRATION_FIELDS", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
+__all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
 #: The hidden record of a resumable ``predict`` folder (what made its sets).
 PREDICT_MANIFEST = ".segcp-predict.json"
