@@ -247,6 +247,8 @@ def test_predict_resume_takes_labels(walk, tmp_path, capsys):
     assert list(json.loads(m.read_text())["structures"]) == ["RV", "LV"]  # the structures the folder holds
     fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "Aorta"], capsys, tmp_path,
           "label name 'Aorta' is not in")
+    fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "2,9"], capsys, tmp_path,
+          f"--labels: label 9 was not calibrated in {calib} (RV=1, MYO=2, LV=3)")
 
 
 def test_evaluate_refuses_sets_of_another_calibration(nn, tmp_path, capsys):

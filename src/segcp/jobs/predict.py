@@ -23,7 +23,7 @@ from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
-from segcp.record import Calibration, check_structures, read_calibration
+from segcp.record import MAX_LABEL, Calibration, check_structures, read_calibration
 
 __all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
@@ -153,7 +153,7 @@ def select_structures(cal: Calibration, labels: str) -> Calibration:
         raise SegcpError(f"{cal.path}: --labels is for per-structure calibrations (calibrate --labels); this one calibrated one structure")
     names = {s.value: s.name for s in cal.structures}
     known = ", ".join(f"{n}={v}" for v, n in sorted(names.items()))
-    wanted = {s.value for s in resolve_structures(labels, names, max(names) + 1, str(cal.path), names_from=str(cal.path))}
+    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path), names_from=str(cal.path))}
     if not wanted <= set(names):
         raise SegcpError(f"--labels: label {min(wanted - set(names))} was not calibrated in {cal.path} ({known})")
     keep = [k for k, s in enumerate(cal.structures) if s.value in wanted]
