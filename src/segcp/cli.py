@@ -559,6 +559,11 @@ def predict(
     combined: Annotated[
         bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
     ] = False,
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", help="Per-structure calibrations: these structures only ('all', or labels by number or name, e.g. RV,LV).",
+                     show_default="all"),
+    ] = None,
     param: RunParamOpt = None,
     resume: Annotated[
         bool,
@@ -587,7 +592,7 @@ def predict(
         written = predict_dir(
             calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
             seed=seed, alpha=alpha, overwrite=overwrite, overrides=overrides, combined=combined, resume=resume,
-            executor=ex, chunk_size=chunk_size,
+            executor=ex, chunk_size=chunk_size, labels=labels,
         )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")

@@ -5,6 +5,7 @@ back only curves), reduced by the estimator into one λ̂ (or one per structure)
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
 from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
 from segcp.jobs.structures import resolve_structures
-from segcp.jobs.tasks import Job, worker_family
+from segcp.jobs.tasks import Job, note_unused, worker_family
 from segcp.methods import SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import job_record
@@ -59,7 +60,7 @@ def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int
     ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
     axis = dd.channel_axis(ids[0])
     if axis is None:
-        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+        raise SegcpError(dd.not_a_stack(ids[0]))
     first = dd.load_stack(ids[0], channels=axis, with_mask=False)
     dj = dd.dataset_json()
     names = label_names(dj) if dj is not None else None
@@ -111,6 +112,9 @@ def calibrate_dir(
     if out is not None:
         check_output(out, data_inputs(data))
     check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
+    advice = plan.family.spacing_advice(dd.read("masks", ids[0])[1])  # the first case's voxels stand for the data's
+    if advice is not None:
+        sys.stderr.write(f"segcp: warning: {advice}\n")
     accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
     present = [0] * job.slots
     dims: dict[int, tuple[int, str]] = {}
@@ -141,4 +145,5 @@ def calibrate_dir(
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, ndim=ndim, **where)
     if out is not None:
         write_json(out, record)
+    note_unused(dd)  # after the work: a failure stays one line
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,12 +18,13 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
-from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
+from segcp.jobs.structures import resolve_structures
+from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
-from segcp.record import Calibration, check_structures, read_calibration
+from segcp.record import MAX_LABEL, Calibration, check_structures, read_calibration
 
-__all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
+__all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
 #: The hidden record of a ``predict`` folder (what made its sets): ``--resume`` continues, and ``--overwrite``
 #: replaces, only a folder that has it.
@@ -81,6 +83,18 @@ def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
     return dtype.kind in "iu" and len(shape) >= 3 and shape[0] == draws
 
 
+#: The fields of a manifest that say which calibration made the sets (not the file's bytes: two files
+#: of the same method, parameters and λ̂ make the same sets): each structure folder of a per-structure
+#: ``predict`` folder holds them (:func:`calibration_identity`), for ``evaluate --calib`` to check.
+CALIBRATION_FIELDS = ("method", "params", "alpha", "lambda", "label", "structures")
+
+
+def calibration_identity(cal: Calibration | dict[str, Any]) -> dict[str, Any]:
+    """The :data:`CALIBRATION_FIELDS` of a manifest, or of the manifest a calibration's sets get."""
+    manifest = _manifest(cal, calibrated_models(cal), 1, 0, False) if isinstance(cal, Calibration) else cal
+    return {k: manifest.get(k) for k in CALIBRATION_FIELDS}
+
+
 def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int, seed: int, combined: bool) -> dict[str, Any]:
     """What the sets of a resumable folder depend on (the same manifest ⇒ the same sets)."""
     fam = models[0].method_
@@ -137,6 +151,21 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
     return {i for i in ids if all(_whole(out / sub, i, draws, sub == COMBINED) for sub in subs)}
 
 
+def select_structures(cal: Calibration, labels: str) -> Calibration:
+    """``--labels`` of ``predict``: the calibration restricted to those of its structures (``all``,
+    or label values / names separated by commas), in its order; a structure it did not calibrate
+    is a one-line error."""
+    if not cal.per_structure:
+        raise SegcpError(f"{cal.path}: --labels is for per-structure calibrations (calibrate --labels); this one calibrated one structure")
+    names = {s.value: s.name for s in cal.structures}
+    known = ", ".join(f"{n}={v}" for v, n in sorted(names.items()))
+    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path), names_from=str(cal.path))}
+    if not wanted <= set(names):
+        raise SegcpError(f"--labels: label {min(wanted - set(names))} was not calibrated in {cal.path} ({known})")
+    keep = [k for k, s in enumerate(cal.structures) if s.value in wanted]
+    return dataclasses.replace(cal, parts=tuple(cal.parts[k] for k in keep), structures=tuple(cal.structures[k] for k in keep))
+
+
 def predict_dir(
     calib: str | os.PathLike[str],
     data: str | os.PathLike[str] | DataSpec,
@@ -152,6 +181,7 @@ def predict_dir(
     resume: bool = False,
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
+    labels: str | None = None,
 ) -> list[Path]:
     """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
     geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
@@ -160,7 +190,8 @@ def predict_dir(
     ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
     ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest; a
     failure before any set is written leaves nothing). ``overwrite`` replaces only a previous predict folder.
-    ``overrides``: run-time options of the family. Returns the set paths, id by id.
+    ``overrides``: run-time options of the family; ``labels``: some structures of a per-structure
+    calibration only (:func:`select_structures`). Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -173,6 +204,8 @@ def predict_dir(
     if overwrite:
         _check_replaceable(out)
     cal = read_calibration(calib, overrides)
+    if labels is not None:
+        cal = select_structures(cal, labels)
     models = calibrated_models(cal, alpha)
     if combined and not cal.per_structure:
         raise SegcpError("--combined is for per-structure calibrations (calibrate --labels)")
@@ -182,7 +215,7 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
-    manifest = _manifest(cal, models, int(draws), seed, combined)
+    manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
     if resume:
         folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:
@@ -198,10 +231,13 @@ def predict_dir(
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
+        for sub in subs if cal.per_structure else ():  # each structure folder says which calibration made it
+            write_json(folder / sub / PREDICT_MANIFEST, calibration_identity(manifest))
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
         for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
                                      chunk_size=chunk_size):
             pass
+    note_unused(dd)  # after the work: a failure stays one line
     return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY

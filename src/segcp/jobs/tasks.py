@@ -4,6 +4,7 @@ reader are built once per process and job, and this process reads through the cl
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from segcp.jobs.structures import split_case
 from segcp.parallel import worker_threads
 from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "note_unused", "worker_family"]
 
 _KEEP = 4  # jobs remembered per process
 _datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
@@ -120,6 +121,15 @@ def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, imag
         return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image, ndim=cal.ndim).share(dd), ids
     reader = dd.reader(family, label=cal.label, with_truth=with_truth, channels=cal.channels)
     return Job(dd.spec, family, cal.label, reader.channels, with_truth, ndim=cal.ndim).share(dd, reader), reader.ids
+
+
+def note_unused(dd: DataDir, source: Any = None) -> None:
+    """Say on stderr, in one line, how many files of the folders given on their own the job left
+    unread (nnU-Net's labelsTr beside a prediction folder of fewer cases; ``source``: the folder
+    that chose the cases, when not the model output's)."""
+    note = dd.unused_note(source)
+    if note is not None:
+        sys.stderr.write(f"segcp: note: {note}\n")
 
 
 def worker_family(family: Any) -> Any:
