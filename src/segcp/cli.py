@@ -73,6 +73,9 @@ def _method_options(method: str, args: list[str], params: dict[str, Any]) -> dic
     decl = family_class(method).declared()
     flags = {d.flag: k for k, d in decl.items() if d.flag}
     old = {f: k for k, d in decl.items() for f in d.deprecated_flags}
+    for name, key in family_class(method).renamed_params().items():
+        if name in params:
+            sys.stderr.write(f"segcp: warning: -p {name} for {method} is deprecated; use -p {key}=VALUE\n")
     i = 0
     while i < len(args):
         token = args[i]

@@ -241,7 +241,7 @@ class TaskReport:
             return []
         out = []
         u = self.units
-        numbers = {"beta": "Table 3", "steps": "Table 4", "k": "Fig. 3 data"}
+        numbers = {"kernel_beta": "Table 3", "steps": "Table 4", "k": "Fig. 3 data"}
         for param in ab.params:
             rows_p = [r for r in self.tp.rows if r.ablation is not None and r.ablation[0] == param]
             if not rows_p:

@@ -126,8 +126,9 @@ class RWCPMethod(ProbabilityFamily):
         DINOv2-with-registers, DINOv3).
     k : int
         Neighbours per node (ties at the k-th distance are all kept).
-    beta : float
-        w = exp(−β_eff·d) with d the cosine distance (plus optional terms).
+    kernel_beta : float
+        The kernel scale β: w = exp(−β_eff·d) with d the cosine distance (plus optional terms).
+        (``beta`` before; the old name is still read, from calib.json and ``-p beta=``.)
     steps : int
         Diffusion steps (0 = Standard CRC on the resampled map).
     scale : {"pixel", "token"}
@@ -190,8 +191,8 @@ class RWCPMethod(ProbabilityFamily):
     encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
                          kind="str", flag="--encoder", location=True, named=NAMED_ENCODERS)
     k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, high=1000, flag="--k")
-    beta: float = param(50.0, "edge weight exp(-beta * distance) (the kernel scale)", low=0.0, flag="--kernel-beta",
-                        deprecated_flags=("--beta",))
+    kernel_beta: float = param(50.0, "edge weight exp(-kernel_beta * distance) (the kernel scale)", low=0.0,
+                               flag="--kernel-beta", deprecated_flags=("--beta",), deprecated_names=("beta",))
     steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
     scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
     _: KW_ONLY
@@ -208,7 +209,7 @@ class RWCPMethod(ProbabilityFamily):
     self_loop: bool = param(True, "keep each node in its own neighbourhood", kind="bool")
     symmetrize: str = param("none", "symmetrise the kNN graph", kind="choice", choices=SYMMETRIZE)
     lazy: float = param(0.0, "lazy walk: P <- lazy I + (1 - lazy) P", low=0.0, high=1.0)
-    beta_scale: str = param("absolute", "beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
+    beta_scale: str = param("absolute", "kernel_beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
     spatial: float = param(0.0, "weight of the spatial distance term (per image width)", low=0.0)
     intensity: float = param(0.0, "weight of the intensity term |I_p - I_q| (image in [0, 1])", low=0.0)
     input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096,
@@ -342,7 +343,7 @@ class RWCPMethod(ProbabilityFamily):
         from segcp.graph import diffuse, transition_matrix
 
         P = transition_matrix(
-            graph, self.beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
+            graph, self.kernel_beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
             symmetrize=self.symmetrize, lazy=self.lazy,
         )
         clock("weights")
