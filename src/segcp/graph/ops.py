@@ -25,11 +25,10 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
+from segcp.graph.options import DEVICES
+from segcp.graph.resize import pair_matrix
 
 __all__ = ["DEVICES", "NUMPY", "NumpyOps", "TorchOps", "get_ops", "resolve_device"]
-
-#: Values of the ``device`` option of the graph and the encoder.
-DEVICES = ("cpu", "cuda", "auto")
 
 
 class NumpyOps:
@@ -82,9 +81,7 @@ class NumpyOps:
         return np.einsum("ijc,ijc->ij", a, b)
 
     def pair(self, n_tok: int, n_pix: int, shift: int, span: int) -> Any:
-        from segcp.graph.knn import _pair_matrix
-
-        return _pair_matrix(n_tok, n_pix, shift, span)
+        return pair_matrix(n_tok, n_pix, shift, span)
 
     def add_one_into(self, blk: Any, out: Any) -> None:
         """out[...] = blk + 1 (float64 sum, stored in out's float32)."""
@@ -262,8 +259,13 @@ class TorchOps:
         return self.torch.segment_reduce(data, "min", lengths=ends - starts)
 
     def sparse_rows(self, data: Any, indices: Any, indptr: Any, shape: tuple[int, int]) -> Any:
+        import warnings
+
         t = self.torch
-        return t.sparse_csr_tensor(self._t(indptr, t.int64), self._t(indices, t.int64), self._t(data), size=shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta": it is what the GPU offers
+            return t.sparse_csr_tensor(self._t(indptr, t.int64), self._t(indices, t.int64), self._t(data), size=shape,
+                                       check_invariants=False)
 
     def matvec(self, P: Any, x: Any) -> Any:
         return (P @ x.reshape(-1, 1)).reshape(-1)
@@ -277,12 +279,10 @@ class TorchOps:
 
 @lru_cache(maxsize=512)
 def _torch_pair(n_tok: int, n_pix: int, shift: int, span: int, device: str) -> Any:
-    """The dense form of :func:`segcp.graph.knn._pair_matrix` on a device (it is small)."""
+    """The dense form of :func:`segcp.graph.resize.pair_matrix` on a device (it is small)."""
     import torch
 
-    from segcp.graph.knn import _pair_matrix
-
-    return torch.as_tensor(_pair_matrix(n_tok, n_pix, shift, span).toarray(), device=torch.device(device))
+    return torch.as_tensor(pair_matrix(n_tok, n_pix, shift, span).toarray(), device=torch.device(device))
 
 
 NUMPY = NumpyOps()

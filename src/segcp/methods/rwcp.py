@@ -69,8 +69,7 @@ from segcp.encoders import (
     to_rgb01,
 )
 from segcp.errors import SegcpError
-from segcp.graph import BETA_SCALES, SYMMETRIZE
-from segcp.graph.ops import DEVICES
+from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
 from segcp.cases import Case
 from segcp.methods.base import param, register
 from segcp.methods.normalize import ProbabilityFamily, slice_axis
@@ -361,7 +360,9 @@ class RWCPMethod(ProbabilityFamily):
 
         p = self._skipped(np.asarray(probs, dtype=np.float64))
         if feats is not None and self._on_gpu() and self.scale == "pixel" and not self.intensity:
-            return self.diffuse_volume(p[None], [feats], timings=timings, depth=0)[0]  # the volume path, one slice
+            gh, gw = self.graph_shape(p.shape, feats.shape[1:])  # square graph-grid pixels, as the 2D spatial term counts
+            spacing = (1.0, gh / p.shape[0], gw / p.shape[1])
+            return self.diffuse_volume(p[None], [feats], spacing, timings, depth=0)[0]  # the volume path, one slice
         clock = _Clock(timings)
         if feats is None or self.empty(p):
             gshape = self.graph_shape(p.shape, feats.shape[1:] if feats is not None else (1, 1))
@@ -573,6 +574,9 @@ class RWCPMethod(ProbabilityFamily):
             clock.count("encoded", len(encoded))
             sp = case.spacing if case.spacing is not None else (1.0, 1.0, 1.0)
             spacing = (sp[ax], *(v for a, v in enumerate(sp) if a != ax))
+            if depth == 0 and any(f is not None for f in feats):  # slice-wise 2D: the 2D graph's square grid pixels
+                gh, gw = self.graph_shape(probs.shape[1:], next(f for f in feats if f is not None).shape[1:])
+                spacing = (1.0, gh / probs.shape[1], gw / probs.shape[2])
             out = self.diffuse_volume(probs, feats, spacing, timings, depth=depth)  # type: ignore[arg-type]
         return np.ascontiguousarray(np.moveaxis(out, 0, ax))
 
