@@ -60,7 +60,7 @@ def test_window_graph_in_torch_equals_numpy(shape, r):
 def test_volume_rows_and_diffusion_in_torch_equal_numpy(depth, spatial):
     tokens, shape, Z = _tokens(), (10, 12), 5
     n = shape[0] * shape[1]
-    opts = dict(depth=depth, depth_radius=1, spacing=(2.0, 0.7, 0.7), spatial=spatial)
+    opts = {"depth": depth, "depth_radius": 1, "spacing": (2.0, 0.7, 0.7), "spatial": spatial}
     values = np.random.default_rng(2).random((Z, n))
     ref = diffuse(transition_matrix(knn_volume(tokens, shape, 6, 2, **opts), 30.0), values.reshape(-1), 5).reshape(Z, n)
     rows_np = {z: (i, c, d) for z, i, c, d in volume_rows(tokens, shape, 6, 2, **opts)}

@@ -42,7 +42,7 @@ __all__ = [
     "transition_rows",
 ]
 
-from segcp.graph.options import BETA_SCALES, SYMMETRIZE  # noqa: E402  (re-exported)
+from segcp.graph.options import BETA_SCALES, SYMMETRIZE
 
 
 def effective_beta(graph: NeighbourGraph, beta: float, beta_scale: str = "absolute") -> float:

@@ -120,7 +120,7 @@ def _select(
 
     Returns indptr, row of each kept entry, its column in D, and its distance (arrays of ``xp``).
     """
-    N, M = D.shape
+    M = D.shape[1]
     if k >= M:
         mask = xp.isfinite(D)
     else:

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from segcp.cases import Case
 from segcp.encoders import (
     NAMED_ENCODERS,
     Encoder,
@@ -70,7 +71,6 @@ from segcp.encoders import (
 )
 from segcp.errors import SegcpError
 from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
-from segcp.cases import Case
 from segcp.methods.base import param, register
 from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
@@ -483,7 +483,7 @@ class RWCPMethod(ProbabilityFamily):
         clock("resize")
         n = gshape[0] * gshape[1]
         xp = self._ops()
-        opts = dict(depth=depth, depth_radius=self.depth_radius, spacing=gspacing, spatial=self.spatial)
+        opts = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
         if not self._rowwise():
             graph = knn_volume(tokens, gshape, self.k, self.radius, **opts)  # type: ignore[arg-type]
             del tokens
