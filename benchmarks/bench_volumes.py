@@ -45,6 +45,11 @@ RSS and the values (identical).
     python benchmarks/bench_volumes.py exactness --data DIR -p input_size=224 --out docs/benchmarks/volumes_exactness.json
     python benchmarks/bench_volumes.py batch --data DIR --out docs/benchmarks/volumes_batch.json
     python benchmarks/bench_volumes.py draws --out docs/benchmarks/volumes_draws.json
+    python benchmarks/bench_volumes.py evaluate-draws --data PROBS/acdc --out docs/benchmarks/volumes_evaluate_draws.json
+
+``evaluate-draws`` — ``segcp evaluate --calib <consign> --draws 1000`` on real MC-dropout samples
+(calibration/test parts of the data's split), baseline vs this tree as whole commands: wall, CPU,
+peak RSS, and the metrics (Chao1, SEC, |corr|) compared.
 """
 
 from __future__ import annotations
@@ -516,6 +521,61 @@ def run_draws(args: argparse.Namespace) -> dict[str, Any]:
             "uptime": uptime}
 
 
+def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
+    """``segcp evaluate --calib <consign> --draws N`` on real samples: baseline vs this tree, whole commands."""
+    keep: list[Path] = []
+    try:
+        base = _baseline_src(args, keep)
+        work = Path(tempfile.mkdtemp(prefix="segcp-evd-"))
+        keep.append(work)
+        data = Path(args.data)
+        rec = json.loads((data / "segcp_export.json").read_text())
+        split = rec.get("split", {})
+        ids = sorted(f.name.split(".")[0] for f in (data / "samples").iterdir())
+        cal = [i for i in ids if i in set(split.get("calibration", []))] or ids[: len(ids) // 2]
+        test = [i for i in ids if i not in set(cal)]
+        for part, members in (("cal", cal), ("test", test)):
+            for sub in ("samples", "masks"):
+                (work / part / sub).mkdir(parents=True)
+                for f in (data / sub).iterdir():
+                    if f.name.split(".")[0] in members:
+                        (work / part / sub / f.name).symlink_to(f.resolve())
+        env_new = _env(ROOT / "src")
+        subprocess.run([sys.executable, "-m", "segcp.cli", "calibrate", "--method", "consign", *args.consign, "--alpha",
+                        str(args.alpha), "--data", str(work / "cal"), "--out", str(work / "calib.json"), "-q"], env=env_new, check=True)
+        rows = []
+        uptime = [_uptime()]
+        for rep in range(args.repeat):
+            for label, src in (("baseline", base), ("this tree", ROOT / "src")):
+                out = work / f"m-{label.replace(' ', '')}.json"
+                res = _timed([sys.executable, "-m", "segcp.cli", "evaluate", "--calib", str(work / "calib.json"), "--data",
+                              str(work / "test"), "--draws", str(args.draws), "--out", str(out), "-q"], _env(src))
+                res.pop("stdout")
+                rows.append({"version": label, "repeat": rep, **res})
+                print(json.dumps(rows[-1]), flush=True)
+        uptime.append(_uptime())
+        results = {label: json.loads((work / f"m-{label.replace(' ', '')}.json").read_text()) for label in ("baseline", "this tree")}
+    finally:
+        for d in keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def strip(r: Any) -> Any:  # the metrics only (no timings, paths or versions)
+        if isinstance(r, dict):
+            return {k: strip(v) for k, v in r.items() if k not in ("seconds", "wall_s", "segcp_version", "version", "calib", "data", "out")}
+        if isinstance(r, list):
+            return [strip(v) for v in r]
+        return r
+
+    same = strip(results["baseline"]) == strip(results["this tree"])
+    med = {label: {k: float(np.median([r[k] for r in rows if r["version"] == label])) for k in ("wall_s", "cpu_s", "peak_rss_mib")}
+           for label in ("baseline", "this tree")}
+    ratios = {k: med["baseline"][k] / med["this tree"][k] for k in ("wall_s", "cpu_s", "peak_rss_mib")}
+    print(json.dumps({"identical_metrics": same, "median": med, "ratios (baseline / this tree)": ratios}, indent=1), flush=True)
+    return {"data": str(args.data), "calibration": len(cal), "test": len(test), "draws": args.draws, "consign": args.consign,
+            "alpha": args.alpha, "baseline_commit": args.base_commit, "rows": rows, "median": med, "ratios": ratios,
+            "identical_metrics": same, "metrics": strip(results["this tree"]), "uptime": uptime}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="section", required=True)
@@ -530,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--volumes", type=int, default=3)
     r.add_argument("--depths", type=int, nargs="+", default=[1, 0])
     r.add_argument("--out")
-    for name in ("calibrate", "exactness", "draws"):
+    for name in ("calibrate", "exactness", "draws", "evaluate-draws"):
         q = sub.add_parser(name)
         q.add_argument("--base-commit", default=BASE_COMMIT, help="the baseline commit (git archive of this repository)")
         q.add_argument("--base-src", help="or: the src folder of a baseline checkout")
@@ -539,6 +599,13 @@ def main(argv: list[str] | None = None) -> None:
             q.add_argument("--draws", type=int, default=1000)
             q.add_argument("--shape", default="256x216")
             q.add_argument("--repeat", type=int, default=2)
+            continue
+        if name == "evaluate-draws":
+            q.add_argument("--data", required=True, help="samples/ and masks/ (and segcp_export.json with the split)")
+            q.add_argument("--draws", type=int, default=1000)
+            q.add_argument("--alpha", type=float, default=0.1)
+            q.add_argument("--consign", nargs="*", default=["--K", "5", "--beta", "0.9"])
+            q.add_argument("--repeat", type=int, default=1)
             continue
         q.add_argument("--data", required=True)
         q.add_argument("--threads", type=int, default=2)
@@ -590,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
         run_draws_worker(args)
         return
     runs = {"memory": run_memory, "rwcp": run_rwcp, "calibrate": run_calibrate, "exactness": run_exactness,
-            "batch": run_batch, "settings": run_settings, "draws": run_draws}
+            "batch": run_batch, "settings": run_settings, "draws": run_draws, "evaluate-draws": run_evaluate_draws}
     res = runs[args.section](args)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, default=str) + "\n")
