@@ -63,3 +63,16 @@ def test_a_digest_collision_never_merges_different_draws(monkeypatch):
     monkeypatch.setattr(hashlib, "blake2b", Same)  # every draw gets the same digest
     draws = np.array([[[0, 1]], [[0, 1]], [[1, 1]], [[0, 1]], [[1, 1]], [[2, 2]]])
     assert frequency_counts(draws).tolist() == [3, 2, 1] == _unique_counts(draws)
+
+
+def test_sampled_coverage_in_chunks_equals_the_whole_batch():
+    from segcp.metrics.diversity import sampled_coverage
+    from segcp.multiclass.agreement import agrees
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 3, size=(12, 10))
+    for beta in (0.5, 0.8, 0.95):
+        draws = np.where(rng.random((150, 12, 10)) < 0.15, rng.integers(0, 3, size=(150, 12, 10)), truth)
+        whole = float(np.any(agrees(draws, truth, beta)))
+        assert all(sampled_coverage(draws, truth, beta, chunk=c) == whole for c in (1, 7, 64, 1000))
+    assert sampled_coverage(truth, truth, 0.9) == 1.0  # one draw

@@ -97,14 +97,21 @@ def chao1(draws: ArrayLike) -> float:
     return chao1_from_counts(frequency_counts(draws))
 
 
-def sampled_coverage(draws: ArrayLike, truth: ArrayLike, beta: float) -> float:
+def sampled_coverage(draws: ArrayLike, truth: ArrayLike, beta: float, chunk: int = 64) -> float:
     """1.0 when some draw agrees with the truth up to β (the exact rule of
-    :func:`~segcp.multiclass.agreement.exceeds_beta`), else 0.0."""
+    :func:`~segcp.multiclass.agreement.exceeds_beta`), else 0.0.
+
+    The draws are checked ``chunk`` at a time (stopping at the first that agrees): the agreement
+    of a batch holds a float64 copy of its hits, which for 1000 ACDC-sized draws is 440 MB.
+    """
     b = check_beta(beta)
     d = np.asarray(draws)
     if d.shape == np.shape(truth):
         d = d[None]
-    return float(np.any(agrees(d, truth, b)))
+    for s in range(0, d.shape[0], max(1, int(chunk))):
+        if np.any(agrees(d[s : s + int(chunk)], truth, b)):
+            return 1.0
+    return 0.0
 
 
 def mean_abs_correlation(draws: ArrayLike, n_labels: int | None = None, max_draws: int = 256) -> float:
