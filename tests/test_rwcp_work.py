@@ -122,3 +122,17 @@ def test_non_local_options_keep_the_whole_volume():
     probs, _ = _volume()
     for opts in ({"symmetrize": "max"}, {"beta_scale": "median"}, {"center": True}, {"dims": 3}):
         assert RWCPMethod(**FAST, **opts).volume_work(probs) == (range(9), range(9))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 0])
+def test_the_rows_do_not_depend_on_the_number_of_threads(depth):
+    tokens, shape = _tokens(Z=7), (9, 8)
+    opts = {"depth": depth, "depth_radius": 1, "spacing": (2.0, 1.0, 1.0), "spatial": 0.3}
+    one = list(volume_rows(tokens, shape, 5, 2, **opts))
+    for threads in (2, 3):
+        many = list(volume_rows(tokens, shape, 5, 2, threads=threads, **opts))
+        assert [z for z, *_ in many] == list(range(7))
+        for a, b in zip(one, many):
+            assert all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
+    part = list(volume_rows(tokens, shape, 5, 2, rows=range(2, 5), threads=2, **opts))
+    assert [z for z, *_ in part] == [2, 3, 4] and all(np.array_equal(x, y) for x, y in zip(part[1][1:], one[3][1:]))

@@ -30,6 +30,7 @@ them into one :class:`~segcp.graph.knn.NeighbourGraph`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,16 @@ def _check(tokens: Sequence[Any], depth: int, depth_radius: int) -> tuple[int, i
     return Z, depth, rz
 
 
+class _Now:
+    """A job run at once, with a future's ``result()`` (the one-thread pipeline)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value = fn(*args)
+
+    def result(self) -> Any:
+        return self._value
+
+
 def volume_rows(
     tokens: Sequence[NDArray[Any] | None],
     shape: tuple[int, int],
@@ -109,6 +120,7 @@ def volume_rows(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     spatial: float = 0.0,
     rows: range | None = None,
+    threads: int = 1,
     xp: NumpyOps | TorchOps = NUMPY,
 ) -> Iterator[tuple[int, Any, Any, Any]]:
     """The graph of :func:`knn_volume`, slice by slice: yields (z, indptr, columns, distances).
@@ -117,10 +129,16 @@ def volume_rows(
     ``depth`` of one of them must have tokens, the others may be None (never encoded). Row
     p = (y·W + x) of slice z has columns ``columns[indptr[p]:indptr[p+1]]`` (node indices of the
     whole volume, (z'·H + y')·W + x') at ``distances`` (float32). Arrays are ``xp``'s.
+
+    ``threads`` > 1 computes the slices' in-plane distances, the slice pairs' distances and the
+    rows' selections in that many threads (numpy releases the GIL in its loops), a few slices
+    ahead of the one yielded; the rows are the same whatever the number of threads (each is one
+    pure function of its slices), and they are yielded in order.
     """
     Z, depth, rz = _check(tokens, depth, depth_radius)
     H, W = int(shape[0]), int(shape[1])
     n = H * W
+    r = int(radius)
     sz, sy, sx = (float(s) for s in spacing)
     L = max(H * sy, W * sx)
     # in-plane: the 2D builder; its spatial term counts pixels of the long side, which is the
@@ -130,60 +148,83 @@ def volume_rows(
     offs = window_offsets(rz) if rz > 0 else np.zeros((1, 2), dtype=np.int64)
     lin = xp.asarray(offs[:, 0] * W + offs[:, 1])  # node offset of each cross-slice window entry
     extra = ((offs.astype(np.float64) * [sy, sx]) ** 2).sum(axis=1) if spatial else None  # squared in-plane mm
-    grids: dict[int, Any] = {}
-    planes: dict[int, tuple[Any, Any]] = {}
-    pairs: dict[tuple[int, int], Any] = {}
-
-    def plane(q: int) -> tuple[Any, Any]:  # (in-plane distances with extras, inverse norms)
-        if q not in planes:
-            if tokens[q] is None:
-                raise SegcpError(f"knn_volume: slice {q} is needed (within depth of a row) but has no tokens")
-            grids[q] = token_grid(tokens[q], xp)
-            D, inv = plane_distances(tokens[q], (H, W), int(radius), xp)
-            _window_extras(D, (H, W), int(radius), plane_spatial, None, 0.0, xp)
-            planes[q] = (D, inv)
-        return planes[q]
-
-    def pair(a: int, b: int) -> Any:  # distances of slice a's pixels to slice b's window (a < b)
-        if (a, b) not in pairs:
-            inv_a, inv_b = plane(a)[1], plane(b)[1]
-            B = _cross_distances(grids[a], grids[b], inv_a, inv_b, (H, W), rz, xp)
-            if extra is not None:
-                d = spatial * np.sqrt(((b - a) * sz) ** 2 + extra) / L
-                B += xp.asarray(d.astype(np.float32).reshape(side, side))
-            pairs[(a, b)] = B
-        return pairs[(a, b)]
-
     base = xp.arange(n)
-    for z in rows if rows is not None else range(Z):
-        D, _ = plane(z)
-        g = _finish_window(D, (H, W), int(radius), k, xp=xp)  # the in-plane k nearest (the 2D graph)
-        if depth == 0:
-            yield z, g.indptr, g.indices + z * n, g.distances
-        else:
-            deg = g.indptr[1:] - g.indptr[:-1]
-            kmax = int(deg.max()) if n else 0
-            cand_d = xp.full((n, kmax), np.inf, xp.float32)
-            cand_i = xp.zeros((n, kmax), xp.int64)
-            nnz = g.indices.shape[0]
-            pos = xp.arange(nnz) - xp.repeat(g.indptr[:-1], deg)
-            row = xp.repeat(base, deg)
-            cand_d[row, pos] = g.distances
-            cand_i[row, pos] = g.indices + z * n
-            blocks_d, blocks_i = [cand_d], [cand_i]
-            for dz in [d for d in range(-depth, depth + 1) if d != 0 and 0 <= z + d < Z]:
-                q = z + dz
-                B = pair(z, q) if dz > 0 else _reversed(pair(q, z), rz, xp)
-                blocks_d.append(B.reshape(n, side * side))
-                blocks_i.append(base[:, None] + lin[None, :] + q * n)  # off-grid entries: +inf, never kept
-            Dz = xp.concat(blocks_d, axis=1)
-            Iz = xp.concat(blocks_i, axis=1)
-            indptr, r_, c_, dist = _select(Dz, k, xp)
-            yield z, indptr, Iz[r_, c_], dist
-        for old in [q for q in planes if q < z + 1 - depth]:  # keep only the slices still needed
-            del planes[old], grids[old]
-        for old in [p for p in pairs if p[1] <= z]:
-            del pairs[old]
+
+    def plane_job(q: int) -> tuple[Any, Any, Any]:  # (token grid, in-plane distances with extras, inverse norms)
+        if tokens[q] is None:
+            raise SegcpError(f"knn_volume: slice {q} is needed (within depth of a row) but has no tokens")
+        D, inv = plane_distances(tokens[q], (H, W), r, xp)
+        _window_extras(D, (H, W), r, plane_spatial, None, 0.0, xp)
+        return token_grid(tokens[q], xp), D, inv
+
+    def pair_job(fa: Any, fb: Any, dz: int) -> Any:  # distances of slice a's pixels to slice b's window
+        (ga, _, inv_a), (gb, _, inv_b) = fa.result(), fb.result()
+        B = _cross_distances(ga, gb, inv_a, inv_b, (H, W), rz, xp)
+        if extra is not None:
+            d = spatial * np.sqrt((dz * sz) ** 2 + extra) / L
+            B += xp.asarray(d.astype(np.float32).reshape(side, side))
+        return B
+
+    def row_job(z: int, fplane: Any, fpairs: list[tuple[int, Any]]) -> tuple[Any, Any, Any]:
+        g = _finish_window(fplane.result()[1], (H, W), r, k, xp=xp)  # the in-plane k nearest (the 2D graph)
+        if not fpairs:
+            return g.indptr, g.indices + z * n, g.distances
+        deg = g.indptr[1:] - g.indptr[:-1]
+        kmax = int(deg.max()) if n else 0
+        cand_d = xp.full((n, kmax), np.inf, xp.float32)
+        cand_i = xp.zeros((n, kmax), xp.int64)
+        pos = xp.arange(g.indices.shape[0]) - xp.repeat(g.indptr[:-1], deg)
+        row = xp.repeat(base, deg)
+        cand_d[row, pos] = g.distances
+        cand_i[row, pos] = g.indices + z * n
+        blocks_d, blocks_i = [cand_d], [cand_i]
+        for dz, fpair in fpairs:  # dz = -depth … depth (not 0), in order
+            q = z + dz
+            B = fpair.result() if dz > 0 else _reversed(fpair.result(), rz, xp)
+            blocks_d.append(B.reshape(n, side * side))
+            blocks_i.append(base[:, None] + lin[None, :] + q * n)  # off-grid entries: +inf, never kept
+        indptr, r_, c_, dist = _select(xp.concat(blocks_d, axis=1), k, xp)
+        return indptr, xp.concat(blocks_i, axis=1)[r_, c_], dist
+
+    workers = max(1, int(threads)) if isinstance(xp, NumpyOps) else 1
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def run(fn: Any, *args: Any) -> Any:
+        # jobs only wait on jobs submitted before them (FIFO queue), so the pool never deadlocks
+        return pool.submit(fn, *args) if pool is not None else _Now(fn, *args)
+
+    planes: dict[int, Any] = {}
+    pairs: dict[tuple[int, int], Any] = {}
+    pending: dict[int, Any] = {}
+    order = list(rows if rows is not None else range(Z))
+    ahead = 0
+
+    def submit(z: int) -> None:
+        for q in range(max(0, z - depth), min(Z, z + depth + 1)):
+            if q not in planes:
+                planes[q] = run(plane_job, q)
+        fpairs = []
+        for dz in [d for d in range(-depth, depth + 1) if d != 0 and 0 <= z + d < Z]:
+            a, b = min(z, z + dz), max(z, z + dz)
+            if (a, b) not in pairs:
+                pairs[(a, b)] = run(pair_job, planes[a], planes[b], b - a)
+            fpairs.append((dz, pairs[(a, b)]))
+        pending[z] = run(row_job, z, planes[z], fpairs)
+
+    try:
+        for i, z in enumerate(order):
+            while ahead < len(order) and ahead <= i + (workers if pool is not None else 0):
+                submit(order[ahead])
+                ahead += 1
+            indptr, cols, dist = pending.pop(z).result()
+            yield z, indptr, cols, dist
+            for old in [q for q in planes if q < z + 1 - depth]:  # keep only the slices still needed
+                del planes[old]
+            for old in [p for p in pairs if p[1] <= z]:
+                del pairs[old]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def knn_volume(

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
@@ -159,7 +160,8 @@ class RWCPMethod(ProbabilityFamily):
     layer : int or None
         Encoder hidden state to use (None: the last, normalised).
     threads : int or None
-        torch threads for the encoder.
+        Threads for the encoder (torch's or ONNX Runtime's) and for the volume graph (its
+        slices in parallel; None: the library's default for the encoder, every core for the graph).
     batch_size : int
         Images per encoder forward pass (see :meth:`precompute`).
     cache : bool
@@ -217,7 +219,8 @@ class RWCPMethod(ProbabilityFamily):
                                    optional=True, none_if=(0,))
     keep_aspect: bool = param(False, "encoder input keeps the image's aspect ratio", kind="bool")
     layer: int | None = param(None, "encoder hidden state to use (None: the last, normalised)", kind="int", low=-1000, optional=True)
-    threads: int | None = param(None, "torch threads for the encoder", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
+    threads: int | None = param(None, "threads for the encoder (torch / ONNX Runtime) and the volume graph (None: the library's "
+                                "default / all cores)", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
     batch_size: int = param(8, "images per encoder forward pass", kind="int", low=1, runtime=True)
     cache: bool = param(True, "cache features on disk (always in memory for the process)", kind="bool", runtime=True)
     cache_dir: str | None = param(None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str",
@@ -492,7 +495,9 @@ class RWCPMethod(ProbabilityFamily):
             del graph
         else:
             def blocks() -> Iterator[tuple[int, Any, int]]:
-                for z, indptr, cols, dist in volume_rows(tokens, gshape, self.k, self.radius, rows=rows, xp=xp, **opts):
+                threads = self.threads or os.cpu_count() or 1
+                for z, indptr, cols, dist in volume_rows(tokens, gshape, self.k, self.radius, rows=rows, threads=threads, xp=xp,
+                                                         **opts):
                     clock("knn")
                     c0 = max(0, z - depth)
                     P = transition_rows(indptr, cols, dist, self.kernel_beta, self_loop=self.self_loop, lazy=self.lazy,
