@@ -62,6 +62,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,15 +161,30 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_COMMIT = "e743cc1"
 
 
-def _baseline_src(args: argparse.Namespace, keep: list[Path]) -> Path:
-    """``src`` of a pristine checkout of the baseline commit (``git archive``), or ``--base-src``."""
-    if getattr(args, "base_src", None):
-        return Path(args.base_src)
-    d = Path(tempfile.mkdtemp(prefix="segcp-base-"))
-    keep.append(d)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base_commit], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
-    return d / "src"
+@contextmanager
+def _baseline_and_work(args: argparse.Namespace, prefix: str, work: str | None = None) -> Iterator[tuple[Path, Path]]:
+    """(``src`` of a pristine checkout of the baseline commit, a work folder); what was made here is
+    removed afterwards. The baseline is ``git archive <--base-commit>`` of this repository, or
+    ``--base-src``; the work folder a fresh temporary one, or ``work`` (kept)."""
+    made: list[Path] = []
+    try:
+        if getattr(args, "base_src", None):
+            base = Path(args.base_src)
+        else:
+            d = Path(tempfile.mkdtemp(prefix="segcp-base-"))
+            made.append(d)
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base_commit], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+            base = d / "src"
+        if work:
+            w = Path(work)
+        else:
+            w = Path(tempfile.mkdtemp(prefix=prefix))
+            made.append(w)
+        yield base, w
+    finally:
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _uptime() -> str:
@@ -228,11 +245,7 @@ def run_timed_cli(args: argparse.Namespace) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    keep: list[Path] = []
-    try:
-        base = _baseline_src(args, keep)
-        work = Path(tempfile.mkdtemp(prefix="segcp-cal-"))
-        keep.append(work)
+    with _baseline_and_work(args, "segcp-cal-") as (base, work):
         _one_volume_dir(Path(args.data), args.volume, work / "data")
         rows = []
         load_before = _uptime()
@@ -256,9 +269,6 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
                 shutil.rmtree(cache, ignore_errors=True)
         load_after = _uptime()
         print(load_after, flush=True)
-    finally:
-        for d in keep:
-            shutil.rmtree(d, ignore_errors=True)
     summary = {}
     for label in ("baseline", "this tree"):
         rs = [r for r in rows if r["version"] == label]
@@ -300,12 +310,7 @@ def run_exactness(args: argparse.Namespace) -> dict[str, Any]:
     from segcp.io import DataDir
     from segcp.methods import get_method
 
-    keep: list[Path] = []
-    try:
-        base = _baseline_src(args, keep)
-        work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="segcp-exact-"))
-        if not args.work:
-            keep.append(work)
+    with _baseline_and_work(args, "segcp-exact-", args.work) as (base, work):
         params = {"threads": args.threads, "cache_dir": str(work / "cache")}
         for p in args.param:
             k, _, v = p.partition("=")
@@ -360,9 +365,6 @@ def run_exactness(args: argparse.Namespace) -> dict[str, Any]:
                     row.update(set_voxels_differ=set_diff, set_voxels=set_size)
                 splits.append(row)
                 print(json.dumps(row), flush=True)
-    finally:
-        for d in keep:
-            shutil.rmtree(d, ignore_errors=True)
     feasible = [r for r in splits if "set_voxels_differ" in r]
     summary = {
         "splits_x_alpha": len(splits),
@@ -480,11 +482,7 @@ def _consign_like_draws(S: int, shape: tuple[int, int], seed: int) -> tuple[np.n
 
 
 def run_draws(args: argparse.Namespace) -> dict[str, Any]:
-    keep: list[Path] = []
-    try:
-        base = _baseline_src(args, keep)
-        work = Path(tempfile.mkdtemp(prefix="segcp-draws-"))
-        keep.append(work)
+    with _baseline_and_work(args, "segcp-draws-") as (base, work):
         shape = tuple(int(v) for v in args.shape.split("x"))
         draws, truth = _consign_like_draws(args.draws, shape, 0)  # type: ignore[arg-type]
         np.save(work / "draws.npy", draws)
@@ -501,9 +499,6 @@ def run_draws(args: argparse.Namespace) -> dict[str, Any]:
                              "distinct": len(r["counts"]), "counts_digest": hash(tuple(r["counts"]))})
                 print(json.dumps(rows[-1]), flush=True)
         uptime.append(_uptime())
-    finally:
-        for d in keep:
-            shutil.rmtree(d, ignore_errors=True)
     b = [r for r in rows if r["version"] == "baseline"]
     n = [r for r in rows if r["version"] == "this tree"]
     same = all(x["metrics"] == y["metrics"] and x["counts_digest"] == y["counts_digest"] for x, y in zip(b, n))
@@ -523,11 +518,7 @@ def run_draws(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
     """``segcp evaluate --calib <consign> --draws N`` on real samples: baseline vs this tree, whole commands."""
-    keep: list[Path] = []
-    try:
-        base = _baseline_src(args, keep)
-        work = Path(tempfile.mkdtemp(prefix="segcp-evd-"))
-        keep.append(work)
+    with _baseline_and_work(args, "segcp-evd-") as (base, work):
         data = Path(args.data)
         rec = json.loads((data / "segcp_export.json").read_text())
         split = rec.get("split", {})
@@ -555,9 +546,6 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
                 print(json.dumps(rows[-1]), flush=True)
         uptime.append(_uptime())
         results = {label: json.loads((work / f"m-{label.replace(' ', '')}.json").read_text()) for label in ("baseline", "this tree")}
-    finally:
-        for d in keep:
-            shutil.rmtree(d, ignore_errors=True)
 
     def strip(r: Any) -> Any:  # the metrics only (no timings, paths or versions)
         if isinstance(r, dict):
