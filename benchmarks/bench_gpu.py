@@ -18,6 +18,12 @@ CUDA) and to write one JSON under ``docs/benchmarks/``. Per volume:
 4. **cold GPU total** — a fresh feature cache, ``device="cuda"``: ``score_map`` of the volume
    (encoder + graph + diffusion on the GPU), the issue's "≤ 5 s per LA volume".
 
+And on ACDC (``--part acdc``, assets from ``prepare --acdc DIR``: the LV channel of a model's
+probabilities, the images and the LV masks of ``--acdc-images`` slices): 2D RW-CP score maps on
+the CPU and on the GPU (the carried encoder, else ``fallback``; features computed once, on the
+CPU), λ̂ of ``--splits`` random half/half splits at α = 0.1 with each, and the test sets at λ̂:
+λ̂ and set voxels that differ, counted.
+
 Assets travel with the working tree to the device machine (no network there). Prepare them here:
 
     python benchmarks/bench_gpu.py prepare --out .gpu --volumes 2      # LA h5 volumes, UNet, encoder
@@ -32,6 +38,10 @@ released model) or as they are (``--weights fp32``). On the device machine:
 
     PYTHONPATH=src PYTHONUNBUFFERED=1 python3 benchmarks/bench_gpu.py run --assets .gpu \
         --out $OUT/volumes_gpu.json          # carry: [".gpu"]; then copy it to docs/benchmarks/
+
+With the 64 MiB a call may carry, the float16 encoder (44 MB), one or two LA volumes and the
+UNet fill it; the ACDC part travels in a second call with ``prepare --weights none --volumes 0
+--acdc DIR`` (the weight-free encoder: λ̂ and sets of the graph and diffusion paths).
 
 ``run --device cpu`` runs the same steps on the CPU alone (both "devices" the numpy path and
 torch on CPU tensors) to check the script here.
@@ -69,6 +79,18 @@ def prepare(args: argparse.Namespace) -> None:
         shutil.copy2(la / "volumes" / i / "mri_norm2.h5", vols / i / "mri_norm2.h5")
     if args.unet and Path(args.unet).is_file():
         shutil.copy2(args.unet, out / "la2018.pt")
+    if args.acdc:
+        acdc = out / "acdc"
+        acdc.mkdir(exist_ok=True)
+        src_dir = Path(args.acdc)
+        for f in sorted((src_dir / "probs").iterdir())[: args.acdc_images]:
+            p = np.load(f)
+            lv = p[args.acdc_label] if p.ndim == 3 else p  # the LV channel of a class-probability stack
+            np.savez_compressed(acdc / f"{f.stem}.npz", probs=lv.astype(np.float16), image=np.load(src_dir / "images" / f.name),
+                                mask=np.load(src_dir / "masks" / f.name) == args.acdc_label)
+    if args.weights == "none":
+        print(f"{out}: no encoder copied (the runs use the weight-free fallback encoder)")
+        return
     from segcp.encoders.convert import ensure_dinov2_small
 
     src = Path(ensure_dinov2_small())
@@ -123,6 +145,55 @@ def _probabilities(h5: Path, unet: Path | None, device: str) -> tuple[np.ndarray
     return image, label, probs, info
 
 
+def run_acdc(args: argparse.Namespace, enc: str, device: str) -> dict[str, Any]:
+    """2D RW-CP on ACDC slices, CPU vs device: score maps, λ̂ of random splits, sets at λ̂."""
+    from segcp.calibration import LossCurves, crc_lambda, fnr_curve
+    from segcp.methods import Case, RWCPMethod
+
+    files = sorted((Path(args.assets) / "acdc").glob("*.npz"))
+    cases = []
+    for f in files:
+        z = np.load(f)
+        cases.append(Case(f.stem, z["probs"].astype(np.float64), mask=z["mask"], image=z["image"]))
+    with tempfile.TemporaryDirectory() as cache:
+        cpu = RWCPMethod(encoder=enc, cache_dir=cache, batch_size=args.batch)
+        cpu.precompute([c.image for c in cases])  # the features once, on the CPU, for both paths
+        dev = RWCPMethod(encoder=enc, cache_dir=cache, batch_size=args.batch, device=device)
+        dev.get_encoder = cpu.get_encoder  # type: ignore[method-assign]
+        if device == "cpu":  # a check of the script: the torch path on CPU tensors
+            from segcp.graph.ops import TorchOps
+
+            dev._ops = lambda: TorchOps("cpu")  # type: ignore[method-assign]
+            dev._on_gpu = lambda: True  # type: ignore[method-assign]
+        t = time.perf_counter()
+        a = [cpu.score_map(c) for c in cases]
+        t_cpu = time.perf_counter() - t
+        _sync(device)
+        t = time.perf_counter()
+        b = [dev.score_map(c) for c in cases]
+        _sync(device)
+        t_dev = time.perf_counter() - t
+    ca = [fnr_curve(x[c.mask]) for x, c in zip(a, cases)]
+    cb = [fnr_curve(x[c.mask]) for x, c in zip(b, cases)]
+    rng = np.random.default_rng(0)
+    splits = []
+    for s in range(args.splits):
+        perm = rng.permutation(len(cases))
+        cal, test = perm[: len(cases) // 2], perm[len(cases) // 2 :]
+        la = float(crc_lambda(LossCurves.concat(ca).take(cal), 0.1, lambda_min=0.0).lambda_)
+        lb = float(crc_lambda(LossCurves.concat(cb).take(cal), 0.1, lambda_min=0.0).lambda_)
+        differ = sum(int(np.count_nonzero((a[i] <= la) != (b[i] <= lb))) for i in test)
+        splits.append({"split": s, "lambda_cpu": la, "lambda_device": lb, "set_voxels_differ": differ,
+                       "set_voxels": sum(int(np.count_nonzero(a[i] <= la)) for i in test)})
+    d = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    out = {"images": len(cases), "encoder": enc, "score_maps_cpu_s": t_cpu, "score_maps_device_s": t_dev, "map_max_abs_diff": d,
+           "maps_within": d <= MAP_TOL, "lambda_differ": sum(r["lambda_cpu"] != r["lambda_device"] for r in splits),
+           "max_abs_lambda_diff": max(abs(r["lambda_cpu"] - r["lambda_device"]) for r in splits),
+           "set_voxels_differ": sum(r["set_voxels_differ"] for r in splits), "splits": splits}
+    print(json.dumps({k: v for k, v in out.items() if k != "splits"}), flush=True)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -136,14 +207,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("bench_gpu: no CUDA GPU here (torch.cuda.is_available() is False)")
     enc_dir = assets / "dinov2-small"
     unet = assets / "la2018.pt" if (assets / "la2018.pt").is_file() else None
-    volumes = sorted((assets / "la2018").iterdir())[: args.volumes]
+    volumes = sorted((assets / "la2018").iterdir())[: args.volumes] if args.part in ("la", "all") else []
     meta = {"device": torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu",
             "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "encoder_dir": str(enc_dir),
             "weights": "as prepared (see prepare --weights)", "platform": platform.platform()}
     print(json.dumps(meta), flush=True)
+    rows: list[dict[str, Any]] = []
+    acdc = None
+    if args.part in ("acdc", "all") and (assets / "acdc").is_dir():
+        acdc = run_acdc(args, str(enc_dir) if enc_dir.is_dir() else "fallback", device)
+    if not volumes:
+        return {"meta": meta, "rows": rows, "acdc": acdc, "load": list(os.getloadavg())}
     cpu_enc = get_encoder(str(enc_dir), backend="torch", batch_size=args.batch)
     dev_enc = get_encoder(str(enc_dir), backend="auto" if gpu else "torch", batch_size=args.batch, device=device)
-    rows = []
     for vdir in volumes:
         image, label, probs, info = _probabilities(vdir / "mri_norm2.h5", unet, device)
         slices = [image[:, :, z] for z in range(image.shape[2])]
@@ -208,8 +284,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["cold_device_within_5s"] = st["total_s"] <= 5.0
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"meta": meta, "rows": rows, "tolerances": {"features": f"{FEATURE_RTOL} * max(1, max |token|)", "maps": MAP_TOL},
-            "load": list(os.getloadavg())}
+    return {"meta": meta, "rows": rows, "acdc": acdc, "load": list(os.getloadavg()),
+            "tolerances": {"features": f"{FEATURE_RTOL} * max(1, max |token|)", "maps": MAP_TOL}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=os.environ.get("SEGCP_DATA", "/work/shared/data"))
     p.add_argument("--volumes", type=int, default=2)
     p.add_argument("--unet", default="/work/artifacts/h26/models/la2018.pt")
-    p.add_argument("--weights", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument("--weights", choices=("fp16", "fp32", "none"), default="fp16")
+    p.add_argument("--acdc", help="a data directory of ACDC slices (probs/ class stacks or LV maps, images/, masks/)")
+    p.add_argument("--acdc-images", type=int, default=28)
+    p.add_argument("--acdc-label", type=int, default=3, help="the LV label (channel of the class stack)")
     r = sub.add_parser("run", help="the measurement (on the device machine)")
     r.add_argument("--assets", default=".gpu")
     r.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
@@ -228,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--out")
     r.add_argument("--slices", type=int, default=0, help="only the middle N slices of each volume (a quick check)")
+    r.add_argument("--part", choices=("la", "acdc", "all"), default="all")
+    r.add_argument("--splits", type=int, default=20, help="ACDC: random half/half splits")
     args = ap.parse_args(argv)
     if args.what == "prepare":
         prepare(args)
