@@ -136,3 +136,19 @@ def test_the_rows_do_not_depend_on_the_number_of_threads(depth):
             assert all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))
     part = list(volume_rows(tokens, shape, 5, 2, rows=range(2, 5), threads=2, **opts))
     assert [z for z, *_ in part] == [2, 3, 4] and all(np.array_equal(x, y) for x, y in zip(part[1][1:], one[3][1:]))
+
+
+def test_the_feature_cache_memory_layer_is_bounded_in_bytes(tmp_path):
+    from segcp.encoders import FeatureCache
+
+    c = FeatureCache(tmp_path, disk=False, memory_items=100, memory_mib=1.0)
+    maps = [np.full((16, 64, 64), i, np.float32) for i in range(6)]  # 256 KiB each
+    for i, m in enumerate(maps):
+        c.put("enc", f"k{i}", m)
+    kept = [i for i in range(6) if c.get("enc", f"k{i}") is not None]
+    assert kept == [2, 3, 4, 5] and c._bytes == 4 * maps[0].nbytes  # the 4 most recent fit in 1 MiB
+    c.put("enc", "k5", maps[5])  # a second put of a key does not count it twice
+    assert c._bytes == 4 * maps[0].nbytes
+    big = FeatureCache(tmp_path, disk=False, memory_mib=0.1)
+    big.put("enc", "x", maps[0])  # larger than the whole layer: not kept
+    assert big.get("enc", "x") is None
