@@ -41,7 +41,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np
 
 from segcp import Case, ConformalSegmenter
-from segcp.multiclass.consign import consign_score, decompose, draw, thin_svd
+from segcp.segsets.consign import consign_score, decompose, draw, thin_svd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from consign_reference import ReferenceOptions, reference_calibrate  # noqa: E402

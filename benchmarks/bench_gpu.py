@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_volumes import score_map_timed  # benchmarks/ (this script's folder) is on sys.path
 
 SPACING = (0.625, 0.625, 0.625)
 LAMBDAS = (0.5, 0.88, 0.989)
@@ -260,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 st: dict[str, float] = {}
                 _sync(device)
                 t = time.perf_counter()
-                maps[label] = m.score_map_timed(Case(vdir.name, probs, image=image, spacing=SPACING), st)
+                maps[label] = score_map_timed(m, Case(vdir.name, probs, image=image, spacing=SPACING), st)
                 _sync(device)
                 st["total_s"] = time.perf_counter() - t
                 stages[label] = st
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             st = {}
             _sync(device)
             t = time.perf_counter()
-            m.score_map_timed(Case(vdir.name, probs, image=image, spacing=SPACING), st)
+            score_map_timed(m, Case(vdir.name, probs, image=image, spacing=SPACING), st)
             _sync(device)
             st["total_s"] = time.perf_counter() - t
             row["cold_device"] = st

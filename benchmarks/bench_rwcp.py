@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from segcp.data import get_task
+from segcp.harness.datasets import get_task
 from segcp.methods import RWCPMethod
 
 STAGES = ("knn", "weights", "diffusion", "resize", "thresholding")

@@ -153,8 +153,8 @@ def volume_dir(root: Path, n: int, side: int = 128) -> Path:
 # ---------------------------------------------------------------------------- one run (own process)
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
     """One calibration (or the read-only loop) in this fresh process; JSON on stdout."""
-    from segcp.cluster import open_executor
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
+    from segcp.parallel import DaskExecutor, InProcessExecutor
 
     params = json.loads(args.params)
     out: dict[str, Any] = {"mode": args.mode, "load": _load()}
@@ -164,11 +164,11 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         return out
     workers = {"serial": None, "dask1": 1, "dask2": 2}[args.mode]
     t = time.perf_counter()
-    ex = open_executor(workers=workers)
+    ex = InProcessExecutor() if workers is None else DaskExecutor.local(workers)  # a Dask cluster even of one worker
     out["start_seconds"] = time.perf_counter() - t
     try:
         if workers:
-            ex.client.run(lambda: __import__("segcp.pipeline"))  # the workers import segcp before the clock starts
+            ex.client.run(lambda: __import__("segcp.jobs"))  # the workers import segcp before the clock starts
             cpu0 = ex.client.run(time.process_time)
         if workers:
             out["worker_before_mib"] = sorted(ex.client.run(lambda: __import__("psutil").Process().memory_info().rss / 2**20).values())
@@ -358,7 +358,7 @@ def run_compact_cost(args: argparse.Namespace) -> dict[str, Any]:
     from segcp import ConformalSegmenter
     from segcp.calibration.compact import CompactCurves, Grid
     from segcp.compare import load_groups
-    from segcp.data.splits import random_cal_test_splits
+    from segcp.engine.splits import random_cal_test_splits
     from segcp.io import DataDir
 
     res: dict[str, Any] = {"versions": _versions(), "splits": args.splits, "n_cal": args.n_cal, "alphas": args.alphas, "sets": []}

@@ -38,9 +38,9 @@ from segcp import Case, ConformalSegmenter
 from segcp.calibration import LossCurves, zero_one_curve
 from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.execution import parallel_map
+from segcp.parallel import open_executor
 from segcp.io import index_folder, read_array
 from segcp.methods import SegmentationSetFamily, get_method
 from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"{len(ids)} images; scores for {', '.join(METHODS)} ...", flush=True)
     jobs = [(i, a.alpha, a.beta, str(samples[i]), str(masks[i]), dict(METHODS)) for i in ids]
-    per_image = parallel_map(score_job, jobs, a.n_jobs)
+    with open_executor(workers=a.n_jobs, dask=False) as ex:  # n_jobs local processes (ordered results)
+        per_image = [r for _, r in sorted(ex.imap(score_job, jobs, show_progress=False), key=lambda t: t[0])]
     t_scores = time.perf_counter() - t_start
     scores = {name: np.array([r["scores"][name] for r in per_image]) for name in METHODS}
     print(f"scores done in {t_scores:.0f} s", flush=True)
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 for i in draw_idx
             ]
             t0 = time.perf_counter()
-            dres = parallel_map(draw_job, djobs, a.n_jobs)
+            with open_executor(workers=a.n_jobs, dask=False) as ex:
+                dres = [r for _, r in sorted(ex.imap(draw_job, djobs, show_progress=False), key=lambda t: t[0])]
             m["draw_wall_seconds"] = time.perf_counter() - t0
             m["draw_seconds_per_image"] = float(np.mean([d["draw_seconds"] for d in dres]))
             for s in sizes:

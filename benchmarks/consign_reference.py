@@ -10,7 +10,7 @@ The procedure, as the paper and that code describe it:
 
 * the box of the paper (eq. 4–6): a_k, b_k = the α/2 and 1 − α/2 quantiles of the coefficients
   ⟨u_k, ŝ_n − μ⟩ = Σ_kk V_nk, A_k, B_k = (a_k + b_k)/2 ∓ λ Σ_kk (b_k − a_k)/2 — taken here from
-  a :class:`segcp.multiclass.consign.Decomposition` (``box="paper"``; any convention works);
+  a :class:`segcp.segsets.consign.Decomposition` (``box="paper"``; any convention works);
 * a λ grid from 0.01 in steps of 0.01 (up to ``lambda_max`` = 500); at each grid point every
   calibration image not yet certified is tested again, and calibration stops at the first λ
   whose empirical risk R̂ = (uncertified images)/n satisfies the CRC bound
@@ -28,7 +28,7 @@ The procedure, as the paper and that code describe it:
 
 What differs from their code, deliberately: the Latin-hypercube points are seeded (per image,
 grid point and ``seed``) so that a run is reproducible; the final check uses segcp's exact
-rule (:func:`segcp.multiclass.agreement.agrees`; their float comparison differs only at exact
+rule (:func:`segcp.segsets.agreement.agrees`; their float comparison differs only at exact
 ties); torch runs on the CPU in float64 unless ``device`` says otherwise.
 
 torch is imported lazily.
@@ -48,8 +48,8 @@ from numpy.typing import ArrayLike, NDArray
 from segcp.calibration import check_alpha
 from segcp.cases import check_beta, check_label_map
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import agrees
-from segcp.multiclass.consign import Decomposition
+from segcp.segsets.agreement import agrees
+from segcp.segsets.consign import Decomposition
 
 __all__ = ["ReferenceOptions", "ReferenceResult", "reference_calibrate", "reference_score"]
 

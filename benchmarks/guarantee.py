@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from segcp import ConformalSegmenter, LossCurves
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 
 ALPHAS = (0.2, 0.1, 0.05)

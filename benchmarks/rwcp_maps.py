@@ -29,7 +29,7 @@ import numpy as np
 
 from segcp import ConformalSegmenter
 from segcp.compare import load_groups
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.io import DataDir
 from segcp.metrics import evaluate_set
 from segcp.specs import parse_params

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from segcp.benchmark import load_config, parse_config, run_benchmark
-from segcp.benchmark.cache import BenchmarkCache
-from segcp.benchmark.evaluate import MaskEvaluator
+from segcp.engine.cache import BenchmarkCache
+from segcp.engine.measure import MaskEvaluator
 from segcp.cli import main
 from segcp.conformal import ConformalSegmenter
-from segcp.data.splits import random_cal_test_splits
+from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.metrics import evaluate_set
 from segcp.synthetic import make_phantoms
@@ -226,9 +226,11 @@ def test_cache_keys_are_content(tmp_path):
     probs = np.load(tmp_path / "moved" / "probs" / f"{ph[5].id}.npy")
     np.save(tmp_path / "moved" / "probs" / f"{ph[5].id}.npy", np.clip(probs * 0.9, 0, 1))
     edited = run(tmp_path / "moved", None)
-    assert edited["misses"]["curves"] == 2  # that image, for each family
-    # splits holding the edited image are recomputed, the others come from the cache
-    assert 0 < edited["misses"]["records"] <= 2 * 2 and edited["hits"]["records"] >= 0
+    assert edited["misses"]["curves"] == 2 and edited["hits"]["curves"] == 2 * 39  # that image, for each family; the others from the cache
+    assert edited["misses"]["model"] == 1 and edited["hits"]["model"] == 39  # the model's own metrics: that image only
+    # every split holds every image (in its calibration or its test part), so each split record,
+    # which depends on all of them, is recomputed: 2 splits × 1 α × 2 methods, none from the cache
+    assert edited["misses"]["records"] == 2 * 2 and edited["hits"]["records"] == 0
 
 
 def test_no_cache_reads_and_writes_nothing(tmp_path):

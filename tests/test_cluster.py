@@ -24,13 +24,13 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from segcp.cli import main  # noqa: E402
-from segcp.cluster import DaskExecutor, open_executor  # noqa: E402
+from segcp.parallel import DaskExecutor, PoolExecutor, open_executor  # noqa: E402
 from segcp.errors import SegcpError  # noqa: E402
 from segcp.io.writers import TMP_PREFIX  # noqa: E402
 from consign_toy import make_toy_cases  # noqa: E402
 from segcp.io.datadir import DataSpec  # noqa: E402
 from segcp.jobs import Job  # noqa: E402
-from segcp.pipeline import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
+from segcp.jobs import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
 from test_one_stack import FIVE, _write  # noqa: E402
 
 LIMIT_S = 180
@@ -256,10 +256,11 @@ def test_predict_resume_redoes_only_what_an_interrupted_run_left(many, client, t
 def test_options_and_errors_without_a_cluster(many, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     assert open_executor().where == "this process"
-    # the local process pool (-p n_jobs=2) maps the same chunked tasks: the same record
+    # the local process pool (--workers 2 without dask, the estimator's n_jobs) maps the same chunked tasks: the same record
     for form in ("exact", "compact"):
         a = calibrate_dir(many, alpha=0.1, show_progress=False, curve_form=form)
-        b = calibrate_dir(many, alpha=0.1, show_progress=False, curve_form=form, n_jobs=2, chunk_size=7)
+        with PoolExecutor(2) as pool:
+            b = calibrate_dir(many, alpha=0.1, show_progress=False, curve_form=form, executor=pool, chunk_size=7)
         assert _calibration_fields(a) == _calibration_fields(b)
     with pytest.raises(SegcpError, match="give one of them"):
         open_executor(workers=2, scheduler="tcp://127.0.0.1:1")
@@ -271,7 +272,11 @@ def test_options_and_errors_without_a_cluster(many, tmp_path, capsys, monkeypatc
     assert code == 2 and "give one of them" in err
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     with pytest.raises(SegcpError, match=r'pip install "segcp\[dask\]"'):
-        open_executor(workers=2)
+        open_executor(scheduler="tcp://127.0.0.1:1")  # an existing cluster needs dask
+    with open_executor(workers=2) as ex:  # N local processes need no dask: a process pool, the same record
+        assert isinstance(ex, PoolExecutor) and ex.where == "2 local processes"
+        pooled = calibrate_dir(many, alpha=0.1, show_progress=False, executor=ex)
+    assert _calibration_fields(pooled) == _calibration_fields(calibrate_dir(many, alpha=0.1, show_progress=False))
 
 
 def test_compare_on_the_cluster_equals_single_process(many, client, tmp_path):
@@ -283,5 +288,118 @@ def test_compare_on_the_cluster_equals_single_process(many, client, tmp_path):
     local = compare_dir(many, specs, **kw)
     remote = compare_dir(many, specs, executor=DaskExecutor(client), chunk_size=7, **kw)
     assert json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
-    with pytest.raises(SegcpError, match="tuned settings"):
-        compare_dir(many, [parse_spec("morph:se=cross|square")], executor=DaskExecutor(client), **kw)
+    # a tuned row chooses per split on the workers too (its CV measures the held-out folds there): the same choices and numbers
+    tuned = [parse_spec("threshold"), parse_spec("morph:se=cross|square,folds=3")]
+    local = compare_dir(many, tuned, **kw)
+    remote = compare_dir(many, tuned, executor=DaskExecutor(client), chunk_size=7, **kw)
+    assert any("chosen" in r for r in local["splits"])
+    assert json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- every structure on the map path
+NNUNET = Path(__file__).parent / "fixtures" / "nnunet"
+
+
+def _nn_args(nn: Path) -> list:
+    return ["--probs", nn / "pred", "--masks", nn / "raw" / "labelsTr", "--dataset-json", nn / "raw" / "dataset.json"]
+
+
+def _same_sets(a: Path, b: Path) -> None:
+    """The same files under a and b, with the same voxels and geometry (NIfTI) or bytes (NPY)."""
+    import nibabel as nib
+
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and files
+    for f in files:
+        if f.name.endswith(".nii.gz"):
+            x, y = nib.load(str(a / f)), nib.load(str(b / f))
+            np.testing.assert_array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj))
+            np.testing.assert_array_equal(x.affine, y.affine)
+            assert x.get_data_dtype() == y.get_data_dtype()
+        else:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_labels_all_on_two_workers_equals_single_process(tmp_path, capsys):
+    """--labels (one λ̂ per structure) runs on the same map path: calibrate, predict and evaluate
+    with --workers 2 give the single process's records, sets and metrics."""
+    import shutil
+
+    nn = tmp_path / "nn"
+    shutil.copytree(NNUNET, nn, ignore=shutil.ignore_patterns("*.py"))
+    out = {}
+    for name, extra in (("one", []), ("two", ["--workers", "2", "--chunk-size", "3"])):
+        calib, sets = tmp_path / f"{name}.json", tmp_path / f"{name}-sets"
+        for argv in (
+            ["calibrate", *_nn_args(nn), "--labels", "all", "--alpha", "0.2", "--out", calib, "-q"],
+            ["predict", "--calib", calib, *_nn_args(nn), "--out", sets, "--combined", "-q"],
+            ["evaluate", "--calib", calib, *_nn_args(nn), "--sets", sets, "--out", tmp_path / f"{name}-m.json", "-q"],
+            ["evaluate", "--calib", calib, *_nn_args(nn), "--out", tmp_path / f"{name}-fly.json", "-q"],
+        ):
+            code, err = _run([str(a) for a in argv] + extra, capsys)
+            assert code in (0, None), err
+        out[name] = [_calibration_fields(json.loads((tmp_path / f"{name}{s}").read_text())) for s in (".json", "-m.json", "-fly.json")]
+    assert out["one"] == out["two"]
+    assert [s["name"] for s in out["one"][0]["structures"]] == ["RV", "MYO", "LV"]
+    _same_sets(tmp_path / "one-sets", tmp_path / "two-sets")
+
+
+def test_predict_resume_with_labels(client, tmp_path, capsys):
+    """A per-structure predict --resume, interrupted by a bad file on a worker, then rerun."""
+    import shutil
+
+    nn = tmp_path / "nn"
+    shutil.copytree(NNUNET, nn, ignore=shutil.ignore_patterns("*.py"))
+    calib = tmp_path / "c.json"
+    assert _run(["calibrate", *map(str, _nn_args(nn)), "--labels", "all", "--alpha", "0.2", "--out", str(calib), "-q"], capsys)[0] in (0, None)
+    clean = tmp_path / "clean"
+    assert _run(["predict", "--calib", str(calib), *map(str, _nn_args(nn)), "--out", str(clean), "--combined", "-q"], capsys)[0] in (0, None)
+    bad = nn / "pred" / "case_007.npz"
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a zip")
+    out = tmp_path / "sets"
+    argv = ["predict", "--calib", str(calib), *map(str, _nn_args(nn)), "--out", str(out), "--combined", "--resume", "-q",
+            "--scheduler", client.scheduler.address, "--chunk-size", "1"]
+    code, err = _run(argv, capsys)
+    assert code == 2 and err.startswith(f"segcp: error: {bad}"), err
+    assert (out / PREDICT_MANIFEST).is_file() and not (out / "LV" / "case_007.nii.gz").exists()
+    first = {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*.nii.gz") if not p.name.startswith(TMP_PREFIX)}  # (a straggler may still be writing)
+    bad.write_bytes(good)
+    code, err = _run(argv, capsys)
+    assert code in (0, None), err
+    for rel, mtime in first.items():
+        assert (out / rel).stat().st_mtime_ns == mtime  # skipped: already there and whole
+    (out / PREDICT_MANIFEST).unlink()
+    _same_sets(clean, out)
+
+
+def test_workers_leave_no_dask_scratch_space(tmp_path):
+    """--workers: Dask's lock files and spill folders live in a private folder, removed after the job."""
+    import subprocess
+
+    data = tmp_path / "d"
+    (data / "probs").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        m = rng.random((16, 16)) < 0.4
+        np.save(data / "probs" / f"{i}.npy", np.clip(m * 0.7 + 0.3 * rng.random(m.shape), 0, 1))
+        np.save(data / "masks" / f"{i}.npy", m)
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(data), "--alpha", "0.3", "--out", str(tmp_path / "c.json"),
+                        "--workers", "2"], capture_output=True, text=True, env=env, timeout=LIMIT_S)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == ["segcp: running on a local Dask cluster of 2 workers"], r.stderr
+    assert sorted(p.name for p in tmp.rglob("*")) == [], sorted(str(p) for p in tmp.rglob("*"))
+
+
+def test_an_unreachable_scheduler_gives_up_after_the_stated_timeout(many, tmp_path, capsys, monkeypatch):
+    import segcp.parallel.cluster as cluster_mod
+
+    monkeypatch.setattr(cluster_mod, "CONNECT_TIMEOUT_S", 1.0)
+    code, err = _run(["calibrate", "--data", str(many), "--out", str(tmp_path / "c.json"), "--scheduler", "tcp://127.0.0.1:1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot reach the Dask scheduler within 1 s" in err, err
+    assert not (tmp_path / "c.json").exists()

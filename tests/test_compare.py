@@ -10,6 +10,8 @@ import pytest
 from segcp.cli import main
 from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
+from segcp.conformal import ConformalSegmenter
+from segcp.engine.splits import random_cal_test_splits
 from segcp.methods import Case
 from segcp.synthetic import make_phantoms
 
@@ -31,10 +33,16 @@ def test_run_comparison_structure(phantoms):
     for (m, a), r in rows.items():
         assert r["splits"] == 3 and 0 <= r["coverage"] <= 1
         assert ("dice_win" in r) == (m == "Consema")
-    # Every split keeps whole groups on one side and has n_cal calibration images.
+    # Every split keeps whole groups on one side and has n_cal calibration images: the records are
+    # those of the seeded group splits (λ̂ is the direct calibration on each split's images).
     for s in res["splits"]:
         assert 0 <= s["missed"] <= 1 and 0 <= s["empty_hit"] <= 1 and s["empty_fp"] >= 0
     assert all(s["n_cal"] == 20 and s["n_test"] == 40 for s in res["splits"])
+    for k, (cal, test) in enumerate(random_cal_test_splits(groups, 20, 3, 1)):
+        assert len(cal) == 20 and not ({groups[i] for i in cal} & {groups[i] for i in test})
+        for a in (0.2, 0.1):
+            (rec,) = [s for s in res["splits"] if s["method"] == "CRC" and s["alpha"] == a and s["split"] == k]
+            assert rec["lambda"] == ConformalSegmenter("threshold", a).calibrate([cases[i] for i in cal]).lambda_
 
 
 def test_infeasible_splits_are_counted_not_fatal(empty_prediction_cases):

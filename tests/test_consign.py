@@ -1,4 +1,4 @@
-"""CONSIGN and pixel-wise APS (segcp.multiclass): box, membership, calibration, sampling,
+"""CONSIGN and pixel-wise APS (segcp.segsets): box, membership, calibration, sampling,
 diversity metrics, the reference procedure and the CLI — on SYNTHETIC samples.
 
 Real MC-dropout samples of a trained UNet get their own (data) test later.
@@ -26,18 +26,18 @@ from segcp.metrics.diversity import (
     mean_abs_correlation,
     sampled_coverage,
 )
-from segcp.multiclass.agreement import (
+from segcp.segsets.agreement import (
     agreement,
     truth_weights,
 )
-from segcp.multiclass.aps import (
+from segcp.segsets.aps import (
     aps_agreement,
     aps_draw,
     aps_score,
     aps_sets,
     entry_levels,
 )
-from segcp.multiclass.consign import (
+from segcp.segsets.consign import (
     SearchOptions,
     _Search,
     consign_score,

@@ -20,9 +20,9 @@ from segcp import Case, ConformalSegmenter
 from segcp.cli import main
 from segcp.errors import SegcpError
 from segcp.metrics.diversity import sampled_coverage
-from segcp.multiclass.agreement import agreement, agrees, exceeds_beta, float_band
-from segcp.multiclass.aps import aps_agreement, aps_score
-from segcp.multiclass.consign import (
+from segcp.segsets.agreement import agreement, agrees, exceeds_beta, float_band
+from segcp.segsets.aps import aps_agreement, aps_score
+from segcp.segsets.consign import (
     BOX_CONVENTIONS,
     Decomposition,
     SearchOptions,

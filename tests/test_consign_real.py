@@ -18,12 +18,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from segcp.data.acdc import read_acdc_slice, scan_acdc
+from segcp.harness.datasets.acdc import read_acdc_slice, scan_acdc
 from segcp.io import read_array
-from segcp.models.infer import infer_to_dir
-from segcp.models.train import TrainConfig, train_datadir
-from segcp.multiclass.agreement import agreement
-from segcp.multiclass.consign import consign_score, decompose, is_member
+from segcp.harness.models.infer import infer_to_dir
+from segcp.harness.models.train import TrainConfig, train_datadir
+from segcp.segsets.agreement import agreement
+from segcp.segsets.consign import consign_score, decompose, is_member
 from segcp import Case, ConformalSegmenter
 
 BETA = 0.97

@@ -1,4 +1,4 @@
-"""Tests of segcp.data: readers (ACDC HDF5, BUSI PNG, NIfTI spacing), tasks and the RW-CP
+"""Tests of segcp.harness.datasets: readers (ACDC HDF5, BUSI PNG, NIfTI spacing), tasks and the RW-CP
 protocol, group splits and near-duplicate groups, preprocessing, export to a data directory.
 
 Real-data tests (marked ``data``) read ../shared/data through the conftest fixtures.
@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from segcp.data import acdc, busi
-from segcp.data.preprocess import (
+from segcp.harness.datasets import acdc, busi
+from segcp.harness.datasets.preprocess import (
     Preprocessing,
     center_crop_or_pad,
     clip_percentiles,
@@ -26,17 +26,9 @@ from segcp.data.preprocess import (
     resize_to_shape,
     restore_to_original,
 )
-from segcp.data.splits import (
-    dhash,
-    hamming_distances,
-    near_duplicate_groups,
-    phash,
-    random_cal_test_splits,
-    split_groups,
-    split_ids,
-    union_find,
-)
-from segcp.data.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
+from segcp.engine.splits import random_cal_test_splits, split_groups, split_ids
+from segcp.harness.datasets.hashes import _as_gray_float, _resize_lanczos, hamming_distances, near_duplicate_groups, phash, union_find
+from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
 from segcp.errors import SegcpError
 from segcp.io.datadir import DataDir
 from segcp.io.readers import read_array
@@ -62,7 +54,7 @@ def busi_task(shared_data: Path) -> Task:
 
 @pytest.fixture(scope="module")
 def acdc_labels(acdc_dir: Path) -> dict[str, np.ndarray]:
-    """Every ACDC label map, read directly with h5py (independent of segcp.data)."""
+    """Every ACDC label map, read directly with h5py (independent of segcp.harness.datasets)."""
     out = {}
     for f in sorted((acdc_dir / "data").glob("*.h5")):
         with h5py.File(f, "r") as h:
@@ -266,6 +258,13 @@ def test_busi_bad_files(busi_dir: Path, tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------- near-duplicates
+def dhash(image: np.ndarray, size: int = 8) -> np.ndarray:
+    """Difference hash, bool (size·size,): signs of horizontal gradients of a (size, size+1)
+    thumbnail (the 64-bit hash that pHash replaced, see segcp.harness.datasets.hashes)."""
+    small = _resize_lanczos(_as_gray_float(image), size, size + 1)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
 def test_hashes_and_union_find() -> None:
     rng = np.random.default_rng(1)
     base = rng.random((120, 160)) * 200

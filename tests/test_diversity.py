@@ -67,7 +67,7 @@ def test_a_digest_collision_never_merges_different_draws(monkeypatch):
 
 def test_sampled_coverage_in_chunks_equals_the_whole_batch():
     from segcp.metrics.diversity import sampled_coverage
-    from segcp.multiclass.agreement import agrees
+    from segcp.segsets.agreement import agrees
 
     rng = np.random.default_rng(5)
     truth = rng.integers(0, 3, size=(12, 10))

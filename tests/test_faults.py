@@ -107,6 +107,24 @@ def test_output_that_is_a_device_fifo_or_link_is_refused(ws, capsys):
     fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", "/dev/null"], capsys, ws, "not a regular file")
 
 
+def test_inputs_that_are_not_regular_files_are_named_for_what_they_are(ws, capsys):
+    """A --calib that is a FIFO, a link to /dev/zero, a link loop or a link to nothing, and a data
+    file behind a link loop: each one line saying what it is (it was "no such file", or for a
+    link loop in probs/ the folder was blamed); a FIFO is never opened (it would block)."""
+    base = ["predict", "--data", ws / "d", "--out", ws / "s"]
+    os.mkfifo(ws / "fifo.json")
+    fails([*base, "--calib", ws / "fifo.json"], capsys, ws, "fifo.json: not a regular file (a FIFO, socket or device)")
+    (ws / "zero.json").symlink_to("/dev/zero")
+    fails([*base, "--calib", ws / "zero.json"], capsys, ws, "zero.json: not a regular file")
+    (ws / "loop.json").symlink_to(ws / "loop.json")
+    fails([*base, "--calib", ws / "loop.json"], capsys, ws, "loop.json: a symbolic link loop")
+    (ws / "gone.json").symlink_to(ws / "nothing.json")
+    fails([*base, "--calib", ws / "gone.json"], capsys, ws, "gone.json: a symbolic link to a missing file")
+    fails([*base, "--calib", ws / "d"], capsys, ws, "is a directory")
+    (ws / "d" / "probs" / "9.npy").symlink_to(ws / "d" / "probs" / "9.npy")
+    fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "new.json"], capsys, ws, "9.npy: a symbolic link loop")
+
+
 # ---------------------------------------------------------------------------- 2. output problems
 def test_output_path_problems_are_one_line(ws, capsys):
     base = ["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out"]
@@ -149,6 +167,16 @@ def test_os_errors_while_writing_or_listing_are_one_line(ws, capsys, monkeypatch
 
 
 # ---------------------------------------------------------------------------- 3. partial output
+def test_a_failed_write_leaves_no_folders_it_made(ws, capsys):
+    """`predict --out a/b/c/sets` that fails half-way (a corrupt file after the first sets) removes
+    the temporary folder and the folders a/, a/b/, a/b/c/ it made for the output (issue 23)."""
+    (ws / "d" / "probs" / "4.npy").write_bytes(b"not an array")
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "a" / "b" / "c" / "sets"], capsys, ws, "4.npy")
+    (ws / "keep").mkdir()  # an existing ancestor stays: only what the command made goes
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "keep" / "x" / "sets"], capsys, ws, "4.npy")
+    assert (ws / "keep").is_dir()
+
+
 def test_predict_replaces_a_folder_whole_or_refuses(ws, capsys):
     s = ws / "s"
     (s / "100.npy").mkdir(parents=True)  # a folder in the way, as in the issue
@@ -276,6 +304,18 @@ def test_option_errors_are_one_line(ws, capsys):
     fails(["predict", "--nope"], capsys, ws)
 
 
+@pytest.mark.parametrize("extra, fragment", [
+    (["--alpah", "0.2"], "No such option: --alpah"),  # a typo: click's error and its suggestions, never a method's option list
+    (["--method", "threshold", "--K", "2"], "--K: not an option of --method threshold (an option of --method consign)"),
+    (["--method", "morph", "--se", "disk"], "Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'."),
+    (["--curves", "fast"], "Invalid value for '--curves': 'fast' is not one of 'auto', 'exact', 'compact'."),
+    (["--method", "morph", "--se"], "Option '--se' requires an argument."),
+    (["stray"], "Got unexpected extra argument (stray)"),
+])
+def test_option_typos_and_bad_choices_are_one_line(ws, capsys, extra, fragment):
+    fails(["calibrate", "--data", ws / "d", "--out", ws / "x.json", *extra], capsys, ws, fragment)
+
+
 @pytest.mark.parametrize("shape", [(), (8,), (2, 2, 8, 8)])
 def test_wrong_dimensions_name_the_file(ws, capsys, shape):
     np.save(ws / "d" / "probs" / "0.npy", np.full(shape, 0.5))
@@ -296,6 +336,46 @@ def test_nifti_spacing_must_be_positive_and_finite(tmp_path, capsys):
         img.header["pixdim"][1] = bad
         nib.save(img, str(d / "masks" / "0.nii.gz"))
         fails(["calibrate", "--alpha", "0.34", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path, "masks/0.nii.gz: voxel spacing")
+
+
+def test_a_non_finite_affine_is_refused_not_written_into_the_sets(tmp_path, capsys):
+    """A NaN in a NIfTI's sform (its affine): one line naming the file, at calibrate and predict
+    (it was written into the sets, which then overlay nothing)."""
+    d = tmp_path / "d"
+    for sub in ("probs", "masks"):
+        (d / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = (rng.random((6, 6, 3)) < 0.5).astype(np.uint8)
+        nib.save(nib.Nifti1Image(rng.random((6, 6, 3)).astype(np.float32), np.eye(4)), str(d / "probs" / f"{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(d / "masks" / f"{i}.nii.gz"))
+    ok(["calibrate", "--alpha", "0.34", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
+    affine = np.eye(4)
+    affine[0, 3] = np.nan
+    img = nib.Nifti1Image(rng.random((6, 6, 3)).astype(np.float32), affine)
+    img.set_qform(None, code=0)
+    nib.save(img, str(d / "probs" / "3.nii.gz"))
+    fails(["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"], capsys, tmp_path, "probs/3.nii.gz: its voxel-to-world matrix")
+    fails(["calibrate", "--alpha", "0.34", "--data", d, "--out", tmp_path / "c2.json"], capsys, tmp_path, "probs/3.nii.gz: its voxel-to-world matrix")
+
+
+def test_an_nnunet_npz_and_its_nifti_companion_must_share_a_grid(tmp_path, capsys):
+    """nnU-Net's <case>.npz takes its geometry from the <case>.nii.gz beside it: a companion of
+    another shape (another case or resolution) is refused in one line, at calibrate and predict."""
+    d = tmp_path / "d"
+    for sub in ("probs", "masks"):
+        (d / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = (rng.random((6, 5, 4)) < 0.5).astype(np.uint8)
+        p = rng.random((6, 5, 4))
+        np.savez(d / "probs" / f"{i}.npz", probabilities=np.stack([1 - p, p]).transpose(0, 3, 2, 1).astype(np.float32))
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(d / "probs" / f"{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(d / "masks" / f"{i}.nii.gz"))
+    ok(["calibrate", "--alpha", "0.34", "--label", "1", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 8), np.uint8), np.eye(4)), str(d / "probs" / "2.nii.gz"))
+    fails(["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"], capsys, tmp_path, "probs/2.nii.gz: its grid is (12, 10, 8)")
+    fails(["calibrate", "--alpha", "0.34", "--label", "1", "--data", d, "--out", tmp_path / "c2.json"], capsys, tmp_path, "probs/2.nii.gz: its grid is")
 
 
 def test_huge_png_header_gives_one_line_and_no_warnings(ws, capsys):

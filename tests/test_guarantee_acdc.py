@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from segcp.calibration import LossCurves, crc_lambda
-from segcp.data.tasks import get_task
-from segcp.data.acdc import label_areas
+from segcp.harness.datasets.tasks import get_task
+from segcp.harness.datasets.acdc import label_areas
 from segcp.methods import Case, ThresholdMethod
+from standin_probs import fixed_score  # the model-free score (benchmarks/)
 
 pytestmark = pytest.mark.data
 
@@ -32,16 +32,6 @@ N_CAL = 20
 N_SPLITS = 1000
 N_SPLITS_NORMALISED = 500  # per normalisation (three of them)
 ALPHAS = (0.2, 0.1, 0.05)
-
-
-def fixed_score(mask: np.ndarray, seed: int) -> np.ndarray:
-    """A model-free probability map: blurred mask, shifted boundary, smooth logit noise."""
-    rng = np.random.default_rng(seed)
-    blurred = ndimage.gaussian_filter(mask.astype(float), sigma=2.0)
-    noise = ndimage.gaussian_filter(rng.normal(0, 1, mask.shape), sigma=4.0)
-    noise /= noise.std() + 1e-12
-    logit = 10.0 * (blurred - 0.55) + 1.5 * noise
-    return 1.0 / (1.0 + np.exp(-logit))
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import pytest
 from guarantee import split_losses
 from segcp import Case, ConformalSegmenter, LossCurves
 from segcp.calibration.compact import CompactCurves, Grid
-from segcp.data.splits import random_cal_test_splits
-from segcp.data.tasks import get_task
+from segcp.engine.splits import random_cal_test_splits
+from segcp.harness.datasets.tasks import get_task
 from test_guarantee_acdc import fixed_score
 
 pytestmark = pytest.mark.data

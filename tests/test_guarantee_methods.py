@@ -19,7 +19,7 @@ from scipy import ndimage, special
 
 from guarantee import split_losses
 from segcp import Case, ConformalSegmenter
-from segcp.data.tasks import get_task
+from segcp.harness.datasets.tasks import get_task
 from test_guarantee_acdc import fixed_score
 
 pytestmark = pytest.mark.data

@@ -102,13 +102,14 @@ def _npy_cases() -> list[np.ndarray]:
 
 def test_npy_fast_path_equals_np_load(tmp_path):
     from segcp.io import readers
+    from segcp.io.formats.npy import _read_npy
 
     for i, a in enumerate(_npy_cases()):
         for version in ((1, 0), (2, 0), (3, 0)):
             f = tmp_path / f"{i}-{version[0]}.npy"
             with open(f, "wb") as fh:
                 np.lib.format.write_array(fh, a, version=version)
-            got = readers._read_npy(f)
+            got = _read_npy(f)
             ref = np.load(f)
             assert got is not None, (i, version)
             assert got.dtype == ref.dtype and got.shape == ref.shape, (i, version)
@@ -121,16 +122,17 @@ def test_npy_fast_path_equals_np_load(tmp_path):
 def test_npy_fast_path_leaves_the_odd_files_to_np_load(tmp_path):
     from segcp.errors import SegcpError
     from segcp.io import readers
+    from segcp.io.formats.npy import _read_npy
 
     f = tmp_path / "obj.npy"
     np.save(f, np.array([None, 1], dtype=object), allow_pickle=True)
-    assert readers._read_npy(f) is None  # np.load refuses pickles with its own line
+    assert _read_npy(f) is None  # np.load refuses pickles with its own line
     with pytest.raises(SegcpError, match=r"obj\.npy: unreadable \.npy file \(Object arrays"):
         readers.read_array(f)
     z = tmp_path / "zip.npy"
     np.savez(z.with_suffix(".npz"), a=np.zeros(3))
     z.write_bytes(z.with_suffix(".npz").read_bytes())
-    assert readers._read_npy(z) is None
+    assert _read_npy(z) is None
     with pytest.raises(SegcpError, match=r"zip\.npy: an \.npz archive"):
         readers.read_array(z)
 
@@ -138,6 +140,7 @@ def test_npy_fast_path_leaves_the_odd_files_to_np_load(tmp_path):
 def test_npy_truncated_or_lying_header_is_one_line(tmp_path):
     from segcp.errors import SegcpError
     from segcp.io import readers
+    from segcp.io.formats.npy import _read_npy
 
     f = tmp_path / "t.npy"
     np.save(f, np.zeros((100, 100)))
@@ -157,6 +160,6 @@ def test_npy_truncated_or_lying_header_is_one_line(tmp_path):
     # a header length of 2 GiB: left to np.load, which refuses it in one line (nothing read ahead)
     h = tmp_path / "h.npy"
     h.write_bytes(b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little") + b"x" * 100)
-    assert readers._read_npy(h) is None
+    assert _read_npy(h) is None
     with pytest.raises(SegcpError, match=r"h\.npy: unreadable \.npy file \("):
         readers.read_array(h)

@@ -119,3 +119,36 @@ def test_segmenter_round_trip_and_guarantees():
         ConformalSegmenter(guarantee="mean").calibrate(cases_)
     with pytest.raises(SegcpError, match="missing field 'lambda'"):
         ConformalSegmenter.from_dict({"method": "threshold", "alpha": 0.1, "n": 3})
+
+
+def test_declared_capabilities_of_families():
+    """What code outside methods/ may ask a family, declared on SetFamily (no getattr/hasattr)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from segcp.methods import SegmentationSetFamily
+
+    thr, morph, aps = get_method("threshold"), get_method("morph"), get_method("aps", beta=0.7)
+    assert thr.agreement_level is None and morph.agreement_level is None
+    assert aps.agreement_level == 0.7
+    assert thr.lambda_is_threshold and not morph.lambda_is_threshold and not aps.lambda_is_threshold
+    assert not thr.slow_state and not thr.shares_state_on_disk
+    thr.precompute([])  # nothing to do, and no error
+    assert thr.with_threads(3) is thr  # no run-time threads: unchanged
+    rw = get_method("rwcp", encoder="fallback")
+    assert rw.slow_state and rw.shares_state_on_disk and not get_method("rwcp", encoder="fallback", cache=False).shares_state_on_disk
+    assert rw.with_threads(2).threads == 2 and rw.with_threads(2).params() == rw.params()
+    assert get_method("rwcp", encoder="fallback", threads=1).with_threads(2).threads == 1  # the user's choice stays
+
+    @dataclass(repr=False)
+    class NoBeta(SegmentationSetFamily):
+        name: ClassVar[str] = "nobeta"
+
+        def score(self, item, truth=None):
+            return 0.0
+
+        def sample(self, item, lam, n_draws, seed=0):
+            return np.zeros((n_draws, 1), np.int64)
+
+    with pytest.raises(TypeError, match="declares its agreement level 'beta'"):
+        NoBeta()

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 from segcp.cli import main
 from segcp.errors import SegcpError
-from segcp.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
-from segcp.models.train import (
+from segcp.harness.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
+from segcp.harness.models.train import (
     CHECKPOINT_FORMAT,
     TrainConfig,
     augment_batch,
@@ -21,7 +21,7 @@ from segcp.models.train import (
     load_checkpoint,
     train_datadir,
 )
-from segcp.models.unet import UNet, enable_mc_dropout, has_dropout
+from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
 from segcp.synthetic import make_phantoms
 
 SHAPE = (40, 72)  # not the training size, not square: checks the original grid

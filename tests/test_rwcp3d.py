@@ -29,7 +29,11 @@ def _volume(shape=(5, 16, 18), seed=0):
 
 
 def test_slice_axis_rule():
+    from segcp.cases import slice_axis as the_rule
+
+    assert slice_axis is the_rule  # the UNet's rule too (one function)
     assert slice_axis((183, 140, 88), (0.625, 0.625, 0.625)) == 2  # isotropic: fewest slices
+    assert slice_axis((88, 140, 183), (0.625, 0.625, 0.625)) == 0  # also when they are not last
     assert slice_axis((10, 256, 216), (10.0, 1.5, 1.5)) == 0
     assert slice_axis((256, 216, 10), (1.5, 1.5, 10.0)) == 2
     assert slice_axis((40, 30, 50), (1.0, 3.0, 3.0 * (1 + 1e-8))) == 1  # float32 zooms: a tie, fewest voxels
@@ -139,7 +143,9 @@ def test_timings_and_graph_size():
     probs, image, _ = _volume((4, 12, 12))
     t: dict[str, float] = {}
     m = RWCPMethod(**FAST)
-    r = m.score_map_timed(Case("v", probs, image=image), t)
+    from bench_volumes import score_map_timed  # benchmarks/bench_volumes.py
+
+    r = score_map_timed(m, Case("v", probs, image=image), t)
     assert np.array_equal(r, m.score_map(Case("v", probs, image=image)))
     assert {"encoder", "knn", "weights", "diffusion", "resize", "normalize"} <= set(t)
     assert t["nodes"] == probs.size and t["edges"] > probs.size * m.k
@@ -147,7 +153,7 @@ def test_timings_and_graph_size():
 
 def test_calibration_on_3d_volumes_is_nested_and_valid(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from segcp.pipeline import calibrate_dir
+    from segcp.jobs import calibrate_dir
 
     vols = [_volume((4, 14, 12), seed=10 + i) for i in range(12)]
     spacing = (1.0, 1.0, 2.5)  # stored (x, y, z): slices along the last axis

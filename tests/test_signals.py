@@ -58,10 +58,17 @@ def _start_and_signal(job: tuple[Path, Path], out: Path, sig: int) -> subprocess
     return subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
 
 
-def test_sigterm_removes_the_temporary_and_a_rerun_succeeds(job, tmp_path):
+@pytest.mark.parametrize(
+    ("sig", "status", "line"),
+    [(signal.SIGTERM, 143, "segcp: terminated\n"), (signal.SIGINT, 130, "segcp: interrupted\n"), (signal.SIGHUP, 129, "segcp: hung up\n")],
+    ids=["SIGTERM", "SIGINT", "SIGHUP"],
+)
+def test_a_signal_removes_the_temporary_says_so_and_a_rerun_succeeds(job, tmp_path, sig, status, line):
+    """SIGINT (Ctrl-C; typer alone would exit 130 without a word), SIGTERM and SIGHUP: one line,
+    128 + the signal's number, and no temporary folder left behind."""
     out = tmp_path / "sets"
-    res = _start_and_signal(job, out, signal.SIGTERM)
-    assert res.returncode == 143 and res.stderr == "segcp: terminated\n"
+    res = _start_and_signal(job, out, sig)
+    assert res.returncode == status and res.stderr == line
     assert not out.exists() and not _temporaries(tmp_path)
     d, calib = job
     subprocess.run(_segcp("predict", "--calib", calib, "--data", d, "--out", out, "-q"), check=True)
@@ -79,3 +86,19 @@ def test_sigkill_leaves_no_output_and_the_rerun_removes_the_stale_temporary(job,
     subprocess.run(_segcp("predict", "--calib", calib, "--data", d, "--out", out, "-q"), check=True)
     assert len(list(out.iterdir())) == N
     assert not _temporaries(tmp_path)  # ... the next run into the same folder does
+
+
+def test_a_closed_stdout_ends_with_one_line():
+    """`segcp methods | head -c1`: the reader of stdout is gone; one line on stderr and status 141
+    (as a shell reports SIGPIPE), not typer's silent exit 1. The read end is closed before segcp
+    starts, so its first write meets the broken pipe whatever the pipe's buffer size."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = subprocess.run(_segcp("methods"), stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert res.returncode == 141
+    assert res.stderr == "segcp: stopped: the reader of the output closed it (broken pipe)\n"

@@ -9,17 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import segcp.compare as compare_mod
 from segcp.calibration import LossCurves, crc_lambda, fnr_curve
 from segcp.cli import main
 from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
+from segcp.conformal import ConformalSegmenter
+from segcp.engine.measure import MaskEvaluator, criterion_value
+from segcp.engine.run import Engine
+from segcp.engine.select import select as _engine_select
 from segcp.errors import SegcpError
 from segcp.methods import Case
 from segcp.synthetic import make_phantoms
-from segcp.data.splits import group_folds, split_fraction
+from segcp.engine.splits import group_folds, split_fraction
 from segcp.specs import TunedSpec, expand_grid
-from segcp.tuning import select, tune
+from segcp.tuning import tune
 
 from test_cli import make_dir
 
@@ -67,6 +70,22 @@ def test_expand_grid_order():
     ]
 
 
+def select(maps, curves, lambda_mins, cases, groups, alpha, criterion="dice", **kw):
+    """The engine's selection on hand-made score maps (each candidate calibrated by a family
+    whose smallest λ is ``lambda_mins[c]``; the held-out sets ``maps[c][i] <= λ`` scored here)."""
+    ests = [ConformalSegmenter("threshold", alpha) for _ in maps]
+    assert all(e.family.lambda_min == m for e, m in zip(ests, lambda_mins))
+
+    def values(requests):
+        out = []
+        for c, i, lam in requests:
+            ev = MaskEvaluator(maps[c][i], cases[i].mask, cases[i].model_mask, cases[i].spacing)
+            out.append(criterion_value(criterion, ev.evaluate(lam, surface=criterion == "hd95"), int(cases[i].mask.sum())))
+        return out
+
+    return _engine_select(curves, ests, groups, alpha, values, criterion=criterion, **kw)
+
+
 def _toy_cases(n=24, seed=0):
     rng = np.random.default_rng(seed)
     cases, good, bad = [], [], []
@@ -112,16 +131,16 @@ def test_comparison_tunes_on_calibration_images_only(phantoms, monkeypatch):
     """The tuned row's selection sees the split's calibration images and nothing else."""
     cases, groups = phantoms
     seen: list[set[str]] = []
-    real_select = compare_mod.select
+    real_choose = Engine.choose
 
-    def spy(maps, curves, mins, sel_cases, sel_groups, alpha, **kw):
-        seen.append({c.id for c in sel_cases})
-        return real_select(maps, curves, mins, sel_cases, sel_groups, alpha, **kw)
+    def spy(self, view, tuned, images, alpha, split=0):
+        seen.append({view.ids[i] for i in images})
+        return real_choose(self, view, tuned, images, alpha, split)
 
-    monkeypatch.setattr(compare_mod, "select", spy)
+    monkeypatch.setattr(Engine, "choose", spy)
     tuned = TunedSpec("morph tuned", (MethodSpec("se=cross", "morph", {"se": "cross"}), MethodSpec("se=square", "morph", {"se": "square"})), folds=3)
     res = run_comparison(cases, groups, [MethodSpec("CRC", "threshold"), tuned], alphas=(0.2,), n_cal=20, n_splits=4, seed=2, show_progress=False)
-    from segcp.data.splits import random_cal_test_splits
+    from segcp.engine.splits import random_cal_test_splits
 
     splits = list(random_cal_test_splits(groups, 20, 4, 2))
     assert len(seen) == 4

@@ -14,36 +14,48 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segcp.data import acdc, la2018
-from segcp.data.tasks import EXPORT_MANIFEST, Task, export_task
-from segcp.data.volumes import (
+from segcp.harness.datasets import acdc, la2018
+from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
+from segcp.harness.datasets.volumes import (
     check_same_grid,
-    read_nifti_header,
-    slice_axis,
-    stack_slices,
     volume_affine,
     volume_slices,
     write_nifti,
 )
+from segcp.cases import slice_axis
 from segcp.errors import SegcpError
+from segcp.io import read_geometry, write_on_grid
 from segcp.io.readers import read_array
 from test_data import one_line_error as one_line
 
 
 
 # ------------------------------------------------------------------ slice axis, stacking
+def stack_slices(slices, axis: int, *, channels: int = 0) -> np.ndarray:
+    """Stack 2D maps back into a volume along ``axis`` (the inverse of ``volume_slices``).
+
+    ``channels`` leading axes of each map are kept in front: maps (L, H, W) with
+    ``channels=1`` and ``axis=2`` give (L, H, W, Z); maps (N, L, H, W) with ``channels=2``
+    give (N, L, *volume shape).
+    """
+    return np.stack(list(slices), axis=channels + axis)
+
+
 def test_slice_axis_rule():
-    assert slice_axis((1.5, 1.5, 10.0)) == 2
-    assert slice_axis((5.0, 0.8, 0.8)) == 0
-    assert slice_axis((0.8, 4.0, 0.8)) == 1
-    assert slice_axis((0.625, 0.625, 0.625)) == 2  # isotropic: the last axis
-    assert slice_axis((3.0, 1.0, 3.0)) == 2  # ties: the last tied axis
-    assert slice_axis(None) == 2
-    assert slice_axis((1.0, 1.0, 1.0), given=0) == 0
+    shape = (9, 8, 7)
+    assert slice_axis(shape, (1.5, 1.5, 10.0)) == 2
+    assert slice_axis(shape, (5.0, 0.8, 0.8)) == 0
+    assert slice_axis(shape, (0.8, 4.0, 0.8)) == 1
+    assert slice_axis(shape, (0.625, 0.625, 0.625)) == 2  # isotropic: the fewest slices (here the last axis)
+    assert slice_axis(shape, (3.0, 1.0, 3.0)) == 2  # ties: the tied axis with the fewest voxels
+    assert slice_axis((7, 8, 7), (3.0, 1.0, 3.0)) == 0  # ... then the first
+    assert slice_axis(shape, None) == 2
+    assert slice_axis((7, 8, 9), None) == 0  # unknown spacing: the fewest voxels, e.g. D of (D, H, W)
+    assert slice_axis(shape, (1.0, 1.0, 1.0), given=0) == 0
     with pytest.raises(SegcpError, match="slice-axis"):
-        slice_axis(None, given=3)
+        slice_axis(shape, None, given=3)
     with pytest.raises(SegcpError, match="positive"):
-        slice_axis((1.0, 0.0, 1.0))
+        slice_axis(shape, (1.0, 0.0, 1.0))
 
 
 def test_slices_round_trip():
@@ -70,11 +82,12 @@ def _reference(path: Path, shape=(6, 5, 4), dtype=np.int16) -> nib.Nifti1Image:
     return img
 
 
-def test_write_nifti_keeps_the_reference_grid_and_header(tmp_path):
+def test_writing_on_a_nifti_grid_keeps_the_reference_grid_and_header(tmp_path):
     _reference(tmp_path / "ref.nii.gz")
-    ref = read_nifti_header(tmp_path / "ref.nii.gz")
+    ref = nib.load(str(tmp_path / "ref.nii.gz"))
+    grid = read_geometry(tmp_path / "ref.nii.gz")
     p = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
-    write_nifti(tmp_path / "p.nii.gz", p, like=ref)
+    write_on_grid(tmp_path / "p.nii.gz", p, grid)
     out = nib.load(str(tmp_path / "p.nii.gz"))
     assert out.get_data_dtype() == np.float32
     assert np.array_equal(np.asanyarray(out.dataobj), p)  # no intensity scaling
@@ -85,7 +98,7 @@ def test_write_nifti_keeps_the_reference_grid_and_header(tmp_path):
     assert read_array(tmp_path / "p.nii.gz")[1] == read_array(tmp_path / "ref.nii.gz")[1]
     check_same_grid(tmp_path / "ref.nii.gz", tmp_path / "p.nii.gz")
     with pytest.raises(SegcpError, match="does not lie on the grid"):
-        write_nifti(tmp_path / "q.nii.gz", p[:, :, :3], like=ref)
+        write_on_grid(tmp_path / "q.nii.gz", p[:, :, :3], grid)
     assert not (tmp_path / "q.nii.gz").exists()
 
 
@@ -115,8 +128,8 @@ def test_check_same_grid_names_the_file(tmp_path):
     assert "shape" in one_line(e, tmp_path / "m2.nii.gz")
     (tmp_path / "bad.nii.gz").write_bytes(b"not nifti")
     with pytest.raises(SegcpError) as e:
-        read_nifti_header(tmp_path / "bad.nii.gz")
-    one_line(e, tmp_path / "bad.nii.gz")
+        read_geometry(tmp_path / "bad.nii.gz")
+    assert "unreadable NIfTI file" in one_line(e, tmp_path / "bad.nii.gz")
 
 
 # ------------------------------------------------------------------ LA 2018 reader (synthetic)

@@ -12,6 +12,8 @@ families (``segcp.methods``) can both import it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,15 +23,60 @@ from numpy.typing import ArrayLike, NDArray
 from segcp.errors import SegcpError
 
 __all__ = [
+    "SLICE_AXIS_RULE",
     "Case",
     "binarize_mask",
+    "channel_of",
     "check_beta",
     "check_class_probs",
     "check_label_map",
     "check_probabilities",
     "check_samples",
     "masked_values",
+    "slice_axis",
 ]
+
+#: How :func:`slice_axis` chooses, in words (recorded in checkpoints and manifests).
+SLICE_AXIS_RULE = "the axis with the coarsest spacing; ties (isotropic or unknown spacing) -> the fewest voxels, then the first"
+
+
+def slice_axis(shape: Sequence[int], spacing: Sequence[float] | None = None, *, given: int | None = None) -> int:
+    """The axis a volume is cut along into 2D slices: the coarsest spacing; ties → the axis
+    with the fewest voxels, then the first.
+
+    The one rule for every 2D model run on a volume: the UNet's training and inference
+    (``segcp train`` / ``segcp infer``), RW-CP's 2D encoder and ``normalize="slice"``. Spacings
+    tie within 1e-6 relative (float32 NIfTI zooms). Unknown spacing is a tie of every axis:
+    the fewest voxels then finds the through-plane axis of a typical acquisition whatever the
+    array order — axis 0 of a (D, H, W) array, axis 2 of nibabel's (X, Y, Z) — and for an
+    isotropic volume it is the cut with the fewest slices to run.
+
+    Parameters
+    ----------
+    shape : the volume's shape (its length is the number of axes).
+    spacing : voxel size per axis (any unit), or None when unknown (every axis ties).
+    given : an axis chosen by the user (``--slice-axis``): checked (0..ndim−1) and returned.
+
+    Examples
+    --------
+    >>> slice_axis((256, 216, 10), (1.5, 1.5, 10.0)), slice_axis((10, 256, 216), (10.0, 1.5, 1.5))
+    (2, 0)
+    >>> slice_axis((183, 140, 88), (0.625, 0.625, 0.625)), slice_axis((88, 140, 183), (0.625, 0.625, 0.625))
+    (2, 0)
+    >>> slice_axis((12, 256, 216)), slice_axis((8, 8, 8))
+    (0, 0)
+    """
+    ndim = len(shape)
+    if given is not None:
+        if isinstance(given, bool) or int(given) != given or not 0 <= int(given) < ndim:
+            raise SegcpError(f"--slice-axis {given!r}: must be one of 0..{ndim - 1}")
+        return int(given)
+    sp = [1.0] * ndim if spacing is None else [float(s) for s in spacing]
+    if len(sp) != ndim or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise SegcpError(f"spacing {tuple(sp)}: need {ndim} positive numbers to choose a slice axis")
+    top = max(sp)
+    coarse = [a for a in range(ndim) if sp[a] >= top * (1.0 - 1e-6)]
+    return min(coarse, key=lambda a: (int(shape[a]), a))
 
 
 def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]:
@@ -116,6 +163,23 @@ def check_class_probs(probs: ArrayLike, where: str, spatial: tuple[int, ...]) ->
         dims = ", ".join(map(str, sp))
         raise SegcpError(f"{where}: class probabilities of shape {p.shape} do not match the label map {sp}; expected (L, {dims}) or ({dims})")
     return check_samples(p[None], where, sp, min_samples=1, what="class probabilities")[0]
+
+
+def channel_of(label: int, shape: tuple[int, ...], where: str) -> int:
+    """The channel of structure ``label`` in a class-probability stack of ``shape`` (L, *S), or
+    a one-line error: a label the stack has no channel for, or a stack of one channel (channel
+    0 of a class stack is the background, so a single-channel file is a foreground map saved
+    with a channel axis, not a class stack). ``--label`` and every record's label go through
+    here (never Python's negative indexing)."""
+    n = int(shape[0]) if len(shape) else 0
+    if n < 2:
+        raise SegcpError(
+            f"{where}: a probability stack of one channel (shape {tuple(shape)}) is not a class stack (channel 0 would be the "
+            f"background): save the foreground map without the channel axis"
+        )
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= int(label) < n:
+        raise SegcpError(f"{where}: cannot take class {label} from a probability stack of shape {tuple(shape)} (classes 0..{n - 1})")
+    return int(label)
 
 
 def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -> NDArray[np.int64]:

@@ -24,24 +24,22 @@ family-specific state once (score maps, decompositions); prepared cases go where
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp._version import __version__
 from segcp.calibration import CRCResult, LossCurves, check_alpha, check_calibration_size, crc_lambda
 from segcp.calibration.compact import CURVE_FORMS, GRID_SIZE, CompactCurves, CurveAccumulator, Grid, compact_crc_lambda, default_grid
 from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.methods import Prepared, SetFamily, get_method
+from segcp.parallel import Executor, open_executor
 
-__all__ = ["RECORD_SCHEMA", "RECORD_VERSION", "ConformalSegmenter"]
-
-#: calib.json identifies itself by this schema name and version (1: records before the field).
-RECORD_SCHEMA = "segcp.calibration"
-RECORD_VERSION = 2
+__all__ = ["ConformalSegmenter", "CurveBatch", "MapPlan"]
 
 Item = Case | Prepared
 Curves = LossCurves | CompactCurves
@@ -67,8 +65,9 @@ class ConformalSegmenter:
     method_params : dict, optional
         Parameters of the family when ``method`` is a name (see ``segcp methods``).
     n_jobs : int
-        Processes for the map step of :meth:`calibrate` (1: in this process; -1: every CPU).
-        A run-time option: it changes nothing in the result.
+        Processes for the map step of :meth:`calibrate` (1: in this process; -1: one per CPU),
+        a :class:`~segcp.parallel.PoolExecutor` (:func:`segcp.parallel.open_executor`). A
+        run-time option: it changes nothing in the result.
     curve_form : {"auto", "exact", "compact"}
         How the map step keeps the FNR curves (:mod:`segcp.calibration.compact`): ``exact``
         (every breakpoint; λ̂ exact), ``compact`` (the summed risk on a grid of ``grid_size``
@@ -175,7 +174,7 @@ class ConformalSegmenter:
 
     def alphas(self) -> tuple[float, ...]:
         """The risk levels, validated, in the order given."""
-        raw = [self.alpha] if np.ndim(self.alpha) == 0 else list(self.alpha)  # type: ignore[arg-type]
+        raw: list[Any] = [self.alpha] if np.ndim(self.alpha) == 0 else list(self.alpha)  # type: ignore[arg-type]
         if not raw:
             raise SegcpError("alpha: give at least one risk level")
         out = tuple(check_alpha(a) for a in raw)
@@ -212,30 +211,39 @@ class ConformalSegmenter:
             )
         return groups[0][0]
 
-    def curve_plan(self) -> tuple[SetFamily, str, str, Grid | None]:
-        """(the bound family, the guarantee, the curve form, the compact grid) of the map step.
+    def plan(self) -> MapPlan:
+        """What the map step computes (:class:`MapPlan`): the families bound to the α groups
+        (one group unless the sets depend on α), the guarantee, the curve form and its grids.
 
-        The form is ``exact`` for 0/1 curves (one breakpoint per image already); the grid is
-        None for exact curves.
+        The form is ``exact`` for 0/1 curves (one breakpoint per image already); a grid is None
+        for exact curves.
         """
         fam, guarantee, alphas = self._validate()
-        bound = self._single_group(fam, alphas, "curves")
+        groups = tuple((bound, tuple(group_alphas)) for bound, group_alphas in self._groups(fam, alphas))
         form = self.curve_form
         if form not in CURVE_FORMS:
             raise SegcpError(f"curve_form must be one of {', '.join(CURVE_FORMS)}, got {form!r}")
         if guarantee != "fnr":
             if form == "compact":
                 raise SegcpError(f"curve_form='compact' is for FNR curves; {guarantee} curves have one breakpoint per image and stay exact")
-            return bound, guarantee, "exact", None
+            form = "exact"
         if form == "exact":
-            return bound, guarantee, form, None
+            return MapPlan(fam, guarantee, float(self.tau), groups, form, tuple(None for _ in groups))
         try:
             size = int(self.grid_size)
             top = None if self.grid_max is None else float(self.grid_max)
         except (TypeError, ValueError):
             raise SegcpError(f"grid_size must be an integer and grid_max a number, got {self.grid_size!r}, {self.grid_max!r}") from None
-        grid = default_grid(bound.lambda_min, bound.lambda_max, integer=bound.integer_lambda, size=size, grid_max=top)
-        return bound, guarantee, form, grid
+        grids = tuple(default_grid(b.lambda_min, b.lambda_max, integer=b.integer_lambda, size=size, grid_max=top) for b, _ in groups)
+        return MapPlan(fam, guarantee, float(self.tau), groups, form, grids)
+
+    def curve_plan(self) -> tuple[SetFamily, str, str, Grid | None]:
+        """(the bound family, the guarantee, the curve form, the compact grid) of a map step
+        whose sets do not depend on α (one group; :meth:`plan` for several)."""
+        plan = self.plan()
+        fam, _, alphas = self._validate()
+        bound = self._single_group(fam, alphas, "curves")
+        return bound, plan.guarantee, plan.form, plan.grids[0]
 
     def accumulator(self) -> CurveAccumulator:
         """The reduce step's memory for this estimator's curve form (:class:`CurveAccumulator`)."""
@@ -279,44 +287,55 @@ class ConformalSegmenter:
         result is one :class:`~segcp.calibration.compact.CompactCurves`. :meth:`merge` merges
         batches of either form.
         """
-        bound, guarantee, _, _ = self.curve_plan()
-        acc = self.accumulator()
-        items = self._items(bound, cases, y)
-        if self.n_jobs not in (0, 1, None):
-            from segcp.execution import parallel_map
+        bound, _, _, _ = self.curve_plan()
+        return self._map(cases, y)[0]
 
-            items_list = list(items)
-            parts = parallel_map(_curve_job, [(bound, it, guarantee, float(self.tau)) for it in items_list], int(self.n_jobs))
-        else:
-            parts = (bound.loss_curve(it, guarantee, float(self.tau)) for it in items)
-        for i, part in enumerate(parts):
-            acc.add(i, part)
-        return acc.result()
+    def _executor(self) -> Executor:
+        """Where :meth:`calibrate`'s map step runs: ``n_jobs`` processes, or this process."""
+        n = self.n_jobs
+        if n == -1:
+            n = os.cpu_count() or 1
+        if n in (None, 0):
+            n = 1
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SegcpError(f"n_jobs must be a positive integer (processes) or -1 (one per CPU), got {self.n_jobs!r}")
+        return open_executor(workers=n, dask=False)
 
-    def calibrate_curves(self, curves: Curves) -> ConformalSegmenter:
-        """Reduce step: λ̂ for every α from (possibly merged) exact or compact curves."""
+    def _map(self, cases: Any, y: Any = None) -> list[Curves]:
+        """The map step over cases (streamed in this process; chunks on ``n_jobs`` processes):
+        the merged curves of every α group of :meth:`plan`."""
+        plan = self.plan()
+        accs = plan.accumulators()
+        items = self._items(plan.groups[0][0], cases, y)
+        with self._executor() as ex:
+            head = (plan.families, plan.guarantee, plan.tau, plan.worker_grids)
+            for i, parts in ex.map_chunks(_curve_chunk, head, items, show_progress=False):
+                for acc, part in zip(accs, parts):
+                    acc.add(i, part)
+        return [acc.result() for acc in accs]
+
+    def calibrate_curves(self, curves: Curves | Sequence[Curves]) -> ConformalSegmenter:
+        """Reduce step: λ̂ for every α from (possibly merged) exact or compact curves — one
+        :class:`~segcp.calibration.LossCurves` (or compact curves), or when the sets depend on
+        α a list with the curves of each group of :meth:`plan`, in its order."""
         fam, guarantee, alphas = self._validate()
-        bound = self._single_group(fam, alphas, "calibrate_curves")
-        self._fit(fam, guarantee, [(bound, alphas, curves)])
+        if isinstance(curves, (LossCurves, CompactCurves)):
+            self._fit(fam, guarantee, [(self._single_group(fam, alphas, "calibrate_curves"), alphas, curves)])
+            return self
+        groups = self._groups(fam, alphas)
+        parts = list(curves)
+        if len(parts) != len(groups):
+            raise SegcpError(f"calibrate_curves: {len(parts)} sets of curves for {len(groups)} alpha groups")
+        self._fit(fam, guarantee, [(bound, group_alphas, part) for (bound, group_alphas), part in zip(groups, parts)])
         return self
 
     def calibrate(self, cases: Iterable[Any], y: Iterable[Any] | None = None) -> ConformalSegmenter:
-        """Calibrate on labelled cases (or arrays and their truths ``y``); sets ``lambdas_``, ``n_``…"""
-        fam, guarantee, alphas = self._validate()
-        groups = self._groups(fam, alphas)
-        if len(groups) == 1:
-            self._fit(fam, guarantee, [(groups[0][0], groups[0][1], self.curves(cases, y))])
-            return self
-        items = list(cases) if y is None else list(zip(cases, y))
-        fits = []
-        for bound, group_alphas in groups:
-            sub = ConformalSegmenter(
-                bound, group_alphas, guarantee=guarantee, tau=self.tau, n_jobs=self.n_jobs,
-                curve_form=self.curve_form, grid_size=self.grid_size, grid_max=self.grid_max,
-            )
-            fits.append((bound, group_alphas, sub.curves(items) if y is None else sub.curves(*zip(*items))))
-        self._fit(fam, guarantee, fits)
-        return self
+        """Calibrate on labelled cases (or arrays and their truths ``y``); sets ``lambdas_``, ``n_``…
+
+        One pass over the cases (streamed: one in memory at a time in this process), whatever
+        the number of α; the sets of an α-dependent family are built per α group.
+        """
+        return self.calibrate_curves(self._map(cases, y))
 
     def _fit(self, fam: SetFamily, guarantee: str, fits: list[tuple[SetFamily, list[float] | tuple[float, ...], Curves]]) -> None:
         results: dict[float, CRCResult] = {}
@@ -341,7 +360,7 @@ class ConformalSegmenter:
             n = curves.n
             grid = curves.grid if compact else None  # type: ignore[union-attr]
             if guarantee != "fnr" and not compact:
-                scores = _zero_one_scores(curves)  # type: ignore[arg-type]
+                scores = curves.zero_one_scores()  # type: ignore[union-attr]
         order = [a for a in self.alphas() if a in results]
         self.family_ = fam
         self.guarantee_ = guarantee
@@ -412,45 +431,19 @@ class ConformalSegmenter:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable record of the calibration (what ``calib.json`` holds)."""
+        """JSON-serialisable record of the calibration (what ``calib.json`` holds; written by
+        :func:`segcp.record.estimator_record`)."""
+        from segcp.record import estimator_record
+
         self._check_fitted()
         alphas = list(self.lambdas_)
-        fams = {self.families_[a].key for a in alphas}
-        if len(fams) > 1:
+        if len({self.families_[a].key for a in alphas}) > 1:
             raise SegcpError("to_dict: the sets depend on alpha; write one record per alpha (at(alpha).to_dict())")
-        fam = self.families_[alphas[0]]
-
-        def lam_value(v: float) -> float | int:
-            return int(v) if fam.integer_lambda and float(v).is_integer() else float(v)
-
-        def per_alpha(fn: Any) -> Any:
-            vals = [fn(a) for a in alphas]
-            return vals[0] if len(vals) == 1 else vals
-
-        rec: dict[str, Any] = {
-            "schema": RECORD_SCHEMA,
-            "schema_version": RECORD_VERSION,
-            "segcp_version": __version__,
-            "method": fam.name,
-            "params": fam.params(),
-            "guarantee": self.guarantee_,
-            "tau": float(self.tau),
-            "alpha": per_alpha(float),
-            "lambda": per_alpha(lambda a: lam_value(self.lambdas_[a])),
-            "n": int(self.n_),
-            "empirical_risk": per_alpha(lambda a: float(self.results_[a].empirical_risk)),
-            "bound": per_alpha(lambda a: float(self.results_[a].bound)),
-            "statement": per_alpha(lambda a: fam.statement(self.guarantee_, a, float(self.tau))),
-        }
-        identity = fam.identity()
-        if identity:
-            rec["identity"] = identity
-        if self.scores_ is not None:
-            rec["scores"] = [float(v) for v in self.scores_]
-            rec["n_infinite"] = int(np.sum(~np.isfinite(self.scores_)))
-        if getattr(self, "grid_", None) is not None:
-            rec["curves"] = {"form": "compact", "grid": self.grid_.to_dict()}
-        return rec
+        return estimator_record(
+            self.families_[alphas[0]], self.guarantee_, float(self.tau), alphas, [self.lambdas_[a] for a in alphas],
+            [self.results_[a].empirical_risk for a in alphas], [self.results_[a].bound for a in alphas], self.n_,
+            self.scores_, getattr(self, "grid_", None),
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "calibration record", overrides: dict[str, Any] | None = None) -> ConformalSegmenter:
@@ -461,7 +454,11 @@ class ConformalSegmenter:
         """
         from segcp.record import read_record
 
-        rec = read_record(d, where, overrides)
+        return cls.from_parts(read_record(d, where, overrides))
+
+    @classmethod
+    def from_parts(cls, rec: dict[str, Any]) -> ConformalSegmenter:
+        """A calibrated segmenter from the validated parts of a record (:func:`segcp.record.read_record`)."""
         fam = rec["family"]
         cs = cls(fam, rec["alphas"] if len(rec["alphas"]) > 1 else rec["alphas"][0], guarantee=rec["guarantee"], tau=rec["tau"])
         cs.family_, cs.guarantee_, cs.n_ = fam, rec["guarantee"], rec["n"]
@@ -475,17 +472,73 @@ class ConformalSegmenter:
         return cs
 
 
-def _curve_job(job: tuple[SetFamily, Item, str, float]) -> LossCurves:
-    fam, item, guarantee, tau = job
-    return fam.loss_curve(item, guarantee, tau)
+@dataclass(frozen=True)
+class MapPlan:
+    """What an estimator's map step computes (:meth:`ConformalSegmenter.plan`).
+
+    ``groups``: (the family bound to the α of the group, those α) — one group unless the sets
+    depend on α (CONSIGN's box); every case gets one curve per group. ``form``/``grids``: how
+    the reduce keeps the curves (``grids[g]`` None for exact curves).
+    """
+
+    family: SetFamily
+    guarantee: str
+    tau: float
+    groups: tuple[tuple[SetFamily, tuple[float, ...]], ...]
+    form: str
+    grids: tuple[Grid | None, ...]
+
+    @property
+    def families(self) -> tuple[SetFamily, ...]:
+        """The bound family of each group."""
+        return tuple(g[0] for g in self.groups)
+
+    @property
+    def worker_grids(self) -> tuple[Grid | None, ...]:
+        """The grids a worker compacts its batch on (only for ``compact``; ``auto`` sends exact
+        parts, compacted by the reduce if they grow too large)."""
+        return self.grids if self.form == "compact" else tuple(None for _ in self.grids)
+
+    def accumulators(self) -> list[CurveAccumulator]:
+        """The reduce step's memory, one per group."""
+        return [CurveAccumulator(self.form, g) for g in self.grids]
+
+    def batch(self) -> CurveBatch:
+        """An empty :class:`CurveBatch` of this plan (a worker's part of the map step)."""
+        return CurveBatch(self.families, self.guarantee, self.tau, self.worker_grids)
 
 
-def _zero_one_scores(curves: LossCurves) -> NDArray[np.float64] | None:
-    """The step location of each 0/1 curve (+inf: never reaches 0, −inf: 0 from the start)."""
-    counts = np.diff(curves.offsets)
-    if np.any(counts > 1) or not np.all(np.isin(curves.starts, (0.0, 1.0))):
-        return None
-    out = np.where(curves.starts == 0.0, -np.inf, np.inf)
-    has = counts == 1
-    out[has] = curves.breakpoints[curves.offsets[:-1][has]]
-    return out
+class CurveBatch:
+    """A worker's part of the map step: the curves of a batch of cases, one per family (α
+    group), merged in order — concatenated, or compacted on the worker when a grid is given."""
+
+    def __init__(self, families: Sequence[SetFamily], guarantee: str, tau: float, grids: Sequence[Grid | None]) -> None:
+        self.families, self.guarantee, self.tau, self.grids = tuple(families), guarantee, float(tau), tuple(grids)
+        self._curves: list[list[LossCurves]] = [[] for _ in self.families]
+
+    def add(self, item: Item) -> None:
+        """The curves of one case (it may be dropped afterwards)."""
+        for held, fam in zip(self._curves, self.families):
+            held.append(fam.loss_curve(item, self.guarantee, self.tau))
+
+    def result(self) -> list[Curves]:
+        """Per family, the batch's curves as one part of the reduce."""
+        out: list[Curves] = []
+        for held, grid in zip(self._curves, self.grids):
+            if grid is None:
+                out.append(held[0] if len(held) == 1 else LossCurves.concat(held))
+                continue
+            acc = CurveAccumulator("compact", grid)
+            for k, c in enumerate(held):
+                acc.add(k, c)
+            out.append(acc.result())
+        return out
+
+
+def _curve_chunk(task: tuple[tuple[SetFamily, ...], str, float, tuple[Grid | None, ...], list[Item]]) -> list[Curves]:
+    """Worker: the curves of a chunk of in-memory cases (:meth:`ConformalSegmenter.calibrate`)."""
+    families, guarantee, tau, grids, items = task
+    batch = CurveBatch(families, guarantee, tau, grids)
+    for item in items:
+        batch.add(item)
+    return batch.result()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segcp.errors import SegcpError
-from segcp.report import rich_table
+from segcp.report.tables import rich_table
 
 __all__ = ["ALPHAS", "DEMO_CONFIG", "MC_METHODS", "demo_config", "run_demo"]
 
@@ -30,16 +30,17 @@ MC_METHODS = ("CONSIGN (K=5)", "pixel-wise APS")
 #: The demo's benchmark config ({n}, {seed}, {n_cal} filled in). β = 0.8 for the sets of
 #: segmentations: at 0.9 some of these truths are not of the form argmax(μ + Σ c_k u_k) at any c,
 #: more than α = 0.1 tolerates with n = 30 (the same limit as on real data, docs/consign.md).
+DESCRIPTION = ("Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the "
+               "mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`.")
 DEMO_CONFIG = """\
 title = "segcp demo — SYNTHETIC phantoms (not real patients)"
-description = "Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`."
+description = "{description}"
 seed = {seed}
 splits = 4
 n_cal = {n_cal}
 alphas = [0.2, 0.1, 0.05]
 curve_alphas = [0.175, 0.15, 0.125, 0.075]
 validity_splits = {validity}
-jobs = {jobs}
 methods = [
   "threshold@Standard CRC",
   "morph:se=cross@Consema (morph)",
@@ -77,11 +78,9 @@ overlay_images = 3
 """
 
 
-def demo_config(n: int = 200, seed: int = 0, jobs: int | None = None) -> str:
-    """The demo's benchmark config (TOML text) for ``n`` phantoms (``jobs``: worker processes, default 2 on 2+ CPUs)."""
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1)
-    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS, jobs=jobs)
+def demo_config(n: int = 200, seed: int = 0) -> str:
+    """The demo's benchmark config (TOML text) for ``n`` phantoms."""
+    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS, description=DESCRIPTION)
 
 
 def _rows(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -124,10 +123,14 @@ def run_demo(
     seed: int = 0,
     show_progress: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run the demo (``segcp benchmark`` on the synthetic task); returns results.json's content."""
-    from segcp.benchmark.config import parse_config
-    from segcp.benchmark.run import run_benchmark
+    """Run the demo (``segcp benchmark`` on the synthetic task); returns results.json's content.
+
+    ``workers``: local worker processes (default 2 on 2+ CPUs).
+    """
+    from segcp.benchmark import parse_config, run_benchmark
+    from segcp.parallel import open_executor
 
     if n < 2 * 40:
         raise SegcpError(f"--n {n}: the demo needs at least 80 images (40 calibration images for alpha=0.05)")
@@ -141,11 +144,14 @@ def run_demo(
         return {"demo": True, "data": "SYNTHETIC phantoms from segcp.synthetic (not real patients)", "distance_units": "mm",
                 "rows": rows, "multiclass_rows": mc}
 
-    result = run_benchmark(cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend, replaceable=LEGACY_FILES)
+    with open_executor(workers or min(2, os.cpu_count() or 1), dask=False) as executor:
+        result = run_benchmark(cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend,
+                               replaceable=LEGACY_FILES, executor=executor)
     rows, mc = result["rows"], result["multiclass_rows"]
     n_cal = cfg.n_cal
     columns = ["method", "alpha", "lambda", "coverage", "fnr", "stretch", "dice", "hd95", "assd", "FNR, 200 splits"]
-    rich_table(rows, columns, title=f"Test metrics: {cfg.splits} random splits, {n_cal} calibration / {n - n_cal} test synthetic images (distances in mm)")
+    title = f"Test metrics: {cfg.splits} random splits, {n_cal} calibration / {n - n_cal} test synthetic images (distances in mm)"
+    rich_table(rows, columns, title=title)
     for r in rows[1:]:
         v = r["validity"]
         if v["mean_test_fnr"] is None:
@@ -155,8 +161,8 @@ def run_demo(
             f"  guarantee check {r['method']} alpha={r['alpha']}: mean test FNR over {v['splits']} random splits "
             f"= {v['mean_test_fnr']:.4f} (se {v['se']:.4f}) {'<=' if ok else '>'} alpha {'OK' if ok else 'VIOLATED'}"
         )
-    rich_table(mc, ["method", "alpha", "lambda", "coverage", "SEC@100", "Chao1@100", "|corr|", "seconds"],
-               title="Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.8): P(truth in set up to beta) >= 1 - alpha")
+    title = "Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.8): P(truth in set up to beta) >= 1 - alpha"
+    rich_table(mc, ["method", "alpha", "lambda", "coverage", "SEC@100", "Chao1@100", "|corr|", "seconds"], title=title)
     if out is not None:
         out = Path(out)
         print(f"wrote {out / 'report.html'} (open it in a browser), report.md, results.json, results.csv and the figures")

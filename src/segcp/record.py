@@ -1,46 +1,95 @@
-"""The calibration record (calib.json): its schema, and reading one back safely.
+"""The calibration record (calib.json): every form written, read and validated here.
 
-A calibration record is data, not code: every field is checked for its type and range
-before anything is built from it, and run-time options (threads, cache locations) are never
-taken from it. Schema ``segcp.calibration`` version 2::
+A calibration record is data from elsewhere, not code: every field is checked for its type
+and range before anything is built from it; run-time options (threads, cache locations) are
+never taken from it; and this module is the ONE place that turns record fields into
+anything that touches the file system or the data — structure names into folder names
+(:func:`folder_name`: a fixed safe form, collisions refused) and labels into channels (checked
+against the stack actually read, :func:`segcp.cases.channel_of`). A record is accepted only if
+a calibration could have produced it: n and α consistent with the bound, every number finite
+and in range, λ̂ inside the family's range.
+
+Schema ``segcp.calibration`` version 2 (one estimator, written by
+:meth:`ConformalSegmenter.to_dict <segcp.conformal.ConformalSegmenter.to_dict>` through
+:func:`estimator_record`)::
 
     schema, schema_version, segcp_version
     method          a registered family name
     params          the family's declared (non-run-time) parameters
+    identity        what besides the parameters must match at prediction (weights checksum)
     guarantee       fnr | quantile | contains;  tau (quantile)
     alpha, lambda   numbers, or lists of the same length (one λ̂ per α)
-    n               calibration cases (≥ 1)
-    empirical_risk, bound, statement   per α, as alpha
+    n               calibration cases (an integer, 1 ≤ n ≤ 2^31 − 1, n ≥ 1/α − 1 at each α)
+    empirical_risk  R̂_n(λ̂) in [0, 1], per α
+    bound           n/(n+1)·R̂_n(λ̂) + 1/(n+1) ≤ α, per α
+    statement       the guarantee in words, per α
     scores          0/1 losses only: each calibration case's λ*_i (null = +inf)
     curves          only when λ̂ came from compact curves: {"form": "compact", "grid":
                     {"lo", "hi", "size"}} (λ̂ is a grid point, at most one step above exact)
 
+A directory job (:func:`job_record`) adds ``label`` (the structure of ``--label``, or null),
+``probs_channels``/``channel_axis`` (class stacks, ``"first"`` (L, *S) or ``"last"``),
+``source``, ``data``, ``ids`` and ``seconds``. A per-structure record (``--labels``) holds
+the fields every structure shares once (:data:`SHARED_FIELDS`) and, in ``structures``, per
+structure ``label``, ``name`` (its folder name), ``images_with_structure`` and its own
+``lambda``, ``empirical_risk``, ``bound``, ``statement`` (and ``scores``, ``curves``…).
+
 Records without ``schema`` are version 1 (segcp ≤ 0.1.0 before this field): read the same
 way; the multi-class records of that version carried ``guarantee: "set contains the truth up
-to beta"`` (read as ``contains``) and a top-level ``beta`` (the same as ``params.beta``).
-A declared parameter missing from ``params`` (added after the record was written) gets the
+to beta"`` (read as ``contains``) and a top-level ``beta`` (the same as ``params.beta``). A
+declared parameter missing from ``params`` (added after the record was written) gets the
 value the record was calibrated with: its declared ``unrecorded`` value when it has one
-(CONSIGN's ``box``: ``normalized``), else its default. Pipeline-level fields (``label``, ``probs_channels``, ``source``, ``data``, ``ids``) are
-read by :mod:`segcp.pipeline`.
+(CONSIGN's ``box``: ``normalized``), else its default.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segcp._version import __version__
+from segcp.calibration import TOL, min_calibration_size
 from segcp.calibration.compact import Grid
 from segcp.errors import SegcpError
-from segcp.methods import family_class, get_method
+from segcp.io.readers import read_json
+from segcp.methods import SetFamily, family_class, get_method
 from segcp.methods.base import NOT_GIVEN
 
-__all__ = ["read_record"]
+__all__ = [
+    "MAX_N",
+    "SCHEMA",
+    "SHARED_FIELDS",
+    "VERSION",
+    "Calibration",
+    "Structure",
+    "check_structures",
+    "estimator_record",
+    "folder_name",
+    "job_record",
+    "read_calibration",
+    "read_record",
+]
 
 SCHEMA = "segcp.calibration"
 VERSION = 2
 _OLD_GUARANTEES = {"set contains the truth up to beta": "contains"}
+
+#: The largest n a record may claim (what a calibration could have read; an int32 count).
+MAX_N = 2**31 - 1
+#: Label values of structures: what a label map of uint16 holds.
+MAX_LABEL = 2**16 - 1
+#: The fields every structure of a per-structure record shares (written once, at the top).
+SHARED_FIELDS = ("schema", "schema_version", "segcp_version", "method", "params", "guarantee", "tau", "alpha", "n")
+#: The fields a directory job adds to the estimator's record.
+JOB_FIELDS = ("label", "probs_channels", "channel_axis", "source", "data", "ids", "seconds")
+_STRUCTURE_KEYS = ("label", "name", "images_with_structure")
 
 
 def _short(value: Any) -> str:
@@ -48,6 +97,65 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# ---------------------------------------------------------------------------- names and labels
+#: Names Windows reserves for devices (with any extension), refused as folder names everywhere.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+_MAX_NAME = 64
+
+
+def folder_name(name: str, value: int) -> str:
+    """The folder name of a structure called ``name`` with label ``value``: ASCII letters,
+    digits, ``-``, ``_`` and inner dots only (every other character becomes ``_``), no leading
+    or trailing dot, underscore or dash, at most 64 characters, never a name Windows reserves
+    (``CON``, ``NUL``, ``COM1``… get a trailing ``_``); ``label<value>`` when nothing is left.
+    So never a path separator, ``..``, a drive, a control character or an empty name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(name))
+    safe = re.sub(r"\.{2,}", ".", safe).strip("._-")[:_MAX_NAME].strip("._-")
+    if not safe:
+        return f"label{int(value)}"
+    if safe.split(".")[0].lower() in _RESERVED:
+        safe += "_"
+    return safe
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One structure of a per-structure calibration: its label value and its folder name
+    (always :func:`folder_name`'s safe form: build it with :meth:`make`)."""
+
+    value: int
+    name: str
+
+    @classmethod
+    def make(cls, value: int, name: str) -> Structure:
+        """The structure of label ``value`` named ``name`` (made safe for a folder)."""
+        return cls(int(value), folder_name(name, int(value)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.value, "name": self.name}
+
+
+def check_structures(structures: Sequence[Structure], where: str, reserved: Sequence[str] = ()) -> list[Structure]:
+    """``structures`` if their labels and folder names are distinct (names compared without
+    case: case-insensitive file systems) and no name is in ``reserved`` (folders the job itself
+    writes); else a one-line error naming ``where``."""
+    seen_values: set[int] = set()
+    seen_names: dict[str, str] = {}
+    taken = {r.lower() for r in reserved}
+    for s in structures:
+        if s.value in seen_values:
+            raise SegcpError(f"{where}: label {s.value} appears twice")
+        key = s.name.lower()
+        if key in seen_names:
+            raise SegcpError(f"{where}: structures {seen_names[key]!r} and {s.name!r} would share the folder {s.name!r}; rename one")
+        if key in taken:
+            raise SegcpError(f"{where}: a structure named {s.name!r} would collide with the output's own {s.name!r}; rename it")
+        seen_values.add(s.value)
+        seen_names[key] = s.name
+    return list(structures)
+
+
+# ---------------------------------------------------------------------------- numbers
 def _number(value: Any, field: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SegcpError(f"{where}: field {field!r} must be a number, got {_short(value)}")
@@ -60,30 +168,86 @@ def _number(value: Any, field: str, where: str) -> float:
     return v
 
 
-def _check_version(d: dict[str, Any], where: str) -> None:
-    """Refuse a record written by a newer major version of segcp."""
-    from segcp._version import __version__
+def _integer(value: Any, field: str, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        what = "a positive integer" if lo == 1 else "a non-negative integer" if lo == 0 else f"an integer from {lo}"
+        raise SegcpError(f"{where}: field {field!r} must be {what} (at most {hi}), got {_short(value)}")
+    return value
 
+
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([.+-]?[A-Za-z0-9.+-]*)?", re.ASCII)
+
+
+def _check_version(d: dict[str, Any], where: str) -> None:
+    """A version string of ASCII digits (``1.2.3``, ``0.1.0.dev1``); refuse a newer major version."""
     written = d.get("segcp_version")
     if written is None:
         return
-    if not isinstance(written, str) or not written.split(".")[0].isdigit():
-        raise SegcpError(f"{where}: field 'segcp_version' must be a version string, got {_short(written)}")
-    if int(written.split(".")[0]) > int(__version__.split(".")[0]):
+    if not isinstance(written, str) or len(written) > 64 or _VERSION.fullmatch(written) is None:
+        raise SegcpError(f"{where}: field 'segcp_version' must be a version string such as {__version__!r}, got {_short(written)}")
+    major = int(re.match(r"[0-9]+", written, re.ASCII).group())  # type: ignore[union-attr]
+    if major > int(__version__.split(".")[0]):
         raise SegcpError(f"{where}: written by segcp {written}, newer than this segcp {__version__}; upgrade segcp")
 
 
-def _list(value: Any, field: str, where: str) -> list[Any]:
+def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+# ---------------------------------------------------------------------------- one estimator
+def estimator_record(
+    family: SetFamily,
+    guarantee: str,
+    tau: float,
+    alphas: Sequence[float],
+    lambdas: Sequence[float],
+    risks: Sequence[float],
+    bounds: Sequence[float],
+    n: int,
+    scores: Any = None,
+    grid: Grid | None = None,
+) -> dict[str, Any]:
+    """The record of one calibrated estimator (one family; one entry per α)."""
+
+    def per_alpha(vals: Sequence[Any]) -> Any:
+        return vals[0] if len(vals) == 1 else list(vals)
+
+    def lam_value(v: float) -> float | int:
+        return int(v) if family.integer_lambda and float(v).is_integer() else float(v)
+
+    rec: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": VERSION,
+        "segcp_version": __version__,
+        "method": family.name,
+        "params": family.params(),
+        "guarantee": guarantee,
+        "tau": float(tau),
+        "alpha": per_alpha([float(a) for a in alphas]),
+        "lambda": per_alpha([lam_value(v) for v in lambdas]),
+        "n": int(n),
+        "empirical_risk": per_alpha([float(r) for r in risks]),
+        "bound": per_alpha([float(b) for b in bounds]),
+        "statement": per_alpha([family.statement(guarantee, a, float(tau)) for a in alphas]),
+    }
+    identity = family.identity()
+    if identity:
+        rec["identity"] = identity
+    if scores is not None:
+        rec["scores"] = [float(v) for v in scores]
+        rec["n_infinite"] = int(np.sum(~np.isfinite(scores)))
+    if grid is not None:
+        rec["curves"] = {"form": "compact", "grid": grid.to_dict()}
+    return rec
+
+
 def read_record(d: Any, where: str = "calibration record", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate a calibration record; returns its parts (family built, numbers checked).
+    """Validate the record of one estimator; returns its parts (family built, numbers checked).
 
     Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
     ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``,
-    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact). Raises a one-line :class:`SegcpError` naming ``where``
-    and the field at fault.
+    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact).
+    Raises a one-line :class:`SegcpError` naming ``where`` and the field at fault.
 
     ``overrides`` are what the user gives on this machine: run-time options (threads, cache
     folder) and locations (a checkpoint directory). A record's own run-time options are
@@ -95,10 +259,10 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         raise SegcpError(f"{where}: a calibration record must be a JSON object")
     schema = d.get("schema", SCHEMA)
     if schema != SCHEMA:
-        raise SegcpError(f"{where}: not a segcp calibration record (schema {schema!r})")
+        raise SegcpError(f"{where}: not a segcp calibration record (schema {_short(schema)})")
     version = d.get("schema_version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise SegcpError(f"{where}: field 'schema_version' must be a positive integer, got {version!r}")
+        raise SegcpError(f"{where}: field 'schema_version' must be a positive integer, got {_short(version)}")
     if version > VERSION:
         raise SegcpError(f"{where}: written by a newer segcp (calibration schema {version}; this segcp reads up to {VERSION}); upgrade segcp")
     _check_version(d, where)
@@ -143,30 +307,36 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     guarantee = d.get("guarantee", family.guarantees[0])
     guarantee = _OLD_GUARANTEES.get(guarantee, guarantee) if isinstance(guarantee, str) else guarantee
     if not isinstance(guarantee, str) or guarantee not in family.guarantees:
-        raise SegcpError(f"{where}: field 'guarantee' must be one of {', '.join(family.guarantees)} for {method}, got {guarantee!r}")
+        raise SegcpError(f"{where}: field 'guarantee' must be one of {', '.join(family.guarantees)} for {method}, got {_short(guarantee)}")
     tau = _number(d.get("tau", 1.0), "tau", where)
     if not 0.0 < tau <= 1.0:
         raise SegcpError(f"{where}: field 'tau' must be in (0, 1], got {tau!r}")
-    n = d["n"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise SegcpError(f"{where}: field 'n' must be a positive integer, got {n!r}")
-    alphas = [_number(a, "alpha", where) for a in _list(d["alpha"], "alpha", where)]
+    n = _integer(d["n"], "n", where, 1, MAX_N)
+    alphas = [_number(a, "alpha", where) for a in _list(d["alpha"])]
     if not alphas or not all(0.0 < a < 1.0 for a in alphas):
-        raise SegcpError(f"{where}: field 'alpha' must be in (0, 1), got {d['alpha']!r}")
-    lambdas = [_number(v, "lambda", where) for v in _list(d["lambda"], "lambda", where)]
+        raise SegcpError(f"{where}: field 'alpha' must be in (0, 1), got {_short(d['alpha'])}")
+    if len(set(alphas)) != len(alphas):
+        raise SegcpError(f"{where}: field 'alpha' repeats a risk level")
+    lambdas = [_number(v, "lambda", where) for v in _list(d["lambda"])]
     if len(lambdas) != len(alphas):
         raise SegcpError(f"{where}: fields 'alpha' and 'lambda' must have the same length")
     lo, hi = family.lambda_min, family.lambda_max
     for lam in lambdas:
         if not (lo <= lam <= hi):
             raise SegcpError(f"{where}: field 'lambda' = {lam!r} is outside the range of {method} [{lo:g}, {hi:g}]")
+        if family.integer_lambda and not lam.is_integer():
+            raise SegcpError(f"{where}: field 'lambda' = {lam!r} must be a whole number for {method} (a number of steps)")
+
     def per_alpha(field: str) -> list[float]:
         raw = d.get(field)
-        vals = _list(raw, field, where) if raw is not None else [math.nan] * len(alphas)
+        if raw is None:  # records may leave it out
+            return [math.nan] * len(alphas)
+        vals = _list(raw)
         if len(vals) != len(alphas):
             raise SegcpError(f"{where}: field {field!r} must have one value per alpha")
         return [math.nan if v is None else _number(v, field, where) for v in vals]
 
+    risks, bounds = per_alpha("empirical_risk"), per_alpha("bound")
     scores = d.get("scores")
     if scores is not None:
         if not isinstance(scores, list) or len(scores) != n:
@@ -178,6 +348,9 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         if not isinstance(curves, dict) or curves.get("form") != "compact" or set(curves) != {"form", "grid"}:
             raise SegcpError(f"{where}: field 'curves' must be {{\"form\": \"compact\", \"grid\": {{...}}}}, got {_short(curves)}")
         grid = Grid.from_dict(curves["grid"], f"{where}: field 'curves.grid'")
+        if any(not (grid.lo <= lam <= grid.hi) for lam in lambdas if lam != lo):
+            raise SegcpError(f"{where}: field 'lambda' lies outside its compact grid [{grid.lo:g}, {grid.hi:g}]")
+    _check_plausible(n, alphas, lambdas, risks, bounds, where)
     return {
         "family": family,
         "grid": grid,
@@ -185,8 +358,130 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         "tau": tau,
         "alphas": alphas,
         "lambdas": lambdas,
-        "risks": per_alpha("empirical_risk"),
-        "bounds": per_alpha("bound"),
+        "risks": risks,
+        "bounds": bounds,
         "n": n,
         "scores": scores,
     }
+
+
+def _check_plausible(n: int, alphas: list[float], lambdas: list[float], risks: list[float], bounds: list[float], where: str) -> None:
+    """Refuse numbers no calibration could have produced: n too small for an α (no λ meets
+    the bound with n < 1/α − 1), a bound above α or not n/(n+1)·R̂ + 1/(n+1), a risk outside
+    [0, 1], a λ̂ that grows with α (larger α, smaller or equal sets)."""
+    for a in alphas:
+        try:
+            need = min_calibration_size(a)
+        except SegcpError as exc:  # a subnormal α
+            raise SegcpError(f"{where}: field 'alpha': {exc}") from None
+        if n < need:
+            raise SegcpError(f"{where}: field 'n' = {n} is too small for alpha={a:g} (a calibration needs n >= 1/alpha - 1 = {need})")
+    for a, risk, bound in zip(alphas, risks, bounds):
+        if not math.isnan(risk) and not 0.0 <= risk <= 1.0:
+            raise SegcpError(f"{where}: field 'empirical_risk' = {risk!r} is outside [0, 1]")
+        if math.isnan(bound):
+            continue
+        if bound > a + TOL:
+            raise SegcpError(f"{where}: field 'bound' = {bound!r} exceeds alpha={a:g}: no calibration gives that")
+        if not math.isnan(risk) and abs(bound - (n * risk + 1.0) / (n + 1)) > 1e-9:
+            raise SegcpError(f"{where}: field 'bound' = {bound!r} is not n/(n+1)*empirical_risk + 1/(n+1) = {(n * risk + 1.0) / (n + 1)!r}")
+    by_alpha = sorted(zip(alphas, lambdas))
+    if any(l2 > l1 for (_, l1), (_, l2) in zip(by_alpha, by_alpha[1:])):
+        raise SegcpError(f"{where}: field 'lambda' grows with alpha; a calibration gives a larger alpha a smaller (or equal) lambda")
+
+
+# ---------------------------------------------------------------------------- directory jobs
+def job_record(
+    estimators: Sequence[tuple[Structure | None, dict[str, Any], int]],
+    *,
+    label: int | None,
+    channels: bool | str,
+    source: str,
+    data: str,
+    ids: Sequence[str],
+    seconds: float,
+    labels_from: str | None = None,
+) -> dict[str, Any]:
+    """The calib.json of a directory job: ``estimators`` are (structure, the estimator's record,
+    images holding the structure) — one with structure None (``--label`` or a binary mask), or
+    one per structure (``--labels``)."""
+    job = {"label": label, "probs_channels": bool(channels), "channel_axis": channels or None, "source": source,
+           "data": data, "ids": list(ids), "seconds": float(seconds)}
+    if len(estimators) == 1 and estimators[0][0] is None:
+        return estimators[0][1] | job
+    entries = []
+    shared: dict[str, Any] = {}
+    for structure, rec, present in estimators:
+        assert structure is not None
+        shared = {k: rec[k] for k in SHARED_FIELDS}
+        entries.append(structure.to_dict() | {"images_with_structure": int(present)} | {k: v for k, v in rec.items() if k not in SHARED_FIELDS})
+    return shared | {"structures": entries, "labels_from": labels_from or "channels of the probability stacks"} | job
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A validated calib.json of a directory job.
+
+    ``parts`` holds, per structure, the validated parts of its estimator (:func:`read_record`;
+    :meth:`ConformalSegmenter.from_parts <segcp.conformal.ConformalSegmenter.from_parts>`
+    builds it); ``structures`` is empty for a single-structure record (``label`` then says
+    which structure of a label map, or None for binary masks) and lists the structures of a
+    per-structure record in its order. ``channels``: how the calibration read the
+    probabilities — False (one map), ``"first"`` (L, *S) or ``"last"`` (*S, L) class stacks.
+    """
+
+    path: Path
+    record: dict[str, Any]
+    parts: tuple[dict[str, Any], ...]
+    structures: tuple[Structure, ...]
+    label: int | None
+    channels: bool | str
+
+    @property
+    def per_structure(self) -> bool:
+        return bool(self.structures)
+
+
+def _job_fields(record: dict[str, Any], where: str) -> tuple[int | None, bool | str]:
+    label = record.get("label")
+    if label is not None:
+        label = _integer(label, "label", where, 0, MAX_LABEL)
+    channels = record.get("probs_channels", False)
+    if not isinstance(channels, bool):
+        raise SegcpError(f"{where}: field 'probs_channels' must be true or false, got {_short(channels)}")
+    axis = record.get("channel_axis")
+    if axis not in (None, "first", "last") or (axis is not None and not channels):
+        raise SegcpError(f"{where}: field 'channel_axis' must be \"first\", \"last\" or null (with probs_channels true), got {_short(axis)}")
+    return label, (axis or "first") if channels else False
+
+
+def read_calibration(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Calibration:
+    """Read and validate any calib.json a directory job wrote (one structure or several).
+
+    ``overrides``: run-time options and locations given on this machine (:func:`read_record`).
+    """
+    where = str(path)
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise SegcpError(f"{where}: a calibration record must be a JSON object")
+    label, channels = _job_fields(record, where)
+    if "structures" not in record:
+        return Calibration(Path(path), record, (read_record(record, where, overrides),), (), label, channels)
+    entries = record["structures"]
+    if not isinstance(entries, list) or not entries or len(entries) > MAX_LABEL:
+        raise SegcpError(f"{where}: field 'structures' must be a non-empty list")
+    if label is not None:
+        raise SegcpError(f"{where}: field 'label' must be null in a per-structure record (each structure has its own)")
+    if not channels:
+        raise SegcpError(f"{where}: a per-structure record reads class stacks: field 'probs_channels' must be true")
+    structures, parts = [], []
+    for k, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+            raise SegcpError(f"{where}: structures[{k}] must be an object with an integer 'label' and a 'name'")
+        value = _integer(e.get("label"), f"structures[{k}].label", where, 0, MAX_LABEL)
+        s = Structure.make(value, e["name"])
+        sub = {key: record[key] for key in SHARED_FIELDS if key in record} | {key: v for key, v in e.items() if key not in _STRUCTURE_KEYS}
+        parts.append(read_record(sub, f"{where} (structure {s.name})", overrides))
+        structures.append(s)
+    check_structures(structures, where)
+    return Calibration(Path(path), record, tuple(parts), tuple(structures), None, channels)

@@ -1,4 +1,5 @@
-"""Risk control: step-function loss curves, exact CRC and conformal quantiles.
+"""Risk control: step-function loss curves, exact CRC and conformal quantiles, Learn then Test,
+and the statistics that monitor a deployed guarantee.
 
 Knows about λ, α, n and the bounds; knows nothing about images, files or torch.
 """
@@ -18,17 +19,45 @@ from segcp.calibration.curves import (
     fnr_curve,
     zero_one_curve,
 )
+from segcp.calibration.ltt import (
+    LTTResult,
+    MultiLTTResult,
+    StepLosses,
+    hb_pvalue,
+    ltt_chains,
+    ltt_grid,
+    ltt_steps,
+    wsr_pvalue,
+)
+from segcp.calibration.monitor import (
+    exchangeability_martingale,
+    required_lambda,
+    risk_track,
+    two_sample_shift,
+)
 
 __all__ = [
     "TOL",
     "CRCResult",
+    "LTTResult",
     "LossCurves",
+    "MultiLTTResult",
+    "StepLosses",
     "check_alpha",
     "check_calibration_size",
     "conformal_quantile",
     "coverage_quantile_score",
     "crc_lambda",
+    "exchangeability_martingale",
     "fnr_curve",
+    "hb_pvalue",
+    "ltt_chains",
+    "ltt_grid",
+    "ltt_steps",
     "min_calibration_size",
+    "required_lambda",
+    "risk_track",
+    "two_sample_shift",
+    "wsr_pvalue",
     "zero_one_curve",
 ]

@@ -85,7 +85,10 @@ def min_calibration_size(alpha: float, B: float = 1.0) -> int:
     ⌈(n+1)(1−α)⌉ ≤ n for the conformal quantile).
     """
     a = check_alpha(alpha)
-    return max(1, math.ceil(B / a - 1.0 - 1e-9))
+    need = B / a - 1.0 - 1e-9
+    if not need < 2.0**53:  # a subnormal α: B/α overflows (no machine holds that many images anyway)
+        raise SegcpError(f"alpha={alpha!r} is too small: the guarantee would need more than 2^53 calibration images")
+    return max(1, math.ceil(need))
 
 
 def check_calibration_size(n: int, alpha: float, B: float = 1.0) -> None:

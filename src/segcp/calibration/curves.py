@@ -160,15 +160,28 @@ class LossCurves:
     def evaluate(self, lam: float | ArrayLike) -> NDArray[np.float64]:
         """Each image's loss at each λ: shape (n,) for a scalar λ, else (n, len(λ)).
 
-        Evaluated from the definition (drops with b ≤ λ, summed per image), vectorised over
-        images; O(P) per λ.
+        Evaluated from the definition (the drops with b ≤ λ, summed in order per image, as
+        a running sum): per image one cumulative sum and a binary search per λ, so many λ
+        (a guarantee check over a thousand splits) cost little more than one.
         """
         lams = np.atleast_1d(np.asarray(lam, dtype=np.float64))
         out = np.empty((self.n, lams.size))
-        for j, value in enumerate(lams):
-            hit = self.breakpoints <= value
-            out[:, j] = self.starts - np.bincount(self.owners[hit], weights=self.drops[hit], minlength=self.n)
+        for i in range(self.n):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            cum = np.concatenate([[0.0], np.cumsum(self.drops[lo:hi])])
+            out[i] = self.starts[i] - cum[np.searchsorted(self.breakpoints[lo:hi], lams, side="right")]
         return out[:, 0] if np.ndim(lam) == 0 else out
+
+    def zero_one_scores(self) -> NDArray[np.float64] | None:
+        """The step location of each 0/1 curve — its score: L_i(λ) = 1{λ < score_i} (+inf: never
+        reaches 0, −inf: 0 from the start); None when the curves are not all 0/1 steps."""
+        counts = np.diff(self.offsets)
+        if np.any(counts > 1) or not np.all(np.isin(self.starts, (0.0, 1.0))):
+            return None
+        out = np.where(self.starts == 0.0, -np.inf, np.inf)
+        has = counts == 1
+        out[has] = self.breakpoints[self.offsets[:-1][has]]
+        return out
 
 
 # ---------------------------------------------------------------------- common curves

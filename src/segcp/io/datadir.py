@@ -10,7 +10,8 @@ A data directory holds, per image id::
     masks/<id>.<ext>     binary mask, or a label map (with --label L for pixel-set families)
     images/<id>.<ext>    the image (image-aware families: rwcp), grey or colour
 
-with ``ext`` ∈ {npy, npz, png, nii.gz, nii}. The folders need not sit in one directory
+with ``ext`` any suffix of a registered format (:mod:`segcp.io.formats`: npy, npz, png,
+nii.gz, nii, ...). The folders need not sit in one directory
 (:class:`DataSpec`: ``--probs DIR --masks DIR ...`` on the command line), and file names need
 not be the ids themselves (``--match images={id}_0000`` for nnU-Net's ``imagesTr``,
 ``--match probs={id}_prob`` for MONAI's postfixes).
@@ -29,10 +30,9 @@ across the folders a command reads. :meth:`DataDir.reader` builds, for a set fam
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.cases import Case, binarize_mask, check_class_probs, check_label_map, check_probabilities, check_samples
+from segcp.cases import Case, binarize_mask, channel_of, check_class_probs, check_label_map, check_probabilities, check_samples
 from segcp.errors import SegcpError
-from segcp.io.readers import NIFTI, Geometry, read_array, read_geometry, read_probabilities, split_ext
+from segcp.io.formats import Geometry, format_of, read_geometry, suffixes
+from segcp.io.readers import check_regular_file, read_array, read_probabilities
 
 __all__ = ["FOLDER_OF", "SUBDIRS", "CaseReader", "DataDir", "DataSpec", "data_home", "data_inputs", "describe_data", "index_folder", "label_names"]
 
@@ -149,10 +150,24 @@ def index_folder(folder: Path, pattern: str | None = None) -> dict[str, Path]:
     """Map id → file for the recognised files of one folder (hidden files ignored).
 
     With ``pattern`` (``{id}`` in it), only names matching it count, and the id is the part
-    that ``{id}`` matches. An id with an ``.npz`` and a NIfTI file (an nnU-Net prediction) maps
-    to the ``.npz``; :func:`companions` gives the NIfTI.
+    that ``{id}`` matches. An id with a file in a format that takes its geometry from a
+    companion (nnU-Net's ``.npz``) and a file in a format with geometry (its ``.nii.gz``) maps
+    to the first; the second gives its grid (:meth:`DataDir.geometry`).
     """
     return _index(folder, pattern)[0]
+
+
+def _is_data_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a file to index; a data file behind a broken link (a loop, a
+    link to nothing) is named in one line instead of vanishing from the listing."""
+    try:
+        if entry.is_file():
+            return True
+    except OSError:  # a link loop
+        pass
+    if entry.is_symlink() and format_of(entry.name) is not None:
+        check_regular_file(Path(entry.path))
+    return False
 
 
 def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -161,29 +176,33 @@ def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], d
     geometry: dict[str, Path] = {}
     try:
         with os.scandir(folder) as it:  # scandir: the file type comes with the listing, no stat per file
-            names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
+            names = sorted(e.name for e in it if not e.name.startswith(".") and _is_data_file(e))
     except OSError as exc:
         raise SegcpError(f"{folder}: cannot list the folder ({exc.strerror or type(exc).__name__})") from None
+    kinds: dict[str, Any] = {}
     for name in names:
-        parts = split_ext(name)
-        if parts is None:
+        hit = format_of(name)
+        if hit is None:
             continue
-        stem, ext = parts
+        fmt, stem, _ = hit
         if rx is not None:
             m = rx.match(stem)
             if m is None:
                 continue
             stem = m.group("id")
         if stem in out:
-            a, b = out[stem], folder / name
-            pair = {a.suffix if split_ext(a.name)[1] == ".npz" else "nifti" if split_ext(a.name)[1] in NIFTI else a.suffix,
-                    ".npz" if ext == ".npz" else "nifti" if ext in NIFTI else ext}
-            if pair == {".npz", "nifti"}:  # nnU-Net: probabilities + argmax side by side
-                npz, nii = (a, b) if ext in NIFTI else (b, a)
-                out[stem], geometry[stem] = npz, nii
+            other = kinds[stem]
+            # a format without geometry of its own beside a file that has one (nnU-Net: the
+            # .npz probabilities and the argmax .nii.gz): the first is read, the second gives the grid
+            pair = [(f, p) for f, p in ((other, out[stem]), (fmt, folder / name)) if f.takes_companion_geometry]
+            companion = [(f, p) for f, p in ((other, out[stem]), (fmt, folder / name)) if f.has_geometry]
+            if len(pair) == 1 and len(companion) == 1 and stem not in geometry:
+                out[stem], geometry[stem] = pair[0][1], companion[0][1]
+                kinds[stem] = pair[0][0]
                 continue
-            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}, {name})")
+            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}" + (f", {geometry[stem].name}" if stem in geometry else "") + f", {name})")
         out[stem] = folder / name
+        kinds[stem] = fmt
     return out, geometry
 
 
@@ -242,7 +261,7 @@ class DataDir:
                 where = self.spec.describe()
                 raise SegcpError(f"{where}: missing folder {sub}/" + (" (or --" + sub + " DIR)" if self.root is None else ""))
             if not self.files[sub]:
-                raise SegcpError(f"{self.folder(sub)}: no .npy, .png, .nii or .nii.gz files (nor nnU-Net .npz)" + (
+                raise SegcpError(f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})" + (
                     f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
         base = require[0]
         ids = set(self.files[base])
@@ -269,10 +288,22 @@ class DataDir:
         except KeyError:
             raise SegcpError(f"{self.folder(sub)}: no file for id {ident!r}") from None
 
-    def geometry(self, sub: str, ident: str) -> Geometry | None:
-        """The NIfTI geometry of ``sub``'s file for ``ident`` (its NIfTI companion for an NPZ)."""
+    def geometry(self, sub: str, ident: str, shape: tuple[int, ...] | None = None) -> Geometry | None:
+        """The geometry of ``sub``'s file for ``ident`` (of its companion for an nnU-Net NPZ).
+
+        ``shape``: the spatial shape of the array read for ``ident``; a companion that stores
+        another grid (nnU-Net's argmax of another case or resolution) is refused in one line.
+        """
         companion = self.geometry_files.get(sub, {}).get(ident)
-        return read_geometry(companion if companion is not None else self.path(sub, ident))
+        g = read_geometry(companion if companion is not None else self.path(sub, ident))
+        if companion is not None and g is not None and g.shape is not None and shape is not None:
+            stored = tuple(g.shape)
+            while len(stored) > len(shape) and stored[-1] == 1:
+                stored = stored[:-1]
+            if stored != tuple(shape):
+                raise SegcpError(f"{companion}: its grid is {stored}, but {self.path(sub, ident).name} holds {tuple(shape)}: "
+                                 "not the same case or resolution")
+        return g
 
     def dataset_json(self) -> Path | None:
         """The nnU-Net ``dataset.json`` that names the labels, when there is one."""
@@ -330,9 +361,9 @@ class DataDir:
         if channels:
             if label is None:
                 raise SegcpError(f"{p}: class-probability stack of shape {arr.shape}; pass --label L to pick a class")
-            if arr.ndim < 3 or not 0 <= label < arr.shape[0]:
+            if arr.ndim < 3:
                 raise SegcpError(f"{p}: cannot take class {label} from a probability stack of shape {arr.shape}")
-            arr = arr[label]
+            arr = arr[channel_of(label, arr.shape, str(p))]
         if np.ndim(arr) not in (2, 3):
             raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
         return arr, spacing
@@ -351,9 +382,17 @@ class DataDir:
         arr, spacing = read_array(p)
         return binarize_mask(arr, label, str(p)), spacing
 
+    def labels_present(self, ids: Sequence[str], limit: int = 16) -> list[int]:
+        """The label values of the masks of the first ``limit`` of ``ids`` (for error messages)."""
+        values: set[int] = set()
+        for ident in list(ids)[:limit]:
+            raw, _ = self.read("masks", ident)
+            values |= {int(v) for v in np.unique(np.asarray(raw))}
+        return sorted(values)
+
     def check_grid(self, ident: str, shape: tuple[int, ...]) -> Geometry | None:
         """The geometry of the model output; refused when the mask's NIfTI is another grid."""
-        g = self.geometry("probs", ident) if self.has("probs") and ident in self.files["probs"] else None
+        g = self.geometry("probs", ident, shape) if self.has("probs") and ident in self.files["probs"] else None
         if self.has("masks") and ident in self.files["masks"]:
             gm = self.geometry("masks", ident)
             if g is not None and gm is not None and not g.same_grid(gm):
@@ -391,7 +430,7 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        geometry = self.check_grid(ident, probs.shape) if with_mask else (self.geometry("probs", ident))
+        geometry = self.check_grid(ident, probs.shape) if with_mask else self.geometry("probs", ident, probs.shape)
         return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry,
                     where=str(self.path("probs", ident)))
 
@@ -413,7 +452,7 @@ class DataDir:
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
-        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident)
+        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident, arr.shape[1:])
         return Case(id=ident, class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])), label_map=label_map,
                     image=image, spacing=spacing, geometry=geometry, where=str(p))
 
@@ -457,13 +496,9 @@ class CaseReader:
         """One-line error when ``--label L`` selected a structure that no mask read holds."""
         if self.label is None or not self.with_truth or self.multiclass or self.label_seen:
             return
-        values: set[int] = set()
-        for ident in self.ids[:16]:
-            raw, _ = self.dd.read("masks", ident)
-            values |= {int(v) for v in np.unique(np.asarray(raw))}
         raise SegcpError(
             f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
-            f"{', '.join(map(str, sorted(values)))}); check --label"
+            f"{', '.join(map(str, self.dd.labels_present(self.ids)))}); check --label"
         )
 
     @property
@@ -512,5 +547,5 @@ class CaseReader:
         spatial_ndim = len(x.shape) - (2 if src == "samples" else 1)
         if spacing is not None and len(spacing) != spatial_ndim:
             spacing = spacing[-spatial_ndim:] if len(spacing) > spatial_ndim else None
-        geometry = dd.check_grid(ident, x.shape[-spatial_ndim:]) if self.with_truth else dd.geometry(src, ident)
+        geometry = dd.check_grid(ident, x.shape[-spatial_ndim:]) if self.with_truth else dd.geometry(src, ident, x.shape[-spatial_ndim:])
         return Case(ident, spacing=spacing, geometry=geometry, where=str(x_path), **fields)

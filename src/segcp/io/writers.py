@@ -53,8 +53,10 @@ __all__ = [
     "umask",
     "write_json",
     "write_npy",
+    "write_on_grid",
     "write_set",
     "write_text",
+    "written_set",
 ]
 
 #: What :func:`atomic_dir` does when the destination folder exists and is not empty.
@@ -114,14 +116,33 @@ def _oserror(path: Path, exc: OSError) -> SegcpError:
 
 
 def _check_parent(dest: Path) -> None:
-    """Create the parent folders of ``dest``, or one line naming the part that blocks them."""
+    """One line naming the part of ``dest``'s path that blocks its parent folders (checked
+    before any work; the folders themselves are made only when the output is written)."""
     for anc in reversed(dest.parents):
         if anc.exists() and not anc.is_dir():
             raise SegcpError(f"{dest}: its parent {anc} is not a directory")
+
+
+def _make_parents(dest: Path) -> list[Path]:
+    """Create the missing parent folders of ``dest``; the ones made, outermost first (so that
+    a failed write can remove them again: nothing is left for an output that was not written)."""
+    _check_parent(dest)
+    made = [anc for anc in reversed(dest.parents) if not anc.exists()]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_made(made)
         raise _oserror(dest.parent, exc) from None
+    return made
+
+
+def _remove_made(made: Sequence[Path]) -> None:
+    """Remove the folders :func:`_make_parents` made, innermost first, when they are empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's output), or gone: leave it
+            return
 
 
 def _check_file_target(dest: Path, make_parents: bool = True) -> None:
@@ -158,26 +179,33 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "", *, clean_stale: 
     """
     dest = Path(dest)
     _check_file_target(dest, make_parents)
-    if clean_stale:
-        remove_stale_temporaries(dest.parent)
+    made = _make_parents(dest) if make_parents else []
+    done = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_prefix(), suffix=f".tmp{suffix}", dir=dest.parent)
-    except OSError as exc:
-        raise _oserror(dest, exc) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+        if clean_stale:
+            remove_stale_temporaries(dest.parent)
         try:
-            yield tmp_path
-            if tmp_path.exists():
-                os.chmod(tmp_path, 0o666 & ~umask())
-            _check_file_target(dest, make_parents)  # nothing appeared there while we worked
-            os.replace(tmp_path, dest)
+            fd, tmp = tempfile.mkstemp(prefix=_prefix(), suffix=f".tmp{suffix}", dir=dest.parent)
         except OSError as exc:
             raise _oserror(dest, exc) from None
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            try:
+                yield tmp_path
+                if tmp_path.exists():
+                    os.chmod(tmp_path, 0o666 & ~umask())
+                _check_file_target(dest, make_parents)  # nothing appeared there while we worked
+                os.replace(tmp_path, dest)
+                done = True
+            except OSError as exc:
+                raise _oserror(dest, exc) from None
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if not done:
+            _remove_made(made)
 
 
 def check_dir_target(dest: Path, existing: str = "refuse", expect: Sequence[str] = ()) -> None:
@@ -229,32 +257,44 @@ def atomic_dir(dest: str | os.PathLike[str], existing: str = "refuse", expect: S
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     dest = Path(dest)
     check_dir_target(dest, existing, expect)
-    remove_stale_temporaries(dest.parent)
+    made = _make_parents(dest)
+    done = False
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
-        os.chmod(tmp, 0o777 & ~umask())
-    except OSError as exc:
-        raise _oserror(dest, exc) from None
-    try:
+        remove_stale_temporaries(dest.parent)
         try:
-            yield tmp
-            check_dir_target(dest, existing, [f.name for f in tmp.iterdir()] if existing == "merge" else ())
-            if dest.is_dir() and not any(dest.iterdir()):
-                dest.rmdir()
-            if not dest.exists():
-                os.replace(tmp, dest)
-            elif existing == "merge":
-                for f in sorted(tmp.iterdir()):
-                    os.replace(f, dest / f.name)
-            else:  # overwrite
-                trash = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
-                os.replace(dest, trash / "old")
-                os.replace(tmp, dest)
-                shutil.rmtree(trash, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
+            os.chmod(tmp, 0o777 & ~umask())
         except OSError as exc:
             raise _oserror(dest, exc) from None
+        try:
+            yield tmp
+            _put_in_place(tmp, dest, existing)
+            done = True
+        finally:
+            _remove_dir(tmp)
     finally:
-        _remove_dir(tmp)
+        if not done:
+            _remove_made(made)
+
+
+def _put_in_place(tmp: Path, dest: Path, existing: str) -> None:
+    """Move the finished temporary folder ``tmp`` onto ``dest`` as :func:`atomic_dir` promises."""
+    try:
+        check_dir_target(dest, existing, [f.name for f in tmp.iterdir()] if existing == "merge" else ())
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if not dest.exists():
+            os.replace(tmp, dest)
+        elif existing == "merge":
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, dest / f.name)
+        else:  # overwrite
+            trash = Path(tempfile.mkdtemp(prefix=_prefix(), dir=dest.parent))
+            os.replace(dest, trash / "old")
+            os.replace(tmp, dest)
+            shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
 
 
 def _remove_dir(folder: Path) -> None:
@@ -324,9 +364,10 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], geometry: Any = None, *, clean_stale: bool = True) -> Path:
-    """Write one prediction set: ``<id>.nii.gz`` (uint8, or uint16 for wide bit codes) on
-    ``geometry``'s grid — the same affine and header as the input, so that a viewer overlays
-    it — when there is one, else ``<id>.npy`` as it is. Atomic; returns the path.
+    """Write one prediction set: on ``geometry``'s grid when there is one — ``<id>`` plus the
+    suffix of the input's format (``.nii.gz``, ``.nrrd``, ...), uint8 (or uint16 for wide bit
+    codes), with the input's affine and header, so that a viewer overlays it — else
+    ``<id>.npy`` as it is. Atomic; returns the path.
 
     ``folder`` must exist (it is never created: a straggling task of a cluster job that has
     ended, its temporary folder removed, fails instead of recreating it); a present file is
@@ -336,16 +377,38 @@ def write_set(folder: str | os.PathLike[str], ident: str, array: NDArray[Any], g
     a = np.asarray(array)
     if geometry is None:
         return write_npy(folder / f"{ident}.npy", a, clean_stale=clean_stale, make_parents=False)
-    import nibabel as nib
-
     data = a.astype(np.uint16 if a.dtype.kind in "iu" and a.size and a.max() > 255 else np.uint8)
-    header = geometry.header.copy()
-    header.set_data_dtype(data.dtype)
-    header.set_slope_inter(1.0, 0.0)
-    img = nib.Nifti1Image(data, geometry.affine, header=header) if isinstance(header, nib.Nifti1Header) else nib.Nifti2Image(data, geometry.affine, header=header)
-    dest = folder / f"{ident}.nii.gz"
-    with atomic_path(dest, suffix=".nii.gz", clean_stale=clean_stale, make_parents=False) as tmp:
-        nib.save(img, str(tmp))
+    return write_on_grid(folder / f"{ident}{geometry.format.suffixes[0]}", data, geometry, clean_stale=clean_stale, make_parents=False)
+
+
+def written_set(folder: str | os.PathLike[str], ident: str) -> Path | None:
+    """The set :func:`write_set` wrote on an input's grid for ``ident`` in ``folder``, if any
+    (such files are only ever written by an atomic rename: present means whole)."""
+    from segcp.io.formats import formats
+
+    for fmt in formats():
+        if fmt.has_geometry and (Path(folder) / f"{ident}{fmt.suffixes[0]}").is_file():
+            return Path(folder) / f"{ident}{fmt.suffixes[0]}"
+    return None
+
+
+def write_on_grid(
+    dest: str | os.PathLike[str], array: NDArray[Any], geometry: Any, *, clean_stale: bool = True, make_parents: bool = True
+) -> Path:
+    """Write ``array`` (its dtype kept; bool as uint8) to ``dest`` on ``geometry``'s grid (a
+    :class:`~segcp.io.formats.Geometry`), in the format that read it and with its header,
+    atomically; ``dest`` must end in a suffix of that format. Returns the path."""
+    dest = Path(dest)
+    fmt = geometry.format
+    suffix = next((x for x in fmt.suffixes if dest.name.lower().endswith(x)), None)
+    if suffix is None:
+        raise SegcpError(f"{dest}: a {fmt.name} file name must end in {' or '.join(fmt.suffixes)}")
+    a = np.asarray(array)
+    grid = None if geometry.shape is None else tuple(geometry.shape)
+    if grid is not None and a.ndim == len(grid) and a.shape != grid:
+        raise SegcpError(f"{dest}: array of shape {a.shape} does not lie on the grid {grid} of {Path(geometry.source).name}")
+    with atomic_path(dest, suffix=suffix, clean_stale=clean_stale, make_parents=make_parents) as tmp:
+        fmt.write(tmp, a, geometry)
     return dest
 
 

@@ -5,7 +5,7 @@ softmax μ_p until their cumulative mass reaches λ (the top class always in); t
 segmentations is the product of the pixel sets, and it contains the truth up to β when the
 mean per-label recall of its best member exceeds β — exactly, so the score of a case is read
 off its sorted entry levels (no search). Same 0/1 loss, same calibration as CONSIGN. The maths
-is in :mod:`segcp.multiclass.aps`.
+is in :mod:`segcp.segsets.aps`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
-from segcp.multiclass.aps import APS_MODES, aps_draw, aps_score
+from segcp.segsets.aps import APS_MODES, aps_draw, aps_score
 
 __all__ = ["APSMethod", "SOURCES"]
 

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -264,6 +264,12 @@ class SetFamily(ABC):
     truth: ClassVar[str] = "mask"
     #: What the family reads from a case (and from a data directory: the folder of each).
     inputs: ClassVar[tuple[str, ...]] = ("probs",)
+    #: True when C_λ = {p : 1 − s_p ≤ λ} for a probability-like map s: λ is one minus a
+    #: probability threshold, on [0, 1] (figures plot set size against λ for these families).
+    lambda_is_threshold: ClassVar[bool] = False
+    #: True when a case's state (score map) is slow to compute — an encoder runs — so that
+    #: harnesses keep it (content-keyed caches) and batch it (:meth:`precompute`).
+    slow_state: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -274,6 +280,31 @@ class SetFamily(ABC):
 
     def validate(self) -> None:
         """Checks across parameters (after each was parsed); raise a one-line SegcpError."""
+
+    # ------------------------------------------------------------------ declared capabilities
+    @property
+    def agreement_level(self) -> float | None:
+        """β, the agreement level up to which a set of segmentations contains a truth (None for
+        pixel sets, whose sets are masks)."""
+        return None
+
+    def precompute(self, cases: Sequence[Case]) -> None:
+        """Compute, in batches, the costly per-case inputs of these cases ahead of
+        :meth:`prepare` (e.g. encoder features into a shared cache). Default: nothing to do."""
+
+    @property
+    def shares_state_on_disk(self) -> bool:
+        """True when what :meth:`precompute` computes is kept in a disk cache that other
+        processes read (so precomputing in one process serves a pool of workers)."""
+        return False
+
+    def with_threads(self, threads: int) -> SetFamily:
+        """This family with its run-time thread count set to ``threads`` when it has one and the
+        user left it unset (a worker process of N on N cores); else itself. Never changes a set."""
+        decl = self.declared().get("threads")
+        if decl is None or not decl.runtime or getattr(self, "threads") is not None:
+            return self
+        return dataclasses.replace(self, threads=int(threads))
 
     @classmethod
     def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -404,7 +435,8 @@ class SetFamily(ABC):
 
     def statement(self, guarantee: str, alpha: float, tau: float = 1.0) -> str:
         """The guarantee, in words, for calib.json and reports."""
-        return GUARANTEES[guarantee].format(alpha=alpha, conf=1 - alpha, tau=tau, beta=getattr(self, "beta", float("nan")))
+        beta = self.agreement_level
+        return GUARANTEES[guarantee].format(alpha=alpha, conf=1 - alpha, tau=tau, beta=float("nan") if beta is None else beta)
 
     def check_guarantee(self, guarantee: str | None) -> str:
         """The guarantee to use (the family's default for None), or a one-line error."""
@@ -497,6 +529,16 @@ class SegmentationSetFamily(SetFamily):
     guarantees: ClassVar[tuple[str, ...]] = ("contains",)
     truth: ClassVar[str] = "label_map"
     lambda_min: ClassVar[float] = 0.0
+
+    def __post_init__(self) -> None:
+        if "beta" not in self.declared():
+            raise TypeError(f"{type(self).__name__}: a set-of-segmentations family declares its agreement level 'beta'")
+        super().__post_init__()
+
+    @property
+    def agreement_level(self) -> float:
+        """β: the set contains Y when one of its members' mean per-label recall of Y exceeds β."""
+        return float(getattr(self, "beta"))
 
     @abstractmethod
     def score(self, item: Case | Prepared, truth: NDArray[Any] | None = None) -> float:

@@ -10,7 +10,7 @@ nested in λ. The box is the paper's (eq. 4–6) by default, or segcp's older no
 (``box="normalized"``; docs/consign.md, "The method"). The score of a case is the smallest λ
 whose set is *certified* to contain its truth up to β (an exact check of a found c);
 calibration is exact CRC on the 0/1 curves, i.e. the conformal quantile of the scores. The SVD, the box, the membership search and the
-sampler live in :mod:`segcp.multiclass.consign`; this file makes them a set family.
+sampler live in :mod:`segcp.segsets.consign`; this file makes them a set family.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case
 from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
-from segcp.multiclass.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition, SearchOptions, consign_score, decompose, draw
+from segcp.segsets.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition, SearchOptions, consign_score, decompose, draw
 
 __all__ = ["ConsignMethod"]
 
@@ -57,10 +57,10 @@ class ConsignMethod(SegmentationSetFamily):
                                     "(None: the calibration alpha)", low=0.0, high=1.0, high_open=True, optional=True)
     svd: str = param("gram", "SVD algorithm", kind="choice", choices=SVD_METHODS)
     box: str = param("paper", "box convention: paper (eq. 4-6: a_k, b_k from the coefficients <u_k, s_n - mu>, "
-                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients, "
-                     "segcp before issue 16; lambda about Sigma_11 times larger)",
+                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients U_nk; "
+                     "lambda about Sigma_11 times larger)",
                      kind="choice", choices=BOX_CONVENTIONS, unrecorded="normalized")
-    search: dict[str, Any] = param(None, "membership-search settings (segcp.multiclass.consign.SearchOptions; "
+    search: dict[str, Any] = param(None, "membership-search settings (segcp.segsets.consign.SearchOptions; "
                                    "give them flat, e.g. -p n_screen=64)", kind="mapping", optional=True)
 
     def validate(self) -> None:

@@ -12,8 +12,9 @@ confidence first removes that coupling:
 ==============  ===========================================================================
 ``none``        s (the default: the scores of today, bit for bit)
 ``max``         min(s / max(ref(s), m0), 1), per image (2D) or per volume (3D)
-``slice``       as ``max``, but each 2D slice of a volume (along :func:`slice_axis`, the
-                axis RW-CP cuts volumes along) by its own reference (the
+``slice``       as ``max``, but each 2D slice of a volume (along
+                :func:`segcp.cases.slice_axis`, the axis RW-CP and the UNet cut volumes
+                along) by its own reference (the
                 same as ``max`` on 2D images): for stacks of 2D slices such as ACDC volumes,
                 whose slices the model sees with very different confidence
 ``component``   per connected component of {s ≥ ``norm_level``} (the model's own mask when
@@ -49,7 +50,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.cases import Case
+from segcp.cases import Case, slice_axis
 from segcp.methods.base import MaskFamily, param
 
 __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
@@ -57,17 +58,6 @@ __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
 #: The values of the ``normalize`` parameter.
 NORMALIZATIONS = ("none", "max", "slice", "component")
 
-
-def slice_axis(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> int:
-    """The axis a volume is cut along for a 2D encoder: the coarsest spacing (within 1e-6
-    relative); ties go to the axis with the fewest voxels (fewest slices to encode), then the first.
-
-    >>> slice_axis((183, 140, 88), (0.625, 0.625, 0.625)), slice_axis((10, 256, 216), (10.0, 1.5, 1.5))
-    (2, 0)
-    """
-    sp = np.ones(len(shape)) if spacing is None else np.asarray(spacing, dtype=np.float64)
-    coarse = [a for a in range(len(shape)) if sp[a] >= sp.max() * (1.0 - 1e-6)]
-    return min(coarse, key=lambda a: (int(shape[a]), a))
 
 
 def _reference(s: NDArray[np.float64], quantile: float) -> float:
@@ -153,6 +143,7 @@ class ProbabilityFamily(MaskFamily):
 
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
+    lambda_is_threshold: ClassVar[bool] = True
 
     _: KW_ONLY
     normalize: str = param(

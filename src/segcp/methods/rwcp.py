@@ -188,6 +188,7 @@ class RWCPMethod(ProbabilityFamily):
     """
 
     name: ClassVar[str] = "rwcp"
+    slow_state: ClassVar[bool] = True  # the encoder runs per image
     summary: ClassVar[str] = "RW-CP: threshold on probabilities diffused over a kNN graph of foundation-model features (needs images/)"
     inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
@@ -281,9 +282,14 @@ class RWCPMethod(ProbabilityFamily):
         """Token features (d, h, w) of one image (from the cache when possible)."""
         return self.get_encoder().features([image], self.feature_cache())[0]
 
-    def precompute(self, images: list[NDArray[Any]]) -> None:
-        """Encode images in batches of ``batch_size`` and cache their features."""
-        self.get_encoder().features(images, self.feature_cache())
+    def precompute(self, cases: Sequence[Case]) -> None:
+        """Encode the cases' images in batches of ``batch_size`` and cache their features."""
+        self.get_encoder().features([c.image for c in cases], self.feature_cache())
+
+    @property
+    def shares_state_on_disk(self) -> bool:
+        """Features go to the disk cache (``cache``), which every worker process reads."""
+        return bool(self.cache)
 
     # ------------------------------------------------------------------ the graph
     def _tokens(self, feats: NDArray[np.float32]) -> NDArray[Any]:
@@ -584,11 +590,3 @@ class RWCPMethod(ProbabilityFamily):
                 spacing = (1.0, gh / probs.shape[1], gw / probs.shape[2])
             out = self.diffuse_volume(probs, feats, spacing, timings, depth=depth)  # type: ignore[arg-type]
         return np.ascontiguousarray(np.moveaxis(out, 0, ax))
-
-    def score_map_timed(self, case: Case, timings: dict[str, float]) -> NDArray[np.float64]:
-        """:meth:`score_map`, filling ``timings`` (see :meth:`foreground`; plus ``normalize``)."""
-        s = self.foreground(case, timings)
-        clock = _Clock(timings)
-        r = 1.0 - self.normalized(s, case)
-        clock("normalize")
-        return r

@@ -17,7 +17,7 @@
   the pairs).
 
 The public CONSIGN code was not read (GPL-3.0); these are the definitions above, from the
-paper's description and the project's issue. Where its implementation differs (e.g. whether
+paper's description. Where its implementation differs (e.g. whether
 the correlation uses integer labels or one-hot entries, or all pixels) is not known here.
 """
 
@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.cases import check_beta
 from segcp.errors import SegcpError
-from segcp.multiclass.agreement import agrees
+from segcp.segsets.agreement import agrees
 
 __all__ = ["chao1", "chao1_from_counts", "draw_metrics", "frequency_counts", "mean_abs_correlation", "sampled_coverage"]
 
@@ -99,7 +99,7 @@ def chao1(draws: ArrayLike) -> float:
 
 def sampled_coverage(draws: ArrayLike, truth: ArrayLike, beta: float, chunk: int = 64) -> float:
     """1.0 when some draw agrees with the truth up to β (the exact rule of
-    :func:`~segcp.multiclass.agreement.exceeds_beta`), else 0.0.
+    :func:`~segcp.segsets.agreement.exceeds_beta`), else 0.0.
 
     The draws are checked ``chunk`` at a time (stopping at the first that agrees): the agreement
     of a batch holds a float64 copy of its hits, which for 1000 ACDC-sized draws is 440 MB.

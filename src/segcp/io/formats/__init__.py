@@ -1,0 +1,42 @@
+"""One class per file format behind one interface (:class:`~segcp.io.formats.base.Format`).
+
+=================  ======================  ===================================================
+format             suffixes                spacing / geometry
+=================  ======================  ===================================================
+NPY                ``.npy``                none
+PNG                ``.png``                none (2D)
+NIfTI              ``.nii.gz``, ``.nii``   pixdim; affine + header (sets written on it)
+nnU-Net NPZ        ``.npz``                from the file of the same id beside it (NIfTI…)
+NRRD               ``.nrrd``, ``.nhdr``    space directions / origin; affine + header
+=================  ======================  ===================================================
+
+Every reader of segcp (:func:`segcp.io.readers.read_array`, the data-directory index of
+:mod:`segcp.io.datadir`, the set writer :func:`segcp.io.writers.write_set`) asks the registry
+(:func:`format_of`); adding a format is one class decorated with :func:`register`, in a
+module imported here (or by the user's code before segcp reads files).
+"""
+
+from segcp.io.formats.base import GRID_ATOL, Format, Geometry, format_of, formats, read_geometry, register, split_ext, suffixes, unregister
+from segcp.io.formats.npy import NPY
+from segcp.io.formats.png import PNG
+from segcp.io.formats.nifti import NIfTI
+from segcp.io.formats.nnunet import NnUNetNPZ
+from segcp.io.formats.nrrd import NRRD
+
+__all__ = [
+    "GRID_ATOL",
+    "NIfTI",
+    "NPY",
+    "NRRD",
+    "PNG",
+    "Format",
+    "Geometry",
+    "NnUNetNPZ",
+    "format_of",
+    "formats",
+    "read_geometry",
+    "register",
+    "split_ext",
+    "suffixes",
+    "unregister",
+]

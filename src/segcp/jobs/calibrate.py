@@ -1,0 +1,122 @@
+"""``segcp calibrate`` on a data directory: the curves mapped on an executor (workers read the files and send
+back only curves), reduced by the estimator into one λ̂ (or one per structure), written as calib.json.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from segcp.calibration import check_calibration_size
+from segcp.calibration.compact import GRID_SIZE
+from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
+from segcp.errors import SegcpError
+from segcp.io import DataDir, check_output, write_json
+from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
+from segcp.jobs.structures import resolve_structures
+from segcp.jobs.tasks import Job, worker_family
+from segcp.methods import SetFamily
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
+from segcp.record import job_record
+
+__all__ = ["calibrate_dir"]
+
+
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int]]:
+    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure."""
+    job, plan, ids = task
+    batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
+    present = [0] * job.slots
+    for ident in ids:
+        for k, case in enumerate(job.read(ident)):
+            batches[k].add(case)
+            present[k] += bool(case.mask is not None and case.mask.any())
+    return [b.result() for b in batches], present
+
+
+def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
+    """(the job, its ids, where the names came from) of ``--labels``: each case read once, as its class stack."""
+    if label is not None:
+        raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
+    if family.truth != "mask":
+        raise SegcpError(f"--labels is for the pixel-set methods; {family.name} calibrates sets of multi-class segmentations as a whole")
+    with_image = "image" in family.inputs
+    ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
+    axis = dd.channel_axis(ids[0])
+    if axis is None:
+        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+    first = dd.load_stack(ids[0], channels=axis, with_mask=False)
+    dj = dd.dataset_json()
+    names = label_names(dj) if dj is not None else None
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))  # type: ignore[union-attr]
+    job = Job(dd.spec, family, None, axis, True, tuple(structures), with_image).share(dd)
+    return job, ids, str(dj) if dj is not None else "channels of the probability stacks"
+
+
+def calibrate_dir(
+    data: str | os.PathLike[str] | DataSpec,
+    *,
+    method: str = "threshold",
+    alpha: float | list[float] = 0.1,
+    label: int | None = None,
+    guarantee: str | None = None,
+    tau: float = 1.0,
+    method_params: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    executor: Executor = IN_PROCESS,
+    chunk_size: int | None = None,
+    curve_form: str = "auto",
+    grid_size: int = GRID_SIZE,
+    grid_max: float | None = None,
+    labels: str | list[str | int] | None = None,
+) -> dict[str, Any]:
+    """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
+    ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
+    ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
+    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
+    """
+    t0 = time.perf_counter()
+    forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, **forms)
+    plan = cs.plan()
+    check_chunk_size(chunk_size)
+    dd = DataDir(data)
+    reader = None
+    if labels is not None:
+        job, ids, labels_from = _structures_job(dd, plan.family, labels, label)
+        source, channels = "probs", job.channels
+    else:
+        reader = dd.reader(plan.family, label=label)
+        job = Job(dd.spec, plan.family, label, reader.channels).share(dd, reader)
+        ids, labels_from, source, channels = reader.ids, None, reader.source, reader.channels
+    if out is not None:
+        check_output(out, data_inputs(data))
+    check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
+    accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
+    present = [0] * job.slots
+    chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
+    for i, (parts, counts) in chunks:
+        for k in range(job.slots):
+            for acc, part in zip(accs[k], parts[k], strict=True):
+                acc.add(i, part)
+            present[k] += counts[k]
+    if reader is not None:
+        reader.label_seen = present[0] > 0
+        reader.require_label_seen()
+    absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]  # none when calibrating one structure
+    if absent:
+        what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
+        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
+    fitted = []
+    for k, slot in enumerate(accs):
+        est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
+        est.calibrate_curves([acc.result() for acc in slot])
+        accs[k] = []
+        fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
+    where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
+    if out is not None:
+        write_json(out, record)
+    return record

@@ -1,0 +1,1 @@
+"""Reports of results: terminal and Markdown tables, the HTML document, figures, summaries."""

@@ -1,0 +1,286 @@
+"""The benchmark's figures (matplotlib, Agg) from plain data, each as PNG bytes; distance axes in the data's units."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "ablation_figure",
+    "dice_curve_figure",
+    "diversity_figure",
+    "draws_figure",
+    "overlay_figure",
+    "set_size_figure",
+    "summary_figure",
+    "validity_figure",
+]
+
+COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7})
+    return plt
+
+
+def _finish_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, dpi: int) -> bytes:
+    """Label, grid and legend one line chart, then render it (PNG bytes)."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig, dpi)
+
+
+def _png(fig: Any, dpi: int, title: str | None = None, top: float = 1.0, **layout: Any) -> bytes:
+    """Lay out (under the figure's ``title``, when given, the axes up to ``top``) and render as PNG bytes."""
+    if title is not None:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, top), **layout)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _bare(axes: Any) -> None:
+    """No ticks on these axes (image panels)."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _band(ax: Any, x: Any, y: Any, e: Any, k: int, label: str) -> None:
+    """A line of means with a shaded band of ± ``e``, in the k-th colour."""
+    ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=label)
+    ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
+
+
+def _colour(i: int) -> str:
+    return COLOURS[i % len(COLOURS)]
+
+
+def crop_box(masks: Sequence[NDArray[Any]], shape: tuple[int, ...], margin: float = 0.35, minimum: int = 48) -> tuple[slice, slice]:
+    """A square-ish box around the union of ``masks`` (with a margin), inside an image of ``shape``."""
+    union = np.zeros(shape[:2], bool)
+    for m in masks:
+        union |= np.asarray(m, bool)
+    if not union.any():
+        return slice(0, shape[0]), slice(0, shape[1])
+    rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    out = []
+    for lo, hi, n in ((rows[0], rows[-1] + 1, shape[0]), (cols[0], cols[-1] + 1, shape[1])):
+        size = hi - lo
+        want = max(int(size * (1 + 2 * margin)), minimum)
+        c = (lo + hi) / 2
+        a = int(max(0, min(n - want, round(c - want / 2))))
+        out.append(slice(a, min(n, a + want)))
+    return out[0], out[1]
+
+
+def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], diffused: Sequence[str], dpi: int, title: str) -> bytes:
+    """RW-CP's Fig. 1: per image (``panels``: id, image, truth, probs, sets, maps, dice, note) the image, the
+    truth, each method's set, the raw and the diffused maps."""
+    plt = _plt()
+    cols = 2 + len(methods) + 1 + len(diffused)
+    fig, axes = plt.subplots(len(panels), cols, figsize=(1.45 * cols, 1.75 * len(panels) + 0.35), squeeze=False)
+    for r, p in enumerate(panels):
+        img = p.get("image")
+        shown = img if img is not None else p["probs"]
+        if shown.ndim == 3:  # colour image (H, W, 3) or (3, H, W)
+            shown = shown if shown.shape[-1] in (3, 4) else np.moveaxis(shown, 0, -1)
+            shown = shown.mean(axis=-1)
+        box = crop_box([p["truth"], p["probs"] >= 0.5, *p["sets"].values()], p["truth"].shape)
+        truth = p["truth"][box]
+        view = shown[box] if shown.shape[:2] == p["truth"].shape else shown
+        ax = axes[r, 0]
+        ax.imshow(view, cmap="gray")
+        ax.set_title(f"{p['id']}" + (f"\n{p['note']}" if p.get("note") else ""), fontsize=6)
+        ax = axes[r, 1]
+        ax.imshow(view, cmap="gray")
+        ax.imshow(np.ma.masked_where(~truth, truth), cmap="autumn", alpha=0.55, vmin=0, vmax=1)
+        ax.set_title("truth", fontsize=7)
+        for j, m in enumerate(methods):
+            ax = axes[r, 2 + j]
+            ax.imshow(view, cmap="gray")
+            s = p["sets"][m][box]
+            ax.imshow(np.ma.masked_where(~s, s), cmap="winter", alpha=0.5, vmin=0, vmax=1)
+            if truth.any():
+                ax.contour(truth, levels=[0.5], colors="yellow", linewidths=0.6)
+            d = p.get("dice", {}).get(m)
+            ax.set_title(f"{m}" + (f"\nDice {d:.2f}" if d is not None and math.isfinite(d) else ""), fontsize=6)
+        ax = axes[r, 2 + len(methods)]
+        ax.imshow(p["probs"][box], cmap="magma", vmin=0, vmax=1)
+        ax.set_title("raw probability", fontsize=7)
+        for j, lab in enumerate(diffused):
+            ax = axes[r, 3 + len(methods) + j]
+            ax.imshow(p["maps"][lab][box], cmap="magma", vmin=0, vmax=1)
+            ax.set_title(f"diffused ({lab})", fontsize=6)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.97, h_pad=0.6)
+
+
+def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
+    """RW-CP's Fig. 2: mean Dice (± std over splits) against 1 − α. ``curves``: method → [(α, mean, std)]."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for k, (m, pts) in enumerate(curves.items()):
+        pts = sorted(pts, key=lambda t: -t[0])
+        x = np.array([1 - a for a, _, _ in pts])
+        y = np.array([v for _, v, _ in pts])
+        _band(ax, x, y, np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts]), k, m)
+    return _finish_plot(fig, ax, "1 − α (target coverage)", "mean Dice of the sets", title, dpi)
+
+
+def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], dpi: int = 110) -> bytes:
+    """compare's summary.png: Dice, HD95, stretch and test FNR (± std) of the summary rows against α."""
+    plt = _plt()
+    panels = [("dice", "Dice (set vs truth)"), ("hd95", "HD95"), ("stretch", "stretch |C|/|Ŷ|"), ("fnr", "test FNR")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for k, mth in enumerate(dict.fromkeys(r["method"] for r in summary)):
+            rows = sorted((r for r in summary if r["method"] == mth), key=lambda r: r["alpha"])
+            x, y, err = [r["alpha"] for r in rows], [r[key] for r in rows], [r.get(f"{key}_std", 0.0) for r in rows]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=_colour(k), label=mth)
+        if key == "fnr":
+            xs = np.sort(np.asarray(alphas, dtype=float))
+            ax.plot(xs, xs, "k--", lw=1, label="α")
+        ax.set_xlabel("α")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    return _png(fig, dpi)
+
+
+def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],
+                    dpi: int, title: str) -> bytes:
+    """|C_λ| / |Ŷ| against λ for one image (``curves``: method → (λ, ratio); ``marks``: method → [(α, λ̂)])."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
+    for k, (m, (lam, size)) in enumerate(curves.items()):
+        y = np.where(size > 0, size, np.nan)
+        axes[0].plot(lam, y, color=_colour(k), label=m, lw=1.2)
+        p = 1.0 - lam
+        keep = p > 0
+        axes[1].plot(p[keep], y[keep], color=_colour(k), label=m, lw=1.2)
+        for _, lh in marks.get(m, []):
+            axes[0].axvline(lh, color=_colour(k), ls=":", lw=0.8)
+            if lh < 1:
+                axes[1].axvline(1 - lh, color=_colour(k), ls=":", lw=0.8)
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_ylabel("|C_λ| / |model mask|")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_xlabel("λ (C_λ = {score ≤ λ}, score = 1 − probability)")
+    axes[0].set_title(title)
+    axes[1].set_xscale("log")
+    axes[1].invert_xaxis()
+    axes[1].set_xlabel("1 − λ (the probability level), log scale")
+    axes[1].set_title("near λ = 1; dotted: λ̂ of split 0 at each α")
+    axes[0].legend()
+    return _png(fig, dpi)
+
+
+def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
+    """Mean test FNR (± 3 SE) against α, with the line FNR = α. ``rows``: method → [(α, fnr, se)]."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.0, 3.0))
+    alphas: list[float] = []
+    for k, (m, pts) in enumerate(rows.items()):
+        pts = sorted(pts)
+        x = np.array([a for a, _, _ in pts]) * (1 + 0.02 * (k - len(rows) / 2))
+        err = [3 * (s if math.isfinite(s) else 0) for _, _, s in pts]
+        ax.errorbar(x, [f for _, f, _ in pts], yerr=err, marker="o", ms=3, capsize=2, color=_colour(k), label=m, lw=0.8)
+        alphas += [a for a, _, _ in pts]
+    if alphas:
+        xs = np.linspace(0, max(alphas) * 1.1, 10)
+        ax.plot(xs, xs, "k--", lw=0.8, label="FNR = α")
+    return _finish_plot(fig, ax, "α", "mean test FNR (± 3 SE)", title, dpi)
+
+
+def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[float]], units: str, dpi: int, title: str) -> bytes:
+    """An ablated parameter (RW-CP's Fig. 3 for k): Dice, HD95 (``stats``: with ``_std``) and ``seconds`` per value."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(7.6, 2.5))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
+    for ax, key, label in ((axes[0], "dice", "mean Dice"), (axes[1], "hd95", f"HD95 ({units})"), (axes[2], "seconds", "score map, CPU s / image")):
+        y = np.asarray(stats[key], dtype=float)
+        err = np.asarray(stats.get(f"{key}_std", [0.0] * len(values)), dtype=float)
+        ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2, color=_colour(0 if key != "seconds" else 2), lw=1)
+        ax.set_xlabel(param)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if not numeric:
+            ax.set_xticks(x, [str(v) for v in values])
+    return _png(fig, dpi, title, 0.93)
+
+
+def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]], dpi: int, title: str) -> bytes:
+    """CONSIGN's Figs. 2–4: Chao1, SEC and |correlation| against draws S (``curves``: method → metric → [(S, m, s)])."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(7.8, 2.6))
+    names = (("chao", "Chao1 (distinct segmentations)"), ("sec", "SEC (truth among the draws)"), ("correlation", "mean |correlation| of draws"))
+    for ax, (key, label) in zip(axes, names, strict=True):
+        for k, (m, mets) in enumerate(curves.items()):
+            pts = sorted(mets.get(key, []))
+            if not pts:
+                continue
+            _band(ax, np.array([p[0] for p in pts]), np.array([p[1] for p in pts]), np.nan_to_num(np.array([p[2] for p in pts])), k, m)
+        ax.set_xscale("log")
+        sizes = sorted({p[0] for mets in curves.values() for p in mets.get(key, [])})
+        if sizes:
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.minorticks_off()
+        if key == "chao":
+            ax.set_yscale("log")
+        ax.set_xlabel("number of draws S")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    return _png(fig, dpi, title, 0.92)
+
+
+def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: NDArray[Any], draws: dict[str, NDArray[Any]], n_labels: int,
+                 dpi: int, title: str) -> bytes:
+    """CONSIGN's Fig. 5: a row of segmentations drawn from each calibrated set (one image)."""
+    plt = _plt()
+    n = max(d.shape[0] for d in draws.values())
+    cols = 2 + (image is not None) + n
+    fig, axes = plt.subplots(len(draws), cols, figsize=(1.3 * cols, 1.4 * len(draws) + 0.3), squeeze=False)
+    cmap = plt.get_cmap("tab10", max(n_labels, 2))
+
+    def labels(ax: Any, a: Any) -> None:
+        ax.imshow(a, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+
+    fg = [truth > 0, mean_argmax > 0]  # the structure, not the scattered pixels some draws add
+    box = crop_box(fg, truth.shape, margin=0.6, minimum=64)
+    truth, mean_argmax = truth[box], mean_argmax[box]
+    draws = {m: d[(slice(None), *box)] for m, d in draws.items()}
+    if image is not None and image.shape[:2] == fg[0].shape:
+        image = image[box]
+    for r, (m, d) in enumerate(draws.items()):
+        c = 0
+        if image is not None:
+            axes[r, c].imshow(image, cmap="gray")
+            axes[r, c].set_title("image", fontsize=6)
+            c += 1
+        labels(axes[r, c], truth)
+        axes[r, c].set_title("truth", fontsize=6)
+        labels(axes[r, c + 1], mean_argmax)
+        axes[r, c + 1].set_title("argmax of mean", fontsize=6)
+        for j in range(n):
+            if j < d.shape[0]:
+                labels(axes[r, c + 2 + j], d[j])
+            axes[r, c + 2 + j].set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.95)

@@ -1,0 +1,53 @@
+"""Summaries of split records over splits: mean ± std, the guarantee check, and win rates — one
+meaning everywhere: the fraction of splits in which a row's Dice is higher (HD95 lower) than the
+**baseline row**'s at the same α (a plan choice: the config's ``baseline``, compare's first ``-m``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from segcp.engine.measure import EXTRAS
+from segcp.metrics import METRICS, mean_se, mean_std
+
+__all__ = ["model_summary", "summarize"]
+
+
+def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
+    """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
+    splits (left out of the means), and wins against ``baseline``."""
+    out = []
+    order = list(dict.fromkeys(r["method"] for r in records))
+    keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))
+    for method, alpha in keys:
+        rows = sorted((r for r in records if r["method"] == method and r["alpha"] == alpha), key=lambda r: r["split"])
+        row: dict[str, Any] = {"method": method, "alpha": alpha, "splits": len(rows)}
+        row["infeasible"] = sum("infeasible" in r for r in rows)
+        chosen = [r["chosen"] for r in rows if "chosen" in r]
+        if chosen:
+            row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
+        rows = [r for r in rows if "infeasible" not in r]
+        for m in ["lambda", *METRICS, *EXTRAS]:
+            row[m], row[f"{m}_std"] = mean_std([r.get(m) for r in rows])
+        row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
+        row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
+        if baseline is not None and method != baseline:
+            base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
+            pairs = [(r, base[r["split"]]) for r in rows if r["split"] in base]
+            if pairs:
+                row["dice_win"] = float(np.mean([r.get("dice", np.nan) > b.get("dice", np.nan) for r, b in pairs]))
+                row["hd95_win"] = float(np.mean([r.get("hd95", np.nan) < b.get("hd95", np.nan) for r, b in pairs]))
+        out.append(row)
+    return out
+
+
+def model_summary(model: Sequence[dict[str, Any]], n_cal: int) -> dict[str, float]:
+    """Mean ± std over splits of the base model's own row at calibration size ``n_cal``."""
+    rows = [r for r in model if r["n_cal"] == n_cal]
+    out: dict[str, float] = {}
+    for m in (*METRICS, *EXTRAS):
+        out[m], out[f"{m}_std"] = mean_std([r.get(m) for r in rows])
+    return out
