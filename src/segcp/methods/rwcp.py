@@ -71,7 +71,7 @@ from segcp.encoders import (
     to_rgb01,
 )
 from segcp.errors import SegcpError
-from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
+from segcp.graph import BETA_SCALES, DEVICES, SYMMETRIZE
 from segcp.methods.base import param, register
 from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
