@@ -106,7 +106,8 @@ def test_device_is_a_runtime_option_never_recorded_nor_keyed():
     a, b = RWCPMethod(device="cpu", **FAST), RWCPMethod(device="auto", **FAST)
     assert "device" not in a.params() and a.params() == b.params() and a.key == b.key
     assert a.cache_identity() == b.cache_identity()
-    assert RWCPMethod.declared()["device"].runtime and RWCPMethod.declared()["device"].flag == "--device"
+    # a command option of calibrate/predict (one meaning of --device across commands, as train/infer's), not a family flag
+    assert RWCPMethod.declared()["device"].runtime and RWCPMethod.declared()["device"].flag is None
     with pytest.raises(SegcpError, match="device"):
         RWCPMethod(device="tpu", **FAST)
     json.dumps(a.params())
@@ -173,5 +174,9 @@ def test_cli_device_option_runs_and_is_not_recorded(tmp_path, capsys):
         assert exc.value.code in (0, None), capsys.readouterr().err
         out[dev] = json.loads(calib.read_text())
         assert "device" not in out[dev]["params"]
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", "--calib", str(calib), "--device", dev, "--data", str(data), "--out", str(tmp_path / f"sets-{dev}"), "-q"])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+        assert len(list((tmp_path / f"sets-{dev}").glob("*.npy"))) == 8
     if not HAS_CUDA:
         assert out["cpu"]["lambda"] == out["auto"]["lambda"]

@@ -431,6 +431,14 @@ SchedulerOpt = Annotated[
     str | None,
     typer.Option("--scheduler", help="Run on the existing Dask cluster at [tcp://]HOST:PORT (default: $DASK_SCHEDULER_ADDRESS, when set)."),
 ]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where RW-CP's encoder, kNN graph and diffusion run: cpu, cuda or auto (a run-time option, as -p device=...; "
+        "never recorded in calib.json). Default: the method's (cpu).",
+    ),
+]
 ChunkOpt = Annotated[int | None, typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")]
 DrawSeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")]
@@ -493,6 +501,7 @@ def calibrate(
     grid_max: Annotated[
         float | None, typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
     ] = None,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -510,6 +519,8 @@ def calibrate(
     from segcp.specs import parse_params
 
     params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
+    if device is not None:
+        params["device"] = device
     workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [CALIBRATE_ALPHA]
     with _executor(workers, scheduler, quiet) as ex:
@@ -573,6 +584,7 @@ def predict(
         bool,
         typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
     ] = False,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -591,6 +603,8 @@ def predict(
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
+    if device is not None:
+        overrides["device"] = device
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(

@@ -227,7 +227,7 @@ class RWCPMethod(ProbabilityFamily):
     cache_dir: str | None = param(None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str",
                                   optional=True, none_if=("",), runtime=True)
     device: str = param("cpu", "where the encoder, the graph and the diffusion run: cpu, cuda (torch on the GPU) or auto "
-                        "(the GPU when torch sees one)", kind="choice", choices=DEVICES, runtime=True, flag="--device")
+                        "(the GPU when torch sees one)", kind="choice", choices=DEVICES, runtime=True)
     skip_below: float = param(0.0, "slices (2D images) whose probabilities are all <= this count as empty: not encoded, and "
                               "not diffused when no diffusion step reaches them from a non-empty one (0 = only all-zero "
                               "slices: exact)", low=0.0, high=1.0)
