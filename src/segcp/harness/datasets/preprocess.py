@@ -114,7 +114,7 @@ class Preprocessing:
         extra = sorted(set(d) - known)
         if extra:
             raise SegcpError(f"preprocessing record: unknown keys {', '.join(extra)}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
 

@@ -65,7 +65,7 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
         if count * dtype.itemsize > have:  # before allocating what a corrupt header claims
             raise SegcpError(f"{path}: unreadable .npy file (truncated: {have} of {count * dtype.itemsize} data bytes)")
         flat = np.empty(count, dtype=dtype)
-        if flat.nbytes and f.readinto(flat.view(np.uint8)) != flat.nbytes:
+        if flat.nbytes and f.readinto(flat.view(np.uint8).data) != flat.nbytes:
             raise SegcpError(f"{path}: unreadable .npy file (shorter than its size while read)")
     return flat.reshape(shape, order="F" if fortran else "C")
 
