@@ -250,6 +250,7 @@ class MethodCommand(SegcpCommand):
             if method is None:
                 method = next(p.default for p in self.params if p.name == "method")
             ctx.meta[self.METHOD_OPTIONS] = self._method_options(ctx, str(method), rest)
+            self._warn_renamed(str(method), opts.get("param") or [])
         return super().parse_args(ctx, args)
 
     def _method_options(self, ctx: Any, method: str, rest: list[str]) -> dict[str, Any]:
@@ -285,6 +286,20 @@ class MethodCommand(SegcpCommand):
                 sys.stderr.write(f"segcp: warning: {flag} for {method} is deprecated; use {new} (or -p {key}=VALUE)\n")
             out[key] = parse_value(value)
         return out
+
+    @staticmethod
+    def _warn_renamed(method: str, params: list[str]) -> None:
+        """One warning line per ``-p OLD=VALUE`` whose name the family renamed (its declared
+        ``deprecated_names``, e.g. rwcp's ``beta`` → ``kernel_beta``); the value is still taken."""
+        from segcp.methods import available_methods, family_class
+
+        if method not in available_methods():
+            return
+        renamed = family_class(method).renamed_params()
+        for item in params:
+            name = str(item).partition("=")[0].strip()
+            if name in renamed:
+                sys.stderr.write(f"segcp: warning: -p {name} for {method} is deprecated; use -p {renamed[name]}=VALUE\n")
 
     def _unknown(self, ctx: Any, method: str, flag: str, flags: list[str]) -> None:
         """Refuse ``flag``: another method's flag says whose it is; anything else is click's
@@ -416,6 +431,14 @@ SchedulerOpt = Annotated[
     str | None,
     typer.Option("--scheduler", help="Run on the existing Dask cluster at [tcp://]HOST:PORT (default: $DASK_SCHEDULER_ADDRESS, when set)."),
 ]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where RW-CP's encoder, kNN graph and diffusion run: cpu, cuda or auto (a run-time option, as -p device=...; "
+        "never recorded in calib.json). Default: the method's (cpu).",
+    ),
+]
 ChunkOpt = Annotated[int | None, typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")]
 DrawSeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")]
@@ -483,6 +506,7 @@ def calibrate(
     grid_max: Annotated[
         float | None, typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
     ] = None,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -500,6 +524,8 @@ def calibrate(
     from segcp.specs import parse_params
 
     params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
+    if device is not None:
+        params["device"] = device
     workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [CALIBRATE_ALPHA]
     with _executor(workers, scheduler, quiet) as ex:
@@ -569,6 +595,7 @@ def predict(
         bool,
         typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
     ] = False,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -587,6 +614,8 @@ def predict(
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
+    if device is not None:
+        overrides["device"] = device
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(
