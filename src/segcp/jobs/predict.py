@@ -50,6 +50,8 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
         bits = None
         cases = job.read(ident)
         for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs, strict=True)):
+            if isinstance(lam, dict):  # calibrated per group (segcp.risk): each id's own family and λ̂
+                fam, lam = lam[ident]
             arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
             write_set(root / sub, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
             if combined:
@@ -58,6 +60,20 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
         if bits is not None:
             write_set(root / COMBINED, ident, bits, cases[0].geometry, clean_stale=False)
     return len(items)
+
+
+def _lambdas(models: Sequence[Any], groups: str | None, ids: Sequence[str], where: str) -> tuple[Any, ...]:
+    """Each structure's λ̂, or for a calibration per group (segcp.risk) {id: (family, λ̂ of its group)}."""
+    if getattr(models[0], "groups_", None) or groups is not None:
+        from segcp.jobs.risk import case_groups
+
+        rs = models[0]
+        if not hasattr(rs, "groups_"):
+            raise SegcpError(f"{where}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
+        rs.case_groups = case_groups(rs, groups, list(ids), where)
+        if rs.case_groups:
+            return ({i: (rs.family_of(rs.fit_of(i)), rs.fit_of(i).lambda_) for i in ids},)
+    return tuple(float(m.lambda_) for m in models)
 
 
 def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
@@ -146,6 +162,7 @@ def predict_dir(
     resume: bool = False,
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
+    groups: str | None = None,
 ) -> list[Path]:
     """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
     geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
@@ -153,7 +170,8 @@ def predict_dir(
     structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
     ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
     ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
-    ``overrides``: run-time options of the family. Returns the set paths, id by id.
+    ``overrides``: run-time options of the family; ``groups``: each id's group for a calibration made per
+    group (a file or ``name:REGEX``; default: the record's own ``name:`` rule). Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -180,7 +198,7 @@ def predict_dir(
         done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
     todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
-    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
+    head = (job, tuple(m.method_ for m in models), _lambdas(models, groups, ids, str(calib)), subs, int(draws), seed)
     with folder_cm as folder:
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:

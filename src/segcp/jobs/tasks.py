@@ -95,10 +95,16 @@ class Job:
         return [self.reader().read(ident)]
 
 
-def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
-    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several)."""
+def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[Any]:
+    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several): a
+    :class:`ConformalSegmenter`, or a :class:`~segcp.risk.RiskSegmenter` for a record of chosen losses."""
     models = []
     for parts in cal.parts:
+        if parts.get("kind") == "risk":  # a chosen loss (segcp.risk), read by segcp.record.read_risk_record
+            from segcp.risk import RiskSegmenter
+
+            models.append(RiskSegmenter.from_parts(parts))
+            continue
         cs = ConformalSegmenter.from_parts(parts)
         if alpha is None and len(cs.lambdas_) > 1:
             raise SegcpError(f"{cal.path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")
