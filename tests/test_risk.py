@@ -311,6 +311,19 @@ def test_cli_calibrate_predict_evaluate_with_a_loss_and_groups(tmp_path, capsys)
     assert res["controlled"][0]["loss"] == "fdr" and res["controlled"][0]["alpha"] == 0.3
     assert "loss_fdr" in res["mean"] and set(res["groups"]) == {"a", "b"} and res["groups"]["a"]["lambda"] == lam["a"]
     assert "fdr: mean" in out and "group a" in out
+    # resumable: the manifest holds each id's lambda, so a rerun skips every set
+    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
+        "--resume", "-q"], capsys)
+    manifest = json.loads((tmp_path / "r" / ".segcp-predict.json").read_text())
+    assert manifest["lambda_of_id"]["img001"] == lam["a"] and manifest["lambda_of_id"]["img000"] == lam["b"]
+    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
+        "--resume", "-q"], capsys)
+    # a group that was not calibrated: one line, exit 2, nothing written
+    (tmp_path / "g2.csv").write_text("".join(f"img{i:03d},{'a' if i else 'c'}\n" for i in range(60)))
+    code, _, err = run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s3"), "--groups", str(tmp_path / "g2.csv")],
+                       capsys)
+    _err_line(code, err, "case 'img000': group 'c' was not calibrated (groups: a, b)")
+    assert not (tmp_path / "s3").exists()
     # the groups must be given again: one line, exit 2, nothing written
     code, _, err = run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s2")], capsys)
     _err_line(code, err, "give each case's group with --groups FILE")
@@ -366,7 +379,9 @@ def test_cli_monitor(tmp_path, capsys):
     new = make_dir(tmp_path / "new", n=40, seed=7)
     calib = tmp_path / "c.json"
     ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "fnr", "-q"], capsys)
-    out = ok(["monitor", "--calib", str(calib), "--data", str(new), "--out", str(tmp_path / "m.json"), "-q"], capsys)
+    out = ok(["monitor", "--calib", str(calib), "--data", str(new), "--out", str(tmp_path / "m.json"), "--figure", str(tmp_path / "m.png"), "-q"],
+             capsys)
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.startswith("segcp monitor: no alarm: 40 new cases") and out.count("\n") == 1
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["labels"] and len(m["risk"][0]["upper"]) == 40 and len(m["martingale"]["wealth"]) == 40 and not m["alarm"]
@@ -392,7 +407,7 @@ def test_cli_monitor(tmp_path, capsys):
     assert not res["labels"] and "risk" not in res and res["two_sample"]["alarm"]
 
 
-@pytest.mark.parametrize("case", ["plain", "missing", "tampered", "level"])
+@pytest.mark.parametrize("case", ["plain", "missing", "tampered", "level", "figure"])
 def test_cli_monitor_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     data = make_dir(tmp_path / "data", n=30)
     calib = tmp_path / "c.json"
@@ -408,8 +423,10 @@ def test_cli_monitor_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
         rec["monitor"]["scores"] = rec["monitor"]["scores"][:3]
         calib.write_text(json.dumps(rec))
         fragment = "field 'monitor.scores' must be a list of 30 numbers"
-    else:
+    elif case == "level":
         extra, fragment = ["--level", "2"], "level"
+    else:
+        extra, fragment = ["--figure", str(data / "probs" / "img000.npy")], "img000.npy"
     out = tmp_path / "m.json"
     code, _, err = run(["monitor", "--calib", str(calib), "--data", target, "--out", str(out), *extra], capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("segcp: error: ") and fragment in err, err

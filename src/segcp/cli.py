@@ -707,6 +707,7 @@ def evaluate(
 def monitor(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate --loss ...`.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the monitoring JSON.")] = None,
+    figure: Annotated[Path | None, typer.Option("--figure", help="Where to write its figure (PNG): risk, martingale, two-sample p-values.")] = None,
     level: Annotated[float, typer.Option("--level", help="Type-I error of the exchangeability tests (martingale, two-sample).")] = 0.05,
     delta: Annotated[float, typer.Option("--delta", help="Error of the running risk's time-uniform confidence sequence.")] = 0.05,
     param: RunParamOpt = None,
@@ -731,7 +732,7 @@ def monitor(
     overrides = parse_params(param)
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
-        result = monitor_dir(calib, _data(data, probs, masks, images, samples, match, dataset_json), out=out, level=level, delta=delta,
+        result = monitor_dir(calib, _data(data, probs, masks, images, samples, match, dataset_json), out=out, figure=figure, level=level, delta=delta,
                              overrides=overrides, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
     typer.echo(f"segcp monitor: {result['verdict']}" + (f" -> {out}" if out is not None else ""))
 

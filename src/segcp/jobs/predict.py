@@ -191,14 +191,18 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
+    lambdas = _lambdas(models, groups, ids, str(calib))
     if resume:
-        done = _resume_folder(out, _manifest(cal, models, int(draws), seed, combined), ids, subs + ((COMBINED,) if combined else ()))
+        manifest = _manifest(cal, models, int(draws), seed, combined)
+        if isinstance(lambdas[0], dict):  # per group: which λ̂ each id got
+            manifest["lambda_of_id"] = {i: lam for i, (_, lam) in lambdas[0].items()}
+        done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
         folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
     else:
         done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
     todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
-    head = (job, tuple(m.method_ for m in models), _lambdas(models, groups, ids, str(calib)), subs, int(draws), seed)
+    head = (job, tuple(m.method_ for m in models), lambdas, subs, int(draws), seed)
     with folder_cm as folder:
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from segcp._version import __version__
 from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
 from segcp.io.datadir import DataSpec, data_inputs, describe_data
+from segcp.io.writers import atomic_path
 from segcp.jobs.tasks import Job, calibrated_models, job_of, worker_family
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
 from segcp.record import job_record, read_calibration
@@ -165,6 +167,7 @@ def monitor_dir(
     data: Data,
     *,
     out: str | os.PathLike[str] | None = None,
+    figure: str | os.PathLike[str] | None = None,
     level: float = 0.05,
     delta: float = 0.05,
     overrides: dict[str, Any] | None = None,
@@ -200,8 +203,11 @@ def monitor_dir(
     dd = DataDir(data)
     labelled = dd.has("masks")
     job, ids = job_of(dd, cal, rs.family_, with_truth=labelled)
-    if out is not None:
-        check_output(out, [cal.path, *data_inputs(data)])
+    for dest in (out, figure):
+        if dest is not None:
+            check_output(dest, [cal.path, *data_inputs(data)])
+    if out is not None and figure is not None and Path(out).resolve() == Path(figure).resolve():
+        raise SegcpError(f"{figure}: --figure and --out name the same file")
     rows = map_ids(executor, _monitor_chunk, (job, rs, labelled), ids, description="monitoring", show_progress=show_progress,
                    chunk_size=chunk_size)
     names = list(rs.monitor_["statistics"])
@@ -230,6 +236,14 @@ def monitor_dir(
     result["verdict"] = ("ALARM: " + "; ".join(alarms)) if alarms else (
         f"no alarm: {len(ids)} new cases look exchangeable with the {rs.n_} calibration cases"
         + ("" if labelled else " (without labels: the sets' statistics only)"))
+    png = None
+    if figure is not None:
+        from segcp.report.figures import monitor_figure
+
+        png = monitor_figure(result)
     if out is not None:
         write_json(out, result)
+    if png is not None:
+        with atomic_path(figure, ".png") as tmp:
+            tmp.write_bytes(png)
     return result
