@@ -7,6 +7,7 @@ import copy
 import functools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,7 +316,7 @@ def test_cli_calibrate_predict_evaluate_with_a_loss_and_groups(tmp_path, capsys)
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
         "--resume", "-q"], capsys)
     manifest = json.loads((tmp_path / "r" / ".segcp-predict.json").read_text())
-    assert manifest["lambda_of_id"]["img001"] == lam["a"] and manifest["lambda_of_id"]["img000"] == lam["b"]
+    assert manifest["lambda_of_id"][0]["img001"] == lam["a"] and manifest["lambda_of_id"][0]["img000"] == lam["b"]
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
         "--resume", "-q"], capsys)
     # a group that was not calibrated: one line, exit 2, nothing written
@@ -354,7 +355,7 @@ def test_cli_name_groups_several_losses_and_lesions(tmp_path, capsys):
     (["--loss", "fdr", "--delta", "0.1", "--pvalue", "z"], "'z' is not one of 'hb', 'wsr'"),
     (["--delta", "0.1"], "are for a chosen --loss"),
     (["--loss", "fnr", "--guarantee", "quantile"], "--loss replaces --guarantee"),
-    (["--loss", "fnr", "--labels", "all"], "one structure at a time"),
+    (["--loss", "fnr", "--curves", "compact"], "exact step functions"),
     (["--loss", "fnr", "--loss-param", "bogus=1"], "bogus belong to none of the losses fnr"),
     (["--loss", "fnr", "--loss", "fdr", "--delta", "0.1", "--vary", "normalize"], "expected NAME=V1|V2"),
     (["--loss", "fnr", "--groups", "nofile.csv"], "nofile.csv: groups file not found"),
@@ -440,3 +441,35 @@ def test_cli_predict_groups_on_a_plain_calibration_is_refused(tmp_path, capsys):
     code, _, err = run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s"), "--groups", "name:x"], capsys)
     _err_line(code, err, "--groups is for a calibration made per group")
     assert not (tmp_path / "s").exists()
+
+
+def test_cli_per_structure_and_per_group_combine(tmp_path, capsys):
+    """--labels with --loss: one fit per structure (the fnr loss gives calibrate --labels' own lambdas bit for
+    bit), the groups within each; predict and evaluate per structure and group (nnU-Net fixture, 3D)."""
+    import shutil
+
+    nn = tmp_path / "nn"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "nnunet", nn, ignore=shutil.ignore_patterns("*.py"))
+    args = ["--probs", str(nn / "pred"), "--masks", str(nn / "raw" / "labelsTr"), "--dataset-json", str(nn / "raw" / "dataset.json")]
+    ok(["calibrate", *args, "--labels", "all", "--alpha", "0.2", "--out", str(tmp_path / "c0.json"), "-q"], capsys)
+    ok(["calibrate", *args, "--labels", "all", "--alpha", "0.2", "--loss", "fnr", "--out", str(tmp_path / "c1.json"), "-q"], capsys)
+    plain, risk = (json.loads((tmp_path / f"c{k}.json").read_text()) for k in (0, 1))
+    assert [s["lambda"] for s in risk["structures"]] == [s["lambda"] for s in plain["structures"]]
+    assert risk["schema"] == "segcp.risk-control" and [s["name"] for s in risk["structures"]] == ["RV", "MYO", "LV"]
+    ids = sorted(p.name[: -len(".nii.gz")] for p in (nn / "raw" / "labelsTr").glob("*.nii.gz"))
+    (tmp_path / "g.csv").write_text("".join(f"{i},{'x' if k % 2 else 'y'}\n" for k, i in enumerate(ids)))
+    calib = tmp_path / "c2.json"
+    ok(["calibrate", *args, "--labels", "all", "--alpha", "0.3", "--loss", "lesion-fnr", "--groups", str(tmp_path / "g.csv"),
+        "--out", str(calib), "-q"], capsys)
+    rec = json.loads(calib.read_text())
+    assert all([e["group"] for e in s["groups"]["entries"]] == ["x", "y"] for s in rec["structures"])
+    ok(["predict", "--calib", str(calib), "--probs", str(nn / "pred"), "--out", str(tmp_path / "sets"), "--groups", str(tmp_path / "g.csv"),
+        "-q"], capsys)
+    assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["LV", "MYO", "RV"]
+    ok(["evaluate", "--calib", str(calib), *args, "--groups", str(tmp_path / "g.csv"), "--out", str(tmp_path / "e.json"), "-q"], capsys)
+    ev = json.loads((tmp_path / "e.json").read_text())
+    for name, st in ev["structures"].items():
+        assert st["controlled"][0]["loss"] == "lesion-fnr" and set(st["groups"]) == {"x", "y"}, name
+        assert "loss_lesion-fnr" in st["mean"] and "fnr" in st["mean"]  # lesion-level detection beside pixel FNR
+    code, _, err = run(["monitor", "--calib", str(calib), *args], capsys)
+    _err_line(code, err, "monitor one structure at a time")

@@ -639,7 +639,7 @@ def job_record(
     shared: dict[str, Any] = {}
     for structure, rec, present in estimators:
         assert structure is not None
-        shared = {k: rec[k] for k in SHARED_FIELDS}
+        shared = {k: rec[k] for k in SHARED_FIELDS if k in rec}  # a record of chosen losses has no guarantee/tau
         entries.append(structure.to_dict() | {"images_with_structure": int(present)} | {k: v for k, v in rec.items() if k not in SHARED_FIELDS})
     return shared | {"structures": entries, "labels_from": labels_from or "channels of the probability stacks"} | job
 

@@ -88,9 +88,9 @@ def calibrate_dir(
             raise SegcpError("--delta, --pvalue, --vary and --groups are for a chosen --loss (e.g. --loss fnr)")
         if guarantee is not None or tau != 1.0:
             raise SegcpError("--loss replaces --guarantee and --tau: give one (--loss quantile --loss-param tau=...)")
-        if labels is not None or curve_form == "compact":
-            raise SegcpError("--loss is calibrated one structure at a time (--label L), on exact step functions")
-        return calibrate_risk_dir(data, method=method, alpha=alpha, loss=loss, method_params=method_params, label=label, out=out,
+        if curve_form == "compact":
+            raise SegcpError("--loss is calibrated on exact step functions (--curves compact is for the FNR curves of --guarantee)")
+        return calibrate_risk_dir(data, method=method, alpha=alpha, loss=loss, method_params=method_params, label=label, labels=labels, out=out,
                                   show_progress=show_progress, executor=executor, chunk_size=chunk_size, **(risk or {}))
     t0 = time.perf_counter()
     forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}

@@ -200,7 +200,9 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
     if hasattr(models[0], "losses_"):
         from segcp.jobs.risk import case_groups
 
-        models[0].case_groups = case_groups(models[0], groups, ids, str(cal.path))
+        names = case_groups(models[0], groups, ids, str(cal.path))
+        for m in models:
+            m.case_groups = names
     elif groups is not None:
         raise SegcpError(f"{cal.path}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
     subs = [s.name for s in cal.structures] or [""]
@@ -215,6 +217,11 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
         parts = (cal.structures, models, per)
         structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p)
                       for s, m, p in zip(*parts, strict=True)}
+        if hasattr(models[0], "losses_"):  # RiskSegmenters: each structure's controlled risks (per group)
+            from segcp.jobs.risk import controlled_risks
+
+            for s, m, p in zip(*parts, strict=True):
+                structures[s.name] |= controlled_risks(m, p)
         overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
         head = {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units}
         return head | {"mean_over_structures": overall, "structures": structures}

@@ -64,16 +64,16 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
 
 def _lambdas(models: Sequence[Any], groups: str | None, ids: Sequence[str], where: str) -> tuple[Any, ...]:
     """Each structure's λ̂, or for a calibration per group (segcp.risk) {id: (family, λ̂ of its group)}."""
-    if getattr(models[0], "groups_", None) or groups is not None:
-        from segcp.jobs.risk import case_groups
-
-        rs = models[0]
-        if not hasattr(rs, "groups_"):
+    if not any(getattr(m, "groups_", None) for m in models):
+        if groups is not None:
             raise SegcpError(f"{where}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
-        rs.case_groups = case_groups(rs, groups, list(ids), where)
-        if rs.case_groups:
-            return ({i: (rs.family_of(rs.fit_of(i)), rs.fit_of(i).lambda_) for i in ids},)
-    return tuple(float(m.lambda_) for m in models)
+        return tuple(float(m.lambda_) for m in models)
+    from segcp.jobs.risk import case_groups
+
+    names = case_groups(models[0], groups, list(ids), where)
+    for m in models:
+        m.case_groups = names
+    return tuple({i: (m.family_of(m.fit_of(i)), m.fit_of(i).lambda_) for i in ids} for m in models)
 
 
 def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
@@ -194,8 +194,8 @@ def predict_dir(
     lambdas = _lambdas(models, groups, ids, str(calib))
     if resume:
         manifest = _manifest(cal, models, int(draws), seed, combined)
-        if isinstance(lambdas[0], dict):  # per group: which λ̂ each id got
-            manifest["lambda_of_id"] = {i: lam for i, (_, lam) in lambdas[0].items()}
+        if isinstance(lambdas[0], dict):  # per group: which λ̂ each id got (per structure)
+            manifest["lambda_of_id"] = [{i: lam for i, (_, lam) in per.items()} for per in lambdas]
         done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
         folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
     else:

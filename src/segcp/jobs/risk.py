@@ -28,23 +28,21 @@ __all__ = ["calibrate_risk_dir", "case_groups", "monitor_dir"]
 Data = str | os.PathLike[str] | DataSpec
 
 
-def _losses_chunk(task: tuple[Job, RiskSegmenter, list[str]]) -> list[tuple[Any, bool]]:
-    """Worker: per id, its losses (per configuration, per loss) and whether its mask holds the structure."""
+def _losses_chunk(task: tuple[Job, RiskSegmenter, list[str]]) -> list[list[tuple[Any, bool]]]:
+    """Worker: per id and structure, its losses (per configuration, per loss) and whether its mask holds the structure."""
     job, rs, ids = task
     losses, configs = rs.losses(), [worker_family(f) for f in rs.configs()]
     mode = rs.mode(losses, configs)
-    out = []
-    for ident in ids:
-        case = job.read(ident)[0]
-        out.append((rs.case_losses(case, losses, configs, mode), bool(case.mask is not None and case.mask.any())))
-    return out
+    return [[(rs.case_losses(case, losses, configs, mode), bool(case.mask is not None and case.mask.any())) for case in job.read(ident)]
+            for ident in ids]
 
 
-def _statistics_chunk(task: tuple[Job, RiskSegmenter, list[str]]) -> list[dict[str, float]]:
-    """Worker: per id, the label-free statistics of its set at the marginal λ̂ (:func:`~segcp.calibration.monitor.case_statistics`)."""
-    job, rs, ids = task
-    fam = worker_family(rs.family_)
-    return [rs._statistics(fam, job.read(ident)[0], rs.lambda_) for ident in ids]
+def _statistics_chunk(task: tuple[Job, list[RiskSegmenter], list[str]]) -> list[list[dict[str, float]]]:
+    """Worker: per id and structure, the label-free statistics of its set at the marginal λ̂
+    (:func:`~segcp.calibration.monitor.case_statistics`)."""
+    job, models, ids = task
+    fams = [worker_family(m.family_) for m in models]
+    return [[m._statistics(f, case, m.lambda_) for m, f, case in zip(models, fams, job.read(ident), strict=True)] for ident in ids]
 
 
 def case_groups(rs: RiskSegmenter, spec: str | None, ids: list[str], where: str) -> dict[str, str]:
@@ -76,14 +74,19 @@ def calibrate_risk_dir(
     groups: str | None = None,
     group_fallback: bool = False,
     label: int | None = None,
+    labels: str | list[str | int] | None = None,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``loss`` (one or several) on a data directory, per group with ``groups`` (a file or
-    ``name:REGEX``, :func:`segcp.risk.read_groups`); optionally write calib.json. Returns the record
-    (:func:`segcp.record.risk_record` inside :func:`segcp.record.job_record`)."""
+    ``name:REGEX``, :func:`segcp.risk.read_groups`) and per structure with ``labels`` (as
+    :func:`~segcp.jobs.calibrate_dir`'s: one fit per structure, the groups within each); optionally
+    write calib.json. Returns the record (:func:`segcp.record.risk_record` inside
+    :func:`segcp.record.job_record`)."""
+    from segcp.jobs.calibrate import _structures_job
+
     t0 = time.perf_counter()
     rs = RiskSegmenter(method, alpha, loss=loss, loss_params=loss_params, delta=delta, pvalue=pvalue, method_params=method_params,
                        vary=vary)
@@ -91,9 +94,14 @@ def calibrate_risk_dir(
     alphas, mode = rs.alphas(losses), rs.mode(losses, configs)
     check_chunk_size(chunk_size)
     dd = DataDir(data)
-    reader = dd.reader(configs[0], label=label)
-    job = Job(dd.spec, configs[0], label, reader.channels).share(dd, reader)
-    ids = reader.ids
+    reader, labels_from = None, None
+    if labels is not None:
+        job, ids, labels_from = _structures_job(dd, configs[0], labels, label)
+        source, channels = "probs", job.channels
+    else:
+        reader = dd.reader(configs[0], label=label)
+        job = Job(dd.spec, configs[0], label, reader.channels).share(dd, reader)
+        ids, source, channels = reader.ids, reader.source, reader.channels
     names = read_groups(groups, ids) if groups is not None else None
     if out is not None:
         check_output(out, data_inputs(data))
@@ -102,19 +110,33 @@ def calibrate_risk_dir(
         raise SegcpError(f"{dd.folder('masks')}: {len(ids)} calibration images, but the guarantee needs at least {need}")
     run = {"show_progress": show_progress, "chunk_size": chunk_size}
     rows = map_ids(executor, _losses_chunk, (job, rs), ids, description="calibrating", **run)
-    reader.label_seen = any(seen for _, seen in rows)
-    reader.require_label_seen()
-    rs.fit([c for c, _ in rows], None if names is None else [names[i] for i in ids], losses=losses, configs=configs, alphas=alphas,
-           mode=mode, fallback=group_fallback)
-    rs.case_groups, rs.group_source_ = names or {}, groups
-    per_case = [c for c, _ in rows]
-    stats = map_ids(executor, _statistics_chunk, (job, rs), ids, description="statistics", **run)
-    rs.monitor_ = {"scores": [rs._score(c[rs.fit_.config][0], losses[0], alphas[0], mode) for c in per_case],
-                   "statistics": {k: [s.get(k, math.nan) for s in stats] for k in stats[0]}}
-    present = sum(seen for _, seen in rows)
-    where = {"source": reader.source, "data": describe_data(data), "ids": ids}
-    record = job_record([(None, rs.to_dict(), present)], label=label, channels=reader.channels or False,
-                        seconds=time.perf_counter() - t0, **where)
+    present = [sum(row[k][1] for row in rows) for k in range(job.slots)]
+    if reader is not None:
+        reader.label_seen = present[0] > 0
+        reader.require_label_seen()
+    absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]
+    if absent:
+        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name})")
+    models = []
+    for k in range(job.slots):
+        est = rs if k == 0 else RiskSegmenter(**{a: getattr(rs, a) for a in ("method", "alpha", "loss", "loss_params", "delta", "pvalue",
+                                                                              "method_params", "vary", "seed")})
+        where_k = "calibration" if not job.structures else f"structure {job.structures[k].name}"
+        try:
+            est.fit([row[k][0] for row in rows], None if names is None else [names[i] for i in ids], losses=losses, configs=configs,
+                    alphas=alphas, mode=mode, fallback=group_fallback)
+        except SegcpError as exc:
+            raise SegcpError(f"{where_k}: {exc}" if job.structures else str(exc)) from None
+        est.case_groups, est.group_source_ = names or {}, groups
+        models.append(est)
+    stats = map_ids(executor, _statistics_chunk, (job, models), ids, description="statistics", **run)
+    fitted = []
+    for k, est in enumerate(models):
+        est.monitor_ = {"scores": [est._score(row[k][0][est.fit_.config][0], losses[0], alphas[0], mode) for row in rows],
+                        "statistics": {name: [s[k].get(name, math.nan) for s in stats] for name in stats[0][k]}}
+        fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
+    where = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:
         write_json(out, record)
     return record
@@ -196,6 +218,8 @@ def monitor_dir(
     cal = read_calibration(calib, overrides)
     models = calibrated_models(cal)
     rs = models[0]
+    if cal.per_structure:
+        raise SegcpError(f"{calib}: a per-structure calibration; monitor one structure at a time (calibrate --label L --loss ...)")
     if not isinstance(rs, RiskSegmenter):
         raise SegcpError(f"{calib}: this calibration keeps nothing to monitor with; calibrate with --loss (e.g. --loss fnr, the same lambda)")
     if not rs.monitor_["scores"]:
