@@ -276,6 +276,16 @@ def test_tampered_crc_bound_and_vary_are_refused():
         read_record(bad, "c.json")
 
 
+def test_step_families_keep_a_whole_lambda():
+    probs, masks = arrays(40)
+    rs = RiskSegmenter("morph", 0.2, loss="fnr", method_params={"se": "cross"}).calibrate(probs, masks)
+    rec = json.loads(json.dumps(rs.to_dict()))
+    assert isinstance(rec["lambda"], int) and RiskSegmenter.from_dict(rec).lambda_ == rs.lambda_
+    rec["lambda"] = 0.5
+    with pytest.raises(SegcpError, match="must be a whole number for morph"):
+        read_record(rec, "c.json")
+
+
 def test_old_records_still_read_as_conformal_segmenters():
     probs, masks = arrays(40)
     rec = json.loads(json.dumps(ConformalSegmenter("threshold", 0.1).calibrate(probs, masks).to_dict()))

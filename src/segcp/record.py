@@ -419,8 +419,9 @@ def _inf_list(values: Sequence[float]) -> list[float | str]:
     return [("+inf" if v > 0 else "-inf") if math.isinf(v) else float(v) for v in values]
 
 
-def _fit_fields(fit: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"lambda": float(fit.lambda_), "n": int(fit.n), "config": int(fit.config),
+def _fit_fields(fit: Any, integer: bool = False) -> dict[str, Any]:
+    lam = int(fit.lambda_) if integer and float(fit.lambda_).is_integer() else float(fit.lambda_)
+    out: dict[str, Any] = {"lambda": lam, "n": int(fit.n), "config": int(fit.config),
                            "empirical_risk": [float(r) for r in fit.risks]}
     if not math.isnan(fit.bound):
         out["bound"] = float(fit.bound)
@@ -455,7 +456,7 @@ def risk_record(rs: Any) -> dict[str, Any]:
         "procedure": "fixed-sequence" if ltt else None,
         "vary": None if rs.vary is None else {"param": rs.vary[0], "values": list(rs.vary[1])},
     }
-    rec |= _fit_fields(rs.fit_)
+    rec |= _fit_fields(rs.fit_, fam.integer_lambda)
     rec["statement"] = rs.statements()
     identity = fam.identity()
     if identity:
@@ -463,7 +464,8 @@ def risk_record(rs: Any) -> dict[str, Any]:
     rec["groups"] = None
     if rs.groups_:
         rec["groups"] = {"source": str(getattr(rs, "group_source_", None) or "given"),
-                         "entries": [{"group": g} | _fit_fields(f) | {"fallback": bool(f.fallback)} for g, f in rs.groups_.items()]}
+                         "entries": [{"group": g} | _fit_fields(f, fam.integer_lambda) | {"fallback": bool(f.fallback)}
+                                     for g, f in rs.groups_.items()]}
     mon = getattr(rs, "monitor_", None)
     if mon:
         rec["monitor"] = {"scores": _inf_list(mon["scores"]),
@@ -492,6 +494,8 @@ def _read_fit(e: dict[str, Any], field: str, where: str, family: SetFamily, loss
     lam = _number(e.get("lambda"), f"{field}lambda", where)
     if not family.lambda_min <= lam <= family.lambda_max:
         raise SegcpError(f"{where}: field '{field}lambda' = {lam!r} is outside the range of {family.name}")
+    if family.integer_lambda and not lam.is_integer():
+        raise SegcpError(f"{where}: field '{field}lambda' = {lam!r} must be a whole number for {family.name} (a number of steps)")
     n = _integer(e.get("n"), f"{field}n", where, 1, MAX_N)
     config = _integer(e.get("config", 0), f"{field}config", where, 0, k - 1)
     risks = _numbers(e.get("empirical_risk", []), f"{field}empirical_risk", where, 0 if fallback else len(losses))
