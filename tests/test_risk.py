@@ -88,6 +88,17 @@ def test_several_losses_over_a_varied_parameter_are_ltt_chains():
     assert all(r <= a for r, a in zip(rs.fit_.risks, (0.2, 0.4)))
 
 
+def test_prepared_cases_give_the_same_lambda_and_sets():
+    probs, masks = arrays(60, noise=0.6)
+    fam = get_method("threshold", normalize="max")
+    prepared = [fam.prepare(fam.case_from_arrays(p, m, f"{i}")) for i, (p, m) in enumerate(zip(probs, masks))]
+    kw = {"loss": ["fnr", "fdr"], "delta": 0.2, "pvalue": "wsr", "vary": ("normalize", ["none", "max"])}
+    a = RiskSegmenter("threshold", [0.2, 0.4], **kw).calibrate(prepared)
+    b = RiskSegmenter("threshold", [0.2, 0.4], **kw).calibrate(probs, masks)
+    assert a.lambda_ == b.lambda_ and a.fit_.config == b.fit_.config
+    assert (a.predict(prepared[0]) == b.predict(probs[0])).all()
+
+
 def test_per_group_lambda_is_each_groups_own_calibration():
     probs, masks = arrays(120)
     groups = ["easy" if i % 3 else "hard" for i in range(120)]

@@ -136,6 +136,12 @@ def monitor_score(steps: StepLosses, alpha: float, order: str) -> float:
     return -math.inf if j == 0 else float(b[j - 1])
 
 
+def _own(item: Case | Prepared, fam: SetFamily) -> Case | Prepared:
+    """``item`` itself when it is a bare case or prepared by ``fam``; else its case (a prepared
+    case of another configuration of ``vary`` is recomputed, not refused)."""
+    return item if not isinstance(item, Prepared) or item.owner == fam.key else item.case
+
+
 # ---------------------------------------------------------------------------- fits
 @dataclass(frozen=True)
 class GroupFit:
@@ -326,7 +332,7 @@ class RiskSegmenter:
         out = []
         for fam in configs:
             case = fam._case(item)
-            r = fam.scores(item if isinstance(item, Prepared) else case)
+            r = fam.scores(_own(item, fam))
             y = fam.truth_of(case)
             out.append([x.curve(r, y, case.spacing) if mode == "crc" else x.steps(r, y, case.spacing) for x in losses])
         return out
@@ -335,7 +341,7 @@ class RiskSegmenter:
         from segcp.calibration.monitor import case_statistics
 
         case = fam._case(item)
-        r = fam.scores(item if isinstance(item, Prepared) else case)
+        r = fam.scores(_own(item, fam))
         probs = case.probs if case.probs is not None and case.probs.shape == r.shape else None
         return case_statistics(r, lam, probs=probs)
 
@@ -503,7 +509,8 @@ class RiskSegmenter:
             if isinstance(item, np.ndarray):
                 item = self.family_.case_from_arrays(item, None, "0")
             fit = self.fit_of(self.family_._case(item).id)
-            return self.family_of(fit).predict(item, fit.lambda_)
+            fam = self.family_of(fit)
+            return fam.predict(_own(item, fam), fit.lambda_)
 
         if isinstance(cases, (Case, Prepared, np.ndarray)):
             return one(cases)
