@@ -389,7 +389,10 @@ class RiskSegmenter:
         fam = configs[0]
         if mode == "crc":
             curves = LossCurves.concat([c[0][0] for c in per_case])
-            res = crc_lambda(curves, alphas[0], lambda_min=fam.lambda_min, B=losses[0].bound)
+            try:
+                res = crc_lambda(curves, alphas[0], lambda_min=fam.lambda_min, B=losses[0].bound)
+            except SegcpError as exc:
+                raise SegcpError(f"{what}: {exc}") from None
             return GroupFit(float(res.lambda_), n, 0, (float(res.empirical_risk),), bound=float(res.bound))
         if len(losses) == 1 and len(configs) == 1:
             x = losses[0]
