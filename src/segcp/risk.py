@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,8 @@ class RiskSegmenter:
         self.method, self.alpha, self.loss, self.loss_params = method, alpha, loss, loss_params
         self.delta, self.pvalue, self.method_params, self.vary, self.seed = delta, pvalue, method_params, vary, seed
         self.case_groups: dict[str, str] = {}
+        self.group_source_: str | None = None
+        self.monitor_: dict[str, Any] = {"scores": [], "statistics": {}}
 
     def __repr__(self) -> str:
         return (f"RiskSegmenter(method={self.method!r}, alpha={self.alpha!r}, loss={self.loss!r}, delta={self.delta!r}, "
@@ -255,7 +257,7 @@ class RiskSegmenter:
 
     def alphas(self, losses: Sequence[Loss]) -> tuple[float, ...]:
         """One level per loss, each in (0, B)."""
-        raw = [self.alpha] if np.ndim(self.alpha) == 0 else list(self.alpha)  # type: ignore[arg-type]
+        raw: list[Any] = [self.alpha] if np.ndim(self.alpha) == 0 else list(self.alpha)  # type: ignore[arg-type]
         if len(raw) != len(losses):
             raise SegcpError(f"alpha: give one risk level per loss ({len(losses)}: {', '.join(x.name for x in losses)}), got {len(raw)}")
         out = []
@@ -268,7 +270,7 @@ class RiskSegmenter:
                 out.append(float(a))
         return tuple(out)
 
-    def configs(self) -> list[SetFamily]:
+    def configs(self) -> list[MaskFamily]:
         """The families calibrated over: the one family, or one per value of ``vary``."""
         if isinstance(self.method, SetFamily):
             if self.method_params or self.vary:
@@ -284,10 +286,12 @@ class RiskSegmenter:
             if name in (self.method_params or {}):
                 raise SegcpError(f"vary {name}: also given as a fixed parameter")
             fams = [get_method(self.method, **((self.method_params or {}) | {name: v})) for v in values]
+        out: list[MaskFamily] = []
         for f in fams:
             if not isinstance(f, MaskFamily):
                 raise SegcpError(f"losses are for the pixel-set methods; {f.name} calibrates sets of segmentations with its own guarantee")
-        return fams
+            out.append(f)
+        return out
 
     def mode(self, losses: Sequence[Loss], configs: Sequence[SetFamily]) -> str:
         """``"crc"`` (one monotone loss, no δ, one configuration) or ``"ltt"``."""
@@ -326,7 +330,7 @@ class RiskSegmenter:
         return need
 
     # ------------------------------------------------------------------ map step
-    def case_losses(self, item: Case | Prepared, losses: Sequence[Loss], configs: Sequence[SetFamily], mode: str) -> list[list[LossCurves | StepLosses]]:
+    def case_losses(self, item: Case | Prepared, losses: Sequence[Loss], configs: Sequence[MaskFamily], mode: str) -> list[list[LossCurves | StepLosses]]:
         """One case's losses: per configuration, per loss, the exact step function of λ (a
         one-case LossCurves for CRC, StepLosses for Learn then Test)."""
         out = []
@@ -337,7 +341,7 @@ class RiskSegmenter:
             out.append([x.curve(r, y, case.spacing) if mode == "crc" else x.steps(r, y, case.spacing) for x in losses])
         return out
 
-    def _statistics(self, fam: SetFamily, item: Case | Prepared, lam: float) -> dict[str, float]:
+    def _statistics(self, fam: MaskFamily, item: Case | Prepared, lam: float) -> dict[str, float]:
         from segcp.calibration.monitor import case_statistics
 
         case = fam._case(item)
@@ -358,6 +362,7 @@ class RiskSegmenter:
         alphas, mode = self.alphas(losses), self.mode(losses, configs)
         items: list[Case | Prepared] = []
         per_case = []
+        src: Iterator[Case | Prepared]
         if y is not None:
             src = (configs[0].case_from_arrays(np.asarray(x), np.asarray(t), f"{i}") for i, (x, t) in enumerate(zip(cases, y, strict=True)))
         else:
@@ -383,9 +388,10 @@ class RiskSegmenter:
         steps = StepLosses.from_curves(part) if isinstance(part, LossCurves) else part
         return monitor_score(steps, alpha, loss.order)
 
-    def _solve(self, per_case: Sequence[list[list[Any]]], losses: Sequence[Loss], configs: Sequence[SetFamily], alphas: Sequence[float],
+    def _solve(self, per_case: Sequence[list[list[Any]]], losses: Sequence[Loss], configs: Sequence[MaskFamily], alphas: Sequence[float],
                mode: str, what: str) -> GroupFit:
         n = len(per_case)
+        delta = math.nan if self.delta is None else float(self.delta)
         fam = configs[0]
         if mode == "crc":
             curves = LossCurves.concat([c[0][0] for c in per_case])
@@ -397,14 +403,14 @@ class RiskSegmenter:
         if len(losses) == 1 and len(configs) == 1:
             x = losses[0]
             steps = StepLosses.concat([c[0][0] for c in per_case])
-            r = ltt_steps(steps, alphas[0], float(self.delta), pvalue=self.pvalue, order=x.order, B=x.bound, binary=x.binary,
+            r = ltt_steps(steps, alphas[0], delta, pvalue=self.pvalue, order=x.order, B=x.bound, binary=x.binary,
                           lambda_min=fam.lambda_min, lambda_max=fam.lambda_max, seed=self.seed)
             if r.lambda_ is None:
                 raise SegcpError(f"{what}: no lambda is certified for E[{x.name}] <= {alphas[0]:g} at delta={self.delta:g} with n = {n} "
                                  f"(Learn then Test): more calibration cases, or a larger alpha or delta")
             return GroupFit(float(r.lambda_), n, 0, (float(r.empirical_risk),), low=float(r.low), high=float(r.high))
         table = [[StepLosses.concat([c[k][j] for c in per_case]) for j in range(len(losses))] for k in range(len(configs))]
-        m = ltt_chains(table, list(alphas), float(self.delta), orders=[x.order for x in losses], pvalue=self.pvalue,
+        m = ltt_chains(table, list(alphas), delta, orders=[x.order for x in losses], pvalue=self.pvalue,
                        B=[x.bound for x in losses], lambda_min=fam.lambda_min, lambda_max=fam.lambda_max, seed=self.seed)
         if m.config is None or m.lambda_ is None:
             levels = ", ".join(f"E[{x.name}] <= {a:g}" for x, a in zip(losses, alphas))
@@ -414,7 +420,7 @@ class RiskSegmenter:
         return GroupFit(float(m.lambda_), n, int(m.config), tuple(float(v) for v in m.risks), low=float(lo), high=float(hi))
 
     def fit(self, per_case: Sequence[list[list[Any]]], groups: Sequence[str] | None = None, *, losses: Sequence[Loss] | None = None,
-            configs: Sequence[SetFamily] | None = None, alphas: Sequence[float] | None = None, mode: str | None = None,
+            configs: Sequence[MaskFamily] | None = None, alphas: Sequence[float] | None = None, mode: str | None = None,
             fallback: bool = False) -> RiskSegmenter:
         """Reduce step: λ̂ (and one per group) from the cases' losses (:meth:`case_losses`)."""
         losses = list(losses or self.losses())
@@ -472,7 +478,9 @@ class RiskSegmenter:
 
     @families_.setter
     def families_(self, value: dict[float, SetFamily]) -> None:  # a worker's copy (threads)
-        self.family_ = next(iter(value.values()))
+        fam = next(iter(value.values()))
+        assert isinstance(fam, MaskFamily)
+        self.family_ = fam
 
     def at(self, alpha: float) -> RiskSegmenter:
         """A copy (one calibration per record; ``alpha`` must be the first loss's)."""
@@ -500,7 +508,7 @@ class RiskSegmenter:
         g = self.group_of(ident)
         return self.fit_ if g is None else self.groups_[g]
 
-    def family_of(self, fit: GroupFit) -> SetFamily:
+    def family_of(self, fit: GroupFit) -> MaskFamily:
         return self.family_ if fit.config == self.fit_.config else self.configs_[fit.config]
 
     def predict(self, cases: Any, alpha: float | None = None) -> Any:

@@ -135,8 +135,8 @@ def calibrate_risk_dir(
         est.monitor_ = {"scores": [est._score(row[k][0][est.fit_.config][0], losses[0], alphas[0], mode) for row in rows],
                         "statistics": {name: [s[k].get(name, math.nan) for s in stats] for name in stats[0][k]}}
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
-    where = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
-    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, source=source,
+                        data=describe_data(data), ids=ids, labels_from=labels_from)
     if out is not None:
         write_json(out, record)
     return record
@@ -267,7 +267,7 @@ def monitor_dir(
         png = monitor_figure(result)
     if out is not None:
         write_json(out, result)
-    if png is not None:
+    if figure is not None and png is not None:
         with atomic_path(figure, ".png") as tmp:
             tmp.write_bytes(png)
     return result
