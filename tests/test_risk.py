@@ -494,3 +494,13 @@ def test_cli_per_structure_and_per_group_combine(tmp_path, capsys):
         assert "loss_lesion-fnr" in st["mean"] and "fnr" in st["mean"]  # lesion-level detection beside pixel FNR
     code, _, err = run(["monitor", "--calib", str(calib), *args], capsys)
     _err_line(code, err, "monitor one structure at a time")
+
+
+def test_cli_predict_alpha_of_a_loss_calibration(tmp_path, capsys):
+    data = make_dir(tmp_path / "data", n=30)
+    calib = tmp_path / "c.json"
+    ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "fnr", "--alpha", "0.2", "-q"], capsys)
+    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s"), "--alpha", "0.2", "-q"], capsys)
+    code, _, err = run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s2"), "--alpha", "0.1"], capsys)
+    _err_line(code, err, "not calibrated at alpha=0.1 (calibrated: 0.2)")
+    assert not (tmp_path / "s2").exists()

@@ -551,7 +551,8 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
         if not 0.0 < a < x.bound:
             raise SegcpError(f"{where}: field 'alpha' = {a!r} must be in (0, {x.bound:g}) for {x.name}")
     mode = d["calibrated_by"]
-    delta, pvalue = None, "hb"
+    delta: float | None = None
+    pvalue: Any = "hb"
     if mode == "crc":
         if len(losses) != 1 or not losses[0].monotone or d.get("delta") is not None or d.get("vary") is not None:
             raise SegcpError(f"{where}: field 'calibrated_by' is crc, which is for one monotone loss without delta or vary")
@@ -570,7 +571,7 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
     if not isinstance(family, MaskFamily):
         raise SegcpError(f"{where}: losses are for the pixel-set methods, not {family.name}")
     vary = d.get("vary")
-    configs = [family]
+    configs: list[SetFamily] = [family]
     vary_spec = None
     if vary is not None:
         if not isinstance(vary, dict) or set(vary) != {"param", "values"} or not isinstance(vary["values"], list) \
