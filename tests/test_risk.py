@@ -375,6 +375,7 @@ def test_cli_name_groups_several_losses_and_lesions(tmp_path, capsys):
     (["--loss", "fdr"], "needs Learn then Test (give delta)"),
     (["--loss", "fdr", "--delta", "0.1", "--pvalue", "z"], "'z' is not one of 'hb', 'wsr'"),
     (["--delta", "0.1"], "are for a chosen --loss"),
+    (["--groups", "name:x"], "are for a chosen --loss"),
     (["--loss", "fnr", "--guarantee", "quantile"], "--loss replaces --guarantee"),
     (["--loss", "fnr", "--curves", "compact"], "exact step functions"),
     (["--loss", "fnr", "--loss-param", "bogus=1"], "bogus belong to none of the losses fnr"),

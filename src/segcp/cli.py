@@ -516,25 +516,48 @@ def calibrate(
     params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
     workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [CALIBRATE_ALPHA]
+    _check_loss_options(loss, loss_param, delta, pvalue, vary, groups, group_fallback, guarantee, tau, curves)
     with _executor(workers, scheduler, quiet) as ex:
-        record = calibrate_dir(
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            method=method,
-            alpha=alphas[0] if len(alphas) == 1 else alphas,
-            label=label,
-            guarantee=guarantee,
-            tau=tau,
-            method_params=params,
-            out=out,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-            curve_form=curves,
-            grid_size=grid_size,
-            grid_max=grid_max,
-            labels=labels,
-            **_risk_options(loss, loss_param, delta, pvalue, vary, groups, group_fallback),
-        )
+        if loss:
+            from segcp.jobs.risk import calibrate_risk_dir
+
+            record = calibrate_risk_dir(
+                _data(data, probs, masks, images, samples, match, dataset_json),
+                method=method,
+                alpha=alphas[0] if len(alphas) == 1 else alphas,
+                loss=loss[0] if len(loss) == 1 else list(loss),
+                loss_params=parse_params(loss_param, "--loss-param"),
+                delta=delta,
+                pvalue=pvalue,
+                method_params=params,
+                vary=_vary(vary),
+                groups=groups,
+                group_fallback=group_fallback,
+                label=label,
+                labels=labels,
+                out=out,
+                show_progress=not quiet,
+                executor=ex,
+                chunk_size=chunk_size,
+            )
+        else:
+            record = calibrate_dir(
+                _data(data, probs, masks, images, samples, match, dataset_json),
+                method=method,
+                alpha=alphas[0] if len(alphas) == 1 else alphas,
+                label=label,
+                guarantee=guarantee,
+                tau=tau,
+                method_params=params,
+                out=out,
+                show_progress=not quiet,
+                executor=ex,
+                chunk_size=chunk_size,
+                curve_form=curves,
+                grid_size=grid_size,
+                grid_max=grid_max,
+                labels=labels,
+            )
     if quiet:
         return
     if "losses" in record:
@@ -560,30 +583,31 @@ def calibrate(
         )
 
 
-def _risk_options(loss: list[str] | None, loss_param: list[str] | None, delta: float | None, pvalue: str, vary: str | None,
-                  groups: str | None, group_fallback: bool) -> dict[str, Any]:
-    """``calibrate_dir``'s ``loss`` and ``risk`` from the command line (none unless a loss option is given)."""
-    from segcp.specs import grid_values, parse_params
+def _check_loss_options(loss: list[str] | None, loss_param: list[str] | None, delta: float | None, pvalue: str, vary: str | None,
+                        groups: str | None, group_fallback: bool, guarantee: str | None, tau: float, curves: str) -> None:
+    """The options of a chosen ``--loss`` go with one (and not with ``--guarantee``/``--tau``/compact curves)."""
+    from segcp.errors import SegcpError
 
-    risk: dict[str, Any] = {}
-    if loss_param:
-        risk["loss_params"] = parse_params(loss_param, "--loss-param")
-    if delta is not None:
-        risk["delta"] = delta
-    if pvalue != "hb":
-        risk["pvalue"] = pvalue
-    if vary is not None:
-        key, eq, raw = vary.partition("=")
-        if not eq or not key.strip() or not raw:
-            raise typer.BadParameter(f"{vary!r}: expected NAME=V1|V2|...", param_hint="'--vary'")
-        risk["vary"] = grid_values(key, raw)
-    if groups is not None:
-        risk["groups"] = groups
-    if group_fallback:
-        risk["group_fallback"] = True
-    if not loss and not risk:
-        return {}
-    return {"loss": None if not loss else loss[0] if len(loss) == 1 else list(loss), "risk": risk}
+    if not loss:
+        if loss_param or delta is not None or pvalue != "hb" or vary is not None or groups is not None or group_fallback:
+            raise SegcpError("--loss-param, --delta, --pvalue, --vary, --groups and --group-fallback are for a chosen --loss (e.g. --loss fnr)")
+        return
+    if guarantee is not None or tau != 1.0:
+        raise SegcpError("--loss replaces --guarantee and --tau: give one (--loss quantile --loss-param tau=...)")
+    if curves == "compact":
+        raise SegcpError("--loss is calibrated on exact step functions (--curves compact is for the FNR curves of --guarantee)")
+
+
+def _vary(vary: str | None) -> tuple[str, list[Any]] | None:
+    """``--vary NAME=V1|V2|...`` → (name, values)."""
+    if vary is None:
+        return None
+    from segcp.specs import grid_values
+
+    key, eq, raw = vary.partition("=")
+    if not eq or not key.strip() or not raw:
+        raise typer.BadParameter(f"{vary!r}: expected NAME=V1|V2|...", param_hint="'--vary'")
+    return grid_values(key, raw)
 
 
 RunParamOpt = Annotated[

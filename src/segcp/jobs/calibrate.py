@@ -71,27 +71,12 @@ def calibrate_dir(
     grid_size: int = GRID_SIZE,
     grid_max: float | None = None,
     labels: str | list[str | int] | None = None,
-    loss: str | list[str] | None = None,
-    risk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
     ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
     ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
-    class-probability stack. ``loss`` (one or several names of :mod:`segcp.losses`): calibrate those
-    instead, with ``risk`` (loss_params, delta, pvalue, vary, groups, group_fallback) —
-    :func:`segcp.jobs.risk.calibrate_risk_dir`. Returns the record (:func:`segcp.record.job_record`).
+    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
     """
-    if loss is not None or risk:
-        from segcp.jobs.risk import calibrate_risk_dir
-
-        if loss is None:
-            raise SegcpError("--delta, --pvalue, --vary and --groups are for a chosen --loss (e.g. --loss fnr)")
-        if guarantee is not None or tau != 1.0:
-            raise SegcpError("--loss replaces --guarantee and --tau: give one (--loss quantile --loss-param tau=...)")
-        if curve_form == "compact":
-            raise SegcpError("--loss is calibrated on exact step functions (--curves compact is for the FNR curves of --guarantee)")
-        return calibrate_risk_dir(data, method=method, alpha=alpha, loss=loss, method_params=method_params, label=label, labels=labels, out=out,
-                                  show_progress=show_progress, executor=executor, chunk_size=chunk_size, **(risk or {}))
     t0 = time.perf_counter()
     forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
     cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, **forms)
