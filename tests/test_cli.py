@@ -340,9 +340,11 @@ def test_a_mistyped_option_gets_clicks_error_with_suggestions(tmp_path, capsys):
 #: Every closed choice of every command and the one place its values come from.
 def _closed_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     from segcp.calibration.compact import CURVE_FORMS
+    from segcp.calibration.ltt import PVALUES
     from segcp.engine.splits import PARTS
     from segcp.harness.datasets.tasks import available_tasks
     from segcp.harness.models.options import LOSSES, PRESETS
+    from segcp.losses import available_losses
     from segcp.methods import GUARANTEES, available_methods
     from segcp.specs import CRITERIA
 
@@ -350,6 +352,8 @@ def _closed_choices() -> dict[tuple[str, str], tuple[str, ...]]:
         ("calibrate", "--method"): tuple(available_methods()),
         ("calibrate", "--guarantee"): tuple(GUARANTEES),
         ("calibrate", "--curves"): tuple(CURVE_FORMS),
+        ("calibrate", "--loss"): tuple(available_losses()),
+        ("calibrate", "--pvalue"): tuple(PVALUES),
         ("tune", "--method"): tuple(available_methods()),
         ("tune", "--criterion"): tuple(CRITERIA),
         ("train", "--task"): tuple(available_tasks()),

@@ -6,7 +6,8 @@ E[false-negative rate] <= alpha, or P(ground truth in set) >= 1 - alpha).
 
 The Python API: :class:`Case` (one image's inputs and truth), :class:`ConformalSegmenter`
 (one estimator for every set family), :class:`LossCurves` (the map/reduce currency of
-calibration), :func:`available_methods` / :func:`get_method` (the registry of families).
+calibration), :class:`RiskSegmenter` (any registered loss — FDR/precision, lesion FNR, several
+at once — per group if asked), :func:`available_methods` / :func:`get_method` (the registry of families).
 They are imported on first use, so that ``import segcp`` (and ``segcp --version``) is cheap.
 """
 
@@ -18,12 +19,13 @@ _EXPORTS = {
     "Case": "segcp.cases",
     "ConformalSegmenter": "segcp.conformal",
     "LossCurves": "segcp.calibration",
+    "RiskSegmenter": "segcp.risk",
     "SegcpError": "segcp.errors",
     "available_methods": "segcp.methods",
     "get_method": "segcp.methods",
 }
 
-__all__ = ["Case", "ConformalSegmenter", "LossCurves", "SegcpError", "__version__", "available_methods", "get_method"]
+__all__ = ["Case", "ConformalSegmenter", "LossCurves", "RiskSegmenter", "SegcpError", "__version__", "available_methods", "get_method"]
 
 
 def __getattr__(name: str) -> Any:

@@ -84,6 +84,8 @@ PRESET = Choice("segcp.harness.models.options", "PRESETS")
 LOSS = Choice("segcp.harness.models.options", "LOSSES")
 TASK = Choice("segcp.harness.datasets.tasks", "available_tasks")
 SPLIT_PART = Choice("segcp.engine.splits", "PARTS")
+RISK_LOSS = Choice("segcp.losses", "available_losses")
+PVALUE = Choice("segcp.calibration.ltt", "PVALUES")
 
 
 def _choice_of(param: Any) -> Choice | None:
@@ -419,6 +421,10 @@ def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Pat
 
 LabelOpt = Annotated[int | None, typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+GroupsOpt = Annotated[
+    str | None,
+    typer.Option("--groups", help="Each image's group (one lambda per group): a CSV/TSV id,group or JSON file, or name:REGEX on the ids."),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -507,6 +513,19 @@ def calibrate(
         float | None, typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
     ] = None,
     device: DeviceOpt = None,
+    loss: Annotated[
+        list[str] | None,
+        typer.Option("--loss", parser=RISK_LOSS, help="Control this loss instead (repeat for several at once, one --alpha each; "
+                     "docs/ltt.md): monotone ones by exact CRC, the others (or any with --delta) by Learn then Test."),
+    ] = None,
+    loss_param: Annotated[list[str] | None, typer.Option("--loss-param", help="Loss parameter NAME=VALUE, e.g. min_overlap=0.5 (repeatable).")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="With --loss: Learn then Test, P(risk <= alpha) >= 1 - delta.")] = None,
+    pvalue: Annotated[str, typer.Option("--pvalue", parser=PVALUE, help="Learn then Test's p-value: hb (Hoeffding-Bentkus) or wsr (betting).")] = "hb",
+    vary: Annotated[str | None, typer.Option("--vary", help="With several losses: NAME=V1|V2|... a second method parameter to choose.")] = None,
+    groups: GroupsOpt = None,
+    group_fallback: Annotated[
+        bool, typer.Option("--group-fallback", help="A group too small for its own guarantee gets the marginal lambda (recorded).")
+    ] = False,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -528,26 +547,57 @@ def calibrate(
         params["device"] = device
     workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [CALIBRATE_ALPHA]
+    _check_loss_options(loss, loss_param, delta, pvalue, vary, groups, group_fallback, guarantee, tau, curves)
     with _executor(workers, scheduler, quiet) as ex:
-        record = calibrate_dir(
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            method=method,
-            alpha=alphas[0] if len(alphas) == 1 else alphas,
-            label=label,
-            guarantee=guarantee,
-            tau=tau,
-            method_params=params,
-            out=out,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-            curve_form=curves,
-            grid_size=grid_size,
-            grid_max=grid_max,
-            labels=labels,
-            allow_empty_masks=allow_empty_masks,
-        )
+        if loss:
+            from segcp.jobs.risk import calibrate_risk_dir
+
+            record = calibrate_risk_dir(
+                _data(data, probs, masks, images, samples, match, dataset_json),
+                method=method,
+                alpha=alphas[0] if len(alphas) == 1 else alphas,
+                loss=loss[0] if len(loss) == 1 else list(loss),
+                loss_params=parse_params(loss_param, "--loss-param"),
+                delta=delta,
+                pvalue=pvalue,
+                method_params=params,
+                vary=_vary(vary),
+                groups=groups,
+                group_fallback=group_fallback,
+                label=label,
+                labels=labels,
+                out=out,
+                show_progress=not quiet,
+                executor=ex,
+                chunk_size=chunk_size,
+            )
+        else:
+            record = calibrate_dir(
+                _data(data, probs, masks, images, samples, match, dataset_json),
+                method=method,
+                alpha=alphas[0] if len(alphas) == 1 else alphas,
+                label=label,
+                guarantee=guarantee,
+                tau=tau,
+                method_params=params,
+                out=out,
+                show_progress=not quiet,
+                executor=ex,
+                chunk_size=chunk_size,
+                curve_form=curves,
+                grid_size=grid_size,
+                grid_max=grid_max,
+                labels=labels,
+                allow_empty_masks=allow_empty_masks,
+            )
     if quiet:
+        return
+    if "losses" in record:
+        for stmt in record["statement"]:
+            typer.echo(f"{record['method']}: lambda = {record['lambda']:.6g} from n = {record['n']} images ({stmt}) -> {out}")
+        for e in (record.get("groups") or {}).get("entries", []):
+            how = "the marginal lambda (too few images for its own guarantee)" if e["fallback"] else f"lambda = {e['lambda']:.6g}"
+            typer.echo(f"  group {e['group']}: n = {e['n']}, {how}")
         return
     for entry in record.get("structures", [record]):
         lams = entry["lambda"] if isinstance(entry["lambda"], list) else [entry["lambda"]]
@@ -563,6 +613,33 @@ def calibrate(
             f"compact curves: a {g['size']}-point grid over [{g['lo']:g}, {g['hi']:g}]; lambda is the first grid point "
             f"at or above the exact one (at most {step:.3g} larger)"
         )
+
+
+def _check_loss_options(loss: list[str] | None, loss_param: list[str] | None, delta: float | None, pvalue: str, vary: str | None,
+                        groups: str | None, group_fallback: bool, guarantee: str | None, tau: float, curves: str) -> None:
+    """The options of a chosen ``--loss`` go with one (and not with ``--guarantee``/``--tau``/compact curves)."""
+    from segcp.errors import SegcpError
+
+    if not loss:
+        if loss_param or delta is not None or pvalue != "hb" or vary is not None or groups is not None or group_fallback:
+            raise SegcpError("--loss-param, --delta, --pvalue, --vary, --groups and --group-fallback are for a chosen --loss (e.g. --loss fnr)")
+        return
+    if guarantee is not None or tau != 1.0:
+        raise SegcpError("--loss replaces --guarantee and --tau: give one (--loss quantile --loss-param tau=...)")
+    if curves == "compact":
+        raise SegcpError("--loss is calibrated on exact step functions (--curves compact is for the FNR curves of --guarantee)")
+
+
+def _vary(vary: str | None) -> tuple[str, list[Any]] | None:
+    """``--vary NAME=V1|V2|...`` → (name, values)."""
+    if vary is None:
+        return None
+    from segcp.specs import grid_values
+
+    key, eq, raw = vary.partition("=")
+    if not eq or not key.strip() or not raw:
+        raise typer.BadParameter(f"{vary!r}: expected NAME=V1|V2|...", param_hint="'--vary'")
+    return grid_values(key, raw)
 
 
 RunParamOpt = Annotated[
@@ -591,6 +668,7 @@ def predict(
                      show_default="all"),
     ] = None,
     param: RunParamOpt = None,
+    groups: GroupsOpt = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
@@ -621,7 +699,7 @@ def predict(
         written = predict_dir(
             calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
             seed=seed, alpha=alpha, overwrite=overwrite, overrides=overrides, combined=combined, resume=resume,
-            executor=ex, chunk_size=chunk_size, labels=labels,
+            executor=ex, chunk_size=chunk_size, labels=labels, groups=groups,
         )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
@@ -640,6 +718,7 @@ def evaluate(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
+    groups: GroupsOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -662,7 +741,7 @@ def evaluate(
     with _executor(workers, scheduler, quiet) as ex:
         result = evaluate_dir(
             sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet,
-            calib=calib, draws=draws, seed=seed, overrides=overrides, executor=ex, chunk_size=chunk_size,
+            calib=calib, draws=draws, seed=seed, overrides=overrides, executor=ex, chunk_size=chunk_size, groups=groups,
         )
     if quiet:
         return
@@ -681,6 +760,45 @@ def evaluate(
         )
         return
     metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
+    for c in result.get("controlled", []):
+        typer.echo(f"{c['loss']}: mean {c['mean']:.4f} (alpha {c['alpha']:g}; {c['statement']})")
+    for g, st in result.get("groups", {}).items():
+        typer.echo(f"  group {g} (lambda {st['lambda']:.6g}{', marginal' if st['fallback'] else ''}): "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in st["controlled"].items()))
+
+
+@app.command(cls=SegcpCommand)
+def monitor(
+    calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate --loss ...`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the monitoring JSON.")] = None,
+    figure: Annotated[Path | None, typer.Option("--figure", help="Where to write its figure (PNG): risk, martingale, two-sample p-values.")] = None,
+    level: Annotated[float, typer.Option("--level", help="Type-I error of the exchangeability tests (martingale, two-sample).")] = 0.05,
+    delta: Annotated[float, typer.Option("--delta", help="Error of the running risk's time-uniform confidence sequence.")] = 0.05,
+    param: RunParamOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    chunk_size: ChunkOpt = None,
+    data: DataOpt = None,
+    probs: ProbsOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    samples: SamplesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: UnreadDatasetJsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Are new images still exchangeable with the calibration images (validity after deployment)? With masks:
+    the running risk at lambda with a time-uniform bound and a conformal test martingale; always: a two-sample
+    test of the sets' label-free statistics. Prints a verdict line (exit 0 also on an alarm)."""
+    from segcp.jobs.risk import monitor_dir
+    from segcp.specs import parse_params
+
+    overrides = parse_params(param)
+    workers = _deprecated_n_jobs(overrides, workers)
+    with _executor(workers, scheduler, quiet) as ex:
+        result = monitor_dir(calib, _data(data, probs, masks, images, samples, match, dataset_json), out=out, figure=figure, level=level, delta=delta,
+                             overrides=overrides, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
+    typer.echo(f"segcp monitor: {result['verdict']}" + (f" -> {out}" if out is not None else ""))
 
 
 @app.command(cls=SegcpCommand)

@@ -44,6 +44,7 @@ value the record was calibrated with: its declared ``unrecorded`` value when it 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -75,6 +76,8 @@ __all__ = [
     "job_record",
     "read_calibration",
     "read_record",
+    "read_risk_record",
+    "risk_record",
 ]
 
 SCHEMA = "segcp.calibration"
@@ -241,34 +244,9 @@ def estimator_record(
     return rec
 
 
-def read_record(d: Any, where: str = "calibration record", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate the record of one estimator; returns its parts (family built, numbers checked).
-
-    Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
-    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``,
-    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact).
-    Raises a one-line :class:`SegcpError` naming ``where`` and the field at fault.
-
-    ``overrides`` are what the user gives on this machine: run-time options (threads, cache
-    folder) and locations (a checkpoint directory). A record's own run-time options are
-    ignored, and a location in a record is refused unless the user gives it: a calibration
-    file is data and never chooses where segcp reads or writes. The record's ``identity``
-    (e.g. the encoder's weights checksum) must match the family built here.
-    """
-    if not isinstance(d, dict):
-        raise SegcpError(f"{where}: a calibration record must be a JSON object")
-    schema = d.get("schema", SCHEMA)
-    if schema != SCHEMA:
-        raise SegcpError(f"{where}: not a segcp calibration record (schema {_short(schema)})")
-    version = d.get("schema_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise SegcpError(f"{where}: field 'schema_version' must be a positive integer, got {_short(version)}")
-    if version > VERSION:
-        raise SegcpError(f"{where}: written by a newer segcp (calibration schema {version}; this segcp reads up to {VERSION}); upgrade segcp")
-    _check_version(d, where)
-    for key in ("method", "alpha", "lambda", "n"):
-        if key not in d:
-            raise SegcpError(f"{where}: missing field {key!r}")
+def _read_family(d: dict[str, Any], where: str, overrides: dict[str, Any] | None) -> SetFamily:
+    """The family of a record (``method``, its ``params``; run-time options and locations only from
+    ``overrides``; the ``identity`` checked), or a one-line error naming ``where`` and the field."""
     method = d["method"]
     if not isinstance(method, str):
         raise SegcpError(f"{where}: field 'method' must be a method name, got {_short(method)}")
@@ -304,6 +282,41 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         if not isinstance(identity, dict):
             raise SegcpError(f"{where}: field 'identity' must be an object")
         family.check_identity(identity, where)
+    return family
+
+
+def read_record(d: Any, where: str = "calibration record", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate the record of one estimator; returns its parts (family built, numbers checked).
+
+    Returns a dict with ``family`` (a :class:`~segcp.methods.SetFamily`), ``guarantee``,
+    ``tau``, ``alphas``, ``lambdas``, ``risks``, ``bounds`` (lists, one entry per α), ``n``,
+    ``scores`` (ndarray or None) and ``grid`` (the compact curves' grid, or None: exact).
+    Raises a one-line :class:`SegcpError` naming ``where`` and the field at fault.
+
+    ``overrides`` are what the user gives on this machine: run-time options (threads, cache
+    folder) and locations (a checkpoint directory). A record's own run-time options are
+    ignored, and a location in a record is refused unless the user gives it: a calibration
+    file is data and never chooses where segcp reads or writes. The record's ``identity``
+    (e.g. the encoder's weights checksum) must match the family built here.
+    """
+    if not isinstance(d, dict):
+        raise SegcpError(f"{where}: a calibration record must be a JSON object")
+    schema = d.get("schema", SCHEMA)
+    if schema == RISK_SCHEMA:
+        return read_risk_record(d, where, overrides)
+    if schema != SCHEMA:
+        raise SegcpError(f"{where}: not a segcp calibration record (schema {_short(schema)})")
+    version = d.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SegcpError(f"{where}: field 'schema_version' must be a positive integer, got {_short(version)}")
+    if version > VERSION:
+        raise SegcpError(f"{where}: written by a newer segcp (calibration schema {version}; this segcp reads up to {VERSION}); upgrade segcp")
+    _check_version(d, where)
+    for key in ("method", "alpha", "lambda", "n"):
+        if key not in d:
+            raise SegcpError(f"{where}: missing field {key!r}")
+    family = _read_family(d, where, overrides)
+    method = d["method"]
     guarantee = d.get("guarantee", family.guarantees[0])
     guarantee = _OLD_GUARANTEES.get(guarantee, guarantee) if isinstance(guarantee, str) else guarantee
     if not isinstance(guarantee, str) or guarantee not in family.guarantees:
@@ -386,8 +399,226 @@ def _check_plausible(n: int, alphas: list[float], lambdas: list[float], risks: l
         if not math.isnan(risk) and abs(bound - (n * risk + 1.0) / (n + 1)) > 1e-9:
             raise SegcpError(f"{where}: field 'bound' = {bound!r} is not n/(n+1)*empirical_risk + 1/(n+1) = {(n * risk + 1.0) / (n + 1)!r}")
     by_alpha = sorted(zip(alphas, lambdas))
-    if any(l2 > l1 for (_, l1), (_, l2) in zip(by_alpha, by_alpha[1:])):
+    if any(l2 > l1 for (_, l1), (_, l2) in itertools.pairwise(by_alpha)):
         raise SegcpError(f"{where}: field 'lambda' grows with alpha; a calibration gives a larger alpha a smaller (or equal) lambda")
+
+
+# ---------------------------------------------------------------------------- losses (RiskSegmenter)
+#: The schema of a record of a chosen loss (or several, per group): a segcp that predates it
+#: refuses the file ("not a segcp calibration record") instead of reading its λ̂ as an FNR one.
+RISK_SCHEMA = "segcp.risk-control"
+RISK_VERSION = 1
+#: The most losses one record may hold, and values of a varied parameter.
+MAX_LOSSES, MAX_CONFIGS = 8, 64
+#: The most groups a calibration may hold (and a record claim); what a group name may be.
+MAX_GROUPS = 4096
+GROUP_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+
+
+def _inf_list(values: Sequence[float]) -> list[float | str]:
+    return [("+inf" if v > 0 else "-inf") if math.isinf(v) else float(v) for v in values]
+
+
+def _fit_fields(fit: Any, integer: bool = False) -> dict[str, Any]:
+    lam = int(fit.lambda_) if integer and float(fit.lambda_).is_integer() else float(fit.lambda_)
+    out: dict[str, Any] = {"lambda": lam, "n": int(fit.n), "config": int(fit.config),
+                           "empirical_risk": [float(r) for r in fit.risks]}
+    if not math.isnan(fit.bound):
+        out["bound"] = float(fit.bound)
+    if not math.isnan(fit.low):
+        out["certified"] = _inf_list([fit.low, fit.high])
+    return out
+
+
+def risk_record(rs: Any) -> dict[str, Any]:
+    """The record of a calibrated :class:`~segcp.risk.RiskSegmenter` (schema ``segcp.risk-control``)::
+
+        schema, schema_version, segcp_version, method, params (the chosen configuration's), identity
+        losses          [{name, params}], one per loss;  alpha  one level per loss
+        calibrated_by   crc (one monotone loss, exact) | ltt (Learn then Test: delta, pvalue, procedure)
+        vary            null | {param, values}: the configurations; config = the chosen one's index
+        lambda, n, config, empirical_risk (per loss), bound (crc), certified [low, high] (ltt)
+        statement       per loss, in words
+        groups          null | {source, entries: [{group, n, lambda, config, empirical_risk, bound |
+                        certified, fallback}]}: one λ̂ per group (fallback: too few cases, the marginal λ̂)
+        monitor         {scores, statistics}: per calibration case, what ``segcp monitor`` compares with
+    """
+    fam = rs.family_
+    ltt = rs.mode_ == "ltt"
+    rec: dict[str, Any] = {
+        "schema": RISK_SCHEMA, "schema_version": RISK_VERSION, "segcp_version": __version__,
+        "method": fam.name, "params": fam.params(),
+        "losses": [{"name": x.name, "params": x.params()} for x in rs.losses_],
+        "alpha": [float(a) for a in rs.alphas_],
+        "calibrated_by": rs.mode_,
+        "delta": float(rs.delta) if ltt else None,
+        "pvalue": rs.pvalue if ltt else None,
+        "procedure": "fixed-sequence" if ltt else None,
+        "vary": None if rs.vary is None else {"param": rs.vary[0], "values": list(rs.vary[1])},
+    }
+    rec |= _fit_fields(rs.fit_, fam.integer_lambda)
+    rec["statement"] = rs.statements()
+    identity = fam.identity()
+    if identity:
+        rec["identity"] = identity
+    rec["groups"] = None
+    if rs.groups_:
+        rec["groups"] = {"source": str(getattr(rs, "group_source_", None) or "given"),
+                         "entries": [{"group": g} | _fit_fields(f, fam.integer_lambda) | {"fallback": bool(f.fallback)}
+                                     for g, f in rs.groups_.items()]}
+    mon = getattr(rs, "monitor_", None)
+    if mon:
+        rec["monitor"] = {"scores": _inf_list(mon["scores"]),
+                          "statistics": {k: [None if math.isnan(v) else float(v) for v in vals] for k, vals in mon["statistics"].items()}}
+    return rec
+
+
+def _numbers(raw: Any, field: str, where: str, length: int, infinite: bool = False, missing: bool = False) -> list[float]:
+    """A list of ``length`` numbers (``infinite``: "+inf"/"-inf" allowed; ``missing``: null → NaN)."""
+    if not isinstance(raw, list) or len(raw) != length:
+        raise SegcpError(f"{where}: field {field!r} must be a list of {length} numbers")
+    out = []
+    for v in raw:
+        if infinite and v in ("+inf", "-inf"):
+            out.append(math.inf if v == "+inf" else -math.inf)
+        elif missing and v is None:
+            out.append(math.nan)
+        else:
+            out.append(_number(v, field, where))
+    return out
+
+
+def _read_fit(e: dict[str, Any], field: str, where: str, family: SetFamily, losses: Sequence[Any], alphas: Sequence[float], crc: bool,
+              k: int, fallback: bool = False) -> dict[str, Any]:
+    """The validated fields of a :class:`~segcp.risk.GroupFit`."""
+    lam = _number(e.get("lambda"), f"{field}lambda", where)
+    if not family.lambda_min <= lam <= family.lambda_max:
+        raise SegcpError(f"{where}: field '{field}lambda' = {lam!r} is outside the range of {family.name}")
+    if family.integer_lambda and not lam.is_integer():
+        raise SegcpError(f"{where}: field '{field}lambda' = {lam!r} must be a whole number for {family.name} (a number of steps)")
+    n = _integer(e.get("n"), f"{field}n", where, 1, MAX_N)
+    config = _integer(e.get("config", 0), f"{field}config", where, 0, k - 1)
+    risks = _numbers(e.get("empirical_risk", []), f"{field}empirical_risk", where, 0 if fallback else len(losses))
+    for r, x in zip(risks, losses):
+        if not 0.0 <= r <= x.bound:
+            raise SegcpError(f"{where}: field '{field}empirical_risk' = {r!r} is outside [0, {x.bound:g}] for {x.name}")
+    bound, low, high = math.nan, math.nan, math.nan
+    if fallback:
+        pass
+    elif crc:
+        need = min_calibration_size(alphas[0], losses[0].bound)
+        if n < need:
+            raise SegcpError(f"{where}: field '{field}n' = {n} is too small for alpha={alphas[0]:g} (n >= B/alpha - 1 = {need})")
+        bound = _number(e.get("bound"), f"{field}bound", where)
+        if bound > alphas[0] + TOL or abs(bound - (n * risks[0] + losses[0].bound) / (n + 1)) > 1e-9:
+            raise SegcpError(f"{where}: field '{field}bound' = {bound!r} is not n/(n+1)*empirical_risk + B/(n+1) <= alpha")
+    else:
+        low, high = _numbers(e.get("certified"), f"{field}certified", where, 2, infinite=True)
+        if not low <= lam < high:
+            raise SegcpError(f"{where}: field '{field}lambda' = {lam!r} lies outside its certified interval [{low!r}, {high!r})")
+        if any(r > a + TOL for r, a in zip(risks, alphas)):
+            raise SegcpError(f"{where}: field '{field}empirical_risk' exceeds its alpha: Learn then Test certifies no such lambda")
+    return {"lambda_": lam, "n": n, "config": config, "risks": tuple(risks), "bound": bound, "low": low, "high": high, "fallback": fallback}
+
+
+def read_risk_record(d: dict[str, Any], where: str = "calibration record", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a record of :func:`risk_record`; returns its parts for
+    :meth:`RiskSegmenter.from_parts <segcp.risk.RiskSegmenter.from_parts>` (``losses``, ``alphas``,
+    ``mode``, ``delta``, ``pvalue``, ``configs`` — the families, ``family`` — the chosen one,
+    ``fit``, ``groups`` (group → GroupFit), ``group_source``, ``monitor``, ``n``)."""
+    from segcp.calibration.ltt import PVALUES
+    from segcp.losses import get_loss
+    from segcp.methods.base import MaskFamily
+    version = d.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RISK_VERSION:
+        raise SegcpError(f"{where}: field 'schema_version' must be an integer from 1 to {RISK_VERSION} for {RISK_SCHEMA} (a newer segcp wrote it?)")
+    for key in ("method", "losses", "alpha", "lambda", "n", "calibrated_by"):
+        if key not in d:
+            raise SegcpError(f"{where}: missing field {key!r}")
+    raw = d["losses"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LOSSES:
+        raise SegcpError(f"{where}: field 'losses' must be a list of 1 to {MAX_LOSSES} losses")
+    losses = []
+    for j, e in enumerate(raw):
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("params", {}), dict):
+            raise SegcpError(f"{where}: losses[{j}] must be an object with a 'name' and 'params'")
+        try:
+            losses.append(get_loss(e["name"], **e.get("params", {})))
+        except SegcpError as exc:
+            raise SegcpError(f"{where}: losses[{j}]: {exc}") from None
+    alphas = _numbers(_list(d["alpha"]), "alpha", where, len(losses))
+    for a, x in zip(alphas, losses):
+        if not 0.0 < a < x.bound:
+            raise SegcpError(f"{where}: field 'alpha' = {a!r} must be in (0, {x.bound:g}) for {x.name}")
+    mode = d["calibrated_by"]
+    delta: float | None = None
+    pvalue: Any = "hb"
+    if mode == "crc":
+        if len(losses) != 1 or not losses[0].monotone or d.get("delta") is not None or d.get("vary") is not None:
+            raise SegcpError(f"{where}: field 'calibrated_by' is crc, which is for one monotone loss without delta or vary")
+    elif mode == "ltt":
+        delta = _number(d.get("delta"), "delta", where)
+        if not 0.0 < delta < 1.0:
+            raise SegcpError(f"{where}: field 'delta' must be in (0, 1), got {delta!r}")
+        pvalue = d.get("pvalue")
+        if pvalue not in PVALUES:
+            raise SegcpError(f"{where}: field 'pvalue' must be one of {', '.join(PVALUES)}, got {_short(pvalue)}")
+        if d.get("procedure", "fixed-sequence") != "fixed-sequence":
+            raise SegcpError(f"{where}: field 'procedure' must be fixed-sequence, got {_short(d.get('procedure'))}")
+    else:
+        raise SegcpError(f"{where}: field 'calibrated_by' must be crc or ltt, got {_short(mode)}")
+    family = _read_family(d, where, overrides)
+    if not isinstance(family, MaskFamily):
+        raise SegcpError(f"{where}: losses are for the pixel-set methods, not {family.name}")
+    vary = d.get("vary")
+    configs: list[SetFamily] = [family]
+    vary_spec = None
+    if vary is not None:
+        if not isinstance(vary, dict) or set(vary) != {"param", "values"} or not isinstance(vary["values"], list) \
+                or not 1 <= len(vary["values"]) <= MAX_CONFIGS or vary["param"] not in type(family).declared():
+            raise SegcpError(f"{where}: field 'vary' must be {{\"param\": a parameter of {family.name}, \"values\": [1 to {MAX_CONFIGS} values]}}")
+        configs = [_read_family(d | {"params": dict(d.get("params", {})) | {vary["param"]: v}}, where, overrides) for v in vary["values"]]
+        vary_spec = (vary["param"], list(vary["values"]))
+    crc = mode == "crc"
+    n = _integer(d["n"], "n", where, 1, MAX_N)
+    fit = _read_fit(d, "", where, family, losses, alphas, crc, len(configs))
+    if configs[fit["config"]].key != family.key:
+        raise SegcpError(f"{where}: field 'params' is not the configuration 'config' = {fit['config']} of 'vary'")
+    groups: dict[str, Any] = {}
+    source = None
+    g = d.get("groups")
+    if g is not None:
+        if not isinstance(g, dict) or not isinstance(g.get("entries"), list) or not 1 <= len(g["entries"]) <= MAX_GROUPS:
+            raise SegcpError(f"{where}: field 'groups' must be {{\"source\": ..., \"entries\": [1 to {MAX_GROUPS} groups]}}")
+        source = g.get("source")
+        if not isinstance(source, str) or len(source) > 1024:
+            raise SegcpError(f"{where}: field 'groups.source' must be a string")
+        for k, e in enumerate(g["entries"]):
+            if not isinstance(e, dict) or not isinstance(e.get("group"), str) or GROUP_NAME.fullmatch(e["group"]) is None:
+                raise SegcpError(f"{where}: groups.entries[{k}] must be an object whose 'group' is a name of 1 to 64 printable characters")
+            if e["group"] in groups:
+                raise SegcpError(f"{where}: group {e['group']!r} appears twice")
+            fb = e.get("fallback", False)
+            if not isinstance(fb, bool):
+                raise SegcpError(f"{where}: groups.entries[{k}].fallback must be true or false")
+            gf = _read_fit(e, f"groups.entries[{k}].", where, family, losses, alphas, crc, len(configs), fallback=fb)
+            if fb and (gf["lambda_"] != fit["lambda_"] or gf["config"] != fit["config"]):
+                raise SegcpError(f"{where}: group {e['group']!r} falls back to the marginal lambda but records another")
+            groups[e["group"]] = gf
+        if sum(f["n"] for f in groups.values()) != n:
+            raise SegcpError(f"{where}: the groups' n add up to {sum(f['n'] for f in groups.values())}, not n = {n}")
+    monitor: dict[str, Any] = {"scores": [], "statistics": {}}
+    mon = d.get("monitor")
+    if mon is not None:
+        if not isinstance(mon, dict) or not isinstance(mon.get("statistics", {}), dict) or len(mon.get("statistics", {})) > 64:
+            raise SegcpError(f"{where}: field 'monitor' must be {{\"scores\": [...], \"statistics\": {{name: [...]}}}}")
+        monitor["scores"] = _numbers(mon.get("scores"), "monitor.scores", where, n, infinite=True)
+        for name, vals in mon.get("statistics", {}).items():
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_.]{1,40}", name):
+                raise SegcpError(f"{where}: field 'monitor.statistics' has a bad name {_short(name)}")
+            monitor["statistics"][name] = _numbers(vals, f"monitor.statistics.{name}", where, n, missing=True)
+    return {"kind": "risk", "family": family, "configs": configs, "vary": vary_spec, "losses": losses, "alphas": alphas, "mode": mode,
+            "delta": delta, "pvalue": pvalue, "fit": fit, "groups": groups, "group_source": source, "monitor": monitor, "n": n}
 
 
 # ---------------------------------------------------------------------------- directory jobs
@@ -414,7 +645,7 @@ def job_record(
     shared: dict[str, Any] = {}
     for structure, rec, present in estimators:
         assert structure is not None
-        shared = {k: rec[k] for k in SHARED_FIELDS}
+        shared = {k: rec[k] for k in SHARED_FIELDS if k in rec}  # a record of chosen losses has no guarantee/tau
         entries.append(structure.to_dict() | {"images_with_structure": int(present)} | {k: v for k, v in rec.items() if k not in SHARED_FIELDS})
     return shared | {"structures": entries, "labels_from": labels_from or "channels of the probability stacks"} | job
 

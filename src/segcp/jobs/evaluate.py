@@ -63,7 +63,10 @@ def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_dr
     prediction = cs.predict(case) if set_file is None else read_set(Path(set_file), case.shape)
     if not isinstance(prediction, SegmentationSet):
         assert case.mask is not None  # a pixel-set family's case read with its truth
-        return evaluate_set(prediction, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing), False
+        metrics = evaluate_set(prediction, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing)
+        for x in getattr(cs, "losses_", ()):  # the losses a RiskSegmenter controls, by their definition
+            metrics[f"loss_{x.name}"] = x.set_loss(prediction, case.mask, case.spacing)
+        return metrics, False
     fam = cs.method_
     assert isinstance(fam, SegmentationSetFamily) and fam.agreement_level is not None
     item = fam.prepare(case)
@@ -209,12 +212,14 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
 
 def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, out: StrPath | None = None, show_progress: bool = True,
                  calib: StrPath | None = None, draws: int = 100, seed: int = 0, overrides: dict[str, Any] | None = None,
-                 executor: Executor = IN_PROCESS, chunk_size: int | None = None) -> dict[str, Any]:
+                 executor: Executor = IN_PROCESS, chunk_size: int | None = None, groups: str | None = None) -> dict[str, Any]:
     """Metrics of sets against a data directory's truth: of ``sets`` (a ``predict`` folder; stretch against
     the model's own mask when probs/ is there) or of the sets of ``calib`` made on the fly (sets of
     segmentations: ``covered`` — the guarantee's event, exact — ``score`` and the metrics of ``draws``
     draws); per structure for a per-structure calibration (``sets/<name>/`` when given). Distances in
-    the data's units or pixels; the same on every ``executor``.
+    the data's units or pixels; the same on every ``executor``. A calibration of chosen losses adds each
+    loss per image (``loss_<name>``) and ``controlled``: each loss's mean against its α, overall and per
+    group (``groups``: as for ``predict``).
     """
     seed = check_seed(seed)
     check_chunk_size(chunk_size)
@@ -227,13 +232,14 @@ def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, 
     if calib is None:
         result = _evaluate_sets(sets, data, label, out, run)
     else:
-        result = _evaluate_calibrated(read_calibration(calib, overrides), data, sets, out, int(draws), seed, run)
+        result = _evaluate_calibrated(read_calibration(calib, overrides), data, sets, out, int(draws), seed, run, groups)
     if out is not None:
         write_json(out, result)
     return result
 
 
-def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run) -> dict[str, Any]:
+def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run,
+                         groups: str | None = None) -> dict[str, Any]:
     """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
     if sets is not None:
         cal = _made_by(Path(sets), cal)
@@ -243,6 +249,14 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
         check_output(out, [cal.path, *([sets] if sets is not None else []), *data_inputs(data)])
     dd = DataDir(data)
     job, ids = job_of(dd, cal, fam, with_truth=True, images=sets is None)
+    if hasattr(models[0], "losses_"):
+        from segcp.jobs.risk import case_groups
+
+        names = case_groups(models[0], groups, ids, str(cal.path))
+        for m in models:
+            m.case_groups = names
+    elif groups is not None:
+        raise SegcpError(f"{cal.path}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
     subs = [s.name for s in cal.structures] or [""]
     if sets is not None and not cal.per_structure:
         raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
@@ -256,6 +270,11 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
         parts = (cal.structures, models, per)
         structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p)
                       for s, m, p in zip(*parts, strict=True)}
+        if hasattr(models[0], "losses_"):  # RiskSegmenters: each structure's controlled risks (per group)
+            from segcp.jobs.risk import controlled_risks
+
+            for s, m, p in zip(*parts, strict=True):
+                structures[s.name] |= controlled_risks(m, p)
         overall = {m: float(np.nanmean([st["mean"][m] for st in structures.values()])) for m in next(iter(structures.values()))["mean"]}
         head = {"segcp_version": __version__, "method": cal.record.get("method"), "n": len(ids), "distance_units": units}
         return head | {"mean_over_structures": overall, "structures": structures}
@@ -263,4 +282,9 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
     result = {"segcp_version": __version__, "method": fam.name, "params": fam.params(), "alpha": float(next(iter(cs.lambdas_)))}
     result |= {"lambda": cs.lambda_, "label": cal.label}
     result |= {"beta": fam.agreement_level, "draws": draws} if drawn else {"distance_units": units}
-    return result | _summary(per[0])
+    result |= _summary(per[0])
+    if hasattr(cs, "losses_"):  # a RiskSegmenter: the controlled risks, overall and per group
+        from segcp.jobs.risk import controlled_risks
+
+        result |= controlled_risks(cs, per[0])
+    return result

@@ -52,6 +52,8 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
         bits = None
         cases = job.read(ident)
         for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs, strict=True)):
+            if isinstance(lam, dict):  # calibrated per group (segcp.risk): each id's own family and λ̂
+                fam, lam = lam[ident]
             arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
             write_set(root / sub, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
             if combined:
@@ -60,6 +62,20 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
         if bits is not None:
             write_set(root / COMBINED, ident, bits, cases[0].geometry, clean_stale=False)
     return len(items)
+
+
+def _lambdas(models: Sequence[Any], groups: str | None, ids: Sequence[str], where: str) -> tuple[Any, ...]:
+    """Each structure's λ̂, or for a calibration per group (segcp.risk) {id: (family, λ̂ of its group)}."""
+    if not any(getattr(m, "groups_", None) for m in models):
+        if groups is not None:
+            raise SegcpError(f"{where}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
+        return tuple(float(m.lambda_) for m in models)
+    from segcp.jobs.risk import case_groups
+
+    names = case_groups(models[0], groups, list(ids), where)
+    for m in models:
+        m.case_groups = names
+    return tuple({i: (m.family_of(m.fit_of(i)), m.fit_of(i).lambda_) for i in ids} for m in models)
 
 
 def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
@@ -182,6 +198,7 @@ def predict_dir(
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
     labels: str | None = None,
+    groups: str | None = None,
 ) -> list[Path]:
     """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
     geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
@@ -191,7 +208,8 @@ def predict_dir(
     ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest; a
     failure before any set is written leaves nothing). ``overwrite`` replaces only a previous predict folder.
     ``overrides``: run-time options of the family; ``labels``: some structures of a per-structure
-    calibration only (:func:`select_structures`). Returns the set paths, id by id.
+    calibration only (:func:`select_structures`); ``groups``: each id's group for a calibration made per
+    group (a file or ``name:REGEX``; default: the record's own ``name:`` rule). Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -215,12 +233,15 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
+    lambdas = _lambdas(models, groups, ids, str(calib))
     manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
+    if isinstance(lambdas[0], dict):  # per group: which λ̂ each id got (per structure)
+        manifest["lambda_of_id"] = [{i: lam for i, (_, lam) in per.items()} for per in lambdas]
     if resume:
         folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
-    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
+    head = (job, tuple(m.method_ for m in models), lambdas, subs, int(draws), seed)
     with folder_cm as folder:
         if resume:
             done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))

@@ -101,10 +101,17 @@ class Job:
         return cases
 
 
-def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
-    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several)."""
-    models = []
+def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[Any]:
+    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several): a
+    :class:`ConformalSegmenter`, or a :class:`~segcp.risk.RiskSegmenter` for a record of chosen losses."""
+    models: list[Any] = []
     for parts in cal.parts:
+        if parts.get("kind") == "risk":  # a chosen loss (segcp.risk), read by segcp.record.read_risk_record
+            from segcp.risk import RiskSegmenter
+
+            rs = RiskSegmenter.from_parts(parts)
+            models.append(rs if alpha is None else rs.at(alpha))
+            continue
         cs = ConformalSegmenter.from_parts(parts)
         if alpha is None and len(cs.lambdas_) > 1:
             raise SegcpError(f"{cal.path}: calibrated at several alphas ({', '.join(f'{a:g}' for a in cs.lambdas_)}); pass --alpha")

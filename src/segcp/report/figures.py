@@ -15,6 +15,7 @@ __all__ = [
     "dice_curve_figure",
     "diversity_figure",
     "draws_figure",
+    "monitor_figure",
     "overlay_figure",
     "set_size_figure",
     "summary_figure",
@@ -284,3 +285,37 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
             axes[r, c + 2 + j].set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
         _bare(axes[r])
     return _png(fig, dpi, title, 0.95)
+
+
+def monitor_figure(result: dict[str, Any], dpi: int = 110) -> bytes:
+    """``segcp monitor``'s figure (``result``: :func:`segcp.jobs.risk.monitor_dir`'s): with labels, each
+    loss's running mean at λ̂ with its time-uniform bounds against α, and the martingale's wealth
+    (log scale) against 1/level; always the two-sample p-values against the level."""
+    plt = _plt()
+    labelled = bool(result.get("labels"))
+    panels = 3 if labelled else 1
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 2.8), squeeze=False)
+    axes = axes[0]
+    if labelled:
+        ax = axes[0]
+        for k, r in enumerate(result["risk"]):
+            t = np.arange(1, len(r["mean"]) + 1)
+            ax.plot(t, r["mean"], color=_colour(k), lw=1, label=f"{r['loss']} (mean)")
+            ax.fill_between(t, r["lower"], r["upper"], color=_colour(k), alpha=0.15, lw=0)
+            ax.axhline(r["alpha"], color=_colour(k), ls="--", lw=0.8)
+        ax.set(xlabel="new cases", ylabel="loss at λ̂ (time-uniform bounds)", title="risk", ylim=(0, None))
+        ax.legend()
+        ax = axes[1]
+        w = np.asarray(result["martingale"]["wealth"], dtype=float)
+        ax.semilogy(np.arange(1, w.size + 1), w, color=_colour(0), lw=1)
+        ax.axhline(1.0 / result["level"], color="k", ls="--", lw=0.8, label=f"1/level = {1 / result['level']:g}")
+        ax.set(xlabel="new cases", ylabel="martingale wealth", title="exchangeability")
+        ax.legend()
+    ax = axes[-1]
+    two = result["two_sample"]
+    ax.bar(range(len(two["statistics"])), two["pvalues"], color=[_colour(1) if r else _colour(0) for r in two["rejected"]])
+    ax.axhline(result["level"], color="k", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(two["statistics"])), two["statistics"], rotation=30, ha="right")
+    ax.set(ylabel="two-sample p-value", title="set statistics (no labels)")
+    return _png(fig, dpi, title=f"{result['verdict'].split(':')[0]} after {result['n_new']} new cases", top=0.9)
