@@ -113,16 +113,18 @@ def test_calibration_through_the_monai_loader_equals_segcp_calibrate(world, tmp_
     assert [s["name"] for s in cli["structures"]] == ["label1", "label2"] and cli["channel_axis"] == "last"
     assert cli["ids"] == [f"case1{i:02d}" for i in range(N_CAL)] and cli["n"] == N_CAL
 
-    # one structure (--label 2) with another family, through a loader of the saved files (no model)
-    ok(["calibrate", *data, "--label", "2", "--normalize", "max", "--alpha", str(ALPHA),
+    # one structure (--label 1) with a spacing-aware family (morph's ball: margins in mm), through a loader of
+    # the saved files (no model): the spacing is the files' own, as segcp's reader reads it
+    ok(["calibrate", *data, "--label", "1", "--method", "morph", "--se", "ball", "--alpha", str(ALPHA),
         "--out", tmp_path / "cli2.json", "-q"], capsys)
     files = [{"pred": str(probs / f"{Path(d['label']).name[:-7]}_prob.nii.gz"), "label": d["label"]} for d in world.cal]
     load = Compose([LoadImaged(["pred", "label"]), EnsureChannelFirstd(["pred", "label"])])
-    rec = calibrate_loader(DataLoader(Dataset(files, load), batch_size=3), label=2, method_params={"normalize": "max"},
+    rec = calibrate_loader(DataLoader(Dataset(files, load), batch_size=3), label=1, method="morph", method_params={"se": "ball"},
                            alpha=ALPHA, show_progress=False)
     cli2 = json.loads((tmp_path / "cli2.json").read_text())
     assert rec["ids"] == [f"case1{i:02d}_prob" for i in range(N_CAL)]  # ids are the names of the files read
     _same_record(rec | {"ids": cli2["ids"]}, cli2)
+    assert cli2["label"] == 1 and cli2["method"] == "morph" and not float(cli2["lambda"]).is_integer()  # a distance in mm
 
 
 def test_calibration_streams_one_batch(world):

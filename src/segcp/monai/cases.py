@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case, binarize_mask
 from segcp.errors import SegcpError
-from segcp.io.formats import split_ext
+from segcp.io.formats import GRID_ATOL, split_ext
 from segcp.jobs.structures import split_case
 from segcp.record import Calibration, Structure
 
@@ -37,10 +37,20 @@ def to_numpy(x: Any) -> NDArray[Any]:
 
 
 def spacing_of(x: Any, ndim: int) -> tuple[float, ...] | None:
-    """The voxel size (mm) of a MetaTensor's grid, from its affine (MONAI's ``affine_to_spacing``); None
-    for a plain tensor or array (1 per axis)."""
+    """The voxel size (mm) of a MetaTensor's grid; None for a plain tensor or array (1 per axis).
+
+    On the grid of the NIfTI file it was read from (its affine the ``original_affine`` of its metadata, within
+    :data:`segcp.io.formats.GRID_ATOL`: as read, or after ``Invertd``), the file's own ``pixdim`` — the
+    spacing segcp's reader gives ``segcp calibrate`` and ``segcp predict`` for that file, bit for bit; on any
+    other grid (resampled), the spacing of its affine (MONAI's ``affine_to_spacing``)."""
     if not isinstance(x, MetaTensor):
         return None
+    affine = to_numpy(x.affine)
+    pixdim, original = x.meta.get("pixdim"), x.meta.get("original_affine")
+    if pixdim is not None and original is not None:
+        original = to_numpy(original)
+        if original.shape == affine.shape and np.allclose(affine, original, rtol=0.0, atol=GRID_ATOL):
+            return tuple(float(v) for v in to_numpy(pixdim)[1 : 1 + ndim])
     return tuple(float(v) for v in to_numpy(affine_to_spacing(x.affine, r=ndim)))
 
 
