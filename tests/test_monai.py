@@ -279,3 +279,73 @@ def test_the_example_runs(tmp_path):
         sets = sorted((tmp_path / "sets" / name).glob("*.nii.gz"))
         assert [f.name for f in sets] == [f"case2{i:02d}.nii.gz" for i in range(N_TEST)]
         assert nib.load(str(sets[0])).shape == SHAPE
+
+
+# ------------------------------------------------------------------ 2D, plain tensors, one channel, the image
+def _items_2d(n: int, seed: int, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, 16, 16) probabilities and (B, 1, 16, 16) label maps, plain tensors (no metadata)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((n, 1, 16, 16), np.int64)
+    for b in range(n):
+        c = rng.integers(5, 11, 2)
+        lab[b, 0, c[0] - 4 : c[0] + 4, c[1] - 4 : c[1] + 4] = 1
+        lab[b, 0, c[0] - 2 : c[0] + 2, c[1] - 2 : c[1] + 2] = channels - 1
+    logits = np.stack([lab[:, 0] == v for v in range(channels)], 1) * 2.0 + rng.normal(0, 1, (n, channels, 16, 16))
+    return torch.softmax(torch.as_tensor(logits), 1), torch.as_tensor(lab)
+
+
+@pytest.mark.parametrize("method", ["threshold", "rwcp"])
+def test_2d_plain_tensors_equal_the_estimator(tmp_path, method):
+    from segcp import ConformalSegmenter
+    from segcp.record import read_calibration
+
+    params = {"encoder": "fallback", "k": 6} if method == "rwcp" else None
+    cal = ConformalCalibrator(method, ALPHA, method_params=params)
+    for seed in range(3):  # three batches of four
+        probs, lab = _items_2d(4, seed)
+        cal.update(probs, lab, image=probs[:, :1] if method == "rwcp" else None)
+    rec = cal.write(tmp_path / "c.json")
+    assert rec["ids"] == [str(k) for k in range(12)] and rec["channel_axis"] == "last"
+    probs, _ = _items_2d(2, 9)
+    t = ConformalSetsd("pred", tmp_path / "c.json", output_postfix=None, image_key="image" if method == "rwcp" else None)
+    models = [ConformalSegmenter.from_parts(p) for p in read_calibration(tmp_path / "c.json").parts]
+    for b in range(2):
+        item = {"pred": probs[b], "image": probs[b, :1]}
+        out = t(item)["pred"]
+        assert type(out) is torch.Tensor and out.dtype == torch.uint8 and out.shape == (2, 16, 16)
+        arr = t(item | {"pred": probs[b].numpy()})["pred"]  # an array in, an array out
+        assert isinstance(arr, np.ndarray) and np.array_equal(arr, out.numpy())
+        for k, v in enumerate((1, 2)):
+            from segcp import Case
+
+            case = Case("x", probs=probs[b, v].numpy(), image=probs[b, :1].numpy() if method == "rwcp" else None)
+            assert np.array_equal(out[k].numpy().astype(bool), models[k].predict(case))
+
+
+def test_one_foreground_channel(tmp_path):
+    probs, lab = _items_2d(8, 3, channels=2)
+    cal = ConformalCalibrator(alpha=ALPHA)
+    cal.update(probs[:, 1:], lab)  # a sigmoid output (B, 1, H, W) and a binary truth
+    rec = cal.write(tmp_path / "c.json")
+    assert rec["probs_channels"] is False and rec["label"] is None and "structures" not in rec
+    t = ConformalSetsd("pred", tmp_path / "c.json")
+    assert t.names == ["foreground"]
+    out = t({"pred": probs[0, 1:]})["pred_sets"]
+    assert out.shape == (1, 16, 16) and np.array_equal(out[0].numpy().astype(bool), 1.0 - probs[0, 1].numpy().astype(np.float64) <= rec["lambda"])
+    with pytest.raises(SegcpError, match="one-channel foreground map, got 2 channels"):
+        t({"pred": probs[0]})
+
+
+def test_segcp_monai_without_ignite(monkeypatch):
+    """segcp.monai imports without pytorch-ignite; the handler says what to install."""
+    import importlib
+
+    import segcp.monai
+
+    monkeypatch.setitem(sys.modules, "ignite", None)  # as if not installed (restored after the test)
+    monkeypatch.setitem(sys.modules, "ignite.engine", None)
+    monkeypatch.delitem(sys.modules, "segcp.monai.handlers", raising=False)
+    importlib.reload(segcp.monai)
+    assert segcp.monai.ConformalSetsd is ConformalSetsd
+    with pytest.raises(ImportError, match=r"needs pytorch-ignite: pip install 'segcp\[monai\]'"):
+        segcp.monai.ConformalCalibrationHandler  # noqa: B018
