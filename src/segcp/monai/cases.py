@@ -28,7 +28,7 @@ from segcp.io.formats import GRID_ATOL, split_ext
 from segcp.jobs.structures import split_case
 from segcp.record import Calibration, Structure
 
-__all__ = ["Target", "case_id", "channel_first_items", "spacing_of", "to_numpy"]
+__all__ = ["Target", "case_id", "channel_first_items", "item_arrays", "iter_items", "spacing_of", "to_numpy"]
 
 
 def to_numpy(x: Any) -> NDArray[Any]:
