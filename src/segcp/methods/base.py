@@ -42,11 +42,12 @@ from numpy.typing import NDArray
 from segcp.calibration import LossCurves, coverage_quantile_score, fnr_curve, zero_one_curve
 from segcp.cases import Case, masked_values
 from segcp.errors import SegcpError
+from segcp.registry import Registry
 
 __all__ = [
     "GUARANTEES",
-    "MaskFamily",
     "NOT_GIVEN",
+    "MaskFamily",
     "Param",
     "Prepared",
     "SegmentationSet",
@@ -201,7 +202,7 @@ class Param:
         if kind == "int":
             if num != round(num):
                 raise SegcpError(f"{family}: {name} must be an integer, got {value!r}")
-            out: Any = int(round(num))
+            out: Any = round(num)
         else:
             out = num
         if self.low is not None and (out < self.low or (self.low_open and out == self.low)):
@@ -299,7 +300,7 @@ class SetFamily(ABC):
         """This family with its run-time thread count set to ``threads`` when it has one and the
         user left it unset (a worker process of N on N cores); else itself. Never changes a set."""
         decl = self.declared().get("threads")
-        if decl is None or not decl.runtime or getattr(self, "threads") is not None:
+        if decl is None or not decl.runtime or self.threads is not None:
             return self
         return dataclasses.replace(self, threads=int(threads))
 
@@ -523,7 +524,7 @@ class SegmentationSetFamily(SetFamily):
     @property
     def agreement_level(self) -> float:
         """β: the set contains Y when one of its members' mean per-label recall of Y exceeds β."""
-        return float(getattr(self, "beta"))
+        return float(self.beta)
 
     @abstractmethod
     def score(self, item: Case | Prepared, truth: NDArray[Any] | None = None) -> float:
@@ -554,38 +555,22 @@ class SegmentationSetFamily(SetFamily):
 
 
 # ---------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[SetFamily]] = {}
-#: Families known by name whose module is imported on first use (start-up stays cheap:
-#: ``calibrate --method threshold`` never imports scipy.ndimage, the encoders or torch).
-_LAZY: dict[str, str] = {}
+_FAMILIES: Registry[SetFamily] = Registry("method")
 F = TypeVar("F", bound=type[SetFamily])
 
 
 def register(cls: F) -> F:
     """Class decorator: make a family available by its ``name`` (CLI, calib.json)."""
-    _REGISTRY[cls.name] = cls
+    _FAMILIES.register(cls)
     return cls
 
 
-def register_lazy(name: str, module: str) -> None:
-    """Make ``name`` available now and import ``module`` (which registers it) on first use."""
-    _LAZY[name] = module
-
-
-def available_methods() -> list[str]:
-    """Names of the registered families."""
-    return sorted(set(_REGISTRY) | set(_LAZY))
-
-
-def family_class(name: str) -> type[SetFamily]:
-    """The registered class of ``name``, or a one-line error listing the available ones."""
-    if isinstance(name, str) and name not in _REGISTRY and name in _LAZY:
-        import importlib
-
-        importlib.import_module(_LAZY[name])
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise SegcpError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
-    return _REGISTRY[name]
+#: Make a name available now and import its module (which registers it) on first use.
+register_lazy = _FAMILIES.register_lazy
+#: Names of the registered families, sorted.
+available_methods = _FAMILIES.names
+#: The registered class of a name, or a one-line error listing the available ones.
+family_class = _FAMILIES.get_class
 
 
 def get_method(name: str, **params: Any) -> SetFamily:
