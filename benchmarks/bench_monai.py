@@ -24,15 +24,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_volumes import _write_volumes
+from bench_volumes import _write_volumes, first_volumes, timed
 
 MONAI_RUN = """
 import sys
@@ -47,36 +45,22 @@ calibrate_loader(DataLoader(Dataset(files, load), batch_size=2), alpha=0.2, chan
 """
 
 
-def _timed(cmd: list[str]) -> tuple[float, float, float]:
-    """(peak RSS MiB, wall s, CPU s) of a command (GNU time)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
-        t = time.perf_counter()
-        subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", f.name, *cmd], check=True, capture_output=True)
-        wall = time.perf_counter() - t
-        rss, user, system = f.read().split()[-3:]
-    return int(rss) / 1024, wall, float(user) + float(system)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     shape = tuple(int(s) for s in args.shape.split("x"))
     root = Path(tempfile.mkdtemp(prefix="segcp-monai-"))
     rows = []
-    imports, _, _ = _timed([sys.executable, "-c", "import monai.data, monai.transforms, segcp.monai"])  # before any volume
+    imports, _, _ = timed([sys.executable, "-c", "import monai.data, monai.transforms, segcp.monai"])  # before any volume
     try:
         _write_volumes(root / "all", max(args.n), shape)
         for n in args.n:
-            d = root / f"n{n}"
-            for sub in ("probs", "masks"):  # the first n volumes, linked
-                (d / sub).mkdir(parents=True)
-                for f in sorted((root / "all" / sub).iterdir())[:n]:
-                    (d / sub / f.name).symlink_to(f)
+            d = first_volumes(root, n)
             row: dict[str, Any] = {"volumes": n}
             for name, cmd in (
                 ("cli", [sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(d), "--labels", "all", "--alpha", "0.2",
                          "--out", str(d / "cli.json"), "-q"]),
                 ("monai", [sys.executable, "-c", MONAI_RUN, str(d)]),
             ):
-                rss, wall, cpu = _timed(cmd)
+                rss, wall, cpu = timed(cmd)
                 rec = json.loads((d / f"{name}.json").read_text())
                 row[name] = {"peak_rss_mib": rss, "wall_s": wall, "cpu_s": cpu, "lambdas": [s["lambda"] for s in rec["structures"]]}
             row["same_lambdas"] = row["cli"]["lambdas"] == row["monai"]["lambdas"]
