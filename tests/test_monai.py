@@ -327,6 +327,9 @@ def test_one_foreground_channel(tmp_path):
     cal = ConformalCalibrator(alpha=ALPHA)
     cal.update(probs[:, 1:], lab)  # a sigmoid output (B, 1, H, W) and a binary truth
     rec = cal.write(tmp_path / "c.json")
+    assert cal.record() is rec  # kept: the curves were freed
+    with pytest.raises(SegcpError, match=r"complete .* reset\(\)"):
+        cal.update(probs[:, 1:], lab)
     assert rec["probs_channels"] is False and rec["label"] is None and "structures" not in rec
     t = ConformalSetsd("pred", tmp_path / "c.json")
     assert t.names == ["foreground"]

@@ -104,6 +104,7 @@ class ConformalCalibrator:
         self._present: list[int] = []
         self._parts = 0
         self._t0: float | None = None
+        self._record: dict[str, Any] | None = None
 
     def _resolve(self, n_channels: int, where: str) -> Target:
         if self.label is not None:
@@ -117,6 +118,8 @@ class ConformalCalibrator:
         """Add one batch: ``pred`` the probabilities (a batch-first tensor (B, C, *S), or a list of
         channel-first items), ``label`` the label maps ((B, 1, *S) or items (1, *S)) on the same grid,
         ``image`` (image-aware families) likewise. The batch's arrays are not kept."""
+        if self._record is not None:
+            raise SegcpError("this calibration is complete (record() was made): reset() before adding cases")
         if self._t0 is None:
             self._t0 = time.perf_counter()
         if self.reads_image and image is None:
@@ -154,7 +157,9 @@ class ConformalCalibrator:
 
     def record(self) -> dict[str, Any]:
         """λ̂ (per structure) from the curves seen: the calib.json record of ``segcp calibrate``.
-        The curves are freed: call :meth:`reset` before calibrating again."""
+        The curves are freed (the record is kept: a second call returns it); :meth:`reset` starts again."""
+        if self._record is not None:
+            return self._record
         if self.target is None:
             raise SegcpError("no calibration case seen: the data loader gave no batch")
         absent = [name for name, c in zip(self.target.names, self._present, strict=True) if c == 0]
@@ -165,8 +170,9 @@ class ConformalCalibrator:
         channels: bool | str = self.channel_axis if self.target.channels else False
         seconds = 0.0 if self._t0 is None else time.perf_counter() - self._t0
         labels_from = (self.labels_from or "channels of the probability stacks") if structures else None
-        return job_record(fitted, label=self.target.label, channels=channels, source="probs", data=self.data, ids=self.ids,
-                          seconds=seconds, labels_from=labels_from)
+        self._record = job_record(fitted, label=self.target.label, channels=channels, source="probs", data=self.data, ids=self.ids,
+                                  seconds=seconds, labels_from=labels_from)
+        return self._record
 
     def write(self, out: str | os.PathLike[str]) -> dict[str, Any]:
         """:meth:`record`, written atomically to ``out`` (a calib.json ``segcp predict`` and
