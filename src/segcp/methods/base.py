@@ -370,6 +370,11 @@ class SetFamily(ABC):
         """The data-directory folders this family reads, given those that exist."""
         return list(self.inputs)
 
+    def spacing_advice(self, spacing: Sequence[float] | None) -> str | None:
+        """A warning for data of this voxel ``spacing`` (one size per axis, mm), or None: what a
+        command says once before calibrating (default: nothing)."""
+        return None
+
     def check_case(self, case: Case) -> None:
         """One-line error when ``case`` lacks an input this family reads."""
         for what in self.inputs:
