@@ -22,7 +22,7 @@ from segcp.conformal import ConformalSegmenter, CurveBatch
 from segcp.errors import SegcpError
 from segcp.io import write_json
 from segcp.io.datadir import label_names
-from segcp.jobs.calibrate import fit_structures
+from segcp.jobs.calibrate import _one_ndim, fit_structures
 from segcp.jobs.structures import resolve_structures
 from segcp.monai.cases import Target, item_arrays, iter_items, to_numpy
 from segcp.progress import track
@@ -105,6 +105,7 @@ class ConformalCalibrator:
         self._parts = 0
         self._t0: float | None = None
         self._record: dict[str, Any] | None = None
+        self._dims: dict[int, tuple[int, str]] = {}  # grid dimensionality → (images, the first one), as segcp calibrate
 
     def _resolve(self, n_channels: int, where: str) -> Target:
         if self.label is not None:
@@ -136,6 +137,8 @@ class ConformalCalibrator:
                 slots = len(self.target.names)
                 self._accs, self._present = [self.plan.accumulators() for _ in range(slots)], [0] * slots
             cases = self.target.cases(ident, probs, to_numpy(t), spacing=spacing, image=img, where=where)
+            count, first = self._dims.get(probs.ndim - 1, (0, where))
+            self._dims[probs.ndim - 1] = (count + 1, first)
             if batches is None:
                 batches, counts = [self.plan.batch() for _ in cases], [0] * len(cases)
             for k, case in enumerate(cases):
@@ -166,12 +169,13 @@ class ConformalCalibrator:
         if absent and self.target.channels:  # as segcp calibrate: a structure no label holds has no meaningful λ̂
             raise SegcpError(f"no calibration label holds {absent[0]} (labels {self.target.labels}); check labels/label")
         structures = self.target.structures
+        ndim = _one_ndim(self._dims)
         fitted = fit_structures(self.estimator, self._accs, structures, self._present)
         channels: bool | str = self.channel_axis if self.target.channels else False
         seconds = 0.0 if self._t0 is None else time.perf_counter() - self._t0
         labels_from = (self.labels_from or "channels of the probability stacks") if structures else None
         self._record = job_record(fitted, label=self.target.label, channels=channels, source="probs", data=self.data, ids=self.ids,
-                                  seconds=seconds, labels_from=labels_from)
+                                  seconds=seconds, labels_from=labels_from, ndim=ndim)
         return self._record
 
     def write(self, out: str | os.PathLike[str]) -> dict[str, Any]:
