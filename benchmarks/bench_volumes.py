@@ -104,6 +104,26 @@ def _write_volumes(root: Path, n: int, shape: tuple[int, int, int], seed: int = 
         nib.save(nib.Nifti1Image(lab, aff), str(root / "masks" / f"vol{i:03d}.nii"))
 
 
+def first_volumes(root: Path, n: int) -> Path:
+    """``root/n<n>``: its probs/ and masks/ link the first n volumes of ``root/all``."""
+    d = root / f"n{n}"
+    for sub in ("probs", "masks"):
+        (d / sub).mkdir(parents=True)
+        for f in sorted((root / "all" / sub).iterdir())[:n]:
+            (d / sub / f.name).symlink_to(f)
+    return d
+
+
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """(peak RSS MiB, wall s, CPU s) of a command, run under GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
+        t = time.perf_counter()
+        subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", f.name, *cmd], check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        rss, user, system = f.read().split()[-3:]
+    return int(rss) / 1024, wall, float(user) + float(system)
+
+
 def run_memory(args: argparse.Namespace) -> dict[str, Any]:
     shape = tuple(int(s) for s in args.shape.split("x"))
     root = Path(tempfile.mkdtemp(prefix="segcp-vol-"))
@@ -111,21 +131,11 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _write_volumes(root / "all", max(args.n), shape)
         for n in args.n:
-            d = root / f"n{n}"
-            for sub in ("probs", "masks"):  # the first n volumes, linked
-                (d / sub).mkdir(parents=True)
-                for f in sorted((root / "all" / sub).iterdir())[:n]:
-                    (d / sub / f.name).symlink_to(f)
-            with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
-                t = time.perf_counter()
-                subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", f.name, sys.executable, "-m", "segcp.cli", "calibrate",
-                                "--data", str(d), "--labels", "all", "--alpha", "0.2", "--out", str(d / "c.json"), "-q"],
-                               check=True, capture_output=True)
-                wall = time.perf_counter() - t
-                rss, user, system = f.read().split()[-3:]
+            d = first_volumes(root, n)
+            rss, wall, cpu = timed([sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(d), "--labels", "all", "--alpha", "0.2",
+                                    "--out", str(d / "c.json"), "-q"])
             rec = json.loads((d / "c.json").read_text())
-            rows.append({"volumes": n, "peak_rss_mib": int(rss) / 1024, "wall_s": wall, "cpu_s": float(user) + float(system),
-                         "lambdas": [s["lambda"] for s in rec["structures"]]})
+            rows.append({"volumes": n, "peak_rss_mib": rss, "wall_s": wall, "cpu_s": cpu, "lambdas": [s["lambda"] for s in rec["structures"]]})
             print(rows[-1], flush=True)
             shutil.rmtree(d)
     finally:

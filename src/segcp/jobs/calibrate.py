@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from segcp.calibration import check_calibration_size
-from segcp.calibration.compact import GRID_SIZE
+from segcp.calibration.compact import GRID_SIZE, CurveAccumulator
 from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
 from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
@@ -19,9 +20,9 @@ from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, note_unused, worker_family
 from segcp.methods import SetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
-from segcp.record import job_record
+from segcp.record import Structure, job_record
 
-__all__ = ["calibrate_dir"]
+__all__ = ["calibrate_dir", "fit_structures"]
 
 
 def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]]]:
@@ -48,6 +49,21 @@ def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
         raise SegcpError(f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
                          "(calibrate 2-D slices and 3-D volumes separately)")
     return next(iter(dims))
+
+
+def fit_structures(
+    cs: ConformalSegmenter, accs: list[list[CurveAccumulator]], structures: Sequence[Structure], present: Sequence[int]
+) -> list[tuple[Structure | None, dict[str, Any], int]]:
+    """The reduce of every structure (slot): λ̂ from its accumulated curves (one accumulator per α group),
+    each slot's curves freed once reduced. Returns what :func:`segcp.record.job_record` takes: (the structure,
+    or None for one structure; the estimator's record; how many images hold the structure)."""
+    fitted = []
+    for k, slot in enumerate(accs):
+        est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
+        est.calibrate_curves([acc.result() for acc in slot])
+        accs[k] = []
+        fitted.append((structures[k] if structures else None, est.to_dict(), present[k]))
+    return fitted
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
@@ -135,12 +151,7 @@ def calibrate_dir(
     if absent:
         what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
-    fitted = []
-    for k, slot in enumerate(accs):
-        est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
-        est.calibrate_curves([acc.result() for acc in slot])
-        accs[k] = []
-        fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
+    fitted = fit_structures(cs, accs, job.structures, present)
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, ndim=ndim, **where)
     if out is not None:
