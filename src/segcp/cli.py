@@ -465,6 +465,11 @@ def calibrate(
         str | None,
         typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV."),
     ] = None,
+    allow_empty_masks: Annotated[
+        bool,
+        typer.Option("--allow-empty-masks", help="Calibrate even when every mask is empty (the FNR is undefined there: lambda is its "
+                     "minimum and the risk 0 guarantees nothing)."),
+    ] = False,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")] = None,
     curves: Annotated[
         str,
@@ -514,6 +519,7 @@ def calibrate(
             grid_size=grid_size,
             grid_max=grid_max,
             labels=labels,
+            allow_empty_masks=allow_empty_masks,
         )
     if quiet:
         return
@@ -681,7 +687,7 @@ def compare(
     ] = None,
     n_cal: Annotated[int, typer.Option("--n-cal", help="Calibration images per split (whole groups).")] = 20,
     splits: Annotated[int, typer.Option("--splits", help="Number of random calibration/test splits.")] = 20,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
     cache: CacheOpt = None,
@@ -732,7 +738,7 @@ def tune(
         ),
     ] = "dice",
     folds: Annotated[int, typer.Option("--folds", help="Group K-fold cross-validation folds.")] = 5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
     cache: CacheOpt = None,
@@ -842,7 +848,7 @@ def benchmark(
 def demo(
     out: Annotated[Path | None, typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half of them calibrate each split).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the splits.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the phantoms and the splits.")] = 0,
     cache: BenchmarkCacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -884,8 +890,8 @@ def train(
     dropout_levels: Annotated[
         int, typer.Option("--dropout-from-level", help="Dropout only in blocks at level >= K (2 = central blocks, 0 = all).")
     ] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Training seed (deep ensembles: one model per seed).")] = 0,
-    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the task's train/calibration/test split.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Training seed (deep ensembles: one model per seed).")] = 0,
+    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the task's train/calibration/test split.")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, small rotations, intensity jitter.")] = True,
@@ -953,7 +959,7 @@ def infer(
         int | None, typer.Option("--n-samples", help="Write N softmax samples per image (MC dropout / ensemble members) into samples/.")
     ] = None,
     samples: Annotated[int | None, typer.Option("--samples", hidden=True, help="Deprecated spelling of --n-samples.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the MC-dropout masks.")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Images (or MC passes) per forward pass.")] = 16,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from segcp.errors import SegcpError
 
-__all__ = ["Registry", "lazy_classes"]
+__all__ = ["Registry", "lazy_attributes", "lazy_classes"]
 
 T = TypeVar("T")
 
@@ -56,5 +56,17 @@ def lazy_classes(module: str, classes: dict[str, str], get_class: Callable[[str]
         if name in classes:
             return get_class(classes[name])
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def lazy_attributes(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` that imports ``where[name]`` (a module) on first use of
+    ``name`` and returns its attribute: what a command does not use, it does not import."""
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            return getattr(importlib.import_module(where[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__

@@ -555,11 +555,19 @@ class CaseReader:
                     )
         self.channels: bool | str = "first" if channels is True else channels
         self.label_seen = False
+        self.allow_empty = False  # calibrate --allow-empty-masks
 
     def require_label_seen(self) -> None:
-        """One-line error when ``--label L`` selected a structure that no mask read holds."""
-        if self.label is None or not self.with_truth or self.multiclass or self.label_seen:
+        """One-line error when ``--label L`` selected a structure that no mask read holds, or when every
+        binary mask is empty (the FNR is undefined on an empty truth: λ̂ = λ_min with a "risk 0" that
+        guarantees nothing) unless :attr:`allow_empty` (asked for by name)."""
+        if not self.with_truth or self.multiclass or self.label_seen:
             return
+        if self.label is None:
+            if self.allow_empty:
+                return
+            raise SegcpError(f"{self.dd.folder('masks')}: every mask is empty: the FNR is undefined on empty truths (lambda would be "
+                             "its minimum with a risk of 0 that guarantees nothing); check the masks, or calibrate --allow-empty-masks")
         raise SegcpError(
             f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
             f"{', '.join(map(str, self.dd.labels_present(self.ids)))}); check --label"

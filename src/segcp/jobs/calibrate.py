@@ -24,16 +24,30 @@ from segcp.record import job_record
 __all__ = ["calibrate_dir"]
 
 
-def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int]]:
-    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure."""
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]]]:
+    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure;
+    and per grid dimensionality (2 or 3), how many images have it and the first one's file."""
     job, plan, ids = task
     batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
     present = [0] * job.slots
+    dims: dict[int, tuple[int, str]] = {}
     for ident in ids:
-        for k, case in enumerate(job.read(ident)):
+        cases = job.read(ident)
+        count, where = dims.get(len(cases[0].shape), (0, cases[0].where or ident))
+        dims[len(cases[0].shape)] = (count + 1, where)
+        for k, case in enumerate(cases):
             batches[k].add(case)
             present[k] += bool(case.mask is not None and case.mask.any())
-    return [b.result() for b in batches], present
+    return [b.result() for b in batches], present, dims
+
+
+def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
+    """The one grid dimensionality of a calibration set (a 2-D slice among 3-D volumes is an error)."""
+    if len(dims) > 1:
+        (d, (_, where)), (big, (n, _)) = sorted(dims.items(), key=lambda kv: kv[1][0])[:2]
+        raise SegcpError(f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
+                         "(calibrate 2-D slices and 3-D volumes separately)")
+    return next(iter(dims))
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
@@ -50,7 +64,8 @@ def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int
     first = dd.load_stack(ids[0], channels=axis, with_mask=False)
     dj = dd.dataset_json()
     names = label_names(dj) if dj is not None else None
-    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))  # type: ignore[union-attr]
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])),  # type: ignore[union-attr]
+                                    names_from=str(dj))
     job = Job(dd.spec, family, None, axis, True, tuple(structures), with_image).share(dd)
     return job, ids, str(dj) if dj is not None else "channels of the probability stacks"
 
@@ -72,11 +87,13 @@ def calibrate_dir(
     grid_size: int = GRID_SIZE,
     grid_max: float | None = None,
     labels: str | list[str | int] | None = None,
+    allow_empty_masks: bool = False,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
     ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
     ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
-    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
+    class-probability stack. ``allow_empty_masks``: calibrate even when every binary mask is empty
+    (refused otherwise: the FNR is undefined on empty truths). Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
     forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
@@ -100,14 +117,19 @@ def calibrate_dir(
         sys.stderr.write(f"segcp: warning: {advice}\n")
     accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
     present = [0] * job.slots
+    dims: dict[int, tuple[int, str]] = {}
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
-    for i, (parts, counts) in chunks:
+    for i, (parts, counts, chunk_dims) in chunks:
+        for d, (n, first) in chunk_dims.items():
+            count, first = dims.get(d, (0, first))
+            dims[d] = (count + n, first)
         for k in range(job.slots):
             for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
             present[k] += counts[k]
+    ndim = _one_ndim(dims)
     if reader is not None:
-        reader.label_seen = present[0] > 0
+        reader.label_seen, reader.allow_empty = present[0] > 0, allow_empty_masks
         reader.require_label_seen()
     absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]  # none when calibrating one structure
     if absent:
@@ -120,7 +142,7 @@ def calibrate_dir(
         accs[k] = []
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
-    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, ndim=ndim, **where)
     if out is not None:
         write_json(out, record)
     note_unused(dd)  # after the work: a failure stays one line

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,7 +17,7 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs
-from segcp.io.writers import TMP_PREFIX, check_dir_target
+from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
 from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
@@ -27,7 +26,8 @@ from segcp.record import MAX_LABEL, Calibration, check_structures, read_calibrat
 
 __all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
-#: The hidden record of a resumable ``predict`` folder (what made its sets).
+#: The hidden record of a ``predict`` folder (what made its sets): ``--resume`` continues, and ``--overwrite``
+#: replaces, only a folder that has it.
 PREDICT_MANIFEST = ".segcp-predict.json"
 #: The folder of the bit-coded files of ``--combined``, and its legend.
 COMBINED = "combined"
@@ -84,8 +84,8 @@ def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
 
 
 #: The fields of a manifest that say which calibration made the sets (not the file's bytes: two files
-#: of the same method, parameters and λ̂ make the same sets): each structure folder of a per-structure
-#: ``predict`` folder holds them (:func:`calibration_identity`), for ``evaluate --calib`` to check.
+#: of the same method, parameters and λ̂ make the same sets), for ``evaluate --calib`` to check
+#: (:func:`calibration_identity`).
 CALIBRATION_FIELDS = ("method", "params", "alpha", "lambda", "label", "structures")
 
 
@@ -122,10 +122,17 @@ def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> b
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces only a folder that ``segcp predict`` wrote (its manifest), or an empty one."""
+    check_dir_target(out, "overwrite")
+    if out.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out.iterdir()) and not (out / PREDICT_MANIFEST).is_file():
+        raise SegcpError(f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
+                         "a previous predict output: choose a new folder")
+
+
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
     """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
     subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
-    check_dir_target(out, "merge")
     mpath = out / PREDICT_MANIFEST
     if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
         if not mpath.is_file():
@@ -135,7 +142,6 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
             old = old if isinstance(old, dict) else {}
             diff = ", ".join(sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k)))
             raise SegcpError(f"{out}: its sets were made with another {diff}; --resume needs the same calibration and options (or --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     for sub in subs:
         if sub:
@@ -151,9 +157,11 @@ def select_structures(cal: Calibration, labels: str) -> Calibration:
     is a one-line error."""
     if not cal.per_structure:
         raise SegcpError(f"{cal.path}: --labels is for per-structure calibrations (calibrate --labels); this one calibrated one structure")
+    if labels.strip() == "all":
+        return cal
     names = {s.value: s.name for s in cal.structures}
     known = ", ".join(f"{n}={v}" for v, n in sorted(names.items()))
-    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path), names_from=str(cal.path))}
+    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path))}
     if not wanted <= set(names):
         raise SegcpError(f"--labels: label {min(wanted - set(names))} was not calibrated in {cal.path} ({known})")
     keep = [k for k, s in enumerate(cal.structures) if s.value in wanted]
@@ -182,7 +190,8 @@ def predict_dir(
     segmentations; per structure ``out/<name>/<id>`` (``combined``: ``out/combined/<id>``, bit k for
     structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
     ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
-    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
+    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest; a
+    failure before any set is written leaves nothing). ``overwrite`` replaces only a previous predict folder.
     ``overrides``: run-time options of the family; ``labels``: some structures of a per-structure
     calibration only (:func:`select_structures`). Returns the set paths, id by id.
     """
@@ -194,6 +203,8 @@ def predict_dir(
         raise SegcpError("--resume continues a folder and --overwrite replaces it: give one of them")
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
+    if overwrite:
+        _check_replaceable(out)
     cal = read_calibration(calib, overrides)
     if labels is not None:
         cal = select_structures(cal, labels)
@@ -208,19 +219,20 @@ def predict_dir(
     subs = tuple(s.name for s in cal.structures) or ("",)
     manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
     if resume:
-        done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
-        folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
+        folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:
-        done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
-    todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
     with folder_cm as folder:
+        if resume:
+            done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
+        else:
+            done = set()
+            write_json(folder / PREDICT_MANIFEST, manifest)
+        todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
-        for sub in subs if cal.per_structure else ():  # each structure folder says which calibration made it
-            write_json(folder / sub / PREDICT_MANIFEST, calibration_identity(manifest))
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})

@@ -48,7 +48,7 @@ class Job:
     """What every task of a directory job carries: ``data``, ``family`` (pickled as its parameters), ``label``,
     ``channels``, ``with_truth`` (as :meth:`DataDir.reader`); ``structures``: each id read once as its class
     stack and split per structure (``with_image``: images/ too); ``token`` names the job, ``version`` the
-    client's segcp (workers must run it).
+    client's segcp (workers must run it); ``ndim``: the calibration's grid dimensionality, which every image read must have.
     """
 
     data: DataSpec
@@ -60,6 +60,7 @@ class Job:
     with_image: bool = False
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     version: str = __version__
+    ndim: int | None = None
 
     @property
     def slots(self) -> int:
@@ -92,8 +93,12 @@ class Job:
         """The cases of one id: one per structure (split from its class stack), or its one case."""
         if self.structures:
             stack = self.datadir().load_stack(ident, channels=str(self.channels), with_mask=self.with_truth, with_image=self.with_image)
-            return split_case(stack, self.structures)
-        return [self.reader().read(ident)]
+            cases = split_case(stack, self.structures)
+        else:
+            cases = [self.reader().read(ident)]
+        if self.ndim is not None and len(cases[0].shape) != self.ndim:
+            raise SegcpError(f"{cases[0].where or ident}: a {len(cases[0].shape)}-D image, but the calibration was made on {self.ndim}-D images")
+        return cases
 
 
 def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
@@ -113,9 +118,9 @@ def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, imag
     if cal.per_structure:
         with_image = images and "image" in family.inputs
         ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
-        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image).share(dd), ids
+        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image, ndim=cal.ndim).share(dd), ids
     reader = dd.reader(family, label=cal.label, with_truth=with_truth, channels=cal.channels)
-    return Job(dd.spec, family, cal.label, reader.channels, with_truth).share(dd, reader), reader.ids
+    return Job(dd.spec, family, cal.label, reader.channels, with_truth, ndim=cal.ndim).share(dd, reader), reader.ids
 
 
 def note_unused(dd: DataDir, source: Any = None) -> None:
