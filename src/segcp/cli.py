@@ -655,6 +655,36 @@ def evaluate(
 
 
 @app.command(cls=SegcpCommand)
+def view(
+    sets: Annotated[Path, typer.Option("--sets", help="Folder of sets from `segcp predict` (<id> files, or one folder per structure).")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (self-contained: open it in any browser).")],
+    label: LabelOpt = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="The calib.json that made per-structure sets (their labels).")] = None,
+    max_mb: Annotated[
+        float, typer.Option("--max-mb", help="Largest file size, MiB: volumes are shown downsampled when they would not fit.")
+    ] = 32.0,
+    title: Annotated[str | None, typer.Option("--title", help="The page's title.", show_default="segcp view: <sets folder>")] = None,
+    data: DataOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """One HTML file to look at sets: the image, the truth and each set (or band) on three planes,
+    per-case volumes and metrics, the list of cases (no server, no network)."""
+    from segcp.jobs.view import view_dir
+
+    given = data is not None or masks is not None or images is not None
+    spec = _data(data, None, masks, images, None, match, dataset_json) if given else None
+    info = view_dir(sets, out, spec, label=label, calib=calib, max_mb=max_mb, title=title, show_progress=not quiet)
+    if not quiet:
+        shown = "full resolution" if info["factor"] == 1 else f"downsampled {info['factor']}x"
+        typer.echo(f"wrote {out}: {info['cases']} cases, {info['bytes'] / 2**20:.1f} MiB, {shown}, {info['seconds']:.1f} s"
+                   + (f" ({info['unused']} files of the data folders have no set)" if info["unused"] else ""))
+
+
+@app.command(cls=SegcpCommand)
 def methods() -> None:
     """List the set methods, what they read and their parameters."""
     from segcp.methods import available_methods, family_class

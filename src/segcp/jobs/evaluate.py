@@ -36,6 +36,11 @@ Run = Callable[[Callable[[Any], list[Any]], tuple[Any, ...], list[Any]], list[An
 def read_set(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A set file as a boolean mask of ``shape``, or a one-line error naming the file."""
     pred, _ = read_array(path)
+    return check_set(pred, path, shape)
+
+
+def check_set(pred: np.ndarray, path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """``pred`` (read from ``path``) as a boolean mask of ``shape``, or a one-line error naming the file."""
     if pred.shape != shape:
         raise SegcpError(f"{path}: set shape {pred.shape} does not match mask shape {shape}")
     if pred.dtype.kind not in "biuf" or (pred.dtype != bool and not np.all(np.isin(pred, (0, 1)))):

@@ -27,7 +27,7 @@ __all__ = ["Structure", "resolve_structures", "split_case"]
 def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str,
                        names_from: str = "dataset.json") -> list[Structure]:
     """The structures of ``--labels``: ``"all"`` (every non-background label of ``names``, read from
-    the file ``names_from``, or channels 1..L−1), or values / names (from dataset.json) separated by
+    ``names_from`` — dataset.json, or a calibration — or channels 1..L−1), or values / names separated by
     commas. The background (label 0) is calibrated only when named (``background`` or its name in
     dataset.json), never by the number 0; ``"all"`` needs a name for every channel of the stacks."""
     names = dict(names or {})
