@@ -247,6 +247,8 @@ def test_predict_resume_takes_labels(walk, tmp_path, capsys):
     assert list(json.loads(m.read_text())["structures"]) == ["RV", "LV"]  # the structures the folder holds
     fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "Aorta"], capsys, tmp_path,
           "label name 'Aorta' is not in")
+    ok(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "all", "--labels", "all", "-q"], capsys)
+    assert sorted(p.name for p in (tmp_path / "all").iterdir() if not p.name.startswith(".")) == ["LV", "MYO", "RV"]
     fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "2,9"], capsys, tmp_path,
           f"--labels: label 9 was not calibrated in {calib} (RV=1, MYO=2, LV=3)")
 

@@ -117,11 +117,9 @@ def _structure_folders(sets: Path) -> list[str]:
 
 
 def _manifest_of(sets: Path) -> dict[str, Any] | None:
-    """The manifest ``predict`` leaves in a sets folder (what made it: in the folder with ``--resume``,
-    in each structure folder of a per-structure one), or None (a folder made otherwise)."""
-    inner = sorted(d / PREDICT_MANIFEST for d in sets.iterdir() if d.is_dir() and not d.name.startswith("."))
-    path = next((p for p in (sets / PREDICT_MANIFEST, *inner) if p.is_file()), None)
-    record = None if path is None else read_json(path)
+    """The manifest ``predict`` leaves in a sets folder (what made it), or None (a folder made otherwise)."""
+    path = sets / PREDICT_MANIFEST
+    record = read_json(path) if path.is_file() else None
     return record if isinstance(record, dict) else None
 
 

@@ -100,8 +100,8 @@ def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
 
 
 #: The fields of a manifest that say which calibration made the sets (not the file's bytes: two files
-#: of the same method, parameters and λ̂ make the same sets): each structure folder of a per-structure
-#: ``predict`` folder holds them (:func:`calibration_identity`), for ``evaluate --calib`` to check.
+#: of the same method, parameters and λ̂ make the same sets), for ``evaluate --calib`` to check
+#: (:func:`calibration_identity`).
 CALIBRATION_FIELDS = ("method", "params", "alpha", "lambda", "label", "structures")
 
 
@@ -173,9 +173,11 @@ def select_structures(cal: Calibration, labels: str) -> Calibration:
     is a one-line error."""
     if not cal.per_structure:
         raise SegcpError(f"{cal.path}: --labels is for per-structure calibrations (calibrate --labels); this one calibrated one structure")
+    if labels.strip() == "all":
+        return cal
     names = {s.value: s.name for s in cal.structures}
     known = ", ".join(f"{n}={v}" for v, n in sorted(names.items()))
-    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path), names_from=str(cal.path))}
+    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path))}
     if not wanted <= set(names):
         raise SegcpError(f"--labels: label {min(wanted - set(names))} was not calibrated in {cal.path} ({known})")
     keep = [k for k, s in enumerate(cal.structures) if s.value in wanted]
@@ -252,8 +254,6 @@ def predict_dir(
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
-        for sub in subs if cal.per_structure else ():  # each structure folder says which calibration made it
-            write_json(folder / sub / PREDICT_MANIFEST, calibration_identity(manifest))
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})

@@ -55,8 +55,8 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
             elif t in by_name:
                 values.append(by_name[t])
             else:
-                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or f"no {names_from} found"
-                raise SegcpError(f"--labels: label name {t!r} is not in {names_from} ({known})")
+                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or "no dataset.json found"
+                raise SegcpError(f"--labels: label name {t!r} is not in dataset.json ({known})")
     out = []
     for v in values:
         if not 0 <= v < n_channels:
