@@ -4,6 +4,7 @@ and the statistics that monitor a deployed guarantee.
 Knows about λ, α, n and the bounds; knows nothing about images, files or torch.
 """
 
+from segcp.calibration.band import BAND_SCHEMES, BandLambdas, band_lambdas
 from segcp.calibration.crc import (
     TOL,
     CRCResult,
@@ -37,12 +38,15 @@ from segcp.calibration.monitor import (
 )
 
 __all__ = [
+    "BAND_SCHEMES",
     "TOL",
+    "BandLambdas",
     "CRCResult",
     "LTTResult",
     "LossCurves",
     "MultiLTTResult",
     "StepLosses",
+    "band_lambdas",
     "check_alpha",
     "check_calibration_size",
     "conformal_quantile",

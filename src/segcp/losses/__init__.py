@@ -1,13 +1,18 @@
 """Losses: what is controlled, one file per loss behind :class:`segcp.losses.base.Loss`, one registry.
 
-==============  ================================================  ==========  ==============
-name            loss of a set C against the truth Y               monotone    calibrated by
-==============  ================================================  ==========  ==============
-``fnr``         |Y \\ C| / |Y|                                     yes         exact CRC
-``quantile``    1{|C ∩ Y| / |Y| < τ}                               yes (0/1)   conformal quantile
-``lesion-fnr``  fraction of Y's connected components C misses     yes         exact CRC
-``fdr``         |C \\ Y| / |C| (1 − precision; 0 for C = ∅)        no          Learn then Test
-==============  ================================================  ==========  ==============
+==============  ======================================================  ==========  ==================
+name            loss of a set C against the truth Y                     monotone    calibrated by
+==============  ======================================================  ==========  ==================
+``fnr``         |Y \\ C| / |Y|                                          yes         exact CRC
+``quantile``    1{|C ∩ Y| / |Y| < τ}                                    yes (0/1)   conformal quantile
+``lesion-fnr``  fraction of Y's connected components C misses           yes         exact CRC
+``fdr``         |C \\ Y| / |C| (1 − precision; 0 for C = ∅)             no          Learn then Test
+``band``        1{not I ⊆ Y ⊆ O} (τ: outer recall, inner precision)     yes (0/1)   conformal quantile
+``band-risk``   max(|Y \\ O| / |Y|, min(1, |I \\ Y| / |Y|))             yes         exact CRC
+==============  ======================================================  ==========  ==================
+
+``band`` and ``band-risk`` read a family's signed score t (``Loss.score == "signed"``): their
+sets are the pair (I, O) of :func:`segcp.methods.base.band_sets`.
 
 Importing this package makes the built-in losses available by name; each module is imported
 when first used (``register_lazy``).
@@ -16,6 +21,7 @@ when first used (``register_lazy``).
 from typing import Any
 
 from segcp.losses.base import (
+    SCORES,
     Loss,
     Registry,
     available_losses,
@@ -32,8 +38,11 @@ register_lazy("fnr", "segcp.losses.fnr")
 register_lazy("quantile", "segcp.losses.quantile")
 register_lazy("lesion-fnr", "segcp.losses.lesion")
 register_lazy("fdr", "segcp.losses.fdr")
+register_lazy("band", "segcp.losses.band")
+register_lazy("band-risk", "segcp.losses.band_risk")
 
-_CLASSES = {"FNRLoss": "fnr", "QuantileLoss": "quantile", "LesionFNRLoss": "lesion-fnr", "FDRLoss": "fdr"}
+_CLASSES = {"FNRLoss": "fnr", "QuantileLoss": "quantile", "LesionFNRLoss": "lesion-fnr", "FDRLoss": "fdr",
+            "BandLoss": "band", "BandRiskLoss": "band-risk"}
 
 
 def __getattr__(name: str) -> Any:  # the loss classes, imported on first use
@@ -43,12 +52,15 @@ def __getattr__(name: str) -> Any:  # the loss classes, imported on first use
 
 
 __all__ = [
+    "BandLoss",
+    "BandRiskLoss",
     "FDRLoss",
     "FNRLoss",
     "LesionFNRLoss",
     "Loss",
     "QuantileLoss",
     "Registry",
+    "SCORES",
     "available_losses",
     "covers",
     "get_loss",
