@@ -14,6 +14,13 @@ from segcp.calibration.crc import (
     crc_lambda,
     min_calibration_size,
 )
+from segcp.calibration.intervals import (
+    INTERVAL_SCORES,
+    IntervalFit,
+    fit_interval,
+    interval_bounds,
+    interval_scores,
+)
 from segcp.calibration.curves import (
     LossCurves,
     coverage_quantile_score,
@@ -41,6 +48,8 @@ __all__ = [
     "BAND_SCHEMES",
     "TOL",
     "BandLambdas",
+    "INTERVAL_SCORES",
+    "IntervalFit",
     "CRCResult",
     "LTTResult",
     "LossCurves",
@@ -53,8 +62,11 @@ __all__ = [
     "coverage_quantile_score",
     "crc_lambda",
     "exchangeability_martingale",
+    "fit_interval",
     "fnr_curve",
     "hb_pvalue",
+    "interval_bounds",
+    "interval_scores",
     "ltt_chains",
     "ltt_grid",
     "ltt_steps",

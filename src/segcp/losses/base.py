@@ -57,6 +57,7 @@ from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
 from segcp.methods.base import Param
+from segcp.volumes import voxel_volume  # re-exported: the losses' spacing rule is the volumes'
 
 __all__ = [
     "SCORES",
@@ -146,17 +147,6 @@ def covers(hit: ArrayLike, tau: float) -> bool:
     if tau == 0.0:
         return bool(h.any()) or h.size == 0
     return coverage_quantile_score((~h).astype(np.float64), tau) <= 0.0
-
-
-def voxel_volume(spacing: float | Sequence[float] | None, ndim: int) -> float:
-    """The volume of one voxel in mm³ (mm² in 2D) from ``spacing`` (one number, or one per axis);
-    1 (voxel units) when ``spacing`` is None."""
-    if spacing is None:
-        return 1.0
-    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (ndim,)) if np.ndim(spacing) == 0 else np.asarray(spacing, dtype=np.float64)
-    if sp.shape != (ndim,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise SegcpError(f"spacing must be {ndim} positive numbers (one per axis), got {spacing!r}")
-    return float(np.prod(sp))
 
 
 # ---------------------------------------------------------------------------- the interface
