@@ -19,9 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from test_band import candidates_of, probes_of, scanned_score, signed_case
+
 from segcp.calibration import INTERVAL_SCORES, fit_interval, interval_bounds, interval_scores
 from segcp.errors import SegcpError
 from segcp.volumes import (
+    band_volume_score,
     band_volumes,
     ejection_fraction,
     ejection_fraction_bounds,
@@ -169,3 +172,17 @@ def test_ejection_fraction_and_its_spread():
     d_es = (ejection_fraction(ed, es + h) - ejection_fraction(ed, es - h)) / (2 * h)
     want = math.sqrt((d_ed * s_ed) ** 2 + (d_es * s_es) ** 2)
     assert ejection_fraction_spread(ed, es, s_ed, s_es) == pytest.approx(want, rel=1e-6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from([(6, 7), (3, 4, 5)]), ties=st.booleans(), inf=st.booleans(),
+       frac=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_band_volume_score_is_the_scanned_smallest_lambda(seed, shape, ties, inf, frac):
+    t, _ = signed_case(seed, shape, ties, inf, 0.3)
+    count = int(round(frac * t.size))
+    v = candidates_of(t)
+    probes = probes_of(v)
+    ok = np.array([np.count_nonzero(t < -lam) <= count <= np.count_nonzero(t <= lam) for lam in probes])
+    assert band_volume_score(t, count) == scanned_score(ok, probes, v)
+    with pytest.raises(SegcpError, match="a count of"):
+        band_volume_score(t, t.size + 1)

@@ -35,6 +35,7 @@ from segcp.errors import SegcpError
 
 __all__ = [
     "VolumeEstimate",
+    "band_volume_score",
     "band_volumes",
     "ejection_fraction",
     "ejection_fraction_bounds",
@@ -160,6 +161,35 @@ def band_volumes(inner: ArrayLike, outer: ArrayLike, spacing: float | Sequence[f
     """(vol(I), vol(O)) of a two-sided set: I ⊆ Y ⊆ O implies vol(I) ≤ vol(Y) ≤ vol(O), so the
     band's guarantee is the interval's (valid by containment)."""
     return mask_volume(inner, spacing), mask_volume(outer, spacing)
+
+
+def band_volume_score(t: ArrayLike, count: int) -> float:
+    """The smallest μ whose band volumes hold a volume of ``count`` voxels: |I_μ| ≤ count ≤ |O_μ|
+    for the two-sided sets I_μ = {t < −μ}, O_μ = {t ≤ μ} of a signed score map t (any shape).
+
+    Both conditions only get easier as μ grows, so [vol(I_μ), vol(O_μ)] is a nested family of
+    volume intervals and this is its conformal score: with q the conformal quantile of the
+    calibration cases' scores (their truth's voxel count), [vol(I_q), vol(O_q)] (q clipped at 0)
+    holds a new case's volume with probability ≥ 1 − α — the band's sets calibrated for the
+    volume itself, not for containment (much narrower; docs/band.md). −inf: any μ; +inf: none.
+
+    Examples
+    --------
+    >>> t = np.array([-0.4, -0.2, 0.1, 0.3])
+    >>> band_volume_score(t, 2)   # O holds 2 voxels from -0.2 on; I holds at most 2 from -0.1 on
+    -0.1
+    >>> band_volume_score(t, 3), band_volume_score(t, 0)
+    (0.1, 0.4)
+    """
+    v = np.asarray(t, dtype=np.float64).ravel()
+    m = int(count)
+    if m < 0 or m > v.size:
+        raise SegcpError(f"band volume score: a count of {count} voxels on a grid of {v.size}")
+    if np.isnan(v).any():
+        raise SegcpError("band volume score: the signed score map holds NaN")
+    upper = -np.inf if m == 0 else float(np.partition(v, m - 1)[m - 1])  # the m-th smallest t enters O
+    lower = -np.inf if v.size <= m else float(-np.partition(v, m)[m])  # the (m+1)-th largest -t leaves I
+    return max(upper, lower)
 
 
 # ---------------------------------------------------------------------- several volumes
