@@ -45,15 +45,18 @@ Sections (subcommands):
   truth pixels (the issue's baseline, ``ratio_*``), and against the same loop through segcp's own
   NPY reader, which parses each distinct header once (``ratio_*_vs_segcp_read``: what calibration
   costs beyond reading when reading is as cheap as segcp makes it). Interleaved repetitions of
-  (read-only loops, ``calibrate_dir`` in-process,
-  ``segcp calibrate`` as a command), CPU and wall seconds; the ratio excludes start-up (the
-  in-process call). λ̂ is checked bit-identical against ``--reference`` (a checkout of the code
-  before this work, run as a command with its ``src`` on PYTHONPATH), whose time is also shown.
-  Peak memory: the children's maximum RSS of each command. ``--profile FILE`` writes the
-  cProfile summary of one in-process calibration.
+  (read-only loops, ``calibrate_dir`` in-process, the read-only loop as a script
+  (``benchmarks/read_only.py``) and ``segcp calibrate --method threshold`` as commands), CPU and
+  wall seconds; ``ratio_*`` exclude start-up (the in-process call), ``ratio_command_vs_read_script_*``
+  include it (two fresh interpreters). λ̂ is checked bit-identical against ``--reference`` (a
+  checkout of the code before this work, run as a command with its ``src`` on PYTHONPATH), whose
+  time is also shown. Peak memory: the children's maximum RSS of each command. Commands run with
+  Python's bytecode cache on (as installed code does; ``PYTHONDONTWRITEBYTECODE`` is dropped for
+  them). ``--profile FILE`` writes the cProfile summary of one in-process calibration.
 
-* ``startup`` — ``segcp --version``, ``segcp --help``, ``segcp calibrate --help`` against a
-  bare ``python -c pass``, ``--reps`` interleaved runs each; the median wall seconds.
+* ``startup`` — ``segcp --version``, ``--help``, ``calibrate --help``, ``predict --help`` and a
+  mistyped option against a bare ``python -c pass`` (and the same commands of ``--reference``),
+  ``--reps`` interleaved runs each after one that fills the bytecode caches; the median wall seconds.
 
 Run::
 
@@ -63,7 +66,7 @@ Run::
     python benchmarks/bench_speed.py encoder-rwcp --data DIR --out docs/benchmarks/speed_encoder_rwcp.json
     python benchmarks/bench_speed.py calibration --reference /path/to/old/checkout --profile docs/benchmarks/calibration_profile.txt \
         --out docs/benchmarks/speed_calibration.json
-    python benchmarks/bench_speed.py startup --out docs/benchmarks/speed_startup.json
+    python benchmarks/bench_speed.py startup --reference /path/to/old/checkout --out docs/benchmarks/speed_startup.json
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from read_only import read_only as _read_only
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -592,16 +597,6 @@ def _phantom_dir(root: Path, n: int) -> Path:
     return d
 
 
-def _read_only(d: Path) -> int:
-    """The physical limit: load every probability map and mask, read the truth pixels."""
-    n = 0
-    for f in sorted((d / "probs").iterdir()):
-        p = np.load(f)
-        m = np.load(d / "masks" / f.name)
-        n += p[m.astype(bool)].size
-    return n
-
-
 def _read_segcp(d: Path) -> int:
     """The same loop through segcp's own NPY reader (:func:`segcp.io.readers.read_array`):
     what calibration costs beyond reading, with reading as cheap as segcp makes it."""
@@ -613,6 +608,17 @@ def _read_segcp(d: Path) -> int:
         m, _ = read_array(d / "masks" / f.name)
         n += p[m.astype(bool)].size
     return n
+
+
+def _command_env(reference: str | None = None) -> dict[str, str]:
+    """The environment the timed commands run in: as a user's, with Python's bytecode cache on (a
+    fresh ``PYTHONPYCACHEPREFIX``, filled by a first untimed run; without it every segcp module
+    is compiled again on every start), and ``src`` of ``reference`` first on PYTHONPATH if given."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(_temporary("segcp-bench-pyc-"))
+    if reference is not None:
+        env["PYTHONPATH"] = str(Path(reference) / "src")
+    return env
 
 
 def _command(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
@@ -631,25 +637,28 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
     root = _temporary("segcp-bench-cal-")
     d = _phantom_dir(root, args.n)
     segcp = [sys.executable, "-m", "segcp.cli"]
-    ref_env = None
-    if args.reference:
-        ref_env = dict(os.environ, PYTHONPATH=str(Path(args.reference) / "src"))
+    env = _command_env()
+    ref_env = _command_env(args.reference) if args.reference else None
+    script = [sys.executable, str(ROOT / "benchmarks" / "read_only.py"), str(d)]
+    calibrate = [*segcp, "calibrate", "--method", "threshold", "--data", str(d), "--alpha", "0.1", "-q", "--out"]
     res: dict[str, Any] = {"n": args.n, "shape": [256, 256], "dtype": "float32 probs, uint8 masks", "load_start": _load(),
-                           "versions": _versions(), "reps": args.reps, "runs": []}
+                           "versions": _versions(), "reps": args.reps, "runs": [], "bytecode_cache": True}
     lam = calibrate_dir(d, alpha=0.1, show_progress=False)["lambda"]  # warm: imports, page cache
     _read_only(d)
+    for cmd, e in ((script, env), ([*calibrate, str(root / "c.json")], env), ([*calibrate, str(root / "ref.json")], ref_env)):
+        if e is not None:
+            _command(cmd, e)  # warm: the bytecode caches
     for rep in range(args.reps):
         row: dict[str, Any] = {}
         _, row["read_wall"], row["read_cpu"] = _timed(lambda: _read_only(d))
         _, row["segcp_read_wall"], row["segcp_read_cpu"] = _timed(lambda: _read_segcp(d))
         rec, row["inprocess_wall"], row["inprocess_cpu"] = _timed(lambda: calibrate_dir(d, alpha=0.1, show_progress=False))
         assert rec["lambda"] == lam
-        row["command_wall"], row["command_cpu"], row["command_rss_mib"], _ = _command(
-            [*segcp, "calibrate", "--data", str(d), "--alpha", "0.1", "--out", str(root / "c.json"), "-q"])
+        row["read_script_wall"], row["read_script_cpu"], row["read_script_rss_mib"], _ = _command(script, env)
+        row["command_wall"], row["command_cpu"], row["command_rss_mib"], _ = _command([*calibrate, str(root / "c.json")], env)
         assert json.loads((root / "c.json").read_text())["lambda"] == lam
         if ref_env is not None:
-            row["reference_wall"], row["reference_cpu"], row["reference_rss_mib"], _ = _command(
-                [*segcp, "calibrate", "--data", str(d), "--alpha", "0.1", "--out", str(root / "ref.json"), "-q"], ref_env)
+            row["reference_wall"], row["reference_cpu"], row["reference_rss_mib"], _ = _command([*calibrate, str(root / "ref.json")], ref_env)
             res["reference_lambda"] = json.loads((root / "ref.json").read_text())["lambda"]
         res["runs"].append(row)
         print(f"rep {rep}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
@@ -661,6 +670,10 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
     res["ratio_cpu"] = med["inprocess_cpu"] / med["read_cpu"]
     res["ratio_wall_vs_segcp_read"] = med["inprocess_wall"] / med["segcp_read_wall"]
     res["ratio_cpu_vs_segcp_read"] = med["inprocess_cpu"] / med["segcp_read_cpu"]
+    # start-up included: the command against the read-only script, both fresh interpreters
+    for who in ("command", *(("reference",) if ref_env is not None else ())):
+        res[f"ratio_{who}_vs_read_script_wall"] = med[f"{who}_wall"] / med["read_script_wall"]
+        res[f"ratio_{who}_vs_read_script_cpu"] = med[f"{who}_cpu"] / med["read_script_cpu"]
     if args.profile:
         import cProfile
         import io
@@ -679,21 +692,25 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- start-up
 def run_startup(args: argparse.Namespace) -> dict[str, Any]:
-    cmds = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "segcp --version": [sys.executable, "-m", "segcp.cli", "--version"],
-        "segcp --help": [sys.executable, "-m", "segcp.cli", "--help"],
-        "segcp calibrate --help": [sys.executable, "-m", "segcp.cli", "calibrate", "--help"],
-    }
+    segcp = [sys.executable, "-m", "segcp.cli"]
+    argvs = {"--version": ["--version"], "--help": ["--help"], "calibrate --help": ["calibrate", "--help"],
+             "predict --help": ["predict", "--help"], "a typo": ["calibrate", "--alpah", "0.1"]}
+    env = _command_env()
+    cmds: dict[str, tuple[list[str], dict[str, str]]] = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
+    cmds |= {f"segcp {k}": ([*segcp, *a], env) for k, a in argvs.items()}
+    if args.reference:
+        ref_env = _command_env(args.reference)
+        cmds |= {f"reference: segcp {k}": ([*segcp, *a], ref_env) for k, a in argvs.items()}
     times: dict[str, list[float]] = {k: [] for k in cmds}
-    for _ in range(args.reps):  # interleaved: background load hits every command alike
-        for k, c in cmds.items():
+    for rep in range(args.reps + 1):  # interleaved: background load hits every command alike; the first run fills the caches
+        for k, (c, e) in cmds.items():
             t = time.perf_counter()
-            subprocess.run(c, capture_output=True, check=True)
-            times[k].append(time.perf_counter() - t)
+            subprocess.run(c, capture_output=True, env=e)
+            if rep:
+                times[k].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {"reps": args.reps, "median_seconds": med, "minus_bare_python": {k: v - med["python -c pass"] for k, v in med.items()},
-            "load": _load(), "versions": _versions()}
+            "load": _load(), "versions": _versions(), "bytecode_cache": True}
 
 
 # ---------------------------------------------------------------------------- main
@@ -730,6 +747,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", default=None)
     st = sub.add_parser("startup", help="start-up time of the CLI")
     st.add_argument("--reps", type=int, default=15)
+    st.add_argument("--reference", default=None, help="a checkout of the code to compare with (its src/ goes on PYTHONPATH)")
     st.add_argument("--out", default=None)
     w = sub.add_parser("_rwcp-worker")  # internal: one backend of encoder-rwcp
     w.add_argument("--data", required=True)
@@ -751,8 +769,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(t, "thread(s):", {k: round(v, 3) for k, v in r["seconds_per_image"].items()})
         elif args.section == "calibration":
             res = run_calibration(args)
-            print(json.dumps({k: res[k] for k in ("median", "ratio_wall", "ratio_cpu", "ratio_wall_vs_segcp_read", "ratio_cpu_vs_segcp_read",
-                                                   "lambda_bit_identical_to_reference")}, indent=1))
+            print(json.dumps({k: v for k, v in res.items() if k.startswith(("median", "ratio", "lambda_bit"))}, indent=1))
         elif args.section == "startup":
             res = run_startup(args)
             print(json.dumps(res["median_seconds"], indent=1))

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(ids)} images; scores for {', '.join(METHODS)} ...", flush=True)
     jobs = [(i, a.alpha, a.beta, str(samples[i]), str(masks[i]), dict(METHODS)) for i in ids]
     with open_executor(workers=a.n_jobs, dask=False) as ex:  # n_jobs local processes (ordered results)
-        per_image = ex.map(score_job, jobs, show_progress=False)
+        per_image = [r for _, r in sorted(ex.imap(score_job, jobs, show_progress=False), key=lambda t: t[0])]
     t_scores = time.perf_counter() - t_start
     scores = {name: np.array([r["scores"][name] for r in per_image]) for name in METHODS}
     print(f"scores done in {t_scores:.0f} s", flush=True)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             t0 = time.perf_counter()
             with open_executor(workers=a.n_jobs, dask=False) as ex:
-                dres = ex.map(draw_job, djobs, show_progress=False)
+                dres = [r for _, r in sorted(ex.imap(draw_job, djobs, show_progress=False), key=lambda t: t[0])]
             m["draw_wall_seconds"] = time.perf_counter() - t0
             m["draw_seconds_per_image"] = float(np.mean([d["draw_seconds"] for d in dres]))
             for s in sizes:

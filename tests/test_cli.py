@@ -101,8 +101,8 @@ def test_round_trip(tmp_path, capsys, fmt):
     assert set(res["per_image"]) == {f"img{i:03d}" for i in range(30)}
     assert res["undefined"]["hd95"] == 0
     if fmt == "nii.gz":
-        # Distances are in the file's physical units.
-        assert res["distance_units"].startswith("physical")
+        # Distances are in the file's physical units (NIfTI spacing: mm).
+        assert res["distance_units"] == "mm"
         pid = "img000"
         mask = np.asarray(nib.load(str(data / "masks" / f"{pid}.nii.gz")).dataobj).astype(bool)
         pred = np.asarray(nib.load(str(sets / f"{pid}.nii.gz")).dataobj).astype(bool)
@@ -237,26 +237,263 @@ def test_written_files_get_the_usual_mode(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o666 & ~mask
 
 
-def test_threshold_calibrate_imports_only_numpy_and_its_reader(tmp_path):
-    """`segcp calibrate` on raw probabilities pays for numpy, typer and the NPY reader: no scipy,
-    matplotlib, torch, transformers, onnxruntime, nibabel, PIL or dask (docs/benchmarks/speed.md)."""
-    data = tmp_path / "d"
-    (data / "probs").mkdir(parents=True)
-    (data / "masks").mkdir()
+def _npy_dir(root: Path) -> Path:
+    """12 random 16 × 16 NPY probability maps and masks."""
+    (root / "probs").mkdir(parents=True)
+    (root / "masks").mkdir()
     rng = np.random.default_rng(0)
     for i in range(12):
-        np.save(data / "probs" / f"{i}.npy", rng.random((16, 16)).astype(np.float32))
-        np.save(data / "masks" / f"{i}.npy", (rng.random((16, 16)) < 0.3).astype(np.uint8))
+        np.save(root / "probs" / f"{i}.npy", rng.random((16, 16)).astype(np.float32))
+        np.save(root / "masks" / f"{i}.npy", (rng.random((16, 16)) < 0.3).astype(np.uint8))
+    return root
+
+
+#: Libraries no command below needs (numpy is the core; scipy only measures surface distances).
+HEAVY = ("scipy", "matplotlib", "torch", "transformers", "onnxruntime", "nibabel", "PIL", "dask", "distributed")
+
+
+def _imported(argv: list[str], heavy: tuple[str, ...]) -> list[str]:
+    """The top-level packages among ``heavy`` that ``segcp ARGV`` imports (run in a fresh interpreter)."""
     code = (
         "import sys\n"
         "from segcp.cli import main\n"
         "try:\n"
-        f"    main(['calibrate', '--data', {str(data)!r}, '--alpha', '0.2', '--out', {str(tmp_path / 'c.json')!r}, '-q'])\n"
+        f"    main({argv!r})\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "heavy = ('scipy', 'matplotlib', 'torch', 'transformers', 'onnxruntime', 'nibabel', 'PIL', 'dask', 'distributed')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert r.stdout.strip() == "[]", r.stdout
+    return json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_threshold_calibrate_imports_only_numpy_and_its_reader(tmp_path):
+    """`segcp calibrate` on raw probabilities pays for numpy, typer and the NPY reader: no scipy,
+    matplotlib, torch, transformers, onnxruntime, nibabel, PIL or dask (docs/benchmarks/speed.md)."""
+    data = _npy_dir(tmp_path / "d")
+    assert _imported(["calibrate", "--data", str(data), "--alpha", "0.2", "--out", str(tmp_path / "c.json"), "-q"], HEAVY) == []
     assert json.loads((tmp_path / "c.json").read_text())["n"] == 12
+
+
+def test_each_command_imports_only_what_it_needs(tmp_path, capsys):
+    """Per command, what it does not need is never imported: not pydantic (typer's conversion,
+    replaced for segcp's plain options), not rich unless a bar or a table is shown, not numpy for
+    ``--version`` and ``--help``, not scipy except to measure surface distances."""
+    data = _npy_dir(tmp_path / "d")
+    calib, sets = tmp_path / "c.json", tmp_path / "sets"
+    ok(["calibrate", "--data", str(data), "--alpha", "0.2", "--out", str(calib), "-q"], capsys)
+    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(sets), "-q"], capsys)
+    lean = ("pydantic", "rich", *HEAVY)
+    assert _imported(["calibrate", "--data", str(data), "--alpha", "0.2", "--out", str(tmp_path / "c2.json"), "-q"], lean) == []
+    assert _imported(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s2"), "-q"], lean) == []
+    assert _imported(["evaluate", "--sets", str(sets), "--data", str(data), "--out", str(tmp_path / "m.json"), "-q"], lean) == ["scipy"]
+    for argv in (["--version"], ["--help"]):
+        assert _imported(argv, ("numpy", *lean)) == [], argv
+    for argv in (["calibrate", "--help"], ["predict", "--help"], ["evaluate", "--help"], ["methods"]):
+        assert _imported(argv, lean) == [], argv  # the families' declarations need numpy, nothing more
+
+
+# ---------------------------------------------------------------------------- the options themselves
+def help_text(command: str, capsys) -> str:
+    code, out, err = run([command, "--help"], capsys)
+    assert code in (0, None), err
+    return out
+
+
+def _commands():
+    """The typer app's click group (every command, as the user meets it)."""
+    import typer.main
+
+    from segcp.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def test_a_mistyped_option_gets_clicks_error_with_suggestions(tmp_path, capsys):
+    data = _npy_dir(tmp_path / "d")
+    base = ["calibrate", "--data", str(data), "--out", str(tmp_path / "c.json")]
+
+    def error(argv):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("segcp: error: ") and "Traceback" not in err, err
+        return err
+
+    err = error(["calibrate", "--data", str(data), "--alpah", "0.2"])  # before the missing --out, as click reports it
+    assert "No such option: --alpah" in err and "--alpha" in err and "its options" not in err
+    err = error([*base, "--method", "rwcp", "--kernal-beta", "50"])  # the chosen method's flags are suggested
+    assert "No such option: --kernal-beta" in err and "--kernel-beta" in err
+    err = error([*base, "--method", "morph", "--normalise", "max"])  # ...and only the chosen method's
+    assert "No such option: --normalise" in err and "--normalize" not in err
+    err = error([*base, "--method", "consign", "--k", "3"])  # another method's flag says whose it is
+    assert "--k: not an option of --method consign (an option of --method rwcp)" in err and "did you mean --K?" in err
+    err = error(["compare", "--data", str(data), "--out", str(tmp_path / "r"), "--n-call", "3"])  # every command alike
+    assert "No such option: --n-call" in err and "--n-cal" in err
+    assert "Got unexpected extra argument (stray)" in error([*base, "stray"])
+    assert "Option '--se' requires an argument." in error([*base, "--method", "morph", "--se"])
+    # the method's own flags keep working, in both spellings
+    for flag in (["--se", "square"], ["--se=square"]):
+        ok([*base, "--method", "morph", *flag, "--alpha", "0.2", "-q"], capsys)
+        assert json.loads((tmp_path / "c.json").read_text())["params"]["se"] == "square"
+
+
+#: Every closed choice of every command and the one place its values come from.
+def _closed_choices() -> dict[tuple[str, str], tuple[str, ...]]:
+    from segcp.calibration.compact import CURVE_FORMS
+    from segcp.engine.splits import PARTS
+    from segcp.harness.datasets.tasks import available_tasks
+    from segcp.harness.models.options import LOSSES, PRESETS
+    from segcp.methods import GUARANTEES, available_methods
+    from segcp.specs import CRITERIA
+
+    return {
+        ("calibrate", "--method"): tuple(available_methods()),
+        ("calibrate", "--guarantee"): tuple(GUARANTEES),
+        ("calibrate", "--curves"): tuple(CURVE_FORMS),
+        ("tune", "--method"): tuple(available_methods()),
+        ("tune", "--criterion"): tuple(CRITERIA),
+        ("train", "--task"): tuple(available_tasks()),
+        ("train", "--preset"): tuple(PRESETS),
+        ("train", "--loss"): tuple(LOSSES),
+        ("infer", "--task"): tuple(available_tasks()),
+        ("infer", "--split"): tuple(PARTS),
+    }
+
+
+def test_every_closed_choice_lists_its_values_in_help_and_error(tmp_path, capsys):
+    from segcp.cli import _choice_of
+
+    expected = _closed_choices()
+    found = {
+        (name, next(o for o in p.opts if o.startswith("--"))): _choice_of(p).values()
+        for name, cmd in _commands().items()
+        for p in cmd.params
+        if _choice_of(p)
+    }
+    assert found == expected  # a new closed choice is a Choice, with its source here
+    required = {"calibrate": ["--out", "x.json"], "tune": ["-g", "k=1"], "train": ["--out", "m.pt"], "infer": ["--model", "m.pt", "--out", "o"]}
+    for (command, option), values in expected.items():
+        assert f"{option} <{'|'.join(values)}>" in help_text(command, capsys)
+        code, _, err = run([command, *required[command], option, "bogus"], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"Invalid value for '{option}'" in err and f"'bogus' is not one of {', '.join(map(repr, values))}." in err
+    # the families' closed choices too: in the help of the command that takes them, and in the error
+    calibrate_help = help_text("calibrate", capsys)
+    assert "--se cross|square|ball" in calibrate_help and "--normalize none|max|slice|component" in calibrate_help
+    code, _, err = run(["calibrate", *required["calibrate"], "--method", "morph", "--se", "disk"], capsys)
+    assert code == 2 and "Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'." in err
+
+
+def _listed_options(text: str) -> list[str]:
+    """The options a help text lists: every --name at the start of an entry."""
+    import re
+
+    return re.findall(r"^ +(?:-\w, )?(--[\w-]+)", text, flags=re.MULTILINE)
+
+
+def test_no_command_lists_an_option_twice_and_each_lists_what_acts(capsys):
+    from segcp.cli import method_flags
+
+    for command in _commands():
+        listed = _listed_options(help_text(command, capsys))
+        assert len(listed) == len(set(listed)), (command, sorted(o for o in listed if listed.count(o) > 1))
+    text = help_text("calibrate", capsys)
+    listed = _listed_options(text)
+    assert set(method_flags()) <= set(listed)  # each method's flag once, grouped by method
+    assert "  aps, consign:\n    --beta " in text and "  rwcp, threshold:\n    --normalize " in text
+    assert text.count("agreement level") == 1 and "kernel scale" in text  # one meaning per flag
+    alpha = text[text.index("--alpha") : text.index("-m, --method")]
+    assert "default" in alpha and "0.1" in alpha  # the default the code applies is shown
+    # options a command accepts (one set of data options for the three commands) but never reads
+    assert "--masks" not in _listed_options(help_text("predict", capsys))
+    for command in ("predict", "evaluate", "compare", "tune"):
+        assert "--dataset-json" not in _listed_options(help_text(command, capsys)), command
+
+
+def _option_types() -> dict[str, dict[str, type]]:
+    """Option name → {command: its value type (list[T] and T | None as T)} over every visible option."""
+    import typing
+
+    out: dict[str, dict[str, type]] = {}
+    for name, command in _commands().items():
+        hints = typing.get_type_hints(command.callback, include_extras=True)
+        for param in command.params:
+            if param.hidden or param.name not in hints:
+                continue
+            kind = typing.get_args(hints[param.name])[0]
+            while typing.get_args(kind):
+                kind = next(a for a in typing.get_args(kind) if a is not type(None))
+            for flag in param.opts:
+                out.setdefault(flag, {})[name] = kind
+    return out
+
+
+def test_one_meaning_per_option_name(tmp_path, capsys):
+    from segcp.cli import method_flags
+
+    types = _option_types()
+    for flag, per_command in types.items():
+        assert len(set(per_command.values())) == 1, (flag, per_command)
+    assert set(types["--samples"].values()) == {Path} and "infer" not in types["--samples"]  # a folder, never a count
+    assert types["--n-samples"] == {"infer": int}
+    for flag in method_flags():  # a family's flag is nobody else's option (train's step count: --train-steps)
+        assert flag not in types, (flag, types.get(flag))
+    # the old spellings still work where scripts may use them, with one warning line
+    for argv, old in ((["infer", "--model", "m.pt", "--task", "busi", "--split", "test", "--out", str(tmp_path / "o")], "--samples"),
+                      (["train", "--task", "busi", "--out", str(tmp_path / "m.pt")], "--steps")):
+        code, _, err = run([*argv, old, "3", {"--samples": "--n-samples", "--steps": "--train-steps"}[old], "3"], capsys)
+        assert code == 2 and f"segcp: warning: {old} is deprecated" in err and "say the same thing" in err, err
+
+
+def test_infer_takes_the_old_samples_spelling(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import segcp.harness.models.infer as infer
+
+    seen = {}
+
+    def fake(models, out, **kwargs):
+        seen.update(kwargs)
+        return {"ids": [], "dice": None}
+
+    monkeypatch.setattr(infer, "infer_to_dir", fake)
+    code, _, err = run(["infer", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path), "--samples", "7", "--out", str(tmp_path / "o"), "-q"],
+                       capsys)
+    assert code in (0, None) and err == "segcp: warning: --samples is deprecated; use --n-samples N\n", err
+    assert seen["samples"] == 7
+
+
+def test_options_convert_as_typer_does(capsys):
+    """segcp converts its plain options itself (cli._PlainValue, no pydantic): every option of every
+    command gives the value typer's own conversion gives, and both refuse the same bad values."""
+    import typer.main
+    from typer._coercion import build_runtime_param
+
+    from segcp.cli import SegcpGroup, _PlainValue, app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, SegcpGroup)
+    samples = {str: ["abc", "a b"], int: ["3", "0", "1.0", "-2", "x", "1.5", "1_000"], float: ["0.25", "1e-3", "-1", "inf", "x"],
+               Path: ["a/b", "c.json"], bool: [True, False]}
+    checked = 0
+    for name, command in group.commands.items():
+        ctx = command.make_context(name, [], resilient_parsing=True)
+        for param in command.get_params(ctx):
+            param._runtime_param = None
+            _PlainValue.install(param)
+            ours = param._runtime_param
+            assert isinstance(ours, _PlainValue), (name, param.name)  # every option of segcp's is a plain one
+            theirs = build_runtime_param(param.type_descriptor)
+            kind = ours.kind
+            values = samples[kind] if ours.parser is None else [*ours.parser.values(), "bogus"]
+            for v in values:
+                v = [v, v] if ours.multiple else v
+                results = []
+                for conv in (ours, theirs):
+                    try:
+                        results.append(("ok", conv.coerce(v, param=param, ctx=ctx)))
+                    except Exception as exc:  # both must refuse, with a click error
+                        assert hasattr(exc, "format_message"), exc
+                        results.append(("refused", None))
+                assert results[0] == results[1], (name, param.name, v, results)
+                checked += 1
+            param._runtime_param = None
+    assert checked > 300

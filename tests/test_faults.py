@@ -304,6 +304,18 @@ def test_option_errors_are_one_line(ws, capsys):
     fails(["predict", "--nope"], capsys, ws)
 
 
+@pytest.mark.parametrize("extra, fragment", [
+    (["--alpah", "0.2"], "No such option: --alpah"),  # a typo: click's error and its suggestions, never a method's option list
+    (["--method", "threshold", "--K", "2"], "--K: not an option of --method threshold (an option of --method consign)"),
+    (["--method", "morph", "--se", "disk"], "Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'."),
+    (["--curves", "fast"], "Invalid value for '--curves': 'fast' is not one of 'auto', 'exact', 'compact'."),
+    (["--method", "morph", "--se"], "Option '--se' requires an argument."),
+    (["stray"], "Got unexpected extra argument (stray)"),
+])
+def test_option_typos_and_bad_choices_are_one_line(ws, capsys, extra, fragment):
+    fails(["calibrate", "--data", ws / "d", "--out", ws / "x.json", *extra], capsys, ws, fragment)
+
+
 @pytest.mark.parametrize("shape", [(), (8,), (2, 2, 8, 8)])
 def test_wrong_dimensions_name_the_file(ws, capsys, shape):
     np.save(ws / "d" / "probs" / "0.npy", np.full(shape, 0.5))

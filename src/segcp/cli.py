@@ -1,98 +1,324 @@
-"""The ``segcp`` command line: calibrate, predict, evaluate, compare, tune, demo, train, infer.
+"""The ``segcp`` command line: calibrate, predict, evaluate, compare, tune, benchmark, demo, train, infer.
 
 Every set family (``segcp methods``) goes through the same commands; its own options
-(``--se``, ``--encoder``, ``--K``, ``--beta``…) come from the family's declared parameters
+(``--se``, ``--encoder``, ``--K``…) come from the family's declared parameters
 (:mod:`segcp.methods.base`), and every parameter can also be given as ``-p NAME=VALUE``.
-Every bad input ends with one line on stderr, ``segcp: error: <file or option>: <problem>``,
-and exit status 2; result files are written atomically, so nothing partial is left behind.
+Every closed choice (``--guarantee``, ``--curves``, ``--criterion``…) lists its values in the
+help and in its error, taken from the one place that defines them (:class:`Choice`). Every
+bad input ends with one line on stderr, ``segcp: error: <file or option>: <problem>``, and
+exit status 2; result files are written atomically, so nothing partial is left behind.
+
+Each command imports what it uses when it runs (``segcp --version`` and ``--help`` import
+neither numpy nor the families).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads every command's annotations when the
+# app is built, and string annotations would be evaluated there again for all ten commands (17 ms
+# of every start-up); evaluated once, at definition, they cost nothing more.
 import contextlib
+import difflib
 import sys
-from collections.abc import Iterator
+import typing
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from segcp._version import __version__
 from segcp.errors import SegcpError
 
-app = typer.Typer(
-    name="segcp",
-    help="Conformal prediction sets with finite-sample guarantees for medical image segmentation.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+try:  # typer vendors click since 0.2x; before, it ran on click itself
+    from typer._click.exceptions import NoSuchOption
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoSuchOption  # type: ignore[assignment]  # the same class, from click itself
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"segcp {__version__}")
-        raise typer.Exit()
+if TYPE_CHECKING:
+    from segcp.methods.base import Param
+
+T = TypeVar("T")
 
 
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """segcp: conformal prediction sets for segmentation models."""
+# ---------------------------------------------------------------------------- closed choices
+class Choice:
+    """A closed choice whose values are defined elsewhere, once: ``attribute`` of ``module`` (a
+    sequence, a mapping's keys, or a function returning either).
+
+    Used as an option's ``parser``: a value outside the choice is refused with click's own
+    wording, ``Invalid value for '--curves': 'x' is not one of 'auto', 'exact', 'compact'.``;
+    :class:`SegcpCommand` shows the values in the help. The module is imported only when the
+    option is parsed or shown, so the choices of one command cost the others nothing.
+    """
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module = module
+        self.attribute = attribute
+
+    def values(self) -> tuple[str, ...]:
+        """The allowed values, in their defining order."""
+        import importlib
+
+        found = getattr(importlib.import_module(self.module), self.attribute)
+        return tuple(str(v) for v in (found() if callable(found) else found))
+
+    def __call__(self, value: str) -> str:
+        return one_of(value, self.values())
 
 
-class MethodCommand(TyperCommand):
-    """A command that also takes the chosen method's own options (listed in its help)."""
+def one_of(value: str, allowed: Sequence[str], option: str | None = None) -> str:
+    """``value`` if it is one of ``allowed``, else click's error for a choice:
+    ``Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'.``"""
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, allowed))}.", param_hint=None if option is None else f"'{option}'")
+    return value
+
+
+GUARANTEE = Choice("segcp.methods.base", "GUARANTEES")
+CURVE_FORM = Choice("segcp.calibration.compact", "CURVE_FORMS")
+CRITERION = Choice("segcp.specs", "CRITERIA")
+METHOD = Choice("segcp.methods", "available_methods")
+PRESET = Choice("segcp.harness.models.options", "PRESETS")
+LOSS = Choice("segcp.harness.models.options", "LOSSES")
+TASK = Choice("segcp.harness.datasets.tasks", "available_tasks")
+SPLIT_PART = Choice("segcp.engine.splits", "PARTS")
+
+
+def _choice_of(param: Any) -> Choice | None:
+    """The :class:`Choice` that parses a typer option, if any."""
+    parser = getattr(getattr(getattr(param, "type_descriptor", None), "parameter_info", None), "parser", None)
+    return parser if isinstance(parser, Choice) else None
+
+
+class _PlainValue:
+    """typer's conversion of an option's value, for the plain types segcp's options have, without pydantic.
+
+    typer converts every option value through a pydantic ``TypeAdapter``: importing pydantic and
+    building one adapter per option costs about 0.1 s of CPU per command, a sixth of ``segcp
+    calibrate`` on 1000 images (docs/benchmarks/speed.md). segcp's options are ``str``, ``int``,
+    ``float`` or ``Path`` values, one or repeated into a list, some with a minimum, some parsed by a
+    :class:`Choice`; these are converted here as typer converts them, a bad value refused with
+    click's wording (``Invalid value for '--n-cal': 'x' is not a valid integer.``). Any other
+    option, and any typer without this hook, keeps typer's own conversion
+    (``tests/test_cli.py::test_options_convert_as_typer_does`` compares the two).
+    """
+
+    KINDS: typing.ClassVar[dict[type, str]] = {str: "string", int: "integer", float: "number", Path: "path", bool: "boolean"}
+
+    def __init__(self, kind: type, multiple: bool, low: float | None, parser: Any) -> None:
+        self.kind, self.multiple, self.low, self.parser = kind, multiple, low, parser
+
+    @classmethod
+    def install(cls, param: Any) -> None:
+        """Convert ``param``'s values with a :class:`_PlainValue` when its type is one of :attr:`KINDS`."""
+        desc = getattr(param, "type_descriptor", None)
+        info = getattr(desc, "parameter_info", None)
+        if desc is None or info is None or getattr(param, "_runtime_param", False) is not None:
+            return  # not typer's parameter, or its conversion is already chosen
+        kind, multiple = desc.annotation, False
+        if typing.get_origin(kind) is list:
+            (kind,) = typing.get_args(kind)
+            multiple = True
+        if kind in cls.KINDS and multiple == bool(param.multiple) and param.nargs == 1 and info.max is None and desc.file_annotation is None:
+            param._runtime_param = cls(kind, multiple, info.min, info.parser)
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:
+            return () if self.multiple else None
+        if self.multiple:
+            return [self._one(v, param, ctx) for v in value]
+        return self._one(value, param, ctx)
+
+    def _one(self, value: Any, param: Any, ctx: Any) -> Any:
+        if self.parser is not None:
+            return self.parser(value)
+        if self.kind in (str, Path):
+            return self.kind(value)
+        if self.kind is bool:  # a flag (--quiet, --help): click gives a bool
+            if not isinstance(value, bool):
+                raise typer.BadParameter(f"{value!r} is not a valid boolean.", ctx=ctx, param=param)
+            return value
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError):
+            number = None
+            with contextlib.suppress(TypeError, ValueError):
+                as_float = float(value)  # "1.0" is the integer 1, as typer has it
+                if self.kind is int and as_float.is_integer():
+                    number = int(as_float)
+        if number is None:
+            raise typer.BadParameter(f"{value!r} is not a valid {self.KINDS[self.kind]}.", ctx=ctx, param=param)
+        if self.low is not None and number < self.low:
+            raise typer.BadParameter(f"{number} is not in the range x>={self.low}.", ctx=ctx, param=param)
+        return number
+
+
+class SegcpCommand(TyperCommand):
+    """A segcp command: its help shows the values of every closed choice (:class:`Choice`), and
+    its options' values are converted without pydantic (:class:`_PlainValue`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.get_params(ctx):
+            _PlainValue.install(param)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            choice = _choice_of(param)
+            if choice is not None:  # "--curves <str>" -> "--curves <auto|exact|compact>"
+                record = (f"{record[0].rpartition(' <')[0]} <{'|'.join(choice.values())}>", record[1])
+            rows.append(record)
+        if rows:
+            with formatter.section("Options"):
+                formatter.write_dl(rows)
+
+
+class SegcpGroup(TyperGroup):
+    """The ``segcp`` group: its own options (``--version``, ``--help``) converted as a
+    :class:`SegcpCommand`'s."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.get_params(ctx):
+            _PlainValue.install(param)
+        return super().parse_args(ctx, args)
+
+
+# ---------------------------------------------------------------------------- method options
+@dataclass
+class MethodFlag:
+    """One CLI flag of the set families (``--se``): its parameter and declaration (the same in
+    each family that declares it: :func:`method_flags`) and those families."""
+
+    flag: str
+    key: str
+    decl: "Param"
+    methods: list[str] = field(default_factory=list)
+
+
+def method_flags() -> dict[str, MethodFlag]:
+    """Every family's own CLI flag → its :class:`MethodFlag`, in registry order (imports every family).
+
+    A flag declared by several families (``--normalize``: threshold and rwcp; ``--beta``: aps and
+    consign) names the same parameter with the same meaning in each, or a one-line error says
+    which declarations disagree.
+    """
+    from segcp.methods import available_methods, family_class
+
+    out: dict[str, MethodFlag] = {}
+    for name in available_methods():
+        for key, decl in family_class(name).declared().items():
+            if not decl.flag:
+                continue
+            known = out.setdefault(decl.flag, MethodFlag(decl.flag, key, decl))
+            if (known.key, known.decl.help, known.decl.hint()) != (key, decl.help, decl.hint()):
+                raise SegcpError(f"{decl.flag}: {name} declares it for {key!r} ({decl.help}), {known.methods[0]} for "
+                                 f"{known.key!r} ({known.decl.help}): one flag, one meaning")
+            known.methods.append(name)
+    return out
+
+
+def _flag_owners(flag: str) -> list[str]:
+    """The families that take ``flag`` (as their flag or as a deprecated spelling of one)."""
+    from segcp.methods import available_methods, family_class
+
+    return [m for m in available_methods() if any(flag == d.flag or flag in d.deprecated_flags for d in family_class(m).declared().values())]
+
+
+class MethodCommand(SegcpCommand):
+    """A command that also takes the chosen method's own options (``--se cross``, ``--K 5``),
+    from the family's declared parameters: listed once each in its help, grouped by method.
+
+    The method's options are read before the command's own are processed, so a mistyped option
+    is reported first, as click reports one: ``No such option: --alpah (Possible options:
+    --alpha)``, the suggestions drawn from the command's options and the chosen method's
+    flags; a flag of another method says whose it is. The values land in
+    ``ctx.meta[METHOD_OPTIONS]`` (parameter → value, parsed by :func:`segcp.specs.parse_value`).
+    """
+
+    METHOD_OPTIONS = "segcp.method_options"
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            opts, rest, _ = self.make_parser(ctx).parse_args(args=list(args))
+            method = opts.get("method")
+            if method is None:
+                method = next(p.default for p in self.params if p.name == "method")
+            ctx.meta[self.METHOD_OPTIONS] = self._method_options(ctx, str(method), rest)
+        return super().parse_args(ctx, args)
+
+    def _method_options(self, ctx: Any, method: str, rest: list[str]) -> dict[str, Any]:
+        """The method's options among ``rest`` (what the command's parser did not take)."""
+        from segcp.methods import available_methods, family_class
+        from segcp.specs import parse_value
+
+        if method not in available_methods():
+            return {}  # the --method choice reports it
+        decl = family_class(method).declared()
+        flags = {d.flag: k for k, d in decl.items() if d.flag}
+        old = {f: k for k, d in decl.items() for f in d.deprecated_flags}
+        out: dict[str, Any] = {}
+        i = 0
+        while i < len(rest):
+            token = rest[i]
+            i += 1
+            flag, eq, value = token.partition("=")
+            if not flag.startswith("-") or flag == "-":
+                ctx.fail(f"Got unexpected extra argument ({token})")
+            if flag not in flags and flag not in old:
+                self._unknown(ctx, method, flag, list(flags))
+            if not eq:
+                if i >= len(rest):
+                    ctx.fail(f"Option '{flag}' requires an argument.")
+                value = rest[i]
+                i += 1
+            key = flags.get(flag) or old[flag]
+            if decl[key].kind == "choice":
+                one_of(value, [str(c) for c in decl[key].choices], flag)
+            if flag in old:
+                new = decl[key].flag or f"-p {key}=VALUE"
+                sys.stderr.write(f"segcp: warning: {flag} for {method} is deprecated; use {new} (or -p {key}=VALUE)\n")
+            out[key] = parse_value(value)
+        return out
+
+    def _unknown(self, ctx: Any, method: str, flag: str, flags: list[str]) -> None:
+        """Refuse ``flag``: another method's flag says whose it is; anything else is click's
+        ``No such option`` with the closest of the command's options and the method's flags."""
+        close = difflib.get_close_matches(flag, flags)
+        owners = _flag_owners(flag)
+        if owners:
+            also = f"; did you mean {' or '.join(close)}?" if close else ""
+            ctx.fail(f"{flag}: not an option of --method {method} (an option of --method {', '.join(owners)}){also}")
+        options = [o for p in self.get_params(ctx) if not getattr(p, "hidden", False) for o in p.opts if o.startswith("--")]
+        raise NoSuchOption(flag, possibilities=difflib.get_close_matches(flag, options + flags), ctx=ctx)
 
     def format_epilog(self, ctx: Any, formatter: Any) -> None:
-        from segcp.methods import available_methods, family_class
-
         super().format_epilog(ctx, formatter)
-        rows = []
-        for name in available_methods():
-            for key, decl in family_class(name).declared().items():
-                if decl.flag:
-                    rows.append((f"{decl.flag} {decl.hint()}", f"{name}: {decl.help} (-p {key}=...)"))
-        with formatter.section("Method options (also as -p NAME=VALUE; `segcp methods` lists all)"):
-            formatter.write_dl(rows)
+        flags = list(method_flags().values())
+        width = min(30, max(len(f"{f.flag} {f.decl.hint()}") for f in flags))  # one column for every group
+        groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for f in flags:
+            groups.setdefault(tuple(f.methods), []).append((f"{f.flag} {f.decl.hint()}".ljust(width), f"{f.decl.help} (-p {f.key}=...)"))
+        with formatter.section("Method options (with their --method; each also as -p NAME=VALUE; `segcp methods` lists every parameter)"):
+            for methods, rows in sorted(groups.items()):
+                with formatter.section(", ".join(methods)):
+                    formatter.write_dl(rows)
 
 
-def _method_options(method: str, args: list[str], params: dict[str, Any]) -> dict[str, Any]:
-    """Add the method's own options (``--se cross``, ``--K 5``…) found in ``args`` to ``params``."""
-    from segcp.methods import family_class
-    from segcp.specs import parse_value
-
-    decl = family_class(method).declared()
-    flags = {d.flag: k for k, d in decl.items() if d.flag}
-    old = {f: k for k, d in decl.items() for f in d.deprecated_flags}
-    i = 0
-    while i < len(args):
-        token = args[i]
-        flag, eq, value = token.partition("=")
-        if flag not in flags and flag not in old:
-            from segcp.methods import available_methods
-
-            owners = [m for m in available_methods() if any(d.flag == flag for d in family_class(m).declared().values())]
-            hint = f" (an option of {', '.join(owners)})" if owners else ""
-            known = ", ".join(sorted(flags)) or "none"
-            raise SegcpError(f"{flag}: not an option of --method {method}{hint}; its options: {known}")
-        if not eq:
-            if i + 1 >= len(args):
-                raise SegcpError(f"{flag}: expected a value")
-            value = args[i + 1]
-            i += 1
-        i += 1
-        key = flags.get(flag) or old[flag]
-        if flag in old:
-            new = decl[key].flag or f"-p {key}=VALUE"
-            sys.stderr.write(f"segcp: warning: {flag} for {method} is deprecated; use {new} (or -p {key}=VALUE)\n")
-        params[key] = parse_value(value)
-    return params
+def _renamed(old: str, new: str, old_value: T | None, value: T | None, metavar: str = "N") -> T | None:
+    """An option renamed from ``old`` to ``new``: the value given under either name, the old one
+    with a one-line deprecation warning (both: an error)."""
+    if old_value is None:
+        return value
+    sys.stderr.write(f"segcp: warning: {old} is deprecated; use {new} {metavar}\n")
+    if value is not None:
+        raise SegcpError(f"{old} (deprecated) and {new} say the same thing: give one of them ({new})")
+    return old_value
 
 
 def _deprecated_n_jobs(params: dict[str, Any], workers: int | None) -> int | None:
@@ -111,17 +337,50 @@ def _deprecated_n_jobs(params: dict[str, Any], workers: int | None) -> int | Non
     return cores() if value == -1 else max(1, value)
 
 
+# ---------------------------------------------------------------------------- the app
+app = typer.Typer(
+    name="segcp",
+    cls=SegcpGroup,
+    help="Conformal prediction sets with finite-sample guarantees for medical image segmentation.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segcp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """segcp: conformal prediction sets for segmentation models."""
+
+
+# ---------------------------------------------------------------------------- shared options
 DataOpt = Annotated[
-    Optional[Path], typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/); or give the folders one by one.")
+    Path | None, typer.Option("--data", help="Data directory with probs/ or samples/, masks/ (and images/); or give the folders one by one.")
 ]
-ProbsOpt = Annotated[Optional[Path], typer.Option("--probs", help="Folder of the model outputs (e.g. an nnU-Net prediction folder: <case>.npz + <case>.nii.gz).")]
-MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of the ground truth (e.g. nnU-Net's labelsTr).")]
-ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Folder of the images (image-aware methods).")]
-SamplesOpt = Annotated[Optional[Path], typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
+ProbsOpt = Annotated[
+    Path | None, typer.Option("--probs", help="Folder of the model outputs (e.g. an nnU-Net prediction folder: <case>.npz + <case>.nii.gz).")
+]
+MasksOpt = Annotated[Path | None, typer.Option("--masks", help="Folder of the ground truth (e.g. nnU-Net's labelsTr).")]
+ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of the images (image-aware methods).")]
+SamplesOpt = Annotated[Path | None, typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
 MatchOpt = Annotated[
-    Optional[list[str]], typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI).")
+    list[str] | None,
+    typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI)."),
 ]
-DatasetJsonOpt = Annotated[Optional[Path], typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
+DatasetJsonOpt = Annotated[Path | None, typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
+# What a command accepts so that one set of data options serves calibrate, predict and evaluate,
+# but does not read: accepted, and left out of its help.
+UnreadMasksOpt = Annotated[Path | None, typer.Option("--masks", hidden=True, help="Not read by this command.")]
+UnreadDatasetJsonOpt = Annotated[Path | None, typer.Option("--dataset-json", hidden=True, help="Not read by this command.")]
 
 
 def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Path | None, samples: Path | None,
@@ -141,14 +400,12 @@ def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Pat
     if not patterns and not any(folders.values()) and dataset_json is None:
         return data
     return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
-LabelOpt = Annotated[
-    Optional[int], typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")
-]
+
+
+LabelOpt = Annotated[int | None, typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
-ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")]
-EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 WorkersOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--workers", min=1,
         help="Run on N worker processes of this machine: a local Dask cluster with segcp[dask], else a process pool "
@@ -156,13 +413,16 @@ WorkersOpt = Annotated[
     ),
 ]
 SchedulerOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--scheduler", help="Run on the existing Dask cluster at [tcp://]HOST:PORT (default: $DASK_SCHEDULER_ADDRESS, when set)."),
 ]
-ChunkOpt = Annotated[
-    Optional[int], typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
+ChunkOpt = Annotated[int | None, typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")]
+DrawSeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")]
+#: The defaults that the code applies when an option is not given (and the help shows).
+CALIBRATE_ALPHA = 0.1
+COMPARE_ALPHAS = (0.2, 0.1, 0.05)
+COMPARE_METHODS = ("threshold", "morph:se=cross")
 
 
 @contextmanager
@@ -181,37 +441,42 @@ def _executor(workers: int | None, scheduler: str | None, quiet: bool) -> Iterat
         ex.close()
 
 
-@app.command(cls=MethodCommand, context_settings=EXTRA)
+# ---------------------------------------------------------------------------- calibrate, predict, evaluate
+@app.command(cls=MethodCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def calibrate(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
-    alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk level in (0, 1) (repeat for several).")] = None,
-    method: Annotated[str, typer.Option("--method", "-m", help="Set method (see `segcp methods`).")] = "threshold",
+    alpha: Annotated[
+        list[float] | None, typer.Option("--alpha", help="Risk level in (0, 1) (repeat for several).", show_default=str(CALIBRATE_ALPHA))
+    ] = None,
+    method: Annotated[str, typer.Option("--method", "-m", parser=METHOD, help="Set method (`segcp methods` describes each).")] = "threshold",
     label: LabelOpt = None,
     guarantee: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
-            "--guarantee",
+            "--guarantee", parser=GUARANTEE,
             help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha; "
-            "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha. Default: the method's.",
+            "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha.",
+            show_default="the method's own",
         ),
     ] = None,
     tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
     labels: Annotated[
-        Optional[str], typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV.")
+        str | None,
+        typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV."),
     ] = None,
-    param: ParamOpt = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")] = None,
     curves: Annotated[
         str,
         typer.Option(
-            "--curves",
+            "--curves", parser=CURVE_FORM,
             help="auto: exact loss curves while they hold <= 2^26 breakpoints, else compact; exact; compact: the summed "
             "risk on a fixed lambda grid (memory independent of n; lambda at most one grid step above exact).",
         ),
     ] = "auto",
     grid_size: Annotated[int, typer.Option("--grid-size", help="Points of the compact curves' lambda grid.")] = 2**16,
     grid_max: Annotated[
-        Optional[float], typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
+        float | None, typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
     ] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -229,9 +494,9 @@ def calibrate(
     from segcp.jobs import calibrate_dir
     from segcp.specs import parse_params
 
-    params = _method_options(method, list(ctx.args), parse_params(param))
+    params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
     workers = _deprecated_n_jobs(params, workers)
-    alphas = alpha or [0.1]
+    alphas = alpha or [CALIBRATE_ALPHA]
     with _executor(workers, scheduler, quiet) as ex:
         record = calibrate_dir(
             _data(data, probs, masks, images, samples, match, dataset_json),
@@ -256,7 +521,7 @@ def calibrate(
         lams = entry["lambda"] if isinstance(entry["lambda"], list) else [entry["lambda"]]
         stmts = entry["statement"] if isinstance(entry["statement"], list) else [entry["statement"]]
         what = f" {entry['name']} (label {entry['label']})" if "name" in entry else ""
-        for lam, stmt in zip(lams, stmts):
+        for lam, stmt in zip(lams, stmts, strict=True):
             typer.echo(f"{record['method']}{what}: lambda = {lam:.6g} from n = {record['n']} images ({stmt}) -> {out}")
     first = record.get("structures", [record])[0]
     if "curves" in first:
@@ -268,22 +533,27 @@ def calibrate(
         )
 
 
-@app.command()
+RunParamOpt = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
+]
+
+
+@app.command(cls=SegcpCommand)
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
     draws: Annotated[
         int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
     ] = 100,
-    seed: SeedOpt = 0,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Which alpha of a calibration made at several.")] = None,
+    seed: DrawSeedOpt = 0,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="Which alpha of a calibration made at several.", show_default="the calibration's only one")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out folder (whole).")] = False,
     combined: Annotated[
         bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
     ] = False,
-    param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="Run-time option or location NAME=VALUE, e.g. -p encoder=DIR -p threads=1.")
-    ] = None,
+    param: RunParamOpt = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
@@ -293,11 +563,11 @@ def predict(
     chunk_size: ChunkOpt = None,
     data: DataOpt = None,
     probs: ProbsOpt = None,
-    masks: MasksOpt = None,
+    masks: UnreadMasksOpt = None,
     images: ImagesOpt = None,
     samples: SamplesOpt = None,
     match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
+    dataset_json: UnreadDatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
@@ -317,20 +587,18 @@ def predict(
         typer.echo(f"wrote {len(written)} sets to {out}")
 
 
-@app.command()
+@app.command(cls=SegcpCommand)
 def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
-    sets: Annotated[
-        Optional[Path], typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")
-    ] = None,
+    sets: Annotated[Path | None, typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")] = None,
     label: LabelOpt = None,
     calib: Annotated[
-        Optional[Path], typer.Option("--calib", help="Or: calib.json; the sets are made on the fly (sets of segmentations: drawn).")
+        Path | None, typer.Option("--calib", help="Or: calib.json; the sets are made on the fly (sets of segmentations: drawn).")
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations: segmentations drawn per image.")] = 100,
-    seed: SeedOpt = 0,
+    seed: DrawSeedOpt = 0,
     param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
+        list[str] | None, typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
     ] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -341,13 +609,12 @@ def evaluate(
     images: ImagesOpt = None,
     samples: SamplesOpt = None,
     match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
+    dataset_json: UnreadDatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
     from segcp.jobs import evaluate_dir
-    from segcp.report.tables import metrics_table
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
@@ -359,6 +626,8 @@ def evaluate(
         )
     if quiet:
         return
+    from segcp.report.tables import metrics_table
+
     if "structures" in result:
         for name, st in result["structures"].items():
             metrics_table({name: st}, title=f"{name} (label {st['label']}): {st['n']} images, distances in {result['distance_units']}")
@@ -374,7 +643,7 @@ def evaluate(
     metrics_table({"sets": result}, title=f"{result['n']} images, distances in {result['distance_units']}")
 
 
-@app.command()
+@app.command(cls=SegcpCommand)
 def methods() -> None:
     """List the set methods, what they read and their parameters."""
     from segcp.methods import available_methods, family_class
@@ -389,28 +658,27 @@ def methods() -> None:
             typer.echo(f"  -p {key}={decl.hint()}{flag}{kind}: {decl.help}; default {decl.default!r}")
 
 
-CacheOpt = Annotated[
-    Optional[Path], typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")
-]
-
-
-@app.command()
+# ---------------------------------------------------------------------------- compare, tune, benchmark, demo
+@app.command(cls=SegcpCommand)
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--method",
             "-m",
             help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline. KEY=V1|V2 tunes KEY per split on the calibration images.",
+            show_default=" ".join(COMPARE_METHODS),
         ),
     ] = None,
-    alpha: Annotated[Optional[list[float]], typer.Option("--alpha", help="Risk levels (repeatable).")] = None,
+    alpha: Annotated[
+        list[float] | None, typer.Option("--alpha", help="Risk levels (repeatable).", show_default=", ".join(map(str, COMPARE_ALPHAS)))
+    ] = None,
     n_cal: Annotated[int, typer.Option("--n-cal", help="Calibration images per split (whole groups).")] = 20,
     splits: Annotated[int, typer.Option("--splits", help="Number of random calibration/test splits.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Report title.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
     cache: CacheOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -421,7 +689,7 @@ def compare(
     images: ImagesOpt = None,
     samples: SamplesOpt = None,
     match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
+    dataset_json: UnreadDatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
@@ -432,31 +700,36 @@ def compare(
     from segcp.compare import compare_dir, markdown_summary
     from segcp.specs import parse_spec
 
-    specs = [parse_spec(m) for m in (method or ["threshold", "morph:se=cross"])]
+    specs = [parse_spec(m) for m in (method or COMPARE_METHODS)]
     with _executor(workers, scheduler, quiet) as ex:
-        result = compare_dir(_data(data, probs, masks, images, samples, match, dataset_json), specs, label=label, alphas=alpha or [0.2, 0.1, 0.05],
-                             n_cal=n_cal, n_splits=splits, seed=seed, out=out, title=title, show_progress=not quiet, executor=ex,
-                             chunk_size=chunk_size, cache_dir=cache)
+        result = compare_dir(_data(data, probs, masks, images, samples, match, dataset_json), specs, label=label,
+                             alphas=alpha or list(COMPARE_ALPHAS), n_cal=n_cal, n_splits=splits, seed=seed, out=out, title=title,
+                             show_progress=not quiet, executor=ex, chunk_size=chunk_size, cache_dir=cache)
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
 
 
-@app.command()
+@app.command(cls=SegcpCommand)
 def tune(
-    method: Annotated[str, typer.Option("--method", "-m", help="Set method to tune (see `segcp methods`).")],
+    method: Annotated[str, typer.Option("--method", "-m", parser=METHOD, help="Set method to tune (`segcp methods` describes each).")],
     grid: Annotated[
         list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
     ],
     alpha: Annotated[float, typer.Option("--alpha", help="Risk level the sets are calibrated at inside each fold.")] = 0.1,
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Fixed KEY=VALUE method parameters.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed KEY=VALUE method parameters.")] = None,
     criterion: Annotated[
-        str, typer.Option("--criterion", help="dice (max), hd95, stretch (|C|/|Y_hat|) or truth_ratio (|C|/|Y|) (min) of the held-out folds' sets.")
+        str,
+        typer.Option(
+            "--criterion", parser=CRITERION,
+            help="What the held-out folds' sets are scored by: Dice (higher is better), HD95, stretch |C|/|Y_hat| or truth_ratio |C|/|Y| "
+            "(lower is better).",
+        ),
     ] = "dice",
     folds: Annotated[int, typer.Option("--folds", help="Group K-fold cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
     cache: CacheOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -467,7 +740,7 @@ def tune(
     images: ImagesOpt = None,
     samples: SamplesOpt = None,
     match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
+    dataset_json: UnreadDatasetJsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
@@ -522,18 +795,22 @@ def tune(
             typer.echo(f"wrote {out}")
 
 
-@app.command()
+BenchmarkCacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="The engine's content-keyed cache folder.", show_default="$SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark"),
+]
+
+
+@app.command(cls=SegcpCommand)
 def benchmark(
     config: Annotated[Path, typer.Option("--config", help="The benchmark's TOML file (tasks, methods, α, splits, ablations; docs/benchmark.md).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder: report.html (self-contained), report.md, figures, results.json, results.csv.")],
-    cache: Annotated[
-        Optional[Path], typer.Option("--cache", help="Cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
-    ] = None,
+    cache: BenchmarkCacheOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute everything; read and write no cache.")] = False,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", hidden=True, help="Deprecated: N local worker processes (use --workers N).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", hidden=True, help="Deprecated spelling of --workers.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the papers' tables, ablations and figures on your data, cached by content.
@@ -543,13 +820,9 @@ def benchmark(
     """
     from segcp.benchmark import run_benchmark
 
-    if jobs is not None:
-        sys.stderr.write("segcp: warning: --jobs is deprecated; use --workers N\n")
-        if jobs < 1:
-            raise SegcpError(f"--jobs {jobs}: must be a positive integer")
-        if workers is not None:
-            raise SegcpError("--jobs (deprecated) and --workers say the same thing: give one of them (--workers)")
-        workers = jobs
+    if jobs is not None and jobs < 1:
+        raise SegcpError(f"--jobs {jobs}: must be a positive integer")
+    workers = _renamed("--jobs", "--workers", jobs, workers)
     with _executor(workers, scheduler, quiet) as ex:
         result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
     if not quiet:
@@ -560,14 +833,12 @@ def benchmark(
         )
 
 
-@app.command()
+@app.command(cls=SegcpCommand)
 def demo(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half of them calibrate each split).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the splits.")] = 0,
-    cache: Annotated[
-        Optional[Path], typer.Option("--cache", help="Benchmark cache folder (default: $SEGCP_CACHE/benchmark, else ~/.cache/segcp/benchmark).")
-    ] = None,
+    cache: BenchmarkCacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every method on built-in SYNTHETIC phantoms (segcp benchmark; no data needed)."""
@@ -576,52 +847,50 @@ def demo(
     run_demo(out=out, n=n, seed=seed, show_progress=not quiet, cache_dir=cache)
 
 
-@app.command()
+# ---------------------------------------------------------------------------- the research harness: train, infer
+SLICE_AXIS_DEFAULT = "(default: the coarsest spacing, ties -> fewest voxels)"
+
+
+@app.command(cls=SegcpCommand)
 def train(
     out: Annotated[Path, typer.Option("--out", help="Where to write the model checkpoint (.pt).")],
-    task: Annotated[
-        Optional[str],
-        typer.Option("--task", help="Task to train on (acdc-lv, acdc-rv, acdc, busi, la2018, acdc-3d): its training patients."),
-    ] = None,
+    task: Annotated[str | None, typer.Option("--task", parser=TASK, help="Task to train on: its training patients.")] = None,
     data: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--data",
-            help="Or: a data directory with images/ and masks/ (2D images or 3D volumes: trained on their slices; all of it is training data; pre-split by patient).",
+            help="Or: a data directory with images/ and masks/ (2D images or 3D volumes: trained on their slices; "
+            "all of it is training data; pre-split by patient).",
         ),
     ] = None,
     label: LabelOpt = None,
-    preset: Annotated[str, typer.Option("--preset", help="cpu (default, <= 15 min on 2 cores) or paper (512 px, 200 epochs, GPU).")] = "cpu",
-    epochs: Annotated[
-        Optional[int], typer.Option("--epochs", help="Training epochs (default: cpu preset = as many as make --steps).")
+    preset: Annotated[
+        str, typer.Option("--preset", parser=PRESET, help="cpu: <= 15 min on 2 cores; paper: 512 px, 200 epochs, GPU (docs/models.md).")
+    ] = "cpu",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: cpu preset = as many as make --train-steps).")] = None,
+    train_steps: Annotated[
+        int | None, typer.Option("--train-steps", help="Without --epochs: about this many optimisation steps (cpu preset: 1100).")
     ] = None,
-    steps: Annotated[
-        Optional[int], typer.Option("--steps", help="Without --epochs: about this many optimisation steps (cpu preset: 1100).")
-    ] = None,
-    size: Annotated[Optional[int], typer.Option("--size", help="Training size S (images resized to S x S, multiple of 16).")] = None,
-    width: Annotated[Optional[int], typer.Option("--width", help="UNet base width.")] = None,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", hidden=True, help="Deprecated spelling of --train-steps.")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Training size S (images resized to S x S, multiple of 16).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="UNet base width.")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="Batch size.")] = None,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout p in the UNet blocks (MC dropout); 0 = none.")] = 0.0,
     dropout_levels: Annotated[
         int, typer.Option("--dropout-from-level", help="Dropout only in blocks at level >= K (2 = central blocks, 0 = all).")
     ] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Training seed (deep ensembles: one model per seed).")] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the task's train/calibration/test split.")] = 0,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
-    max_minutes: Annotated[
-        Optional[float], typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")
-    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, small rotations, intensity jitter.")] = True,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")
     ] = 0.1,
-    device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, cuda:1, ...")] = "cpu",
-    loss: Annotated[
-        str, typer.Option("--loss", help="ce (cross-entropy, default) or dice_ce (nnU-Net's soft Dice + cross-entropy).")
-    ] = "ce",
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1, ...")] = "cpu",
+    loss: Annotated[str, typer.Option("--loss", parser=LOSS, help="ce: cross-entropy; dice_ce: nnU-Net's soft Dice + cross-entropy.")] = "ce",
     slice_axis: Annotated[
-        Optional[int],
-        typer.Option("--slice-axis", help="--data volumes: train on slices along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
+        int | None, typer.Option("--slice-axis", help=f"--data volumes: train on slices along this axis {SLICE_AXIS_DEFAULT}.")
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -631,14 +900,15 @@ def train(
     """
     from segcp.harness.models import require_torch
 
+    train_steps = _renamed("--steps", "--train-steps", steps, train_steps)
     require_torch("segcp train")
     from segcp.harness.models.train import TrainConfig, train_datadir, train_task
 
     if (task is None) == (data is None):
         raise SegcpError("train needs either --task T or --data DIR (not both)")
     if data is not None:
-        from segcp.io.datadir import data_inputs
         from segcp.io import check_output
+        from segcp.io.datadir import data_inputs
 
         check_output(out, data_inputs(data))
     if task is not None and label is not None:
@@ -646,13 +916,14 @@ def train(
     if task is not None and slice_axis is not None:
         raise SegcpError("--slice-axis is for --data; a volume task defines its own slice axis")
     cfg = TrainConfig.from_preset(
-        preset, epochs=epochs, steps=steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels, seed=seed,
-        threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device, loss=loss,
+        preset, epochs=epochs, steps=train_steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels,
+        seed=seed, threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device, loss=loss,
     )
     if task is not None:
         meta = train_task(task, out, cfg, split_seed=split_seed, show_progress=not quiet)
     else:
-        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet, slice_axis=slice_axis)  # type: ignore[arg-type]
+        assert data is not None  # one of the two, checked above
+        meta = train_datadir(data, out, cfg, label=label, show_progress=not quiet, slice_axis=slice_axis)
     if not quiet:
         m = meta["metrics"]
         vd = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
@@ -664,26 +935,26 @@ def train(
         )
 
 
-@app.command()
+@app.command(cls=SegcpCommand)
 def infer(
     model: Annotated[list[Path], typer.Option("--model", help="Model checkpoint; repeat for a deep ensemble.")],
     out: Annotated[Path, typer.Option("--out", help="Output data directory (images/, masks/, probs/, samples/).")],
-    task: Annotated[Optional[str], typer.Option("--task", help="Task the model was trained on.")] = None,
+    task: Annotated[str | None, typer.Option("--task", parser=TASK, help="Task the model was trained on.")] = None,
     split: Annotated[
-        Optional[str], typer.Option("--split", help="calibration, test or pool (= calibration + test) of the model's split.")
+        str | None, typer.Option("--split", parser=SPLIT_PART, help="Which part of the model's split (pool = calibration + test).")
     ] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Or: a data directory with images/ (and masks/).")] = None,
-    samples: Annotated[
-        Optional[int], typer.Option("--samples", help="Write N softmax samples per image (MC dropout / ensemble members).")
+    data: Annotated[Path | None, typer.Option("--data", help="Or: a data directory with images/ (and masks/).")] = None,
+    n_samples: Annotated[
+        int | None, typer.Option("--n-samples", help="Write N softmax samples per image (MC dropout / ensemble members) into samples/.")
     ] = None,
+    samples: Annotated[int | None, typer.Option("--samples", hidden=True, help="Deprecated spelling of --n-samples.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Images (or MC passes) per forward pass.")] = 16,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,
-    device: Annotated[str, typer.Option("--device", help="torch device: cpu (default), cuda, ...")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, ...")] = "cpu",
     slice_axis: Annotated[
-        Optional[int],
-        typer.Option("--slice-axis", help="3D volumes: run the 2D model along this axis (default: the coarsest spacing, ties -> fewest voxels)."),
+        int | None, typer.Option("--slice-axis", help=f"3D volumes: run the 2D model along this axis {SLICE_AXIS_DEFAULT}.")
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -696,6 +967,7 @@ def infer(
     """
     from segcp.harness.models import require_torch
 
+    n_samples = _renamed("--samples", "--n-samples", samples, n_samples)
     require_torch("segcp infer")
     from segcp.harness.models.infer import infer_to_dir
 
@@ -705,18 +977,18 @@ def infer(
         raise SegcpError("--task needs --split calibration|test|pool")
     if data is not None and split is not None:
         raise SegcpError("--split is for --task; a data directory is used whole")
-    from segcp.io.datadir import data_inputs
     from segcp.io import check_output
+    from segcp.io.datadir import data_inputs
 
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
-        [str(m) for m in model], out, task=task, split=split, data=data, samples=samples, seed=seed,
+        [str(m) for m in model], out, task=task, split=split, data=data, samples=n_samples, seed=seed,
         batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet, slice_axis=slice_axis,
     )
     if not quiet:
         d = man["dice"]
         what = "probability volumes" if man.get("volumes") else "probability maps"
-        msg = f"wrote {len(man['ids'])} {what}" + (f" and {samples} samples each" if samples else "") + f" to {out}"
+        msg = f"wrote {len(man['ids'])} {what}" + (f" and {n_samples} samples each" if n_samples else "") + f" to {out}"
         if d and d.get("mean") is not None:
             parts = [f"Dice {d['mean']:.4f} (n = {d['n']})"]
             if d.get("test") is not None:
@@ -725,6 +997,7 @@ def infer(
         typer.echo(msg)
 
 
+# ---------------------------------------------------------------------------- the entry point
 class Stopped(BaseException):
     """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception that no library catches
     (typer turns KeyboardInterrupt into a silent exit 130), so that temporaries are removed
@@ -751,7 +1024,7 @@ class OutputClosed(BaseException):
 class _PipeGuard:
     """stdout that raises :class:`OutputClosed` instead of ``BrokenPipeError``."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
@@ -793,7 +1066,7 @@ def main(argv: list[str] | None = None) -> None:
             if hasattr(signal, name):  # SIGHUP: not on Windows
                 signal.signal(getattr(signal, name), _on_signal)
     stdout = sys.stdout
-    sys.stdout = _PipeGuard(stdout)  # type: ignore[assignment]
+    sys.stdout = _PipeGuard(stdout)
     try:
         _run(argv, stdout)
     finally:

@@ -1,13 +1,5 @@
-"""`segcp compare`: method comparison over repeated calibration/test splits — a one-task plan of the engine.
-
-Given labelled cases (probabilities, masks, optionally images) and their exchangeability
-groups (patients, near-duplicate groups), the comparison draws ``n_splits`` random
-calibration/test splits with ``n_cal`` calibration images (whole groups on one side),
-calibrates every method at every α on the calibration part and measures its sets on the test
-part. It is the plan of `segcp benchmark` with one task, these rows and α, and nothing else
-(:mod:`segcp.engine`): the same records, the same numbers, the same executors and cache.
-:func:`compare_dir` reads a data directory and writes ``results.json``, ``report.md`` and
-``summary.png`` (:mod:`segcp.report.compare`).
+"""`segcp compare`: a one-task plan of the engine (:mod:`segcp.engine`) from its flags — the records and
+numbers of `segcp benchmark` on the same plan; :func:`compare_dir` also writes its report folder.
 """
 
 from __future__ import annotations
@@ -23,19 +15,18 @@ from segcp.cases import Case
 from segcp.engine.cache import BenchmarkCache
 from segcp.engine.config import MethodEntry, PlanConfig, TaskConfig, unique_labels
 from segcp.engine.plan import Plan
-from segcp.engine.run import IN_PROCESS, Engine
+from segcp.engine.run import Engine
 from segcp.engine.tasks import CasesTask, Task, load_groups, open_task
 from segcp.errors import SegcpError
-from segcp.parallel import Executor
 from segcp.io import check_output
 from segcp.io.datadir import data_inputs, describe_data
 from segcp.io.writers import check_dir_target
+from segcp.parallel import IN_PROCESS, Executor
 from segcp.report.compare import REPORT_FILES, markdown_summary, write_report
 from segcp.report.summaries import model_summary, summarize
 from segcp.specs import MethodSpec, TunedSpec
 
 __all__ = ["MethodSpec", "TunedSpec", "compare_dir", "comparison", "load_groups", "markdown_summary", "run_comparison", "write_report"]
-
 
 
 def comparison(
@@ -51,20 +42,13 @@ def comparison(
     cache: BenchmarkCache | None = None,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
-    """Calibrate and evaluate every method at every α over random group splits of ``task``.
-
-    Returns ``splits`` (the engine's record per split, method and α: λ̂ and the test means),
-    ``model`` (the model's own mask, mean ± std over splits) and ``summary``
-    (:func:`segcp.report.summaries.summarize`; win rates against the first method). A
-    :class:`~segcp.specs.TunedSpec` chooses its setting per split and α by group K-fold
-    cross-validation on that split's *calibration* images only; its records say which
-    candidate was chosen (``chosen``).
-    """
+    """Every method at every α over ``n_splits`` group splits of ``task`` (``n_cal`` calibration images):
+    ``splits`` (the records), ``model`` and ``summary`` (wins against the first method)."""
     alphas = [check_alpha(a) for a in alphas]
     unique_labels([s.label for s in specs], "compare: -m")
     entries = tuple(MethodEntry(s.label, s) for s in specs)
-    cfg = PlanConfig(seed=seed, splits=n_splits, n_cal=n_cal, alphas=tuple(alphas), validity_splits=0, methods=entries,
-                     tasks=(task.cfg,) if task.cfg is not None else ())
+    tasks = (task.cfg,) if task.cfg is not None else ()
+    cfg = PlanConfig(seed=seed, splits=n_splits, n_cal=n_cal, alphas=tuple(alphas), validity_splits=0, methods=entries, tasks=tasks)
     plan = Plan(cfg, [task])
     tp = plan.tasks[0]
     for r in tp.rows:
@@ -74,8 +58,7 @@ def comparison(
         raise SegcpError(f"compare: {tp.notes[0]}")
     if tp.mask_view is None:
         raise SegcpError("compare: give at least one method")
-    engine = Engine(cache or BenchmarkCache(enabled=False), executor, show_progress=show_progress, chunk_size=chunk_size)
-    res = engine.run(plan)[0]
+    res = Engine(cache or BenchmarkCache(enabled=False), executor, show_progress=show_progress, chunk_size=chunk_size).run(plan)[0]
     view = tp.mask_view
     return {
         "segcp_version": __version__,
@@ -109,9 +92,7 @@ def compare_dir(
     cache_dir: str | os.PathLike[str] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """:func:`comparison` of a data directory (probs/, masks/, images/ when needed; groups from
-    segcp_export.json or groups.json), and with ``out`` its report folder. ``cache_dir``: the
-    engine's content-keyed cache (none by default); ``kw``: :func:`comparison`'s options."""
+    """A :func:`comparison` of a data directory; ``out``: its report folder; ``cache_dir``: the engine's cache."""
     if out is not None:
         check_output(out, data_inputs(data))
         check_dir_target(Path(out), "merge", REPORT_FILES)

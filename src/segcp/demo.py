@@ -30,9 +30,11 @@ MC_METHODS = ("CONSIGN (K=5)", "pixel-wise APS")
 #: The demo's benchmark config ({n}, {seed}, {n_cal} filled in). β = 0.8 for the sets of
 #: segmentations: at 0.9 some of these truths are not of the form argmax(μ + Σ c_k u_k) at any c,
 #: more than α = 0.1 tolerates with n = 30 (the same limit as on real data, docs/consign.md).
+DESCRIPTION = ("Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the "
+               "mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`.")
 DEMO_CONFIG = """\
 title = "segcp demo — SYNTHETIC phantoms (not real patients)"
-description = "Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`."
+description = "{description}"
 seed = {seed}
 splits = 4
 n_cal = {n_cal}
@@ -78,7 +80,7 @@ overlay_images = 3
 
 def demo_config(n: int = 200, seed: int = 0) -> str:
     """The demo's benchmark config (TOML text) for ``n`` phantoms."""
-    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS)
+    return DEMO_CONFIG.format(n=n, seed=seed, n_cal=n // 2, validity=N_VALIDITY_SPLITS, description=DESCRIPTION)
 
 
 def _rows(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -148,7 +150,8 @@ def run_demo(
     rows, mc = result["rows"], result["multiclass_rows"]
     n_cal = cfg.n_cal
     columns = ["method", "alpha", "lambda", "coverage", "fnr", "stretch", "dice", "hd95", "assd", "FNR, 200 splits"]
-    rich_table(rows, columns, title=f"Test metrics: {cfg.splits} random splits, {n_cal} calibration / {n - n_cal} test synthetic images (distances in mm)")
+    title = f"Test metrics: {cfg.splits} random splits, {n_cal} calibration / {n - n_cal} test synthetic images (distances in mm)"
+    rich_table(rows, columns, title=title)
     for r in rows[1:]:
         v = r["validity"]
         if v["mean_test_fnr"] is None:
@@ -158,8 +161,8 @@ def run_demo(
             f"  guarantee check {r['method']} alpha={r['alpha']}: mean test FNR over {v['splits']} random splits "
             f"= {v['mean_test_fnr']:.4f} (se {v['se']:.4f}) {'<=' if ok else '>'} alpha {'OK' if ok else 'VIOLATED'}"
         )
-    rich_table(mc, ["method", "alpha", "lambda", "coverage", "SEC@100", "Chao1@100", "|corr|", "seconds"],
-               title="Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.8): P(truth in set up to beta) >= 1 - alpha")
+    title = "Sets of segmentations, SYNTHETIC MC-dropout-like samples (LV vs background, beta = 0.8): P(truth in set up to beta) >= 1 - alpha"
+    rich_table(mc, ["method", "alpha", "lambda", "coverage", "SEC@100", "Chao1@100", "|corr|", "seconds"], title=title)
     if out is not None:
         out = Path(out)
         print(f"wrote {out / 'report.html'} (open it in a browser), report.md, results.json, results.csv and the figures")

@@ -10,6 +10,7 @@ order).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from typing import Any, TypeVar
 
 __all__ = ["Bar", "track"]
@@ -31,7 +32,6 @@ class Bar:
     """
 
     def __init__(self, description: str, total: int, *, enabled: bool = True, fields: str | None = None, **initial: Any) -> None:
-        self.console = _console()
         self.active = bool(enabled) and total >= 2 and self.console.is_terminal
         self._progress: Any = None
         if not self.active:
@@ -44,6 +44,11 @@ class Bar:
         cols += [TimeElapsedColumn(), TimeRemainingColumn()]
         self._progress = Progress(*cols, console=self.console, transient=True)
         self._task = self._progress.add_task(description, total=total, **initial)
+
+    @cached_property
+    def console(self) -> Any:
+        """The rich console on stderr (made on first use: a disabled bar never imports rich)."""
+        return _console()
 
     def __enter__(self) -> Bar:
         if self._progress is not None:

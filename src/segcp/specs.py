@@ -18,7 +18,7 @@ from typing import Any
 
 from segcp.errors import SegcpError
 
-__all__ = ["CRITERIA", "MethodSpec", "TunedSpec", "expand_grid", "grid_candidates", "parse_params", "parse_spec", "parse_value"]
+__all__ = ["CRITERIA", "MethodSpec", "TunedSpec", "check_criterion", "expand_grid", "grid_candidates", "parse_params", "parse_spec", "parse_value"]
 
 #: Tuning criterion → (better is higher?, description).
 CRITERIA: dict[str, tuple[bool, str]] = {
@@ -27,6 +27,13 @@ CRITERIA: dict[str, tuple[bool, str]] = {
     "stretch": (False, "mean stretch |C| / |Y_hat| (the set against the model's own mask) of the held-out folds' sets (lower is better)"),
     "truth_ratio": (False, "mean |C| / |Y| (the set against the true structure) of the held-out folds' sets (lower is better)"),
 }
+
+
+def check_criterion(criterion: str) -> bool:
+    """Whether higher is better for ``criterion``, or a one-line error for an unknown one."""
+    if criterion not in CRITERIA:
+        raise SegcpError(f"unknown tuning criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    return CRITERIA[criterion][0]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ class MethodSpec:
         """The family of this setting (validated)."""
         return self.estimator().family
 
+    @property
+    def candidates(self) -> tuple[MethodSpec, ...]:
+        """The settings a row of this spec calibrates: itself (a :class:`TunedSpec`: its candidates)."""
+        return (self,)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["guarantee"] is None:
@@ -73,8 +85,7 @@ class TunedSpec:
     def __post_init__(self) -> None:
         if not self.candidates:
             raise SegcpError(f"{self.label}: no candidate settings to tune over")
-        if self.criterion not in CRITERIA:
-            raise SegcpError(f"unknown tuning criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}")
+        check_criterion(self.criterion)
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise SegcpError(f"tuning needs at least 2 folds, got {self.folds!r}")
 

@@ -1,24 +1,6 @@
-"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file, or built from `segcp compare`'s flags.
-
-The TOML file is read with :mod:`tomllib` and validated here.
-
-Every key is checked (type, range, unknown keys) with a one-line error naming the file and
-the key. Paths are expanded (``~``, ``${VAR}`` and ``${VAR:-default}``) and resolved against
-the config file's folder. See docs/benchmark.md for the format; a minimal file::
-
-    title = "ACDC left ventricle"
-    splits = 20
-    n_cal = 20
-    alphas = [0.2, 0.1, 0.05]
-    methods = ["threshold@Standard CRC", "morph:se=cross@Consema", "rwcp:encoder=dinov2-small,threads=1@RW-CP"]
-    baseline = "Standard CRC"   # the row others are compared with (default: the first)
-
-    [[task]]
-    name = "acdc-lv"
-    data = "${SEGCP_PROBS:-../out/probs}/acdc-lv"
-
-(top-level keys come before the first table header: in TOML a key after ``[[task]]`` belongs
-to that task.)
+"""A plan's configuration (:class:`PlanConfig`): `segcp benchmark`'s TOML file (docs/benchmark.md), or compare's
+flags. Every key is checked (one-line errors naming the file and the key); paths expand ``~``, ``${VAR}`` and
+``${VAR:-default}`` and resolve against the file's folder. (In TOML, keys after ``[[task]]`` belong to it.)
 """
 
 from __future__ import annotations
@@ -68,8 +50,7 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """RW-CP's ablations: calibration sizes (its Table 2) and one table per varied parameter
-    (β: Table 3, n_step: Table 4, k with time per image: Fig. 3), at one α."""
+    """RW-CP's ablations at one α: calibration sizes (its Table 2), one table per varied parameter (Tables 3-4, Fig. 3)."""
 
     method: str | None = None  # label of the varied row (default: the first row whose family has every varied parameter)
     alpha: float = 0.1
@@ -102,11 +83,7 @@ class FigureConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """A validated plan: tasks × rows × α × splits × calibration sizes (docs/benchmark.md).
-
-    ``baseline``: the label of the row every other is compared with (win rates; the figures'
-    reference), default the first row. ``jobs``: worker processes (deprecated: ``--workers``).
-    """
+    """A validated plan (docs/benchmark.md); ``baseline``: the row others are compared with (default the first)."""
 
     path: Path | None = field(default=None, metadata={"read": False})
     text: str = field(default="", metadata={"read": False})
@@ -134,23 +111,24 @@ class PlanConfig:
         return self.baseline if self.baseline is not None else (self.methods[0].label if self.methods else None)
 
 
+def _twice(names: list[str]) -> str | None:
+    """The first (sorted) name given twice, or None."""
+    return min((n for n in names if names.count(n) > 1), default=None)
+
+
 def unique_labels(labels: list[str], where: str) -> None:
     """One-line error when two rows share a label (their records would merge)."""
-    dup = sorted({n for n in labels if labels.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: label {dup[0]!r} is used twice; give each row its own @LABEL")
+    if (dup := _twice(labels)) is not None:
+        raise SegcpError(f"{where}: label {dup!r} is used twice; give each row its own @LABEL")
 
 
-# ---------------------------------------------------------------------------- reading
 def load_config(path: str | os.PathLike[str]) -> PlanConfig:
     """Read and validate a benchmark TOML file (one-line errors naming the file and the key)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SegcpError(f"{p}: cannot read the config ({exc.strerror or type(exc).__name__})") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SegcpError(f"{p}: the config is not UTF-8 text") from None
     return parse_config(text, p)
@@ -169,9 +147,8 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanC
         sys.stderr.write(f"segcp: warning: {where}: jobs is deprecated; use segcp benchmark --workers N\n")
     tasks = tuple(_task(t, where, i, base) for i, t in enumerate(r.tables("task", required=True)))
     names = [t.name for t in tasks]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SegcpError(f"{where}: task name {dup[0]!r} is used twice")
+    if (dup := _twice(names)) is not None:
+        raise SegcpError(f"{where}: task name {dup!r} is used twice")
     methods = tuple(_method(m, where, i, names) for i, m in enumerate(r.array("methods", required=True) or []))
     labels = [m.label for m in methods]
     unique_labels(labels, f"{where}: methods")
@@ -179,17 +156,16 @@ def parse_config(text: str, path: str | os.PathLike[str] | None = None) -> PlanC
     sets = _fill(SetsConfig, _Reader(r.table("sets") if "sets" in doc else {}, where, "sets."))
     sets = replace(sets, sizes=tuple(sorted({s for s in sets.sizes if s <= sets.draws} | {sets.draws})))
     figures = _fill(FigureConfig, _Reader(r.table("figures") if "figures" in doc else {}, where, "figures."))
-    cfg = _fill(PlanConfig, r, path=Path(path).resolve() if path is not None else None, text=text, tasks=tasks, methods=methods, ablation=ablation,
-                sets=sets, figures=figures)
+    parts = {"tasks": tasks, "methods": methods, "ablation": ablation, "sets": sets, "figures": figures}
+    cfg = _fill(PlanConfig, r, path=Path(path).resolve() if path is not None else None, text=text, **parts)
     if cfg.baseline is not None and cfg.baseline not in labels:
         raise SegcpError(f"{where}: baseline: no method labelled {cfg.baseline!r} (labels: {', '.join(labels)})")
     return cfg if "curve_alphas" in doc else replace(cfg, curve_alphas=cfg.alphas)
 
 
 def _fill(cls: Any, r: _Reader, **given: Any) -> Any:
-    """A config dataclass from one TOML table: every declared field read by its type (metadata
-    ``low``: the smallest integer; ``key``: the TOML key when it differs; ``read`` False: given),
-    then every other key of the table refused."""
+    """A config dataclass from one TOML table, each field read by its type (metadata ``low``, ``key``; ``read``
+    False: given); other keys refused."""
     kw = dict(given)
     for f in fields(cls):
         if f.metadata.get("read", True) and f.name not in kw:
@@ -217,20 +193,16 @@ def expand_path(raw: str, base: Path, where: str) -> Path:
 
 def _task(t: dict[str, Any], where: str, i: int, base: Path) -> TaskConfig:
     r = _Reader(t, where, f"task[{i}].")
-    name = r.text("name", None)
+    name = r.typed("name", "str")
     if not name:
         raise SegcpError(f"{where}: task[{i}] needs a name")
-    data = r.text("data", None)
-    label = r.integer("label", None)
-    title = r.text("title", None)
+    data, label, title = r.typed("data", "str"), r.typed("label", "int"), r.typed("title", "str")
     options: dict[str, Any] = {}
     if data is None:
         if name not in NAMED_TASKS:
             raise SegcpError(f"{where}: task {name!r}: give data = \"DIR\" (a data directory), or use a named task ({', '.join(NAMED_TASKS)})")
-        options = {"n": r.integer("n", 200, low=40), "seed": r.integer("seed", 0, low=0), "size": r.integer("size", 128, low=32)}
-        path = None
-    else:
-        path = expand_path(data, base, f"{where}: task {name!r}")
+        options = {"n": r.typed("n", "int", 40) or 200, "seed": r.typed("seed", "int", 0) or 0, "size": r.typed("size", "int", 32) or 128}
+    path = None if data is None else expand_path(data, base, f"{where}: task {name!r}")
     r.done()
     return TaskConfig(name=name, data=path, label=label, title=title, options=options)
 
@@ -240,7 +212,7 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
         text, only = m, None
     elif isinstance(m, dict):
         r = _Reader(m, where, f"methods[{i}].")
-        text = r.text("spec", None)
+        text = r.typed("spec", "str")
         if not text:
             raise SegcpError(f"{where}: methods[{i}] needs spec = \"NAME[:KEY=VALUE,...][@LABEL]\"")
         only_list = r.array("tasks", required=False)
@@ -254,7 +226,7 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
         raise SegcpError(f"{where}: methods[{i}] must be a string or a table, got {m!r}")
     try:
         spec = parse_spec(text)
-        for c in spec.candidates if isinstance(spec, TunedSpec) else [spec]:
+        for c in spec.candidates:
             c.build()  # validates the family and its parameters
     except SegcpError as exc:
         raise SegcpError(f"{where}: methods[{i}] {text!r}: {exc}") from None
@@ -297,18 +269,6 @@ class _Reader:
         if extra:
             raise SegcpError(f"{self.where}: unknown key {self.prefix}{extra[0]} (known here: {', '.join(sorted(self.seen))})")
 
-    def text(self, key: str, default: Any) -> Any:
-        v = self._get(key)
-        if v is not None and not isinstance(v, str):
-            raise self._err(key, "a string", v)
-        return default if v is None else v
-
-    def integer(self, key: str, default: int | None, low: int | None = None) -> Any:
-        v = self._get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low)):
-            raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
-        return default if v is None else int(v)
-
     def _alpha(self, key: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < 1.0) or not math.isfinite(float(v)):
             raise self._err(key, "a risk level in (0, 1)", v)
@@ -316,13 +276,15 @@ class _Reader:
 
     def typed(self, key: str, kind: str, low: int | None = None) -> Any:
         """The value of ``key`` checked as a field of type ``kind`` (None when absent)."""
-        if kind.startswith("str"):
-            return self.text(key, None)
-        if kind.startswith("int"):
-            return self.integer(key, None, low)
         v = self._get(key)
-        if v is None or kind == "float":
-            return None if v is None else self._alpha(key, v)
+        if v is not None and kind.startswith("str") and not isinstance(v, str):
+            raise self._err(key, "a string", v)
+        if v is not None and kind.startswith("int") and (isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low)):
+            raise self._err(key, "an integer" + (f" >= {low}" if low is not None else ""), v)
+        if v is None or kind.startswith(("str", "int")):
+            return v
+        if kind == "float":
+            return self._alpha(key, v)
         if kind == "tuple[int, ...]":
             if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < (low or 1) for x in v):
                 raise self._err(key, f"a list of integers >= {low or 1}", v)

@@ -1,16 +1,5 @@
-"""Every per-split quantity, defined once: an image's metrics at many λ, a split's means and counts.
-
-:class:`MaskEvaluator` measures one image's nested sets C_λ = {r ≤ λ} at many λ (a split needs
-one λ̂ per α): the work that does not depend on λ is done once — the sorted scores (|C_λ| and
-|C_λ ∩ Y| are two binary searches: coverage, FNR, stretch, Dice), the distance map of the
-truth's surface (set → truth distances are a lookup) — and each λ costs one erosion on the
-bounding box of C_λ ∪ Y and a k-d tree query of the truth's surface voxels among the set's.
-Its values are those of ``evaluate_set(scores <= λ, truth, model_mask, spacing)``: the same
-integer counts; the same distances to 1e-12 (tested; bit for bit on a unit spacing, while a
-physical spacing can change the last bit, the two computations rounding differently).
-:func:`split_record` turns a split's per-image metrics into its record (means, undefined
-counts, empty sets); :func:`criterion_value` is a tuning criterion of one image's set.
-"""
+"""Every per-split quantity, defined once; :class:`MaskEvaluator` gives ``evaluate_set(scores <= λ, …)`` at many
+λ (the same counts, distances to 1e-12), doing once what does not depend on λ."""
 
 from __future__ import annotations
 
@@ -23,7 +12,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from segcp.metrics import METRICS
+from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
 __all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "split_record"]
@@ -31,11 +20,9 @@ __all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
 
-#: What a split records besides the per-image metrics' means (:data:`segcp.metrics.METRICS`):
-#: where the structure is present, the fraction of images whose set is empty (HD95 and ASSD
-#: are undefined there and left out of their means, so a method that misses images can look
-#: better on HD95); where it is absent (empty masks, e.g. the basal and apical slices of a
-#: whole ACDC stack), the fraction of images whose set is not empty and its mean area.
+#: What a split records besides the metrics' means: on images with the structure, the fraction
+#: whose set is empty (HD95/ASSD are left out there); on images without it, the fraction whose set
+#: is not empty and its mean area.
 EXTRAS: dict[str, str] = {
     "missed": "fraction of test images with a structure whose set is empty (HD95/ASSD undefined, left out of their means)",
     "empty_hit": "fraction of test images without the structure whose set is not empty",
@@ -45,22 +32,18 @@ EXTRAS: dict[str, str] = {
 
 def nanmean(values: Sequence[float]) -> float:
     """The mean of the finite values (NaN when there is none)."""
-    a = np.asarray(values, dtype=float)
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if a.size else float("nan")
+    return mean_std(values)[0]
 
 
 def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], keys: Sequence[str] = METRICS) -> dict[str, Any]:
-    """A split's record from its test images' metrics (``per``, each with ``set_size``) and
-    truth sizes (voxels): the mean of each metric of ``keys`` over the images where it is
-    defined, ``undefined`` (per metric, how many images it was undefined on, when any),
-    the mean ``set_size`` and the :data:`EXTRAS`."""
+    """A split's record from its test images' metrics (each with ``set_size``) and truth sizes (voxels): the means
+    of ``keys`` where defined, ``undefined`` counts, the mean ``set_size`` and the :data:`EXTRAS`."""
     rec: dict[str, Any] = {m: nanmean([p[m] for p in per]) for m in keys}
     bad = {m: int(sum(not math.isfinite(p[m]) for p in per)) for m in keys}
     rec["undefined"] = {m: c for m, c in bad.items() if c}
     rec["set_size"] = nanmean([p["set_size"] for p in per])
-    present = [p["set_size"] for p, n in zip(per, truth_sizes) if n > 0]
-    absent = [p["set_size"] for p, n in zip(per, truth_sizes) if n == 0]
+    present = [p["set_size"] for p, n in zip(per, truth_sizes, strict=True) if n > 0]
+    absent = [p["set_size"] for p, n in zip(per, truth_sizes, strict=True) if n == 0]
     rec["missed"] = nanmean([float(s == 0) for s in present])
     rec["empty_hit"] = nanmean([float(s > 0) for s in absent])
     rec["empty_fp"] = nanmean(absent)
@@ -68,8 +51,7 @@ def split_record(per: Sequence[dict[str, float]], truth_sizes: Sequence[int], ke
 
 
 def criterion_value(criterion: str, metrics: dict[str, float], truth_size: int) -> float:
-    """A tuning criterion (:data:`segcp.specs.CRITERIA`) of one image's set, from its metrics
-    (NaN where undefined): ``truth_ratio`` is |C| / |Y|, the others are metrics."""
+    """A tuning criterion of one image's set (``truth_ratio``: |C| / |Y|; the others: its metrics)."""
     if criterion == "truth_ratio":
         return math.nan if truth_size == 0 else metrics["set_size"] / truth_size
     return metrics[criterion]

@@ -1,30 +1,21 @@
-"""The plan of a run: per task, its rows and what each must measure.
-
-A :class:`PlanConfig` (`segcp benchmark`'s TOML file, or `segcp compare`'s flags) becomes, per
-task, a :class:`TaskPlan`: the rows (each method setting, its ablation variants), the
-calibration/test splits of every calibration size (:func:`segcp.engine.splits.random_cal_test_splits`,
-whole groups on one side) and, per row, its *needs*: one (calibration size, α, split,
-metrics) each. Nothing here names a method: the baseline row is the config's ``baseline``
-(default the first row), the ablation's base row its ``ablation.method`` (default the first
-row whose family declares every varied parameter), and a row is a pixel-set row or a
-sets-of-segmentations row by the truth its family is calibrated against.
-"""
+"""The plan of a run: per task its rows (and ablation variants), the group-aware splits of every calibration
+size and each row's *needs* (calibration size, α, split, metrics) — no method named."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.config import AblationConfig, PlanConfig
-from segcp.engine.tasks import Task, TaskView, open_task
+from segcp.engine.splits import random_cal_test_splits
+from segcp.engine.tasks import Task, TaskView, kind_of, open_task
 from segcp.errors import SegcpError
 from segcp.specs import MethodSpec, TunedSpec
 
-__all__ = ["Need", "Plan", "Row", "TaskPlan", "families"]
+__all__ = ["Need", "Plan", "Row", "TaskPlan"]
 
 Split = tuple[NDArray[np.int64], NDArray[np.int64]]
 
@@ -64,15 +55,6 @@ class TaskPlan:
     n_cal_values: list[int]
 
 
-def families(spec: MethodSpec | TunedSpec) -> list[MethodSpec]:
-    """The settings a row calibrates: itself, or a tuned row's candidates."""
-    return list(spec.candidates) if isinstance(spec, TunedSpec) else [spec]
-
-
-def _kind_of(spec: MethodSpec | TunedSpec) -> str:
-    return "sets" if families(spec)[0].build().truth == "label_map" else "mask"
-
-
 class Plan:
     """Everything a config asks for, per task (``tasks``: already open tasks, e.g. cases in memory)."""
 
@@ -85,16 +67,16 @@ class Plan:
         notes: list[str] = []
         rows: list[Row] = []
         for entry in cfg.methods_for(task.name):
-            why = task.can(families(entry.spec)[0])
+            why = task.can(entry.spec.candidates[0])
             if why is not None:
                 notes.append(f"{entry.label}: not run on this task ({why})")
                 continue
-            rows.append(Row(entry.label, entry.spec, _kind_of(entry.spec)))
+            rows.append(Row(entry.label, entry.spec, kind_of(entry.spec.candidates[0].build())))
         mask_rows = [r for r in rows if r.kind == "mask"]
-        views = [task.view(c) for r in mask_rows for c in families(r.spec) if task.can(c) is None]
+        views = [task.view(c) for r in mask_rows for c in r.spec.candidates if task.can(c) is None]
         mask_view = max(views, key=lambda v: len(v.folders)) if views else None  # the widest: every row's inputs
         sets_row = next((r for r in rows if r.kind == "sets"), None)
-        sets_view = task.view(families(sets_row.spec)[0], cfg.sets.max_images) if sets_row is not None else None
+        sets_view = task.view(sets_row.spec.candidates[0], cfg.sets.max_images) if sets_row is not None else None
         splits: dict[int, list[Split]] = {}
         n_cal_values: list[int] = []
         if mask_rows and mask_view is not None:
@@ -133,7 +115,8 @@ class Plan:
     def _ablation_base(rows: list[Row], ab: AblationConfig) -> Row | None:
         """``ablation.method``'s row, else the first row whose family declares every varied parameter."""
         for r in rows:
-            if ab.method is None and isinstance(r.spec, MethodSpec) and set(ab.params) <= set(type(r.spec.build()).declared()) or r.label == ab.method:
+            declares = ab.method is None and isinstance(r.spec, MethodSpec) and set(ab.params) <= set(type(r.spec.build()).declared())
+            if declares or r.label == ab.method:
                 return r if isinstance(r.spec, MethodSpec) else None
         return None
 
@@ -143,7 +126,7 @@ class Plan:
         base_key = base.spec.build().key
         for param, values in ab.params.items():
             for v in values:
-                spec = MethodSpec(f"{base.label} ({param}={v})", base.spec.method, {**base.spec.params, param: v}, base.spec.guarantee, base.spec.tau)
+                spec = replace(base.spec, label=f"{base.label} ({param}={v})", params={**base.spec.params, param: v})
                 try:
                     fam = spec.build()
                 except SegcpError as exc:
@@ -152,7 +135,6 @@ class Plan:
                 needs = [Need(self.cfg.n_cal, ab.alpha, s, "all") for s in range(self.cfg.splits)]
                 if fam.key == base_key:  # the base setting itself: measured as the base row
                     base.needs = list(dict.fromkeys(base.needs + needs))
-                    out.append(Row(base.label, base.spec, "mask", main=False, ablation=(param, v), base=base.label, needs=[]))
-                    continue
+                    spec, needs = base.spec, []
                 out.append(Row(spec.label, spec, "mask", main=False, ablation=(param, v), base=base.label, needs=needs))
         return out

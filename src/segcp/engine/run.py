@@ -1,29 +1,6 @@
-"""The one evaluation engine: a plan's rows × calibration sizes × α × splits, cached by content, on an executor.
-
-`segcp compare`, `segcp benchmark`, `segcp tune` and `segcp demo` are front ends of
-:class:`Engine`. For each row of a :class:`~segcp.engine.plan.Plan` it
-
-1. looks up every need (calibration size, α, split, metrics) in the content-keyed cache
-   (:mod:`segcp.engine.cache`); a need found there costs nothing;
-2. builds the loss curves of the row's families on every image (read from the cache, or
-   computed on the executor: ``ConformalSegmenter.prepare`` → score map → ``curves``);
-3. calibrates each missing need on ``LossCurves.take`` of its calibration images with the
-   estimator (:func:`segcp.engine.select.calibrate`, the same code as ``segcp calibrate``) —
-   a tuned row first chooses its candidate per split and α by group K-fold CV on the
-   calibration images only (:func:`segcp.engine.select.select`);
-4. measures each test image once at every λ̂ it needs, on the executor
-   (:class:`~segcp.engine.measure.MaskEvaluator`), and turns them into split records
-   (:func:`segcp.engine.measure.split_record`: the one definition of every per-split quantity);
-5. for main rows, checks the guarantee over many more splits from the curves alone; for the
-   base model, measures its own mask (p ≥ 0.5) on every split; for sets-of-segmentations rows,
-   calibrates λ̂ on the 0/1 curves and draws from the calibrated sets.
-
-The executor (``segcp.parallel.Executor``: this process, a process pool, a Dask cluster)
-runs the per-image work; its tasks carry a :class:`~segcp.engine.tasks.ViewRef` (the task's
-config and the family that chose the view: paths and parameters, never arrays) and image
-indices, and return curves and metrics. Score maps stay in the process that computed them
-(an LRU of :data:`MAP_MEMORY` bytes) and, when slow to compute, in the disk cache; the result
-is the same, bit for bit, on any executor.
+"""The one evaluation engine (:class:`Engine`): a plan's rows × calibration sizes × α × splits, cached by
+content, its per-image work on an executor (tasks carry a :class:`~segcp.engine.tasks.ViewRef` and image
+indices, never arrays), the same bits on any executor. The steps: docs/design.md, "The evaluation engine".
 """
 
 from __future__ import annotations
@@ -31,7 +8,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,30 +17,36 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves
-from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
 from segcp.engine.measure import EXTRAS, OVERLAP, MaskEvaluator, criterion_value, nanmean, split_record
-from segcp.engine.plan import Need, Plan, Row, TaskPlan, families
+from segcp.engine.plan import Need, Plan, Row, TaskPlan
 from segcp.engine.select import calibrate, chosen_label, select
+from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import TaskView, ViewRef, view_of
 from segcp.errors import SegcpError
-from segcp.parallel import Executor, InProcessExecutor, chunk_ranges
 from segcp.jobs import worker_family
-from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, sampled_coverage
+from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, mean_se, sampled_coverage
+from segcp.parallel import Executor, map_ids
 from segcp.progress import Bar
 from segcp.specs import MethodSpec, TunedSpec
 
-__all__ = ["IN_PROCESS", "MAP_MEMORY", "MODEL", "Engine"]
+__all__ = ["MAP_MEMORY", "MODEL", "Engine", "bound_family"]
 
 #: Keep at most this many bytes of score maps in each process's memory (the rest: disk cache or recompute).
 MAP_MEMORY = 1_500_000_000
 #: The label of the base model's own row.
 MODEL = "model (p ≥ 0.5)"
-#: This process: the executor of a run that asks for no workers (the one code path, no pool).
-IN_PROCESS = InProcessExecutor()
 
 
-# ---------------------------------------------------------------------------- work where the executor runs it
+def bound_family(spec: MethodSpec, alpha: float) -> Any:
+    """The family of a sets-of-segmentations row as calibrated at ``alpha``."""
+    return spec.estimator(alpha).family.bind_alpha(alpha)
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
 @dataclass(frozen=True)
 class FamilyRef:
     """What a worker needs to score a family: its setting, its cache key and the cache (None: off)."""
@@ -84,11 +68,6 @@ def _keep(key: tuple[str, str], scores: NDArray[np.float64]) -> None:
             _MAP_BYTES[0] -= _MAPS.popitem(last=False)[1].nbytes
 
 
-def _release(fkeys: set[str]) -> None:
-    for key in [k for k in _MAPS if k[0] in fkeys]:
-        _MAP_BYTES[0] -= _MAPS.pop(key).nbytes
-
-
 def _estimator(spec: MethodSpec) -> Any:
     """The setting's estimator as this process runs it (a worker's run-time threads; exact curves)."""
     est = spec.estimator().set_params(curve_form="exact")
@@ -98,7 +77,7 @@ def _estimator(spec: MethodSpec) -> Any:
 def _scores(fam: FamilyRef, est: Any, key: str, view: TaskView, i: int) -> NDArray[np.float64]:
     """An image's score map: from this process's memory, the disk cache, or computed."""
     m = _MAPS.get((fam.fkey, key))
-    if m is None and fam.cache is not None and BenchmarkCache(fam.cache).has_map(fam.fkey, key):
+    if m is None and fam.cache is not None and BenchmarkCache(fam.cache).has("maps", fam.fkey, key):
         m = BenchmarkCache(fam.cache).get_map(fam.fkey, key)
     if m is None:
         m = est.family.scores(est.prepare([view.case(i)])[0])
@@ -120,38 +99,40 @@ def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[
         if fam.cache is not None and secs > MAP_SECONDS:
             BenchmarkCache(fam.cache).put_map(fam.fkey, key, scores)
         _keep((fam.fkey, key), scores)
+        assert case.mask is not None  # a pixel-set case, read with its truth
         out.append((est.curves(prepared), secs, int(np.count_nonzero(case.mask))))
     return out
 
 
-Wants = list[tuple[int, list[tuple[float, bool]]]]  # per family index: the (λ, with surface metrics) to measure
+Work = dict[int, dict[float, bool]]  # per family index: the λ to measure at (value: with the surface metrics)
+Metrics = dict[str, float]
 
 
-def _measure_task(job: tuple[ViewRef, list[FamilyRef], list[tuple[int, str, bool, Wants]]]) -> list[tuple[int, Any, list[list[dict[str, float]]]]]:
+def _measure_task(job: tuple[ViewRef, list[FamilyRef], list[tuple[int, str, bool, Work]]]) -> list[tuple[int, Any, dict[int, dict[float, Metrics]]]]:
     """Per image: its truth's size, the model mask's metrics (when asked) and each family's set metrics at each λ."""
     ref, fams, items = job
     view = view_of(ref)
     ests = [_estimator(f.spec) for f in fams]
     out = []
-    for i, key, model, wants in items:
+    for i, key, model, work in items:
         case = view.case(i)
-        m = evaluate_set(case.model_mask, case.mask, case.model_mask, case.spacing) if model else None
-        got = []
-        for k, lams in wants:
-            ev = MaskEvaluator(_scores(fams[k], ests[k], key, view, i), case.mask, case.model_mask, case.spacing)
-            got.append([ev.evaluate(lam, surface=surface) for lam, surface in lams])
-        out.append((int(np.count_nonzero(case.mask)), m, got))
+        truth = case.mask
+        assert truth is not None  # a pixel-set case, read with its truth
+        got = {}
+        for k, lams in work.items():
+            ev = MaskEvaluator(_scores(fams[k], ests[k], key, view, i), truth, case.model_mask, case.spacing)
+            got[k] = {lam: ev.evaluate(lam, surface=surface) for lam, surface in lams.items()}
+        out.append((int(np.count_nonzero(truth)), evaluate_set(case.model_mask, truth, case.model_mask, case.spacing) if model else None, got))
     return out
 
 
 def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list[tuple[LossCurves | None, float, str | None]]:
-    """Per image: its 0/1 curve (its score λ*) for a set-of-segmentations family at α; an
-    internal error of the family's search is returned (counted as never in the set), not raised."""
+    """Per image: its 0/1 curve (score λ*) at α; an internal error of the search is returned, not raised."""
     from segcp.conformal import ConformalSegmenter
 
     ref, spec, alpha, items = job
     view = view_of(ref)
-    est = ConformalSegmenter(spec.estimator(alpha).family.bind_alpha(alpha), alpha, guarantee=spec.guarantee)
+    est = ConformalSegmenter(bound_family(spec, alpha), alpha, guarantee=spec.guarantee)
     out: list[tuple[LossCurves | None, float, str | None]] = []
     for i in items:
         t0 = time.process_time()
@@ -159,58 +140,43 @@ def _sets_curves_task(job: tuple[ViewRef, MethodSpec, float, list[int]]) -> list
             out.append((est.curves([view.case(i)]), time.process_time() - t0, None))  # type: ignore[arg-type]  # 0/1 curves are exact
         except SegcpError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug in the family's search: reported, counted as never in the set
+        except Exception as exc:  # a bug in the family's search: reported, counted as never in the set
             out.append((None, time.process_time() - t0, f"{type(exc).__name__}: {exc}"))
     return out
 
 
 def _draws_task(job: tuple[ViewRef, MethodSpec, float, Any, int, list[tuple[int, float, list[int], list[str]]]]) -> list[dict[str, Any]]:
-    """Per split: draws from its calibrated set on a few test images (seeded by the plan's seed, the
-    split and the image's key), and their diversity metrics."""
+    """Per split: draws from its set on a few test images (seeded by seed, split, image key) and their metrics."""
     ref, spec, alpha, sc, seed, items = job
     view = view_of(ref)
-    fam = spec.estimator(alpha).family.bind_alpha(alpha)
-    beta = float(fam.agreement_level)
+    fam = bound_family(spec, alpha)
     out = []
     for s, lam, pick, seeds in items:
         per: list[dict[str, float]] = []
         t_draw = 0.0
-        for i, key in zip(pick, seeds):
+        for i, key in zip(pick, seeds, strict=True):
             case = view.case(i)
             prepared = fam.prepare(case)
             t0 = time.process_time()
             draws = fam.sample(prepared, lam, sc.draws, np.random.default_rng([seed, s, int(key[:12], 16)]))
             t_draw += time.process_time() - t0
-            n_labels = int(case.samples.shape[1]) if case.samples is not None else None
+            assert case.label_map is not None  # a sets-of-segmentations case, read with its truth
             m: dict[str, float] = {}
             for S in sc.sizes:
-                d = draws[:S]
-                m[f"chao@{S}"] = chao1(d)
-                m[f"sec@{S}"] = sampled_coverage(d, case.label_map, beta)
-                m[f"correlation@{S}"] = mean_abs_correlation(d, n_labels)
+                m[f"chao@{S}"] = chao1(draws[:S])
+                m[f"sec@{S}"] = sampled_coverage(draws[:S], case.label_map, float(fam.agreement_level))
+                m[f"correlation@{S}"] = mean_abs_correlation(draws[:S], case.n_labels if case.samples is not None else None)
             per.append(m)
         rec: dict[str, Any] = {key: nanmean([p[key] for p in per]) for key in (per[0] if per else [])}
         out.append(rec | {"draw_images": [view.ids[i] for i in pick], "draw_cpu_seconds_per_image": t_draw / max(len(pick), 1)})
     return out
 
 
-def _num(v: Any) -> float:
-    return float("nan") if v is None else float(v)
-
-
-# ---------------------------------------------------------------------------- the engine
 class Engine:
-    """Runs plans (and the pieces front ends need) against a cache, on an executor.
-
-    ``executor``: where the per-image work runs (``IN_PROCESS``: this process);
-    ``chunk_size``: images per task (default: about 8 tasks per worker, at most 64).
-    """
+    """Runs plans (and the pieces front ends need) against a cache, on an executor (``chunk_size``: images per task)."""
 
     def __init__(self, cache: BenchmarkCache, executor: Executor, *, show_progress: bool = True, chunk_size: int | None = None) -> None:
-        self.cache = cache
-        self.executor = executor
-        self.show_progress = show_progress
-        self.chunk_size = chunk_size
+        self.cache, self.executor, self.show_progress, self.chunk_size = cache, executor, show_progress, chunk_size
         self.timings: dict[str, float] = defaultdict(float)
         self.cpu: dict[str, float] = defaultdict(float)  # CPU seconds of this process per stage
         self.features: dict[str, dict[str, Any]] = {}
@@ -219,75 +185,61 @@ class Engine:
         self._curves: dict[str, tuple[LossCurves, list[float]]] = {}
         self._held: set[str] = set()  # families whose score maps this process holds for the report
 
-    # ------------------------------------------------------------------ keys
-    def family_key(self, spec: MethodSpec | TunedSpec) -> str:
-        """The cache key of a row's records (a tuned row: its candidates and how it chooses)."""
+    def family_key(self, spec: MethodSpec | TunedSpec, family: Any = None) -> str:
+        """The cache key of a row's records (a tuned row: its candidates and how it chooses; ``family``: bound to an α)."""
         if isinstance(spec, TunedSpec):
             return self.cache.family_key(["tuned", spec.criterion, spec.folds, spec.seed, [self.family_key(c) for c in spec.candidates]])
-        k = (spec.method, digest(spec.params), spec.guarantee, spec.tau)
+        k = (spec.method, digest(spec.params), spec.guarantee, spec.tau, None if family is None else family.key)
         if k not in self._fkeys:
-            fam = spec.build()
+            fam = family or spec.build()
             self._fkeys[k] = self.cache.family_key([fam.key, fam.cache_identity(), fam.check_guarantee(spec.guarantee), float(spec.tau)])
         return self._fkeys[k]
 
     def _ref(self, spec: MethodSpec) -> FamilyRef:
         return FamilyRef(spec, self.family_key(spec), str(self.cache.root) if self.cache.enabled else None)
 
-    def _rkey(self, tp: TaskPlan, need: Need, level: str, extra: Any = None) -> str:
+    def _rkeys(self, tp: TaskPlan, need: Need, tuned: bool) -> list[str]:
+        """The keys of the records that serve a need, its own level's last (an every-metric record serves any)."""
         cal, test = tp.splits[need.n_cal][need.split]
         keys = tp.mask_view.keys  # type: ignore[union-attr]
-        return digest(["mask", need.alpha, level, [keys[i] for i in cal], [keys[i] for i in test], extra])
+        levels = ("all", "overlap") if need.level == "overlap" else ("all",)
+        return [digest(["mask", need.alpha, lv, [keys[i] for i in cal], [keys[i] for i in test], need.split if tuned else None]) for lv in levels]
 
-    def _lookup(self, fkey: str, tp: TaskPlan, need: Need, tuned: bool, peek: bool = False) -> Any:
-        """The cached record of a need (an every-metric record also serves an overlap-only need);
-        ``peek``: only whether there is one."""
-        extra = need.split if tuned else None  # a tuned row's folds are seeded by the split index
-        k_all, k_overlap = self._rkey(tp, need, "all", extra), self._rkey(tp, need, "overlap", extra)
-        if peek:
-            return self.cache.has_record(fkey, k_all) or (need.level == "overlap" and self.cache.has_record(fkey, k_overlap))
-        if need.level == "overlap" and not self.cache.has_record(fkey, k_all):
-            return self.cache.get_record(fkey, k_overlap)
-        return self.cache.get_record(fkey, k_all)
+    def _lookup(self, fkey: str, keys: list[str]) -> dict[str, Any] | None:
+        return next(self.cache.get_record(fkey, k) for k in keys if k == keys[-1] or self.cache.has("records", fkey, k))
 
-    # ------------------------------------------------------------------ the map path
     def _map(self, fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: Sequence[Any], advance: bool = True) -> list[Any]:
-        """``fn((*head, chunk))`` over chunks of ``items`` on the executor; the per-item results in
-        the order of ``items`` (whatever order the tasks finish in)."""
-        ranges = chunk_ranges(len(items), self.executor.workers, self.chunk_size)
-        parts: list[list[Any]] = [[] for _ in ranges]
-        tasks = [(*head, list(items[r.start : r.stop])) for r in ranges]
-        for j, part in self.executor.imap(fn, tasks, description="segcp", show_progress=False):
-            parts[j] = part
-            if advance:
-                self.bar.advance(len(ranges[j]))
-        return [x for part in parts for x in part]
+        """``fn((*head, chunk))`` over chunks of ``items`` on the executor; the per-item results in order."""
+        return map_ids(self.executor, fn, head, items, chunk_size=self.chunk_size, bar=self.bar if advance else Bar("", 0, enabled=False))
+
+    def _cached_curves(self, fkey: str, view: TaskView) -> tuple[list[Any], list[int]]:
+        """Every image's cached (curve, CPU seconds), None where absent; the images without."""
+        hits: list[Any] = [self.cache.get_curve(fkey, key) for key in view.keys]
+        return hits, [i for i, h in enumerate(hits) if h is None]
 
     def curves(self, view: TaskView, spec: MethodSpec) -> tuple[LossCurves, list[float]]:
         """Every image's loss curve of a setting, and the CPU seconds of each score map (cache, else computed)."""
         fam = self._ref(spec)
-        if fam.fkey in self._curves:
-            return self._curves[fam.fkey]
-        hits = [self.cache.get_curve(fam.fkey, key) for key in view.keys]
-        todo = [i for i, h in enumerate(hits) if h is None]
-        if todo:
-            family = spec.build()
-            if family.slow_state and (self.executor.workers <= 1 or family.shares_state_on_disk):
-                self._precompute(family, view, todo)
-            self.bar.update(description=f"{view.task.name} · {spec.label}: score maps")
-            got = self._map(_curves_task, (view.ref, fam), [(i, view.keys[i]) for i in todo])
-            if view.reader is not None:  # --label L: some mask must hold the structure (cached curves passed this check)
-                view.reader.label_seen |= any(n > 0 for _, _, n in got) or len(todo) < len(view)
-                view.reader.require_label_seen()
-            for i, (curve, secs, _) in zip(todo, got):
-                self.cache.put_curve(fam.fkey, view.keys[i], curve, secs)
-                hits[i] = (curve, secs)
-        self._curves[fam.fkey] = (LossCurves.concat([h[0] for h in hits]), [h[1] for h in hits])  # type: ignore[index]
+        if fam.fkey not in self._curves:
+            hits, todo = self._cached_curves(fam.fkey, view)
+            if todo:
+                family = spec.build()
+                if family.slow_state and (self.executor.workers <= 1 or family.shares_state_on_disk):
+                    self._precompute(family, view, todo)
+                self.bar.update(description=f"{view.task.name} · {spec.label}: score maps")
+                got = self._map(_curves_task, (view.ref, fam), [(i, view.keys[i]) for i in todo])
+                if view.reader is not None:  # --label L: some mask must hold the structure (cached curves passed this check)
+                    view.reader.label_seen |= any(n > 0 for _, _, n in got) or len(todo) < len(view)
+                    view.reader.require_label_seen()
+                for i, (curve, secs, _) in zip(todo, got, strict=True):
+                    self.cache.put_curve(fam.fkey, view.keys[i], curve, secs)
+                    hits[i] = (curve, secs)
+            self._curves[fam.fkey] = (LossCurves.concat([h[0] for h in hits]), [h[1] for h in hits])
         return self._curves[fam.fkey]
 
     def _precompute(self, family: Any, view: TaskView, todo: list[int]) -> None:
         """Encoder features of the images about to be scored, in batches, into the shared cache."""
-        ident = digest(family.cache_identity())
-        done = self.features.setdefault(ident, {"images": 0, "seconds": 0.0, "encoder": family.cache_identity()})
+        done = self.features.setdefault(digest(family.cache_identity()), {"images": 0, "seconds": 0.0, "encoder": family.cache_identity()})
         self.bar.update(description=f"{view.task.name}: encoder features")
         t0 = time.perf_counter()
         family.precompute([view.case(i) for i in todo])
@@ -295,29 +247,18 @@ class Engine:
         done["seconds"] += time.perf_counter() - t0
 
     def measure(self, view: TaskView, specs: Sequence[MethodSpec], work: dict[tuple[int, int], dict[float, bool]], model: Sequence[int] = (),
-                advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, dict[str, float]]], dict[int, int], dict[int, dict[str, float]]]:
-        """Measure sets on the executor, each image read once.
-
-        ``work[(k, i)]``: the λ at which to measure family ``specs[k]``'s set of image ``i``
-        (value: with the surface metrics). ``model``: images whose model mask to measure.
-        Returns (metrics per (k, i) and λ, the truth size of every image measured, the model metrics).
-        """
-        per_image: dict[int, Wants] = defaultdict(list)
+                advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, Metrics]], dict[int, int], dict[int, Metrics]]:
+        """Measure sets on the executor, each image read once: ``work[(k, i)]``: {λ: with surface metrics} of
+        ``specs[k]``'s set of image ``i``; ``model``: images whose model mask to measure. Returns (metrics by
+        (k, i) and λ, truth sizes, model metrics)."""
+        per_image: dict[int, Work] = defaultdict(dict)
         for (k, i), lams in sorted(work.items()):
-            per_image[i].append((k, sorted(lams.items())))
+            per_image[i][k] = lams
         images = sorted(set(per_image) | set(model))
-        items = [(i, view.keys[i], i in set(model), per_image.get(i, [])) for i in images]
+        items = [(i, view.keys[i], i in model, per_image[i]) for i in images]
         got = self._map(_measure_task, (view.ref, [self._ref(s) for s in specs]), items, advance)
-        measured: dict[tuple[int, int], dict[float, dict[str, float]]] = {}
-        truth: dict[int, int] = {}
-        models: dict[int, dict[str, float]] = {}
-        for (i, _, _, wants), (n_truth, m, metrics) in zip(items, got):
-            truth[i] = n_truth
-            if m is not None:
-                models[i] = m
-            for (k, asked), ms in zip(wants, metrics):
-                measured[(k, i)] = {lam: x for (lam, _), x in zip(asked, ms)}
-        return measured, truth, models
+        measured = {(k, i): ms for i, (_, _, per) in zip(images, got, strict=True) for k, ms in per.items()}
+        return measured, {i: g[0] for i, g in zip(images, got, strict=True)}, {i: g[1] for i, g in zip(images, got, strict=True) if g[1] is not None}
 
     def scores(self, view: TaskView, spec: MethodSpec, i: int) -> NDArray[np.float64]:
         """One image's score map in this process (figures)."""
@@ -327,13 +268,13 @@ class Engine:
 
     def release(self) -> None:
         """Forget the curves and score maps held for the rows run so far (in this process)."""
-        _release(self._held | set(self._curves))
+        for key in [k for k in _MAPS if k[0] in self._held | set(self._curves)]:
+            _MAP_BYTES[0] -= _MAPS.pop(key).nbytes
         self._curves.clear()
         self._held.clear()
 
-    def choose(self, view: TaskView, tuned: TunedSpec, images: Sequence[int] | NDArray[np.int64], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        """The candidate of a tuned row that group K-fold CV on ``images`` (calibration images only)
-        picks at ``alpha``, and the CV table (:func:`segcp.engine.select.select`)."""
+    def choose(self, view: TaskView, tuned: TunedSpec, images: Iterable[int], alpha: float, split: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """The candidate that group K-fold CV on ``images`` (calibration images only) picks at ``alpha``, and the table."""
         cands = list(tuned.candidates)
         images = [int(i) for i in images]
         surface = tuned.criterion in ("hd95", "assd")
@@ -346,98 +287,80 @@ class Engine:
             return [criterion_value(tuned.criterion, measured[(c, images[j])][lam], truth[images[j]]) for c, j, lam in requests]
 
         curves = [self.curves(view, c)[0].take(images) for c in cands]
-        return select(curves, [c.estimator() for c in cands], [view.groups[i] for i in images], alpha, values,
-                      criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)
+        ests, groups = [c.estimator() for c in cands], [view.groups[i] for i in images]
+        return select(curves, ests, groups, alpha, values, criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)
 
-    # ------------------------------------------------------------------ a plan
     def run(self, plan: Plan) -> list[dict[str, Any]]:
-        """Run every task of ``plan``; per task its records (see :meth:`run_task`)."""
-        t0 = time.perf_counter()
-        total = self._count_work(plan)
-        self.timings["planning"] = time.perf_counter() - t0
-        with Bar("segcp", max(total, 2), enabled=self.show_progress) as self.bar:
-            return [self.run_task(plan, tp) for tp in plan.tasks]
-
-    def _count_work(self, plan: Plan) -> int:
+        """Per task of ``plan``: ``records``, ``model``, ``validity``, ``sets_records``, ``sets_validity``,
+        ``seconds_per_image``, ``failures``, ``truth_sizes``."""
+        t0 = time.perf_counter()  # planning: what the bar counts
         total = 0
         for tp in plan.tasks:
             for row in tp.rows:
-                if row.kind == "mask" and row.needs:
-                    fkey = self.family_key(row.spec)
-                    missing = [n for n in row.needs if not self._lookup(fkey, tp, n, isinstance(row.spec, TunedSpec), peek=True)]
-                    if missing:
-                        for c in families(row.spec):
-                            f = self.family_key(c)
-                            keys = tp.mask_view.keys  # type: ignore[union-attr]
-                            total += sum(not self.cache.has_curve(f, k) for k in keys)
-                        total += len({int(i) for n in missing for i in tp.splits[n.n_cal][n.split][1]})
-                elif row.kind == "sets":
+                if row.kind == "sets":
                     total += len(tp.sets_view) + len(tp.sets_splits) * len(plan.cfg.sets.alphas)  # type: ignore[arg-type]
-        return total
+                    continue
+                fkey, tuned = self.family_key(row.spec), isinstance(row.spec, TunedSpec)
+                missing = [n for n in row.needs if not any(self.cache.has("records", fkey, k) for k in self._rkeys(tp, n, tuned))]
+                if missing:
+                    assert tp.mask_view is not None  # a pixel-set row's view
+                    total += sum(not self.cache.has("curves", self.family_key(c), k) for c in row.spec.candidates for k in tp.mask_view.keys)
+                    total += len({int(i) for n in missing for i in tp.splits[n.n_cal][n.split][1]})
+        self.timings["planning"] = time.perf_counter() - t0
+        with Bar("segcp", max(total, 2), enabled=self.show_progress) as self.bar:
+            return [self._run_task(plan, tp) for tp in plan.tasks]
 
-    def run_task(self, plan: Plan, tp: TaskPlan) -> dict[str, Any]:
-        """One task: ``records`` (one per row, calibration size, α and split), ``model`` (the base
-        model's row per split), ``validity``, ``sets_records``, ``sets_validity``,
-        ``seconds_per_image``, ``failures``, ``truth_sizes`` (per image of the pixel-set view)."""
+    def _run_task(self, plan: Plan, tp: TaskPlan) -> dict[str, Any]:
         res: dict[str, Any] = {"records": [], "sets_records": [], "validity": [], "sets_validity": [], "seconds_per_image": {}, "failures": []}
         for row in tp.rows:
-            t0, c0 = time.perf_counter(), time.process_time()
-            if row.kind == "mask" and row.needs:
-                res["records"] += self._mask_row(plan, tp, row, res)
-            elif row.kind == "sets":
-                self._sets_row(plan, tp, row, res)
-            self.release()
-            self._time(f"{tp.task.name}: {row.label}", t0, c0)
+            with self.stage(f"{tp.task.name}: {row.label}"):
+                if row.kind == "mask" and row.needs:
+                    self._mask_row(plan, tp, row, res)
+                elif row.kind == "sets":
+                    self._sets_row(plan, tp, row, res)
+                self.release()
         if tp.mask_view is not None and tp.splits:
-            t0, c0 = time.perf_counter(), time.process_time()
-            res["model"], res["truth_sizes"] = self._model_rows(tp)
-            self._time(f"{tp.task.name}: model row", t0, c0)
+            with self.stage(f"{tp.task.name}: model row"):
+                res["model"], res["truth_sizes"] = self._model_rows(tp)
         return res
 
-    def _time(self, stage: str, t0: float, c0: float) -> None:
-        self.timings[stage] += time.perf_counter() - t0
-        self.cpu[stage] += time.process_time() - c0
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the wall and CPU (this process) seconds of the block to ``timings`` and ``cpu``."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        yield
+        self.timings[name] += time.perf_counter() - t0
+        self.cpu[name] += time.process_time() - c0
 
-    # ------------------------------------------------------------------ pixel-set rows
-    def _mask_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> list[dict[str, Any]]:
+    def _mask_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> None:
         view = tp.mask_view
         assert view is not None
         tuned = isinstance(row.spec, TunedSpec)
         fkey = self.family_key(row.spec)
-        found: dict[Need, dict[str, Any]] = {}
-        missing: list[Need] = []
-        for need in row.needs:
-            rec = self._lookup(fkey, tp, need, tuned)
-            if rec is None:
-                missing.append(need)
-            else:
-                found[need] = rec
+        found = {need: self._lookup(fkey, self._rkeys(tp, need, tuned)) for need in row.needs}
+        missing = [n for n, rec in found.items() if rec is None]
         if missing:
             found.update(self._measure_needs(tp, row, missing))
-        res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, families(row.spec)[0])
-        out = []
+        res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, row.spec.candidates[0])
         for need in row.needs:
-            rec = dict(found[need])
-            for m in (*METRICS, *EXTRAS, "lambda", "set_size"):
-                if m in rec:
-                    rec[m] = _num(rec[m])
-            out.append({"task": tp.task.name, "method": row.label, "n_cal": need.n_cal, "alpha": need.alpha, "split": need.split} | rec)
+            rec = {m: (_num(v) if m in (*METRICS, *EXTRAS, "lambda", "set_size") else v) for m, v in found[need].items()}  # type: ignore[union-attr]
+            res["records"].append({"task": tp.task.name, "method": row.label, "n_cal": need.n_cal, "alpha": need.alpha, "split": need.split} | rec)
         if row.main and not tuned and plan.cfg.validity_splits:  # the guarantee over many more splits, from the loss curves only
             res["validity"] += self._validity(plan, tp, row, fkey)
-        return out
 
     def _seconds(self, view: TaskView, spec: MethodSpec) -> float:
+        """The mean CPU seconds of a setting's score maps (of the first 64 images, when from the cache)."""
         fkey = self.family_key(spec)
         if fkey in self._curves:
             return nanmean(self._curves[fkey][1])
-        hits = [self.cache.get_curve(fkey, key) for key in view.keys[:64]]
-        return nanmean([h[1] for h in hits if h is not None])
+        return nanmean([h[1] for key in view.keys[:64] if (h := self.cache.get_curve(fkey, key)) is not None])
 
     def _measure_needs(self, tp: TaskPlan, row: Row, missing: list[Need]) -> dict[Need, dict[str, Any]]:
         """Calibrate every missing need and measure its test sets (each image once)."""
         view = tp.mask_view
         assert view is not None
-        cands = families(row.spec)
+        tuned = isinstance(row.spec, TunedSpec)
+        cands = list(row.spec.candidates)
         curves = [self.curves(view, c)[0] for c in cands]
         lam_of: dict[Need, tuple[int, float | str, dict[str, Any]]] = {}  # need → (candidate, λ̂ or why not, what the record adds)
         by_split: dict[tuple[int, int], list[Need]] = defaultdict(list)
@@ -454,37 +377,35 @@ class Engine:
             for a in alphas:
                 k, table = self.choose(view, row.spec, cal, a, s)
                 lam = calibrate(cands[k].estimator(), curves[k].take(cal), [a])[a]
-                extra = {"chosen": chosen_label(cands[k].label, table, a), "candidate": k, "cv": [t["value"] for t in table], "cv_alpha": table[0]["alpha"]}
+                extra = {"chosen": chosen_label(cands[k].label, table, a), "candidate": k, "cv": [t["value"] for t in table]}
+                extra["cv_alpha"] = table[0]["alpha"]
                 lam_of.update({n: (k, lam, extra) for n in needs if n.alpha == a})
         work: dict[tuple[int, int], dict[float, bool]] = defaultdict(dict)  # (candidate, image) → λ: with surface metrics
         for n, (k, lam, _) in lam_of.items():
-            if not isinstance(lam, str):
-                for i in tp.splits[n.n_cal][n.split][1]:
-                    d = work[(k, int(i))]
-                    d[lam] = d.get(lam, False) or n.level == "all"
+            if isinstance(lam, str):  # no λ̂: nothing to measure
+                continue
+            for i in tp.splits[n.n_cal][n.split][1]:
+                work[(k, int(i))][lam] = work[(k, int(i))].get(lam, False) or n.level == "all"
         self.bar.update(description=f"{tp.task.name} · {row.label}: measuring sets")
         measured, truth, _ = self.measure(view, cands, work)
         out: dict[Need, dict[str, Any]] = {}
-        fkey = self.family_key(row.spec)
         for n, (k, lam, extra) in lam_of.items():
             cal, test = tp.splits[n.n_cal][n.split]
-            rec: dict[str, Any] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra
             keys = [m for m in METRICS if n.level == "all" or m in OVERLAP]
             if isinstance(lam, str):  # e.g. sets that never cover: no valid λ on this split
-                rec.update({"lambda": math.nan, "infeasible": lam, "level": n.level} | {m: math.nan for m in (*keys, *EXTRAS)})
+                result = {"lambda": math.nan, "infeasible": lam, "level": n.level} | {m: math.nan for m in (*keys, *EXTRAS)}
             else:
                 per = [measured[(k, int(i))][lam] for i in test]
-                rec.update({"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys))
-            self.cache.put_record(fkey, self._rkey(tp, n, n.level, n.split if isinstance(row.spec, TunedSpec) else None), rec)
-            out[n] = rec
+                result = {"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys)
+            out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
+            self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
         return out
 
     @staticmethod
-    def _test_losses(est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int,
-                     alphas: Sequence[float], covered: bool = False) -> dict[float, list[tuple[bool, float]]]:
-        """The guarantee over many random splits, from the curves alone: per α and split, whether
-        a λ̂ exists and the mean test loss at it (at λ = +∞, the whole image, where none does);
-        ``covered``: the mean of 1 − loss instead (0/1 losses: the fraction of truths covered)."""
+    def _test_losses(est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int, alphas: Sequence[float],
+                     covered: bool = False) -> dict[float, list[tuple[bool, float]]]:
+        """The guarantee over many splits from the curves alone: per α and split, whether λ̂ exists and the mean
+        test loss at it (at λ = +∞ where none; ``covered``: of 1 − loss)."""
         splits = list(random_cal_test_splits(groups, n_cal, n_splits, seed))
         lam = {a: np.full(len(splits), np.inf) for a in alphas}
         for s, (cal, _) in enumerate(splits):
@@ -494,8 +415,8 @@ class Engine:
         out = {}
         for a in alphas:
             losses = curves.evaluate(lam[a])
-            out[a] = [(bool(np.isfinite(lam[a][s])), float(((1.0 - losses[test, s]) if covered else losses[test, s]).mean()))
-                      for s, (_, test) in enumerate(splits)]
+            means = [float(((1.0 - losses[test, s]) if covered else losses[test, s]).mean()) for s, (_, test) in enumerate(splits)]
+            out[a] = [(bool(np.isfinite(lam[a][s])), m) for s, m in enumerate(means)]
         return out
 
     def _validity(self, plan: Plan, tp: TaskPlan, row: Row, fkey: str) -> list[dict[str, Any]]:
@@ -505,28 +426,22 @@ class Engine:
         rkey = digest(["validity", list(cfg.alphas), cfg.n_cal, cfg.validity_splits, cfg.seed, view.keys])
         rec = self.cache.get_record(fkey, rkey, what="validity")
         if rec is None:
-            checks = self._test_losses(row.spec.estimator(), self.curves(view, row.spec)[0], view.groups, cfg.n_cal, cfg.validity_splits,
-                                       cfg.seed + 1, cfg.alphas)
+            curves = self.curves(view, row.spec)[0]
+            checks = self._test_losses(row.spec.estimator(), curves, view.groups, cfg.n_cal, cfg.validity_splits, cfg.seed + 1, cfg.alphas)
             rows = []
             for a, per in checks.items():
-                m = np.asarray([x for ok, x in per if ok])
-                rows.append({"alpha": a, "splits": len(per), "infeasible": len(per) - m.size, "fnr": float(m.mean()) if m.size else math.nan,
-                             "fnr_se": float(m.std(ddof=1) / math.sqrt(m.size)) if m.size > 1 else math.nan})
+                fnr, se = mean_se([x for ok, x in per if ok])
+                rows.append({"alpha": a, "splits": len(per), "infeasible": sum(not ok for ok, _ in per), "fnr": fnr, "fnr_se": se})
             rec = {"rows": rows}
             self.cache.put_record(fkey, rkey, rec)
         return [dict(r, method=row.label, task=tp.task.name, fnr=_num(r["fnr"]), fnr_se=_num(r["fnr_se"])) for r in rec["rows"]]
 
     def _model_rows(self, tp: TaskPlan) -> tuple[list[dict[str, Any]], list[int]]:
-        """The model's own mask (p ≥ 0.5) on each split's test images (every calibration size),
-        and the truth size of every image."""
+        """The model's own mask (p ≥ 0.5) on each split's test images, and every image's truth size."""
         view = tp.mask_view
         assert view is not None
         fkey = self.cache.family_key(["model mask (p >= 0.5)"])
-        per: dict[int, dict[str, Any]] = {}
-        for i, key in enumerate(view.keys):
-            rec = self.cache.get_record(fkey, key, what="model")
-            if rec is not None:
-                per[i] = rec
+        per = {i: rec for i, key in enumerate(view.keys) if (rec := self.cache.get_record(fkey, key, what="model")) is not None}
         todo = [i for i in range(len(view)) if i not in per]
         if todo:
             _, truth, models = self.measure(view, [], {}, model=todo, advance=False)
@@ -541,23 +456,21 @@ class Engine:
                 out.append({"task": tp.task.name, "method": MODEL, "n_cal": n_cal, "split": s, "n_cal_actual": len(cal), "n_test": len(test)} | row)
         return out, [per[i]["truth_size"] for i in range(len(view))]
 
-    # ------------------------------------------------------------------ sets of segmentations
     def _sets_row(self, plan: Plan, tp: TaskPlan, row: Row, res: dict[str, Any]) -> None:
         from segcp.conformal import ConformalSegmenter
 
         assert tp.sets_view is not None and isinstance(row.spec, MethodSpec)
         sc, seed = plan.cfg.sets, plan.cfg.seed
+        view = tp.task.view(row.spec, sc.max_images)
+        if view.ids != tp.sets_view.ids:
+            raise SegcpError(f"{tp.task.name}: {row.label} reads other images than the first sets-of-segmentations row")
         for a in sc.alphas:
-            fam = row.spec.estimator(a).family.bind_alpha(a)
-            view = tp.task.view(row.spec, sc.max_images)
-            if view.ids != tp.sets_view.ids:
-                raise SegcpError(f"{tp.task.name}: {row.label} reads other images than the first sets-of-segmentations row")
+            fam = bound_family(row.spec, a)
             est = ConformalSegmenter(fam, a, guarantee=row.spec.guarantee)
-            fkey = self.cache.family_key([fam.key, fam.cache_identity(), fam.check_guarantee(row.spec.guarantee), float(row.spec.tau)])
+            fkey = self.family_key(row.spec, fam)
             self.bar.update(description=f"{tp.task.name} · {row.label} (α={a:g}): scores λ*")
-            hits = [self.cache.get_curve(fkey, key) for key in view.keys]
-            todo = [i for i, h in enumerate(hits) if h is None]
-            for i, (curve, secs, failure) in zip(todo, self._map(_sets_curves_task, (view.ref, row.spec, a), todo)):
+            hits, todo = self._cached_curves(fkey, view)
+            for i, (curve, secs, failure) in zip(todo, self._map(_sets_curves_task, (view.ref, row.spec, a), todo), strict=True):
                 if curve is None:
                     curve = LossCurves.single([], [], 1.0)
                     res["failures"].append({"method": row.label, "alpha": a, "image": view.ids[i], "error": failure})
@@ -565,14 +478,15 @@ class Engine:
                     self.cache.put_curve(fkey, view.keys[i], curve, secs)
                 hits[i] = (curve, secs)
             self.bar.advance(len(view.keys) - len(todo))
-            curves = LossCurves.concat([h[0] for h in hits])  # type: ignore[index]
+            curves = LossCurves.concat([h[0] for h in hits])
             scores = curves.zero_one_scores()
             assert scores is not None  # 0/1 curves: one step each
-            res["seconds_per_image"][f"{row.label} (α={a:g})"] = nanmean([h[1] for h in hits])  # type: ignore[index]
+            res["seconds_per_image"][f"{row.label} (α={a:g})"] = nanmean([h[1] for h in hits])
             recs: dict[int, dict[str, Any]] = {}
             todo_draws = []
             for s, (cal, test) in enumerate(tp.sets_splits):
-                rkey = digest(["sets", a, sc.draws, list(sc.sizes), sc.draw_images, seed, s, [view.keys[i] for i in cal], [view.keys[i] for i in test]])
+                parts = [[view.keys[i] for i in cal], [view.keys[i] for i in test]]
+                rkey = digest(["sets", a, sc.draws, list(sc.sizes), sc.draw_images, seed, s, *parts])
                 rec = self.cache.get_record(fkey, rkey)
                 if rec is None:
                     rec = {"n_cal_actual": len(cal), "n_test": len(test)}
@@ -586,33 +500,19 @@ class Engine:
                         todo_draws.append((s, lam, pick, [view.keys[i] for i in pick]))
                 recs[s] = rec | {"_rkey": rkey}
             self.bar.update(description=f"{tp.task.name} · {row.label} (α={a:g}): draws")
-            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, sc, seed), todo_draws)):
+            for item, drawn in zip(todo_draws, self._map(_draws_task, (view.ref, row.spec, a, sc, seed), todo_draws), strict=True):
                 recs[item[0]] |= drawn
-            for s in range(len(tp.sets_splits)):
-                rec = recs[s]
+            for s, rec in recs.items():
                 rkey = rec.pop("_rkey")
-                if not self.cache.has_record(fkey, rkey):
+                if not self.cache.has("records", fkey, rkey):
                     self.cache.put_record(fkey, rkey, rec)
-                rec = dict(rec, task=tp.task.name, method=row.label, alpha=a, split=s)
-                rec["lambda"] = _num(rec.get("lambda"))
-                res["sets_records"].append(rec)
-            res["sets_validity"].append(self._sets_validity(plan, view, row, est, curves, scores, a, tp))
-
-    def _sets_validity(self, plan: Plan, view: TaskView, row: Row, est: Any, curves: LossCurves, scores: NDArray[np.float64], a: float,
-                       tp: TaskPlan) -> dict[str, Any]:
-        """Coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all with λ̂ = ∞ where none is."""
-        sc = plan.cfg.sets
-        out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits,
-                               "never": int(np.sum(~np.isfinite(scores) & (scores > 0)))}
-        if not sc.validity_splits:
-            return out
-        per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, plan.cfg.seed + 1, [a], covered=True)[a]
-        c, mg = np.asarray([x for ok, x in per if ok]), np.asarray([x for _, x in per])
-        out.update(
-            infeasible=len(per) - c.size,
-            coverage=float(c.mean()) if c.size else math.nan,
-            coverage_se=float(c.std(ddof=1) / math.sqrt(c.size)) if c.size > 1 else math.nan,
-            coverage_all=float(mg.mean()) if mg.size else math.nan,
-            coverage_all_se=float(mg.std(ddof=1) / math.sqrt(mg.size)) if mg.size > 1 else math.nan,
-        )
-        return out
+                res["sets_records"].append(dict(rec, task=tp.task.name, method=row.label, alpha=a, split=s, **{"lambda": _num(rec.get("lambda"))}))
+            # coverage (1 − the 0/1 loss) over many splits: over the feasible ones, and over all (λ̂ = ∞ where none)
+            never = int(np.sum(~np.isfinite(scores) & (scores > 0)))
+            out: dict[str, Any] = {"task": tp.task.name, "method": row.label, "alpha": a, "splits": sc.validity_splits, "never": never}
+            if sc.validity_splits:
+                per = self._test_losses(est, curves, view.groups, sc.n_cal or plan.cfg.n_cal, sc.validity_splits, seed + 1, [a], covered=True)[a]
+                out["infeasible"] = sum(not ok for ok, _ in per)
+                out["coverage"], out["coverage_se"] = mean_se([x for ok, x in per if ok])
+                out["coverage_all"], out["coverage_all_se"] = mean_se([x for _, x in per])
+            res["sets_validity"].append(out)

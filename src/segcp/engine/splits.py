@@ -30,11 +30,11 @@ from segcp.errors import SegcpError
 __all__ = [
     "DEFAULT_FRACTIONS",
     "Split",
+    "group_folds",
+    "random_cal_test_splits",
+    "split_fraction",
     "split_groups",
     "split_ids",
-    "random_cal_test_splits",
-    "group_folds",
-    "split_fraction",
 ]
 
 #: Default fractions of *groups* in (train, calibration, test); pool = calibration + test.
@@ -80,7 +80,7 @@ class Split:
         return {
             **dict(self.meta),
             "seed": self.seed,
-            "fractions": dict(zip(("train", "calibration", "test"), self.fractions)),
+            "fractions": dict(zip(("train", "calibration", "test"), self.fractions, strict=True)),
             "train": list(self.train),
             "calibration": list(self.calibration),
             "test": list(self.test),
@@ -130,8 +130,8 @@ def split_groups(
     if n == 0:
         raise SegcpError("cannot split an empty set of groups")
     order = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fr[0] * n))
-    n_cal = min(int(round(fr[1] * n)), n - n_train)
+    n_train = round(fr[0] * n)
+    n_cal = min(round(fr[1] * n), n - n_train)
     shuffled = [uniq[i] for i in order]
     parts = {
         "train": shuffled[:n_train],
@@ -292,7 +292,7 @@ def split_fraction(
     if len(uniq) < 2:
         raise SegcpError(f"a split by group needs at least 2 groups, got {len(uniq)}")
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    n_first = min(len(uniq) - 1, max(1, int(round(f * len(uniq)))))
+    n_first = min(len(uniq) - 1, max(1, round(f * len(uniq))))
     first = set(np.asarray(uniq)[gen.permutation(len(uniq))[:n_first]].tolist())
     is_first = np.array([str(g) in first for g in groups])
     return np.flatnonzero(is_first), np.flatnonzero(~is_first)

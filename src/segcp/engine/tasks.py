@@ -1,28 +1,15 @@
-"""The engine's tasks: a labelled data directory, built-in synthetic data, or cases in memory.
-
-A :class:`Task` gives, for a set family, a :class:`TaskView`: the ids it can read (the same
-for every family of one kind, so every row of a table uses the same splits), their groups,
-a content key per image (what the cache is keyed by; computed on first use) and the
-:class:`~segcp.cases.Case` of an image on demand. Data directories are read through the one
-loader (:meth:`segcp.io.DataDir.reader`); an image's key is the SHA-256 of the bytes of the
-files the family reads and of how its truth is read, so renaming a folder keeps the cache, and
-editing one file invalidates exactly that image.
-
-Work sent to other processes names its view by a :class:`ViewRef` — the task's config, a
-token and the family that chose the view — never by arrays: a worker opens the task itself
-(reads the directory, or regenerates the synthetic data from its seed) once per process and
-task (:func:`view_of`). Cases in memory (:class:`CasesTask`) run in this process only.
+"""The engine's tasks (a data directory, built-in synthetic data, cases in memory) and their views: per
+family kind the ids, groups, content keys (SHA-256 of what the family reads) and cases. Workers open a
+task from its :class:`ViewRef` once per process and token (:func:`view_of`); cases in memory stay here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import uuid
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,29 +19,24 @@ import numpy as np
 
 from segcp._version import __version__
 from segcp.cases import Case
+from segcp.engine.cache import digest
 from segcp.errors import SegcpError
 from segcp.io import DataDir, read_json
 from segcp.io.datadir import data_home
 from segcp.specs import MethodSpec
 
-__all__ = ["CasesTask", "Task", "TaskView", "ViewRef", "load_groups", "open_task", "view_of"]
+__all__ = ["CasesTask", "Task", "TaskView", "ViewRef", "kind_of", "load_groups", "open_task", "view_of"]
 
 #: Bytes of loaded cases kept in memory per task (an LRU; the rest is read again from disk).
 CASE_MEMORY = 2_000_000_000
-_FIELDS = ("probs", "mask", "image", "samples", "class_probs", "label_map")
 
 
 def load_groups(data: str | os.PathLike[str] | Any, ids: Sequence[str]) -> tuple[list[str], str]:
-    """Exchangeability groups of the ids of a data directory, and where they came from.
-
-    ``segcp_export.json`` (written by ``segcp.harness`` exports and ``segcp infer``) or
-    ``groups.json`` ({id: group}) in the directory; otherwise every image is its own group
-    (valid only if images are exchangeable one by one — reports say so).
-    """
+    """The groups of the ids of a data directory and where they came from (``segcp_export.json``, ``groups.json``,
+    else each image its own)."""
     root = data_home(data)
     for name in ("segcp_export.json", "groups.json"):
-        f = root / name
-        if f.is_file():
+        if (f := root / name).is_file():
             rec = read_json(f)
             mapping = rec.get("groups", rec) if name == "segcp_export.json" else rec
             missing = [i for i in ids if i not in mapping]
@@ -64,48 +46,27 @@ def load_groups(data: str | os.PathLike[str] | Any, ids: Sequence[str]) -> tuple
     return list(ids), "none (each image its own group)"
 
 
-def _nbytes(case: Case) -> int:
-    return sum(int(a.nbytes) for a in vars(case).values() if isinstance(a, np.ndarray))
-
-
 def first_groups(groups: list[str], max_images: int | None) -> list[int]:
     """Indices of the images of the first groups (in order) up to ``max_images`` (None: all)."""
-    if max_images is None or max_images >= len(groups):
-        return list(range(len(groups)))
     keep: list[int] = []
     seen: set[str] = set()
     for i, g in enumerate(groups):
-        if g not in seen:
-            if len(keep) >= max_images:
-                break
-            seen.add(g)
+        if max_images is not None and g not in seen and len(keep) >= max_images:
+            break
+        seen.add(g)
         keep.append(i)
     return keep
 
 
-def _kind(family: Any) -> str:
+def kind_of(family: Any) -> str:
     """``mask`` (pixel sets, a binary truth) or ``sets`` (sets of segmentations)."""
     return "sets" if family.truth == "label_map" else "mask"
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _arrays_key(*arrays: Any) -> str:
+    from segcp.encoders.cache import image_key  # the one array hash (imported only when data in memory is keyed)
 
-
-def _array_sha(*arrays: Any) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none|")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+    return digest([None if a is None else image_key(a) for a in arrays])
 
 
 @dataclass(frozen=True)
@@ -130,12 +91,12 @@ class TaskView:
     folders: list[str]
     ref: ViewRef
     reader: Any = None
-    _key_of: Any = field(default=None, repr=False)
+    key_of: Callable[[int], str] = field(default=str, repr=False)
 
     @cached_property
     def keys(self) -> list[str]:
         """The content key of every image (hashed on first use: workers never need them)."""
-        return [self._key_of(i) for i in range(len(self.ids))]
+        return [self.key_of(i) for i in range(len(self.ids))]
 
     def case(self, i: int) -> Case:
         """The case of image ``i`` of this view (its inputs and its truth)."""
@@ -162,7 +123,7 @@ class Task:
     def view(self, spec: MethodSpec, max_images: int | None = None) -> TaskView:
         """The view of the family of ``spec`` (its ids and groups; one per kind and folders)."""
         family = spec.build()
-        key = (_kind(family), tuple(self._folders(family)), max_images)
+        key = (kind_of(family), tuple(self._folders(family)), max_images)
         if key not in self._views:
             v = self._make_view(family, key[0], ViewRef(self.cfg, self.token, spec, max_images))
             same = [x for k, x in self._views.items() if k[0] == v.kind and k[2] == max_images]
@@ -184,7 +145,7 @@ class Task:
         return None
 
     def _folders(self, family: Any) -> list[str]:
-        return list(family.inputs)
+        return [kind_of(family)]  # every input there: one view per kind
 
     def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -198,11 +159,9 @@ class DataDirTask(Task):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.name = cfg.name
+        self.cfg, self.name, self.label = cfg, cfg.name, cfg.label
         self.root = data_home(cfg.data)
         self.dd = DataDir(cfg.data)
-        self.label = cfg.label
         self._readers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._file_hashes: dict[Path, str] = {}
         self._cases: OrderedDict[tuple[str, tuple[str, ...], str], Case] = OrderedDict()
@@ -213,58 +172,52 @@ class DataDirTask(Task):
         self._units_known = False
 
     def _provenance(self) -> dict[str, Any]:
+        """Where the data came from: segcp_infer.json (the model and its outputs) and segcp_export.json (the task)."""
         out: dict[str, Any] = {"data": str(self.root), "kind": "data directory"}
         for name in ("segcp_infer.json", "segcp_export.json"):
-            f = self.root / name
-            if not f.is_file():
-                continue
             try:
-                rec = read_json(f)
+                rec = read_json(self.root / name) if (self.root / name).is_file() else None
             except SegcpError:
+                rec = None
+            if rec is None:
                 continue
             if name == "segcp_infer.json":
                 out["infer"] = {k: rec.get(k) for k in ("source", "n_classes", "probs", "samples", "preprocessing", "seed")}
-                out["models"] = [
-                    {k: m.get(k) for k in ("path", "task", "split_seed", "seed", "dropout", "n_classes", "segcp_version", "val_dice")}
-                    for m in rec.get("models", [])
-                ]
-                dice = rec.get("dice") or {}
-                out["model_dice"] = {k: v for k, v in dice.items() if v is None or isinstance(v, (int, float, str))}
-            else:
-                task = rec.get("task") or {}
-                out["export"] = {"task": task.get("name"), "dataset": task.get("dataset"), "label": task.get("label"), "root": task.get("root"),
-                                 "part": rec.get("part"), "seed": rec.get("seed")}
-                if task.get("description"):
-                    out["description"] = task["description"]
+                keys = ("path", "task", "split_seed", "seed", "dropout", "n_classes", "segcp_version", "val_dice")
+                out["models"] = [{k: m.get(k) for k in keys} for m in rec.get("models", [])]
+                out["model_dice"] = {k: v for k, v in (rec.get("dice") or {}).items() if v is None or isinstance(v, (int, float, str))}
+                continue
+            task = rec.get("task") or {}
+            out["export"] = {"task": task.get("name"), "dataset": task.get("dataset"), "label": task.get("label"), "root": task.get("root")}
+            out["export"] |= {"part": rec.get("part"), "seed": rec.get("seed")}
+            if task.get("description"):
+                out["description"] = task["description"]
         return out
 
     def _folders(self, family: Any) -> list[str]:
         return list(family.folders(set(self.dd.files)))
 
-    def _reader(self, family: Any, kind: str) -> Any:
+    def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:
         key = (kind, tuple(self._folders(family)))
         if key not in self._readers:
             self._readers[key] = self.dd.reader(family, label=self.label if kind == "mask" else None)
-        return self._readers[key]
-
-    def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:
-        reader = self._reader(family, kind)
-        groups, source = load_groups(self.cfg.data, list(reader.ids))
+        reader = self._readers[key]
+        groups, self.provenance["groups_from"] = load_groups(self.cfg.data, list(reader.ids))
         keep = first_groups(groups, ref.max_images)
-        self.provenance["groups_from"] = source
         folders = list(dict.fromkeys([*reader.folders, "masks"]))
         selection = {"kind": kind, "label": self.label if kind == "mask" else None, "channels": bool(reader.channels)}
         ids = [reader.ids[i] for i in keep]
 
         def key_of(i: int) -> str:
-            files = [[f, self._sha(self.dd.path(f, ids[i]))] for f in folders]
-            return hashlib.sha256(json.dumps([selection, files]).encode()).hexdigest()
+            return digest([selection, [[f, self._sha(self.dd.path(f, ids[i]))] for f in folders]])
 
         return TaskView(self, kind, ids, [groups[i] for i in keep], folders, ref, reader, key_of)
 
     def _sha(self, path: Path) -> str:
+        from segcp.encoders.convert import sha256_file
+
         if path not in self._file_hashes:
-            self._file_hashes[path] = _file_sha(path)
+            self._file_hashes[path] = sha256_file(path)
         return self._file_hashes[path]
 
     def _case(self, view: TaskView, ident: str) -> Case:
@@ -274,13 +227,11 @@ class DataDirTask(Task):
             return self._cases[k]
         case = view.reader.read(ident)
         if not self._units_known:
-            self.units = "mm" if case.spacing is not None else "pixels"
-            self._units_known = True
+            self.units, self._units_known = ("mm" if case.spacing is not None else "pixels"), True
         self._cases[k] = case
         self._case_bytes += _nbytes(case)
         while self._case_bytes > CASE_MEMORY and len(self._cases) > 1:
-            _, old = self._cases.popitem(last=False)
-            self._case_bytes -= _nbytes(old)
+            self._case_bytes -= _nbytes(self._cases.popitem(last=False)[1])
         return case
 
     def image_of(self, ident: str) -> Any:
@@ -291,25 +242,28 @@ class DataDirTask(Task):
         return np.asarray(read_array(self.dd.path("images", ident))[0], dtype=float)
 
 
+def _nbytes(case: Case) -> int:
+    return sum(int(a.nbytes) for a in vars(case).values() if isinstance(a, np.ndarray))
+
+
 class SyntheticTask(Task):
-    """Built-in SYNTHETIC phantoms (``segcp.synthetic``): probabilities, masks, images, and
-    made-up sampled outputs for the sets of segmentations (LV vs background)."""
+    """Built-in SYNTHETIC phantoms (``segcp.synthetic``) and made-up sampled outputs (LV vs background)."""
 
     def __init__(self, cfg: Any) -> None:
         from segcp.synthetic import make_phantoms
 
         super().__init__()
-        self.cfg = cfg
-        self.name = cfg.name
-        n, seed, size = cfg.options["n"], cfg.options["seed"], cfg.options["size"]
-        self.seed = seed
-        self.phantoms = make_phantoms(n=n, shape=(size, size), seed=seed)
+        self.cfg, self.name = cfg, cfg.name
+        n, self.seed, size = cfg.options["n"], cfg.options["seed"], cfg.options["size"]
+        self.phantoms = make_phantoms(n=n, shape=(size, size), seed=self.seed)
         self.title = cfg.title or "SYNTHETIC short-axis-heart phantoms (segcp.synthetic) — not real patients"
         self.units = "mm"
         self.provenance = {
             "kind": "built-in synthetic data",
-            "data": f"segcp.synthetic.make_phantoms(n={n}, shape=({size}, {size}), seed={seed}); sampled outputs: segcp.synthetic.phantom_samples (16 draws)",
-            "description": "SYNTHETIC phantoms with model-like probability maps of the LV cavity (label 3): the numbers show the mechanics, not clinical performance",
+            "data": f"segcp.synthetic.make_phantoms(n={n}, shape=({size}, {size}), seed={self.seed}); "
+            "sampled outputs: segcp.synthetic.phantom_samples (16 draws)",
+            "description": "SYNTHETIC phantoms with model-like probability maps of the LV cavity (label 3): "
+            "the numbers show the mechanics, not clinical performance",
             "groups_from": "segcp.synthetic (subjects, 2 slices each)",
         }
         self._samples: dict[int, Any] = {}
@@ -322,9 +276,6 @@ class SyntheticTask(Task):
             self._samples[i] = phantom_samples(self.phantoms[i].probs, np.random.default_rng((self.seed, 6, i)))
         return self._samples[i]
 
-    def _folders(self, family: Any) -> list[str]:
-        return [_kind(family)]  # the phantoms have every input: one view per kind
-
     def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:
         keep = first_groups([p.group for p in self.phantoms], ref.max_images)
         ph = [self.phantoms[i] for i in keep]
@@ -332,8 +283,8 @@ class SyntheticTask(Task):
         def key_of(j: int) -> str:
             p, i = ph[j], keep[j]
             if kind == "mask":
-                return _array_sha(p.probs, p.label == 3, p.image, np.asarray(p.spacing))
-            return _array_sha(self._sample(i), (p.label == 3).astype(np.int64), np.asarray(p.spacing))
+                return _arrays_key(p.probs, p.label == 3, p.image, np.asarray(p.spacing))
+            return _arrays_key(self._sample(i), (p.label == 3).astype(np.int64), np.asarray(p.spacing))
 
         folders = ["probs", "images", "masks"] if kind == "mask" else ["samples", "masks"]
         return TaskView(self, kind, [p.id for p in ph], [p.group for p in ph], folders, ref, None, key_of)
@@ -350,8 +301,7 @@ class SyntheticTask(Task):
 
 
 class CasesTask(Task):
-    """Labelled cases held in memory with their groups (the library's ``run_comparison`` and
-    ``tune``): one view for every family; its work runs in this process only."""
+    """Labelled cases held in memory with their groups: one view for every family, run in this process only."""
 
     def __init__(self, cases: Sequence[Case], groups: Sequence[Any], name: str = "cases") -> None:
         super().__init__()
@@ -367,12 +317,13 @@ class CasesTask(Task):
     def _folders(self, family: Any) -> list[str]:
         for c in self.cases[:1]:
             family.check_case(c)
-        return [_kind(family)]
+        return super()._folders(family)
 
     def _make_view(self, family: Any, kind: str, ref: ViewRef) -> TaskView:
         def key_of(i: int) -> str:
             c = self.cases[i]
-            return _array_sha(*(vars(c)[f] for f in _FIELDS), None if c.spacing is None else np.asarray(c.spacing))
+            fields = (c.probs, c.mask, c.image, c.samples, c.class_probs, c.label_map)
+            return _arrays_key(*fields, None if c.spacing is None else np.asarray(c.spacing))
 
         return TaskView(self, kind, [c.id for c in self.cases], list(self.groups), list(family.inputs), ref, None, key_of)
 

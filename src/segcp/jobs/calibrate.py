@@ -1,11 +1,5 @@
-"""``segcp calibrate`` on a data directory: one λ̂ (or one per structure), written as calib.json.
-
-Wires the data-directory reader (:meth:`segcp.io.DataDir.reader`), the estimator
-(:class:`segcp.conformal.ConformalSegmenter`) and the atomic writers. The map step (read a
-case, build its loss curve) runs on an executor (:mod:`segcp.parallel`: this process, a
-process pool or a Dask cluster: the same code), in tasks that read the files themselves and
-send back only the curves; the reduce and the record (:mod:`segcp.record`) are the same
-whatever the executor, bit for bit. Nothing here knows a method by name; no maths lives here.
+"""``segcp calibrate`` on a data directory: the curves mapped on an executor (workers read the files and send
+back only curves), reduced by the estimator into one λ̂ (or one per structure), written as calib.json.
 """
 
 from __future__ import annotations
@@ -15,57 +9,34 @@ import time
 from typing import Any
 
 from segcp.calibration import check_calibration_size
-from segcp.calibration.compact import GRID_SIZE, Grid
+from segcp.calibration.compact import GRID_SIZE
 from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
 from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
 from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
 from segcp.jobs.structures import resolve_structures
-from segcp.jobs.tasks import Job, holds_label, worker_family
+from segcp.jobs.tasks import Job, worker_family
 from segcp.methods import SetFamily
-from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import job_record
 
 __all__ = ["calibrate_dir"]
 
 
-def _curve_chunk(task: tuple[Job, tuple[SetFamily, ...], str, float, tuple[Grid | None, ...], list[str]]) -> tuple[list[list[Curves]], list[int]]:
-    """Worker: read a chunk of ids and return only their curves — per structure (one when
-    calibrating one), per α group — and per structure how many masks held it."""
-    job, families, guarantee, tau, grids, ids = task
-    fams = tuple(worker_family(f) for f in families)
-    slots = job.slots
-    batches = [CurveBatch(fams, guarantee, tau, grids) for _ in range(slots)]
-    present = [0] * slots
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int]]:
+    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure."""
+    job, plan, ids = task
+    batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
+    present = [0] * job.slots
     for ident in ids:
         for k, case in enumerate(job.read(ident)):
             batches[k].add(case)
-            if job.structures:  # (one structure: its reader keeps label_seen)
-                present[k] += holds_label(case)
-    if not job.structures:
-        present[0] = int(job.reader().label_seen)
+            present[k] += bool(case.mask is not None and case.mask.any())
     return [b.result() for b in batches], present
 
 
-def _map_curves(
-    ex: Executor, job: Job, plan: MapPlan, ids: list[str], show_progress: bool, chunk_size: int | None,
-) -> tuple[list[list[Curves]], list[int]]:
-    """The map step on ``ex``, reduced by chunk index (any arrival order): per structure the
-    merged curves of every α group, and how many masks held the structure."""
-    accs = [plan.accumulators() for _ in range(job.slots)]
-    present = [0] * job.slots
-    head = (job, plan.families, plan.guarantee, plan.tau, plan.worker_grids)
-    for i, (parts, counts) in ex.map_chunks(_curve_chunk, head, ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size):
-        for k in range(job.slots):
-            for acc, part in zip(accs[k], parts[k]):
-                acc.add(i, part)
-            present[k] += counts[k]
-    return [[acc.result() for acc in slot] for slot in accs], present
-
-
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
-    """(the job, its ids, where the names came from) of ``--labels``: every case read once, as
-    its class stack and label map."""
+    """(the job, its ids, where the names came from) of ``--labels``: each case read once, as its class stack."""
     if label is not None:
         raise SegcpError("--label and --labels: give one (--label L for one structure, --labels for several)")
     if family.truth != "mask":
@@ -94,30 +65,21 @@ def calibrate_dir(
     method_params: dict[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
-    executor: Executor | None = None,
+    executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
     curve_form: str = "auto",
     grid_size: int = GRID_SIZE,
     grid_max: float | None = None,
     labels: str | list[str | int] | None = None,
 ) -> dict[str, Any]:
-    """Calibrate ``method`` on every id of a data directory; optionally write calib.json.
-
-    One case at a time is in memory per worker (only the loss curves are kept). The map step
-    runs on ``executor`` (:func:`segcp.parallel.open_executor`; None: this process) in tasks of
-    ``chunk_size`` ids whose workers read the files themselves and send back only the curves;
-    λ̂ is the same, bit for bit, on every executor. ``curve_form``, ``grid_size``,
-    ``grid_max``: exact or compact curves (:class:`ConformalSegmenter`); a record calibrated on
-    compact curves says so (``curves``). ``labels`` (``"all"`` or label values/names)
-    calibrates one λ̂ per structure of a class-probability stack
-    (:mod:`segcp.jobs.structures`). Returns the calibration record (what the JSON file holds,
-    :func:`segcp.record.job_record`).
+    """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
+    ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
+    ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
+    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
-    cs = ConformalSegmenter(
-        method, alpha, guarantee=guarantee, tau=tau, method_params=method_params,
-        curve_form=curve_form, grid_size=grid_size, grid_max=grid_max,
-    )
+    forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
+    cs = ConformalSegmenter(method, alpha, guarantee=guarantee, tau=tau, method_params=method_params, **forms)
     plan = cs.plan()
     check_chunk_size(chunk_size)
     dd = DataDir(data)
@@ -132,25 +94,29 @@ def calibrate_dir(
     if out is not None:
         check_output(out, data_inputs(data))
     check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
-    ex = executor if executor is not None else InProcessExecutor()
-    curves, present = _map_curves(ex, job, plan, ids, show_progress, chunk_size)
+    accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
+    present = [0] * job.slots
+    chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
+    for i, (parts, counts) in chunks:
+        for k in range(job.slots):
+            for acc, part in zip(accs[k], parts[k], strict=True):
+                acc.add(i, part)
+            present[k] += counts[k]
     if reader is not None:
         reader.label_seen = present[0] > 0
         reader.require_label_seen()
-    absent = [s for s, c in zip(job.structures, present) if c == 0]
+    absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]  # none when calibrating one structure
     if absent:
-        raise SegcpError(
-            f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name}); "
-            f"labels present: {', '.join(map(str, dd.labels_present(ids)))}"
-        )
+        what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
+        raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
     fitted = []
-    for k in range(job.slots):
+    for k, slot in enumerate(accs):
         est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
-        est.calibrate_curves(curves[k])
-        curves[k] = []
+        est.calibrate_curves([acc.result() for acc in slot])
+        accs[k] = []
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
-    record = job_record(fitted, label=label, channels=channels or False, source=source, data=describe_data(data), ids=ids,
-                        seconds=time.perf_counter() - t0, labels_from=labels_from)
+    where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:
         write_json(out, record)
     return record

@@ -1,10 +1,4 @@
-"""``segcp predict`` on a data directory: one prediction set per image, written atomically.
-
-A mask on the input's grid, or draws from a set of segmentations; a per-structure calibration
-writes one folder per structure (and, with ``--combined``, one bit-coded file per image). The
-map step runs on an executor (:mod:`segcp.parallel`) whose tasks read the images and write
-their sets themselves; ``--resume`` writes each set in place beside a manifest.
-"""
+"""``segcp predict`` on a data directory: one prediction set per image (per structure), written atomically."""
 
 from __future__ import annotations
 
@@ -26,7 +20,7 @@ from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.writers import TMP_PREFIX, check_dir_target
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
-from segcp.parallel import Executor, InProcessExecutor, check_chunk_size
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Calibration, check_structures, read_calibration
 
 __all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
@@ -47,16 +41,15 @@ def _set_array(prediction: Any, draws: int, seed: int) -> np.ndarray:
 
 
 def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tuple[str, ...], int, int, str, bool, list[tuple[int, str]]]) -> int:
-    """Worker: read a chunk of ids and write each one's sets, atomically, into the subfolders of
-    ``folder`` (which exist): per structure a mask on the input's grid (NIfTI when the input
-    is), or the drawn segmentations; with ``combined`` also the bit-coded file of the image."""
+    """Worker: write each id's sets (per structure a mask on the input's grid, or the drawn segmentations;
+    with ``combined`` the bit-coded file too) atomically into the subfolders of ``folder``."""
     job, families, lambdas, subs, draws, seed, folder, combined, items = task
     fams = [worker_family(f) for f in families]
     root = Path(folder)
     for k, ident in items:
         bits = None
         cases = job.read(ident)
-        for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs)):
+        for s, (case, fam, lam, sub) in enumerate(zip(cases, fams, lambdas, subs, strict=True)):
             arr = _set_array(fam.predict(case, lam), draws, draw_seed(seed, k))
             write_set(root / sub, ident, arr, case.geometry if arr.dtype == bool else None, clean_stale=False)
             if combined:
@@ -68,9 +61,8 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
 
 
 def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
-    """True when ``path`` is a whole ``.npy`` set: a valid header, every byte of the array, and
-    the dtype of a set (boolean mask; ``draws`` given: ``draws`` segmentations of integers;
-    ``bits``: the unsigned integers of a ``--combined`` file)."""
+    """Whether ``path`` is a whole ``.npy`` set: a valid header, every byte, a set's dtype (bool; ``draws``
+    integers (draws, *S); ``bits``: unsigned)."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -112,19 +104,13 @@ def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int
 
 
 def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> bool:
-    """Whether ``folder`` holds the whole set of ``ident`` (sets on an input's grid — NIfTI,
-    NRRD… — are only ever written by an atomic rename: present means whole)."""
+    """Whether ``folder`` holds the whole set of ``ident`` (sets on an input's grid are only renamed into place)."""
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
-    """Prepare ``out`` for a resumable run; the ids whose sets are already there and whole
-    (in every subfolder of ``subs``: ``""`` is ``out`` itself).
-
-    A new or empty folder gets the manifest. A folder written by an earlier resumable run
-    must carry the same manifest (else: a one-line error — its sets were made differently);
-    any other non-empty folder is refused. Temporaries of dead writers are removed.
-    """
+    """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
+    subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
     check_dir_target(out, "merge")
     mpath = out / PREDICT_MANIFEST
     if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
@@ -133,8 +119,8 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
         old = read_json(mpath)
         if old != manifest:
             old = old if isinstance(old, dict) else {}
-            diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise SegcpError(f"{out}: its sets were made with another {', '.join(diff)}; --resume needs the same calibration and options (or --overwrite)")
+            diff = ", ".join(sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k)))
+            raise SegcpError(f"{out}: its sets were made with another {diff}; --resume needs the same calibration and options (or --overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     for sub in subs:
@@ -158,28 +144,16 @@ def predict_dir(
     overrides: dict[str, Any] | None = None,
     combined: bool = False,
     resume: bool = False,
-    executor: Executor | None = None,
+    executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
 ) -> list[Path]:
-    """Write one set per id, ``out/<id>``: a mask on the model output's grid — a uint8 NIfTI
-    with the input's affine and header when the input is NIfTI (or nnU-Net's NPZ + NIfTI), a
-    boolean ``.npy`` otherwise — or, for sets of segmentations, ``draws`` segmentations
-    (S, *spatial) drawn from it (``.npy``). A per-structure calibration writes one folder per
-    structure, ``out/<name>/<id>`` (and, with ``combined``, ``out/combined/<id>``: bit k set
-    where structure k's set holds the voxel; legend in ``out/structures.json``).
-
-    All sets are written into a temporary sibling folder that replaces ``out`` whole only when
-    every id succeeded, so a failure (or an interruption) leaves no partial output. ``out``
-    must not exist or be empty, unless ``overwrite`` (then the old folder is replaced, never
-    merged with). ``overrides``: run-time options of the family (e.g. the encoder's location).
-
-    ``resume``: each set is written into ``out`` itself, atomically, as soon as it is made, so
-    an interrupted run leaves only whole sets; rerunning with ``resume`` skips the sets that
-    are already there and whole (and were made by the same calibration and options: the
-    folder's hidden manifest) and makes the rest. ``executor``
-    (:func:`segcp.parallel.open_executor`; None: this process): tasks of ``chunk_size`` ids
-    whose workers read the files and write the sets themselves (``out`` must be on a file
-    system the workers see). Returns the paths of the sets, id by id (structure by structure).
+    """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
+    geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
+    segmentations; per structure ``out/<name>/<id>`` (``combined``: ``out/combined/<id>``, bit k for
+    structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
+    ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
+    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
+    ``overrides``: run-time options of the family. Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -207,20 +181,14 @@ def predict_dir(
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
     todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
-    ex = executor if executor is not None else InProcessExecutor()
     with folder_cm as folder:
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
         if combined:
-            write_json(folder / LEGEND, {"bits": {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)},
-                                         "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
-        for _ in ex.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting",
-                            show_progress=show_progress, chunk_size=chunk_size):
+            bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
+            write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
+        for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
+                                     chunk_size=chunk_size):
             pass
-    return [_set_path(out / sub, ident) for ident in ids for sub in subs]
-
-
-def _set_path(folder: Path, ident: str) -> Path:
-    """The set file of ``ident`` in ``folder`` (on the input's grid, or NPY)."""
-    return written_set(folder, ident) or folder / f"{ident}.npy"
+    return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY

@@ -1,13 +1,5 @@
-"""The tasks of a directory job: what they carry, and how workers read through them.
-
-A directory job (``calibrate``, ``predict``, ``evaluate``, ``compare``) maps over the ids of a
-data directory on an :class:`~segcp.parallel.Executor` — this process, a process pool or a
-Dask cluster, through the same code. Each task carries a :class:`Job` (file paths and method
-parameters, never arrays) and a chunk of ids; the worker reads the files itself
-(:meth:`Job.read`: one case per structure). Per-process caches hold what is costly to rebuild
-(the directory's index, the case reader; an encoder's weights live in the family's own cache),
-so each is built once per worker and job, not once per task; in this process the job reads
-through the client's own index and reader (:meth:`Job.share`), so nothing is indexed twice.
+"""What a directory job's tasks carry (:class:`Job`: paths and parameters, never arrays); the index and
+reader are built once per process and job, and this process reads through the client's own (:meth:`Job.share`).
 """
 
 from __future__ import annotations
@@ -26,10 +18,10 @@ from segcp.errors import SegcpError
 from segcp.io import CaseReader, DataDir
 from segcp.io.datadir import DataSpec
 from segcp.jobs.structures import split_case
-from segcp.parallel import map_ids, worker_threads
+from segcp.parallel import worker_threads
 from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "holds_label", "job_of", "map_ids", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "worker_family"]
 
 _KEEP = 4  # jobs remembered per process
 _datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
@@ -52,17 +44,10 @@ def datadir(data: DataSpec, token: str) -> DataDir:
 
 @dataclass(frozen=True)
 class Job:
-    """What every task of one directory job carries: where the files are and how to read them.
-
-    ``data`` is the job's :class:`~segcp.io.datadir.DataSpec` (a data directory, or per-kind
-    folders and name patterns such as an nnU-Net layout); ``family`` is a
-    :class:`~segcp.methods.SetFamily` (it pickles as its parameters; it says which folders and
-    which truth are read); ``label``, ``channels``, ``with_truth`` as for
-    :meth:`DataDir.reader`. ``structures`` (``--labels``): each id is read once as its class
-    stack (``channels``: ``"first"`` or ``"last"``) and split into one binary case per
-    structure; ``with_image`` then says whether images/ is read too. ``token`` identifies the
-    job, so that a worker indexes the directory once per job; ``version`` is the client's
-    segcp, which every worker must run.
+    """What every task of a directory job carries: ``data``, ``family`` (pickled as its parameters), ``label``,
+    ``channels``, ``with_truth`` (as :meth:`DataDir.reader`); ``structures``: each id read once as its class
+    stack and split per structure (``with_image``: images/ too); ``token`` names the job, ``version`` the
+    client's segcp (workers must run it).
     """
 
     data: DataSpec
@@ -91,10 +76,9 @@ class Job:
 
     def reader(self) -> CaseReader:
         """The job's case reader in this process (built once per process and job)."""
-        reader = _readers.get(self)
-        if reader is None:
-            reader = _remember(_readers, self, self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels))
-        return reader
+        if (reader := _readers.get(self)) is None:
+            reader = self.datadir().reader(self.family, label=self.label, with_truth=self.with_truth, channels=self.channels)
+        return _remember(_readers, self, reader)
 
     def share(self, dd: DataDir, reader: CaseReader | None = None) -> Job:
         """Let this process read through the client's own index (and reader) of the job."""
@@ -112,8 +96,7 @@ class Job:
 
 
 def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
-    """The calibrated estimator of each structure of a calibration, at ``alpha`` (needed when
-    it was calibrated at several)."""
+    """Each structure's calibrated estimator, at ``alpha`` (needed when calibrated at several)."""
     models = []
     for parts in cal.parts:
         cs = ConformalSegmenter.from_parts(parts)
@@ -124,9 +107,8 @@ def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[Conf
 
 
 def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, images: bool = True) -> tuple[Job, list[str]]:
-    """(the job, its ids) that reads from ``dd`` what the calibration ``cal`` read: the same
-    structure (``label``), class stacks (``channels``) or structures. ``images``: read images/
-    when the family uses them (not when sets are read from files)."""
+    """(the job, its ids) reading from ``dd`` what the calibration read (``images``: images/ when the family
+    uses them)."""
     if cal.per_structure:
         with_image = images and "image" in family.inputs
         ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
@@ -136,16 +118,10 @@ def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, imag
 
 
 def worker_family(family: Any) -> Any:
-    """The family as a worker runs it: an unset run-time ``threads`` option (an encoder's
-    threads) becomes the worker's own thread count, so that N worker processes on N cores do
-    not each start a thread per core. A run-time option: the sets and λ̂ are the same."""
+    """The family as a worker runs it: an unset run-time ``threads`` becomes the worker's own thread count
+    (the sets and λ̂ are the same)."""
     n = worker_threads()
     return family if n is None else family.with_threads(n)
-
-
-def holds_label(case: Case) -> bool:
-    """Whether the case's mask holds the selected structure (for ``--label`` checks)."""
-    return bool(case.mask is not None and case.mask.any())
 
 
 def check_seed(seed: Any) -> int:

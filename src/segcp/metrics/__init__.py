@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from segcp.metrics.aggregate import aggregate
+from segcp.metrics.aggregate import aggregate, mean_se, mean_std
 from segcp.metrics.diversity import chao1, draw_metrics, mean_abs_correlation, sampled_coverage
 from segcp.metrics.overlap import as_mask, coverage, dice, fnr, stretch
 from segcp.metrics.surface import assd, hd95, hd95_assd, surface, surface_distances
@@ -31,6 +31,8 @@ __all__ = [
     "hd95",
     "hd95_assd",
     "mean_abs_correlation",
+    "mean_se",
+    "mean_std",
     "sampled_coverage",
     "stretch",
     "surface",

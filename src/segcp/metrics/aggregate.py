@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "mean_se", "mean_std"]
+
+
+def mean_std(values: Iterable[float | None], ddof: int = 1) -> tuple[float, float]:
+    """Mean and standard deviation (``ddof``) of the finite values (None, NaN and ±inf left
+    out); NaN when there are too few."""
+    v = np.array([math.nan if x is None else x for x in values], dtype=float)
+    v = v[np.isfinite(v)]
+    return (float(v.mean()) if v.size else math.nan), (float(v.std(ddof=ddof)) if v.size > ddof else math.nan)
+
+
+def mean_se(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean of the finite values and its standard error (NaN with fewer than two)."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    m, s = mean_std(v)
+    return m, s / math.sqrt(len(v)) if len(v) > 1 else math.nan
 
 
 def aggregate(per_image: Mapping[str, Mapping[str, float]]) -> dict:
@@ -39,9 +55,7 @@ def aggregate(per_image: Mapping[str, Mapping[str, float]]) -> dict:
     names = list(dict.fromkeys(k for metrics in per_image.values() for k in metrics))
     out: dict = {"mean": {}, "std": {}, "undefined": {}, "n": len(per_image)}
     for name in names:
-        values = np.array([float(m.get(name, np.nan)) for m in per_image.values()])
-        defined = values[np.isfinite(values)]
-        out["mean"][name] = float(defined.mean()) if defined.size else float("nan")
-        out["std"][name] = float(defined.std()) if defined.size else float("nan")
-        out["undefined"][name] = int(values.size - defined.size)
+        values = [float(m.get(name, np.nan)) for m in per_image.values()]
+        out["mean"][name], out["std"][name] = mean_std(values, ddof=0)
+        out["undefined"][name] = sum(not math.isfinite(v) for v in values)
     return out

@@ -1,153 +1,100 @@
-"""The one map interface: :class:`Executor`, and the helpers every map step shares.
-
-The map step of calibration (case → loss curve), of prediction and of evaluation is
-independent per case. A job hands it to an :class:`Executor`: tasks carry what a worker needs
-(file paths and parameters for the directory jobs, never arrays; the estimator's own cases when
-it runs on ``n_jobs`` processes), :meth:`Executor.imap` yields ``(task index, result)`` as
-results arrive, and the caller reduces them by index, so the result never depends on the
-arrival order — or on the executor: this process, a pool of processes and a Dask cluster give
-the same bits.
-
-:func:`chunk_ranges` cuts ``n`` items into consecutive tasks, :meth:`Executor.map_chunks`
-maps a function over chunks of items (the executor cuts them) and :func:`map_ids`
-concatenates per-item results in item order.
-:func:`worker_threads` tells a task how many threads its process may use and
-:func:`limit_threads` is the initialiser that limits a pool worker to one BLAS/OpenMP thread.
+"""The one map interface, :class:`Executor`, and this machine's executors. Tasks carry paths and parameters,
+never arrays; the caller reduces ``(task index, result)`` by index, so the bits never depend on the
+arrival order, the chunking or the executor.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, TypeVar
 
 from segcp.errors import SegcpError
 from segcp.progress import Bar
 
-__all__ = ["Executor", "check_chunk_size", "chunk_ranges", "limit_threads", "map_ids", "worker_threads"]
+__all__ = ["IN_PROCESS", "Executor", "InProcessExecutor", "PoolExecutor", "check_chunk_size", "chunk_ranges", "map_ids", "worker_threads"]
 
 R = TypeVar("R")
 
 #: Ids per task at most, when the chunk size is chosen for the user (the memory of one result).
 MAX_CHUNK = 64
+#: A chunk in this process that takes less than this (seconds) makes the next one twice as large.
+FAST_S = 0.02
 
 _POOL_WORKER = False  # set in the processes of a process pool (limit_threads)
 
 
 def worker_threads() -> int | None:
-    """The threads this process may use when it is a worker: 1 in a local process pool, the
-    worker's thread count on a Dask worker, None elsewhere (the main process: no limit)."""
+    """A worker's threads: 1 in a process pool, the worker's on Dask, None elsewhere (no limit)."""
     if _POOL_WORKER:
         return 1
     distributed = sys.modules.get("distributed")  # imported in every Dask worker, never here
-    if distributed is None:
-        return None
     try:
-        return int(distributed.get_worker().state.nthreads)
+        return None if distributed is None else int(distributed.get_worker().state.nthreads)
     except (ValueError, AttributeError):  # not inside a worker's task
         return None
 
 
 def limit_threads() -> None:
-    """Process-pool initialiser: one BLAS/OpenMP thread per process (the parallelism is over
-    cases), and :func:`worker_threads` says 1."""
+    """Process-pool initialiser: one BLAS/OpenMP thread per process (the parallelism is over cases)."""
     global _POOL_WORKER
     _POOL_WORKER = True
-    try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    with contextlib.suppress(ImportError):  # threadpoolctl ships with scikit-learn
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no type information published
 
         threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        pass
 
 
 def check_chunk_size(chunk_size: int | None) -> int | None:
     """``--chunk-size``: None (chosen per executor) or an integer ≥ 1, else a one-line error."""
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise SegcpError(f"--chunk-size must be a positive integer (images per task), got {chunk_size!r}")
     return chunk_size
 
 
 def chunk_ranges(n: int, workers: int, chunk_size: int | None = None) -> list[range]:
-    """Consecutive index ranges covering ``range(n)``: the tasks of a map step.
-
-    ``chunk_size`` None: about 8 tasks per worker (load balance, and little lost when a
-    worker dies), at most :data:`MAX_CHUNK` ids per task (the memory of one task's result)
-    and at least 1.
-    """
+    """Consecutive ranges covering ``range(n)``: ``chunk_size`` each, else ~8 per worker of at most :data:`MAX_CHUNK`."""
     size = check_chunk_size(chunk_size) or max(1, min(MAX_CHUNK, math.ceil(n / (8 * max(workers, 1)))))
     return [range(i, min(i + size, n)) for i in range(0, max(n, 0), size)]
 
 
-class Executor:
-    """Runs a module-level function over tasks and yields ``(index, result)`` as they finish.
+def _bar(bar: Bar | None, description: str, total: int, show_progress: bool) -> contextlib.AbstractContextManager[Bar]:
+    """The given (running) bar, or a new one."""
+    return contextlib.nullcontext(bar) if bar is not None else Bar(description, total, enabled=show_progress)
 
-    Subclasses implement :meth:`_completed`. ``workers`` is the parallelism (for chunking),
-    ``where`` says in words where the work runs, and ``note`` is what the user should know
-    about how it was chosen (e.g. a capped worker count), or None. An executor is a context
-    manager: leaving it releases what it started (a pool, a local cluster), never what it was
-    given (a client of an existing cluster).
-    """
+
+class Executor:
+    """Runs a module-level function over tasks; a context manager releasing what it started (never what it was
+    given). ``workers``: for chunking; ``where``: in words; ``note``: how it was chosen (a capped count), or None."""
 
     workers: int = 1
     where: str = "this process"
     note: str | None = None
 
-    def imap(
-        self,
-        fn: Callable[[Any], R],
-        tasks: Iterable[Any],
-        *,
-        description: str = "working",
-        show_progress: bool = True,
-        weights: Sequence[int] | None = None,
-    ) -> Iterator[tuple[int, R]]:
-        """``(i, fn(tasks[i]))`` for every task, in completion order; the bar advances by
-        ``weights[i]`` (e.g. the images of a task; default 1) as each finishes. The first
-        exception raised by a task stops the map (what is still running is cancelled) and
-        propagates."""
+    def imap(self, fn: Callable[[Any], R], tasks: Iterable[Any], *, description: str = "working", show_progress: bool = True,
+             weights: Sequence[int] | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+        """``(i, fn(tasks[i]))`` as tasks finish; the bar advances by ``weights[i]`` (default 1). A task's
+        exception cancels the rest and propagates."""
         tasks = tasks if isinstance(tasks, Sequence) else list(tasks)
-        total = int(sum(weights)) if weights is not None else len(tasks)
-        with Bar(description, total, enabled=show_progress) as bar:
+        with _bar(bar, description, int(sum(weights)) if weights is not None else len(tasks), show_progress) as b:
             for i, result in self._completed(fn, tasks, description):
-                bar.advance(1 if weights is None else weights[i])
+                b.advance(1 if weights is None else weights[i])
                 yield i, result
 
-    def map(self, fn: Callable[[Any], R], tasks: Iterable[Any], *, description: str = "working", show_progress: bool = True) -> list[R]:
-        """``[fn(t) for t in tasks]`` on this executor, in task order."""
-        out: dict[int, R] = {}
-        for i, result in self.imap(fn, tasks, description=description, show_progress=show_progress):
-            out[i] = result
-        return [out[i] for i in range(len(out))]
-
-    def map_chunks(
-        self,
-        fn: Callable[[Any], R],
-        head: tuple[Any, ...],
-        items: Iterable[Any],
-        *,
-        description: str = "working",
-        show_progress: bool = True,
-        chunk_size: int | None = None,
-    ) -> Iterator[tuple[int, R]]:
-        """``fn((*head, chunk))`` over consecutive chunks of ``items``; ``(chunk index, result)``
-        as the chunks finish (chunk k holds the items after those of chunks 0…k−1). Chunks of
-        ``chunk_size`` items, else as this executor chooses (:func:`chunk_ranges` for its
-        workers); results reduced by chunk index are the same whatever the chunking."""
-        return self._chunked(fn, head, items, description, show_progress, check_chunk_size(chunk_size))
-
-    def _chunked(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], description: str, show_progress: bool,
-                 chunk_size: int | None) -> Iterator[tuple[int, R]]:
+    def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
+                   show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+        """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish."""
         seq = items if isinstance(items, Sequence) else list(items)
         ranges = chunk_ranges(len(seq), self.workers, chunk_size)
         tasks = [(*head, list(seq[r.start : r.stop])) for r in ranges]
-        yield from self.imap(fn, tasks, description=description, show_progress=show_progress, weights=[len(r) for r in ranges])
+        yield from self.imap(fn, tasks, description=description, show_progress=show_progress, weights=[len(r) for r in ranges], bar=bar)
 
-    def _completed(self, fn: Callable[[Any], R], tasks: Iterable[Any], description: str) -> Iterator[tuple[int, R]]:
-        raise NotImplementedError
+    def _completed(self, fn: Callable[[Any], R], tasks: Sequence[Any], description: str) -> Iterator[tuple[int, R]]:
+        yield from enumerate(map(fn, tasks))
 
     def close(self) -> None:
         """Release what this executor started."""
@@ -159,19 +106,63 @@ class Executor:
         self.close()
 
 
-def map_ids(
-    executor: Executor,
-    fn: Callable[[Any], list[Any]],
-    head: tuple[Any, ...],
-    items: Sequence[Any],
-    description: str,
-    show_progress: bool,
-    chunk_size: int | None,
-) -> list[Any]:
-    """``fn((*head, chunk))`` over chunks of ``items`` on ``executor``; the per-item results
-    (each task returns a list) concatenated in the order of ``items``, whatever the order
-    in which the tasks finish."""
-    parts: dict[int, list[Any]] = {}
-    for i, part in executor.map_chunks(fn, head, items, description=description, show_progress=show_progress, chunk_size=chunk_size):
-        parts[i] = part
+def map_ids(executor: Executor, fn: Callable[[Any], list[Any]], head: tuple[Any, ...], items: Sequence[Any], **kw: Any) -> list[Any]:
+    """``fn((*head, chunk))`` over chunks of ``items`` (``kw``: :meth:`Executor.map_chunks`'s); the per-item results in item order."""
+    parts = dict(executor.map_chunks(fn, head, items, **kw))
     return [x for i in range(len(parts)) for x in parts[i]]
+
+
+class InProcessExecutor(Executor):
+    """The tasks here, in order; :meth:`map_chunks` takes items lazily in chunks from one doubling up to
+    :data:`MAX_CHUNK` while a chunk takes < :data:`FAST_S` (unless ``chunk_size`` is given)."""
+
+    def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
+                   show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+        size = check_chunk_size(chunk_size) or 1
+        it = iter(items)
+        with _bar(bar, description, len(items) if isinstance(items, Sized) else 0, show_progress) as b:
+            for i in itertools.count():
+                chunk = list(itertools.islice(it, size))
+                if not chunk:
+                    return
+                t0 = time.perf_counter()
+                result = fn((*head, chunk))
+                if chunk_size is None and size < MAX_CHUNK and time.perf_counter() - t0 < FAST_S:
+                    size *= 2
+                b.advance(len(chunk))
+                yield i, result
+
+
+#: This process: the executor of a job that asks for no workers (it holds no state).
+IN_PROCESS = InProcessExecutor()
+
+
+class PoolExecutor(Executor):
+    """``n`` processes of a ``concurrent.futures`` pool (one BLAS thread each), kept until :meth:`close`."""
+
+    def __init__(self, n: int) -> None:
+        self.workers = max(1, int(n))
+        self.where = f"{self.workers} local processes"
+        self._pool: Any = None
+
+    def _completed(self, fn: Callable[[Any], R], tasks: Sequence[Any], description: str) -> Iterator[tuple[int, R]]:
+        if len(tasks) < 2:
+            yield from enumerate(map(fn, tasks))
+            return
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=limit_threads)
+        pending = {self._pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        try:
+            while pending:
+                for fut in wait(pending, return_when=FIRST_COMPLETED)[0]:
+                    yield pending.pop(fut), fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None

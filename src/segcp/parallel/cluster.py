@@ -1,34 +1,6 @@
-"""Running a map step on a Dask cluster (``pip install "segcp[dask]"``); dask is imported here only, lazily.
-
-:class:`DaskExecutor` submits one future per task to a ``dask.distributed`` cluster and
-yields the results as they complete (the progress bar follows the futures). Tasks carry
-file paths and method parameters, never arrays: the workers read the files themselves and
-send back only what the reduce needs (a chunk's loss curves, or compact curves, or metrics).
-
-Two clusters (:func:`segcp.parallel.open_executor` chooses):
-
-* :meth:`DaskExecutor.local` (``--workers N`` with dask installed): a ``LocalCluster`` of N
-  worker processes with one thread each (BLAS/OpenMP limited to one thread per process),
-  started for the job and closed after. Its scratch space (Dask's lock files and spill
-  folders) lives in a private temporary folder, removed with the cluster, so nothing is left
-  in ``$TMPDIR/dask-scratch-space``;
-* :meth:`DaskExecutor.connect` (``--scheduler ADDRESS``, or ``$DASK_SCHEDULER_ADDRESS``): an
-  existing cluster (``dask scheduler`` and ``dask worker``, dask-jobqueue, Kubernetes), left
-  running after the job; its workers need the same segcp version (checked by every task) and
-  the data paths (a shared file system). The address is checked by its syntax before any
-  connection (:func:`check_address`), and a scheduler that does not answer within
-  :data:`CONNECT_TIMEOUT_S` seconds ends the job with one line.
-
-Faults. A worker that dies (killed, out of memory) has its tasks rerun elsewhere by the
-scheduler, including finished results it held that were not yet gathered; a task whose
-workers die more than ``distributed.scheduler.allowed-failures`` times (default 3) ends the
-job with one line. An exception in a task (a bad file: :class:`~segcp.errors.SegcpError`
-naming it; an ``OSError``) cancels the remaining futures and is raised in the client as it
-was raised on the worker, so the CLI prints the same one line as a local run. Exceptions are
-not retried by default (``retries``): a bad file stays bad.
-
-Heavy state (an encoder's weights, a directory index) is held in module-level caches of the
-worker process (``functools.lru_cache``), so it is loaded once per worker, not once per task.
+"""A map step on a Dask cluster (``segcp[dask]``; dask imported here only, lazily): a private ``LocalCluster``
+(``--workers N``) or an existing scheduler (``--scheduler ADDRESS``, left running). A dead worker's tasks
+are rerun; an exception in a task cancels the rest and is raised in the client as on the worker.
 """
 
 from __future__ import annotations
@@ -37,7 +9,7 @@ import contextlib
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from segcp.errors import SegcpError
@@ -63,9 +35,8 @@ _HOST = re.compile(
 
 
 def check_address(address: str, where: str = "--scheduler") -> str:
-    """``address`` if it is a scheduler address, ``[SCHEME://]HOST:PORT`` (scheme tcp, tls,
-    ws, wss or ucx; host a DNS name, an IPv4 address or a bracketed IPv6 one; port 1–65535),
-    else a one-line error naming ``where`` — before any connection is tried."""
+    """``address`` as ``SCHEME://HOST:PORT`` (tcp, tls, ws, wss, ucx; a DNS name, IPv4 or [IPv6]; port
+    1–65535), else a one-line error naming ``where`` — before any connection."""
     text = str(address).strip()
     example = "expected [tcp://]HOST:PORT, e.g. tcp://10.0.0.5:8786"
     if not text:
@@ -101,42 +72,28 @@ def require_dask() -> Any:
 
 
 class DaskExecutor(Executor):
-    """Map tasks over the workers of a ``distributed.Client``.
+    """Map tasks over the workers of a ``distributed.Client``."""
 
-    Parameters
-    ----------
-    client : distributed.Client
-        A connected client (kept open after the job unless ``own`` is True).
-    own : bool
-        Close the client (and its cluster) in :meth:`close`.
-    retries : int
-        Reruns of a task that *raised* (a dead worker's tasks are always rerun).
-    """
-
-    def __init__(self, client: Any, *, own: bool = False, retries: int = 0, where: str | None = None) -> None:
-        self.client = client
-        self.own = own
-        self.retries = int(retries)
-        self._cluster: Any = None  # a LocalCluster this executor started
-        self._scratch: str | None = None  # its private scratch folder
+    def __init__(self, client: Any, *, own: bool = False, where: str | None = None) -> None:
+        """``client``: a connected ``distributed.Client`` (closed by :meth:`close` when ``own``)."""
+        self.client, self.own = client, own
+        self._started = contextlib.ExitStack()  # what local() started: its cluster, its scratch folder
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.where = where or f"the Dask cluster at {client.scheduler.address}"
 
     @classmethod
     def local(cls, n_workers: int) -> DaskExecutor:
-        """A ``LocalCluster`` of ``n_workers`` processes, one thread each, its HTTP server on a
-        free local port, its scratch space in a private temporary folder; all closed and removed
-        with the executor."""
+        """A ``LocalCluster`` of ``n_workers`` one-thread processes (HTTP server on a free local port, scratch
+        space in a private folder), closed and removed with the executor."""
         import logging
         import tempfile
 
         distributed = require_dask()
         import dask
 
-        if int(n_workers) < 1:
-            raise SegcpError(f"--workers must be at least 1, got {n_workers}")
+        started = contextlib.ExitStack()
         scratch = tempfile.mkdtemp(prefix="segcp-dask-")
-        cluster = client = None
+        started.callback(shutil.rmtree, scratch, ignore_errors=True)
         try:
             with dask.config.set({"temporary-directory": scratch}):  # the scheduler's and the workers' lock files
                 cluster = distributed.LocalCluster(
@@ -147,24 +104,22 @@ class DaskExecutor(Executor):
                     local_directory=scratch,
                     silence_logs=logging.CRITICAL,  # faults reach the user as one line, not as worker logs
                 )
+                started.callback(cluster.close)
                 client = distributed.Client(cluster, set_as_default=False)
+                started.callback(client.close)
             executor = cls(client, own=True, where=f"a local Dask cluster of {int(n_workers)} workers")
         except BaseException:
-            for obj in (client, cluster):
-                if obj is not None:
-                    with contextlib.suppress(Exception):
-                        obj.close()
-            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                started.close()
             raise
-        executor._cluster, executor._scratch = cluster, scratch
+        executor._started = started
         return executor
 
     @classmethod
-    def connect(cls, address: str, *, timeout: float | None = None) -> DaskExecutor:
-        """A client of the existing scheduler at ``address`` (the cluster stays up afterwards);
-        one line when the address is malformed or nothing answers within ``timeout`` seconds
-        (default :data:`CONNECT_TIMEOUT_S`)."""
-        address = check_address(address)
+    def connect(cls, address: str, *, timeout: float | None = None, where: str = "--scheduler") -> DaskExecutor:
+        """A client of the scheduler at ``address`` (left running); one line when nothing answers within
+        ``timeout`` seconds (:data:`CONNECT_TIMEOUT_S`)."""
+        address = check_address(address, where)
         timeout = CONNECT_TIMEOUT_S if timeout is None else float(timeout)
         distributed = require_dask()
         try:
@@ -174,16 +129,13 @@ class DaskExecutor(Executor):
             raise SegcpError(f"{address}: cannot reach the Dask scheduler within {timeout:g} s ({type(exc).__name__}: {reason})") from None
         return cls(client, own=True, where=f"the Dask cluster at {address}")
 
-    def _completed(self, fn: Callable[[Any], R], tasks: Iterable[Any], description: str) -> Iterator[tuple[int, R]]:
+    def _completed(self, fn: Callable[[Any], R], tasks: Sequence[Any], description: str) -> Iterator[tuple[int, R]]:
         distributed = require_dask()
         from distributed.scheduler import KilledWorker
 
         token = uuid.uuid4().hex[:12]
         name = getattr(fn, "__name__", "task").strip("_")
-        futures = [
-            self.client.submit(fn, task, key=f"segcp-{name}-{token}-{i}", pure=False, retries=self.retries)
-            for i, task in enumerate(tasks)
-        ]
+        futures = [self.client.submit(fn, task, key=f"segcp-{name}-{token}-{i}", pure=False, retries=0) for i, task in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}
         pending = {f.key: f for f in futures}
         done = distributed.as_completed(futures, with_results=True, loop=self.client.loop)
@@ -203,14 +155,8 @@ class DaskExecutor(Executor):
                     self.client.cancel(list(pending.values()), force=True)
 
     def close(self) -> None:
-        if not self.own:
-            return
         with contextlib.suppress(Exception):
-            self.client.close()
-        if self._cluster is not None:
-            with contextlib.suppress(Exception):
-                self._cluster.close()
-            self._cluster = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+            if self.own:
+                self.client.close()
+        with contextlib.suppress(Exception):
+            self._started.close()

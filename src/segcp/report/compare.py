@@ -16,24 +16,19 @@ REPORT_FILES = ("results.json", "report.md", "summary.png")
 
 
 def markdown_summary(result: dict[str, Any]) -> str:
-    """The comparison's tables in Markdown: the sets at every α (mean ± std over splits), and,
-    when the pool has images without the structure, the sets on them."""
+    """The comparison's tables in Markdown (and the sets on images without the structure, when any)."""
     summary, model = result["summary"], result["model"]
     baseline = result["methods"][0]["label"] if result["methods"] else None
     parts = [results_table("Sets at every α", summary, model, result["alphas"], result.get("units", "pixels"), baseline=baseline).markdown()]
     if result.get("n_empty_truth"):
-        parts.append(empty_truth_table(f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool)",
-                                       summary, model).markdown())
+        caption = f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool)"
+        parts.append(empty_truth_table(caption, summary, model).markdown())
     note = chosen_note(summary)
     return "\n".join(parts + ([note + "\n"] if note else []))
 
 
 def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str, notes: str = "") -> Path:
-    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``, all or none.
-
-    Other files of ``out`` (e.g. figures of other scripts) are kept; the three are made in a
-    temporary sibling folder and moved in together.
-    """
+    """Write ``results.json``, ``report.md`` and ``summary.png`` into ``out``, all or none (other files kept)."""
     out = Path(out)
     baseline = result["methods"][0]["label"] if result["methods"] else "–"
     with atomic_dir(out, existing="merge", expect=REPORT_FILES) as tmp:

@@ -1,8 +1,4 @@
-"""The benchmark's figures (matplotlib, Agg), each returned as PNG bytes.
-
-Every function takes plain data (arrays, dicts of means) so that the report can be rebuilt
-from results; distance axes carry the data's units (its spacing, or "pixels").
-"""
+"""The benchmark's figures (matplotlib, Agg) from plain data, each as PNG bytes; distance axes in the data's units."""
 
 from __future__ import annotations
 
@@ -34,28 +30,40 @@ def _plt() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-                         "xtick.labelsize": 7, "ytick.labelsize": 7})
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7})
     return plt
 
 
 def _finish_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, dpi: int) -> bytes:
     """Label, grid and legend one line chart, then render it (PNG bytes)."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
-def _png(fig: Any, dpi: int) -> bytes:
-    plt = _plt()
+def _png(fig: Any, dpi: int, title: str | None = None, top: float = 1.0, **layout: Any) -> bytes:
+    """Lay out (under the figure's ``title``, when given, the axes up to ``top``) and render as PNG bytes."""
+    if title is not None:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, top), **layout)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    _plt().close(fig)
     return buf.getvalue()
+
+
+def _bare(axes: Any) -> None:
+    """No ticks on these axes (image panels)."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _band(ax: Any, x: Any, y: Any, e: Any, k: int, label: str) -> None:
+    """A line of means with a shaded band of ± ``e``, in the k-th colour."""
+    ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=label)
+    ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
 
 
 def _colour(i: int) -> str:
@@ -81,12 +89,8 @@ def crop_box(masks: Sequence[NDArray[Any]], shape: tuple[int, ...], margin: floa
 
 
 def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], diffused: Sequence[str], dpi: int, title: str) -> bytes:
-    """RW-CP's Fig. 1: per image, the image, the truth, each method's set, the raw and the
-    diffused probability maps.
-
-    ``panels``: per image ``{"id", "image", "truth", "probs", "sets": {method: mask},
-    "maps": {label: diffused map}, "dice": {method: value}, "note"}``.
-    """
+    """RW-CP's Fig. 1: per image (``panels``: id, image, truth, probs, sets, maps, dice, note) the image, the
+    truth, each method's set, the raw and the diffused maps."""
     plt = _plt()
     cols = 2 + len(methods) + 1 + len(diffused)
     fig, axes = plt.subplots(len(panels), cols, figsize=(1.45 * cols, 1.75 * len(panels) + 0.35), squeeze=False)
@@ -122,12 +126,8 @@ def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dif
             ax = axes[r, 3 + len(methods) + j]
             ax.imshow(p["maps"][lab][box], cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"diffused ({lab})", fontsize=6)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.6)
-    return _png(fig, dpi)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.97, h_pad=0.6)
 
 
 def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
@@ -138,39 +138,32 @@ def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: 
         pts = sorted(pts, key=lambda t: -t[0])
         x = np.array([1 - a for a, _, _ in pts])
         y = np.array([v for _, v, _ in pts])
-        e = np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts])
-        ax.plot(x, y, marker="o", ms=3, color=_colour(k), label=m)
-        ax.fill_between(x, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
+        _band(ax, x, y, np.array([0.0 if not math.isfinite(s) else s for _, _, s in pts]), k, m)
     return _finish_plot(fig, ax, "1 − α (target coverage)", "mean Dice of the sets", title, dpi)
 
 
 def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], dpi: int = 110) -> bytes:
-    """Dice, HD95, stretch and test FNR (± std over splits) against α, one line per method
-    (`segcp compare`'s summary.png). ``summary``: :func:`segcp.report.summaries.summarize` rows."""
+    """compare's summary.png: Dice, HD95, stretch and test FNR (± std) of the summary rows against α."""
     plt = _plt()
     panels = [("dice", "Dice (set vs truth)"), ("hd95", "HD95"), ("stretch", "stretch |C|/|Ŷ|"), ("fnr", "test FNR")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for k, mth in enumerate(dict.fromkeys(r["method"] for r in summary)):
             rows = sorted((r for r in summary if r["method"] == mth), key=lambda r: r["alpha"])
-            ax.errorbar([r["alpha"] for r in rows], [r[key] for r in rows], yerr=[r.get(f"{key}_std", 0.0) for r in rows], marker="o",
-                        capsize=3, color=_colour(k), label=mth)
+            x, y, err = [r["alpha"] for r in rows], [r[key] for r in rows], [r.get(f"{key}_std", 0.0) for r in rows]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=_colour(k), label=mth)
         if key == "fnr":
             xs = np.sort(np.asarray(alphas, dtype=float))
             ax.plot(xs, xs, "k--", lw=1, label="α")
         ax.set_xlabel("α")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
 def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],
                     dpi: int, title: str) -> bytes:
-    """Set size |C_λ| / |Ŷ| against λ for one image (the threshold's sensitivity near λ → 1).
-
-    ``curves``: method → (λ grid, size ratio); ``marks``: method → [(α, λ̂)].
-    """
+    """|C_λ| / |Ŷ| against λ for one image (``curves``: method → (λ, ratio); ``marks``: method → [(α, λ̂)])."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
     for k, (m, (lam, size)) in enumerate(curves.items()):
@@ -179,7 +172,7 @@ def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.floa
         p = 1.0 - lam
         keep = p > 0
         axes[1].plot(p[keep], y[keep], color=_colour(k), label=m, lw=1.2)
-        for a, lh in marks.get(m, []):
+        for _, lh in marks.get(m, []):
             axes[0].axvline(lh, color=_colour(k), ls=":", lw=0.8)
             if lh < 1:
                 axes[1].axvline(1 - lh, color=_colour(k), ls=":", lw=0.8)
@@ -194,7 +187,6 @@ def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.floa
     axes[1].set_xlabel("1 − λ (the probability level), log scale")
     axes[1].set_title("near λ = 1; dotted: λ̂ of split 0 at each α")
     axes[0].legend()
-    fig.tight_layout()
     return _png(fig, dpi)
 
 
@@ -206,8 +198,8 @@ def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int,
     for k, (m, pts) in enumerate(rows.items()):
         pts = sorted(pts)
         x = np.array([a for a, _, _ in pts]) * (1 + 0.02 * (k - len(rows) / 2))
-        ax.errorbar(x, [f for _, f, _ in pts], yerr=[3 * (s if math.isfinite(s) else 0) for _, _, s in pts], marker="o", ms=3, capsize=2,
-                    color=_colour(k), label=m, lw=0.8)
+        err = [3 * (s if math.isfinite(s) else 0) for _, _, s in pts]
+        ax.errorbar(x, [f for _, f, _ in pts], yerr=err, marker="o", ms=3, capsize=2, color=_colour(k), label=m, lw=0.8)
         alphas += [a for a, _, _ in pts]
     if alphas:
         xs = np.linspace(0, max(alphas) * 1.1, 10)
@@ -216,10 +208,7 @@ def validity_figure(rows: dict[str, list[tuple[float, float, float]]], dpi: int,
 
 
 def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[float]], units: str, dpi: int, title: str) -> bytes:
-    """One ablated parameter (RW-CP's Fig. 3 for k): Dice, HD95 and the time per image against its value.
-
-    ``stats``: ``dice``, ``dice_std``, ``hd95``, ``hd95_std``, ``seconds`` — one entry per value.
-    """
+    """An ablated parameter (RW-CP's Fig. 3 for k): Dice, HD95 (``stats``: with ``_std``) and ``seconds`` per value."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.6, 2.5))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -233,27 +222,20 @@ def ablation_figure(param: str, values: Sequence[Any], stats: dict[str, list[flo
         ax.grid(alpha=0.3)
         if not numeric:
             ax.set_xticks(x, [str(v) for v in values])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return _png(fig, dpi)
+    return _png(fig, dpi, title, 0.93)
 
 
 def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]], dpi: int, title: str) -> bytes:
-    """CONSIGN's Figs. 2–4: Chao1, SEC and mean |correlation| of the drawn segmentations against
-    the number of draws S. ``curves``: method → metric (chao, sec, correlation) → [(S, mean, std)]."""
+    """CONSIGN's Figs. 2–4: Chao1, SEC and |correlation| against draws S (``curves``: method → metric → [(S, m, s)])."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(7.8, 2.6))
     names = (("chao", "Chao1 (distinct segmentations)"), ("sec", "SEC (truth among the draws)"), ("correlation", "mean |correlation| of draws"))
-    for ax, (key, label) in zip(axes, names):
+    for ax, (key, label) in zip(axes, names, strict=True):
         for k, (m, mets) in enumerate(curves.items()):
             pts = sorted(mets.get(key, []))
             if not pts:
                 continue
-            S = np.array([p[0] for p in pts])
-            y = np.array([p[1] for p in pts])
-            e = np.nan_to_num(np.array([p[2] for p in pts]))
-            ax.plot(S, y, marker="o", ms=3, color=_colour(k), label=m)
-            ax.fill_between(S, y - e, y + e, color=_colour(k), alpha=0.12, lw=0)
+            _band(ax, np.array([p[0] for p in pts]), np.array([p[1] for p in pts]), np.nan_to_num(np.array([p[2] for p in pts])), k, m)
         ax.set_xscale("log")
         sizes = sorted({p[0] for mets in curves.values() for p in mets.get(key, [])})
         if sizes:
@@ -265,9 +247,7 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend()
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return _png(fig, dpi)
+    return _png(fig, dpi, title, 0.92)
 
 
 def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: NDArray[Any], draws: dict[str, NDArray[Any]], n_labels: int,
@@ -278,6 +258,10 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
     cols = 2 + (image is not None) + n
     fig, axes = plt.subplots(len(draws), cols, figsize=(1.3 * cols, 1.4 * len(draws) + 0.3), squeeze=False)
     cmap = plt.get_cmap("tab10", max(n_labels, 2))
+
+    def labels(ax: Any, a: Any) -> None:
+        ax.imshow(a, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+
     fg = [truth > 0, mean_argmax > 0]  # the structure, not the scattered pixels some draws add
     box = crop_box(fg, truth.shape, margin=0.6, minimum=64)
     truth, mean_argmax = truth[box], mean_argmax[box]
@@ -290,18 +274,13 @@ def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: N
             axes[r, c].imshow(image, cmap="gray")
             axes[r, c].set_title("image", fontsize=6)
             c += 1
-        axes[r, c].imshow(truth, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+        labels(axes[r, c], truth)
         axes[r, c].set_title("truth", fontsize=6)
-        axes[r, c + 1].imshow(mean_argmax, cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
+        labels(axes[r, c + 1], mean_argmax)
         axes[r, c + 1].set_title("argmax of mean", fontsize=6)
         for j in range(n):
-            ax = axes[r, c + 2 + j]
             if j < d.shape[0]:
-                ax.imshow(d[j], cmap=cmap, vmin=-0.5, vmax=max(n_labels, 2) - 0.5, interpolation="nearest")
-            ax.set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _png(fig, dpi)
+                labels(axes[r, c + 2 + j], d[j])
+            axes[r, c + 2 + j].set_title(f"{m}: draw {j + 1}" if j == 0 else f"draw {j + 1}", fontsize=6)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.95)

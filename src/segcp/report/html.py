@@ -1,8 +1,5 @@
-"""The benchmark report: one self-contained HTML file (figures embedded) and the same in Markdown.
-
-The HTML needs nothing else: no scripts, no fonts, no network; figures are PNG ``data:`` URIs;
-a print stylesheet starts each task on a new page and keeps tables and figures whole. The
-Markdown refers to the same figures as PNG files beside it.
+"""The benchmark report: one self-contained HTML file (figures as PNG ``data:`` URIs, no scripts, a
+print stylesheet: each task on a new page) and the same in Markdown (figures as files beside it).
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["Cell", "Document", "Figure", "Table"]
 
@@ -21,6 +17,10 @@ class Cell:
     text: str
     bold: bool = False
     title: str | None = None  # hover text (HTML only)
+
+    def html(self) -> str:
+        t = f"<b>{html.escape(self.text)}</b>" if self.bold else html.escape(self.text)
+        return f'<td title="{html.escape(self.title)}">{t}</td>' if self.title else f"<td>{t}</td>"
 
 
 @dataclass
@@ -35,16 +35,7 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = []
-        for r in self._cells():
-            tds = []
-            for c in r:
-                t = html.escape(c.text)
-                if c.bold:
-                    t = f"<b>{t}</b>"
-                attr = f' title="{html.escape(c.title)}"' if c.title else ""
-                tds.append(f"<td{attr}>{t}</td>")
-            body.append("<tr>" + "".join(tds) + "</tr>")
+        body = ["<tr>" + "".join(c.html() for c in r) + "</tr>" for r in self._cells()]
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
         return (
             f'<div class="table"><table><caption>{html.escape(self.caption)}</caption><thead><tr>{head}</tr></thead>'
@@ -82,88 +73,58 @@ class Figure:
 
 @dataclass
 class Document:
-    """A report as a sequence of blocks: headings, paragraphs, tables, figures, preformatted text."""
+    """A report as blocks (headings, text, lists, tables, figures), each kept as its HTML and its Markdown."""
 
     title: str
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    blocks: list[tuple[str, str]] = field(default_factory=list)  # (HTML, Markdown; "": HTML only)
+    toc: list[tuple[str, str]] = field(default_factory=list)  # (text, anchor) of the level-2 headings
+    figs: list[Figure] = field(default_factory=list)
 
     def h(self, level: int, text: str, anchor: str | None = None) -> None:
-        self.blocks.append(("h", (level, text, anchor)))
+        a = f' id="{html.escape(anchor)}"' if anchor else ""
+        self.blocks.append((f"<h{level}{a}>{html.escape(text)}</h{level}>", "#" * level + " " + text + "\n"))
+        if level == 2 and anchor:
+            self.toc.append((text, anchor))
 
     def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
+        self.blocks.append((f"<p>{_inline(text)}</p>", text + "\n"))
 
     def items(self, lines: Sequence[str]) -> None:
         if lines:
-            self.blocks.append(("ul", list(lines)))
+            self.blocks.append(("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in lines) + "</ul>", "\n".join(f"- {x}" for x in lines) + "\n"))
 
     def pre(self, text: str, summary: str | None = None) -> None:
-        self.blocks.append(("pre", (text, summary)))
+        block = f"<pre>{html.escape(text)}</pre>"
+        md = (f"{summary}:\n\n" if summary else "") + "```\n" + text.rstrip("\n") + "\n```\n"
+        self.blocks.append((f"<details><summary>{html.escape(summary)}</summary>{block}</details>" if summary else block, md))
 
     def table(self, t: Table) -> None:
-        self.blocks.append(("table", t))
+        self.blocks.append((t.html(), t.markdown()))
 
     def figure(self, f: Figure) -> None:
-        self.blocks.append(("figure", f))
+        self.figs.append(f)
+        self.blocks.append((f.html(), f.markdown()))
 
     def section(self, cls: str) -> None:
-        self.blocks.append(("section", cls))
+        """Start a section (HTML only: each task's section starts a printed page)."""
+        self.blocks.append(("</section>\n" * self._in_section() + f'<section class="{html.escape(cls)}">', ""))
 
-    def figures(self) -> list[Figure]:
-        return [b for k, b in self.blocks if k == "figure"]
+    def _in_section(self) -> bool:
+        return any(b.startswith(("<section", "</section>")) for b, _ in self.blocks)
 
     def html(self) -> str:
-        out = []
-        open_section = False
-        toc = [(lvl, text, anchor) for k, (lvl, text, anchor) in ((k, b) for k, b in self.blocks if k == "h") if lvl == 2 and anchor]
-        for kind, b in self.blocks:
-            if kind == "section":
-                if open_section:
-                    out.append("</section>")
-                out.append(f'<section class="{html.escape(b)}">')
-                open_section = True
-            elif kind == "h":
-                lvl, text, anchor = b
-                a = f' id="{html.escape(anchor)}"' if anchor else ""
-                out.append(f"<h{lvl}{a}>{html.escape(text)}</h{lvl}>")
-                if lvl == 1 and toc:
-                    out.append('<nav class="toc"><b>Contents</b><ol>' + "".join(
-                        f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for _, t, an in toc) + "</ol></nav>")
-            elif kind == "p":
-                out.append(f"<p>{_inline(b)}</p>")
-            elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in b) + "</ul>")
-            elif kind == "pre":
-                text, summary = b
-                block = f"<pre>{html.escape(text)}</pre>"
-                out.append(f"<details><summary>{html.escape(summary)}</summary>{block}</details>" if summary else block)
-            elif kind in ("table", "figure"):
-                out.append(b.html())
-        if open_section:
-            out.append("</section>")
+        toc = ('<nav class="toc"><b>Contents</b><ol>' + "".join(f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for t, an in self.toc)
+               + "</ol></nav>") if self.toc else ""
+        body = [x for b, _ in self.blocks for x in ([b, toc] if b.startswith("<h1") and toc else [b])] + ["</section>"] * self._in_section()
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<meta name=\"generator\" content=\"segcp benchmark\"><title>{html.escape(self.title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
         )
 
     def markdown(self) -> str:
-        out = []
-        for kind, b in self.blocks:
-            if kind == "h":
-                lvl, text, _ = b
-                out.append("#" * lvl + " " + text + "\n")
-            elif kind == "p":
-                out.append(b + "\n")
-            elif kind == "ul":
-                out.append("\n".join(f"- {x}" for x in b) + "\n")
-            elif kind == "pre":
-                text, summary = b
-                out.append((f"{summary}:\n\n" if summary else "") + "```\n" + text.rstrip("\n") + "\n```\n")
-            elif kind in ("table", "figure"):
-                out.append(b.markdown())
-        return "\n".join(out)
+        return "\n".join(md for _, md in self.blocks if md)
 
 
 def _inline(text: str) -> str:

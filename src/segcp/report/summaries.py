@@ -1,41 +1,24 @@
-"""Summaries of split records over splits: mean ± std, the guarantee check, win rates.
-
-"Wins" has one meaning everywhere (`segcp compare`, `segcp benchmark`, `segcp demo`): the
-fraction of splits in which a row's set beats the **baseline row**'s at the same α and
-calibration size — a higher Dice (``dice_win``), a lower HD95 (``hd95_win``). The baseline is
-a plan choice (``baseline`` in a benchmark config; the first ``-m`` of `segcp compare`).
+"""Summaries of split records over splits: mean ± std, the guarantee check, and win rates — one
+meaning everywhere: the fraction of splits in which a row's Dice is higher (HD95 lower) than the
+**baseline row**'s at the same α (a plan choice: the config's ``baseline``, compare's first ``-m``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from segcp.engine.measure import EXTRAS
-from segcp.metrics import METRICS
+from segcp.metrics import METRICS, mean_se, mean_std
 
 __all__ = ["model_summary", "summarize"]
 
 
-def _mean_std(values: Sequence[Any]) -> tuple[float, float]:
-    v = np.array([np.nan if x is None else x for x in values], dtype=float)
-    v = v[np.isfinite(v)]
-    return (float(v.mean()) if v.size else math.nan), (float(v.std(ddof=1)) if v.size > 1 else math.nan)
-
-
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over splits per (method, α); win rates against ``baseline``.
-
-    Besides the metrics, ``missed``, ``empty_hit`` and ``empty_fp`` (:data:`~segcp.engine.measure.EXTRAS`).
-    ``fnr_se`` is the standard error of the mean test FNR over splits, so the guarantee check
-    is ``fnr <= alpha + 3 * fnr_se``. ``infeasible`` counts splits where no λ satisfied the
-    bound (e.g. Consema with empty predictions); they are excluded from the means, and the
-    report says how many. ``dice_win`` / ``hd95_win``: fraction of splits where the
-    method's Dice is higher / HD95 lower than the baseline's at the same α.
-    """
+    """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
+    splits (left out of the means), and wins against ``baseline``."""
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
     keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))
@@ -48,11 +31,9 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         rows = [r for r in rows if "infeasible" not in r]
         for m in ["lambda", *METRICS, *EXTRAS]:
-            row[m], row[f"{m}_std"] = _mean_std([r.get(m, np.nan) for r in rows])
-        fnrs = np.array([r.get("fnr", np.nan) for r in rows], dtype=float)
-        fnrs = fnrs[np.isfinite(fnrs)]
-        row["fnr_se"] = float(fnrs.std(ddof=1) / math.sqrt(fnrs.size)) if fnrs.size > 1 else float("nan")
-        row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if fnrs.size > 1 else None
+            row[m], row[f"{m}_std"] = mean_std([r.get(m) for r in rows])
+        row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
+        row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
         if baseline is not None and method != baseline:
             base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
             pairs = [(r, base[r["split"]]) for r in rows if r["split"] in base]
@@ -68,5 +49,5 @@ def model_summary(model: Sequence[dict[str, Any]], n_cal: int) -> dict[str, floa
     rows = [r for r in model if r["n_cal"] == n_cal]
     out: dict[str, float] = {}
     for m in (*METRICS, *EXTRAS):
-        out[m], out[f"{m}_std"] = _mean_std([r.get(m) for r in rows])
+        out[m], out[f"{m}_std"] = mean_std([r.get(m) for r in rows])
     return out

@@ -1,10 +1,5 @@
-"""Tables of results: on the terminal (rich), and the tables of every report (compare's and the benchmark's).
-
-:func:`results_table` is the one table of a plan's sets at several α (mean ± std over splits,
-the guarantee check, win rates against the baseline row); :func:`empty_truth_table` gives
-the sets on images without the structure; :func:`chosen_note` lists what tuned rows chose.
-They return :class:`~segcp.report.html.Table` objects, written as Markdown or HTML.
-"""
+"""The tables of every report (:func:`results_table`, :func:`empty_truth_table`, :func:`chosen_note`; Markdown
+or HTML) and the terminal's (rich)."""
 
 from __future__ import annotations
 
@@ -15,12 +10,20 @@ from typing import Any
 from segcp.metrics import METRICS
 from segcp.report.html import Cell, Table
 
-__all__ = ["HEADERS", "chosen_note", "empty_truth_table", "fmt", "mean_std_text", "metrics_table", "results_table", "rich_table"]
+__all__ = ["chosen_note", "empty_truth_table", "fmt", "metrics_table", "ms_text", "results_table", "rich_table"]
 
 #: Short column headers for result keys.
 HEADERS = {"alpha": "α", "lambda": "λ̂", "coverage": "coverage", "fnr": "FNR", "stretch": "stretch", "dice": "Dice", "hd95": "HD95", "assd": "ASSD"}
 #: The label of the base model's row in tables.
 MODEL_ROW = "base model (p ≥ 0.5)"
+#: The columns of a summary (after method and α), ``{u}`` the distance units.
+SUMMARY_HEADER = ["λ̂", "coverage", "stretch", "DSC", "ASSD ({u})", "HD95 ({u})"]
+#: The keys marked best in a block (highest Dice, lowest others) and their rounding.
+BEST = [("stretch", 2), ("dice", 3), ("assd", 2), ("hd95", 2)]
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -30,16 +33,24 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def mean_std_text(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
-    """``row[key] ± row[key_std]`` of a summary row as table text (``–`` when undefined)."""
-    v, s = row.get(key), row.get(f"{key}_std")
-    if v is None or not math.isfinite(v):
+def ms_text(mean: Any, std: Any, digits: int = 3) -> str:
+    """``mean ± std`` as table text (``–`` when the mean is undefined, the mean alone without a std)."""
+    if not _finite(mean):
         return "–"
-    return f"{v:.{digits}f} ± {s:.{digits}f}" if s is not None and math.isfinite(s) else f"{v:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if _finite(std) else f"{mean:.{digits}f}"
+
+
+def alpha_set(alphas: Sequence[float]) -> str:
+    """``{0.2, 0.1}``: risk levels as a set in text."""
+    return "{" + ", ".join(f"{a:g}" for a in alphas) + "}"
+
+
+def _ms(row: Mapping[str, Any], key: str, digits: int = 3) -> str:
+    return ms_text(row.get(key), row.get(f"{key}_std"), digits)
 
 
 def _pct(v: Any, digits: int = 1) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f} %"
+    return f"{100 * v:.{digits}f} %" if _finite(v) else "–"
 
 
 def rich_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
@@ -54,9 +65,7 @@ def rich_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title:
     for r in rows:
         table.add_row(*(fmt(r.get(c)) for c in columns))
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(table)
+    (console if console.is_terminal else Console(width=160)).print(table)
 
 
 def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str | None = None) -> None:
@@ -65,90 +74,76 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str | None = 
     for name, res in results.items():
         row: dict[str, Any] = {"method": name, "n": res["n"]}
         for m in METRICS:
-            row[m] = res["mean"].get(m)
             undefined = res["undefined"].get(m, 0)
-            if undefined:
-                row[m] = f"{fmt(row[m])} ({undefined} undef.)"
+            row[m] = f"{fmt(res['mean'].get(m))} ({undefined} undef.)" if undefined else res["mean"].get(m)
         rows.append(row)
     rich_table(rows, ["method", "n", *METRICS], title=title)
 
 
 def fnr_cell(row: Mapping[str, Any], alpha: float) -> Cell:
     """Mean test FNR ± its SE over splits, ✓ when within α + 3 SE (the guarantee), ⚠ otherwise."""
-    f, se = row.get("fnr"), row.get("fnr_se")
-    if f is None or not math.isfinite(f):
+    f, se, ok = row.get("fnr"), row.get("fnr_se"), row.get("valid")
+    if not _finite(f):
         return Cell("–")
-    ok = row.get("valid")
     mark = "" if ok is None else (" ✓" if ok else " ⚠")
-    return Cell(f"{f:.3f} ± {se:.3f}{mark}" if se is not None and math.isfinite(se) else f"{f:.3f}{mark}",
-                title=f"mean test FNR over splits ± its standard error; ✓: ≤ α + 3 SE = {alpha + 3 * (se or 0):.3f}")
+    title = f"mean test FNR over splits ± its standard error; ✓: ≤ α + 3 SE = {alpha + 3 * (se or 0):.3f}"
+    return Cell(f"{f:.3f} ± {se:.3f}{mark}" if _finite(se) else f"{f:.3f}{mark}", title=title)
 
 
 def _validity_cell(v: Mapping[str, Any] | None) -> Cell:
-    if not v or not math.isfinite(v.get("fnr", math.nan)):
+    if not v or not _finite(v.get("fnr")):
         return Cell("–")
     ok = v["fnr"] <= v["alpha"] + 3 * (v["fnr_se"] if math.isfinite(v["fnr_se"]) else 0)
     inf = f" ({v['infeasible']} infeasible)" if v.get("infeasible") else ""
-    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}",
-                title=f"mean test FNR over {v['splits']} random splits from the loss curves, ± its standard error")
+    title = f"mean test FNR over {v['splits']} random splits from the loss curves, ± its standard error"
+    return Cell(f"{v['fnr']:.3f} ± {v['fnr_se']:.4f} {'✓' if ok else '⚠'}{inf}", title=title)
 
 
 def best_cells(block: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, int]]) -> dict[int, set[str]]:
-    """Per row of ``block`` (by position): the keys where it has the block's best value (highest
-    Dice, lowest others) among the rows feasible on every split (all rows if none is)."""
+    """Per row of ``block``: the keys where it is the block's best (highest Dice, lowest others) among the rows
+    feasible on every split (all, if none is)."""
     feasible = [i for i, s in enumerate(block) if not s.get("infeasible")] or list(range(len(block)))
     out: dict[int, set[str]] = {i: set() for i in range(len(block))}
     for key, digits in keys:
         vals = {i: round(float(v), digits) for i in feasible if (v := block[i].get(key)) is not None and math.isfinite(v)}
-        if vals:
-            best = (max if key == "dice" else min)(vals.values())
-            for i, v in vals.items():
-                if v == best:
-                    out[i].add(key)
+        best = (max if key == "dice" else min)(vals.values(), default=None)
+        for i, v in vals.items():
+            if v == best:
+                out[i].add(key)
     return out
 
 
 def summary_cells(s: Mapping[str, Any], bold: set[str], units: str) -> list[Cell | str]:
     """λ̂, coverage, stretch, DSC, ASSD, HD95 of a summary row (bold: the block's best)."""
-    return [mean_std_text(s, "lambda"), mean_std_text(s, "coverage"), Cell(mean_std_text(s, "stretch", 2), "stretch" in bold),
-            Cell(mean_std_text(s, "dice"), "dice" in bold), Cell(mean_std_text(s, "assd", 2), "assd" in bold),
-            Cell(mean_std_text(s, "hd95", 2), "hd95" in bold)]
+    return [_ms(s, "lambda"), _ms(s, "coverage"), *(Cell(_ms(s, k, d), k in bold) for k, d in BEST)]
 
 
-SUMMARY_HEADER = ["λ̂", "coverage", "stretch", "DSC", "ASSD ({u})", "HD95 ({u})"]
-
-
-def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any], alphas: Sequence[float], units: str, *,
+def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any], alphas: Sequence[float], units: str,
                   baseline: str | None, note: str = "", validity: Mapping[tuple[str, float], Any] | None = None, validity_splits: int = 0) -> Table:
-    """The sets of every row at every α (and the base model's own mask): mean ± std over splits
-    of λ̂ and of the per-split test means, missed structures, the guarantee check (and, with
-    ``validity``, the same check over ``validity_splits`` splits from the curves), win rates
-    against ``baseline``; bold marks the α block's best."""
-    val = validity is not None
-    header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE",
-              *([f"FNR, {validity_splits} splits"] if val else []), "DSC win", "HD95 win"]
-    blank = [""] * (1 + val)
-    rows: list[list[Cell | str]] = [[Cell(MODEL_ROW), "–", "–", mean_std_text(model, "coverage"), "1", mean_std_text(model, "dice"),
-                                     mean_std_text(model, "assd", 2), mean_std_text(model, "hd95", 2), _pct(model.get("missed")),
-                                     fmt(model.get("fnr")), *blank, ""]]
+    """Every row at every α and the model's own mask: mean ± std over splits, missed structures, the guarantee
+    check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
+    val = [f"FNR, {validity_splits} splits"] if validity is not None else []
+    header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, "DSC win", "HD95 win"]
+    model_row: list[Cell | str] = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2)]
+    rows = [[*model_row, _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + 2)]]
     for a in alphas:
         block = [s for s in summary if s["alpha"] == a]
-        bold = best_cells(block, [("stretch", 2), ("dice", 3), ("assd", 2), ("hd95", 2)])
+        bold = best_cells(block, BEST)
         for j, s in enumerate(block):
             name = s["method"] + (f" (infeasible in {s['infeasible']}/{s['splits']} splits)" if s["infeasible"] else "")
             wins = ["", ""] if s["method"] == baseline else [_pct(s.get("dice_win"), 0), _pct(s.get("hd95_win"), 0)]
-            rows.append([Cell(name), f"{a:g}", *summary_cells(s, bold[j], units), _pct(s.get("missed")), fnr_cell(s, a),
-                         *([_validity_cell(validity.get((s["method"], a)))] if val else []), *wins])  # type: ignore[union-attr]
+            checks = [_validity_cell(validity.get((s["method"], a)))] if validity is not None else []
+            rows.append([Cell(name), f"{a:g}", *summary_cells(s, bold[j], units), _pct(s.get("missed")), fnr_cell(s, a), *checks, *wins])
     return Table(caption, header, rows, note)
 
 
 def empty_truth_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any]) -> Table:
     """On images without the structure: the fraction whose set is not empty and its mean area."""
     rows: list[list[Cell | str]] = [[MODEL_ROW, "–", _pct(model.get("empty_hit")), fmt(model.get("empty_fp"), 1)]]
-    rows += [[s["method"], f"{s['alpha']:g}", _pct(s.get("empty_hit")), mean_std_text(s, "empty_fp", 1)] for s in summary]
-    return Table(caption, ["method", "α", "set not empty", "false-positive area (px)"], rows,
-                 "Mean over splits of the test images' values: the fraction of images without the structure whose set is not "
-                 "empty, and the set's mean area in pixels (false positives).")
+    rows += [[s["method"], f"{s['alpha']:g}", _pct(s.get("empty_hit")), _ms(s, "empty_fp", 1)] for s in summary]
+    note = ("Mean over splits of the test images' values: the fraction of images without the structure whose set is not empty, and the set's "
+            "mean area in pixels (false positives).")
+    return Table(caption, ["method", "α", "set not empty", "false-positive area (px)"], rows, note)
 
 
 def chosen_note(summary: Sequence[Mapping[str, Any]]) -> str:
@@ -156,5 +151,5 @@ def chosen_note(summary: Sequence[Mapping[str, Any]]) -> str:
     chosen = [s for s in summary if s.get("chosen")]
     if not chosen:
         return ""
-    return "Settings chosen by cross-validation on each split's calibration images (number of splits): " + "; ".join(
-        f"{s['method']} at α = {s['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in s["chosen"].items()) for s in chosen) + "."
+    each = "; ".join(f"{s['method']} at α = {s['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in s["chosen"].items()) for s in chosen)
+    return f"Settings chosen by cross-validation on each split's calibration images (number of splits): {each}."

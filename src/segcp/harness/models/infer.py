@@ -67,6 +67,7 @@ from numpy.typing import NDArray
 from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
 from segcp.cases import SLICE_AXIS_RULE
 from segcp.cases import slice_axis as choose_axis
+from segcp.engine.splits import PARTS
 from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
 from segcp.harness.models.train import load_checkpoint
@@ -76,7 +77,6 @@ __all__ = ["INFER_MANIFEST", "SAMPLES_DTYPE", "Ensemble", "infer_to_dir", "load_
 
 INFER_MANIFEST = "segcp_infer.json"
 SAMPLES_DTYPE = np.float16
-SPLIT_PARTS = ("train", "calibration", "test", "pool")
 
 
 def _derived_seed(*parts: int) -> int:
@@ -353,8 +353,8 @@ def infer_to_dir(
     if task is not None:
         from segcp.harness.datasets.tasks import get_task
 
-        if split not in SPLIT_PARTS:
-            raise SegcpError(f"--split {split!r}: expected one of {', '.join(SPLIT_PARTS)}")
+        if split not in PARTS:
+            raise SegcpError(f"--split {split!r}: expected one of {', '.join(PARTS)}")
         if trained_task is None:
             raise SegcpError(f"{ens.paths[0]}: trained on a data directory, not a task; use --data DIR")
         if task != trained_task:

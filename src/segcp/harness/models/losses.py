@@ -26,11 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from segcp.errors import SegcpError
+from segcp.harness.models.options import LOSSES
 
 __all__ = ["DICE_SMOOTH", "LOSSES", "dice_ce_loss", "get_loss", "soft_dice"]
 
-#: The loss names ``segcp train --loss`` accepts (default first).
-LOSSES = ("ce", "dice_ce")
 #: nnU-Net's ``smooth`` of the soft Dice.
 DICE_SMOOTH = 1e-5
 

@@ -56,7 +56,8 @@ from segcp._version import __version__
 from segcp.harness.datasets.preprocess import Preprocessing, preprocess
 from segcp.errors import SegcpError
 from segcp.io.writers import atomic_path, to_jsonable
-from segcp.harness.models.losses import LOSSES, get_loss
+from segcp.harness.models.losses import get_loss
+from segcp.harness.models.options import LOSSES, PRESETS
 from segcp.harness.models.unet import UNet
 
 __all__ = [
@@ -79,12 +80,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "segcp-unet"
 CHECKPOINT_VERSION = 1
 
-#: Named settings. ``cpu`` = the defaults of :class:`TrainConfig` (chosen by measurement on
-#: 2 CPU cores, see docs/models.md); ``paper`` = the RW-CP paper's full-size setting.
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"size": 128, "width": 8, "epochs": None, "steps": 1100, "batch_size": 16},
-    "paper": {"size": 512, "width": 16, "epochs": 200, "steps": None, "batch_size": 16, "warmup_epochs": 5.0},
-}
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,16 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["GRID_ATOL", "Format", "Geometry", "format_of", "formats", "read_geometry", "register", "split_ext", "suffixes", "unregister"]
+__all__ = [
+    "GRID_ATOL", "SPACING_UNIT", "Format", "Geometry", "format_of", "formats", "read_geometry", "register", "split_ext", "suffixes", "unregister",
+]
 
 #: Largest difference (mm, per affine entry) between two affines of "the same grid".
 GRID_ATOL = 1e-4
+#: The unit of every voxel spacing a format reads (NIfTI pixdim, NRRD space directions: the mm
+#: of their world frames, as ITK, nnU-Net and 3D Slicer write them); distances measured with a
+#: spacing are in it, those of files without one in pixels.
+SPACING_UNIT = "mm"
 
 
 class Geometry:
