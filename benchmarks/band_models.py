@@ -17,7 +17,6 @@ groups, labels, spacing, model, seconds). Research harness: needs torch and h5py
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
