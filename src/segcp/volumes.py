@@ -40,6 +40,8 @@ __all__ = [
     "ejection_fraction",
     "ejection_fraction_bounds",
     "ejection_fraction_spread",
+    "VOLUME_SCORE",
+    "interval_inputs",
     "mask_volume",
     "probability_volume",
     "sampled_volumes",
@@ -155,6 +157,26 @@ def sampled_volumes(samples: ArrayLike, spacing: float | Sequence[float] | None 
     vols = s.reshape(s.shape[0], -1).sum(axis=1) * u
     lo, hi = np.quantile(vols, [g, 1.0 - g])
     return vols, VolumeEstimate(float(vols.mean()), max(float(vols.std(ddof=1)), u), float("nan"), float(lo), float(hi), unit)
+
+
+#: The direct volume interval ``segcp calibrate --guarantee band`` fits beside the band
+#: (:func:`interval_inputs`): the tightest valid candidate measured in docs/band.md.
+VOLUME_SCORE = "scaled"
+
+
+def interval_inputs(estimates: Sequence[VolumeEstimate], score: str = VOLUME_SCORE) -> dict[str, NDArray[np.float64]]:
+    """What a split-conformal volume interval (:func:`segcp.calibration.fit_interval`,
+    :meth:`~segcp.calibration.IntervalFit.bounds`) reads for ``score`` from n volume estimates:
+    ``abs`` the estimates V̂, ``scaled`` V̂ and the spread σ̂ = √Σp(1−p)·u, ``cqr`` the raw
+    interval [vol{p ≥ 1 − γ}, vol{p ≥ γ}]; float64 arrays of shape (n,), in the estimates' unit."""
+    col = {name: np.array([getattr(e, name) for e in estimates], dtype=np.float64) for name in ("estimate", "sd", "lower", "upper")}
+    if score == "abs":
+        return {"estimate": col["estimate"]}
+    if score == "scaled":
+        return {"estimate": col["estimate"], "spread": col["sd"]}
+    if score == "cqr":
+        return {"lower": col["lower"], "upper": col["upper"]}
+    raise SegcpError(f"unknown volume interval score {score!r}; choose one of abs, scaled, cqr")
 
 
 def band_volumes(inner: ArrayLike, outer: ArrayLike, spacing: float | Sequence[float] | None = None) -> tuple[float, float]:

@@ -8,7 +8,9 @@ import os
 import time
 from typing import Any
 
-from segcp.calibration import check_calibration_size
+import numpy as np
+
+from segcp.calibration import check_calibration_size, fit_interval
 from segcp.calibration.compact import GRID_SIZE
 from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
 from segcp.errors import SegcpError
@@ -17,22 +19,42 @@ from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
 from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, worker_family
 from segcp.methods import SetFamily
+from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import job_record
+from segcp.volumes import VOLUME_SCORE, VolumeEstimate, interval_inputs, mask_volume, probability_volume
 
 __all__ = ["calibrate_dir"]
 
 
-def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int]]:
-    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure."""
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], list[list[tuple[float, VolumeEstimate]]]]:
+    """Worker: per structure, the chunk's curves per α group, how many of its masks hold the structure and,
+    for two-sided sets, each case's (true volume, volume estimate) (:mod:`segcp.volumes`)."""
     job, plan, ids = task
     batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
     present = [0] * job.slots
+    volumes: list[list[tuple[float, VolumeEstimate]]] = [[] for _ in range(job.slots)]
     for ident in ids:
         for k, case in enumerate(job.read(ident)):
             batches[k].add(case)
             present[k] += bool(case.mask is not None and case.mask.any())
-    return [b.result() for b in batches], present
+            if plan.guarantee in BAND_GUARANTEES:
+                volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
+    return [b.result() for b in batches], present, volumes
+
+
+def volume_record(volumes: list[tuple[float, VolumeEstimate]], alphas: list[float], score: str = VOLUME_SCORE) -> dict[str, Any]:
+    """calib.json's ``volume`` field of two-sided sets: the direct split-conformal volume interval fitted
+    on the calibration cases' (true volume, estimate) at each α (:func:`segcp.record.read_volume`)."""
+    truth = np.array([v for v, _ in volumes])
+    inputs = interval_inputs([e for _, e in volumes], score)
+    fits = [fit_interval(truth, alpha=a, score=score, **inputs) for a in alphas]
+    units = {e.unit for _, e in volumes}
+    if len(units) > 1:
+        raise SegcpError(f"volume intervals: the calibration cases mix units ({', '.join(sorted(units))}): some have a spacing, some not")
+    one = len(alphas) == 1
+    return {"score": score, "unit": units.pop(), "n": len(volumes), "q": fits[0].q if one else [f.q for f in fits],
+            "statement": fits[0].guarantee if one else [f.guarantee for f in fits]}
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
@@ -97,11 +119,13 @@ def calibrate_dir(
     accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
     present = [0] * job.slots
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
-    for i, (parts, counts) in chunks:
+    volumes: list[dict[int, list[tuple[float, VolumeEstimate]]]] = [{} for _ in range(job.slots)]  # by chunk index (calibration order)
+    for i, (parts, counts, vols) in chunks:
         for k in range(job.slots):
             for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
             present[k] += counts[k]
+            volumes[k][i] = vols[k]
     if reader is not None:
         reader.label_seen = present[0] > 0
         reader.require_label_seen()
@@ -114,7 +138,10 @@ def calibrate_dir(
         est = cs if k == 0 else ConformalSegmenter(**cs.get_params())
         est.calibrate_curves([acc.result() for acc in slot])
         accs[k] = []
-        fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
+        rec = est.to_dict()
+        if plan.guarantee in BAND_GUARANTEES:
+            rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(est.lambdas_))
+        fitted.append((job.structures[k] if job.structures else None, rec, present[k]))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
     if out is not None:

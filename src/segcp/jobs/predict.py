@@ -20,7 +20,8 @@ from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.writers import TMP_PREFIX, check_dir_target
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
-from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
+from segcp.methods.base import BAND_GUARANTEES
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
 from segcp.record import Calibration, check_structures, read_calibration
 
 __all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
@@ -131,6 +132,22 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
     return {i for i in ids if all(_whole(out / sub, i, draws, sub == COMBINED) for sub in subs)}
 
 
+def _predict_band(cal: Calibration, models: Sequence[ConformalSegmenter], job: Job, ids: list[str], subs: tuple[str, ...], out: Path,
+                  existing: str, executor: Executor, show_progress: bool, chunk_size: int | None) -> list[Path]:
+    """Two-sided sets, their viewer files and volumes.csv (:mod:`segcp.jobs.band`); returns the band label volumes, id by id."""
+    from segcp.jobs.band import VOLUMES_CSV, band_folders, write_band_chunk, write_volumes_csv
+
+    names = tuple(s.name for s in cal.structures) or ("structure" if cal.label is None else f"label {cal.label}",)
+    alpha = float(next(iter(models[0].lambdas_)))
+    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, names, alpha, tuple(p.get("volume") for p in cal.parts))
+    with atomic_dir(out, existing=existing) as folder:
+        band_folders(folder, subs, names)
+        rows = map_ids(executor, write_band_chunk, (*head, str(folder)), list(enumerate(ids)), description="predicting",
+                       show_progress=show_progress, chunk_size=chunk_size)
+        write_volumes_csv(folder / VOLUMES_CSV, rows)
+    return [written_set(out / sub / "band", ident) or out / sub / "band" / f"{ident}.npy" for ident in ids for sub in subs]
+
+
 def predict_dir(
     calib: str | os.PathLike[str],
     data: str | os.PathLike[str] | DataSpec,
@@ -173,6 +190,10 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
+    if models[0].guarantee_ in BAND_GUARANTEES:  # two-sided sets: segcp.jobs.band
+        if resume or combined:
+            raise SegcpError(f"--{'resume' if resume else 'combined'} is not available for two-sided sets ({models[0].guarantee_}) yet")
+        return _predict_band(cal, models, job, ids, subs, out, "overwrite" if overwrite else "refuse", executor, show_progress, chunk_size)
     if resume:
         done = _resume_folder(out, _manifest(cal, models, int(draws), seed, combined), ids, subs + ((COMBINED,) if combined else ()))
         folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)

@@ -45,6 +45,12 @@ _CLASSES = {"FNRLoss": "fnr", "QuantileLoss": "quantile", "LesionFNRLoss": "lesi
             "BandLoss": "band", "BandRiskLoss": "band-risk"}
 
 
+def guarantee_loss(guarantee: str, tau: float = 1.0) -> Loss:
+    """The loss behind an estimator guarantee that is a registered loss of the signed score
+    (``band`` with its τ, ``band-risk``: :data:`segcp.methods.base.BAND_GUARANTEES`)."""
+    return get_loss(guarantee, **({"tau": tau} if guarantee == "band" else {}))
+
+
 def __getattr__(name: str) -> Any:  # the loss classes, imported on first use
     if name in _CLASSES:
         return loss_class(_CLASSES[name])
@@ -64,6 +70,7 @@ __all__ = [
     "available_losses",
     "covers",
     "get_loss",
+    "guarantee_loss",
     "loss_class",
     "pixel_inputs",
     "register",

@@ -47,6 +47,7 @@ from segcp.cases import Case, masked_values
 from segcp.errors import SegcpError
 
 __all__ = [
+    "BAND_GUARANTEES",
     "GUARANTEES",
     "band_sets",
     "MaskFamily",
@@ -72,7 +73,13 @@ GUARANTEES: dict[str, str] = {
         "P(the set contains a segmentation whose mean per-label recall of the truth exceeds "
         "{beta:g}) >= {conf:g} (conformal quantile, marginal over exchangeable images)"
     ),
+    "band": "P(inner set in truth in outer set) >= {conf:g}; with tau < 1: outer recall and inner precision >= tau (conformal quantile)",
+    "band-risk": "E[max(FNR of the outer set, min(1, |inner set outside the truth| / |truth|))] <= {alpha:g} (conformal risk control)",
 }
+#: The guarantees of two-sided sets (:attr:`MaskFamily.two_sided` families): their loss is the
+#: registered loss of that name (:mod:`segcp.losses`) on the family's signed score, their set the
+#: pair (inner, outer) at one λ (:func:`band_sets`).
+BAND_GUARANTEES = ("band", "band-risk")
 
 _KINDS = ("int", "float", "bool", "str", "choice", "mapping")
 
@@ -502,12 +509,17 @@ class MaskFamily(SetFamily):
     def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
         """This case's loss as a step function of λ.
 
+        Two-sided guarantees (``band``, ``band-risk``) are losses of the signed score t
+        (:meth:`signed_map`): the estimator takes their curves from :mod:`segcp.losses`
+        (:func:`segcp.losses.guarantee_loss`), not from here.
         ``guarantee="fnr"``: L(λ) = FNR of C_λ (risk control, E[FNR] ≤ α).
         ``guarantee="quantile"``: L(λ) = 1{coverage of C_λ < τ} (conformal quantile,
         P(coverage ≥ τ) ≥ 1 − α; exact CRC on 0/1 curves is the conformal quantile).
         """
         g = self.check_guarantee(guarantee)
         case = self._case(item)
+        if g in BAND_GUARANTEES:
+            raise SegcpError(f"{g}: a two-sided loss of the signed score; use segcp.losses.guarantee_loss({g!r}).curve(signed_map, truth)")
         if isinstance(item, Prepared):
             truth = masked_values(self._state(item), self.truth_of(case))
         else:

@@ -62,7 +62,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 from segcp.cases import Case
-from segcp.methods.base import MaskFamily, Prepared, param, register
+from segcp.methods.base import BAND_GUARANTEES, MaskFamily, Prepared, param, register
 
 __all__ = ["MorphMethod", "STRUCTURING_ELEMENTS", "EMPTY_PREDICTION_RULES", "structuring_element"]
 
@@ -193,6 +193,7 @@ class MorphMethod(MaskFamily):
             return np.full(case.probs.shape, np.inf)
         return self._distance(seed, case.spacing)
 
+    guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile", *BAND_GUARANTEES)
     two_sided: ClassVar[bool] = True
 
     def signed_map(self, case: Case) -> NDArray[np.float64]:

@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.cases import Case, slice_axis
-from segcp.methods.base import MaskFamily, param
+from segcp.methods.base import BAND_GUARANTEES, MaskFamily, param
 
 __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
 
@@ -149,6 +149,7 @@ class ProbabilityFamily(MaskFamily):
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
     lambda_is_threshold: ClassVar[bool] = True
+    guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile", *BAND_GUARANTEES)
     two_sided: ClassVar[bool] = True
     band_lambda_max: ClassVar[float] = 0.5
 
