@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from segcp.calibration.intervals import fit_interval
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "VOLUME_SCORE",
     "interval_inputs",
     "mask_volume",
+    "volume_record",
     "probability_volume",
     "sampled_volumes",
     "voxel_volume",
@@ -177,6 +180,23 @@ def interval_inputs(estimates: Sequence[VolumeEstimate], score: str = VOLUME_SCO
     if score == "cqr":
         return {"lower": col["lower"], "upper": col["upper"]}
     raise SegcpError(f"unknown volume interval score {score!r}; choose one of abs, scaled, cqr")
+
+
+def volume_record(volumes: Sequence[tuple[float, VolumeEstimate]], alphas: Sequence[float], score: str = VOLUME_SCORE) -> dict[str, Any]:
+    """The direct volume interval of a structure fitted on n calibration cases' (true volume,
+    estimate) at each α: ``{"score", "unit", "n", "q", "statement"}`` (``q``/``statement`` one per α,
+    a bare value for one α) — calib.json's ``volume`` field of two-sided sets
+    (:func:`segcp.record.read_volume`); the interval of a new case is
+    ``IntervalFit(score, α, n, q).bounds(**interval_inputs([estimate], score))``."""
+    truth = np.array([v for v, _ in volumes], dtype=np.float64)
+    inputs = interval_inputs([e for _, e in volumes], score)
+    fits = [fit_interval(truth, alpha=a, score=score, **inputs) for a in alphas]
+    units = {e.unit for _, e in volumes}
+    if len(units) != 1:
+        raise SegcpError(f"volume intervals: the calibration cases mix units ({', '.join(sorted(units))}): some have a spacing, some not")
+    one = len(fits) == 1
+    return {"score": score, "unit": units.pop(), "n": len(volumes), "q": fits[0].q if one else [f.q for f in fits],
+            "statement": fits[0].guarantee if one else [f.guarantee for f in fits]}
 
 
 def band_volumes(inner: ArrayLike, outer: ArrayLike, spacing: float | Sequence[float] | None = None) -> tuple[float, float]:

@@ -8,9 +8,7 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
-from segcp.calibration import check_calibration_size, fit_interval
+from segcp.calibration import check_calibration_size
 from segcp.calibration.compact import GRID_SIZE
 from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
 from segcp.errors import SegcpError
@@ -22,7 +20,7 @@ from segcp.methods import SetFamily
 from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import job_record
-from segcp.volumes import VOLUME_SCORE, VolumeEstimate, interval_inputs, mask_volume, probability_volume
+from segcp.volumes import VolumeEstimate, mask_volume, probability_volume, volume_record
 
 __all__ = ["calibrate_dir"]
 
@@ -41,20 +39,6 @@ def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves
             if plan.guarantee in BAND_GUARANTEES:
                 volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
     return [b.result() for b in batches], present, volumes
-
-
-def volume_record(volumes: list[tuple[float, VolumeEstimate]], alphas: list[float], score: str = VOLUME_SCORE) -> dict[str, Any]:
-    """calib.json's ``volume`` field of two-sided sets: the direct split-conformal volume interval fitted
-    on the calibration cases' (true volume, estimate) at each α (:func:`segcp.record.read_volume`)."""
-    truth = np.array([v for v, _ in volumes])
-    inputs = interval_inputs([e for _, e in volumes], score)
-    fits = [fit_interval(truth, alpha=a, score=score, **inputs) for a in alphas]
-    units = {e.unit for _, e in volumes}
-    if len(units) > 1:
-        raise SegcpError(f"volume intervals: the calibration cases mix units ({', '.join(sorted(units))}): some have a spacing, some not")
-    one = len(alphas) == 1
-    return {"score": score, "unit": units.pop(), "n": len(volumes), "q": fits[0].q if one else [f.q for f in fits],
-            "statement": fits[0].guarantee if one else [f.guarantee for f in fits]}
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
@@ -140,7 +124,7 @@ def calibrate_dir(
         accs[k] = []
         rec = est.to_dict()
         if plan.guarantee in BAND_GUARANTEES:
-            rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(est.lambdas_))
+            rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(est.lambdas_))  # calib.json's "volume"
         fitted.append((job.structures[k] if job.structures else None, rec, present[k]))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
