@@ -151,7 +151,7 @@ def model_pool(folder: Path, structure: str, root: Path | None = None) -> Pool:
     for ident in man["ids"]:
         with np.load(folder / f"{ident}.npz") as z:
             probs = z[f"probs_{structure}"]
-            draws.append(z[f"draws_{structure}"] if f"draws_{structure}" in z else None)
+            draws.append(z.get(f"draws_{structure}", None))
         mask = task.load(ident).mask
         mask = (mask == label) if mask.dtype != bool else mask
         cases.append(Case(ident, probs, mask=mask, spacing=spacing))
@@ -343,14 +343,14 @@ def band_rows(pool: Pool, family_label: str, family: MaskFamily, sc: Scores, spl
         c = np.asarray(cover)
         key = (scheme, tau, alpha)
         rows.append({"pool": pool.name, "family": family_label, "loss": "band", "scheme": scheme, "tau": tau, "alpha": alpha,
-                     "splits": int(c.size), "n_cal": int(len(splits[0][0])), "coverage": float(c.mean()), "se": _se(c),
+                     "splits": int(c.size), "n_cal": len(splits[0][0]), "coverage": float(c.mean()), "se": _se(c),
                      "valid": bool(c.mean() >= 1 - alpha - 3 * _se(c)), "infeasible": int(np.isnan(lams[:, 0]).sum()),
                      "lambda_out": float(np.nanmean(lams[:, 0])), "lambda_in": float(np.nanmean(lams[:, 1])),
                      "width": avg(key, 0), "inner_fraction": avg(key, 1), "outer_fraction": avg(key, 2), "sweep_only": alpha not in alphas})
     for alpha in feasible:
         m = np.array([float(sc.risk.evaluate(lam)[test].mean()) for lam, (_, test) in zip(risk_lams[alpha], splits)])
         rows.append({"pool": pool.name, "family": family_label, "loss": "band-risk", "scheme": "shared", "tau": math.nan, "alpha": alpha,
-                     "splits": len(splits), "n_cal": int(len(splits[0][0])), "risk": float(m.mean()), "se": _se(m),
+                     "splits": len(splits), "n_cal": len(splits[0][0]), "risk": float(m.mean()), "se": _se(m),
                      "valid": bool(m.mean() <= alpha + 3 * _se(m)), "lambda_out": float(np.mean(risk_lams[alpha])),
                      "width": avg(("risk", alpha), 0), "inner_fraction": avg(("risk", alpha), 1), "outer_fraction": avg(("risk", alpha), 2),
                      "sweep_only": False})
@@ -428,7 +428,7 @@ def volume_rows(pool: Pool, splits: Sequence[tuple[np.ndarray, np.ndarray]], alp
     v = volume_inputs(pool)
     u = np.array([volume_unit(c.probs.ndim, c.spacing)[0] for c in pool.cases])
     rows = []
-    n_cal = int(len(splits[0][0]))
+    n_cal = len(splits[0][0])
     for alpha in [a for a in alphas if n_cal >= min_calibration_size(a)]:
         for name, spec in direct_candidates(v, u).items():
             covered, widths = [], []
@@ -440,7 +440,7 @@ def volume_rows(pool: Pool, splits: Sequence[tuple[np.ndarray, np.ndarray]], alp
                 covered.append(float(np.mean((v.truth[test] >= lo) & (v.truth[test] <= hi))))
                 widths.append(hi - lo)
             rows.append(_interval_row(pool, name, "-", alpha, covered, widths, v.unit, n_cal))
-        for label, (sc, aux) in (band or {}).items():
+        for label, (_sc, aux) in (band or {}).items():
             for name, key in (("band: [vol(I), vol(O)], I in Y in O", ("shared", 1.0, alpha)),
                               ("band-volume: [vol(I), vol(O)] calibrated on the volume", ("volume", alpha))):
                 if key not in aux["sizes"]:
@@ -523,7 +523,7 @@ def run_pool(pool: Pool, families: Sequence[tuple[str, str, dict[str, Any]]], ar
     t0 = time.perf_counter()
     splits = splits_of(pool.groups, n_cal, args.splits, args.seed)
     out: dict[str, Any] = {"pool": pool.name, "note": pool.note, "n_cases": len(pool.cases), "n_groups": len(set(pool.groups)),
-                           "n_empty": int(sum(not c.mask.any() for c in pool.cases)), "unit": pool.unit, "n_cal": int(len(splits[0][0])),
+                           "n_empty": int(sum(not c.mask.any() for c in pool.cases)), "unit": pool.unit, "n_cal": len(splits[0][0]),
                            "band": [], "volumes": [], "ef": []}
     band: dict[str, tuple[Scores, dict[str, Any]]] = {}
     fams: dict[str, MaskFamily] = {}

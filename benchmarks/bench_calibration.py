@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         transient=True,
     ) as progress:
         task = progress.add_task("segcp calibration", total=R * (len(alphas) + 1))
-        for r in range(R):
+        for _r in range(R):
             for a in alphas:
                 with PeakRSS() as mem:
                     t = time.perf_counter()
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         transient=True,
     ) as progress:
         rep = progress.add_task("MAPIE calibration (repeats)", total=R)
-        for r in range(R):
+        for _r in range(R):
             ctl = mapie_controller(alphas)
             with PeakRSS() as mem:
                 t = time.perf_counter()

@@ -44,8 +44,8 @@ from segcp import Case, ConformalSegmenter
 from segcp.segsets.consign import consign_score, decompose, draw, thin_svd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consign_reference import ReferenceOptions, reference_calibrate  # noqa: E402
-from consign_toy import make_toy_cases  # noqa: E402
+from consign_reference import ReferenceOptions, reference_calibrate
+from consign_toy import make_toy_cases
 
 
 def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=False):

@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from bench_speed import _load, _read_only, _timed, _versions
 
 HERE = Path(__file__).resolve().parent

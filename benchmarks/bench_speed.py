@@ -72,6 +72,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -84,7 +85,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from read_only import read_only as _read_only
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,10 +111,8 @@ def _data_root() -> Path:
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "numpy": np.__version__}
     for m in ("torch", "transformers", "onnxruntime", "onnx"):
-        try:
+        with contextlib.suppress(ImportError):
             out[m] = str(__import__(m).__version__)
-        except ImportError:
-            pass
     return out
 
 

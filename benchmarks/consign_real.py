@@ -40,10 +40,10 @@ from segcp.cases import check_label_map, check_samples
 from segcp.compare import load_groups
 from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
-from segcp.parallel import open_executor
 from segcp.io import index_folder, read_array
 from segcp.methods import SegmentationSetFamily, get_method
 from segcp.metrics.diversity import chao1, mean_abs_correlation, sampled_coverage
+from segcp.parallel import open_executor
 
 METHODS: dict[str, dict[str, Any]] = {
     "CONSIGN K=2": {"method": "consign", "K": 2, "box": "paper"},

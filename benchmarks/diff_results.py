@@ -15,6 +15,7 @@ import json
 import math
 import sys
 from collections import Counter
+from pathlib import Path
 
 SKIP = {"commit", "started", "machine", "command", "cache", "features", "timings", "cpu", "seconds", "jobs", "executor", "workers",
         "config", "config_path", "schema_version", "segcp_version", "seconds_per_image", "draw_cpu_seconds_per_image", "data"}
@@ -66,7 +67,7 @@ def compare_keyed(name, old_rows, new_rows, keys):
 
 
 def main():
-    old, new = (json.load(open(p)) for p in sys.argv[1:3])
+    old, new = (json.loads(Path(p).read_text()) for p in sys.argv[1:3])
     if "tasks" in old:  # a benchmark (or demo) report
         for to, tn in zip(old["tasks"], new["tasks"]):
             for key, ident in (("records", ("task", "method", "n_cal", "alpha", "split")), ("model", ("task", "method", "n_cal", "split")),

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["EPS", "polarization", "polarization_of_dir", "main"]
+__all__ = ["EPS", "main", "polarization", "polarization_of_dir"]
 
 #: "Near 0 / near 1" threshold of the summary fractions.
 EPS = 1e-3
@@ -154,7 +154,7 @@ def plot(results: dict[str, dict[str, tuple[dict[str, float], NDArray[np.float64
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.4 * len(tasks), 7.0), squeeze=False)
     centres = 0.5 * (LOG_BINS[1:] + LOG_BINS[:-1])
     for col, task in enumerate(tasks):
-        for row, (what, key) in enumerate((("all pixels", "polarized"), ("ground-truth pixels", "truth_high"))):
+        for row, (what, _key) in enumerate((("all pixels", "polarized"), ("ground-truth pixels", "truth_high"))):
             ax = axes[row][col]
             for model, (summ, hist) in results[task].items():
                 h = hist[row]

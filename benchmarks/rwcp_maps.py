@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             (view(maps[name][i] <= lams[name]), "Greens", f"{name} set, Dice {dice[name][i]:.2f}"),
         ]
         for ax, (img, cmap, title) in zip(axes[r], panels):
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1 if img.dtype != bool else 1)
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
             ax.contour(view(c.mask), levels=[0.5], colors="r", linewidths=0.8)
             ax.set_title(title, fontsize=8)
             ax.axis("off")

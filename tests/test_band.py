@@ -197,7 +197,7 @@ def test_morph_band_is_iterated_erosion_and_dilation(se, shape):
     el = ndimage.generate_binary_structure(len(shape), 1 if se == "cross" else len(shape))
     t = fam.signed_map(case)
     assert np.array_equal(t <= 0, seed) and np.array_equal(t < 0, seed)
-    for n in range(0, 5):
+    for n in range(5):
         inner, outer = fam.predict_band(case, n)
         want_in = ndimage.binary_erosion(seed, el, iterations=n, border_value=1) if n else seed
         assert np.array_equal(inner, want_in), n

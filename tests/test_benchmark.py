@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from segcp.benchmark import load_config, parse_config, run_benchmark
-from segcp.engine.cache import BenchmarkCache
-from segcp.engine.measure import MaskEvaluator
 from segcp.cli import main
 from segcp.conformal import ConformalSegmenter
+from segcp.engine.cache import BenchmarkCache
+from segcp.engine.measure import MaskEvaluator
 from segcp.engine.splits import random_cal_test_splits
 from segcp.errors import SegcpError
 from segcp.metrics import evaluate_set

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +23,21 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from segcp.cli import main  # noqa: E402
-from segcp.parallel import DaskExecutor, PoolExecutor, open_executor  # noqa: E402
-from segcp.errors import SegcpError  # noqa: E402
-from segcp.io.writers import TMP_PREFIX  # noqa: E402
-from consign_toy import make_toy_cases  # noqa: E402
-from segcp.io.datadir import DataSpec  # noqa: E402
-from segcp.jobs import Job  # noqa: E402
-from segcp.jobs import PREDICT_MANIFEST, calibrate_dir, evaluate_dir, predict_dir  # noqa: E402
-from test_one_stack import FIVE, _write  # noqa: E402
+from consign_toy import make_toy_cases
+from test_one_stack import FIVE, _write
+
+from segcp.cli import main
+from segcp.errors import SegcpError
+from segcp.io.datadir import DataSpec
+from segcp.io.writers import TMP_PREFIX
+from segcp.jobs import (
+    PREDICT_MANIFEST,
+    Job,
+    calibrate_dir,
+    evaluate_dir,
+    predict_dir,
+)
+from segcp.parallel import DaskExecutor, PoolExecutor, open_executor
 
 LIMIT_S = 180
 PARAMS = {

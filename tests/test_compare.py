@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from segcp.cli import main
-from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
 from segcp.conformal import ConformalSegmenter
 from segcp.engine.splits import random_cal_test_splits
 from segcp.methods import Case
+from segcp.specs import parse_spec as _parse_spec
 from segcp.synthetic import make_phantoms
 
 
@@ -30,7 +30,7 @@ def test_run_comparison_structure(phantoms):
     assert res["n_splits"] == 3 and res["n_images"] == 60 and len(res["splits"]) == 2 * 2 * 3
     rows = {(r["method"], r["alpha"]): r for r in res["summary"]}
     assert set(rows) == {("CRC", 0.2), ("CRC", 0.1), ("Consema", 0.2), ("Consema", 0.1)}
-    for (m, a), r in rows.items():
+    for (m, _a), r in rows.items():
         assert r["splits"] == 3 and 0 <= r["coverage"] <= 1
         assert ("dice_win" in r) == (m == "Consema")
     # Every split keeps whole groups on one side and has n_cal calibration images: the records are

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from consign_toy import make_toy_cases
 
 from segcp import Case, ConformalSegmenter
 from segcp.calibration import LossCurves, conformal_quantile, crc_lambda, zero_one_curve
@@ -47,7 +48,6 @@ from segcp.segsets.consign import (
     latin_hypercube,
     thin_svd,
 )
-from consign_toy import make_toy_cases
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
 if str(BENCHMARKS) not in sys.path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from consign_toy import make_toy_cases
 
 from segcp import Case, ConformalSegmenter
 from segcp.cli import main
@@ -33,7 +34,6 @@ from segcp.segsets.consign import (
     is_member,
     thin_svd,
 )
-from consign_toy import make_toy_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "consign_normalized_e6d4653.json"

@@ -18,13 +18,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from segcp import Case, ConformalSegmenter
 from segcp.harness.datasets.acdc import read_acdc_slice, scan_acdc
-from segcp.io import read_array
 from segcp.harness.models.infer import infer_to_dir
 from segcp.harness.models.train import TrainConfig, train_datadir
+from segcp.io import read_array
 from segcp.segsets.agreement import agreement
 from segcp.segsets.consign import consign_score, decompose, is_member
-from segcp import Case, ConformalSegmenter
 
 BETA = 0.97
 GRID = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]

@@ -15,7 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
+from segcp.engine.splits import random_cal_test_splits, split_groups, split_ids
+from segcp.errors import SegcpError
 from segcp.harness.datasets import acdc, busi
+from segcp.harness.datasets.hashes import _as_gray_float, _resize_lanczos, hamming_distances, near_duplicate_groups, phash, union_find
 from segcp.harness.datasets.preprocess import (
     Preprocessing,
     center_crop_or_pad,
@@ -26,10 +29,7 @@ from segcp.harness.datasets.preprocess import (
     resize_to_shape,
     restore_to_original,
 )
-from segcp.engine.splits import random_cal_test_splits, split_groups, split_ids
-from segcp.harness.datasets.hashes import _as_gray_float, _resize_lanczos, hamming_distances, near_duplicate_groups, phash, union_find
 from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, available_tasks, export_task, resolve_data_root
-from segcp.errors import SegcpError
 from segcp.io.datadir import DataDir
 from segcp.io.readers import read_array
 
@@ -87,7 +87,7 @@ def test_acdc_real_files(acdc_dir: Path) -> None:
         assert image.dtype == np.float32 and label.dtype == np.uint8
         assert image.shape == label.shape and image.ndim == 2
         assert 154 <= image.shape[0] <= 512 and 154 <= image.shape[1] <= 428
-        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert image.min() >= 0.0 and image.max() <= 1.0
         assert set(np.unique(label).tolist()) <= {0, 1, 2, 3}
     img, lab = acdc.read_acdc_h5(acdc_dir / "data" / "patient003_frame01_slice_5.h5")
     assert img.shape == lab.shape and img.dtype == np.float32
@@ -430,7 +430,7 @@ def test_preprocess_steps_and_restore() -> None:
     cfg = Preprocessing(intensity="percentile", size=(64, 64))
     out = preprocess(img, mask, None, cfg)
     assert out.image.dtype == np.float32 and out.image.shape == (64, 64)
-    assert 0.0 <= out.image.min() and out.image.max() <= 255.0
+    assert out.image.min() >= 0.0 and out.image.max() <= 255.0
     step = out.record["steps"][0]
     assert step["kind"] == "percentile" and step["high"] < 1e3  # the outlier was clipped
     assert preprocess(img, config=Preprocessing(intensity="percentile")).image.max() == pytest.approx(255.0)
@@ -442,7 +442,7 @@ def test_preprocess_steps_and_restore() -> None:
     agree = ((back >= 0.5) == (mask == 3)).mean()
     assert agree > 0.99
     stack = restore_to_original(np.stack([out.image / 255, 1 - out.image / 255]), rec)
-    assert stack.shape == (2, 50, 70) and 0 <= stack.min() and stack.max() <= 1
+    assert stack.shape == (2, 50, 70) and stack.min() >= 0 and stack.max() <= 1
 
     crop = preprocess(img, mask, (1.0, 1.0), Preprocessing(size=(40, 90), size_mode="crop", target_spacing=(0.5, 0.5)))
     assert crop.image.shape == (40, 90) and crop.record["steps"][0]["to_shape"] == [100, 140]

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segcp.encoders import FeatureCache, get_encoder
-from segcp.encoders import onnxrt
+from segcp.encoders import FeatureCache, get_encoder, onnxrt
 from segcp.encoders.convert import ONNX_SHA256
 from segcp.encoders.preprocess import antialias_taps, normalise, resize_bilinear_antialias
 from segcp.errors import SegcpError

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import ok
 
 from segcp.cli import main
-from test_cli import ok
 from segcp.errors import SegcpError
 from segcp.io import DataDir, Format, Geometry, format_of, read_array, read_geometry, read_probabilities, register, split_ext, suffixes
 from segcp.io.formats import formats, unregister

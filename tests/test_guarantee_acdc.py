@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from standin_probs import fixed_score  # the model-free score (benchmarks/)
 
 from segcp.calibration import LossCurves, crc_lambda
-from segcp.harness.datasets.tasks import get_task
 from segcp.harness.datasets.acdc import label_areas
+from segcp.harness.datasets.tasks import get_task
 from segcp.methods import Case, ThresholdMethod
-from standin_probs import fixed_score  # the model-free score (benchmarks/)
 
 pytestmark = pytest.mark.data
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from guarantee import split_losses
+from test_guarantee_acdc import fixed_score
+
 from segcp import Case, ConformalSegmenter, LossCurves
 from segcp.calibration.compact import CompactCurves, Grid
 from segcp.engine.splits import random_cal_test_splits
 from segcp.harness.datasets.tasks import get_task
-from test_guarantee_acdc import fixed_score
 
 pytestmark = pytest.mark.data
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage, special
-
 from guarantee import split_losses
+from scipy import ndimage, special
+from test_guarantee_acdc import fixed_score
+
 from segcp import Case, ConformalSegmenter
 from segcp.harness.datasets.tasks import get_task
-from test_guarantee_acdc import fixed_score
 
 pytestmark = pytest.mark.data
 

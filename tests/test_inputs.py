@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_faults import fails, ok
 
 

@@ -140,7 +140,7 @@ def test_inference_layout_on_original_grid(tmp_path, models, binary_dir):
     assert not (out / "samples").exists()
     for i in ids:
         p = np.load(out / "probs" / f"{i}.npy")
-        assert p.shape == SHAPE and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
+        assert p.shape == SHAPE and p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1
         assert np.array_equal(np.load(out / "images" / f"{i}.npy"), np.load(binary_dir / "images" / f"{i}.npy"))
     assert json.loads((out / INFER_MANIFEST).read_text())["dice"]["n"] == len(ids)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
@@ -158,9 +158,10 @@ def test_inference_is_batched_and_deterministic(tmp_path, models, binary_dir):
 
 
 def test_mc_dropout_samples_are_seeded(tmp_path, models, binary_dir):
-    run = lambda name, seed: infer_to_dir(
-        [models["drop"]], tmp_path / name, data=binary_dir, samples=5, seed=seed, batch_size=4, show_progress=False
-    )
+    def run(name, seed):
+        return infer_to_dir(
+            [models["drop"]], tmp_path / name, data=binary_dir, samples=5, seed=seed, batch_size=4, show_progress=False
+        )
     man = run("a", 7)
     run("b", 7)
     run("c", 8)

@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from segcp.cli import main
-from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.harness.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
 from segcp.harness.models.losses import dice_ce_loss, soft_dice
 from segcp.harness.models.train import TrainConfig, load_checkpoint, save_checkpoint, train_datadir
@@ -137,7 +137,7 @@ def test_volume_inference_round_trip_on_the_input_grid(tmp_path, vol_models, vol
         for key in ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "xyzt_units", "dim_info"):
             assert np.array_equal(out.header[key], src.header[key]), key
         p = np.asanyarray(out.dataobj)
-        assert 0 <= p.min() and p.max() <= 1
+        assert p.min() >= 0 and p.max() <= 1
         # the same as running the 2D model on each slice along the volume's coarse axis
         axis = man["volumes"]["slice_axis"][ident]
         image = np.asanyarray(src.dataobj)
@@ -256,7 +256,7 @@ def test_cli_infer_and_train_on_volumes(tmp_path, vol_dir, vol_models, capsys):
 # ---------------------------------------------------------------------- Dice + CE loss
 def _hand_dice_ce(logits: np.ndarray, target: np.ndarray, smooth: float = 1e-5):
     """nnU-Net's DC_and_CE_loss (batch Dice, no background, smooth 1e-5), value and d/dlogits, in numpy."""
-    b, c = logits.shape[:2]
+    _b, c = logits.shape[:2]
     z = logits - logits.max(1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     y = np.stack([(target == k) for k in range(c)], 1).astype(np.float64)

@@ -13,9 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_faults import fails, ok
 
 from segcp.io.readers import read_array
-from test_faults import fails, ok
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
 CASES = sorted(p.name[: -len(".nii.gz")] for p in (FIXTURE / "raw" / "labelsTr").glob("*.nii.gz"))

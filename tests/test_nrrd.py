@@ -12,11 +12,12 @@ import pytest
 
 nrrd = pytest.importorskip("nrrd")
 
-from segcp.cli import main  # noqa: E402
-from test_cli import ok  # noqa: E402
-from segcp.errors import SegcpError  # noqa: E402
-from segcp.io import DataDir, read_array, read_geometry  # noqa: E402
-from segcp.methods import get_method  # noqa: E402
+from test_cli import ok
+
+from segcp.cli import main
+from segcp.errors import SegcpError
+from segcp.io import DataDir, read_array, read_geometry
+from segcp.methods import get_method
 
 #: An oblique, anisotropic grid in Slicer's LPS frame: the columns are not the axes.
 DIRECTIONS = np.array([[0.0, 0.8, 0.1], [-0.9, 0.0, 0.0], [0.0, -0.05, 2.5]])
@@ -58,7 +59,7 @@ def test_read_gives_the_array_spacing_and_geometry_pynrrd_gives(tmp_path):
     f = tmp_path / "p.nrrd"
     nrrd.write(str(f), probs, HEADER)
     arr, spacing = read_array(f)
-    data, header = nrrd.read(str(f))
+    data, _header = nrrd.read(str(f))
     assert np.array_equal(arr, data) and arr.shape == (9, 8, 6)
     assert spacing == pytest.approx(tuple(np.linalg.norm(DIRECTIONS, axis=1)))
     g = read_geometry(f)

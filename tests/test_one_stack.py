@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from consign_toy import make_toy_cases
 
 import segcp.conformal as conformal_mod
 from segcp import Case, ConformalSegmenter, LossCurves, available_methods, get_method
@@ -14,7 +15,6 @@ from segcp.cli import main
 from segcp.errors import SegcpError
 from segcp.io import to_jsonable
 from segcp.methods import MaskFamily, SegmentationSet, SegmentationSetFamily
-from consign_toy import make_toy_cases
 
 FIVE = ("threshold", "morph", "rwcp", "consign", "aps")
 OPTIONS = {

@@ -24,7 +24,7 @@ N, SHAPE = 12, (20, 24)
 def _masks() -> list[np.ndarray]:
     rng = np.random.default_rng(7)
     out = []
-    for i in range(N):
+    for _i in range(N):
         m = np.zeros(SHAPE, bool)
         r, c = rng.integers(2, 10, 2)
         m[r : r + 8, c : c + 10] = True

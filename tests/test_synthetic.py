@@ -27,8 +27,8 @@ def test_shapes_dtypes_ranges(cases200: list[PhantomCase]) -> None:
         assert isinstance(c, PhantomCase)
         assert c.image.shape == c.label.shape == c.probs.shape == (128, 128)
         assert c.image.dtype == np.float32 and c.probs.dtype == np.float32 and c.label.dtype == np.uint8
-        assert np.isfinite(c.image).all() and 0.0 <= c.image.min() and c.image.max() <= 1.0
-        assert np.isfinite(c.probs).all() and 0.0 <= c.probs.min() and c.probs.max() <= 1.0
+        assert np.isfinite(c.image).all() and c.image.min() >= 0.0 and c.image.max() <= 1.0
+        assert np.isfinite(c.probs).all() and c.probs.min() >= 0.0 and c.probs.max() <= 1.0
         assert set(np.unique(c.label).tolist()) <= {0, 1, 2, 3}
         assert len(c.spacing) == 2 and all(isinstance(v, float) and 1.2 <= v <= 1.8 for v in c.spacing)
     assert len({c.id for c in cases200}) == 200

@@ -8,23 +8,22 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cli import make_dir
 
 from segcp.calibration import LossCurves, crc_lambda, fnr_curve
 from segcp.cli import main
-from segcp.specs import parse_spec as _parse_spec
 from segcp.compare import MethodSpec, run_comparison
 from segcp.conformal import ConformalSegmenter
 from segcp.engine.measure import MaskEvaluator, criterion_value
 from segcp.engine.run import Engine
 from segcp.engine.select import select as _engine_select
+from segcp.engine.splits import group_folds, split_fraction
 from segcp.errors import SegcpError
 from segcp.methods import Case
-from segcp.synthetic import make_phantoms
-from segcp.engine.splits import group_folds, split_fraction
 from segcp.specs import TunedSpec, expand_grid
+from segcp.specs import parse_spec as _parse_spec
+from segcp.synthetic import make_phantoms
 from segcp.tuning import tune
-
-from test_cli import make_dir
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +147,7 @@ def test_comparison_tunes_on_calibration_images_only(phantoms, monkeypatch):
         assert ids == {cases[i].id for i in cal}
     rows = [r for r in res["splits"] if r["method"] == "morph tuned"]
     assert all(r["chosen"] in ("se=cross", "se=square") and len(r["cv"]) == 2 for r in rows)
-    summ = [r for r in res["summary"] if r["method"] == "morph tuned"][0]
+    summ = next(r for r in res["summary"] if r["method"] == "morph tuned")
     assert sum(summ["chosen"].values()) == 4
     assert res["methods"][1]["tuned"] is True
 

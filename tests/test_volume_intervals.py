@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from test_band import candidates_of, probes_of, scanned_score, signed_case
 
 from segcp.calibration import INTERVAL_SCORES, fit_interval, interval_bounds, interval_scores
@@ -32,8 +31,8 @@ from segcp.volumes import (
     mask_volume,
     probability_volume,
     sampled_volumes,
-    voxel_volume,
     volume_unit,
+    voxel_volume,
 )
 
 
@@ -179,7 +178,7 @@ def test_ejection_fraction_and_its_spread():
        frac=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
 def test_band_volume_score_is_the_scanned_smallest_lambda(seed, shape, ties, inf, frac):
     t, _ = signed_case(seed, shape, ties, inf, 0.3)
-    count = int(round(frac * t.size))
+    count = round(frac * t.size)
     v = candidates_of(t)
     probes = probes_of(v)
     ok = np.array([np.count_nonzero(t < -lam) <= count <= np.count_nonzero(t <= lam) for lam in probes])

@@ -13,7 +13,10 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+from test_data import one_line_error as one_line
 
+from segcp.cases import slice_axis
+from segcp.errors import SegcpError
 from segcp.harness.datasets import acdc, la2018
 from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
 from segcp.harness.datasets.volumes import (
@@ -22,12 +25,8 @@ from segcp.harness.datasets.volumes import (
     volume_slices,
     write_nifti,
 )
-from segcp.cases import slice_axis
-from segcp.errors import SegcpError
 from segcp.io import read_geometry, write_on_grid
 from segcp.io.readers import read_array
-from test_data import one_line_error as one_line
-
 
 
 # ------------------------------------------------------------------ slice axis, stacking

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from segcp.calibration import CRCResult, LossCurves, check_alpha, check_calibration_size, crc_lambda
 from segcp.calibration.compact import CURVE_FORMS, GRID_SIZE, CompactCurves, CurveAccumulator, Grid, compact_crc_lambda, default_grid
@@ -291,7 +290,7 @@ class ConformalSegmenter:
         result is one :class:`~segcp.calibration.compact.CompactCurves`. :meth:`merge` merges
         batches of either form.
         """
-        bound, _, _, _ = self.curve_plan()
+        _bound, _, _, _ = self.curve_plan()
         return self._map(cases, y)[0]
 
     def _executor(self) -> Executor:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ class TunedSpec:
         }
 
 
-def expand_grid(base: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def expand_grid(base: dict[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Cartesian product of ``grid`` values on top of ``base`` params (grid order kept)."""
     keys = list(grid)
     return [base | dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]

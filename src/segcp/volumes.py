@@ -36,20 +36,20 @@ from segcp.calibration.intervals import fit_interval
 from segcp.errors import SegcpError
 
 __all__ = [
+    "VOLUME_SCORE",
     "VolumeEstimate",
     "band_volume_score",
     "band_volumes",
     "ejection_fraction",
     "ejection_fraction_bounds",
     "ejection_fraction_spread",
-    "VOLUME_SCORE",
     "interval_inputs",
     "mask_volume",
-    "volume_record",
     "probability_volume",
     "sampled_volumes",
-    "voxel_volume",
+    "volume_record",
     "volume_unit",
+    "voxel_volume",
 ]
 
 

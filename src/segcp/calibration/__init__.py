@@ -14,18 +14,18 @@ from segcp.calibration.crc import (
     crc_lambda,
     min_calibration_size,
 )
+from segcp.calibration.curves import (
+    LossCurves,
+    coverage_quantile_score,
+    fnr_curve,
+    zero_one_curve,
+)
 from segcp.calibration.intervals import (
     INTERVAL_SCORES,
     IntervalFit,
     fit_interval,
     interval_bounds,
     interval_scores,
-)
-from segcp.calibration.curves import (
-    LossCurves,
-    coverage_quantile_score,
-    fnr_curve,
-    zero_one_curve,
 )
 from segcp.calibration.ltt import (
     LTTResult,
@@ -46,11 +46,11 @@ from segcp.calibration.monitor import (
 
 __all__ = [
     "BAND_SCHEMES",
+    "INTERVAL_SCORES",
     "TOL",
     "BandLambdas",
-    "INTERVAL_SCORES",
-    "IntervalFit",
     "CRCResult",
+    "IntervalFit",
     "LTTResult",
     "LossCurves",
     "MultiLTTResult",

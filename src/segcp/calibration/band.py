@@ -133,7 +133,7 @@ def band_lambdas(
         raise SegcpError(f"unknown band scheme {scheme!r}; choose one of {', '.join(BAND_SCHEMES)}")
     if not 0.0 < split < 1.0:
         raise SegcpError(f"band calibration: split must be in (0, 1), got {split!r}")
-    k = int(round(split * n))
+    k = round(split * n)
     check_calibration_size(n - k, a)
     if k < 1:
         raise SegcpError(f"band calibration: split={split:g} of {n} cases leaves none to set the scales")

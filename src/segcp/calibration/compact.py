@@ -401,7 +401,7 @@ class CurveAccumulator:
         if part.grid != self.grid:
             raise SegcpError(f"compact curves: cannot merge curves on different grids ({self.grid} and {part.grid})")
         if self._dense is None:
-            self._dense = np.zeros((2, self.grid.size), np.int64)  # type: ignore[union-attr]
+            self._dense = np.zeros((2, self.grid.size), np.int64)
         self._dense[:, part.bins] += part.drops  # bins are unique within a part
         self._n += part.n
         self._start += part.start

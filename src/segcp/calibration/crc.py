@@ -32,11 +32,11 @@ __all__ = [
     "TOL",
     "CRCResult",
     "check_alpha",
-    "min_calibration_size",
     "check_calibration_size",
+    "conformal_quantile",
     "crc_lambda",
     "first_breakpoint_reaching",
-    "conformal_quantile",
+    "min_calibration_size",
 ]
 
 TOL = 1e-9

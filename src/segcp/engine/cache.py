@@ -101,7 +101,7 @@ class BenchmarkCache:
 
     def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves, float] | None:
         """One image's curve and the CPU seconds its score took (None: not cached)."""
-        return self._get("curves", fkey, ikey, _load_curve, "curves")  # type: ignore[no-any-return]
+        return self._get("curves", fkey, ikey, _load_curve, "curves")
 
     def put_curve(self, fkey: str, ikey: str, curve: LossCurves, seconds: float) -> None:
         if (p := self._put("curves", fkey, ikey)) is not None:
@@ -109,7 +109,7 @@ class BenchmarkCache:
                 np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
 
     def get_map(self, fkey: str, ikey: str) -> NDArray[np.float64] | None:
-        return self._get("maps", fkey, ikey, _load_map, "maps")  # type: ignore[no-any-return]
+        return self._get("maps", fkey, ikey, _load_map, "maps")
 
     def put_map(self, fkey: str, ikey: str, scores: NDArray[np.float64]) -> None:
         if (p := self._put("maps", fkey, ikey)) is not None:
@@ -117,7 +117,7 @@ class BenchmarkCache:
 
     def get_record(self, fkey: str, rkey: str, what: str = "records") -> dict[str, Any] | None:
         """A split record (``what`` names the counter: records, validity, model)."""
-        return self._get("records", fkey, rkey, _load_record, what)  # type: ignore[no-any-return]
+        return self._get("records", fkey, rkey, _load_record, what)
 
     def put_record(self, fkey: str, rkey: str, rec: dict[str, Any]) -> None:
         if (p := self._put("records", fkey, rkey)) is not None:

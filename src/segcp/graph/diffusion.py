@@ -37,7 +37,7 @@ from segcp.graph.knn import NeighbourGraph
 
 __all__ = ["BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "effective_beta", "transition_matrix"]
 
-from segcp.graph.options import BETA_SCALES, SYMMETRIZE  # noqa: E402  (re-exported)
+from segcp.graph.options import BETA_SCALES, SYMMETRIZE
 
 
 def effective_beta(graph: NeighbourGraph, beta: float, beta_scale: str = "absolute") -> float:

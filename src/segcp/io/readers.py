@@ -30,7 +30,7 @@ def check_regular_file(path: Path) -> None:
     a link to nothing or a link loop, a folder, a FIFO, socket or device (``--calib /dev/zero``:
     never read, a FIFO would block)."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         raise SegcpError(f"{path}: a symbolic link to a missing file" if path.is_symlink() else f"{path}: no such file") from None
     except OSError as exc:

@@ -58,6 +58,7 @@ def __getattr__(name: str) -> Any:  # the loss classes, imported on first use
 
 
 __all__ = [
+    "SCORES",
     "BandLoss",
     "BandRiskLoss",
     "FDRLoss",
@@ -66,7 +67,6 @@ __all__ = [
     "Loss",
     "QuantileLoss",
     "Registry",
-    "SCORES",
     "available_losses",
     "covers",
     "get_loss",

@@ -52,8 +52,8 @@ def __getattr__(name: str) -> Any:  # the family classes, imported on first use
 
 
 __all__ = [
-    "APSMethod",
     "GUARANTEES",
+    "APSMethod",
     "Case",
     "ConsignMethod",
     "MaskFamily",

@@ -22,7 +22,7 @@ from segcp.errors import SegcpError
 from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
 from segcp.segsets.aps import APS_MODES, aps_draw, aps_score
 
-__all__ = ["APSMethod", "SOURCES"]
+__all__ = ["SOURCES", "APSMethod"]
 
 #: Where the class probabilities come from: the mean of samples/ when it exists (``auto``).
 SOURCES = ("auto", "samples", "probs")

@@ -49,15 +49,15 @@ from segcp.errors import SegcpError
 __all__ = [
     "BAND_GUARANTEES",
     "GUARANTEES",
-    "band_sets",
-    "MaskFamily",
     "NOT_GIVEN",
+    "MaskFamily",
     "Param",
     "Prepared",
     "SegmentationSet",
     "SegmentationSetFamily",
     "SetFamily",
     "available_methods",
+    "band_sets",
     "family_class",
     "get_method",
     "param",
@@ -212,7 +212,7 @@ class Param:
         if kind == "int":
             if num != round(num):
                 raise SegcpError(f"{family}: {name} must be an integer, got {value!r}")
-            out: Any = int(round(num))
+            out: Any = round(num)
         else:
             out = num
         if self.low is not None and (out < self.low or (self.low_open and out == self.low)):
@@ -310,7 +310,7 @@ class SetFamily(ABC):
         """This family with its run-time thread count set to ``threads`` when it has one and the
         user left it unset (a worker process of N on N cores); else itself. Never changes a set."""
         decl = self.declared().get("threads")
-        if decl is None or not decl.runtime or getattr(self, "threads") is not None:
+        if decl is None or not decl.runtime or self.threads is not None:
             return self
         return dataclasses.replace(self, threads=int(threads))
 
@@ -592,7 +592,7 @@ class SegmentationSetFamily(SetFamily):
     @property
     def agreement_level(self) -> float:
         """β: the set contains Y when one of its members' mean per-label recall of Y exceeds β."""
-        return float(getattr(self, "beta"))
+        return float(self.beta)
 
     @abstractmethod
     def score(self, item: Case | Prepared, truth: NDArray[Any] | None = None) -> float:

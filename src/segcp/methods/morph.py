@@ -60,11 +60,11 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.errors import SegcpError
 from segcp.cases import Case
+from segcp.errors import SegcpError
 from segcp.methods.base import BAND_GUARANTEES, MaskFamily, Prepared, param, register
 
-__all__ = ["MorphMethod", "STRUCTURING_ELEMENTS", "EMPTY_PREDICTION_RULES", "structuring_element"]
+__all__ = ["EMPTY_PREDICTION_RULES", "STRUCTURING_ELEMENTS", "MorphMethod", "structuring_element"]
 
 STRUCTURING_ELEMENTS = ("cross", "square", "ball")
 EMPTY_PREDICTION_RULES = ("inf", "argmax")

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from segcp.cases import Case
 from segcp.encoders import (
     NAMED_ENCODERS,
     Encoder,
@@ -70,7 +71,6 @@ from segcp.encoders import (
 )
 from segcp.errors import SegcpError
 from segcp.graph import BETA_SCALES, SYMMETRIZE
-from segcp.cases import Case
 from segcp.methods.base import param, register
 from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
@@ -380,7 +380,7 @@ class RWCPMethod(ProbabilityFamily):
             raise SegcpError("rwcp: the intensity term is 2D only; on a volume use depth=0 (slice by slice) or intensity=0")
         clock = _Clock(timings)
         p = np.asarray(probs, dtype=np.float64)
-        Z, H, W = p.shape
+        _Z, H, W = p.shape
         tokens = self._tokens_joint(feats)  # one centre / SVD basis for the whole volume
         gshape = self.graph_shape((H, W), tokens[0].shape[1:])
         sz, sy, sx = (float(v) for v in spacing)

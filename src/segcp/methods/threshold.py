@@ -52,10 +52,12 @@ class ThresholdMethod(ProbabilityFamily):
     summary: ClassVar[str] = "Standard CRC: threshold the raw probabilities, C = {prob >= 1 - lambda} (normalize: per-image rescaling)"
 
     def foreground(self, case: Case) -> NDArray[np.float64]:
+        assert case.probs is not None  # check_case ran
         return case.probs.astype(np.float64, copy=False)
 
     def truth_scores(self, case: Case) -> NDArray[np.float64]:
         """r at the truth pixels only (the same float64 expression as :meth:`score_map`)."""
         if self.normalize != "none":  # the rescaling needs the whole map
             return super().truth_scores(case)
+        assert case.probs is not None  # check_case ran
         return np.subtract(1.0, masked_values(case.probs, self.truth_of(case)), dtype=np.float64)

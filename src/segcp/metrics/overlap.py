@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from segcp.errors import SegcpError
 
-__all__ = ["fnr", "coverage", "stretch", "dice"]
+__all__ = ["coverage", "dice", "fnr", "stretch"]
 
 
 def as_mask(x: ArrayLike, name: str) -> np.ndarray:

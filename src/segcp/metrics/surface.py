@@ -29,7 +29,7 @@ from scipy import ndimage
 from segcp.errors import SegcpError
 from segcp.metrics.overlap import as_mask, as_mask_pair
 
-__all__ = ["surface", "surface_distances", "hd95", "assd"]
+__all__ = ["assd", "hd95", "surface", "surface_distances"]
 
 Spacing = float | Sequence[float] | None
 

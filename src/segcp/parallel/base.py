@@ -44,7 +44,7 @@ def limit_threads() -> None:
     global _POOL_WORKER
     _POOL_WORKER = True
     with contextlib.suppress(ImportError):  # threadpoolctl ships with scikit-learn
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no type information published
+        from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
 

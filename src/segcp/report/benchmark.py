@@ -271,7 +271,7 @@ class TaskReport:
                 rr, ok = self._sets_records(r.label, a)
 
                 def stat(key: str, digits: int = 3) -> str:
-                    return ms_text(*mean_std([x.get(key) for x in ok]), digits)  # noqa: B023  # used at once
+                    return ms_text(*mean_std([x.get(key) for x in ok]), digits)  # used at once
 
                 v = val.get((r.label, a), {})
                 cov, se = v.get("coverage", math.nan), v.get("coverage_se", math.nan)

@@ -38,22 +38,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.harness.datasets._h5 import check_image, check_label, h5py_module, open_datasets, read_image_label, unreadable
 from segcp.errors import SegcpError
+from segcp.harness.datasets._h5 import check_image, check_label, h5py_module, open_datasets, read_image_label, unreadable
 
 __all__ = [
     "ACDC_LABELS",
     "AcdcKey",
     "AcdcSlice",
     "AcdcVolume",
-    "acdc_volumes",
-    "read_acdc_volume",
-    "parse_acdc_name",
     "acdc_files",
-    "scan_acdc",
+    "acdc_volumes",
+    "label_areas",
+    "parse_acdc_name",
     "read_acdc_h5",
     "read_acdc_slice",
-    "label_areas",
+    "read_acdc_volume",
+    "scan_acdc",
 ]
 
 #: Label values of the ACDC label maps and their meaning.

@@ -24,17 +24,17 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 from segcp.errors import SegcpError
+from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 
 __all__ = [
     "BusiImage",
-    "scan_busi",
+    "busi_groups",
+    "busi_hashes",
     "read_busi_image",
     "read_busi_mask",
     "read_busi_pair",
-    "busi_hashes",
-    "busi_groups",
+    "scan_busi",
 ]
 
 Colour = Literal["error", "luma"]

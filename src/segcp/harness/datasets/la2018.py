@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.harness.datasets._h5 import check_image, check_label, read_image_label
 from segcp.errors import SegcpError
+from segcp.harness.datasets._h5 import check_image, check_label, read_image_label
 
 __all__ = ["LA_FILE", "LA_SPACING", "LaVolume", "read_la2018", "scan_la2018"]
 

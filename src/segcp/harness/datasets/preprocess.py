@@ -42,15 +42,15 @@ from numpy.typing import NDArray
 from segcp.errors import SegcpError
 
 __all__ = [
-    "Preprocessing",
     "Preprocessed",
-    "preprocess",
-    "restore_to_original",
-    "resize_to_shape",
-    "resample_to_spacing",
+    "Preprocessing",
+    "center_crop_or_pad",
     "clip_percentiles",
     "ct_window",
-    "center_crop_or_pad",
+    "preprocess",
+    "resample_to_spacing",
+    "resize_to_shape",
+    "restore_to_original",
 ]
 
 Intensity = Literal["none", "percentile", "ct"]
@@ -114,7 +114,7 @@ class Preprocessing:
         extra = sorted(set(d) - known)
         if extra:
             raise SegcpError(f"preprocessing record: unknown keys {', '.join(extra)}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
 
@@ -183,7 +183,7 @@ def resample_to_spacing(
         raise SegcpError(f"spacing {sp} / target spacing {ts}: need {a.ndim} values for a {a.ndim}D array")
     if any(not math.isfinite(s) or s <= 0 for s in sp + ts):
         raise SegcpError(f"spacing {sp} / target spacing {ts}: must be positive numbers")
-    new_shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(a.shape, sp, ts))
+    new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(a.shape, sp, ts))
     actual = tuple(s * n / m for s, n, m in zip(sp, a.shape, new_shape))
     return resize_to_shape(a, new_shape, order=order), actual
 

@@ -65,24 +65,24 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from segcp.engine.splits import DEFAULT_FRACTIONS, PARTS, Split, split_ids
+from segcp.errors import SegcpError
 from segcp.harness.datasets import acdc as _acdc
 from segcp.harness.datasets import busi as _busi
 from segcp.harness.datasets import la2018 as _la
-from segcp.engine.splits import DEFAULT_FRACTIONS, PARTS, Split, split_ids
 from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE
-from segcp.errors import SegcpError
 
 __all__ = [
-    "TaskSpec",
+    "EXPORT_MANIFEST",
     "TASK_SPECS",
     "Item",
     "Sample",
     "Task",
-    "get_task",
+    "TaskSpec",
     "available_tasks",
-    "resolve_data_root",
     "export_task",
-    "EXPORT_MANIFEST",
+    "get_task",
+    "resolve_data_root",
 ]
 
 Protocol = Literal["rwcp", "all"]
@@ -446,7 +446,8 @@ def export_task(
     if isinstance(split_part, str):
         if split_part not in PARTS:
             raise SegcpError(f"split part {split_part!r}: expected one of {', '.join(PARTS)} or a list of ids")
-        sp = split if split is not None else t.split(seed=seed)
+        sp: Split | None = split if split is not None else t.split(seed=seed)
+        assert sp is not None
         ids = list(sp.part(split_part))
         part_name: str = split_part
     else:

@@ -64,12 +64,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
 from segcp.cases import SLICE_AXIS_RULE
 from segcp.cases import slice_axis as choose_axis
 from segcp.engine.splits import PARTS
-from segcp.harness.datasets.volumes import volume_slices
 from segcp.errors import SegcpError
+from segcp.harness.datasets.preprocess import Preprocessing, preprocess, restore_to_original
+from segcp.harness.datasets.volumes import volume_slices
 from segcp.harness.models.train import load_checkpoint
 from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
 
@@ -230,11 +230,11 @@ class Ensemble:
                 probs_out = np.empty((*probs.shape[:-2], *vol.shape), np.float32)
                 if smp is not None:
                     smp_out = np.empty((*smp.shape[:-2], *vol.shape), SAMPLES_DTYPE)
-            where = [slice(None)] * probs_out.ndim
+            where: list[slice | int] = [slice(None)] * probs_out.ndim
             where[probs.ndim - 2 + axis] = z
             probs_out[tuple(where)] = probs
             if smp is not None and smp_out is not None:
-                at = [slice(None)] * smp_out.ndim
+                at: list[slice | int] = [slice(None)] * smp_out.ndim
                 at[2 + axis] = z
                 smp_out[tuple(at)] = smp
         assert probs_out is not None
@@ -332,8 +332,8 @@ def infer_to_dir(
     temporary folder beside ``out`` and moved into place on success; ``out`` must not exist
     or be empty unless ``overwrite``. Returns the manifest (also written as ``segcp_infer.json``).
     """
-    from segcp.io.datadir import DataDir
     from segcp.io import atomic_dir, read_array, write_json, write_npy
+    from segcp.io.datadir import DataDir
     from segcp.progress import track as progress
 
     ens = models if isinstance(models, Ensemble) else load_ensemble(models)
@@ -425,7 +425,7 @@ def infer_to_dir(
             seconds = time.perf_counter() - t_start
 
             def mean_of(keys: Sequence[str]) -> float | None:
-                vals = [dice[k] for k in keys if dice.get(k) is not None]
+                vals = [v for k in keys if (v := dice.get(k)) is not None]
                 return float(np.mean(vals)) if vals else None
 
             summary: dict[str, Any] = {"threshold": 0.5 if ens.binary else "argmax", "n": sum(v is not None for v in dice.values())}
@@ -472,7 +472,7 @@ def infer_to_dir(
                 "batch_size": bs,
                 "samples": None
                 if plan is None
-                else {"n": int(samples), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
+                else {"n": int(samples or 0), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
                       "shape": f"(N, {ens.n_classes}, H, W)" if not axes else f"(N, {ens.n_classes}, *S) (volumes: (N, {ens.n_classes}, X, Y, Z))"},
                 "dice": summary if has_masks else None,
                 "dice_label": dice_label,

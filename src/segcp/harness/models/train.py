@@ -53,12 +53,12 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from segcp._version import __version__
-from segcp.harness.datasets.preprocess import Preprocessing, preprocess
 from segcp.errors import SegcpError
-from segcp.io.writers import atomic_path, to_jsonable
+from segcp.harness.datasets.preprocess import Preprocessing, preprocess
 from segcp.harness.models.losses import get_loss
 from segcp.harness.models.options import LOSSES, PRESETS
 from segcp.harness.models.unet import UNet
+from segcp.io.writers import atomic_path, to_jsonable
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -264,6 +264,7 @@ def _prepare(
         pre = preprocess(img, t, None, cfg)
         scale = 1.0 / 255.0 if cfg.intensity != "none" else 1.0
         images[k] = pre.image * scale
+        assert pre.mask is not None  # preprocess was given the mask
         targets[k] = pre.mask
         ids.append(ident)
         groups.append(group)
@@ -341,7 +342,7 @@ def task_training_data(
     else:
         train = _prepare(load(tr_ids), pre, show_progress, f"{task.name}: loading training images")
         val = _prepare(load(va_ids), pre, show_progress, f"{task.name}: loading validation images")
-    info = {
+    info: dict[str, Any] = {
         "n_classes": n_classes,
         "split": {
             "seed": int(split_seed),
@@ -395,9 +396,9 @@ def datadir_training_data(
     and affine). The validation hold-out takes whole groups (volumes, or the groups of
     ``segcp_export.json``), never single slices.
     """
+    from segcp.cases import slice_axis as choose_axis
     from segcp.harness.datasets.volumes import check_same_grid
     from segcp.io import read_geometry
-    from segcp.cases import slice_axis as choose_axis
     from segcp.io.datadir import DataDir
 
     root = Path(data)
@@ -452,12 +453,13 @@ def datadir_training_data(
         va = [(i, gmap[i], img, m) for i, _, img, m in raw if gmap[i] in val_groups]
         train = _prepare(tr, pre, show_progress, "loading training images")
         val = _prepare(va, pre, show_progress, "loading validation images")
+        n_tr, n_va = len(tr), len(va)
     else:
         tr5 = [(sid, vid, gmap[vid], img, m) for sid, vid, img, m in raw if gmap[vid] not in val_groups]
         va5 = [(sid, vid, gmap[vid], img, m) for sid, vid, img, m in raw if gmap[vid] in val_groups]
-        tr, va = tr5, va5
         train = _slices_data(tr5, pre, show_progress, "loading training slices")
         val = _slices_data(va5, pre, show_progress, "loading validation slices")
+        n_tr, n_va = len(tr5), len(va5)
     info = {
         "n_classes": n_classes,
         "split": {
@@ -465,8 +467,8 @@ def datadir_training_data(
             "groups": gsource,
             "n_train_groups": len(set(groups)),
             "val_groups": sorted(val_groups),
-            "n_train_images": len(tr),
-            "n_val_images": len(va),
+            "n_train_images": n_tr,
+            "n_val_images": n_va,
         },
     }
     if axes:
@@ -781,7 +783,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, dict[str, Any]]
         raise SegcpError(f"{p}: no such model file")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
+    except Exception as exc:  # torch raises many kinds for foreign files
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise SegcpError(f"{p}: not a segcp model checkpoint (torch cannot read it: {reason})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
@@ -793,7 +795,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, dict[str, Any]]
         model.load_state_dict(obj["state_dict"])
     except SegcpError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any mismatch of weights and architecture
+    except Exception as exc:  # any mismatch of weights and architecture
         reason = " ".join(str(exc).split())[:160]
         raise SegcpError(f"{p}: corrupted segcp checkpoint ({reason})") from None
     model.eval()

@@ -156,10 +156,12 @@ class UNet(nn.Module):
         cross-entropy spends hundreds of steps unlearning that bias before it learns shapes
         (docs/models.md has the measurement).
         """
-        f = torch.as_tensor(class_freq, dtype=self.head.bias.dtype).clamp_min(1e-6)
-        if f.shape != self.head.bias.shape:
+        bias = self.head.bias
+        assert bias is not None  # the head is built with a bias
+        f = torch.as_tensor(class_freq, dtype=bias.dtype).clamp_min(1e-6)
+        if f.shape != bias.shape:
             raise SegcpError(f"class_freq of shape {tuple(f.shape)}: expected ({self.n_classes},)")
-        self.head.bias.copy_(torch.log(f / f.sum()))
+        bias.copy_(torch.log(f / f.sum()))
         self.head.weight.mul_(float(weight_scale))
 
     def config(self) -> dict[str, object]:

@@ -17,20 +17,24 @@ module imported here (or by the user's code before segcp reads files).
 """
 
 from segcp.io.formats.base import GRID_ATOL, Format, Geometry, format_of, formats, read_geometry, register, split_ext, suffixes, unregister
+
+# The import order is the registration order (the order suffixes are listed in messages).
+# isort: off
 from segcp.io.formats.npy import NPY
 from segcp.io.formats.png import PNG
 from segcp.io.formats.nifti import NIfTI
 from segcp.io.formats.nnunet import NnUNetNPZ
 from segcp.io.formats.nrrd import NRRD
+# isort: on
 
 __all__ = [
     "GRID_ATOL",
-    "NIfTI",
     "NPY",
     "NRRD",
     "PNG",
     "Format",
     "Geometry",
+    "NIfTI",
     "NnUNetNPZ",
     "format_of",
     "formats",

@@ -13,6 +13,7 @@ registry is imported: ``segcp calibrate`` on NPY files loads none of them.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -121,6 +122,7 @@ _SUFFIXES: list[tuple[str, Format]] = []
 
 def _index() -> None:
     _SUFFIXES[:] = sorted(((s, f) for f in _FORMATS for s in f.suffixes), key=lambda sf: -len(sf[0]))
+    _format_of_name.cache_clear()
 
 
 def register(cls: type[Format]) -> type[Format]:
@@ -156,7 +158,13 @@ def format_of(name: str | os.PathLike[str]) -> tuple[Format, str, str] | None:
 
     The suffix is matched case-insensitively and returned as written; the id is the rest of the name.
     """
-    base = os.path.basename(os.fspath(name))
+    return _format_of_name(os.path.basename(os.fspath(name)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _format_of_name(base: str) -> tuple[Format, str, str] | None:
+    """:func:`format_of` of a bare name, remembered: a data set's readers ask it of the same names
+    several times per case (indexing, geometry, reading); the registry's changes clear it."""
     low = base.lower()
     for suffix, fmt in _SUFFIXES:
         if low.endswith(suffix) and len(base) > len(suffix):
@@ -179,5 +187,5 @@ def read_geometry(path: str | os.PathLike[str]) -> Geometry | None:
         return hit[0].geometry(Path(path))
     except SegcpError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is one line naming the file
+    except Exception as exc:  # any reader failure is one line naming the file
         raise SegcpError(f"{path}: unreadable {hit[0].name} file ({' '.join(str(exc).split()) or type(exc).__name__})") from None

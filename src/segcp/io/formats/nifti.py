@@ -55,7 +55,7 @@ class NIfTI(Format):
         import nibabel as nib
 
         with _quiet_nibabel():
-            img = nib.load(str(path))
+            img: Any = nib.load(str(path))  # a NIfTI image (nibabel types load() as its base class)
             pixdim = _raw_pixdim(path)
         arr = np.asanyarray(img.dataobj)
         # Drop trailing singleton axes (e.g. (X, Y, 1) slices), keeping spacing aligned.
@@ -71,7 +71,7 @@ class NIfTI(Format):
         import nibabel as nib
 
         with _quiet_nibabel():
-            img = nib.load(str(path))
+            img: Any = nib.load(str(path))
         return Geometry(img.affine, img.header, path, self, tuple(int(n) for n in img.shape))
 
     def write(self, path: Path, array: NDArray[Any], geometry: Geometry) -> None:

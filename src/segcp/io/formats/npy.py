@@ -40,8 +40,9 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
         if size > _NPY_MAX_HEADER:  # np.load refuses it too, with its reason
             return None
         start = (10 if prefix[6] == 1 else 12) + size
-        f.seek(0)
-        head = f.read(start)
+        if start < len(prefix):  # no room for a header: np.load says why
+            return None
+        head = prefix + f.read(start - len(prefix))
         parsed = _NPY_HEADERS.get(head)
         if parsed is None:
             import io
@@ -51,7 +52,7 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
                 version = np.lib.format.read_magic(fp)
                 reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, fortran, dtype = reader(fp)
-            except Exception:  # noqa: BLE001 - np.load gives the one-line reason
+            except Exception:  # np.load gives the one-line reason
                 return None
             if dtype.hasobject or dtype.itemsize == 0 or fp.tell() != start:
                 return None
@@ -64,7 +65,7 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
         if count * dtype.itemsize > have:  # before allocating what a corrupt header claims
             raise SegcpError(f"{path}: unreadable .npy file (truncated: {have} of {count * dtype.itemsize} data bytes)")
         flat = np.empty(count, dtype=dtype)
-        if flat.nbytes and f.readinto(flat.view(np.uint8)) != flat.nbytes:
+        if flat.nbytes and f.readinto(flat.view(np.uint8).data) != flat.nbytes:
             raise SegcpError(f"{path}: unreadable .npy file (shorter than its size while read)")
     return flat.reshape(shape, order="F" if fortran else "C")
 
