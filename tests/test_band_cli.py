@@ -19,6 +19,7 @@ from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.losses import get_loss
 from segcp.methods import get_method
+from segcp.volumes import probability_volume
 
 
 def _arrays(n=40, seed=0):
@@ -80,7 +81,10 @@ def test_calibrate_predict_evaluate_band_nifti(tmp_path, capsys):
     assert len(rows) == 80 and {r["interval"] for r in rows} == {"band", "direct"} and {r["unit"] for r in rows} == {"mm2"}
     first = {r["interval"]: r for r in rows if r["id"] == "img000"}
     assert float(first["band"]["lower"]) == pytest.approx(inner.sum() * 0.75) and float(first["band"]["upper"]) == pytest.approx(outer.sum() * 0.75)
-    assert float(first["direct"]["lower"]) <= float(first["direct"]["estimate"]) <= float(first["direct"]["upper"])
+    est = probability_volume(np.asarray(nib.load(str(data / "probs" / "img000.nii.gz")).dataobj), (1.5, 0.5))  # cqr: [vol(p>=.75) - q, vol(p>=.25) + q]
+    q = rec["volume"]["q"]
+    assert rec["volume"]["score"] == "cqr" and float(first["direct"]["lower"]) == pytest.approx(max(est.lower - q, 0.0), rel=1e-5)
+    assert float(first["direct"]["upper"]) == pytest.approx(est.upper + q, rel=1e-5) and float(first["direct"]["estimate"]) == pytest.approx(est.estimate, rel=1e-5)
     res_path = tmp_path / "metrics.json"
     ok(["evaluate", "--calib", str(calib), "--data", str(data), "--out", str(res_path)], capsys)
     res = json.loads(res_path.read_text())
