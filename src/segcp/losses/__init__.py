@@ -18,12 +18,10 @@ Importing this package makes the built-in losses available by name; each module 
 when first used (``register_lazy``).
 """
 
-from typing import Any
 
 from segcp.losses.base import (
     SCORES,
     Loss,
-    Registry,
     available_losses,
     covers,
     get_loss,
@@ -32,6 +30,7 @@ from segcp.losses.base import (
     register,
     register_lazy,
 )
+from segcp.registry import lazy_classes
 
 # The built-in losses: name → module (imported on first use). One line per loss.
 register_lazy("fnr", "segcp.losses.fnr")
@@ -51,10 +50,7 @@ def guarantee_loss(guarantee: str, tau: float = 1.0) -> Loss:
     return get_loss(guarantee, **({"tau": tau} if guarantee == "band" else {}))
 
 
-def __getattr__(name: str) -> Any:  # the loss classes, imported on first use
-    if name in _CLASSES:
-        return loss_class(_CLASSES[name])
-    raise AttributeError(f"module 'segcp.losses' has no attribute {name!r}")
+__getattr__ = lazy_classes(__name__, _CLASSES, loss_class)  # the loss classes, imported on first use
 
 
 __all__ = [
@@ -66,7 +62,6 @@ __all__ = [
     "LesionFNRLoss",
     "Loss",
     "QuantileLoss",
-    "Registry",
     "available_losses",
     "covers",
     "get_loss",

@@ -43,12 +43,11 @@ candidate) and one ``register_lazy`` line in ``segcp/losses/__init__.py`` (docs/
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -57,12 +56,12 @@ from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
 from segcp.methods.base import Param
+from segcp.registry import Registry
 from segcp.volumes import voxel_volume  # re-exported: the losses' spacing rule is the volumes'
 
 __all__ = [
     "SCORES",
     "Loss",
-    "Registry",
     "available_losses",
     "band_inputs",
     "covers",
@@ -78,8 +77,6 @@ __all__ = [
 
 #: The score maps a loss may read (:attr:`Loss.score`).
 SCORES = ("sublevel", "signed")
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -247,37 +244,6 @@ class Loss(ABC):
 
 
 # ---------------------------------------------------------------------------- registry
-class Registry(Generic[T]):
-    """Classes known by name; a name may point to a module imported on first use (start-up
-    stays cheap: a loss that needs scipy.ndimage imports it only when asked for)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._classes: dict[str, type[T]] = {}
-        self._lazy: dict[str, str] = {}
-
-    def register(self, cls: type[T]) -> type[T]:
-        """Class decorator: make ``cls`` available by its ``name``."""
-        self._classes[cls.name] = cls  # type: ignore[attr-defined]
-        return cls
-
-    def register_lazy(self, name: str, module: str) -> None:
-        """Make ``name`` available now and import ``module`` (which registers it) on first use."""
-        self._lazy[name] = module
-
-    def names(self) -> list[str]:
-        """The registered names, sorted."""
-        return sorted(set(self._classes) | set(self._lazy))
-
-    def get_class(self, name: str) -> type[T]:
-        """The class of ``name``, or a one-line error listing the available names."""
-        if isinstance(name, str) and name not in self._classes and name in self._lazy:
-            importlib.import_module(self._lazy[name])
-        if not isinstance(name, str) or name not in self._classes:
-            raise SegcpError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
-        return self._classes[name]
-
-
 _LOSSES: Registry[Loss] = Registry("loss")
 register = _LOSSES.register
 register_lazy = _LOSSES.register_lazy

@@ -16,7 +16,6 @@ Importing this package makes the built-in families available by name; each famil
 is imported when it is first used (``register_lazy``).
 """
 
-from typing import Any
 
 from segcp.cases import Case, binarize_mask, check_probabilities
 from segcp.methods.base import (
@@ -34,6 +33,7 @@ from segcp.methods.base import (
     register,
     register_lazy,
 )
+from segcp.registry import lazy_classes
 
 # The built-in families: name → module (imported on first use). One line per method.
 register_lazy("threshold", "segcp.methods.threshold")
@@ -45,10 +45,7 @@ register_lazy("aps", "segcp.methods.aps")
 _CLASSES = {"ThresholdMethod": "threshold", "MorphMethod": "morph", "RWCPMethod": "rwcp", "ConsignMethod": "consign", "APSMethod": "aps"}
 
 
-def __getattr__(name: str) -> Any:  # the family classes, imported on first use
-    if name in _CLASSES:
-        return family_class(_CLASSES[name])
-    raise AttributeError(f"module 'segcp.methods' has no attribute {name!r}")
+__getattr__ = lazy_classes(__name__, _CLASSES, family_class)  # the family classes, imported on first use
 
 
 __all__ = [

@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from segcp.calibration import LossCurves, coverage_quantile_score, fnr_curve, zero_one_curve
 from segcp.cases import Case, masked_values
 from segcp.errors import SegcpError
+from segcp.registry import Registry
 
 __all__ = [
     "BAND_GUARANTEES",
@@ -623,38 +624,22 @@ class SegmentationSetFamily(SetFamily):
 
 
 # ---------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[SetFamily]] = {}
-#: Families known by name whose module is imported on first use (start-up stays cheap:
-#: ``calibrate --method threshold`` never imports scipy.ndimage, the encoders or torch).
-_LAZY: dict[str, str] = {}
+_FAMILIES: Registry[SetFamily] = Registry("method")
 F = TypeVar("F", bound=type[SetFamily])
 
 
 def register(cls: F) -> F:
     """Class decorator: make a family available by its ``name`` (CLI, calib.json)."""
-    _REGISTRY[cls.name] = cls
+    _FAMILIES.register(cls)
     return cls
 
 
-def register_lazy(name: str, module: str) -> None:
-    """Make ``name`` available now and import ``module`` (which registers it) on first use."""
-    _LAZY[name] = module
-
-
-def available_methods() -> list[str]:
-    """Names of the registered families."""
-    return sorted(set(_REGISTRY) | set(_LAZY))
-
-
-def family_class(name: str) -> type[SetFamily]:
-    """The registered class of ``name``, or a one-line error listing the available ones."""
-    if isinstance(name, str) and name not in _REGISTRY and name in _LAZY:
-        import importlib
-
-        importlib.import_module(_LAZY[name])
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise SegcpError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
-    return _REGISTRY[name]
+#: Make a name available now and import its module (which registers it) on first use.
+register_lazy = _FAMILIES.register_lazy
+#: Names of the registered families, sorted.
+available_methods = _FAMILIES.names
+#: The registered class of a name, or a one-line error listing the available ones.
+family_class = _FAMILIES.get_class
 
 
 def get_method(name: str, **params: Any) -> SetFamily:
