@@ -164,7 +164,8 @@ def sampled_volumes(samples: ArrayLike, spacing: float | Sequence[float] | None 
 
 #: The direct volume interval ``segcp calibrate --guarantee band`` fits beside the band
 #: (:func:`interval_inputs`): ``cqr`` on [vol{p ≥ ¾}, vol{p ≥ ¼}], the narrowest valid candidate
-#: without samples on every pool of docs/band.md (``scaled`` by √Σp(1−p): 1.1–8.5× wider).
+#: without samples on 4 of the 5 pools of docs/band.md (``scaled`` by √Σp(1−p): 1.1–8.5× wider
+#: there; 9 % narrower on LA 2018's 15 volumes).
 VOLUME_SCORE = "cqr"
 
 
