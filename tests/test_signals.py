@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from segcp.io.writers import TMP_PREFIX
+from segcp.jobs.predict import PREDICT_MANIFEST
 
 N = 400
 
@@ -72,7 +73,7 @@ def test_a_signal_removes_the_temporary_says_so_and_a_rerun_succeeds(job, tmp_pa
     assert not out.exists() and not _temporaries(tmp_path)
     d, calib = job
     subprocess.run(_segcp("predict", "--calib", calib, "--data", d, "--out", out, "-q"), check=True)
-    assert len(list(out.iterdir())) == N
+    assert len(list(out.iterdir())) == N + 1 and (out / PREDICT_MANIFEST).is_file()  # the sets and the manifest
 
 
 def test_sigkill_leaves_no_output_and_the_rerun_removes_the_stale_temporary(job, tmp_path):
@@ -84,7 +85,7 @@ def test_sigkill_leaves_no_output_and_the_rerun_removes_the_stale_temporary(job,
     assert stale  # a killed process cannot clean up ...
     d, calib = job
     subprocess.run(_segcp("predict", "--calib", calib, "--data", d, "--out", out, "-q"), check=True)
-    assert len(list(out.iterdir())) == N
+    assert len(list(out.iterdir())) == N + 1 and (out / PREDICT_MANIFEST).is_file()  # the sets and the manifest
     assert not _temporaries(tmp_path)  # ... the next run into the same folder does
 
 

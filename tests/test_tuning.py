@@ -156,9 +156,9 @@ def test_spec_parsing_makes_tuned_rows():
     spec = _parse_spec("morph:se=cross|square,criterion=hd95,folds=4@Consema tuned")
     assert isinstance(spec, TunedSpec) and spec.label == "Consema tuned" and spec.criterion == "hd95" and spec.folds == 4
     assert [c.params for c in spec.candidates] == [{"se": "cross"}, {"se": "square"}]
-    spec = _parse_spec("rwcp:steps=5|10,beta=20|50,k=20")
+    spec = _parse_spec("rwcp:steps=5|10,kernel_beta=20|50,k=20")
     assert len(spec.candidates) == 4 and all(c.params["k"] == 20 for c in spec.candidates)
-    assert spec.candidates[1].params == {"k": 20, "steps": 5, "beta": 50}
+    assert spec.candidates[1].params == {"k": 20, "steps": 5, "kernel_beta": 50}
     assert isinstance(_parse_spec("threshold"), MethodSpec)
 
 

@@ -98,6 +98,9 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]
             raise SegcpError(f"{where}: probability map contains NaN ({int(np.isnan(p).sum())} values)")
         if np.isinf(lo) or np.isinf(hi):
             raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
+        if p.dtype.kind in "iu" and lo >= 0:
+            raise SegcpError(f"{where}: integer labels {int(lo)}..{int(hi)}: a segmentation, not probabilities in [0, 1] "
+                             "(nnU-Net: rerun nnUNetv2_predict with --save_probabilities and read its .npz)")
         raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
     return p if p.dtype.kind == "f" else p.astype(np.float64)
 

@@ -250,6 +250,7 @@ class MethodCommand(SegcpCommand):
             if method is None:
                 method = next(p.default for p in self.params if p.name == "method")
             ctx.meta[self.METHOD_OPTIONS] = self._method_options(ctx, str(method), rest)
+            self._warn_renamed(str(method), opts.get("param") or [])
         return super().parse_args(ctx, args)
 
     def _method_options(self, ctx: Any, method: str, rest: list[str]) -> dict[str, Any]:
@@ -285,6 +286,20 @@ class MethodCommand(SegcpCommand):
                 sys.stderr.write(f"segcp: warning: {flag} for {method} is deprecated; use {new} (or -p {key}=VALUE)\n")
             out[key] = parse_value(value)
         return out
+
+    @staticmethod
+    def _warn_renamed(method: str, params: list[str]) -> None:
+        """One warning line per ``-p OLD=VALUE`` whose name the family renamed (its declared
+        ``deprecated_names``, e.g. rwcp's ``beta`` → ``kernel_beta``); the value is still taken."""
+        from segcp.methods import available_methods, family_class
+
+        if method not in available_methods():
+            return
+        renamed = family_class(method).renamed_params()
+        for item in params:
+            name = str(item).partition("=")[0].strip()
+            if name in renamed:
+                sys.stderr.write(f"segcp: warning: -p {name} for {method} is deprecated; use -p {renamed[name]}=VALUE\n")
 
     def _unknown(self, ctx: Any, method: str, flag: str, flags: list[str]) -> None:
         """Refuse ``flag``: another method's flag says whose it is; anything else is click's
@@ -416,6 +431,14 @@ SchedulerOpt = Annotated[
     str | None,
     typer.Option("--scheduler", help="Run on the existing Dask cluster at [tcp://]HOST:PORT (default: $DASK_SCHEDULER_ADDRESS, when set)."),
 ]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where RW-CP's encoder, kNN graph and diffusion run: cpu, cuda or auto (a run-time option, as -p device=...; "
+        "never recorded in calib.json). Default: the method's (cpu).",
+    ),
+]
 ChunkOpt = Annotated[int | None, typer.Option("--chunk-size", min=1, help="Images per task (default: about 8 tasks per worker, at most 64).")]
 DrawSeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the draws (a non-negative integer).")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="The engine's content-keyed cache folder: a rerun computes only what is new.")]
@@ -467,6 +490,11 @@ def calibrate(
         str | None,
         typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV."),
     ] = None,
+    allow_empty_masks: Annotated[
+        bool,
+        typer.Option("--allow-empty-masks", help="Calibrate even when every mask is empty (the FNR is undefined there: lambda is its "
+                     "minimum and the risk 0 guarantees nothing)."),
+    ] = False,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")] = None,
     curves: Annotated[
         str,
@@ -480,6 +508,7 @@ def calibrate(
     grid_max: Annotated[
         float | None, typer.Option("--grid-max", help="Compact grid: the largest lambda, for methods whose lambda is unbounded (morph ball: mm).")
     ] = None,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -497,6 +526,8 @@ def calibrate(
     from segcp.specs import parse_params
 
     params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
+    if device is not None:
+        params["device"] = device
     workers = _deprecated_n_jobs(params, workers)
     alphas = alpha or [CALIBRATE_ALPHA]
     with _executor(workers, scheduler, quiet) as ex:
@@ -516,6 +547,7 @@ def calibrate(
             grid_size=grid_size,
             grid_max=grid_max,
             labels=labels,
+            allow_empty_masks=allow_empty_masks,
         )
     if quiet:
         return
@@ -555,11 +587,17 @@ def predict(
     combined: Annotated[
         bool, typer.Option("--combined", help="Per-structure calibrations: also one bit-coded file per case (out/combined/).")
     ] = False,
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", help="Per-structure calibrations: these structures only ('all', or labels by number or name, e.g. RV,LV).",
+                     show_default="all"),
+    ] = None,
     param: RunParamOpt = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
     ] = False,
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     chunk_size: ChunkOpt = None,
@@ -579,12 +617,14 @@ def predict(
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
+    if device is not None:
+        overrides["device"] = device
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(
             calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
             seed=seed, alpha=alpha, overwrite=overwrite, overrides=overrides, combined=combined, resume=resume,
-            executor=ex, chunk_size=chunk_size,
+            executor=ex, chunk_size=chunk_size, labels=labels,
         )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
@@ -647,6 +687,36 @@ def evaluate(
 
 
 @app.command(cls=SegcpCommand)
+def view(
+    sets: Annotated[Path, typer.Option("--sets", help="Folder of sets from `segcp predict` (<id> files, or one folder per structure).")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (self-contained: open it in any browser).")],
+    label: LabelOpt = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="The calib.json that made per-structure sets (their labels).")] = None,
+    max_mb: Annotated[
+        float, typer.Option("--max-mb", help="Largest file size, MiB: volumes are shown downsampled when they would not fit.")
+    ] = 32.0,
+    title: Annotated[str | None, typer.Option("--title", help="The page's title.", show_default="segcp view: <sets folder>")] = None,
+    data: DataOpt = None,
+    masks: MasksOpt = None,
+    images: ImagesOpt = None,
+    match: MatchOpt = None,
+    dataset_json: DatasetJsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """One HTML file to look at sets: the image, the truth and each set (or band) on three planes,
+    per-case volumes and metrics, the list of cases (no server, no network)."""
+    from segcp.jobs.view import view_dir
+
+    given = data is not None or masks is not None or images is not None
+    spec = _data(data, None, masks, images, None, match, dataset_json) if given else None
+    info = view_dir(sets, out, spec, label=label, calib=calib, max_mb=max_mb, title=title, show_progress=not quiet)
+    if not quiet:
+        shown = "full resolution" if info["factor"] == 1 else f"downsampled {info['factor']}x"
+        typer.echo(f"wrote {out}: {info['cases']} cases, {info['bytes'] / 2**20:.1f} MiB, {shown}, {info['seconds']:.1f} s"
+                   + (f" ({info['unused']} files of the data folders have no set)" if info["unused"] else ""))
+
+
+@app.command(cls=SegcpCommand)
 def methods() -> None:
     """List the set methods, what they read and their parameters."""
     from segcp.methods import available_methods, family_class
@@ -679,7 +749,7 @@ def compare(
     ] = None,
     n_cal: Annotated[int, typer.Option("--n-cal", help="Calibration images per split (whole groups).")] = 20,
     splits: Annotated[int, typer.Option("--splits", help="Number of random calibration/test splits.")] = 20,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the splits.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the splits.")] = 0,
     label: LabelOpt = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
     cache: CacheOpt = None,
@@ -730,7 +800,7 @@ def tune(
         ),
     ] = "dice",
     folds: Annotated[int, typer.Option("--folds", help="Group K-fold cross-validation folds.")] = 5,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the fold assignment.")] = 0,
     label: LabelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
     cache: CacheOpt = None,
@@ -840,7 +910,7 @@ def benchmark(
 def demo(
     out: Annotated[Path | None, typer.Option("--out", help="Report folder: report.html, report.md, figures, results.json, results.csv.")] = None,
     n: Annotated[int, typer.Option("--n", help="Number of synthetic images (half of them calibrate each split).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the phantoms and the splits.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the phantoms and the splits.")] = 0,
     cache: BenchmarkCacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -882,8 +952,8 @@ def train(
     dropout_levels: Annotated[
         int, typer.Option("--dropout-from-level", help="Dropout only in blocks at level >= K (2 = central blocks, 0 = all).")
     ] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="Training seed (deep ensembles: one model per seed).")] = 0,
-    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the task's train/calibration/test split.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Training seed (deep ensembles: one model per seed).")] = 0,
+    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the task's train/calibration/test split.")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, small rotations, intensity jitter.")] = True,
@@ -951,7 +1021,7 @@ def infer(
         int | None, typer.Option("--n-samples", help="Write N softmax samples per image (MC dropout / ensemble members) into samples/.")
     ] = None,
     samples: Annotated[int | None, typer.Option("--samples", hidden=True, help="Deprecated spelling of --n-samples.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the MC-dropout masks.")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Images (or MC passes) per forward pass.")] = 16,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing, non-empty --out.")] = False,

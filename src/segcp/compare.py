@@ -21,6 +21,7 @@ from segcp.errors import SegcpError
 from segcp.io import check_output
 from segcp.io.datadir import data_inputs, describe_data
 from segcp.io.writers import check_dir_target
+from segcp.jobs.tasks import check_seed
 from segcp.parallel import IN_PROCESS, Executor
 from segcp.report.compare import REPORT_FILES, markdown_summary, write_report
 from segcp.report.summaries import model_summary, summarize
@@ -45,6 +46,7 @@ def comparison(
     """Every method at every α over ``n_splits`` group splits of ``task`` (``n_cal`` calibration images):
     ``splits`` (the records), ``model`` and ``summary`` (wins against the first method)."""
     alphas = [check_alpha(a) for a in alphas]
+    seed = check_seed(seed)
     unique_labels([s.label for s in specs], "compare: -m")
     entries = tuple(MethodEntry(s.label, s) for s in specs)
     tasks = (task.cfg,) if task.cfg is not None else ()

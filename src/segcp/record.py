@@ -91,7 +91,7 @@ MAX_LABEL = 2**16 - 1
 #: The fields every structure of a per-structure record shares (written once, at the top).
 SHARED_FIELDS = ("schema", "schema_version", "segcp_version", "method", "params", "guarantee", "tau", "alpha", "n")
 #: The fields a directory job adds to the estimator's record.
-JOB_FIELDS = ("label", "probs_channels", "channel_axis", "source", "data", "ids", "seconds")
+JOB_FIELDS = ("label", "probs_channels", "channel_axis", "source", "data", "ids", "seconds", "ndim")
 _STRUCTURE_KEYS = ("label", "name", "images_with_structure")
 
 
@@ -437,12 +437,13 @@ def job_record(
     ids: Sequence[str],
     seconds: float,
     labels_from: str | None = None,
+    ndim: int | None = None,
 ) -> dict[str, Any]:
     """The calib.json of a directory job: ``estimators`` are (structure, the estimator's record,
     images holding the structure) — one with structure None (``--label`` or a binary mask), or
-    one per structure (``--labels``)."""
+    one per structure (``--labels``); ``ndim``: the images' grid dimensionality (2 or 3)."""
     job = {"label": label, "probs_channels": bool(channels), "channel_axis": channels or None, "source": source,
-           "data": data, "ids": list(ids), "seconds": float(seconds)}
+           "data": data, "ids": list(ids), "seconds": float(seconds), "ndim": ndim}
     if len(estimators) == 1 and estimators[0][0] is None:
         return estimators[0][1] | job
     entries = []
@@ -472,13 +473,14 @@ class Calibration:
     structures: tuple[Structure, ...]
     label: int | None
     channels: bool | str
+    ndim: int | None = None  # the calibration images' grid dimensionality (None: a record from before it was kept)
 
     @property
     def per_structure(self) -> bool:
         return bool(self.structures)
 
 
-def _job_fields(record: dict[str, Any], where: str) -> tuple[int | None, bool | str]:
+def _job_fields(record: dict[str, Any], where: str) -> tuple[int | None, bool | str, int | None]:
     label = record.get("label")
     if label is not None:
         label = _integer(label, "label", where, 0, MAX_LABEL)
@@ -488,7 +490,9 @@ def _job_fields(record: dict[str, Any], where: str) -> tuple[int | None, bool | 
     axis = record.get("channel_axis")
     if axis not in (None, "first", "last") or (axis is not None and not channels):
         raise SegcpError(f"{where}: field 'channel_axis' must be \"first\", \"last\" or null (with probs_channels true), got {_short(axis)}")
-    return label, (axis or "first") if channels else False
+    ndim = record.get("ndim")
+    ndim = None if ndim is None else _integer(ndim, "ndim", where, 2, 3)
+    return label, (axis or "first") if channels else False, ndim
 
 
 def read_calibration(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Calibration:
@@ -500,9 +504,9 @@ def read_calibration(path: str | os.PathLike[str], overrides: dict[str, Any] | N
     record = read_json(path)
     if not isinstance(record, dict):
         raise SegcpError(f"{where}: a calibration record must be a JSON object")
-    label, channels = _job_fields(record, where)
+    label, channels, ndim = _job_fields(record, where)
     if "structures" not in record:
-        return Calibration(Path(path), record, (read_record(record, where, overrides),), (), label, channels)
+        return Calibration(Path(path), record, (read_record(record, where, overrides),), (), label, channels, ndim)
     entries = record["structures"]
     if not isinstance(entries, list) or not entries or len(entries) > MAX_LABEL:
         raise SegcpError(f"{where}: field 'structures' must be a non-empty list")
@@ -520,4 +524,4 @@ def read_calibration(path: str | os.PathLike[str], overrides: dict[str, Any] | N
         parts.append(read_record(sub, f"{where} (structure {s.name})", overrides))
         structures.append(s)
     check_structures(structures, where)
-    return Calibration(Path(path), record, tuple(parts), tuple(structures), None, channels)
+    return Calibration(Path(path), record, tuple(parts), tuple(structures), None, channels, ndim)

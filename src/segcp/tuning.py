@@ -16,6 +16,7 @@ from segcp.engine.cache import BenchmarkCache
 from segcp.engine.run import Engine
 from segcp.engine.tasks import CasesTask, Task
 from segcp.errors import SegcpError
+from segcp.jobs.tasks import check_seed
 from segcp.parallel import IN_PROCESS, Executor
 from segcp.progress import Bar
 from segcp.specs import CRITERIA, MethodSpec, TunedSpec, check_criterion
@@ -55,10 +56,14 @@ def tune_task(
     """Choose among ``candidates`` by group K-fold CV on every image of ``task`` (calibration images only)."""
     check_alpha(alpha)
     check_criterion(criterion)
+    seed = check_seed(seed)
     if not candidates:
         raise SegcpError("no candidate settings to tune over")
     tuned = TunedSpec("tune", tuple(candidates), criterion=criterion, folds=folds, seed=seed)
     view = max((task.view(c) for c in candidates), key=lambda v: len(v.folders))  # the widest: every candidate's inputs
+    n_groups = len(set(view.groups))
+    if folds > n_groups:  # group_folds would deal fewer folds than asked (one per group)
+        raise SegcpError(f"--folds {folds}: more folds than the {n_groups} groups (patients) of the calibration set; give at most {n_groups}")
     engine = Engine(cache or BenchmarkCache(enabled=False), executor, show_progress=show_progress, chunk_size=chunk_size)
     with Bar("segcp tune", len(view) * len(candidates), enabled=show_progress) as engine.bar:
         best, table = engine.choose(view, tuned, range(len(view)), alpha)

@@ -85,7 +85,7 @@ def get_encoder(spec: str | os.PathLike[str] | Encoder = "dinov2-small", **kwarg
     kw = {k: v for k, v in kwargs.items() if v is not None}
     s = str(spec)
     if s == "fallback":
-        for key in ("layer", "threads", "backend"):
+        for key in ("layer", "threads", "backend", "device"):
             kw.pop(key, None)
         try:
             return FallbackEncoder(**kw)

@@ -93,6 +93,22 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextmanager
+def _exact_float32(device: str) -> Iterator[None]:
+    """On a GPU: no TF32 (10-bit mantissa) in matrix products and convolutions while encoding."""
+    if device == "cpu":
+        yield
+        return
+    import torch
+
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 class HFEncoder(Encoder):
     """A DINOv2 / DINOv2-with-registers / DINOv3 ViT checkpoint directory as an encoder.
 
@@ -111,6 +127,11 @@ class HFEncoder(Encoder):
     backend : ``"auto"``, ``"onnx"`` or ``"torch"``; None: ``$SEGCP_ENCODER_BACKEND``, else
         ``"auto"`` (see :mod:`segcp.encoders.onnxrt`). A run-time choice: it does not change
         :attr:`id`, only :attr:`cache_id`.
+    device : ``"cpu"`` (default) or ``"cuda"``: ONNX Runtime's CUDA execution provider when
+        ``onnxruntime-gpu`` is what is installed (else, with ``backend`` auto, torch on the GPU),
+        a batch of ``batch_size`` images per forward pass; torch's model on the GPU (TF32 off, so
+        the float32 products are those of the CPU up to summation order). A run-time choice
+        like ``threads``: not in :attr:`id` nor :attr:`cache_id`.
     """
 
     def __init__(
@@ -124,6 +145,7 @@ class HFEncoder(Encoder):
         batch_size: int = 8,
         threads: int | None = None,
         backend: str | None = None,
+        device: str | None = None,
     ) -> None:
         from segcp.encoders.onnxrt import normalise_layer, requested_backend, resolve_backend
 
@@ -160,6 +182,9 @@ class HFEncoder(Encoder):
         self.layer = None if layer is None else int(layer)
         self.batch_size = int(batch_size)
         self.threads = None if threads is None else int(threads)
+        self.device = "cpu" if device is None else str(device)
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise SegcpError(f"encoder {name or self.path.name}: device {device!r}: expected cpu or cuda")
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         pre = self.path / "preprocessor_config.json"
         if pre.is_file():
@@ -187,6 +212,16 @@ class HFEncoder(Encoder):
         self.backend_requested = requested_backend(backend)
         #: the backend in use, ``"onnx"`` or ``"torch"`` (``auto`` may switch to torch on first use)
         self.backend = resolve_backend(backend)
+        if self.device != "cpu" and self.backend == "onnx":
+            from segcp.encoders.onnxrt import cuda_provider_available
+
+            if not cuda_provider_available():
+                if self.backend_requested == "onnx":
+                    raise SegcpError(
+                        f"encoder {self.name}: backend onnx on device {self.device} needs ONNX Runtime's CUDA provider "
+                        "(pip install onnxruntime-gpu instead of onnxruntime), or use backend torch"
+                    )
+                self.backend = "torch"  # auto: torch runs the model on the GPU
         self._model: Any = None
         self._weights_sha: str | None = None
         self._onnx: Any = None  # (artifact, session at fixed_input_shape or dynamic) once opened
@@ -240,7 +275,7 @@ class HFEncoder(Encoder):
         d = super().describe()
         d.update(path=str(self.path), model_type=self.model_type, prefix_tokens=self.n_prefix,
                  weights_sha256=self.weights_sha256, input_size=self.input_size, layer=self.layer,
-                 backend=self.backend)
+                 backend=self.backend, device=self.device)
         if self.backend == "onnx" and self._onnx is not None:
             d["onnx"] = str(self._onnx[0].path)
         return d
@@ -271,7 +306,7 @@ class HFEncoder(Encoder):
 
             try:
                 artifact = ensure_onnx(self)
-                self._onnx = (artifact, open_session(artifact, self.threads, self.fixed_input_shape))
+                self._onnx = (artifact, open_session(artifact, self.threads, self.fixed_input_shape, device=self.device))
             except OnnxUnavailable as exc:
                 if self.backend_requested != "auto":
                     raise
@@ -308,7 +343,7 @@ class HFEncoder(Encoder):
                 hf_logging.enable_progress_bar()
         if fresh:
             return model.eval()
-        self._model = model.eval()
+        self._model = model.eval().to(self.device)
         return self._model
 
     def _load(self) -> Any:
@@ -350,11 +385,14 @@ class HFEncoder(Encoder):
 
                 artifact, session = opened
                 fixed = self.fixed_input_shape
-                if fixed is not None and tuple(pixel_values.shape[2:]) == fixed:  # one image per pass
-                    return np.concatenate(
+                if fixed is not None and tuple(pixel_values.shape[2:]) == fixed:
+                    if self.device != "cpu":  # the GPU: the whole batch in one pass
+                        batch = open_session(artifact, self.threads, fixed, device=self.device, batch=len(pixel_values))
+                        return run_tokens(batch, artifact.input_name, pixel_values)
+                    return np.concatenate(  # the CPU: one image per pass (docs/benchmarks/speed.md)
                         [run_tokens(session, artifact.input_name, pixel_values[i : i + 1]) for i in range(len(pixel_values))]
                     )
-                return run_tokens(open_session(artifact, self.threads), artifact.input_name, pixel_values)
+                return run_tokens(open_session(artifact, self.threads, device=self.device), artifact.input_name, pixel_values)
         return self.torch_hidden_states(pixel_values)
 
     def torch_hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -362,8 +400,8 @@ class HFEncoder(Encoder):
         import torch
 
         model = self._load()
-        with _torch_threads(self.threads), torch.inference_mode():
-            px = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+        with _torch_threads(self.threads), _exact_float32(self.device), torch.inference_mode():
+            px = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self.device)
             if self.layer is None:
                 out = model(pixel_values=px)
                 hs = out.last_hidden_state
@@ -375,7 +413,7 @@ class HFEncoder(Encoder):
                     raise SegcpError(
                         f"encoder {self.name}: layer {self.layer} out of range (model has {len(out.hidden_states)} hidden states)"
                     ) from None
-            return hs.float().numpy()
+            return hs.float().cpu().numpy()
 
     def _encode(self, images: list[NDArray[np.float32]], shape: tuple[int, int]) -> NDArray[np.float32]:
         if self.backend == "onnx":

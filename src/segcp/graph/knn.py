@@ -36,15 +36,15 @@ Three builders:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
+from segcp.graph.ops import NUMPY, NumpyOps, TorchOps
 from segcp.graph.resize import bilinear_taps
 
 __all__ = ["NeighbourGraph", "knn_global", "knn_window", "knn_window_tokens", "normalise_rows", "window_offsets"]
@@ -113,23 +113,23 @@ def _check_window_input(fn: str, what: str, k: int, X: NDArray[Any], radius: int
     return k, X, r
 
 
-def _select(D: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+def _select(
+    D: Any, k: int, xp: NumpyOps | TorchOps = NUMPY
+) -> tuple[Any, Any, Any, Any]:
     """Per row of D (N, M; +inf = not a candidate): the k smallest with ties kept.
 
-    Returns indptr, row of each kept entry, its column in D, and its distance.
+    Returns indptr, row of each kept entry, its column in D, and its distance (arrays of ``xp``).
     """
-    N, M = D.shape
+    M = D.shape[1]
     if k >= M:
-        mask = np.isfinite(D)
+        mask = xp.isfinite(D)
     else:
-        kth = np.partition(D, k - 1, axis=1)[:, k - 1]
+        kth = xp.kth_smallest(D, k)
         mask = D <= kth[:, None]
-        if np.isinf(kth).any():
-            mask &= np.isfinite(D)
-    counts = np.count_nonzero(mask, axis=1)
-    indptr = np.zeros(N + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    flat = np.flatnonzero(mask)
+        if xp.isinf_any(kth):
+            mask &= xp.isfinite(D)
+    indptr = xp.indptr(xp.count_rows(mask))
+    flat = xp.flatnonzero(mask)
     rows = flat // M
     cols = flat - rows * M
     return indptr, rows, cols, D.reshape(-1)[flat]
@@ -200,46 +200,47 @@ def knn_global(
 
 
 def _window_extras(
-    D: NDArray[np.float32],
+    D: Any,
     shape: tuple[int, int],
     radius: int,
     spatial: float,
     intensity: NDArray[Any] | None,
     intensity_weight: float,
+    xp: NumpyOps | TorchOps = NUMPY,
 ) -> None:
     """Add the spatial and intensity terms in place to D (H, W, 2r+1, 2r+1)."""
     H, W = shape
     r = radius
     if spatial:
         off = window_offsets(r).reshape(2 * r + 1, 2 * r + 1, 2)
-        D += (float(spatial) * np.sqrt((off.astype(np.float64) ** 2).sum(-1)) / max(H, W)).astype(np.float32)
+        D += xp.asarray((float(spatial) * np.sqrt((off.astype(np.float64) ** 2).sum(-1)) / max(H, W)).astype(np.float32))
     if intensity_weight and intensity is not None:
         img = np.asarray(intensity, dtype=np.float32)
         if img.shape != (H, W):
             raise SegcpError(f"intensity image of shape {img.shape} does not match the grid {(H, W)}")
         pad = np.pad(img, r, mode="edge")
         win = np.lib.stride_tricks.sliding_window_view(pad, (2 * r + 1, 2 * r + 1))
-        D += float(intensity_weight) * np.abs(win - img[:, :, None, None])
+        D += xp.asarray(float(intensity_weight) * np.abs(win - img[:, :, None, None]))
 
 
 def _finish_window(
-    D: NDArray[np.float32], shape: tuple[int, int], radius: int, k: int, add: float = 0.0
+    D: Any, shape: tuple[int, int], radius: int, k: int, add: float = 0.0, xp: NumpyOps | TorchOps = NUMPY
 ) -> NeighbourGraph:
     """Select per pixel from D (H, W, 2r+1, 2r+1); the distances are ``D + add`` (clipped at 0)."""
     H, W = shape
     r = radius
     M = (2 * r + 1) ** 2
-    indptr, rows, cols, d = _select(D.reshape(H * W, M), k)
+    indptr, rows, cols, d = _select(D.reshape(H * W, M), k, xp)
     if add:
         d = d + np.float32(add)
-    np.maximum(d, 0.0, out=d)
+    d = xp.maximum0(d)
     off = window_offsets(r)
-    lin = off[:, 0] * W + off[:, 1]
-    return NeighbourGraph(indptr, rows + lin[cols], d.astype(np.float32, copy=False), (H, W))
+    lin = xp.asarray(off[:, 0] * W + off[:, 1])
+    return NeighbourGraph(indptr, rows + lin[cols], d, (H, W))
 
 
-def _mark_outside(D: NDArray[np.float32], shape: tuple[int, int], radius: int) -> None:
-    """+inf for window entries that fall outside the grid, and for the centre (self)."""
+def _mark_outside(D: Any, shape: tuple[int, int], radius: int, centre: bool = True) -> None:
+    """+inf for window entries that fall outside the grid, and for the centre (self) with ``centre``."""
     H, W = shape
     r = radius
     for a in range(-r, r + 1):
@@ -251,7 +252,8 @@ def _mark_outside(D: NDArray[np.float32], shape: tuple[int, int], radius: int) -
             D[:, : min(-a, W), :, a + r] = np.inf
         elif a > 0:
             D[:, max(W - a, 0) :, :, a + r] = np.inf
-    D[:, :, r, r] = np.inf
+    if centre:
+        D[:, :, r, r] = np.inf
 
 
 def knn_window(
@@ -295,40 +297,6 @@ def knn_window(
     return _finish_window(D, (H, W), r, k)
 
 
-@lru_cache(maxsize=512)
-def _pair_matrix(n_tok: int, n_pix: int, shift: int, span: int) -> sp.csr_matrix:
-    """Sparse (n_pix, n_tok·(2·span+1)) weights of token pairs for pixel pairs (p, p + shift).
-
-    Entry (i, di) of row p is Σ a_p[i] a_{p+shift}[i + di] over the ≤ 2 × 2 bilinear taps
-    (upsampling n_tok → n_pix). Rows whose partner p + shift is off the grid are empty.
-    Depends only on the geometry, hence cached.
-    """
-    i0, lam = bilinear_taps(n_tok, n_pix)
-    n = i0.size
-    p = np.arange(n)
-    q = p + shift
-    ok = (q >= 0) & (q < n)
-    p, q = p[ok], q[ok]
-    rows, cols, vals = [], [], []
-    w_p = (1.0 - lam[p], lam[p])
-    w_q = (1.0 - lam[q], lam[q])
-    for a in (0, 1):
-        ia = np.minimum(i0[p] + a, n_tok - 1)
-        for b in (0, 1):
-            ib = np.minimum(i0[q] + b, n_tok - 1)
-            v = w_p[a] * w_q[b]
-            di = ib - ia
-            keep = v != 0.0
-            if np.any(np.abs(di[keep]) > span):
-                raise AssertionError("token offset outside the precomputed span")  # pragma: no cover
-            rows.append(p[keep])
-            cols.append(ia[keep] * (2 * span + 1) + di[keep] + span)
-            vals.append(v[keep])
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_tok * (2 * span + 1))
-    )
-
-
 def _span(i0: NDArray[np.int64], radius: int) -> int:
     n = i0.size
     s = 0
@@ -346,49 +314,108 @@ def knn_window_tokens(
     spatial: float = 0.0,
     intensity: NDArray[Any] | None = None,
     intensity_weight: float = 0.0,
+    xp: NumpyOps | TorchOps = NUMPY,
 ) -> NeighbourGraph:
     """Window kNN on token features T (d, h, w) bilinearly upsampled to ``shape`` (H, W).
 
     Same graph as ``knn_window(resize2d(T, shape, "bilinear"), k, radius, ...)`` (up to
     floating-point rounding of near-ties), computed from token dot products (see the
-    module docstring); cost ~ H·W·(2r+1)² independent of d.
+    module docstring); cost ~ H·W·(2r+1)² independent of d. ``xp``: where it runs
+    (:mod:`segcp.graph.ops`; the graph's arrays are then of that kind).
     """
     k, T, r = _check_window_input("knn_window_tokens", "tokens must be (d, h, w)", k, T, radius)
-    _, h, w = T.shape
     H, W = int(shape[0]), int(shape[1])
-    side = 2 * r + 1
+    D, _ = plane_distances(T, (H, W), r, xp)
+    _window_extras(D, (H, W), r, spatial, intensity, intensity_weight, xp)
+    return _finish_window(D, (H, W), r, k, xp=xp)
+
+
+def token_grid(T: Any, xp: NumpyOps | TorchOps = NUMPY) -> Any:
+    """Token features (d, h, w) as a contiguous float64 (h, w, d) array of ``xp`` (the Gram's input)."""
+    return xp.contiguous(xp.permute(xp.asarray(T), (1, 2, 0)), xp.float64)
+
+
+def _spans(h: int, w: int, H: int, W: int, radius: int) -> tuple[int, int]:
+    """Token offsets (rows, columns) that pixel pairs up to ``radius`` apart can mix."""
     iy, _ = bilinear_taps(h, H)
     jx, _ = bilinear_taps(w, W)
-    sy, sx = _span(iy, r), _span(jx, r)
-    # token Gram G[i, di, j, dj] = <T[i, j], T[i + di, j + dj]> (zero off the grid)
-    T64 = np.ascontiguousarray(T.transpose(1, 2, 0), dtype=np.float64)  # (h, w, d): contiguous dot products
-    Tp = np.pad(T64, ((sy, sy), (sx, sx), (0, 0)))
-    G = np.empty((h, 2 * sy + 1, w, 2 * sx + 1))
+    return _span(iy, radius), _span(jx, radius)
+
+
+def _token_gram(Ta: Any, Tb: Any, sy: int, sx: int, xp: NumpyOps | TorchOps) -> Any:
+    """G[i, a + sy, j, b + sx] = <Ta[i, j], Tb[i + a, j + b]> (0 off the grid): (h, 2sy+1, w, 2sx+1) float64.
+
+    ``Ta``, ``Tb``: (h, w, d) float64 (:func:`token_grid`).
+    """
+    h, w = Ta.shape[0], Ta.shape[1]
+    Tp = xp.pad_hw(Tb, sy, sx)
+    G = xp.empty((h, 2 * sy + 1, w, 2 * sx + 1), xp.float64)
     for a in range(-sy, sy + 1):
         for b in range(-sx, sx + 1):
-            G[:, a + sy, :, b + sx] = np.einsum("ijc,ijc->ij", T64, Tp[sy + a : sy + a + h, sx + b : sx + b + w])
-    # stage 1: contract columns, one sparse product per horizontal offset
-    Gx = G.transpose(2, 3, 0, 1).reshape(w * (2 * sx + 1), h * (2 * sy + 1))
-    K = np.empty((h * (2 * sy + 1), W, side))
+            G[:, a + sy, :, b + sx] = xp.rowdot(Ta, Tp[sy + a : sy + a + h, sx + b : sx + b + w])
+    return G
+
+
+def _pixel_dots(
+    G: Any, shape: tuple[int, int], r: int, sy: int, sx: int, dys: range, xp: NumpyOps | TorchOps
+) -> Iterator[tuple[int, Any]]:
+    """Dot products of the upsampled features of pixel pairs (p, p + (dy, dx)), |dx| ≤ r, per dy in ``dys``.
+
+    ``G`` is :func:`_token_gram` of the two token grids; yields (dy, (H, W, 2r+1) float64 array of
+    ⟨f_a(p), f_b(p + (dy, dx))⟩ at [y, x, dx + r]) (entries whose partner is off the grid: 0).
+    Stage 1 contracts the token columns (one product per dx), stage 2 the rows (one per dy).
+    """
+    H, W = shape
+    h, w = G.shape[0], G.shape[2]
+    side = 2 * r + 1
+    Gx = xp.permute(G, (2, 3, 0, 1)).reshape(w * (2 * sx + 1), h * (2 * sy + 1))
+    K = xp.empty((h * (2 * sy + 1), W, side), xp.float64)
     for dx in range(-r, r + 1):
-        K[:, :, dx + r] = (_pair_matrix(w, W, dx, sx) @ Gx).T
+        K[:, :, dx + r] = (xp.pair(w, W, dx, sx) @ Gx).T
     K = K.reshape(h * (2 * sy + 1), W * side)
-    # stage 2: contract rows, one sparse product per vertical offset -> dot products,
-    # normalised block by block into 1 - cos (the dy = 0 block gives the norms)
-    D = np.empty((H, W, side, side), dtype=np.float32)
-    blk0 = (_pair_matrix(h, H, 0, sy) @ K).reshape(H, W, side)
-    inv = 1.0 / np.maximum(np.sqrt(np.maximum(blk0[:, :, r], 0.0)), _EPS)
-    invpad = np.pad(inv, r, constant_values=1.0)
-    neg_inv = -inv[:, :, None]
-    for dy in range(r + 1):
-        blk = blk0 if dy == 0 else (_pair_matrix(h, H, dy, sy) @ K).reshape(H, W, side)
-        blk *= neg_inv
-        blk *= np.lib.stride_tricks.sliding_window_view(invpad[r + dy : r + dy + H], side, axis=1)
-        np.add(blk, 1.0, out=D[:, :, dy + r, :], casting="same_kind")  # 1 - cos in float64, stored as float32
+    for dy in dys:
+        yield dy, (xp.pair(h, H, dy, sy) @ K).reshape(H, W, side)
+
+
+def _inverse_norms(sq: Any, xp: NumpyOps | TorchOps) -> Any:
+    """1 / ‖f‖ from squared norms (zero vectors: 1/_EPS)."""
+    if isinstance(xp, NumpyOps):
+        return 1.0 / np.maximum(np.sqrt(np.maximum(sq, 0.0)), _EPS)
+    return 1.0 / xp.torch.sqrt(sq.clamp(min=0.0)).clamp(min=_EPS)
+
+
+def _cosine_distance_into(blk: Any, inv_a: Any, inv_b: Any, r: int, dy: int, out: Any, xp: NumpyOps | TorchOps) -> None:
+    """out = 1 − blk · inv_a[p] · inv_b[p + (dy, dx)] (float64 products, float32 result); blk is overwritten."""
+    H = blk.shape[0]
+    side = 2 * r + 1
+    blk *= -inv_a[:, :, None]
+    invpad = xp.pad2(inv_b, r, 1.0)
+    blk *= xp.windows(invpad[r + dy : r + dy + H], side, 1)
+    xp.add_one_into(blk, out)
+
+
+def plane_distances(T: Any, shape: tuple[int, int], r: int, xp: NumpyOps | TorchOps = NUMPY) -> tuple[Any, Any]:
+    """In-plane window distances of one grid of tokens T (d, h, w) upsampled to ``shape``.
+
+    Returns D (H, W, 2r+1, 2r+1) float32, 1 − cos of pixel p and p + (dy, dx) at
+    [y, x, dy + r, dx + r] (+inf off the grid and at the centre), and the inverse feature norms
+    (H, W) float64 of the upsampled pixels (for distances to other slices).
+    """
+    _, h, w = T.shape
+    H, W = shape
+    side = 2 * r + 1
+    sy, sx = _spans(h, w, H, W, r)
+    T64 = token_grid(T, xp)
+    G = _token_gram(T64, T64, sy, sx, xp)
+    D = xp.empty((H, W, side, side), xp.float32)
+    inv = None
+    for dy, blk in _pixel_dots(G, (H, W), r, sy, sx, range(r + 1), xp):
+        if dy == 0:  # the dy = 0 block holds the norms: 1 - cos block by block
+            inv = _inverse_norms(blk[:, :, r], xp)
+        _cosine_distance_into(blk, inv, inv, r, dy, D[:, :, dy + r, :], xp)
     _mirror_upper(D, (H, W), r)
     _mark_outside(D, (H, W), r)
-    _window_extras(D, (H, W), r, spatial, intensity, intensity_weight)
-    return _finish_window(D, (H, W), r, k)
+    return D, inv
 
 
 def _mirror_upper(D: NDArray[np.float32], shape: tuple[int, int], radius: int) -> None:

@@ -4,3 +4,5 @@
 BETA_SCALES = ("absolute", "median", "mean")
 #: How the kNN graph is symmetrised before the walk.
 SYMMETRIZE = ("none", "max", "mean", "min")
+#: Where the graph, the diffusion and the encoder run (``cpu``: numpy/scipy; ``cuda``: torch on the GPU).
+DEVICES = ("cpu", "cuda", "auto")

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = ["RESIZE_METHODS", "bilinear_taps", "resize2d", "resize_matrix"]
+__all__ = ["RESIZE_METHODS", "bilinear_taps", "pair_matrix", "resize2d", "resize_matrix"]
 
 RESIZE_METHODS = ("bilinear", "area")
 
@@ -100,3 +100,37 @@ def resize2d(a: NDArray[Any], shape: tuple[int, int], method: str = "bilinear") 
         y = my @ x[i]  # (H, w)
         out[i] = (mx @ y.T).T
     return out.reshape(*lead, H, W)
+
+
+@lru_cache(maxsize=512)
+def pair_matrix(n_tok: int, n_pix: int, shift: int, span: int) -> sp.csr_matrix:
+    """Sparse (n_pix, n_tok·(2·span+1)) weights of token pairs for pixel pairs (p, p + shift).
+
+    Entry (i, di) of row p is Σ a_p[i] a_{p+shift}[i + di] over the ≤ 2 × 2 bilinear taps
+    (upsampling n_tok → n_pix). Rows whose partner p + shift is off the grid are empty.
+    Depends only on the geometry, hence cached.
+    """
+    i0, lam = bilinear_taps(n_tok, n_pix)
+    n = i0.size
+    p = np.arange(n)
+    q = p + shift
+    ok = (q >= 0) & (q < n)
+    p, q = p[ok], q[ok]
+    rows, cols, vals = [], [], []
+    w_p = (1.0 - lam[p], lam[p])
+    w_q = (1.0 - lam[q], lam[q])
+    for a in (0, 1):
+        ia = np.minimum(i0[p] + a, n_tok - 1)
+        for b in (0, 1):
+            ib = np.minimum(i0[q] + b, n_tok - 1)
+            v = w_p[a] * w_q[b]
+            di = ib - ia
+            keep = v != 0.0
+            if np.any(np.abs(di[keep]) > span):
+                raise AssertionError("token offset outside the precomputed span")  # pragma: no cover
+            rows.append(p[keep])
+            cols.append(ia[keep] * (2 * span + 1) + di[keep] + span)
+            vals.append(v[keep])
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_tok * (2 * span + 1))
+    )

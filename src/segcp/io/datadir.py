@@ -19,12 +19,15 @@ not be the ids themselves (``--match images={id}_0000`` for nnU-Net's ``imagesTr
 nnU-Net v2 prediction folders work as they are: ``<case>.npz`` (``probabilities``, see
 :mod:`segcp.io.readers` for the axis order) next to ``<case>.nii.gz`` (its argmax) is one id,
 the NPZ read for the probabilities and the NIfTI for the geometry (spacing, affine); nnU-Net's
-``.pkl`` files are ignored, never unpickled. Its ``dataset.json`` names the labels.
+``.pkl`` files are ignored, never unpickled. Its ``dataset.json`` names the labels: the one
+``nnUNetv2_predict`` copies into the prediction folder, else the raw dataset's.
 
 NIfTI spacing is read (mask first, then the model output, then the image) and used by the
 metrics and spacing-aware methods; when both the model output and the mask carry a NIfTI
-geometry they must be the same grid (shape and affine), or the case is refused. Ids must match
-across the folders a command reads. :meth:`DataDir.reader` builds, for a set family, the
+geometry they must be the same grid (shape and affine), or the case is refused. The model output
+defines the cases: every other folder a command reads must hold each of its ids; inside a data
+directory the ids must match exactly, while a folder given on its own (nnU-Net's ``labelsTr`` or
+``imagesTr``, which hold the training cases too) may hold more, which are counted and left out. :meth:`DataDir.reader` builds, for a set family, the
 :class:`~segcp.cases.Case` of every id with one-line errors naming the file at fault.
 """
 
@@ -63,8 +66,8 @@ class DataSpec:
         as ``probs``, its ``labelsTr`` as ``masks``).
     patterns : file-name template per kind, with ``{id}`` standing for the id
         (``{id}_0000`` for nnU-Net images, ``{id}_prob`` for MONAI outputs).
-    dataset_json : an nnU-Net ``dataset.json`` naming the labels (default: ``root/dataset.json``
-        or the masks folder's parent's, when present).
+    dataset_json : an nnU-Net ``dataset.json`` naming the labels (default: ``root/dataset.json``,
+        the prediction folder's, or the masks folder's parent's, when present).
     """
 
     root: Path | None = None
@@ -236,6 +239,8 @@ class DataDir:
             raise SegcpError(f"{self.root}: data directory does not exist")
         self.files: dict[str, dict[str, Path]] = {}
         self.geometry_files: dict[str, dict[str, Path]] = {}
+        #: files per folder that :meth:`ids` left unread (a folder given on its own holding more cases)
+        self.unused: dict[str, int] = {}
         for sub in SUBDIRS:
             folder = self.spec.folder(sub)
             if folder is None:
@@ -254,7 +259,10 @@ class DataDir:
         return sub in self.files
 
     def ids(self, require: Iterable[str] = ("probs",)) -> list[str]:
-        """Sorted ids, checking that every required folder exists and ids match exactly."""
+        """Sorted ids: those of the first required folder (the model output), each of which every
+        other required folder must hold. A folder given on its own (``--masks labelsTr``,
+        ``--images imagesTr``) may hold more cases: they are left out and counted
+        (:attr:`unused`, :meth:`unused_note`); inside a data directory the ids must match exactly."""
         require = list(require)
         for sub in require:
             if sub not in self.files:
@@ -263,6 +271,8 @@ class DataDir:
             if not self.files[sub]:
                 raise SegcpError(f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})" + (
                     f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
+        if "masks" in require and require[0] in ("probs", "samples") and self.folder("masks").resolve() == self.folder(require[0]).resolve():
+            raise SegcpError(self._masks_are_predictions("masks"))
         base = require[0]
         ids = set(self.files[base])
         for sub in require[1:]:
@@ -272,15 +282,39 @@ class DataDir:
                 src = self.files[base][missing[0]].name
                 raise SegcpError(
                     f"{self.folder(sub)}: no file for id {missing[0]!r} (from {base}/{src})"
-                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + self._match_hint(sub, missing[0])
                 )
             extra = sorted(other - ids)
-            if extra:
+            if extra and sub in self.spec.folder_map:  # a folder of its own (nnU-Net's labelsTr): the model output picks the cases
+                self.unused[sub] = len(extra)
+            elif extra:
                 raise SegcpError(
                     f"{self.folder(sub)}/{self.files[sub][extra[0]].name}: no matching file in {base}/"
                     + (f" ({len(extra) - 1} more unmatched)" if len(extra) > 1 else "")
                 )
         return sorted(ids)
+
+    def _match_hint(self, sub: str, ident: str) -> str:
+        """``; its files are named <id>_0000...: pass --match images={id}_0000`` when ``sub``'s
+        files are named by the id plus a suffix (nnU-Net's imagesTr), else nothing."""
+        if sub in self.spec.pattern_map:
+            return ""
+        named = sorted(s for s in self.files[sub] if s.startswith(ident) and len(s) > len(ident))
+        if not named:
+            return ""
+        suffix = named[0][len(ident):]
+        return f"; its files are named <id>{suffix} ({self.files[sub][named[0]].name}): pass --match {sub}={{id}}{suffix}"
+
+    def unused_note(self, source: str | os.PathLike[str] | None = None) -> str | None:
+        """What :meth:`ids` left unread: ``<folder>: N files not used (the cases are those of <probs>)``
+        per folder given on its own that holds more cases than the model output (``source``, when
+        another folder chose the cases), or None."""
+        if not self.unused:
+            return None
+        if source is None:
+            source = self.folder(next((k for k in ("probs", "samples") if self.has(k)), "probs"))
+        parts = [f"{self.folder(sub)}: {n} file{'s' * (n != 1)} not used" for sub, n in sorted(self.unused.items())]
+        return "; ".join(parts) + f" (the cases are those of {source})"
 
     def path(self, sub: str, ident: str) -> Path:
         try:
@@ -306,10 +340,13 @@ class DataDir:
         return g
 
     def dataset_json(self) -> Path | None:
-        """The nnU-Net ``dataset.json`` that names the labels, when there is one."""
+        """The nnU-Net ``dataset.json`` that names the labels, when there is one: ``--dataset-json``,
+        else the data directory's, the prediction folder's (``nnUNetv2_predict`` copies it there),
+        the masks folder's or its parent's (nnU-Net's raw dataset)."""
         if self.spec.dataset_json is not None:
             return Path(self.spec.dataset_json)
-        for folder in (self.root, self.spec.folder("masks"), (self.spec.folder("masks") or Path(".")).parent):
+        masks = self.spec.folder("masks")
+        for folder in (self.root, self.spec.folder("probs"), masks, None if masks is None else masks.parent):
             if folder is not None and (Path(folder) / "dataset.json").is_file():
                 return Path(folder) / "dataset.json"
         return None
@@ -335,6 +372,33 @@ class DataDir:
             if pa.shape[:-1] == ma.shape:
                 return "last"
         return None
+
+    def not_a_stack(self, ident: str) -> str:
+        """Why probs/<id> is no class stack (L, *S) of masks/<id>'s grid, in one line for ``--labels``:
+        ``--masks`` pointed at the prediction folder, nnU-Net run without ``--save_probabilities``
+        (segmentations, not probabilities), a stack whose spatial axes are in another order than the
+        mask's, or else the shapes."""
+        p, m = self.path("probs", ident), self.path("masks", ident)
+        if ident in self.geometry_files.get("masks", {}):  # an .npz beside its argmax: nnU-Net's predictions
+            return self._masks_are_predictions(ident)
+        pa, _ = read_probabilities(p)
+        ma, _ = read_array(m)
+        if pa.ndim == ma.ndim and pa.dtype.kind in "iub":
+            return (f"{p}: a segmentation (one label per voxel, {pa.dtype}), not class probabilities: rerun nnUNetv2_predict "
+                    "with --save_probabilities (it writes <case>.npz beside <case>.nii.gz) and point --probs at that folder")
+        if pa.ndim == ma.ndim + 1 and sorted(pa.shape[1:]) == sorted(ma.shape) and pa.shape[1:] != ma.shape:
+            return (f"{p}: a stack of shape {pa.shape}: its spatial axes are in another order than the mask's {ma.shape} "
+                    f"({m.name}); expected (L, {', '.join(map(str, ma.shape))}). An nnU-Net .npz holds (C, z, y, x), as "
+                    "nnUNetv2_predict writes it, not (C, x, y, z)")
+        return (f"{p}: --labels needs class-probability stacks (L, *S), one channel per label, on the mask's grid "
+                f"{ma.shape} ({m.name}); got shape {pa.shape}")
+
+    def _masks_are_predictions(self, ident: str) -> str:
+        """The line for ``--masks`` pointed at a prediction folder (``ident``: a case of it, or ``"masks"``)."""
+        shown = self.files["masks"].get(ident) or next(iter(self.files["masks"].values()), None)
+        what = f" ({shown.name} holds the model's output)" if shown is not None else ""
+        return (f"{self.folder('masks')}: --masks is a prediction folder{what}; point it at the ground truth "
+                "(nnU-Net's labelsTr) and --probs at the predictions")
 
     def probs_have_channels(self, ident: str) -> bool:
         """True when probs/<id> has one more axis than masks/<id> (a class stack)."""
@@ -491,11 +555,19 @@ class CaseReader:
                     )
         self.channels: bool | str = "first" if channels is True else channels
         self.label_seen = False
+        self.allow_empty = False  # calibrate --allow-empty-masks
 
     def require_label_seen(self) -> None:
-        """One-line error when ``--label L`` selected a structure that no mask read holds."""
-        if self.label is None or not self.with_truth or self.multiclass or self.label_seen:
+        """One-line error when ``--label L`` selected a structure that no mask read holds, or when every
+        binary mask is empty (the FNR is undefined on an empty truth: λ̂ = λ_min with a "risk 0" that
+        guarantees nothing) unless :attr:`allow_empty` (asked for by name)."""
+        if not self.with_truth or self.multiclass or self.label_seen:
             return
+        if self.label is None:
+            if self.allow_empty:
+                return
+            raise SegcpError(f"{self.dd.folder('masks')}: every mask is empty: the FNR is undefined on empty truths (lambda would be "
+                             "its minimum with a risk of 0 that guarantees nothing); check the masks, or calibrate --allow-empty-masks")
         raise SegcpError(
             f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
             f"{', '.join(map(str, self.dd.labels_present(self.ids)))}); check --label"

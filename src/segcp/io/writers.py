@@ -32,7 +32,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "atomic_path",
     "check_dir_target",
     "check_output",
+    "filled_in_place",
     "remove_stale_temporaries",
     "to_jsonable",
     "umask",
@@ -275,6 +276,35 @@ def atomic_dir(dest: str | os.PathLike[str], existing: str = "refuse", expect: S
     finally:
         if not done:
             _remove_made(made)
+
+
+@contextmanager
+def filled_in_place(dest: str | os.PathLike[str], scaffolding: Sequence[str] = ()) -> Iterator[Path]:
+    """Make the folder ``dest`` (and its missing parents) for an output written into it file by file
+    (``predict --resume``: each file atomic, finished ones kept for the next run). When the block fails
+    and ``dest`` was new or empty and still holds no file besides the ``scaffolding`` (a manifest, a
+    legend) and folders, all of it and the folders made for it are removed: no hollow output is left."""
+    dest = Path(dest)
+    check_dir_target(dest, "merge")
+    try:
+        was_hollow = not dest.is_dir() or not any(p for p in dest.iterdir() if not p.name.startswith(TMP_PREFIX))
+        made = _make_parents(dest) + ([] if dest.is_dir() else [dest])
+        dest.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
+    try:
+        yield dest
+    except BaseException:
+        entries = sorted(dest.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        if was_hollow and all(p.is_dir() or p.name in scaffolding or p.name.startswith(TMP_PREFIX) for p in entries):
+            for p in entries:  # innermost first
+                with suppress(OSError):
+                    if p.is_dir():
+                        p.rmdir()
+                    else:
+                        p.unlink()
+            _remove_made(made)
+        raise
 
 
 def _put_in_place(tmp: Path, dest: Path, existing: str) -> None:

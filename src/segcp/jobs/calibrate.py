@@ -5,6 +5,7 @@ back only curves), reduced by the estimator into one λ̂ (or one per structure)
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
 from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
 from segcp.jobs.structures import resolve_structures
-from segcp.jobs.tasks import Job, worker_family
+from segcp.jobs.tasks import Job, note_unused, worker_family
 from segcp.methods import SetFamily
 from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
@@ -25,20 +26,34 @@ from segcp.volumes import VolumeEstimate, mask_volume, probability_volume, volum
 __all__ = ["calibrate_dir"]
 
 
-def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], list[list[tuple[float, VolumeEstimate]]]]:
-    """Worker: per structure, the chunk's curves per α group, how many of its masks hold the structure and,
-    for two-sided sets, each case's (true volume, volume estimate) (:mod:`segcp.volumes`)."""
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]], list[list[tuple[float, VolumeEstimate]]]]:
+    """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure;
+    per grid dimensionality (2 or 3), how many images have it and the first one's file; and, for two-sided
+    sets, each case's (true volume, volume estimate) per structure (:mod:`segcp.volumes`)."""
     job, plan, ids = task
     batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
     present = [0] * job.slots
+    dims: dict[int, tuple[int, str]] = {}
     volumes: list[list[tuple[float, VolumeEstimate]]] = [[] for _ in range(job.slots)]
     for ident in ids:
-        for k, case in enumerate(job.read(ident)):
+        cases = job.read(ident)
+        count, where = dims.get(len(cases[0].shape), (0, cases[0].where or ident))
+        dims[len(cases[0].shape)] = (count + 1, where)
+        for k, case in enumerate(cases):
             batches[k].add(case)
             present[k] += bool(case.mask is not None and case.mask.any())
             if plan.guarantee in BAND_GUARANTEES:
                 volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
-    return [b.result() for b in batches], present, volumes
+    return [b.result() for b in batches], present, dims, volumes
+
+
+def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
+    """The one grid dimensionality of a calibration set (a 2-D slice among 3-D volumes is an error)."""
+    if len(dims) > 1:
+        (d, (_, where)), (big, (n, _)) = sorted(dims.items(), key=lambda kv: kv[1][0])[:2]
+        raise SegcpError(f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
+                         "(calibrate 2-D slices and 3-D volumes separately)")
+    return next(iter(dims))
 
 
 def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int], label: int | None) -> tuple[Job, list[str], str]:
@@ -51,11 +66,12 @@ def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int
     ids = dd.ids(["probs", "masks", *(["images"] if with_image else [])])
     axis = dd.channel_axis(ids[0])
     if axis is None:
-        raise SegcpError(f"{dd.path('probs', ids[0])}: --labels needs class-probability stacks (L, *S), one channel per label")
+        raise SegcpError(dd.not_a_stack(ids[0]))
     first = dd.load_stack(ids[0], channels=axis, with_mask=False)
     dj = dd.dataset_json()
     names = label_names(dj) if dj is not None else None
-    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])))  # type: ignore[union-attr]
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])),  # type: ignore[union-attr]
+                                    names_from=str(dj))
     job = Job(dd.spec, family, None, axis, True, tuple(structures), with_image).share(dd)
     return job, ids, str(dj) if dj is not None else "channels of the probability stacks"
 
@@ -77,11 +93,13 @@ def calibrate_dir(
     grid_size: int = GRID_SIZE,
     grid_max: float | None = None,
     labels: str | list[str | int] | None = None,
+    allow_empty_masks: bool = False,
 ) -> dict[str, Any]:
     """Calibrate ``method`` on every id of a data directory (one case in memory per worker; the map step on
     ``executor`` in tasks of ``chunk_size`` ids); optionally write calib.json. ``curve_form``, ``grid_size``,
     ``grid_max``: exact or compact curves. ``labels`` (``"all"`` or values/names): one λ̂ per structure of a
-    class-probability stack. Returns the record (:func:`segcp.record.job_record`).
+    class-probability stack. ``allow_empty_masks``: calibrate even when every binary mask is empty
+    (refused otherwise: the FNR is undefined on empty truths). Returns the record (:func:`segcp.record.job_record`).
     """
     t0 = time.perf_counter()
     forms: dict[str, Any] = {"curve_form": curve_form, "grid_size": grid_size, "grid_max": grid_max}
@@ -100,18 +118,26 @@ def calibrate_dir(
     if out is not None:
         check_output(out, data_inputs(data))
     check_calibration_size(len(ids), min(cs.alphas()))  # fail before reading any file
+    advice = plan.family.spacing_advice(dd.read("masks", ids[0])[1])  # the first case's voxels stand for the data's
+    if advice is not None:
+        sys.stderr.write(f"segcp: warning: {advice}\n")
     accs = [plan.accumulators() for _ in range(job.slots)]  # the reduce, by chunk index (any arrival order)
     present = [0] * job.slots
+    dims: dict[int, tuple[int, str]] = {}
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
     volumes: list[dict[int, list[tuple[float, VolumeEstimate]]]] = [{} for _ in range(job.slots)]  # by chunk index (calibration order)
-    for i, (parts, counts, vols) in chunks:
+    for i, (parts, counts, chunk_dims, vols) in chunks:
+        for d, (n, first) in chunk_dims.items():
+            count, first = dims.get(d, (0, first))
+            dims[d] = (count + n, first)
         for k in range(job.slots):
             for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
             present[k] += counts[k]
             volumes[k][i] = vols[k]
+    ndim = _one_ndim(dims)
     if reader is not None:
-        reader.label_seen = present[0] > 0
+        reader.label_seen, reader.allow_empty = present[0] > 0, allow_empty_masks
         reader.require_label_seen()
     absent = [s for s, c in zip(job.structures, present, strict=False) if c == 0]  # none when calibrating one structure
     if absent:
@@ -127,7 +153,8 @@ def calibrate_dir(
             rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(est.lambdas_))  # calib.json's "volume"
         fitted.append((job.structures[k] if job.structures else None, rec, present[k]))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
-    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, **where)
+    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, ndim=ndim, **where)
     if out is not None:
         write_json(out, record)
+    note_unused(dd)  # after the work: a failure stays one line
     return record

@@ -16,10 +16,11 @@ from segcp._version import __version__
 from segcp.cases import Case
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
-from segcp.io import DataDir, check_output, index_folder, read_array, suffixes, write_json
+from segcp.io import DataDir, check_output, index_folder, read_array, read_json, suffixes, write_json
 from segcp.io.datadir import DataSpec, data_inputs
 from segcp.io.formats.base import SPACING_UNIT
-from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
+from segcp.jobs.predict import PREDICT_MANIFEST, calibration_identity, select_structures
+from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
 from segcp.record import Calibration, read_calibration
@@ -35,6 +36,11 @@ Run = Callable[[Callable[[Any], list[Any]], tuple[Any, ...], list[Any]], list[An
 def read_set(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A set file as a boolean mask of ``shape``, or a one-line error naming the file."""
     pred, _ = read_array(path)
+    return check_set(pred, path, shape)
+
+
+def check_set(pred: np.ndarray, path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """``pred`` (read from ``path``) as a boolean mask of ``shape``, or a one-line error naming the file."""
     if pred.shape != shape:
         raise SegcpError(f"{path}: set shape {pred.shape} does not match mask shape {shape}")
     if pred.dtype.kind not in "biuf" or (pred.dtype != bool and not np.all(np.isin(pred, (0, 1)))):
@@ -102,6 +108,40 @@ def _set_folders(sets: Path, subs: list[str], ids: list[str]) -> list[dict[str, 
     return out
 
 
+def _structure_folders(sets: Path) -> list[str]:
+    """The structure folders of a per-structure ``predict`` folder (from its manifest, else the
+    subfolders holding set files)."""
+    manifest = _manifest_of(sets)
+    if manifest is not None and isinstance(manifest.get("structures"), list):
+        return [str(s.get("name")) for s in manifest["structures"] if isinstance(s, dict)]
+    return sorted(d.name for d in sets.iterdir() if d.is_dir() and not d.name.startswith(".") and index_folder(d))
+
+
+def _manifest_of(sets: Path) -> dict[str, Any] | None:
+    """The manifest ``predict`` leaves in a sets folder (what made it: in the folder with ``--resume``,
+    in each structure folder of a per-structure one), or None (a folder made otherwise)."""
+    inner = sorted(d / PREDICT_MANIFEST for d in sets.iterdir() if d.is_dir() and not d.name.startswith("."))
+    path = next((p for p in (sets / PREDICT_MANIFEST, *inner) if p.is_file()), None)
+    record = None if path is None else read_json(path)
+    return record if isinstance(record, dict) else None
+
+
+def _made_by(sets: Path, cal: Calibration) -> Calibration:
+    """``cal`` restricted to the structures a per-structure sets folder holds (``predict --labels``), as its
+    manifest names them; a folder made by another calibration (method, parameters, α or λ̂) is refused,
+    a folder without a manifest taken as it is."""
+    manifest = _manifest_of(sets)
+    if manifest is None or not cal.per_structure:
+        return cal
+    made = {s.get("label") for s in manifest.get("structures") or [] if isinstance(s, dict)}
+    if made and made <= {s.value for s in cal.structures}:
+        mine = select_structures(cal, ",".join(str(s.value) for s in cal.structures if s.value in made))
+        if calibration_identity(manifest) == calibration_identity(mine):
+            return mine
+    raise SegcpError(f"{sets}: these sets were made by another calibration ({manifest.get('method')}, lambda {manifest.get('lambda')}) "
+                     f"than {cal.path} ({cal.record.get('method')}): evaluate them with the calib.json that made them")
+
+
 def _units(any_spacing: bool) -> str:
     return SPACING_UNIT if any_spacing else "pixels"
 
@@ -135,21 +175,30 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
         raise SegcpError(f"{sets}: sets directory does not exist")
     set_files = {i: p for i, p in index_folder(sets).items() if not p.name.endswith(".npz")}
     if not set_files:
+        structures = _structure_folders(sets)
+        if structures:
+            raise SegcpError(f"{sets}: per-structure sets ({', '.join(f'{s}/' for s in structures)}): pass --calib with the calib.json "
+                             f"that made them, or --sets {sets / structures[0]} --label L for one structure")
         raise SegcpError(f"{sets}: no set files ({', '.join(x for x in suffixes() if x != '.npz')})")
     dd = DataDir(data)
     if out is not None:
         check_output(out, [sets, *data_inputs(data)])
-    ids = dd.ids(["masks"])
+    has_probs = dd.has("probs")
+    base = "probs" if has_probs else "masks"
+    ids = dd.ids([base, "masks"] if has_probs else ["masks"])
+    if not has_probs and "masks" in dd.spec.folder_map:  # a folder of its own (nnU-Net's labelsTr): the sets pick the cases
+        unread = [i for i in ids if i not in set_files]
+        ids = [i for i in ids if i in set_files]
+        if unread:
+            dd.unused["masks"] = len(unread)
     missing = sorted(set(ids) - set(set_files))
     if missing:
         raise SegcpError(f"{sets}: no set for id {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     extra = sorted(set(set_files) - set(ids))
     if extra:
-        raise SegcpError(f"{set_files[extra[0]]}: no matching mask in {dd.folder('masks')}")
-    has_probs = dd.has("probs")
+        raise SegcpError(f"{set_files[extra[0]]}: no matching file in {dd.folder(base)}")
     channels: bool | str = False
     if has_probs:
-        ids = dd.ids(["masks", "probs"])
         channels = dd.channel_axis(ids[0]) or False  # "first" (L, *S) or "last" (*S, L)
         if channels and label is None:
             raise SegcpError(f"{dd.path('probs', ids[0])}: class-probability stack; pass --label L")
@@ -158,6 +207,7 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     if label is not None and not any(seen for _, seen, _ in rows):
         raise SegcpError(f"{dd.folder('masks')}: no mask holds label {label}; check --label")
     per_image = {ident: metrics for ident, (metrics, _, _) in zip(ids, rows, strict=True)}
+    note_unused(dd, None if has_probs else sets)  # after the work: a failure stays one line
     return {"segcp_version": __version__, "label": label, "distance_units": _units(any(has for _, _, has in rows))} | _summary(per_image)
 
 
@@ -189,6 +239,8 @@ def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, 
 
 def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run) -> dict[str, Any]:
     """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
+    if sets is not None:
+        cal = _made_by(Path(sets), cal)
     models = calibrated_models(cal)
     fam = models[0].method_
     if out is not None:
@@ -200,6 +252,7 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
         raise SegcpError("evaluate: --calib with --sets is for per-structure calibrations; give --sets alone (and --label) for one structure")
     set_files = _set_folders(Path(sets), subs, ids) if sets is not None else None
     rows = run(_calibrated_chunk, (job, models, set_files, draws, seed), list(enumerate(ids)))
+    note_unused(dd)  # after the work: a failure stays one line
     per: list[dict[str, Metrics]] = [{ident: slots[k][0] for ident, (slots, _) in zip(ids, rows, strict=True)} for k in range(len(subs))]
     drawn = any(is_drawn for slots, _ in rows for _, is_drawn in slots)
     units = _units(any(has for _, has in rows))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,16 +17,18 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs
-from segcp.io.writers import TMP_PREFIX, check_dir_target
-from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, worker_family
+from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
+from segcp.jobs.structures import resolve_structures
+from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
 from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
-from segcp.record import Calibration, check_structures, read_calibration
+from segcp.record import MAX_LABEL, Calibration, check_structures, read_calibration
 
-__all__ = ["COMBINED", "PREDICT_MANIFEST", "complete_set", "predict_dir"]
+__all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
 
-#: The hidden record of a resumable ``predict`` folder (what made its sets).
+#: The hidden record of a ``predict`` folder (what made its sets): ``--resume`` continues, and ``--overwrite``
+#: replaces, only a folder that has it.
 PREDICT_MANIFEST = ".segcp-predict.json"
 #: The folder of the bit-coded files of ``--combined``, and its legend.
 COMBINED = "combined"
@@ -82,6 +84,18 @@ def complete_set(path: Path, draws: int | None, bits: bool = False) -> bool:
     return dtype.kind in "iu" and len(shape) >= 3 and shape[0] == draws
 
 
+#: The fields of a manifest that say which calibration made the sets (not the file's bytes: two files
+#: of the same method, parameters and λ̂ make the same sets): each structure folder of a per-structure
+#: ``predict`` folder holds them (:func:`calibration_identity`), for ``evaluate --calib`` to check.
+CALIBRATION_FIELDS = ("method", "params", "alpha", "lambda", "label", "structures")
+
+
+def calibration_identity(cal: Calibration | dict[str, Any]) -> dict[str, Any]:
+    """The :data:`CALIBRATION_FIELDS` of a manifest, or of the manifest a calibration's sets get."""
+    manifest = _manifest(cal, calibrated_models(cal), 1, 0, False) if isinstance(cal, Calibration) else cal
+    return {k: manifest.get(k) for k in CALIBRATION_FIELDS}
+
+
 def _manifest(cal: Calibration, models: Sequence[ConformalSegmenter], draws: int, seed: int, combined: bool) -> dict[str, Any]:
     """What the sets of a resumable folder depend on (the same manifest ⇒ the same sets)."""
     fam = models[0].method_
@@ -109,10 +123,17 @@ def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> b
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces only a folder that ``segcp predict`` wrote (its manifest), or an empty one."""
+    check_dir_target(out, "overwrite")
+    if out.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out.iterdir()) and not (out / PREDICT_MANIFEST).is_file():
+        raise SegcpError(f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
+                         "a previous predict output: choose a new folder")
+
+
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
     """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
     subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
-    check_dir_target(out, "merge")
     mpath = out / PREDICT_MANIFEST
     if out.is_dir() and any(p.name != PREDICT_MANIFEST and not p.name.startswith(TMP_PREFIX) for p in out.iterdir()):
         if not mpath.is_file():
@@ -122,7 +143,6 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
             old = old if isinstance(old, dict) else {}
             diff = ", ".join(sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k)))
             raise SegcpError(f"{out}: its sets were made with another {diff}; --resume needs the same calibration and options (or --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)  # atomic; also removes the temporaries of dead writers in out
     for sub in subs:
         if sub:
@@ -133,7 +153,7 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
 
 
 def _predict_band(cal: Calibration, models: Sequence[ConformalSegmenter], job: Job, ids: list[str], subs: tuple[str, ...], out: Path,
-                  existing: str, executor: Executor, show_progress: bool, chunk_size: int | None) -> list[Path]:
+                  manifest: dict[str, Any], existing: str, executor: Executor, show_progress: bool, chunk_size: int | None) -> list[Path]:
     """Two-sided sets, their viewer files and volumes.csv (:mod:`segcp.jobs.band`); returns the band label volumes, id by id."""
     from segcp.jobs.band import VOLUMES_CSV, band_folders, write_band_chunk, write_volumes_csv
 
@@ -141,11 +161,27 @@ def _predict_band(cal: Calibration, models: Sequence[ConformalSegmenter], job: J
     alpha = float(next(iter(models[0].lambdas_)))
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, names, alpha, tuple(p.get("volume") for p in cal.parts))
     with atomic_dir(out, existing=existing) as folder:
+        write_json(folder / PREDICT_MANIFEST, manifest)
         band_folders(folder, subs, names)
         rows = map_ids(executor, write_band_chunk, (*head, str(folder)), list(enumerate(ids)), description="predicting",
                        show_progress=show_progress, chunk_size=chunk_size)
         write_volumes_csv(folder / VOLUMES_CSV, rows)
     return [written_set(out / sub / "band", ident) or out / sub / "band" / f"{ident}.npy" for ident in ids for sub in subs]
+
+
+def select_structures(cal: Calibration, labels: str) -> Calibration:
+    """``--labels`` of ``predict``: the calibration restricted to those of its structures (``all``,
+    or label values / names separated by commas), in its order; a structure it did not calibrate
+    is a one-line error."""
+    if not cal.per_structure:
+        raise SegcpError(f"{cal.path}: --labels is for per-structure calibrations (calibrate --labels); this one calibrated one structure")
+    names = {s.value: s.name for s in cal.structures}
+    known = ", ".join(f"{n}={v}" for v, n in sorted(names.items()))
+    wanted = {s.value for s in resolve_structures(labels, names, MAX_LABEL + 1, str(cal.path), names_from=str(cal.path))}
+    if not wanted <= set(names):
+        raise SegcpError(f"--labels: label {min(wanted - set(names))} was not calibrated in {cal.path} ({known})")
+    keep = [k for k, s in enumerate(cal.structures) if s.value in wanted]
+    return dataclasses.replace(cal, parts=tuple(cal.parts[k] for k in keep), structures=tuple(cal.structures[k] for k in keep))
 
 
 def predict_dir(
@@ -163,14 +199,17 @@ def predict_dir(
     resume: bool = False,
     executor: Executor = IN_PROCESS,
     chunk_size: int | None = None,
+    labels: str | None = None,
 ) -> list[Path]:
     """Write one set per id, ``out/<id>``: a mask on the model output's grid (in its format when it has a
     geometry, else a boolean ``.npy``), or ``draws`` segmentations (S, *spatial) drawn from a set of
     segmentations; per structure ``out/<name>/<id>`` (``combined``: ``out/combined/<id>``, bit k for
     structure k, legend in ``structures.json``). The sets go into a temporary sibling that replaces
     ``out`` whole on success (``out`` new or empty unless ``overwrite``); ``resume`` writes each into
-    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest).
-    ``overrides``: run-time options of the family. Returns the set paths, id by id.
+    ``out`` atomically and skips the whole ones made by the same calibration and options (the manifest; a
+    failure before any set is written leaves nothing). ``overwrite`` replaces only a previous predict folder.
+    ``overrides``: run-time options of the family; ``labels``: some structures of a per-structure
+    calibration only (:func:`select_structures`). Returns the set paths, id by id.
     """
     if int(draws) < 1:
         raise SegcpError(f"--draws must be at least 1, got {draws}")
@@ -180,7 +219,11 @@ def predict_dir(
         raise SegcpError("--resume continues a folder and --overwrite replaces it: give one of them")
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
+    if overwrite:
+        _check_replaceable(out)
     cal = read_calibration(calib, overrides)
+    if labels is not None:
+        cal = select_structures(cal, labels)
     models = calibrated_models(cal, alpha)
     if combined and not cal.per_structure:
         raise SegcpError("--combined is for per-structure calibrations (calibrate --labels)")
@@ -190,26 +233,33 @@ def predict_dir(
     dd = DataDir(data)
     job, ids = job_of(dd, cal, models[0].method_, with_truth=False)
     subs = tuple(s.name for s in cal.structures) or ("",)
+    manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
     if models[0].guarantee_ in BAND_GUARANTEES:  # two-sided sets: segcp.jobs.band
         if resume or combined:
             raise SegcpError(f"--{'resume' if resume else 'combined'} is not available for two-sided sets ({models[0].guarantee_}) yet")
-        return _predict_band(cal, models, job, ids, subs, out, "overwrite" if overwrite else "refuse", executor, show_progress, chunk_size)
+        return _predict_band(cal, models, job, ids, subs, out, manifest, "overwrite" if overwrite else "refuse", executor, show_progress, chunk_size)
     if resume:
-        done = _resume_folder(out, _manifest(cal, models, int(draws), seed, combined), ids, subs + ((COMBINED,) if combined else ()))
-        folder_cm: contextlib.AbstractContextManager[Path] = contextlib.nullcontext(out)
+        folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:
-        done = set()
         folder_cm = atomic_dir(out, existing="overwrite" if overwrite else "refuse")
-    todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
     head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, int(draws), seed)
     with folder_cm as folder:
+        if resume:
+            done = _resume_folder(out, manifest, ids, subs + ((COMBINED,) if combined else ()))
+        else:
+            done = set()
+            write_json(folder / PREDICT_MANIFEST, manifest)
+        todo = [(k, ident) for k, ident in enumerate(ids) if ident not in done]
         for sub in (*subs, *((COMBINED,) if combined else ())):
             if sub:
                 (folder / sub).mkdir(exist_ok=True)
+        for sub in subs if cal.per_structure else ():  # each structure folder says which calibration made it
+            write_json(folder / sub / PREDICT_MANIFEST, calibration_identity(manifest))
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
         for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
                                      chunk_size=chunk_size):
             pass
+    note_unused(dd)  # after the work: a failure stays one line
     return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY

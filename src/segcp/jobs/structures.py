@@ -24,9 +24,12 @@ from segcp.record import Structure, check_structures
 __all__ = ["Structure", "resolve_structures", "split_case"]
 
 
-def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str) -> list[Structure]:
-    """The structures of ``--labels``: ``"all"`` (every non-background label of ``names``, or
-    channels 1..L−1), or values / names (from dataset.json) separated by commas."""
+def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str,
+                       names_from: str = "dataset.json") -> list[Structure]:
+    """The structures of ``--labels``: ``"all"`` (every non-background label of ``names``, read from
+    ``names_from`` — dataset.json, or a calibration — or channels 1..L−1), or values / names separated by
+    commas. The background (label 0) is calibrated only when named (``background`` or its name in
+    dataset.json), never by the number 0; ``"all"`` needs a name for every channel of the stacks."""
     names = dict(names or {})
     if isinstance(spec, str):
         tokens: list[str | int] = [t.strip() for t in spec.split(",") if t.strip()]
@@ -35,18 +38,25 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
     if not tokens:
         raise SegcpError("--labels: give 'all' or a list of labels (numbers or names)")
     if tokens == ["all"]:
+        unnamed = [c for c in range(1, n_channels) if names and c not in names]
+        if unnamed:  # the others would be calibrated and this one left out without a word
+            raise SegcpError(f"{names_from}: no label has the value {unnamed[0]}, a structure of the probability stacks ({n_channels} "
+                             f"channels, {where}); add it to 'labels' or list the structures to calibrate (--labels 1,2)")
         values = [v for v in sorted(names) if v != 0] if names else list(range(1, n_channels))
     else:
-        by_name = {n: v for v, n in names.items()}
+        by_name = {"background": 0} | {n: v for v, n in names.items()}
         values = []
         for t in tokens:
             if isinstance(t, int) or (isinstance(t, str) and t.lstrip("-").isdigit()):
+                if int(t) == 0:
+                    raise SegcpError(f"--labels: label 0 is the background; to calibrate a set for it anyway, name it "
+                                     f"(--labels {names.get(0, 'background')},...)")
                 values.append(int(t))
             elif t in by_name:
                 values.append(by_name[t])
             else:
-                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or "no dataset.json found"
-                raise SegcpError(f"--labels: label name {t!r} is not in dataset.json ({known})")
+                known = ", ".join(f"{n}={v}" for v, n in sorted(names.items())) or f"no {names_from} found"
+                raise SegcpError(f"--labels: label name {t!r} is not in {names_from} ({known})")
     out = []
     for v in values:
         if not 0 <= v < n_channels:

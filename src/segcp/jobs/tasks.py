@@ -4,6 +4,7 @@ reader are built once per process and job, and this process reads through the cl
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from segcp.jobs.structures import split_case
 from segcp.parallel import worker_threads
 from segcp.record import Calibration, Structure
 
-__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "worker_family"]
+__all__ = ["Job", "calibrated_models", "check_seed", "datadir", "draw_seed", "job_of", "note_unused", "worker_family"]
 
 _KEEP = 4  # jobs remembered per process
 _datadirs: OrderedDict[tuple[DataSpec, str], DataDir] = OrderedDict()
@@ -47,7 +48,7 @@ class Job:
     """What every task of a directory job carries: ``data``, ``family`` (pickled as its parameters), ``label``,
     ``channels``, ``with_truth`` (as :meth:`DataDir.reader`); ``structures``: each id read once as its class
     stack and split per structure (``with_image``: images/ too); ``token`` names the job, ``version`` the
-    client's segcp (workers must run it).
+    client's segcp (workers must run it); ``ndim``: the calibration's grid dimensionality, which every image read must have.
     """
 
     data: DataSpec
@@ -59,6 +60,7 @@ class Job:
     with_image: bool = False
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     version: str = __version__
+    ndim: int | None = None
 
     @property
     def slots(self) -> int:
@@ -91,8 +93,12 @@ class Job:
         """The cases of one id: one per structure (split from its class stack), or its one case."""
         if self.structures:
             stack = self.datadir().load_stack(ident, channels=str(self.channels), with_mask=self.with_truth, with_image=self.with_image)
-            return split_case(stack, self.structures)
-        return [self.reader().read(ident)]
+            cases = split_case(stack, self.structures)
+        else:
+            cases = [self.reader().read(ident)]
+        if self.ndim is not None and len(cases[0].shape) != self.ndim:
+            raise SegcpError(f"{cases[0].where or ident}: a {len(cases[0].shape)}-D image, but the calibration was made on {self.ndim}-D images")
+        return cases
 
 
 def calibrated_models(cal: Calibration, alpha: float | None = None) -> list[ConformalSegmenter]:
@@ -112,9 +118,18 @@ def job_of(dd: DataDir, cal: Calibration, family: Any, *, with_truth: bool, imag
     if cal.per_structure:
         with_image = images and "image" in family.inputs
         ids = dd.ids(["probs", *(["masks"] if with_truth else []), *(["images"] if with_image else [])])
-        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image).share(dd), ids
+        return Job(dd.spec, family, None, cal.channels, with_truth, cal.structures, with_image, ndim=cal.ndim).share(dd), ids
     reader = dd.reader(family, label=cal.label, with_truth=with_truth, channels=cal.channels)
-    return Job(dd.spec, family, cal.label, reader.channels, with_truth).share(dd, reader), reader.ids
+    return Job(dd.spec, family, cal.label, reader.channels, with_truth, ndim=cal.ndim).share(dd, reader), reader.ids
+
+
+def note_unused(dd: DataDir, source: Any = None) -> None:
+    """Say on stderr, in one line, how many files of the folders given on their own the job left
+    unread (nnU-Net's labelsTr beside a prediction folder of fewer cases; ``source``: the folder
+    that chose the cases, when not the model output's)."""
+    note = dd.unused_note(source)
+    if note is not None:
+        sys.stderr.write(f"segcp: note: {note}\n")
 
 
 def worker_family(family: Any) -> Any:

@@ -109,6 +109,8 @@ class Param:
     optional : None is a valid value (``none_if`` lists values that also mean None, e.g. 0).
     flag : the CLI option that sets it (e.g. ``--se``), besides ``--param NAME=VALUE``.
     deprecated_flags : older spellings of ``flag``, accepted with a warning.
+    deprecated_names : older names of the parameter (``-p OLD=…``, calib.json records written
+        before the rename), read as this one (e.g. rwcp's ``beta`` → ``kernel_beta``).
     runtime : a run-time option (threads, cache…): not recorded in calib.json nor cache keys.
     location : the value may be a location on this machine (a checkpoint directory): a
         calibration record never supplies one — it must come from the user (``named`` lists
@@ -130,6 +132,7 @@ class Param:
     none_if: tuple[Any, ...] = ()
     flag: str | None = None
     deprecated_flags: tuple[str, ...] = ()
+    deprecated_names: tuple[str, ...] = ()
     runtime: bool = False
     location: bool = False
     named: tuple[str, ...] = ()
@@ -317,11 +320,23 @@ class SetFamily(ABC):
 
     @classmethod
     def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Map user-facing parameter spellings onto the declared ones (default: unchanged).
+        """Map user-facing parameter spellings onto the declared ones (default: the declared
+        ``deprecated_names`` renamed, the rest unchanged).
 
         E.g. CONSIGN accepts its search settings flat (``n_screen=64``) and nests them.
         """
-        return dict(params)
+        p = dict(params)
+        for old, key in cls.renamed_params().items():
+            if old in p:
+                if key in p:
+                    raise SegcpError(f"{cls.name}: give {key} only ({old} is its old name)")
+                p[key] = p.pop(old)
+        return p
+
+    @classmethod
+    def renamed_params(cls) -> dict[str, str]:
+        """Old parameter name → declared name, from the declarations' ``deprecated_names``."""
+        return {old: key for key, d in cls.declared().items() for old in d.deprecated_names}
 
     def bind_alpha(self, alpha: float) -> SetFamily:
         """The family used to calibrate at risk level α (default: itself).
@@ -380,6 +395,11 @@ class SetFamily(ABC):
     def folders(self, available: Collection[str]) -> list[str]:
         """The data-directory folders this family reads, given those that exist."""
         return list(self.inputs)
+
+    def spacing_advice(self, spacing: Sequence[float] | None) -> str | None:
+        """A warning for data of this voxel ``spacing`` (one size per axis, mm), or None: what a
+        command says once before calibrating (default: nothing)."""
+        return None
 
     def check_case(self, case: Case) -> None:
         """One-line error when ``case`` lacks an input this family reads."""

@@ -54,6 +54,7 @@ t = +∞ (both sets empty).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -160,6 +161,24 @@ class MorphMethod(MaskFamily):
     def integer_lambda(self) -> bool:
         """Cross and square distances count dilation steps: λ̂ is an integer."""
         return self.se != "ball"
+
+    #: Voxels this many times longer along one axis than another make a step of cross/square a
+    #: different margin per direction worth a warning (the issue's 10 x 1.5 x 1.5 mm is 6.7).
+    ANISOTROPY_WARNING: ClassVar[float] = 2.0
+
+    def spacing_advice(self, spacing: Sequence[float] | None) -> str | None:
+        """A warning when cross/square steps are run on strongly anisotropic voxels: one step grows
+        a different physical margin along each axis; ``ball`` grows a margin in mm."""
+        if self.se == "ball" or spacing is None or not len(spacing) or min(spacing) <= 0:
+            return None
+        lo, hi = min(spacing), max(spacing)
+        if hi < self.ANISOTROPY_WARNING * lo:
+            return None
+        coarse = [a for a, s in enumerate(spacing) if s == hi]
+        size = " x ".join(f"{s:g}" for s in spacing)
+        return (f"morph --se {self.se} on voxels of {size} mm: each dilation step grows {hi:g} mm along axis "
+                f"{', '.join(map(str, coarse))} but {lo:g} mm in-plane, so the sets grow mostly through-plane; "
+                "--se ball grows a margin in mm, the same in every direction")
 
     # ------------------------------------------------------------------ the family
     def seed(self, case: Case) -> NDArray[np.bool_] | None:

@@ -51,8 +51,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,7 +71,7 @@ from segcp.encoders import (
     to_rgb01,
 )
 from segcp.errors import SegcpError
-from segcp.graph import BETA_SCALES, SYMMETRIZE
+from segcp.graph import BETA_SCALES, DEVICES, SYMMETRIZE
 from segcp.methods.base import param, register
 from segcp.methods.normalize import ProbabilityFamily, slice_axis
 
@@ -127,8 +128,9 @@ class RWCPMethod(ProbabilityFamily):
         DINOv2-with-registers, DINOv3).
     k : int
         Neighbours per node (ties at the k-th distance are all kept).
-    beta : float
-        w = exp(−β_eff·d) with d the cosine distance (plus optional terms).
+    kernel_beta : float
+        The kernel scale β: w = exp(−β_eff·d) with d the cosine distance (plus optional terms).
+        (``beta`` before; the old name is still read, from calib.json and ``-p beta=``.)
     steps : int
         Diffusion steps (0 = Standard CRC on the resampled map).
     scale : {"pixel", "token"}
@@ -158,7 +160,8 @@ class RWCPMethod(ProbabilityFamily):
     layer : int or None
         Encoder hidden state to use (None: the last, normalised).
     threads : int or None
-        torch threads for the encoder.
+        Threads for the encoder (torch's or ONNX Runtime's) and for the volume graph (its
+        slices in parallel; None: the library's default for the encoder, every core for the graph).
     batch_size : int
         Images per encoder forward pass (see :meth:`precompute`).
     cache : bool
@@ -192,8 +195,8 @@ class RWCPMethod(ProbabilityFamily):
     encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
                          kind="str", flag="--encoder", location=True, named=NAMED_ENCODERS)
     k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, high=1000, flag="--k")
-    beta: float = param(50.0, "edge weight exp(-beta * distance) (the kernel scale)", low=0.0, flag="--kernel-beta",
-                        deprecated_flags=("--beta",))
+    kernel_beta: float = param(50.0, "edge weight exp(-kernel_beta * distance) (the kernel scale)", low=0.0,
+                               flag="--kernel-beta", deprecated_flags=("--beta",), deprecated_names=("beta",))
     steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
     scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
     _: KW_ONLY
@@ -210,18 +213,24 @@ class RWCPMethod(ProbabilityFamily):
     self_loop: bool = param(True, "keep each node in its own neighbourhood", kind="bool")
     symmetrize: str = param("none", "symmetrise the kNN graph", kind="choice", choices=SYMMETRIZE)
     lazy: float = param(0.0, "lazy walk: P <- lazy I + (1 - lazy) P", low=0.0, high=1.0)
-    beta_scale: str = param("absolute", "beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
+    beta_scale: str = param("absolute", "kernel_beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
     spatial: float = param(0.0, "weight of the spatial distance term (per image width)", low=0.0)
     intensity: float = param(0.0, "weight of the intensity term |I_p - I_q| (image in [0, 1])", low=0.0)
     input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096,
                                    optional=True, none_if=(0,))
     keep_aspect: bool = param(False, "encoder input keeps the image's aspect ratio", kind="bool")
     layer: int | None = param(None, "encoder hidden state to use (None: the last, normalised)", kind="int", low=-1000, optional=True)
-    threads: int | None = param(None, "torch threads for the encoder", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
+    threads: int | None = param(None, "threads for the encoder (torch / ONNX Runtime) and the volume graph (None: the library's "
+                                "default / all cores)", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
     batch_size: int = param(8, "images per encoder forward pass", kind="int", low=1, runtime=True)
     cache: bool = param(True, "cache features on disk (always in memory for the process)", kind="bool", runtime=True)
     cache_dir: str | None = param(None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str",
                                   optional=True, none_if=("",), runtime=True)
+    device: str = param("cpu", "where the encoder, the graph and the diffusion run: cpu, cuda (torch on the GPU) or auto "
+                        "(the GPU when torch sees one)", kind="choice", choices=DEVICES, runtime=True)
+    skip_below: float = param(0.0, "slices (2D images) whose probabilities are all <= this count as empty: not encoded, and "
+                              "not diffused when no diffusion step reaches them from a non-empty one (0 = only all-zero "
+                              "slices: exact)", low=0.0, high=1.0)
 
     # ------------------------------------------------------------------ encoder and cache
     def get_encoder(self) -> Encoder:
@@ -232,8 +241,21 @@ class RWCPMethod(ProbabilityFamily):
             "layer": self.layer,
             "threads": self.threads,
             "batch_size": self.batch_size,
+            "device": self.resolved_device(),
         }
         return _encoder(self.encoder, json.dumps(opts, sort_keys=True))
+
+    def resolved_device(self) -> str:
+        """``cpu`` or ``cuda`` (``auto`` resolved; a one-line error when ``cuda`` cannot run here)."""
+        from segcp.graph.ops import resolve_device
+
+        return resolve_device(self.device)
+
+    def _ops(self) -> Any:
+        """The array operations of the graph and the diffusion (:mod:`segcp.graph.ops`) on the device."""
+        from segcp.graph.ops import get_ops
+
+        return get_ops(self.resolved_device())
 
     def validate(self) -> None:
         if self.encoder not in NAMED_ENCODERS and not Path(self.encoder).expanduser().is_dir():
@@ -270,21 +292,34 @@ class RWCPMethod(ProbabilityFamily):
         return bool(self.cache)
 
     # ------------------------------------------------------------------ the graph
-    def _tokens(self, feats: NDArray[np.float32]) -> NDArray[np.float64]:
-        return self._tokens_joint([feats])[0]
+    def _tokens(self, feats: NDArray[np.float32]) -> NDArray[Any]:
+        out = self._tokens_joint([feats])[0]
+        assert out is not None
+        return out
 
-    def _tokens_joint(self, feats: list[NDArray[np.float32]]) -> list[NDArray[np.float64]]:
+    def _tokens_joint(self, feats: Sequence[NDArray[np.float32] | None]) -> list[NDArray[Any] | None]:
         """Token features (d', h, w) of one image, or of a volume's slices with one centre and one
-        SVD basis for all of them (so that distances across slices compare like with like)."""
-        d, h, w = feats[0].shape
-        X = np.concatenate([f.reshape(d, h * w).T for f in feats]).astype(np.float64)
+        SVD basis for all of them (so that distances across slices compare like with like).
+
+        Without ``center`` and ``dims`` the features are returned as they are (float32: the graph
+        computes in float64 from them, slice by slice); None entries (slices not encoded) stay None.
+        """
+        present = [f for f in feats if f is not None]
+        if not present:
+            return list(feats)
+        d, h, w = present[0].shape
+        if not self.center and not (self.dims is not None and self.dims < d):
+            return list(feats)
+        if len(present) != len(feats):
+            raise SegcpError("rwcp: center/dims need the features of every slice")  # pragma: no cover
+        X = np.concatenate([f.reshape(d, h * w).T for f in present]).astype(np.float64)
         if self.center:
             X = X - X.mean(axis=0, keepdims=True)
         if self.dims is not None and self.dims < d:
             # top right-singular vectors via the d × d Gram matrix (d ≤ a few thousand)
             _, evecs = np.linalg.eigh(X.T @ X)
             X = X @ evecs[:, ::-1][:, : self.dims]
-        return [np.ascontiguousarray(x.T.reshape(-1, h, w)) for x in np.split(X, len(feats))]
+        return [np.ascontiguousarray(x.T.reshape(-1, h, w)) for x in np.split(X, len(present))]
 
     def graph_shape(self, shape: tuple[int, int], token_grid: tuple[int, int]) -> tuple[int, int]:
         """The grid the graph lives on for a probability map of ``shape``."""
@@ -319,25 +354,35 @@ class RWCPMethod(ProbabilityFamily):
     def diffuse_probs(
         self,
         probs: NDArray[Any],
-        feats: NDArray[np.float32],
+        feats: NDArray[np.float32] | None,
         image: NDArray[Any] | None = None,
         timings: dict[str, float] | None = None,
     ) -> NDArray[np.float64]:
         """Diffused probabilities on the grid of ``probs`` (float64 in [0, 1]).
 
-        ``timings``, when given, accumulates seconds per stage: ``knn`` (graph),
-        ``weights`` (P), ``resize`` (to the graph grid and back), ``diffusion``.
+        ``feats`` may be None when :meth:`empty` says the map needs none (it then is the
+        resampled map itself: no step moves mass that is not there). ``timings``, when given,
+        accumulates seconds per stage: ``knn`` (graph), ``weights`` (P), ``resize`` (to the
+        graph grid and back), ``diffusion``.
         """
         from segcp.graph import resize2d
 
+        p = self._skipped(np.asarray(probs, dtype=np.float64))
+        if feats is not None and self._on_gpu() and self.scale == "pixel" and not self.intensity:
+            gh, gw = self.graph_shape(p.shape, feats.shape[1:])  # square graph-grid pixels, as the 2D spatial term counts
+            spacing = (1.0, gh / p.shape[0], gw / p.shape[1])
+            return self.diffuse_volume(p[None], [feats], spacing, timings, depth=0)[0]  # the volume path, one slice
         clock = _Clock(timings)
-        p = np.asarray(probs, dtype=np.float64)
-        graph = self.build_graph(feats, p.shape, image)
-        gshape = graph.grid
-        clock("knn")
-        pg = resize2d(p, gshape, "area")
-        clock("resize")
-        s = self._walk(graph, pg, clock)
+        if feats is None or self.empty(p):
+            gshape = self.graph_shape(p.shape, feats.shape[1:] if feats is not None else (1, 1))
+            s = resize2d(p, gshape, "area")
+        else:
+            graph = self.build_graph(feats, p.shape, image)
+            gshape = graph.grid
+            clock("knn")
+            pg = resize2d(p, gshape, "area")
+            clock("resize")
+            s = self._walk(graph, pg, clock)
         if gshape != p.shape:
             s = resize2d(s, p.shape, "bilinear")
         s = np.clip(s, 0.0, 1.0)
@@ -349,7 +394,7 @@ class RWCPMethod(ProbabilityFamily):
         from segcp.graph import diffuse, transition_matrix
 
         P = transition_matrix(
-            graph, self.beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
+            graph, self.kernel_beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
             symmetrize=self.symmetrize, lazy=self.lazy,
         )
         clock("weights")
@@ -359,45 +404,126 @@ class RWCPMethod(ProbabilityFamily):
         clock("diffusion")
         return s
 
+    # ------------------------------------------------------------------ the work that can change the set
+    def _skipped(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``p`` with every slice (the whole image in 2D) whose values are all ≤ ``skip_below`` set to 0."""
+        if not self.skip_below:
+            return p
+        if p.ndim == 2:
+            return np.zeros_like(p) if float(p.max(initial=0.0)) <= self.skip_below else p
+        peak = p.reshape(p.shape[0], -1).max(axis=1, initial=0.0)
+        if np.all(peak > self.skip_below):
+            return p
+        out = p.copy()
+        out[peak <= self.skip_below] = 0.0
+        return out
+
+    def empty(self, p: NDArray[Any]) -> bool:
+        """True when the map of one image needs no features: it is all zero (every step keeps it
+        so), or ``steps = 0`` at the pixel scale (the map is resampled only)."""
+        return not np.any(p) or (self.steps == 0 and self.scale == "pixel")
+
+    def _rowwise(self) -> bool:
+        """Every row of P depends on its own neighbours only (no global median/mean, no transposes)."""
+        return self.symmetrize == "none" and self.beta_scale == "absolute"
+
+    def volume_work(self, probs: NDArray[Any], depth: int | None = None) -> tuple[range, range]:
+        """(rows, encoded): the slices of a (Z, H, W) map whose diffused values are computed, and those encoded.
+
+        A slice more than ``steps`` × ``depth`` slices away from every slice with a non-zero
+        value is unreachable: each diffusion step moves mass at most ``depth`` slices, so its
+        value stays 0 at every step (its diffused map equals its input) and no row of P of it is
+        needed. ``rows`` is the contiguous span of reachable slices, ``encoded`` those within
+        ``depth`` of it (the candidates of the rows). Everything when P has non-local rows
+        (``symmetrize``, ``beta_scale`` not absolute) or the tokens share one basis over the
+        volume (``center``, ``dims``). ``probs`` as returned by :meth:`_skipped`. The proof and
+        the measurement: ``docs/rwcp.md``, "Doing only the work that can change the set".
+        """
+        Z = probs.shape[0]
+        depth = self.depth if depth is None else int(depth)
+        if not (self._rowwise() and not self.center and self.dims is None):
+            return range(Z), range(Z)
+        active = np.flatnonzero(probs.reshape(Z, -1).any(axis=1))
+        if self.steps == 0 or active.size == 0:
+            return range(0), range(0)
+        reach = self.steps * depth
+        rows = range(max(0, int(active[0]) - reach), min(Z, int(active[-1]) + reach + 1))
+        return rows, range(max(0, rows.start - depth), min(Z, rows.stop + depth))
+
     def diffuse_volume(
         self,
         probs: NDArray[Any],
-        feats: list[NDArray[np.float32]],
+        feats: Sequence[NDArray[np.float32] | None],
         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
         timings: dict[str, float] | None = None,
+        *,
+        depth: int | None = None,
     ) -> NDArray[np.float64]:
         """Probabilities (Z, H, W) diffused on one 3D graph (:func:`segcp.graph.knn_volume`).
 
-        ``feats`` are the Z slices' token features, ``spacing`` the voxel size (slice, row,
-        column) of ``probs``. The in-plane grid is capped at ``grid`` as in 2D (area average
-        down, bilinear back, per slice). ``timings`` as in :meth:`diffuse_probs`.
+        ``feats`` are the Z slices' token features (None for a slice :meth:`volume_work` does
+        not encode), ``spacing`` the voxel size (slice, row, column) of ``probs``. The in-plane
+        grid is capped at ``grid`` as in 2D (area average down, bilinear back, per slice).
+        With ``symmetrize="none"`` and an absolute β, P is made slice by slice and diffused as a
+        wavefront (:func:`segcp.graph.diffusion.diffuse_rows`: a few slices of P in memory, not
+        the volume's); otherwise from the whole graph. ``depth``: this one instead of the
+        parameter (the GPU runs slice-wise 2D RW-CP as depth 0). ``timings`` as in
+        :meth:`diffuse_probs`.
         """
         from segcp.graph import knn_volume, resize2d
+        from segcp.graph.diffusion import diffuse_rows, transition_rows
+        from segcp.graph.volume import volume_rows
 
         if self.scale != "pixel":
             raise SegcpError("rwcp: scale=token builds one graph per image; on a volume use depth=0 (slice by slice) or scale=pixel")
         if self.intensity:
             raise SegcpError("rwcp: the intensity term is 2D only; on a volume use depth=0 (slice by slice) or intensity=0")
+        depth = self.depth if depth is None else int(depth)
         clock = _Clock(timings)
-        p = np.asarray(probs, dtype=np.float64)
-        _Z, H, W = p.shape
+        p = self._skipped(np.asarray(probs, dtype=np.float64))
+        Z, H, W = p.shape
+        rows, _ = self.volume_work(p, depth)
         tokens = self._tokens_joint(feats)  # one centre / SVD basis for the whole volume
-        gshape = self.graph_shape((H, W), tokens[0].shape[1:])
+        grid_tokens = next((t.shape[1:] for t in tokens if t is not None), (1, 1))
+        gshape = self.graph_shape((H, W), grid_tokens)
         sz, sy, sx = (float(v) for v in spacing)
         gspacing = (sz, sy * H / gshape[0], sx * W / gshape[1])
-        graph = knn_volume(tokens, gshape, self.k, self.radius, depth=self.depth, depth_radius=self.depth_radius,
-                           spacing=gspacing, spatial=self.spatial)
-        del tokens
-        clock("knn")
         pg = resize2d(p, gshape, "area")  # per slice (the last two axes)
         clock("resize")
-        s = self._walk(graph, pg, clock)
-        del graph
+        n = gshape[0] * gshape[1]
+        xp = self._ops()
+        opts = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
+        if not self._rowwise():
+            graph = knn_volume(tokens, gshape, self.k, self.radius, **opts)  # type: ignore[arg-type]
+            del tokens
+            clock("knn")
+            s = self._walk(graph, pg, clock)
+            del graph
+        else:
+            def blocks() -> Iterator[tuple[int, Any, int]]:
+                threads = self.threads or os.cpu_count() or 1
+                for z, indptr, cols, dist in volume_rows(tokens, gshape, self.k, self.radius, rows=rows, threads=threads, xp=xp,
+                                                         **opts):
+                    clock("knn")
+                    c0 = max(0, z - depth)
+                    P = transition_rows(indptr, cols, dist, self.kernel_beta, self_loop=self.self_loop, lazy=self.lazy,
+                                        row0=z * n, col0=c0 * n, ncols=(min(Z, z + depth + 1) - c0) * n, xp=xp)
+                    clock("weights")
+                    clock.count("nodes", n)
+                    clock.count("edges", xp.nnz(P))
+                    yield z, P, c0
+                    clock("diffusion")
+
+            s = xp.numpy(diffuse_rows(blocks(), pg.reshape(Z, n), self.steps, depth, rows, xp)).reshape(pg.shape)
+            clock("diffusion")
         if gshape != (H, W):
             s = resize2d(s, (H, W), "bilinear")
         s = np.clip(s, 0.0, 1.0)
         clock("resize")
         return s
+
+    def _on_gpu(self) -> bool:
+        return self.resolved_device() != "cpu"
 
     # ------------------------------------------------------------------ the family
     def _check(self, case: Case) -> NDArray[Any]:
@@ -414,6 +540,8 @@ class RWCPMethod(ProbabilityFamily):
         return image
 
     def _features(self, case: Case, images: list[NDArray[Any]]) -> list[NDArray[np.float32]]:
+        if not images:
+            return []
         try:
             return self.get_encoder().features(images, self.feature_cache())
         except SegcpError as exc:
@@ -424,25 +552,41 @@ class RWCPMethod(ProbabilityFamily):
 
         A volume is cut along :func:`slice_axis`; the features of a slice are those of the 2D
         image of the same slice. ``depth`` ≥ 1: one 3D graph (:meth:`diffuse_volume`);
-        ``depth=0``: each slice on its own graph (:meth:`diffuse_probs`). ``normalize`` then
+        ``depth=0``: each slice on its own graph (:meth:`diffuse_probs`). Only the slices whose
+        map can change are encoded (:meth:`volume_work`, :meth:`empty`). ``normalize`` then
         rescales the diffused volume as a whole (or per slice along :func:`slice_axis`: ``slice``).
-        ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), and
-        the graph's ``nodes`` and ``edges`` (of P, self-loops included).
+        ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), the
+        graph's ``nodes`` and ``edges`` (of P, self-loops included) and the ``encoded`` images.
         """
         image = self._check(case)
         clock = _Clock(timings)
         if case.probs.ndim != 3:
-            feats = self._features(case, [image])
+            p = self._skipped(np.asarray(case.probs, dtype=np.float64))
+            feats = None if self.empty(p) else self._features(case, [image])[0]
             clock("encoder")
-            return self.diffuse_probs(case.probs, feats[0], image, timings)
+            clock.count("encoded", feats is not None)
+            return self.diffuse_probs(p, feats, image, timings)
         ax = slice_axis(case.probs.shape, case.spacing)
-        probs, image = np.moveaxis(case.probs, ax, 0), np.moveaxis(image, ax, 0)
-        feats = self._features(case, list(image))
-        clock("encoder")
-        if self.depth == 0:
-            out = np.stack([self.diffuse_probs(p, f, im, timings) for p, im, f in zip(probs, image, feats)])
+        probs = self._skipped(np.asarray(np.moveaxis(case.probs, ax, 0), dtype=np.float64))
+        image = np.moveaxis(image, ax, 0)
+        if self.depth == 0 and not self._on_gpu():
+            todo = [z for z in range(probs.shape[0]) if not self.empty(probs[z])]
+            got = dict(zip(todo, self._features(case, [image[z] for z in todo])))
+            clock("encoder")
+            clock.count("encoded", len(todo))
+            out = np.stack([self.diffuse_probs(p, got.get(z), im, timings) for z, (p, im) in enumerate(zip(probs, image))])
         else:
+            depth = self.depth
+            _, encoded = self.volume_work(probs, depth)
+            feats: list[NDArray[np.float32] | None] = [None] * probs.shape[0]
+            for z, f in zip(encoded, self._features(case, [image[z] for z in encoded])):
+                feats[z] = f
+            clock("encoder")
+            clock.count("encoded", len(encoded))
             sp = case.spacing if case.spacing is not None else (1.0, 1.0, 1.0)
             spacing = (sp[ax], *(v for a, v in enumerate(sp) if a != ax))
-            out = self.diffuse_volume(probs, feats, spacing, timings)  # type: ignore[arg-type]
+            if depth == 0 and any(f is not None for f in feats):  # slice-wise 2D: the 2D graph's square grid pixels
+                gh, gw = self.graph_shape(probs.shape[1:], next(f for f in feats if f is not None).shape[1:])
+                spacing = (1.0, gh / probs.shape[1], gw / probs.shape[2])
+            out = self.diffuse_volume(probs, feats, spacing, timings, depth=depth)  # type: ignore[arg-type]
         return np.ascontiguousarray(np.moveaxis(out, 0, ax))

@@ -9,7 +9,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Cell", "Document", "Figure", "Table"]
+__all__ = ["Cell", "Document", "Figure", "Table", "page"]
 
 
 @dataclass
@@ -116,15 +116,20 @@ class Document:
         toc = ('<nav class="toc"><b>Contents</b><ol>' + "".join(f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for t, an in self.toc)
                + "</ol></nav>") if self.toc else ""
         body = [x for b, _ in self.blocks for x in ([b, toc] if b.startswith("<h1") and toc else [b])] + ["</section>"] * self._in_section()
-        return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<meta name=\"generator\" content=\"segcp benchmark\"><title>{html.escape(self.title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-        )
+        return page(self.title, "\n".join(body))
 
     def markdown(self) -> str:
         return "\n".join(md for _, md in self.blocks if md)
+
+
+def page(title: str, body: str, *, css: str = "", generator: str = "segcp benchmark") -> str:
+    """One self-contained HTML page: the report's stylesheet (``CSS``, then ``css``) and ``body``."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<meta name=\"generator\" content=\"{html.escape(generator)}\"><title>{html.escape(title)}</title>"
+        f"<style>{CSS}{css}</style></head><body>\n" + body + "\n</body></html>\n"
+    )
 
 
 def _inline(text: str) -> str:
