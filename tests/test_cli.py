@@ -344,7 +344,7 @@ def _closed_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     from segcp.engine.splits import PARTS
     from segcp.harness.datasets.tasks import available_tasks
     from segcp.harness.models.options import LOSSES, PRESETS
-    from segcp.losses import available_losses
+    from segcp.losses import controlled_losses
     from segcp.methods import GUARANTEES, available_methods
     from segcp.specs import CRITERIA
 
@@ -352,7 +352,7 @@ def _closed_choices() -> dict[tuple[str, str], tuple[str, ...]]:
         ("calibrate", "--method"): tuple(available_methods()),
         ("calibrate", "--guarantee"): tuple(GUARANTEES),
         ("calibrate", "--curves"): tuple(CURVE_FORMS),
-        ("calibrate", "--loss"): tuple(available_losses()),
+        ("calibrate", "--loss"): tuple(controlled_losses()),
         ("calibrate", "--pvalue"): tuple(PVALUES),
         ("tune", "--method"): tuple(available_methods()),
         ("tune", "--criterion"): tuple(CRITERIA),

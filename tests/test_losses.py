@@ -1,7 +1,8 @@
 """The loss registry (segcp.losses): every loss's step function against its definition.
 
 For each loss, :meth:`Loss.values` at every candidate λ (and between candidates, and below the
-first) must equal :meth:`Loss.set_loss` of the set {r ≤ λ} (brute force over random 2D/3D maps
+first) must equal :meth:`Loss.set_loss` of the set {r ≤ λ} (of the pair {t < −λ}, {t ≤ λ} for
+the losses that read a signed score t) (brute force over random 2D/3D maps
 with ties and +inf scores); ``candidates`` must be exactly where the loss changes; monotone
 losses' CRC curves must be non-increasing and agree with ``values``. ``set_loss`` itself is
 checked against a naive count written here. ``fnr`` and ``quantile`` must give today's curves
@@ -40,6 +41,8 @@ LOSSES = [
     ("lesion-fnr", {"min_overlap": 1.0, "min_size": 2.0}),
     ("fdr", {}),
     ("fdr", {"empty_set": 1.0}),
+    ("band", {}),  # tau < 1: its monotone loss is above the pointwise one by design (tests/test_band.py)
+    ("band-risk", {}),
 ]
 
 
@@ -69,16 +72,18 @@ def probe_lambdas(r: np.ndarray, cand: np.ndarray) -> np.ndarray:
 def test_values_match_the_definition_at_every_candidate(name, params, seed, shape, ties, inf, density):
     loss = get_loss(name, **params)
     r, y = random_case(seed, shape, ties, inf, density)
+    if loss.score == "signed":  # a signed score t in [-1, 1], -inf too: the sets are (t < -lam, t <= lam)
+        r = np.where(np.isinf(r), np.where(np.arange(r.size).reshape(r.shape) % 2 == 0, np.inf, -np.inf), 2 * r - 1)
     cand = loss.candidates(r, y)
     assert cand.dtype == np.float64 and np.all(np.diff(cand) > 0) and np.all(np.isfinite(cand))
     lams = probe_lambdas(r, cand)
     got = loss.values(r, y, lams)
-    want = np.array([loss.set_loss(r <= lam, y) for lam in lams])
+    want = np.array([loss.set_loss(loss.sets_at(r, lam), y) for lam in lams])
     np.testing.assert_array_equal(got, want)  # exact: the levels are the same integer ratios
     assert np.all((got >= 0) & (got <= loss.bound))
     # candidates are exactly where the loss changes: it differs just before each of them ...
-    before = np.array([loss.set_loss(r <= np.nextafter(c, -np.inf), y) for c in cand])
-    at = np.array([loss.set_loss(r <= c, y) for c in cand])
+    before = np.array([loss.set_loss(loss.sets_at(r, np.nextafter(c, -np.inf)), y) for c in cand])
+    at = np.array([loss.set_loss(loss.sets_at(r, c), y) for c in cand])
     assert np.all(at != before)
     # ... and nowhere else: constant between consecutive candidates (the midpoints above)
     if loss.monotone:
@@ -157,7 +162,7 @@ def test_registry_and_declarations():
     assert lesion.params() == {"connectivity": 2, "min_overlap": 0.25, "min_size": 0.0}
     assert repr(lesion) == "LesionFNRLoss(connectivity=2, min_overlap=0.25, min_size=0.0)"
     assert get_loss("lesion-fnr", connectivity=2.0).connectivity == 2
-    with pytest.raises(SegcpError, match="unknown loss 'dice'; available: fdr, fnr"):
+    with pytest.raises(SegcpError, match="unknown loss 'dice'; available: band, band-risk, fdr, fnr, lesion-fnr, quantile"):
         get_loss("dice")
     with pytest.raises(SegcpError, match="unknown parameter"):
         get_loss("fnr", tau=0.5)

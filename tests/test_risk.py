@@ -156,8 +156,10 @@ def test_group_validity_statistically_marginal_misses_the_hard_group():
 
 
 @pytest.mark.parametrize(("kw", "fragment"), [
-    ({"loss": "nope"}, "unknown loss 'nope'; available: fdr, fnr, lesion-fnr, quantile"),
+    ({"loss": "nope"}, "unknown loss 'nope'; available: band, band-risk, fdr, fnr, lesion-fnr, quantile"),
     ({"loss": "fdr"}, "not monotone in lambda: it needs Learn then Test (give delta)"),
+    ({"loss": "band"}, "loss band: two-sided sets are calibrated with guarantee='band'"),
+    ({"loss": ["fnr", "band-risk"]}, "loss band-risk: two-sided sets are calibrated with guarantee='band-risk'"),
     ({"loss": ["fnr", "fdr"]}, "one risk level per loss (2: fnr, fdr), got 1"),
     ({"loss": "fnr", "loss_params": {"tau": 0.5}}, "tau belong to none of the losses fnr"),
     ({"loss": "lesion-fnr", "loss_params": {"connectivity": 7}}, "connectivity"),

@@ -84,7 +84,7 @@ PRESET = Choice("segcp.harness.models.options", "PRESETS")
 LOSS = Choice("segcp.harness.models.options", "LOSSES")
 TASK = Choice("segcp.harness.datasets.tasks", "available_tasks")
 SPLIT_PART = Choice("segcp.engine.splits", "PARTS")
-RISK_LOSS = Choice("segcp.losses", "available_losses")
+RISK_LOSS = Choice("segcp.losses", "controlled_losses")
 PVALUE = Choice("segcp.calibration.ltt", "PVALUES")
 
 
@@ -485,11 +485,13 @@ def calibrate(
         typer.Option(
             "--guarantee", parser=GUARANTEE,
             help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha; "
-            "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha.",
+            "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha; "
+            "band (threshold, morph, rwcp): two-sided sets, P(inner in truth in outer) >= 1 - alpha (tau < 1: outer recall and "
+            "inner precision >= tau), with volume intervals; band-risk: E[max(FNR(outer), |inner outside truth| / |truth|)] <= alpha.",
             show_default="the method's own",
         ),
     ] = None,
-    tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile.")] = 1.0,
+    tau: Annotated[float, typer.Option("--tau", help="Coverage ratio for --guarantee quantile (band: the tolerance).")] = 1.0,
     labels: Annotated[
         str | None,
         typer.Option("--labels", help="Every structure in one call: 'all', or labels by number or dataset.json name, e.g. 1,2,3 or RV,LV."),
@@ -687,7 +689,8 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
-    --draws segmentations drawn from the set (sets of segmentations)."""
+    --draws segmentations drawn from the set (sets of segmentations); two-sided sets (--guarantee band):
+    inner/, outer/, band/ (0 outside, 1 possible, 2 certain; ITK-SNAP labels), slicer/*.seg.nrrd and volumes.csv."""
     from segcp.jobs import predict_dir
     from segcp.specs import parse_params
 

@@ -36,6 +36,7 @@ from segcp.calibration.compact import CURVE_FORMS, GRID_SIZE, CompactCurves, Cur
 from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.methods import Prepared, SetFamily, get_method
+from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import Executor, open_executor
 
 __all__ = ["ConformalSegmenter", "CurveBatch", "MapPlan"]
@@ -54,8 +55,11 @@ class ConformalSegmenter:
         ``"aps"``; see :func:`segcp.available_methods`) or an instance.
     alpha : float or sequence of float
         Risk level(s) in (0, 1). Several α share one pass over the calibration cases.
-    guarantee : {"fnr", "quantile", "contains"} or None
+    guarantee : {"fnr", "quantile", "contains", "band", "band-risk"} or None
         ``"fnr"``: E[false-negative rate] ≤ α by exact conformal risk control.
+        ``"band"`` (threshold, morph, rwcp): two-sided sets, P(inner ⊆ truth ⊆ outer) ≥ 1 − α
+        (τ < 1: outer recall and inner precision ≥ τ); ``"band-risk"``: E[max(FNR(outer),
+        min(1, |inner \\ truth| / |truth|))] ≤ α. :meth:`predict` then gives (inner, outer).
         ``"quantile"``: P(coverage ≥ τ) ≥ 1 − α (τ = 1: the whole truth inside the set).
         ``"contains"`` (sets of segmentations): P(the set contains the truth up to β) ≥ 1 − α.
         None: the family's default (``fnr`` for pixel sets, ``contains`` for CONSIGN/APS).
@@ -410,6 +414,7 @@ class ConformalSegmenter:
         view = ConformalSegmenter(self.method, a, **{k: v for k, v in self.get_params().items() if k not in ("method", "alpha")})
         view.family_, view.guarantee_, view.n_, view.scores_ = self.family_, self.guarantee_, self.n_, self.scores_
         view.grid_ = getattr(self, "grid_", None)
+        view.volume_ = getattr(self, "volume_", None)
         view.results_, view.lambdas_, view.families_ = {a: self.results_[a]}, {a: self.lambdas_[a]}, {a: self.families_[a]}
         return view
 
@@ -418,15 +423,17 @@ class ConformalSegmenter:
         """The calibrated prediction set of a case, or an iterator over the sets of many.
 
         A single :class:`Case`, prepared case or array gives its set: a boolean mask shaped
-        like the case's grid (pixel-set families) or a
+        like the case's grid (pixel-set families; ``guarantee="band"``/``"band-risk"``: the pair
+        (inner, outer) of such masks, inner ⊆ outer) or a
         :class:`~segcp.methods.SegmentationSet` (a sampler with a membership test). An
         iterable of them yields one set per item, lazily.
         """
         a = self._alpha_of(alpha)
         fam, lam = self.families_[a], self.lambdas_[a]
+        make = fam.predict_band if self.guarantee_ in BAND_GUARANTEES else fam.predict  # type: ignore[attr-defined]  # two-sided: (I, O)
         if isinstance(cases, (Case, Prepared, np.ndarray)):
-            return fam.predict(next(self._items(fam, [cases])), lam)
-        return (fam.predict(it, lam) for it in self._items(fam, cases))
+            return make(next(self._items(fam, [cases])), lam)
+        return (make(it, lam) for it in self._items(fam, cases))
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -468,6 +475,7 @@ class ConformalSegmenter:
             cs.families_[a] = fam
         cs.scores_ = rec["scores"]
         cs.grid_ = rec["grid"]
+        cs.volume_ = rec.get("volume")  # two-sided sets of a directory job: the direct volume interval
         return cs
 
 
@@ -518,7 +526,7 @@ class CurveBatch:
     def add(self, item: Item) -> None:
         """The curves of one case (it may be dropped afterwards)."""
         for held, fam in zip(self._curves, self.families):
-            held.append(fam.loss_curve(item, self.guarantee, self.tau))
+            held.append(_loss_curve(fam, item, self.guarantee, self.tau))
 
     def result(self) -> list[Curves]:
         """Per family, the batch's curves as one part of the reduce."""
@@ -532,6 +540,17 @@ class CurveBatch:
                 acc.add(k, c)
             out.append(acc.result())
         return out
+
+
+def _loss_curve(fam: SetFamily, item: Item, guarantee: str, tau: float) -> LossCurves:
+    """One case's loss curve: the family's own, or for a two-sided guarantee the registered loss
+    of that name on the family's signed score (:func:`segcp.losses.guarantee_loss`)."""
+    if guarantee not in BAND_GUARANTEES:
+        return fam.loss_curve(item, guarantee, tau)
+    from segcp.losses import guarantee_loss
+
+    case = item.case if isinstance(item, Prepared) else item
+    return guarantee_loss(guarantee, tau).curve(fam.signed_map(case), fam.truth_of(case))  # type: ignore[attr-defined]
 
 
 def _curve_chunk(task: tuple[tuple[SetFamily, ...], str, float, tuple[Grid | None, ...], list[Item]]) -> list[Curves]:

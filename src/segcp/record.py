@@ -17,7 +17,7 @@ Schema ``segcp.calibration`` version 2 (one estimator, written by
     method          a registered family name
     params          the family's declared (non-run-time) parameters
     identity        what besides the parameters must match at prediction (weights checksum)
-    guarantee       fnr | quantile | contains;  tau (quantile)
+    guarantee       fnr | quantile | contains | band | band-risk;  tau (quantile, band)
     alpha, lambda   numbers, or lists of the same length (one λ̂ per α)
     n               calibration cases (an integer, 1 ≤ n ≤ 2^31 − 1, n ≥ 1/α − 1 at each α)
     empirical_risk  R̂_n(λ̂) in [0, 1], per α
@@ -26,6 +26,9 @@ Schema ``segcp.calibration`` version 2 (one estimator, written by
     scores          0/1 losses only: each calibration case's λ*_i (null = +inf)
     curves          only when λ̂ came from compact curves: {"form": "compact", "grid":
                     {"lo", "hi", "size"}} (λ̂ is a grid point, at most one step above exact)
+    volume          two-sided sets (guarantee band | band-risk) of a directory job: the direct
+                    volume interval {"score", "unit", "n", "q" (per α), "statement"}
+                    (:func:`read_volume`)
 
 A directory job (:func:`job_record`) adds ``label`` (the structure of ``--label``, or null),
 ``probs_channels``/``channel_axis`` (class stacks, ``"first"`` (L, *S) or ``"last"``),
@@ -56,12 +59,12 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.calibration import TOL, min_calibration_size
+from segcp.calibration import INTERVAL_SCORES, TOL, min_calibration_size
 from segcp.calibration.compact import Grid
 from segcp.errors import SegcpError
 from segcp.io.readers import read_json
 from segcp.methods import SetFamily, family_class, get_method
-from segcp.methods.base import NOT_GIVEN
+from segcp.methods.base import BAND_GUARANTEES, NOT_GIVEN
 
 __all__ = [
     "MAX_N",
@@ -198,6 +201,15 @@ def _list(value: Any) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- one estimator
+def statement(family: SetFamily, guarantee: str, alpha: float, tau: float = 1.0) -> str:
+    """The guarantee in words: the family's, or for two-sided sets their loss's (:mod:`segcp.losses`)."""
+    if guarantee in BAND_GUARANTEES:
+        from segcp.losses import guarantee_loss
+
+        return guarantee_loss(guarantee, tau).statement(alpha)
+    return family.statement(guarantee, alpha, tau)
+
+
 def estimator_record(
     family: SetFamily,
     guarantee: str,
@@ -231,7 +243,7 @@ def estimator_record(
         "n": int(n),
         "empirical_risk": per_alpha([float(r) for r in risks]),
         "bound": per_alpha([float(b) for b in bounds]),
-        "statement": per_alpha([family.statement(guarantee, a, float(tau)) for a in alphas]),
+        "statement": per_alpha([statement(family, guarantee, a, float(tau)) for a in alphas]),
     }
     identity = family.identity()
     if identity:
@@ -364,7 +376,11 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         if any(not (grid.lo <= lam <= grid.hi) for lam in lambdas if lam != lo):
             raise SegcpError(f"{where}: field 'lambda' lies outside its compact grid [{grid.lo:g}, {grid.hi:g}]")
     _check_plausible(n, alphas, lambdas, risks, bounds, where)
+    volume = read_volume(d.get("volume"), alphas, n, where) if guarantee in BAND_GUARANTEES else None
+    if volume is None and d.get("volume") is not None:
+        raise SegcpError(f"{where}: field 'volume' belongs to two-sided sets (guarantee band or band-risk), not {guarantee}")
     return {
+        "volume": volume,
         "family": family,
         "grid": grid,
         "guarantee": guarantee,
@@ -376,6 +392,26 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
         "n": n,
         "scores": scores,
     }
+
+
+def read_volume(raw: Any, alphas: list[float], n: int, where: str) -> dict[str, Any] | None:
+    """Validate the ``volume`` field of a two-sided record (the direct volume interval,
+    :func:`segcp.jobs.calibrate.volume_record`): ``score`` one of the interval scores, ``unit`` mL,
+    mm2 or voxels, ``n`` the calibration cases, ``q`` one finite number ≥ 0 per α. None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not {"score", "unit", "n", "q"} <= set(raw):
+        raise SegcpError(f"{where}: field 'volume' must be an object with score, unit, n and q")
+    if raw["score"] not in INTERVAL_SCORES:
+        raise SegcpError(f"{where}: field 'volume.score' must be one of {', '.join(INTERVAL_SCORES)}, got {_short(raw['score'])}")
+    if raw["unit"] not in ("mL", "mm2", "voxels"):
+        raise SegcpError(f"{where}: field 'volume.unit' must be mL, mm2 or voxels, got {_short(raw['unit'])}")
+    if _integer(raw["n"], "volume.n", where, 1, MAX_N) != n:
+        raise SegcpError(f"{where}: field 'volume.n' must equal n = {n}")
+    qs = [_number(q, "volume.q", where) for q in _list(raw["q"])]
+    if len(qs) != len(alphas) or not all(math.isfinite(q) and q >= 0 for q in qs):
+        raise SegcpError(f"{where}: field 'volume.q' must hold one finite number >= 0 per alpha")
+    return {"score": raw["score"], "unit": raw["unit"], "n": n, "q": dict(zip(alphas, qs, strict=True))}
 
 
 def _check_plausible(n: int, alphas: list[float], lambdas: list[float], risks: list[float], bounds: list[float], where: str) -> None:

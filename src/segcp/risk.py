@@ -247,6 +247,9 @@ class RiskSegmenter:
                 out.append(item)
                 continue
             cls = loss_class(item)
+            if cls.score != "sublevel":  # its λ is on the signed score t: sets of another shape
+                raise SegcpError(f"loss {item}: two-sided sets are calibrated with guarantee={item!r} "
+                                 f"(ConformalSegmenter; calibrate --guarantee {item}), not as a controlled loss")
             mine = {k: params.pop(k) for k in list(params) if k in cls.declared()}
             out.append(get_loss(item, **mine))
         if params:

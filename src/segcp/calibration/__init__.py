@@ -6,6 +6,7 @@ Knows about λ, α, n and the bounds; knows nothing about images, files or torch
 
 from typing import TYPE_CHECKING
 
+from segcp.calibration.band import BAND_SCHEMES, BandLambdas, band_lambdas
 from segcp.calibration.crc import (
     TOL,
     CRCResult,
@@ -20,6 +21,13 @@ from segcp.calibration.curves import (
     coverage_quantile_score,
     fnr_curve,
     zero_one_curve,
+)
+from segcp.calibration.intervals import (
+    INTERVAL_SCORES,
+    IntervalFit,
+    fit_interval,
+    interval_bounds,
+    interval_scores,
 )
 from segcp.registry import lazy_attributes
 
@@ -58,20 +66,28 @@ __getattr__ = lazy_attributes(__name__, {
 })
 
 __all__ = [
+    "BAND_SCHEMES",
+    "INTERVAL_SCORES",
     "TOL",
+    "BandLambdas",
     "CRCResult",
+    "IntervalFit",
     "LTTResult",
     "LossCurves",
     "MultiLTTResult",
     "StepLosses",
+    "band_lambdas",
     "check_alpha",
     "check_calibration_size",
     "conformal_quantile",
     "coverage_quantile_score",
     "crc_lambda",
     "exchangeability_martingale",
+    "fit_interval",
     "fnr_curve",
     "hb_pvalue",
+    "interval_bounds",
+    "interval_scores",
     "ltt_chains",
     "ltt_grid",
     "ltt_steps",

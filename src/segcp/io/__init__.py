@@ -4,6 +4,8 @@
   behind one interface, and their registry;
 - :mod:`~segcp.io.readers`: :func:`read_array` in any registered format, JSON, probabilities;
 - :mod:`~segcp.io.writers`: the atomic writers every output goes through;
+- :mod:`~segcp.io.viewer`: what a viewer shows of a two-sided set (the 0/1/2 band label volume
+  on the input's grid, the ITK-SNAP label description, the 3D Slicer ``.seg.nrrd``);
 - :mod:`~segcp.io.datadir`: the data-directory layout and the one case loader.
 """
 

@@ -19,19 +19,23 @@ from segcp.io.datadir import DataSpec, data_inputs, describe_data, label_names
 from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, note_unused, worker_family
 from segcp.methods import SetFamily
+from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Structure, job_record
+from segcp.volumes import VolumeEstimate, mask_volume, probability_volume, volume_record
 
 __all__ = ["calibrate_dir", "fit_structures"]
 
 
-def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]]]:
+def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]], list[list[tuple[float, VolumeEstimate]]]]:
     """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure;
-    and per grid dimensionality (2 or 3), how many images have it and the first one's file."""
+    per grid dimensionality (2 or 3), how many images have it and the first one's file; and, for two-sided
+    sets, each case's (true volume, volume estimate) per structure (:mod:`segcp.volumes`)."""
     job, plan, ids = task
     batches = [CurveBatch(tuple(worker_family(f) for f in plan.families), plan.guarantee, plan.tau, plan.worker_grids) for _ in range(job.slots)]
     present = [0] * job.slots
     dims: dict[int, tuple[int, str]] = {}
+    volumes: list[list[tuple[float, VolumeEstimate]]] = [[] for _ in range(job.slots)]
     for ident in ids:
         cases = job.read(ident)
         count, where = dims.get(len(cases[0].shape), (0, cases[0].where or ident))
@@ -39,7 +43,9 @@ def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves
         for k, case in enumerate(cases):
             batches[k].add(case)
             present[k] += bool(case.mask is not None and case.mask.any())
-    return [b.result() for b in batches], present, dims
+            if plan.guarantee in BAND_GUARANTEES:
+                volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
+    return [b.result() for b in batches], present, dims, volumes
 
 
 def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
@@ -135,7 +141,8 @@ def calibrate_dir(
     present = [0] * job.slots
     dims: dict[int, tuple[int, str]] = {}
     chunks = executor.map_chunks(_curve_chunk, (job, plan), ids, description="calibrating", show_progress=show_progress, chunk_size=chunk_size)
-    for i, (parts, counts, chunk_dims) in chunks:
+    volumes: list[dict[int, list[tuple[float, VolumeEstimate]]]] = [{} for _ in range(job.slots)]  # by chunk index (calibration order)
+    for i, (parts, counts, chunk_dims, vols) in chunks:
         for d, (n, first) in chunk_dims.items():
             count, first = dims.get(d, (0, first))
             dims[d] = (count + n, first)
@@ -143,6 +150,7 @@ def calibrate_dir(
             for acc, part in zip(accs[k], parts[k], strict=True):
                 acc.add(i, part)
             present[k] += counts[k]
+            volumes[k][i] = vols[k]
     ndim = _one_ndim(dims)
     if reader is not None:
         reader.label_seen, reader.allow_empty = present[0] > 0, allow_empty_masks
@@ -152,6 +160,9 @@ def calibrate_dir(
         what = f"label {absent[0].value} ({absent[0].name}); labels present: {', '.join(map(str, dd.labels_present(ids)))}"
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
     fitted = fit_structures(cs, accs, job.structures, present)
+    if plan.guarantee in BAND_GUARANTEES:  # calib.json's "volume": the direct volume interval of each structure
+        for k, (_, rec, _) in enumerate(fitted):
+            rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(cs.lambdas_))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}
     record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, ndim=ndim, **where)
     if out is not None:

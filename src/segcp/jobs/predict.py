@@ -21,7 +21,8 @@ from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
 from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
-from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
+from segcp.methods.base import BAND_GUARANTEES
+from segcp.parallel import IN_PROCESS, Executor, check_chunk_size, map_ids
 from segcp.record import MAX_LABEL, Calibration, check_structures, read_calibration
 
 __all__ = ["CALIBRATION_FIELDS", "COMBINED", "PREDICT_MANIFEST", "calibration_identity", "complete_set", "predict_dir", "select_structures"]
@@ -167,6 +168,23 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
     return {i for i in ids if all(_whole(out / sub, i, draws, sub == COMBINED) for sub in subs)}
 
 
+def _predict_band(cal: Calibration, models: Sequence[ConformalSegmenter], job: Job, ids: list[str], subs: tuple[str, ...], out: Path,
+                  manifest: dict[str, Any], existing: str, executor: Executor, show_progress: bool, chunk_size: int | None) -> list[Path]:
+    """Two-sided sets, their viewer files and volumes.csv (:mod:`segcp.jobs.band`); returns the band label volumes, id by id."""
+    from segcp.jobs.band import VOLUMES_CSV, band_folders, write_band_chunk, write_volumes_csv
+
+    names = tuple(s.name for s in cal.structures) or ("structure" if cal.label is None else f"label {cal.label}",)
+    alpha = float(next(iter(models[0].lambdas_)))
+    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, names, alpha, tuple(p.get("volume") for p in cal.parts))
+    with atomic_dir(out, existing=existing) as folder:
+        write_json(folder / PREDICT_MANIFEST, manifest)
+        band_folders(folder, subs, names)
+        rows = map_ids(executor, write_band_chunk, (*head, str(folder)), list(enumerate(ids)), description="predicting",
+                       show_progress=show_progress, chunk_size=chunk_size)
+        write_volumes_csv(folder / VOLUMES_CSV, rows)
+    return [written_set(out / sub / "band", ident) or out / sub / "band" / f"{ident}.npy" for ident in ids for sub in subs]
+
+
 def select_structures(cal: Calibration, labels: str) -> Calibration:
     """``--labels`` of ``predict``: the calibration restricted to those of its structures (``all``,
     or label values / names separated by commas), in its order; a structure it did not calibrate
@@ -239,6 +257,10 @@ def predict_dir(
     manifest = _manifest(cal, models, int(draws), seed, combined)  # what made the sets (evaluate --calib checks it)
     if isinstance(lambdas[0], dict):  # per group: which λ̂ each id got (per structure)
         manifest["lambda_of_id"] = [{i: lam for i, (_, lam) in per.items()} for per in lambdas]
+    if isinstance(models[0], ConformalSegmenter) and models[0].guarantee_ in BAND_GUARANTEES:  # two-sided sets: segcp.jobs.band
+        if resume or combined:
+            raise SegcpError(f"--{'resume' if resume else 'combined'} is not available for two-sided sets ({models[0].guarantee_}) yet")
+        return _predict_band(cal, models, job, ids, subs, out, manifest, "overwrite" if overwrite else "refuse", executor, show_progress, chunk_size)
     if resume:
         folder_cm = filled_in_place(out, scaffolding=(PREDICT_MANIFEST, LEGEND))
     else:

@@ -14,6 +14,11 @@ the case's ground truth into the case's loss as a function of λ. Each loss decl
 * ``bound`` — B, the largest value the loss takes (CRC's B/(n+1) term, LTT's p-values);
 * ``binary`` — the loss only takes the values 0 and 1 (LTT's exact binomial tail);
 * ``truth`` — the ground truth it needs (``"mask"``: a boolean mask on the score map's grid);
+* ``score`` — the score map it reads: ``"sublevel"`` (the default), the map r of a family's
+  sets C_λ = {r ≤ λ} (:meth:`~segcp.methods.MaskFamily.score_map`); ``"signed"``, a family's
+  signed score t (:meth:`~segcp.methods.MaskFamily.signed_map`) whose two-sided sets are the
+  inner I_λ = {t < −λ} and the outer O_λ = {t ≤ λ} (``band``, ``band-risk``): for these the
+  ``scores`` below are t (±inf allowed) and a "set" is the pair (I, O);
 * its parameters, each declared once with :func:`~segcp.methods.base.param` (the same
   declarations as a family's: default, meaning, range; validated on construction; ``params()``
   is what a record keeps).
@@ -22,6 +27,7 @@ Per case, for a pixel-set family (``scores``: float64 array r, any shape, +inf =
 ``truth``: bool array of the same shape; ``spacing``: voxel size per axis in mm, or None):
 
 * :meth:`Loss.set_loss` — the loss of one given set (the definition; evaluation uses it);
+* :meth:`Loss.sets_at` — the set (or the pair (I, O)) the scores give at λ;
 * :meth:`Loss.curve` — monotone losses: the exact step function (a one-case
   :class:`~segcp.calibration.LossCurves`, breakpoints at the scores that matter);
 * :meth:`Loss.steps` — every loss: the exact step function as a one-case
@@ -51,10 +57,14 @@ from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
 from segcp.methods.base import Param
 from segcp.registry import Registry
+from segcp.volumes import voxel_volume  # re-exported: the losses' spacing rule is the volumes'
 
 __all__ = [
+    "SCORES",
     "Loss",
     "available_losses",
+    "band_inputs",
+    "controlled_losses",
     "covers",
     "get_loss",
     "loss_class",
@@ -62,8 +72,12 @@ __all__ = [
     "register",
     "register_lazy",
     "set_inputs",
+    "signed_inputs",
     "voxel_volume",
 ]
+
+#: The score maps a loss may read (:attr:`Loss.score`).
+SCORES = ("sublevel", "signed")
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -92,6 +106,33 @@ def set_inputs(pred_set: ArrayLike, truth: ArrayLike) -> tuple[NDArray[np.bool_]
     return as_mask_pair(pred_set, truth, ("pred_set", "truth"))
 
 
+def signed_inputs(scores: ArrayLike, truth: ArrayLike, name: str = "loss") -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """A case's signed score map and truth, checked: (t float64, y bool), the same 2D or 3D
+    shape. t may hold +inf (never in the outer set) and −inf (always in the inner set); NaN is
+    an error (one line naming ``name``)."""
+    from segcp.metrics.overlap import as_mask
+
+    y = as_mask(truth, "truth")
+    t = np.asarray(scores, dtype=np.float64)
+    if t.shape != y.shape:
+        raise SegcpError(f"{name}: the signed score map has shape {t.shape} but the truth {y.shape}")
+    if t.size and np.isnan(t).any():
+        raise SegcpError(f"{name}: signed scores must not be NaN")
+    return t, y
+
+
+def band_inputs(band: Any, truth: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """A two-sided set (the pair (inner, outer) of bool masks) and a truth, checked:
+    (inner, outer, y), three bool arrays of the same 2D or 3D shape."""
+    from segcp.metrics.overlap import as_mask_pair
+
+    if not (isinstance(band, (tuple, list)) and len(band) == 2):
+        raise SegcpError("a two-sided set is the pair (inner, outer) of masks")
+    inner, y = as_mask_pair(band[0], truth, ("inner set", "truth"))
+    outer, _ = as_mask_pair(band[1], truth, ("outer set", "truth"))
+    return inner, outer, y
+
+
 def covers(hit: ArrayLike, tau: float) -> bool:
     """Whether a set covers at least a fraction τ of a region, given ``hit`` (bool, shape (m,):
     which of the region's m voxels are in the set); τ = 0: at least one voxel.
@@ -104,17 +145,6 @@ def covers(hit: ArrayLike, tau: float) -> bool:
     if tau == 0.0:
         return bool(h.any()) or h.size == 0
     return coverage_quantile_score((~h).astype(np.float64), tau) <= 0.0
-
-
-def voxel_volume(spacing: float | Sequence[float] | None, ndim: int) -> float:
-    """The volume of one voxel in mm³ (mm² in 2D) from ``spacing`` (one number, or one per axis);
-    1 (voxel units) when ``spacing`` is None."""
-    if spacing is None:
-        return 1.0
-    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (ndim,)) if np.ndim(spacing) == 0 else np.asarray(spacing, dtype=np.float64)
-    if sp.shape != (ndim,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise SegcpError(f"spacing must be {ndim} positive numbers (one per axis), got {spacing!r}")
-    return float(np.prod(sp))
 
 
 # ---------------------------------------------------------------------------- the interface
@@ -143,6 +173,9 @@ class Loss(ABC):
     binary: ClassVar[bool] = False
     #: The ground truth it is computed against.
     truth: ClassVar[str] = "mask"
+    #: The score map it reads (:data:`SCORES`): ``"sublevel"`` r (C_λ = {r ≤ λ}) or ``"signed"``
+    #: t (I_λ = {t < −λ}, O_λ = {t ≤ λ}).
+    score: ClassVar[str] = "sublevel"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -182,8 +215,17 @@ class Loss(ABC):
 
     # ------------------------------------------------------------------ per case
     @abstractmethod
-    def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
-        """The loss of one set (bool array) against the truth (bool array, same shape)."""
+    def set_loss(self, pred_set: Any, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
+        """The loss of one set (bool array; for ``score = "signed"`` the pair (inner, outer) of
+        bool arrays) against the truth (bool array, same shape)."""
+
+    def sets_at(self, scores: ArrayLike, lam: float) -> Any:
+        """The set the scores give at λ, as :meth:`set_loss` takes it: {r ≤ λ} (bool array), or
+        for ``score = "signed"`` the pair ({t < −λ}, {t ≤ λ})."""
+        s = np.asarray(scores, dtype=np.float64)
+        if self.score == "signed":
+            return s < -float(lam), s <= float(lam)
+        return s <= float(lam)
 
     def curve(self, scores: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> LossCurves:
         """The case's loss as a non-increasing step function of λ (monotone losses only)."""
@@ -208,6 +250,12 @@ register = _LOSSES.register
 register_lazy = _LOSSES.register_lazy
 available_losses = _LOSSES.names
 loss_class = _LOSSES.get_class
+
+
+def controlled_losses() -> list[str]:
+    """The losses a :class:`segcp.RiskSegmenter` controls (``calibrate --loss``): those on the sublevel
+    score r; the signed-score ones (``band``, ``band-risk``) are two-sided guarantees (``--guarantee``)."""
+    return [n for n in available_losses() if loss_class(n).score == "sublevel"]
 
 
 def get_loss(name: str, **params: Any) -> Loss:

@@ -22,7 +22,6 @@ from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
 
 from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
@@ -77,6 +76,8 @@ class LesionFNRLoss(Loss):
         if self.connectivity > truth.ndim:
             raise SegcpError(f"{self.name}: connectivity {self.connectivity} needs a mask with at least "
                              f"{self.connectivity} dimensions, got {truth.ndim}")
+        from scipy import ndimage  # here: listing the losses (calibrate --help) stays free of scipy
+
         structure = ndimage.generate_binary_structure(truth.ndim, self.connectivity)
         labels, k = ndimage.label(truth, structure=structure)
         if self.min_size > 0 and k:
@@ -91,6 +92,8 @@ class LesionFNRLoss(Loss):
         labels, k = self.lesions(y, spacing)
         if k == 0:
             return np.zeros(0), 0
+        from scipy import ndimage
+
         index = np.arange(1, k + 1)
         if self.min_overlap == 0.0:
             b = ndimage.minimum(r, labels, index)

@@ -10,6 +10,9 @@ conformal risk control over the curves gives λ̂ for every family alike
 * :class:`MaskFamily` — C_λ is a set of *pixels*, the sublevel set {p : r_p ≤ λ} of a
   per-pixel score map r (threshold, morph, rwcp). Guarantees ``"fnr"`` (E[FNR] ≤ α, the
   curve is the FNR at each λ) or ``"quantile"`` (P(coverage ≥ τ) ≥ 1 − α, a 0/1 curve).
+  A family that declares a *signed* score t (:attr:`MaskFamily.two_sided`,
+  :meth:`MaskFamily.signed_map`) also gives two-sided sets: an inner set I_μ = {t < −μ} that
+  shrinks and an outer set O_μ = {t ≤ μ} that grows with μ ≥ 0, I_μ ⊆ O_μ (:func:`band_sets`).
 * :class:`SegmentationSetFamily` — C_λ is a set of *segmentations* (consign, aps). The loss
   is 1{Y ∉ C_λ}, monotone in λ, so the curve is the 0/1 step at the case's score
   λ*_i = min{λ : Y ∈ C_λ} (+∞ when no λ reaches the truth); guarantee ``"contains"``. Their
@@ -45,6 +48,7 @@ from segcp.errors import SegcpError
 from segcp.registry import Registry
 
 __all__ = [
+    "BAND_GUARANTEES",
     "GUARANTEES",
     "NOT_GIVEN",
     "MaskFamily",
@@ -54,6 +58,7 @@ __all__ = [
     "SegmentationSetFamily",
     "SetFamily",
     "available_methods",
+    "band_sets",
     "family_class",
     "get_method",
     "param",
@@ -69,7 +74,13 @@ GUARANTEES: dict[str, str] = {
         "P(the set contains a segmentation whose mean per-label recall of the truth exceeds "
         "{beta:g}) >= {conf:g} (conformal quantile, marginal over exchangeable images)"
     ),
+    "band": "P(inner set in truth in outer set) >= {conf:g}; with tau < 1: outer recall and inner precision >= tau (conformal quantile)",
+    "band-risk": "E[max(FNR of the outer set, min(1, |inner set outside the truth| / |truth|))] <= {alpha:g} (conformal risk control)",
 }
+#: The guarantees of two-sided sets (:attr:`MaskFamily.two_sided` families): their loss is the
+#: registered loss of that name (:mod:`segcp.losses`) on the family's signed score, their set the
+#: pair (inner, outer) at one λ (:func:`band_sets`).
+BAND_GUARANTEES = ("band", "band-risk")
 
 _KINDS = ("int", "float", "bool", "str", "choice", "mapping")
 
@@ -486,15 +497,50 @@ class MaskFamily(SetFamily):
         """
         return masked_values(self.score_map(case), self.truth_of(case))
 
+    # ------------------------------------------------------------------ two-sided sets
+    #: The family declares a signed score t (:meth:`signed_map`): two-sided sets
+    #: I_μ = {t < −μ} ⊆ O_μ = {t ≤ μ}, μ ≥ 0, meeting at the family's own mask at μ = 0.
+    two_sided: ClassVar[bool] = False
+    #: The μ from which the two-sided sets no longer change (O = every voxel with a finite t,
+    #: I = ∅): ½ for the probability families, +∞ for margins.
+    band_lambda_max: ClassVar[float] = np.inf
+
+    def signed_map(self, case: Case) -> NDArray[np.float64]:
+        """The signed score t of ``case``: float64, shape of ``case.probs``; the outer set is
+        O_μ = {t ≤ μ} and the inner set I_μ = {t < −μ} (μ ≥ 0), so t < 0 marks the voxels the
+        family's own mask holds and |t| how far μ must go to drop them from I (t < 0) or add
+        them to O (t > 0). +∞: never in O; −∞: always in I. Families that declare
+        :attr:`two_sided` implement it; others raise a one-line error."""
+        raise SegcpError(f"{self.name}: no two-sided sets (the family declares no signed score)")
+
+    def check_two_sided(self) -> None:
+        """One-line error when the family gives no two-sided sets."""
+        if not self.two_sided:
+            raise SegcpError(f"{self.name}: no two-sided sets (the family declares no signed score); "
+                             "use threshold, morph or rwcp")
+
+    def predict_band(self, item: Case | NDArray[np.float64], lam_out: float, lam_in: float | None = None) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """The inner and outer sets (I, O) of a case (or of its signed map t, a float64 array)
+        at λ_out and λ_in (λ_in = λ_out when not given: the one-λ band); bool arrays of the
+        case's shape, I ⊆ O (:func:`band_sets`)."""
+        self.check_two_sided()
+        t = item if isinstance(item, np.ndarray) else self.signed_map(self._case(item))
+        return band_sets(t, lam_out, lam_out if lam_in is None else lam_in)
+
     def loss_curve(self, item: Case | Prepared, guarantee: str | None = None, tau: float = 1.0) -> LossCurves:
         """This case's loss as a step function of λ.
 
+        Two-sided guarantees (``band``, ``band-risk``) are losses of the signed score t
+        (:meth:`signed_map`): the estimator takes their curves from :mod:`segcp.losses`
+        (:func:`segcp.losses.guarantee_loss`), not from here.
         ``guarantee="fnr"``: L(λ) = FNR of C_λ (risk control, E[FNR] ≤ α).
         ``guarantee="quantile"``: L(λ) = 1{coverage of C_λ < τ} (conformal quantile,
         P(coverage ≥ τ) ≥ 1 − α; exact CRC on 0/1 curves is the conformal quantile).
         """
         g = self.check_guarantee(guarantee)
         case = self._case(item)
+        if g in BAND_GUARANTEES:
+            raise SegcpError(f"{g}: a two-sided loss of the signed score; use segcp.losses.guarantee_loss({g!r}).curve(signed_map, truth)")
         if isinstance(item, Prepared):
             truth = masked_values(self._state(item), self.truth_of(case))
         else:
@@ -502,6 +548,29 @@ class MaskFamily(SetFamily):
         if g == "fnr":
             return fnr_curve(truth)
         return zero_one_curve(coverage_quantile_score(truth, tau))
+
+
+def band_sets(t: NDArray[np.float64], lam_out: float, lam_in: float) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The two-sided sets of a signed score map t (float64, any shape): the inner set
+    I = {t < −λ_in} and the outer set O = {t ≤ λ_out}, bool arrays of t's shape.
+
+    I ⊆ O whenever λ_in, λ_out ≥ 0 (a voxel with t < −λ_in ≤ 0 ≤ λ_out is in O); both are
+    refused below 0. The inner set is a strict sublevel set so that "I ⊆ Y" holds from a
+    threshold on (right-continuous in λ_in, as every loss curve): I ⊆ Y ⇔ λ_in ≥ max over the
+    voxels outside Y of −t.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([-0.4, -0.1, 0.0, 0.2, 0.45])
+    >>> inner, outer = band_sets(t, 0.2, 0.2)
+    >>> inner.astype(int).tolist(), outer.astype(int).tolist()
+    ([1, 0, 0, 0, 0], [1, 1, 1, 1, 0])
+    """
+    lo, li = float(lam_out), float(lam_in)
+    if not (lo >= 0 and li >= 0):
+        raise SegcpError(f"two-sided sets need lambda_out, lambda_in >= 0, got {lam_out!r}, {lam_in!r}")
+    return t < -li, t <= lo
 
 
 @dataclass(eq=False)

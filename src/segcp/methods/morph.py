@@ -38,6 +38,17 @@ length along each axis. ``se="ball"`` is the spacing-aware option: C_λ is the d
 1.5 mm and 6 voxels along an axis of 0.5 mm (a margin of n mm is not n pixels). Without
 spacing it is the dilation by a Euclidean disk of radius λ pixels (the original code's
 "variable disk", in one transform).
+
+Two-sided sets. The signed score (:meth:`MorphMethod.signed_map`) is the signed distance to
+the boundary of Ŷ in the same metric: t = d_B(·, Ŷ) outside Ŷ (the score map above) and
+t = −d_B(·, complement of Ŷ) inside it (≤ −1 step for cross/square, ≤ −the voxel size for ball),
+so the outer set O_μ = {t ≤ μ} is the dilation of Ŷ by μ and the inner set I_μ = {t < −μ} its
+erosion by μ: for cross/square exactly μ iterated ``binary_erosion`` steps of Ŷ with B (integer
+μ), for ball the erosion by the ball of radius μ mm. Both are Ŷ at μ = 0. The image border is
+not a boundary of the structure: only voxels of the grid outside Ŷ erode it (the erosion of
+``binary_erosion(..., border_value=1)``; a structure cut by the field of view is not eaten from
+the cut). Ŷ = the whole grid: t = −∞ (always inner); empty Ŷ (``empty_prediction="inf"``):
+t = +∞ (both sets empty).
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case
 from segcp.errors import SegcpError
-from segcp.methods.base import MaskFamily, Prepared, param, register
+from segcp.methods.base import BAND_GUARANTEES, MaskFamily, Prepared, param, register
 
 __all__ = ["EMPTY_PREDICTION_RULES", "STRUCTURING_ELEMENTS", "MorphMethod", "structuring_element"]
 
@@ -200,6 +211,23 @@ class MorphMethod(MaskFamily):
         if seed is None:
             return np.full(case.probs.shape, np.inf)
         return self._distance(seed, case.spacing)
+
+    guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile", *BAND_GUARANTEES)
+    two_sided: ClassVar[bool] = True
+
+    def signed_map(self, case: Case) -> NDArray[np.float64]:
+        """The signed distance to the boundary of the seed Ŷ (module docstring), float64:
+        d(·, Ŷ) outside Ŷ, −d(·, grid \\ Ŷ) inside; integer-valued for cross/square, in the
+        physical units of ``case.spacing`` for ball; +∞ everywhere without a seed, −∞ everywhere
+        when the seed is the whole grid."""
+        seed = self.seed(case)
+        if seed is None:
+            return np.full(case.probs.shape, np.inf)
+        if seed.all():
+            return np.full(case.probs.shape, -np.inf)
+        t = self._distance(seed, case.spacing)
+        t[seed] = -self._distance(~seed, case.spacing)[seed]
+        return t
 
     def predict(self, item: Case | Prepared, lam: float) -> NDArray[np.bool_]:
         """C_λ = {score_map ≤ λ}: ``int(λ)`` dilations (cross/square), a λ-mm ball (ball).

@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.cases import Case, slice_axis
-from segcp.methods.base import MaskFamily, param
+from segcp.methods.base import BAND_GUARANTEES, MaskFamily, param
 
 __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
 
@@ -139,11 +139,19 @@ class ProbabilityFamily(MaskFamily):
     which every such family shares (``-p normalize=max``, ``--normalize max``). Any
     normalisation is a function of the case's own image and probabilities, so the family
     stays nested and CRC's guarantee holds unchanged (module docstring).
+
+    Two-sided sets (:meth:`signed_map`): t = ½ − s', so for μ ∈ [0, ½] the outer set is
+    O_μ = {s' ≥ ½ − μ} and the inner set I_μ = {s' > ½ + μ}: both meet at the map's own mask
+    {s' ≥ ½} at μ = 0, and at μ = ½ O holds every voxel and I none. With λ = ½ + μ this is
+    O = {s' ≥ 1 − λ}, I = {s' > λ}, λ ∈ [½, 1]: one threshold on one scale, mirrored about ½.
     """
 
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = 1.0
     lambda_is_threshold: ClassVar[bool] = True
+    guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile", *BAND_GUARANTEES)
+    two_sided: ClassVar[bool] = True
+    band_lambda_max: ClassVar[float] = 0.5
 
     _: KW_ONLY
     normalize: str = param(
@@ -171,3 +179,9 @@ class ProbabilityFamily(MaskFamily):
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − s', float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""
         return 1.0 - self.normalized(self.foreground(case), case)
+
+    def signed_map(self, case: Case) -> NDArray[np.float64]:
+        """t = ½ − s', float64, shape of ``case.probs``: O_μ = {t ≤ μ} = {s' ≥ ½ − μ} and
+        I_μ = {t < −μ} = {s' > ½ + μ} (the same float64 expression at calibration and
+        prediction, so a calibrated μ reproduces its sets bit for bit)."""
+        return np.subtract(0.5, self.normalized(self.foreground(case), case), dtype=np.float64)
