@@ -38,7 +38,7 @@ def image_key(image: NDArray[Any]) -> str:
     a = np.ascontiguousarray(image)
     h = hashlib.sha256()
     h.update(f"{a.dtype.str}|{a.shape}|".encode())
-    h.update(memoryview(a).cast("B"))
+    h.update(a.data.cast("B"))  # a.data: the memoryview of a (numpy's stubs lack __buffer__ on 3.11)
     return h.hexdigest()
 
 

@@ -371,10 +371,10 @@ class HFEncoder(Encoder):
             if tuple(t.shape[-2:]) != tuple(target):
                 t = F.interpolate(t, size=tuple(target), mode="bilinear", align_corners=False, antialias=True)
             out.append(t)
-        px = torch.cat(out)
-        mean = torch.tensor(self.mean, dtype=px.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=px.dtype).view(1, 3, 1, 1)
-        return ((px - mean) / std).numpy()
+        batch = torch.cat(out)
+        mean = torch.tensor(self.mean, dtype=batch.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=batch.dtype).view(1, 3, 1, 1)
+        return ((batch - mean) / std).numpy()
 
     def hidden_states(self, pixel_values: NDArray[np.float32]) -> NDArray[np.float32]:
         """All tokens (B, prefix + h·w, d) float32 of the chosen layer for normalised pixels (B, 3, H, W)."""

@@ -220,8 +220,8 @@ def volume_rows(
             yield z, indptr, cols, dist
             for old in [q for q in planes if q < z + 1 - depth]:  # keep only the slices still needed
                 del planes[old]
-            for old in [p for p in pairs if p[1] <= z]:
-                del pairs[old]
+            for pair in [p for p in pairs if p[1] <= z]:
+                del pairs[pair]
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

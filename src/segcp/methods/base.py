@@ -310,13 +310,19 @@ class SetFamily(ABC):
         processes read (so precomputing in one process serves a pool of workers)."""
         return False
 
+    @property
+    def threads(self) -> int | None:
+        """The run-time thread count: None here; a family with one declares a ``threads`` parameter."""
+        return None
+
     def with_threads(self, threads: int) -> SetFamily:
         """This family with its run-time thread count set to ``threads`` when it has one and the
         user left it unset (a worker process of N on N cores); else itself. Never changes a set."""
         decl = self.declared().get("threads")
         if decl is None or not decl.runtime or self.threads is not None:
             return self
-        return dataclasses.replace(self, threads=int(threads))
+        changes: dict[str, Any] = {"threads": int(threads)}  # a field of the subclass (declared: checked above)
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def normalize_params(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +438,8 @@ class SetFamily(ABC):
 
     def case_from_arrays(self, x: NDArray[Any], truth: NDArray[Any] | None, ident: str) -> Case:
         """A case from a bare array of the family's first input (and its truth, if any)."""
-        return Case(ident, **{self.inputs[0]: x, self.truth: truth})
+        arrays: dict[str, Any] = {self.inputs[0]: x, self.truth: truth}
+        return Case(ident, **arrays)
 
     def truth_of(self, case: Case) -> NDArray[Any]:
         """The case's ground truth (mask or label map), or a one-line error."""
@@ -613,7 +620,7 @@ class SegmentationSetFamily(SetFamily):
     @property
     def agreement_level(self) -> float:
         """β: the set contains Y when one of its members' mean per-label recall of Y exceeds β."""
-        return float(self.beta)
+        return float(self.params()["beta"])  # declared by every subclass (checked in __post_init__)
 
     @abstractmethod
     def score(self, item: Case | Prepared, truth: NDArray[Any] | None = None) -> float:

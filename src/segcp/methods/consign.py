@@ -98,6 +98,7 @@ class ConsignMethod(SegmentationSetFamily):
     # ------------------------------------------------------------------ the family
     def compute_state(self, case: Case) -> Decomposition:
         self.check_case(case)
+        assert case.samples is not None  # check_case ran
         return decompose(case.samples, self.K, self._box_alpha(), self.svd, self.box)
 
     def decomposition(self, item: Case | Prepared) -> Decomposition:

@@ -186,6 +186,7 @@ class MorphMethod(MaskFamily):
 
         Returns None when Ŷ is empty and ``empty_prediction="inf"`` (nothing to grow).
         """
+        assert case.probs is not None  # check_case ran
         seed = case.probs.astype(np.float64, copy=False) >= self.threshold  # compared in float64, whatever the stored precision
         if seed.any():
             return seed
@@ -209,7 +210,7 @@ class MorphMethod(MaskFamily):
         """
         seed = self.seed(case)
         if seed is None:
-            return np.full(case.probs.shape, np.inf)
+            return np.full(case.shape, np.inf)
         return self._distance(seed, case.spacing)
 
     guarantees: ClassVar[tuple[str, ...]] = ("fnr", "quantile", *BAND_GUARANTEES)
@@ -240,7 +241,7 @@ class MorphMethod(MaskFamily):
             return super().predict(item, lam)
         case = item
         seed = self.seed(case)
-        out = np.zeros(case.probs.shape, dtype=bool)
+        out = np.zeros(case.shape, dtype=bool)
         lam = float(lam)
         if seed is None or lam < 0:
             return out

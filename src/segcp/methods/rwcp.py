@@ -284,7 +284,7 @@ class RWCPMethod(ProbabilityFamily):
 
     def precompute(self, cases: Sequence[Case]) -> None:
         """Encode the cases' images in batches of ``batch_size`` and cache their features."""
-        self.get_encoder().features([c.image for c in cases], self.feature_cache())
+        self.get_encoder().features([self._image(c) for c in cases], self.feature_cache())
 
     @property
     def shares_state_on_disk(self) -> bool:
@@ -374,7 +374,7 @@ class RWCPMethod(ProbabilityFamily):
             return self.diffuse_volume(p[None], [feats], spacing, timings, depth=0)[0]  # the volume path, one slice
         clock = _Clock(timings)
         if feats is None or self.empty(p):
-            gshape = self.graph_shape(p.shape, feats.shape[1:] if feats is not None else (1, 1))
+            gshape: tuple[int, ...] = self.graph_shape(p.shape, feats.shape[1:] if feats is not None else (1, 1))
             s = resize2d(p, gshape, "area")
         else:
             graph = self.build_graph(feats, p.shape, image)
@@ -492,9 +492,9 @@ class RWCPMethod(ProbabilityFamily):
         clock("resize")
         n = gshape[0] * gshape[1]
         xp = self._ops()
-        opts = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
+        opts: dict[str, Any] = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
         if not self._rowwise():
-            graph = knn_volume(tokens, gshape, self.k, self.radius, **opts)  # type: ignore[arg-type]
+            graph = knn_volume(tokens, gshape, self.k, self.radius, **opts)
             del tokens
             clock("knn")
             s = self._walk(graph, pg, clock)
@@ -526,18 +526,25 @@ class RWCPMethod(ProbabilityFamily):
         return self.resolved_device() != "cpu"
 
     # ------------------------------------------------------------------ the family
-    def _check(self, case: Case) -> NDArray[Any]:
+    def _image(self, case: Case) -> NDArray[Any]:
+        """The case's image as an array, or a one-line error when it has none."""
         if case.image is None:
             raise SegcpError(
                 f"case {case.id}: rwcp needs the image (put images/<id> in the data directory, or pass Case(image=...))"
             )
-        image = np.asarray(case.image)
-        if case.probs.ndim == 3 and image.shape != case.probs.shape:
+        return np.asarray(case.image)
+
+    def _check(self, case: Case) -> tuple[NDArray[Any], NDArray[Any]]:
+        """The case's (image, probability map), or a one-line error when they do not fit."""
+        image = self._image(case)
+        probs = case.probs
+        assert probs is not None  # check_case ran (prepare, before compute_state)
+        if probs.ndim == 3 and image.shape != probs.shape:
             raise SegcpError(
                 f"case {case.id}: rwcp encodes a volume slice by slice and needs a grayscale image volume "
-                f"of the probability map's shape {case.probs.shape}; got an image of shape {image.shape}"
+                f"of the probability map's shape {probs.shape}; got an image of shape {image.shape}"
             )
-        return image
+        return image, probs
 
     def _features(self, case: Case, images: list[NDArray[Any]]) -> list[NDArray[np.float32]]:
         if not images:
@@ -558,16 +565,16 @@ class RWCPMethod(ProbabilityFamily):
         ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), the
         graph's ``nodes`` and ``edges`` (of P, self-loops included) and the ``encoded`` images.
         """
-        image = self._check(case)
+        image, probs_in = self._check(case)
         clock = _Clock(timings)
-        if case.probs.ndim != 3:
-            p = self._skipped(np.asarray(case.probs, dtype=np.float64))
-            feats = None if self.empty(p) else self._features(case, [image])[0]
+        if probs_in.ndim != 3:
+            p = self._skipped(np.asarray(probs_in, dtype=np.float64))
+            feat = None if self.empty(p) else self._features(case, [image])[0]
             clock("encoder")
-            clock.count("encoded", feats is not None)
-            return self.diffuse_probs(p, feats, image, timings)
-        ax = slice_axis(case.probs.shape, case.spacing)
-        probs = self._skipped(np.asarray(np.moveaxis(case.probs, ax, 0), dtype=np.float64))
+            clock.count("encoded", feat is not None)
+            return self.diffuse_probs(p, feat, image, timings)
+        ax = slice_axis(probs_in.shape, case.spacing)
+        probs = self._skipped(np.asarray(np.moveaxis(probs_in, ax, 0), dtype=np.float64))
         image = np.moveaxis(image, ax, 0)
         if self.depth == 0 and not self._on_gpu():
             todo = [z for z in range(probs.shape[0]) if not self.empty(probs[z])]

@@ -1053,8 +1053,8 @@ class _Lines:
     cls: NDArray[np.int64]
 
 
-def _line_range(p0: NDArray[np.float64], d: NDArray[np.float64], lo: ArrayLike = -1.0,
-                hi: ArrayLike = 1.0) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _line_range(p0: NDArray[np.float64], d: NDArray[np.float64], lo: float | NDArray[np.float64] = -1.0,
+                hi: float | NDArray[np.float64] = 1.0) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The x with p0 + x d ∈ [lo, hi] (default [−1, 1]^K), per row of p0, d (B, K): (xlo, xhi)
     (xlo > xhi: none)."""
     with np.errstate(divide="ignore", invalid="ignore"):
