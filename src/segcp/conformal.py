@@ -99,6 +99,8 @@ class ConformalSegmenter:
         (+inf: never in the set), whose conformal quantile λ̂ is.
     grid_ : Grid or None
         The grid when λ̂ came from compact curves (None: exact).
+    volume_ : dict or None
+        Two-sided sets of a directory job: the direct volume interval (calib.json's ``volume``).
 
     Examples
     --------
@@ -112,6 +114,8 @@ class ConformalSegmenter:
     >>> cs.at(0.2).predict(probs[0]).shape
     (8, 8)
     """
+
+    volume_: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -414,7 +418,7 @@ class ConformalSegmenter:
         view = ConformalSegmenter(self.method, a, **{k: v for k, v in self.get_params().items() if k not in ("method", "alpha")})
         view.family_, view.guarantee_, view.n_, view.scores_ = self.family_, self.guarantee_, self.n_, self.scores_
         view.grid_ = getattr(self, "grid_", None)
-        view.volume_ = getattr(self, "volume_", None)
+        view.volume_ = self.volume_
         view.results_, view.lambdas_, view.families_ = {a: self.results_[a]}, {a: self.lambdas_[a]}, {a: self.families_[a]}
         return view
 

@@ -86,7 +86,7 @@ def write_band_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], 
         cases = job.read(ident)
         bands = []
         for case, fam, lam, sub, name, vol in zip(cases, fams, lambdas, subs, names, volumes, strict=True):
-            inner, outer = fam.predict_band(case, lam)  # type: ignore[attr-defined]
+            inner, outer = fam.predict_band(case, lam)
             write_set(root / sub / "inner", ident, inner, case.geometry, clean_stale=False)
             write_set(root / sub / "outer", ident, outer, case.geometry, clean_stale=False)
             write_band(root / sub / "band", ident, inner, outer, case.geometry)

@@ -44,6 +44,7 @@ def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves
             batches[k].add(case)
             present[k] += bool(case.mask is not None and case.mask.any())
             if plan.guarantee in BAND_GUARANTEES:
+                assert case.mask is not None and case.probs is not None  # a pixel-set family's case with its truth
                 volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
     return [b.result() for b in batches], present, dims, volumes
 

@@ -64,7 +64,8 @@ def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_dr
     if isinstance(prediction, tuple):  # two-sided sets (inner, outer)
         from segcp.jobs.band import band_metrics
 
-        return band_metrics(case, *prediction, next(iter(cs.lambdas_)), getattr(cs, "volume_", None)), False
+        inner, outer = prediction
+        return band_metrics(case, inner, outer, next(iter(cs.lambdas_)), cs.volume_), False
     if not isinstance(prediction, SegmentationSet):
         assert case.mask is not None  # a pixel-set family's case read with its truth
         metrics = evaluate_set(prediction, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing)

@@ -223,9 +223,9 @@ class MorphMethod(MaskFamily):
         when the seed is the whole grid."""
         seed = self.seed(case)
         if seed is None:
-            return np.full(case.probs.shape, np.inf)
+            return np.full(case.shape, np.inf)
         if seed.all():
-            return np.full(case.probs.shape, -np.inf)
+            return np.full(case.shape, -np.inf)
         t = self._distance(seed, case.spacing)
         t[seed] = -self._distance(~seed, case.spacing)[seed]
         return t
