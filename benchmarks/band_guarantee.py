@@ -54,14 +54,7 @@ from segcp.errors import SegcpError
 from segcp.losses import get_loss
 from segcp.methods import get_method
 from segcp.methods.base import MaskFamily
-from segcp.volumes import (
-    band_volume_score,
-    ejection_fraction,
-    ejection_fraction_bounds,
-    ejection_fraction_spread,
-    probability_volume,
-    volume_unit,
-)
+from segcp.volumes import band_volume_score, ejection_fraction, ejection_fraction_bounds, ejection_fraction_spread, probability_volume, volume_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPHAS = (0.2, 0.1, 0.05)
@@ -160,8 +153,14 @@ def model_pool(folder: Path, structure: str, root: Path | None = None) -> Pool:
             frames.append({"frame01": "ED", "frame02": "ES"}[ident.split("_")[1]])
     has_draws = all(d is not None for d in draws)
     name = {"acdc-3d": f"ACDC {structure.upper()} 3D", "la2018": "LA 2018"}[man["task"]]
-    return Pool(f"{name} (UNet, pool patients)", cases, groups, frames or None, draws if has_draws else None,
-                note=f"model {Path(man['model']).name}" + (f", {man['samples']} MC-dropout draws" if has_draws else ""))
+    return Pool(
+        f"{name} (UNet, pool patients)",
+        cases,
+        groups,
+        frames or None,
+        draws if has_draws else None,
+        note=f"model {Path(man['model']).name}" + (f", {man['samples']} MC-dropout draws" if has_draws else ""),
+    )
 
 
 # ---------------------------------------------------------------------- per-case scores
@@ -264,8 +263,13 @@ def _se(x: Sequence[float]) -> float:
     return float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan
 
 
-def band_lambda_table(sc: Scores, splits: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float],
-                      schemes: Sequence[str] = SCHEMES, taus: Sequence[float] = TAUS) -> dict[tuple[str, float, float], np.ndarray]:
+def band_lambda_table(
+    sc: Scores,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    alphas: Sequence[float],
+    schemes: Sequence[str] = SCHEMES,
+    taus: Sequence[float] = TAUS,
+) -> dict[tuple[str, float, float], np.ndarray]:
     """(scheme, τ, α) → (splits, 2) array of (λ_out, λ_in); NaN where calibration is impossible."""
     out = {}
     for scheme in schemes:
@@ -282,8 +286,14 @@ def band_lambda_table(sc: Scores, splits: Sequence[tuple[np.ndarray, np.ndarray]
     return out
 
 
-def band_widths(pool: Pool, family: MaskFamily, sc: Scores, splits: Sequence[tuple[np.ndarray, np.ndarray]],
-                pairs: dict[Any, np.ndarray], keep: Sequence[Any] = ()) -> tuple[dict[Any, np.ndarray], dict[Any, tuple[np.ndarray, np.ndarray]]]:
+def band_widths(
+    pool: Pool,
+    family: MaskFamily,
+    sc: Scores,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    pairs: dict[Any, np.ndarray],
+    keep: Sequence[Any] = (),
+) -> tuple[dict[Any, np.ndarray], dict[Any, tuple[np.ndarray, np.ndarray]]]:
     """One pass over the cases' signed maps: for every configuration c of ``pairs`` ((splits, 2)
     arrays of (λ_out, λ_in), NaN: none), the mean over each split's test cases with a structure of
     |O \\ I| / |Y|, |I| / |Y| and |O| / |Y| (c → (3, splits)); and for the configurations in
@@ -315,9 +325,19 @@ def band_widths(pool: Pool, family: MaskFamily, sc: Scores, splits: Sequence[tup
     return means, kept
 
 
-def band_rows(pool: Pool, family_label: str, family: MaskFamily, sc: Scores, splits: Sequence[tuple[np.ndarray, np.ndarray]],
-              alphas: Sequence[float] = ALPHAS, *, schemes: Sequence[str] = SCHEMES, taus: Sequence[float] = TAUS,
-              sweep: Sequence[float] = (), widths: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def band_rows(
+    pool: Pool,
+    family_label: str,
+    family: MaskFamily,
+    sc: Scores,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    alphas: Sequence[float] = ALPHAS,
+    *,
+    schemes: Sequence[str] = SCHEMES,
+    taus: Sequence[float] = TAUS,
+    sweep: Sequence[float] = (),
+    widths: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The band and band-risk rows of one pool and family, and what the volume rows reuse: the
     band's λ's, and each case's (|I|, |O|) at the λ's of the one-λ band (τ = 1), of band-risk and of
     the band-volume score (``aux["sizes"]``: key → two (n, splits) arrays)."""
@@ -336,24 +356,59 @@ def band_rows(pool: Pool, family_label: str, family: MaskFamily, sc: Scores, spl
 
     rows = []
     for (scheme, tau, alpha), lams in table.items():
-        cover = [float(np.mean((sc.outer[tau][test] <= lams[s, 0]) & (sc.inner[tau][test] <= lams[s, 1])))
-                 for s, (_, test) in enumerate(splits) if np.isfinite(lams[s, 0])]  # no λ: n too small for α (never data-dependent)
+        cover = [
+            float(np.mean((sc.outer[tau][test] <= lams[s, 0]) & (sc.inner[tau][test] <= lams[s, 1])))
+            for s, (_, test) in enumerate(splits)
+            if np.isfinite(lams[s, 0])
+        ]  # no λ: n too small for α (never data-dependent)
         if not cover:
             continue
         c = np.asarray(cover)
         key = (scheme, tau, alpha)
-        rows.append({"pool": pool.name, "family": family_label, "loss": "band", "scheme": scheme, "tau": tau, "alpha": alpha,
-                     "splits": int(c.size), "n_cal": len(splits[0][0]), "coverage": float(c.mean()), "se": _se(c),
-                     "valid": bool(c.mean() >= 1 - alpha - 3 * _se(c)), "infeasible": int(np.isnan(lams[:, 0]).sum()),
-                     "lambda_out": float(np.nanmean(lams[:, 0])), "lambda_in": float(np.nanmean(lams[:, 1])),
-                     "width": avg(key, 0), "inner_fraction": avg(key, 1), "outer_fraction": avg(key, 2), "sweep_only": alpha not in alphas})
+        rows.append(
+            {
+                "pool": pool.name,
+                "family": family_label,
+                "loss": "band",
+                "scheme": scheme,
+                "tau": tau,
+                "alpha": alpha,
+                "splits": int(c.size),
+                "n_cal": len(splits[0][0]),
+                "coverage": float(c.mean()),
+                "se": _se(c),
+                "valid": bool(c.mean() >= 1 - alpha - 3 * _se(c)),
+                "infeasible": int(np.isnan(lams[:, 0]).sum()),
+                "lambda_out": float(np.nanmean(lams[:, 0])),
+                "lambda_in": float(np.nanmean(lams[:, 1])),
+                "width": avg(key, 0),
+                "inner_fraction": avg(key, 1),
+                "outer_fraction": avg(key, 2),
+                "sweep_only": alpha not in alphas,
+            }
+        )
     for alpha in feasible:
         m = np.array([float(sc.risk.evaluate(lam)[test].mean()) for lam, (_, test) in zip(risk_lams[alpha], splits)])
-        rows.append({"pool": pool.name, "family": family_label, "loss": "band-risk", "scheme": "shared", "tau": math.nan, "alpha": alpha,
-                     "splits": len(splits), "n_cal": len(splits[0][0]), "risk": float(m.mean()), "se": _se(m),
-                     "valid": bool(m.mean() <= alpha + 3 * _se(m)), "lambda_out": float(np.mean(risk_lams[alpha])),
-                     "width": avg(("risk", alpha), 0), "inner_fraction": avg(("risk", alpha), 1), "outer_fraction": avg(("risk", alpha), 2),
-                     "sweep_only": False})
+        rows.append(
+            {
+                "pool": pool.name,
+                "family": family_label,
+                "loss": "band-risk",
+                "scheme": "shared",
+                "tau": math.nan,
+                "alpha": alpha,
+                "splits": len(splits),
+                "n_cal": len(splits[0][0]),
+                "risk": float(m.mean()),
+                "se": _se(m),
+                "valid": bool(m.mean() <= alpha + 3 * _se(m)),
+                "lambda_out": float(np.mean(risk_lams[alpha])),
+                "width": avg(("risk", alpha), 0),
+                "inner_fraction": avg(("risk", alpha), 1),
+                "outer_fraction": avg(("risk", alpha), 2),
+                "sweep_only": False,
+            }
+        )
     return rows, {"table": table, "vol_q": vol_q, "sizes": kept}
 
 
@@ -390,8 +445,7 @@ def volume_inputs(pool: Pool, gamma: float = 0.25) -> VolumeInputs:
     u = np.array([volume_unit(c.probs.ndim, c.spacing)[0] for c in pool.cases])
     truth = np.array([np.count_nonzero(c.mask) for c in pool.cases]) * u
     draws = None if pool.draws is None else [d * uu for d, uu in zip(pool.draws, u)]
-    return VolumeInputs(truth, *(np.array([getattr(e, k) for e in est]) for k in ("estimate", "sd", "var", "lower", "upper")),
-                        draws, est[0].unit)
+    return VolumeInputs(truth, *(np.array([getattr(e, k) for e in est]) for k in ("estimate", "sd", "var", "lower", "upper")), draws, est[0].unit)
 
 
 def direct_candidates(v: VolumeInputs, u: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -411,19 +465,35 @@ def direct_candidates(v: VolumeInputs, u: np.ndarray) -> dict[str, dict[str, np.
     return c
 
 
-def _interval_row(pool: Pool, name: str, family: str, alpha: float, covered: list[float], widths: list[np.ndarray], unit: str,
-                  n_cal: int, scale: float = 1.0) -> dict[str, Any]:
+def _interval_row(
+    pool: Pool, name: str, family: str, alpha: float, covered: list[float], widths: list[np.ndarray], unit: str, n_cal: int, scale: float = 1.0
+) -> dict[str, Any]:
     c = np.asarray(covered)
     w = np.concatenate(widths) * scale if widths else np.zeros(0)
     med = [float(np.median(x)) * scale for x in widths if x.size]
-    return {"pool": pool.name, "candidate": name, "family": family, "alpha": alpha, "unit": unit, "splits": int(c.size), "n_cal": n_cal,
-            "coverage": float(c.mean()), "se": _se(c), "valid": bool(c.mean() >= 1 - alpha - 3 * _se(c)),
-            "median_width": float(np.mean(med)) if med else math.nan, "mean_width": float(w[np.isfinite(w)].mean()) if w.size else math.nan,
-            "infinite": float(np.mean(~np.isfinite(w))) if w.size else math.nan}
+    return {
+        "pool": pool.name,
+        "candidate": name,
+        "family": family,
+        "alpha": alpha,
+        "unit": unit,
+        "splits": int(c.size),
+        "n_cal": n_cal,
+        "coverage": float(c.mean()),
+        "se": _se(c),
+        "valid": bool(c.mean() >= 1 - alpha - 3 * _se(c)),
+        "median_width": float(np.mean(med)) if med else math.nan,
+        "mean_width": float(w[np.isfinite(w)].mean()) if w.size else math.nan,
+        "infinite": float(np.mean(~np.isfinite(w))) if w.size else math.nan,
+    }
 
 
-def volume_rows(pool: Pool, splits: Sequence[tuple[np.ndarray, np.ndarray]], alphas: Sequence[float] = ALPHAS,
-                band: dict[str, tuple[Scores, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+def volume_rows(
+    pool: Pool,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    alphas: Sequence[float] = ALPHAS,
+    band: dict[str, tuple[Scores, dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     """Coverage and width of every volume-interval candidate (direct; band-derived per family in ``band``)."""
     v = volume_inputs(pool)
     u = np.array([volume_unit(c.probs.ndim, c.spacing)[0] for c in pool.cases])
@@ -441,8 +511,10 @@ def volume_rows(pool: Pool, splits: Sequence[tuple[np.ndarray, np.ndarray]], alp
                 widths.append(hi - lo)
             rows.append(_interval_row(pool, name, "-", alpha, covered, widths, v.unit, n_cal))
         for label, (_sc, aux) in (band or {}).items():
-            for name, key in (("band: [vol(I), vol(O)], I in Y in O", ("shared", 1.0, alpha)),
-                              ("band-volume: [vol(I), vol(O)] calibrated on the volume", ("volume", alpha))):
+            for name, key in (
+                ("band: [vol(I), vol(O)], I in Y in O", ("shared", 1.0, alpha)),
+                ("band-volume: [vol(I), vol(O)] calibrated on the volume", ("volume", alpha)),
+            ):
                 if key not in aux["sizes"]:
                     continue
                 inner, outer = aux["sizes"][key]
@@ -459,8 +531,15 @@ def volume_rows(pool: Pool, splits: Sequence[tuple[np.ndarray, np.ndarray]], alp
 
 
 # ---------------------------------------------------------------------- the ejection fraction
-def ef_rows(pool: Pool, n_cal_patients: int, n_splits: int, seed: int, alphas: Sequence[float] = ALPHAS,
-            band: dict[str, tuple[Scores, dict[str, Any]]] | None = None, family_of: dict[str, MaskFamily] | None = None) -> list[dict[str, Any]]:
+def ef_rows(
+    pool: Pool,
+    n_cal_patients: int,
+    n_splits: int,
+    seed: int,
+    alphas: Sequence[float] = ALPHAS,
+    band: dict[str, tuple[Scores, dict[str, Any]]] | None = None,
+    family_of: dict[str, MaskFamily] | None = None,
+) -> list[dict[str, Any]]:
     """The EF interval's coverage and width (percentage points) per candidate, patients as units."""
     assert pool.frames is not None
     v = volume_inputs(pool)
@@ -475,8 +554,11 @@ def ef_rows(pool: Pool, n_cal_patients: int, n_splits: int, seed: int, alphas: S
     lo_raw, hi_raw = ejection_fraction_bounds(v.lower[ed], v.upper[ed], v.lower[es], v.upper[es])
     cands: dict[str, dict[str, Any]] = {
         "abs: |EF - EF^|": {"score": "abs", "estimate": est},
-        "scaled: delta method, sqrt(sum p(1-p))": {"score": "scaled", "estimate": est,
-                                                   "spread": np.maximum(ejection_fraction_spread(v.estimate[ed], v.estimate[es], v.sd[ed], v.sd[es]), 1e-4)},
+        "scaled: delta method, sqrt(sum p(1-p))": {
+            "score": "scaled",
+            "estimate": est,
+            "spread": np.maximum(ejection_fraction_spread(v.estimate[ed], v.estimate[es], v.sd[ed], v.sd[es]), 1e-4),
+        },
         "cqr: interval arithmetic on [vol(p>=.75), vol(p>=.25)]": {"score": "cqr", "lower": np.maximum(lo_raw, -1e6), "upper": hi_raw},
     }
     if v.draws is not None:
@@ -501,8 +583,10 @@ def ef_rows(pool: Pool, n_cal_patients: int, n_splits: int, seed: int, alphas: S
     for label, (sc, _) in (band or {}).items():
         pscore = np.maximum(np.maximum(sc.outer[1.0][ed], sc.inner[1.0][ed]), np.maximum(sc.outer[1.0][es], sc.inner[1.0][es]))
         vscore = np.array([sc.ef_score[p] for p in patients])
-        named = (("band: EF of [vol(I), vol(O)] of both frames, I in Y in O per patient", pscore),
-                 ("band-volume: the EF interval of the band calibrated on the EF", vscore))
+        named = (
+            ("band: EF of [vol(I), vol(O)] of both frames, I in Y in O per patient", pscore),
+            ("band-volume: the EF interval of the band calibrated on the EF", vscore),
+        )
         qs = {(name, a): np.array([max(0.0, conformal_quantile(score[cal], a)) for cal, _ in splits]) for name, score in named for a in feasible}
         lam_all = np.unique(np.concatenate(list(qs.values())))
         outer_n, inner_n = band_sizes(pool, (family_of or {})[label], lam_all)
@@ -522,9 +606,18 @@ def ef_rows(pool: Pool, n_cal_patients: int, n_splits: int, seed: int, alphas: S
 def run_pool(pool: Pool, families: Sequence[tuple[str, str, dict[str, Any]]], args: argparse.Namespace, n_cal: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     splits = splits_of(pool.groups, n_cal, args.splits, args.seed)
-    out: dict[str, Any] = {"pool": pool.name, "note": pool.note, "n_cases": len(pool.cases), "n_groups": len(set(pool.groups)),
-                           "n_empty": int(sum(not c.mask.any() for c in pool.cases)), "unit": pool.unit, "n_cal": len(splits[0][0]),
-                           "band": [], "volumes": [], "ef": []}
+    out: dict[str, Any] = {
+        "pool": pool.name,
+        "note": pool.note,
+        "n_cases": len(pool.cases),
+        "n_groups": len(set(pool.groups)),
+        "n_empty": int(sum(not c.mask.any() for c in pool.cases)),
+        "unit": pool.unit,
+        "n_cal": len(splits[0][0]),
+        "band": [],
+        "volumes": [],
+        "ef": [],
+    }
     band: dict[str, tuple[Scores, dict[str, Any]]] = {}
     fams: dict[str, MaskFamily] = {}
     for label, method, params in families:
@@ -551,8 +644,14 @@ def run_pool(pool: Pool, families: Sequence[tuple[str, str, dict[str, Any]]], ar
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"splits": args.splits, "seed": args.seed, "alphas": list(ALPHAS), "sweep": list(SWEEP),
-                              "load": list(os.getloadavg()), "pools": []}
+    result: dict[str, Any] = {
+        "splits": args.splits,
+        "seed": args.seed,
+        "alphas": list(ALPHAS),
+        "sweep": list(SWEEP),
+        "load": list(os.getloadavg()),
+        "pools": [],
+    }
     jobs: dict[str, tuple[Any, ...]] = {}
     if args.acdc:
         for s in ("lv", "rv"):
@@ -560,7 +659,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             jobs[f"acdc-3d-{s}"] = (lambda s=s: acdc_volumes(args.acdc, s, factor=args.acdc_factor), FAMILIES, 40)
     if args.busi:
         jobs["busi"] = (lambda: busi_pool(args.busi, factor=4), FAMILIES, 100)
-    for name, folder, structure, n_cal, data in [("acdc-model", args.acdc_model, "lv", 28, args.acdc), ("la-model", args.la_model, "la", 10, args.la)]:
+    for name, folder, structure, n_cal, data in [
+        ("acdc-model", args.acdc_model, "lv", 28, args.acdc),
+        ("la-model", args.la_model, "la", 10, args.la),
+    ]:
         if folder is not None and (folder / "manifest.json").is_file():
             jobs[name] = (lambda f=folder, s=structure, d=data: model_pool(f, s, d), FAMILIES, n_cal)
     chosen = [jobs[k] for k in (args.pools or list(jobs)) if k in jobs]
@@ -581,40 +683,71 @@ def write(out: Path, result: dict[str, Any]) -> None:
     from segcp.io import write_json, write_text
 
     write_json(out / "results.json", result)
-    L = [f"# Two-sided sets and volume intervals ({result['splits']} random group-level splits, seed {result['seed']})", "",
-         "Produced by `benchmarks/band_guarantee.py`; read with docs/band.md. Load during the run: "
-         f"{', '.join(f'{x:.1f}' for x in result['load'])} (2 cores).", ""]
+    L = [
+        f"# Two-sided sets and volume intervals ({result['splits']} random group-level splits, seed {result['seed']})",
+        "",
+        "Produced by `benchmarks/band_guarantee.py`; read with docs/band.md. Load during the run: "
+        f"{', '.join(f'{x:.1f}' for x in result['load'])} (2 cores).",
+        "",
+    ]
     for p in result["pools"]:
-        L += [f"## {p['pool']}", "", f"{p['n_cases']} cases ({p['n_empty']} without the structure), {p['n_groups']} groups, "
-              f"n_cal = {p['n_cal']} cases per split; {p['note']}; volumes in {p['unit']}.", "",
-              "### band (joint coverage) and band-risk", "",
-              "| family | loss | scheme | τ | α | coverage ± SE (or risk) | valid | mean λ_out / λ_in | width \\|O \\ I\\| / \\|Y\\| | \\|I\\| / \\|Y\\| | \\|O\\| / \\|Y\\| | infeasible |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            f"## {p['pool']}",
+            "",
+            f"{p['n_cases']} cases ({p['n_empty']} without the structure), {p['n_groups']} groups, "
+            f"n_cal = {p['n_cal']} cases per split; {p['note']}; volumes in {p['unit']}.",
+            "",
+            "### band (joint coverage) and band-risk",
+            "",
+            "| family | loss | scheme | τ | α | coverage ± SE (or risk) | valid | mean λ_out / λ_in | width \\|O \\ I\\| / \\|Y\\| | \\|I\\| / \\|Y\\| | \\|O\\| / \\|Y\\| | infeasible |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in p["band"]:
             if r["sweep_only"]:
                 continue
             val = f"{r['coverage']:.3f} ± {r['se']:.3f}" if r["loss"] == "band" else f"{r['risk']:.4f} ± {r['se']:.4f}"
             lam = f"{r['lambda_out']:.3f} / {r['lambda_in']:.3f}" if r["loss"] == "band" else f"{r['lambda_out']:.3f}"
             tau = "" if r["loss"] != "band" else f"{r['tau']:g}"
-            L.append(f"| {r['family']} | {r['loss']} | {r['scheme']} | {tau} | {r['alpha']:g} | {val} | "
-                     f"{'yes' if r['valid'] else '**no**'} | {lam} | {_fmt(r['width'])} | {_fmt(r.get('inner_fraction', math.nan))} | "
-                     f"{_fmt(r.get('outer_fraction', math.nan))} | {r.get('infeasible', 0)} |")
-        L += ["", "Band width at the same joint coverage 0.9 (interpolated over the α sweep "
-              f"{', '.join(f'{a:g}' for a in result['sweep'])}):", "", "| family | τ | shared | split | bonferroni |", "|---|---|---|---|---|"]
+            L.append(
+                f"| {r['family']} | {r['loss']} | {r['scheme']} | {tau} | {r['alpha']:g} | {val} | "
+                f"{'yes' if r['valid'] else '**no**'} | {lam} | {_fmt(r['width'])} | {_fmt(r.get('inner_fraction', math.nan))} | "
+                f"{_fmt(r.get('outer_fraction', math.nan))} | {r.get('infeasible', 0)} |"
+            )
+        L += [
+            "",
+            f"Band width at the same joint coverage 0.9 (interpolated over the α sweep {', '.join(f'{a:g}' for a in result['sweep'])}):",
+            "",
+            "| family | τ | shared | split | bonferroni |",
+            "|---|---|---|---|---|",
+        ]
         eq = {(e["family"], e["scheme"], e["tau"]): e["width"] for e in p["equal_coverage_0.9"]}
         for fam, tau in sorted({(k[0], k[2]) for k in eq}):
             L.append(f"| {fam} | {tau:g} | " + " | ".join(_fmt(eq.get((fam, s, tau), math.nan)) for s in SCHEMES) + " |")
-        L += ["", f"### volume intervals ({p['unit']})", "", "| candidate | band family | α | coverage ± SE | valid | median width | mean width |",
-              "|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            f"### volume intervals ({p['unit']})",
+            "",
+            "| candidate | band family | α | coverage ± SE | valid | median width | mean width |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in p["volumes"]:
-            L.append(f"| {r['candidate']} | {r['family']} | {r['alpha']:g} | {r['coverage']:.3f} ± {r['se']:.3f} | {'yes' if r['valid'] else '**no**'} | "
-                     f"{_fmt(r['median_width'], 2)} | {_fmt(r['mean_width'], 2)} |")
+            L.append(
+                f"| {r['candidate']} | {r['family']} | {r['alpha']:g} | {r['coverage']:.3f} ± {r['se']:.3f} | {'yes' if r['valid'] else '**no**'} | "
+                f"{_fmt(r['median_width'], 2)} | {_fmt(r['mean_width'], 2)} |"
+            )
         if p["ef"]:
-            L += ["", f"### ejection fraction (percentage points; patients as units, n_cal = {p['n_cal_patients']} patients)", "",
-                  "| candidate | band family | α | coverage ± SE | valid | median width (pp) | mean width (pp) | infinite |", "|---|---|---|---|---|---|---|---|"]
+            L += [
+                "",
+                f"### ejection fraction (percentage points; patients as units, n_cal = {p['n_cal_patients']} patients)",
+                "",
+                "| candidate | band family | α | coverage ± SE | valid | median width (pp) | mean width (pp) | infinite |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for r in p["ef"]:
-                L.append(f"| {r['candidate']} | {r['family']} | {r['alpha']:g} | {r['coverage']:.3f} ± {r['se']:.3f} | {'yes' if r['valid'] else '**no**'} | "
-                         f"{_fmt(r['median_width'], 1)} | {_fmt(r['mean_width'], 1)} | {_fmt(r['infinite'], 2)} |")
+                L.append(
+                    f"| {r['candidate']} | {r['family']} | {r['alpha']:g} | {r['coverage']:.3f} ± {r['se']:.3f} | {'yes' if r['valid'] else '**no**'} | "
+                    f"{_fmt(r['median_width'], 1)} | {_fmt(r['mean_width'], 1)} | {_fmt(r['infinite'], 2)} |"
+                )
         L.append("")
     write_text(out / "report.md", "\n".join(L) + "\n")
 
@@ -628,8 +761,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--acdc-model", type=Path, default=None, help="benchmarks/band_models.py's output for acdc-3d")
     ap.add_argument("--la-model", type=Path, default=None, help="benchmarks/band_models.py's output for la2018")
     ap.add_argument("--acdc-factor", type=int, default=1, help="in-plane downsampling of the ACDC volumes")
-    ap.add_argument("--pools", nargs="*", default=None,
-                    help="acdc-2d-lv acdc-2d-rv acdc-3d-lv acdc-3d-rv busi acdc-model la-model (default: every one whose data is found)")
+    ap.add_argument(
+        "--pools",
+        nargs="*",
+        default=None,
+        help="acdc-2d-lv acdc-2d-rv acdc-3d-lv acdc-3d-rv busi acdc-model la-model (default: every one whose data is found)",
+    )
     ap.add_argument("--splits", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)

@@ -68,11 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         tmp = dest.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **keep)
         os.replace(tmp, dest)
-    write_json(a.out / "manifest.json", {
-        "task": a.task, "model": str(a.model), "split_seed": a.seed, "ids": ids,
-        "groups": {i: str(split.groups[i]) for i in ids}, "labels": labels, "samples": a.samples,
-        "spacing": task.spec.spacing, "seconds": time.perf_counter() - t0,
-    })
+    write_json(
+        a.out / "manifest.json",
+        {
+            "task": a.task,
+            "model": str(a.model),
+            "split_seed": a.seed,
+            "ids": ids,
+            "groups": {i: str(split.groups[i]) for i in ids},
+            "labels": labels,
+            "samples": a.samples,
+            "spacing": task.spec.spacing,
+            "seconds": time.perf_counter() - t0,
+        },
+    )
     print(f"{a.out}: {len(ids)} volumes in {time.perf_counter() - t0:.0f} s")
 
 

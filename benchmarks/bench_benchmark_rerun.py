@@ -33,19 +33,19 @@ from typing import Any
 def _with_alpha(text: str, alpha: float) -> str:
     m = re.search(r"^alphas\s*=\s*\[([^\]]*)\]", text, flags=re.MULTILINE)
     assert m, "the config has no top-level alphas = [...] line"
-    return text[: m.start()] + f"alphas = [{m.group(1).strip()}, {alpha!r}]" + text[m.end():]
+    return text[: m.start()] + f"alphas = [{m.group(1).strip()}, {alpha!r}]" + text[m.end() :]
 
 
 def _with_method(text: str, spec: str) -> str:
     m = re.search(r"^methods\s*=\s*\[", text, flags=re.MULTILINE)
     assert m, "the config has no top-level methods = [ line"
-    return text[: m.end()] + f"\n  {json.dumps(spec)}," + text[m.end():]
+    return text[: m.end()] + f"\n  {json.dumps(spec)}," + text[m.end() :]
 
 
 def _with_splits(text: str, more: int) -> str:
     m = re.search(r"^splits\s*=\s*(\d+)", text, flags=re.MULTILINE)
     assert m, "the config has no top-level splits = N line"
-    return text[: m.start()] + f"splits = {int(m.group(1)) + more}" + text[m.end():]
+    return text[: m.start()] + f"splits = {int(m.group(1)) + more}" + text[m.end() :]
 
 
 def _absolute_data(text: str, config: Path) -> str:
@@ -66,8 +66,13 @@ def _run(name: str, text: str, work: Path, cache: Path, env: dict[str, str]) -> 
     out = work / "out"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "segcp.cli", "benchmark", "--config", str(cfg), "--out", str(out), "--cache", str(cache), "-q"],
-                          env=env, check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segcp.cli", "benchmark", "--config", str(cfg), "--out", str(out), "--cache", str(cache), "-q"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -80,8 +85,11 @@ def _run(name: str, text: str, work: Path, cache: Path, env: dict[str, str]) -> 
         "cache": res["cache"],
         "report_seconds": res["timings"].get("report and figures"),
     }
-    print(f"{name}: {wall:.1f} s wall, {row['cpu_seconds']:.1f} s CPU; records computed {res['cache']['misses'].get('records')}, "
-          f"reused {res['cache']['hits'].get('records')}; curves computed {res['cache']['misses'].get('curves')}", flush=True)
+    print(
+        f"{name}: {wall:.1f} s wall, {row['cpu_seconds']:.1f} s CPU; records computed {res['cache']['misses'].get('records')}, "
+        f"reused {res['cache']['hits'].get('records')}; curves computed {res['cache']['misses'].get('curves')}",
+        flush=True,
+    )
     return row
 
 

@@ -49,13 +49,7 @@ from typing import Any, Self
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import segcp
@@ -151,9 +145,7 @@ def segcp_one(probs: np.ndarray, masks: np.ndarray, alpha: float) -> ConformalSe
     return ConformalSegmenter("threshold", alpha).calibrate(cases(probs, masks))
 
 
-def segcp_all(
-    probs: np.ndarray, masks: np.ndarray, alphas: tuple[float, ...]
-) -> tuple[list[ConformalSegmenter], float, float]:
+def segcp_all(probs: np.ndarray, masks: np.ndarray, alphas: tuple[float, ...]) -> tuple[list[ConformalSegmenter], float, float]:
     """All alphas from one set of curves. Returns (segmenters, curve time, crc time)."""
     t0 = time.perf_counter()
     curves = ConformalSegmenter("threshold", alphas[0]).curves(cases(probs, masks))
@@ -200,9 +192,7 @@ def mapie_best(ctl: Any) -> tuple[np.ndarray, list[str]]:
 
 
 # ---------------------------------------------------------------------------- set statistics
-def set_stats(
-    probs: np.ndarray, masks: np.ndarray, in_set: Callable[[np.ndarray], np.ndarray], chunk: int = 64
-) -> dict[str, Any]:
+def set_stats(probs: np.ndarray, masks: np.ndarray, in_set: Callable[[np.ndarray], np.ndarray], chunk: int = 64) -> dict[str, Any]:
     """Total set size, per-image-mean FNR and pooled FNR of a thresholding rule."""
     size = 0
     fnr = np.empty(len(probs))
@@ -218,12 +208,7 @@ def set_stats(
         pos_all += int(pos.sum())
     n = len(probs)
     risk = float(fnr.mean())
-    return {
-        "set_pixels": size,
-        "risk": risk,
-        "pooled_fnr": 1.0 - tp_all / pos_all,
-        "bound": (n * risk + 1.0) / (n + 1),
-    }
+    return {"set_pixels": size, "risk": risk, "pooled_fnr": 1.0 - tp_all / pos_all, "bound": (n * risk + 1.0) / (n + 1)}
 
 
 def segcp_rule(lam: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -294,12 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     seg_rss: dict[str, float | None] = {}
     results: dict[float, ConformalSegmenter] = {}
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
     ) as progress:
         task = progress.add_task("segcp calibration", total=R * (len(alphas) + 1))
         for _r in range(R):
@@ -333,12 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     t_hat: dict[float, float] = {}
     r_hat_grid = None
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
     ) as progress:
         rep = progress.add_task("MAPIE calibration (repeats)", total=R)
         for _r in range(R):
@@ -371,14 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         mapie_risks(part, probs[:k], masks[:k], max(1, k // 3))
         batched_ok = np.array_equal(full._risks, part._risks)
         pred = full.predict(probs[:k, None])  # (k, n_alpha, H, W)
-        predict_ok = all(
-            np.array_equal(pred[:, j], mapie_rule(float(full.best_predict_param[j]))(probs[:k]))
-            for j in range(len(alphas))
-        )
+        predict_ok = all(np.array_equal(pred[:, j], mapie_rule(float(full.best_predict_param[j]))(probs[:k])) for j in range(len(alphas)))
     mapie_trace = traced_peak_mib(
-        lambda: mapie_controller(alphas).compute_risks(
-            probs[: args.mapie_batch, None], masks[: args.mapie_batch, None].view(np.uint8)
-        )
+        lambda: mapie_controller(alphas).compute_risks(probs[: args.mapie_batch, None], masks[: args.mapie_batch, None].view(np.uint8))
     )
 
     # ------------------------------------------------------------ sets, risks, checks
@@ -442,9 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             (
                 f"alpha={a}: MAPIE t_hat is the largest admissible grid point",
-                m["bound"] < a
-                and (m_next is None or (m_next["bound"] >= a and 1 - lam <= GRID[j + 1] + 1e-12))
-                and 1 - lam > t_hat[a],
+                m["bound"] < a and (m_next is None or (m_next["bound"] >= a and 1 - lam <= GRID[j + 1] + 1e-12)) and 1 - lam > t_hat[a],
                 f"bound at t_hat = {m['bound']:.7f} < {a}"
                 + ("" if m_next is None else f", at t_hat + 0.01: {m_next['bound']:.7f} >= {a}")
                 + f"; segcp's exact threshold {1 - lam:.6f} lies in (t_hat, t_hat + 0.01]",

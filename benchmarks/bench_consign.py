@@ -97,25 +97,25 @@ def bench_calibration(cases, K, alpha, beta, jobs, ref_opt, box, skip_reference=
         out["per_image"] = [{"segcp": float(v), "segcp_adam": float(a)} for v, a in zip(est.scores_, adam.scores_)]
         return out
     t0 = time.perf_counter()
-    ref = reference_calibrate(decs, [c.truth for c in cases], alpha, beta, ref_opt,
-                              progress=lambda m: print(f"  reference K={K}: {m}", flush=True))
+    ref = reference_calibrate(decs, [c.truth for c in cases], alpha, beta, ref_opt, progress=lambda m: print(f"  reference K={K}: {m}", flush=True))
     t_ref = time.perf_counter() - t0
-    out.update({
-        "lambda_reference": ref.lambda_,
-        "reference_minus_segcp": ref.lambda_ - est.lambda_,
-        "segcp_within_one_step": bool(est.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
-        "segcp_adam_within_one_step": bool(adam.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
-        "reference_seconds_1proc": t_ref,
-        "reference_epochs": int(ref.epochs),
-        "reference_grid_points": int(ref.grid_steps),
-        "reference_options": ref_opt.__dict__,
-        "speedup_1proc": t_ref / t_one,
-        "speedup_adam_1proc": t_ref / t_adam,
-        "per_image": [
-            {"segcp": float(s), "segcp_adam": float(a), "reference": float(r)}
-            for s, a, r in zip(est.scores_, adam.scores_, ref.scores)
-        ],
-    })
+    out.update(
+        {
+            "lambda_reference": ref.lambda_,
+            "reference_minus_segcp": ref.lambda_ - est.lambda_,
+            "segcp_within_one_step": bool(est.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
+            "segcp_adam_within_one_step": bool(adam.lambda_ <= ref.lambda_ + ref_opt.step + 1e-12),
+            "reference_seconds_1proc": t_ref,
+            "reference_epochs": int(ref.epochs),
+            "reference_grid_points": int(ref.grid_steps),
+            "reference_options": ref_opt.__dict__,
+            "speedup_1proc": t_ref / t_one,
+            "speedup_adam_1proc": t_ref / t_adam,
+            "per_image": [
+                {"segcp": float(s), "segcp_adam": float(a), "reference": float(r)} for s, a, r in zip(est.scores_, adam.scores_, ref.scores)
+            ],
+        }
+    )
     return out
 
 
@@ -141,8 +141,8 @@ def load_real_cases(data: str, n: int | None, crop: int | None = None, stride: i
             if h < crop or w < crop:
                 raise SystemExit(f"{samples[i]}: image {h} x {w} is smaller than --crop {crop}")
             top, left = (h - crop) // 2, (w - crop) // 2
-            x = np.ascontiguousarray(x[..., top:top + crop, left:left + crop])
-            y = np.ascontiguousarray(y[..., top:top + crop, left:left + crop])
+            x = np.ascontiguousarray(x[..., top : top + crop, left : left + crop])
+            y = np.ascontiguousarray(y[..., top : top + crop, left : left + crop])
         out.append(SimpleNamespace(id=i, samples=x, truth=y))
     return out
 
@@ -175,8 +175,15 @@ def bench_draws(size, K, box="paper"):
     geometry = dec.geometry
     t_dec = time.perf_counter() - t0
     lam = dec.lambda_unit
-    out = {"size": f"{size}x{size}", "K": K, "box": box, "lambda": lam, "decompose_ms": 1e3 * t_dec,
-           "active_pixels": geometry.n_active(lam), "pixels": geometry.P}
+    out = {
+        "size": f"{size}x{size}",
+        "K": K,
+        "box": box,
+        "lambda": lam,
+        "decompose_ms": 1e3 * t_dec,
+        "active_pixels": geometry.n_active(lam),
+        "pixels": geometry.P,
+    }
     for s in (1, 1000):
         ts = []
         for r in range(5 if s == 1 else 2):
@@ -209,30 +216,34 @@ def main() -> None:
     if a.quick:
         a.n, a.epochs, a.screen, a.starts, a.K = 10, 50, 100, 3, [2]
     kind = f"REAL samples from {a.data}" if a.data else "SYNTHETIC samples"
-    print(f"segcp CONSIGN benchmark — {kind}; box {a.box}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, numpy {np.__version__}")
+    print(
+        f"segcp CONSIGN benchmark — {kind}; box {a.box}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
+    )
     if a.data:
         cases = load_real_cases(a.data, a.n, a.crop)
     else:
         cases = make_toy_cases(a.n, shape=(a.size, a.size), n_labels=4, n_samples=30, seed=2)
     ref_opt = ReferenceOptions(epochs=a.epochs, n_screen=a.screen, n_starts=a.starts)
-    res = {"settings": vars(a), "ids": [c.id for c in cases], "shape": list(cases[0].truth.shape),
-           "calibration": [], "svd": [], "draws": []}
+    res = {"settings": vars(a), "ids": [c.id for c in cases], "shape": list(cases[0].truth.shape), "calibration": [], "svd": [], "draws": []}
     for K in a.K:
         r = bench_calibration(cases, K, a.alpha, a.beta, a.jobs, ref_opt, a.box, a.skip_reference)
         res["calibration"].append(r)
-        line = (f"K={K}: n={r['n']}, lambda segcp {r['lambda_segcp']:.4f} ({r['infinite_scores']} infinite scores; "
-                f"{r['segcp_seconds_1proc']:.2f} s on 1 process, {r[f'segcp_seconds_{a.jobs}proc']:.2f} s on {a.jobs}, "
-                f"{r['segcp_tests']} membership tests, {r['segcp_line_searches']} line searches, "
-                f"{r['segcp_exhaustive_tests']} settled by the arrangement search)"
-                f"\n  segcp, issue 16's Adam search: lambda {r['lambda_segcp_adam']:.4f} ({r['infinite_scores_adam']} infinite; "
-                f"{r['segcp_adam_seconds_1proc']:.2f} s on 1 process, {r['segcp_adam_tests']} tests, {r['segcp_adam_steps']} Adam steps)")
+        line = (
+            f"K={K}: n={r['n']}, lambda segcp {r['lambda_segcp']:.4f} ({r['infinite_scores']} infinite scores; "
+            f"{r['segcp_seconds_1proc']:.2f} s on 1 process, {r[f'segcp_seconds_{a.jobs}proc']:.2f} s on {a.jobs}, "
+            f"{r['segcp_tests']} membership tests, {r['segcp_line_searches']} line searches, "
+            f"{r['segcp_exhaustive_tests']} settled by the arrangement search)"
+            f"\n  segcp, issue 16's Adam search: lambda {r['lambda_segcp_adam']:.4f} ({r['infinite_scores_adam']} infinite; "
+            f"{r['segcp_adam_seconds_1proc']:.2f} s on 1 process, {r['segcp_adam_tests']} tests, {r['segcp_adam_steps']} Adam steps)"
+        )
         if not a.skip_reference:
-            line += (f"\n  reference (authors' procedure): lambda {r['lambda_reference']:.2f} in "
-                     f"{r['reference_seconds_1proc']:.1f} s ({r['reference_grid_points']} grid points, {r['reference_epochs']} epochs); "
-                     f"reference - segcp = {r['reference_minus_segcp']:+.4f}; within one grid step: lines "
-                     f"{r['segcp_within_one_step']}, adam {r['segcp_adam_within_one_step']}; {r['speedup_1proc']:.0f}x faster "
-                     f"(adam {r['speedup_adam_1proc']:.0f}x) on 1 process")
+            line += (
+                f"\n  reference (authors' procedure): lambda {r['lambda_reference']:.2f} in "
+                f"{r['reference_seconds_1proc']:.1f} s ({r['reference_grid_points']} grid points, {r['reference_epochs']} epochs); "
+                f"reference - segcp = {r['reference_minus_segcp']:+.4f}; within one grid step: lines "
+                f"{r['segcp_within_one_step']}, adam {r['segcp_adam_within_one_step']}; {r['speedup_1proc']:.0f}x faster "
+                f"(adam {r['speedup_adam_1proc']:.0f}x) on 1 process"
+            )
         print(line, flush=True)
     if a.skip_online:
         sizes, draw_sizes = [], []
@@ -241,14 +252,17 @@ def main() -> None:
         draw_sizes = [48] if a.quick else [48, 256]
     res["svd"] = bench_svd(sizes, 30, 5)
     for r in res["svd"]:
-        print(f"SVD N=30 L={r['L']} {r['size']} K=5: gram {r['gram_ms']:.1f} ms, lapack {r['lapack_ms']:.1f} ms, "
-              f"randomized {r['randomized_ms']:.1f} ms")
+        print(
+            f"SVD N=30 L={r['L']} {r['size']} K=5: gram {r['gram_ms']:.1f} ms, lapack {r['lapack_ms']:.1f} ms, randomized {r['randomized_ms']:.1f} ms"
+        )
     for size in draw_sizes:
         r = bench_draws(size, 5, a.box)
         res["draws"].append(r)
-        print(f"draws {r['size']} L=4 N=30 K=5 at lambda {r['lambda']:.4g} ({r['active_pixels']} of {r['pixels']} pixels "
-              f"can change): decomposition {r['decompose_ms']:.1f} ms, 1 draw {r['draw_1_ms']:.2f} ms, "
-              f"1000 draws {r['draw_1000_ms']:.1f} ms")
+        print(
+            f"draws {r['size']} L=4 N=30 K=5 at lambda {r['lambda']:.4g} ({r['active_pixels']} of {r['pixels']} pixels "
+            f"can change): decomposition {r['decompose_ms']:.1f} ms, 1 draw {r['draw_1_ms']:.2f} ms, "
+            f"1000 draws {r['draw_1000_ms']:.1f} ms"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(_finite(res), f, indent=2)

@@ -87,8 +87,12 @@ def prepare(args: argparse.Namespace) -> None:
         for f in sorted((src_dir / "probs").iterdir())[: args.acdc_images]:
             p = np.load(f)
             lv = p[args.acdc_label] if p.ndim == 3 else p  # the LV channel of a class-probability stack
-            np.savez_compressed(acdc / f"{f.stem}.npz", probs=lv.astype(np.float16), image=np.load(src_dir / "images" / f.name),
-                                mask=np.load(src_dir / "masks" / f.name) == args.acdc_label)
+            np.savez_compressed(
+                acdc / f"{f.stem}.npz",
+                probs=lv.astype(np.float16),
+                image=np.load(src_dir / "images" / f.name),
+                mask=np.load(src_dir / "masks" / f.name) == args.acdc_label,
+            )
     if args.weights == "none":
         print(f"{out}: no encoder copied (the runs use the weight-free fallback encoder)")
         return
@@ -184,13 +188,28 @@ def run_acdc(args: argparse.Namespace, enc: str, device: str) -> dict[str, Any]:
         la = float(crc_lambda(LossCurves.concat(ca).take(cal), 0.1, lambda_min=0.0).lambda_)
         lb = float(crc_lambda(LossCurves.concat(cb).take(cal), 0.1, lambda_min=0.0).lambda_)
         differ = sum(int(np.count_nonzero((a[i] <= la) != (b[i] <= lb))) for i in test)
-        splits.append({"split": s, "lambda_cpu": la, "lambda_device": lb, "set_voxels_differ": differ,
-                       "set_voxels": sum(int(np.count_nonzero(a[i] <= la)) for i in test)})
+        splits.append(
+            {
+                "split": s,
+                "lambda_cpu": la,
+                "lambda_device": lb,
+                "set_voxels_differ": differ,
+                "set_voxels": sum(int(np.count_nonzero(a[i] <= la)) for i in test),
+            }
+        )
     d = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
-    out = {"images": len(cases), "encoder": enc, "score_maps_cpu_s": t_cpu, "score_maps_device_s": t_dev, "map_max_abs_diff": d,
-           "maps_within": d <= MAP_TOL, "lambda_differ": sum(r["lambda_cpu"] != r["lambda_device"] for r in splits),
-           "max_abs_lambda_diff": max(abs(r["lambda_cpu"] - r["lambda_device"]) for r in splits),
-           "set_voxels_differ": sum(r["set_voxels_differ"] for r in splits), "splits": splits}
+    out = {
+        "images": len(cases),
+        "encoder": enc,
+        "score_maps_cpu_s": t_cpu,
+        "score_maps_device_s": t_dev,
+        "map_max_abs_diff": d,
+        "maps_within": d <= MAP_TOL,
+        "lambda_differ": sum(r["lambda_cpu"] != r["lambda_device"] for r in splits),
+        "max_abs_lambda_diff": max(abs(r["lambda_cpu"] - r["lambda_device"]) for r in splits),
+        "set_voxels_differ": sum(r["set_voxels_differ"] for r in splits),
+        "splits": splits,
+    }
     print(json.dumps({k: v for k, v in out.items() if k != "splits"}), flush=True)
     return out
 
@@ -209,9 +228,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     enc_dir = assets / "dinov2-small"
     unet = assets / "la2018.pt" if (assets / "la2018.pt").is_file() else None
     volumes = sorted((assets / "la2018").iterdir())[: args.volumes] if args.part in ("la", "all") else []
-    meta = {"device": torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu",
-            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "encoder_dir": str(enc_dir),
-            "weights": "as prepared (see prepare --weights)", "platform": platform.platform()}
+    meta = {
+        "device": torch.cuda.get_device_name(0) if gpu else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "encoder_dir": str(enc_dir),
+        "weights": "as prepared (see prepare --weights)",
+        "platform": platform.platform(),
+    }
     print(json.dumps(meta), flush=True)
     rows: list[dict[str, Any]] = []
     acdc = None
@@ -237,8 +261,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["encoder_device_s"] = time.perf_counter() - t
         scale = max(1.0, max(float(np.abs(f).max()) for f in f_cpu))
         diff = max(float(np.abs(a - b).max()) for a, b in zip(f_cpu, f_dev))
-        row.update(feature_max_abs_diff=diff, feature_tolerance=FEATURE_RTOL * scale, features_within=diff <= FEATURE_RTOL * scale,
-                   encoder_backend_device=getattr(dev_enc, "backend", "?"))
+        row.update(
+            feature_max_abs_diff=diff,
+            feature_tolerance=FEATURE_RTOL * scale,
+            features_within=diff <= FEATURE_RTOL * scale,
+            encoder_backend_device=getattr(dev_enc, "backend", "?"),
+        )
         # RW-CP-3D from the same features: numpy (cpu) vs torch (device)
         with tempfile.TemporaryDirectory() as cache:
             from segcp.encoders import FeatureCache
@@ -267,10 +295,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stages[label] = st
             a, b = maps["cpu"], maps["device"]
             d = np.abs(a - b)
-            row.update(rwcp_cpu=stages["cpu"], rwcp_device=stages["device"], map_max_abs_diff=float(d.max()),
-                       map_voxels_differ_1e_9=int(np.count_nonzero(d > 1e-9)), map_tolerance=MAP_TOL, maps_within=float(d.max()) <= MAP_TOL,
-                       set_voxels_differ={str(lam): int(np.count_nonzero((a <= lam) != (b <= lam))) for lam in LAMBDAS},
-                       set_voxels={str(lam): int(np.count_nonzero(a <= lam)) for lam in LAMBDAS})
+            row.update(
+                rwcp_cpu=stages["cpu"],
+                rwcp_device=stages["device"],
+                map_max_abs_diff=float(d.max()),
+                map_voxels_differ_1e_9=int(np.count_nonzero(d > 1e-9)),
+                map_tolerance=MAP_TOL,
+                maps_within=float(d.max()) <= MAP_TOL,
+                set_voxels_differ={str(lam): int(np.count_nonzero((a <= lam) != (b <= lam))) for lam in LAMBDAS},
+                set_voxels={str(lam): int(np.count_nonzero(a <= lam)) for lam in LAMBDAS},
+            )
         # cold, everything on the device: a fresh feature cache
         with tempfile.TemporaryDirectory() as cache:
             m = RWCPMethod(encoder=str(enc_dir), cache_dir=cache, device=device, batch_size=args.batch)
@@ -285,8 +319,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["cold_device_within_5s"] = st["total_s"] <= 5.0
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"meta": meta, "rows": rows, "acdc": acdc, "load": list(os.getloadavg()),
-            "tolerances": {"features": f"{FEATURE_RTOL} * max(1, max |token|)", "maps": MAP_TOL}}
+    return {
+        "meta": meta,
+        "rows": rows,
+        "acdc": acdc,
+        "load": list(os.getloadavg()),
+        "tolerances": {"features": f"{FEATURE_RTOL} * max(1, max |token|)", "maps": MAP_TOL},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

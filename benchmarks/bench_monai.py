@@ -56,8 +56,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             d = first_volumes(root, n)
             row: dict[str, Any] = {"volumes": n}
             for name, cmd in (
-                ("cli", [sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(d), "--labels", "all", "--alpha", "0.2",
-                         "--out", str(d / "cli.json"), "-q"]),
+                (
+                    "cli",
+                    [
+                        sys.executable,
+                        "-m",
+                        "segcp.cli",
+                        "calibrate",
+                        "--data",
+                        str(d),
+                        "--labels",
+                        "all",
+                        "--alpha",
+                        "0.2",
+                        "--out",
+                        str(d / "cli.json"),
+                        "-q",
+                    ],
+                ),
                 ("monai", [sys.executable, "-c", MONAI_RUN, str(d)]),
             ):
                 rss, wall, cpu = timed(cmd)
@@ -73,8 +89,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     one = int(np.prod(shape)) * 4 * 4 / 2**20
-    return {"shape": list(shape), "classes": 4, "structures": 3, "stack_mib": one, "batch_size": 2, "monai_imports_rss_mib": imports, "rows": rows,
-            "load": list(os.getloadavg())}
+    return {
+        "shape": list(shape),
+        "classes": 4,
+        "structures": 3,
+        "stack_mib": one,
+        "batch_size": 2,
+        "monai_imports_rss_mib": imports,
+        "rows": rows,
+        "load": list(os.getloadavg()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,9 +57,7 @@ def make_case(rng: np.random.Generator, shape: tuple[int, ...], ident: str) -> C
     nd = len(shape)
     grid = np.indices(shape, dtype=np.float64)
     centre = [rng.uniform(0.35, 0.65) * n for n in shape]
-    radii = [rng.uniform(0.08, 0.22) * min(shape) for _ in shape] if nd == 3 else [
-        rng.uniform(0.08, 0.23) * min(shape) for _ in shape
-    ]
+    radii = [rng.uniform(0.08, 0.22) * min(shape) for _ in shape] if nd == 3 else [rng.uniform(0.08, 0.23) * min(shape) for _ in shape]
     f = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
     noise = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=min(shape) / 16)
     noise /= np.abs(noise).max()
@@ -142,10 +140,7 @@ def main() -> None:
     cases2d = [make_case(rng, (256, 256), f"2d{i}") for i in range(args.n2d)]
     cases3d = [make_case(rng, (128, 128, 128), f"3d{i}") for i in range(args.n3d)]
     print(f"generated inputs in {time.perf_counter() - t0:.1f} s; times: best of {REPEAT} passes, totals over the images, in s")
-    print(
-        f"{'setting':<28} {'n':>4} {'dil mean,max':>12} {'loop':>8} {'whole':>8} {'curve':>8} "
-        f"{'x whole':>8} {'x curve':>8}"
-    )
+    print(f"{'setting':<28} {'n':>4} {'dil mean,max':>12} {'loop':>8} {'whole':>8} {'curve':>8} {'x whole':>8} {'x curve':>8}")
     rows: list[dict] = []
     for se, tau in (("cross", 1.0), ("cross", 0.9), ("square", 1.0)):
         bench("2D 256x256", cases2d, se, tau, rows)

@@ -141,16 +141,25 @@ def main() -> None:
         }
     results["loadavg_start_end"] = [load0, os.getloadavg()]
 
-    print(f"RW-CP timing, {len(images)} ACDC images (acdc-lv), encoder {enc.name}, tokens {results['token_grid']}, "
-          f"torch threads {args.threads or 'default'}, {os.cpu_count()} CPUs, load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"  encoder: {results['encoder_wall_s'] * 1e3:.0f} ms wall / {results['encoder_cpu_s'] * 1e3:.0f} ms CPU per image "
-          f"(batched x{args.batch}: {enc_batched * 1e3:.0f} ms wall per image)")
-    print("| scale | " + " | ".join(STAGES) + " | after encoder (wall) | after encoder (CPU) | after / encoder (wall) | after / encoder (CPU) | img/s cold | img/s warm |")
+    print(
+        f"RW-CP timing, {len(images)} ACDC images (acdc-lv), encoder {enc.name}, tokens {results['token_grid']}, "
+        f"torch threads {args.threads or 'default'}, {os.cpu_count()} CPUs, load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"  encoder: {results['encoder_wall_s'] * 1e3:.0f} ms wall / {results['encoder_cpu_s'] * 1e3:.0f} ms CPU per image "
+        f"(batched x{args.batch}: {enc_batched * 1e3:.0f} ms wall per image)"
+    )
+    print(
+        "| scale | "
+        + " | ".join(STAGES)
+        + " | after encoder (wall) | after encoder (CPU) | after / encoder (wall) | after / encoder (CPU) | img/s cold | img/s warm |"
+    )
     print("|---" * (len(STAGES) + 7) + "|")
     for scale, r in results["scales"].items():
         cells = [f"{r['wall_s'][st] * 1e3:.1f}" for st in STAGES]
         print(
-            f"| {scale} | " + " | ".join(cells)
+            f"| {scale} | "
+            + " | ".join(cells)
             + f" | {r['after_encoder_wall_s'] * 1e3:.0f} ms | {r['after_encoder_cpu_s'] * 1e3:.0f} ms"
             + f" | {r['ratio_wall_after_over_encoder'] * 100:.0f} % | {r['ratio_cpu_after_over_encoder_cpu'] * 100:.0f} %"
             + f" | {r['throughput_cold_img_per_s']:.2f} | {r['throughput_warm_img_per_s']:.1f} |"

@@ -173,8 +173,9 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
             out["worker_before_mib"] = sorted(ex.client.run(lambda: __import__("psutil").Process().memory_info().rss / 2**20).values())
         with _PeakRSS() as mem:
             rec, out["seconds"], out["cpu"] = _timed(
-                lambda: calibrate_dir(args.data, method=args.method, alpha=0.1, method_params=params, show_progress=False,
-                                      executor=ex, curve_form=args.curves)
+                lambda: calibrate_dir(
+                    args.data, method=args.method, alpha=0.1, method_params=params, show_progress=False, executor=ex, curve_form=args.curves
+                )
             )
         out["client_peak_mib"], out["client_before_mib"] = mem.peak, mem.before
         if workers and args.idle:  # the client's CPU while the cluster idles: its per-second background cost
@@ -193,10 +194,26 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _run(data: Path, mode: str, method: str = "threshold", curves: str = "exact", params: dict | None = None, timeout: int = 3600,
-         idle: float = 0.0) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "bench_scale.py"), "_one", "--data", str(data), "--mode", mode, "--method", method,
-           "--curves", curves, "--params", json.dumps(params or {}), "--idle", str(idle)]
+def _run(
+    data: Path, mode: str, method: str = "threshold", curves: str = "exact", params: dict | None = None, timeout: int = 3600, idle: float = 0.0
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(HERE / "bench_scale.py"),
+        "_one",
+        "--data",
+        str(data),
+        "--mode",
+        mode,
+        "--method",
+        method,
+        "--curves",
+        curves,
+        "--params",
+        json.dumps(params or {}),
+        "--idle",
+        str(idle),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
@@ -233,8 +250,11 @@ def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
         s: dict[str, Any] = {"n": n, "lambda_identical_in_every_mode": len(lams) == 1}
         for m in MODES:
             secs = [rd[f"{job}/{m}"]["seconds"] for rd in res["rounds"]]
-            s[m] = {"images_per_s": n / float(np.median(secs)), "seconds_median": float(np.median(secs)),
-                    "cluster_start_median": float(np.median([rd[f"{job}/{m}"]["start_seconds"] for rd in res["rounds"]]))}
+            s[m] = {
+                "images_per_s": n / float(np.median(secs)),
+                "seconds_median": float(np.median(secs)),
+                "cluster_start_median": float(np.median([rd[f"{job}/{m}"]["start_seconds"] for rd in res["rounds"]])),
+            }
             s[m]["ratio_vs_serial"] = float(np.median([rd[f"{job}/serial"]["seconds"] / rd[f"{job}/{m}"]["seconds"] for rd in res["rounds"]]))
             s[m]["cpu_seconds_median"] = float(np.median([rd[f"{job}/{m}"]["total_cpu"] for rd in res["rounds"]]))
             s[m]["cpu_ratio_vs_serial"] = float(np.median([rd[f"{job}/{m}"]["total_cpu"] / rd[f"{job}/serial"]["total_cpu"] for rd in res["rounds"]]))
@@ -274,12 +294,22 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
         for curves in ("exact", "compact"):
             for mode in ("serial", "dask2"):
                 r = _run(d, mode, "threshold", curves)
-                row = {"n": n, "kind": kind, "curves": curves, "mode": mode, "breakpoints": p,
-                       "curve_mib": (16 * p + 16 * n) / 2**20 if curves == "exact" else 3 * 8 * 2**16 / 2**20,
-                       "client_growth_mib": r["client_peak_mib"] - r["client_before_mib"], **r}
+                row = {
+                    "n": n,
+                    "kind": kind,
+                    "curves": curves,
+                    "mode": mode,
+                    "breakpoints": p,
+                    "curve_mib": (16 * p + 16 * n) / 2**20 if curves == "exact" else 3 * 8 * 2**16 / 2**20,
+                    "client_growth_mib": r["client_peak_mib"] - r["client_before_mib"],
+                    **r,
+                }
                 res["rows"].append(row)
-                print(f"{kind} n={n} {curves} {mode}: client +{row['client_growth_mib']:.0f} MiB (peak {r['client_peak_mib']:.0f}), "
-                      f"workers {r.get('worker_peak_mib')}, {r['seconds']:.1f} s, load {r['load']}", flush=True)
+                print(
+                    f"{kind} n={n} {curves} {mode}: client +{row['client_growth_mib']:.0f} MiB (peak {r['client_peak_mib']:.0f}), "
+                    f"workers {r.get('worker_peak_mib')}, {r['seconds']:.1f} s, load {r['load']}",
+                    flush=True,
+                )
     res["load_end"] = _load()
     return res
 
@@ -337,13 +367,26 @@ def run_reduce(args: argparse.Namespace) -> dict[str, Any]:
         background = cluster["client_idle_cpu_per_s"] * cluster["seconds"]
         red = next((r[f"{form}_cpu"] for r in res["rows"] if r["n"] == n and f"{form}_cpu" in r), float("nan"))
         rows[form] = {
-            "n": n, "single_process_cpu": t1, "single_process_seconds": serial["seconds"], "client_cpu": s_cpu, "worker_cpu": w_cpu,
-            "cluster_seconds": cluster["seconds"], "client_idle_cpu_per_s": cluster["client_idle_cpu_per_s"],
-            "client_background_cpu": background, "reduce_cpu": red,
-            "s": s_cpu / (s_cpu + w_cpu), "s_without_background": max(s_cpu - background, 0.0) / (s_cpu - background + w_cpu),
+            "n": n,
+            "single_process_cpu": t1,
+            "single_process_seconds": serial["seconds"],
+            "client_cpu": s_cpu,
+            "worker_cpu": w_cpu,
+            "cluster_seconds": cluster["seconds"],
+            "client_idle_cpu_per_s": cluster["client_idle_cpu_per_s"],
+            "client_background_cpu": background,
+            "reduce_cpu": red,
+            "s": s_cpu / (s_cpu + w_cpu),
+            "s_without_background": max(s_cpu - background, 0.0) / (s_cpu - background + w_cpu),
             "s_reduce_only": red / t1,
-            "speedup": {str(p): {"measured_S": t1 / (s_cpu + w_cpu / p), "S_without_background": t1 / (max(s_cpu - background, 0.0) + w_cpu / p),
-                                 "reduce_only": 1 / (red / t1 + (1 - red / t1) / p)} for p in (8, 64, 512)},
+            "speedup": {
+                str(p): {
+                    "measured_S": t1 / (s_cpu + w_cpu / p),
+                    "S_without_background": t1 / (max(s_cpu - background, 0.0) + w_cpu / p),
+                    "reduce_only": 1 / (red / t1 + (1 - red / t1) / p),
+                }
+                for p in (8, 64, 512)
+            },
             "load": [serial["load"], cluster["load"]],
         }
         print(form, json.dumps(rows[form]), flush=True)
@@ -392,12 +435,24 @@ def run_compact_cost(args: argparse.Namespace) -> dict[str, Any]:
                     infl_px.append(float(size_c.sum() / size_e.sum() - 1) if size_e.sum() else 0.0)  # all test pixels together
                     dfnr.append(float(all_curves.evaluate(le)[test].mean() - all_curves.evaluate(lc)[test].mean()))
                 g = np.array(gaps)
-                row = {"data": str(folder), "images": len(reader.ids), "groups_from": source, "grid": size, "step": grid.step, "alpha": a,
-                       "lambda_diff_max": float(g.max()), "lambda_diff_mean": float(g.mean()),
-                       "lambda_never_below_exact": bool(g.min() >= 0), "within_one_step": bool(g.max() <= grid.step * (1 + 1e-12)),
-                       "inflation_mean": float(np.mean(infl)), "inflation_max": float(np.max(infl_max)),
-                       "inflation_pixels_mean": float(np.mean(infl_px)), "inflation_pixels_max": float(np.max(infl_px)),
-                       "fnr_decrease_mean": float(np.mean(dfnr)), "fnr_decrease_max": float(np.max(dfnr))}
+                row = {
+                    "data": str(folder),
+                    "images": len(reader.ids),
+                    "groups_from": source,
+                    "grid": size,
+                    "step": grid.step,
+                    "alpha": a,
+                    "lambda_diff_max": float(g.max()),
+                    "lambda_diff_mean": float(g.mean()),
+                    "lambda_never_below_exact": bool(g.min() >= 0),
+                    "within_one_step": bool(g.max() <= grid.step * (1 + 1e-12)),
+                    "inflation_mean": float(np.mean(infl)),
+                    "inflation_max": float(np.max(infl_max)),
+                    "inflation_pixels_mean": float(np.mean(infl_px)),
+                    "inflation_pixels_max": float(np.max(infl_px)),
+                    "fnr_decrease_mean": float(np.mean(dfnr)),
+                    "fnr_decrease_max": float(np.max(dfnr)),
+                }
                 res["sets"].append(row)
                 print(json.dumps(row), flush=True)
     return res

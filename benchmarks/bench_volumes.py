@@ -132,8 +132,23 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
         _write_volumes(root / "all", max(args.n), shape)
         for n in args.n:
             d = first_volumes(root, n)
-            rss, wall, cpu = timed([sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(d), "--labels", "all", "--alpha", "0.2",
-                                    "--out", str(d / "c.json"), "-q"])
+            rss, wall, cpu = timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "segcp.cli",
+                    "calibrate",
+                    "--data",
+                    str(d),
+                    "--labels",
+                    "all",
+                    "--alpha",
+                    "0.2",
+                    "--out",
+                    str(d / "c.json"),
+                    "-q",
+                ]
+            )
             rec = json.loads((d / "c.json").read_text())
             rows.append({"volumes": n, "peak_rss_mib": rss, "wall_s": wall, "cpu_s": cpu, "lambdas": [s["lambda"] for s in rec["structures"]]})
             print(rows[-1], flush=True)
@@ -167,13 +182,29 @@ def run_rwcp(args: argparse.Namespace) -> dict[str, Any]:
             total = time.perf_counter() - t
             peak = (tracemalloc.get_traced_memory()[1] - base) / 2**20
             ax = slice_axis(case.probs.shape, case.spacing)
-            rows.append({"id": ident, "depth": depth, "shape": list(case.probs.shape), "spacing": case.spacing, "slice_axis": ax,
-                         "slices": case.probs.shape[ax], "total_s": total, "heap_peak_mib": peak,
-                         **{k: (int(v) if k in ("nodes", "edges") else v) for k, v in timings.items()}})
+            rows.append(
+                {
+                    "id": ident,
+                    "depth": depth,
+                    "shape": list(case.probs.shape),
+                    "spacing": case.spacing,
+                    "slice_axis": ax,
+                    "slices": case.probs.shape[ax],
+                    "total_s": total,
+                    "heap_peak_mib": peak,
+                    **{k: (int(v) if k in ("nodes", "edges") else v) for k, v in timings.items()},
+                }
+            )
             print(rows[-1], flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"data": str(args.data), "encoder": args.encoder, "threads": args.threads, "rows": rows,
-            "process_peak_rss_mib": rss, "load": list(os.getloadavg())}
+    return {
+        "data": str(args.data),
+        "encoder": args.encoder,
+        "threads": args.threads,
+        "rows": rows,
+        "process_peak_rss_mib": rss,
+        "load": list(os.getloadavg()),
+    }
 
 
 # ---------------------------------------------------------------------------- baseline and helpers
@@ -221,8 +252,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run a command under GNU time: wall, user + system CPU, peak RSS (MiB); its stdout/stderr tail."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
         t = time.perf_counter()
-        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", f.name, *cmd], env=env, capture_output=True, text=True,
-                           check=False)
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", f.name, *cmd], env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t
         _, u, sy, rss = f.read().split()[-4:]
     if p.returncode != 0:
@@ -275,10 +305,29 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
             for label, src in versions if rep % 2 == 0 else versions[::-1]:
                 cache = work / f"cache-{rep}-{label.replace(' ', '')}"
                 stages = work / "stages.json"
-                cmd = [sys.executable, str(Path(__file__).resolve()), "_timed-cli", "--stages", str(stages), "--",
-                       "calibrate", "--method", "rwcp", "--data", str(work / "data"), "--alpha", "0.9", "-q",
-                       "-p", f"threads={args.threads}", "-p", f"cache_dir={cache}", *_param_args(args.param),
-                       "--out", str(work / "calib.json")]
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "_timed-cli",
+                    "--stages",
+                    str(stages),
+                    "--",
+                    "calibrate",
+                    "--method",
+                    "rwcp",
+                    "--data",
+                    str(work / "data"),
+                    "--alpha",
+                    "0.9",
+                    "-q",
+                    "-p",
+                    f"threads={args.threads}",
+                    "-p",
+                    f"cache_dir={cache}",
+                    *_param_args(args.param),
+                    "--out",
+                    str(work / "calib.json"),
+                ]
                 res = _timed(cmd, _env(src))
                 res.pop("stdout")
                 st = json.loads(stages.read_text())
@@ -299,9 +348,18 @@ def run_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     b, n = summary["baseline"], summary["this tree"]
     ratios = {"wall": b["wall_s"] / n["wall_s"], "cpu": b["cpu_s"] / n["cpu_s"], "peak_rss": b["peak_rss_mib"] / n["peak_rss_mib"]}
     print(json.dumps({"summary": summary, "ratios (baseline / this tree)": ratios}, indent=1), flush=True)
-    return {"data": str(args.data), "volume": args.volume, "threads": args.threads, "params": args.param,
-            "baseline_commit": args.base_commit, "rows": rows, "summary": summary, "ratios": ratios,
-            "uptime_before": load_before, "uptime_after": load_after}
+    return {
+        "data": str(args.data),
+        "volume": args.volume,
+        "threads": args.threads,
+        "params": args.param,
+        "baseline_commit": args.base_commit,
+        "rows": rows,
+        "summary": summary,
+        "ratios": ratios,
+        "uptime_before": load_before,
+        "uptime_after": load_after,
+    }
 
 
 # ---------------------------------------------------------------------------- exactness on a benchmark
@@ -343,8 +401,21 @@ def run_exactness(args: argparse.Namespace) -> dict[str, Any]:
         for label, src, ps in (("baseline", base, old_params), ("this tree", ROOT / "src", params)):
             d = work / label.replace(" ", "")
             if not (d / "seconds.json").is_file():
-                subprocess.run([sys.executable, str(Path(__file__).resolve()), "_score-maps", "--data", str(args.data),
-                                "--params", json.dumps(ps), "--out-dir", str(d)], env=_env(src), check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "_score-maps",
+                        "--data",
+                        str(args.data),
+                        "--params",
+                        json.dumps(ps),
+                        "--out-dir",
+                        str(d),
+                    ],
+                    env=_env(src),
+                    check=True,
+                )
             seconds[label] = json.loads((d / "seconds.json").read_text())
         uptime.append(_uptime())
         fam = get_method("rwcp", **{k: v for k, v in params.items()})
@@ -359,8 +430,15 @@ def run_exactness(args: argparse.Namespace) -> dict[str, Any]:
             curves["baseline"].append(fnr_curve(a[masks[i] > 0]))
             curves["this tree"].append(fnr_curve(b[masks[i] > 0]))
             diff = np.abs(a - b)
-            per_volume.append({"id": i, "voxels": int(a.size), "scores_differ": int(np.count_nonzero(diff)),
-                               "scores_differ_1e-9": int(np.count_nonzero(diff > 1e-9)), "max_abs_diff": float(diff.max())})
+            per_volume.append(
+                {
+                    "id": i,
+                    "voxels": int(a.size),
+                    "scores_differ": int(np.count_nonzero(diff)),
+                    "scores_differ_1e-9": int(np.count_nonzero(diff > 1e-9)),
+                    "max_abs_diff": float(diff.max()),
+                }
+            )
         rng = np.random.default_rng(args.seed)
         splits = []
         for s in range(args.splits):
@@ -395,9 +473,19 @@ def run_exactness(args: argparse.Namespace) -> dict[str, Any]:
         "volumes_with_score_differences": sum(v["scores_differ"] > 0 for v in per_volume),
     }
     print(json.dumps(summary, indent=1), flush=True)
-    return {"data": str(args.data), "params": args.param, "baseline_commit": args.base_commit, "n_cal": args.n_cal,
-            "splits": args.splits, "alpha": args.alpha, "summary": summary, "per_volume": per_volume, "rows": splits,
-            "seconds": seconds, "uptime": uptime}
+    return {
+        "data": str(args.data),
+        "params": args.param,
+        "baseline_commit": args.base_commit,
+        "n_cal": args.n_cal,
+        "splits": args.splits,
+        "alpha": args.alpha,
+        "summary": summary,
+        "per_volume": per_volume,
+        "rows": splits,
+        "seconds": seconds,
+        "uptime": uptime,
+    }
 
 
 # ---------------------------------------------------------------------------- batch: calibrate 10, predict 5
@@ -414,19 +502,63 @@ def run_batch(args: argparse.Namespace) -> dict[str, Any]:
         env = _env(ROOT / "src")
         uptime = [_uptime()]
         common = ["-p", f"threads={args.threads}", "-p", f"cache_dir={cache}", *_param_args(args.param)]
-        cal_res = _timed([sys.executable, "-m", "segcp.cli", "calibrate", "--method", "rwcp", "--data", str(work / "cal"),
-                          "--alpha", str(args.alpha), "-q", *common, *args.device_args, "--out", str(work / "calib.json")], env)
-        pred_res = _timed([sys.executable, "-m", "segcp.cli", "predict", "--calib", str(work / "calib.json"),
-                           "--data", str(work / "test"), "-q", "-p", f"threads={args.threads}",
-                           "-p", f"cache_dir={cache}", "--out", str(work / "sets")], env)
+        cal_res = _timed(
+            [
+                sys.executable,
+                "-m",
+                "segcp.cli",
+                "calibrate",
+                "--method",
+                "rwcp",
+                "--data",
+                str(work / "cal"),
+                "--alpha",
+                str(args.alpha),
+                "-q",
+                *common,
+                *args.device_args,
+                "--out",
+                str(work / "calib.json"),
+            ],
+            env,
+        )
+        pred_res = _timed(
+            [
+                sys.executable,
+                "-m",
+                "segcp.cli",
+                "predict",
+                "--calib",
+                str(work / "calib.json"),
+                "--data",
+                str(work / "test"),
+                "-q",
+                "-p",
+                f"threads={args.threads}",
+                "-p",
+                f"cache_dir={cache}",
+                "--out",
+                str(work / "sets"),
+            ],
+            env,
+        )
         uptime.append(_uptime())
         rec = json.loads((work / "calib.json").read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for r in (cal_res, pred_res):
         r.pop("stdout")
-    out = {"data": str(args.data), "calibration_volumes": cal, "test_volumes": test, "params": args.param,
-           "threads": args.threads, "calibrate": cal_res, "predict": pred_res, "lambda": rec["lambda"], "uptime": uptime}
+    out = {
+        "data": str(args.data),
+        "calibration_volumes": cal,
+        "test_volumes": test,
+        "params": args.param,
+        "threads": args.threads,
+        "calibrate": cal_res,
+        "predict": pred_res,
+        "lambda": rec["lambda"],
+        "uptime": uptime,
+    }
     print(json.dumps(out, indent=1), flush=True)
     return out
 
@@ -446,8 +578,9 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
             t: dict[str, float] = {}
             w, c = time.perf_counter(), time.process_time()
             score_map_timed(fam, case, t)
-            rows.append({"setting": setting, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
-                         "stages": t, "load": os.getloadavg()})
+            rows.append(
+                {"setting": setting, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "stages": t, "load": os.getloadavg()}
+            )
         print(json.dumps(rows[-1]), flush=True)
     uptime.append(_uptime())
     return {"data": str(args.data), "volume": args.volume, "threads": args.threads, "rows": rows, "uptime": uptime}
@@ -512,28 +645,51 @@ def run_draws(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.repeat):
             for label, src in (("baseline", base), ("this tree", ROOT / "src")):
                 res = work / "r.json"
-                subprocess.run([sys.executable, str(Path(__file__).resolve()), "_draws-worker", "--draws", str(work / "draws.npy"),
-                                "--truth", str(work / "truth.npy"), "--result", str(res)], env=_env(src), check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "_draws-worker",
+                        "--draws",
+                        str(work / "draws.npy"),
+                        "--truth",
+                        str(work / "truth.npy"),
+                        "--result",
+                        str(res),
+                    ],
+                    env=_env(src),
+                    check=True,
+                )
                 r = json.loads(res.read_text())
-                rows.append({"version": label, "repeat": rep, **{k: v for k, v in r.items() if k != "counts"},
-                             "distinct": len(r["counts"]), "counts_digest": hash(tuple(r["counts"]))})
+                rows.append(
+                    {
+                        "version": label,
+                        "repeat": rep,
+                        **{k: v for k, v in r.items() if k != "counts"},
+                        "distinct": len(r["counts"]),
+                        "counts_digest": hash(tuple(r["counts"])),
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
         uptime.append(_uptime())
     b = [r for r in rows if r["version"] == "baseline"]
     n = [r for r in rows if r["version"] == "this tree"]
     same = all(x["metrics"] == y["metrics"] and x["counts_digest"] == y["counts_digest"] for x, y in zip(b, n))
+
     def med(rs: list[dict[str, Any]], k: str) -> float:
         return float(np.median([r[k] for r in rs]))
 
-    summary = {"identical_counts_and_metrics": same,
-               "frequency_counts_s": {"baseline": med(b, "frequency_counts_s"), "this tree": med(n, "frequency_counts_s")},
-               "draw_metrics_s": {"baseline": med(b, "draw_metrics_s"), "this tree": med(n, "draw_metrics_s")},
-               "peak_rss_mib": {"baseline": med(b, "peak_rss_mib"), "this tree": med(n, "peak_rss_mib")}}
-    summary["ratios (baseline / this tree)"] = {k: summary[k]["baseline"] / summary[k]["this tree"]
-                                                for k in ("frequency_counts_s", "draw_metrics_s", "peak_rss_mib")}
+    summary = {
+        "identical_counts_and_metrics": same,
+        "frequency_counts_s": {"baseline": med(b, "frequency_counts_s"), "this tree": med(n, "frequency_counts_s")},
+        "draw_metrics_s": {"baseline": med(b, "draw_metrics_s"), "this tree": med(n, "draw_metrics_s")},
+        "peak_rss_mib": {"baseline": med(b, "peak_rss_mib"), "this tree": med(n, "peak_rss_mib")},
+    }
+    summary["ratios (baseline / this tree)"] = {
+        k: summary[k]["baseline"] / summary[k]["this tree"] for k in ("frequency_counts_s", "draw_metrics_s", "peak_rss_mib")
+    }
     print(json.dumps(summary, indent=1), flush=True)
-    return {"draws": args.draws, "shape": args.shape, "baseline_commit": args.base_commit, "rows": rows, "summary": summary,
-            "uptime": uptime}
+    return {"draws": args.draws, "shape": args.shape, "baseline_commit": args.base_commit, "rows": rows, "summary": summary, "uptime": uptime}
 
 
 def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
@@ -552,15 +708,49 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
                     if f.name.split(".")[0] in members:
                         (work / part / sub / f.name).symlink_to(f.resolve())
         env_new = _env(ROOT / "src")
-        subprocess.run([sys.executable, "-m", "segcp.cli", "calibrate", "--method", "consign", *args.consign, "--alpha",
-                        str(args.alpha), "--data", str(work / "cal"), "--out", str(work / "calib.json"), "-q"], env=env_new, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segcp.cli",
+                "calibrate",
+                "--method",
+                "consign",
+                *args.consign,
+                "--alpha",
+                str(args.alpha),
+                "--data",
+                str(work / "cal"),
+                "--out",
+                str(work / "calib.json"),
+                "-q",
+            ],
+            env=env_new,
+            check=True,
+        )
         rows = []
         uptime = [_uptime()]
         for rep in range(args.repeat):
             for label, src in (("baseline", base), ("this tree", ROOT / "src")):
                 out = work / f"m-{label.replace(' ', '')}.json"
-                res = _timed([sys.executable, "-m", "segcp.cli", "evaluate", "--calib", str(work / "calib.json"), "--data",
-                              str(work / "test"), "--draws", str(args.draws), "--out", str(out), "-q"], _env(src))
+                res = _timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "segcp.cli",
+                        "evaluate",
+                        "--calib",
+                        str(work / "calib.json"),
+                        "--data",
+                        str(work / "test"),
+                        "--draws",
+                        str(args.draws),
+                        "--out",
+                        str(out),
+                        "-q",
+                    ],
+                    _env(src),
+                )
                 res.pop("stdout")
                 rows.append({"version": label, "repeat": rep, **res})
                 print(json.dumps(rows[-1]), flush=True)
@@ -575,13 +765,27 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
         return r
 
     same = strip(results["baseline"]) == strip(results["this tree"])
-    med = {label: {k: float(np.median([r[k] for r in rows if r["version"] == label])) for k in ("wall_s", "cpu_s", "peak_rss_mib")}
-           for label in ("baseline", "this tree")}
+    med = {
+        label: {k: float(np.median([r[k] for r in rows if r["version"] == label])) for k in ("wall_s", "cpu_s", "peak_rss_mib")}
+        for label in ("baseline", "this tree")
+    }
     ratios = {k: med["baseline"][k] / med["this tree"][k] for k in ("wall_s", "cpu_s", "peak_rss_mib")}
     print(json.dumps({"identical_metrics": same, "median": med, "ratios (baseline / this tree)": ratios}, indent=1), flush=True)
-    return {"data": str(args.data), "calibration": len(cal), "test": len(test), "draws": args.draws, "consign": args.consign,
-            "alpha": args.alpha, "baseline_commit": args.base_commit, "rows": rows, "median": med, "ratios": ratios,
-            "identical_metrics": same, "metrics": strip(results["this tree"]), "uptime": uptime}
+    return {
+        "data": str(args.data),
+        "calibration": len(cal),
+        "test": len(test),
+        "draws": args.draws,
+        "consign": args.consign,
+        "alpha": args.alpha,
+        "baseline_commit": args.base_commit,
+        "rows": rows,
+        "median": med,
+        "ratios": ratios,
+        "identical_metrics": same,
+        "metrics": strip(results["this tree"]),
+        "uptime": uptime,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -665,8 +869,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.section == "_draws-worker":
         run_draws_worker(args)
         return
-    runs = {"memory": run_memory, "rwcp": run_rwcp, "calibrate": run_calibrate, "exactness": run_exactness,
-            "batch": run_batch, "settings": run_settings, "draws": run_draws, "evaluate-draws": run_evaluate_draws}
+    runs = {
+        "memory": run_memory,
+        "rwcp": run_rwcp,
+        "calibrate": run_calibrate,
+        "exactness": run_exactness,
+        "batch": run_batch,
+        "settings": run_settings,
+        "draws": run_draws,
+        "evaluate-draws": run_evaluate_draws,
+    }
     res = runs[args.section](args)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, default=str) + "\n")

@@ -110,16 +110,21 @@ def job(args: tuple) -> dict[str, Any]:
     torch.set_num_threads(1)
     (image_id, seed, samples, truth, K, beta, alpha, ref_cap, ref_full, check_full, trust) = args
     dec = decompose(samples, K=K, box_alpha=alpha, box="paper")
-    row: dict[str, Any] = {"id": image_id, "K": K, "beta": beta, "shape": list(truth.shape),
-                           "sigma_1": float(dec.singular_values[0])}
+    row: dict[str, Any] = {"id": image_id, "K": K, "beta": beta, "shape": list(truth.shape), "sigma_1": float(dec.singular_values[0])}
     res = {}
     for strategy in STRATEGIES:
         t0 = time.perf_counter()
         r = consign_score(dec, truth, beta, options=SearchOptions(strategy=strategy))
         res[strategy] = r
-        row[strategy] = {"lambda": _f(r.lambda_), "seconds": time.perf_counter() - t0, "tests": r.tests,
-                         "steps": r.steps, "exhaustive": r.exhaustive, "lower_bound": _f(r.lower_bound),
-                         "proven": _f(r.proven)}
+        row[strategy] = {
+            "lambda": _f(r.lambda_),
+            "seconds": time.perf_counter() - t0,
+            "tests": r.tests,
+            "steps": r.steps,
+            "exhaustive": r.exhaustive,
+            "lower_bound": _f(r.lower_bound),
+            "proven": _f(r.proven),
+        }
     top = max(res[s].lambda_ for s in STRATEGIES)
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
     # no member below this λ (the lines search's proof): with --trust-proofs the reference does
@@ -135,14 +140,24 @@ def job(args: tuple) -> dict[str, Any]:
     ref = reference_score(dec, truth, beta, opt, lambda_cap=cap, image_seed=seed, lambda_from=proven)
     # what is known of the reference's λ* when it did not certify: above the cap and the proof
     low = math.floor(max(cap, proven) / STEP + 1e-9) * STEP + STEP
-    row["reference"] = {"lambda": _f(ref.lambda_), "cap": cap, "at_least": _f(ref.lambda_) or round(low, 10),
-                        "seconds": time.perf_counter() - t0,
-                        "grid_points": ref.grid_steps, "epochs": ref.epochs, "skip_saturated": not ref_full}
+    row["reference"] = {
+        "lambda": _f(ref.lambda_),
+        "cap": cap,
+        "at_least": _f(ref.lambda_) or round(low, 10),
+        "seconds": time.perf_counter() - t0,
+        "grid_points": ref.grid_steps,
+        "epochs": ref.epochs,
+        "skip_saturated": not ref_full,
+    }
     if check_full and not ref_full:
         t0 = time.perf_counter()
         full = reference_score(dec, truth, beta, ReferenceOptions(), lambda_cap=cap, image_seed=seed, lambda_from=proven)
-        row["reference_full"] = {"lambda": _f(full.lambda_), "seconds": time.perf_counter() - t0,
-                                 "epochs": full.epochs, "same": bool(_f(full.lambda_) == _f(ref.lambda_) and full.epochs == ref.epochs)}
+        row["reference_full"] = {
+            "lambda": _f(full.lambda_),
+            "seconds": time.perf_counter() - t0,
+            "epochs": full.epochs,
+            "same": bool(_f(full.lambda_) == _f(ref.lambda_) and full.epochs == ref.epochs),
+        }
     for strategy in STRATEGIES:
         lam = res[strategy].lambda_
         miss = math.isfinite(ref.lambda_) and lam > ref.lambda_ + STEP + 1e-9
@@ -183,8 +198,11 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
                 "exhaustive_tests": int(sum(r[s]["exhaustive"] for r in rs)),
                 "below_reference_by_step": int(sum(a < b - STEP - 1e-9 for a, b in zip(lam, ref) if math.isfinite(b))),
             }
-        d["proof_violations"] = [r["id"] for r in rs if r["reference"]["lambda"] is not None
-                                 and r["lines"]["proven"] is not None and r["reference"]["lambda"] < r["lines"]["proven"] - 1e-12]
+        d["proof_violations"] = [
+            r["id"]
+            for r in rs
+            if r["reference"]["lambda"] is not None and r["lines"]["proven"] is not None and r["reference"]["lambda"] < r["lines"]["proven"] - 1e-12
+        ]
         d["lines_vs_adam"] = {
             "lower": int(sum(_inf(r["lines"]["lambda"]) < _inf(r["adam"]["lambda"]) * (1 - 1e-3) for r in rs)),
             "higher": int(sum(_inf(r["lines"]["lambda"]) > _inf(r["adam"]["lambda"]) * (1 + 1e-3) + 1e-12 for r in rs)),
@@ -203,16 +221,22 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
         }
         full = [r["reference_full"] for r in rs if "reference_full" in r]
         if full:
-            d["reference"]["saturated_check"] = {"images": len(full), "same": int(sum(f["same"] for f in full)),
-                                                 "seconds_full": float(np.sum([f["seconds"] for f in full]))}
+            d["reference"]["saturated_check"] = {
+                "images": len(full),
+                "same": int(sum(f["same"] for f in full)),
+                "seconds_full": float(np.sum([f["seconds"] for f in full])),
+            }
         lam_hat = d["lines"]["lambda_hat"]
-        d["lines_lambda_hat_within_one_step"] = bool(lam_hat is not None and lam_hat <= ref_hat_low + STEP + 1e-9) if math.isfinite(ref_hat_low) else None
+        d["lines_lambda_hat_within_one_step"] = (
+            bool(lam_hat is not None and lam_hat <= ref_hat_low + STEP + 1e-9) if math.isfinite(ref_hat_low) else None
+        )
         out[f"K={K} beta={beta}"] = d
     return out
 
 
-def split_summary(rows: list[dict[str, Any]], ids: list[str], groups: list[str], alpha: float, n_cal: int,
-                  splits: int, check_splits: int, seed: int) -> dict[str, Any]:
+def split_summary(
+    rows: list[dict[str, Any]], ids: list[str], groups: list[str], alpha: float, n_cal: int, splits: int, check_splits: int, seed: int
+) -> dict[str, Any]:
     """λ̂ of both searches and the reference's lower bound on the calibration splits of
     benchmarks/consign_real.py (the same seeds: ``splits`` draw splits with ``seed``, and
     ``check_splits`` with ``seed + 1``), per (K, β); a split is infeasible (λ̂ = ∞) when too many
@@ -250,26 +274,34 @@ def split_summary(rows: list[dict[str, Any]], ids: list[str], groups: list[str],
                 beyond += 1
             else:
                 worse += 1
-        d["check"] = {"splits": len(many), "lines_within_one_step": ok, "both_beyond_the_scan": beyond, "lines_above": worse,
-                      "lines_infeasible": infeasible,
-                      "lines_below_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) < qhat(lam["adam"][np.asarray(c)]) - 1e-12 for c in many)),
-                      "lines_above_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) > qhat(lam["adam"][np.asarray(c)]) * (1 + 2e-3) + 1e-12 for c in many))}
+        d["check"] = {
+            "splits": len(many),
+            "lines_within_one_step": ok,
+            "both_beyond_the_scan": beyond,
+            "lines_above": worse,
+            "lines_infeasible": infeasible,
+            "lines_below_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) < qhat(lam["adam"][np.asarray(c)]) - 1e-12 for c in many)),
+            "lines_above_adam": int(sum(qhat(lam["lines"][np.asarray(c)]) > qhat(lam["adam"][np.asarray(c)]) * (1 + 2e-3) + 1e-12 for c in many)),
+        }
         out[f"K={K} beta={beta}"] = d
     return out
 
 
 def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = [f"# CONSIGN per image: segcp's searches against the authors' procedure ({meta['data']})", "",
-             f"{meta['n_images']} images; paper's box, box quantile level α = {meta['alpha']}; reference grid step "
-             f"{STEP}; reference scanned up to max(λ*_lines, λ*_adam) + {STEP} (at most {meta['ref_cap']}). "
-             "A *miss*: λ*_i above the reference's grid λ*_i + one step. Times: seconds per image, one process "
-             "(2 worker processes on the shared 2-core machine); the reference's is this comparison's scan (capped, "
-             "saturated pixels skipped, and with --trust-proofs started at the lines search's proven bound), not the "
-             "cost of the authors' calibration (benchmarks/bench_consign.py measures that). Command: `"
-             + meta["command"] + "`.", "",
-             "| K | β | n | misses lines (causes) | misses adam (causes) | ∞ lines / adam | λ̂ lines | λ̂ adam | λ̂ reference ≥ | "
-             "lines < adam / > adam | s/image lines | adam | reference |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# CONSIGN per image: segcp's searches against the authors' procedure ({meta['data']})",
+        "",
+        f"{meta['n_images']} images; paper's box, box quantile level α = {meta['alpha']}; reference grid step "
+        f"{STEP}; reference scanned up to max(λ*_lines, λ*_adam) + {STEP} (at most {meta['ref_cap']}). "
+        "A *miss*: λ*_i above the reference's grid λ*_i + one step. Times: seconds per image, one process "
+        "(2 worker processes on the shared 2-core machine); the reference's is this comparison's scan (capped, "
+        "saturated pixels skipped, and with --trust-proofs started at the lines search's proven bound), not the "
+        "cost of the authors' calibration (benchmarks/bench_consign.py measures that). Command: `" + meta["command"] + "`.",
+        "",
+        "| K | β | n | misses lines (causes) | misses adam (causes) | ∞ lines / adam | λ̂ lines | λ̂ adam | λ̂ reference ≥ | "
+        "lines < adam / > adam | s/image lines | adam | reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def fmt(v: float | None) -> str:
         return "∞" if v is None else f"{v:.4f}"
@@ -282,24 +314,31 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{d['adam']['misses']}{' (' + cs['adam'] + ')' if cs['adam'] else ''} | {d['lines']['infinite']} / {d['adam']['infinite']} | "
             f"{fmt(d['lines']['lambda_hat'])} | {fmt(d['adam']['lambda_hat'])} | {fmt(d['reference']['lambda_hat_at_least'])} | "
             f"{d['lines_vs_adam']['lower']} / {d['lines_vs_adam']['higher']} | {d['lines']['seconds_mean']:.2f} | "
-            f"{d['adam']['seconds_mean']:.2f} | {d['reference']['seconds_mean']:.1f} |")
+            f"{d['adam']['seconds_mean']:.2f} | {d['reference']['seconds_mean']:.1f} |"
+        )
     if meta.get("splits"):
         sp = meta["splits"]
-        lines += ["", f"λ̂ on the {len(next(iter(sp.values()))['lines'])} calibration splits of benchmarks/consign_real.py "
-                  f"(n_cal = {meta['n_cal']}, α = {meta['alpha']}, whole groups, seed {meta['seed']}; ∞ = infeasible), and "
-                  "over the further check splits (seed + 1): in how many segcp's λ̂ (lines) ≤ the reference's λ̂ + one step. "
-                  "The reference's λ̂ is bounded below where it did not certify an image by its scan (or, K = 2, below the "
-                  "lines search's proof that no member exists); *both beyond the scan*: segcp's λ̂ and that bound both "
-                  "above the largest λ the reference scanned.", "",
-                  "| K | β | λ̂ lines per split | λ̂ adam per split | reference ≥ | check splits: lines ≤ ref + step / both beyond the scan / lines above | lines < adam / > adam |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"λ̂ on the {len(next(iter(sp.values()))['lines'])} calibration splits of benchmarks/consign_real.py "
+            f"(n_cal = {meta['n_cal']}, α = {meta['alpha']}, whole groups, seed {meta['seed']}; ∞ = infeasible), and "
+            "over the further check splits (seed + 1): in how many segcp's λ̂ (lines) ≤ the reference's λ̂ + one step. "
+            "The reference's λ̂ is bounded below where it did not certify an image by its scan (or, K = 2, below the "
+            "lines search's proof that no member exists); *both beyond the scan*: segcp's λ̂ and that bound both "
+            "above the largest λ the reference scanned.",
+            "",
+            "| K | β | λ̂ lines per split | λ̂ adam per split | reference ≥ | check splits: lines ≤ ref + step / both beyond the scan / lines above | lines < adam / > adam |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for key, d in sp.items():
             K, beta = key.split()
             c = d["check"]
-            lines.append(f"| {K[2:]} | {beta[5:]} | {', '.join(fmt(v) for v in d['lines'])} | {', '.join(fmt(v) for v in d['adam'])} | "
-                         f"{', '.join(fmt(v) for v in d['reference_at_least'])} | {c['lines_within_one_step']} / "
-                         f"{c['both_beyond_the_scan']} / {c['lines_above']} (of {c['splits']}) | "
-                         f"{c['lines_below_adam']} / {c['lines_above_adam']} |")
+            lines.append(
+                f"| {K[2:]} | {beta[5:]} | {', '.join(fmt(v) for v in d['lines'])} | {', '.join(fmt(v) for v in d['adam'])} | "
+                f"{', '.join(fmt(v) for v in d['reference_at_least'])} | {c['lines_within_one_step']} / "
+                f"{c['both_beyond_the_scan']} / {c['lines_above']} (of {c['splits']}) | "
+                f"{c['lines_below_adam']} / {c['lines_above_adam']} |"
+            )
     lines += ["", "Missed images:", ""]
     for key, d in summary.items():
         for s in STRATEGIES:
@@ -307,8 +346,11 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 lines.append(f"- {key}, {s}: {', '.join(d[s]['missed_ids'])}")
     checks = [(k, d["reference"]["saturated_check"]) for k, d in summary.items() if "saturated_check" in d["reference"]]
     if checks:
-        lines += ["", "Reference with and without `skip_saturated` (same grid λ* and Adam epochs): " + "; ".join(
-            f"{k}: {c['same']} of {c['images']}" for k, c in checks)]
+        lines += [
+            "",
+            "Reference with and without `skip_saturated` (same grid λ* and Adam epochs): "
+            + "; ".join(f"{k}: {c['same']} of {c['images']}" for k, c in checks),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -325,8 +367,11 @@ def main() -> None:
     ap.add_argument("--ref-cap", type=float, default=1.0, help="the reference scans at most up to this λ")
     ap.add_argument("--ref-full", action="store_true", help="the reference on every pixel (no skip_saturated)")
     ap.add_argument("--check-saturated", type=int, default=0, help="rerun the reference without skip_saturated on the first N images")
-    ap.add_argument("--trust-proofs", action="store_true",
-                    help="the reference skips the grid points below the lines search's proven bound (where it can only fail)")
+    ap.add_argument(
+        "--trust-proofs",
+        action="store_true",
+        help="the reference skips the grid points below the lines search's proven bound (where it can only fail)",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--summarize", action="store_true", help="only rewrite summary.json and report.md")
     ap.add_argument("--n-cal", type=int, default=20, help="λ̂ on calibration splits of this size (0: none)")
@@ -338,8 +383,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    meta = {"data": a.data, "alpha": a.alpha, "ref_cap": a.ref_cap, "command": "python benchmarks/consign_compare.py " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
+    meta = {
+        "data": a.data,
+        "alpha": a.alpha,
+        "ref_cap": a.ref_cap,
+        "command": "python benchmarks/consign_compare.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    }
     before = json.loads((out / "summary.json").read_text())["meta"] if (out / "summary.json").exists() else {}
     if a.summarize and "command" in before:
         meta["command"] = before["command"]
@@ -358,19 +408,27 @@ def main() -> None:
         print(f"{len(cases)} images, {len(todo)} (image, K, beta) to do, {len(done)} done", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo)) as bar:
-            futs = {ex.submit(job, (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full,
-                                    place[c.id] < a.check_saturated, a.trust_proofs)): (c.id, K, b) for c, K, b in todo}
+            futs = {
+                ex.submit(
+                    job,
+                    (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full, place[c.id] < a.check_saturated, a.trust_proofs),
+                ): (c.id, K, b)
+                for c, K, b in todo
+            }
             for fut in as_completed(futs):
                 row = fut.result()
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 rows.append(row)
                 bar.advance()
-                print(f"{row['id']} K={row['K']} beta={row['beta']}: lines {row['lines']['lambda']} "
-                      f"({row['lines']['seconds']:.1f} s), adam {row['adam']['lambda']} ({row['adam']['seconds']:.1f} s), "
-                      f"reference {row['reference']['lambda']} ({row['reference']['seconds']:.0f} s)"
-                      + (" MISS lines" if row["lines"]["miss"] else "") + (" MISS adam" if row["adam"]["miss"] else ""),
-                      flush=True)
+                print(
+                    f"{row['id']} K={row['K']} beta={row['beta']}: lines {row['lines']['lambda']} "
+                    f"({row['lines']['seconds']:.1f} s), adam {row['adam']['lambda']} ({row['adam']['seconds']:.1f} s), "
+                    f"reference {row['reference']['lambda']} ({row['reference']['seconds']:.0f} s)"
+                    + (" MISS lines" if row["lines"]["miss"] else "")
+                    + (" MISS adam" if row["adam"]["miss"] else ""),
+                    flush=True,
+                )
         meta["wall_seconds"] += time.perf_counter() - t0
     meta["n_images"] = len({r["id"] for r in rows})
     summary = summarize(rows, a.alpha)

@@ -122,11 +122,7 @@ def draw_job(job: tuple[str, float, float, float, str, str, int, list[int], int,
     res: dict[str, Any] = {"draw_seconds": t_draw}
     for s in sizes:
         d = draws[:s]
-        res[str(s)] = {
-            "chao": chao1(d),
-            "sec": sampled_coverage(d, truth, beta),
-            "correlation": mean_abs_correlation(d, x.shape[1]),
-        }
+        res[str(s)] = {"chao": chao1(d), "sec": sampled_coverage(d, truth, beta), "correlation": mean_abs_correlation(d, x.shape[1])}
     return res
 
 
@@ -185,11 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coverage-splits", type=int, default=500, help="extra splits for the coverage check (scores only)")
     ap.add_argument("--title", default=None)
     ap.add_argument("--boxes", default="paper", help="CONSIGN box conventions, comma-separated: paper, normalized")
-    ap.add_argument("--strategies", default="lines",
-                    help="CONSIGN membership searches, comma-separated: lines (default), adam (issue 16's; rows marked adam)")
     ap.add_argument(
-        "--report-only", action="store_true", help="re-run the coverage check and rewrite the report from OUT/results.json"
+        "--strategies", default="lines", help="CONSIGN membership searches, comma-separated: lines (default), adam (issue 16's; rows marked adam)"
     )
+    ap.add_argument("--report-only", action="store_true", help="re-run the coverage check and rewrite the report from OUT/results.json")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
     boxes = [b.strip() for b in a.boxes.split(",") if b.strip()]
@@ -216,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         a.seed, a.n_cal, a.alpha, a.beta = result["seed"], result["splits"][0]["n_cal"], result["alpha"], result["beta"]
         METHODS.clear()
-        METHODS.update(result.get("methods") or {  # results written before the box option: normalised box
-            "CONSIGN K=2": {"method": "consign", "K": 2, "box": "normalized"},
-            "CONSIGN K=5": {"method": "consign", "K": 5, "box": "normalized"},
-            "APS": {"method": "aps"},
-        })
+        METHODS.update(
+            result.get("methods")
+            or {  # results written before the box option: normalised box
+                "CONSIGN K=2": {"method": "consign", "K": 2, "box": "normalized"},
+                "CONSIGN K=5": {"method": "consign", "K": 5, "box": "normalized"},
+                "APS": {"method": "aps"},
+            }
+        )
         scores = {name: np.array([r["scores"][name] if r["scores"][name] is not None else math.inf for r in result["per_image"]]) for name in METHODS}
         result["coverage_check"] = check_coverage(scores, groups, a)
         (a.out / "results.json").write_text(json.dumps(result, indent=1))
@@ -254,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             covered = scores[name][test] <= lam
             m: dict[str, Any] = {"lambda": lam, "coverage": float(covered.mean())}
             djobs = [
-                (name, a.alpha, a.beta, lam, str(samples[ids[i]]), str(masks[ids[i]]), a.draws, sizes, a.seed * 100003 + int(i),
-                 dict(METHODS))
+                (name, a.alpha, a.beta, lam, str(samples[ids[i]]), str(masks[ids[i]]), a.draws, sizes, a.seed * 100003 + int(i), dict(METHODS))
                 for i in draw_idx
             ]
             t0 = time.perf_counter()
@@ -269,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     m[f"{key}@{s}"] = float(np.nanmean(vals)) if np.any(np.isfinite(vals)) else math.nan
             rec["methods"][name] = m
             print(
-                f"split {k}: {name}: lambda {lam:.4f} coverage {m['coverage']:.3f} "
-                + " ".join(f"SEC@{s} {m[f'sec@{s}']:.2f}" for s in sizes),
+                f"split {k}: {name}: lambda {lam:.4f} coverage {m['coverage']:.3f} " + " ".join(f"SEC@{s} {m[f'sec@{s}']:.2f}" for s in sizes),
                 flush=True,
             )
         split_records.append(rec)
@@ -339,14 +335,25 @@ def write_report(out: Path, result: dict[str, Any], title: str) -> None:
         f"at most {result['max_draw_images']} test images per split, metrics at S draws from the first S. "
         "Mean ± std over splits. CONSIGN's box: "
         + ("the paper's (eq. 4–6; λ̂ on the scale of the paper's Table 3)" if "methods" in result else "segcp's old normalised box")
-        + ("; the rows marked normalized use segcp's old normalised box (a different family, λ̂ ≈ Σ_11 × larger)"
-           if any(v.get("box") == "normalized" for v in (result.get("methods") or {}).values()) else "")
-        + ("; the rows marked adam use issue 16's membership search (projected Adam), the others the exact line "
-           "searches of issue 28" if any(v.get("strategy") == "adam" for v in (result.get("methods") or {}).values()) else "")
+        + (
+            "; the rows marked normalized use segcp's old normalised box (a different family, λ̂ ≈ Σ_11 × larger)"
+            if any(v.get("box") == "normalized" for v in (result.get("methods") or {}).values())
+            else ""
+        )
+        + (
+            "; the rows marked adam use issue 16's membership search (projected Adam), the others the exact line searches of issue 28"
+            if any(v.get("strategy") == "adam" for v in (result.get("methods") or {}).values())
+            else ""
+        )
         + ".",
         "",
-        "| method | λ̂ | λ̂ per split | coverage | " + " | ".join(f"SEC@{s}" for s in sizes) + " | "
-        + " | ".join(f"Chao@{s}" for s in sizes) + " | " + " | ".join(f"corr@{s}" for s in sizes) + " |",
+        "| method | λ̂ | λ̂ per split | coverage | "
+        + " | ".join(f"SEC@{s}" for s in sizes)
+        + " | "
+        + " | ".join(f"Chao@{s}" for s in sizes)
+        + " | "
+        + " | ".join(f"corr@{s}" for s in sizes)
+        + " |",
         "|---|---|---|---|" + "---|" * (3 * len(sizes)),
     ]
 

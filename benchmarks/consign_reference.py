@@ -177,7 +177,7 @@ class _Image:
         u = qmc.LatinHypercube(d=self.K, seed=rng).random(opt.n_screen)  # (n_screen, K) in [0, 1)
         pts = torch.from_numpy(u).to(self.dev) * (hi - lo)[None] + lo[None]
         with torch.no_grad():
-            losses = torch.cat([self._loss(pts[i:i + opt.chunk]) for i in range(0, opt.n_screen, opt.chunk)])
+            losses = torch.cat([self._loss(pts[i : i + opt.chunk]) for i in range(0, opt.n_screen, opt.chunk)])
         order = torch.argsort(losses, stable=True)
         for start in order[: opt.n_starts]:
             c = pts[start].clone().requires_grad_(True)

@@ -51,13 +51,7 @@ def _scores(yy, xx, cy, cx, r_cav, thick, rv_r, rv_dx, wob, n_labels):
 
 
 def make_toy_cases(
-    n: int = 20,
-    shape: tuple[int, int] = (48, 48),
-    n_labels: int = 4,
-    n_samples: int = 30,
-    seed: int = 0,
-    spread: float = 1.0,
-    error: float = 1.0,
+    n: int = 20, shape: tuple[int, int] = (48, 48), n_labels: int = 4, n_samples: int = 30, seed: int = 0, spread: float = 1.0, error: float = 1.0
 ) -> list[ToyCase]:
     """``n`` synthetic images with sampled softmax maps (see the module docstring).
 
@@ -99,10 +93,16 @@ def make_toy_cases(
         for k in range(n_samples):
             a = rng.normal(0, 1, 6)
             sc = _scores(
-                yy, xx,
-                m_cy + 0.5 * sp * a[0], m_cx + 0.5 * sp * a[1],
-                m_rc + sp * a[2], max(m_th + 0.5 * sp * a[3], 1.0), max(m_rv + sp * a[4], 2.0), rv_dx,
-                no_wobble, n_labels,
+                yy,
+                xx,
+                m_cy + 0.5 * sp * a[0],
+                m_cx + 0.5 * sp * a[1],
+                m_rc + sp * a[2],
+                max(m_th + 0.5 * sp * a[3], 1.0),
+                max(m_rv + sp * a[4], 2.0),
+                rv_dx,
+                no_wobble,
+                n_labels,
             )
             noise = ndimage.gaussian_filter(rng.normal(0, 1, (n_labels, H, W)), (0, 2 * s, 2 * s))
             z = sc / (soft * np.exp(0.15 * a[5])) + 0.6 * noise / max(noise.std(), 1e-12)

@@ -17,8 +17,27 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-SKIP = {"commit", "started", "machine", "command", "cache", "features", "timings", "cpu", "seconds", "jobs", "executor", "workers",
-        "config", "config_path", "schema_version", "segcp_version", "seconds_per_image", "draw_cpu_seconds_per_image", "data"}
+SKIP = {
+    "commit",
+    "started",
+    "machine",
+    "command",
+    "cache",
+    "features",
+    "timings",
+    "cpu",
+    "seconds",
+    "jobs",
+    "executor",
+    "workers",
+    "config",
+    "config_path",
+    "schema_version",
+    "segcp_version",
+    "seconds_per_image",
+    "draw_cpu_seconds_per_image",
+    "data",
+}
 
 
 def num_equal(a, b):
@@ -60,7 +79,9 @@ def by(rows, keys):
 def compare_keyed(name, old_rows, new_rows, keys):
     o, n = by(old_rows, keys), by(new_rows, keys)
     if set(o) != set(n):
-        diffs.append(f"{name}: {len(set(o) - set(n))} rows only in old, {len(set(n) - set(o))} only in new; e.g. {sorted(set(o) ^ set(n), key=str)[:3]}")
+        diffs.append(
+            f"{name}: {len(set(o) - set(n))} rows only in old, {len(set(n) - set(o))} only in new; e.g. {sorted(set(o) ^ set(n), key=str)[:3]}"
+        )
     for k in sorted(set(o) & set(n), key=str):
         stats[f"{name} rows"] += 1
         compare(f"{name}{list(k)}", o[k], n[k])
@@ -70,9 +91,13 @@ def main():
     old, new = (json.loads(Path(p).read_text()) for p in sys.argv[1:3])
     if "tasks" in old:  # a benchmark (or demo) report
         for to, tn in zip(old["tasks"], new["tasks"]):
-            for key, ident in (("records", ("task", "method", "n_cal", "alpha", "split")), ("model", ("task", "method", "n_cal", "split")),
-                               ("validity", ("task", "method", "alpha")), ("sets_records", ("task", "method", "alpha", "split")),
-                               ("sets_validity", ("task", "method", "alpha"))):
+            for key, ident in (
+                ("records", ("task", "method", "n_cal", "alpha", "split")),
+                ("model", ("task", "method", "n_cal", "split")),
+                ("validity", ("task", "method", "alpha")),
+                ("sets_records", ("task", "method", "alpha", "split")),
+                ("sets_validity", ("task", "method", "alpha")),
+            ):
                 compare_keyed(key, to.get(key, []), tn.get(key, []), ident)
             compare("tasks.rows", to["rows"], tn["rows"])
             compare("tasks.notes", to["notes"], tn["notes"])

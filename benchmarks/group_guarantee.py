@@ -43,8 +43,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from ltt_guarantee import busi  # the BUSI loader of the LTT benchmark (one place)
 
 
-def group_splits(curves: list[Any], classes: list[str], dup_groups: list[str], alpha: float, *, n_cal: int, n_splits: int,
-                 seed: int = 0) -> dict[str, Any]:
+def group_splits(
+    curves: list[Any], classes: list[str], dup_groups: list[str], alpha: float, *, n_cal: int, n_splits: int, seed: int = 0
+) -> dict[str, Any]:
     """Per split: the marginal and the per-class λ̂ (RiskSegmenter.fit) and each class's test FNR under both."""
     steps = StepLosses.concat([StepLosses.from_curves(c) for c in curves])
     cls = np.asarray(classes)
@@ -62,15 +63,24 @@ def group_splits(curves: list[Any], classes: list[str], dup_groups: list[str], a
             rows[g]["marginal"].append(float(sub.evaluate(rs.lambda_).mean()))
             rows[g]["own"].append(float(sub.evaluate(rs.groups_[g].lambda_).mean()))
             rows[g]["lambda_own"].append(rs.groups_[g].lambda_)
-    out: dict[str, Any] = {"alpha": alpha, "splits": len(splits), "n_cal": len(splits[0][0]), "mean_lambda_marginal": float(np.mean(lam_marg)),
-                           "groups": {}}
+    out: dict[str, Any] = {
+        "alpha": alpha,
+        "splits": len(splits),
+        "n_cal": len(splits[0][0]),
+        "mean_lambda_marginal": float(np.mean(lam_marg)),
+        "groups": {},
+    }
     for g in names:
         entry = {}
         for how in ("marginal", "own"):
             m = np.asarray(rows[g][how])
             se = float(m.std(ddof=1) / math.sqrt(m.size))
-            entry[how] = {"mean_test_fnr": float(m.mean()), "se": se, "valid": bool(m.mean() <= alpha + 3 * se),
-                          "splits_above_alpha": int((m > alpha).sum())}
+            entry[how] = {
+                "mean_test_fnr": float(m.mean()),
+                "se": se,
+                "valid": bool(m.mean() <= alpha + 3 * se),
+                "splits_above_alpha": int((m > alpha).sum()),
+            }
         entry["mean_lambda_own"] = float(np.mean(rows[g]["lambda_own"]))
         entry["n_images"] = int((cls == g).sum())
         out["groups"][g] = entry
@@ -83,11 +93,13 @@ def write(out: Path, result: dict[str, Any]) -> None:
     lines = [
         "# Per-group calibration on BUSI (benign / malignant)",
         "",
-        (f"`benchmarks/group_guarantee.py --splits {result['splits']}` ({result['seconds']:.0f} s; load {result['load']}). "
-         f"{result['n_images']} images, split by near-duplicate group, n_cal = {result['rows'][0]['n_cal']}; model-free scores "
-         "on masks downsampled 4x; E[FNR] <= alpha by exact CRC, marginal lambda vs one lambda per class "
-         "(`RiskSegmenter(..., loss='fnr').fit(..., groups=classes)`). Mean test FNR over the splits +- SE; "
-         "valid = mean <= alpha + 3 SE."),
+        (
+            f"`benchmarks/group_guarantee.py --splits {result['splits']}` ({result['seconds']:.0f} s; load {result['load']}). "
+            f"{result['n_images']} images, split by near-duplicate group, n_cal = {result['rows'][0]['n_cal']}; model-free scores "
+            "on masks downsampled 4x; E[FNR] <= alpha by exact CRC, marginal lambda vs one lambda per class "
+            "(`RiskSegmenter(..., loss='fnr').fit(..., groups=classes)`). Mean test FNR over the splits +- SE; "
+            "valid = mean <= alpha + 3 SE."
+        ),
         "",
         "| alpha | class (images) | marginal lambda: mean test FNR | valid | per-class lambda: mean test FNR | valid | mean lambda marginal / own |",
         "|---|---|---|---|---|---|---|",
@@ -95,9 +107,11 @@ def write(out: Path, result: dict[str, Any]) -> None:
     for r in result["rows"]:
         for g, e in r["groups"].items():
             m, o = e["marginal"], e["own"]
-            lines.append(f"| {r['alpha']:g} | {g} ({e['n_images']}) | {m['mean_test_fnr']:.4f} +- {m['se']:.4f} | {'yes' if m['valid'] else '**no**'} "
-                         f"| {o['mean_test_fnr']:.4f} +- {o['se']:.4f} | {'yes' if o['valid'] else '**no**'} "
-                         f"| {r['mean_lambda_marginal']:.4f} / {e['mean_lambda_own']:.4f} |")
+            lines.append(
+                f"| {r['alpha']:g} | {g} ({e['n_images']}) | {m['mean_test_fnr']:.4f} +- {m['se']:.4f} | {'yes' if m['valid'] else '**no**'} "
+                f"| {o['mean_test_fnr']:.4f} +- {o['se']:.4f} | {'yes' if o['valid'] else '**no**'} "
+                f"| {r['mean_lambda_marginal']:.4f} / {e['mean_lambda_own']:.4f} |"
+            )
     (out / "groups.md").write_text("\n".join(lines) + "\n")
 
 
@@ -118,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     fnr = get_loss("fnr")
     curves = [fnr.curve(np.subtract(1.0, p, dtype=np.float64), m) for p, m in zip(probs, masks)]
     rows = [group_splits(curves, classes, dup_groups, a, n_cal=args.n_cal, n_splits=args.splits, seed=args.seed) for a in (args.alpha or [0.1, 0.05])]
-    result = {"splits": args.splits, "n_images": len(probs), "rows": rows, "seconds": time.perf_counter() - t0,
-              "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+    result = {
+        "splits": args.splits,
+        "n_images": len(probs),
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+        "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
     for r in rows:
         print(json.dumps({"alpha": r["alpha"], **{g: {k: e[k]["mean_test_fnr"] for k in ("marginal", "own")} for g, e in r["groups"].items()}}))
     if args.out is not None:

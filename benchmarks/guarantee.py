@@ -51,10 +51,7 @@ PIXEL_FAMILIES = [
     ("morph (ball)", "morph", {"se": "ball", "empty_prediction": "argmax"}),
     ("rwcp", "rwcp", {"encoder": "dinov2-small", "threads": 1}),
 ]
-SAMPLE_FAMILIES = [
-    ("consign (K=2)", "consign", {"K": 2, "beta": 0.8}),
-    ("aps", "aps", {"beta": 0.8}),
-]
+SAMPLE_FAMILIES = [("consign (K=2)", "consign", {"K": 2, "beta": 0.8}), ("aps", "aps", {"beta": 0.8})]
 
 
 def split_losses(
@@ -116,8 +113,9 @@ def split_losses(
     }
 
 
-def _pool_error(est: ConformalSegmenter, curves: LossCurves, groups: Sequence[str], alpha: float, n_cal: int,
-                n_splits: int, seed: int, n_boot: int) -> float:
+def _pool_error(
+    est: ConformalSegmenter, curves: LossCurves, groups: Sequence[str], alpha: float, n_cal: int, n_splits: int, seed: int, n_boot: int
+) -> float:
     """Std of the split-mean test loss over patient-level bootstrap resamples of the pool."""
     rng = np.random.default_rng((seed, 9))
     patients = sorted(set(groups))
@@ -165,9 +163,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cv = curves if curves is not None else est.curves(cases)
             r = split_losses(est, cv, groups, a, n_cal=args.n_cal, n_splits=args.splits, seed=args.seed, n_boot=args.boot)
             rows.append({"method": label, "data": str(data), "n_images": len(cases), "n_groups": len(set(groups)), **r})
-            print(f"{label:<16} alpha={a:<5} mean test loss {r['mean_test_loss']:.4f} (se {r['se']:.4f}) "
-                  f"valid {r['valid']} (with pool error {r['valid_pool']}, se_pool {r['se_pool']:.4f}) "
-                  f"not conservative {r['not_conservative']} infeasible {r['infeasible']}", flush=True)
+            print(
+                f"{label:<16} alpha={a:<5} mean test loss {r['mean_test_loss']:.4f} (se {r['se']:.4f}) "
+                f"valid {r['valid']} (with pool error {r['valid_pool']}, se_pool {r['se_pool']:.4f}) "
+                f"not conservative {r['not_conservative']} infeasible {r['infeasible']}",
+                flush=True,
+            )
         print(f"  {label}: {time.perf_counter() - t0:.1f} s", flush=True)
     return {"splits": args.splits, "n_cal": args.n_cal, "seed": args.seed, "alphas": list(ALPHAS), "rows": rows}
 
@@ -196,8 +197,10 @@ def write(out: Path, result: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     plt.close(fig)
-    head = ("| method | α | mean test loss ± SE (splits) | SE (pool) | α + 3·SE | valid (splits) | valid (splits + pool) | "
-            "α − 2/(n+1) − 3·SE | not conservative | splits with λ̂ = λ_min | infeasible splits | mean λ̂ |")
+    head = (
+        "| method | α | mean test loss ± SE (splits) | SE (pool) | α + 3·SE | valid (splits) | valid (splits + pool) | "
+        "α − 2/(n+1) − 3·SE | not conservative | splits with λ̂ = λ_min | infeasible splits | mean λ̂ |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in result["rows"]:
         vp = r.get("valid_pool")

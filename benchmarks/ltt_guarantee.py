@@ -45,14 +45,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from segcp.calibration import (
-    LossCurves,
-    StepLosses,
-    crc_lambda,
-    ltt_chains,
-    ltt_grid,
-    ltt_steps,
-)
+from segcp.calibration import LossCurves, StepLosses, crc_lambda, ltt_chains, ltt_grid, ltt_steps
 from segcp.engine.splits import random_cal_test_splits
 from segcp.losses import get_loss
 
@@ -62,8 +55,7 @@ MAPIE_GRID = np.arange(0, 1, 0.01)
 
 
 # ---------------------------------------------------------------------- split loops
-def violation_summary(risks: Sequence[float], alpha: float, delta: float, infeasible: int,
-                      pool_risks: Sequence[float] = ()) -> dict[str, Any]:
+def violation_summary(risks: Sequence[float], alpha: float, delta: float, infeasible: int, pool_risks: Sequence[float] = ()) -> dict[str, Any]:
     """The fraction of splits whose test risk exceeds α, its standard error under the claim
     (√(δ(1 − δ)/S)), and whether it is within δ + 3·SE; the same for the pool risk (the mean over
     every image of the pool, calibration ones included, at λ̂: the pool taken as the population)."""
@@ -73,9 +65,16 @@ def violation_summary(risks: Sequence[float], alpha: float, delta: float, infeas
     se = math.sqrt(delta * (1 - delta) / s) if s else math.nan
     pool = np.asarray(pool_risks, dtype=np.float64)
     frac_pool = float(np.sum(pool > alpha) / s) if s and pool.size else math.nan
-    return {"splits": s, "violations": frac, "se": se, "valid": bool(frac <= delta + 3 * se), "infeasible": infeasible,
-            "mean_test_risk": float(r.mean()) if r.size else math.nan, "violations_pool": frac_pool,
-            "valid_pool": bool(frac_pool <= delta + 3 * se) if pool.size else None}
+    return {
+        "splits": s,
+        "violations": frac,
+        "se": se,
+        "valid": bool(frac <= delta + 3 * se),
+        "infeasible": infeasible,
+        "mean_test_risk": float(r.mean()) if r.size else math.nan,
+        "violations_pool": frac_pool,
+        "valid_pool": bool(frac_pool <= delta + 3 * se) if pool.size else None,
+    }
 
 
 def _split_loop(
@@ -107,8 +106,15 @@ def _split_loop(
         for k, other in (also or {}).items():
             extra[k].append(float(other.take(test).evaluate(lam).mean()))
     out = violation_summary(risks, alpha, delta, infeasible, pool)
-    out.update(alpha=alpha, delta=delta, n_cal=n_cal, lambda_mean=float(np.mean(lambdas)) if lambdas else math.nan,
-               lambdas=lambdas, test_risks=risks, **{f"mean_test_{k}": float(np.mean(v)) if v else math.nan for k, v in extra.items()})
+    out.update(
+        alpha=alpha,
+        delta=delta,
+        n_cal=n_cal,
+        lambda_mean=float(np.mean(lambdas)) if lambdas else math.nan,
+        lambdas=lambdas,
+        test_risks=risks,
+        **{f"mean_test_{k}": float(np.mean(v)) if v else math.nan for k, v in extra.items()},
+    )
     return out
 
 
@@ -132,6 +138,7 @@ def ltt_splits(
     ``steps`` holds one step loss per image (order of ``groups``); ``also``: other per-image
     losses (e.g. the FNR) whose mean test value at λ̂ is reported.
     """
+
     def calibrate(cal: np.ndarray) -> float | None:
         return ltt_steps(steps.take(cal), alpha, delta, pvalue=pvalue, order=order, lambda_min=lambda_min, lambda_max=lambda_max).lambda_
 
@@ -157,6 +164,7 @@ def grid_splits(
     """LTT on a stated grid (:func:`ltt_grid`, HB p-values): calibration losses ``grid_losses``
     (images × candidates, e.g. MAPIE's convention), test risk from ``steps`` at λ̂ (the same
     splits as :func:`ltt_splits` for the same seed)."""
+
     def calibrate(cal: np.ndarray) -> float | None:
         return ltt_grid(grid_losses[cal], lambdas, alpha, delta, pvalue="hb", procedure=procedure).lambda_
 
@@ -177,8 +185,15 @@ def crc_splits(
         means.append(float(curves.evaluate(lam)[test].mean()))
     m = np.asarray(means)
     se = float(m.std(ddof=1) / math.sqrt(m.size))
-    return {"alpha": alpha, "splits": int(m.size), "n_cal": used, "mean_test_loss": float(m.mean()), "se": se,
-            "valid": bool(m.mean() <= alpha + 3 * se), "not_conservative": bool(m.mean() >= alpha - 2 / (used + 1) - 3 * se)}
+    return {
+        "alpha": alpha,
+        "splits": int(m.size),
+        "n_cal": used,
+        "mean_test_loss": float(m.mean()),
+        "se": se,
+        "valid": bool(m.mean() <= alpha + 3 * se),
+        "not_conservative": bool(m.mean() >= alpha - 2 / (used + 1) - 3 * se),
+    }
 
 
 def chains_splits(
@@ -199,8 +214,9 @@ def chains_splits(
     risk at (θ̂, λ̂) exceeds its level."""
     bad, pool_bad, infeasible, chosen, test_risks = 0, 0, 0, [], []
     for cal, test in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
-        res = ltt_chains([[s.take(cal) for s in row] for row in configs], alphas, delta, orders=orders, pvalue=pvalue,
-                         lambda_min=lambda_min, lambda_max=lambda_max)
+        res = ltt_chains(
+            [[s.take(cal) for s in row] for row in configs], alphas, delta, orders=orders, pvalue=pvalue, lambda_min=lambda_min, lambda_max=lambda_max
+        )
         if not res.feasible:
             infeasible += 1
             continue
@@ -214,10 +230,20 @@ def chains_splits(
     s = len(chosen) + infeasible
     se = math.sqrt(delta * (1 - delta) / s)
     tr = np.asarray(test_risks) if test_risks else np.zeros((0, len(alphas)))
-    return {"alphas": list(alphas), "delta": delta, "n_cal": n_cal, "splits": s, "violations": bad / s, "se": se,
-            "valid": bool(bad / s <= delta + 3 * se), "violations_pool": pool_bad / s, "infeasible": infeasible,
-            "mean_test_risks": tr.mean(axis=0).tolist() if tr.size else [], "configs": [c for c, _ in chosen],
-            "lambdas": [lam for _, lam in chosen]}
+    return {
+        "alphas": list(alphas),
+        "delta": delta,
+        "n_cal": n_cal,
+        "splits": s,
+        "violations": bad / s,
+        "se": se,
+        "valid": bool(bad / s <= delta + 3 * se),
+        "violations_pool": pool_bad / s,
+        "infeasible": infeasible,
+        "mean_test_risks": tr.mean(axis=0).tolist() if tr.size else [],
+        "configs": [c for c, _ in chosen],
+        "lambdas": [lam for _, lam in chosen],
+    }
 
 
 # ---------------------------------------------------------------------- synthetic lesions
@@ -307,16 +333,16 @@ def mapie_grid_losses(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) 
     return np.stack([loss.values(-np.asarray(p, dtype=np.float64), m, -MAPIE_GRID) for p, m in zip(probs, masks)])
 
 
-def check_mapie_controller(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], groups: Sequence[str], n_cal: int,
-                           n_splits: int, seed: int, alpha: float, delta: float) -> list[bool]:
+def check_mapie_controller(
+    probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], groups: Sequence[str], n_cal: int, n_splits: int, seed: int, alpha: float, delta: float
+) -> list[bool]:
     """On a few splits, MAPIE's own controller and ltt_grid on :func:`mapie_grid_losses` agree on λ̂."""
     from mapie.risk_control import SemanticSegmentationController
 
     grid = mapie_grid_losses(probs, masks)
     same = []
     for cal, _ in random_cal_test_splits(list(groups), n_cal, n_splits, seed):
-        ctrl = SemanticSegmentationController(predict_function=lambda x: x, risk="precision", target_level=1 - alpha,
-                                              confidence_level=1 - delta)
+        ctrl = SemanticSegmentationController(predict_function=lambda x: x, risk="precision", target_level=1 - alpha, confidence_level=1 - delta)
         shapes = sorted({probs[i].shape for i in cal})
         for j, shape in enumerate(shapes):  # MAPIE takes one array per batch: one batch per image shape
             batch = [i for i in cal if probs[i].shape == shape]
@@ -329,30 +355,48 @@ def check_mapie_controller(probs: Sequence[np.ndarray], masks: Sequence[np.ndarr
 
 
 # ---------------------------------------------------------------------- the run
-def precision_rows(task: str, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], groups: Sequence[str],
-                   args: argparse.Namespace, n_cal: int, n_splits: int) -> list[dict[str, Any]]:
+def precision_rows(
+    task: str, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], groups: Sequence[str], args: argparse.Namespace, n_cal: int, n_splits: int
+) -> list[dict[str, Any]]:
     """The four precision procedures on the same splits of one task."""
     t0 = time.perf_counter()
     fdr = step_losses("fdr", probs, masks)
     fnr = step_losses("fnr", probs, masks)
     grid = mapie_grid_losses(probs, masks)
-    print(f"{task}: step functions of {len(probs)} images in {time.perf_counter() - t0:.1f} s "
-          f"({sum(b.size for b in fdr.breakpoints)} FDR breakpoints)", flush=True)
+    print(
+        f"{task}: step functions of {len(probs)} images in {time.perf_counter() - t0:.1f} s ({sum(b.size for b in fdr.breakpoints)} FDR breakpoints)",
+        flush=True,
+    )
     common: dict[str, Any] = {"n_cal": n_cal, "n_splits": n_splits, "seed": args.seed}
     rows = []
     for label, run in [
-        ("MAPIE: 0.01 grid, HB, Holm, empty set = 1", lambda: grid_splits(grid, 1.0 - MAPIE_GRID, fdr, groups, 0.1, 0.1, procedure="holm", also={"fnr": fnr}, **common)),
-        ("0.01 grid, HB, fixed sequence, empty set = 1", lambda: grid_splits(grid, 1.0 - MAPIE_GRID, fdr, groups, 0.1, 0.1, procedure="fixed-sequence", also={"fnr": fnr}, **common)),
-        ("segcp: breakpoints, HB, fixed sequence", lambda: ltt_splits(fdr, groups, 0.1, 0.1, pvalue="hb", lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr}, **common)),
-        ("segcp: breakpoints, WSR, fixed sequence", lambda: ltt_splits(fdr, groups, 0.1, 0.1, pvalue="wsr", lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr}, **common)),
+        (
+            "MAPIE: 0.01 grid, HB, Holm, empty set = 1",
+            lambda: grid_splits(grid, 1.0 - MAPIE_GRID, fdr, groups, 0.1, 0.1, procedure="holm", also={"fnr": fnr}, **common),
+        ),
+        (
+            "0.01 grid, HB, fixed sequence, empty set = 1",
+            lambda: grid_splits(grid, 1.0 - MAPIE_GRID, fdr, groups, 0.1, 0.1, procedure="fixed-sequence", also={"fnr": fnr}, **common),
+        ),
+        (
+            "segcp: breakpoints, HB, fixed sequence",
+            lambda: ltt_splits(fdr, groups, 0.1, 0.1, pvalue="hb", lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr}, **common),
+        ),
+        (
+            "segcp: breakpoints, WSR, fixed sequence",
+            lambda: ltt_splits(fdr, groups, 0.1, 0.1, pvalue="wsr", lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr}, **common),
+        ),
     ]:
         t0 = time.perf_counter()
         r = run()
         r.update(task=task, procedure_label=label, seconds=time.perf_counter() - t0, n_images=len(probs), n_groups=len(set(groups)))
         rows.append(r)
-        print(f"  {label:<46} violations {r['violations']:.3f} (se {r['se']:.3f}, valid {r['valid']}) "
-              f"mean test FDR {r['mean_test_risk']:.4f} FNR {r['mean_test_fnr']:.4f} mean lambda {r['lambda_mean']:.4f} "
-              f"infeasible {r['infeasible']} ({r['seconds']:.1f} s)", flush=True)
+        print(
+            f"  {label:<46} violations {r['violations']:.3f} (se {r['se']:.3f}, valid {r['valid']}) "
+            f"mean test FDR {r['mean_test_risk']:.4f} FNR {r['mean_test_fnr']:.4f} mean lambda {r['lambda_mean']:.4f} "
+            f"infeasible {r['infeasible']} ({r['seconds']:.1f} s)",
+            flush=True,
+        )
     return rows
 
 
@@ -373,14 +417,28 @@ def chains_rows(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], groups
     out = {}
     for pvalue in ("hb", "wsr"):
         t0 = time.perf_counter()
-        r = chains_splits(configs, groups, [0.1, 0.2], 0.1, orders=["descending", "ascending"], n_cal=args.n_cal_ltt,
-                          n_splits=args.chain_splits, seed=args.seed, pvalue=pvalue, lambda_min=0.0, lambda_max=1.0)
+        r = chains_splits(
+            configs,
+            groups,
+            [0.1, 0.2],
+            0.1,
+            orders=["descending", "ascending"],
+            n_cal=args.n_cal_ltt,
+            n_splits=args.chain_splits,
+            seed=args.seed,
+            pvalue=pvalue,
+            lambda_min=0.0,
+            lambda_max=1.0,
+        )
         r["thetas"] = thetas
         r["chosen"] = {t: int(sum(c == k for c in r["configs"])) for k, t in enumerate(thetas)}
         r["seconds"] = time.perf_counter() - t0
         out[pvalue] = r
-        print(f"  chains {pvalue}: violations {r['violations']:.3f} (se {r['se']:.3f}, valid {r['valid']}) mean test (FNR, FDR) "
-              f"{np.round(r['mean_test_risks'], 4).tolist()} chosen {r['chosen']} infeasible {r['infeasible']} ({r['seconds']:.1f} s)", flush=True)
+        print(
+            f"  chains {pvalue}: violations {r['violations']:.3f} (se {r['se']:.3f}, valid {r['valid']}) mean test (FNR, FDR) "
+            f"{np.round(r['mean_test_risks'], 4).tolist()} chosen {r['chosen']} infeasible {r['infeasible']} ({r['seconds']:.1f} s)",
+            flush=True,
+        )
     return out
 
 
@@ -401,17 +459,26 @@ def lesion_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             curves = LossCurves.concat([get_loss("lesion-fnr", **params).curve(r, m) for r, m in cases])
             for alpha in (0.2, 0.1, 0.05):
                 r = crc_splits(curves, groups, alpha, n_cal=args.n_cal_crc, n_splits=args.splits, seed=args.seed, lambda_min=0.0)
-                r.update(data=name, params=params, n_images=len(cases), n_multi=int(sum(c > 1 for c in counts)),
-                         n_lesions=int(sum(counts)))
+                r.update(data=name, params=params, n_images=len(cases), n_multi=int(sum(c > 1 for c in counts)), n_lesions=int(sum(counts)))
                 rows.append(r)
-                print(f"  lesion-fnr {name} {params} alpha={alpha}: mean test {r['mean_test_loss']:.4f} (se {r['se']:.4f}) "
-                      f"valid {r['valid']} not conservative {r['not_conservative']}", flush=True)
+                print(
+                    f"  lesion-fnr {name} {params} alpha={alpha}: mean test {r['mean_test_loss']:.4f} (se {r['se']:.4f}) "
+                    f"valid {r['valid']} not conservative {r['not_conservative']}",
+                    flush=True,
+                )
     return rows
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"splits": args.splits, "busi_splits": args.busi_splits, "chain_splits": args.chain_splits, "seed": args.seed, "n_cal_ltt": args.n_cal_ltt,
-                              "n_cal_busi": args.n_cal_busi, "n_cal_crc": args.n_cal_crc}
+    result: dict[str, Any] = {
+        "splits": args.splits,
+        "busi_splits": args.busi_splits,
+        "chain_splits": args.chain_splits,
+        "seed": args.seed,
+        "n_cal_ltt": args.n_cal_ltt,
+        "n_cal_busi": args.n_cal_busi,
+        "n_cal_crc": args.n_cal_crc,
+    }
     precision: list[dict[str, Any]] = []
     if args.acdc:
         probs, masks, groups = acdc_lv(args.acdc)
@@ -440,37 +507,63 @@ def write(out: Path, result: dict[str, Any]) -> None:
         r.pop("configs", None)
         r.pop("lambdas", None)
     write_json(out / "results.json", slim)
-    lines = [f"# Learn then Test and the new losses (random group-level splits, seed {result['seed']})", "",
-             "Produced by `benchmarks/ltt_guarantee.py`; read with docs/ltt.md. Scores are model-free (a blurred, noised mask).", ""]
+    lines = [
+        f"# Learn then Test and the new losses (random group-level splits, seed {result['seed']})",
+        "",
+        "Produced by `benchmarks/ltt_guarantee.py`; read with docs/ltt.md. Scores are model-free (a blurred, noised mask).",
+        "",
+    ]
     if result.get("precision"):
-        lines += ["## Precision (FDR) by Learn then Test, alpha = 0.1, delta = 0.1", "",
-                  "| task | n_cal | splits | procedure | splits with test FDR > alpha (SE) | within delta + 3 SE | splits with pool FDR > alpha | within | mean lambda (1 - threshold) | mean test FDR | mean test FNR | no lambda certified |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Precision (FDR) by Learn then Test, alpha = 0.1, delta = 0.1",
+            "",
+            "| task | n_cal | splits | procedure | splits with test FDR > alpha (SE) | within delta + 3 SE | splits with pool FDR > alpha | within | mean lambda (1 - threshold) | mean test FDR | mean test FNR | no lambda certified |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in result["precision"]:
             vp = r["valid_pool"]
-            lines.append(f"| {r['task']} | {r['n_cal']} | {r['splits']} | {r['procedure_label']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | "
-                         f"{r['violations_pool']:.3f} | {'–' if vp is None else ('yes' if vp else '**no**')} | "
-                         f"{r['lambda_mean']:.4f} | {r['mean_test_risk']:.4f} | {r['mean_test_fnr']:.4f} | {r['infeasible']} |")
+            lines.append(
+                f"| {r['task']} | {r['n_cal']} | {r['splits']} | {r['procedure_label']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | "
+                f"{r['violations_pool']:.3f} | {'–' if vp is None else ('yes' if vp else '**no**')} | "
+                f"{r['lambda_mean']:.4f} | {r['mean_test_risk']:.4f} | {r['mean_test_fnr']:.4f} | {r['infeasible']} |"
+            )
         if "mapie_controller_agrees" in result:
             m = result["mapie_controller_agrees"]
-            lines += ["", (f"MAPIE's `SemanticSegmentationController(risk=\"precision\")` itself, on {m['splits']} of the ACDC "
-                           f"calibration sets: the same lambda as the first row's procedure on {m['same_lambda']}.")]
+            lines += [
+                "",
+                (
+                    f'MAPIE\'s `SemanticSegmentationController(risk="precision")` itself, on {m["splits"]} of the ACDC '
+                    f"calibration sets: the same lambda as the first row's procedure on {m['same_lambda']}."
+                ),
+            ]
     if result.get("chains"):
-        lines += ["", "## E[FNR] <= 0.1 and E[FDR] <= 0.2 together (threshold x normalize, delta = 0.1)", "",
-                  "| p-value | splits | splits with a test risk above its level (SE) | within delta + 3 SE | splits with a pool risk above its level | mean test FNR | mean test FDR | chosen normalize | none certified |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## E[FNR] <= 0.1 and E[FDR] <= 0.2 together (threshold x normalize, delta = 0.1)",
+            "",
+            "| p-value | splits | splits with a test risk above its level (SE) | within delta + 3 SE | splits with a pool risk above its level | mean test FNR | mean test FDR | chosen normalize | none certified |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for pv, r in result["chains"].items():
             fnr, fdr = (r["mean_test_risks"] + [math.nan, math.nan])[:2]
-            lines.append(f"| {pv} | {r['splits']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | {r['violations_pool']:.3f} | "
-                         f"{fnr:.4f} | {fdr:.4f} | {', '.join(f'{k}: {v}' for k, v in r['chosen'].items())} | {r['infeasible']} |")
+            lines.append(
+                f"| {pv} | {r['splits']} | {r['violations']:.3f} ({r['se']:.3f}) | {'yes' if r['valid'] else '**no**'} | {r['violations_pool']:.3f} | "
+                f"{fnr:.4f} | {fdr:.4f} | {', '.join(f'{k}: {v}' for k, v in r['chosen'].items())} | {r['infeasible']} |"
+            )
     if result.get("lesion"):
-        lines += ["", f"## lesion-fnr by exact CRC (n_cal = {result['n_cal_crc']})", "",
-                  "| data | images (multi-lesion) | lesions | parameters | alpha | mean test lesion-FNR +- SE | valid (<= alpha + 3 SE) | not conservative (>= alpha - 2/(n+1) - 3 SE) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## lesion-fnr by exact CRC (n_cal = {result['n_cal_crc']})",
+            "",
+            "| data | images (multi-lesion) | lesions | parameters | alpha | mean test lesion-FNR +- SE | valid (<= alpha + 3 SE) | not conservative (>= alpha - 2/(n+1) - 3 SE) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in result["lesion"]:
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "defaults (connectivity 1, any overlap)"
-            lines.append(f"| {r['data']} | {r['n_images']} ({r['n_multi']}) | {r['n_lesions']} | {params} | {r['alpha']:g} | "
-                         f"{r['mean_test_loss']:.4f} +- {r['se']:.4f} | {'yes' if r['valid'] else '**no**'} | {'yes' if r['not_conservative'] else 'no'} |")
+            lines.append(
+                f"| {r['data']} | {r['n_images']} ({r['n_multi']}) | {r['n_lesions']} | {params} | {r['alpha']:g} | "
+                f"{r['mean_test_loss']:.4f} +- {r['se']:.4f} | {'yes' if r['valid'] else '**no**'} | {'yes' if r['not_conservative'] else 'no'} |"
+            )
     write_text(out / "report.md", "\n".join(lines) + "\n")
 
 

@@ -37,13 +37,7 @@ from ltt_guarantee import ROOT, acdc_lv
 from scipy import special
 
 from segcp.calibration import LossCurves, crc_lambda
-from segcp.calibration.monitor import (
-    case_statistics,
-    exchangeability_martingale,
-    required_lambda,
-    risk_track,
-    two_sample_shift,
-)
+from segcp.calibration.monitor import case_statistics, exchangeability_martingale, required_lambda, risk_track, two_sample_shift
 from segcp.engine.splits import random_cal_test_splits
 from segcp.losses import get_loss
 
@@ -96,9 +90,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for test, hits in tests.items():
             fired = [h for h in hits if h is not None]
             rate = len(fired) / len(hits)
-            out["rows"].append({"shift": name, "test": test, "alarm_rate": rate, "se": math.sqrt(max(rate * (1 - rate), LEVEL * (1 - LEVEL)) / len(hits)),
-                                "median_cases_to_alarm": float(np.median(fired)) if fired else None,
-                                "new_cases": len(set(groups)) - args.n_cal // 2})
+            out["rows"].append(
+                {
+                    "shift": name,
+                    "test": test,
+                    "alarm_rate": rate,
+                    "se": math.sqrt(max(rate * (1 - rate), LEVEL * (1 - LEVEL)) / len(hits)),
+                    "median_cases_to_alarm": float(np.median(fired)) if fired else None,
+                    "new_cases": len(set(groups)) - args.n_cal // 2,
+                }
+            )
             print(f"{name:<16} {test:<11} alarm rate {rate:.3f} median cases to alarm {out['rows'][-1]['median_cases_to_alarm']}", flush=True)
     return out
 
@@ -107,10 +108,15 @@ def write(out: Path, result: dict[str, Any]) -> None:
     from segcp.io import write_json, write_text
 
     write_json(out / "monitor.json", result)
-    lines = [f"# Monitoring on ACDC LV ({result['repeats']} repeats, {result['n_cal']} calibration images, level {result['level']:g})", "",
-             "Produced by `benchmarks/monitor_shift.py`; read with docs/ltt.md. A repeat streams the held-out patients' images;",
-             "'none' is the exchangeable case (an alarm is a false alarm, allowed in at most 10 % of repeats).", "",
-             "| shift of the new cases' maps | test | alarm rate (SE) | median new cases before the alarm |", "|---|---|---|---|"]
+    lines = [
+        f"# Monitoring on ACDC LV ({result['repeats']} repeats, {result['n_cal']} calibration images, level {result['level']:g})",
+        "",
+        "Produced by `benchmarks/monitor_shift.py`; read with docs/ltt.md. A repeat streams the held-out patients' images;",
+        "'none' is the exchangeable case (an alarm is a false alarm, allowed in at most 10 % of repeats).",
+        "",
+        "| shift of the new cases' maps | test | alarm rate (SE) | median new cases before the alarm |",
+        "|---|---|---|---|",
+    ]
     for r in result["rows"]:
         med = "–" if r["median_cases_to_alarm"] is None else f"{r['median_cases_to_alarm']:.0f}"
         lines.append(f"| {r['shift']} | {r['test']} | {r['alarm_rate']:.3f} ({r['se']:.3f}) | {med} |")

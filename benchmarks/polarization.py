@@ -59,9 +59,7 @@ def _counts(p: NDArray[Any], eps: float) -> dict[str, float]:
     }
 
 
-def polarization(
-    probs: Sequence[NDArray[Any]], masks: Sequence[NDArray[Any]] | None = None, eps: float = EPS
-) -> dict[str, float]:
+def polarization(probs: Sequence[NDArray[Any]], masks: Sequence[NDArray[Any]] | None = None, eps: float = EPS) -> dict[str, float]:
     """Pooled polarization fractions of foreground probability maps (see the module docstring).
 
     ``probs``: maps in [0, 1] (any shape, e.g. (H, W) float32); ``masks``: the matching
@@ -158,8 +156,11 @@ def plot(results: dict[str, dict[str, tuple[dict[str, float], NDArray[np.float64
             ax = axes[row][col]
             for model, (summ, hist) in results[task].items():
                 h = hist[row]
-                label = (f"{model}: {100 * summ['polarized']:.1f} % with p<1e-3 or p>1-1e-3, {100 * summ['tied']:.1f} % tied"
-                         if row == 0 else f"{model}: {100 * summ.get('truth_high', np.nan):.1f} % p>1-1e-3, {100 * summ.get('truth_low', np.nan):.2f} % p<1e-3")
+                label = (
+                    f"{model}: {100 * summ['polarized']:.1f} % with p<1e-3 or p>1-1e-3, {100 * summ['tied']:.1f} % tied"
+                    if row == 0
+                    else f"{model}: {100 * summ.get('truth_high', np.nan):.1f} % p>1-1e-3, {100 * summ.get('truth_low', np.nan):.2f} % p<1e-3"
+                )
                 ax.step(centres, h / max(h.sum(), 1), where="mid", label=label)
             ax.axvline(np.log10(EPS), color="grey", lw=0.8, ls="--")
             ax.set_yscale("log")

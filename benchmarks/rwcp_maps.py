@@ -49,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     params = parse_params(a.param)
-    name = a.label or ("RW-CP" if a.method == "rwcp" and not params.get("normalize") else f"{a.method} ({', '.join(f'{k}={v}' for k, v in params.items())})")
-    methods = {
-        "Standard CRC": ConformalSegmenter("threshold", a.alpha),
-        name: ConformalSegmenter(a.method, a.alpha, method_params=params),
-    }
+    name = a.label or (
+        "RW-CP" if a.method == "rwcp" and not params.get("normalize") else f"{a.method} ({', '.join(f'{k}={v}' for k, v in params.items())})"
+    )
+    methods = {"Standard CRC": ConformalSegmenter("threshold", a.alpha), name: ConformalSegmenter(a.method, a.alpha, method_params=params)}
     dd = DataDir(a.data)
     reader = dd.reader(methods[name].family)
     cases = [reader.read(i) for i in reader.ids]
@@ -109,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=90)
-    print(f"wrote {a.out}; mean test Dice Standard CRC {np.mean(list(dice['Standard CRC'].values())):.3f}, {name} {np.mean(list(dice[name].values())):.3f}")
+    print(
+        f"wrote {a.out}; mean test Dice Standard CRC {np.mean(list(dice['Standard CRC'].values())):.3f}, {name} {np.mean(list(dice[name].values())):.3f}"
+    )
     return 0
 
 

@@ -23,10 +23,7 @@ from segcp.encoders.dinov2 import HFEncoder
 
 
 def verify_conversion(
-    image: NDArray[Any],
-    size: int = 448,
-    model_dir: str | os.PathLike[str] | None = None,
-    onnx_path: str | os.PathLike[str] | None = None,
+    image: NDArray[Any], size: int = 448, model_dir: str | os.PathLike[str] | None = None, onnx_path: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
     """Compare the converted transformers model with the ONNX backbone on one image.
 

@@ -76,14 +76,16 @@ def synthetic_volumes(root: Path, n: int, seed: int) -> list[dict[str, str]]:
 
 def preprocessing() -> Compose:
     """Resample the image for the network; the label stays on the original grid (where sets are calibrated)."""
-    return Compose([
-        LoadImaged(["image", "label"]),
-        EnsureChannelFirstd(["image", "label"]),
-        Orientationd("image", axcodes="RAS", labels=None),
-        Spacingd("image", pixdim=(1.5, 1.5, 2.0), mode="bilinear"),
-        ScaleIntensityd("image"),
-        DivisiblePadd("image", k=4),
-    ])
+    return Compose(
+        [
+            LoadImaged(["image", "label"]),
+            EnsureChannelFirstd(["image", "label"]),
+            Orientationd("image", axcodes="RAS", labels=None),
+            Spacingd("image", pixdim=(1.5, 1.5, 2.0), mode="bilinear"),
+            ScaleIntensityd("image"),
+            DivisiblePadd("image", k=4),
+        ]
+    )
 
 
 def tiny_unet() -> torch.nn.Module:
@@ -98,23 +100,24 @@ def tiny_unet() -> torch.nn.Module:
 
 def main(out: Path, alpha: float = 0.2) -> None:
     pre, model = preprocessing(), tiny_unet()
-    to_original_grid = Compose([
-        Activationsd("pred", softmax=True),
-        Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False),
-    ])
+    to_original_grid = Compose([Activationsd("pred", softmax=True), Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)])
     cal = DataLoader(Dataset(synthetic_volumes(out / "data" / "cal", 8, 1), pre), batch_size=2)
     calibrate_loader(cal, model, post=to_original_grid, alpha=alpha, out=out / "calib.json")
 
     sets = ConformalSetsd("pred", out / "calib.json")  # one channel per structure, in sets.names
     save = dict(separate_folder=False, print_log=False)
-    post = Compose([
-        to_original_grid,
-        SaveImaged("pred", output_dir=str(out / "probs"), output_postfix="prob", output_dtype=np.float32, **save),
-        sets,
-        SplitDimd("pred_sets", output_postfixes=sets.names),
-        *(SaveImaged(f"pred_sets_{name}", output_dir=str(out / "sets" / name), output_postfix="", output_dtype=np.uint8, **save)
-          for name in sets.names),
-    ])
+    post = Compose(
+        [
+            to_original_grid,
+            SaveImaged("pred", output_dir=str(out / "probs"), output_postfix="prob", output_dtype=np.float32, **save),
+            sets,
+            SplitDimd("pred_sets", output_postfixes=sets.names),
+            *(
+                SaveImaged(f"pred_sets_{name}", output_dir=str(out / "sets" / name), output_postfix="", output_dtype=np.uint8, **save)
+                for name in sets.names
+            ),
+        ]
+    )
     for batch in DataLoader(Dataset(synthetic_volumes(out / "data" / "test", 3, 2), pre), batch_size=2):
         with torch.no_grad():
             batch["pred"] = model(batch["image"])

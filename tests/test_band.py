@@ -65,8 +65,14 @@ def scanned_score(ok: np.ndarray, probes: np.ndarray, v: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------- band
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(SHAPES), ties=st.booleans(), inf=st.booleans(),
-       density=st.sampled_from([0.0, 0.2, 0.5, 1.0]), tau=st.sampled_from([1.0, 0.9, 0.7, 0.5, 0.2]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.sampled_from(SHAPES),
+    ties=st.booleans(),
+    inf=st.booleans(),
+    density=st.sampled_from([0.0, 0.2, 0.5, 1.0]),
+    tau=st.sampled_from([1.0, 0.9, 0.7, 0.5, 0.2]),
+)
 def test_band_scores_are_the_scanned_smallest_lambda(seed, shape, ties, inf, density, tau):
     t, y = signed_case(seed, shape, ties, inf, density)
     loss = get_loss("band", tau=tau)
@@ -115,8 +121,13 @@ def test_band_example_and_empty_truth():
 
 # ---------------------------------------------------------------------- band-risk
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(SHAPES), ties=st.booleans(), inf=st.booleans(),
-       density=st.sampled_from([0.0, 0.05, 0.3, 1.0]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.sampled_from(SHAPES),
+    ties=st.booleans(),
+    inf=st.booleans(),
+    density=st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+)
 def test_band_risk_matches_the_definition_at_every_lambda(seed, shape, ties, inf, density):
     t, y = signed_case(seed, shape, ties, inf, density)
     loss = get_loss("band-risk")

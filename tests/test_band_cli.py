@@ -81,10 +81,14 @@ def test_calibrate_predict_evaluate_band_nifti(tmp_path, capsys):
     assert len(rows) == 80 and {r["interval"] for r in rows} == {"band", "direct"} and {r["unit"] for r in rows} == {"mm2"}
     first = {r["interval"]: r for r in rows if r["id"] == "img000"}
     assert float(first["band"]["lower"]) == pytest.approx(inner.sum() * 0.75) and float(first["band"]["upper"]) == pytest.approx(outer.sum() * 0.75)
-    est = probability_volume(np.asarray(nib.load(str(data / "probs" / "img000.nii.gz")).dataobj), (1.5, 0.5))  # cqr: [vol(p>=.75) - q, vol(p>=.25) + q]
+    est = probability_volume(
+        np.asarray(nib.load(str(data / "probs" / "img000.nii.gz")).dataobj), (1.5, 0.5)
+    )  # cqr: [vol(p>=.75) - q, vol(p>=.25) + q]
     q = rec["volume"]["q"]
     assert rec["volume"]["score"] == "cqr" and float(first["direct"]["lower"]) == pytest.approx(max(est.lower - q, 0.0), rel=1e-5)
-    assert float(first["direct"]["upper"]) == pytest.approx(est.upper + q, rel=1e-5) and float(first["direct"]["estimate"]) == pytest.approx(est.estimate, rel=1e-5)
+    assert float(first["direct"]["upper"]) == pytest.approx(est.upper + q, rel=1e-5) and float(first["direct"]["estimate"]) == pytest.approx(
+        est.estimate, rel=1e-5
+    )
     res_path = tmp_path / "metrics.json"
     ok(["evaluate", "--calib", str(calib), "--data", str(data), "--out", str(res_path)], capsys)
     res = json.loads(res_path.read_text())
@@ -93,7 +97,9 @@ def test_calibrate_predict_evaluate_band_nifti(tmp_path, capsys):
     for m in per.values():  # containment implies the band's volume interval; the width is |O \ I| / |Y|
         assert m["volume_band_covered"] >= m["band_holds"] and m["band_width"] >= 0 and m["inner_precision"] <= 1
     img0 = per["img000"]
-    assert img0["band_width"] == pytest.approx((outer & ~inner).sum() / np.asarray(nib.load(str(data / "masks" / "img000.nii.gz")).dataobj).astype(bool).sum())
+    assert img0["band_width"] == pytest.approx(
+        (outer & ~inner).sum() / np.asarray(nib.load(str(data / "masks" / "img000.nii.gz")).dataobj).astype(bool).sum()
+    )
 
 
 def test_band_record_validated_as_untrusted(tmp_path, capsys):

@@ -86,8 +86,10 @@ def test_config_errors_are_one_line(text, message):
 
 def test_config_paths_expand_and_resolve_against_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGCP_TEST_PROBS", str(tmp_path / "probs"))
-    cfg = parse_config("methods = ['threshold']\n[[task]]\nname = 'a'\ndata = '${SEGCP_TEST_PROBS}/x'\n[[task]]\nname = 'b'\ndata = "
-                       "'${SEGCP_TEST_UNSET:-rel}/y'\n", tmp_path / "sub" / "c.toml")
+    cfg = parse_config(
+        "methods = ['threshold']\n[[task]]\nname = 'a'\ndata = '${SEGCP_TEST_PROBS}/x'\n[[task]]\nname = 'b'\ndata = '${SEGCP_TEST_UNSET:-rel}/y'\n",
+        tmp_path / "sub" / "c.toml",
+    )
     assert cfg.tasks[0].data == tmp_path / "probs" / "x"
     assert cfg.tasks[1].data == tmp_path / "sub" / "rel" / "y"
 
@@ -99,7 +101,7 @@ def test_mask_evaluator_equals_evaluate_set(spacing):
     for trial in range(12):
         truth = np.zeros((40, 50), bool)
         if trial % 4:
-            truth[rng.integers(5, 15):rng.integers(20, 35), rng.integers(5, 20):rng.integers(25, 45)] = True
+            truth[rng.integers(5, 15) : rng.integers(20, 35), rng.integers(5, 20) : rng.integers(25, 45)] = True
         scores = np.clip(rng.random((40, 50)) * 0.6 + np.where(truth, 0.0, 0.4), 0, 1)
         model = scores <= 0.5
         ev = MaskEvaluator(scores, truth, model, spacing)
@@ -129,8 +131,14 @@ def test_run_writes_the_report_folder(small_run):
     names = {p.name for p in out.iterdir()}
     assert {"report.html", "report.md", "results.json", "results.csv", "config.toml"} <= names
     pngs = [n for n in names if n.endswith(".png")]
-    assert {"synthetic-overlays.png", "synthetic-dice-vs-alpha.png", "synthetic-set-size-vs-lambda.png", "synthetic-ablation-steps.png",
-            "synthetic-sets-diversity.png", "synthetic-sets-draws.png"} <= set(pngs)
+    assert {
+        "synthetic-overlays.png",
+        "synthetic-dice-vs-alpha.png",
+        "synthetic-set-size-vs-lambda.png",
+        "synthetic-ablation-steps.png",
+        "synthetic-sets-diversity.png",
+        "synthetic-sets-draws.png",
+    } <= set(pngs)
     html = (out / "report.html").read_text()
     # self-contained: every image is embedded, nothing is fetched
     srcs = re.findall(r'<img[^>]* src="([^"]+)"', html)
@@ -193,8 +201,9 @@ def test_rerun_with_one_more_alpha_computes_only_what_is_new(small_run):
 
 def test_rerun_with_more_splits_or_one_more_method(small_run):
     root, cache, _ = small_run
-    more = run_benchmark(parse_config(SMALL.replace("splits = 3\n", "splits = 4\n", 1), root / "s4.toml"), None, cache_dir=cache,
-                         show_progress=False)["cache"]
+    more = run_benchmark(
+        parse_config(SMALL.replace("splits = 3\n", "splits = 4\n", 1), root / "s4.toml"), None, cache_dir=cache, show_progress=False
+    )["cache"]
     # one new split: every pixel-set row at each of its α (main rows: 3 α; the steps=0 variant: 1) and n = 10 (3 rows)
     assert more["misses"]["curves"] == 0 and more["misses"]["records"] == 3 * 3 + 1 + 3
     text = SMALL.replace('"aps:beta=0.8@APS"]', '"aps:beta=0.8@APS", "morph:se=square@Consema square"]')
@@ -215,6 +224,7 @@ def test_cache_keys_are_content(tmp_path):
     (data / "groups.json").write_text(json.dumps({p.id: p.group for p in ph}))
     text = "splits = 2\nn_cal = 20\nalphas = [0.1]\nvalidity_splits = 0\nmethods = ['threshold@CRC', 'morph@Consema']\n[[task]]\nname = 'd'\ndata = 'DATA'\n"
     cache = tmp_path / "cache"
+
     def run(d, out):
         return run_benchmark(parse_config(text.replace("DATA", str(d)), tmp_path / "c.toml"), out, cache_dir=cache, show_progress=False)["cache"]
 
@@ -242,7 +252,9 @@ def test_no_cache_reads_and_writes_nothing(tmp_path):
 
 def test_cli_benchmark_and_its_output_folder_rules(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("splits = 2\nn_cal = 20\nalphas = [0.2]\nvalidity_splits = 0\nmethods = ['threshold']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n")
+    cfg.write_text(
+        "splits = 2\nn_cal = 20\nalphas = [0.2]\nvalidity_splits = 0\nmethods = ['threshold']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n"
+    )
     out = tmp_path / "out"
     for _ in range(2):  # a report folder is replaced whole by the next run
         with pytest.raises(SystemExit) as exc:
@@ -274,8 +286,10 @@ def test_an_internal_error_in_a_score_is_reported_and_counted_as_never_covered(t
         return real(self, item, truth)
 
     monkeypatch.setattr(APSMethod, "score", flaky)
-    text = ("splits = 2\nn_cal = 10\nmethods = ['aps:beta=0.8@APS']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n"
-            "[sets]\nalpha = 0.2\nmax_images = 20\ndraws = 10\nsizes = [10]\ndraw_images = 1\nvalidity_splits = 10\n")
+    text = (
+        "splits = 2\nn_cal = 10\nmethods = ['aps:beta=0.8@APS']\n[[task]]\nname = 'synthetic'\nn = 40\nsize = 48\n"
+        "[sets]\nalpha = 0.2\nmax_images = 20\ndraws = 10\nsizes = [10]\ndraw_images = 1\nvalidity_splits = 10\n"
+    )
     res = run_benchmark(parse_config(text), tmp_path / "out", cache_dir=tmp_path / "c", show_progress=False)
     (fail,) = res["tasks"][0]["failures"]
     assert fail["image"] == "phantom_003" and "a bug in the search" in fail["error"]

@@ -72,8 +72,7 @@ def test_selection_equals_sorted_reduce_at_scale(seed):
     """λ̂ bit for bit the sorted reduce's on 300 images of ~2000 float32 scores (ties across images)."""
     rng = np.random.default_rng(seed)
     curves = LossCurves.concat(
-        [fnr_curve(np.round(rng.random(int(rng.integers(0, 4000))), 4 if i % 3 else 7).astype(np.float32))
-         for i in range(300)]
+        [fnr_curve(np.round(rng.random(int(rng.integers(0, 4000))), 4 if i % 3 else 7).astype(np.float32)) for i in range(300)]
     )
     assert curves.breakpoints.size > 4 * 4096  # the partition rounds run
     for alpha in (0.02, 0.1, 0.3):

@@ -140,10 +140,14 @@ def corrupt(data: Path, kind: str) -> str:
     """Break the data directory; return a fragment the error line must contain."""
     p = data / "probs" / "img004.npy"
     if kind == "nan":
-        a = np.load(p); a[3, 3] = np.nan; np.save(p, a)
+        a = np.load(p)
+        a[3, 3] = np.nan
+        np.save(p, a)
         return "img004.npy: probability map contains NaN"
     if kind == "range":
-        a = np.load(p); a[3, 3] = 1.7; np.save(p, a)
+        a = np.load(p)
+        a[3, 3] = 1.7
+        np.save(p, a)
         return "img004.npy: probabilities must lie in [0, 1]"
     if kind == "shape":
         np.save(p, np.zeros((24, 23), np.float32))
@@ -158,7 +162,9 @@ def corrupt(data: Path, kind: str) -> str:
         np.save(data / "masks" / "extra.npy", np.zeros((24, 24), np.uint8))
         return "extra.npy: no matching file in probs/"
     if kind == "nonbinary":
-        m = np.load(data / "masks" / "img004.npy"); m[0, 0] = 7; np.save(data / "masks" / "img004.npy", m)
+        m = np.load(data / "masks" / "img004.npy")
+        m[0, 0] = 7
+        np.save(data / "masks" / "img004.npy", m)
         return "img004.npy: mask is not binary"
     if kind == "empty":
         for f in (data / "probs").glob("*"):
@@ -443,8 +449,10 @@ def test_one_meaning_per_option_name(tmp_path, capsys):
     for flag in method_flags():  # a family's flag is nobody else's option (train's step count: --train-steps)
         assert flag not in types, (flag, types.get(flag))
     # the old spellings still work where scripts may use them, with one warning line
-    for argv, old in ((["infer", "--model", "m.pt", "--task", "busi", "--split", "test", "--out", str(tmp_path / "o")], "--samples"),
-                      (["train", "--task", "busi", "--out", str(tmp_path / "m.pt")], "--steps")):
+    for argv, old in (
+        (["infer", "--model", "m.pt", "--task", "busi", "--split", "test", "--out", str(tmp_path / "o")], "--samples"),
+        (["train", "--task", "busi", "--out", str(tmp_path / "m.pt")], "--steps"),
+    ):
         code, _, err = run([*argv, old, "3", {"--samples": "--n-samples", "--steps": "--train-steps"}[old], "3"], capsys)
         assert code == 2 and f"segcp: warning: {old} is deprecated" in err and "say the same thing" in err, err
 
@@ -460,8 +468,9 @@ def test_infer_takes_the_old_samples_spelling(tmp_path, capsys, monkeypatch):
         return {"ids": [], "dice": None}
 
     monkeypatch.setattr(infer, "infer_to_dir", fake)
-    code, _, err = run(["infer", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path), "--samples", "7", "--out", str(tmp_path / "o"), "-q"],
-                       capsys)
+    code, _, err = run(
+        ["infer", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path), "--samples", "7", "--out", str(tmp_path / "o"), "-q"], capsys
+    )
     assert code in (0, None) and err == "segcp: warning: --samples is deprecated; use --n-samples N\n", err
     assert seen["samples"] == 7
 
@@ -476,8 +485,13 @@ def test_options_convert_as_typer_does(capsys):
 
     group = typer.main.get_command(app)
     assert isinstance(group, SegcpGroup)
-    samples = {str: ["abc", "a b"], int: ["3", "0", "1.0", "-2", "x", "1.5", "1_000"], float: ["0.25", "1e-3", "-1", "inf", "x"],
-               Path: ["a/b", "c.json"], bool: [True, False]}
+    samples = {
+        str: ["abc", "a b"],
+        int: ["3", "0", "1.0", "-2", "x", "1.5", "1_000"],
+        float: ["0.25", "1e-3", "-1", "inf", "x"],
+        Path: ["a/b", "c.json"],
+        bool: [True, False],
+    }
     checked = 0
     for name, command in group.commands.items():
         ctx = command.make_context(name, [], resilient_parsing=True)

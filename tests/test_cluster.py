@@ -30,13 +30,7 @@ from segcp.cli import main
 from segcp.errors import SegcpError
 from segcp.io.datadir import DataSpec
 from segcp.io.writers import TMP_PREFIX
-from segcp.jobs import (
-    PREDICT_MANIFEST,
-    Job,
-    calibrate_dir,
-    evaluate_dir,
-    predict_dir,
-)
+from segcp.jobs import PREDICT_MANIFEST, Job, calibrate_dir, evaluate_dir, predict_dir
 from segcp.parallel import DaskExecutor, PoolExecutor, open_executor
 
 LIMIT_S = 180
@@ -67,9 +61,7 @@ def _time_limit():
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=logging.CRITICAL
-    )
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=logging.CRITICAL)
     c = distributed.Client(cluster, set_as_default=False)
     yield c
     c.close()
@@ -134,8 +126,9 @@ def test_cluster_equals_single_process_bit_for_bit(method, data, client, tmp_pat
 def test_the_encoder_is_loaded_once_per_worker(data, client):
     """RW-CP's encoder lives in a per-process cache: one load per worker, not per task."""
     client.restart()  # fresh worker processes: empty caches
-    rec = calibrate_dir(data, method="rwcp", alpha=0.2, method_params=PARAMS["rwcp"], show_progress=False,
-                        executor=DaskExecutor(client), chunk_size=1)  # 14 tasks on 2 workers
+    rec = calibrate_dir(
+        data, method="rwcp", alpha=0.2, method_params=PARAMS["rwcp"], show_progress=False, executor=DaskExecutor(client), chunk_size=1
+    )  # 14 tasks on 2 workers
     assert rec["n"] == 14
     info = client.run(lambda: __import__("segcp.methods.rwcp", fromlist=["_encoder"])._encoder.cache_info()._asdict())
     assert len(info) == 2
@@ -365,12 +358,27 @@ def test_predict_resume_with_labels(client, tmp_path, capsys):
     good = bad.read_bytes()
     bad.write_bytes(b"not a zip")
     out = tmp_path / "sets"
-    argv = ["predict", "--calib", str(calib), *map(str, _nn_args(nn)), "--out", str(out), "--combined", "--resume", "-q",
-            "--scheduler", client.scheduler.address, "--chunk-size", "1"]
+    argv = [
+        "predict",
+        "--calib",
+        str(calib),
+        *map(str, _nn_args(nn)),
+        "--out",
+        str(out),
+        "--combined",
+        "--resume",
+        "-q",
+        "--scheduler",
+        client.scheduler.address,
+        "--chunk-size",
+        "1",
+    ]
     code, err = _run(argv, capsys)
     assert code == 2 and err.startswith(f"segcp: error: {bad}"), err
     assert (out / PREDICT_MANIFEST).is_file() and not (out / "LV" / "case_007.nii.gz").exists()
-    first = {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*.nii.gz") if not p.name.startswith(TMP_PREFIX)}  # (a straggler may still be writing)
+    first = {
+        p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*.nii.gz") if not p.name.startswith(TMP_PREFIX)
+    }  # (a straggler may still be writing)
     bad.write_bytes(good)
     code, err = _run(argv, capsys)
     assert code in (0, None), err
@@ -396,8 +404,13 @@ def test_workers_leave_no_dask_scratch_space(tmp_path):
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=os.pathsep.join(sys.path))
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    r = subprocess.run([sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(data), "--alpha", "0.3", "--out", str(tmp_path / "c.json"),
-                        "--workers", "2"], capture_output=True, text=True, env=env, timeout=LIMIT_S)
+    r = subprocess.run(
+        [sys.executable, "-m", "segcp.cli", "calibrate", "--data", str(data), "--alpha", "0.3", "--out", str(tmp_path / "c.json"), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=LIMIT_S,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == ["segcp: running on a local Dask cluster of 2 workers"], r.stderr
     assert sorted(p.name for p in tmp.rglob("*")) == [], sorted(str(p) for p in tmp.rglob("*"))

@@ -150,7 +150,10 @@ def test_estimator_with_compact_curves_and_its_record():
     c1 = comp.curves(probs[:20], masks[:20])
     c2 = comp.curves(probs[20:], masks[20:])
     assert isinstance(c1, CompactCurves) and c1.nbytes <= 3 * 8 * 1000 + 16
-    assert ConformalSegmenter("threshold", alpha=0.1, curve_form="compact", grid_size=1000).calibrate_curves(comp.merge([c1, c2])).lambda_ == comp.lambdas_[0.1]
+    assert (
+        ConformalSegmenter("threshold", alpha=0.1, curve_form="compact", grid_size=1000).calibrate_curves(comp.merge([c1, c2])).lambda_
+        == comp.lambdas_[0.1]
+    )
 
 
 def test_zero_one_curves_stay_exact():
@@ -176,11 +179,20 @@ def test_compact_rounding_is_conservative_for_thirds():
         assert exact <= got <= exact + 7 * 2.0**-52 * 2 and math.isfinite(got)
 
 
-@pytest.mark.parametrize("grid", [Grid(0.0, 1.0, 2**16), Grid(0.0, 1.0, 7), Grid(-3.5, 1024.0, 65536), Grid(0.0, 65535.0, 65536), Grid(0.1, 0.3, 1000)])
+@pytest.mark.parametrize(
+    "grid", [Grid(0.0, 1.0, 2**16), Grid(0.0, 1.0, 7), Grid(-3.5, 1024.0, 65536), Grid(0.0, 65535.0, 65536), Grid(0.1, 0.3, 1000)]
+)
 def test_grid_index_is_searchsorted(grid):
     """The arithmetic index equals a binary search, on and around every grid point."""
     rng = np.random.default_rng(0)
     pts = grid.points
-    x = np.concatenate([rng.uniform(grid.lo - 1, grid.hi + 1, 20000), pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf),
-                        [np.inf, -np.inf, grid.hi, grid.lo]])
+    x = np.concatenate(
+        [
+            rng.uniform(grid.lo - 1, grid.hi + 1, 20000),
+            pts,
+            np.nextafter(pts, np.inf),
+            np.nextafter(pts, -np.inf),
+            [np.inf, -np.inf, grid.hi, grid.lo],
+        ]
+    )
     assert np.array_equal(grid.index(x), np.searchsorted(pts, x, side="left"))

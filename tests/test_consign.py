@@ -20,34 +20,10 @@ from segcp.calibration import LossCurves, conformal_quantile, crc_lambda, zero_o
 from segcp.cases import check_label_map, check_samples
 from segcp.cli import main
 from segcp.errors import SegcpError
-from segcp.metrics.diversity import (
-    chao1,
-    chao1_from_counts,
-    frequency_counts,
-    mean_abs_correlation,
-    sampled_coverage,
-)
-from segcp.segsets.agreement import (
-    agreement,
-    truth_weights,
-)
-from segcp.segsets.aps import (
-    aps_agreement,
-    aps_draw,
-    aps_score,
-    aps_sets,
-    entry_levels,
-)
-from segcp.segsets.consign import (
-    SearchOptions,
-    _Search,
-    consign_score,
-    decompose,
-    draw,
-    is_member,
-    latin_hypercube,
-    thin_svd,
-)
+from segcp.metrics.diversity import chao1, chao1_from_counts, frequency_counts, mean_abs_correlation, sampled_coverage
+from segcp.segsets.agreement import agreement, truth_weights
+from segcp.segsets.aps import aps_agreement, aps_draw, aps_score, aps_sets, entry_levels
+from segcp.segsets.consign import SearchOptions, _Search, consign_score, decompose, draw, is_member, latin_hypercube, thin_svd
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"  # the reference procedure lives there
 if str(BENCHMARKS) not in sys.path:
@@ -379,14 +355,29 @@ def _ok(argv):
 def test_cli_round_trip(tmp_path, cases, capsys):
     cal = _write_dir(tmp_path / "cal", cases[:16])
     test = _write_dir(tmp_path / "test", cases[16:])
-    _ok(["calibrate", "--method", "consign", "--K", "2", "--beta", "0.8", "--alpha", "0.2",
-          "--data", str(cal), "--out", str(tmp_path / "c.json"), "-q"])
+    _ok(
+        [
+            "calibrate",
+            "--method",
+            "consign",
+            "--K",
+            "2",
+            "--beta",
+            "0.8",
+            "--alpha",
+            "0.2",
+            "--data",
+            str(cal),
+            "--out",
+            str(tmp_path / "c.json"),
+            "-q",
+        ]
+    )
     rec = json.loads((tmp_path / "c.json").read_text())
     assert rec["method"] == "consign" and rec["params"]["K"] == 2 and rec["n"] == 16
     scores = np.array([np.inf if v is None else v for v in rec["scores"]])
     assert rec["lambda"] == conformal_quantile(scores, 0.2)
-    _ok(["evaluate", "--calib", str(tmp_path / "c.json"), "--data", str(test), "--draws", "20",
-          "--out", str(tmp_path / "m.json")])
+    _ok(["evaluate", "--calib", str(tmp_path / "c.json"), "--data", str(test), "--draws", "20", "--out", str(tmp_path / "m.json")])
     assert "SEC" in capsys.readouterr().out
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["n"] == 8 and m["draws"] == 20
@@ -396,12 +387,10 @@ def test_cli_round_trip(tmp_path, cases, capsys):
     # SEC never exceeds coverage: a draw that agrees certifies membership
     assert all(v["sec"] <= v["covered"] or v["score"] is None for v in m["per_image"].values())
 
-    _ok(["calibrate", "--method", "aps", "--beta", "0.8", "--alpha", "0.2", "--data", str(cal),
-          "--out", str(tmp_path / "a.json"), "-q"])
+    _ok(["calibrate", "--method", "aps", "--beta", "0.8", "--alpha", "0.2", "--data", str(cal), "--out", str(tmp_path / "a.json"), "-q"])
     rec = json.loads((tmp_path / "a.json").read_text())
     assert rec["source"] == "samples" and 0 <= rec["lambda"] <= 1
-    _ok(["evaluate", "--calib", str(tmp_path / "a.json"), "--data", str(test), "--draws", "10",
-          "--out", str(tmp_path / "am.json"), "-q"])
+    _ok(["evaluate", "--calib", str(tmp_path / "a.json"), "--data", str(test), "--draws", "10", "--out", str(tmp_path / "am.json"), "-q"])
     assert json.loads((tmp_path / "am.json").read_text())["method"] == "aps"
 
     # APS from probs/ (L, *S) when there are no samples
@@ -411,8 +400,7 @@ def test_cli_round_trip(tmp_path, cases, capsys):
     for c in cases[:16]:
         np.save(probs / "probs" / f"{c.id}.npy", c.samples.mean(axis=0))
         np.save(probs / "masks" / f"{c.id}.npy", c.truth)
-    _ok(["calibrate", "--method", "aps", "--beta", "0.8", "--alpha", "0.2", "--data", str(probs),
-          "--out", str(tmp_path / "a2.json"), "-q"])
+    _ok(["calibrate", "--method", "aps", "--beta", "0.8", "--alpha", "0.2", "--data", str(probs), "--out", str(tmp_path / "a2.json"), "-q"])
     rec2 = json.loads((tmp_path / "a2.json").read_text())
     assert rec2["source"] == "probs" and rec2["lambda"] == pytest.approx(rec["lambda"], abs=1e-3)
 
@@ -439,8 +427,11 @@ def test_cli_bad_inputs(tmp_path, cases, capsys):
     np.save(root / "masks" / f"{cases[0].id}.npy", cases[0].truth)
     (root / "masks" / f"{cases[1].id}.npy").unlink()
     _fails(base, capsys, "no file for id")
-    _fails(["calibrate", "--method", "consign", "--alpha", "0.2", "--data", str(tmp_path / "d" / "masks"),
-            "--out", str(tmp_path / "c.json")], capsys, "missing folder samples/")
+    _fails(
+        ["calibrate", "--method", "consign", "--alpha", "0.2", "--data", str(tmp_path / "d" / "masks"), "--out", str(tmp_path / "c.json")],
+        capsys,
+        "missing folder samples/",
+    )
     _fails(base[:-2] + ["--beta", "1.5", "--out", str(tmp_path / "c.json")], capsys, "beta must be in")
     _fails(base + ["--K", "0"], capsys, "K must be a positive integer")
     _fails(["evaluate", "--data", str(root), "--out", str(tmp_path / "m.json")], capsys, "--sets DIR")

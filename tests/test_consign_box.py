@@ -23,17 +23,7 @@ from segcp.errors import SegcpError
 from segcp.metrics.diversity import sampled_coverage
 from segcp.segsets.agreement import agreement, agrees, exceeds_beta, float_band
 from segcp.segsets.aps import aps_agreement, aps_score
-from segcp.segsets.consign import (
-    BOX_CONVENTIONS,
-    Decomposition,
-    SearchOptions,
-    _Search,
-    consign_score,
-    decompose,
-    draw,
-    is_member,
-    thin_svd,
-)
+from segcp.segsets.consign import BOX_CONVENTIONS, Decomposition, SearchOptions, _Search, consign_score, decompose, draw, is_member, thin_svd
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "consign_normalized_e6d4653.json"
@@ -180,10 +170,18 @@ def _record(box_kw: dict) -> dict:
                 out["decomp"].append(_h(d.lower) + _h(d.upper) + _h(d.coefficients))
                 lam = r.lambda_
                 drawn = _h(draw(d, lam if math.isfinite(lam) else 1.0, 20, seed=1))
-                out["scores"].append([
-                    _fx(lam), _fx(r.lower_bound), None if r.certificate is None else [_fx(v) for v in r.certificate],
-                    _fx(r.agreement) if math.isfinite(lam) else None, r.tests, r.steps, r.evaluations, drawn,
-                ])
+                out["scores"].append(
+                    [
+                        _fx(lam),
+                        _fx(r.lower_bound),
+                        None if r.certificate is None else [_fx(v) for v in r.certificate],
+                        _fx(r.agreement) if math.isfinite(lam) else None,
+                        r.tests,
+                        r.steps,
+                        r.evaluations,
+                        drawn,
+                    ]
+                )
     est = _consign(0.3, **box_kw).calibrate(_items(cases))
     out["calib"] = [_fx(est.lambda_), [_fx(v) for v in est.scores_]]
     return out
@@ -212,8 +210,7 @@ def _equal_sv_pair(d: Decomposition, sigma: float) -> tuple[Decomposition, Decom
     half = 0.5 * (d.upper - d.lower)
     common = dict(mean=d.mean, directions=d.directions, singular_values=np.full(d.K, sigma), shape=d.shape)
     n = Decomposition(**common, coefficients=d.coefficients, lower=-half, upper=half, box_convention="normalized")
-    p = Decomposition(**common, coefficients=sigma * d.coefficients, lower=-sigma * half, upper=sigma * half,
-                      box_convention="paper")
+    p = Decomposition(**common, coefficients=sigma * d.coefficients, lower=-sigma * half, upper=sigma * half, box_convention="paper")
     return n, p
 
 
@@ -361,9 +358,16 @@ def _edge_case(n0: int = 20, n1: int = 40):
     mean = np.stack([0.5 - gap / 2, 0.5 + gap / 2])
     u = np.stack([np.full(P, -1.0), np.full(P, 1.0)]) / math.sqrt(2 * P)
     truth = np.r_[np.zeros(n0, int), np.ones(n1, int)].reshape(1, P)
-    dec = Decomposition(mean=mean, directions=u[None], singular_values=np.array([1.0]),
-                        coefficients=np.array([[-1.0], [1.0]]), lower=np.array([-1.0]), upper=np.array([1.0]),
-                        shape=(1, P), box_convention="paper")
+    dec = Decomposition(
+        mean=mean,
+        directions=u[None],
+        singular_values=np.array([1.0]),
+        coefficients=np.array([[-1.0], [1.0]]),
+        lower=np.array([-1.0]),
+        upper=np.array([1.0]),
+        shape=(1, P),
+        box_convention="paper",
+    )
     thr = 0.5 / n1 * math.sqrt(2 * P) / 2  # c at which one more foreground pixel flips
     return dec, truth, thr
 
@@ -471,14 +475,31 @@ def test_estimator_records_the_box(cases, tmp_path, capsys):
         np.save(root / "masks" / f"{c.id}.npy", c.truth.astype(np.uint8))
     for box, ref in (("normalized", norm), ("paper", paper)):
         with pytest.raises(SystemExit) as exc:
-            main(["calibrate", "--method", "consign", "--K", "2", "--beta", "0.8", "--alpha", "0.3", "--data", str(root),
-                  "--out", str(tmp_path / f"{box}.json"), "-q", "-p", f"box={box}"])
+            main(
+                [
+                    "calibrate",
+                    "--method",
+                    "consign",
+                    "--K",
+                    "2",
+                    "--beta",
+                    "0.8",
+                    "--alpha",
+                    "0.3",
+                    "--data",
+                    str(root),
+                    "--out",
+                    str(tmp_path / f"{box}.json"),
+                    "-q",
+                    "-p",
+                    f"box={box}",
+                ]
+            )
         assert exc.value.code == 0
         rec = json.loads((tmp_path / f"{box}.json").read_text())
         assert rec["params"]["box"] == box and rec["lambda"] == pytest.approx(ref.lambda_, rel=1e-6)
     with pytest.raises(SystemExit) as exc:
-        main(["calibrate", "--method", "consign", "--alpha", "0.3", "--data", str(root), "--out", str(tmp_path / "x.json"),
-              "-p", "box=unit"])
+        main(["calibrate", "--method", "consign", "--alpha", "0.3", "--data", str(root), "--out", str(tmp_path / "x.json"), "-p", "box=unit"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "box must be one of paper, normalized" in err

@@ -55,9 +55,7 @@ def real_samples(acdc_dir: Path, tmp_path_factory) -> Path:
         d = tmp_path_factory.mktemp("consign_real")
         train_dir = _write(d / "train", train)
         test_dir = _write(d / "test", test)
-        cfg = TrainConfig(
-            epochs=12, size=64, width=8, batch_size=8, threads=1, warmup_epochs=0.5, dropout=0.3
-        )
+        cfg = TrainConfig(epochs=12, size=64, width=8, batch_size=8, threads=1, warmup_epochs=0.5, dropout=0.3)
         train_datadir(train_dir, d / "drop.pt", cfg, show_progress=False)
         infer_to_dir([d / "drop.pt"], d / "probs", data=test_dir, samples=12, seed=0, show_progress=False)
     finally:

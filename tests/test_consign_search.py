@@ -55,8 +55,14 @@ def cases():
 
 # ------------------------------------------------------------------ the certificate stays exact
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), L=st.sampled_from([2, 3, 4]), K=st.sampled_from([1, 2, 3, 5]),
-       beta=st.sampled_from([0.6, 0.8, 0.9]), units=st.floats(0.0, 30.0), box=st.sampled_from(["paper", "normalized"]))
+@given(
+    seed=st.integers(0, 10_000),
+    L=st.sampled_from([2, 3, 4]),
+    K=st.sampled_from([1, 2, 3, 5]),
+    beta=st.sampled_from([0.6, 0.8, 0.9]),
+    units=st.floats(0.0, 30.0),
+    box=st.sampled_from(["paper", "normalized"]),
+)
 def test_lines_never_certifies_a_non_member(seed, L, K, beta, units, box):
     """A certified point of one membership test, and the score's certificate, are in their box
     and agree with the truth on the whole image by the exact rule (float64 argmax of
@@ -208,10 +214,18 @@ def test_adam_strategy_is_the_issue16_search_bit_for_bit():
                 r = consign_score(d, c.truth, beta, options=adam)
                 lam = r.lambda_
                 drawn = _h(draw(d, lam if math.isfinite(lam) else 1.0, 20, seed=1))
-                scores.append([
-                    _fx(lam), _fx(r.lower_bound), None if r.certificate is None else [_fx(v) for v in r.certificate],
-                    _fx(r.agreement) if math.isfinite(lam) else None, r.tests, r.steps, r.evaluations, drawn,
-                ])
+                scores.append(
+                    [
+                        _fx(lam),
+                        _fx(r.lower_bound),
+                        None if r.certificate is None else [_fx(v) for v in r.certificate],
+                        _fx(r.agreement) if math.isfinite(lam) else None,
+                        r.tests,
+                        r.steps,
+                        r.evaluations,
+                        drawn,
+                    ]
+                )
     for i, (a, b) in enumerate(zip(scores, golden["scores"])):
         assert a == b, f"image/setting {i}: {a} != {b}"
     from segcp import Case
@@ -233,8 +247,18 @@ def test_strategy_option_and_old_records():
     # 16's search, no strategy) is read as the Adam search its scores came from
     assert ConsignMethod.normalize_params({"strategy": "adam"})["search"] == {"strategy": "adam"}
     assert ConsignMethod.normalize_params({"max_iter": 50})["search"] == {"max_iter": 50}
-    old = {"n_screen": 64, "n_starts": 4, "max_iter": 120, "patience": 20, "lr": 0.1, "temperature": 0.3,
-           "rtol": 0.001, "atol": None, "lambda_max": None, "seed": 0}
+    old = {
+        "n_screen": 64,
+        "n_starts": 4,
+        "max_iter": 120,
+        "patience": 20,
+        "lr": 0.1,
+        "temperature": 0.3,
+        "rtol": 0.001,
+        "atol": None,
+        "lambda_max": None,
+        "seed": 0,
+    }
     assert ConsignMethod.normalize_params({"search": old})["search"]["strategy"] == "adam"
     assert ConsignMethod(search=dict(old)).options().strategy == "lines"  # a fresh family: the default
     record = ConsignMethod.normalize_params({"search": dict(old)})
@@ -248,11 +272,14 @@ def test_compare_summary_counts_misses_and_bounds_the_reference():
     from consign_compare import summarize
 
     def row(i, lines, adam, ref, at_least=None, cause=None):
-        r = {"id": f"im{i}", "K": 2, "beta": 0.8,
-             "lines": {"lambda": lines, "seconds": 1.0, "exhaustive": 0, "proven": 0.0, "miss": False},
-             "adam": {"lambda": adam, "seconds": 0.5, "exhaustive": 0, "proven": 0.0, "miss": False},
-             "reference": {"lambda": ref, "cap": 1.0, "at_least": ref if ref is not None else at_least,
-                           "seconds": 10.0, "grid_points": 3}}
+        r = {
+            "id": f"im{i}",
+            "K": 2,
+            "beta": 0.8,
+            "lines": {"lambda": lines, "seconds": 1.0, "exhaustive": 0, "proven": 0.0, "miss": False},
+            "adam": {"lambda": adam, "seconds": 0.5, "exhaustive": 0, "proven": 0.0, "miss": False},
+            "reference": {"lambda": ref, "cap": 1.0, "at_least": ref if ref is not None else at_least, "seconds": 10.0, "grid_points": 3},
+        }
         for s, lam in (("lines", lines), ("adam", adam)):
             miss = ref is not None and (lam is None or lam > ref + 0.01 + 1e-9)
             r[s]["miss"] = miss

@@ -292,8 +292,13 @@ def test_busi_near_duplicate_groups(busi_task: Task) -> None:
     assert 480 <= n_groups <= 520 and 230 <= in_dup <= 290
     assert max(len(m) for m in members.values()) <= 10  # no runaway chaining
     # Inspected pairs: identical images filed under both classes, caliper / no-caliper frames.
-    for a, b in [("benign_433", "malignant_145"), ("benign_333", "malignant_078"), ("benign_238", "benign_300"),
-                 ("malignant_005", "malignant_007"), ("benign_065", "benign_157")]:
+    for a, b in [
+        ("benign_433", "malignant_145"),
+        ("benign_333", "malignant_078"),
+        ("benign_238", "benign_300"),
+        ("malignant_005", "malignant_007"),
+        ("benign_065", "benign_157"),
+    ]:
         assert groups[a] == groups[b], (a, b)
     # Inspected distinct lesions with similar dHash or layout: not grouped.
     for a, b in [("benign_062", "benign_080"), ("malignant_032", "malignant_095"), ("benign_017", "benign_099")]:

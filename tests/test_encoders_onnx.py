@@ -112,10 +112,7 @@ def test_backend_choice(monkeypatch):
 
 # ---------------------------------------------------------------------------- checkpoints
 @needs_ort
-@pytest.mark.parametrize(
-    "kind,layer",
-    [("dinov2", None), ("dinov2", -1), ("dinov2_with_registers", None), ("dinov3_vit", None), ("dinov3_vit", 1)],
-)
+@pytest.mark.parametrize("kind,layer", [("dinov2", None), ("dinov2", -1), ("dinov2_with_registers", None), ("dinov3_vit", None), ("dinov3_vit", 1)])
 def test_checkpoint_export_matches_torch(tmp_path, kind, layer):
     patch = _tiny(kind, tmp_path / kind)
     kw = dict(input_size=4 * patch + 3, layer=layer, batch_size=2, threads=1)

@@ -39,10 +39,13 @@ def data(tmp_path_factory) -> Path:
 
 
 def test_compare_and_benchmark_give_the_same_numbers(data, tmp_path):
-    cmp = compare_dir(data, [parse_spec(m) for m in METHODS], alphas=(0.2, 0.1), n_cal=20, n_splits=3, seed=1, out=tmp_path / "c",
-                      show_progress=False)
-    text = (f"seed = 1\nsplits = 3\nn_cal = 20\nalphas = [0.2, 0.1]\nvalidity_splits = 0\nmethods = {json.dumps(METHODS)}\n"
-            f"[[task]]\nname = 'd'\ndata = '{data}'\n")
+    cmp = compare_dir(
+        data, [parse_spec(m) for m in METHODS], alphas=(0.2, 0.1), n_cal=20, n_splits=3, seed=1, out=tmp_path / "c", show_progress=False
+    )
+    text = (
+        f"seed = 1\nsplits = 3\nn_cal = 20\nalphas = [0.2, 0.1]\nvalidity_splits = 0\nmethods = {json.dumps(METHODS)}\n"
+        f"[[task]]\nname = 'd'\ndata = '{data}'\n"
+    )
     bench = run_benchmark(parse_config(text), None, use_cache=False, show_progress=False)
     records = {(r["method"], r["alpha"], r["split"]): r for r in bench["tasks"][0]["records"]}
     assert len(cmp["splits"]) == len(records) == 3 * 2 * 3
@@ -146,8 +149,25 @@ def test_tune_on_two_workers_equals_one_process(data, tmp_path, monkeypatch):
     for extra in ([], ["--workers", "2"]):
         out = tmp_path / f"tune{len(extra)}.json"
         with pytest.raises(SystemExit) as exc:
-            main(["tune", "--data", str(data), "-m", "morph", "-g", "se=cross|square", "--alpha", "0.2", "--folds", "3", "--out", str(out), "-q",
-                  *extra])
+            main(
+                [
+                    "tune",
+                    "--data",
+                    str(data),
+                    "-m",
+                    "morph",
+                    "-g",
+                    "se=cross|square",
+                    "--alpha",
+                    "0.2",
+                    "--folds",
+                    "3",
+                    "--out",
+                    str(out),
+                    "-q",
+                    *extra,
+                ]
+            )
         assert exc.value.code in (0, None)
         tables.append(json.loads(out.read_text()))
     assert tables[0]["table"] == tables[1]["table"] and tables[0]["best"] == tables[1]["best"]

@@ -193,7 +193,12 @@ def test_predict_replaces_a_folder_whole_or_refuses(ws, capsys):
     assert sorted(p.name for p in s.iterdir()) == [".segcp-predict.json"] + [f"{i}.npy" for i in range(5)]  # replaced, never merged
     assert not [p for p in ws.iterdir() if p.name.startswith(".")]
     shutil.copytree(ws / "d", ws / "copy")
-    fails(["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "copy", "--overwrite"], capsys, ws, "not a folder that segcp predict wrote")
+    fails(
+        ["predict", "--calib", ws / "c.json", "--data", ws / "d", "--out", ws / "copy", "--overwrite"],
+        capsys,
+        ws,
+        "not a folder that segcp predict wrote",
+    )
 
 
 def test_compare_refuses_a_report_folder_it_cannot_fill(ws, capsys):
@@ -243,16 +248,14 @@ def test_calib_json_structure_limits(ws, capsys):
 
 
 def test_consign_scores_are_validated(tmp_path, capsys):
-    rec = {"method": "consign", "params": {"K": 2, "beta": 0.8, "box_alpha": 0.2}, "alpha": 0.2, "lambda": 0.5, "n": 2,
-           "scores": ["abc", 0.1]}
+    rec = {"method": "consign", "params": {"K": 2, "beta": 0.8, "box_alpha": 0.2}, "alpha": 0.2, "lambda": 0.5, "n": 2, "scores": ["abc", 0.1]}
     (tmp_path / "c.json").write_text(json.dumps(rec))
     make_data(tmp_path / "d")
     fails(["predict", "--calib", tmp_path / "c.json", "--data", tmp_path / "d", "--out", tmp_path / "s"], capsys, tmp_path, "scores")
 
 
 def test_run_time_paths_never_come_from_a_calib_file(ws, capsys, tmp_path):
-    rec = {"method": "rwcp", "params": {"encoder": str(tmp_path / "ckpt"), "cache_dir": str(tmp_path / "evil")},
-           "alpha": 0.25, "lambda": 0.5, "n": 5}
+    rec = {"method": "rwcp", "params": {"encoder": str(tmp_path / "ckpt"), "cache_dir": str(tmp_path / "evil")}, "alpha": 0.25, "lambda": 0.5, "n": 5}
     (tmp_path / "ckpt").mkdir()
     (ws / "r.json").write_text(json.dumps(rec))
     fails(["predict", "--calib", ws / "r.json", "--data", ws / "d", "--out", ws / "s"], capsys, ws, "never chooses paths")
@@ -262,8 +265,9 @@ def test_run_time_paths_never_come_from_a_calib_file(ws, capsys, tmp_path):
 # ---------------------------------------------------------------------------- 5. silent nonsense
 def test_an_absent_structure_is_an_error(tmp_path, capsys):
     d = make_data(tmp_path / "d")
-    err = fails(["calibrate", "--alpha", "0.25", "--label", "3", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
-                "no mask holds label 3")
+    err = fails(
+        ["calibrate", "--alpha", "0.25", "--label", "3", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path, "no mask holds label 3"
+    )
     assert "labels present: 0, 1" in err
 
 
@@ -315,14 +319,17 @@ def test_option_errors_are_one_line(ws, capsys):
     fails(["predict", "--nope"], capsys, ws)
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--alpah", "0.2"], "No such option: --alpah"),  # a typo: click's error and its suggestions, never a method's option list
-    (["--method", "threshold", "--K", "2"], "--K: not an option of --method threshold (an option of --method consign)"),
-    (["--method", "morph", "--se", "disk"], "Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'."),
-    (["--curves", "fast"], "Invalid value for '--curves': 'fast' is not one of 'auto', 'exact', 'compact'."),
-    (["--method", "morph", "--se"], "Option '--se' requires an argument."),
-    (["stray"], "Got unexpected extra argument (stray)"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--alpah", "0.2"], "No such option: --alpah"),  # a typo: click's error and its suggestions, never a method's option list
+        (["--method", "threshold", "--K", "2"], "--K: not an option of --method threshold (an option of --method consign)"),
+        (["--method", "morph", "--se", "disk"], "Invalid value for '--se': 'disk' is not one of 'cross', 'square', 'ball'."),
+        (["--curves", "fast"], "Invalid value for '--curves': 'fast' is not one of 'auto', 'exact', 'compact'."),
+        (["--method", "morph", "--se"], "Option '--se' requires an argument."),
+        (["stray"], "Got unexpected extra argument (stray)"),
+    ],
+)
 def test_option_typos_and_bad_choices_are_one_line(ws, capsys, extra, fragment):
     fails(["calibrate", "--data", ws / "d", "--out", ws / "x.json", *extra], capsys, ws, fragment)
 
@@ -366,7 +373,12 @@ def test_a_non_finite_affine_is_refused_not_written_into_the_sets(tmp_path, caps
     img = nib.Nifti1Image(rng.random((6, 6, 3)).astype(np.float32), affine)
     img.set_qform(None, code=0)
     nib.save(img, str(d / "probs" / "3.nii.gz"))
-    fails(["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"], capsys, tmp_path, "probs/3.nii.gz: its voxel-to-world matrix")
+    fails(
+        ["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"],
+        capsys,
+        tmp_path,
+        "probs/3.nii.gz: its voxel-to-world matrix",
+    )
     fails(["calibrate", "--alpha", "0.34", "--data", d, "--out", tmp_path / "c2.json"], capsys, tmp_path, "probs/3.nii.gz: its voxel-to-world matrix")
 
 
@@ -385,8 +397,12 @@ def test_an_nnunet_npz_and_its_nifti_companion_must_share_a_grid(tmp_path, capsy
         nib.save(nib.Nifti1Image(mask, np.eye(4)), str(d / "masks" / f"{i}.nii.gz"))
     ok(["calibrate", "--alpha", "0.34", "--label", "1", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
     nib.save(nib.Nifti1Image(np.zeros((12, 10, 8), np.uint8), np.eye(4)), str(d / "probs" / "2.nii.gz"))
-    fails(["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"], capsys, tmp_path, "probs/2.nii.gz: its grid is (12, 10, 8)")
-    fails(["calibrate", "--alpha", "0.34", "--label", "1", "--data", d, "--out", tmp_path / "c2.json"], capsys, tmp_path, "probs/2.nii.gz: its grid is")
+    fails(
+        ["predict", "--calib", tmp_path / "c.json", "--data", d, "--out", tmp_path / "s"], capsys, tmp_path, "probs/2.nii.gz: its grid is (12, 10, 8)"
+    )
+    fails(
+        ["calibrate", "--alpha", "0.34", "--label", "1", "--data", d, "--out", tmp_path / "c2.json"], capsys, tmp_path, "probs/2.nii.gz: its grid is"
+    )
 
 
 def test_huge_png_header_gives_one_line_and_no_warnings(ws, capsys):
@@ -419,15 +435,18 @@ def test_an_empty_mask_array_is_one_line(ws, capsys, dtype):
 # ---------------------------------------------------------------------------- 8. issue 23: extreme options, accepted nonsense, silent mixtures
 def test_tune_refuses_more_folds_than_groups(ws, capsys):
     """`tune --folds 1000` on 5 images printed a "1000-fold CV" (run with one fold per image)."""
-    fails(["tune", "--data", ws / "d", "-m", "morph", "-g", "se=cross|square", "--alpha", "0.25", "--folds", "1000"], capsys, ws,
-          "--folds 1000: more folds than the 5 groups (patients) of the calibration set; give at most 5")
+    fails(
+        ["tune", "--data", ws / "d", "-m", "morph", "-g", "se=cross|square", "--alpha", "0.25", "--folds", "1000"],
+        capsys,
+        ws,
+        "--folds 1000: more folds than the 5 groups (patients) of the calibration set; give at most 5",
+    )
 
 
 @pytest.mark.parametrize("command", ["compare", "tune"])
 def test_a_negative_seed_is_one_line(ws, capsys, command):
     """`compare --seed -1` (and tune) ended in numpy's ValueError traceback."""
-    extra = (["--out", ws / "rep", "--n-cal", "3", "--splits", "2"] if command == "compare"
-             else ["-m", "morph", "-g", "se=cross|square"])
+    extra = ["--out", ws / "rep", "--n-cal", "3", "--splits", "2"] if command == "compare" else ["-m", "morph", "-g", "se=cross|square"]
     fails([command, "--data", ws / "d", "--alpha", "0.25", "--seed", "-1", *extra], capsys, ws, "--seed")
 
 
@@ -439,8 +458,12 @@ def test_all_empty_calibration_masks_are_refused_unless_asked_for(tmp_path, caps
         np.save(f, np.zeros((8, 8), np.uint8))
     base = ["calibrate", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"]
     fails(base, capsys, tmp_path, "masks: every mask is empty: the FNR is undefined on empty truths")
-    fails(["compare", "--data", d, "--out", tmp_path / "rep", "--n-cal", "3", "--splits", "2", "--alpha", "0.25"], capsys, tmp_path,
-          "every mask is empty")
+    fails(
+        ["compare", "--data", d, "--out", tmp_path / "rep", "--n-cal", "3", "--splits", "2", "--alpha", "0.25"],
+        capsys,
+        tmp_path,
+        "every mask is empty",
+    )
     ok([*base, "--allow-empty-masks", "-q"], capsys)
     assert json.loads((tmp_path / "c.json").read_text())["empirical_risk"] == 0  # what it was refused for, asked for by name
 
@@ -454,8 +477,12 @@ def test_mixed_dimensionality_is_refused_and_the_calibration_keeps_its_own(tmp_p
     slices = make_data(tmp_path / "slices", seed=1)
     shutil.copy(slices / "probs" / "0.npy", vols / "probs" / "9.npy")
     shutil.copy(slices / "masks" / "0.npy", vols / "masks" / "9.npy")
-    fails(["calibrate", "--alpha", "0.25", "--data", vols, "--out", tmp_path / "mix.json"], capsys, tmp_path,
-          "9.npy: a 2-D image among 5 3-D ones; a calibration set holds images of one dimensionality")
+    fails(
+        ["calibrate", "--alpha", "0.25", "--data", vols, "--out", tmp_path / "mix.json"],
+        capsys,
+        tmp_path,
+        "9.npy: a 2-D image among 5 3-D ones; a calibration set holds images of one dimensionality",
+    )
     other = "0.npy: a 2-D image, but the calibration was made on 3-D images"
     fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "s"], capsys, tmp_path, other)
     fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "a" / "s", "--resume"], capsys, tmp_path, other)
@@ -495,15 +522,23 @@ def _stacks(root: Path, labels: dict[str, int] | None) -> Path:
 def test_a_dataset_json_lacking_a_structure_of_the_stacks_is_one_line(tmp_path, capsys):
     """A dataset.json naming labels 0-2 of 4-class stacks calibrated 1 and 2 and left 3 out without a word."""
     d = _stacks(tmp_path / "d", {"background": 0, "RV": 1, "LV": 2})
-    fails(["calibrate", "--labels", "all", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "dataset.json: no label has the value 3, a structure of the probability stacks (4 channels")
+    fails(
+        ["calibrate", "--labels", "all", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "dataset.json: no label has the value 3, a structure of the probability stacks (4 channels",
+    )
     ok(["calibrate", "--labels", "RV,LV", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)  # listed: not silent
 
 
 def test_labels_calibrate_the_background_only_when_it_is_named(tmp_path, capsys):
     """`--labels 0,1` calibrated the background as a structure: label 0 only by name."""
     d = _stacks(tmp_path / "d", None)
-    fails(["calibrate", "--labels", "0,1", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "--labels: label 0 is the background; to calibrate a set for it anyway, name it (--labels background,...)")
+    fails(
+        ["calibrate", "--labels", "0,1", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "--labels: label 0 is the background; to calibrate a set for it anyway, name it (--labels background,...)",
+    )
     ok(["calibrate", "--labels", "background,1", "--alpha", "0.25", "--data", d, "--out", tmp_path / "c.json", "-q"], capsys)
     assert [s["label"] for s in json.loads((tmp_path / "c.json").read_text())["structures"]] == [0, 1]

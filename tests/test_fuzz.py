@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_faults import make_data, run, snapshot
 
-FUZZ = settings(max_examples=int(os.environ.get("SEGCP_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("SEGCP_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 class Workspace:
@@ -119,16 +121,37 @@ def test_corrupted_data_files(template, capsys, which, index, how):
 
 # ---------------------------------------------------------------------------- calib.json
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=8,
 )
 
 
 @FUZZ
-@given(key=st.sampled_from(["method", "params", "alpha", "lambda", "n", "guarantee", "tau", "schema", "schema_version",
-                            "segcp_version", "label", "probs_channels", "scores", "empirical_risk", "bound", "identity"]),
-       value=json_values, delete=st.booleans())
+@given(
+    key=st.sampled_from(
+        [
+            "method",
+            "params",
+            "alpha",
+            "lambda",
+            "n",
+            "guarantee",
+            "tau",
+            "schema",
+            "schema_version",
+            "segcp_version",
+            "label",
+            "probs_channels",
+            "scores",
+            "empirical_risk",
+            "bound",
+            "identity",
+        ]
+    ),
+    value=json_values,
+    delete=st.booleans(),
+)
 def test_corrupted_calibration_records(template, capsys, key, value, delete):
     with Workspace(template) as root:
         rec = json.loads((root / "c.json").read_text())
@@ -153,9 +176,12 @@ option_text = st.one_of(st.text(max_size=12), st.sampled_from(["0", "-1", "1", "
 
 
 @FUZZ
-@given(option=st.sampled_from(["--alpha", "--tau", "--label", "--guarantee", "--method", "-p k", "-p se", "-p threshold",
-                               "-p empty_prediction", "--se"]),
-       value=option_text)
+@given(
+    option=st.sampled_from(
+        ["--alpha", "--tau", "--label", "--guarantee", "--method", "-p k", "-p se", "-p threshold", "-p empty_prediction", "--se"]
+    ),
+    value=option_text,
+)
 @example(option="--alpha", value="5e-324")  # subnormal: 1/alpha overflows (was an OverflowError traceback)
 @example(option="--alpha", value="2.2250738585072014e-308")
 @example(option="--alpha", value="1e-20")
@@ -176,8 +202,11 @@ segment = st.sampled_from(["", ".", "d", "probs", "masks", "c.json", "x" * 250, 
 
 
 @FUZZ
-@given(parts=st.lists(segment, min_size=1, max_size=3), command=st.sampled_from(["calibrate", "predict", "evaluate"]),
-       prepare=st.sampled_from(["none", "file", "dir", "nonempty"]))
+@given(
+    parts=st.lists(segment, min_size=1, max_size=3),
+    command=st.sampled_from(["calibrate", "predict", "evaluate"]),
+    prepare=st.sampled_from(["none", "file", "dir", "nonempty"]),
+)
 def test_output_paths(template, capsys, parts, command, prepare):
     with Workspace(template) as root:
         out = root.joinpath(*parts) if parts != [""] else Path("")
@@ -224,7 +253,7 @@ def make_stacks(root: Path, n: int = 8, shape=(10, 10), labels: int = 3, seed: i
         (root / sub).mkdir(parents=True)
     for i in range(n):
         lab = rng.integers(0, labels, shape).astype(np.uint8)
-        lab.flat[: labels] = np.arange(labels)
+        lab.flat[:labels] = np.arange(labels)
         onehot = np.stack([lab == v for v in range(labels)]).astype(np.float64) + rng.uniform(0, 0.8, (labels, *shape))
         np.save(root / "probs" / f"{i}.npy", (onehot / onehot.sum(0)).astype(np.float32))
         np.save(root / "masks" / f"{i}.npy", lab)
@@ -272,8 +301,34 @@ def run_quiet(argv: list) -> tuple[int, str, str]:
 
 names = st.one_of(
     st.text(max_size=12),
-    st.sampled_from(["..", ".", "../..", "../../../evil", "/tmp/evil", "a/b", "a\\b", "C:\\x", "C:", "CON", "nul.txt", "Com1",
-                     "combined", "structures.json", "\x00", "\x1b[1m", "-rf", ".hidden", "x" * 300, "RV", "rv", "label1", "ü", "左心室"]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "../..",
+            "../../../evil",
+            "/tmp/evil",
+            "a/b",
+            "a\\b",
+            "C:\\x",
+            "C:",
+            "CON",
+            "nul.txt",
+            "Com1",
+            "combined",
+            "structures.json",
+            "\x00",
+            "\x1b[1m",
+            "-rf",
+            ".hidden",
+            "x" * 300,
+            "RV",
+            "rv",
+            "label1",
+            "ü",
+            "左心室",
+        ]
+    ),
 )
 labels = st.one_of(st.integers(-3, 5), st.sampled_from([2**31, -(2**63), 10**30]), st.booleans(), st.none(), st.text(max_size=2), st.floats())
 
@@ -294,8 +349,18 @@ def test_no_calibration_record_makes_predict_write_outside_out(stacks, entries, 
         (root / "c.json").write_text(json.dumps(rec, allow_nan=True))
         out = root / "out" / "sets"
         before = snapshot(root.parents[2])
-        argv = ["predict", "--calib", root / "c.json", "--data", root / "d", "--out", out, "-q",
-                *(["--combined"] if combined else []), *(["--resume"] if resume else [])]
+        argv = [
+            "predict",
+            "--calib",
+            root / "c.json",
+            "--data",
+            root / "d",
+            "--out",
+            out,
+            "-q",
+            *(["--combined"] if combined else []),
+            *(["--resume"] if resume else []),
+        ]
         code, _, err = run_quiet(argv)
         after = snapshot(root.parents[2])
         assert code in (0, 2), err
@@ -311,8 +376,10 @@ def test_no_calibration_record_makes_predict_write_outside_out(stacks, entries, 
 
 
 @FUZZ
-@given(n=st.one_of(st.integers(-2, 60), st.sampled_from([2**31, 10**400])),
-       alpha=st.one_of(st.floats(0.0, 1.0), st.sampled_from([5e-324, 1e-310, 0.02, 0.05, 0.5])))
+@given(
+    n=st.one_of(st.integers(-2, 60), st.sampled_from([2**31, 10**400])),
+    alpha=st.one_of(st.floats(0.0, 1.0), st.sampled_from([5e-324, 1e-310, 0.02, 0.05, 0.5])),
+)
 @example(n=1, alpha=0.01)  # the issue's "no calibration could produce it"
 @example(n=10**400, alpha=0.1)
 @example(n=19, alpha=0.05)
@@ -338,19 +405,22 @@ def test_a_record_is_accepted_only_if_a_calibration_could_have_made_it(template,
             assert err.count("\n") == 1 and ("field 'n'" in err or "field 'alpha'" in err), err
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("segcp_version", "\u0663.0.0", "version string"),  # ARABIC-INDIC DIGIT THREE: isdigit() but not ASCII
-    ("segcp_version", "\u00b2.1", "version string"),  # SUPERSCRIPT TWO: isdigit(), int() refuses
-    ("segcp_version", "1" * 100, "version string"),
-    ("bound", 0.5, "exceeds alpha"),
-    ("empirical_risk", 1.5, "outside [0, 1]"),
-    ("n", 10**400, "positive integer"),
-    ("n", 1, "too small for alpha"),
-    ("alpha", 5e-324, "field 'alpha'"),
-    ("lambda", [0.1, 0.9], "grows with alpha"),  # alpha [0.3, 0.4]: a larger alpha with a larger lambda
-    ("label", -1, "field 'label'"),
-    ("label", 2**40, "field 'label'"),
-])
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("segcp_version", "\u0663.0.0", "version string"),  # ARABIC-INDIC DIGIT THREE: isdigit() but not ASCII
+        ("segcp_version", "\u00b2.1", "version string"),  # SUPERSCRIPT TWO: isdigit(), int() refuses
+        ("segcp_version", "1" * 100, "version string"),
+        ("bound", 0.5, "exceeds alpha"),
+        ("empirical_risk", 1.5, "outside [0, 1]"),
+        ("n", 10**400, "positive integer"),
+        ("n", 1, "too small for alpha"),
+        ("alpha", 5e-324, "field 'alpha'"),
+        ("lambda", [0.1, 0.9], "grows with alpha"),  # alpha [0.3, 0.4]: a larger alpha with a larger lambda
+        ("label", -1, "field 'label'"),
+        ("label", 2**40, "field 'label'"),
+    ],
+)
 def test_implausible_record_fields_are_one_line(template, capsys, field, value, fragment):
     with Workspace(template) as root:
         rec = json.loads((root / "c.json").read_text())
@@ -364,12 +434,15 @@ def test_implausible_record_fields_are_one_line(template, capsys, field, value, 
         assert fragment in err, err
 
 
-@pytest.mark.parametrize("entry, fragment", [
-    ({"label": 7}, "cannot take class 7"),  # a channel the stacks do not have
-    ({"label": -1}, "structures[0].label"),  # never Python's negative indexing
-    ({"label": True}, "structures[0].label"),
-    ({"name": 5}, "must be an object with an integer 'label' and a 'name'"),
-])
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        ({"label": 7}, "cannot take class 7"),  # a channel the stacks do not have
+        ({"label": -1}, "structures[0].label"),  # never Python's negative indexing
+        ({"label": True}, "structures[0].label"),
+        ({"name": 5}, "must be an object with an integer 'label' and a 'name'"),
+    ],
+)
 def test_structure_labels_become_channels_only_when_the_stack_has_them(stacks, capsys, entry, fragment):
     with Workspace(stacks) as root:
         rec = json.loads((root / "c.json").read_text())
@@ -406,8 +479,10 @@ def test_structure_names_are_made_safe_and_collisions_refused(stacks, capsys):
 
 
 @FUZZ
-@given(tokens=st.lists(st.sampled_from(["0", "00", "1", "2", "3", "-1", "background", "RV", "LV", "all", "x", " "]), min_size=1, max_size=4),
-       names=st.one_of(st.none(), st.dictionaries(st.sampled_from(["background", "RV", "LV"]), st.integers(0, 3), min_size=1, max_size=3)))
+@given(
+    tokens=st.lists(st.sampled_from(["0", "00", "1", "2", "3", "-1", "background", "RV", "LV", "all", "x", " "]), min_size=1, max_size=4),
+    names=st.one_of(st.none(), st.dictionaries(st.sampled_from(["background", "RV", "LV"]), st.integers(0, 3), min_size=1, max_size=3)),
+)
 @example(tokens=["0", "1"], names=None)
 @example(tokens=["background", "1"], names=None)
 @example(tokens=["all"], names={"background": 0, "RV": 1})
@@ -448,10 +523,16 @@ def test_a_one_channel_stack_with_label_0_is_one_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- issue 23: the map path's options
 @pytest.mark.parametrize("command", ["calibrate", "predict", "evaluate"])
-@pytest.mark.parametrize("option, value, fragment", [
-    ("--chunk-size", "-1", "--chunk-size"), ("--chunk-size", "0", "--chunk-size"), ("--workers", "0", "--workers"),
-    ("--workers", "-3", "--workers"), ("--seed", "-1", "--seed"),
-])
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--chunk-size", "-1", "--chunk-size"),
+        ("--chunk-size", "0", "--chunk-size"),
+        ("--workers", "0", "--workers"),
+        ("--workers", "-3", "--workers"),
+        ("--seed", "-1", "--seed"),
+    ],
+)
 def test_map_options_are_checked_at_the_boundary(template, capsys, command, option, value, fragment):
     if option == "--seed" and command == "calibrate":
         return  # calibrate draws nothing
@@ -480,12 +561,20 @@ def test_library_calls_check_chunk_size_and_seed(template, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("address, fragment", [
-    ("http://10.0.0.5:8786", "unknown transport"), ("tcp://exa mple:8786", "not a scheduler address"),
-    ("10.0.0.5", "not a scheduler address"), ("tcp://10.0.0.5:99999", "not a scheduler address"),
-    ("tcp://[::1:8786", "not a scheduler address"), ("tcp://[fffff::1]:8786", "not an IPv6 address"),
-    ("tcp://ho\nst:80", "not a scheduler address"), ("", "empty"), ("tcp://-bad-.org:1", "not a scheduler address"),
-])
+@pytest.mark.parametrize(
+    "address, fragment",
+    [
+        ("http://10.0.0.5:8786", "unknown transport"),
+        ("tcp://exa mple:8786", "not a scheduler address"),
+        ("10.0.0.5", "not a scheduler address"),
+        ("tcp://10.0.0.5:99999", "not a scheduler address"),
+        ("tcp://[::1:8786", "not a scheduler address"),
+        ("tcp://[fffff::1]:8786", "not an IPv6 address"),
+        ("tcp://ho\nst:80", "not a scheduler address"),
+        ("", "empty"),
+        ("tcp://-bad-.org:1", "not a scheduler address"),
+    ],
+)
 def test_a_malformed_scheduler_address_is_refused_before_connecting(template, capsys, monkeypatch, address, fragment):
     """By syntax, before anything is tried: here dask cannot even be imported, so any attempt to
     connect would say "pip install" instead."""
@@ -518,8 +607,9 @@ def test_workers_without_dask_run_a_process_pool_and_are_capped(template, capsys
         code, _, err = run([*base, "--out", root / "one.json"], capsys)
         assert code == 0, err
         code, _, err = run([*base, "--out", root / "many.json", "--workers", "10000"], capsys)
-        assert code == 0 and err.splitlines() == [f"segcp: note: --workers 10000 capped at {MAX_WORKERS_PER_CORE * cores()} "
-                                                  f"({MAX_WORKERS_PER_CORE} per core, {cores()} cores)"], err
+        assert code == 0 and err.splitlines() == [
+            f"segcp: note: --workers 10000 capped at {MAX_WORKERS_PER_CORE * cores()} ({MAX_WORKERS_PER_CORE} per core, {cores()} cores)"
+        ], err
         code, _, err = run([*base, "--out", root / "old.json", "-p", "n_jobs=2"], capsys)  # the old spelling, mapped onto --workers
         assert code == 0 and err.splitlines() == ["segcp: warning: -p n_jobs=N is deprecated; use --workers N"], err
 

@@ -46,9 +46,7 @@ def lv_cases(acdc_dir: Path) -> tuple[list[Case], list[str]]:
     return cases, groups
 
 
-def split_means(
-    curves: list[LossCurves], groups: list[str], alpha: float, n_patients: int, seed: int, n_splits: int = N_SPLITS
-) -> list[float]:
+def split_means(curves: list[LossCurves], groups: list[str], alpha: float, n_patients: int, seed: int, n_splits: int = N_SPLITS) -> list[float]:
     """Mean test FNR of ``n_splits`` random patient-level splits (``n_patients`` calibration patients)."""
     everyone = LossCurves.concat(curves)
     by_patient: dict[str, list[int]] = defaultdict(list)
@@ -105,9 +103,7 @@ def lv_cases_varied(acdc_dir: Path, lv_cases) -> tuple[list[Case], list[str]]:
 
 
 @pytest.mark.parametrize(
-    "params",
-    [{"normalize": "max"}, {"normalize": "max", "norm_floor": 0.1}, {"normalize": "component"}],
-    ids=["max", "max-floor", "component"],
+    "params", [{"normalize": "max"}, {"normalize": "max", "norm_floor": 0.1}, {"normalize": "component"}], ids=["max", "max-floor", "component"]
 )
 def test_crc_guarantee_holds_for_normalised_scores_on_acdc_lv(lv_cases_varied, params):
     cases, groups = lv_cases_varied

@@ -32,14 +32,18 @@ def _check_band(rows: list[dict], what: str, informative: bool = False) -> None:
     assert rows
     for r in rows:
         if r["loss"] == "band":
-            assert r["coverage"] >= 1 - r["alpha"] - 3 * r["se"], f"{what} {r['scheme']} tau={r['tau']} alpha={r['alpha']}: joint coverage {r['coverage']:.4f}"
+            assert r["coverage"] >= 1 - r["alpha"] - 3 * r["se"], (
+                f"{what} {r['scheme']} tau={r['tau']} alpha={r['alpha']}: joint coverage {r['coverage']:.4f}"
+            )
             if informative and r["scheme"] == "shared":
                 assert r["coverage"] < 1.0, f"{what} alpha={r['alpha']}: a band that always holds is vacuous"
         else:
             assert r["risk"] <= r["alpha"] + 3 * r["se"], f"{what} band-risk alpha={r['alpha']}: mean test risk {r['risk']:.4f}"
 
 
-@pytest.mark.parametrize("method,params", [("threshold", {}), ("threshold", {"normalize": "component"}), ("morph", {"se": "ball", "empty_prediction": "argmax"})])
+@pytest.mark.parametrize(
+    "method,params", [("threshold", {}), ("threshold", {"normalize": "component"}), ("morph", {"se": "ball", "empty_prediction": "argmax"})]
+)
 def test_band_and_band_risk_hold_on_acdc_lv(acdc_lv, method, params):
     fam = get_method(method, **params)
     splits = splits_of(acdc_lv.groups, 40, N_SPLITS, seed=1)

@@ -15,14 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ltt_guarantee import (
-    acdc_lv,
-    busi,
-    crc_splits,
-    ltt_splits,
-    multi_lesion_cases,
-    step_losses,
-)
+from ltt_guarantee import acdc_lv, busi, crc_splits, ltt_splits, multi_lesion_cases, step_losses
 
 from segcp.calibration import LossCurves
 from segcp.losses import get_loss
@@ -39,8 +32,9 @@ def test_precision_by_ltt_holds_on_acdc_lv(acdc_dir: Path):
     fnr = step_losses("fnr", probs, masks)
     rows = {}
     for pvalue in ("hb", "wsr"):
-        r = ltt_splits(fdr, groups, 0.1, 0.1, n_cal=70, n_splits=SPLITS_LTT[pvalue], seed=25, pvalue=pvalue,
-                       lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr})
+        r = ltt_splits(
+            fdr, groups, 0.1, 0.1, n_cal=70, n_splits=SPLITS_LTT[pvalue], seed=25, pvalue=pvalue, lambda_min=0.0, lambda_max=1.0, also={"fnr": fnr}
+        )
         assert r["infeasible"] == 0 and r["splits"] == SPLITS_LTT[pvalue]
         assert r["valid"], f"{pvalue}: {r['violations']:.3f} of the splits have test FDR > 0.1 (se {r['se']:.3f})"
         assert 0.025 < r["mean_test_risk"] < 0.1  # certified sets that do something

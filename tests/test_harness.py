@@ -26,8 +26,12 @@ def test_the_core_imports_neither_torch_nor_h5py():
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["[]", "[]"], r.stdout
     # and in a plain interpreter, `import segcp.cli` loads neither
-    r = subprocess.run([sys.executable, "-c", "import sys, segcp.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')))"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys, segcp.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert r.stdout.strip() == "[]"
 
 
@@ -41,8 +45,8 @@ def test_calibrate_predict_and_demo_help_without_the_harness(tmp_path):
         np.save(d / "masks" / f"{i}.npy", rng.random((8, 8)) < 0.3)
     code = (
         "from segcp.cli import main\n"
-        "for argv in ([\"calibrate\", \"--data\", D, \"--alpha\", \"0.2\", \"--method\", \"morph\", \"--out\", C, \"-q\"],\n"
-        "             [\"predict\", \"--calib\", C, \"--data\", D, \"--out\", S, \"-q\"], [\"demo\", \"--help\"]):\n"
+        'for argv in (["calibrate", "--data", D, "--alpha", "0.2", "--method", "morph", "--out", C, "-q"],\n'
+        '             ["predict", "--calib", C, "--data", D, "--out", S, "-q"], ["demo", "--help"]):\n'
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as e:\n"
@@ -54,8 +58,10 @@ def test_calibrate_predict_and_demo_help_without_the_harness(tmp_path):
 
 
 def test_train_infer_and_hdf5_tasks_name_the_extra_when_it_is_missing(tmp_path):
-    for argv in (["train", "--task", "acdc-lv", "--out", str(tmp_path / "m.pt")],
-                 ["infer", "--model", str(tmp_path / "m.pt"), "--task", "acdc-lv", "--split", "test", "--out", str(tmp_path / "o")]):
+    for argv in (
+        ["train", "--task", "acdc-lv", "--out", str(tmp_path / "m.pt")],
+        ["infer", "--model", str(tmp_path / "m.pt"), "--task", "acdc-lv", "--split", "test", "--out", str(tmp_path / "o")],
+    ):
         r = _child(f"from segcp.cli import main\nmain({argv!r})")
         assert r.returncode == 2, r.stderr
         err = r.stderr
@@ -65,4 +71,4 @@ def test_train_infer_and_hdf5_tasks_name_the_extra_when_it_is_missing(tmp_path):
     h5 = tmp_path / "patient001_frame01_slice_1.h5"
     h5.write_bytes(b"not read")
     r = _child(f"from segcp.harness.datasets import acdc\nacdc.read_acdc_h5({str(h5)!r})")
-    assert "SegcpError: reading the ACDC / LA 2018 HDF5 files needs h5py" in r.stderr and 'segcp[harness]' in r.stderr
+    assert "SegcpError: reading the ACDC / LA 2018 HDF5 files needs h5py" in r.stderr and "segcp[harness]" in r.stderr

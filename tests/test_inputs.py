@@ -46,8 +46,24 @@ def test_monai_names_and_channel_last_volumes(tmp_path, capsys):
     ok(["calibrate", *args, "--label", "2", "--alpha", "0.25", "--out", tmp_path / "c2.json", "-q"], capsys)
     assert json.loads((tmp_path / "c2.json").read_text())["lambda"] == rec["structures"][1]["lambda"]
     # a pattern that matches nothing is one clear line
-    fails(["calibrate", "--probs", root / "out", "--masks", root / "labels", "--match", "probs={id}_proba",
-           "--labels", "all", "--out", tmp_path / "x.json"], capsys, tmp_path, "matching '{id}_proba'")
+    fails(
+        [
+            "calibrate",
+            "--probs",
+            root / "out",
+            "--masks",
+            root / "labels",
+            "--match",
+            "probs={id}_proba",
+            "--labels",
+            "all",
+            "--out",
+            tmp_path / "x.json",
+        ],
+        capsys,
+        tmp_path,
+        "matching '{id}_proba'",
+    )
 
 
 def test_colour_images_for_rwcp(tmp_path, capsys):
@@ -64,8 +80,10 @@ def test_colour_images_for_rwcp(tmp_path, capsys):
         Image.fromarray(rgb).save(d / "images" / f"im{i}.png")
         np.save(d / "probs" / f"im{i}.npy", np.clip(mask * 0.7 + rng.uniform(0, 0.3, mask.shape), 0, 1))
         np.save(d / "masks" / f"im{i}.npy", mask)
-    ok(["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "6", "--alpha", "0.2", "--data", d,
-        "--out", tmp_path / "c.json", "-q"], capsys)
+    ok(
+        ["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "6", "--alpha", "0.2", "--data", d, "--out", tmp_path / "c.json", "-q"],
+        capsys,
+    )
     # colour is for images only: a colour probability map is refused
     Image.fromarray(np.stack([np.zeros((32, 28), np.uint8)] * 2 + [np.full((32, 28), 9, np.uint8)], -1)).save(d / "probs" / "im0.png")
     (d / "probs" / "im0.npy").unlink()

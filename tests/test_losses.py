@@ -19,12 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from segcp.calibration import (
-    LossCurves,
-    coverage_quantile_score,
-    fnr_curve,
-    zero_one_curve,
-)
+from segcp.calibration import LossCurves, coverage_quantile_score, fnr_curve, zero_one_curve
 from segcp.calibration.ltt import StepLosses
 from segcp.cases import masked_values
 from segcp.errors import SegcpError
@@ -67,8 +62,13 @@ def probe_lambdas(r: np.ndarray, cand: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name,params", LOSSES, ids=[f"{n}{p}" for n, p in LOSSES])
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(SHAPES), ties=st.booleans(), inf=st.booleans(),
-       density=st.sampled_from([0.0, 0.1, 0.4, 0.9]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.sampled_from(SHAPES),
+    ties=st.booleans(),
+    inf=st.booleans(),
+    density=st.sampled_from([0.0, 0.1, 0.4, 0.9]),
+)
 def test_values_match_the_definition_at_every_candidate(name, params, seed, shape, ties, inf, density):
     loss = get_loss(name, **params)
     r, y = random_case(seed, shape, ties, inf, density)
@@ -108,8 +108,13 @@ def naive_lesion_fnr(pred: np.ndarray, y: np.ndarray, connectivity: int, min_ove
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from(SHAPES), conn=st.integers(1, 2),
-       omega=st.sampled_from([0.0, 0.3, 0.5, 1.0]), min_size=st.sampled_from([0.0, 2.0, 3.0]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.sampled_from(SHAPES),
+    conn=st.integers(1, 2),
+    omega=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    min_size=st.sampled_from([0.0, 2.0, 3.0]),
+)
 def test_lesion_set_loss_is_the_naive_count(seed, shape, conn, omega, min_size):
     rng = np.random.default_rng(seed)
     y = rng.random(shape) < 0.3

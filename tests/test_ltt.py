@@ -22,16 +22,7 @@ from hypothesis import strategies as st
 
 import segcp.calibration.ltt as ltt_mod
 from segcp.calibration import LossCurves, fnr_curve
-from segcp.calibration.ltt import (
-    StepLosses,
-    certified,
-    hb_pvalue,
-    ltt_chains,
-    ltt_grid,
-    ltt_steps,
-    pvalues,
-    wsr_pvalue,
-)
+from segcp.calibration.ltt import StepLosses, certified, hb_pvalue, ltt_chains, ltt_grid, ltt_steps, pvalues, wsr_pvalue
 from segcp.errors import SegcpError
 from segcp.losses import get_loss
 
@@ -112,8 +103,14 @@ def brute_force_steps(steps: StepLosses, alpha, delta, pvalue, order, low, high)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(5, 80), pvalue=st.sampled_from(["hb", "wsr"]),
-       order=st.sampled_from(["ascending", "descending"]), bounded=st.booleans(), alpha=st.sampled_from([0.1, 0.3]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(5, 80),
+    pvalue=st.sampled_from(["hb", "wsr"]),
+    order=st.sampled_from(["ascending", "descending"]),
+    bounded=st.booleans(),
+    alpha=st.sampled_from([0.1, 0.3]),
+)
 def test_ltt_steps_is_the_brute_force(seed, n, pvalue, order, bounded, alpha):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ltt_mod, "_BLOCK", 16)  # many small blocks
@@ -214,6 +211,7 @@ def test_ltt_grid_orders_and_several_risks():
 
 def test_ltt_chains_two_risks_two_configurations():
     """FNR (descending) and FDR (ascending) of two families; the chains' regions, the choice."""
+
     def case(shift: float, n: int = 400) -> list[StepLosses]:
         b = np.array([0.2, 0.4, 0.6, 0.8]) + shift
         fnr = StepLosses.concat([StepLosses.single(b, [1.0, 0.5, 0.1, 0.02, 0.0])] * n)

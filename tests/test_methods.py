@@ -13,10 +13,7 @@ from segcp.errors import SegcpError
 from segcp.methods import Case, ThresholdMethod, available_methods, binarize_mask, get_method
 from segcp.metrics import fnr
 
-shapes = st.one_of(
-    st.tuples(st.integers(2, 12), st.integers(2, 12)),
-    st.tuples(st.integers(2, 6), st.integers(2, 6), st.integers(2, 6)),
-)
+shapes = st.one_of(st.tuples(st.integers(2, 12), st.integers(2, 12)), st.tuples(st.integers(2, 6), st.integers(2, 6), st.integers(2, 6)))
 
 
 @st.composite

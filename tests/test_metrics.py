@@ -14,19 +14,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from segcp.errors import SegcpError
-from segcp.metrics import (
-    METRICS,
-    aggregate,
-    assd,
-    coverage,
-    dice,
-    evaluate_set,
-    fnr,
-    hd95,
-    stretch,
-    surface,
-    surface_distances,
-)
+from segcp.metrics import METRICS, aggregate, assd, coverage, dice, evaluate_set, fnr, hd95, stretch, surface, surface_distances
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -145,15 +133,7 @@ def test_surface_matches_monai_edges():
 def test_surface_hand_example_and_border():
     m = np.zeros((4, 5), bool)
     m[1:4, 1:4] = True  # touches the bottom border
-    expected = np.array(
-        [
-            [0, 0, 0, 0, 0],
-            [0, 1, 1, 1, 0],
-            [0, 1, 0, 1, 0],
-            [0, 1, 1, 1, 0],
-        ],
-        bool,
-    )
+    expected = np.array([[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 1, 0, 1, 0], [0, 1, 1, 1, 0]], bool)
     np.testing.assert_array_equal(surface(m), expected)
     # connectivity 2: the erosion also needs the diagonal neighbours
     full = np.ones((3, 3), bool)

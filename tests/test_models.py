@@ -13,14 +13,7 @@ torch = pytest.importorskip("torch")
 from segcp.cli import main
 from segcp.errors import SegcpError
 from segcp.harness.models.infer import INFER_MANIFEST, infer_to_dir, load_ensemble
-from segcp.harness.models.train import (
-    CHECKPOINT_FORMAT,
-    TrainConfig,
-    augment_batch,
-    dice_scores,
-    load_checkpoint,
-    train_datadir,
-)
+from segcp.harness.models.train import CHECKPOINT_FORMAT, TrainConfig, augment_batch, dice_scores, load_checkpoint, train_datadir
 from segcp.harness.models.unet import UNet, enable_mc_dropout, has_dropout
 from segcp.synthetic import make_phantoms
 
@@ -159,9 +152,8 @@ def test_inference_is_batched_and_deterministic(tmp_path, models, binary_dir):
 
 def test_mc_dropout_samples_are_seeded(tmp_path, models, binary_dir):
     def run(name, seed):
-        return infer_to_dir(
-            [models["drop"]], tmp_path / name, data=binary_dir, samples=5, seed=seed, batch_size=4, show_progress=False
-        )
+        return infer_to_dir([models["drop"]], tmp_path / name, data=binary_dir, samples=5, seed=seed, batch_size=4, show_progress=False)
+
     man = run("a", 7)
     run("b", 7)
     run("c", 8)
@@ -208,8 +200,31 @@ def _cli(args: list[str]) -> int:
 
 def test_cli_train_and_infer(tmp_path, binary_dir, capsys):
     model = tmp_path / "cli.pt"
-    assert _cli(["train", "--data", str(binary_dir), "--out", str(model), "--epochs", "1", "--size", "32",
-                 "--width", "4", "--batch", "4", "--dropout", "0.2", "--threads", "1", "-q"]) == 0
+    assert (
+        _cli(
+            [
+                "train",
+                "--data",
+                str(binary_dir),
+                "--out",
+                str(model),
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--width",
+                "4",
+                "--batch",
+                "4",
+                "--dropout",
+                "0.2",
+                "--threads",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(model)[1]["training"]["dropout"] == 0.2
     assert _cli(["infer", "--model", str(model), "--data", str(binary_dir), "--samples", "3", "--out", str(tmp_path / "o")]) == 0
     assert "wrote 8 probability maps" in capsys.readouterr().out
@@ -229,8 +244,9 @@ def test_cli_bad_inputs(tmp_path, binary_dir, capsys):
         ["infer", "--model", str(tmp_path / "foreign.pt"), "--task", "acdc-lv", "--out", str(tmp_path / "x")],
     ]
     if not torch.cuda.is_available():
-        cases.append(["train", "--data", str(binary_dir), "--device", "cuda", "--epochs", "1", "--size", "32",
-                      "--width", "4", "--out", str(tmp_path / "m.pt")])
+        cases.append(
+            ["train", "--data", str(binary_dir), "--device", "cuda", "--epochs", "1", "--size", "32", "--width", "4", "--out", str(tmp_path / "m.pt")]
+        )
     (tmp_path / "empty").mkdir()
     for args in cases:
         assert _cli(args) == 2

@@ -142,7 +142,7 @@ def test_volume_inference_round_trip_on_the_input_grid(tmp_path, vol_models, vol
         axis = man["volumes"]["slice_axis"][ident]
         image = np.asanyarray(src.dataobj)
         for z, sl in enumerate(volume_slices(image, axis)):
-            (_, p2, _), = ens.predict([sl], [ident])
+            ((_, p2, _),) = ens.predict([sl], [ident])
             np.testing.assert_allclose(np.take(p, z, axis=axis), p2, atol=1e-6)
     for sub in ("images", "masks"):
         assert sorted(p.name for p in (tmp_path / "out" / sub).iterdir()) == sorted(f"{i}.nii.gz" for i in VOLUMES)
@@ -165,10 +165,10 @@ def test_volume_mc_samples_are_one_draw_per_volume(tmp_path, vol_models, vol_dir
     # slice z of sample k = the 2D MC sample of that slice keyed by the VOLUME id: the same
     # dropout masks on every slice (one network draw), different draws across k
     for z, sl in enumerate(volume_slices(image, 2)):
-        (_, _, s2), = ens.predict([sl], ["p1_a"], samples=4, seed=7, batch_size=2)
+        ((_, _, s2),) = ens.predict([sl], ["p1_a"], samples=4, seed=7, batch_size=2)
         assert np.array_equal(smp[..., z], s2)
     assert not np.array_equal(smp[0], smp[1])
-    (_, _, other), = ens.predict([volume_slices(image, 2)[0]], ["p1_b"], samples=4, seed=7, batch_size=2)
+    ((_, _, other),) = ens.predict([volume_slices(image, 2)[0]], ["p1_b"], samples=4, seed=7, batch_size=2)
     assert not np.array_equal(smp[..., 0], other)  # another volume, other draws
 
 
@@ -245,8 +245,28 @@ def test_cli_infer_and_train_on_volumes(tmp_path, vol_dir, vol_models, capsys):
     assert e.value.code == 0
     assert json.loads((tmp_path / "o" / INFER_MANIFEST).read_text())["volumes"]["rule"] == "given: 0"
     with pytest.raises(SystemExit) as e:
-        main(["train", "--data", str(vol_dir), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--size", "32", "--width", "4",
-              "--batch", "4", "--threads", "1", "--loss", "dice_ce", "-q"])
+        main(
+            [
+                "train",
+                "--data",
+                str(vol_dir),
+                "--out",
+                str(tmp_path / "m.pt"),
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--width",
+                "4",
+                "--batch",
+                "4",
+                "--threads",
+                "1",
+                "--loss",
+                "dice_ce",
+                "-q",
+            ]
+        )
     assert e.value.code == 0 and load_checkpoint(tmp_path / "m.pt")[1]["training"]["loss"] == "dice_ce"
     with pytest.raises(SystemExit) as e:
         main(["train", "--task", "la2018", "--slice-axis", "1", "--out", str(tmp_path / "x.pt")])
@@ -327,8 +347,14 @@ def _fake_task_model(tmp_path: Path, task: str, n_classes: int = 2) -> Path:
     """A tiny untrained UNet whose checkpoint says it was trained on ``task``, split seed 0."""
     torch.manual_seed(0)
     model = UNet(1, n_classes, 4).eval()
-    meta = {"task": {"name": task}, "split_seed": 0, "n_classes": n_classes,
-            "preprocessing": TrainConfig(size=32).preprocessing().to_dict(), "input_scale": 1 / 255, "dropout": 0.0}
+    meta = {
+        "task": {"name": task},
+        "split_seed": 0,
+        "n_classes": n_classes,
+        "preprocessing": TrainConfig(size=32).preprocessing().to_dict(),
+        "input_scale": 1 / 255,
+        "dropout": 0.0,
+    }
     return save_checkpoint(tmp_path / f"{task}.pt", model, meta)
 
 
@@ -358,7 +384,7 @@ def test_2d_task_model_on_acdc_3d(tmp_path, acdc_dir, monkeypatch):
     assert prob.shape == img.shape and np.array_equal(prob.affine, img.affine) and prob.header.get_dim_info()[2] == 2
     # slice k of the volume = the 2D model on ACDC slice k + 1
     sl = tasks_mod.Task("acdc-lv", acdc_dir).load(f"{first}_slice_2")
-    (_, p2, _), = load_ensemble([model]).predict([sl.image], [sl.id])
+    ((_, p2, _),) = load_ensemble([model]).predict([sl.image], [sl.id])
     np.testing.assert_allclose(np.asanyarray(prob.dataobj)[:, :, 1], p2, atol=1e-6)
     with pytest.raises(SegcpError, match="trained on task acdc-lv"):
         infer_to_dir([model], tmp_path / "o2", task="la2018", split="test", show_progress=False)

@@ -24,24 +24,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai", reason="MONAI not installed (pip install 'segcp[monai]')")
 
 from monai.data import DataLoader, Dataset, decollate_batch
-from monai.transforms import (
-    Activationsd,
-    Compose,
-    EnsureChannelFirstd,
-    Invertd,
-    LoadImaged,
-    SaveImaged,
-    SplitDimd,
-)
+from monai.transforms import Activationsd, Compose, EnsureChannelFirstd, Invertd, LoadImaged, SaveImaged, SplitDimd
 from test_faults import ok
 
 from segcp.errors import SegcpError
-from segcp.monai import (
-    ConformalCalibrator,
-    ConformalSetMetric,
-    ConformalSetsd,
-    calibrate_loader,
-)
+from segcp.monai import ConformalCalibrator, ConformalSetMetric, ConformalSetsd, calibrate_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -61,10 +48,7 @@ class World:
         self.cal = example.synthetic_volumes(root / "cal", N_CAL, 1)
         self.test = example.synthetic_volumes(root / "test", N_TEST, 2)
         self.pre = example.preprocessing()  # the image resampled; the label on the original grid (where sets are compared)
-        self.post = Compose([
-            Activationsd("pred", softmax=True),
-            Invertd("pred", transform=self.pre, orig_keys="image", nearest_interp=False),
-        ])
+        self.post = Compose([Activationsd("pred", softmax=True), Invertd("pred", transform=self.pre, orig_keys="image", nearest_interp=False)])
         self.model = example.tiny_unet()
 
     def loader(self, items: list[dict[str, str]], batch_size: int = 2) -> DataLoader:
@@ -92,8 +76,15 @@ def world(tmp_path_factory) -> World:
 
 def _save_probs(w: World, items: list[dict[str, str]], folder: Path) -> None:
     """The inverted probabilities as SaveImaged writes them: <id>_prob.nii.gz, (x, y, z, C) float32."""
-    w.outputs(items, Compose([w.post, SaveImaged("pred", output_dir=str(folder), output_postfix="prob", separate_folder=False,
-                                                 output_dtype=np.float32, print_log=False)]))
+    w.outputs(
+        items,
+        Compose(
+            [
+                w.post,
+                SaveImaged("pred", output_dir=str(folder), output_postfix="prob", separate_folder=False, output_dtype=np.float32, print_log=False),
+            ]
+        ),
+    )
 
 
 def _same_record(a: dict, b: dict) -> None:
@@ -115,12 +106,15 @@ def test_calibration_through_the_monai_loader_equals_segcp_calibrate(world, tmp_
 
     # one structure (--label 1) with a spacing-aware family (morph's ball: margins in mm), through a loader of
     # the saved files (no model): the spacing is the files' own, as segcp's reader reads it
-    ok(["calibrate", *data, "--label", "1", "--method", "morph", "--se", "ball", "--alpha", str(ALPHA),
-        "--out", tmp_path / "cli2.json", "-q"], capsys)
+    ok(
+        ["calibrate", *data, "--label", "1", "--method", "morph", "--se", "ball", "--alpha", str(ALPHA), "--out", tmp_path / "cli2.json", "-q"],
+        capsys,
+    )
     files = [{"pred": str(probs / f"{Path(d['label']).name[:-7]}_prob.nii.gz"), "label": d["label"]} for d in world.cal]
     load = Compose([LoadImaged(["pred", "label"]), EnsureChannelFirstd(["pred", "label"])])
-    rec = calibrate_loader(DataLoader(Dataset(files, load), batch_size=3), label=1, method="morph", method_params={"se": "ball"},
-                           alpha=ALPHA, show_progress=False)
+    rec = calibrate_loader(
+        DataLoader(Dataset(files, load), batch_size=3), label=1, method="morph", method_params={"se": "ball"}, alpha=ALPHA, show_progress=False
+    )
     cli2 = json.loads((tmp_path / "cli2.json").read_text())
     assert rec["ids"] == [f"case1{i:02d}_prob" for i in range(N_CAL)]  # ids are the names of the files read
     _same_record(rec | {"ids": cli2["ids"]}, cli2)
@@ -153,18 +147,23 @@ def test_calibration_handler_supervised_and_ensemble_evaluators(world, tmp_path)
 
     expected = json.loads(world.calib.read_text())
     handler = ConformalCalibrationHandler(tmp_path / "sup.json", alpha=ALPHA)
-    ev = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=world.loader(world.cal), network=world.model,
-                             postprocessing=world.post, val_handlers=[handler])
+    ev = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=world.loader(world.cal), network=world.model, postprocessing=world.post, val_handlers=[handler]
+    )
     ev.run()
     _same_record(json.loads((tmp_path / "sup.json").read_text()), expected)
     assert ev.state.metrics["segcp_lambda_label2"] == expected["structures"][1]["lambda"]
 
     # an ensemble of the same network twice: the mean of equal logits is those logits, so the same record
     handler2 = ConformalCalibrationHandler(tmp_path / "ens.json", alpha=ALPHA)
-    ens = EnsembleEvaluator(device=torch.device("cpu"), val_data_loader=world.loader(world.cal), networks=[world.model, world.model],
-                            pred_keys=["pred0", "pred1"],
-                            postprocessing=Compose([MeanEnsembled(["pred0", "pred1"], output_key="pred"), world.post]),
-                            val_handlers=[handler2])
+    ens = EnsembleEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=world.loader(world.cal),
+        networks=[world.model, world.model],
+        pred_keys=["pred0", "pred1"],
+        postprocessing=Compose([MeanEnsembled(["pred0", "pred1"], output_key="pred"), world.post]),
+        val_handlers=[handler2],
+    )
     ens.run()
     _same_record(handler2.record, expected)
 
@@ -174,15 +173,19 @@ def test_pipeline_sets_equal_segcp_predict_on_the_original_grid(world, tmp_path,
     t = ConformalSetsd("pred", world.calib)
     assert t.names == ["label1", "label2"]
     probs, ours = tmp_path / "probs", tmp_path / "monai_sets"
-    save_sets = [SaveImaged(f"pred_sets_{n}", output_dir=str(ours / n), output_postfix="", separate_folder=False,
-                            output_dtype=np.uint8, print_log=False) for n in t.names]
-    post = Compose([
-        world.post,
-        SaveImaged("pred", output_dir=str(probs), output_postfix="prob", separate_folder=False, output_dtype=np.float32, print_log=False),
-        t,
-        SplitDimd("pred_sets", output_postfixes=t.names),
-        *save_sets,
-    ])
+    save_sets = [
+        SaveImaged(f"pred_sets_{n}", output_dir=str(ours / n), output_postfix="", separate_folder=False, output_dtype=np.uint8, print_log=False)
+        for n in t.names
+    ]
+    post = Compose(
+        [
+            world.post,
+            SaveImaged("pred", output_dir=str(probs), output_postfix="prob", separate_folder=False, output_dtype=np.float32, print_log=False),
+            t,
+            SplitDimd("pred_sets", output_postfixes=t.names),
+            *save_sets,
+        ]
+    )
     outs = world.outputs(world.test, post)
     assert outs[0]["pred_sets"].dtype == torch.uint8 and outs[0]["pred_sets"].shape == (2, *SHAPE)
 
@@ -203,11 +206,13 @@ def test_pipeline_sets_equal_segcp_predict_on_the_original_grid(world, tmp_path,
 
 def test_sets_made_before_invertd_are_inverted_onto_the_original_grid(world):
     """The sets keep the probabilities' metadata and applied operations: Invertd (nearest) maps them back."""
-    post = Compose([
-        Activationsd("pred", softmax=True),
-        ConformalSetsd("pred", world.calib),
-        Invertd(["pred", "pred_sets"], transform=world.pre, orig_keys="image", nearest_interp=[False, True]),
-    ])
+    post = Compose(
+        [
+            Activationsd("pred", softmax=True),
+            ConformalSetsd("pred", world.calib),
+            Invertd(["pred", "pred_sets"], transform=world.pre, orig_keys="image", nearest_interp=[False, True]),
+        ]
+    )
     out = world.outputs(world.test[:1], post)[0]
     original = nib.load(world.test[0]["image"])
     sets = out["pred_sets"]
@@ -221,12 +226,21 @@ def test_set_metrics_in_the_evaluator_state(world, tmp_path):
     from monai.handlers import IgniteMetricHandler, from_engine
 
     post = Compose([world.post, ConformalSetsd("pred", world.calib)])
-    metric = {name: IgniteMetricHandler(ConformalSetMetric.from_calibration(str(world.calib), name),
-                                        output_transform=from_engine(["pred_sets", "pred" if name == "stretch" else "label"]))
-              for name in ("coverage", "fnr", "stretch")}
-    ev = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=world.loader(world.test), network=world.model,
-                             postprocessing=post, key_val_metric={"coverage": metric["coverage"]},
-                             additional_metrics={"fnr": metric["fnr"], "stretch": metric["stretch"]})
+    metric = {
+        name: IgniteMetricHandler(
+            ConformalSetMetric.from_calibration(str(world.calib), name),
+            output_transform=from_engine(["pred_sets", "pred" if name == "stretch" else "label"]),
+        )
+        for name in ("coverage", "fnr", "stretch")
+    }
+    ev = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=world.loader(world.test),
+        network=world.model,
+        postprocessing=post,
+        key_val_metric={"coverage": metric["coverage"]},
+        additional_metrics={"fnr": metric["fnr"], "stretch": metric["stretch"]},
+    )
     ev.run()
     # the same values counted by hand from the pipeline's sets and probabilities
     cov, stretch = [], []

@@ -35,8 +35,7 @@ def bound(level: float, repeats: int = REPEATS) -> float:
 def test_conformal_pvalues_are_uniform_under_exchangeability():
     rng = np.random.default_rng(0)
     # heavy ties (5 values): the smoothing keeps them uniform (over the reference's draw too)
-    p = np.concatenate([conformal_pvalues(rng.integers(0, 5, 50).astype(float), rng.integers(0, 5, 40).astype(float), seed=i)
-                        for i in range(100)])
+    p = np.concatenate([conformal_pvalues(rng.integers(0, 5, 50).astype(float), rng.integers(0, 5, 40).astype(float), seed=i) for i in range(100)])
     assert p.min() >= 0 and p.max() <= 1
     counts = np.histogram(p, bins=10, range=(0, 1))[0]
     expected = p.size / 10

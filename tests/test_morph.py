@@ -10,14 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from segcp.calibration import (
-    LossCurves,
-    conformal_quantile,
-    coverage_quantile_score,
-    crc_lambda,
-    fnr_curve,
-    zero_one_curve,
-)
+from segcp.calibration import LossCurves, conformal_quantile, coverage_quantile_score, crc_lambda, fnr_curve, zero_one_curve
 from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.methods import Case, MorphMethod, get_method
@@ -334,8 +327,26 @@ def test_cli_round_trip(tmp_path):
         np.save(tmp_path / "data" / "masks" / f"im{i:02d}.npy", y)
         yhats[f"im{i:02d}"] = probs >= 0.5
     calib = tmp_path / "calib.json"
-    run_cli(["calibrate", "--data", str(tmp_path / "data"), "--out", str(calib), "--method", "morph",
-          "--se", "square", "--guarantee", "quantile", "--tau", "0.99", "--alpha", "0.1", "--quiet"])
+    run_cli(
+        [
+            "calibrate",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(calib),
+            "--method",
+            "morph",
+            "--se",
+            "square",
+            "--guarantee",
+            "quantile",
+            "--tau",
+            "0.99",
+            "--alpha",
+            "0.1",
+            "--quiet",
+        ]
+    )
     record = json.loads(calib.read_text())
     assert record["method"] == "morph" and record["params"]["se"] == "square"
     lam = record["lambda"]

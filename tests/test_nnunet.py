@@ -104,13 +104,16 @@ def test_a_grid_that_does_not_match_its_label_file(nn, tmp_path, capsys):
 
 def test_an_npz_without_probabilities(nn, tmp_path, capsys):
     np.savez(nn / "pred" / f"{CASES[2]}.npz", softmax=np.zeros((4, 7, 12, 10)))
-    fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "no 'probabilities' array")
+    fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path, "no 'probabilities' array")
 
 
 def test_a_label_name_not_in_dataset_json(nn, tmp_path, capsys):
-    fails(["calibrate", *_args(nn), "--labels", "RV,Aorta", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "'Aorta' is not in dataset.json")
+    fails(
+        ["calibrate", *_args(nn), "--labels", "RV,Aorta", "--alpha", "0.2", "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "'Aorta' is not in dataset.json",
+    )
 
 
 def test_a_structure_that_never_occurs_in_calibration(nn, tmp_path, capsys):
@@ -120,8 +123,12 @@ def test_a_structure_that_never_occurs_in_calibration(nn, tmp_path, capsys):
         lab = np.asarray(img.dataobj).copy()
         lab[lab == 1] = 0
         nib.save(nib.Nifti1Image(lab, img.affine, header=img.header), str(f))
-    fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "no calibration mask holds label 1 (RV)")
+    fails(
+        ["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "no calibration mask holds label 1 (RV)",
+    )
 
 
 # ---------------------------------------------------------------------------- the path as a new user walks it (issue 27)
@@ -153,8 +160,23 @@ def test_the_prediction_folder_defines_the_cases_and_names_the_labels(walk, tmp_
     assert rec["n"] == N_PRED and rec["ids"] == CASES[:N_PRED]
     assert [s["name"] for s in rec["structures"]] == ["RV", "LV"] and rec["labels_from"] == str(walk / "pred" / "dataset.json")
     sets = tmp_path / "sets"
-    code, _, err = run(["predict", "--calib", calib, "--probs", walk / "pred", "--images", walk / "raw" / "imagesTr",
-                        "--match", "images={id}_0000", "--out", sets, "-q"], capsys)
+    code, _, err = run(
+        [
+            "predict",
+            "--calib",
+            calib,
+            "--probs",
+            walk / "pred",
+            "--images",
+            walk / "raw" / "imagesTr",
+            "--match",
+            "images={id}_0000",
+            "--out",
+            sets,
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(p.name for p in (sets / "LV").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in CASES[:N_PRED]]
     m = tmp_path / "m.json"
@@ -162,13 +184,14 @@ def test_the_prediction_folder_defines_the_cases_and_names_the_labels(walk, tmp_
     assert code == 0 and "3 files not used" in err, err
     assert all(st["n"] == N_PRED for st in json.loads(m.read_text())["structures"].values())
     # one structure's folder against labelsTr alone: the sets pick the cases
-    code, _, err = run(["evaluate", "--sets", sets / "LV", "--masks", walk / "raw" / "labelsTr", "--label", "3", "--out", tmp_path / "lv.json", "-q"], capsys)
+    code, _, err = run(
+        ["evaluate", "--sets", sets / "LV", "--masks", walk / "raw" / "labelsTr", "--label", "3", "--out", tmp_path / "lv.json", "-q"], capsys
+    )
     assert code == 0 and f"(the cases are those of {sets / 'LV'})" in err, err
     assert json.loads((tmp_path / "lv.json").read_text())["n"] == N_PRED
     # a bad file still ends in one line: the note comes after the work, on success
     (walk / "pred" / f"{CASES[4]}.npz").write_bytes(b"not a zip")
-    fails(["calibrate", *_walk_args(walk), "--labels", "all", "--alpha", "0.3", "--out", tmp_path / "c2.json"], capsys, tmp_path,
-          f"{CASES[4]}.npz")
+    fails(["calibrate", *_walk_args(walk), "--labels", "all", "--alpha", "0.3", "--out", tmp_path / "c2.json"], capsys, tmp_path, f"{CASES[4]}.npz")
 
 
 def test_images_by_id_with_a_suffix_are_left_out_or_hinted(walk):
@@ -177,14 +200,34 @@ def test_images_by_id_with_a_suffix_are_left_out_or_hinted(walk):
     folders = {"probs": walk / "pred", "images": walk / "raw" / "imagesTr"}
     dd = DataDir(DataSpec.make(folders=folders, patterns={"images": "{id}_0000"}))
     assert dd.ids(["probs", "images"]) == CASES[:N_PRED] and dd.unused == {"images": len(CASES) - N_PRED}
-    with pytest.raises(SegcpError, match=r"no file for id 'case_000' .* its files are named <id>_0000 \(case_000_0000.nii.gz\): "
-                                         r"pass --match images=\{id\}_0000"):
+    with pytest.raises(
+        SegcpError,
+        match=r"no file for id 'case_000' .* its files are named <id>_0000 \(case_000_0000.nii.gz\): "
+        r"pass --match images=\{id\}_0000",
+    ):
         DataDir(DataSpec.make(folders=folders)).ids(["probs", "images"])
 
 
 def test_the_images_hint_on_the_command_line(walk, tmp_path, capsys):
-    fails(["calibrate", *_walk_args(walk), "--images", walk / "raw" / "imagesTr", "--method", "rwcp", "--labels", "all", "--alpha", "0.3",
-           "--out", tmp_path / "c.json"], capsys, tmp_path, "pass --match images={id}_0000")
+    fails(
+        [
+            "calibrate",
+            *_walk_args(walk),
+            "--images",
+            walk / "raw" / "imagesTr",
+            "--method",
+            "rwcp",
+            "--labels",
+            "all",
+            "--alpha",
+            "0.3",
+            "--out",
+            tmp_path / "c.json",
+        ],
+        capsys,
+        tmp_path,
+        "pass --match images={id}_0000",
+    )
 
 
 def test_a_data_directory_still_needs_matching_ids(tmp_path, capsys):
@@ -207,29 +250,76 @@ def test_a_stack_in_x_y_z_order(nn, tmp_path, capsys):
         with np.load(f) as z:
             p = z["probabilities"]
         np.savez(f, probabilities=p.transpose(0, 3, 2, 1))  # (C, x, y, z): not what nnUNetv2_predict writes
-    err = fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-                "its spatial axes are in another order than the mask's (10, 12, 7)")
+    err = fails(
+        ["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "its spatial axes are in another order than the mask's (10, 12, 7)",
+    )
     assert "nnU-Net .npz holds (C, z, y, x)" in err
 
 
 def test_masks_pointed_at_the_prediction_folder(nn, tmp_path, capsys):
     line = "--masks is a prediction folder (case_000.npz holds the model's output); point it at the ground truth (nnU-Net's labelsTr)"
     for which in (["--labels", "all"], ["--label", "1"]):
-        fails(["calibrate", "--probs", nn / "pred", "--masks", nn / "pred", "--dataset-json", nn / "raw" / "dataset.json", *which,
-               "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path, line)
+        fails(
+            [
+                "calibrate",
+                "--probs",
+                nn / "pred",
+                "--masks",
+                nn / "pred",
+                "--dataset-json",
+                nn / "raw" / "dataset.json",
+                *which,
+                "--alpha",
+                "0.2",
+                "--out",
+                tmp_path / "c.json",
+            ],
+            capsys,
+            tmp_path,
+            line,
+        )
     shutil.copytree(nn / "pred", tmp_path / "copy")  # a copy of the predictions: the same line
-    fails(["calibrate", "--probs", nn / "pred", "--masks", tmp_path / "copy", "--dataset-json", nn / "raw" / "dataset.json", "--labels", "all",
-           "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path, f"{tmp_path / 'copy'}: {line}")
+    fails(
+        [
+            "calibrate",
+            "--probs",
+            nn / "pred",
+            "--masks",
+            tmp_path / "copy",
+            "--dataset-json",
+            nn / "raw" / "dataset.json",
+            "--labels",
+            "all",
+            "--alpha",
+            "0.2",
+            "--out",
+            tmp_path / "c.json",
+        ],
+        capsys,
+        tmp_path,
+        f"{tmp_path / 'copy'}: {line}",
+    )
 
 
 def test_predictions_made_without_save_probabilities(nn, tmp_path, capsys):
     for f in (nn / "pred").glob("*.npz"):
         f.unlink()
-    fails(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "not class probabilities: rerun nnUNetv2_predict with --save_probabilities")
-    fails(["calibrate", *_args(nn), "--label", "1", "--alpha", "0.2", "--out", tmp_path / "c.json"], capsys, tmp_path,
-          "case_000.nii.gz: integer labels 0..3: a segmentation, not probabilities in [0, 1] (nnU-Net: rerun nnUNetv2_predict with "
-          "--save_probabilities")
+    fails(
+        ["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "not class probabilities: rerun nnUNetv2_predict with --save_probabilities",
+    )
+    fails(
+        ["calibrate", *_args(nn), "--label", "1", "--alpha", "0.2", "--out", tmp_path / "c.json"],
+        capsys,
+        tmp_path,
+        "case_000.nii.gz: integer labels 0..3: a segmentation, not probabilities in [0, 1] (nnU-Net: rerun nnUNetv2_predict with "
+        "--save_probabilities",
+    )
 
 
 def test_predict_resume_takes_labels(walk, tmp_path, capsys):
@@ -245,12 +335,20 @@ def test_predict_resume_takes_labels(walk, tmp_path, capsys):
     m = tmp_path / "m.json"
     ok(["evaluate", "--calib", calib, *_walk_args(walk), "--sets", sets, "--out", m, "-q"], capsys)
     assert list(json.loads(m.read_text())["structures"]) == ["RV", "LV"]  # the structures the folder holds
-    fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "Aorta"], capsys, tmp_path,
-          "label name 'Aorta' is not in")
+    fails(
+        ["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "Aorta"],
+        capsys,
+        tmp_path,
+        "label name 'Aorta' is not in",
+    )
     ok(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "all", "--labels", "all", "-q"], capsys)
     assert sorted(p.name for p in (tmp_path / "all").iterdir() if not p.name.startswith(".")) == ["LV", "MYO", "RV"]
-    fails(["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "2,9"], capsys, tmp_path,
-          f"--labels: label 9 was not calibrated in {calib} (RV=1, MYO=2, LV=3)")
+    fails(
+        ["predict", "--calib", calib, "--probs", walk / "pred", "--out", tmp_path / "s2", "--labels", "2,9"],
+        capsys,
+        tmp_path,
+        f"--labels: label 9 was not calibrated in {calib} (RV=1, MYO=2, LV=3)",
+    )
 
 
 def test_evaluate_refuses_sets_of_another_calibration(nn, tmp_path, capsys):
@@ -259,20 +357,32 @@ def test_evaluate_refuses_sets_of_another_calibration(nn, tmp_path, capsys):
     ok(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.4", "--method", "morph", "--se", "ball", "--out", b, "-q"], capsys)
     sets = tmp_path / "sets"
     ok(["predict", "--calib", b, "--probs", nn / "pred", "--out", sets, "-q"], capsys)
-    fails(["evaluate", "--calib", a, *_args(nn), "--sets", sets, "--out", tmp_path / "m.json"], capsys, tmp_path,
-          "these sets were made by another calibration (morph, lambda [")
+    fails(
+        ["evaluate", "--calib", a, *_args(nn), "--sets", sets, "--out", tmp_path / "m.json"],
+        capsys,
+        tmp_path,
+        "these sets were made by another calibration (morph, lambda [",
+    )
     # without --calib: say what the folder is
-    fails(["evaluate", *_args(nn), "--sets", sets, "--out", tmp_path / "m.json"], capsys, tmp_path,
-          "per-structure sets (RV/, MYO/, LV/): pass --calib with the calib.json that made them, or --sets")
+    fails(
+        ["evaluate", *_args(nn), "--sets", sets, "--out", tmp_path / "m.json"],
+        capsys,
+        tmp_path,
+        "per-structure sets (RV/, MYO/, LV/): pass --calib with the calib.json that made them, or --sets",
+    )
     ok(["evaluate", "--calib", b, *_args(nn), "--sets", sets, "--out", tmp_path / "m.json", "-q"], capsys)
 
 
 def test_morph_cross_on_anisotropic_voxels_warns(nn, tmp_path, capsys):
-    code, _, err = run(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--method", "morph", "--se", "cross",
-                        "--out", tmp_path / "c.json", "-q"], capsys)
+    code, _, err = run(
+        ["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--method", "morph", "--se", "cross", "--out", tmp_path / "c.json", "-q"],
+        capsys,
+    )
     assert code == 0 and "segcp: warning: morph --se cross on voxels of 0.8 x 0.7 x 3 mm" in err and "--se ball" in err, err
-    code, _, err = run(["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--method", "morph", "--se", "ball",
-                        "--out", tmp_path / "c.json", "-q"], capsys)
+    code, _, err = run(
+        ["calibrate", *_args(nn), "--labels", "all", "--alpha", "0.2", "--method", "morph", "--se", "ball", "--out", tmp_path / "c.json", "-q"],
+        capsys,
+    )
     assert code == 0 and "warning" not in err, err
 
 
@@ -298,7 +408,7 @@ def test_help_and_units(nn, tmp_path, capsys):
     flags = [o.rstrip(",") for c in columns for o in c.split() if o.startswith("--")]  # the option column of each row
     assert code == 0 and len(flags) == len(set(flags)), sorted(f for f in flags if flags.count(f) > 1)
     assert {"--normalize", "--beta", "--alpha", "--labels"} <= set(flags)
-    alpha = out[out.index("--alpha"):].split("--method")[0]
+    alpha = out[out.index("--alpha") :].split("--method")[0]
     assert "[default: (0.1)]" in " ".join(alpha.split())
     calib = tmp_path / "c.json"
     ok(["calibrate", *_args(nn), "--labels", "LV", "--alpha", "0.2", "--out", calib, "-q"], capsys)
@@ -322,7 +432,27 @@ def test_no_dask_port_warning_with_two_workers(nn, tmp_path):
             pass  # already taken by someone else: the same situation
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         env.pop("DASK_SCHEDULER_ADDRESS", None)
-        r = subprocess.run([sys.executable, "-m", "segcp.cli", "calibrate", *map(str, _args(nn)), "--labels", "all", "--alpha", "0.2",
-                            "--out", str(tmp_path / "c.json"), "--workers", "2"], check=False, capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segcp.cli",
+                "calibrate",
+                *map(str, _args(nn)),
+                "--labels",
+                "all",
+                "--alpha",
+                "0.2",
+                "--out",
+                str(tmp_path / "c.json"),
+                "--workers",
+                "2",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     assert r.returncode == 0, r.stderr
     assert "8787" not in r.stderr and "in use" not in r.stderr, r.stderr

@@ -16,10 +16,7 @@ from segcp.methods import Case, RWCPMethod, ThresholdMethod, get_method
 from segcp.methods.normalize import NORMALIZATIONS, normalize_map
 from segcp.metrics import fnr
 
-shapes = st.one_of(
-    st.tuples(st.integers(2, 10), st.integers(2, 10)),
-    st.tuples(st.integers(2, 5), st.integers(2, 5), st.integers(2, 5)),
-)
+shapes = st.one_of(st.tuples(st.integers(2, 10), st.integers(2, 10)), st.tuples(st.integers(2, 5), st.integers(2, 5), st.integers(2, 5)))
 maps = shapes.flatmap(lambda s: arrays(np.float64, s, elements=st.floats(0, 1)))
 options = st.fixed_dictionaries(
     {
@@ -174,7 +171,10 @@ def test_parameters_are_declared_once_and_validated():
     with pytest.raises(SegcpError, match=r"norm_quantile must be in \(0, 1\]"):
         get_method("threshold", norm_quantile=0)
     assert get_method("threshold", normalize="max", norm_floor=0.1).params() == {
-        "normalize": "max", "norm_floor": 0.1, "norm_quantile": 1.0, "norm_level": 0.5,
+        "normalize": "max",
+        "norm_floor": 0.1,
+        "norm_quantile": 1.0,
+        "norm_level": 0.5,
     }
 
 
@@ -214,8 +214,24 @@ def test_cli_records_normalize(tmp_path):
         write_npy(tmp_path / "d" / "probs" / f"{c.id}.npy", c.probs)
         write_npy(tmp_path / "d" / "masks" / f"{c.id}.npy", c.mask)
     out = tmp_path / "c.json"
-    res = CliRunner().invoke(app, ["calibrate", "--method", "threshold", "--alpha", "0.2", "--data", str(tmp_path / "d"),
-                                   "--normalize", "max", "-p", "norm_floor=0.1", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "--method",
+            "threshold",
+            "--alpha",
+            "0.2",
+            "--data",
+            str(tmp_path / "d"),
+            "--normalize",
+            "max",
+            "-p",
+            "norm_floor=0.1",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rec = json.loads(out.read_text())
     assert rec["params"]["normalize"] == "max" and rec["params"]["norm_floor"] == 0.1

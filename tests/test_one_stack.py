@@ -100,8 +100,29 @@ def test_all_five_through_one_code_path(tmp_path, toy, capsys, monkeypatch):
 def test_runtime_options_are_not_recorded_nor_read(tmp_path, toy, capsys):
     data = _write(tmp_path / "d", toy)
     calib = tmp_path / "c.json"
-    _run(["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "6", "--alpha", "0.2", "-p", "threads=1",
-          "-p", f"cache_dir={tmp_path / 'elsewhere'}", "--data", str(data), "--out", str(calib), "-q"], capsys)
+    _run(
+        [
+            "calibrate",
+            "--method",
+            "rwcp",
+            "--encoder",
+            "fallback",
+            "--k",
+            "6",
+            "--alpha",
+            "0.2",
+            "-p",
+            "threads=1",
+            "-p",
+            f"cache_dir={tmp_path / 'elsewhere'}",
+            "--data",
+            str(data),
+            "--out",
+            str(calib),
+            "-q",
+        ],
+        capsys,
+    )
     rec = json.loads(calib.read_text())
     assert not {"threads", "cache_dir", "cache", "batch_size"} & set(rec["params"])
     rec["params"]["cache_dir"] = str(tmp_path / "evil")  # a calib file is data: run-time paths are ignored

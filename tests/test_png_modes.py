@@ -57,8 +57,10 @@ MEANT = {
     "RGBA (opaque grey)": lambda m: _rgba(m * 255, np.full(m.shape, 255)),
 }
 REFUSED = {
-    "LA (mask in the alpha channel)": (lambda m: Image.fromarray(np.stack([np.full(m.shape, 255), m * 255], -1).astype(np.uint8), mode="LA"),
-                                       "PNG with transparency (mode LA) that its values do not show"),
+    "LA (mask in the alpha channel)": (
+        lambda m: Image.fromarray(np.stack([np.full(m.shape, 255), m * 255], -1).astype(np.uint8), mode="LA"),
+        "PNG with transparency (mode LA) that its values do not show",
+    ),
     "RGB (red on black)": (lambda m: Image.fromarray(np.stack([m * 255, 0 * m, 0 * m], -1).astype(np.uint8)), "colour PNG (mode RGB)"),
     "RGBA (white, mask in alpha)": (lambda m: _rgba(np.full(m.shape, 255), m * 255), "PNG with transparency (mode RGBA) that its values do not show"),
 }

@@ -31,7 +31,7 @@ def arrays(n: int = 80, seed: int = 0, shape=(16, 16), noise: float = 0.45, sign
         m = np.zeros(shape, bool)
         for _ in range(rng.integers(1, 4)):  # 1 to 3 blobs: several lesions
             c = rng.integers(3, shape[0] - 3, size=2)
-            m[c[0] - 2: c[0] + 2, c[1] - 2: c[1] + 2] = True
+            m[c[0] - 2 : c[0] + 2, c[1] - 2 : c[1] + 2] = True
         masks.append(m)
         probs.append(np.clip(m * signal + rng.random(shape) * noise, 0, 1))
     return probs, masks
@@ -155,18 +155,21 @@ def test_group_validity_statistically_marginal_misses_the_hard_group():
     assert np.mean(marg["hard"]) > 0.1 + 3 * np.std(marg["hard"]) / math.sqrt(200)
 
 
-@pytest.mark.parametrize(("kw", "fragment"), [
-    ({"loss": "nope"}, "unknown loss 'nope'; available: band, band-risk, fdr, fnr, lesion-fnr, quantile"),
-    ({"loss": "fdr"}, "not monotone in lambda: it needs Learn then Test (give delta)"),
-    ({"loss": "band"}, "loss band: two-sided sets are calibrated with guarantee='band'"),
-    ({"loss": ["fnr", "band-risk"]}, "loss band-risk: two-sided sets are calibrated with guarantee='band-risk'"),
-    ({"loss": ["fnr", "fdr"]}, "one risk level per loss (2: fnr, fdr), got 1"),
-    ({"loss": "fnr", "loss_params": {"tau": 0.5}}, "tau belong to none of the losses fnr"),
-    ({"loss": "lesion-fnr", "loss_params": {"connectivity": 7}}, "connectivity"),
-    ({"loss": "fdr", "delta": 1.5}, "delta must be in (0, 1)"),
-    ({"loss": "fdr", "delta": 0.1, "pvalue": "x"}, "unknown p-value 'x'"),
-    ({"method": "consign"}, "losses are for the pixel-set methods"),
-])
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"loss": "nope"}, "unknown loss 'nope'; available: band, band-risk, fdr, fnr, lesion-fnr, quantile"),
+        ({"loss": "fdr"}, "not monotone in lambda: it needs Learn then Test (give delta)"),
+        ({"loss": "band"}, "loss band: two-sided sets are calibrated with guarantee='band'"),
+        ({"loss": ["fnr", "band-risk"]}, "loss band-risk: two-sided sets are calibrated with guarantee='band-risk'"),
+        ({"loss": ["fnr", "fdr"]}, "one risk level per loss (2: fnr, fdr), got 1"),
+        ({"loss": "fnr", "loss_params": {"tau": 0.5}}, "tau belong to none of the losses fnr"),
+        ({"loss": "lesion-fnr", "loss_params": {"connectivity": 7}}, "connectivity"),
+        ({"loss": "fdr", "delta": 1.5}, "delta must be in (0, 1)"),
+        ({"loss": "fdr", "delta": 0.1, "pvalue": "x"}, "unknown p-value 'x'"),
+        ({"method": "consign"}, "losses are for the pixel-set methods"),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(kw, fragment):
     probs, masks = arrays(30)
     with pytest.raises(SegcpError) as exc:
@@ -212,8 +215,9 @@ def _records():
     out = {
         "fnr": RiskSegmenter("threshold", 0.1).calibrate(probs, masks),
         "fdr": RiskSegmenter("threshold", 0.2, loss="fdr", delta=0.1).calibrate(probs, masks, groups=groups),
-        "two": RiskSegmenter("threshold", [0.2, 0.4], loss=["fnr", "fdr"], delta=0.2, pvalue="wsr",
-                             vary=("normalize", ["none", "max"])).calibrate(probs, masks),
+        "two": RiskSegmenter("threshold", [0.2, 0.4], loss=["fnr", "fdr"], delta=0.2, pvalue="wsr", vary=("normalize", ["none", "max"])).calibrate(
+            probs, masks
+        ),
         "lesion": RiskSegmenter("threshold", 0.2, loss="lesion-fnr", loss_params={"min_overlap": 0.5}).calibrate(probs, masks),
     }
     return out, probs
@@ -235,27 +239,30 @@ def test_record_round_trip_gives_the_same_sets():
         assert np.array_equal(np.array(back.monitor_["scores"]), np.array(rs.monitor_["scores"]))
 
 
-@pytest.mark.parametrize(("path", "value", "fragment"), [
-    (("lambda",), 7.0, "outside the range of threshold"),
-    (("lambda",), "x", "field 'lambda' must be a number"),
-    (("delta",), 2.0, "field 'delta' must be in (0, 1)"),
-    (("pvalue",), "bogus", "field 'pvalue' must be one of hb, wsr"),
-    (("calibrated_by",), "magic", "field 'calibrated_by' must be crc or ltt"),
-    (("losses",), [{"name": "nope", "params": {}}], "losses[0]: unknown loss 'nope'"),
-    (("losses",), [{"name": "fdr", "params": {"empty_set": 3}}], "losses[0]"),
-    (("losses",), [], "field 'losses' must be a list of 1 to 8"),
-    (("alpha",), [1.5], "field 'alpha' = 1.5 must be in (0, 1)"),
-    (("n",), -3, "field 'n' must be a positive integer"),
-    (("certified",), [0.0, 0.01], "lies outside its certified interval"),
-    (("empirical_risk",), [0.9], "exceeds its alpha"),
-    (("schema_version",), 9, "field 'schema_version' must be an integer from 1 to 1"),
-    (("groups", "entries", 0, "group"), "a\x00b", "a name of 1 to 64 printable characters"),
-    (("groups", "entries", 0, "n"), 1, "the groups' n add up to"),
-    (("groups", "entries", 0, "fallback"), "yes", "fallback must be true or false"),
-    (("monitor", "scores"), [0.1], "field 'monitor.scores' must be a list of 80 numbers"),
-    (("params",), {"normalize": "rm -rf"}, "normalize"),
-    (("method",), "consign", "for method 'consign'"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        (("lambda",), 7.0, "outside the range of threshold"),
+        (("lambda",), "x", "field 'lambda' must be a number"),
+        (("delta",), 2.0, "field 'delta' must be in (0, 1)"),
+        (("pvalue",), "bogus", "field 'pvalue' must be one of hb, wsr"),
+        (("calibrated_by",), "magic", "field 'calibrated_by' must be crc or ltt"),
+        (("losses",), [{"name": "nope", "params": {}}], "losses[0]: unknown loss 'nope'"),
+        (("losses",), [{"name": "fdr", "params": {"empty_set": 3}}], "losses[0]"),
+        (("losses",), [], "field 'losses' must be a list of 1 to 8"),
+        (("alpha",), [1.5], "field 'alpha' = 1.5 must be in (0, 1)"),
+        (("n",), -3, "field 'n' must be a positive integer"),
+        (("certified",), [0.0, 0.01], "lies outside its certified interval"),
+        (("empirical_risk",), [0.9], "exceeds its alpha"),
+        (("schema_version",), 9, "field 'schema_version' must be an integer from 1 to 1"),
+        (("groups", "entries", 0, "group"), "a\x00b", "a name of 1 to 64 printable characters"),
+        (("groups", "entries", 0, "n"), 1, "the groups' n add up to"),
+        (("groups", "entries", 0, "fallback"), "yes", "fallback must be true or false"),
+        (("monitor", "scores"), [0.1], "field 'monitor.scores' must be a list of 80 numbers"),
+        (("params",), {"normalize": "rm -rf"}, "normalize"),
+        (("method",), "consign", "for method 'consign'"),
+    ],
+)
 def test_tampered_record_fields_are_refused_in_one_line(path, value, fragment):
     models, _ = _records()
     rec = json.loads(json.dumps(models["fdr"].to_dict()))
@@ -319,8 +326,25 @@ def test_cli_calibrate_predict_evaluate_with_a_loss_and_groups(tmp_path, capsys)
     data = make_dir(tmp_path / "data", n=60)
     (tmp_path / "g.csv").write_text("id,group\n" + "".join(f"img{i:03d},{'a' if i % 2 else 'b'}\n" for i in range(60)))
     calib = tmp_path / "c.json"
-    out = ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "fdr", "--delta", "0.1", "--alpha", "0.3",
-              "--groups", str(tmp_path / "g.csv"), "-q"], capsys)
+    out = ok(
+        [
+            "calibrate",
+            "--data",
+            str(data),
+            "--out",
+            str(calib),
+            "--loss",
+            "fdr",
+            "--delta",
+            "0.1",
+            "--alpha",
+            "0.3",
+            "--groups",
+            str(tmp_path / "g.csv"),
+            "-q",
+        ],
+        capsys,
+    )
     assert out == ""
     rec = json.loads(calib.read_text())
     assert rec["schema"] == "segcp.risk-control" and rec["losses"] == [{"name": "fdr", "params": {"empty_set": 0.0}}]
@@ -337,16 +361,21 @@ def test_cli_calibrate_predict_evaluate_with_a_loss_and_groups(tmp_path, capsys)
     assert "loss_fdr" in res["mean"] and set(res["groups"]) == {"a", "b"} and res["groups"]["a"]["lambda"] == lam["a"]
     assert "fdr: mean" in out and "group a" in out
     # resumable: the manifest holds each id's lambda, so a rerun skips every set
-    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
-        "--resume", "-q"], capsys)
+    ok(
+        ["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"), "--resume", "-q"],
+        capsys,
+    )
     manifest = json.loads((tmp_path / "r" / ".segcp-predict.json").read_text())
     assert manifest["lambda_of_id"][0]["img001"] == lam["a"] and manifest["lambda_of_id"][0]["img000"] == lam["b"]
-    ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"),
-        "--resume", "-q"], capsys)
+    ok(
+        ["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "r"), "--groups", str(tmp_path / "g.csv"), "--resume", "-q"],
+        capsys,
+    )
     # a group that was not calibrated: one line, exit 2, nothing written
     (tmp_path / "g2.csv").write_text("".join(f"img{i:03d},{'a' if i else 'c'}\n" for i in range(60)))
-    code, _, err = run(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s3"), "--groups", str(tmp_path / "g2.csv")],
-                       capsys)
+    code, _, err = run(
+        ["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s3"), "--groups", str(tmp_path / "g2.csv")], capsys
+    )
     _err_line(code, err, "case 'img000': group 'c' was not calibrated (groups: a, b)")
     assert not (tmp_path / "s3").exists()
     # the groups must be given again: one line, exit 2, nothing written
@@ -358,36 +387,78 @@ def test_cli_calibrate_predict_evaluate_with_a_loss_and_groups(tmp_path, capsys)
 def test_cli_name_groups_several_losses_and_lesions(tmp_path, capsys):
     data = make_dir(tmp_path / "data", n=60)
     calib = tmp_path / "c.json"
-    ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "lesion-fnr", "--loss-param", "min_overlap=0.5",
-        "--alpha", "0.2", "--groups", r"name:img0(\d)", "-q"], capsys)
+    ok(
+        [
+            "calibrate",
+            "--data",
+            str(data),
+            "--out",
+            str(calib),
+            "--loss",
+            "lesion-fnr",
+            "--loss-param",
+            "min_overlap=0.5",
+            "--alpha",
+            "0.2",
+            "--groups",
+            r"name:img0(\d)",
+            "-q",
+        ],
+        capsys,
+    )
     rec = json.loads(calib.read_text())
     assert rec["losses"][0] == {"name": "lesion-fnr", "params": {"connectivity": 1, "min_overlap": 0.5, "min_size": 0.0}}
     assert rec["groups"]["source"] == r"name:img0(\d)"
     assert {e["group"]: e["n"] for e in rec["groups"]["entries"]} == {str(k): 10 for k in range(6)}
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "sets"), "-q"], capsys)  # groups by the record's rule
     c2 = tmp_path / "c2.json"
-    out = ok(["calibrate", "--data", str(data), "--out", str(c2), "--loss", "fnr", "--loss", "fdr", "--alpha", "0.2", "--alpha", "0.5",
-              "--delta", "0.2", "--pvalue", "wsr", "--vary", "normalize=none|max"], capsys)
+    out = ok(
+        [
+            "calibrate",
+            "--data",
+            str(data),
+            "--out",
+            str(c2),
+            "--loss",
+            "fnr",
+            "--loss",
+            "fdr",
+            "--alpha",
+            "0.2",
+            "--alpha",
+            "0.5",
+            "--delta",
+            "0.2",
+            "--pvalue",
+            "wsr",
+            "--vary",
+            "normalize=none|max",
+        ],
+        capsys,
+    )
     rec = json.loads(c2.read_text())
     assert rec["vary"] == {"param": "normalize", "values": ["none", "max"]} and len(rec["statement"]) == 2
     assert "P(E[FNR] <= 0.2) >= 0.8" in out and "P(E[FDR] <= 0.5) >= 0.8" in out
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--loss", "nope"], "'nope' is not one of 'fdr', 'fnr', 'lesion-fnr', 'quantile'"),
-    (["--loss", "fdr"], "needs Learn then Test (give delta)"),
-    (["--loss", "fdr", "--delta", "0.1", "--pvalue", "z"], "'z' is not one of 'hb', 'wsr'"),
-    (["--delta", "0.1"], "are for a chosen --loss"),
-    (["--groups", "name:x"], "are for a chosen --loss"),
-    (["--loss", "fnr", "--guarantee", "quantile"], "--loss replaces --guarantee"),
-    (["--loss", "fnr", "--curves", "compact"], "exact step functions"),
-    (["--loss", "fnr", "--loss-param", "bogus=1"], "bogus belong to none of the losses fnr"),
-    (["--loss", "fnr", "--loss", "fdr", "--delta", "0.1", "--vary", "normalize"], "expected NAME=V1|V2"),
-    (["--loss", "fnr", "--groups", "nofile.csv"], "nofile.csv: groups file not found"),
-    (["--loss", "fnr", "--groups", "name:^zz"], "does not match, so it has no group"),
-    (["--loss", "fnr", "--groups", r"name:img0(\d)"], "group '0': 10 calibration cases, but its own guarantee needs at least 19"),
-    (["--loss", "fdr", "--delta", "0.1", "--alpha", "0.001"], "the guarantee needs at least"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--loss", "nope"], "'nope' is not one of 'fdr', 'fnr', 'lesion-fnr', 'quantile'"),
+        (["--loss", "fdr"], "needs Learn then Test (give delta)"),
+        (["--loss", "fdr", "--delta", "0.1", "--pvalue", "z"], "'z' is not one of 'hb', 'wsr'"),
+        (["--delta", "0.1"], "are for a chosen --loss"),
+        (["--groups", "name:x"], "are for a chosen --loss"),
+        (["--loss", "fnr", "--guarantee", "quantile"], "--loss replaces --guarantee"),
+        (["--loss", "fnr", "--curves", "compact"], "exact step functions"),
+        (["--loss", "fnr", "--loss-param", "bogus=1"], "bogus belong to none of the losses fnr"),
+        (["--loss", "fnr", "--loss", "fdr", "--delta", "0.1", "--vary", "normalize"], "expected NAME=V1|V2"),
+        (["--loss", "fnr", "--groups", "nofile.csv"], "nofile.csv: groups file not found"),
+        (["--loss", "fnr", "--groups", "name:^zz"], "does not match, so it has no group"),
+        (["--loss", "fnr", "--groups", r"name:img0(\d)"], "group '0': 10 calibration cases, but its own guarantee needs at least 19"),
+        (["--loss", "fdr", "--delta", "0.1", "--alpha", "0.001"], "the guarantee needs at least"),
+    ],
+)
 def test_cli_bad_loss_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, args, fragment):
     data = make_dir(tmp_path / "data", n=60)
     monkeypatch.chdir(tmp_path)
@@ -405,8 +476,9 @@ def test_cli_monitor(tmp_path, capsys):
     new = make_dir(tmp_path / "new", n=40, seed=7)
     calib = tmp_path / "c.json"
     ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "fnr", "-q"], capsys)
-    out = ok(["monitor", "--calib", str(calib), "--data", str(new), "--out", str(tmp_path / "m.json"), "--figure", str(tmp_path / "m.png"), "-q"],
-             capsys)
+    out = ok(
+        ["monitor", "--calib", str(calib), "--data", str(new), "--out", str(tmp_path / "m.json"), "--figure", str(tmp_path / "m.png"), "-q"], capsys
+    )
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.startswith("segcp monitor: no alarm: 40 new cases") and out.count("\n") == 1
     m = json.loads((tmp_path / "m.json").read_text())
@@ -484,12 +556,30 @@ def test_cli_per_structure_and_per_group_combine(tmp_path, capsys):
     ids = sorted(p.name[: -len(".nii.gz")] for p in (nn / "raw" / "labelsTr").glob("*.nii.gz"))
     (tmp_path / "g.csv").write_text("".join(f"{i},{'x' if k % 2 else 'y'}\n" for k, i in enumerate(ids)))
     calib = tmp_path / "c2.json"
-    ok(["calibrate", *args, "--labels", "all", "--alpha", "0.3", "--loss", "lesion-fnr", "--groups", str(tmp_path / "g.csv"),
-        "--out", str(calib), "-q"], capsys)
+    ok(
+        [
+            "calibrate",
+            *args,
+            "--labels",
+            "all",
+            "--alpha",
+            "0.3",
+            "--loss",
+            "lesion-fnr",
+            "--groups",
+            str(tmp_path / "g.csv"),
+            "--out",
+            str(calib),
+            "-q",
+        ],
+        capsys,
+    )
     rec = json.loads(calib.read_text())
     assert all([e["group"] for e in s["groups"]["entries"]] == ["x", "y"] for s in rec["structures"])
-    ok(["predict", "--calib", str(calib), "--probs", str(nn / "pred"), "--out", str(tmp_path / "sets"), "--groups", str(tmp_path / "g.csv"),
-        "-q"], capsys)
+    ok(
+        ["predict", "--calib", str(calib), "--probs", str(nn / "pred"), "--out", str(tmp_path / "sets"), "--groups", str(tmp_path / "g.csv"), "-q"],
+        capsys,
+    )
     assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == [PREDICT_MANIFEST, "LV", "MYO", "RV"]
     ok(["evaluate", "--calib", str(calib), *args, "--groups", str(tmp_path / "g.csv"), "--out", str(tmp_path / "e.json"), "-q"], capsys)
     ev = json.loads((tmp_path / "e.json").read_text())

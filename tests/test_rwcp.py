@@ -14,25 +14,9 @@ import numpy as np
 import pytest
 
 from segcp.cli import main
-from segcp.encoders import (
-    FallbackEncoder,
-    FeatureCache,
-    get_encoder,
-    input_shape,
-    to_rgb01,
-)
+from segcp.encoders import FallbackEncoder, FeatureCache, get_encoder, input_shape, to_rgb01
 from segcp.errors import SegcpError
-from segcp.graph import (
-    BETA_SCALES,
-    SYMMETRIZE,
-    diffuse,
-    knn_global,
-    knn_window,
-    knn_window_tokens,
-    resize2d,
-    resize_matrix,
-    transition_matrix,
-)
+from segcp.graph import BETA_SCALES, SYMMETRIZE, diffuse, knn_global, knn_window, knn_window_tokens, resize2d, resize_matrix, transition_matrix
 from segcp.methods import Case, RWCPMethod, ThresholdMethod, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,15 +246,11 @@ def _tiny(kind: str, path: Path) -> int:
         model = transformers.Dinov2Model(transformers.Dinov2Config(patch_size=14, **common))
         n = 1
     elif kind == "dinov2_with_registers":
-        model = transformers.Dinov2WithRegistersModel(
-            transformers.Dinov2WithRegistersConfig(patch_size=14, num_register_tokens=4, **common)
-        )
+        model = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(patch_size=14, num_register_tokens=4, **common))
         n = 5
     else:
         common.pop("image_size")
-        model = transformers.DINOv3ViTModel(
-            transformers.DINOv3ViTConfig(patch_size=16, num_register_tokens=4, image_size=64, **common)
-        )
+        model = transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(patch_size=16, num_register_tokens=4, image_size=64, **common))
         n = 5
     model.save_pretrained(path)
     return n
@@ -414,8 +394,26 @@ def test_cli_round_trip_with_images(tmp_path, capsys):
         np.save(data / "masks" / f"im{i:02d}.npy", c.mask)
         np.save(data / "images" / f"im{i:02d}.npy", (c.image * 255).astype(np.uint8))
     calib = tmp_path / "calib.json"
-    args = ["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "8", "--kernel-beta", "20", "--steps", "4",
-            "--alpha", "0.2", "--data", str(data), "--out", str(calib), "-q"]
+    args = [
+        "calibrate",
+        "--method",
+        "rwcp",
+        "--encoder",
+        "fallback",
+        "--k",
+        "8",
+        "--kernel-beta",
+        "20",
+        "--steps",
+        "4",
+        "--alpha",
+        "0.2",
+        "--data",
+        str(data),
+        "--out",
+        str(calib),
+        "-q",
+    ]
     code, _, err = _run(args, capsys)
     assert code in (0, None), err
     rec = json.loads(calib.read_text())

@@ -179,7 +179,6 @@ def test_calibration_on_3d_volumes_is_nested_and_valid(tmp_path):
         nib.save(nib.Nifti1Image(c.probs.astype(np.float32), aff), str(tmp_path / "probs" / f"{c.id}.nii.gz"))
         nib.save(nib.Nifti1Image(c.mask.astype(np.uint8), aff), str(tmp_path / "masks" / f"{c.id}.nii.gz"))
         nib.save(nib.Nifti1Image(c.image.astype(np.float32), aff), str(tmp_path / "images" / f"{c.id}.nii.gz"))
-    rec = calibrate_dir(tmp_path, method="rwcp", alpha=[0.2, 0.1], method_params=FAST, out=tmp_path / "calib.json",
-                        show_progress=False)
+    rec = calibrate_dir(tmp_path, method="rwcp", alpha=[0.2, 0.1], method_params=FAST, out=tmp_path / "calib.json", show_progress=False)
     assert rec["params"]["depth"] == 1 and rec["params"]["depth_radius"] == 1
     assert rec["lambda"] == pytest.approx([cs.lambdas_[0.2], cs.lambdas_[0.1]])

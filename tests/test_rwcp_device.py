@@ -69,8 +69,7 @@ def test_volume_rows_and_diffusion_in_torch_equal_numpy(depth, spatial):
         for z, indptr, cols, dist in volume_rows(tokens, shape, 6, 2, xp=CPU_TORCH, **opts):
             assert _same_graph(rows_np[z], indptr, cols - z * n * 0, dist) == 0
             c0 = max(0, z - depth)
-            yield z, transition_rows(indptr, cols, dist, 30.0, row0=z * n, col0=c0 * n,
-                                     ncols=(min(Z, z + depth + 1) - c0) * n, xp=CPU_TORCH), c0
+            yield z, transition_rows(indptr, cols, dist, 30.0, row0=z * n, col0=c0 * n, ncols=(min(Z, z + depth + 1) - c0) * n, xp=CPU_TORCH), c0
 
     got = diffuse_rows(blocks(), values, 5, depth, range(Z), CPU_TORCH)
     assert isinstance(got, torch.Tensor)
@@ -169,8 +168,26 @@ def test_cli_device_option_runs_and_is_not_recorded(tmp_path, capsys):
     for dev in ("cpu", "auto"):
         calib = tmp_path / f"{dev}.json"
         with pytest.raises(SystemExit) as exc:
-            main(["calibrate", "--method", "rwcp", "--encoder", "fallback", "--k", "6", "--device", dev, "--alpha", "0.2",
-                  "--data", str(data), "--out", str(calib), "-q"])
+            main(
+                [
+                    "calibrate",
+                    "--method",
+                    "rwcp",
+                    "--encoder",
+                    "fallback",
+                    "--k",
+                    "6",
+                    "--device",
+                    dev,
+                    "--alpha",
+                    "0.2",
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(calib),
+                    "-q",
+                ]
+            )
         assert exc.value.code in (0, None), capsys.readouterr().err
         out[dev] = json.loads(calib.read_text())
         assert "device" not in out[dev]["params"]

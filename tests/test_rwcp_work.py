@@ -39,8 +39,9 @@ def test_rows_and_wavefront_equal_the_whole_matrix_bit_for_bit(depth, self_loop,
     def blocks():
         for z, indptr, cols, dist in volume_rows(tokens, shape, 5, 2, depth=depth, depth_radius=1, spacing=(2.0, 1.0, 1.0), spatial=0.5):
             c0 = max(0, z - depth)
-            Pz = transition_rows(indptr, cols, dist, 40.0, self_loop=self_loop, lazy=lazy, row0=z * n, col0=c0 * n,
-                                 ncols=(min(Z, z + depth + 1) - c0) * n)
+            Pz = transition_rows(
+                indptr, cols, dist, 40.0, self_loop=self_loop, lazy=lazy, row0=z * n, col0=c0 * n, ncols=(min(Z, z + depth + 1) - c0) * n
+            )
             rowsP = P[z * n : (z + 1) * n, c0 * n : c0 * n + Pz.shape[1]]
             assert np.array_equal(Pz.toarray(), rowsP.toarray())
             assert P[z * n : (z + 1) * n].nnz == Pz.nnz  # nothing outside the block

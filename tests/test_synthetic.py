@@ -93,10 +93,7 @@ def test_other_shapes_and_n0() -> None:
     assert (c.label == 3).any() or (c.label == 2).any()
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"n": -1}, {"seed": -1}, {"shape": (16, 128)}, {"slices_per_subject": 0}, {"n": 2.5}, {"shape": "big"}],
-)
+@pytest.mark.parametrize("kwargs", [{"n": -1}, {"seed": -1}, {"shape": (16, 128)}, {"slices_per_subject": 0}, {"n": 2.5}, {"shape": "big"}])
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(SegcpError):
         make_phantoms(**kwargs)

@@ -178,8 +178,24 @@ def test_cli_tune_and_tuned_compare(tmp_path, capsys):
     assert "KEY=V1|V2" in capsys.readouterr().err
     rep = tmp_path / "cmp"
     code = _run(
-        ["compare", "--data", str(data), "--out", str(rep), "--splits", "3", "--n-cal", "15", "--alpha", "0.2", "-q",
-         "-m", "threshold@CRC", "-m", "morph:se=cross|square,folds=3@tuned"]
+        [
+            "compare",
+            "--data",
+            str(data),
+            "--out",
+            str(rep),
+            "--splits",
+            "3",
+            "--n-cal",
+            "15",
+            "--alpha",
+            "0.2",
+            "-q",
+            "-m",
+            "threshold@CRC",
+            "-m",
+            "morph:se=cross|square,folds=3@tuned",
+        ]
     )
     assert code == 0
     assert "chosen by cross-validation" in (rep / "report.md").read_text()

@@ -12,15 +12,7 @@ import pytest
 
 from segcp.errors import SegcpError
 from segcp.io import read_geometry
-from segcp.io.viewer import (
-    band_colors,
-    band_labels,
-    multi_band_labels,
-    segment_names,
-    write_band,
-    write_itksnap_labels,
-    write_slicer_segmentation,
-)
+from segcp.io.viewer import band_colors, band_labels, multi_band_labels, segment_names, write_band, write_itksnap_labels, write_slicer_segmentation
 from segcp.methods import Case, MorphMethod, ThresholdMethod
 
 SHAPE = (12, 10, 7)
@@ -73,9 +65,12 @@ def test_band_nifti_on_the_input_grid(tmp_path):
 
 def _nrrd_input(path, shape=SHAPE):
     dirs = np.array([[0.8, 0.1, 0.0], [-0.1, 1.25, 0.0], [0.0, 0.0, 3.0]])
-    nrrd.write(str(path), np.zeros(shape, np.float32), {"space": "left-posterior-superior", "space directions": dirs,
-                                                         "space origin": np.array([10.0, -20.0, 5.5]), "kinds": ["domain"] * 3},
-               index_order="F")
+    nrrd.write(
+        str(path),
+        np.zeros(shape, np.float32),
+        {"space": "left-posterior-superior", "space directions": dirs, "space origin": np.array([10.0, -20.0, 5.5]), "kinds": ["domain"] * 3},
+        index_order="F",
+    )
     return dirs
 
 

@@ -174,8 +174,13 @@ def test_ejection_fraction_and_its_spread():
 
 
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from([(6, 7), (3, 4, 5)]), ties=st.booleans(), inf=st.booleans(),
-       frac=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.sampled_from([(6, 7), (3, 4, 5)]),
+    ties=st.booleans(),
+    inf=st.booleans(),
+    frac=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+)
 def test_band_volume_score_is_the_scanned_smallest_lambda(seed, shape, ties, inf, frac):
     t, _ = signed_case(seed, shape, ties, inf, 0.3)
     count = round(frac * t.size)

@@ -19,12 +19,7 @@ from segcp.cases import slice_axis
 from segcp.errors import SegcpError
 from segcp.harness.datasets import acdc, la2018
 from segcp.harness.datasets.tasks import EXPORT_MANIFEST, Task, export_task
-from segcp.harness.datasets.volumes import (
-    check_same_grid,
-    volume_affine,
-    volume_slices,
-    write_nifti,
-)
+from segcp.harness.datasets.volumes import check_same_grid, volume_affine, volume_slices, write_nifti
 from segcp.io import read_geometry, write_on_grid
 from segcp.io.readers import read_array
 
@@ -91,8 +86,21 @@ def test_writing_on_a_nifti_grid_keeps_the_reference_grid_and_header(tmp_path):
     assert out.get_data_dtype() == np.float32
     assert np.array_equal(np.asanyarray(out.dataobj), p)  # no intensity scaling
     assert np.array_equal(out.affine, ref.affine)
-    for key in ("dim", "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
-                "qoffset_x", "srow_x", "srow_y", "srow_z", "xyzt_units", "dim_info"):
+    for key in (
+        "dim",
+        "pixdim",
+        "qform_code",
+        "sform_code",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+        "xyzt_units",
+        "dim_info",
+    ):
         assert np.array_equal(out.header[key], ref.header[key]), key
     assert read_array(tmp_path / "p.nii.gz")[1] == read_array(tmp_path / "ref.nii.gz")[1]
     check_same_grid(tmp_path / "ref.nii.gz", tmp_path / "p.nii.gz")

@@ -99,8 +99,10 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]
         if np.isinf(lo) or np.isinf(hi):
             raise SegcpError(f"{where}: probability map contains inf ({int(np.isinf(p).sum())} values)")
         if p.dtype.kind in "iu" and lo >= 0:
-            raise SegcpError(f"{where}: integer labels {int(lo)}..{int(hi)}: a segmentation, not probabilities in [0, 1] "
-                             "(nnU-Net: rerun nnUNetv2_predict with --save_probabilities and read its .npz)")
+            raise SegcpError(
+                f"{where}: integer labels {int(lo)}..{int(hi)}: a segmentation, not probabilities in [0, 1] "
+                "(nnU-Net: rerun nnUNetv2_predict with --save_probabilities and read its .npz)"
+            )
         raise SegcpError(f"{where}: probabilities must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")
     return p if p.dtype.kind == "f" else p.astype(np.float64)
 
@@ -205,9 +207,7 @@ def check_label_map(label: ArrayLike, where: str, n_labels: int | None = None) -
     if n_labels is not None and m.max() >= n_labels:
         if n_labels == 2 and np.all(np.isin(m, (0, 255))):
             return (m == 255).astype(np.int64)
-        raise SegcpError(
-            f"{where}: label {int(m.max())} but the samples have only {n_labels} classes (labels must be < {n_labels})"
-        )
+        raise SegcpError(f"{where}: label {int(m.max())} but the samples have only {n_labels} classes (labels must be < {n_labels})")
     return m
 
 

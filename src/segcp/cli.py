@@ -219,8 +219,10 @@ def method_flags() -> dict[str, MethodFlag]:
                 continue
             known = out.setdefault(decl.flag, MethodFlag(decl.flag, key, decl))
             if (known.key, known.decl.help, known.decl.hint()) != (key, decl.help, decl.hint()):
-                raise SegcpError(f"{decl.flag}: {name} declares it for {key!r} ({decl.help}), {known.methods[0]} for "
-                                 f"{known.key!r} ({known.decl.help}): one flag, one meaning")
+                raise SegcpError(
+                    f"{decl.flag}: {name} declares it for {key!r} ({decl.help}), {known.methods[0]} for "
+                    f"{known.key!r} ({known.decl.help}): one flag, one meaning"
+                )
             known.methods.append(name)
     return out
 
@@ -373,9 +375,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-) -> None:
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
     """segcp: conformal prediction sets for segmentation models."""
 
 
@@ -390,8 +390,7 @@ MasksOpt = Annotated[Path | None, typer.Option("--masks", help="Folder of the gr
 ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of the images (image-aware methods).")]
 SamplesOpt = Annotated[Path | None, typer.Option("--samples", help="Folder of sampled softmax maps (consign, aps).")]
 MatchOpt = Annotated[
-    list[str] | None,
-    typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI)."),
+    list[str] | None, typer.Option("--match", help="KIND={id}SUFFIX: pair files by name, e.g. images={id}_0000 (nnU-Net) or probs={id}_prob (MONAI).")
 ]
 DatasetJsonOpt = Annotated[Path | None, typer.Option("--dataset-json", help="nnU-Net dataset.json naming the labels (--labels by name).")]
 # What a command accepts so that one set of data options serves calibrate, predict and evaluate,
@@ -400,8 +399,15 @@ UnreadMasksOpt = Annotated[Path | None, typer.Option("--masks", hidden=True, hel
 UnreadDatasetJsonOpt = Annotated[Path | None, typer.Option("--dataset-json", hidden=True, help="Not read by this command.")]
 
 
-def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Path | None, samples: Path | None,
-          match: list[str] | None, dataset_json: Path | None) -> Any:
+def _data(
+    data: Path | None,
+    probs: Path | None,
+    masks: Path | None,
+    images: Path | None,
+    samples: Path | None,
+    match: list[str] | None,
+    dataset_json: Path | None,
+) -> Any:
     """The inputs of a command: a data directory, or folders given one by one (a DataSpec)."""
     from segcp.io.datadir import DataSpec
 
@@ -422,13 +428,13 @@ def _data(data: Path | None, probs: Path | None, masks: Path | None, images: Pat
 LabelOpt = Annotated[int | None, typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
 GroupsOpt = Annotated[
-    str | None,
-    typer.Option("--groups", help="Each image's group (one lambda per group): a CSV/TSV id,group or JSON file, or name:REGEX on the ids."),
+    str | None, typer.Option("--groups", help="Each image's group (one lambda per group): a CSV/TSV id,group or JSON file, or name:REGEX on the ids.")
 ]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        "--workers", min=1,
+        "--workers",
+        min=1,
         help="Run on N worker processes of this machine: a local Dask cluster with segcp[dask], else a process pool "
         "(same result; at most 4 per core). Default: this process.",
     ),
@@ -483,7 +489,8 @@ def calibrate(
     guarantee: Annotated[
         str | None,
         typer.Option(
-            "--guarantee", parser=GUARANTEE,
+            "--guarantee",
+            parser=GUARANTEE,
             help="fnr: E[FNR] <= alpha (risk control); quantile: P(coverage >= tau) >= 1 - alpha; "
             "contains (consign, aps): P(truth in the set up to beta) >= 1 - alpha; "
             "band (threshold, morph, rwcp): two-sided sets, P(inner in truth in outer) >= 1 - alpha (tau < 1: outer recall and "
@@ -498,14 +505,17 @@ def calibrate(
     ] = None,
     allow_empty_masks: Annotated[
         bool,
-        typer.Option("--allow-empty-masks", help="Calibrate even when every mask is empty (the FNR is undefined there: lambda is its "
-                     "minimum and the risk 0 guarantees nothing)."),
+        typer.Option(
+            "--allow-empty-masks",
+            help="Calibrate even when every mask is empty (the FNR is undefined there: lambda is its minimum and the risk 0 guarantees nothing).",
+        ),
     ] = False,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Method parameter NAME=VALUE (repeatable).")] = None,
     curves: Annotated[
         str,
         typer.Option(
-            "--curves", parser=CURVE_FORM,
+            "--curves",
+            parser=CURVE_FORM,
             help="auto: exact loss curves while they hold <= 2^26 breakpoints, else compact; exact; compact: the summed "
             "risk on a fixed lambda grid (memory independent of n; lambda at most one grid step above exact).",
         ),
@@ -517,12 +527,20 @@ def calibrate(
     device: DeviceOpt = None,
     loss: Annotated[
         list[str] | None,
-        typer.Option("--loss", parser=RISK_LOSS, help="Control this loss instead (repeat for several at once, one --alpha each; "
-                     "docs/ltt.md): monotone ones by exact CRC, the others (or any with --delta) by Learn then Test."),
+        typer.Option(
+            "--loss",
+            parser=RISK_LOSS,
+            help="Control this loss instead (repeat for several at once, one --alpha each; "
+            "docs/ltt.md): monotone ones by exact CRC, the others (or any with --delta) by Learn then Test.",
+        ),
     ] = None,
-    loss_param: Annotated[list[str] | None, typer.Option("--loss-param", help="Loss parameter NAME=VALUE, e.g. min_overlap=0.5 (repeatable).")] = None,
+    loss_param: Annotated[
+        list[str] | None, typer.Option("--loss-param", help="Loss parameter NAME=VALUE, e.g. min_overlap=0.5 (repeatable).")
+    ] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="With --loss: Learn then Test, P(risk <= alpha) >= 1 - delta.")] = None,
-    pvalue: Annotated[str, typer.Option("--pvalue", parser=PVALUE, help="Learn then Test's p-value: hb (Hoeffding-Bentkus) or wsr (betting).")] = "hb",
+    pvalue: Annotated[
+        str, typer.Option("--pvalue", parser=PVALUE, help="Learn then Test's p-value: hb (Hoeffding-Bentkus) or wsr (betting).")
+    ] = "hb",
     vary: Annotated[str | None, typer.Option("--vary", help="With several losses: NAME=V1|V2|... a second method parameter to choose.")] = None,
     groups: GroupsOpt = None,
     group_fallback: Annotated[
@@ -617,8 +635,18 @@ def calibrate(
         )
 
 
-def _check_loss_options(loss: list[str] | None, loss_param: list[str] | None, delta: float | None, pvalue: str, vary: str | None,
-                        groups: str | None, group_fallback: bool, guarantee: str | None, tau: float, curves: str) -> None:
+def _check_loss_options(
+    loss: list[str] | None,
+    loss_param: list[str] | None,
+    delta: float | None,
+    pvalue: str,
+    vary: str | None,
+    groups: str | None,
+    group_fallback: bool,
+    guarantee: str | None,
+    tau: float,
+    curves: str,
+) -> None:
     """The options of a chosen ``--loss`` go with one (and not with ``--guarantee``/``--tau``/compact curves)."""
     from segcp.errors import SegcpError
 
@@ -653,9 +681,7 @@ RunParamOpt = Annotated[
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
-    draws: Annotated[
-        int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")
-    ] = 100,
+    draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations (consign, aps): segmentations drawn per image (S, *spatial).")] = 100,
     seed: DrawSeedOpt = 0,
     alpha: Annotated[
         float | None, typer.Option("--alpha", help="Which alpha of a calibration made at several.", show_default="the calibration's only one")
@@ -666,14 +692,14 @@ def predict(
     ] = False,
     labels: Annotated[
         str | None,
-        typer.Option("--labels", help="Per-structure calibrations: these structures only ('all', or labels by number or name, e.g. RV,LV).",
-                     show_default="all"),
+        typer.Option(
+            "--labels", help="Per-structure calibrations: these structures only ('all', or labels by number or name, e.g. RV,LV).", show_default="all"
+        ),
     ] = None,
     param: RunParamOpt = None,
     groups: GroupsOpt = None,
     resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole."),
+        bool, typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole.")
     ] = False,
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
@@ -700,9 +726,21 @@ def predict(
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         written = predict_dir(
-            calib, _data(data, probs, masks, images, samples, match, dataset_json), out, show_progress=not quiet, draws=draws,
-            seed=seed, alpha=alpha, overwrite=overwrite, overrides=overrides, combined=combined, resume=resume,
-            executor=ex, chunk_size=chunk_size, labels=labels, groups=groups,
+            calib,
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            out,
+            show_progress=not quiet,
+            draws=draws,
+            seed=seed,
+            alpha=alpha,
+            overwrite=overwrite,
+            overrides=overrides,
+            combined=combined,
+            resume=resume,
+            executor=ex,
+            chunk_size=chunk_size,
+            labels=labels,
+            groups=groups,
         )
     if not quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
@@ -718,9 +756,7 @@ def evaluate(
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Sets of segmentations: segmentations drawn per image.")] = 100,
     seed: DrawSeedOpt = 0,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")
-    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")] = None,
     groups: GroupsOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -743,8 +779,18 @@ def evaluate(
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
         result = evaluate_dir(
-            sets, _data(data, probs, masks, images, samples, match, dataset_json), label=label, out=out, show_progress=not quiet,
-            calib=calib, draws=draws, seed=seed, overrides=overrides, executor=ex, chunk_size=chunk_size, groups=groups,
+            sets,
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            label=label,
+            out=out,
+            show_progress=not quiet,
+            calib=calib,
+            draws=draws,
+            seed=seed,
+            overrides=overrides,
+            executor=ex,
+            chunk_size=chunk_size,
+            groups=groups,
         )
     if quiet:
         return
@@ -766,8 +812,10 @@ def evaluate(
     for c in result.get("controlled", []):
         typer.echo(f"{c['loss']}: mean {c['mean']:.4f} (alpha {c['alpha']:g}; {c['statement']})")
     for g, st in result.get("groups", {}).items():
-        typer.echo(f"  group {g} (lambda {st['lambda']:.6g}{', marginal' if st['fallback'] else ''}): "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in st["controlled"].items()))
+        typer.echo(
+            f"  group {g} (lambda {st['lambda']:.6g}{', marginal' if st['fallback'] else ''}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in st["controlled"].items())
+        )
 
 
 @app.command(cls=SegcpCommand)
@@ -799,8 +847,18 @@ def monitor(
     overrides = parse_params(param)
     workers = _deprecated_n_jobs(overrides, workers)
     with _executor(workers, scheduler, quiet) as ex:
-        result = monitor_dir(calib, _data(data, probs, masks, images, samples, match, dataset_json), out=out, figure=figure, level=level, delta=delta,
-                             overrides=overrides, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
+        result = monitor_dir(
+            calib,
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            out=out,
+            figure=figure,
+            level=level,
+            delta=delta,
+            overrides=overrides,
+            show_progress=not quiet,
+            executor=ex,
+            chunk_size=chunk_size,
+        )
     typer.echo(f"segcp monitor: {result['verdict']}" + (f" -> {out}" if out is not None else ""))
 
 
@@ -810,9 +868,7 @@ def view(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (self-contained: open it in any browser).")],
     label: LabelOpt = None,
     calib: Annotated[Path | None, typer.Option("--calib", help="The calib.json that made per-structure sets (their labels).")] = None,
-    max_mb: Annotated[
-        float, typer.Option("--max-mb", help="Largest file size, MiB: volumes are shown downsampled when they would not fit.")
-    ] = 32.0,
+    max_mb: Annotated[float, typer.Option("--max-mb", help="Largest file size, MiB: volumes are shown downsampled when they would not fit.")] = 32.0,
     title: Annotated[str | None, typer.Option("--title", help="The page's title.", show_default="segcp view: <sets folder>")] = None,
     data: DataOpt = None,
     masks: MasksOpt = None,
@@ -830,8 +886,10 @@ def view(
     info = view_dir(sets, out, spec, label=label, calib=calib, max_mb=max_mb, title=title, show_progress=not quiet)
     if not quiet:
         shown = "full resolution" if info["factor"] == 1 else f"downsampled {info['factor']}x"
-        typer.echo(f"wrote {out}: {info['cases']} cases, {info['bytes'] / 2**20:.1f} MiB, {shown}, {info['seconds']:.1f} s"
-                   + (f" ({info['unused']} files of the data folders have no set)" if info["unused"] else ""))
+        typer.echo(
+            f"wrote {out}: {info['cases']} cases, {info['bytes'] / 2**20:.1f} MiB, {shown}, {info['seconds']:.1f} s"
+            + (f" ({info['unused']} files of the data folders have no set)" if info["unused"] else "")
+        )
 
 
 @app.command(cls=SegcpCommand)
@@ -893,9 +951,21 @@ def compare(
 
     specs = [parse_spec(m) for m in (method or COMPARE_METHODS)]
     with _executor(workers, scheduler, quiet) as ex:
-        result = compare_dir(_data(data, probs, masks, images, samples, match, dataset_json), specs, label=label,
-                             alphas=alpha or list(COMPARE_ALPHAS), n_cal=n_cal, n_splits=splits, seed=seed, out=out, title=title,
-                             show_progress=not quiet, executor=ex, chunk_size=chunk_size, cache_dir=cache)
+        result = compare_dir(
+            _data(data, probs, masks, images, samples, match, dataset_json),
+            specs,
+            label=label,
+            alphas=alpha or list(COMPARE_ALPHAS),
+            n_cal=n_cal,
+            n_splits=splits,
+            seed=seed,
+            out=out,
+            title=title,
+            show_progress=not quiet,
+            executor=ex,
+            chunk_size=chunk_size,
+            cache_dir=cache,
+        )
     if not quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
@@ -904,15 +974,14 @@ def compare(
 @app.command(cls=SegcpCommand)
 def tune(
     method: Annotated[str, typer.Option("--method", "-m", parser=METHOD, help="Set method to tune (`segcp methods` describes each).")],
-    grid: Annotated[
-        list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")
-    ],
+    grid: Annotated[list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")],
     alpha: Annotated[float, typer.Option("--alpha", help="Risk level the sets are calibrated at inside each fold.")] = 0.1,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed KEY=VALUE method parameters.")] = None,
     criterion: Annotated[
         str,
         typer.Option(
-            "--criterion", parser=CRITERION,
+            "--criterion",
+            parser=CRITERION,
             help="What the held-out folds' sets are scored by: Dice (higher is better), HD95, stretch |C|/|Y_hat| or truth_ratio |C|/|Y| "
             "(lower is better).",
         ),
@@ -965,8 +1034,18 @@ def tune(
         check_output(out, data_inputs(source_data))
     task = open_task(TaskConfig(name="tune", data=Path(source_data) if isinstance(source_data, str) else source_data, label=label))
     with _executor(workers, scheduler, quiet) as ex:
-        res = tune_task(task, cands, alpha, criterion=criterion, folds=folds, seed=seed, show_progress=not quiet, executor=ex, chunk_size=chunk_size,
-                        cache=BenchmarkCache(cache) if cache is not None else None)
+        res = tune_task(
+            task,
+            cands,
+            alpha,
+            criterion=criterion,
+            folds=folds,
+            seed=seed,
+            show_progress=not quiet,
+            executor=ex,
+            chunk_size=chunk_size,
+            cache=BenchmarkCache(cache) if cache is not None else None,
+        )
     view = task.view(cands[0])
     source = task.provenance.get("groups_from", "")
     n_groups = len(set(view.groups))
@@ -1075,9 +1154,7 @@ def train(
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's choice).")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after M minutes, keeping the best model so far.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, small rotations, intensity jitter.")] = True,
-    val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")
-    ] = 0.1,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of training patients/groups held out for model selection.")] = 0.1,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1, ...")] = "cpu",
     loss: Annotated[str, typer.Option("--loss", parser=LOSS, help="ce: cross-entropy; dice_ce: nnU-Net's soft Dice + cross-entropy.")] = "ce",
     slice_axis: Annotated[
@@ -1107,8 +1184,21 @@ def train(
     if task is not None and slice_axis is not None:
         raise SegcpError("--slice-axis is for --data; a volume task defines its own slice axis")
     cfg = TrainConfig.from_preset(
-        preset, epochs=epochs, steps=train_steps, size=size, width=width, batch_size=batch, dropout=dropout, dropout_from_level=dropout_levels,
-        seed=seed, threads=threads, max_minutes=max_minutes, augment=augment, val_fraction=val_fraction, device=device, loss=loss,
+        preset,
+        epochs=epochs,
+        steps=train_steps,
+        size=size,
+        width=width,
+        batch_size=batch,
+        dropout=dropout,
+        dropout_from_level=dropout_levels,
+        seed=seed,
+        threads=threads,
+        max_minutes=max_minutes,
+        augment=augment,
+        val_fraction=val_fraction,
+        device=device,
+        loss=loss,
     )
     if task is not None:
         meta = train_task(task, out, cfg, split_seed=split_seed, show_progress=not quiet)
@@ -1120,9 +1210,7 @@ def train(
         vd = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
         typer.echo(
             f"trained {meta['n_classes']}-class UNet ({m['train_images']} images, best epoch {m['best_epoch']}, "
-            f"validation Dice {vd}, {m['train_seconds'] / 60:.1f} min"
-            + (", stopped at --max-minutes" if m["stopped_early"] else "")
-            + f") -> {out}"
+            f"validation Dice {vd}, {m['train_seconds'] / 60:.1f} min" + (", stopped at --max-minutes" if m["stopped_early"] else "") + f") -> {out}"
         )
 
 
@@ -1173,8 +1261,19 @@ def infer(
 
     check_output(out, [*model, *(data_inputs(data) if data is not None else [])])
     man = infer_to_dir(
-        [str(m) for m in model], out, task=task, split=split, data=data, samples=n_samples, seed=seed,
-        batch_size=batch, threads=threads, device=device, overwrite=overwrite, show_progress=not quiet, slice_axis=slice_axis,
+        [str(m) for m in model],
+        out,
+        task=task,
+        split=split,
+        data=data,
+        samples=n_samples,
+        seed=seed,
+        batch_size=batch,
+        threads=threads,
+        device=device,
+        overwrite=overwrite,
+        show_progress=not quiet,
+        slice_axis=slice_axis,
     )
     if not quiet:
         d = man["dice"]

@@ -387,10 +387,7 @@ class ConformalSegmenter:
         self._check_fitted()
         if alpha is None:
             if len(self.lambdas_) > 1:
-                raise SegcpError(
-                    f"calibrated at several alphas ({', '.join(f'{a:g}' for a in self.lambdas_)}): "
-                    "pass alpha=..., or use at(alpha)"
-                )
+                raise SegcpError(f"calibrated at several alphas ({', '.join(f'{a:g}' for a in self.lambdas_)}): pass alpha=..., or use at(alpha)")
             return next(iter(self.lambdas_))
         a = check_alpha(alpha)
         if a not in self.lambdas_:
@@ -450,9 +447,16 @@ class ConformalSegmenter:
         if len({self.families_[a].key for a in alphas}) > 1:
             raise SegcpError("to_dict: the sets depend on alpha; write one record per alpha (at(alpha).to_dict())")
         return estimator_record(
-            self.families_[alphas[0]], self.guarantee_, float(self.tau), alphas, [self.lambdas_[a] for a in alphas],
-            [self.results_[a].empirical_risk for a in alphas], [self.results_[a].bound for a in alphas], self.n_,
-            self.scores_, getattr(self, "grid_", None),
+            self.families_[alphas[0]],
+            self.guarantee_,
+            float(self.tau),
+            alphas,
+            [self.lambdas_[a] for a in alphas],
+            [self.results_[a].empirical_risk for a in alphas],
+            [self.results_[a].bound for a in alphas],
+            self.n_,
+            self.scores_,
+            getattr(self, "grid_", None),
         )
 
     @classmethod

@@ -30,8 +30,10 @@ MC_METHODS = ("CONSIGN (K=5)", "pixel-wise APS")
 #: The demo's benchmark config ({n}, {seed}, {n_cal} filled in). β = 0.8 for the sets of
 #: segmentations: at 0.9 some of these truths are not of the form argmax(μ + Σ c_k u_k) at any c,
 #: more than α = 0.1 tolerates with n = 30 (the same limit as on real data, docs/consign.md).
-DESCRIPTION = ("Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the "
-               "mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`.")
+DESCRIPTION = (
+    "Built-in synthetic short-axis-heart phantoms with model-like probability maps (segcp.synthetic): the numbers show the "
+    "mechanics of the guarantees, not clinical performance. Every method of segcp, through `segcp benchmark`."
+)
 DEMO_CONFIG = """\
 title = "segcp demo — SYNTHETIC phantoms (not real patients)"
 description = "{description}"
@@ -99,21 +101,34 @@ def _rows(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
     validity = {(v["method"], v["alpha"]): v for v in task["validity"]}
     for s in result["summary"]:
         v = validity.get((s["method"], s["alpha"]), {})
-        rows.append({
-            "method": s["method"], "alpha": s["alpha"], "lambda": s["lambda"], **{m: s[m] for m in metrics},
-            "FNR, 200 splits": v.get("fnr"),
-            "validity": {"splits": v.get("splits"), "mean_test_fnr": v.get("fnr"), "se": v.get("fnr_se"), "infeasible": v.get("infeasible")},
-            "splits": s["splits"], "infeasible": s["infeasible"],
-        })
+        rows.append(
+            {
+                "method": s["method"],
+                "alpha": s["alpha"],
+                "lambda": s["lambda"],
+                **{m: s[m] for m in metrics},
+                "FNR, 200 splits": v.get("fnr"),
+                "validity": {"splits": v.get("splits"), "mean_test_fnr": v.get("fnr"), "se": v.get("fnr_se"), "infeasible": v.get("infeasible")},
+                "splits": s["splits"],
+                "infeasible": s["infeasible"],
+            }
+        )
     mc: list[dict[str, Any]] = []
     for label in MC_METHODS:
         recs = [r for r in task["sets_records"] if r["method"] == label and r.get("lambda") is not None and math.isfinite(r["lambda"])]
         secs = task["seconds_per_image"].get(f"{label} (α=0.1)", math.nan)
-        mc.append({
-            "method": label, "alpha": 0.1, "lambda": mean([r["lambda"] for r in recs]), "coverage": mean([r.get("coverage") for r in recs]),
-            "SEC@100": mean([r.get("sec@100") for r in recs]), "Chao1@100": mean([r.get("chao@100") for r in recs]),
-            "|corr|": mean([r.get("correlation@100") for r in recs]), "seconds": secs,
-        })
+        mc.append(
+            {
+                "method": label,
+                "alpha": 0.1,
+                "lambda": mean([r["lambda"] for r in recs]),
+                "coverage": mean([r.get("coverage") for r in recs]),
+                "SEC@100": mean([r.get("sec@100") for r in recs]),
+                "Chao1@100": mean([r.get("chao@100") for r in recs]),
+                "|corr|": mean([r.get("correlation@100") for r in recs]),
+                "seconds": secs,
+            }
+        )
     return rows, mc
 
 
@@ -141,12 +156,18 @@ def run_demo(
 
     def extend(res: dict[str, Any]) -> dict[str, Any]:
         rows, mc = _rows(res)
-        return {"demo": True, "data": "SYNTHETIC phantoms from segcp.synthetic (not real patients)", "distance_units": "mm",
-                "rows": rows, "multiclass_rows": mc}
+        return {
+            "demo": True,
+            "data": "SYNTHETIC phantoms from segcp.synthetic (not real patients)",
+            "distance_units": "mm",
+            "rows": rows,
+            "multiclass_rows": mc,
+        }
 
     with open_executor(workers or min(2, os.cpu_count() or 1), dask=False) as executor:
-        result = run_benchmark(cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend,
-                               replaceable=LEGACY_FILES, executor=executor)
+        result = run_benchmark(
+            cfg, out, cache_dir=cache_dir, show_progress=show_progress, command=command, extend=extend, replaceable=LEGACY_FILES, executor=executor
+        )
     rows, mc = result["rows"], result["multiclass_rows"]
     n_cal = cfg.n_cal
     columns = ["method", "alpha", "lambda", "coverage", "fnr", "stretch", "dice", "hd95", "assd", "FNR, 200 splits"]

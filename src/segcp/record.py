@@ -371,7 +371,7 @@ def read_record(d: Any, where: str = "calibration record", overrides: dict[str, 
     curves = d.get("curves")
     if curves is not None:
         if not isinstance(curves, dict) or curves.get("form") != "compact" or set(curves) != {"form", "grid"}:
-            raise SegcpError(f"{where}: field 'curves' must be {{\"form\": \"compact\", \"grid\": {{...}}}}, got {_short(curves)}")
+            raise SegcpError(f'{where}: field \'curves\' must be {{"form": "compact", "grid": {{...}}}}, got {_short(curves)}')
         grid = Grid.from_dict(curves["grid"], f"{where}: field 'curves.grid'")
         if any(not (grid.lo <= lam <= grid.hi) for lam in lambdas if lam != lo):
             raise SegcpError(f"{where}: field 'lambda' lies outside its compact grid [{grid.lo:g}, {grid.hi:g}]")
@@ -457,8 +457,7 @@ def _inf_list(values: Sequence[float]) -> list[float | str]:
 
 def _fit_fields(fit: Any, integer: bool = False) -> dict[str, Any]:
     lam = int(fit.lambda_) if integer and float(fit.lambda_).is_integer() else float(fit.lambda_)
-    out: dict[str, Any] = {"lambda": lam, "n": int(fit.n), "config": int(fit.config),
-                           "empirical_risk": [float(r) for r in fit.risks]}
+    out: dict[str, Any] = {"lambda": lam, "n": int(fit.n), "config": int(fit.config), "empirical_risk": [float(r) for r in fit.risks]}
     if not math.isnan(fit.bound):
         out["bound"] = float(fit.bound)
     if not math.isnan(fit.low):
@@ -469,21 +468,24 @@ def _fit_fields(fit: Any, integer: bool = False) -> dict[str, Any]:
 def risk_record(rs: Any) -> dict[str, Any]:
     """The record of a calibrated :class:`~segcp.risk.RiskSegmenter` (schema ``segcp.risk-control``)::
 
-        schema, schema_version, segcp_version, method, params (the chosen configuration's), identity
-        losses          [{name, params}], one per loss;  alpha  one level per loss
-        calibrated_by   crc (one monotone loss, exact) | ltt (Learn then Test: delta, pvalue, procedure)
-        vary            null | {param, values}: the configurations; config = the chosen one's index
-        lambda, n, config, empirical_risk (per loss), bound (crc), certified [low, high] (ltt)
-        statement       per loss, in words
-        groups          null | {source, entries: [{group, n, lambda, config, empirical_risk, bound |
-                        certified, fallback}]}: one λ̂ per group (fallback: too few cases, the marginal λ̂)
-        monitor         {scores, statistics}: per calibration case, what ``segcp monitor`` compares with
+    schema, schema_version, segcp_version, method, params (the chosen configuration's), identity
+    losses          [{name, params}], one per loss;  alpha  one level per loss
+    calibrated_by   crc (one monotone loss, exact) | ltt (Learn then Test: delta, pvalue, procedure)
+    vary            null | {param, values}: the configurations; config = the chosen one's index
+    lambda, n, config, empirical_risk (per loss), bound (crc), certified [low, high] (ltt)
+    statement       per loss, in words
+    groups          null | {source, entries: [{group, n, lambda, config, empirical_risk, bound |
+                    certified, fallback}]}: one λ̂ per group (fallback: too few cases, the marginal λ̂)
+    monitor         {scores, statistics}: per calibration case, what ``segcp monitor`` compares with
     """
     fam = rs.family_
     ltt = rs.mode_ == "ltt"
     rec: dict[str, Any] = {
-        "schema": RISK_SCHEMA, "schema_version": RISK_VERSION, "segcp_version": __version__,
-        "method": fam.name, "params": fam.params(),
+        "schema": RISK_SCHEMA,
+        "schema_version": RISK_VERSION,
+        "segcp_version": __version__,
+        "method": fam.name,
+        "params": fam.params(),
         "losses": [{"name": x.name, "params": x.params()} for x in rs.losses_],
         "alpha": [float(a) for a in rs.alphas_],
         "calibrated_by": rs.mode_,
@@ -499,13 +501,16 @@ def risk_record(rs: Any) -> dict[str, Any]:
         rec["identity"] = identity
     rec["groups"] = None
     if rs.groups_:
-        rec["groups"] = {"source": str(getattr(rs, "group_source_", None) or "given"),
-                         "entries": [{"group": g} | _fit_fields(f, fam.integer_lambda) | {"fallback": bool(f.fallback)}
-                                     for g, f in rs.groups_.items()]}
+        rec["groups"] = {
+            "source": str(getattr(rs, "group_source_", None) or "given"),
+            "entries": [{"group": g} | _fit_fields(f, fam.integer_lambda) | {"fallback": bool(f.fallback)} for g, f in rs.groups_.items()],
+        }
     mon = getattr(rs, "monitor_", None)
     if mon:
-        rec["monitor"] = {"scores": _inf_list(mon["scores"]),
-                          "statistics": {k: [None if math.isnan(v) else float(v) for v in vals] for k, vals in mon["statistics"].items()}}
+        rec["monitor"] = {
+            "scores": _inf_list(mon["scores"]),
+            "statistics": {k: [None if math.isnan(v) else float(v) for v in vals] for k, vals in mon["statistics"].items()},
+        }
     return rec
 
 
@@ -524,8 +529,17 @@ def _numbers(raw: Any, field: str, where: str, length: int, infinite: bool = Fal
     return out
 
 
-def _read_fit(e: dict[str, Any], field: str, where: str, family: SetFamily, losses: Sequence[Any], alphas: Sequence[float], crc: bool,
-              k: int, fallback: bool = False) -> dict[str, Any]:
+def _read_fit(
+    e: dict[str, Any],
+    field: str,
+    where: str,
+    family: SetFamily,
+    losses: Sequence[Any],
+    alphas: Sequence[float],
+    crc: bool,
+    k: int,
+    fallback: bool = False,
+) -> dict[str, Any]:
     """The validated fields of a :class:`~segcp.risk.GroupFit`."""
     lam = _number(e.get("lambda"), f"{field}lambda", where)
     if not family.lambda_min <= lam <= family.lambda_max:
@@ -565,6 +579,7 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
     from segcp.calibration.ltt import PVALUES
     from segcp.losses import get_loss
     from segcp.methods.base import MaskFamily
+
     version = d.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RISK_VERSION:
         raise SegcpError(f"{where}: field 'schema_version' must be an integer from 1 to {RISK_VERSION} for {RISK_SCHEMA} (a newer segcp wrote it?)")
@@ -610,9 +625,14 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
     configs: list[SetFamily] = [family]
     vary_spec = None
     if vary is not None:
-        if not isinstance(vary, dict) or set(vary) != {"param", "values"} or not isinstance(vary["values"], list) \
-                or not 1 <= len(vary["values"]) <= MAX_CONFIGS or vary["param"] not in type(family).declared():
-            raise SegcpError(f"{where}: field 'vary' must be {{\"param\": a parameter of {family.name}, \"values\": [1 to {MAX_CONFIGS} values]}}")
+        if (
+            not isinstance(vary, dict)
+            or set(vary) != {"param", "values"}
+            or not isinstance(vary["values"], list)
+            or not 1 <= len(vary["values"]) <= MAX_CONFIGS
+            or vary["param"] not in type(family).declared()
+        ):
+            raise SegcpError(f'{where}: field \'vary\' must be {{"param": a parameter of {family.name}, "values": [1 to {MAX_CONFIGS} values]}}')
         configs = [_read_family(d | {"params": dict(d.get("params", {})) | {vary["param"]: v}}, where, overrides) for v in vary["values"]]
         vary_spec = (vary["param"], list(vary["values"]))
     crc = mode == "crc"
@@ -625,7 +645,7 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
     g = d.get("groups")
     if g is not None:
         if not isinstance(g, dict) or not isinstance(g.get("entries"), list) or not 1 <= len(g["entries"]) <= MAX_GROUPS:
-            raise SegcpError(f"{where}: field 'groups' must be {{\"source\": ..., \"entries\": [1 to {MAX_GROUPS} groups]}}")
+            raise SegcpError(f'{where}: field \'groups\' must be {{"source": ..., "entries": [1 to {MAX_GROUPS} groups]}}')
         source = g.get("source")
         if not isinstance(source, str) or len(source) > 1024:
             raise SegcpError(f"{where}: field 'groups.source' must be a string")
@@ -647,14 +667,28 @@ def read_risk_record(d: dict[str, Any], where: str = "calibration record", overr
     mon = d.get("monitor")
     if mon is not None:
         if not isinstance(mon, dict) or not isinstance(mon.get("statistics", {}), dict) or len(mon.get("statistics", {})) > 64:
-            raise SegcpError(f"{where}: field 'monitor' must be {{\"scores\": [...], \"statistics\": {{name: [...]}}}}")
+            raise SegcpError(f'{where}: field \'monitor\' must be {{"scores": [...], "statistics": {{name: [...]}}}}')
         monitor["scores"] = _numbers(mon.get("scores"), "monitor.scores", where, n, infinite=True)
         for name, vals in mon.get("statistics", {}).items():
             if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_.]{1,40}", name):
                 raise SegcpError(f"{where}: field 'monitor.statistics' has a bad name {_short(name)}")
             monitor["statistics"][name] = _numbers(vals, f"monitor.statistics.{name}", where, n, missing=True)
-    return {"kind": "risk", "family": family, "configs": configs, "vary": vary_spec, "losses": losses, "alphas": alphas, "mode": mode,
-            "delta": delta, "pvalue": pvalue, "fit": fit, "groups": groups, "group_source": source, "monitor": monitor, "n": n}
+    return {
+        "kind": "risk",
+        "family": family,
+        "configs": configs,
+        "vary": vary_spec,
+        "losses": losses,
+        "alphas": alphas,
+        "mode": mode,
+        "delta": delta,
+        "pvalue": pvalue,
+        "fit": fit,
+        "groups": groups,
+        "group_source": source,
+        "monitor": monitor,
+        "n": n,
+    }
 
 
 # ---------------------------------------------------------------------------- directory jobs
@@ -673,8 +707,16 @@ def job_record(
     """The calib.json of a directory job: ``estimators`` are (structure, the estimator's record,
     images holding the structure) — one with structure None (``--label`` or a binary mask), or
     one per structure (``--labels``); ``ndim``: the images' grid dimensionality (2 or 3)."""
-    job = {"label": label, "probs_channels": bool(channels), "channel_axis": channels or None, "source": source,
-           "data": data, "ids": list(ids), "seconds": float(seconds), "ndim": ndim}
+    job = {
+        "label": label,
+        "probs_channels": bool(channels),
+        "channel_axis": channels or None,
+        "source": source,
+        "data": data,
+        "ids": list(ids),
+        "seconds": float(seconds),
+        "ndim": ndim,
+    }
     if len(estimators) == 1 and estimators[0][0] is None:
         return estimators[0][1] | job
     entries = []
@@ -720,7 +762,7 @@ def _job_fields(record: dict[str, Any], where: str) -> tuple[int | None, bool | 
         raise SegcpError(f"{where}: field 'probs_channels' must be true or false, got {_short(channels)}")
     axis = record.get("channel_axis")
     if axis not in (None, "first", "last") or (axis is not None and not channels):
-        raise SegcpError(f"{where}: field 'channel_axis' must be \"first\", \"last\" or null (with probs_channels true), got {_short(axis)}")
+        raise SegcpError(f'{where}: field \'channel_axis\' must be "first", "last" or null (with probs_channels true), got {_short(axis)}')
     ndim = record.get("ndim")
     ndim = None if ndim is None else _integer(ndim, "ndim", where, 2, 3)
     return label, (axis or "first") if channels else False, ndim

@@ -40,14 +40,7 @@ from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves, check_alpha, crc_lambda, min_calibration_size
 from segcp.calibration.crc import TOL
-from segcp.calibration.ltt import (
-    PVALUES,
-    StepLosses,
-    check_delta,
-    ltt_chains,
-    ltt_steps,
-    pvalues,
-)
+from segcp.calibration.ltt import PVALUES, StepLosses, check_delta, ltt_chains, ltt_steps, pvalues
 from segcp.cases import Case
 from segcp.errors import SegcpError
 from segcp.losses import Loss, get_loss
@@ -56,7 +49,6 @@ from segcp.methods.base import MaskFamily
 from segcp.record import GROUP_NAME, MAX_GROUPS
 
 __all__ = ["GroupFit", "RiskSegmenter", "monitor_score", "read_groups"]
-
 
 
 # ---------------------------------------------------------------------------- groups
@@ -229,8 +221,10 @@ class RiskSegmenter:
         self.monitor_: dict[str, Any] = {"scores": [], "statistics": {}}
 
     def __repr__(self) -> str:
-        return (f"RiskSegmenter(method={self.method!r}, alpha={self.alpha!r}, loss={self.loss!r}, delta={self.delta!r}, "
-                f"pvalue={self.pvalue!r}, vary={self.vary!r})")
+        return (
+            f"RiskSegmenter(method={self.method!r}, alpha={self.alpha!r}, loss={self.loss!r}, delta={self.delta!r}, "
+            f"pvalue={self.pvalue!r}, vary={self.vary!r})"
+        )
 
     # ------------------------------------------------------------------ validation
     def losses(self) -> list[Loss]:
@@ -248,8 +242,10 @@ class RiskSegmenter:
                 continue
             cls = loss_class(item)
             if cls.score != "sublevel":  # its λ is on the signed score t: sets of another shape
-                raise SegcpError(f"loss {item}: two-sided sets are calibrated with guarantee={item!r} "
-                                 f"(ConformalSegmenter; calibrate --guarantee {item}), not as a controlled loss")
+                raise SegcpError(
+                    f"loss {item}: two-sided sets are calibrated with guarantee={item!r} "
+                    f"(ConformalSegmenter; calibrate --guarantee {item}), not as a controlled loss"
+                )
             mine = {k: params.pop(k) for k in list(params) if k in cls.declared()}
             out.append(get_loss(item, **mine))
         if params:
@@ -333,7 +329,9 @@ class RiskSegmenter:
         return need
 
     # ------------------------------------------------------------------ map step
-    def case_losses(self, item: Case | Prepared, losses: Sequence[Loss], configs: Sequence[MaskFamily], mode: str) -> list[list[LossCurves | StepLosses]]:
+    def case_losses(
+        self, item: Case | Prepared, losses: Sequence[Loss], configs: Sequence[MaskFamily], mode: str
+    ) -> list[list[LossCurves | StepLosses]]:
         """One case's losses: per configuration, per loss, the exact step function of λ (a
         one-case LossCurves for CRC, StepLosses for Learn then Test)."""
         out = []
@@ -353,8 +351,9 @@ class RiskSegmenter:
         return case_statistics(r, lam, probs=probs)
 
     # ------------------------------------------------------------------ calibration
-    def calibrate(self, cases: Iterable[Any], y: Iterable[Any] | None = None, *, groups: Sequence[str] | Mapping[str, str] | None = None,
-                  fallback: bool = False) -> RiskSegmenter:
+    def calibrate(
+        self, cases: Iterable[Any], y: Iterable[Any] | None = None, *, groups: Sequence[str] | Mapping[str, str] | None = None, fallback: bool = False
+    ) -> RiskSegmenter:
         """Calibrate on labelled cases (or arrays ``cases`` with truths ``y``).
 
         ``groups``: one group name per case (in order), or a mapping case id → group; each group
@@ -382,8 +381,10 @@ class RiskSegmenter:
         self.fit(per_case, names, losses=losses, configs=configs, alphas=alphas, mode=mode, fallback=fallback)
         self.case_groups = dict(zip(ids, names)) if names is not None else {}
         stats = [self._statistics(self.family_, it, self.lambda_) for it in items]
-        self.monitor_ = {"scores": [self._score(c[self.fit_.config][0], losses[0], alphas[0], mode) for c in per_case],
-                         "statistics": {k: [s.get(k, math.nan) for s in stats] for k in stats[0]} if stats else {}}
+        self.monitor_ = {
+            "scores": [self._score(c[self.fit_.config][0], losses[0], alphas[0], mode) for c in per_case],
+            "statistics": {k: [s.get(k, math.nan) for s in stats] for k in stats[0]} if stats else {},
+        }
         return self
 
     @staticmethod
@@ -391,8 +392,15 @@ class RiskSegmenter:
         steps = StepLosses.from_curves(part) if isinstance(part, LossCurves) else part
         return monitor_score(steps, alpha, loss.order)
 
-    def _solve(self, per_case: Sequence[list[list[Any]]], losses: Sequence[Loss], configs: Sequence[MaskFamily], alphas: Sequence[float],
-               mode: str, what: str) -> GroupFit:
+    def _solve(
+        self,
+        per_case: Sequence[list[list[Any]]],
+        losses: Sequence[Loss],
+        configs: Sequence[MaskFamily],
+        alphas: Sequence[float],
+        mode: str,
+        what: str,
+    ) -> GroupFit:
         n = len(per_case)
         delta = math.nan if self.delta is None else float(self.delta)
         fam = configs[0]
@@ -406,25 +414,56 @@ class RiskSegmenter:
         if len(losses) == 1 and len(configs) == 1:
             x = losses[0]
             steps = StepLosses.concat([c[0][0] for c in per_case])
-            r = ltt_steps(steps, alphas[0], delta, pvalue=self.pvalue, order=x.order, B=x.bound, binary=x.binary,
-                          lambda_min=fam.lambda_min, lambda_max=fam.lambda_max, seed=self.seed)
+            r = ltt_steps(
+                steps,
+                alphas[0],
+                delta,
+                pvalue=self.pvalue,
+                order=x.order,
+                B=x.bound,
+                binary=x.binary,
+                lambda_min=fam.lambda_min,
+                lambda_max=fam.lambda_max,
+                seed=self.seed,
+            )
             if r.lambda_ is None:
-                raise SegcpError(f"{what}: no lambda is certified for E[{x.name}] <= {alphas[0]:g} at delta={self.delta:g} with n = {n} "
-                                 f"(Learn then Test): more calibration cases, or a larger alpha or delta")
+                raise SegcpError(
+                    f"{what}: no lambda is certified for E[{x.name}] <= {alphas[0]:g} at delta={self.delta:g} with n = {n} "
+                    f"(Learn then Test): more calibration cases, or a larger alpha or delta"
+                )
             return GroupFit(float(r.lambda_), n, 0, (float(r.empirical_risk),), low=float(r.low), high=float(r.high))
         table = [[StepLosses.concat([c[k][j] for c in per_case]) for j in range(len(losses))] for k in range(len(configs))]
-        m = ltt_chains(table, list(alphas), delta, orders=[x.order for x in losses], pvalue=self.pvalue,
-                       B=[x.bound for x in losses], lambda_min=fam.lambda_min, lambda_max=fam.lambda_max, seed=self.seed)
+        m = ltt_chains(
+            table,
+            list(alphas),
+            delta,
+            orders=[x.order for x in losses],
+            pvalue=self.pvalue,
+            B=[x.bound for x in losses],
+            lambda_min=fam.lambda_min,
+            lambda_max=fam.lambda_max,
+            seed=self.seed,
+        )
         if m.config is None or m.lambda_ is None:
             levels = ", ".join(f"E[{x.name}] <= {a:g}" for x, a in zip(losses, alphas))
-            raise SegcpError(f"{what}: no configuration is certified for {levels} at delta={self.delta:g} with n = {n} "
-                             f"(Learn then Test over {len(configs)} configuration(s)): more cases, or larger levels or delta")
+            raise SegcpError(
+                f"{what}: no configuration is certified for {levels} at delta={self.delta:g} with n = {n} "
+                f"(Learn then Test over {len(configs)} configuration(s)): more cases, or larger levels or delta"
+            )
         lo, hi = m.regions[m.config]
         return GroupFit(float(m.lambda_), n, int(m.config), tuple(float(v) for v in m.risks), low=float(lo), high=float(hi))
 
-    def fit(self, per_case: Sequence[list[list[Any]]], groups: Sequence[str] | None = None, *, losses: Sequence[Loss] | None = None,
-            configs: Sequence[MaskFamily] | None = None, alphas: Sequence[float] | None = None, mode: str | None = None,
-            fallback: bool = False) -> RiskSegmenter:
+    def fit(
+        self,
+        per_case: Sequence[list[list[Any]]],
+        groups: Sequence[str] | None = None,
+        *,
+        losses: Sequence[Loss] | None = None,
+        configs: Sequence[MaskFamily] | None = None,
+        alphas: Sequence[float] | None = None,
+        mode: str | None = None,
+        fallback: bool = False,
+    ) -> RiskSegmenter:
         """Reduce step: λ̂ (and one per group) from the cases' losses (:meth:`case_losses`)."""
         losses = list(losses or self.losses())
         configs = list(configs or self.configs())
@@ -435,7 +474,9 @@ class RiskSegmenter:
             raise SegcpError("the calibration set is empty: at least one labelled image is needed")
         need = self.needed(losses, alphas, len(configs))
         if n < need:
-            raise SegcpError(f"{n} calibration cases: the guarantee needs at least {need} ({self._needs_what(mode)}); use more images or larger levels")
+            raise SegcpError(
+                f"{n} calibration cases: the guarantee needs at least {need} ({self._needs_what(mode)}); use more images or larger levels"
+            )
         self.fit_ = self._solve(per_case, losses, configs, alphas, mode, "calibration")
         self.groups_: dict[str, GroupFit] = {}
         if groups is not None:
@@ -445,8 +486,10 @@ class RiskSegmenter:
                 idx = [i for i, h in enumerate(groups) if h == g]
                 if len(idx) < need:
                     if not fallback:
-                        raise SegcpError(f"group {g!r}: {len(idx)} calibration cases, but its own guarantee needs at least {need} "
-                                         f"({self._needs_what(mode)}); add cases, merge groups, or fall back to the marginal lambda (--group-fallback)")
+                        raise SegcpError(
+                            f"group {g!r}: {len(idx)} calibration cases, but its own guarantee needs at least {need} "
+                            f"({self._needs_what(mode)}); add cases, merge groups, or fall back to the marginal lambda (--group-fallback)"
+                        )
                     self.groups_[g] = GroupFit(self.fit_.lambda_, len(idx), self.fit_.config, (), fallback=True)
                     continue
                 self.groups_[g] = self._solve([per_case[i] for i in idx], losses, configs, alphas, mode, f"group {g!r}")
@@ -457,7 +500,9 @@ class RiskSegmenter:
         return self
 
     def _needs_what(self, mode: str) -> str:
-        return "n >= B/alpha - 1 for conformal risk control" if mode == "crc" else "Learn then Test certifies nothing below it, even with every loss 0"
+        return (
+            "n >= B/alpha - 1 for conformal risk control" if mode == "crc" else "Learn then Test certifies nothing below it, even with every loss 0"
+        )
 
     # ------------------------------------------------------------------ the fitted state, as ConformalSegmenter's
     def _check_fitted(self) -> None:

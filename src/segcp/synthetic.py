@@ -101,12 +101,7 @@ class PhantomCase:
     spacing: tuple[float, float]
 
 
-def make_phantoms(
-    n: int = 200,
-    shape: tuple[int, int] = (128, 128),
-    seed: int = 0,
-    slices_per_subject: int = 2,
-) -> list[PhantomCase]:
+def make_phantoms(n: int = 200, shape: tuple[int, int] = (128, 128), seed: int = 0, slices_per_subject: int = 2) -> list[PhantomCase]:
     """Generate ``n`` synthetic short-axis-heart phantoms (see the module docstring).
 
     Args:
@@ -147,16 +142,7 @@ def make_phantoms(
         rng = np.random.default_rng((seed, 1, i))
         rng_fields = np.random.default_rng((seed, 2, i))
         image, label, probs = _render_case(rng, rng_fields, subject, grid)
-        cases.append(
-            PhantomCase(
-                id=f"phantom_{i:03d}",
-                group=f"subject_{k:03d}",
-                image=image,
-                label=label,
-                probs=probs,
-                spacing=subject.spacing,
-            )
-        )
+        cases.append(PhantomCase(id=f"phantom_{i:03d}", group=f"subject_{k:03d}", image=image, label=label, probs=probs, spacing=subject.spacing))
     return cases
 
 
@@ -226,9 +212,7 @@ class _Shape:
         return self.radius(_ANG).astype(np.float32)
 
 
-def _random_shape(
-    rng: np.random.Generator, cy: float, cx: float, r: float, ecc: float, theta: float, wobble: float
-) -> _Shape:
+def _random_shape(rng: np.random.Generator, cy: float, cx: float, r: float, ecc: float, theta: float, wobble: float) -> _Shape:
     amps = wobble * rng.uniform(0.3, 1.0, 4) / np.arange(1, 5)
     return _Shape(cy, cx, r * np.sqrt(ecc), r / np.sqrt(ecc), theta, amps, rng.uniform(0, 2 * np.pi, 4))
 
@@ -266,8 +250,7 @@ def _draw_subject(rng: np.random.Generator, index: int, g: _Grid) -> _Subject:
     # Torso with a subcutaneous fat layer.
     bcy, bcx = g.h / 2 + rng.normal(0, 2.5 * s), g.w / 2 + rng.normal(0, 2.5 * s)
     bax, bay = rng.uniform(0.41, 0.48) * g.w, rng.uniform(0.33, 0.41) * g.h
-    body_shape = _Shape(bcy, bcx, bax, bay, rng.uniform(-0.12, 0.12),
-                        0.025 * rng.uniform(0.3, 1, 4) / np.arange(1, 5), rng.uniform(0, 2 * np.pi, 4))
+    body_shape = _Shape(bcy, bcx, bax, bay, rng.uniform(-0.12, 0.12), 0.025 * rng.uniform(0.3, 1, 4) / np.arange(1, 5), rng.uniform(0, 2 * np.pi, 4))
     rho_b, ib = g.polar(bcy, bcx)
     rb = body_shape.table()[ib]
     body = rho_b < rb
@@ -278,8 +261,9 @@ def _draw_subject(rng: np.random.Generator, index: int, g: _Grid) -> _Subject:
     bg[body_inner] = 0.36  # soft tissue
     m = min(bax, bay)
     for dy, dx, rel in ((0.05, -0.52, 0.47), (0.1, 0.58, 0.39)):  # right, left lung (image left, right)
-        lung = _random_shape(rng, bcy + dy * bay, bcx + dx * bax, rel * m * rng.uniform(0.9, 1.15),
-                             rng.uniform(1.3, 1.8), np.pi / 2 + rng.normal(0, 0.2), 0.08)
+        lung = _random_shape(
+            rng, bcy + dy * bay, bcx + dx * bax, rel * m * rng.uniform(0.9, 1.15), rng.uniform(1.3, 1.8), np.pi / 2 + rng.normal(0, 0.2), 0.08
+        )
         rl, ib = g.polar(lung.cy, lung.cx)
         bg[(rl < lung.table()[ib]) & body_inner] = 0.04
     scy, scx, sr = bcy + 0.74 * bay, bcx + rng.normal(0, 1.5 * s), rng.uniform(7, 9) * s
@@ -295,8 +279,7 @@ def _draw_subject(rng: np.random.Generator, index: int, g: _Grid) -> _Subject:
     hcx = bcx + 0.1 * bax + rng.normal(0, 3 * s)
     lv = _random_shape(rng, hcy, hcx, rng.uniform(11.0, 16.0) * s, rng.uniform(1.0, 1.35), rng.uniform(0, np.pi), 0.06)
     rv_dir = np.pi + rng.uniform(-0.25, 0.55)  # image left, slightly up (rows grow downwards)
-    papillary = [(float(rv_dir + np.pi + rng.normal(0, 0.9)), rng.uniform(1.3, 2.2) * s)
-                 for _ in range(int(rng.integers(0, 3)))]
+    papillary = [(float(rv_dir + np.pi + rng.normal(0, 0.9)), rng.uniform(1.3, 2.2) * s) for _ in range(int(rng.integers(0, 3)))]
 
     # Smooth bias field: a random low-order polynomial, +-15..30 % over the field of view.
     yn, xn = (g.yy / g.h - 0.5) * 2, (g.xx / g.w - 0.5) * 2
@@ -305,12 +288,25 @@ def _draw_subject(rng: np.random.Generator, index: int, g: _Grid) -> _Subject:
     bias = 1.0 + rng.uniform(0.15, 0.3) * bias / max(float(np.abs(bias).max()), 1e-6)
 
     return _Subject(
-        index=index, spacing=spacing, body=body, body_inner=body_inner, aorta=aorta, background=bg,
-        heart=(hcy, hcx), lv=lv, myo_thickness=rng.uniform(5.0, 7.5) * s,
-        myo_amps=rng.uniform(0.0, 0.12, 3) / np.arange(1, 4), myo_phases=rng.uniform(0, 2 * np.pi, 3),
-        rv_dir=rv_dir, rv_dist=rng.uniform(0.3, 0.5), rv_along=rng.uniform(0.95, 1.15),
-        rv_across=rng.uniform(1.15, 1.45), papillary=papillary,
-        noise_sigma=rng.uniform(0.025, 0.06), bias=bias, difficulty=float(rng.lognormal(0.0, 0.35)),
+        index=index,
+        spacing=spacing,
+        body=body,
+        body_inner=body_inner,
+        aorta=aorta,
+        background=bg,
+        heart=(hcy, hcx),
+        lv=lv,
+        myo_thickness=rng.uniform(5.0, 7.5) * s,
+        myo_amps=rng.uniform(0.0, 0.12, 3) / np.arange(1, 4),
+        myo_phases=rng.uniform(0, 2 * np.pi, 3),
+        rv_dir=rv_dir,
+        rv_dist=rng.uniform(0.3, 0.5),
+        rv_along=rng.uniform(0.95, 1.15),
+        rv_across=rng.uniform(1.15, 1.45),
+        papillary=papillary,
+        noise_sigma=rng.uniform(0.025, 0.06),
+        bias=bias,
+        difficulty=float(rng.lognormal(0.0, 0.35)),
     )
 
 
@@ -335,9 +331,7 @@ def _wave_field(rng: np.random.Generator, g: _Grid, wavelength: float, k: int = 
     return field / max(float(field.std()), 1e-12)
 
 
-def _render_case(
-    rng: np.random.Generator, rf: np.random.Generator, sub: _Subject, g: _Grid
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_case(rng: np.random.Generator, rf: np.random.Generator, sub: _Subject, g: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = g.scale
     shape = (g.h, g.w)
 
@@ -371,9 +365,15 @@ def _render_case(
     rv_wall = np.zeros(shape, bool)
     if rv_scale > 0.05:
         d = sub.rv_dist * r_outer
-        rv_shape = _Shape(hcy + d * np.sin(sub.rv_dir), hcx + d * np.cos(sub.rv_dir),
-                          sub.rv_along * r_outer * rv_scale, sub.rv_across * r_outer * rv_scale,
-                          sub.rv_dir, np.array([0.04, 0.02]), np.array([sub.rv_dir, 1.0]))
+        rv_shape = _Shape(
+            hcy + d * np.sin(sub.rv_dir),
+            hcx + d * np.cos(sub.rv_dir),
+            sub.rv_along * r_outer * rv_scale,
+            sub.rv_across * r_outer * rv_scale,
+            sub.rv_dir,
+            np.array([0.04, 0.02]),
+            np.array([sub.rv_dir, 1.0]),
+        )
         rho_rv, ib_rv = g.polar(rv_shape.cy, rv_shape.cx)
         r_rv = rv_shape.table()[ib_rv]
         rv = (rho_rv < r_rv) & ~epi
@@ -452,8 +452,7 @@ def _model_probs(
 
     # Boundary displacement (pixels, + = over-segmentation), smooth along the boundary.
     # Tabulated over _ANG (angle seen from the LV centre), looked up per pixel below.
-    delta = rng.normal(-0.3, 0.5) * s * diff + _harmonics(
-        rng.normal(0, 0.75 / np.arange(1, 4)) * s * diff, rng.uniform(0, 2 * np.pi, 3), 1)
+    delta = rng.normal(-0.3, 0.5) * s * diff + _harmonics(rng.normal(0, 0.75 / np.arange(1, 4)) * s * diff, rng.uniform(0, 2 * np.pi, 3), 1)
     softness = rng.uniform(0.45, 1.0) * s
     noise_amp = rng.uniform(1.0, 2.2) * min(diff, 2.0)
 

@@ -148,7 +148,9 @@ def probability_volume(probs: ArrayLike, spacing: float | Sequence[float] | None
     )
 
 
-def sampled_volumes(samples: ArrayLike, spacing: float | Sequence[float] | None = None, *, gamma: float = 0.25) -> tuple[NDArray[np.float64], VolumeEstimate]:
+def sampled_volumes(
+    samples: ArrayLike, spacing: float | Sequence[float] | None = None, *, gamma: float = 0.25
+) -> tuple[NDArray[np.float64], VolumeEstimate]:
     """The volume of each draw of a stack of sampled foreground maps (S, *grid), float in [0, 1]
     (a draw's volume is Σ its probabilities · u, so that the mean draw is the mean map's V̂), and
     their summary: mean, standard deviation (at least one voxel), γ and 1 − γ quantiles."""
@@ -198,8 +200,13 @@ def volume_record(volumes: Sequence[tuple[float, VolumeEstimate]], alphas: Seque
     if len(units) != 1:
         raise SegcpError(f"volume intervals: the calibration cases mix units ({', '.join(sorted(units))}): some have a spacing, some not")
     one = len(fits) == 1
-    return {"score": score, "unit": units.pop(), "n": len(volumes), "q": qs[0] if one else qs,
-            "statement": fits[0].guarantee if one else [f.guarantee for f in fits]}
+    return {
+        "score": score,
+        "unit": units.pop(),
+        "n": len(volumes),
+        "q": qs[0] if one else qs,
+        "statement": fits[0].guarantee if one else [f.guarantee for f in fits],
+    }
 
 
 def band_volumes(inner: ArrayLike, outer: ArrayLike, spacing: float | Sequence[float] | None = None) -> tuple[float, float]:
@@ -253,7 +260,9 @@ def ejection_fraction_spread(edv: ArrayLike, esv: ArrayLike, sd_ed: ArrayLike, s
         return np.sqrt((es / ed**2 * np.asarray(sd_ed)) ** 2 + (np.asarray(sd_es) / ed) ** 2)
 
 
-def ejection_fraction_bounds(ed_lower: ArrayLike, ed_upper: ArrayLike, es_lower: ArrayLike, es_upper: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def ejection_fraction_bounds(
+    ed_lower: ArrayLike, ed_upper: ArrayLike, es_lower: ArrayLike, es_upper: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """EF's range when EDV ∈ [ed_lower, ed_upper] and ESV ∈ [es_lower, es_upper] (interval
     arithmetic: EF = 1 − ESV / EDV grows with EDV and falls with ESV): (1 − es_upper / ed_lower,
     1 − es_lower / ed_upper); −inf below when ed_lower = 0."""

@@ -73,8 +73,10 @@ def _scores(x: ArrayLike, what: str) -> NDArray[np.float64]:
 
 def _finite(lam: float, alpha: float, side: str) -> float:
     if not math.isfinite(lam):
-        raise SegcpError(f"band calibration: no finite lambda_{side} at alpha={alpha:g}: more than alpha of the calibration "
-                         "cases are never inside any band (e.g. a model that predicts nothing, for morph)")
+        raise SegcpError(
+            f"band calibration: no finite lambda_{side} at alpha={alpha:g}: more than alpha of the calibration "
+            "cases are never inside any band (e.g. a model that predicts nothing, for morph)"
+        )
     return max(float(lam), 0.0)
 
 
@@ -88,15 +90,7 @@ def _scale(v: NDArray[np.float64], level: float) -> float:
     return float(np.quantile(v, level, method="higher"))
 
 
-def band_lambdas(
-    outer: ArrayLike,
-    inner: ArrayLike,
-    alpha: float,
-    *,
-    scheme: str = "shared",
-    split: float = 0.5,
-    seed: int = 0,
-) -> BandLambdas:
+def band_lambdas(outer: ArrayLike, inner: ArrayLike, alpha: float, *, scheme: str = "shared", split: float = 0.5, seed: int = 0) -> BandLambdas:
     """λ_out and λ_in from the calibration cases' outer scores a_i and inner scores b_i.
 
     Parameters

@@ -104,13 +104,7 @@ def check_calibration_size(n: int, alpha: float, B: float = 1.0) -> None:
         )
 
 
-def crc_lambda(
-    curves: LossCurves,
-    alpha: float,
-    *,
-    B: float = 1.0,
-    lambda_min: float = -np.inf,
-) -> CRCResult:
+def crc_lambda(curves: LossCurves, alpha: float, *, B: float = 1.0, lambda_min: float = -np.inf) -> CRCResult:
     """Exact conformal-risk-control threshold over step-function loss curves.
 
     Parameters
@@ -178,9 +172,7 @@ def crc_lambda(
 _SORT_BELOW = 4096
 
 
-def first_breakpoint_reaching(
-    breakpoints: NDArray[np.float64], drops: NDArray[np.float64], total0: float, limit: float
-) -> float:
+def first_breakpoint_reaching(breakpoints: NDArray[np.float64], drops: NDArray[np.float64], total0: float, limit: float) -> float:
     """The smallest breakpoint v with ``total0 − Σ_{b_j ≤ v} d_j ≤ limit``; O(P) expected.
 
     ``breakpoints`` (P,) float64 in any order, ``drops`` (P,) float64 ≥ 0; the caller has

@@ -62,12 +62,7 @@ class LossCurves:
         if np.any(d < 0):
             raise SegcpError("loss curve: drops must be non-negative (the loss is non-increasing)")
         order = np.argsort(b, kind="stable")
-        return cls(
-            starts=np.array([float(start)]),
-            offsets=np.array([0, b.size], dtype=np.int64),
-            breakpoints=b[order],
-            drops=d[order],
-        )
+        return cls(starts=np.array([float(start)]), offsets=np.array([0, b.size], dtype=np.int64), breakpoints=b[order], drops=d[order])
 
     @classmethod
     def _sorted_single(cls, b: NDArray[np.float64], d: NDArray[np.float64], start: float) -> LossCurves:
@@ -77,12 +72,7 @@ class LossCurves:
     @classmethod
     def empty(cls) -> LossCurves:
         """No images (n = 0): the neutral element of :meth:`concat`."""
-        return cls(
-            starts=np.zeros(0),
-            offsets=np.zeros(1, dtype=np.int64),
-            breakpoints=np.zeros(0),
-            drops=np.zeros(0),
-        )
+        return cls(starts=np.zeros(0), offsets=np.zeros(1, dtype=np.int64), breakpoints=np.zeros(0), drops=np.zeros(0))
 
     @classmethod
     def concat(cls, parts: Iterable[LossCurves]) -> LossCurves:
@@ -254,4 +244,3 @@ def coverage_quantile_score(truth_scores: ArrayLike, tau: float) -> float:
     # k pixels covered ⇔ λ ≥ r[k−1]; need k ≥ τ m. Guard float noise in τ·m.
     k = int(np.ceil(tau * r.size - 1e-9))
     return float(r[max(k, 1) - 1])
-

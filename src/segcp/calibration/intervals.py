@@ -50,8 +50,9 @@ def _arr(x: ArrayLike | None, name: str, n: int | None = None) -> NDArray[np.flo
     return a
 
 
-def _inputs(score: str, estimate: ArrayLike | None, spread: ArrayLike | None, lower: ArrayLike | None,
-            upper: ArrayLike | None, n: int | None) -> tuple[NDArray[np.float64], ...]:
+def _inputs(
+    score: str, estimate: ArrayLike | None, spread: ArrayLike | None, lower: ArrayLike | None, upper: ArrayLike | None, n: int | None
+) -> tuple[NDArray[np.float64], ...]:
     if score not in INTERVAL_SCORES:
         raise SegcpError(f"unknown interval score {score!r}; choose one of {', '.join(INTERVAL_SCORES)}")
     if score == "cqr":
@@ -69,8 +70,15 @@ def _inputs(score: str, estimate: ArrayLike | None, spread: ArrayLike | None, lo
     return est, sd
 
 
-def interval_scores(truth: ArrayLike, estimate: ArrayLike | None = None, *, score: str = "scaled", spread: ArrayLike | None = None,
-                    lower: ArrayLike | None = None, upper: ArrayLike | None = None) -> NDArray[np.float64]:
+def interval_scores(
+    truth: ArrayLike,
+    estimate: ArrayLike | None = None,
+    *,
+    score: str = "scaled",
+    spread: ArrayLike | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
+) -> NDArray[np.float64]:
     """The nonconformity score of each unit (shape (n,), float64) from its true value."""
     v = _arr(truth, "truth")
     parts = _inputs(score, estimate, spread, lower, upper, v.size)
@@ -81,8 +89,15 @@ def interval_scores(truth: ArrayLike, estimate: ArrayLike | None = None, *, scor
     return np.maximum(parts[0] - v, v - parts[1])
 
 
-def interval_bounds(q: float, estimate: ArrayLike | None = None, *, score: str = "scaled", spread: ArrayLike | None = None,
-                    lower: ArrayLike | None = None, upper: ArrayLike | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def interval_bounds(
+    q: float,
+    estimate: ArrayLike | None = None,
+    *,
+    score: str = "scaled",
+    spread: ArrayLike | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The intervals {V : s(V) ≤ q} of units given what the model says: (lower, upper), float64
     arrays of one shape (n,)."""
     parts = _inputs(score, estimate, spread, lower, upper, None)
@@ -102,8 +117,9 @@ class IntervalFit:
     n: int
     q: float
 
-    def bounds(self, estimate: ArrayLike | None = None, *, spread: ArrayLike | None = None, lower: ArrayLike | None = None,
-               upper: ArrayLike | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def bounds(
+        self, estimate: ArrayLike | None = None, *, spread: ArrayLike | None = None, lower: ArrayLike | None = None, upper: ArrayLike | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(lower, upper) of new units (:func:`interval_bounds` at this fit's q)."""
         return interval_bounds(self.q, estimate, score=self.score, spread=spread, lower=lower, upper=upper)
 
@@ -113,8 +129,16 @@ class IntervalFit:
         return f"P(value in [lower, upper]) >= {1 - self.alpha:g} (split conformal, marginal over exchangeable units)"
 
 
-def fit_interval(truth: ArrayLike, estimate: ArrayLike | None = None, alpha: float = 0.1, *, score: str = "scaled",
-                 spread: ArrayLike | None = None, lower: ArrayLike | None = None, upper: ArrayLike | None = None) -> IntervalFit:
+def fit_interval(
+    truth: ArrayLike,
+    estimate: ArrayLike | None = None,
+    alpha: float = 0.1,
+    *,
+    score: str = "scaled",
+    spread: ArrayLike | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
+) -> IntervalFit:
     """Calibrate an interval on n units: q = the conformal quantile of their scores at α.
 
     Examples

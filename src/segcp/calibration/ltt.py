@@ -205,7 +205,7 @@ class StepLosses:
             if hi > lo:  # each breakpoint in (first, last] counts from the first λ ≥ it on
                 cols.append(np.searchsorted(srt, b[lo:hi], side="left"))
                 rows.append(np.full(hi - lo, i, dtype=np.int64))
-            pieces.append(v[lo: hi + 1])
+            pieces.append(v[lo : hi + 1])
             offsets[i + 1] = offsets[i] + hi + 1 - lo
         if cols:
             idx = np.bincount(np.concatenate(rows) * m + np.concatenate(cols), minlength=n * m).reshape(n, m)
@@ -296,9 +296,7 @@ def hb_pvalue(mean_loss: ArrayLike, n: int, alpha: float, *, B: float = 1.0, bin
     with np.errstate(divide="ignore", invalid="ignore"):
         h1 = np.where(x > 0, x * np.log(x / a), 0.0) + (1 - x) * np.log((1 - x) / (1 - a))
     hoeffding = np.exp(-n * h1)
-    from scipy.stats import (
-        binom,  # here: importing segcp.calibration stays free of scipy
-    )
+    from scipy.stats import binom  # here: importing segcp.calibration stays free of scipy
 
     bentkus = (1.0 if binary else math.e) * binom.cdf(np.ceil(n * r), n, a)
     return np.minimum(np.minimum(hoeffding, bentkus), 1.0)
@@ -367,8 +365,9 @@ def wsr_pvalue(losses: ArrayLike, alpha: float, delta: float, *, B: float = 1.0,
     return np.minimum(1.0, np.exp(-np.maximum(log_k, 0.0)))
 
 
-def pvalues(losses: ArrayLike, alpha: float, delta: float, *, pvalue: str = "hb", B: float = 1.0, binary: bool = False,
-            seed: int | None = 0) -> NDArray[np.float64]:
+def pvalues(
+    losses: ArrayLike, alpha: float, delta: float, *, pvalue: str = "hb", B: float = 1.0, binary: bool = False, seed: int | None = 0
+) -> NDArray[np.float64]:
     """The p-values of H_λ: R(λ) > α for losses (n, m): ``pvalue`` ``"hb"`` or ``"wsr"`` (``seed``:
     WSR's order of the cases, :func:`wsr_pvalue`)."""
     L = np.asarray(losses, dtype=np.float64)
@@ -545,8 +544,17 @@ def ltt_grid(
     hits = np.flatnonzero(ok)
     pick = int(seq[np.flatnonzero(ok[seq])[-1]])  # the last certified one in the testing order
     return LTTResult(
-        float(lam[pick]), alphas[0], d, n, pvalue, procedure, order, np.sort(lam[hits]),
-        empirical_risk=float(L[0, :, pick].mean()), p_value=float(p[pick]), tested=lam.size,
+        float(lam[pick]),
+        alphas[0],
+        d,
+        n,
+        pvalue,
+        procedure,
+        order,
+        np.sort(lam[hits]),
+        empirical_risk=float(L[0, :, pick].mean()),
+        p_value=float(p[pick]),
+        tested=lam.size,
     )
 
 
@@ -704,8 +712,9 @@ def ltt_steps(
         low, high = float(lambda_min), (stop if not math.isnan(stop) else end)
     else:
         low, high = lam, end
-    return LTTResult(lam, a, d, n, pvalue, "fixed-sequence", order, np.sort(cert), low=low, high=high,
-                     empirical_risk=last_r, p_value=last_p, tested=tested)
+    return LTTResult(
+        lam, a, d, n, pvalue, "fixed-sequence", order, np.sort(cert), low=low, high=high, empirical_risk=last_r, p_value=last_p, tested=tested
+    )
 
 
 # ---------------------------------------------------------------------- several risks
@@ -825,8 +834,10 @@ def ltt_chains(
         steps = [StepLosses.from_curves(s) if isinstance(s, LossCurves) else s for s in row]
         if len({s.n for s in steps}) != 1:
             raise SegcpError(f"configuration {k}: every risk needs the same calibration cases")
-        res = [ltt_steps(s, alphas[j], level, pvalue=pvalue, order=orders[j], B=bounds[j],
-                         lambda_min=lambda_min, lambda_max=lambda_max, seed=seed) for j, s in enumerate(steps)]
+        res = [
+            ltt_steps(s, alphas[j], level, pvalue=pvalue, order=orders[j], B=bounds[j], lambda_min=lambda_min, lambda_max=lambda_max, seed=seed)
+            for j, s in enumerate(steps)
+        ]
         chains.append(res)
         if not all(r.feasible for r in res):
             regions.append((math.nan, math.nan))
@@ -848,5 +859,6 @@ def ltt_chains(
     keys = [table[:, 2 + objective]] + [table[:, 2 + j] for j in range(J) if j != objective]
     # np.lexsort sorts by its last key first: objective, then the other risks, then λ, then k
     best = int(np.lexsort([table[:, 0], table[:, 1], *keys[::-1]])[0])
-    return MultiLTTResult(int(table[best, 0]), float(table[best, 1]), tuple(float(a) for a in alphas), d, regions,
-                          front, table[best, 2:].copy(), objective, chains)
+    return MultiLTTResult(
+        int(table[best, 0]), float(table[best, 1]), tuple(float(a) for a in alphas), d, regions, front, table[best, 2:].copy(), objective, chains
+    )

@@ -53,13 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.calibration.crc import TOL
 from segcp.calibration.curves import LossCurves
-from segcp.calibration.ltt import (
-    certified,
-    check_delta,
-    unit_losses,
-    wsr_bets,
-    wsr_log_capital,
-)
+from segcp.calibration.ltt import certified, check_delta, unit_losses, wsr_bets, wsr_log_capital
 from segcp.errors import SegcpError
 
 __all__ = [
@@ -147,7 +141,7 @@ def _bound_sequence(x: NDArray[np.float64], bets: NDArray[np.float64], log_thres
     first = np.full(x.size, _CS_GRID, dtype=np.int64)  # index of u_s on the grid (1.0 when none)
     step = max(1, 2_000_000 // max(x.size, 1))
     for k0 in range(0, grid.size, step):
-        m = grid[k0: k0 + step]
+        m = grid[k0 : k0 + step]
         reached = wsr_log_capital(x[:, None], m[None, :], bets[:, None]) >= log_threshold  # (N, chunk)
         hit = reached.any(axis=1)
         where = k0 + np.argmax(reached, axis=1)
@@ -317,12 +311,7 @@ def exchangeability_martingale(
 
 # ---------------------------------------------------------------------- without labels
 def case_statistics(
-    scores: ArrayLike,
-    lam: float,
-    *,
-    probs: ArrayLike | None = None,
-    model_mask: ArrayLike | None = None,
-    quantiles: tuple[float, ...] = (0.01, 0.1),
+    scores: ArrayLike, lam: float, *, probs: ArrayLike | None = None, model_mask: ArrayLike | None = None, quantiles: tuple[float, ...] = (0.01, 0.1)
 ) -> dict[str, float]:
     """Label-free statistics of one case's set C = {r ≤ λ̂}, for :func:`two_sample_shift`.
 
@@ -395,9 +384,7 @@ class ShiftTest:
         return bool(self.rejected.any())
 
 
-def two_sample_shift(
-    reference: Mapping[str, ArrayLike], new: Mapping[str, ArrayLike], level: float = 0.05, *, test: str = "ks"
-) -> ShiftTest:
+def two_sample_shift(reference: Mapping[str, ArrayLike], new: Mapping[str, ArrayLike], level: float = 0.05, *, test: str = "ks") -> ShiftTest:
     """Have the label-free per-case statistics of new cases shifted from the calibration cases'?
 
     Parameters

@@ -34,13 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from segcp.encoders.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Encoder,
-    input_shape,
-    to_rgb01,
-)
+from segcp.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, input_shape, to_rgb01
 from segcp.encoders.cache import FeatureCache, cache_root, image_key
 from segcp.encoders.fallback import FallbackEncoder
 from segcp.errors import SegcpError
@@ -99,7 +93,5 @@ def get_encoder(spec: str | os.PathLike[str] | Encoder = "dinov2-small", **kwarg
         return HFEncoder(ensure_dinov2_small(), name=DINOV2_SMALL_NAME, **kw)
     path = Path(s).expanduser()
     if not path.exists():
-        raise SegcpError(
-            f"encoder {s!r}: not a known encoder ({', '.join(NAMED_ENCODERS)}) nor an existing checkpoint directory"
-        )
+        raise SegcpError(f"encoder {s!r}: not a known encoder ({', '.join(NAMED_ENCODERS)}) nor an existing checkpoint directory")
     return HFEncoder(path, **kw)

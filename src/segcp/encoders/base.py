@@ -148,11 +148,7 @@ class Encoder(ABC):
                     out[i] = np.ascontiguousarray(f, dtype=np.float32)
         return out  # type: ignore[return-value]
 
-    def features(
-        self,
-        images: Sequence[NDArray[Any]] | NDArray[Any],
-        cache: FeatureCache | None = None,
-    ) -> list[NDArray[np.float32]]:
+    def features(self, images: Sequence[NDArray[Any]] | NDArray[Any], cache: FeatureCache | None = None) -> list[NDArray[np.float32]]:
         """Like :meth:`encode`, but reads/writes ``cache`` (keyed by image content + :attr:`cache_id`)."""
         imgs = _as_list(images)
         if cache is None:

@@ -56,9 +56,7 @@ class FeatureCache:
         process — 256 maps made a 10-volume calibration peak at 1.13 GiB instead of ~0.8).
     """
 
-    def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, disk: bool = True, memory_items: int = 256, memory_mib: float = 128.0
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, disk: bool = True, memory_items: int = 256, memory_mib: float = 128.0) -> None:
         self.root = Path(root) if root is not None else cache_root() / "features"
         self.disk = bool(disk)
         self.memory_items = int(memory_items)
@@ -67,8 +65,7 @@ class FeatureCache:
         self._bytes = 0
 
     def __repr__(self) -> str:
-        return (f"FeatureCache(root={str(self.root)!r}, disk={self.disk}, memory_items={self.memory_items}, "
-                f"memory_mib={self.memory_bytes / 2**20:g})")
+        return f"FeatureCache(root={str(self.root)!r}, disk={self.disk}, memory_items={self.memory_items}, memory_mib={self.memory_bytes / 2**20:g})"
 
     @staticmethod
     def encoder_key(encoder_id: str) -> str:
@@ -114,4 +111,3 @@ class FeatureCache:
         if not self.disk:
             return
         write_npy(self.path(encoder_id, key), value, clean_stale=False)
-

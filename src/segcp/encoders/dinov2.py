@@ -43,24 +43,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from segcp.encoders.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Encoder,
-    input_shape,
-    to_rgb01,
-)
+from segcp.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, input_shape, to_rgb01
 from segcp.encoders.convert import ONNX_SHA256
 from segcp.encoders.preprocess import normalise, resize_bilinear_antialias
 from segcp.errors import SegcpError
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "HFEncoder", "num_prefix_tokens"]
 
-SUPPORTED_MODEL_TYPES = {
-    "dinov2": "Dinov2Model",
-    "dinov2_with_registers": "Dinov2WithRegistersModel",
-    "dinov3_vit": "DINOv3ViTModel",
-}
+SUPPORTED_MODEL_TYPES = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel", "dinov3_vit": "DINOv3ViTModel"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -162,10 +152,7 @@ class HFEncoder(Encoder):
             raise SegcpError(f"{cfg_path}: cannot read: {exc}") from None
         self.model_type = str(self.config.get("model_type", ""))
         if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise SegcpError(
-                f"{cfg_path}: model_type {self.model_type!r} is not supported; "
-                f"expected one of {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+            raise SegcpError(f"{cfg_path}: model_type {self.model_type!r} is not supported; expected one of {', '.join(SUPPORTED_MODEL_TYPES)}")
         self.weight_files = sorted(
             p for p in self.path.iterdir() if p.name in WEIGHT_FILES or (p.name.startswith("model-") and p.suffix == ".safetensors")
         )
@@ -273,9 +260,16 @@ class HFEncoder(Encoder):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(path=str(self.path), model_type=self.model_type, prefix_tokens=self.n_prefix,
-                 weights_sha256=self.weights_sha256, input_size=self.input_size, layer=self.layer,
-                 backend=self.backend, device=self.device)
+        d.update(
+            path=str(self.path),
+            model_type=self.model_type,
+            prefix_tokens=self.n_prefix,
+            weights_sha256=self.weights_sha256,
+            input_size=self.input_size,
+            layer=self.layer,
+            backend=self.backend,
+            device=self.device,
+        )
         if self.backend == "onnx" and self._onnx is not None:
             d["onnx"] = str(self._onnx[0].path)
         return d
@@ -349,9 +343,7 @@ class HFEncoder(Encoder):
     def _load(self) -> Any:
         return self.load_torch_model()
 
-    def pixel_values(
-        self, images: list[NDArray[Any]], shape: tuple[int, int] | None = None, *, backend: str | None = None
-    ) -> NDArray[np.float32]:
+    def pixel_values(self, images: list[NDArray[Any]], shape: tuple[int, int] | None = None, *, backend: str | None = None) -> NDArray[np.float32]:
         """Normalised model input (B, 3, H', W') float32 for images (see the module docstring).
 
         ``backend`` (default: the encoder's): ``"torch"`` resizes with torch, ``"onnx"`` with
@@ -423,8 +415,5 @@ class HFEncoder(Encoder):
         h, w = shape[0] // self.patch_size, shape[1] // self.patch_size
         patches = tokens[:, self.n_prefix :, :]
         if patches.shape[1] != h * w:
-            raise SegcpError(
-                f"encoder {self.name}: {tokens.shape[1]} tokens for a {h} x {w} grid with {self.n_prefix} special tokens"
-            )
+            raise SegcpError(f"encoder {self.name}: {tokens.shape[1]} tokens for a {h} x {w} grid with {self.n_prefix} special tokens")
         return np.ascontiguousarray(patches.reshape(len(images), h, w, -1).transpose(0, 3, 1, 2))
-

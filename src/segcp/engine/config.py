@@ -200,7 +200,7 @@ def _task(t: dict[str, Any], where: str, i: int, base: Path) -> TaskConfig:
     options: dict[str, Any] = {}
     if data is None:
         if name not in NAMED_TASKS:
-            raise SegcpError(f"{where}: task {name!r}: give data = \"DIR\" (a data directory), or use a named task ({', '.join(NAMED_TASKS)})")
+            raise SegcpError(f'{where}: task {name!r}: give data = "DIR" (a data directory), or use a named task ({", ".join(NAMED_TASKS)})')
         options = {"n": r.typed("n", "int", 40) or 200, "seed": r.typed("seed", "int", 0) or 0, "size": r.typed("size", "int", 32) or 128}
     path = None if data is None else expand_path(data, base, f"{where}: task {name!r}")
     r.done()
@@ -214,7 +214,7 @@ def _method(m: Any, where: str, i: int, tasks: list[str]) -> MethodEntry:
         r = _Reader(m, where, f"methods[{i}].")
         text = r.typed("spec", "str")
         if not text:
-            raise SegcpError(f"{where}: methods[{i}] needs spec = \"NAME[:KEY=VALUE,...][@LABEL]\"")
+            raise SegcpError(f'{where}: methods[{i}] needs spec = "NAME[:KEY=VALUE,...][@LABEL]"')
         only_list = r.array("tasks", required=False)
         r.done()
         only = None if only_list is None else tuple(str(x) for x in only_list)

@@ -246,8 +246,14 @@ class Engine:
         done["images"] += len(todo)
         done["seconds"] += time.perf_counter() - t0
 
-    def measure(self, view: TaskView, specs: Sequence[MethodSpec], work: dict[tuple[int, int], dict[float, bool]], model: Sequence[int] = (),
-                advance: bool = True) -> tuple[dict[tuple[int, int], dict[float, Metrics]], dict[int, int], dict[int, Metrics]]:
+    def measure(
+        self,
+        view: TaskView,
+        specs: Sequence[MethodSpec],
+        work: dict[tuple[int, int], dict[float, bool]],
+        model: Sequence[int] = (),
+        advance: bool = True,
+    ) -> tuple[dict[tuple[int, int], dict[float, Metrics]], dict[int, int], dict[int, Metrics]]:
         """Measure sets on the executor, each image read once: ``work[(k, i)]``: {λ: with surface metrics} of
         ``specs[k]``'s set of image ``i``; ``model``: images whose model mask to measure. Returns (metrics by
         (k, i) and λ, truth sizes, model metrics)."""
@@ -402,8 +408,9 @@ class Engine:
         return out
 
     @staticmethod
-    def _test_losses(est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int, alphas: Sequence[float],
-                     covered: bool = False) -> dict[float, list[tuple[bool, float]]]:
+    def _test_losses(
+        est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int, alphas: Sequence[float], covered: bool = False
+    ) -> dict[float, list[tuple[bool, float]]]:
         """The guarantee over many splits from the curves alone: per α and split, whether λ̂ exists and the mean
         test loss at it (at λ = +∞ where none; ``covered``: of 1 − loss)."""
         splits = list(random_cal_test_splits(groups, n_cal, n_splits, seed))

@@ -37,8 +37,17 @@ def calibrate(est: Any, curves: LossCurves, alphas: Sequence[float]) -> dict[flo
     return out
 
 
-def select(curves: Sequence[LossCurves | Sequence[LossCurves]], estimators: Sequence[Any], groups: Sequence[Hashable], alpha: float, values: Values,
-           *, criterion: str = "dice", folds: int = 5, seed: int = 0) -> tuple[int, list[dict[str, Any]]]:
+def select(
+    curves: Sequence[LossCurves | Sequence[LossCurves]],
+    estimators: Sequence[Any],
+    groups: Sequence[Hashable],
+    alpha: float,
+    values: Values,
+    *,
+    criterion: str = "dice",
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
     """Pick a candidate by group K-fold CV: per candidate its curves and estimator; ``values`` scores the
     held-out sets. Returns (the best, first of ties; per candidate the CV ``value`` — the worst with an
     infeasible fold —, ``infeasible_folds``, ``fold_lambdas`` and ``alpha``). When the training parts are

@@ -27,15 +27,7 @@ from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = [
-    "DEFAULT_FRACTIONS",
-    "Split",
-    "group_folds",
-    "random_cal_test_splits",
-    "split_fraction",
-    "split_groups",
-    "split_ids",
-]
+__all__ = ["DEFAULT_FRACTIONS", "Split", "group_folds", "random_cal_test_splits", "split_fraction", "split_groups", "split_ids"]
 
 #: Default fractions of *groups* in (train, calibration, test); pool = calibration + test.
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.6, 0.2, 0.2)
@@ -133,11 +125,7 @@ def split_groups(
     n_train = round(fr[0] * n)
     n_cal = min(round(fr[1] * n), n - n_train)
     shuffled = [uniq[i] for i in order]
-    parts = {
-        "train": shuffled[:n_train],
-        "calibration": shuffled[n_train : n_train + n_cal],
-        "test": shuffled[n_train + n_cal :],
-    }
+    parts = {"train": shuffled[:n_train], "calibration": shuffled[n_train : n_train + n_cal], "test": shuffled[n_train + n_cal :]}
     return {k: sorted(v, key=lambda g: (type(g).__name__, str(g))) for k, v in parts.items()}
 
 
@@ -166,10 +154,7 @@ def split_ids(
 
 
 def random_cal_test_splits(
-    groups: Mapping[str, Hashable] | Sequence[Hashable] | NDArray[Any],
-    n_cal: int,
-    n_splits: int,
-    seed: int = 0,
+    groups: Mapping[str, Hashable] | Sequence[Hashable] | NDArray[Any], n_cal: int, n_splits: int, seed: int = 0
 ) -> Iterator[tuple[Any, Any]]:
     """Repeated calibration/test splits of a pool, keeping every group on one side.
 
@@ -277,9 +262,7 @@ def group_folds(groups: Sequence[Hashable], folds: int, seed: int = 0) -> list[N
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in out]
 
 
-def split_fraction(
-    groups: Sequence[Hashable], fraction: float, rng: int | np.random.Generator = 0
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def split_fraction(groups: Sequence[Hashable], fraction: float, rng: int | np.random.Generator = 0) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """(first, rest) indices: ``round(fraction · G)`` of the G groups (at least 1, at most G − 1)
     on the first side, drawn by ``rng`` (a seed or a generator, for a sequence of splits)."""
     try:

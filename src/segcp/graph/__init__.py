@@ -29,13 +29,27 @@ from typing import Any
 from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
 
 _SUBMODULE = {
-    "block_diag": "diffusion", "diffuse": "diffusion", "diffuse_rows": "diffusion", "effective_beta": "diffusion",
-    "transition_matrix": "diffusion", "transition_rows": "diffusion",
-    "NeighbourGraph": "knn", "knn_global": "knn", "knn_window": "knn", "knn_window_tokens": "knn",
-    "normalise_rows": "knn", "window_offsets": "knn",
-    "RESIZE_METHODS": "resize", "bilinear_taps": "resize", "resize2d": "resize", "resize_matrix": "resize",
-    "knn_volume": "volume", "volume_rows": "volume",
-    "get_ops": "ops", "resolve_device": "ops", "pair_matrix": "resize",
+    "block_diag": "diffusion",
+    "diffuse": "diffusion",
+    "diffuse_rows": "diffusion",
+    "effective_beta": "diffusion",
+    "transition_matrix": "diffusion",
+    "transition_rows": "diffusion",
+    "NeighbourGraph": "knn",
+    "knn_global": "knn",
+    "knn_window": "knn",
+    "knn_window_tokens": "knn",
+    "normalise_rows": "knn",
+    "window_offsets": "knn",
+    "RESIZE_METHODS": "resize",
+    "bilinear_taps": "resize",
+    "resize2d": "resize",
+    "resize_matrix": "resize",
+    "knn_volume": "volume",
+    "volume_rows": "volume",
+    "get_ops": "ops",
+    "resolve_device": "ops",
+    "pair_matrix": "resize",
 }
 
 

@@ -37,10 +37,7 @@ from segcp.errors import SegcpError
 from segcp.graph.knn import NeighbourGraph
 from segcp.graph.ops import NUMPY, NumpyOps, TorchOps
 
-__all__ = [
-    "BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "diffuse_rows", "effective_beta", "transition_matrix",
-    "transition_rows",
-]
+__all__ = ["BETA_SCALES", "SYMMETRIZE", "block_diag", "diffuse", "diffuse_rows", "effective_beta", "transition_matrix", "transition_rows"]
 
 from segcp.graph.options import BETA_SCALES, SYMMETRIZE
 
@@ -181,9 +178,7 @@ def _normalised(indptr: Any, data: Any, xp: NumpyOps | TorchOps) -> Any:
     return data / xp.repeat(deg, indptr[1:] - indptr[:-1])
 
 
-def _with_diagonal(
-    indptr: Any, indices: Any, data: Any, add: Any, row0: int, xp: NumpyOps | TorchOps, value: float = 1.0
-) -> tuple[Any, Any, Any]:
+def _with_diagonal(indptr: Any, indices: Any, data: Any, add: Any, row0: int, xp: NumpyOps | TorchOps, value: float = 1.0) -> tuple[Any, Any, Any]:
     """Insert a (p, row0 + p, ``value``) entry at the start of every row p with ``add[p]``."""
     if not bool(add.any()):
         return xp.asarray(indptr, xp.int64), xp.asarray(indices, xp.int64), xp.asarray(data, xp.float64)
@@ -217,14 +212,7 @@ def diffuse(P: sp.spmatrix, s: NDArray[Any], steps: int) -> NDArray[np.float64]:
     return np.clip(y.astype(np.float64), lo, hi)
 
 
-def diffuse_rows(
-    blocks: Iterable[tuple[int, Any, int]],
-    values: Any,
-    steps: int,
-    depth: int,
-    rows: range,
-    xp: NumpyOps | TorchOps = NUMPY,
-) -> Any:
+def diffuse_rows(blocks: Iterable[tuple[int, Any, int]], values: Any, steps: int, depth: int, rows: range, xp: NumpyOps | TorchOps = NUMPY) -> Any:
     """S ← P S ``steps`` times on a volume whose P arrives one slice of rows at a time.
 
     ``values`` (Z, n): the map on the graph grid, one row of n nodes per slice. ``blocks``

@@ -80,6 +80,7 @@ class NeighbourGraph:
         s, e = self.indptr[p], self.indptr[p + 1]
         return self.indices[s:e], self.distances[s:e]
 
+
 def normalise_rows(x: NDArray[Any], axis: int = -1) -> NDArray[Any]:
     """Unit-norm vectors along ``axis`` (zero vectors stay zero)."""
     n = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
@@ -113,9 +114,7 @@ def _check_window_input(fn: str, what: str, k: int, X: NDArray[Any], radius: int
     return k, X, r
 
 
-def _select(
-    D: Any, k: int, xp: NumpyOps | TorchOps = NUMPY
-) -> tuple[Any, Any, Any, Any]:
+def _select(D: Any, k: int, xp: NumpyOps | TorchOps = NUMPY) -> tuple[Any, Any, Any, Any]:
     """Per row of D (N, M; +inf = not a candidate): the k smallest with ties kept.
 
     Returns indptr, row of each kept entry, its column in D, and its distance (arrays of ``xp``).
@@ -223,9 +222,7 @@ def _window_extras(
         D += xp.asarray(float(intensity_weight) * np.abs(win - img[:, :, None, None]))
 
 
-def _finish_window(
-    D: Any, shape: tuple[int, int], radius: int, k: int, add: float = 0.0, xp: NumpyOps | TorchOps = NUMPY
-) -> NeighbourGraph:
+def _finish_window(D: Any, shape: tuple[int, int], radius: int, k: int, add: float = 0.0, xp: NumpyOps | TorchOps = NUMPY) -> NeighbourGraph:
     """Select per pixel from D (H, W, 2r+1, 2r+1); the distances are ``D + add`` (clipped at 0)."""
     H, W = shape
     r = radius
@@ -257,13 +254,7 @@ def _mark_outside(D: Any, shape: tuple[int, int], radius: int, centre: bool = Tr
 
 
 def knn_window(
-    F: NDArray[Any],
-    k: int,
-    radius: int,
-    *,
-    spatial: float = 0.0,
-    intensity: NDArray[Any] | None = None,
-    intensity_weight: float = 0.0,
+    F: NDArray[Any], k: int, radius: int, *, spatial: float = 0.0, intensity: NDArray[Any] | None = None, intensity_weight: float = 0.0
 ) -> NeighbourGraph:
     """Exact kNN by cosine distance inside the (2r+1)² window of each pixel of F (d, H, W).
 
@@ -356,9 +347,7 @@ def _token_gram(Ta: Any, Tb: Any, sy: int, sx: int, xp: NumpyOps | TorchOps) -> 
     return G
 
 
-def _pixel_dots(
-    G: Any, shape: tuple[int, int], r: int, sy: int, sx: int, dys: range, xp: NumpyOps | TorchOps
-) -> Iterator[tuple[int, Any]]:
+def _pixel_dots(G: Any, shape: tuple[int, int], r: int, sy: int, sx: int, dys: range, xp: NumpyOps | TorchOps) -> Iterator[tuple[int, Any]]:
     """Dot products of the upsampled features of pixel pairs (p, p + (dy, dx)), |dx| ≤ r, per dy in ``dys``.
 
     ``G`` is :func:`_token_gram` of the two token grids; yields (dy, (H, W, 2r+1) float64 array of

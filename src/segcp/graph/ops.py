@@ -264,8 +264,7 @@ class TorchOps:
         t = self.torch
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta": it is what the GPU offers
-            return t.sparse_csr_tensor(self._t(indptr, t.int64), self._t(indices, t.int64), self._t(data), size=shape,
-                                       check_invariants=False)
+            return t.sparse_csr_tensor(self._t(indptr, t.int64), self._t(indices, t.int64), self._t(data), size=shape, check_invariants=False)
 
     def matvec(self, P: Any, x: Any) -> Any:
         return (P @ x.reshape(-1, 1)).reshape(-1)

@@ -131,6 +131,4 @@ def pair_matrix(n_tok: int, n_pix: int, shift: int, span: int) -> sp.csr_matrix:
             rows.append(p[keep])
             cols.append(ia[keep] * (2 * span + 1) + di[keep] + span)
             vals.append(v[keep])
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_tok * (2 * span + 1))
-    )
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_tok * (2 * span + 1)))

@@ -56,9 +56,7 @@ from segcp.graph.ops import NUMPY, NumpyOps, TorchOps
 __all__ = ["knn_volume", "volume_rows"]
 
 
-def _cross_distances(
-    Ta: Any, Tb: Any, inv_a: Any, inv_b: Any, shape: tuple[int, int], rz: int, xp: NumpyOps | TorchOps
-) -> Any:
+def _cross_distances(Ta: Any, Tb: Any, inv_a: Any, inv_b: Any, shape: tuple[int, int], rz: int, xp: NumpyOps | TorchOps) -> Any:
     """1 − cos between pixel p of slice a and p + (dy, dx) of slice b, |dy|, |dx| ≤ rz.
 
     ``Ta``, ``Tb``: (h, w, d) float64 token grids; ``inv_a``, ``inv_b``: the upsampled features'
@@ -257,8 +255,7 @@ def knn_volume(
     Z = len(tokens)
     H, W = int(shape[0]), int(shape[1])
     counts, cols, dists = [], [], []
-    for _, indptr, c, d in volume_rows(tokens, (H, W), k, radius, depth=depth, depth_radius=depth_radius,
-                                       spacing=spacing, spatial=spatial):
+    for _, indptr, c, d in volume_rows(tokens, (H, W), k, radius, depth=depth, depth_radius=depth_radius, spacing=spacing, spatial=spatial):
         counts.append(np.diff(indptr))
         cols.append(c)
         dists.append(d)

@@ -203,7 +203,9 @@ def _index(folder: Path, pattern: str | None = None) -> tuple[dict[str, Path], d
                 out[stem], geometry[stem] = pair[0][1], companion[0][1]
                 kinds[stem] = pair[0][0]
                 continue
-            raise SegcpError(f"{folder}: id {stem!r} has two files ({out[stem].name}" + (f", {geometry[stem].name}" if stem in geometry else "") + f", {name})")
+            raise SegcpError(
+                f"{folder}: id {stem!r} has two files ({out[stem].name}" + (f", {geometry[stem].name}" if stem in geometry else "") + f", {name})"
+            )
         out[stem] = folder / name
         kinds[stem] = fmt
     return out, geometry
@@ -216,7 +218,7 @@ def label_names(path: str | os.PathLike[str]) -> dict[int, str]:
     rec = read_json(path)
     labels = rec.get("labels")
     if not isinstance(labels, dict) or not labels:
-        raise SegcpError(f"{path}: no 'labels' object (expected nnU-Net's {{\"background\": 0, \"RV\": 1, ...}})")
+        raise SegcpError(f'{path}: no \'labels\' object (expected nnU-Net\'s {{"background": 0, "RV": 1, ...}})')
     out: dict[int, str] = {}
     for name, value in labels.items():
         if isinstance(name, str) and name.isdigit() and isinstance(value, str):  # older {"0": "background"} style
@@ -269,8 +271,10 @@ class DataDir:
                 where = self.spec.describe()
                 raise SegcpError(f"{where}: missing folder {sub}/" + (" (or --" + sub + " DIR)" if self.root is None else ""))
             if not self.files[sub]:
-                raise SegcpError(f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})" + (
-                    f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else ""))
+                raise SegcpError(
+                    f"{self.folder(sub)}: no files in a format segcp reads ({', '.join(suffixes())})"
+                    + (f" matching {self.spec.pattern_map[sub]!r}" if sub in self.spec.pattern_map else "")
+                )
         if "masks" in require and require[0] in ("probs", "samples") and self.folder("masks").resolve() == self.folder(require[0]).resolve():
             raise SegcpError(self._masks_are_predictions("masks"))
         base = require[0]
@@ -282,7 +286,8 @@ class DataDir:
                 src = self.files[base][missing[0]].name
                 raise SegcpError(
                     f"{self.folder(sub)}: no file for id {missing[0]!r} (from {base}/{src})"
-                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + self._match_hint(sub, missing[0])
+                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                    + self._match_hint(sub, missing[0])
                 )
             extra = sorted(other - ids)
             if extra and sub in self.spec.folder_map:  # a folder of its own (nnU-Net's labelsTr): the model output picks the cases
@@ -302,7 +307,7 @@ class DataDir:
         named = sorted(s for s in self.files[sub] if s.startswith(ident) and len(s) > len(ident))
         if not named:
             return ""
-        suffix = named[0][len(ident):]
+        suffix = named[0][len(ident) :]
         return f"; its files are named <id>{suffix} ({self.files[sub][named[0]].name}): pass --match {sub}={{id}}{suffix}"
 
     def unused_note(self, source: str | os.PathLike[str] | None = None) -> str | None:
@@ -335,8 +340,9 @@ class DataDir:
             while len(stored) > len(shape) and stored[-1] == 1:
                 stored = stored[:-1]
             if stored != tuple(shape):
-                raise SegcpError(f"{companion}: its grid is {stored}, but {self.path(sub, ident).name} holds {tuple(shape)}: "
-                                 "not the same case or resolution")
+                raise SegcpError(
+                    f"{companion}: its grid is {stored}, but {self.path(sub, ident).name} holds {tuple(shape)}: not the same case or resolution"
+                )
         return g
 
     def dataset_json(self) -> Path | None:
@@ -384,21 +390,29 @@ class DataDir:
         pa, _ = read_probabilities(p)
         ma, _ = read_array(m)
         if pa.ndim == ma.ndim and pa.dtype.kind in "iub":
-            return (f"{p}: a segmentation (one label per voxel, {pa.dtype}), not class probabilities: rerun nnUNetv2_predict "
-                    "with --save_probabilities (it writes <case>.npz beside <case>.nii.gz) and point --probs at that folder")
+            return (
+                f"{p}: a segmentation (one label per voxel, {pa.dtype}), not class probabilities: rerun nnUNetv2_predict "
+                "with --save_probabilities (it writes <case>.npz beside <case>.nii.gz) and point --probs at that folder"
+            )
         if pa.ndim == ma.ndim + 1 and sorted(pa.shape[1:]) == sorted(ma.shape) and pa.shape[1:] != ma.shape:
-            return (f"{p}: a stack of shape {pa.shape}: its spatial axes are in another order than the mask's {ma.shape} "
-                    f"({m.name}); expected (L, {', '.join(map(str, ma.shape))}). An nnU-Net .npz holds (C, z, y, x), as "
-                    "nnUNetv2_predict writes it, not (C, x, y, z)")
-        return (f"{p}: --labels needs class-probability stacks (L, *S), one channel per label, on the mask's grid "
-                f"{ma.shape} ({m.name}); got shape {pa.shape}")
+            return (
+                f"{p}: a stack of shape {pa.shape}: its spatial axes are in another order than the mask's {ma.shape} "
+                f"({m.name}); expected (L, {', '.join(map(str, ma.shape))}). An nnU-Net .npz holds (C, z, y, x), as "
+                "nnUNetv2_predict writes it, not (C, x, y, z)"
+            )
+        return (
+            f"{p}: --labels needs class-probability stacks (L, *S), one channel per label, on the mask's grid "
+            f"{ma.shape} ({m.name}); got shape {pa.shape}"
+        )
 
     def _masks_are_predictions(self, ident: str) -> str:
         """The line for ``--masks`` pointed at a prediction folder (``ident``: a case of it, or ``"masks"``)."""
         shown = self.files["masks"].get(ident) or next(iter(self.files["masks"].values()), None)
         what = f" ({shown.name} holds the model's output)" if shown is not None else ""
-        return (f"{self.folder('masks')}: --masks is a prediction folder{what}; point it at the ground truth "
-                "(nnU-Net's labelsTr) and --probs at the predictions")
+        return (
+            f"{self.folder('masks')}: --masks is a prediction folder{what}; point it at the ground truth "
+            "(nnU-Net's labelsTr) and --probs at the predictions"
+        )
 
     def probs_have_channels(self, ident: str) -> bool:
         """True when probs/<id> has one more axis than masks/<id> (a class stack)."""
@@ -432,7 +446,9 @@ class DataDir:
             raise SegcpError(f"{p}: probability map must be 2D or 3D, got shape {np.shape(arr)}")
         return arr, spacing
 
-    def load_probs(self, ident: str, *, label: int | None = None, channels: bool | str = False) -> tuple[NDArray[np.floating], tuple[float, ...] | None]:
+    def load_probs(
+        self, ident: str, *, label: int | None = None, channels: bool | str = False
+    ) -> tuple[NDArray[np.floating], tuple[float, ...] | None]:
         """Foreground probabilities of one id, validated, and the file's spacing.
 
         ``channels``: the file is a class stack, ``"first"`` (L, *S) (or True) or ``"last"``
@@ -468,13 +484,7 @@ class DataDir:
         return g
 
     def load_case(
-        self,
-        ident: str,
-        *,
-        label: int | None = None,
-        channels: bool | str = False,
-        with_mask: bool = True,
-        with_image: bool = False,
+        self, ident: str, *, label: int | None = None, channels: bool | str = False, with_mask: bool = True, with_image: bool = False
     ) -> Case:
         """Build a :class:`Case` for one id, with one-line errors naming the files.
 
@@ -495,8 +505,7 @@ class DataDir:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
         geometry = self.check_grid(ident, probs.shape) if with_mask else self.geometry("probs", ident, probs.shape)
-        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry,
-                    where=str(self.path("probs", ident)))
+        return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry, where=str(self.path("probs", ident)))
 
     def load_stack(self, ident: str, *, channels: str, with_mask: bool = True, with_image: bool = False) -> Case:
         """A case with the whole class stack (``class_probs``, (L, *S)) and the label map, for
@@ -509,16 +518,25 @@ class DataDir:
             m, mspacing = read_array(self.path("masks", ident))
             label_map = check_label_map(m, str(self.path("masks", ident)), arr.shape[0])
             if label_map.shape != arr.shape[1:]:
-                raise SegcpError(f"{self.path('masks', ident)}: label map shape {label_map.shape} does not match "
-                                 f"the probability stack's grid {arr.shape[1:]} ({p.name})")
+                raise SegcpError(
+                    f"{self.path('masks', ident)}: label map shape {label_map.shape} does not match "
+                    f"the probability stack's grid {arr.shape[1:]} ({p.name})"
+                )
             spacing = mspacing or spacing
         image = None
         if with_image:
             image, ispacing = self.read("images", ident)
             spacing = spacing or ispacing
         geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident, arr.shape[1:])
-        return Case(id=ident, class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])), label_map=label_map,
-                    image=image, spacing=spacing, geometry=geometry, where=str(p))
+        return Case(
+            id=ident,
+            class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])),
+            label_map=label_map,
+            image=image,
+            spacing=spacing,
+            geometry=geometry,
+            where=str(p),
+        )
 
     def reader(self, family: Any, *, label: int | None = None, with_truth: bool = True, channels: bool | str | None = None) -> CaseReader:
         """The :class:`CaseReader` of ``family`` (a :class:`~segcp.methods.SetFamily`) on this directory."""
@@ -550,9 +568,7 @@ class CaseReader:
             if not self.multiclass and "probs" in self.folders:
                 channels = (dd.channel_axis(self.ids[0]) or False) if dd.has("masks") else False
                 if channels and label is None:
-                    raise SegcpError(
-                        f"{dd.path('probs', self.ids[0])}: class-probability stack (one more axis than the mask); pass --label L"
-                    )
+                    raise SegcpError(f"{dd.path('probs', self.ids[0])}: class-probability stack (one more axis than the mask); pass --label L")
         self.channels: bool | str = "first" if channels is True else channels
         self.label_seen = False
         self.allow_empty = False  # calibrate --allow-empty-masks
@@ -566,8 +582,10 @@ class CaseReader:
         if self.label is None:
             if self.allow_empty:
                 return
-            raise SegcpError(f"{self.dd.folder('masks')}: every mask is empty: the FNR is undefined on empty truths (lambda would be "
-                             "its minimum with a risk of 0 that guarantees nothing); check the masks, or calibrate --allow-empty-masks")
+            raise SegcpError(
+                f"{self.dd.folder('masks')}: every mask is empty: the FNR is undefined on empty truths (lambda would be "
+                "its minimum with a risk of 0 that guarantees nothing); check the masks, or calibrate --allow-empty-masks"
+            )
         raise SegcpError(
             f"{self.dd.folder('masks')}: no mask holds label {self.label} (labels present: "
             f"{', '.join(map(str, self.dd.labels_present(self.ids)))}); check --label"
@@ -584,9 +602,7 @@ class CaseReader:
     def read(self, ident: str) -> Case:
         """The case of one id (with its truth when the reader was made ``with_truth``)."""
         if not self.multiclass:
-            case = self.dd.load_case(
-                ident, label=self.label, channels=self.channels, with_mask=self.with_truth, with_image="images" in self.folders
-            )
+            case = self.dd.load_case(ident, label=self.label, channels=self.channels, with_mask=self.with_truth, with_image="images" in self.folders)
             self.label_seen |= bool(case.mask is not None and case.mask.any())
             return case
         return self._read_multiclass(ident)

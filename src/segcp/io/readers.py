@@ -88,8 +88,7 @@ def _depth(obj: Any) -> int:
     depth, level = 0, [obj]
     while level:
         depth += 1
-        level = [v for o in level for v in (o.values() if isinstance(o, dict) else o if isinstance(o, list) else ())
-                 if isinstance(v, (dict, list))]
+        level = [v for o in level for v in (o.values() if isinstance(o, dict) else o if isinstance(o, list) else ()) if isinstance(v, (dict, list))]
     return depth
 
 

@@ -93,7 +93,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for entry in entries:
         if not entry.name.startswith(TMP_PREFIX):
             continue
-        pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+        pid_text = entry.name[len(TMP_PREFIX) :].split("-", 1)[0]
         if not pid_text.isdigit() or _alive(int(pid_text)) or int(pid_text) == os.getpid():
             continue
         try:
@@ -422,9 +422,7 @@ def written_set(folder: str | os.PathLike[str], ident: str) -> Path | None:
     return None
 
 
-def write_on_grid(
-    dest: str | os.PathLike[str], array: NDArray[Any], geometry: Any, *, clean_stale: bool = True, make_parents: bool = True
-) -> Path:
+def write_on_grid(dest: str | os.PathLike[str], array: NDArray[Any], geometry: Any, *, clean_stale: bool = True, make_parents: bool = True) -> Path:
     """Write ``array`` (its dtype kept; bool as uint8) to ``dest`` on ``geometry``'s grid (a
     :class:`~segcp.io.formats.Geometry`), in the format that read it and with its header,
     atomically; ``dest`` must end in a suffix of that format. Returns the path."""

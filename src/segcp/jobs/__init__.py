@@ -13,9 +13,16 @@ if TYPE_CHECKING:
     from segcp.jobs.tasks import Job, worker_family
 
 # Each job imported on first use: `segcp calibrate` never imports predict's or evaluate's code.
-__getattr__ = lazy_attributes(__name__, {
-    "calibrate_dir": "segcp.jobs.calibrate", "evaluate_dir": "segcp.jobs.evaluate", "PREDICT_MANIFEST": "segcp.jobs.predict",
-    "predict_dir": "segcp.jobs.predict", "Job": "segcp.jobs.tasks", "worker_family": "segcp.jobs.tasks",
-})
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "calibrate_dir": "segcp.jobs.calibrate",
+        "evaluate_dir": "segcp.jobs.evaluate",
+        "PREDICT_MANIFEST": "segcp.jobs.predict",
+        "predict_dir": "segcp.jobs.predict",
+        "Job": "segcp.jobs.tasks",
+        "worker_family": "segcp.jobs.tasks",
+    },
+)
 
 __all__ = ["PREDICT_MANIFEST", "Job", "calibrate_dir", "evaluate_dir", "predict_dir", "worker_family"]

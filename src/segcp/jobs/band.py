@@ -61,21 +61,56 @@ def band_volume_rows(ident: str, name: str, case: Any, inner: Any, outer: Any, a
     calibration holds one (``volume``: :func:`segcp.record.read_volume`), the direct interval."""
     est = probability_volume(case.probs, case.spacing)
     lo, hi = band_volumes(inner, outer, case.spacing)
-    rows = [{"id": ident, "structure": name, "interval": "band", "estimate": est.estimate, "lower": lo, "upper": hi, "unit": est.unit,
-             "alpha": alpha, "guarantee": f"vol(inner) <= V <= vol(outer) whenever inner in truth in outer (P >= {1 - alpha:g} for band)"}]
+    rows = [
+        {
+            "id": ident,
+            "structure": name,
+            "interval": "band",
+            "estimate": est.estimate,
+            "lower": lo,
+            "upper": hi,
+            "unit": est.unit,
+            "alpha": alpha,
+            "guarantee": f"vol(inner) <= V <= vol(outer) whenever inner in truth in outer (P >= {1 - alpha:g} for band)",
+        }
+    ]
     if volume is not None:
         if volume["unit"] != est.unit:
-            raise SegcpError(f"case {ident}: its volume is in {est.unit} but the calibration's volume interval in {volume['unit']} "
-                             "(spacing present in one and missing in the other)")
+            raise SegcpError(
+                f"case {ident}: its volume is in {est.unit} but the calibration's volume interval in {volume['unit']} "
+                "(spacing present in one and missing in the other)"
+            )
         fit = IntervalFit(volume["score"], alpha, volume["n"], volume["q"][alpha])
         d_lo, d_hi = fit.bounds(**interval_inputs([est], volume["score"]))
-        rows.append({"id": ident, "structure": name, "interval": "direct", "estimate": est.estimate, "lower": max(float(d_lo[0]), 0.0),
-                     "upper": float(d_hi[0]), "unit": est.unit, "alpha": alpha, "guarantee": f"{fit.guarantee}, score {fit.score}"})
+        rows.append(
+            {
+                "id": ident,
+                "structure": name,
+                "interval": "direct",
+                "estimate": est.estimate,
+                "lower": max(float(d_lo[0]), 0.0),
+                "upper": float(d_hi[0]),
+                "unit": est.unit,
+                "alpha": alpha,
+                "guarantee": f"{fit.guarantee}, score {fit.score}",
+            }
+        )
     return rows
 
 
-def write_band_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tuple[str, ...], tuple[str, ...], float,
-                                 tuple[dict[str, Any] | None, ...], str, list[tuple[int, str]]]) -> list[dict[str, Any]]:
+def write_band_chunk(
+    task: tuple[
+        Job,
+        tuple[SetFamily, ...],
+        tuple[float, ...],
+        tuple[str, ...],
+        tuple[str, ...],
+        float,
+        tuple[dict[str, Any] | None, ...],
+        str,
+        list[tuple[int, str]],
+    ],
+) -> list[dict[str, Any]]:
     """Worker: write each id's two-sided sets, band label volumes and Slicer segmentation into ``folder``;
     returns the ids' volumes.csv rows."""
     job, families, lambdas, subs, names, alpha, volumes, folder, items = task
@@ -115,10 +150,12 @@ def band_metrics(case: Any, inner: NDArray[np.bool_], outer: NDArray[np.bool_], 
     y = np.asarray(case.mask, dtype=bool)
     m, i_n = int(y.sum()), int(inner.sum())
     nan = float("nan")
-    out = {"band_holds": float(not np.any(inner & ~y) and not np.any(y & ~outer)),
-           "inner_precision": float((inner & y).sum()) / i_n if i_n else nan,
-           "outer_recall": float((outer & y).sum()) / m if m else nan,
-           "band_width": float((outer & ~inner).sum()) / m if m else nan}
+    out = {
+        "band_holds": float(not np.any(inner & ~y) and not np.any(y & ~outer)),
+        "inner_precision": float((inner & y).sum()) / i_n if i_n else nan,
+        "outer_recall": float((outer & y).sum()) / m if m else nan,
+        "band_width": float((outer & ~inner).sum()) / m if m else nan,
+    }
     truth = mask_volume(y, case.spacing)
     for r in band_volume_rows("", "", case, inner, outer, alpha, volume):
         out[f"volume_{r['interval']}_covered"] = float(r["lower"] <= truth <= r["upper"])

@@ -27,7 +27,9 @@ from segcp.volumes import VolumeEstimate, mask_volume, probability_volume, volum
 __all__ = ["calibrate_dir", "fit_structures"]
 
 
-def _curve_chunk(task: tuple[Job, MapPlan, list[str]]) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]], list[list[tuple[float, VolumeEstimate]]]]:
+def _curve_chunk(
+    task: tuple[Job, MapPlan, list[str]],
+) -> tuple[list[list[Curves]], list[int], dict[int, tuple[int, str]], list[list[tuple[float, VolumeEstimate]]]]:
     """Worker: per structure, the chunk's curves per α group and how many of its masks hold the structure;
     per grid dimensionality (2 or 3), how many images have it and the first one's file; and, for two-sided
     sets, each case's (true volume, volume estimate) per structure (:mod:`segcp.volumes`)."""
@@ -53,8 +55,10 @@ def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
     """The one grid dimensionality of a calibration set (a 2-D slice among 3-D volumes is an error)."""
     if len(dims) > 1:
         (d, (_, where)), (big, (n, _)) = sorted(dims.items(), key=lambda kv: kv[1][0])[:2]
-        raise SegcpError(f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
-                         "(calibrate 2-D slices and 3-D volumes separately)")
+        raise SegcpError(
+            f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
+            "(calibrate 2-D slices and 3-D volumes separately)"
+        )
     return next(iter(dims))
 
 
@@ -87,8 +91,8 @@ def _structures_job(dd: DataDir, family: SetFamily, labels: str | list[str | int
     first = dd.load_stack(ids[0], channels=axis, with_mask=False)
     dj = dd.dataset_json()
     names = label_names(dj) if dj is not None else None
-    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])),  # type: ignore[union-attr]
-                                    names_from=str(dj))
+    assert first.class_probs is not None  # a class stack
+    structures = resolve_structures(labels, names, first.class_probs.shape[0], str(dd.path("probs", ids[0])), names_from=str(dj))
     job = Job(dd.spec, family, None, axis, True, tuple(structures), with_image).share(dd)
     return job, ids, str(dj) if dj is not None else "channels of the probability stacks"
 

@@ -140,8 +140,10 @@ def _made_by(sets: Path, cal: Calibration) -> Calibration:
         mine = select_structures(cal, ",".join(str(s.value) for s in cal.structures if s.value in made))
         if calibration_identity(manifest) == calibration_identity(mine):
             return mine
-    raise SegcpError(f"{sets}: these sets were made by another calibration ({manifest.get('method')}, lambda {manifest.get('lambda')}) "
-                     f"than {cal.path} ({cal.record.get('method')}): evaluate them with the calib.json that made them")
+    raise SegcpError(
+        f"{sets}: these sets were made by another calibration ({manifest.get('method')}, lambda {manifest.get('lambda')}) "
+        f"than {cal.path} ({cal.record.get('method')}): evaluate them with the calib.json that made them"
+    )
 
 
 def _units(any_spacing: bool) -> str:
@@ -179,8 +181,10 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     if not set_files:
         structures = _structure_folders(sets)
         if structures:
-            raise SegcpError(f"{sets}: per-structure sets ({', '.join(f'{s}/' for s in structures)}): pass --calib with the calib.json "
-                             f"that made them, or --sets {sets / structures[0]} --label L for one structure")
+            raise SegcpError(
+                f"{sets}: per-structure sets ({', '.join(f'{s}/' for s in structures)}): pass --calib with the calib.json "
+                f"that made them, or --sets {sets / structures[0]} --label L for one structure"
+            )
         raise SegcpError(f"{sets}: no set files ({', '.join(x for x in suffixes() if x != '.npz')})")
     dd = DataDir(data)
     if out is not None:
@@ -213,9 +217,21 @@ def _evaluate_sets(sets: StrPath | None, data: Data, label: int | None, out: Str
     return {"segcp_version": __version__, "label": label, "distance_units": _units(any(has for _, _, has in rows))} | _summary(per_image)
 
 
-def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, out: StrPath | None = None, show_progress: bool = True,
-                 calib: StrPath | None = None, draws: int = 100, seed: int = 0, overrides: dict[str, Any] | None = None,
-                 executor: Executor = IN_PROCESS, chunk_size: int | None = None, groups: str | None = None) -> dict[str, Any]:
+def evaluate_dir(
+    sets: StrPath | None,
+    data: Data,
+    *,
+    label: int | None = None,
+    out: StrPath | None = None,
+    show_progress: bool = True,
+    calib: StrPath | None = None,
+    draws: int = 100,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    executor: Executor = IN_PROCESS,
+    chunk_size: int | None = None,
+    groups: str | None = None,
+) -> dict[str, Any]:
     """Metrics of sets against a data directory's truth: of ``sets`` (a ``predict`` folder; stretch against
     the model's own mask when probs/ is there) or of the sets of ``calib`` made on the fly (sets of
     segmentations: ``covered`` — the guarantee's event, exact — ``score`` and the metrics of ``draws``
@@ -241,8 +257,9 @@ def evaluate_dir(sets: StrPath | None, data: Data, *, label: int | None = None, 
     return result
 
 
-def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run,
-                         groups: str | None = None) -> dict[str, Any]:
+def _evaluate_calibrated(
+    cal: Calibration, data: Data, sets: StrPath | None, out: StrPath | None, draws: int, seed: int, run: Run, groups: str | None = None
+) -> dict[str, Any]:
     """Metrics of the sets of a calibration, made on the fly or read from ``sets``."""
     if sets is not None:
         cal = _made_by(Path(sets), cal)
@@ -271,8 +288,9 @@ def _evaluate_calibrated(cal: Calibration, data: Data, sets: StrPath | None, out
     units = _units(any(has for _, has in rows))
     if cal.per_structure:
         parts = (cal.structures, models, per)
-        structures = {s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p)
-                      for s, m, p in zip(*parts, strict=True)}
+        structures = {
+            s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p) for s, m, p in zip(*parts, strict=True)
+        }
         if hasattr(models[0], "losses_"):  # RiskSegmenters: each structure's controlled risks (per group)
             from segcp.jobs.risk import controlled_risks
 

@@ -143,8 +143,10 @@ def _check_replaceable(out: Path) -> None:
     """``--overwrite`` replaces only a folder that ``segcp predict`` wrote (its manifest), or an empty one."""
     check_dir_target(out, "overwrite")
     if out.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out.iterdir()) and not (out / PREDICT_MANIFEST).is_file():
-        raise SegcpError(f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
-                         "a previous predict output: choose a new folder")
+        raise SegcpError(
+            f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
+            "a previous predict output: choose a new folder"
+        )
 
 
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
@@ -168,19 +170,45 @@ def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs
     return {i for i in ids if all(_whole(out / sub, i, draws, sub == COMBINED) for sub in subs)}
 
 
-def _predict_band(cal: Calibration, models: Sequence[ConformalSegmenter], job: Job, ids: list[str], subs: tuple[str, ...], out: Path,
-                  manifest: dict[str, Any], existing: str, executor: Executor, show_progress: bool, chunk_size: int | None) -> list[Path]:
+def _predict_band(
+    cal: Calibration,
+    models: Sequence[ConformalSegmenter],
+    job: Job,
+    ids: list[str],
+    subs: tuple[str, ...],
+    out: Path,
+    manifest: dict[str, Any],
+    existing: str,
+    executor: Executor,
+    show_progress: bool,
+    chunk_size: int | None,
+) -> list[Path]:
     """Two-sided sets, their viewer files and volumes.csv (:mod:`segcp.jobs.band`); returns the band label volumes, id by id."""
     from segcp.jobs.band import VOLUMES_CSV, band_folders, write_band_chunk, write_volumes_csv
 
     names = tuple(s.name for s in cal.structures) or ("structure" if cal.label is None else f"label {cal.label}",)
     alpha = float(next(iter(models[0].lambdas_)))
-    head = (job, tuple(m.method_ for m in models), tuple(float(m.lambda_) for m in models), subs, names, alpha, tuple(p.get("volume") for p in cal.parts))
+    head = (
+        job,
+        tuple(m.method_ for m in models),
+        tuple(float(m.lambda_) for m in models),
+        subs,
+        names,
+        alpha,
+        tuple(p.get("volume") for p in cal.parts),
+    )
     with atomic_dir(out, existing=existing) as folder:
         write_json(folder / PREDICT_MANIFEST, manifest)
         band_folders(folder, subs, names)
-        rows = map_ids(executor, write_band_chunk, (*head, str(folder)), list(enumerate(ids)), description="predicting",
-                       show_progress=show_progress, chunk_size=chunk_size)
+        rows = map_ids(
+            executor,
+            write_band_chunk,
+            (*head, str(folder)),
+            list(enumerate(ids)),
+            description="predicting",
+            show_progress=show_progress,
+            chunk_size=chunk_size,
+        )
         write_volumes_csv(folder / VOLUMES_CSV, rows)
     return [written_set(out / sub / "band", ident) or out / sub / "band" / f"{ident}.npy" for ident in ids for sub in subs]
 
@@ -279,8 +307,9 @@ def predict_dir(
         if combined:
             bits = {str(1 << k): s.to_dict() for k, s in enumerate(cal.structures)}
             write_json(folder / LEGEND, {"bits": bits, "meaning": "voxel value = sum of 2^k over the structures k whose set holds the voxel"})
-        for _ in executor.map_chunks(_predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress,
-                                     chunk_size=chunk_size):
+        for _ in executor.map_chunks(
+            _predict_chunk, (*head, str(folder), combined), todo, description="predicting", show_progress=show_progress, chunk_size=chunk_size
+        ):
             pass
     note_unused(dd)  # after the work: a failure stays one line
     return [written_set(out / sub, ident) or out / sub / f"{ident}.npy" for ident in ids for sub in subs]  # on the input's grid, or NPY

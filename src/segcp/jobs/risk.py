@@ -33,8 +33,9 @@ def _losses_chunk(task: tuple[Job, RiskSegmenter, list[str]]) -> list[list[tuple
     job, rs, ids = task
     losses, configs = rs.losses(), [worker_family(f) for f in rs.configs()]
     mode = rs.mode(losses, configs)
-    return [[(rs.case_losses(case, losses, configs, mode), bool(case.mask is not None and case.mask.any())) for case in job.read(ident)]
-            for ident in ids]
+    return [
+        [(rs.case_losses(case, losses, configs, mode), bool(case.mask is not None and case.mask.any())) for case in job.read(ident)] for ident in ids
+    ]
 
 
 def _statistics_chunk(task: tuple[Job, list[RiskSegmenter], list[str]]) -> list[list[dict[str, float]]]:
@@ -88,8 +89,7 @@ def calibrate_risk_dir(
     from segcp.jobs.calibrate import _structures_job
 
     t0 = time.perf_counter()
-    rs = RiskSegmenter(method, alpha, loss=loss, loss_params=loss_params, delta=delta, pvalue=pvalue, method_params=method_params,
-                       vary=vary)
+    rs = RiskSegmenter(method, alpha, loss=loss, loss_params=loss_params, delta=delta, pvalue=pvalue, method_params=method_params, vary=vary)
     losses, configs = rs.losses(), rs.configs()
     alphas, mode = rs.alphas(losses), rs.mode(losses, configs)
     check_chunk_size(chunk_size)
@@ -119,12 +119,24 @@ def calibrate_risk_dir(
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds label {absent[0].value} ({absent[0].name})")
     models = []
     for k in range(job.slots):
-        est = rs if k == 0 else RiskSegmenter(**{a: getattr(rs, a) for a in ("method", "alpha", "loss", "loss_params", "delta", "pvalue",
-                                                                              "method_params", "vary", "seed")})
+        est = (
+            rs
+            if k == 0
+            else RiskSegmenter(
+                **{a: getattr(rs, a) for a in ("method", "alpha", "loss", "loss_params", "delta", "pvalue", "method_params", "vary", "seed")}
+            )
+        )
         where_k = "calibration" if not job.structures else f"structure {job.structures[k].name}"
         try:
-            est.fit([row[k][0] for row in rows], None if names is None else [names[i] for i in ids], losses=losses, configs=configs,
-                    alphas=alphas, mode=mode, fallback=group_fallback)
+            est.fit(
+                [row[k][0] for row in rows],
+                None if names is None else [names[i] for i in ids],
+                losses=losses,
+                configs=configs,
+                alphas=alphas,
+                mode=mode,
+                fallback=group_fallback,
+            )
         except SegcpError as exc:
             raise SegcpError(f"{where_k}: {exc}" if job.structures else str(exc)) from None
         est.case_groups, est.group_source_ = names or {}, groups
@@ -132,11 +144,21 @@ def calibrate_risk_dir(
     stats = map_ids(executor, _statistics_chunk, (job, models), ids, description="statistics", **run)
     fitted = []
     for k, est in enumerate(models):
-        est.monitor_ = {"scores": [est._score(row[k][0][est.fit_.config][0], losses[0], alphas[0], mode) for row in rows],
-                        "statistics": {name: [s[k].get(name, math.nan) for s in stats] for name in stats[0][k]}}
+        est.monitor_ = {
+            "scores": [est._score(row[k][0][est.fit_.config][0], losses[0], alphas[0], mode) for row in rows],
+            "statistics": {name: [s[k].get(name, math.nan) for s in stats] for name in stats[0][k]},
+        }
         fitted.append((job.structures[k] if job.structures else None, est.to_dict(), present[k]))
-    record = job_record(fitted, label=label, channels=channels or False, seconds=time.perf_counter() - t0, source=source,
-                        data=describe_data(data), ids=ids, labels_from=labels_from)
+    record = job_record(
+        fitted,
+        label=label,
+        channels=channels or False,
+        seconds=time.perf_counter() - t0,
+        source=source,
+        data=describe_data(data),
+        ids=ids,
+        labels_from=labels_from,
+    )
     if out is not None:
         write_json(out, record)
     return record
@@ -153,14 +175,20 @@ def controlled_risks(rs: RiskSegmenter, per_image: dict[str, dict[str, float]]) 
 
     ids = list(per_image)
     overall = means(ids)
-    out: dict[str, Any] = {"controlled": [{"loss": x.name, "params": x.params(), "alpha": a, "mean": overall[x.name], "statement": st}
-                                          for x, a, st in zip(rs.losses_, rs.alphas_, rs.statements())]}
+    out: dict[str, Any] = {
+        "controlled": [
+            {"loss": x.name, "params": x.params(), "alpha": a, "mean": overall[x.name], "statement": st}
+            for x, a, st in zip(rs.losses_, rs.alphas_, rs.statements())
+        ]
+    }
     if rs.case_groups:
         out["groups"] = {}
         for g, fit in rs.groups_.items():
             mine = [i for i in ids if rs.case_groups.get(i) == g]
             if mine:
-                out["groups"][g] = {"lambda": fit.lambda_, "fallback": fit.fallback, "controlled": means(mine)} | aggregate({i: per_image[i] for i in mine})
+                out["groups"][g] = {"lambda": fit.lambda_, "fallback": fit.fallback, "controlled": means(mine)} | aggregate(
+                    {i: per_image[i] for i in mine}
+                )
     return out
 
 
@@ -208,11 +236,7 @@ def monitor_dir(
     (:func:`~segcp.calibration.monitor.two_sample_shift`). Returns (and writes to ``out``) the result
     with a one-line ``verdict``.
     """
-    from segcp.calibration.monitor import (
-        exchangeability_martingale,
-        risk_track,
-        two_sample_shift,
-    )
+    from segcp.calibration.monitor import exchangeability_martingale, risk_track, two_sample_shift
 
     check_chunk_size(chunk_size)
     cal = read_calibration(calib, overrides)
@@ -232,15 +256,27 @@ def monitor_dir(
             check_output(dest, [cal.path, *data_inputs(data)])
     if out is not None and figure is not None and Path(out).resolve() == Path(figure).resolve():
         raise SegcpError(f"{figure}: --figure and --out name the same file")
-    rows = map_ids(executor, _monitor_chunk, (job, rs, labelled), ids, description="monitoring", show_progress=show_progress,
-                   chunk_size=chunk_size)
+    rows = map_ids(executor, _monitor_chunk, (job, rs, labelled), ids, description="monitoring", show_progress=show_progress, chunk_size=chunk_size)
     names = list(rs.monitor_["statistics"])
     shift = two_sample_shift(rs.monitor_["statistics"], {k: [r["statistics"].get(k, math.nan) for r in rows] for k in names}, level)
     result: dict[str, Any] = {
-        "segcp_version": __version__, "calib": str(cal.path), "data": describe_data(data), "n_calibration": rs.n_, "n_new": len(ids),
-        "lambda": rs.lambda_, "labels": labelled, "level": level, "delta": delta, "ids": ids,
-        "two_sample": {"statistics": list(shift.statistics), "pvalues": shift.pvalues.tolist(), "rejected": shift.rejected.tolist(),
-                       "alarm": shift.alarm, "test": shift.test},
+        "segcp_version": __version__,
+        "calib": str(cal.path),
+        "data": describe_data(data),
+        "n_calibration": rs.n_,
+        "n_new": len(ids),
+        "lambda": rs.lambda_,
+        "labels": labelled,
+        "level": level,
+        "delta": delta,
+        "ids": ids,
+        "two_sample": {
+            "statistics": list(shift.statistics),
+            "pvalues": shift.pvalues.tolist(),
+            "rejected": shift.rejected.tolist(),
+            "alarm": shift.alarm,
+            "test": shift.test,
+        },
     }
     alarms = [f"the sets' statistics shifted ({', '.join(s for s, r in zip(shift.statistics, shift.rejected) if r)})"] if shift.alarm else []
     if labelled:
@@ -248,8 +284,16 @@ def monitor_dir(
         result["risk"] = []
         for j, (x, a) in enumerate(zip(rs.losses_, rs.alphas_)):
             tr = risk_track(losses[:, j], a, delta, B=x.bound)
-            result["risk"].append({"loss": x.name, "alpha": a, "mean": tr.mean.tolist(), "lower": tr.lower.tolist(),
-                                   "upper": tr.upper.tolist(), "alarm_at": tr.alarm_at})
+            result["risk"].append(
+                {
+                    "loss": x.name,
+                    "alpha": a,
+                    "mean": tr.mean.tolist(),
+                    "lower": tr.lower.tolist(),
+                    "upper": tr.upper.tolist(),
+                    "alarm_at": tr.alarm_at,
+                }
+            )
             if tr.alarm:
                 alarms.append(f"{x.name} above {a:g} from case {tr.alarm_at} on")
         mt = exchangeability_martingale(rs.monitor_["scores"], [r["score"] for r in rows], level)
@@ -257,9 +301,14 @@ def monitor_dir(
         if mt.alarm:
             alarms.append(f"the cases stopped being exchangeable with the calibration cases at case {mt.alarm_at}")
     result["alarm"] = bool(alarms)
-    result["verdict"] = ("ALARM: " + "; ".join(alarms)) if alarms else (
-        f"no alarm: {len(ids)} new cases look exchangeable with the {rs.n_} calibration cases"
-        + ("" if labelled else " (without labels: the sets' statistics only)"))
+    result["verdict"] = (
+        ("ALARM: " + "; ".join(alarms))
+        if alarms
+        else (
+            f"no alarm: {len(ids)} new cases look exchangeable with the {rs.n_} calibration cases"
+            + ("" if labelled else " (without labels: the sets' statistics only)")
+        )
+    )
     png = None
     if figure is not None:
         from segcp.report.figures import monitor_figure

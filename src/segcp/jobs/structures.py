@@ -24,8 +24,9 @@ from segcp.record import Structure, check_structures
 __all__ = ["Structure", "resolve_structures", "split_case"]
 
 
-def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str,
-                       names_from: str = "dataset.json") -> list[Structure]:
+def resolve_structures(
+    spec: str | Sequence[str | int], names: dict[int, str] | None, n_channels: int, where: str, names_from: str = "dataset.json"
+) -> list[Structure]:
     """The structures of ``--labels``: ``"all"`` (every non-background label of ``names``, read from
     ``names_from`` — dataset.json, or a calibration — or channels 1..L−1), or values / names separated by
     commas. The background (label 0) is calibrated only when named (``background`` or its name in
@@ -40,8 +41,10 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
     if tokens == ["all"]:
         unnamed = [c for c in range(1, n_channels) if names and c not in names]
         if unnamed:  # the others would be calibrated and this one left out without a word
-            raise SegcpError(f"{names_from}: no label has the value {unnamed[0]}, a structure of the probability stacks ({n_channels} "
-                             f"channels, {where}); add it to 'labels' or list the structures to calibrate (--labels 1,2)")
+            raise SegcpError(
+                f"{names_from}: no label has the value {unnamed[0]}, a structure of the probability stacks ({n_channels} "
+                f"channels, {where}); add it to 'labels' or list the structures to calibrate (--labels 1,2)"
+            )
         values = [v for v in sorted(names) if v != 0] if names else list(range(1, n_channels))
     else:
         by_name = {"background": 0} | {n: v for v, n in names.items()}
@@ -49,8 +52,9 @@ def resolve_structures(spec: str | Sequence[str | int], names: dict[int, str] | 
         for t in tokens:
             if isinstance(t, int) or (isinstance(t, str) and t.lstrip("-").isdigit()):
                 if int(t) == 0:
-                    raise SegcpError(f"--labels: label 0 is the background; to calibrate a set for it anyway, name it "
-                                     f"(--labels {names.get(0, 'background')},...)")
+                    raise SegcpError(
+                        f"--labels: label 0 is the background; to calibrate a set for it anyway, name it (--labels {names.get(0, 'background')},...)"
+                    )
                 values.append(int(t))
             elif t in by_name:
                 values.append(by_name[t])
@@ -77,6 +81,15 @@ def split_case(case: Case, structures: Sequence[Structure]) -> list[Case]:
     for s in structures:
         c = channel_of(s.value, case.class_probs.shape, where)
         mask = None if case.label_map is None else case.label_map == s.value
-        out.append(Case(case.id, np.ascontiguousarray(case.class_probs[c]), mask=mask, image=case.image,
-                        spacing=case.spacing, geometry=case.geometry, where=f"{where} (label {s.value} {s.name})"))
+        out.append(
+            Case(
+                case.id,
+                np.ascontiguousarray(case.class_probs[c]),
+                mask=mask,
+                image=case.image,
+                spacing=case.spacing,
+                geometry=case.geometry,
+                where=f"{where} (label {s.value} {s.name})",
+            )
+        )
     return out

@@ -18,19 +18,7 @@ Importing this package makes the built-in losses available by name; each module 
 when first used (``register_lazy``).
 """
 
-
-from segcp.losses.base import (
-    SCORES,
-    Loss,
-    available_losses,
-    controlled_losses,
-    covers,
-    get_loss,
-    loss_class,
-    pixel_inputs,
-    register,
-    register_lazy,
-)
+from segcp.losses.base import SCORES, Loss, available_losses, controlled_losses, covers, get_loss, loss_class, pixel_inputs, register, register_lazy
 from segcp.registry import lazy_classes
 
 # The built-in losses: name → module (imported on first use). One line per loss.
@@ -41,8 +29,14 @@ register_lazy("fdr", "segcp.losses.fdr")
 register_lazy("band", "segcp.losses.band")
 register_lazy("band-risk", "segcp.losses.band_risk")
 
-_CLASSES = {"FNRLoss": "fnr", "QuantileLoss": "quantile", "LesionFNRLoss": "lesion-fnr", "FDRLoss": "fdr",
-            "BandLoss": "band", "BandRiskLoss": "band-risk"}
+_CLASSES = {
+    "FNRLoss": "fnr",
+    "QuantileLoss": "quantile",
+    "LesionFNRLoss": "lesion-fnr",
+    "FDRLoss": "fdr",
+    "BandLoss": "band",
+    "BandRiskLoss": "band-risk",
+}
 
 
 def guarantee_loss(guarantee: str, tau: float = 1.0) -> Loss:

@@ -74,24 +74,32 @@ class BandLoss(Loss):
     """
 
     name: ClassVar[str] = "band"
-    summary: ClassVar[str] = "0/1: the truth is not between the inner and the outer set (I in Y in O; with tau: " \
-                             "outer recall or inner precision below tau)"
+    summary: ClassVar[str] = (
+        "0/1: the truth is not between the inner and the outer set (I in Y in O; with tau: outer recall or inner precision below tau)"
+    )
     risk: ClassVar[str] = "1{{not I <= Y <= O}}"
     monotone: ClassVar[bool] = True
     binary: ClassVar[bool] = True
     score: ClassVar[str] = "signed"
 
-    tau: float = param(1.0, "tolerance: the band holds when the outer set covers at least this fraction of the truth "
-                            "and at least this fraction of the inner set is in the truth (1: I in Y in O exactly)",
-                       low=0.0, high=1.0, low_open=True)
+    tau: float = param(
+        1.0,
+        "tolerance: the band holds when the outer set covers at least this fraction of the truth "
+        "and at least this fraction of the inner set is in the truth (1: I in Y in O exactly)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
 
     def statement(self, alpha: float, delta: float | None = None) -> str:
         if delta is not None:
             return super().statement(alpha, delta)
         if self.tau == 1.0:
             return f"P(inner set in truth in outer set) >= {1 - alpha:g} (conformal quantile, marginal over exchangeable images)"
-        return (f"P(outer recall >= {self.tau:g} and inner precision >= {self.tau:g}) >= {1 - alpha:g} "
-                "(conformal quantile, marginal over exchangeable images)")
+        return (
+            f"P(outer recall >= {self.tau:g} and inner precision >= {self.tau:g}) >= {1 - alpha:g} "
+            "(conformal quantile, marginal over exchangeable images)"
+        )
 
     # ------------------------------------------------------------------ scores
     def outer_score(self, t: NDArray[np.float64], y: NDArray[np.bool_]) -> float:

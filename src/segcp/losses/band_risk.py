@@ -84,7 +84,7 @@ class BandRiskLoss(Loss):
         u = -t[~y]  # fp(λ) = #{u > λ} outside Y
         keep = m + 1  # below the (m+1)-th largest u, fp > m and the capped term is 1 (m = 0: any fp is 1)
         if u.size > keep:
-            u = np.partition(u, u.size - keep)[u.size - keep:]
+            u = np.partition(u, u.size - keep)[u.size - keep :]
         u = np.sort(u)
         cand = np.unique(np.concatenate([ty, u]))
         cand = cand[np.isfinite(cand)]

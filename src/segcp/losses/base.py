@@ -86,9 +86,7 @@ def pixel_inputs(scores: ArrayLike, truth: ArrayLike, name: str = "loss") -> tup
 
     r may hold +inf (never in the set); NaN and −inf are errors (one line naming ``name``).
     """
-    from segcp.metrics.overlap import (
-        as_mask,  # here: segcp.metrics imports scipy (start-up)
-    )
+    from segcp.metrics.overlap import as_mask  # here: segcp.metrics imports scipy (start-up)
 
     y = as_mask(truth, "truth")
     r = np.asarray(scores, dtype=np.float64)
@@ -210,8 +208,7 @@ class Loss(ABC):
             if not self.monotone:
                 raise SegcpError(f"loss {self.name!r} is not monotone in lambda: it needs Learn then Test (give delta)")
             return f"E[{risk}] <= {alpha:g} (conformal risk control, marginal over exchangeable images)"
-        return (f"P(E[{risk}] <= {alpha:g}) >= {1 - delta:g} over the calibration set "
-                f"(Learn then Test, marginal over exchangeable images)")
+        return f"P(E[{risk}] <= {alpha:g}) >= {1 - delta:g} over the calibration set (Learn then Test, marginal over exchangeable images)"
 
     # ------------------------------------------------------------------ per case
     @abstractmethod
@@ -265,4 +262,3 @@ def get_loss(name: str, **params: Any) -> Loss:
     if unknown:
         raise SegcpError(f"loss {name!r}: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(cls.declared()) or 'none'})")
     return cls(**params)
-

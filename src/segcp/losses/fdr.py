@@ -52,8 +52,12 @@ class FDRLoss(Loss):
     monotone: ClassVar[bool] = False
     order: ClassVar[str] = "ascending"
 
-    empty_set: float = param(0.0, "the loss of an empty set: 0 (no discovery, no false discovery; Benjamini-Hochberg) "
-                                  "to 1 (MAPIE: an undefined precision fails)", low=0.0, high=1.0)
+    empty_set: float = param(
+        0.0,
+        "the loss of an empty set: 0 (no discovery, no false discovery; Benjamini-Hochberg) to 1 (MAPIE: an undefined precision fails)",
+        low=0.0,
+        high=1.0,
+    )
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
         s, y = set_inputs(pred_set, truth)

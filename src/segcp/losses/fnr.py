@@ -43,9 +43,7 @@ class FNRLoss(Loss):
     monotone: ClassVar[bool] = True
 
     def set_loss(self, pred_set: ArrayLike, truth: ArrayLike, spacing: float | Sequence[float] | None = None) -> float:
-        from segcp.metrics.overlap import (
-            fnr,  # here: segcp.metrics imports scipy (start-up)
-        )
+        from segcp.metrics.overlap import fnr  # here: segcp.metrics imports scipy (start-up)
 
         return fnr(pred_set, truth)
 

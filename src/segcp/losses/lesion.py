@@ -26,14 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 from segcp.calibration import LossCurves, coverage_quantile_score
 from segcp.calibration.ltt import StepLosses
 from segcp.errors import SegcpError
-from segcp.losses.base import (
-    Loss,
-    covers,
-    pixel_inputs,
-    register,
-    set_inputs,
-    voxel_volume,
-)
+from segcp.losses.base import Loss, covers, pixel_inputs, register, set_inputs, voxel_volume
 from segcp.methods.base import param
 
 __all__ = ["LesionFNRLoss"]
@@ -61,12 +54,17 @@ class LesionFNRLoss(Loss):
     risk: ClassVar[str] = "fraction of lesions missed"
     monotone: ClassVar[bool] = True
 
-    connectivity: int = param(1, "voxels of one lesion touch by a face (1), also by an edge (2), also by a corner (3, 3D "
-                                 "only): 4/8-connectivity in 2D, 6/18/26 in 3D", kind="int", low=1, high=3)
-    min_overlap: float = param(0.0, "a lesion is reached when the set holds at least this fraction of its voxels "
-                                    "(0: one voxel is enough)", low=0.0, high=1.0)
-    min_size: float = param(0.0, "truth components smaller than this are not lesions (mm^3, mm^2 in 2D, with a "
-                                 "spacing; voxels without)", low=0.0)
+    connectivity: int = param(
+        1,
+        "voxels of one lesion touch by a face (1), also by an edge (2), also by a corner (3, 3D only): 4/8-connectivity in 2D, 6/18/26 in 3D",
+        kind="int",
+        low=1,
+        high=3,
+    )
+    min_overlap: float = param(
+        0.0, "a lesion is reached when the set holds at least this fraction of its voxels (0: one voxel is enough)", low=0.0, high=1.0
+    )
+    min_size: float = param(0.0, "truth components smaller than this are not lesions (mm^3, mm^2 in 2D, with a spacing; voxels without)", low=0.0)
 
     def lesions(self, truth: NDArray[np.bool_], spacing: float | Sequence[float] | None = None) -> tuple[NDArray[np.int32], int]:
         """The lesions of a truth mask: a label array (0 background, 1..K) and K.
@@ -74,8 +72,9 @@ class LesionFNRLoss(Loss):
         ``truth`` bool (2D or 3D); ``spacing`` voxel size per axis in mm (for ``min_size``).
         """
         if self.connectivity > truth.ndim:
-            raise SegcpError(f"{self.name}: connectivity {self.connectivity} needs a mask with at least "
-                             f"{self.connectivity} dimensions, got {truth.ndim}")
+            raise SegcpError(
+                f"{self.name}: connectivity {self.connectivity} needs a mask with at least {self.connectivity} dimensions, got {truth.ndim}"
+            )
         from scipy import ndimage  # here: listing the losses (calibrate --help) stays free of scipy
 
         structure = ndimage.generate_binary_structure(truth.ndim, self.connectivity)

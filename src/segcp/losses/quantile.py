@@ -41,8 +41,7 @@ class QuantileLoss(Loss):
     monotone: ClassVar[bool] = True
     binary: ClassVar[bool] = True
 
-    tau: float = param(1.0, "coverage level: the loss is 1 when the set holds less than this fraction of the truth",
-                       low=0.0, high=1.0, low_open=True)
+    tau: float = param(1.0, "coverage level: the loss is 1 when the set holds less than this fraction of the truth", low=0.0, high=1.0, low_open=True)
 
     def statement(self, alpha: float, delta: float | None = None) -> str:
         if delta is None:

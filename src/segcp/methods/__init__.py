@@ -16,7 +16,6 @@ Importing this package makes the built-in families available by name; each famil
 is imported when it is first used (``register_lazy``).
 """
 
-
 from segcp.cases import Case, binarize_mask, check_probabilities
 from segcp.methods.base import (
     GUARANTEES,

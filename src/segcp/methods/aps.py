@@ -47,12 +47,18 @@ class APSMethod(SegmentationSetFamily):
     lambda_max: ClassVar[float] = 1.0
     inputs: ClassVar[tuple[str, ...]] = ("samples",)
 
-    beta: float = param(0.9, "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
-                        low=0.0, high=1.0, high_open=True, flag="--beta")
-    mode: str = param("uniform", "how a draw picks each uncertain pixel: uniform in its set, or by its renormalised probabilities",
-                      kind="choice", choices=APS_MODES)
-    source: str = param("auto", "class probabilities from the mean of samples/ (auto: when it exists) or from probs/",
-                        kind="choice", choices=SOURCES)
+    beta: float = param(
+        0.9,
+        "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        flag="--beta",
+    )
+    mode: str = param(
+        "uniform", "how a draw picks each uncertain pixel: uniform in its set, or by its renormalised probabilities", kind="choice", choices=APS_MODES
+    )
+    source: str = param("auto", "class probabilities from the mean of samples/ (auto: when it exists) or from probs/", kind="choice", choices=SOURCES)
 
     def folders(self, available: Collection[str]) -> list[str]:
         if self.source == "samples" or (self.source == "auto" and "samples" in available):
@@ -61,7 +67,9 @@ class APSMethod(SegmentationSetFamily):
 
     def check_case(self, case: Case) -> None:
         if case.samples is None and case.class_probs is None:
-            raise SegcpError(f"{case.where or 'case ' + case.id}: aps needs samples or class probabilities (Case(samples=...) or Case(class_probs=...))")
+            raise SegcpError(
+                f"{case.where or 'case ' + case.id}: aps needs samples or class probabilities (Case(samples=...) or Case(class_probs=...))"
+            )
 
     def case_from_arrays(self, x: NDArray[Any], truth: NDArray[Any] | None, ident: str) -> Case:
         """(N, L, *S) samples, or (L, *S) class probabilities when the truth has one axis fewer."""

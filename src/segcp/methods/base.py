@@ -228,9 +228,9 @@ class Param:
 
 def _is_in(value: Any, options: tuple[Any, ...]) -> bool:
     return any(type(value) is type(o) and value == o for o in options) or (
-        not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float)) and any(
-            isinstance(o, (int, float)) and not isinstance(o, bool) and value == o for o in options
-        )
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, float))
+        and any(isinstance(o, (int, float)) and not isinstance(o, bool) and value == o for o in options)
     )
 
 
@@ -523,10 +523,11 @@ class MaskFamily(SetFamily):
     def check_two_sided(self) -> None:
         """One-line error when the family gives no two-sided sets."""
         if not self.two_sided:
-            raise SegcpError(f"{self.name}: no two-sided sets (the family declares no signed score); "
-                             "use threshold, morph or rwcp")
+            raise SegcpError(f"{self.name}: no two-sided sets (the family declares no signed score); use threshold, morph or rwcp")
 
-    def predict_band(self, item: Case | NDArray[np.float64], lam_out: float, lam_in: float | None = None) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    def predict_band(
+        self, item: Case | NDArray[np.float64], lam_out: float, lam_in: float | None = None
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """The inner and outer sets (I, O) of a case (or of its signed map t, a float64 array)
         at λ_out and λ_in (λ_in = λ_out when not given: the one-λ band); bool arrays of the
         case's shape, I ⊆ O (:func:`band_sets`)."""
@@ -675,8 +676,5 @@ def get_method(name: str, **params: Any) -> SetFamily:
     params = cls.normalize_params(params)
     unknown = sorted(set(params) - set(cls.declared()))
     if unknown:
-        raise SegcpError(
-            f"method {name!r}: bad parameters {params}: unknown {', '.join(unknown)} "
-            f"(known: {', '.join(cls.declared()) or 'none'})"
-        )
+        raise SegcpError(f"method {name!r}: bad parameters {params}: unknown {', '.join(unknown)} (known: {', '.join(cls.declared()) or 'none'})")
     return cls(**params)

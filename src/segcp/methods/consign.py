@@ -54,17 +54,35 @@ class ConsignMethod(SegmentationSetFamily):
     inputs: ClassVar[tuple[str, ...]] = ("samples",)
 
     K: int = param(5, "number of principal components (2 or 5 in the paper)", kind="int", low=1, flag="--K")
-    beta: float = param(0.9, "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
-                        low=0.0, high=1.0, high_open=True, flag="--beta")
-    box_alpha: float | None = param(None, "quantile level of the box: a_k, b_k = box_alpha/2, 1 - box_alpha/2 quantiles "
-                                    "(None: the calibration alpha)", low=0.0, high=1.0, high_open=True, optional=True)
+    beta: float = param(
+        0.9,
+        "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        flag="--beta",
+    )
+    box_alpha: float | None = param(
+        None,
+        "quantile level of the box: a_k, b_k = box_alpha/2, 1 - box_alpha/2 quantiles (None: the calibration alpha)",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        optional=True,
+    )
     svd: str = param("gram", "SVD algorithm", kind="choice", choices=SVD_METHODS)
-    box: str = param("paper", "box convention: paper (eq. 4-6: a_k, b_k from the coefficients <u_k, s_n - mu>, "
-                     "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients U_nk; "
-                     "lambda about Sigma_11 times larger)",
-                     kind="choice", choices=BOX_CONVENTIONS, unrecorded="normalized")
-    search: dict[str, Any] = param(None, "membership-search settings (segcp.segsets.consign.SearchOptions; "
-                                   "give them flat, e.g. -p n_screen=64)", kind="mapping", optional=True)
+    box: str = param(
+        "paper",
+        "box convention: paper (eq. 4-6: a_k, b_k from the coefficients <u_k, s_n - mu>, "
+        "lambda on the scale of the paper's Table 3) or normalized (from the normalised coefficients U_nk; "
+        "lambda about Sigma_11 times larger)",
+        kind="choice",
+        choices=BOX_CONVENTIONS,
+        unrecorded="normalized",
+    )
+    search: dict[str, Any] = param(
+        None, "membership-search settings (segcp.segsets.consign.SearchOptions; give them flat, e.g. -p n_screen=64)", kind="mapping", optional=True
+    )
 
     def validate(self) -> None:
         self.search = dataclasses.asdict(SearchOptions.from_dict(self.search))

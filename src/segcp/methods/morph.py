@@ -150,12 +150,17 @@ class MorphMethod(MaskFamily):
     lambda_min: ClassVar[float] = 0.0
     lambda_max: ClassVar[float] = np.inf
 
-    se: str = param("cross", "structuring element: cross/square count dilation steps, ball is a margin in physical units",
-                    kind="choice", choices=STRUCTURING_ELEMENTS, flag="--se")
-    threshold: float = param(0.5, "the seed mask is {prob >= threshold} (0.5: the model's own mask)",
-                             low=0.0, high=1.0, low_open=True)
-    empty_prediction: str = param("inf", "what to grow from when the seed is empty: inf (nothing: empty sets) or argmax",
-                                  kind="choice", choices=EMPTY_PREDICTION_RULES)
+    se: str = param(
+        "cross",
+        "structuring element: cross/square count dilation steps, ball is a margin in physical units",
+        kind="choice",
+        choices=STRUCTURING_ELEMENTS,
+        flag="--se",
+    )
+    threshold: float = param(0.5, "the seed mask is {prob >= threshold} (0.5: the model's own mask)", low=0.0, high=1.0, low_open=True)
+    empty_prediction: str = param(
+        "inf", "what to grow from when the seed is empty: inf (nothing: empty sets) or argmax", kind="choice", choices=EMPTY_PREDICTION_RULES
+    )
 
     @property
     def integer_lambda(self) -> bool:
@@ -176,9 +181,11 @@ class MorphMethod(MaskFamily):
             return None
         coarse = [a for a, s in enumerate(spacing) if s == hi]
         size = " x ".join(f"{s:g}" for s in spacing)
-        return (f"morph --se {self.se} on voxels of {size} mm: each dilation step grows {hi:g} mm along axis "
-                f"{', '.join(map(str, coarse))} but {lo:g} mm in-plane, so the sets grow mostly through-plane; "
-                "--se ball grows a margin in mm, the same in every direction")
+        return (
+            f"morph --se {self.se} on voxels of {size} mm: each dilation step grows {hi:g} mm along axis "
+            f"{', '.join(map(str, coarse))} but {lo:g} mm in-plane, so the sets grow mostly through-plane; "
+            "--se ball grows a margin in mm, the same in every direction"
+        )
 
     # ------------------------------------------------------------------ the family
     def seed(self, case: Case) -> NDArray[np.bool_] | None:

@@ -59,7 +59,6 @@ __all__ = ["NORMALIZATIONS", "ProbabilityFamily", "normalize_map", "slice_axis"]
 NORMALIZATIONS = ("none", "max", "slice", "component")
 
 
-
 def _reference(s: NDArray[np.float64], quantile: float) -> float:
     """The map's confidence: its max (quantile 1), or the given quantile of its values."""
     return float(s.max()) if quantile >= 1.0 else float(np.quantile(s, quantile))
@@ -155,16 +154,24 @@ class ProbabilityFamily(MaskFamily):
 
     _: KW_ONLY
     normalize: str = param(
-        "none", "image-adaptive rescaling of the foreground map before thresholding: none, max (per image/volume), "
-        "slice (per 2D slice of a volume), component (per connected component of the map >= norm_level)", kind="choice", choices=NORMALIZATIONS,
+        "none",
+        "image-adaptive rescaling of the foreground map before thresholding: none, max (per image/volume), "
+        "slice (per 2D slice of a volume), component (per connected component of the map >= norm_level)",
+        kind="choice",
+        choices=NORMALIZATIONS,
         flag="--normalize",
     )
-    norm_floor: float = param(0.1, "normalize: divide by max(reference, norm_floor), so a map the model sees nothing in "
-                              "is scaled by at most 1/norm_floor (0 = the pure p / max p, 1 = no rescaling)", low=0.0, high=1.0)
-    norm_quantile: float = param(1.0, "normalize: the reference is this quantile of the map's values (1 = its max)",
-                                 low=0.0, high=1.0, low_open=True)
-    norm_level: float = param(0.5, "normalize=component: the level whose connected components are rescaled separately",
-                              low=0.0, high=1.0, low_open=True)
+    norm_floor: float = param(
+        0.1,
+        "normalize: divide by max(reference, norm_floor), so a map the model sees nothing in "
+        "is scaled by at most 1/norm_floor (0 = the pure p / max p, 1 = no rescaling)",
+        low=0.0,
+        high=1.0,
+    )
+    norm_quantile: float = param(1.0, "normalize: the reference is this quantile of the map's values (1 = its max)", low=0.0, high=1.0, low_open=True)
+    norm_level: float = param(
+        0.5, "normalize=component: the level whose connected components are rescaled separately", low=0.0, high=1.0, low_open=True
+    )
 
     @abstractmethod
     def foreground(self, case: Case) -> NDArray[np.float64]:
@@ -172,9 +179,7 @@ class ProbabilityFamily(MaskFamily):
 
     def normalized(self, s: NDArray[np.float64], case: Case) -> NDArray[np.float64]:
         """s' = :func:`normalize_map` of a foreground map ``s`` of ``case`` under the declared options."""
-        return normalize_map(
-            s, self.normalize, floor=self.norm_floor, quantile=self.norm_quantile, level=self.norm_level, spacing=case.spacing,
-        )
+        return normalize_map(s, self.normalize, floor=self.norm_floor, quantile=self.norm_quantile, level=self.norm_level, spacing=case.spacing)
 
     def score_map(self, case: Case) -> NDArray[np.float64]:
         """r = 1 − s', float64, shape of ``case.probs``; C_λ = {r ≤ λ}."""

@@ -62,14 +62,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.cases import Case
-from segcp.encoders import (
-    NAMED_ENCODERS,
-    Encoder,
-    FeatureCache,
-    cache_root,
-    get_encoder,
-    to_rgb01,
-)
+from segcp.encoders import NAMED_ENCODERS, Encoder, FeatureCache, cache_root, get_encoder, to_rgb01
 from segcp.errors import SegcpError
 from segcp.graph import BETA_SCALES, DEVICES, SYMMETRIZE
 from segcp.methods.base import param, register
@@ -192,23 +185,48 @@ class RWCPMethod(ProbabilityFamily):
     summary: ClassVar[str] = "RW-CP: threshold on probabilities diffused over a kNN graph of foundation-model features (needs images/)"
     inputs: ClassVar[tuple[str, ...]] = ("probs", "image")
 
-    encoder: str = param("dinov2-small", "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
-                         kind="str", flag="--encoder", location=True, named=NAMED_ENCODERS)
+    encoder: str = param(
+        "dinov2-small",
+        "image encoder: dinov2-small, fallback (weight-free) or a local checkpoint directory",
+        kind="str",
+        flag="--encoder",
+        location=True,
+        named=NAMED_ENCODERS,
+    )
     k: int = param(20, "neighbours per node of the kNN graph", kind="int", low=1, high=1000, flag="--k")
-    kernel_beta: float = param(50.0, "edge weight exp(-kernel_beta * distance) (the kernel scale)", low=0.0,
-                               flag="--kernel-beta", deprecated_flags=("--beta",), deprecated_names=("beta",))
+    kernel_beta: float = param(
+        50.0,
+        "edge weight exp(-kernel_beta * distance) (the kernel scale)",
+        low=0.0,
+        flag="--kernel-beta",
+        deprecated_flags=("--beta",),
+        deprecated_names=("beta",),
+    )
     steps: int = param(10, "random-walk diffusion steps (0 = Standard CRC)", kind="int", low=0, high=1000, flag="--steps")
     scale: str = param("pixel", "where the graph lives: pixel grid or patch tokens", kind="choice", choices=SCALES)
     _: KW_ONLY
-    depth: int = param(1, "volumes: slices on each side joined in one 3D graph (0 = slice-by-slice 2D RW-CP); 2D images ignore it",
-                       kind="int", low=0, high=100, flag="--depth")
-    depth_radius: int = param(1, "volumes: the window in each neighbouring slice is (2 depth_radius + 1)^2 voxels",
-                              kind="int", low=0, high=50)
+    depth: int = param(
+        1,
+        "volumes: slices on each side joined in one 3D graph (0 = slice-by-slice 2D RW-CP); 2D images ignore it",
+        kind="int",
+        low=0,
+        high=100,
+        flag="--depth",
+    )
+    depth_radius: int = param(1, "volumes: the window in each neighbouring slice is (2 depth_radius + 1)^2 voxels", kind="int", low=0, high=50)
     radius: int = param(5, "pixel scale: the window is (2 radius + 1)^2 pixels", kind="int", low=1, high=50)
-    grid: int | None = param(256, "pixel scale: cap on the graph grid's long side (0/None: the probability grid)",
-                             kind="int", low=2, high=4096, optional=True, none_if=(0,))
-    dims: int | None = param(None, "reduce token features to this many dimensions by SVD (None: all)",
-                             kind="int", low=1, high=4096, optional=True, none_if=(0,))
+    grid: int | None = param(
+        256,
+        "pixel scale: cap on the graph grid's long side (0/None: the probability grid)",
+        kind="int",
+        low=2,
+        high=4096,
+        optional=True,
+        none_if=(0,),
+    )
+    dims: int | None = param(
+        None, "reduce token features to this many dimensions by SVD (None: all)", kind="int", low=1, high=4096, optional=True, none_if=(0,)
+    )
     center: bool = param(False, "subtract the image's mean token before the cosine distance", kind="bool")
     self_loop: bool = param(True, "keep each node in its own neighbourhood", kind="bool")
     symmetrize: str = param("none", "symmetrise the kNN graph", kind="choice", choices=SYMMETRIZE)
@@ -216,21 +234,40 @@ class RWCPMethod(ProbabilityFamily):
     beta_scale: str = param("absolute", "kernel_beta as given, or relative to the graph's median distance", kind="choice", choices=BETA_SCALES)
     spatial: float = param(0.0, "weight of the spatial distance term (per image width)", low=0.0)
     intensity: float = param(0.0, "weight of the intensity term |I_p - I_q| (image in [0, 1])", low=0.0)
-    input_size: int | None = param(None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096,
-                                   optional=True, none_if=(0,))
+    input_size: int | None = param(
+        None, "encoder input side (None: the encoder's default)", kind="int", low=1, high=4096, optional=True, none_if=(0,)
+    )
     keep_aspect: bool = param(False, "encoder input keeps the image's aspect ratio", kind="bool")
     layer: int | None = param(None, "encoder hidden state to use (None: the last, normalised)", kind="int", low=-1000, optional=True)
-    threads: int | None = param(None, "threads for the encoder (torch / ONNX Runtime) and the volume graph (None: the library's "
-                                "default / all cores)", kind="int", low=1, optional=True, none_if=(0,), runtime=True)
+    threads: int | None = param(
+        None,
+        "threads for the encoder (torch / ONNX Runtime) and the volume graph (None: the library's default / all cores)",
+        kind="int",
+        low=1,
+        optional=True,
+        none_if=(0,),
+        runtime=True,
+    )
     batch_size: int = param(8, "images per encoder forward pass", kind="int", low=1, runtime=True)
     cache: bool = param(True, "cache features on disk (always in memory for the process)", kind="bool", runtime=True)
-    cache_dir: str | None = param(None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str",
-                                  optional=True, none_if=("",), runtime=True)
-    device: str = param("cpu", "where the encoder, the graph and the diffusion run: cpu, cuda (torch on the GPU) or auto "
-                        "(the GPU when torch sees one)", kind="choice", choices=DEVICES, runtime=True)
-    skip_below: float = param(0.0, "slices (2D images) whose probabilities are all <= this count as empty: not encoded, and "
-                              "not diffused when no diffusion step reaches them from a non-empty one (0 = only all-zero "
-                              "slices: exact)", low=0.0, high=1.0)
+    cache_dir: str | None = param(
+        None, "feature cache directory (None: $SEGCP_CACHE or ~/.cache/segcp)", kind="str", optional=True, none_if=("",), runtime=True
+    )
+    device: str = param(
+        "cpu",
+        "where the encoder, the graph and the diffusion run: cpu, cuda (torch on the GPU) or auto (the GPU when torch sees one)",
+        kind="choice",
+        choices=DEVICES,
+        runtime=True,
+    )
+    skip_below: float = param(
+        0.0,
+        "slices (2D images) whose probabilities are all <= this count as empty: not encoded, and "
+        "not diffused when no diffusion step reaches them from a non-empty one (0 = only all-zero "
+        "slices: exact)",
+        low=0.0,
+        high=1.0,
+    )
 
     # ------------------------------------------------------------------ encoder and cache
     def get_encoder(self) -> Encoder:
@@ -331,9 +368,7 @@ class RWCPMethod(ProbabilityFamily):
         f = self.grid / max(H, W)
         return (max(1, round(H * f)), max(1, round(W * f)))
 
-    def build_graph(
-        self, feats: NDArray[np.float32], shape: tuple[int, int], image: NDArray[Any] | None = None
-    ) -> NeighbourGraph:
+    def build_graph(self, feats: NDArray[np.float32], shape: tuple[int, int], image: NDArray[Any] | None = None) -> NeighbourGraph:
         """The kNN graph for features (d, h, w) on the graph grid of a ``shape`` probability map."""
         from segcp.graph import knn_global, knn_window_tokens, resize2d
 
@@ -344,19 +379,12 @@ class RWCPMethod(ProbabilityFamily):
             inten = resize2d(to_rgb01(image).mean(axis=0), gshape, "area")
         if self.scale == "token":
             return knn_global(
-                T.reshape(T.shape[0], -1).T, self.k, grid=gshape, spatial=self.spatial,
-                intensity=inten, intensity_weight=self.intensity,
+                T.reshape(T.shape[0], -1).T, self.k, grid=gshape, spatial=self.spatial, intensity=inten, intensity_weight=self.intensity
             )
-        return knn_window_tokens(
-            T, gshape, self.k, self.radius, spatial=self.spatial, intensity=inten, intensity_weight=self.intensity
-        )
+        return knn_window_tokens(T, gshape, self.k, self.radius, spatial=self.spatial, intensity=inten, intensity_weight=self.intensity)
 
     def diffuse_probs(
-        self,
-        probs: NDArray[Any],
-        feats: NDArray[np.float32] | None,
-        image: NDArray[Any] | None = None,
-        timings: dict[str, float] | None = None,
+        self, probs: NDArray[Any], feats: NDArray[np.float32] | None, image: NDArray[Any] | None = None, timings: dict[str, float] | None = None
     ) -> NDArray[np.float64]:
         """Diffused probabilities on the grid of ``probs`` (float64 in [0, 1]).
 
@@ -394,8 +422,7 @@ class RWCPMethod(ProbabilityFamily):
         from segcp.graph import diffuse, transition_matrix
 
         P = transition_matrix(
-            graph, self.kernel_beta, beta_scale=self.beta_scale, self_loop=self.self_loop,
-            symmetrize=self.symmetrize, lazy=self.lazy,
+            graph, self.kernel_beta, beta_scale=self.beta_scale, self_loop=self.self_loop, symmetrize=self.symmetrize, lazy=self.lazy
         )
         clock("weights")
         clock.count("nodes", graph.n)
@@ -500,14 +527,24 @@ class RWCPMethod(ProbabilityFamily):
             s = self._walk(graph, pg, clock)
             del graph
         else:
+
             def blocks() -> Iterator[tuple[int, Any, int]]:
                 threads = self.threads or os.cpu_count() or 1
-                for z, indptr, cols, dist in volume_rows(tokens, gshape, self.k, self.radius, rows=rows, threads=threads, xp=xp,
-                                                         **opts):
+                for z, indptr, cols, dist in volume_rows(tokens, gshape, self.k, self.radius, rows=rows, threads=threads, xp=xp, **opts):
                     clock("knn")
                     c0 = max(0, z - depth)
-                    P = transition_rows(indptr, cols, dist, self.kernel_beta, self_loop=self.self_loop, lazy=self.lazy,
-                                        row0=z * n, col0=c0 * n, ncols=(min(Z, z + depth + 1) - c0) * n, xp=xp)
+                    P = transition_rows(
+                        indptr,
+                        cols,
+                        dist,
+                        self.kernel_beta,
+                        self_loop=self.self_loop,
+                        lazy=self.lazy,
+                        row0=z * n,
+                        col0=c0 * n,
+                        ncols=(min(Z, z + depth + 1) - c0) * n,
+                        xp=xp,
+                    )
                     clock("weights")
                     clock.count("nodes", n)
                     clock.count("edges", xp.nnz(P))
@@ -529,9 +566,7 @@ class RWCPMethod(ProbabilityFamily):
     def _image(self, case: Case) -> NDArray[Any]:
         """The case's image as an array, or a one-line error when it has none."""
         if case.image is None:
-            raise SegcpError(
-                f"case {case.id}: rwcp needs the image (put images/<id> in the data directory, or pass Case(image=...))"
-            )
+            raise SegcpError(f"case {case.id}: rwcp needs the image (put images/<id> in the data directory, or pass Case(image=...))")
         return np.asarray(case.image)
 
     def _check(self, case: Case) -> tuple[NDArray[Any], NDArray[Any]]:

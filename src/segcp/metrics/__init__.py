@@ -44,10 +44,7 @@ METRICS = ("coverage", "fnr", "stretch", "dice", "hd95", "assd")
 
 
 def evaluate_set(
-    pred_set: ArrayLike,
-    truth: ArrayLike,
-    model_mask: ArrayLike | None = None,
-    spacing: float | Sequence[float] | None = None,
+    pred_set: ArrayLike, truth: ArrayLike, model_mask: ArrayLike | None = None, spacing: float | Sequence[float] | None = None
 ) -> dict[str, float]:
     """All per-image metrics of a prediction set against the ground truth.
 

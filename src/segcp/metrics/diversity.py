@@ -143,11 +143,7 @@ def mean_abs_correlation(draws: ArrayLike, n_labels: int | None = None, max_draw
 def draw_metrics(draws: ArrayLike, truth: ArrayLike | None, beta: float, n_labels: int | None = None) -> dict[str, float]:
     """``chao``, ``sec`` (needs the truth), ``correlation`` and ``distinct`` of one image's draws."""
     counts = frequency_counts(draws)
-    out = {
-        "chao": chao1_from_counts(counts),
-        "distinct": float(counts.size),
-        "correlation": mean_abs_correlation(draws, n_labels),
-    }
+    out = {"chao": chao1_from_counts(counts), "distinct": float(counts.size), "correlation": mean_abs_correlation(draws, n_labels)}
     if truth is not None:
         out["sec"] = sampled_coverage(draws, truth, beta)
     return out

@@ -31,9 +31,7 @@ def as_mask_pair(a: ArrayLike, b: ArrayLike, names: tuple[str, str]) -> tuple[np
     """Validate two masks of the same shape; return them as ``bool`` arrays."""
     a_arr, b_arr = as_mask(a, names[0]), as_mask(b, names[1])
     if a_arr.shape != b_arr.shape:
-        raise SegcpError(
-            f"{names[0]} and {names[1]} must have the same shape, got {a_arr.shape} and {b_arr.shape}"
-        )
+        raise SegcpError(f"{names[0]} and {names[1]} must have the same shape, got {a_arr.shape} and {b_arr.shape}")
     return a_arr, b_arr
 
 

@@ -174,8 +174,17 @@ class ConformalCalibrator:
         channels: bool | str = self.channel_axis if self.target.channels else False
         seconds = 0.0 if self._t0 is None else time.perf_counter() - self._t0
         labels_from = (self.labels_from or "channels of the probability stacks") if structures else None
-        self._record = job_record(fitted, label=self.target.label, channels=channels, source="probs", data=self.data, ids=self.ids,
-                                  seconds=seconds, labels_from=labels_from, ndim=ndim)
+        self._record = job_record(
+            fitted,
+            label=self.target.label,
+            channels=channels,
+            source="probs",
+            data=self.data,
+            ids=self.ids,
+            seconds=seconds,
+            labels_from=labels_from,
+            ndim=ndim,
+        )
         return self._record
 
     def write(self, out: str | os.PathLike[str]) -> dict[str, Any]:

@@ -113,8 +113,16 @@ class Target:
             return [s.value for s in self.structures]
         return None if self.label is None else [self.label]
 
-    def cases(self, ident: str, probs: NDArray[Any], truth: NDArray[Any] | None = None, *, spacing: Sequence[float] | None = None,
-              image: NDArray[Any] | None = None, where: str | None = None) -> list[Case]:
+    def cases(
+        self,
+        ident: str,
+        probs: NDArray[Any],
+        truth: NDArray[Any] | None = None,
+        *,
+        spacing: Sequence[float] | None = None,
+        image: NDArray[Any] | None = None,
+        where: str | None = None,
+    ) -> list[Case]:
         """The cases of one item, one per set channel: ``probs`` (C, *S) in [0, 1]; ``truth`` a label map
         (1, *S) or (*S), binary for a one-channel output; ``image`` on the same grid (image-aware families)."""
         where = where or f"case {ident}"

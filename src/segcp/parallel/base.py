@@ -75,8 +75,16 @@ class Executor:
     where: str = "this process"
     note: str | None = None
 
-    def imap(self, fn: Callable[[Any], R], tasks: Iterable[Any], *, description: str = "working", show_progress: bool = True,
-             weights: Sequence[int] | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+    def imap(
+        self,
+        fn: Callable[[Any], R],
+        tasks: Iterable[Any],
+        *,
+        description: str = "working",
+        show_progress: bool = True,
+        weights: Sequence[int] | None = None,
+        bar: Bar | None = None,
+    ) -> Iterator[tuple[int, R]]:
         """``(i, fn(tasks[i]))`` as tasks finish; the bar advances by ``weights[i]`` (default 1). A task's
         exception cancels the rest and propagates."""
         tasks = tasks if isinstance(tasks, Sequence) else list(tasks)
@@ -85,8 +93,17 @@ class Executor:
                 b.advance(1 if weights is None else weights[i])
                 yield i, result
 
-    def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
-                   show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+    def map_chunks(
+        self,
+        fn: Callable[[Any], R],
+        head: tuple[Any, ...],
+        items: Iterable[Any],
+        *,
+        description: str = "working",
+        show_progress: bool = True,
+        chunk_size: int | None = None,
+        bar: Bar | None = None,
+    ) -> Iterator[tuple[int, R]]:
         """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish."""
         seq = items if isinstance(items, Sequence) else list(items)
         ranges = chunk_ranges(len(seq), self.workers, chunk_size)
@@ -116,8 +133,17 @@ class InProcessExecutor(Executor):
     """The tasks here, in order; :meth:`map_chunks` takes items lazily in chunks from one doubling up to
     :data:`MAX_CHUNK` while a chunk takes < :data:`FAST_S` (unless ``chunk_size`` is given)."""
 
-    def map_chunks(self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], *, description: str = "working",
-                   show_progress: bool = True, chunk_size: int | None = None, bar: Bar | None = None) -> Iterator[tuple[int, R]]:
+    def map_chunks(
+        self,
+        fn: Callable[[Any], R],
+        head: tuple[Any, ...],
+        items: Iterable[Any],
+        *,
+        description: str = "working",
+        show_progress: bool = True,
+        chunk_size: int | None = None,
+        bar: Bar | None = None,
+    ) -> Iterator[tuple[int, R]]:
         size = check_chunk_size(chunk_size) or 1
         it = iter(items)
         with _bar(bar, description, len(items) if isinstance(items, Sized) else 0, show_progress) as b:

@@ -34,19 +34,20 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
     with atomic_dir(out, existing="merge", expect=REPORT_FILES) as tmp:
         write_json(tmp / "results.json", result)
         (tmp / "summary.png").write_bytes(summary_figure(result["summary"], result["alphas"]))
-        write_text(tmp / "report.md", (
-            f"# {title}\n\n{notes}\n\n"
-            f"{result['n_images']} images in {result['n_groups']} groups; {result['n_splits']} random "
-            f"calibration/test splits with {result['n_cal']} calibration images (whole groups), seed "
-            f"{result['seed']}. Mean ± std over splits of the per-split mean over test images. test FNR ± SE: the "
-            "guarantee holds when FNR ≤ α + 3·SE (⚠ marks a violation). Win: fraction of splits in which "
-            f"the row's Dice is higher / HD95 lower than the baseline row's ({baseline}) at the same α. Missed: "
-            "fraction of test images with the structure whose set is empty (HD95 and ASSD are undefined "
-            "there and left out of their means and win rates). Bold: best of the α block. Splits where "
-            "no λ satisfied the bound (\"infeasible\", e.g. Consema when the model predicts nothing on "
-            "too many calibration images) are excluded from the means; the FNR check of such a row is "
-            "then conditional on feasibility and is not the marginal guarantee.\n\n"
-            + markdown_summary(result)
-            + "\n![summary](summary.png)\n"
-        ))
+        write_text(
+            tmp / "report.md",
+            (
+                f"# {title}\n\n{notes}\n\n"
+                f"{result['n_images']} images in {result['n_groups']} groups; {result['n_splits']} random "
+                f"calibration/test splits with {result['n_cal']} calibration images (whole groups), seed "
+                f"{result['seed']}. Mean ± std over splits of the per-split mean over test images. test FNR ± SE: the "
+                "guarantee holds when FNR ≤ α + 3·SE (⚠ marks a violation). Win: fraction of splits in which "
+                f"the row's Dice is higher / HD95 lower than the baseline row's ({baseline}) at the same α. Missed: "
+                "fraction of test images with the structure whose set is empty (HD95 and ASSD are undefined "
+                "there and left out of their means and win rates). Bold: best of the α block. Splits where "
+                'no λ satisfied the bound ("infeasible", e.g. Consema when the model predicts nothing on '
+                "too many calibration images) are excluded from the means; the FNR check of such a row is "
+                "then conditional on feasibility and is not the marginal guarantee.\n\n" + markdown_summary(result) + "\n![summary](summary.png)\n"
+            ),
+        )
     return out

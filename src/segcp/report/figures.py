@@ -162,8 +162,9 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
     return _png(fig, dpi)
 
 
-def set_size_figure(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]],
-                    dpi: int, title: str) -> bytes:
+def set_size_figure(
+    curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]], marks: dict[str, list[tuple[float, float]]], dpi: int, title: str
+) -> bytes:
     """|C_λ| / |Ŷ| against λ for one image (``curves``: method → (λ, ratio); ``marks``: method → [(α, λ̂)])."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
@@ -251,8 +252,9 @@ def diversity_figure(curves: dict[str, dict[str, list[tuple[int, float, float]]]
     return _png(fig, dpi, title, 0.92)
 
 
-def draws_figure(image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: NDArray[Any], draws: dict[str, NDArray[Any]], n_labels: int,
-                 dpi: int, title: str) -> bytes:
+def draws_figure(
+    image: NDArray[Any] | None, truth: NDArray[Any], mean_argmax: NDArray[Any], draws: dict[str, NDArray[Any]], n_labels: int, dpi: int, title: str
+) -> bytes:
     """CONSIGN's Fig. 5: a row of segmentations drawn from each calibrated set (one image)."""
     plt = _plt()
     n = max(d.shape[0] for d in draws.values())

@@ -113,8 +113,15 @@ class Document:
         return any(b.startswith(("<section", "</section>")) for b, _ in self.blocks)
 
     def html(self) -> str:
-        toc = ('<nav class="toc"><b>Contents</b><ol>' + "".join(f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for t, an in self.toc)
-               + "</ol></nav>") if self.toc else ""
+        toc = (
+            (
+                '<nav class="toc"><b>Contents</b><ol>'
+                + "".join(f'<li><a href="#{html.escape(an)}">{html.escape(t)}</a></li>' for t, an in self.toc)
+                + "</ol></nav>"
+            )
+            if self.toc
+            else ""
+        )
         body = [x for b, _ in self.blocks for x in ([b, toc] if b.startswith("<h1") and toc else [b])] + ["</section>"] * self._in_section()
         return page(self.title, "\n".join(body))
 
@@ -125,9 +132,9 @@ class Document:
 def page(title: str, body: str, *, css: str = "", generator: str = "segcp benchmark") -> str:
     """One self-contained HTML page: the report's stylesheet (``CSS``, then ``css``) and ``body``."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<meta name=\"generator\" content=\"{html.escape(generator)}\"><title>{html.escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="{html.escape(generator)}"><title>{html.escape(title)}</title>'
         f"<style>{CSS}{css}</style></head><body>\n" + body + "\n</body></html>\n"
     )
 

@@ -118,8 +118,17 @@ def summary_cells(s: Mapping[str, Any], bold: set[str], units: str) -> list[Cell
     return [_ms(s, "lambda"), _ms(s, "coverage"), *(Cell(_ms(s, k, d), k in bold) for k, d in BEST)]
 
 
-def results_table(caption: str, summary: Sequence[Mapping[str, Any]], model: Mapping[str, Any], alphas: Sequence[float], units: str,
-                  baseline: str | None, note: str = "", validity: Mapping[tuple[str, float], Any] | None = None, validity_splits: int = 0) -> Table:
+def results_table(
+    caption: str,
+    summary: Sequence[Mapping[str, Any]],
+    model: Mapping[str, Any],
+    alphas: Sequence[float],
+    units: str,
+    baseline: str | None,
+    note: str = "",
+    validity: Mapping[tuple[str, float], Any] | None = None,
+    validity_splits: int = 0,
+) -> Table:
     """Every row at every α and the model's own mask: mean ± std over splits, missed structures, the guarantee
     check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
@@ -141,8 +150,10 @@ def empty_truth_table(caption: str, summary: Sequence[Mapping[str, Any]], model:
     """On images without the structure: the fraction whose set is not empty and its mean area."""
     rows: list[list[Cell | str]] = [[MODEL_ROW, "–", _pct(model.get("empty_hit")), fmt(model.get("empty_fp"), 1)]]
     rows += [[s["method"], f"{s['alpha']:g}", _pct(s.get("empty_hit")), _ms(s, "empty_fp", 1)] for s in summary]
-    note = ("Mean over splits of the test images' values: the fraction of images without the structure whose set is not empty, and the set's "
-            "mean area in pixels (false positives).")
+    note = (
+        "Mean over splits of the test images' values: the fraction of images without the structure whose set is not empty, and the set's "
+        "mean area in pixels (false positives)."
+    )
     return Table(caption, ["method", "α", "set not empty", "false-positive area (px)"], rows, note)
 
 

@@ -37,15 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.errors import SegcpError
 
-__all__ = [
-    "agreement",
-    "agrees",
-    "beta_fraction",
-    "exceeds_beta",
-    "float_band",
-    "truth_labels",
-    "truth_weights",
-]
+__all__ = ["agreement", "agrees", "beta_fraction", "exceeds_beta", "float_band", "truth_labels", "truth_weights"]
 
 
 def truth_weights(truth: NDArray[Any]) -> NDArray[np.float64]:
@@ -101,11 +93,7 @@ def float_band(n_terms: int) -> float:
 
 
 def exceeds_beta(
-    values: ArrayLike,
-    beta: float,
-    counts: Callable[[NDArray[np.intp]], ArrayLike],
-    sizes: ArrayLike,
-    n_terms: int,
+    values: ArrayLike, beta: float, counts: Callable[[NDArray[np.intp]], ArrayLike], sizes: ArrayLike, n_terms: int
 ) -> NDArray[np.bool_]:
     """The one rule for "agrees up to β": exact, for a batch of agreements.
 

@@ -129,12 +129,7 @@ def aps_score(mean: ArrayLike, truth: ArrayLike, beta: float = 0.9) -> float:
 
 
 def aps_draw(
-    mean: ArrayLike,
-    lam: float,
-    n_draws: int,
-    seed: int | np.random.Generator | None = 0,
-    mode: str = "uniform",
-    chunk: int = 4_000_000,
+    mean: ArrayLike, lam: float, n_draws: int, seed: int | np.random.Generator | None = 0, mode: str = "uniform", chunk: int = 4_000_000
 ) -> NDArray[np.int64]:
     """``n_draws`` segmentations from the product set, each pixel independently: (S, *S)."""
     if mode not in APS_MODES:
@@ -168,5 +163,5 @@ def aps_draw(
         else:
             k = (cum[None, :, :] <= (u * total)[:, None, :]).sum(axis=1)
             k = np.minimum(k, m - 1)
-        out[i:i + s, unc] = o[k, np.arange(unc.size)]
+        out[i : i + s, unc] = o[k, np.arange(unc.size)]
     return out.reshape((int(n_draws), *mu.shape[1:]))

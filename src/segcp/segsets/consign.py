@@ -92,13 +92,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from segcp.cases import check_beta, check_label_map, check_samples
 from segcp.errors import SegcpError
-from segcp.segsets.agreement import (
-    agrees,
-    exceeds_beta,
-    float_band,
-    truth_labels,
-    truth_weights,
-)
+from segcp.segsets.agreement import agrees, exceeds_beta, float_band, truth_labels, truth_weights
 
 __all__ = [
     "BOX_CONVENTIONS",
@@ -291,9 +285,7 @@ class Decomposition:
         return _Geometry(self)
 
 
-def decompose(
-    samples: ArrayLike, K: int = 5, box_alpha: float = 0.1, svd: str = "gram", box: str = "paper"
-) -> Decomposition:
+def decompose(samples: ArrayLike, K: int = 5, box_alpha: float = 0.1, svd: str = "gram", box: str = "paper") -> Decomposition:
     """Mean, top-K SVD and coefficient quantiles of N sampled softmax maps.
 
     Parameters
@@ -614,7 +606,7 @@ class _Search:
         per = max(1, _CHUNK // (self.g.L * n))
         out = np.empty(t.shape[0])
         for i in range(0, t.shape[0], per):
-            out[i:i + per] = self._agree(self._z(lam, t[i:i + per], n), n)
+            out[i : i + per] = self._agree(self._z(lam, t[i : i + per], n), n)
         return out
 
     def _agree(self, z: NDArray[np.float64], n: int) -> NDArray[np.float64]:
@@ -704,8 +696,9 @@ class _Search:
             return self._adam(lam, n, pts[starts].copy(), best_t, best_a)
         return self._lines(lam, pts[starts].copy(), ex[starts].copy(), best_t, best_a)
 
-    def _adam(self, lam: float, n: int, t: NDArray[np.float64], best_t: NDArray[np.float64],
-              best_a: float) -> tuple[bool, NDArray[np.float64], float]:
+    def _adam(
+        self, lam: float, n: int, t: NDArray[np.float64], best_t: NDArray[np.float64], best_a: float
+    ) -> tuple[bool, NDArray[np.float64], float]:
         """``strategy="adam"``: projected Adam on the soft agreement from the starts t (S, K)."""
         opt, beta = self.opt, self.beta
         swing = float(np.median(self.g.swing[:n])) * lam
@@ -726,7 +719,7 @@ class _Search:
                 best_a, best_t, stall = float(exact[j]), t[j].copy(), 0
             else:
                 stall += 1
-            if near and self.certified(lam, t[j:j + 1], exact[j:j + 1])[0]:
+            if near and self.certified(lam, t[j : j + 1], exact[j : j + 1])[0]:
                 return True, t[j].copy(), float(exact[j])
             if stall >= opt.patience:  # the exact agreement stopped improving
                 break
@@ -753,11 +746,17 @@ class _Search:
         a0 = base[y, ar][None, :] - base[other, ar]  # (L − 1, m): z_y − z_l at the box centre
         G = g.G[:, :, rel]
         gb = lam * (G[:, y, ar][:, None, :] - G[:, other, ar])  # (K, L − 1, m): its change per unit of t_k
-        return _Lines(np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const,
-                      self.lab[rel].astype(np.int64))
+        return _Lines(np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const, self.lab[rel].astype(np.int64))
 
-    def _line_best(self, data: _Lines, p0: NDArray[np.float64], d: NDArray[np.float64], xlo: NDArray[np.float64],
-                   xhi: NDArray[np.float64], floor: float = -np.inf) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _line_best(
+        self,
+        data: _Lines,
+        p0: NDArray[np.float64],
+        d: NDArray[np.float64],
+        xlo: NDArray[np.float64],
+        xhi: NDArray[np.float64],
+        floor: float = -np.inf,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Exact line search: on each line p0 + x d (B, K each), x ∈ [xlo, xhi], the x of the best
         agreement and that agreement (B,) (float sums; −inf where no segment of the line is
         worth more than ``floor``). Along a line pixel p is right on an open interval of x (its
@@ -800,8 +799,9 @@ class _Search:
             C = self.wtab.size
             nbits = int(2 * C).bit_length()
             mask = np.uint64((1 << nbits) - 1)
-            kind = np.concatenate([np.where(ok[keep], 1 + data.cls, 0), np.where(ok[keep], 1 + C + data.cls, 0),
-                                   np.zeros((keep.size, 2), np.int64)], axis=1).astype(np.uint64)
+            kind = np.concatenate(
+                [np.where(ok[keep], 1 + data.cls, 0), np.where(ok[keep], 1 + C + data.cls, 0), np.zeros((keep.size, 2), np.int64)], axis=1
+            ).astype(np.uint64)
             pos = np.concatenate([lower[keep], upper[keep], lo_[keep, :1], hi_[keep, :1]], axis=1)
             pos = ((pos.view(np.uint64) & ~mask) | kind).view(np.float64)
             pos.sort(axis=1)
@@ -817,8 +817,9 @@ class _Search:
             v_out[i + keep] = data.const + top
         return x_out, v_out
 
-    def _lines(self, lam: float, T: NDArray[np.float64], cur: NDArray[np.float64], best_t: NDArray[np.float64],
-               best_a: float) -> tuple[bool, NDArray[np.float64], float]:
+    def _lines(
+        self, lam: float, T: NDArray[np.float64], cur: NDArray[np.float64], best_t: NDArray[np.float64], best_a: float
+    ) -> tuple[bool, NDArray[np.float64], float]:
         """``strategy="lines"``: for K = 2 the arrangement search first (it certifies a member,
         or shows there is none, unless it would exceed its work budget); then from each start
         (T (S, K), exact agreements ``cur``) exact line searches along the K axes and seeded
@@ -866,7 +867,7 @@ class _Search:
             live &= improved
             if live.sum() > 2:  # keep the better half of the starts that still move
                 rows = np.flatnonzero(live)
-                live[rows[np.argsort(-cur[rows], kind="stable")[(rows.size + 1) // 2:]]] = False
+                live[rows[np.argsort(-cur[rows], kind="stable")[(rows.size + 1) // 2 :]]] = False
             if not live.any():
                 break
         a = self.exact(lam, T)
@@ -918,8 +919,12 @@ class _Search:
             n_lines = int(crossing.sum())
             if n_lines * J * idx.size > _LEAF_WORK and (hi - lo).min() > 2.0**-_MAX_DEPTH:
                 mid = 0.5 * (lo + hi)
-                for cl, ch in (((lo[0], lo[1]), (mid[0], mid[1])), ((mid[0], lo[1]), (hi[0], mid[1])),
-                               ((lo[0], mid[1]), (mid[0], hi[1])), ((mid[0], mid[1]), (hi[0], hi[1]))):
+                for cl, ch in (
+                    ((lo[0], lo[1]), (mid[0], mid[1])),
+                    ((mid[0], lo[1]), (hi[0], mid[1])),
+                    ((lo[0], mid[1]), (mid[0], hi[1])),
+                    ((mid[0], mid[1]), (hi[0], hi[1])),
+                ):
                     count += 1
                     heapq.heappush(heap, (-(const + float(w.sum())), count, np.array(cl), np.array(ch), idx, const))
                 continue
@@ -933,8 +938,9 @@ class _Search:
         self.exhaustive += 1
         return None
 
-    def _square(self, lam: float, data: _Lines, lo: NDArray[np.float64], hi: NDArray[np.float64],
-                crossing: NDArray[np.bool_], floor: float) -> tuple[NDArray[np.float64], float] | None:
+    def _square(
+        self, lam: float, data: _Lines, lo: NDArray[np.float64], hi: NDArray[np.float64], crossing: NDArray[np.bool_], floor: float
+    ) -> tuple[NDArray[np.float64], float] | None:
         """The arrangement search in one square [lo, hi] of t-space (see :meth:`_arrangement`)."""
         J, m = data.a0.shape
         li, pi = np.nonzero(crossing)
@@ -1053,8 +1059,9 @@ class _Lines:
     cls: NDArray[np.int64]
 
 
-def _line_range(p0: NDArray[np.float64], d: NDArray[np.float64], lo: float | NDArray[np.float64] = -1.0,
-                hi: float | NDArray[np.float64] = 1.0) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _line_range(
+    p0: NDArray[np.float64], d: NDArray[np.float64], lo: float | NDArray[np.float64] = -1.0, hi: float | NDArray[np.float64] = 1.0
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The x with p0 + x d ∈ [lo, hi] (default [−1, 1]^K), per row of p0, d (B, K): (xlo, xhi)
     (xlo > xhi: none)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1136,8 +1143,7 @@ def is_member(
     return True, dec.centre + float(lam) * dec.unit_half_width * t
 
 
-def draw(dec: Decomposition, lam: float, n_draws: int, seed: int | np.random.Generator | None = 0,
-         chunk: int = 4_000_000) -> NDArray[np.int64]:
+def draw(dec: Decomposition, lam: float, n_draws: int, seed: int | np.random.Generator | None = 0, chunk: int = 4_000_000) -> NDArray[np.int64]:
     """``n_draws`` segmentations from C_λ: c uniform in B_λ, then argmax. Shape (S, *shape).
 
     Only the pixels that can change within B_λ are computed; the rest are copied, which is
@@ -1150,5 +1156,5 @@ def draw(dec: Decomposition, lam: float, n_draws: int, seed: int | np.random.Gen
     per = max(1, chunk // max(1, g.L * n))
     out = np.empty((int(n_draws), g.P), np.int64)
     for i in range(0, int(n_draws), per):
-        out[i:i + per] = g.full_labels(float(lam), t[i:i + per])
+        out[i : i + per] = g.full_labels(float(lam), t[i : i + per])
     return out.reshape((int(n_draws), *dec.shape))

@@ -59,9 +59,7 @@ def check_label(path: Path, label: NDArray[Any], n_labels: int) -> NDArray[np.ui
         return lab.astype(np.uint8)
     if np.issubdtype(lab.dtype, np.floating):
         if not np.all(np.isfinite(lab)) or not np.array_equal(lab, np.round(lab)):
-            raise SegcpError(
-                f"{path}: 'label' has non-integer values (dtype {lab.dtype}); expected integer labels 0..{n_labels - 1}"
-            )
+            raise SegcpError(f"{path}: 'label' has non-integer values (dtype {lab.dtype}); expected integer labels 0..{n_labels - 1}")
     elif not np.issubdtype(lab.dtype, np.integer):
         raise SegcpError(f"{path}: 'label' must be an integer label map, got dtype {lab.dtype}")
     if lab.size:

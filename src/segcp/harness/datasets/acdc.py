@@ -57,12 +57,7 @@ __all__ = [
 ]
 
 #: Label values of the ACDC label maps and their meaning.
-ACDC_LABELS: dict[int, str] = {
-    0: "background",
-    1: "right ventricle cavity",
-    2: "myocardium",
-    3: "left ventricle cavity",
-}
+ACDC_LABELS: dict[int, str] = {0: "background", 1: "right ventricle cavity", 2: "myocardium", 3: "left ventricle cavity"}
 N_LABELS = len(ACDC_LABELS)
 
 _NAME = re.compile(r"^(patient\d+)_(frame\d+)(?:_slice_(\d+))?\.h5$", re.IGNORECASE)
@@ -109,9 +104,7 @@ def parse_acdc_name(name: str | os.PathLike[str]) -> AcdcKey:
     base = Path(name).name
     m = _NAME.match(base)
     if m is None:
-        raise SegcpError(
-            f"{name}: not an ACDC file name; expected patientXXX_frameYY_slice_N.h5 or patientXXX_frameYY.h5"
-        )
+        raise SegcpError(f"{name}: not an ACDC file name; expected patientXXX_frameYY_slice_N.h5 or patientXXX_frameYY.h5")
     patient, frame, sl = m.groups()
     return AcdcKey(patient.lower(), frame.lower(), None if sl is None else int(sl))
 
@@ -141,9 +134,7 @@ def _check_shapes(path: Path, image_shape: tuple[int, ...], label_shape: tuple[i
         raise SegcpError(f"{path}: 'image' shape {image_shape} does not match 'label' shape {label_shape}")
 
 
-def read_acdc_h5(
-    path: str | os.PathLike[str], *, with_image: bool = True
-) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
+def read_acdc_h5(path: str | os.PathLike[str], *, with_image: bool = True) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
     """Read and validate one SSL4MIS ACDC file (slice or volume).
 
     Parameters
@@ -196,7 +187,6 @@ def read_acdc_slice(s: AcdcSlice) -> tuple[NDArray[np.float32], NDArray[np.uint8
     return img, lab
 
 
-
 def _volume_depth(path: Path) -> int:
     h5py = h5py_module()
 
@@ -205,9 +195,7 @@ def _volume_depth(path: Path) -> int:
             ds_img, ds_lab = open_datasets(h5, path, ("image", "label"))
             _check_shapes(path, tuple(ds_img.shape), tuple(ds_lab.shape))
             if len(ds_lab.shape) != 3:
-                raise SegcpError(
-                    f"{path}: a volume file (no _slice_N in its name) must hold 3D arrays (Z, H, W), got shape {tuple(ds_lab.shape)}"
-                )
+                raise SegcpError(f"{path}: a volume file (no _slice_N in its name) must hold 3D arrays (Z, H, W), got shape {tuple(ds_lab.shape)}")
             return int(ds_lab.shape[0])
     except SegcpError:
         raise
@@ -228,10 +216,7 @@ def scan_acdc(root: str | os.PathLike[str]) -> list[AcdcSlice]:
             entries = [AcdcSlice(f"{key.patient}_{key.frame}_slice_{key.slice}", key.patient, key.frame, key.slice, path)]
         else:
             depth = _volume_depth(path)
-            entries = [
-                AcdcSlice(f"{key.patient}_{key.frame}_slice_{z + 1}", key.patient, key.frame, z + 1, path, z)
-                for z in range(depth)
-            ]
+            entries = [AcdcSlice(f"{key.patient}_{key.frame}_slice_{z + 1}", key.patient, key.frame, z + 1, path, z) for z in range(depth)]
         for e in entries:
             if e.id in out:
                 raise SegcpError(f"{path}: slice {e.id} is also provided by {out[e.id].path.name}")
@@ -282,9 +267,7 @@ def acdc_volumes(slices: list[AcdcSlice]) -> list[AcdcVolume]:
     return out
 
 
-def read_acdc_volume(
-    vol: AcdcVolume, *, with_image: bool = True
-) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
+def read_acdc_volume(vol: AcdcVolume, *, with_image: bool = True) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
     """Stack the slices of one volume along the LAST axis.
 
     Returns
@@ -301,8 +284,7 @@ def read_acdc_volume(
         img, lab = _read_one(s, with_image)
         if labels and lab.shape != labels[0].shape:
             raise SegcpError(
-                f"{s.path}: slice shape {lab.shape} differs from {vol.slices[0].path.name} {labels[0].shape}; "
-                f"cannot stack {vol.id} into a volume"
+                f"{s.path}: slice shape {lab.shape} differs from {vol.slices[0].path.name} {labels[0].shape}; cannot stack {vol.id} into a volume"
             )
         labels.append(lab)
         if img is not None:
@@ -313,7 +295,6 @@ def read_acdc_volume(
 
 # ------------------------------------------------------------------- label areas
 _AREA_CACHE: dict[tuple[str, int, int], NDArray[np.int64]] = {}
-
 
 
 def _file_areas(path: Path) -> NDArray[np.int64]:

@@ -27,15 +27,7 @@ from numpy.typing import NDArray
 from segcp.errors import SegcpError
 from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE, DEFAULT_PHASH_SIZE, near_duplicate_groups, phash
 
-__all__ = [
-    "BusiImage",
-    "busi_groups",
-    "busi_hashes",
-    "read_busi_image",
-    "read_busi_mask",
-    "read_busi_pair",
-    "scan_busi",
-]
+__all__ = ["BusiImage", "busi_groups", "busi_hashes", "read_busi_image", "read_busi_mask", "read_busi_pair", "scan_busi"]
 
 Colour = Literal["error", "luma"]
 
@@ -128,7 +120,6 @@ def read_busi_pair(item: BusiImage, *, colour: Colour = "error") -> tuple[NDArra
 _HASH_CACHE: dict[tuple[str, int, int, int, str], NDArray[np.bool_]] = {}
 
 
-
 def busi_hashes(items: list[BusiImage], *, size: int = DEFAULT_PHASH_SIZE, colour: Colour = "error") -> NDArray[np.bool_]:
     """Perceptual hashes of the items' images, bool (n, size*size); cached in memory.
 
@@ -147,11 +138,7 @@ def busi_hashes(items: list[BusiImage], *, size: int = DEFAULT_PHASH_SIZE, colou
 
 
 def busi_groups(
-    items: list[BusiImage],
-    *,
-    max_distance: int = DEFAULT_PHASH_MAX_DISTANCE,
-    size: int = DEFAULT_PHASH_SIZE,
-    colour: Colour = "error",
+    items: list[BusiImage], *, max_distance: int = DEFAULT_PHASH_MAX_DISTANCE, size: int = DEFAULT_PHASH_SIZE, colour: Colour = "error"
 ) -> dict[str, str]:
     """Near-duplicate group of every item: id → group name.
 

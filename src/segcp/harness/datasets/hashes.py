@@ -64,7 +64,6 @@ def phash(image: NDArray[Any], size: int = DEFAULT_PHASH_SIZE, highfreq_factor: 
     return (block > np.median(block)).ravel()
 
 
-
 def hamming_distances(hashes: NDArray[np.bool_]) -> NDArray[np.int64]:
     """All pairwise Hamming distances of bool hashes (n, bits) → int64 (n, n)."""
     h = np.asarray(hashes)

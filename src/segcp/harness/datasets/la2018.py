@@ -78,9 +78,7 @@ def _check_shapes(path: Path, image_shape: tuple[int, ...], label_shape: tuple[i
         raise SegcpError(f"{path}: 'image' shape {image_shape} does not match 'label' shape {label_shape}")
 
 
-def read_la2018(
-    path: str | os.PathLike[str], *, with_image: bool = True
-) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
+def read_la2018(path: str | os.PathLike[str], *, with_image: bool = True) -> tuple[NDArray[np.float32] | None, NDArray[np.uint8]]:
     """Read and validate one LA 2018 volume file.
 
     Returns

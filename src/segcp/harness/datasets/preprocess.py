@@ -152,10 +152,7 @@ def resize_to_shape(array: NDArray[Any], shape: Sequence[int], order: int = 1) -
     if a.shape == shape:
         return a.copy() if order == 0 else a.astype(np.float64 if a.dtype == np.float64 else np.float32)
     if order == 0:
-        idx = [
-            np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
-            for n_in, n_out in zip(a.shape, shape)
-        ]
+        idx = [np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1) for n_in, n_out in zip(a.shape, shape)]
         return a[np.ix_(*idx)]
     if order != 1:
         raise SegcpError(f"order={order}: expected 0 (nearest) or 1 (linear)")
@@ -195,9 +192,7 @@ def _rescale(image: NDArray[Any], lo: float, hi: float) -> NDArray[np.float32]:
     return ((np.clip(x, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.float32)
 
 
-def clip_percentiles(
-    image: NDArray[Any], low: float = 0.5, high: float = 99.5
-) -> tuple[NDArray[np.float32], tuple[float, float]]:
+def clip_percentiles(image: NDArray[Any], low: float = 0.5, high: float = 99.5) -> tuple[NDArray[np.float32], tuple[float, float]]:
     """Clip to the (low, high) percentiles and rescale linearly to [0, 255].
 
     Returns (float32 image in [0, 255], (low value, high value) in input units). A constant
@@ -218,9 +213,7 @@ def ct_window(image: NDArray[Any], low: float = -100.0, high: float = 240.0) -> 
     return _rescale(x, float(low), float(high))
 
 
-def center_crop_or_pad(
-    array: NDArray[Any], shape: Sequence[int], fill: float = 0
-) -> tuple[NDArray[Any], dict[str, list[int]]]:
+def center_crop_or_pad(array: NDArray[Any], shape: Sequence[int], fill: float = 0) -> tuple[NDArray[Any], dict[str, list[int]]]:
     """Centre-crop axes longer than ``shape`` and pad shorter ones with ``fill`` (dtype kept).
 
     Returns (array of ``shape``, offsets) with offsets ``{"crop_start": [...], "pad_before": [...]}``
@@ -240,10 +233,7 @@ def center_crop_or_pad(
 
 # ------------------------------------------------------------------ pipeline
 def preprocess(
-    image: NDArray[Any],
-    mask: NDArray[Any] | None = None,
-    spacing: Sequence[float] | None = None,
-    config: Preprocessing | None = None,
+    image: NDArray[Any], mask: NDArray[Any] | None = None, spacing: Sequence[float] | None = None, config: Preprocessing | None = None
 ) -> Preprocessed:
     """Apply the configured steps to an image (H, W) or (Z, H, W) and its mask.
 
@@ -295,18 +285,17 @@ def preprocess(
             out, new_sp = resample_to_spacing(out, sp, cfg.target_spacing, order=1)
             if m is not None:
                 m, _ = resample_to_spacing(m, sp, cfg.target_spacing, order=0)
-            steps.append({"step": "resample", "from_shape": list(before), "to_shape": list(out.shape),
-                          "from_spacing": list(sp), "to_spacing": list(new_sp)})
+            steps.append(
+                {"step": "resample", "from_shape": list(before), "to_shape": list(out.shape), "from_spacing": list(sp), "to_spacing": list(new_sp)}
+            )
             sp = new_sp
 
     if cfg.intensity == "percentile":
         out, (lo, hi) = clip_percentiles(out, *cfg.percentiles)
-        steps.append({"step": "intensity", "kind": "percentile", "percentiles": list(cfg.percentiles),
-                      "low": lo, "high": hi, "range": [0.0, 255.0]})
+        steps.append({"step": "intensity", "kind": "percentile", "percentiles": list(cfg.percentiles), "low": lo, "high": hi, "range": [0.0, 255.0]})
     elif cfg.intensity == "ct":
         out = ct_window(out, *cfg.ct_window)
-        steps.append({"step": "intensity", "kind": "ct", "low": cfg.ct_window[0], "high": cfg.ct_window[1],
-                      "range": [0.0, 255.0]})
+        steps.append({"step": "intensity", "kind": "ct", "low": cfg.ct_window[0], "high": cfg.ct_window[1], "range": [0.0, 255.0]})
 
     if cfg.size is not None:
         if len(cfg.size) != out.ndim:
@@ -330,9 +319,7 @@ def preprocess(
     return Preprocessed(out.astype(np.float32, copy=False), m, record)
 
 
-def restore_to_original(
-    probs: NDArray[Any], record: dict[str, Any], *, order: int = 1, fill: float = 0.0
-) -> NDArray[np.float64]:
+def restore_to_original(probs: NDArray[Any], record: dict[str, Any], *, order: int = 1, fill: float = 0.0) -> NDArray[np.float64]:
     """Map a map on the preprocessed grid back to the original grid of the image and mask.
 
     Parameters

@@ -72,25 +72,17 @@ from segcp.harness.datasets import busi as _busi
 from segcp.harness.datasets import la2018 as _la
 from segcp.harness.datasets.hashes import DEFAULT_PHASH_MAX_DISTANCE
 
-__all__ = [
-    "EXPORT_MANIFEST",
-    "TASK_SPECS",
-    "Item",
-    "Sample",
-    "Task",
-    "TaskSpec",
-    "available_tasks",
-    "export_task",
-    "get_task",
-    "resolve_data_root",
-]
+__all__ = ["EXPORT_MANIFEST", "TASK_SPECS", "Item", "Sample", "Task", "TaskSpec", "available_tasks", "export_task", "get_task", "resolve_data_root"]
 
 Protocol = Literal["rwcp", "all"]
 PROTOCOLS = ("rwcp", "all")
 #: Name of the JSON file :func:`export_task` writes at the top of the data directory.
 EXPORT_MANIFEST = "segcp_export.json"
 #: What the three axes of a volume task's arrays are (nibabel's order).
-VOLUME_AXES = {"la2018": "(X, Y, Z) as stored in the LA 2018 files", "acdc-3d": "(H, W, Z): the (H, W) ACDC slices stacked on the last axis, [:, :, k] = slice k + 1"}
+VOLUME_AXES = {
+    "la2018": "(X, Y, Z) as stored in the LA 2018 files",
+    "acdc-3d": "(H, W, Z): the (H, W) ACDC slices stacked on the last axis, [:, :, k] = slice k + 1",
+}
 
 
 @dataclass(frozen=True)
@@ -127,11 +119,20 @@ TASK_SPECS: dict[str, TaskSpec] = {
         TaskSpec("acdc", "acdc", None, True, "ACDC cine MRI, label map 0 background / 1 RV / 2 myocardium / 3 LV"),
         TaskSpec("busi", "busi", None, False, "BUSI breast ultrasound, lesion, binary"),
         TaskSpec(
-            "la2018", "la2018", 1, False, "LA 2018 LGE-MRI volumes (X, Y, Z), left-atrium cavity, binary, 0.625 mm isotropic",
-            volumes=True, fractions=(0.25, 0.5, 0.25), spacing=_la.LA_SPACING,
+            "la2018",
+            "la2018",
+            1,
+            False,
+            "LA 2018 LGE-MRI volumes (X, Y, Z), left-atrium cavity, binary, 0.625 mm isotropic",
+            volumes=True,
+            fractions=(0.25, 0.5, 0.25),
+            spacing=_la.LA_SPACING,
         ),
         TaskSpec(
-            "acdc-3d", "acdc", None, True,
+            "acdc-3d",
+            "acdc",
+            None,
+            True,
             "ACDC (patient, frame) volumes (H, W, Z) of stacked slices, label map 0 / 1 RV / 2 myocardium / 3 LV, spacing unknown (voxel units)",
             volumes=True,
         ),
@@ -257,12 +258,7 @@ class Task:
     """
 
     def __init__(
-        self,
-        name: str,
-        root: str | os.PathLike[str] | None = None,
-        *,
-        colour: str = "error",
-        max_distance: int = DEFAULT_PHASH_MAX_DISTANCE,
+        self, name: str, root: str | os.PathLike[str] | None = None, *, colour: str = "error", max_distance: int = DEFAULT_PHASH_MAX_DISTANCE
     ) -> None:
         if name not in TASK_SPECS:
             raise SegcpError(f"task {name!r}: unknown; available tasks: {', '.join(available_tasks())}")
@@ -398,7 +394,12 @@ class Task:
         test_ids = tuple(sorted(i for i, g in ev.items() if g in test_groups))
         used = {i: all_groups[i] for i in train_ids + cal_ids + test_ids}
         return Split(
-            train_ids, cal_ids, test_ids, used, seed, base.fractions,
+            train_ids,
+            cal_ids,
+            test_ids,
+            used,
+            seed,
+            base.fractions,
             {"task": self.name, "train_protocol": train_protocol, "eval_protocol": eval_protocol},
         )
 
@@ -410,12 +411,7 @@ def get_task(name: str, root: str | os.PathLike[str] | None = None, **kwargs: An
 
 # ------------------------------------------------------------------------ export
 def export_task(
-    task: Task | str,
-    split_part: str | Iterable[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    split: Split | None = None,
-    seed: int = 0,
+    task: Task | str, split_part: str | Iterable[str], out_dir: str | os.PathLike[str], *, split: Split | None = None, seed: int = 0
 ) -> list[str]:
     """Write one part of a task as a CLI data directory.
 
@@ -467,9 +463,7 @@ def export_task(
         if folder.is_dir():
             extra = sorted(set(index_folder(folder)) - wanted)
             if extra:
-                raise SegcpError(
-                    f"{folder}: already holds {len(extra)} file(s) of other ids (e.g. {extra[0]!r}); export into an empty folder"
-                )
+                raise SegcpError(f"{folder}: already holds {len(extra)} file(s) of other ids (e.g. {extra[0]!r}); export into an empty folder")
     groups: dict[str, str] = {}
     spec = t.spec
     geometry = {
@@ -483,8 +477,11 @@ def export_task(
     for ident in ids:
         s = items[ident].load()
         if spec.volumes:
-            nifti = {"spacing": s.spacing, "units": "mm" if s.spacing is not None else "unknown",
-                     "slice_dim": None if s.spacing is not None else s.slice_axis}
+            nifti = {
+                "spacing": s.spacing,
+                "units": "mm" if s.spacing is not None else "unknown",
+                "slice_dim": None if s.spacing is not None else s.slice_axis,
+            }
             write_nifti(out / "images" / f"{ident}.nii.gz", s.image.astype(np.float32, copy=False), **nifti)  # type: ignore[arg-type]
             write_nifti(out / "masks" / f"{ident}.nii.gz", s.mask.astype(np.uint8), **nifti)  # type: ignore[arg-type]
         else:

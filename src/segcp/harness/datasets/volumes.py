@@ -34,15 +34,7 @@ from numpy.typing import NDArray
 from segcp.errors import SegcpError
 from segcp.io.formats import GRID_ATOL, format_of, read_geometry
 
-__all__ = [
-    "GRID_ATOL",
-    "check_same_grid",
-    "volume_affine",
-    "volume_slices",
-    "write_nifti",
-]
-
-
+__all__ = ["GRID_ATOL", "check_same_grid", "volume_affine", "volume_slices", "write_nifti"]
 
 
 def volume_slices(volume: NDArray[Any], axis: int) -> list[NDArray[Any]]:
@@ -58,15 +50,12 @@ def volume_slices(volume: NDArray[Any], axis: int) -> list[NDArray[Any]]:
     return [np.ascontiguousarray(s) for s in np.moveaxis(v, axis, 0)]
 
 
-
 def volume_affine(spacing: Sequence[float] | None) -> NDArray[np.float64]:
     """The 4 × 4 affine of a volume on a regular grid at the origin: diag(spacing, 1) (None: voxels)."""
     sp = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
     if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
         raise SegcpError(f"spacing {sp}: need 3 positive numbers")
     return np.diag([*sp, 1.0])
-
-
 
 
 def check_same_grid(reference: str | os.PathLike[str], other: str | os.PathLike[str]) -> None:
@@ -86,19 +75,11 @@ def check_same_grid(reference: str | os.PathLike[str], other: str | os.PathLike[
         raise SegcpError(f"{other}: shape {tuple(oth.shape or ())} does not match {Path(reference).name} {tuple(ref.shape or ())}")
     diff = float(np.max(np.abs(ref.affine - oth.affine)))
     if not diff <= GRID_ATOL:
-        raise SegcpError(
-            f"{other}: affine differs from {Path(reference).name} by up to {diff:.3g} mm; "
-            "the volume and its mask must share one grid"
-        )
+        raise SegcpError(f"{other}: affine differs from {Path(reference).name} by up to {diff:.3g} mm; the volume and its mask must share one grid")
 
 
 def write_nifti(
-    dest: str | os.PathLike[str],
-    array: NDArray[Any],
-    *,
-    spacing: Sequence[float] | None = None,
-    units: str = "mm",
-    slice_dim: int | None = None,
+    dest: str | os.PathLike[str], array: NDArray[Any], *, spacing: Sequence[float] | None = None, units: str = "mm", slice_dim: int | None = None
 ) -> Path:
     """Write a 3D array as a new NIfTI volume on a regular grid at the origin, atomically;
     returns the path. (An array on an existing file's grid is written with

@@ -163,13 +163,7 @@ class Ensemble:
 
     @torch.no_grad()
     def predict(
-        self,
-        images: Sequence[NDArray[Any]],
-        ids: Sequence[str],
-        *,
-        samples: int | None = None,
-        seed: int = 0,
-        batch_size: int = 16,
+        self, images: Sequence[NDArray[Any]], ids: Sequence[str], *, samples: int | None = None, seed: int = 0, batch_size: int = 16
     ) -> Iterator[tuple[str, NDArray[np.float32], NDArray[np.float16] | None]]:
         """Yield (id, probs, samples) per image, on the image's original grid.
 
@@ -203,14 +197,7 @@ class Ensemble:
                 yield ident, probs, smp
 
     def predict_volume(
-        self,
-        volume: NDArray[Any],
-        ident: str,
-        *,
-        axis: int,
-        samples: int | None = None,
-        seed: int = 0,
-        batch_size: int = 16,
+        self, volume: NDArray[Any], ident: str, *, axis: int, samples: int | None = None, seed: int = 0, batch_size: int = 16
     ) -> tuple[NDArray[np.float32], NDArray[np.float16] | None]:
         """Probabilities (and samples) of a 3D volume, slice by slice along ``axis``.
 
@@ -223,9 +210,7 @@ class Ensemble:
         slices = volume_slices(vol, axis)
         probs_out: NDArray[np.float32] | None = None
         smp_out: NDArray[np.float16] | None = None
-        for z, (_, probs, smp) in enumerate(
-            self.predict(slices, [ident] * len(slices), samples=samples, seed=seed, batch_size=batch_size)
-        ):
+        for z, (_, probs, smp) in enumerate(self.predict(slices, [ident] * len(slices), samples=samples, seed=seed, batch_size=batch_size)):
             if probs_out is None:
                 probs_out = np.empty((*probs.shape[:-2], *vol.shape), np.float32)
                 if smp is not None:
@@ -275,7 +260,9 @@ def load_ensemble(paths: Sequence[str | os.PathLike[str]]) -> Ensemble:
         t0 = (first.get("task") or {}).get("name")
         t1 = (meta.get("task") or {}).get("name")
         if t0 != t1 or meta.get("split_seed") != first.get("split_seed"):
-            raise SegcpError(f"{p}: trained on task {t1} split seed {meta.get('split_seed')}, but {fp} on task {t0} split seed {first.get('split_seed')}")
+            raise SegcpError(
+                f"{p}: trained on task {t1} split seed {meta.get('split_seed')}, but {fp} on task {t0} split seed {first.get('split_seed')}"
+            )
     return Ensemble(models, metas, [str(p) for p in paths])
 
 
@@ -472,8 +459,13 @@ def infer_to_dir(
                 "batch_size": bs,
                 "samples": None
                 if plan is None
-                else {"n": int(samples or 0), "scheme": plan[0], "per_member": plan[1], "dtype": np.dtype(SAMPLES_DTYPE).name,
-                      "shape": f"(N, {ens.n_classes}, H, W)" if not axes else f"(N, {ens.n_classes}, *S) (volumes: (N, {ens.n_classes}, X, Y, Z))"},
+                else {
+                    "n": int(samples or 0),
+                    "scheme": plan[0],
+                    "per_member": plan[1],
+                    "dtype": np.dtype(SAMPLES_DTYPE).name,
+                    "shape": f"(N, {ens.n_classes}, H, W)" if not axes else f"(N, {ens.n_classes}, *S) (volumes: (N, {ens.n_classes}, X, Y, Z))",
+                },
                 "dice": summary if has_masks else None,
                 "dice_label": dice_label,
                 "dice_per_image": dice if has_masks else None,
@@ -486,16 +478,7 @@ def infer_to_dir(
 
 # ---------------------------------------------------------------------- volumes
 def _infer_volume(
-    ens: Ensemble,
-    dd: Any,
-    tmp: Path,
-    ident: str,
-    volume: NDArray[Any],
-    axis: int,
-    samples: int | None,
-    seed: int,
-    bs: int,
-    dice_label: int | None,
+    ens: Ensemble, dd: Any, tmp: Path, ident: str, volume: NDArray[Any], axis: int, samples: int | None, seed: int, bs: int, dice_label: int | None
 ) -> float | None:
     """Predict one volume, write ``probs/`` (on the image's grid, in its format, when the
     image is NIfTI or NRRD and the model binary, else ``.npy``) and ``samples/``; return its 3D Dice."""

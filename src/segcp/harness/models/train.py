@@ -81,7 +81,6 @@ CHECKPOINT_FORMAT = "segcp-unet"
 CHECKPOINT_VERSION = 1
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Training settings (all stored in the checkpoint).
@@ -235,6 +234,7 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.ids)
 
+
 def _prepare(
     samples: Sequence[tuple[str, str, NDArray[Any], NDArray[Any]]],
     cfg: Preprocessing,
@@ -271,9 +271,7 @@ def _prepare(
     return TrainData(images, targets, ids, groups, None if volumes is None else list(volumes))
 
 
-def _volume_slices(
-    ident: str, image: NDArray[Any], target: NDArray[Any], axis: int
-) -> list[tuple[str, NDArray[Any], NDArray[Any]]]:
+def _volume_slices(ident: str, image: NDArray[Any], target: NDArray[Any], axis: int) -> list[tuple[str, NDArray[Any], NDArray[Any]]]:
     """(slice id ``<id>/z<k>``, image (H, W), target (H, W)) for every slice of a volume along ``axis``."""
     from segcp.harness.datasets.volumes import volume_slices
 
@@ -281,10 +279,7 @@ def _volume_slices(
 
 
 def _slices_data(
-    entries: Sequence[tuple[str, str, str, NDArray[Any], NDArray[Any]]],
-    cfg: Preprocessing,
-    show_progress: bool,
-    description: str,
+    entries: Sequence[tuple[str, str, str, NDArray[Any], NDArray[Any]]], cfg: Preprocessing, show_progress: bool, description: str
 ) -> TrainData:
     """(slice id, volume id, group, image, target) → :class:`TrainData` with the volume of each slice."""
     return _prepare([(i, g, im, t) for i, _, g, im, t in entries], cfg, show_progress, description, [v for _, v, _, _, _ in entries])
@@ -299,9 +294,7 @@ def _held_out_groups(groups: Sequence[str], fraction: float, seed: int) -> set[s
     return {uniq[i] for i in rng.choice(len(uniq), size=n_val, replace=False)}
 
 
-def task_training_data(
-    task: Any, split_seed: int, cfg: TrainConfig, show_progress: bool = False
-) -> tuple[TrainData, TrainData, dict[str, Any]]:
+def task_training_data(task: Any, split_seed: int, cfg: TrainConfig, show_progress: bool = False) -> tuple[TrainData, TrainData, dict[str, Any]]:
     """Training and validation data of a task (see the module docstring).
 
     Returns (train, validation, info) where info records n_classes, the split and the
@@ -358,8 +351,12 @@ def task_training_data(
     }
     if volumes:  # images are slices; the volumes are the training items
         info["split"].update(
-            n_train_images=len(train), n_val_images=len(val), n_train_volumes=len(tr_ids), n_val_volumes=len(va_ids),
-            train_volumes=tr_ids, val_volumes=va_ids,
+            n_train_images=len(train),
+            n_val_images=len(val),
+            n_train_volumes=len(tr_ids),
+            n_val_volumes=len(va_ids),
+            train_volumes=tr_ids,
+            val_volumes=va_ids,
         )
         info["volumes"] = {"slice_axis": 2, "rule": "the task's slice axis", "images": "slices of the volumes"}
     return train, val, info
@@ -378,11 +375,7 @@ def _datadir_groups(root: Path, ids: Sequence[str]) -> tuple[dict[str, str], str
 
 
 def datadir_training_data(
-    data: str | os.PathLike[str],
-    label: int | None,
-    cfg: TrainConfig,
-    show_progress: bool = False,
-    slice_axis: int | None = None,
+    data: str | os.PathLike[str], label: int | None, cfg: TrainConfig, show_progress: bool = False, slice_axis: int | None = None
 ) -> tuple[TrainData, TrainData, dict[str, Any]]:
     """Training and validation data of a data directory with ``images/`` and ``masks/``.
 
@@ -484,9 +477,7 @@ def datadir_training_data(
 
 
 # ------------------------------------------------------------------------ augmentation
-def augment_batch(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips, rotation ±15° with scale 0.9–1.1, gamma and contrast/brightness jitter.
 
     ``x`` (B, 1, S, S) float in [0, 1], ``y`` (B, S, S) int64. Geometric transforms are the
@@ -514,11 +505,7 @@ def augment_batch(
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        y = (
-            F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
-            .round()
-            .long()
-        )
+        y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].round().long()
 
     gamma = torch.exp(u(-0.3, 0.3))[:, None, None, None]
     contrast = u(0.9, 1.1)[:, None, None, None]
@@ -578,9 +565,14 @@ class _Reporter:
         self.enabled = enabled
         self.epochs = epochs
         self.bar = Bar(
-            f"[bold]{title}", total_steps, enabled=enabled,
+            f"[bold]{title}",
+            total_steps,
+            enabled=enabled,
             fields="epoch {task.fields[epoch]}/{task.fields[epochs]}  loss {task.fields[loss]}  val Dice {task.fields[dice]}",
-            epoch=0, epochs=epochs, loss="-", dice="-",
+            epoch=0,
+            epochs=epochs,
+            loss="-",
+            dice="-",
         ).__enter__()
 
     def step(self, epoch: int, loss: float) -> None:
@@ -592,8 +584,7 @@ class _Reporter:
             self.bar.update(dice=dice)
         elif self.enabled:
             self.bar.console.print(
-                f"epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.4f}  val Dice {dice}  "
-                f"lr {rec['lr']:.2e}  {rec['seconds']:.0f} s",
+                f"epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.4f}  val Dice {dice}  lr {rec['lr']:.2e}  {rec['seconds']:.0f} s",
                 highlight=False,
             )
 
@@ -631,13 +622,7 @@ def train_model(
 
 
 def _train(
-    train: TrainData,
-    val: TrainData | None,
-    n_classes: int,
-    cfg: TrainConfig,
-    show_progress: bool,
-    title: str,
-    val_subsets: dict[str, Sequence[str]],
+    train: TrainData, val: TrainData | None, n_classes: int, cfg: TrainConfig, show_progress: bool, title: str, val_subsets: dict[str, Sequence[str]]
 ) -> tuple[UNet, dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     model = UNet(1, n_classes, cfg.width, cfg.dropout, cfg.dropout_kind, cfg.dropout_from_level)
@@ -805,12 +790,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, dict[str, Any]]
 
 # ------------------------------------------------------------------------ entry points
 def _finish(
-    out: str | os.PathLike[str],
-    model: UNet,
-    metrics: dict[str, Any],
-    cfg: TrainConfig,
-    info: dict[str, Any],
-    source: dict[str, Any],
+    out: str | os.PathLike[str], model: UNet, metrics: dict[str, Any], cfg: TrainConfig, info: dict[str, Any], source: dict[str, Any]
 ) -> dict[str, Any]:
     meta = {
         **source,
@@ -849,9 +829,7 @@ def train_task(
     task = get_task(name, root)
     train, val, info = task_training_data(task, split_seed, cfg, show_progress)
     subsets = {"rwcp": info["val_rwcp_ids"]} if task.spec.dataset == "acdc" and not task.spec.volumes else {}
-    model, metrics = train_model(
-        train, val, info["n_classes"], cfg, show_progress=show_progress, title=f"train {name}", val_subsets=subsets
-    )
+    model, metrics = train_model(train, val, info["n_classes"], cfg, show_progress=show_progress, title=f"train {name}", val_subsets=subsets)
     return _finish(out, model, metrics, cfg, info, {"task": task.to_dict(), "split_seed": int(split_seed), "data": None})
 
 
@@ -871,4 +849,3 @@ def train_datadir(
     model, metrics = train_model(train, val, info["n_classes"], cfg, show_progress=show_progress, title=f"train {Path(data).name}")
     source = {"task": None, "split_seed": None, "data": {"dir": str(Path(data).resolve()), "label": label}}
     return _finish(out, model, metrics, cfg, info, source)
-

@@ -24,7 +24,17 @@ from numpy.typing import NDArray
 from segcp.errors import SegcpError
 
 __all__ = [
-    "GRID_ATOL", "SPACING_UNIT", "Format", "Geometry", "format_of", "formats", "read_geometry", "register", "split_ext", "suffixes", "unregister",
+    "GRID_ATOL",
+    "SPACING_UNIT",
+    "Format",
+    "Geometry",
+    "format_of",
+    "formats",
+    "read_geometry",
+    "register",
+    "split_ext",
+    "suffixes",
+    "unregister",
 ]
 
 #: Largest difference (mm, per affine entry) between two affines of "the same grid".
@@ -50,11 +60,15 @@ class Geometry:
     shape : the spatial shape the file stores (None when the format does not say).
     """
 
-    def __init__(self, affine: NDArray[np.float64], header: Any, source: Path, format: Format | None = None, shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, affine: NDArray[np.float64], header: Any, source: Path, format: Format | None = None, shape: tuple[int, ...] | None = None
+    ) -> None:
         self.affine = np.asarray(affine, dtype=np.float64)
         if not np.all(np.isfinite(self.affine)) or abs(np.linalg.det(self.affine[:-1, :-1])) == 0:
-            raise SegcpError(f"{source}: its voxel-to-world matrix (affine) is not finite or not invertible; sets written on it "
-                             "would not overlay the image (fix the file's header)")
+            raise SegcpError(
+                f"{source}: its voxel-to-world matrix (affine) is not finite or not invertible; sets written on it "
+                "would not overlay the image (fix the file's header)"
+            )
         self.header = header
         self.source = source
         self.format = format
@@ -168,7 +182,7 @@ def _format_of_name(base: str) -> tuple[Format, str, str] | None:
     low = base.lower()
     for suffix, fmt in _SUFFIXES:
         if low.endswith(suffix) and len(base) > len(suffix):
-            return fmt, base[: -len(suffix)], base[-len(suffix):]
+            return fmt, base[: -len(suffix)], base[-len(suffix) :]
     return None
 
 

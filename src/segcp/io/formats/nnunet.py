@@ -39,7 +39,9 @@ class NnUNetNPZ(Format):
             if not hasattr(f, "files"):
                 raise SegcpError(f"{path}: not an .npz archive")
             if NNUNET_KEY not in f.files:
-                raise SegcpError(f"{path}: no '{NNUNET_KEY}' array (keys: {', '.join(f.files) or 'none'}); expected nnU-Net's --save_probabilities export")
+                raise SegcpError(
+                    f"{path}: no '{NNUNET_KEY}' array (keys: {', '.join(f.files) or 'none'}); expected nnU-Net's --save_probabilities export"
+                )
             arr = np.asarray(f[NNUNET_KEY])
         if arr.ndim not in (3, 4):
             raise SegcpError(f"{path}: '{NNUNET_KEY}' of shape {arr.shape}; expected (C, z, y, x) or (C, 1, y, x)")
