@@ -336,6 +336,32 @@ def test_2d_plain_tensors_equal_the_estimator(tmp_path, method):
             assert np.array_equal(out[k].numpy().astype(bool), models[k].predict(case))
 
 
+def test_two_sided_sets_are_the_band_predict_writes(tmp_path):
+    """A band calibration: each channel is the 0/1/2 band of segcp predict's band/ folder."""
+    from segcp import Case, ConformalSegmenter
+    from segcp.io.viewer import band_labels
+    from segcp.record import read_calibration
+
+    cal = ConformalCalibrator("threshold", ALPHA, guarantee="band")
+    for seed in range(3):
+        probs, lab = _items_2d(4, seed)
+        cal.update(probs, lab)
+    cal.write(tmp_path / "c.json")
+    t = ConformalSetsd("pred", tmp_path / "c.json", output_postfix=None)
+    assert t.two_sided
+    models = [ConformalSegmenter.from_parts(p) for p in read_calibration(tmp_path / "c.json").parts]
+    probs, _ = _items_2d(2, 9)
+    seen = set()
+    for b in range(2):
+        out = t({"pred": probs[b]})["pred"]
+        assert out.dtype == torch.uint8 and out.shape == (2, 16, 16)
+        for k, v in enumerate((1, 2)):
+            inner, outer = models[k].predict(Case("x", probs=probs[b, v].numpy()))
+            assert np.array_equal(out[k].numpy(), band_labels(inner, outer))
+            seen |= set(np.unique(out[k].numpy()).tolist())
+    assert seen <= {0, 1, 2} and 1 in seen  # a band: the outer set beyond the inner one
+
+
 def test_one_foreground_channel(tmp_path):
     probs, lab = _items_2d(8, 3, channels=2)
     cal = ConformalCalibrator(alpha=ALPHA)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -12,9 +12,12 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
+from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
+from segcp.io.viewer import band_labels
 from segcp.jobs.tasks import calibrated_models
-from segcp.methods import SegmentationSetFamily
+from segcp.methods import MaskFamily, SegmentationSetFamily
+from segcp.methods.base import BAND_GUARANTEES
 from segcp.monai.cases import Target, item_arrays
 from segcp.record import Calibration, read_calibration
 
@@ -28,7 +31,9 @@ class ConformalSetsd(MapTransform):
     ``Activationsd(softmax=True)``; C = 1 for a sigmoid output), S the 2D or 3D grid. The transform
     writes, under ``<key>_<output_postfix>`` (or over the key when ``output_postfix`` is None), the
     sets of the calibration (:attr:`names`: one channel per structure of a per-structure calib.json,
-    in its order): uint8 (K, *S), 1 inside the set. The output has the input's type; a MetaTensor keeps
+    in its order): uint8 (K, *S), 1 inside the set — for a two-sided calibration (``--guarantee band`` or
+    ``band-risk``) the band as ``segcp predict`` writes it in ``band/``: 0 outside the outer set, 1 in the
+    outer set only, 2 in the inner set (:func:`segcp.io.viewer.band_labels`). The output has the input's type; a MetaTensor keeps
     the input's affine, metadata and applied operations, so that ``Invertd`` (nearest) and
     ``SaveImaged(output_dtype=np.uint8)`` write the sets on the original image's grid, and
     ``SplitDimd(output_postfixes=transform.names)`` gives one key per structure. Spacing (mm, for
@@ -66,6 +71,8 @@ class ConformalSetsd(MapTransform):
         models = calibrated_models(self.calibration, alpha)
         self.families = tuple(m.method_ for m in models)
         self.lambdas = tuple(float(m.lambda_) for m in models)
+        #: Two-sided sets: each channel is the band (0/1/2), not a mask.
+        self.two_sided = isinstance(models[0], ConformalSegmenter) and models[0].guarantee_ in BAND_GUARANTEES
         if isinstance(self.families[0], SegmentationSetFamily):
             raise SegcpError(
                 f"{self.calibration.path}: {self.families[0].name} calibrates sets of segmentations (drawn with segcp predict --draws); "
@@ -86,7 +93,12 @@ class ConformalSetsd(MapTransform):
         """The sets (K, *S) uint8 of one item's probabilities (C, *S), of the input's type and metadata."""
         ident, probs, spacing, img = item_arrays(pred, 0, image)
         cases = self.target.cases(ident, probs, spacing=spacing, image=img)
-        masks = [fam.predict(case, lam) for case, fam, lam in zip(cases, self.families, self.lambdas, strict=True)]
+        if self.two_sided:
+            masks = [
+                band_labels(*cast(MaskFamily, fam).predict_band(case, lam)) for case, fam, lam in zip(cases, self.families, self.lambdas, strict=True)
+            ]
+        else:
+            masks = [fam.predict(case, lam) for case, fam, lam in zip(cases, self.families, self.lambdas, strict=True)]
         out, *_ = convert_to_dst_type(np.stack(masks).astype(np.uint8), pred, dtype=torch.uint8 if isinstance(pred, torch.Tensor) else np.uint8)
         return out
 
