@@ -24,6 +24,9 @@ ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 
 #: Seconds to wait for an existing scheduler to answer before giving up with one line.
 CONNECT_TIMEOUT_S = 10.0
+#: After an error, how long the tasks already running on the workers get to finish (their writes are whole
+#: or absent) before the cluster is closed under them.
+STOP_WAIT_S = 120.0
 
 #: The transports a Dask scheduler listens on (``inproc`` exists only inside one process).
 SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
@@ -151,8 +154,13 @@ class DaskExecutor(Executor):
             if pending:  # an error, or the caller stopped early: stop the rest of the work
                 with contextlib.suppress(Exception):
                     done.clear()
+                running: set[str] = set()
+                with contextlib.suppress(Exception):  # a task a worker runs cannot be interrupted: let it end
+                    running = {str(k) for keys in self.client.processing().values() for k in keys}
                 with contextlib.suppress(Exception):
-                    self.client.cancel(list(pending.values()), force=True)
+                    self.client.cancel([f for k, f in pending.items() if k not in running], force=True)
+                with contextlib.suppress(Exception):
+                    distributed.wait([f for k, f in pending.items() if k in running], timeout=STOP_WAIT_S)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
