@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,10 @@ class ConformalSegmenter:
         The grid when λ̂ came from compact curves (None: exact).
     volume_ : dict or None
         Two-sided sets of a directory job: the direct volume interval (calib.json's ``volume``).
+    losses_, groups_, group_source_ : (), {}, None
+        What every calibrated estimator declares for the directory jobs: the losses controlled
+        beside the family's own guarantee and the λ̂ per group (:class:`~segcp.risk.RiskSegmenter`
+        has them; here none: one λ̂ per α, the family's guarantee).
 
     Examples
     --------
@@ -116,6 +121,9 @@ class ConformalSegmenter:
     """
 
     volume_: dict[str, Any] | None = None
+    losses_: tuple[Any, ...] = ()
+    groups_: Mapping[str, Any] = MappingProxyType({})
+    group_source_: str | None = None
 
     def __init__(
         self,

@@ -69,7 +69,7 @@ def _case_metrics(cs: ConformalSegmenter, case: Case, set_file: str | None, n_dr
     if not isinstance(prediction, SegmentationSet):
         assert case.mask is not None  # a pixel-set family's case read with its truth
         metrics = evaluate_set(prediction, case.mask, model_mask=case.model_mask if case.probs is not None else None, spacing=case.spacing)
-        for x in getattr(cs, "losses_", ()):  # the losses a RiskSegmenter controls, by their definition
+        for x in cs.losses_:  # the losses a RiskSegmenter controls, by their definition
             metrics[f"loss_{x.name}"] = x.set_loss(prediction, case.mask, case.spacing)
         return metrics, False
     fam = cs.method_
@@ -269,7 +269,7 @@ def _evaluate_calibrated(
         check_output(out, [cal.path, *([sets] if sets is not None else []), *data_inputs(data)])
     dd = DataDir(data)
     job, ids = job_of(dd, cal, fam, with_truth=True, images=sets is None)
-    if hasattr(models[0], "losses_"):
+    if models[0].losses_:
         from segcp.jobs.risk import case_groups
 
         names = case_groups(models[0], groups, ids, str(cal.path))
@@ -291,7 +291,7 @@ def _evaluate_calibrated(
         structures = {
             s.name: {"label": s.value, "lambda": m.lambda_, "alpha": next(iter(m.lambdas_))} | _summary(p) for s, m, p in zip(*parts, strict=True)
         }
-        if hasattr(models[0], "losses_"):  # RiskSegmenters: each structure's controlled risks (per group)
+        if models[0].losses_:  # RiskSegmenters: each structure's controlled risks (per group)
             from segcp.jobs.risk import controlled_risks
 
             for s, m, p in zip(*parts, strict=True):
@@ -304,7 +304,7 @@ def _evaluate_calibrated(
     result |= {"lambda": cs.lambda_, "label": cal.label}
     result |= {"beta": fam.agreement_level, "draws": draws} if drawn else {"distance_units": units}
     result |= _summary(per[0])
-    if hasattr(cs, "losses_"):  # a RiskSegmenter: the controlled risks, overall and per group
+    if cs.losses_:  # a RiskSegmenter: the controlled risks, overall and per group
         from segcp.jobs.risk import controlled_risks
 
         result |= controlled_risks(cs, per[0])

@@ -67,7 +67,7 @@ def _predict_chunk(task: tuple[Job, tuple[SetFamily, ...], tuple[float, ...], tu
 
 def _lambdas(models: Sequence[Any], groups: str | None, ids: Sequence[str], where: str) -> tuple[Any, ...]:
     """Each structure's λ̂, or for a calibration per group (segcp.risk) {id: (family, λ̂ of its group)}."""
-    if not any(getattr(m, "groups_", None) for m in models):
+    if not any(m.groups_ for m in models):
         if groups is not None:
             raise SegcpError(f"{where}: --groups is for a calibration made per group (calibrate --loss ... --groups)")
         return tuple(float(m.lambda_) for m in models)

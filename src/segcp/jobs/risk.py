@@ -53,7 +53,7 @@ def case_groups(rs: RiskSegmenter, spec: str | None, ids: list[str], where: str)
         if spec is not None:
             raise SegcpError(f"{where}: --groups is for a calibration made per group; this one has one lambda")
         return {}
-    source = getattr(rs, "group_source_", None)
+    source = rs.group_source_
     if spec is None:
         if not (isinstance(source, str) and source.startswith("name:")):
             raise SegcpError(f"{where}: calibrated per group (groups from {source}); give each case's group with --groups FILE")
