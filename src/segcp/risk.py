@@ -226,7 +226,43 @@ class RiskSegmenter:
             f"pvalue={self.pvalue!r}, vary={self.vary!r})"
         )
 
+    # ------------------------------------------------------------------ parameters (sklearn-style)
+    #: The constructor's parameters (``get_params`` / ``set_params``).
+    PARAMS = ("method", "alpha", "loss", "loss_params", "delta", "pvalue", "method_params", "vary", "seed")
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """The constructor's parameters as given."""
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def set_params(self, **params: Any) -> RiskSegmenter:
+        """Set constructor parameters (unknown names: a one-line error); returns self."""
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            raise SegcpError(f"RiskSegmenter: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(self.PARAMS)})")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
     # ------------------------------------------------------------------ validation
+    def validate(self) -> tuple[list[Loss], list[MaskFamily], tuple[float, ...], str]:
+        """(losses, configurations, levels, mode), every parameter checked (one-line errors)."""
+        losses, configs = self.losses(), self.configs()
+        return losses, configs, self.alphas(losses), self.mode(losses, configs)
+
+    @property
+    def family(self) -> MaskFamily:
+        """The one family calibrated (an error with ``vary``: one per value, :meth:`configs`)."""
+        configs = self.configs()
+        if len(configs) != 1:
+            raise SegcpError(f"vary {self.vary[0] if self.vary else ''}: several configurations; this needs one family")
+        return configs[0]
+
+    def identity(self) -> list[Any]:
+        """What besides the family decides the calibration from the same step functions: each loss's
+        key, the mode, δ, the p-value and WSR's seed (for content-keyed caches)."""
+        losses, _, _, mode = self.validate()
+        return [[x.key for x in losses], mode, self.delta, self.pvalue if mode == "ltt" else None, self.seed if mode == "ltt" else None]
+
     def losses(self) -> list[Loss]:
         """The losses, built and validated (their parameters from ``loss_params``)."""
         raw = [self.loss] if isinstance(self.loss, (str, Loss)) else list(self.loss)
@@ -342,6 +378,27 @@ class RiskSegmenter:
             out.append([x.curve(r, y, case.spacing) if mode == "crc" else x.steps(r, y, case.spacing) for x in losses])
         return out
 
+    def prepare(self, cases: Iterable[Case]) -> list[Prepared]:
+        """Each case with its score map computed once (one family, :attr:`family`)."""
+        fam = self.family
+        return [fam.prepare(c) for c in cases]
+
+    def curves(self, cases: Iterable[Case | Prepared]) -> LossCurves | StepLosses:
+        """Map step of one loss on one family: the cases' step functions, concatenated — exact CRC
+        curves (:class:`LossCurves`) or Learn then Test's :class:`StepLosses` (what
+        :meth:`calibrate_curves` takes; the engine's per-image curves)."""
+        losses, _, _, mode = self.validate()
+        if len(losses) != 1:
+            raise SegcpError("curves: one loss (several are calibrated together by calibrate)")
+        parts = [self.case_losses(c, losses, [self.family], mode)[0][0] for c in cases]
+        return LossCurves.concat(parts) if mode == "crc" else StepLosses.concat(parts)  # type: ignore[arg-type]  # one kind per mode
+
+    def calibrate_curves(self, curves: LossCurves | StepLosses) -> RiskSegmenter:
+        """Reduce step of :meth:`curves`: λ̂ from the cases' step functions (one loss, one family; no
+        groups), as :meth:`fit` on the same cases."""
+        per_case = [[[curves.take([i])]] for i in range(curves.n)]
+        return self.fit(per_case)
+
     def _statistics(self, fam: MaskFamily, item: Case | Prepared, lam: float) -> dict[str, float]:
         from segcp.calibration.monitor import case_statistics
 
@@ -360,8 +417,7 @@ class RiskSegmenter:
         then gets its own λ̂ (``groups_``) beside the marginal one. ``fallback``: a group too small
         for its guarantee gets the marginal λ̂ instead of an error.
         """
-        losses, configs = self.losses(), self.configs()
-        alphas, mode = self.alphas(losses), self.mode(losses, configs)
+        losses, configs, alphas, mode = self.validate()
         items: list[Case | Prepared] = []
         per_case = []
         src: Iterator[Case | Prepared]

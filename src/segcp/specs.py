@@ -1,12 +1,15 @@
 """Labelled method settings for comparisons and tuning, and their text form on the CLI.
 
 * :class:`MethodSpec` — one row of a comparison: a display label, a family name, its
-  parameters and the guarantee; :meth:`MethodSpec.estimator` gives the
-  :class:`~segcp.conformal.ConformalSegmenter` that calibrates it.
+  parameters and the guarantee — or a controlled loss (``loss``, ``loss_params``, ``delta``,
+  ``pvalue``); :meth:`MethodSpec.estimator` gives the
+  :class:`~segcp.conformal.ConformalSegmenter` that calibrates it (a controlled loss: the
+  :class:`~segcp.risk.RiskSegmenter`).
 * :class:`TunedSpec` — a row whose setting is chosen per calibration set among candidates
   (:mod:`segcp.tuning`).
 * :func:`parse_params`, :func:`parse_spec` — ``KEY=VALUE`` and
-  ``NAME[:KEY=VALUE,...][@LABEL]`` (a value ``V1|V2|...`` makes a tuned row).
+  ``NAME[:KEY=VALUE,...][@LABEL]`` (a value ``V1|V2|...`` makes a tuned row; ``loss=fdr,delta=0.1``
+  a controlled-loss row).
 """
 
 from __future__ import annotations
@@ -18,7 +21,19 @@ from typing import Any
 
 from segcp.errors import SegcpError
 
-__all__ = ["CRITERIA", "MethodSpec", "TunedSpec", "check_criterion", "expand_grid", "grid_candidates", "parse_params", "parse_spec", "parse_value"]
+__all__ = [
+    "CRITERIA",
+    "LOSS_KEYS",
+    "MethodSpec",
+    "TunedSpec",
+    "check_criterion",
+    "expand_grid",
+    "grid_candidates",
+    "loss_fields",
+    "parse_params",
+    "parse_spec",
+    "parse_value",
+]
 
 #: Tuning criterion → (better is higher?, description).
 CRITERIA: dict[str, tuple[bool, str]] = {
@@ -41,7 +56,9 @@ class MethodSpec:
     """One method family of a comparison: a display label and how to build it.
 
     ``guarantee`` None means the family's default (fnr for pixel sets, contains for sets of
-    segmentations).
+    segmentations). ``loss`` names a registered loss controlled instead (a *controlled-loss
+    row*, :class:`~segcp.risk.RiskSegmenter`): with its ``loss_params``, exact CRC without
+    ``delta``, Learn then Test with ``delta`` (``pvalue``: ``hb`` or ``wsr``).
     """
 
     label: str
@@ -49,16 +66,40 @@ class MethodSpec:
     params: dict[str, Any] = field(default_factory=dict)
     guarantee: str | None = None
     tau: float = 1.0
+    loss: str | None = None
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    delta: float | None = None
+    pvalue: str = "hb"
 
     def estimator(self, alpha: float | Sequence[float] = 0.1) -> Any:
-        """The :class:`~segcp.conformal.ConformalSegmenter` of this setting at ``alpha``."""
+        """The :class:`~segcp.conformal.ConformalSegmenter` of this setting at ``alpha`` (a controlled-loss
+        row: the :class:`~segcp.risk.RiskSegmenter`)."""
+        if self.loss is not None:
+            from segcp.risk import RiskSegmenter
+
+            if self.guarantee is not None:
+                raise SegcpError(f"{self.label}: give a guarantee or a controlled loss, not both (guarantee={self.guarantee}, loss={self.loss})")
+            return RiskSegmenter(
+                self.method,
+                alpha,
+                loss=self.loss,
+                loss_params=dict(self.loss_params),
+                delta=self.delta,
+                pvalue=self.pvalue,
+                method_params=dict(self.params),
+            )
+        if self.loss_params or self.delta is not None:
+            raise SegcpError(f"{self.label}: delta and loss parameters are for a controlled loss; give loss=NAME")
         from segcp.conformal import ConformalSegmenter
 
         return ConformalSegmenter(self.method, alpha, guarantee=self.guarantee, tau=self.tau, method_params=dict(self.params))
 
     def build(self) -> Any:
-        """The family of this setting (validated)."""
-        return self.estimator().family
+        """The family of this setting (validated; a controlled-loss row: its loss, δ and p-value too)."""
+        est = self.estimator()
+        if self.loss is not None:
+            est.validate()
+        return est.family
 
     @property
     def candidates(self) -> tuple[MethodSpec, ...]:
@@ -67,8 +108,11 @@ class MethodSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["guarantee"] is None:
-            d["guarantee"] = self.build().guarantees[0]
+        if self.loss is None:  # a controlled-loss row's keys only where there is one
+            for k in ("loss", "loss_params", "delta", "pvalue"):
+                d.pop(k)
+            if d["guarantee"] is None:
+                d["guarantee"] = self.build().guarantees[0]
         return d
 
 
@@ -152,8 +196,37 @@ def grid_candidates(name: str, params: dict[str, Any], grid: dict[str, list[Any]
     ]
 
 
+#: The keys of a method's text form that make a controlled-loss row (the loss's own parameters besides).
+LOSS_KEYS = ("loss", "delta", "pvalue")
+
+
+def loss_fields(method: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Take a controlled loss's keys out of ``params`` (in place): ``loss``, ``delta``, ``pvalue`` and every
+    key the loss declares and the family does not (a key both declare is an error). Returns MethodSpec's
+    ``loss``, ``loss_params``, ``delta``, ``pvalue`` ({} without ``loss``)."""
+    if "loss" not in params:
+        extra = [k for k in LOSS_KEYS if k in params]
+        if extra:
+            raise SegcpError(f"{where}: {extra[0]} is for a controlled loss; give loss=NAME too")
+        return {}
+    from segcp.losses import loss_class
+    from segcp.methods import family_class
+
+    loss = str(params.pop("loss"))
+    declared, family = loss_class(loss).declared(), family_class(method).declared()
+    both = sorted(k for k in params if k in declared and k in family)
+    if both:
+        raise SegcpError(f"{where}: {both[0]} is a parameter of both {method} and loss {loss}")
+    delta = params.pop("delta", None)
+    if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float))):
+        raise SegcpError(f"{where}: delta must be a number in (0, 1), got {delta!r}")
+    out = {"loss": loss, "loss_params": {k: params.pop(k) for k in list(params) if k in declared}}
+    return out | {"delta": None if delta is None else float(delta), "pvalue": str(params.pop("pvalue", "hb"))}
+
+
 def parse_spec(text: str) -> MethodSpec | TunedSpec:
-    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee).
+    """``NAME[:KEY=VALUE,...][@LABEL]`` → MethodSpec (``guarantee``/``tau`` keys set the guarantee;
+    ``loss``, ``delta``, ``pvalue`` and the loss's parameters a controlled loss, :func:`loss_fields`).
 
     A value ``V1|V2|...`` makes a tuned row (:class:`TunedSpec`): every combination of the
     ``|`` values is a candidate, chosen per split by cross-validation on the calibration
@@ -182,9 +255,14 @@ def parse_spec(text: str) -> MethodSpec | TunedSpec:
     if not grid:
         guarantee = params.pop("guarantee", None)
         tau = _tau(params.pop("tau", 1.0), f"-m {text!r}")
+        controlled = loss_fields(name, params, f"-m {text!r}")
         if label is None:
-            label = name + (" (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
-        return MethodSpec(label, name, params, None if guarantee is None else str(guarantee), tau)
+            shown = params | ({"loss": controlled["loss"]} | controlled["loss_params"] if controlled else {})
+            shown |= {k: controlled[k] for k in ("delta",) if controlled.get(k) is not None}
+            label = name + (" (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
+        return MethodSpec(label, name, params, None if guarantee is None else str(guarantee), tau, **controlled)
+    if any(k in params for k in LOSS_KEYS):
+        raise SegcpError(f"-m {text!r}: a controlled-loss row cannot be tuned (give fixed values, no V1|V2)")
     cands = tuple(grid_candidates(name, params, grid))
     if label is None:
         label = f"{name} (tuned: " + ", ".join(grid) + ")"

@@ -187,7 +187,8 @@ class StepLosses:
             for i, (b, v) in enumerate(zip(self.breakpoints, self.levels)):
                 out[i] = v[np.searchsorted(b, lams, side="right")]
             return out[:, 0] if np.ndim(lam) == 0 else out
-        d = np.diff(lams)
+        with np.errstate(invalid="ignore"):  # inf − inf (several λ = +∞): NaN, sorted neither way
+            d = np.diff(lams)
         if np.all(d >= 0):  # the LTT blocks come sorted (ascending, or descending)
             order, srt = None, lams
         elif np.all(d <= 0):

@@ -1,4 +1,4 @@
-"""The engine's on-disk cache by content key: ``curves/``, ``maps/`` (score maps slower than :data:`MAP_SECONDS`)
+"""The engine's on-disk cache by content key: ``curves/`` (loss curves, or a controlled loss's step functions), ``maps/`` (score maps slower than :data:`MAP_SECONDS`)
 and ``records/``, each ``<family key>/<image or record key>``. Keys hash the bytes read, the family (no run-time
 options; :meth:`SetFamily.cache_identity`), :data:`SCHEMA` and the version; writes are atomic, a corrupt entry
 is a miss, deleting the folder is safe.
@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from segcp._version import __version__
 from segcp.calibration import LossCurves
+from segcp.calibration.ltt import StepLosses
 from segcp.io.writers import atomic_path, to_jsonable, write_npy
 
 __all__ = ["MAP_SECONDS", "SCHEMA", "BenchmarkCache", "digest"]
@@ -36,8 +37,10 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _load_curve(p: Path) -> tuple[LossCurves, float]:
+def _load_curve(p: Path) -> tuple[LossCurves | StepLosses, float]:
     with np.load(p, allow_pickle=False) as z:
+        if "levels" in z:  # a controlled loss's step function (Learn then Test): breakpoints and levels
+            return StepLosses.single(z["breakpoints"], z["levels"]), float(z["cpu_seconds"])
         return LossCurves.single(z["breakpoints"], z["drops"], float(z["start"])), float(z["cpu_seconds"])
 
 
@@ -99,14 +102,21 @@ class BenchmarkCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves, float] | None:
-        """One image's curve and the CPU seconds its score took (None: not cached)."""
+    def get_curve(self, fkey: str, ikey: str) -> tuple[LossCurves | StepLosses, float] | None:
+        """One image's curve (or step function) and the CPU seconds its score took (None: not cached)."""
         return self._get("curves", fkey, ikey, _load_curve, "curves")
 
-    def put_curve(self, fkey: str, ikey: str, curve: LossCurves, seconds: float) -> None:
+    def put_curve(self, fkey: str, ikey: str, curve: LossCurves | StepLosses, seconds: float) -> None:
+        """One image's :class:`LossCurves` (start, breakpoints, drops) or one-case :class:`StepLosses` (breakpoints,
+        levels: stored exactly, as the loss computed them)."""
         if (p := self._put("curves", fkey, ikey)) is not None:
+            arrays: dict[str, Any] = {"cpu_seconds": np.float64(seconds)}
+            if isinstance(curve, StepLosses):
+                arrays |= {"breakpoints": curve.breakpoints[0], "levels": curve.levels[0]}
+            else:
+                arrays |= {"start": np.float64(curve.starts[0]), "breakpoints": curve.breakpoints, "drops": curve.drops}
             with atomic_path(p, suffix=".npz", clean_stale=False) as tmp, open(tmp, "wb") as f:
-                np.savez(f, start=np.float64(curve.starts[0]), breakpoints=curve.breakpoints, drops=curve.drops, cpu_seconds=np.float64(seconds))
+                np.savez(f, **arrays)
 
     def get_map(self, fkey: str, ikey: str) -> NDArray[np.float64] | None:
         return self._get("maps", fkey, ikey, _load_map, "maps")

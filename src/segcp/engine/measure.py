@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
-__all__ = ["EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "nanmean", "split_record"]
+__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "loss_record", "nanmean", "split_record"]
 
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
@@ -28,6 +28,19 @@ EXTRAS: dict[str, str] = {
     "empty_hit": "fraction of test images without the structure whose set is not empty",
     "empty_fp": "mean set area (pixels) on test images without the structure (false-positive area)",
 }
+
+
+#: What a split of a controlled-loss row (:class:`~segcp.specs.MethodSpec` ``loss``) records besides the metrics.
+LOSS_EXTRAS: dict[str, str] = {
+    "risk": "mean over the split's test images of the row's controlled loss at λ̂ (its test risk; for loss=fnr the mean FNR)",
+    "risk_exceeds": "1 when that test risk exceeds α, else 0: over splits, the fraction Learn then Test bounds by δ (P(risk ≤ α) ≥ 1 − δ)",
+}
+
+
+def loss_record(losses: NDArray[np.floating], alpha: float) -> dict[str, float]:
+    """A split's :data:`LOSS_EXTRAS` from its test images' values of the controlled loss at λ̂ (shape (n_test,))."""
+    risk = float(np.mean(losses)) if len(losses) else math.nan
+    return {"risk": risk, "risk_exceeds": math.nan if math.isnan(risk) else float(risk > alpha)}
 
 
 def nanmean(values: Sequence[float]) -> float:

@@ -17,8 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves
+from segcp.calibration.ltt import StepLosses
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
-from segcp.engine.measure import EXTRAS, OVERLAP, MaskEvaluator, criterion_value, nanmean, split_record
+from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, OVERLAP, MaskEvaluator, criterion_value, loss_record, nanmean, split_record
 from segcp.engine.plan import Need, Plan, Row, TaskPlan
 from segcp.engine.select import calibrate, chosen_label, select
 from segcp.engine.splits import random_cal_test_splits
@@ -69,8 +70,11 @@ def _keep(key: tuple[str, str], scores: NDArray[np.float64]) -> None:
 
 
 def _estimator(spec: MethodSpec) -> Any:
-    """The setting's estimator as this process runs it (a worker's run-time threads; exact curves)."""
-    est = spec.estimator().set_params(curve_form="exact")
+    """The setting's estimator as this process runs it (a worker's run-time threads; exact curves — a controlled
+    loss's :class:`~segcp.risk.RiskSegmenter` has only exact step functions)."""
+    est = spec.estimator()
+    if spec.loss is None:
+        est = est.set_params(curve_form="exact")
     return est.set_params(method=worker_family(est.family), method_params=None)
 
 
@@ -85,7 +89,7 @@ def _scores(fam: FamilyRef, est: Any, key: str, view: TaskView, i: int) -> NDArr
     return m
 
 
-def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[tuple[LossCurves, float, int]]:
+def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[tuple[LossCurves | StepLosses, float, int]]:
     """Per image: its loss curve, the CPU seconds of its score map and its truth's size (voxels)."""
     ref, fam, items = job
     view, est = view_of(ref), _estimator(fam.spec)
@@ -182,17 +186,20 @@ class Engine:
         self.features: dict[str, dict[str, Any]] = {}
         self.bar = Bar("", 0, enabled=False)
         self._fkeys: dict[Any, str] = {}
-        self._curves: dict[str, tuple[LossCurves, list[float]]] = {}
+        self._curves: dict[str, tuple[LossCurves | StepLosses, list[float]]] = {}
         self._held: set[str] = set()  # families whose score maps this process holds for the report
 
     def family_key(self, spec: MethodSpec | TunedSpec, family: Any = None) -> str:
         """The cache key of a row's records (a tuned row: its candidates and how it chooses; ``family``: bound to an α)."""
         if isinstance(spec, TunedSpec):
             return self.cache.family_key(["tuned", spec.criterion, spec.folds, spec.seed, [self.family_key(c) for c in spec.candidates]])
-        k = (spec.method, digest(spec.params), spec.guarantee, spec.tau, None if family is None else family.key)
+        k: tuple[Any, ...] = (spec.method, digest(spec.params), spec.guarantee, spec.tau, None if family is None else family.key)
+        if spec.loss is not None:  # a controlled-loss row: its loss, δ and p-value too
+            k += (digest([spec.loss, spec.loss_params, spec.delta, spec.pvalue]),)
         if k not in self._fkeys:
             fam = family or spec.build()
-            self._fkeys[k] = self.cache.family_key([fam.key, fam.cache_identity(), fam.check_guarantee(spec.guarantee), float(spec.tau)])
+            ident = [fam.key, fam.cache_identity(), fam.check_guarantee(spec.guarantee), float(spec.tau)]
+            self._fkeys[k] = self.cache.family_key(ident if spec.loss is None else [*ident, spec.estimator().identity()])
         return self._fkeys[k]
 
     def _ref(self, spec: MethodSpec) -> FamilyRef:
@@ -217,8 +224,9 @@ class Engine:
         hits: list[Any] = [self.cache.get_curve(fkey, key) for key in view.keys]
         return hits, [i for i, h in enumerate(hits) if h is None]
 
-    def curves(self, view: TaskView, spec: MethodSpec) -> tuple[LossCurves, list[float]]:
-        """Every image's loss curve of a setting, and the CPU seconds of each score map (cache, else computed)."""
+    def curves(self, view: TaskView, spec: MethodSpec) -> tuple[LossCurves | StepLosses, list[float]]:
+        """Every image's loss curve of a setting (a controlled loss under Learn then Test: its step functions), and
+        the CPU seconds of each score map (cache, else computed)."""
         fam = self._ref(spec)
         if fam.fkey not in self._curves:
             hits, todo = self._cached_curves(fam.fkey, view)
@@ -234,7 +242,7 @@ class Engine:
                 for i, (curve, secs, _) in zip(todo, got, strict=True):
                     self.cache.put_curve(fam.fkey, view.keys[i], curve, secs)
                     hits[i] = (curve, secs)
-            self._curves[fam.fkey] = (LossCurves.concat([h[0] for h in hits]), [h[1] for h in hits])
+            self._curves[fam.fkey] = (type(hits[0][0]).concat([h[0] for h in hits]), [h[1] for h in hits])
         return self._curves[fam.fkey]
 
     def _precompute(self, family: Any, view: TaskView, todo: list[int]) -> None:
@@ -294,7 +302,7 @@ class Engine:
 
         curves = [self.curves(view, c)[0].take(images) for c in cands]
         ests, groups = [c.estimator() for c in cands], [view.groups[i] for i in images]
-        return select(curves, ests, groups, alpha, values, criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)
+        return select(curves, ests, groups, alpha, values, criterion=tuned.criterion, folds=tuned.folds, seed=tuned.seed + split)  # type: ignore[arg-type]  # tuned rows: loss curves
 
     def run(self, plan: Plan) -> list[dict[str, Any]]:
         """Per task of ``plan``: ``records``, ``model``, ``validity``, ``sets_records``, ``sets_validity``,
@@ -349,7 +357,7 @@ class Engine:
             found.update(self._measure_needs(tp, row, missing))
         res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, row.spec.candidates[0])
         for need in row.needs:
-            rec = {m: (_num(v) if m in (*METRICS, *EXTRAS, "lambda", "set_size") else v) for m, v in found[need].items()}  # type: ignore[union-attr]
+            rec = {m: (_num(v) if m in (*METRICS, *EXTRAS, *LOSS_EXTRAS, "lambda", "set_size") else v) for m, v in found[need].items()}  # type: ignore[union-attr]
             res["records"].append({"task": tp.task.name, "method": row.label, "n_cal": need.n_cal, "alpha": need.alpha, "split": need.split} | rec)
         if row.main and not tuned and plan.cfg.validity_splits:  # the guarantee over many more splits, from the loss curves only
             res["validity"] += self._validity(plan, tp, row, fkey)
@@ -403,13 +411,25 @@ class Engine:
             else:
                 per = [measured[(k, int(i))][lam] for i in test]
                 result = {"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys)
+            if cands[k].loss is not None:  # a controlled-loss row: its test risk, from the step functions at λ̂
+                nan = dict.fromkeys(LOSS_EXTRAS, math.nan)
+                result |= nan if isinstance(lam, str) else loss_record(curves[k].take(test).evaluate(lam), n.alpha)
+            if cands[k].loss is not None:
+                extra = extra | {"loss": cands[k].loss, "delta": cands[k].delta}
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
             self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
         return out
 
     @staticmethod
     def _test_losses(
-        est: Any, curves: LossCurves, groups: list[str], n_cal: int, n_splits: int, seed: int, alphas: Sequence[float], covered: bool = False
+        est: Any,
+        curves: LossCurves | StepLosses,
+        groups: list[str],
+        n_cal: int,
+        n_splits: int,
+        seed: int,
+        alphas: Sequence[float],
+        covered: bool = False,
     ) -> dict[float, list[tuple[bool, float]]]:
         """The guarantee over many splits from the curves alone: per α and split, whether λ̂ exists and the mean
         test loss at it (at λ = +∞ where none; ``covered``: of 1 − loss)."""
@@ -439,9 +459,15 @@ class Engine:
             for a, per in checks.items():
                 fnr, se = mean_se([x for ok, x in per if ok])
                 rows.append({"alpha": a, "splits": len(per), "infeasible": sum(not ok for ok, _ in per), "fnr": fnr, "fnr_se": se})
+                if row.spec.loss is not None:  # a controlled loss: its test risk (not the FNR) and how often it exceeds α
+                    rows[-1] = {k: rows[-1].pop(k) for k in ("alpha", "splits", "infeasible")} | {"risk": fnr, "risk_se": se}
+                    rows[-1]["risk_exceeds"] = mean_se([float(x > a) for ok, x in per if ok])[0]
             rec = {"rows": rows}
             self.cache.put_record(fkey, rkey, rec)
-        return [dict(r, method=row.label, task=tp.task.name, fnr=_num(r["fnr"]), fnr_se=_num(r["fnr_se"])) for r in rec["rows"]]
+        return [
+            dict(r, method=row.label, task=tp.task.name, **{k: _num(r[k]) for k in ("fnr", "fnr_se", *LOSS_EXTRAS, "risk_se") if k in r})
+            for r in rec["rows"]
+        ]
 
     def _model_rows(self, tp: TaskPlan) -> tuple[list[dict[str, Any]], list[int]]:
         """The model's own mask (p ≥ 0.5) on each split's test images, and every image's truth size."""

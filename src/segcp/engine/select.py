@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from segcp.calibration import LossCurves, min_calibration_size
+from segcp.calibration.ltt import StepLosses
 from segcp.engine.splits import group_folds
 from segcp.errors import SegcpError
 from segcp.metrics import mean_std
+from segcp.risk import RiskSegmenter
 from segcp.specs import check_criterion
 
 __all__ = ["calibrate", "chosen_label", "select"]
@@ -21,13 +23,16 @@ __all__ = ["calibrate", "chosen_label", "select"]
 Values = Callable[[list[tuple[int, int, float]]], list[float]]
 
 
-def calibrate(est: Any, curves: LossCurves, alphas: Sequence[float]) -> dict[float, float | str]:
-    """λ̂ per α of ``est`` on ``curves`` (one call for several α), or the one-line reason there is none."""
-    try:
-        est.set_params(alpha=list(alphas)).calibrate_curves(curves)
-        return {a: float(est.lambdas_[a]) for a in alphas}
-    except SegcpError:
-        pass
+def calibrate(est: Any, curves: LossCurves | StepLosses, alphas: Sequence[float]) -> dict[float, float | str]:
+    """λ̂ per α of ``est`` on ``curves`` (one call for several α; a controlled loss's
+    :class:`~segcp.risk.RiskSegmenter` takes one level per loss: one call per α), or the one-line reason
+    there is none."""
+    if not isinstance(est, RiskSegmenter):
+        try:
+            est.set_params(alpha=list(alphas)).calibrate_curves(curves)
+            return {a: float(est.lambdas_[a]) for a in alphas}
+        except SegcpError:
+            pass
     out: dict[float, float | str] = {}
     for a in alphas:
         try:

@@ -14,14 +14,26 @@ import numpy as np
 
 from segcp._version import __version__
 from segcp.engine.config import PlanConfig
-from segcp.engine.measure import EXTRAS, MaskEvaluator
+from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, MaskEvaluator
 from segcp.engine.plan import Plan, TaskPlan
 from segcp.engine.run import Engine, bound_family
 from segcp.metrics import METRICS, mean_std
 from segcp.report import figures as F
 from segcp.report.html import Cell, Document, Figure, Table
 from segcp.report.summaries import model_summary, summarize
-from segcp.report.tables import BEST, SUMMARY_HEADER, alpha_set, best_cells, chosen_note, fmt, fnr_cell, ms_text, results_table, summary_cells
+from segcp.report.tables import (
+    BEST,
+    NOTE_LOSS,
+    SUMMARY_HEADER,
+    alpha_set,
+    best_cells,
+    chosen_note,
+    fmt,
+    fnr_cell,
+    ms_text,
+    results_table,
+    summary_cells,
+)
 from segcp.specs import MethodSpec
 
 __all__ = ["TIDY_COLUMNS", "build_documents", "tidy_csv", "tidy_rows"]
@@ -47,7 +59,7 @@ NOTE_TABLE1 = (
     "higher / HD95 lower than the baseline row's ({baseline}) at the same α. Infeasible splits (no λ meets the bound) are left out of the "
     "means, so such a row's check is conditional on feasibility. λ̂ is in each family's units (one minus a probability level, or dilation "
     "steps). Tuned rows choose their setting per split on the calibration images, so the curves-only check (which needs no images) is not "
-    "made for them. {chosen}"
+    "made for them. {loss}{chosen}"
 )
 NOTE_PARAMS = (
     "Mean ± std over {splits} splits (n = {n_cal}). Time: CPU seconds per image to compute the score map (graph and diffusion, "
@@ -127,7 +139,14 @@ class TaskReport:
         validity = {(v["method"], v["alpha"]): v for v in self.res["validity"]}
         rows = [s for a in cfg.alphas for s in summ.values() if s["alpha"] == a]
         self.summary_rows += [dict(s, task=self.task.name, n_cal=cfg.n_cal, validity=validity.get((s["method"], s["alpha"]))) for s in rows]
-        note = NOTE_TABLE1.format(splits=cfg.splits, n_cal=cfg.n_cal, validity=cfg.validity_splits, baseline=self.baseline, chosen=chosen_note(rows))
+        note = NOTE_TABLE1.format(
+            splits=cfg.splits,
+            n_cal=cfg.n_cal,
+            validity=cfg.validity_splits,
+            baseline=self.baseline,
+            chosen=chosen_note(rows),
+            loss=NOTE_LOSS if any("loss" in s for s in rows) else "",
+        )
         caption = f"Table 1 — {self.task.name}: sets at α ∈ {alpha_set(cfg.alphas)}"
         model = model_summary(self.res.get("model", []), cfg.n_cal)
         self.doc.table(results_table(caption, rows, model, cfg.alphas, self.units, self.baseline, note.strip(), validity, cfg.validity_splits))
@@ -210,7 +229,10 @@ class TaskReport:
             return
         rows: dict[str, list[tuple[float, float, float]]] = {}
         for v in self.res["validity"]:
-            rows.setdefault(v["method"], []).append((v["alpha"], v["fnr"], v["fnr_se"]))
+            if "fnr" in v:  # not a controlled loss's (its test risk is in Table 1)
+                rows.setdefault(v["method"], []).append((v["alpha"], v["fnr"], v["fnr_se"]))
+        if not rows:
+            return
         title = f"{self.task.name}: mean test FNR over {self.cfg.validity_splits} random splits"
         note = f"{title} (from the loss curves; bars ± 3 SE). The guarantee is E[FNR] ≤ α: points on or below the dashed line."
         self.fig("validity", F.validity_figure(rows, self.cfg.figures.dpi, title), note)
@@ -405,7 +427,7 @@ def tidy_rows(results: Rows, plan: Plan) -> Rows:
 
     for res in results:
         for r in res["records"]:
-            metrics = [m for m in ("lambda", *METRICS, "set_size", *EXTRAS) if m in r]
+            metrics = [m for m in ("lambda", *METRICS, "set_size", *EXTRAS, *LOSS_EXTRAS) if m in r]
             note = r.get("chosen") or ("infeasible" if "infeasible" in r else "")
             add(r, fam_of.get((r["task"], r["method"]), ""), r["n_cal"], r["alpha"], metrics, note)
         for r in res.get("model", []):

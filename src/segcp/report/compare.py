@@ -8,7 +8,7 @@ from typing import Any
 
 from segcp.io import atomic_dir, write_json, write_text
 from segcp.report.figures import summary_figure
-from segcp.report.tables import chosen_note, empty_truth_table, results_table
+from segcp.report.tables import NOTE_LOSS, chosen_note, empty_truth_table, results_table
 
 __all__ = ["REPORT_FILES", "markdown_summary", "write_report"]
 
@@ -47,7 +47,11 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
                 "there and left out of their means and win rates). Bold: best of the α block. Splits where "
                 'no λ satisfied the bound ("infeasible", e.g. Consema when the model predicts nothing on '
                 "too many calibration images) are excluded from the means; the FNR check of such a row is "
-                "then conditional on feasibility and is not the marginal guarantee.\n\n" + markdown_summary(result) + "\n![summary](summary.png)\n"
+                "then conditional on feasibility and is not the marginal guarantee."
+                + (" " + NOTE_LOSS if any("loss" in s for s in result["summary"]) else "")
+                + "\n\n"
+                + markdown_summary(result)
+                + "\n![summary](summary.png)\n"
             ),
         )
     return out

@@ -5,20 +5,44 @@ meaning everywhere: the fraction of splits in which a row's Dice is higher (HD95
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from segcp.engine.measure import EXTRAS
+from segcp.engine.measure import EXTRAS, LOSS_EXTRAS
 from segcp.metrics import METRICS, mean_se, mean_std
 
-__all__ = ["model_summary", "summarize"]
+__all__ = ["exceedance_ok", "model_summary", "risk_summary", "summarize"]
+
+
+def exceedance_ok(fraction: float, delta: float, splits: int) -> bool:
+    """Learn then Test's check over splits: the fraction of splits whose test risk exceeds α is at most
+    δ + 3·SE, SE = √(δ(1 − δ)/splits) (docs/ltt.md, "Statistical results")."""
+    return bool(fraction <= delta + 3 * math.sqrt(delta * (1 - delta) / splits))
+
+
+def risk_summary(rows: Sequence[dict[str, Any]], alpha: float, loss: str, delta: float | None) -> dict[str, Any]:
+    """A controlled-loss row's summary over its feasible splits ``rows``: ``loss``, ``delta``, the test risk's mean ± std
+    and SE, ``risk_exceeds`` (the fraction of splits whose test risk exceeds α) and ``risk_valid``: with δ
+    (Learn then Test) that fraction ≤ δ + 3 SE(δ), without (CRC) the mean test risk ≤ α + 3 SE."""
+    out: dict[str, Any] = {"loss": loss, "delta": delta}
+    for m in LOSS_EXTRAS:
+        out[m], out[f"{m}_std"] = mean_std([r.get(m) for r in rows])
+    out["risk_se"] = mean_se([r.get("risk") for r in rows])[1]
+    done = [r for r in rows if math.isfinite(r.get("risk", math.nan))]
+    if delta is not None and done:
+        out["risk_valid"] = exceedance_ok(out["risk_exceeds"], float(delta), len(done))
+    else:
+        out["risk_valid"] = bool(out["risk"] <= alpha + 3 * out["risk_se"]) if np.isfinite(out.get("risk_se", math.nan)) else None
+    return out
 
 
 def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
     """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
-    splits (left out of the means), and wins against ``baseline``."""
+    splits (left out of the means), and wins against ``baseline``; a controlled-loss row also its
+    :func:`risk_summary` (and ``valid`` only for loss=fnr)."""
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
     keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))
@@ -29,11 +53,14 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         chosen = [r["chosen"] for r in rows if "chosen" in r]
         if chosen:
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
-        rows = [r for r in rows if "infeasible" not in r]
+        every, rows = rows, [r for r in rows if "infeasible" not in r]
         for m in ["lambda", *METRICS, *EXTRAS]:
             row[m], row[f"{m}_std"] = mean_std([r.get(m) for r in rows])
         row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
         row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
+        if every and "loss" in every[0]:
+            row |= risk_summary(rows, alpha, every[0]["loss"], every[0].get("delta"))
+            row["valid"] = row["valid"] if row["loss"] == "fnr" else None  # E[FNR] ≤ α is not this row's guarantee
         if baseline is not None and method != baseline:
             base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
             pairs = [(r, base[r["split"]]) for r in rows if r["split"] in base]

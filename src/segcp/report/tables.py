@@ -10,7 +10,7 @@ from typing import Any
 from segcp.metrics import METRICS
 from segcp.report.html import Cell, Table
 
-__all__ = ["chosen_note", "empty_truth_table", "fmt", "metrics_table", "ms_text", "results_table", "rich_table"]
+__all__ = ["NOTE_LOSS", "chosen_note", "empty_truth_table", "fmt", "metrics_table", "ms_text", "results_table", "rich_table", "risk_cells"]
 
 #: Short column headers for result keys.
 HEADERS = {"alpha": "α", "lambda": "λ̂", "coverage": "coverage", "fnr": "FNR", "stretch": "stretch", "dice": "Dice", "hd95": "HD95", "assd": "ASSD"}
@@ -18,6 +18,13 @@ HEADERS = {"alpha": "α", "lambda": "λ̂", "coverage": "coverage", "fnr": "FNR"
 MODEL_ROW = "base model (p ≥ 0.5)"
 #: The columns of a summary (after method and α), ``{u}`` the distance units.
 SUMMARY_HEADER = ["λ̂", "coverage", "stretch", "DSC", "ASSD ({u})", "HD95 ({u})"]
+#: What a report says about the columns of controlled-loss rows (:func:`risk_cells`).
+NOTE_LOSS = (
+    "Rows with a controlled loss (loss=NAME: calibrated by RiskSegmenter, exact CRC without δ, Learn then Test with δ): the mean over splits "
+    "of that loss's mean over the test images at λ̂ ± SE (CRC: ✓ when ≤ α + 3 SE) and the fraction of splits whose test risk exceeds α "
+    "(Learn then Test's guarantee P(risk ≤ α) ≥ 1 − δ: ✓ when ≤ δ + 3·√(δ(1 − δ)/splits)); over many splits, the same from the step "
+    "functions alone. "
+)
 #: The keys marked best in a block (highest Dice, lowest others) and their rounding.
 BEST = [("stretch", 2), ("dice", 3), ("assd", 2), ("hd95", 2)]
 
@@ -90,7 +97,30 @@ def fnr_cell(row: Mapping[str, Any], alpha: float) -> Cell:
     return Cell(f"{f:.3f} ± {se:.3f}{mark}" if _finite(se) else f"{f:.3f}{mark}", title=title)
 
 
+def risk_cells(row: Mapping[str, Any], alpha: float) -> list[Cell | str]:
+    """A controlled-loss row's two columns (:func:`~segcp.report.summaries.risk_summary`): its loss's mean test risk
+    ± SE (✓/⚠: CRC's E[loss] ≤ α within 3 SE) and the fraction of splits whose test risk exceeds α (✓/⚠ with δ:
+    Learn then Test's P(risk ≤ α) ≥ 1 − δ, the fraction ≤ δ + 3 SE); blank for other rows."""
+    if "loss" not in row:
+        return ["", ""]
+    r, se, delta, ok = row.get("risk"), row.get("risk_se"), row.get("delta"), row.get("risk_valid")
+    if not _finite(r):
+        return [Cell(f"{row['loss']}: –"), "–"]
+    mark = "" if ok is None else (" ✓" if ok else " ⚠")
+    text = f"{row['loss']}: {r:.3f}" + (f" ± {se:.3f}" if _finite(se) else "")
+    risk = Cell(
+        text + ("" if delta is not None else mark), title=f"mean test {row['loss']} over splits ± SE; CRC's guarantee E[loss] ≤ α = {alpha:g}"
+    )
+    title = "fraction of splits whose test risk exceeds α" + (f"; Learn then Test: at most δ = {delta:g} (+ 3 SE)" if delta is not None else "")
+    return [risk, Cell(_pct(row.get("risk_exceeds"), 0) + (f" (δ = {delta:g}){mark}" if delta is not None else ""), title=title)]
+
+
 def _validity_cell(v: Mapping[str, Any] | None) -> Cell:
+    if v and _finite(v.get("risk")):  # a controlled loss over many splits: its test risk and how often it exceeds α
+        exceed = f", > α in {_pct(v.get('risk_exceeds'), 1)}" + (f" ({v['infeasible']} infeasible)" if v.get("infeasible") else "")
+        return Cell(
+            f"risk {v['risk']:.3f} ± {v['risk_se']:.4f}{exceed}", title=f"mean test risk over {v['splits']} random splits from the step functions"
+        )
     if not v or not _finite(v.get("fnr")):
         return Cell("–")
     ok = v["fnr"] <= v["alpha"] + 3 * (v["fnr_se"] if math.isfinite(v["fnr_se"]) else 0)
@@ -132,9 +162,10 @@ def results_table(
     """Every row at every α and the model's own mask: mean ± std over splits, missed structures, the guarantee
     check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
-    header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, "DSC win", "HD95 win"]
+    risk = ["controlled loss: test risk ± SE", "splits with risk > α"] if any("loss" in s for s in summary) else []
+    header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, *risk, "DSC win", "HD95 win"]
     model_row: list[Cell | str] = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2)]
-    rows = [[*model_row, _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + 2)]]
+    rows = [[*model_row, _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + len(risk) + 2)]]
     for a in alphas:
         block = [s for s in summary if s["alpha"] == a]
         bold = best_cells(block, BEST)
@@ -142,7 +173,8 @@ def results_table(
             name = s["method"] + (f" (infeasible in {s['infeasible']}/{s['splits']} splits)" if s["infeasible"] else "")
             wins = ["", ""] if s["method"] == baseline else [_pct(s.get("dice_win"), 0), _pct(s.get("hd95_win"), 0)]
             checks = [_validity_cell(validity.get((s["method"], a)))] if validity is not None else []
-            rows.append([Cell(name), f"{a:g}", *summary_cells(s, bold[j], units), _pct(s.get("missed")), fnr_cell(s, a), *checks, *wins])
+            risks = risk_cells(s, a) if risk else []
+            rows.append([Cell(name), f"{a:g}", *summary_cells(s, bold[j], units), _pct(s.get("missed")), fnr_cell(s, a), *checks, *risks, *wins])
     return Table(caption, header, rows, note)
 
 
