@@ -505,6 +505,49 @@ def test_cli_monitor(tmp_path, capsys):
     assert not res["labels"] and "risk" not in res and res["two_sample"]["alarm"]
 
 
+def test_cli_monitor_gives_each_case_its_groups_lambda(tmp_path, capsys):
+    """On a per-group calibration, monitor measures each new case's set at its group's λ̂ when the group is known
+    (--groups, or the record's name:REGEX rule), at the marginal λ̂ otherwise (and says which)."""
+    data = make_dir(tmp_path / "data", n=60)
+    new = make_dir(tmp_path / "new", n=40, seed=7)
+    group = {f"img{i:03d}": "a" if i % 3 else "b" for i in range(60)}
+    (tmp_path / "g.csv").write_text("id,group\n" + "".join(f"{k},{v}\n" for k, v in group.items()))
+    calib, rule = tmp_path / "c.json", tmp_path / "rule.json"
+    ok(["calibrate", "--data", str(data), "--out", str(calib), "--loss", "fnr", "--alpha", "0.2", "--groups", str(tmp_path / "g.csv"), "-q"], capsys)
+    ok(["calibrate", "--data", str(data), "--out", str(rule), "--loss", "fnr", "--alpha", "0.2", "--groups", r"name:img0(\d)", "-q"], capsys)
+    fnr = get_loss("fnr")
+
+    def direct(path: Path, groups: dict[str, str]) -> tuple[list[float], float]:
+        rs = RiskSegmenter.from_dict(json.loads(path.read_text()))
+        rs.case_groups = groups
+        lams, losses = [], []
+        for f in sorted((new / "probs").glob("*.npy")):
+            case = rs.family_.case_from_arrays(np.load(f), np.load(new / "masks" / f.name).astype(bool), f.stem)
+            lams.append(rs.fit_of(f.stem).lambda_ if groups else rs.lambda_)
+            losses.append(fnr.set_loss(rs.predict(case) if groups else rs.family_.predict(case, rs.lambda_), case.mask))
+        return lams, float(np.mean(losses))
+
+    def monitor(path: Path, *extra: str) -> dict:
+        ok(["monitor", "--calib", str(path), "--data", str(new), "--out", str(tmp_path / "m.json"), *extra, "-q"], capsys)
+        return json.loads((tmp_path / "m.json").read_text())
+
+    mine = {f"img{i:03d}": group[f"img{i:03d}"] for i in range(40)}
+    per_group, marginal = direct(calib, mine), direct(calib, {})
+    assert len(set(per_group[0])) == 2 and per_group[1] != marginal[1]  # the groups' λ̂ differ: the test can tell
+    m = monitor(calib, "--groups", str(tmp_path / "g.csv"))
+    assert m["lambdas_from"] == "each case's group" and m["lambdas"] == per_group[0]
+    assert m["risk"][0]["mean"][-1] == pytest.approx(per_group[1], abs=1e-12)
+    m = monitor(calib)  # groups from a file the record cannot re-read: the marginal λ̂, said so
+    assert m["lambdas_from"].startswith("the marginal lambda (the cases' groups are unknown") and set(m["lambdas"]) == {m["lambda"]}
+    assert m["risk"][0]["mean"][-1] == pytest.approx(marginal[1], abs=1e-12)
+    by_rule = direct(rule, {f"img{i:03d}": str(i // 10) for i in range(40)})
+    m = monitor(rule)  # the record's own name:REGEX rule
+    assert m["lambdas_from"] == "each case's group" and m["lambdas"] == by_rule[0]
+    assert m["risk"][0]["mean"][-1] == pytest.approx(by_rule[1], abs=1e-12)
+    code, _, err = run(["monitor", "--calib", str(calib), "--data", str(data), "--groups", r"name:img0(\d)"], capsys)
+    assert code == 2 and "group '0' was not calibrated" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("case", ["plain", "missing", "tampered", "level", "figure"])
 def test_cli_monitor_bad_input_is_one_line_exit_2(tmp_path, capsys, case):
     data = make_dir(tmp_path / "data", n=30)

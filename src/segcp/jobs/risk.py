@@ -194,8 +194,9 @@ def controlled_risks(rs: RiskSegmenter, per_image: dict[str, dict[str, float]]) 
 
 # ---------------------------------------------------------------------------- monitor
 def _monitor_chunk(task: tuple[Job, RiskSegmenter, bool, list[str]]) -> list[dict[str, Any]]:
-    """Worker: per new id, the label-free statistics of its set at λ̂ and, with its truth, each loss of
-    that set and its monitoring score."""
+    """Worker: per new id, the label-free statistics of its set at the marginal λ̂ (as the record's) and, with
+    its truth, each loss of the set it is given — its group's λ̂ when ``rs.case_groups`` knows its group, else
+    the marginal one — and its monitoring score."""
     job, rs, labelled, ids = task
     fam = worker_family(rs.family_)
     out = []
@@ -204,7 +205,8 @@ def _monitor_chunk(task: tuple[Job, RiskSegmenter, bool, list[str]]) -> list[dic
         row: dict[str, Any] = {"statistics": rs._statistics(fam, case, rs.lambda_)}
         if labelled:
             assert case.mask is not None
-            s = fam.predict(case, rs.lambda_)
+            fit = rs.fit_of(ident) if rs.case_groups else rs.fit_
+            s = (fam if fit.config == rs.fit_.config else worker_family(rs.family_of(fit))).predict(case, fit.lambda_)
             row["losses"] = [x.set_loss(s, case.mask, case.spacing) for x in rs.losses_]
             part = rs.case_losses(case, rs.losses_[:1], [fam], rs.mode_)[0][0]
             row["score"] = rs._score(part, rs.losses_[0], rs.alphas_[0], rs.mode_)
@@ -220,6 +222,7 @@ def monitor_dir(
     figure: str | os.PathLike[str] | None = None,
     level: float = 0.05,
     delta: float = 0.05,
+    groups: str | None = None,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = True,
     executor: Executor = IN_PROCESS,
@@ -235,6 +238,12 @@ def monitor_dir(
     label-free statistics of the sets, Holm at ``level``
     (:func:`~segcp.calibration.monitor.two_sample_shift`). Returns (and writes to ``out``) the result
     with a one-line ``verdict``.
+
+    A calibration made per group: each new case's losses are those of the set it is given, at its group's
+    λ̂, when its group is known — from ``groups`` (``--groups``: a file or ``name:REGEX``) or the record's
+    own ``name:REGEX`` rule; otherwise (groups from a file, no ``--groups``) every case gets the marginal
+    λ̂ and the result says so (``lambdas_from``). The label-free statistics and the martingale's scores
+    stay those of the marginal λ̂ and configuration: the record's calibration statistics are.
     """
     from segcp.calibration.monitor import exchangeability_martingale, risk_track, two_sample_shift
 
@@ -256,7 +265,14 @@ def monitor_dir(
             check_output(dest, [cal.path, *data_inputs(data)])
     if out is not None and figure is not None and Path(out).resolve() == Path(figure).resolve():
         raise SegcpError(f"{figure}: --figure and --out name the same file")
-    rows = map_ids(executor, _monitor_chunk, (job, rs, labelled), ids, description="monitoring", show_progress=show_progress, chunk_size=chunk_size)
+    by_group: dict[str, str] = {}
+    if not rs.groups_ or groups is not None or str(rs.group_source_).startswith("name:"):
+        by_group = case_groups(rs, groups, ids, str(calib))  # {} for one lambda (--groups: a one-line error)
+    rs = rs.at(rs.alphas_[0])
+    rs.case_groups = by_group
+    lambdas = [(rs.fit_of(i) if by_group else rs.fit_).lambda_ for i in ids]  # an uncalibrated group: a one-line error here
+    task = (job, rs, labelled)
+    rows = map_ids(executor, _monitor_chunk, task, ids, description="monitoring", show_progress=show_progress, chunk_size=chunk_size)
     names = list(rs.monitor_["statistics"])
     shift = two_sample_shift(rs.monitor_["statistics"], {k: [r["statistics"].get(k, math.nan) for r in rows] for k in names}, level)
     result: dict[str, Any] = {
@@ -266,6 +282,12 @@ def monitor_dir(
         "n_calibration": rs.n_,
         "n_new": len(ids),
         "lambda": rs.lambda_,
+        "lambdas_from": (
+            "each case's group"
+            if by_group
+            else ("the marginal lambda (the cases' groups are unknown: give --groups)" if rs.groups_ else "the marginal lambda")
+        ),
+        "lambdas": lambdas,
         "labels": labelled,
         "level": level,
         "delta": delta,
