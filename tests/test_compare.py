@@ -23,6 +23,17 @@ def phantoms():
     return cases, [p.group for p in ph]
 
 
+def write_cases(data, cases, groups):
+    """A data directory (probs/, masks/, groups.json) of labelled cases."""
+    for sub in ("probs", "masks"):
+        (data / sub).mkdir(parents=True)
+    for c in cases:
+        np.save(data / "probs" / f"{c.id}.npy", c.probs)
+        np.save(data / "masks" / f"{c.id}.npy", c.mask)
+    (data / "groups.json").write_text(json.dumps(dict(zip([c.id for c in cases], groups))))
+    return data
+
+
 def test_run_comparison_structure(phantoms):
     cases, groups = phantoms
     specs = [MethodSpec("CRC", "threshold"), MethodSpec("Consema", "morph", {"se": "square"})]
@@ -57,13 +68,7 @@ def test_spec_parsing_and_cli(tmp_path, phantoms):
     assert spec == MethodSpec("Consema ball", "morph", {"se": "ball"}, "quantile", 0.9)
     assert _parse_spec("threshold").label == "threshold"
     cases, groups = phantoms
-    data = tmp_path / "d"
-    for sub in ("probs", "masks"):
-        (data / sub).mkdir(parents=True)
-    for c in cases:
-        np.save(data / "probs" / f"{c.id}.npy", c.probs)
-        np.save(data / "masks" / f"{c.id}.npy", c.mask)
-    (data / "groups.json").write_text(json.dumps(dict(zip([c.id for c in cases], groups))))
+    data = write_cases(tmp_path / "d", cases, groups)
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--data", str(data), "--out", str(tmp_path / "o"), "--splits", "2", "--alpha", "0.2", "-q"])
     assert exc.value.code in (0, None)

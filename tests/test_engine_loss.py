@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from test_compare import write_cases
 
 from segcp.benchmark import parse_config, run_benchmark
 from segcp.cli import main
@@ -159,14 +160,7 @@ def test_step_functions_are_cached_and_reread(phantoms, tmp_path):
 
 
 def test_compare_cli_with_a_controlled_loss(tmp_path, phantoms):
-    cases, groups = phantoms
-    data = tmp_path / "d"
-    for sub in ("probs", "masks"):
-        (data / sub).mkdir(parents=True)
-    for c in cases:
-        np.save(data / "probs" / f"{c.id}.npy", c.probs)
-        np.save(data / "masks" / f"{c.id}.npy", c.mask)
-    (data / "groups.json").write_text(json.dumps(dict(zip([c.id for c in cases], groups, strict=True))))
+    data = write_cases(tmp_path / "d", *phantoms)
     with pytest.raises(SystemExit) as exc:
         args = ["--splits", "3", "--method", "threshold:loss=fdr,delta=0.1", "--alpha", "0.2", "-q"]
         main(["compare", "--data", str(data), "--out", str(tmp_path / "o"), *args])
