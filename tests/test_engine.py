@@ -78,7 +78,7 @@ alphas = [0.2, 0.1]
 curve_alphas = [0.15]
 validity_splits = 20
 methods = ["threshold@CRC", "morph:se=square@Consema", "rwcp:encoder=fallback,k=6,steps=3,cache=false@RW-CP",
-           "threshold:normalize=none|max,folds=3@CRC tuned", "aps:beta=0.8@APS"]
+           "threshold:normalize=none|max,folds=3@CRC tuned", "aps:beta=0.8@APS", "threshold:loss=fdr,delta=0.2,pvalue=wsr@FDR"]
 
 [[task]]
 name = "synthetic"
@@ -136,6 +136,9 @@ def test_benchmark_on_two_workers_equals_one_process(tmp_path, capsys, monkeypat
     task = one["tasks"][0]
     assert {r["method"] for r in task["records"]} >= {"CRC", "Consema", "RW-CP", "RW-CP (steps=0)", "CRC tuned"}
     assert task["sets_records"] and task["validity"] and task["model"]
+    # a controlled loss: its step functions come from the workers
+    fdr = [r["risk"] for r in task["records"] if r["method"] == "FDR" and r["alpha"] == 0.2 and r["n_cal"] == 20]
+    assert len(fdr) == 2 and all(math.isfinite(r) for r in fdr)
     assert list((tmp_path / "cache" / "maps").iterdir())  # RW-CP's maps, written by the workers
     rec = json.loads((tmp_path / "workers" / "results.json").read_text())
     assert rec["workers"] == 2 and "Dask" in rec["executor"]

@@ -918,7 +918,8 @@ def compare(
         typer.Option(
             "--method",
             "-m",
-            help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline. KEY=V1|V2 tunes KEY per split on the calibration images.",
+            help="NAME[:KEY=VALUE,...][@LABEL], repeatable; the first is the baseline. KEY=V1|V2 tunes KEY per split on the calibration images; "
+            "loss=L[,delta=D,pvalue=hb|wsr] controls loss L (docs/ltt.md).",
             show_default=" ".join(COMPARE_METHODS),
         ),
     ] = None,
