@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
-__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "loss_record", "nanmean", "split_record"]
+__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "exceeds", "loss_record", "nanmean", "split_record"]
 
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
@@ -40,7 +40,12 @@ LOSS_EXTRAS: dict[str, str] = {
 def loss_record(losses: NDArray[np.floating], alpha: float) -> dict[str, float]:
     """A split's :data:`LOSS_EXTRAS` from its test images' values of the controlled loss at λ̂ (shape (n_test,))."""
     risk = float(np.mean(losses)) if len(losses) else math.nan
-    return {"risk": risk, "risk_exceeds": math.nan if math.isnan(risk) else float(risk > alpha)}
+    return {"risk": risk, "risk_exceeds": exceeds(risk, alpha)}
+
+
+def exceeds(risk: float, alpha: float) -> float:
+    """1.0 when a split's test risk exceeds α, 0.0 when not, NaN when it has none."""
+    return math.nan if math.isnan(risk) else float(risk > alpha)
 
 
 def nanmean(values: Sequence[float]) -> float:
