@@ -411,10 +411,9 @@ class Engine:
             else:
                 per = [measured[(k, int(i))][lam] for i in test]
                 result = {"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys)
-            if cands[k].loss is not None:  # a controlled-loss row: its test risk, from the step functions at λ̂
+            if cands[k].loss is not None:  # a controlled-loss row: its loss and test risk, from the step functions at λ̂
                 nan = dict.fromkeys(LOSS_EXTRAS, math.nan)
                 result |= nan if isinstance(lam, str) else loss_record(curves[k].take(test).evaluate(lam), n.alpha)
-            if cands[k].loss is not None:
                 extra = extra | {"loss": cands[k].loss, "delta": cands[k].delta}
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
             self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
