@@ -27,7 +27,7 @@ from segcp.losses import get_loss
 from segcp.methods import Case
 from segcp.metrics import METRICS
 from segcp.parallel import IN_PROCESS
-from segcp.report.summaries import exceedance_ok
+from segcp.report.summaries import exceedance_ok, summarize
 from segcp.risk import RiskSegmenter
 from segcp.specs import MethodSpec, TunedSpec, parse_spec
 from segcp.synthetic import make_phantoms
@@ -141,6 +141,15 @@ def test_fdr_ltt_row_matches_risk_segmenter_on_each_split(phantoms, pvalue):
 def test_exceedance_check():
     assert exceedance_ok(0.1, 0.1, 20) and exceedance_ok(0.3, 0.1, 20)  # 0.1 + 3·0.067 = 0.301
     assert not exceedance_ok(0.31, 0.1, 20) and not exceedance_ok(0.15, 0.1, 2000)
+    # over all splits: a split where nothing is certified claims nothing (it does not exceed), as docs/ltt.md counts
+    base = {"method": "L", "alpha": 0.1, "loss": "fdr", "delta": 0.1}
+    recs = [base | {"split": s, "lambda": 0.5, "risk": r, "risk_exceeds": float(r > 0.1)} for s, r in enumerate([0.2, 0.05, 0.08])]
+    recs.append(base | {"split": 3, "lambda": math.nan, "infeasible": "nothing certified", "risk": math.nan, "risk_exceeds": math.nan})
+    (row,) = summarize(recs)
+    assert row["infeasible"] == 1 and row["risk_exceeds"] == 0.25 and row["risk"] == pytest.approx(0.11)
+    assert row["risk_valid"] == exceedance_ok(0.25, 0.1, 4) and row["valid"] is None
+    (none,) = summarize([recs[3]])
+    assert none["risk_exceeds"] == 0.0 and none["risk_valid"] is None
 
 
 def test_step_functions_are_cached_and_reread(phantoms, tmp_path):

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
-__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "exceeds", "loss_record", "nanmean", "split_record"]
+__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "exceedance", "exceeds", "loss_record", "nanmean", "split_record"]
 
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
@@ -46,6 +46,12 @@ def loss_record(losses: NDArray[np.floating], alpha: float) -> dict[str, float]:
 def exceeds(risk: float, alpha: float) -> float:
     """1.0 when a split's test risk exceeds α, 0.0 when not, NaN when it has none."""
     return math.nan if math.isnan(risk) else float(risk > alpha)
+
+
+def exceedance(flags: Sequence[float], splits: int) -> float:
+    """The fraction of ``splits`` whose test risk exceeds α, from the feasible splits' ``risk_exceeds`` flags: a
+    split where nothing is certified (infeasible) claims nothing and does not exceed (docs/ltt.md's count)."""
+    return float(np.nansum(np.asarray(flags, dtype=np.float64)) / splits) if splits else math.nan
 
 
 def nanmean(values: Sequence[float]) -> float:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from segcp.calibration import LossCurves
 from segcp.calibration.ltt import StepLosses
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
-from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, OVERLAP, MaskEvaluator, criterion_value, exceeds, loss_record, nanmean, split_record
+from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, OVERLAP, MaskEvaluator, criterion_value, exceedance, exceeds, loss_record, nanmean, split_record
 from segcp.engine.plan import Need, Plan, Row, TaskPlan
 from segcp.engine.select import calibrate, chosen_label, select
 from segcp.engine.splits import random_cal_test_splits
@@ -460,7 +460,7 @@ class Engine:
                 rows.append({"alpha": a, "splits": len(per), "infeasible": sum(not ok for ok, _ in per), "fnr": fnr, "fnr_se": se})
                 if row.spec.loss is not None:  # a controlled loss: its test risk (not the FNR) and how often it exceeds α
                     rows[-1] = {k: rows[-1].pop(k) for k in ("alpha", "splits", "infeasible")} | {"risk": fnr, "risk_se": se}
-                    rows[-1]["risk_exceeds"] = mean_se([exceeds(x, a) for ok, x in per if ok])[0]
+                    rows[-1]["risk_exceeds"] = exceedance([exceeds(x, a) for ok, x in per if ok], len(per))
             rec = {"rows": rows}
             self.cache.put_record(fkey, rkey, rec)
         return [

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from segcp.engine.measure import EXTRAS, LOSS_EXTRAS
+from segcp.engine.measure import EXTRAS, exceedance
 from segcp.metrics import METRICS, mean_se, mean_std
 
 __all__ = ["exceedance_ok", "model_summary", "risk_summary", "summarize"]
@@ -23,17 +23,16 @@ def exceedance_ok(fraction: float, delta: float, splits: int) -> bool:
     return bool(fraction <= delta + 3 * math.sqrt(delta * (1 - delta) / splits))
 
 
-def risk_summary(rows: Sequence[dict[str, Any]], alpha: float, loss: str, delta: float | None) -> dict[str, Any]:
-    """A controlled-loss row's summary over its feasible splits ``rows``: ``loss``, ``delta``, the test risk's mean ± std
-    and SE, ``risk_exceeds`` (the fraction of splits whose test risk exceeds α) and ``risk_valid``: with δ
-    (Learn then Test) that fraction ≤ δ + 3 SE(δ), without (CRC) the mean test risk ≤ α + 3 SE."""
+def risk_summary(rows: Sequence[dict[str, Any]], alpha: float, loss: str, delta: float | None, splits: int) -> dict[str, Any]:
+    """A controlled-loss row's summary over its feasible splits ``rows`` (of ``splits``): ``loss``, ``delta``, the test
+    risk's mean ± std and SE, ``risk_exceeds`` (the fraction of all splits whose test risk exceeds α, :func:`exceedance`)
+    and ``risk_valid``: with δ (Learn then Test) that fraction ≤ δ + 3 SE(δ), without (CRC) the mean test risk ≤ α + 3 SE."""
     out: dict[str, Any] = {"loss": loss, "delta": delta}
-    for m in LOSS_EXTRAS:
-        out[m], out[f"{m}_std"] = mean_std([r.get(m) for r in rows])
+    out["risk"], out["risk_std"] = mean_std([r.get("risk") for r in rows])
     out["risk_se"] = mean_se([r.get("risk") for r in rows])[1]
-    done = [r for r in rows if math.isfinite(r.get("risk", math.nan))]
-    if delta is not None and done:
-        out["risk_valid"] = exceedance_ok(out["risk_exceeds"], float(delta), len(done))
+    out["risk_exceeds"] = exceedance([r.get("risk_exceeds", math.nan) for r in rows], splits)
+    if delta is not None and rows:
+        out["risk_valid"] = exceedance_ok(out["risk_exceeds"], float(delta), splits)
     else:
         out["risk_valid"] = bool(out["risk"] <= alpha + 3 * out["risk_se"]) if np.isfinite(out.get("risk_se", math.nan)) else None
     return out
@@ -59,7 +58,7 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
         row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
         if every and "loss" in every[0]:
-            row |= risk_summary(rows, alpha, every[0]["loss"], every[0].get("delta"))
+            row |= risk_summary(rows, alpha, every[0]["loss"], every[0].get("delta"), len(every))
             row["valid"] = row["valid"] if row["loss"] == "fnr" else None  # E[FNR] ≤ α is not this row's guarantee
         if baseline is not None and method != baseline:
             base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
