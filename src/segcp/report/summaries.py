@@ -16,9 +16,12 @@ from segcp.metrics import METRICS, mean_se, mean_std
 __all__ = ["model_summary", "summarize"]
 
 
-def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
-    splits (left out of the means), and wins against ``baseline``."""
+def summarize(
+    records: Sequence[dict[str, Any]], baseline: str | None = None, metrics: Sequence[str] = (*METRICS, *EXTRAS), risk: str = "fnr"
+) -> list[dict[str, Any]]:
+    """Mean ± std over splits per (row, α) of λ̂ and ``metrics``, the SE of the mean test ``risk`` (``<risk>_se``)
+    and ``valid`` (risk ≤ α + 3 SE), ``infeasible`` splits (left out of the means), and wins against
+    ``baseline``. Two-sided rows: ``metrics`` :data:`segcp.engine.band.BAND_SPLIT`, ``risk`` ``loss``."""
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
     keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))
@@ -30,10 +33,10 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         if chosen:
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         rows = [r for r in rows if "infeasible" not in r]
-        for m in ["lambda", *METRICS, *EXTRAS]:
+        for m in ["lambda", *metrics]:
             row[m], row[f"{m}_std"] = mean_std([r.get(m) for r in rows])
-        row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
-        row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
+        row[f"{risk}_se"] = mean_se([r.get(risk) for r in rows])[1]
+        row["valid"] = bool(row[risk] <= alpha + 3 * row[f"{risk}_se"]) if np.isfinite(row[f"{risk}_se"]) else None
         if baseline is not None and method != baseline:
             base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
             pairs = [(r, base[r["split"]]) for r in rows if r["split"] in base]
