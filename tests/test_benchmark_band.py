@@ -188,3 +188,28 @@ def test_compare_runs_band_rows(tmp_path, phantom_dir):
         assert rec["band_holds"] == pytest.approx(np.mean(holds))
     md = (tmp_path / "o" / "report.md").read_text()
     assert "Two-sided sets at every α" in md and "Volume intervals at every α" in md and "| morph risk | band-risk | 0.2 |" in md
+
+
+def test_figures_of_volumes_show_the_slice_where_the_truth_is_largest(tmp_path):
+    """3D cases: Fig. 1 and the band figure draw one slice (along cases.slice_axis) of each volume."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d"
+    for sub in ("probs", "masks", "images"):
+        (data / sub).mkdir(parents=True)
+    zz, yy, xx = np.mgrid[:6, :24, :24]
+    for k in range(16):
+        mask = 2 * (zz - 3) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2 < (5 + 2 * rng.random()) ** 2
+        probs = np.clip(mask * 0.8 + 0.3 * rng.random(mask.shape), 0, 1)
+        np.save(data / "probs" / f"c{k:02d}.npy", probs)
+        np.save(data / "masks" / f"c{k:02d}.npy", mask)
+        np.save(data / "images" / f"c{k:02d}.npy", mask + 0.3 * rng.random(mask.shape))
+    text = (
+        "splits = 2\nn_cal = 10\nalphas = [0.2]\nvalidity_splits = 0\n"
+        "methods = ['threshold@CRC', 'morph:se=ball,guarantee=band@band']\n[[task]]\nname = 'vol'\ndata = 'DATA'\n"
+    )
+    run_benchmark(parse_config(text.replace("DATA", str(data)), tmp_path / "c.toml"), tmp_path / "out", use_cache=False, show_progress=False)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"vol-overlays.png", "vol-band-overlays.png", "vol-volumes.png"} <= names
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "worst Dice of CRC; volumes cut along axis 0 where the truth is largest" in md  # Fig. 1
+    assert "/ |Y|) of band; volumes cut along axis 0 where the truth is largest" in md  # the band figure

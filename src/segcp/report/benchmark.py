@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.cases import slice_axis
+from segcp.cases import Case, slice_axis
 from segcp.engine.band import BAND_SPLIT, is_band
 from segcp.engine.config import PlanConfig
 from segcp.engine.measure import EXTRAS, MaskEvaluator
@@ -91,13 +91,38 @@ NOTE_BAND_FIGURE = (
     "narrowest, median and widest band (|O \\ I| / |Y|) of {ref}{slice}."
 )
 NOTE_VOLUME_FIGURE = (
-    "{title}. Each test image of split 0 (sorted by its true volume, black dots) with its direct volume interval and each two-sided row's "
-    "[vol(I), vol(O)] at λ̂ of split 0; log scale, lower ends at 0 drawn at the bottom."
+    "{title}. Each test image of split 0 (sorted by its true volume, black dots) with its direct volume interval (gray) and, one panel per "
+    "two-sided row, its [vol(I), vol(O)] at λ̂ of split 0; log scale, lower ends at 0 drawn at the bottom."
 )
 NOTE_DRAWS = (
     "Mean ± std over splits of the mean over {images} test images per split: SEC, whether a draw among the first S agrees with the truth up "
     "to β; Chao1, the estimated number of distinct segmentations; |corr|, the mean absolute correlation between draws (CONSIGN's Figs. 2–4)."
 )
+
+
+def _chosen(picks: tuple[int, int, int], names: tuple[str, str, str], k: int) -> list[tuple[int, str]]:
+    """Three images of a figure (e.g. best, median, worst) with why, each once (its first reason), at most ``k``."""
+    return list({i: why for i, why in reversed(list(zip(picks, names, strict=True)))}.items())[::-1][:k]
+
+
+def _plane(case: Case) -> tuple[Any, str]:
+    """The index of the 2D plane a figure shows of a case (all of a 2D case; of a volume, its slice along the one
+    slicing rule's axis, :func:`segcp.cases.slice_axis`, where the truth is largest) and a note saying which."""
+    m = np.asarray(case.mask if case.mask is not None else case.probs)
+    if m.ndim != 3:
+        return (), ""
+    ax = slice_axis(m.shape, case.spacing)
+    k = int(np.argmax(np.moveaxis(m, ax, 0).reshape(m.shape[ax], -1).sum(axis=1)))
+    return (slice(None),) * ax + (k,), f"; volumes cut along axis {ax} where the truth is largest"
+
+
+def _image_plane(case: Case, pick: Any) -> Any:
+    """The case's image (float) on the plane ``pick`` of its grid (None without an image; a volume's image not
+    on the truth's grid is left out)."""
+    if case.image is None:
+        return None
+    img = np.asarray(case.image, dtype=float)
+    return img if pick == () else (img[pick] if case.mask is not None and img.shape == case.mask.shape else None)
 
 
 class TaskReport:
@@ -193,22 +218,22 @@ class TaskReport:
             order, names = sorted(truths, key=lambda i: dice[cmp_][i] - dice[ref][i]), ("largest gain", "median", "largest loss")
         else:
             order, names = sorted(truths, key=lambda i: dice[ref][i]), ("best", "median", "worst")
-        picks = zip((order[-1], order[len(order) // 2], order[0]), names, strict=True)
-        chosen = list({i: why for i, why in reversed(list(picks))}.items())[::-1][: cfg.figures.overlay_images]
+        chosen = _chosen((order[-1], order[len(order) // 2], order[0]), names, cfg.figures.overlay_images)
         # the maps thresholded other than the raw probability (diffused, normalised): shown beside it
         probs = {i: np.asarray(cases[i].probs, dtype=float) for i, _ in chosen}
         raw = {m for m in methods if all(np.allclose(maps[m][i], 1.0 - probs[i], rtol=0, atol=1e-12) for i, _ in chosen)}
         shown = [m for m in methods if lams[m][1].build().lambda_is_threshold and m not in raw]
         panels: list[dict[str, Any]] = []
+        cut = ""
         for i, why in chosen:
-            image = None if cases[i].image is None else np.asarray(cases[i].image, dtype=float)
-            sets = {m: maps[m][i] <= lams[m][0] for m in methods}
-            panels.append({"id": cases[i].id, "note": why, "image": image, "truth": truths[i], "probs": probs[i], "sets": sets})
-            panels[-1].update(maps={m: 1.0 - maps[m][i] for m in shown}, dice={m: dice[m][i] for m in methods})
+            pick, cut = _plane(cases[i])
+            sets = {m: (maps[m][i] <= lams[m][0])[pick] for m in methods}
+            panel = {"id": cases[i].id, "note": why, "image": _image_plane(cases[i], pick), "truth": truths[i][pick], "probs": probs[i][pick]}
+            panels.append(panel | {"sets": sets, "maps": {m: (1.0 - maps[m][i])[pick] for m in shown}, "dice": {m: dice[m][i] for m in methods}})
         title = f"Fig. 1 — {self.task.name}: sets at α = {alpha:g} (split 0), truth contour in yellow"
-        how = f"with the best, median and worst Dice of {ref}"
+        how = f"with the best, median and worst Dice of {ref}{cut}"
         if cmp_:
-            how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss)"
+            how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss){cut}"
         self.fig("overlays", F.overlay_figure(panels, methods, shown, cfg.figures.dpi, title), NOTE_OVERLAYS.format(title=title, how=how))
         # set size against λ for the first image: the sensitivity diffusion is meant to remove
         i = chosen[0][0]
@@ -283,20 +308,19 @@ class TaskReport:
         ref = rows[0].label
         order = sorted(cases, key=lambda i: width[ref][i])
         if order:
-            picks = zip((order[0], order[len(order) // 2], order[-1]), ("narrowest band", "median", "widest band"), strict=True)
-            chosen = list({i: why for i, why in reversed(list(picks))}.items())[::-1][: cfg.figures.overlay_images]
+            chosen = _chosen((order[0], order[len(order) // 2], order[-1]), ("narrowest band", "median", "widest band"), cfg.figures.overlay_images)
             panels, cut = [], ""
             for i, why in chosen:
                 c = cases[i]
                 assert c.mask is not None
-                img = None if c.image is None else np.asarray(c.image, dtype=float)
-                pick: Any = ()
-                if c.mask.ndim == 3:  # a volume: the slice (along the one slicing rule's axis) where the truth is largest
-                    ax = slice_axis(c.mask.shape, c.spacing)
-                    k = int(np.argmax(np.moveaxis(c.mask, ax, 0).reshape(c.mask.shape[ax], -1).sum(axis=1)))
-                    pick, cut = (slice(None),) * ax + (k,), f"; volumes cut along axis {ax} where the truth is largest"
-                    img = img[pick] if img is not None and img.shape == c.mask.shape else None
-                panel = {"id": c.id, "note": why, "image": img, "truth": c.mask[pick], "probs": np.asarray(c.probs, dtype=float)[pick]}
+                pick, cut = _plane(c)
+                panel = {
+                    "id": c.id,
+                    "note": why,
+                    "image": _image_plane(c, pick),
+                    "truth": c.mask[pick],
+                    "probs": np.asarray(c.probs, dtype=float)[pick],
+                }
                 panel["bands"] = {m: (per[i][0][pick], per[i][1][pick]) for m, per in bands.items()}
                 panels.append(panel | {"width": {m: width[m][i] for m in bands}})
             title = f"{self.task.name}: certain (I) and possible (O \\ I) regions at α = {alpha:g} (split 0)"
@@ -304,9 +328,9 @@ class TaskReport:
             self.fig("band-overlays", png, NOTE_BAND_FIGURE.format(title=title, ref=ref, slice=cut))
         vols = rec0[ref].get("volumes")
         if vols and vols["truth"]:
-            intervals = {"direct": vols["direct"]} | {f"[vol(I), vol(O)] {r.label}": rec0[r.label]["volumes"]["band"] for r in rows}
+            intervals = {f"[vol(I), vol(O)] {r.label}": rec0[r.label]["volumes"]["band"] for r in rows}
             title = f"{self.task.name}: true volume and its intervals per test image (α = {alpha:g}, split 0)"
-            png = F.volume_figure(vols["truth"], intervals, rec0[ref].get("volume_unit", "voxels"), cfg.figures.dpi, title)
+            png = F.volume_figure(vols["truth"], vols["direct"], intervals, rec0[ref].get("volume_unit", "voxels"), cfg.figures.dpi, title)
             self.fig("volumes", png, NOTE_VOLUME_FIGURE.format(title=title))
         self.engine.release()
 

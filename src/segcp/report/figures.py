@@ -178,27 +178,36 @@ def band_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dpi: i
     return _png(fig, dpi, title, 0.95, h_pad=1.0)
 
 
-def volume_figure(truth: Sequence[float], intervals: dict[str, Sequence[Sequence[float]]], unit: str, dpi: int, title: str) -> bytes:
-    """The true volume of each test image (black dots, sorted) against its intervals (``intervals``: name →
-    [lower, upper] per image, in the order of ``truth``), one vertical bar per interval and image, on a log
-    axis (lower ends at 0 drawn at the axis' bottom)."""
+def volume_figure(
+    truth: Sequence[float], reference: Sequence[Sequence[float]], intervals: dict[str, Sequence[Sequence[float]]], unit: str, dpi: int, title: str
+) -> bytes:
+    """The true volume of each test image (black dots, sorted) against its intervals: one panel per entry of
+    ``intervals`` (name → [lower, upper] per image, in the order of ``truth``), each beside the ``reference``
+    interval (the direct one, gray); log axis shared by the panels, lower ends at 0 drawn at its bottom."""
     plt = _plt()
     order = np.argsort(np.asarray(truth, dtype=float), kind="stable")
     y = np.asarray(truth, dtype=float)[order]
-    fig, ax = plt.subplots(figsize=(max(4.0, min(9.0, 0.09 * len(y) + 3.0)), 3.0))
     x = np.arange(len(y))
-    positive = [v for v in y if v > 0] + [v for iv in intervals.values() for lo, hi in iv for v in (lo, hi) if v > 0]
-    floor = 0.5 * min(positive) if positive else 1.0
+    bars = {"direct": np.asarray(reference, dtype=float).reshape(-1, 2)[order]}
+    bars |= {name: np.asarray(iv, dtype=float).reshape(-1, 2)[order] for name, iv in intervals.items()}
+    positive = np.concatenate([y[y > 0], *(b[b > 0] for b in bars.values())])
+    floor = 0.5 * float(positive.min()) if positive.size else 1.0
     n = max(len(intervals), 1)
-    for k, (name, iv) in enumerate(intervals.items()):
-        b = np.asarray(iv, dtype=float).reshape(-1, 2)[order]
-        lo, hi = np.maximum(b[:, 0], floor), np.maximum(b[:, 1], floor)
-        ax.vlines(x + (k - (n - 1) / 2) * 0.6 / n, lo, hi, color=_colour(k), lw=1.6, alpha=0.8, label=name)
-    ax.plot(x, np.maximum(y, floor), "k.", ms=4, label="true volume")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=floor)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    return _finish_plot(fig, ax, "test image (sorted by true volume)", f"volume ({unit})", title, dpi)
+    fig, axes = plt.subplots(n, 1, figsize=(max(4.5, min(9.0, 0.1 * len(y) + 3.0)), 1.5 * n + 0.6), sharex=True, sharey=True, squeeze=False)
+    for k, name in enumerate(intervals or {"direct": reference}):
+        ax = axes[k, 0]
+        for j, (label, b) in enumerate((("direct", bars["direct"]), (name, bars[name])) if name != "direct" else (("direct", bars["direct"]),)):
+            lo, hi = np.maximum(b[:, 0], floor), np.maximum(b[:, 1], floor)
+            ax.vlines(x + (j - 0.5) * 0.3, lo, hi, color="#999999" if label == "direct" else _colour(k), lw=1.8, label=label)
+        ax.plot(x, np.maximum(y, floor), "k.", ms=4, label="true volume")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+        ax.set_ylabel(f"volume ({unit})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper left", fontsize=6)
+    axes[-1, 0].set_xlabel("test image (sorted by true volume)")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
+    return _png(fig, dpi, title, 0.95)
 
 
 def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
