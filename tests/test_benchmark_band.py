@@ -213,3 +213,19 @@ def test_figures_of_volumes_show_the_slice_where_the_truth_is_largest(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "worst Dice of CRC; volumes cut along axis 0 where the truth is largest" in md  # Fig. 1
     assert "/ |Y|) of band; volumes cut along axis 0 where the truth is largest" in md  # the band figure
+
+
+def test_band_rows_on_two_processes_equal_one_process(tmp_path):
+    """The band measurement runs on the executor: two local processes give the same records bit for bit."""
+    from segcp.parallel import open_executor
+
+    text = BAND.replace("splits = 3\n", "splits = 2\n", 1).replace("validity_splits = 40", "validity_splits = 0")
+    cfg = parse_config(text, tmp_path / "b.toml")
+    one = run_benchmark(cfg, None, use_cache=False, show_progress=False)
+    ex = open_executor(2, dask=False)
+    try:
+        two = run_benchmark(cfg, None, use_cache=False, show_progress=False, executor=ex)
+    finally:
+        ex.close()
+    assert two["workers"] == 2
+    assert json.dumps(two["tasks"][0]["records"], sort_keys=True) == json.dumps(one["tasks"][0]["records"], sort_keys=True)
