@@ -237,7 +237,8 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
             ax.plot(xs, xs, "k--", lw=1, label="α")
         ax.set_xlabel("α")
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # no one-sided row (only two-sided ones): nothing to name
+        axes[0].legend(fontsize=8)
     return _png(fig, dpi)
 
 
