@@ -88,7 +88,7 @@ NOTE_SETS = (
 NOTE_BAND_FIGURE = (
     "{title}. Columns: the image with the truth's contour (yellow), then each two-sided row's sets at λ̂ of split 0: the certain region I "
     "(green, solid contour) and the possible region O \\ I (orange; dashed: the contour of O). Rows: the test images of split 0 with the "
-    "narrowest, median and widest band (|O \\ I| / |Y|) of {ref}{slice}."
+    "narrowest, median and widest band (|O \\ I| / |Y|) of {ref}{slice}; a row without λ̂ on split 0 (infeasible) is left out."
 )
 NOTE_VOLUME_FIGURE = (
     "{title}. Each test image of split 0 (sorted by its true volume, black dots) with its direct volume interval (gray) and, one panel per "
