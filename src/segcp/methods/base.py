@@ -64,6 +64,7 @@ __all__ = [
     "get_method",
     "param",
     "register",
+    "register_builtins",
     "register_lazy",
 ]
 
@@ -678,6 +679,8 @@ def register(cls: F) -> F:
 
 #: Make a name available now and import its module (which registers it) on first use.
 register_lazy = _FAMILIES.register_lazy
+#: A package's built-in families (name → ``"module:Class"``), each imported on first use; returns its ``__getattr__``.
+register_builtins = _FAMILIES.builtins
 #: Names of the registered families, sorted.
 available_methods = _FAMILIES.names
 #: The registered class of a name, or a one-line error listing the available ones.
