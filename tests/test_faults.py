@@ -474,6 +474,8 @@ def test_mixed_dimensionality_is_refused_and_the_calibration_keeps_its_own(tmp_p
     vols = make_data(tmp_path / "vols", shape=(4, 8, 8))
     ok(["calibrate", "--alpha", "0.25", "--data", vols, "--out", tmp_path / "c3.json", "-q"], capsys)
     assert json.loads((tmp_path / "c3.json").read_text())["ndim"] == 3
+    cache = ["--cache", tmp_path / "cache"]  # filled before the odd file comes: its curves would be read from it
+    ok(["compare", "--data", vols, "--n-cal", "3", "--splits", "2", "--alpha", "0.25", "--out", tmp_path / "cmp0", "-q", *cache], capsys)
     slices = make_data(tmp_path / "slices", seed=1)
     shutil.copy(slices / "probs" / "0.npy", vols / "probs" / "9.npy")
     shutil.copy(slices / "masks" / "0.npy", vols / "masks" / "9.npy")
@@ -483,6 +485,27 @@ def test_mixed_dimensionality_is_refused_and_the_calibration_keeps_its_own(tmp_p
         tmp_path,
         "9.npy: a 2-D image among 5 3-D ones; a calibration set holds images of one dimensionality",
     )
+    mixed = "9.npy: a 2-D image among 5 3-D ones"  # the engine's commands too, though their cache would not read the files
+    for argv in (
+        ["compare", "--data", vols, "--n-cal", "3", "--splits", "2", "--alpha", "0.25", "--out", tmp_path / "cmp", *cache],
+        [
+            "tune",
+            "--data",
+            vols,
+            "-m",
+            "threshold",
+            "--grid",
+            "normalize=none|max",
+            "--folds",
+            "2",
+            "--alpha",
+            "0.25",
+            "--out",
+            tmp_path / "t.json",
+            *cache,
+        ],
+    ):
+        fails(argv, capsys, tmp_path, mixed)
     other = "0.npy: a 2-D image, but the calibration was made on 3-D images"
     fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "s"], capsys, tmp_path, other)
     fails(["predict", "--calib", tmp_path / "c3.json", "--data", slices, "--out", tmp_path / "a" / "s", "--resume"], capsys, tmp_path, other)

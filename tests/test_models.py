@@ -231,6 +231,20 @@ def test_cli_train_and_infer(tmp_path, binary_dir, capsys):
     assert len(list((tmp_path / "o" / "samples").glob("*.npy"))) == 8
     # the output is usable by `segcp calibrate --data`
     assert _cli(["calibrate", "--data", str(tmp_path / "o"), "--out", str(tmp_path / "c.json"), "--alpha", "0.5", "-q"]) == 0
+    # --overwrite replaces a folder infer wrote, and only such a folder (issue 23: it replaced any folder)
+    infer = ["infer", "--model", str(model), "--data", str(binary_dir), "-q", "--overwrite", "--out"]
+    assert _cli([*infer, str(tmp_path / "o")]) == 0 and len(list((tmp_path / "o" / "probs").glob("*.npy"))) == 8
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert _cli([*infer, str(foreign)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"segcp: error: {foreign}: not a folder that segcp infer wrote (no segcp_infer.json); --overwrite replaces only a previous segcp infer output: choose a new folder"
+    ), err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and not [p for p in tmp_path.iterdir() if p.name.startswith(".segcp")]
 
 
 def test_cli_bad_inputs(tmp_path, binary_dir, capsys):

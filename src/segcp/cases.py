@@ -33,6 +33,7 @@ __all__ = [
     "check_probabilities",
     "check_samples",
     "masked_values",
+    "one_ndim",
     "slice_axis",
 ]
 
@@ -380,3 +381,15 @@ class Case:
         if self.class_probs is None:
             raise SegcpError(f"{self.where or 'case ' + self.id}: no class probabilities or samples")
         return self.class_probs
+
+
+def one_ndim(dims: dict[int, tuple[int, str]]) -> int:
+    """The one grid dimensionality of a calibration set, from ``dims`` = {ndim: (how many images, where the
+    first was read)}: a 2-D slice among 3-D volumes is an error naming it."""
+    if len(dims) > 1:
+        (d, (_, where)), (big, (n, _)) = sorted(dims.items(), key=lambda kv: kv[1][0])[:2]
+        raise SegcpError(
+            f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
+            "(calibrate 2-D slices and 3-D volumes separately)"
+        )
+    return next(iter(dims))

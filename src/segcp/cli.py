@@ -17,9 +17,11 @@ neither numpy nor the families).
 # of every start-up); evaluated once, at definition, they cost nothing more.
 import contextlib
 import difflib
+import functools
+import inspect
 import sys
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from segcp.methods.base import Param
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # ---------------------------------------------------------------------------- closed choices
@@ -340,22 +343,6 @@ def _renamed(old: str, new: str, old_value: T | None, value: T | None, metavar: 
     return old_value
 
 
-def _deprecated_n_jobs(params: dict[str, Any], workers: int | None) -> int | None:
-    """``-p n_jobs=N`` (the old spelling of ``--workers N``): taken out of ``params`` with a
-    one-line deprecation warning, as ``--workers`` (never a method parameter)."""
-    if "n_jobs" not in params:
-        return workers
-    value = params.pop("n_jobs")
-    if workers is not None:
-        raise SegcpError("-p n_jobs (deprecated) and --workers say the same thing: give one of them (--workers)")
-    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-        raise SegcpError(f"-p n_jobs: expected a positive integer (worker processes), got {value!r}")
-    sys.stderr.write("segcp: warning: -p n_jobs=N is deprecated; use --workers N\n")
-    from segcp.parallel import cores
-
-    return cores() if value == -1 else max(1, value)
-
-
 # ---------------------------------------------------------------------------- the app
 app = typer.Typer(
     name="segcp",
@@ -399,32 +386,6 @@ UnreadMasksOpt = Annotated[Path | None, typer.Option("--masks", hidden=True, hel
 UnreadDatasetJsonOpt = Annotated[Path | None, typer.Option("--dataset-json", hidden=True, help="Not read by this command.")]
 
 
-def _data(
-    data: Path | None,
-    probs: Path | None,
-    masks: Path | None,
-    images: Path | None,
-    samples: Path | None,
-    match: list[str] | None,
-    dataset_json: Path | None,
-) -> Any:
-    """The inputs of a command: a data directory, or folders given one by one (a DataSpec)."""
-    from segcp.io.datadir import DataSpec
-
-    patterns = {}
-    for m in match or []:
-        kind, eq, template = m.partition("=")
-        if not eq or not template:
-            raise SegcpError(f"--match {m!r}: expected KIND={{id}}SUFFIX, e.g. images={{id}}_0000")
-        patterns[kind.strip()] = template
-    folders = {"probs": probs, "masks": masks, "images": images, "samples": samples}
-    if data is None and not any(folders.values()):
-        raise SegcpError("give --data DIR, or the folders --probs/--samples and --masks (and --images)")
-    if not patterns and not any(folders.values()) and dataset_json is None:
-        return data
-    return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
-
-
 LabelOpt = Annotated[int | None, typer.Option("--label", help="Structure label L: mask == L (and channel L of class-probability stacks).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
 GroupsOpt = Annotated[
@@ -460,24 +421,123 @@ COMPARE_ALPHAS = (0.2, 0.1, 0.05)
 COMPARE_METHODS = ("threshold", "morph:se=cross")
 
 
-@contextmanager
-def _executor(workers: int | None, scheduler: str | None, quiet: bool) -> Iterator[Any]:
-    """Where the job's map step runs (:func:`segcp.parallel.open_executor`); says so unless quiet."""
-    from segcp.parallel import open_executor
+#: The options a command shares with the others, by name (:func:`shared_options` gives them to it).
+DATA_OPTIONS: dict[str, Any] = {
+    "data": DataOpt,
+    "probs": ProbsOpt,
+    "masks": MasksOpt,
+    "images": ImagesOpt,
+    "samples": SamplesOpt,
+    "match": MatchOpt,
+    "dataset_json": DatasetJsonOpt,
+}
+UNREAD_OPTIONS: dict[str, Any] = {"masks": UnreadMasksOpt, "dataset_json": UnreadDatasetJsonOpt}
+MAP_OPTIONS: dict[str, Any] = {"workers": WorkersOpt, "scheduler": SchedulerOpt, "chunk_size": ChunkOpt}
 
-    ex = open_executor(workers, scheduler)
-    try:
-        if ex.note:
-            sys.stderr.write(f"segcp: note: {ex.note}\n")
-        if not quiet and ex.where != "this process":
-            sys.stderr.write(f"segcp: running on {ex.where}\n")
-        yield ex
-    finally:
-        ex.close()
+
+@dataclass
+class Inputs:
+    """What a command's shared options say: its data (:meth:`source`), where its map step runs
+    (:meth:`executor`) and whether it reports (``quiet``); a field is None when the command does
+    not take that option."""
+
+    quiet: bool = False
+    workers: int | None = None
+    scheduler: str | None = None
+    chunk_size: int | None = None
+    folders: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def given(self) -> bool:
+        """Whether any data option was given."""
+        return any(v for v in self.folders.values())
+
+    def source(self) -> Any:
+        """The inputs of the command: a data directory, or the folders given one by one (a DataSpec)."""
+        from segcp.io.datadir import DataSpec
+
+        f = self.folders
+        patterns = {}
+        for m in f.get("match") or []:
+            kind, eq, template = m.partition("=")
+            if not eq or not template:
+                raise SegcpError(f"--match {m!r}: expected KIND={{id}}SUFFIX, e.g. images={{id}}_0000")
+            patterns[kind.strip()] = template
+        folders = {k: f.get(k) for k in ("probs", "masks", "images", "samples")}
+        data, dataset_json = f.get("data"), f.get("dataset_json")
+        if data is None and not any(folders.values()):
+            raise SegcpError("give --data DIR, or the folders --probs/--samples and --masks (and --images)")
+        if not patterns and not any(folders.values()) and dataset_json is None:
+            return data
+        return DataSpec.make(data, folders=folders, patterns=patterns, dataset_json=dataset_json)
+
+    def take_n_jobs(self, params: dict[str, Any]) -> None:
+        """``-p n_jobs=N`` (the old spelling of ``--workers N``): taken out of ``params`` with a
+        one-line deprecation warning, as ``--workers`` (never a method parameter)."""
+        if "n_jobs" not in params:
+            return
+        value = params.pop("n_jobs")
+        if self.workers is not None:
+            raise SegcpError("-p n_jobs (deprecated) and --workers say the same thing: give one of them (--workers)")
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise SegcpError(f"-p n_jobs: expected a positive integer (worker processes), got {value!r}")
+        sys.stderr.write("segcp: warning: -p n_jobs=N is deprecated; use --workers N\n")
+        from segcp.parallel import cores
+
+        self.workers = cores() if value == -1 else max(1, value)
+
+    def run(self, job: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``job(*args, **kwargs)`` on :meth:`executor`, with the command's progress and chunk size."""
+        with self.executor() as ex:
+            return job(*args, show_progress=not self.quiet, executor=ex, chunk_size=self.chunk_size, **kwargs)
+
+    @contextmanager
+    def executor(self) -> Iterator[Any]:
+        """Where the job's map step runs (:func:`segcp.parallel.open_executor`); says so unless quiet."""
+        from segcp.parallel import open_executor
+
+        ex = open_executor(self.workers, self.scheduler)
+        try:
+            if ex.note:
+                sys.stderr.write(f"segcp: note: {ex.note}\n")
+            if not self.quiet and ex.where != "this process":
+                sys.stderr.write(f"segcp: running on {ex.where}\n")
+            yield ex
+        finally:
+            ex.close()
+
+
+def shared_options(data: Sequence[str] = tuple(DATA_OPTIONS), unread: Sequence[str] = (), mapped: bool = True) -> Callable[[F], F]:
+    """Give a command the options it shares with the others, written once here: the map options
+    (``--workers``, ``--scheduler``, ``--chunk-size``; unless ``mapped`` is false), the ``data``
+    options (those in ``unread`` accepted but not read, and hidden: one set of data options serves
+    calibrate, predict and evaluate) and ``--quiet``. The command takes them as one ``inputs:
+    Inputs`` parameter; typer sees them, after the command's own, through ``__signature__``."""
+    options = {**(MAP_OPTIONS if mapped else {}), **{k: UNREAD_OPTIONS[k] if k in unread else DATA_OPTIONS[k] for k in data}, "quiet": QuietOpt}
+
+    def decorate(command: F) -> F:
+        sig = inspect.signature(command)
+        own = [p for p in sig.parameters.values() if p.name != "inputs"]
+        kw = inspect.Parameter.KEYWORD_ONLY
+        shared = [inspect.Parameter(k, kw, annotation=a, default=False if k == "quiet" else None) for k, a in options.items()]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            given = {k: kwargs.pop(k) for k in options}
+            maps = {k: given.pop(k) for k in MAP_OPTIONS if k in given}
+            return command(**kwargs, inputs=Inputs(quiet=given.pop("quiet"), **maps, folders=given))
+
+        params = [p.replace(kind=kw) for p in own] + shared
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return typing.cast(F, run)
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------- calibrate, predict, evaluate
 @app.command(cls=MethodCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@shared_options()
 def calibrate(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Where to write the calibration JSON.")],
@@ -546,17 +606,8 @@ def calibrate(
     group_fallback: Annotated[
         bool, typer.Option("--group-fallback", help="A group too small for its own guarantee gets the marginal lambda (recorded).")
     ] = False,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Calibrate a method on a labelled data directory and write calib.json."""
     from segcp.jobs import calibrate_dir
@@ -565,52 +616,28 @@ def calibrate(
     params = parse_params(param) | ctx.meta[MethodCommand.METHOD_OPTIONS]
     if device is not None:
         params["device"] = device
-    workers = _deprecated_n_jobs(params, workers)
+    inputs.take_n_jobs(params)
     alphas = alpha or [CALIBRATE_ALPHA]
     _check_loss_options(loss, loss_param, delta, pvalue, vary, groups, group_fallback, guarantee, tau, curves)
-    with _executor(workers, scheduler, quiet) as ex:
-        if loss:
-            from segcp.jobs.risk import calibrate_risk_dir
+    one = {
+        "alpha": alphas[0] if len(alphas) == 1 else alphas,
+        "method": method,
+        "method_params": params,
+        "label": label,
+        "labels": labels,
+        "out": out,
+    }
+    if loss:
+        from segcp.jobs.risk import calibrate_risk_dir
 
-            record = calibrate_risk_dir(
-                _data(data, probs, masks, images, samples, match, dataset_json),
-                method=method,
-                alpha=alphas[0] if len(alphas) == 1 else alphas,
-                loss=loss[0] if len(loss) == 1 else list(loss),
-                loss_params=parse_params(loss_param, "--loss-param"),
-                delta=delta,
-                pvalue=pvalue,
-                method_params=params,
-                vary=_vary(vary),
-                groups=groups,
-                group_fallback=group_fallback,
-                label=label,
-                labels=labels,
-                out=out,
-                show_progress=not quiet,
-                executor=ex,
-                chunk_size=chunk_size,
-            )
-        else:
-            record = calibrate_dir(
-                _data(data, probs, masks, images, samples, match, dataset_json),
-                method=method,
-                alpha=alphas[0] if len(alphas) == 1 else alphas,
-                label=label,
-                guarantee=guarantee,
-                tau=tau,
-                method_params=params,
-                out=out,
-                show_progress=not quiet,
-                executor=ex,
-                chunk_size=chunk_size,
-                curve_form=curves,
-                grid_size=grid_size,
-                grid_max=grid_max,
-                labels=labels,
-                allow_empty_masks=allow_empty_masks,
-            )
-    if quiet:
+        loss_args: dict[str, Any] = {"loss": loss[0] if len(loss) == 1 else list(loss), "loss_params": parse_params(loss_param, "--loss-param")}
+        loss_args |= {"delta": delta, "pvalue": pvalue, "vary": _vary(vary), "groups": groups, "group_fallback": group_fallback}
+        record = inputs.run(calibrate_risk_dir, inputs.source(), **one, **loss_args)
+    else:
+        curve_args = {"curve_form": curves, "grid_size": grid_size, "grid_max": grid_max}
+        guarantee_args = {"guarantee": guarantee, "tau": tau, "allow_empty_masks": allow_empty_masks}
+        record = inputs.run(calibrate_dir, inputs.source(), **one, **curve_args, **guarantee_args)
+    if inputs.quiet:
         return
     if "losses" in record:
         for stmt in record["statement"]:
@@ -678,6 +705,7 @@ RunParamOpt = Annotated[
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(unread=("masks", "dataset_json"))
 def predict(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sets, one <id>.npy per image.")],
@@ -702,17 +730,8 @@ def predict(
         bool, typer.Option("--resume", help="Write each set into --out as it is made; a rerun skips the sets already there and whole.")
     ] = False,
     device: DeviceOpt = None,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: UnreadMasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: UnreadDatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Write the calibrated prediction set of every image: a boolean mask (pixel sets) or
     --draws segmentations drawn from the set (sets of segmentations); two-sided sets (--guarantee band):
@@ -723,30 +742,28 @@ def predict(
     overrides = parse_params(param)
     if device is not None:
         overrides["device"] = device
-    workers = _deprecated_n_jobs(overrides, workers)
-    with _executor(workers, scheduler, quiet) as ex:
-        written = predict_dir(
-            calib,
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            out,
-            show_progress=not quiet,
-            draws=draws,
-            seed=seed,
-            alpha=alpha,
-            overwrite=overwrite,
-            overrides=overrides,
-            combined=combined,
-            resume=resume,
-            executor=ex,
-            chunk_size=chunk_size,
-            labels=labels,
-            groups=groups,
-        )
-    if not quiet:
+    inputs.take_n_jobs(overrides)
+    written = inputs.run(
+        predict_dir,
+        calib,
+        inputs.source(),
+        out,
+        draws=draws,
+        seed=seed,
+        alpha=alpha,
+        overwrite=overwrite,
+        overrides=overrides,
+        combined=combined,
+        resume=resume,
+        labels=labels,
+        groups=groups,
+    )
+    if not inputs.quiet:
         typer.echo(f"wrote {len(written)} sets to {out}")
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(unread=("dataset_json",))
 def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Where to write metrics JSON.")],
     sets: Annotated[Path | None, typer.Option("--sets", help="Folder of <id>.npy sets (from `segcp predict`).")] = None,
@@ -758,17 +775,8 @@ def evaluate(
     seed: DrawSeedOpt = 0,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="With --calib: run-time option or location NAME=VALUE.")] = None,
     groups: GroupsOpt = None,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: UnreadDatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Coverage, FNR, stretch, Dice, HD95 and ASSD of sets against the masks (or, for sets of
     segmentations with --calib: coverage, SEC, Chao1 and correlation of drawn segmentations)."""
@@ -776,23 +784,11 @@ def evaluate(
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
-    workers = _deprecated_n_jobs(overrides, workers)
-    with _executor(workers, scheduler, quiet) as ex:
-        result = evaluate_dir(
-            sets,
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            label=label,
-            out=out,
-            show_progress=not quiet,
-            calib=calib,
-            draws=draws,
-            seed=seed,
-            overrides=overrides,
-            executor=ex,
-            chunk_size=chunk_size,
-            groups=groups,
-        )
-    if quiet:
+    inputs.take_n_jobs(overrides)
+    result = inputs.run(
+        evaluate_dir, sets, inputs.source(), label=label, out=out, calib=calib, draws=draws, seed=seed, overrides=overrides, groups=groups
+    )
+    if inputs.quiet:
         return
     from segcp.report.tables import metrics_table
 
@@ -819,6 +815,7 @@ def evaluate(
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(unread=("dataset_json",))
 def monitor(
     calib: Annotated[Path, typer.Option("--calib", help="calib.json written by `segcp calibrate --loss ...`.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the monitoring JSON.")] = None,
@@ -826,17 +823,8 @@ def monitor(
     level: Annotated[float, typer.Option("--level", help="Type-I error of the exchangeability tests (martingale, two-sample).")] = 0.05,
     delta: Annotated[float, typer.Option("--delta", help="Error of the running risk's time-uniform confidence sequence.")] = 0.05,
     param: RunParamOpt = None,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: UnreadDatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Are new images still exchangeable with the calibration images (validity after deployment)? With masks:
     the running risk at lambda with a time-uniform bound and a conformal test martingale; always: a two-sample
@@ -845,24 +833,13 @@ def monitor(
     from segcp.specs import parse_params
 
     overrides = parse_params(param)
-    workers = _deprecated_n_jobs(overrides, workers)
-    with _executor(workers, scheduler, quiet) as ex:
-        result = monitor_dir(
-            calib,
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            out=out,
-            figure=figure,
-            level=level,
-            delta=delta,
-            overrides=overrides,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-        )
+    inputs.take_n_jobs(overrides)
+    result = inputs.run(monitor_dir, calib, inputs.source(), out=out, figure=figure, level=level, delta=delta, overrides=overrides)
     typer.echo(f"segcp monitor: {result['verdict']}" + (f" -> {out}" if out is not None else ""))
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(data=("data", "masks", "images", "match", "dataset_json"), mapped=False)
 def view(
     sets: Annotated[Path, typer.Option("--sets", help="Folder of sets from `segcp predict` (<id> files, or one folder per structure).")],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write (self-contained: open it in any browser).")],
@@ -870,21 +847,16 @@ def view(
     calib: Annotated[Path | None, typer.Option("--calib", help="The calib.json that made per-structure sets (their labels).")] = None,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Largest file size, MiB: volumes are shown downsampled when they would not fit.")] = 32.0,
     title: Annotated[str | None, typer.Option("--title", help="The page's title.", show_default="segcp view: <sets folder>")] = None,
-    data: DataOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: DatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """One HTML file to look at sets: the image, the truth and each set (or band) on three planes,
     per-case volumes and metrics, the list of cases (no server, no network)."""
     from segcp.jobs.view import view_dir
 
-    given = data is not None or masks is not None or images is not None
-    spec = _data(data, None, masks, images, None, match, dataset_json) if given else None
-    info = view_dir(sets, out, spec, label=label, calib=calib, max_mb=max_mb, title=title, show_progress=not quiet)
-    if not quiet:
+    spec = inputs.source() if inputs.given else None
+    info = view_dir(sets, out, spec, label=label, calib=calib, max_mb=max_mb, title=title, show_progress=not inputs.quiet)
+    if not inputs.quiet:
         shown = "full resolution" if info["factor"] == 1 else f"downsampled {info['factor']}x"
         typer.echo(
             f"wrote {out}: {info['cases']} cases, {info['bytes'] / 2**20:.1f} MiB, {shown}, {info['seconds']:.1f} s"
@@ -909,6 +881,7 @@ def methods() -> None:
 
 # ---------------------------------------------------------------------------- compare, tune, benchmark, demo
 @app.command(cls=SegcpCommand)
+@shared_options(unread=("dataset_json",))
 def compare(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, report.md and summary.png.")],
     method: Annotated[
@@ -929,17 +902,8 @@ def compare(
     label: LabelOpt = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
     cache: CacheOpt = None,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: UnreadDatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Compare methods over repeated calibration/test splits of a labelled data directory.
 
@@ -950,28 +914,26 @@ def compare(
     from segcp.specs import parse_spec
 
     specs = [parse_spec(m) for m in (method or COMPARE_METHODS)]
-    with _executor(workers, scheduler, quiet) as ex:
-        result = compare_dir(
-            _data(data, probs, masks, images, samples, match, dataset_json),
-            specs,
-            label=label,
-            alphas=alpha or list(COMPARE_ALPHAS),
-            n_cal=n_cal,
-            n_splits=splits,
-            seed=seed,
-            out=out,
-            title=title,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-            cache_dir=cache,
-        )
-    if not quiet:
+    result = inputs.run(
+        compare_dir,
+        inputs.source(),
+        specs,
+        label=label,
+        alphas=alpha or list(COMPARE_ALPHAS),
+        n_cal=n_cal,
+        n_splits=splits,
+        seed=seed,
+        out=out,
+        title=title,
+        cache_dir=cache,
+    )
+    if not inputs.quiet:
         typer.echo(markdown_summary(result))
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'summary.png'}")
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(unread=("dataset_json",))
 def tune(
     method: Annotated[str, typer.Option("--method", "-m", parser=METHOD, help="Set method to tune (`segcp methods` describes each).")],
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="KEY=V1|V2|... values to try (repeatable; the product is searched).")],
@@ -991,17 +953,8 @@ def tune(
     label: LabelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the CV table and the best params as JSON.")] = None,
     cache: CacheOpt = None,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
-    data: DataOpt = None,
-    probs: ProbsOpt = None,
-    masks: MasksOpt = None,
-    images: ImagesOpt = None,
-    samples: SamplesOpt = None,
-    match: MatchOpt = None,
-    dataset_json: UnreadDatasetJsonOpt = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Choose a method's hyper-parameters on CALIBRATION data only (group K-fold CV).
 
@@ -1029,30 +982,20 @@ def tune(
     if folds < 2:
         raise SegcpError(f"--folds {folds}: cross-validation needs at least 2 folds")
     cands = grid_candidates(method, parse_params(param), values)
-    source_data = _data(data, probs, masks, images, samples, match, dataset_json)
+    source_data = inputs.source()
     if out is not None:
         check_output(out, data_inputs(source_data))
     task = open_task(TaskConfig(name="tune", data=Path(source_data) if isinstance(source_data, str) else source_data, label=label))
-    with _executor(workers, scheduler, quiet) as ex:
-        res = tune_task(
-            task,
-            cands,
-            alpha,
-            criterion=criterion,
-            folds=folds,
-            seed=seed,
-            show_progress=not quiet,
-            executor=ex,
-            chunk_size=chunk_size,
-            cache=BenchmarkCache(cache) if cache is not None else None,
-        )
+    res = inputs.run(
+        tune_task, task, cands, alpha, criterion=criterion, folds=folds, seed=seed, cache=BenchmarkCache(cache) if cache is not None else None
+    )
     view = task.view(cands[0])
     source = task.provenance.get("groups_from", "")
     n_groups = len(set(view.groups))
     record = res.to_dict() | {"data": describe_data(source_data), "groups_from": source, "n_images": len(view), "n_groups": n_groups}
     if out is not None:
         write_json(out, record)
-    if not quiet:
+    if not inputs.quiet:
         typer.echo(f"{len(view)} images in {n_groups} groups ({source}); {folds}-fold CV at alpha={alpha:g}, criterion {criterion}")
         if res.table and res.table[0]["alpha"] != alpha:
             typer.echo(f"(the training folds are too small for alpha={alpha:g}: CV at alpha={res.table[0]['alpha']:.3g}, the smallest they admit)")
@@ -1072,16 +1015,15 @@ BenchmarkCacheOpt = Annotated[
 
 
 @app.command(cls=SegcpCommand)
+@shared_options(data=())
 def benchmark(
     config: Annotated[Path, typer.Option("--config", help="The benchmark's TOML file (tasks, methods, α, splits, ablations; docs/benchmark.md).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder: report.html (self-contained), report.md, figures, results.json, results.csv.")],
     cache: BenchmarkCacheOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compute everything; read and write no cache.")] = False,
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    chunk_size: ChunkOpt = None,
     jobs: Annotated[int | None, typer.Option("--jobs", hidden=True, help="Deprecated spelling of --workers.")] = None,
-    quiet: QuietOpt = False,
+    *,
+    inputs: Inputs,
 ) -> None:
     """Run the papers' tables, ablations and figures on your data, cached by content.
 
@@ -1092,10 +1034,9 @@ def benchmark(
 
     if jobs is not None and jobs < 1:
         raise SegcpError(f"--jobs {jobs}: must be a positive integer")
-    workers = _renamed("--jobs", "--workers", jobs, workers)
-    with _executor(workers, scheduler, quiet) as ex:
-        result = run_benchmark(config, out, cache_dir=cache, use_cache=not no_cache, show_progress=not quiet, executor=ex, chunk_size=chunk_size)
-    if not quiet:
+    inputs.workers = _renamed("--jobs", "--workers", jobs, inputs.workers)
+    result = inputs.run(run_benchmark, config, out, cache_dir=cache, use_cache=not no_cache)
+    if not inputs.quiet:
         c = result["cache"]
         typer.echo(
             f"wrote {out / 'report.html'}, report.md, results.json, results.csv in {result['seconds']:.1f} s "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
-from segcp.cases import Case
+from segcp.cases import Case, one_ndim
 from segcp.engine.cache import digest
 from segcp.errors import SegcpError
 from segcp.io import DataDir, read_json
@@ -164,6 +164,7 @@ class DataDirTask(Task):
         self.dd = DataDir(cfg.data)
         self._readers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._file_hashes: dict[Path, str] = {}
+        self._ndims: dict[str, int] = {}
         self._cases: OrderedDict[tuple[str, tuple[str, ...], str], Case] = OrderedDict()
         self._case_bytes = 0
         self.provenance = self._provenance()
@@ -207,11 +208,24 @@ class DataDirTask(Task):
         folders = list(dict.fromkeys([*reader.folders, "masks"]))
         selection = {"kind": kind, "label": self.label if kind == "mask" else None, "channels": bool(reader.channels)}
         ids = [reader.ids[i] for i in keep]
+        self._check_one_ndim(ids)
 
         def key_of(i: int) -> str:
             return digest([selection, [[f, self._sha(self.dd.path(f, ids[i]))] for f in folders]])
 
         return TaskView(self, kind, ids, [groups[i] for i in keep], folders, ref, reader, key_of)
+
+    def _check_one_ndim(self, ids: Sequence[str]) -> None:
+        """Every image of the task has the same grid dimensionality (read from its mask: the cached curves
+        would otherwise compare a 2-D slice among 3-D volumes without reading it), as ``calibrate`` requires."""
+        dims: dict[int, tuple[int, str]] = {}
+        for ident in ids:
+            if ident not in self._ndims:
+                self._ndims[ident] = self.dd.read("masks", ident)[0].ndim
+            n, where = dims.get(self._ndims[ident], (0, str(self.dd.path("masks", ident))))
+            dims[self._ndims[ident]] = (n + 1, where)
+        if dims:
+            one_ndim(dims)
 
     def _sha(self, path: Path) -> str:
         from segcp.encoders.convert import sha256_file

@@ -48,6 +48,7 @@ __all__ = [
     "atomic_path",
     "check_dir_target",
     "check_output",
+    "check_replaceable",
     "filled_in_place",
     "remove_stale_temporaries",
     "to_jsonable",
@@ -215,6 +216,21 @@ def check_dir_target(dest: Path, existing: str = "refuse", expect: Sequence[str]
         _dir_target_checks(Path(dest), existing, expect)
     except OSError as exc:
         raise _oserror(Path(dest), exc) from None
+
+
+def check_replaceable(dest: str | os.PathLike[str], marker: str, command: str) -> None:
+    """What ``--overwrite`` may replace: a folder that ``command`` wrote (``marker``, the file it leaves in
+    every output folder, is there) or an empty one; anything else is one line, before any work."""
+    dest = Path(dest)
+    check_dir_target(dest, "overwrite")
+    try:
+        foreign = dest.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in dest.iterdir()) and not (dest / marker).is_file()
+    except OSError as exc:
+        raise _oserror(dest, exc) from None
+    if foreign:
+        raise SegcpError(
+            f"{dest}: not a folder that {command} wrote (no {marker}); --overwrite replaces only a previous {command} output: choose a new folder"
+        )
 
 
 def _dir_target_checks(dest: Path, existing: str, expect: Sequence[str]) -> None:

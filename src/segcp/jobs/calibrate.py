@@ -12,6 +12,7 @@ from typing import Any
 
 from segcp.calibration import check_calibration_size
 from segcp.calibration.compact import GRID_SIZE, CurveAccumulator
+from segcp.cases import one_ndim
 from segcp.conformal import ConformalSegmenter, CurveBatch, Curves, MapPlan
 from segcp.errors import SegcpError
 from segcp.io import DataDir, check_output, write_json
@@ -49,17 +50,6 @@ def _curve_chunk(
                 assert case.mask is not None and case.probs is not None  # a pixel-set family's case with its truth
                 volumes[k].append((mask_volume(case.mask, case.spacing), probability_volume(case.probs, case.spacing)))
     return [b.result() for b in batches], present, dims, volumes
-
-
-def _one_ndim(dims: dict[int, tuple[int, str]]) -> int:
-    """The one grid dimensionality of a calibration set (a 2-D slice among 3-D volumes is an error)."""
-    if len(dims) > 1:
-        (d, (_, where)), (big, (n, _)) = sorted(dims.items(), key=lambda kv: kv[1][0])[:2]
-        raise SegcpError(
-            f"{where}: a {d}-D image among {n} {big}-D ones; a calibration set holds images of one dimensionality "
-            "(calibrate 2-D slices and 3-D volumes separately)"
-        )
-    return next(iter(dims))
 
 
 def fit_structures(
@@ -156,7 +146,7 @@ def calibrate_dir(
                 acc.add(i, part)
             present[k] += counts[k]
             volumes[k][i] = vols[k]
-    ndim = _one_ndim(dims)
+    ndim = one_ndim(dims)
     if reader is not None:
         reader.label_seen, reader.allow_empty = present[0] > 0, allow_empty_masks
         reader.require_label_seen()

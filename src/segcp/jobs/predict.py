@@ -17,7 +17,7 @@ from segcp.conformal import ConformalSegmenter
 from segcp.errors import SegcpError
 from segcp.io import DataDir, atomic_dir, check_output, read_json, to_jsonable, write_json, write_set, written_set
 from segcp.io.datadir import DataSpec, data_inputs
-from segcp.io.writers import TMP_PREFIX, check_dir_target, filled_in_place
+from segcp.io.writers import TMP_PREFIX, check_dir_target, check_replaceable, filled_in_place
 from segcp.jobs.structures import resolve_structures
 from segcp.jobs.tasks import Job, calibrated_models, check_seed, draw_seed, job_of, note_unused, worker_family
 from segcp.methods import SegmentationSet, SegmentationSetFamily, SetFamily
@@ -139,16 +139,6 @@ def _whole(folder: Path, ident: str, draws: int | None, bits: bool = False) -> b
     return complete_set(folder / f"{ident}.npy", draws, bits) or (draws is None and written_set(folder, ident) is not None)
 
 
-def _check_replaceable(out: Path) -> None:
-    """``--overwrite`` replaces only a folder that ``segcp predict`` wrote (its manifest), or an empty one."""
-    check_dir_target(out, "overwrite")
-    if out.is_dir() and any(not p.name.startswith(TMP_PREFIX) for p in out.iterdir()) and not (out / PREDICT_MANIFEST).is_file():
-        raise SegcpError(
-            f"{out}: not a folder that segcp predict wrote (no {PREDICT_MANIFEST}); --overwrite replaces only "
-            "a previous predict output: choose a new folder"
-        )
-
-
 def _resume_folder(out: Path, manifest: dict[str, Any], ids: Sequence[str], subs: Sequence[str]) -> set[str]:
     """Prepare ``out`` for a resumable run and return the ids whose sets are there and whole in every
     subfolder of ``subs`` (``""``: ``out``). A non-empty folder must carry the same manifest (one line otherwise)."""
@@ -268,7 +258,7 @@ def predict_dir(
     out = Path(out)
     check_output(out, [calib, *data_inputs(data)])
     if overwrite:
-        _check_replaceable(out)
+        check_replaceable(out, PREDICT_MANIFEST, "segcp predict")
     cal = read_calibration(calib, overrides)
     if labels is not None:
         cal = select_structures(cal, labels)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from segcp.calibration.compact import GRID_SIZE
+from segcp.cases import one_ndim
 from segcp.conformal import ConformalSegmenter, CurveBatch
 from segcp.errors import SegcpError
 from segcp.io import write_json
 from segcp.io.datadir import label_names
-from segcp.jobs.calibrate import _one_ndim, fit_structures
+from segcp.jobs.calibrate import fit_structures
 from segcp.jobs.structures import resolve_structures
 from segcp.monai.cases import Target, item_arrays, iter_items, to_numpy
 from segcp.progress import track
@@ -169,7 +170,7 @@ class ConformalCalibrator:
         if absent and self.target.channels:  # as segcp calibrate: a structure no label holds has no meaningful λ̂
             raise SegcpError(f"no calibration label holds {absent[0]} (labels {self.target.labels}); check labels/label")
         structures = self.target.structures
-        ndim = _one_ndim(self._dims)
+        ndim = one_ndim(self._dims)
         fitted = fit_structures(self.estimator, self._accs, structures, self._present)
         channels: bool | str = self.channel_axis if self.target.channels else False
         seconds = 0.0 if self._t0 is None else time.perf_counter() - self._t0

@@ -317,7 +317,7 @@ def infer_to_dir(
     patient the model was trained on is refused. 3D images are volumes (see the module
     docstring; ``slice_axis`` overrides the automatic axis). Everything is written into a
     temporary folder beside ``out`` and moved into place on success; ``out`` must not exist
-    or be empty unless ``overwrite``. Returns the manifest (also written as ``segcp_infer.json``).
+    or be empty unless ``overwrite``, which replaces only a folder ``infer`` wrote (its manifest). Returns the manifest (also written as ``segcp_infer.json``).
     """
     from segcp.io import atomic_dir, read_array, write_json, write_npy
     from segcp.io.datadir import DataDir
@@ -329,6 +329,10 @@ def infer_to_dir(
     if (task is None) == (data is None):
         raise SegcpError("inference needs either --task T --split PART or --data DIR")
     out = Path(out)
+    if overwrite:
+        from segcp.io.writers import check_replaceable
+
+        check_replaceable(out, INFER_MANIFEST, "segcp infer")
     meta0 = ens.metas[0]
     trained_task = (meta0.get("task") or {}).get("name")
     source: dict[str, Any]
