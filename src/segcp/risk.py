@@ -404,6 +404,7 @@ class RiskSegmenter:
         n = len(per_case)
         delta = math.nan if self.delta is None else float(self.delta)
         fam = configs[0]
+        ltt: dict[str, Any] = {"pvalue": self.pvalue, "lambda_min": fam.lambda_min, "lambda_max": fam.lambda_max, "seed": self.seed}
         if mode == "crc":
             curves = LossCurves.concat([c[0][0] for c in per_case])
             try:
@@ -414,18 +415,7 @@ class RiskSegmenter:
         if len(losses) == 1 and len(configs) == 1:
             x = losses[0]
             steps = StepLosses.concat([c[0][0] for c in per_case])
-            r = ltt_steps(
-                steps,
-                alphas[0],
-                delta,
-                pvalue=self.pvalue,
-                order=x.order,
-                B=x.bound,
-                binary=x.binary,
-                lambda_min=fam.lambda_min,
-                lambda_max=fam.lambda_max,
-                seed=self.seed,
-            )
+            r = ltt_steps(steps, alphas[0], delta, order=x.order, B=x.bound, binary=x.binary, **ltt)
             if r.lambda_ is None:
                 raise SegcpError(
                     f"{what}: no lambda is certified for E[{x.name}] <= {alphas[0]:g} at delta={self.delta:g} with n = {n} "
@@ -433,17 +423,7 @@ class RiskSegmenter:
                 )
             return GroupFit(float(r.lambda_), n, 0, (float(r.empirical_risk),), low=float(r.low), high=float(r.high))
         table = [[StepLosses.concat([c[k][j] for c in per_case]) for j in range(len(losses))] for k in range(len(configs))]
-        m = ltt_chains(
-            table,
-            list(alphas),
-            delta,
-            orders=[x.order for x in losses],
-            pvalue=self.pvalue,
-            B=[x.bound for x in losses],
-            lambda_min=fam.lambda_min,
-            lambda_max=fam.lambda_max,
-            seed=self.seed,
-        )
+        m = ltt_chains(table, list(alphas), delta, orders=[x.order for x in losses], B=[x.bound for x in losses], **ltt)
         if m.config is None or m.lambda_ is None:
             levels = ", ".join(f"E[{x.name}] <= {a:g}" for x, a in zip(losses, alphas))
             raise SegcpError(
