@@ -118,3 +118,24 @@ def empty_prediction_cases():
         return cases
 
     return make
+
+
+@pytest.fixture
+def phantom_dir():
+    """A factory of data directories of ``segcp.synthetic`` phantoms: ``probs/`` and ``masks/`` (the LV cavity,
+    label 3) as .npy and ``groups.json`` (the phantoms' subjects); returns the folder."""
+    import json
+
+    from segcp.synthetic import make_phantoms
+
+    def make(root: Path, n: int = 40, shape: tuple[int, int] = (48, 48), seed: int = 0) -> Path:
+        ph = make_phantoms(n, shape=shape, seed=seed)
+        for sub in ("probs", "masks"):
+            (root / sub).mkdir(parents=True)
+        for p in ph:
+            np.save(root / "probs" / f"{p.id}.npy", p.probs)
+            np.save(root / "masks" / f"{p.id}.npy", p.label == 3)
+        (root / "groups.json").write_text(json.dumps({p.id: p.group for p in ph}))
+        return root
+
+    return make

@@ -212,16 +212,10 @@ def test_rerun_with_more_splits_or_one_more_method(small_run):
     assert one["misses"]["records"] == 3 * 3 + 3  # its 3 α and the n = 10 ablation, 3 splits each
 
 
-def test_cache_keys_are_content(tmp_path):
+def test_cache_keys_are_content(tmp_path, phantom_dir):
     """A data directory: editing one probability file recomputes that image only; renaming the folder nothing."""
     ph = make_phantoms(40, shape=(48, 48))
-    data = tmp_path / "d"
-    for sub in ("probs", "masks"):
-        (data / sub).mkdir(parents=True)
-    for p in ph:
-        np.save(data / "probs" / f"{p.id}.npy", p.probs)
-        np.save(data / "masks" / f"{p.id}.npy", p.label == 3)
-    (data / "groups.json").write_text(json.dumps({p.id: p.group for p in ph}))
+    data = phantom_dir(tmp_path / "d", 40, (48, 48))
     text = "splits = 2\nn_cal = 20\nalphas = [0.1]\nvalidity_splits = 0\nmethods = ['threshold@CRC', 'morph@Consema']\n[[task]]\nname = 'd'\ndata = 'DATA'\n"
     cache = tmp_path / "cache"
 

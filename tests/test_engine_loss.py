@@ -105,7 +105,7 @@ def test_loss_fnr_row_equals_the_threshold_row(phantoms):
         for k in (*METRICS, *EXTRAS, "set_size", "n_test"):
             assert _same(other[k], r[k]), k
         assert other["risk"] == pytest.approx(r["fnr"], abs=1e-12) and other["risk_exceeds"] == float(other["risk"] > a)
-        assert "risk" not in r and other["loss"] == "fnr" and other["delta"] is None
+        assert "risk" not in r and other["controlled"] == "fnr" and other["delta"] is None
     val = {(v["method"], v["alpha"]): v for v in res["validity"]}
     for a in (0.2, 0.1):
         plain, loss = val[("CRC", a)], val[("CRC fnr", a)]
@@ -133,7 +133,7 @@ def test_fdr_ltt_row_matches_risk_segmenter_on_each_split(phantoms, pvalue):
         exceeded.append(risk > alpha)
         assert recs[s]["risk_exceeds"] == float(risk > alpha)
     (row,) = res["summary"]
-    assert row["loss"] == "fdr" and row["delta"] == delta and row["infeasible"] == 0
+    assert row["controlled"] == "fdr" and row["delta"] == delta and row["infeasible"] == 0
     assert row["risk_exceeds"] == pytest.approx(np.mean(exceeded))
     assert row["risk_valid"] == exceedance_ok(float(np.mean(exceeded)), delta, splits)
 
@@ -142,7 +142,7 @@ def test_exceedance_check():
     assert exceedance_ok(0.1, 0.1, 20) and exceedance_ok(0.3, 0.1, 20)  # 0.1 + 3·0.067 = 0.301
     assert not exceedance_ok(0.31, 0.1, 20) and not exceedance_ok(0.15, 0.1, 2000)
     # over all splits: a split where nothing is certified claims nothing (it does not exceed), as docs/ltt.md counts
-    base = {"method": "L", "alpha": 0.1, "loss": "fdr", "delta": 0.1}
+    base = {"method": "L", "alpha": 0.1, "controlled": "fdr", "delta": 0.1}
     recs = [base | {"split": s, "lambda": 0.5, "risk": r, "risk_exceeds": float(r > 0.1)} for s, r in enumerate([0.2, 0.05, 0.08])]
     recs.append(base | {"split": 3, "lambda": math.nan, "infeasible": "nothing certified", "risk": math.nan, "risk_exceeds": math.nan})
     (row,) = summarize(recs)
@@ -175,7 +175,7 @@ def test_compare_cli_with_a_controlled_loss(tmp_path, phantoms):
         main(["compare", "--data", str(data), "--out", str(tmp_path / "o"), *args])
     assert exc.value.code in (0, None)
     res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert res["methods"][0]["loss"] == "fdr" and {r["loss"] for r in res["splits"]} == {"fdr"}
+    assert res["methods"][0]["loss"] == "fdr" and {r["controlled"] for r in res["splits"]} == {"fdr"}
     assert all(0 <= r["risk"] <= 1 and r["risk_exceeds"] in (0.0, 1.0) for r in res["splits"])
     md = (tmp_path / "o" / "report.md").read_text()
     assert "controlled loss: test risk ± SE" in md and "splits with risk > α" in md and "| fdr: " in md and "(δ = 0.1)" in md

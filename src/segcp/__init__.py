@@ -11,9 +11,8 @@ at once — per group if asked), :func:`available_methods` / :func:`get_method` 
 They are imported on first use, so that ``import segcp`` (and ``segcp --version``) is cheap.
 """
 
-from typing import Any
-
 from segcp._version import __version__
+from segcp.registry import lazy_attributes
 
 _EXPORTS = {
     "Case": "segcp.cases",
@@ -28,12 +27,7 @@ _EXPORTS = {
 __all__ = ["Case", "ConformalSegmenter", "LossCurves", "RiskSegmenter", "SegcpError", "__version__", "available_methods", "get_method"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'segcp' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from segcp._version import __version__
 from segcp.calibration import check_alpha
 from segcp.cases import Case
+from segcp.engine.band import BAND_SPLIT, is_band
 from segcp.engine.cache import BenchmarkCache
 from segcp.engine.config import MethodEntry, PlanConfig, TaskConfig, unique_labels
 from segcp.engine.plan import Plan
@@ -62,6 +63,13 @@ def comparison(
         raise SegcpError("compare: give at least one method")
     res = Engine(cache or BenchmarkCache(enabled=False), executor, show_progress=show_progress, chunk_size=chunk_size).run(plan)[0]
     view = tp.mask_view
+    band = {s.label: str(s.candidates[0].guarantee) for s in specs if is_band(s)}  # two-sided rows: their own summary
+    one_sided = [r for r in res["records"] if r["method"] not in band]
+    baseline = next((s.label for s in specs if s.label not in band), None)
+    two_sided = {
+        "band_guarantees": band,
+        "band_summary": summarize([r for r in res["records"] if r["method"] in band], metrics=BAND_SPLIT, risk="loss"),
+    }
     return {
         "segcp_version": __version__,
         "methods": [s.to_dict() for s in specs],
@@ -75,8 +83,8 @@ def comparison(
         "units": task.units,
         "model": model_summary(res["model"], n_cal),
         "splits": res["records"],
-        "summary": summarize(res["records"], baseline=specs[0].label),
-    }
+        "summary": summarize(one_sided, baseline=baseline),
+    } | (two_sided if band else {})
 
 
 def run_comparison(cases: Sequence[Case], groups: Sequence[str], specs: Sequence[MethodSpec | TunedSpec], **kw: Any) -> dict[str, Any]:

@@ -47,6 +47,20 @@ class Registry(Generic[T]):
             raise SegcpError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
         return self._classes[name]
 
+    def builtins(self, package: str, entries: dict[str, str]) -> Callable[[str], Any]:
+        """Register a package's built-in classes, each module imported on first use, and return the
+        package's module ``__getattr__`` that gives each class by its class name (:func:`lazy_classes`).
+
+        ``entries``: registered name → ``"module:ClassName"`` (as an entry point; importing the module
+        registers the class under that name).
+        """
+        classes = {}
+        for name, target in entries.items():
+            module, _, cls = target.partition(":")
+            self.register_lazy(name, module)
+            classes[cls] = name
+        return lazy_classes(package, classes, self.get_class)
+
 
 def lazy_classes(module: str, classes: dict[str, str], get_class: Callable[[str], type[Any]]) -> Callable[[str], Any]:
     """A package's module ``__getattr__`` that gives its registered classes by class name

@@ -226,6 +226,10 @@ class RiskSegmenter:
             f"pvalue={self.pvalue!r}, vary={self.vary!r})"
         )
 
+    #: ConformalSegmenter's ``guarantee``, declared for the code that reads either estimator (the engine): none
+    #: of the estimator's own here — the losses are what is controlled.
+    guarantee: str | None = None
+
     # ------------------------------------------------------------------ parameters (sklearn-style)
     #: The constructor's parameters (``get_params`` / ``set_params``).
     PARAMS = ("method", "alpha", "loss", "loss_params", "delta", "pvalue", "method_params", "vary", "seed")
@@ -460,6 +464,7 @@ class RiskSegmenter:
         n = len(per_case)
         delta = math.nan if self.delta is None else float(self.delta)
         fam = configs[0]
+        ltt: dict[str, Any] = {"pvalue": self.pvalue, "lambda_min": fam.lambda_min, "lambda_max": fam.lambda_max, "seed": self.seed}
         if mode == "crc":
             curves = LossCurves.concat([c[0][0] for c in per_case])
             try:
@@ -470,18 +475,7 @@ class RiskSegmenter:
         if len(losses) == 1 and len(configs) == 1:
             x = losses[0]
             steps = StepLosses.concat([c[0][0] for c in per_case])
-            r = ltt_steps(
-                steps,
-                alphas[0],
-                delta,
-                pvalue=self.pvalue,
-                order=x.order,
-                B=x.bound,
-                binary=x.binary,
-                lambda_min=fam.lambda_min,
-                lambda_max=fam.lambda_max,
-                seed=self.seed,
-            )
+            r = ltt_steps(steps, alphas[0], delta, order=x.order, B=x.bound, binary=x.binary, **ltt)
             if r.lambda_ is None:
                 raise SegcpError(
                     f"{what}: no lambda is certified for E[{x.name}] <= {alphas[0]:g} at delta={self.delta:g} with n = {n} "
@@ -489,17 +483,7 @@ class RiskSegmenter:
                 )
             return GroupFit(float(r.lambda_), n, 0, (float(r.empirical_risk),), low=float(r.low), high=float(r.high))
         table = [[StepLosses.concat([c[k][j] for c in per_case]) for j in range(len(losses))] for k in range(len(configs))]
-        m = ltt_chains(
-            table,
-            list(alphas),
-            delta,
-            orders=[x.order for x in losses],
-            pvalue=self.pvalue,
-            B=[x.bound for x in losses],
-            lambda_min=fam.lambda_min,
-            lambda_max=fam.lambda_max,
-            seed=self.seed,
-        )
+        m = ltt_chains(table, list(alphas), delta, orders=[x.order for x in losses], B=[x.bound for x in losses], **ltt)
         if m.config is None or m.lambda_ is None:
             levels = ", ".join(f"E[{x.name}] <= {a:g}" for x, a in zip(losses, alphas))
             raise SegcpError(

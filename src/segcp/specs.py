@@ -253,12 +253,11 @@ def parse_spec(text: str) -> MethodSpec | TunedSpec:
     if isinstance(folds, bool) or not isinstance(folds, int):
         raise SegcpError(f"-m {text!r}: folds must be an integer, got {folds!r}")
     if not grid:
+        shown = dict(params)  # the default label names the guarantee too: threshold and threshold:guarantee=band are two rows
         guarantee = params.pop("guarantee", None)
         tau = _tau(params.pop("tau", 1.0), f"-m {text!r}")
         controlled = loss_fields(name, params, f"-m {text!r}")
         if label is None:
-            shown = params | ({"loss": controlled["loss"]} | controlled["loss_params"] if controlled else {})
-            shown |= {k: controlled[k] for k in ("delta",) if controlled.get(k) is not None}
             label = name + (" (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
         return MethodSpec(label, name, params, None if guarantee is None else str(guarantee), tau, **controlled)
     if any(k in params for k in LOSS_KEYS):

@@ -33,6 +33,7 @@ __all__ = [
     "CRCResult",
     "check_alpha",
     "check_calibration_size",
+    "check_level",
     "conformal_quantile",
     "crc_lambda",
     "first_breakpoint_reaching",
@@ -67,15 +68,21 @@ class CRCResult:
     bound: float
 
 
+def check_level(value: float, what: str) -> float:
+    """A level (α, δ, a test's level) as a float, or a one-line error naming it (``what``) if it is
+    not a number in (0, 1) (NaN included)."""
+    try:
+        a = float(value)
+    except (TypeError, ValueError):
+        raise SegcpError(f"{what} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < a < 1.0:
+        raise SegcpError(f"{what} must be in (0, 1), got {value!r}")
+    return a
+
+
 def check_alpha(alpha: float) -> float:
     """Return α as a float, or raise a one-line error if it is not in (0, 1)."""
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise SegcpError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
-    if not (0.0 < a < 1.0) or math.isnan(a):
-        raise SegcpError(f"alpha must be in (0, 1), got {alpha!r}")
-    return a
+    return check_level(alpha, "alpha")
 
 
 def min_calibration_size(alpha: float, B: float = 1.0) -> int:

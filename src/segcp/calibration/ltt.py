@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from segcp.calibration.crc import check_alpha
+from segcp.calibration.crc import check_alpha, check_level
 from segcp.calibration.curves import LossCurves
 from segcp.errors import SegcpError
 
@@ -232,13 +232,7 @@ class StepLosses:
 # ---------------------------------------------------------------------- p-values
 def check_delta(delta: float) -> float:
     """δ as a float, or a one-line error if it is not in (0, 1)."""
-    try:
-        d = float(delta)
-    except (TypeError, ValueError):
-        raise SegcpError(f"delta must be a number in (0, 1), got {delta!r}") from None
-    if not 0.0 < d < 1.0:
-        raise SegcpError(f"delta must be in (0, 1), got {delta!r}")
-    return d
+    return check_level(delta, "delta")
 
 
 def _scaled(alpha: float, B: float) -> float:

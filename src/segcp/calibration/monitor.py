@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from segcp.calibration.crc import TOL
+from segcp.calibration.crc import TOL, check_level
 from segcp.calibration.curves import LossCurves
 from segcp.calibration.ltt import certified, check_delta, unit_losses, wsr_bets, wsr_log_capital
 from segcp.errors import SegcpError
@@ -72,16 +72,6 @@ __all__ = [
 
 #: Two-sample tests of :func:`two_sample_shift`.
 TESTS = ("ks", "mannwhitney")
-
-
-def _level(level: float, what: str = "level") -> float:
-    try:
-        a = float(level)
-    except (TypeError, ValueError):
-        raise SegcpError(f"{what} must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < a < 1.0:
-        raise SegcpError(f"{what} must be in (0, 1), got {level!r}")
-    return a
 
 
 def _scores(x: ArrayLike, what: str) -> NDArray[np.float64]:
@@ -302,7 +292,7 @@ def exchangeability_martingale(
     -------
     MartingaleTest.
     """
-    a = _level(level)
+    a = check_level(level, "level")
     p = conformal_pvalues(reference, new, seed)
     m = simple_jumper(p, jump)
     hit = np.flatnonzero(m >= 1.0 / a)
@@ -403,7 +393,7 @@ def two_sample_shift(reference: Mapping[str, ArrayLike], new: Mapping[str, Array
     """
     from scipy import stats  # here: importing segcp.calibration stays free of scipy
 
-    a = _level(level)
+    a = check_level(level, "level")
     if test not in TESTS:
         raise SegcpError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
     names = tuple(k for k in reference if k in new)

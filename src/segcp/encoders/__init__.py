@@ -38,6 +38,7 @@ from segcp.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, input_shap
 from segcp.encoders.cache import FeatureCache, cache_root, image_key
 from segcp.encoders.fallback import FallbackEncoder
 from segcp.errors import SegcpError
+from segcp.registry import lazy_attributes
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -57,12 +58,8 @@ __all__ = [
 NAMED_ENCODERS = ("dinov2-small", "fallback")
 
 
-def __getattr__(name: str) -> Any:  # lazy: HFEncoder's module imports no torch, but keep the import cheap
-    if name == "HFEncoder":
-        from segcp.encoders.dinov2 import HFEncoder
-
-        return HFEncoder
-    raise AttributeError(name)
+# lazy: HFEncoder's module imports no torch, but keep the import cheap
+__getattr__ = lazy_attributes(__name__, {"HFEncoder": "segcp.encoders.dinov2"})
 
 
 def get_encoder(spec: str | os.PathLike[str] | Encoder = "dinov2-small", **kwargs: Any) -> Encoder:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from segcp.engine.band import is_band
 from segcp.engine.config import AblationConfig, PlanConfig
 from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import Task, TaskView, kind_of, open_task
@@ -95,7 +96,7 @@ class Plan:
                     if v not in splits:
                         splits[v] = list(random_cal_test_splits(mask_view.groups, v, cfg.splits, cfg.seed))
                     for r in mask_rows:
-                        if ab.n_cal_methods is None or r.label in ab.n_cal_methods:
+                        if not is_band(r.spec) and (ab.n_cal_methods is None or r.label in ab.n_cal_methods):  # one-sided rows (Table 2)
                             r.needs += [Need(v, ab.alpha, s, "all") for s in range(cfg.splits)]
                 if ab.params:
                     base = self._ablation_base(mask_rows, ab)
@@ -115,7 +116,12 @@ class Plan:
     def _ablation_base(rows: list[Row], ab: AblationConfig) -> Row | None:
         """``ablation.method``'s row, else the first row whose family declares every varied parameter."""
         for r in rows:
-            declares = ab.method is None and isinstance(r.spec, MethodSpec) and set(ab.params) <= set(type(r.spec.build()).declared())
+            declares = (
+                ab.method is None
+                and isinstance(r.spec, MethodSpec)
+                and not is_band(r.spec)
+                and set(ab.params) <= set(type(r.spec.build()).declared())
+            )
             if declares or r.label == ab.method:
                 return r if isinstance(r.spec, MethodSpec) else None
         return None

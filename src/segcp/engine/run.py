@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from segcp.calibration import LossCurves
 from segcp.calibration.ltt import StepLosses
+from segcp.engine.band import BAND_IDENTITY, BAND_SPLIT, band_image, band_split_record, image_volume, is_band, volume_fit
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
 from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, OVERLAP, MaskEvaluator, criterion_value, exceedance, exceeds, loss_record, nanmean, split_record
 from segcp.engine.plan import Need, Plan, Row, TaskPlan
@@ -26,6 +27,7 @@ from segcp.engine.splits import random_cal_test_splits
 from segcp.engine.tasks import TaskView, ViewRef, view_of
 from segcp.errors import SegcpError
 from segcp.jobs import worker_family
+from segcp.methods.base import BAND_GUARANTEES
 from segcp.metrics import METRICS, chao1, evaluate_set, mean_abs_correlation, mean_se, sampled_coverage
 from segcp.parallel import Executor, map_ids
 from segcp.progress import Bar
@@ -78,13 +80,22 @@ def _estimator(spec: MethodSpec) -> Any:
     return est.set_params(method=worker_family(est.family), method_params=None)
 
 
+def _prepared_map(est: Any, case: Any) -> tuple[list[Any], NDArray[np.float64]]:
+    """What a row's loss curve is computed from and the map its sets threshold: the prepared case and the
+    family's score map; for a two-sided row (band, band-risk) the case and its signed map t."""
+    if est.guarantee in BAND_GUARANTEES:
+        return [case], est.family.signed_map(case)
+    prepared = est.prepare([case])
+    return prepared, est.family.scores(prepared[0])
+
+
 def _scores(fam: FamilyRef, est: Any, key: str, view: TaskView, i: int) -> NDArray[np.float64]:
     """An image's score map: from this process's memory, the disk cache, or computed."""
     m = _MAPS.get((fam.fkey, key))
     if m is None and fam.cache is not None and BenchmarkCache(fam.cache).has("maps", fam.fkey, key):
         m = BenchmarkCache(fam.cache).get_map(fam.fkey, key)
     if m is None:
-        m = est.family.scores(est.prepare([view.case(i)])[0])
+        m = _prepared_map(est, view.case(i))[1]
     _keep((fam.fkey, key), m)
     return m
 
@@ -97,8 +108,7 @@ def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[
     for i, key in items:
         case = view.case(i)
         t0 = time.process_time()  # CPU time: stable on a shared machine (the score maps are single-threaded)
-        prepared = est.prepare([case])
-        scores = est.family.scores(prepared[0])
+        prepared, scores = _prepared_map(est, case)
         secs = time.process_time() - t0
         if fam.cache is not None and secs > MAP_SECONDS:
             BenchmarkCache(fam.cache).put_map(fam.fkey, key, scores)
@@ -106,6 +116,21 @@ def _curves_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str]]]) -> list[
         assert case.mask is not None  # a pixel-set case, read with its truth
         out.append((est.curves(prepared), secs, int(np.count_nonzero(case.mask))))
     return out
+
+
+def _volumes_task(job: tuple[ViewRef, list[int]]) -> list[dict[str, Any]]:
+    """Per image: what its direct volume interval reads (:func:`segcp.engine.band.image_volume`)."""
+    ref, items = job
+    view = view_of(ref)
+    return [image_volume(view.case(i)) for i in items]
+
+
+def _band_task(job: tuple[ViewRef, FamilyRef, list[tuple[int, str, list[tuple[float, float, dict[str, Any]]]]]]) -> list[list[dict[str, float]]]:
+    """Per image: its two-sided set measured at each (λ̂, α, direct volume interval) asked
+    (:func:`segcp.engine.band.band_image`), from its signed map."""
+    ref, fam, items = job
+    view, est = view_of(ref), _estimator(fam.spec)
+    return [[band_image(view.case(i), est.family, _scores(fam, est, key, view, i), lam, a, fit) for lam, a, fit in asked] for i, key, asked in items]
 
 
 Work = dict[int, dict[float, bool]]  # per family index: the λ to measure at (value: with the surface metrics)
@@ -199,7 +224,8 @@ class Engine:
         if k not in self._fkeys:
             fam = family or spec.build()
             ident = [fam.key, fam.cache_identity(), fam.check_guarantee(spec.guarantee), float(spec.tau)]
-            self._fkeys[k] = self.cache.family_key(ident if spec.loss is None else [*ident, spec.estimator().identity()])
+            more = ([BAND_IDENTITY] if is_band(spec) else []) + ([spec.estimator().identity()] if spec.loss is not None else [])
+            self._fkeys[k] = self.cache.family_key(ident + more)
         return self._fkeys[k]
 
     def _ref(self, spec: MethodSpec) -> FamilyRef:
@@ -357,7 +383,8 @@ class Engine:
             found.update(self._measure_needs(tp, row, missing))
         res["seconds_per_image"][row.label] = math.nan if tuned else self._seconds(view, row.spec.candidates[0])
         for need in row.needs:
-            rec = {m: (_num(v) if m in (*METRICS, *EXTRAS, *LOSS_EXTRAS, "lambda", "set_size") else v) for m, v in found[need].items()}  # type: ignore[union-attr]
+            numeric = (*METRICS, *EXTRAS, *LOSS_EXTRAS, *BAND_SPLIT, "lambda", "set_size")
+            rec = {m: (_num(v) if m in numeric else v) for m, v in found[need].items()}  # type: ignore[union-attr]
             res["records"].append({"task": tp.task.name, "method": row.label, "n_cal": need.n_cal, "alpha": need.alpha, "split": need.split} | rec)
         if row.main and not tuned and plan.cfg.validity_splits:  # the guarantee over many more splits, from the loss curves only
             res["validity"] += self._validity(plan, tp, row, fkey)
@@ -371,6 +398,8 @@ class Engine:
 
     def _measure_needs(self, tp: TaskPlan, row: Row, missing: list[Need]) -> dict[Need, dict[str, Any]]:
         """Calibrate every missing need and measure its test sets (each image once)."""
+        if is_band(row.spec):
+            return self._band_needs(tp, row, missing)
         view = tp.mask_view
         assert view is not None
         tuned = isinstance(row.spec, TunedSpec)
@@ -414,9 +443,60 @@ class Engine:
             if cands[k].loss is not None:  # a controlled-loss row: its loss and test risk, from the step functions at λ̂
                 nan = dict.fromkeys(LOSS_EXTRAS, math.nan)
                 result |= nan if isinstance(lam, str) else loss_record(curves[k].take(test).evaluate(lam), n.alpha)
-                extra = extra | {"loss": cands[k].loss, "delta": cands[k].delta}
+                extra = extra | {"controlled": cands[k].loss, "delta": cands[k].delta}
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
             self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
+        return out
+
+    def image_volumes(self, view: TaskView) -> list[dict[str, Any]]:
+        """Every image's :func:`segcp.engine.band.image_volume` (cache, else computed on the executor)."""
+        fkey = self.cache.family_key(["image volumes", "probability_volume"])
+        per = {i: rec for i, key in enumerate(view.keys) if (rec := self.cache.get_record(fkey, key, what="volumes")) is not None}
+        todo = [i for i in range(len(view)) if i not in per]
+        for i, rec in zip(todo, self._map(_volumes_task, (view.ref,), todo, advance=False), strict=True):
+            self.cache.put_record(fkey, view.keys[i], rec)
+            per[i] = rec
+        return [per[i] for i in range(len(view))]
+
+    def _band_needs(self, tp: TaskPlan, row: Row, missing: list[Need]) -> dict[Need, dict[str, Any]]:
+        """A two-sided row (:mod:`segcp.engine.band`): calibrate every missing need through the estimator, fit
+        the split's direct volume interval, measure each test image's band once per need on the executor."""
+        view, spec = tp.mask_view, row.spec
+        assert view is not None
+        if not isinstance(spec, MethodSpec):
+            raise SegcpError(f"{row.label}: tuned rows of two-sided sets (guarantee band, band-risk) are not built; give one setting")
+        curves, volumes = self.curves(view, spec)[0], self.image_volumes(view)
+        self.bar.update(description=f"{tp.task.name} · {row.label}: calibrating")
+        by_split: dict[tuple[int, int], list[Need]] = defaultdict(list)
+        for need in missing:
+            by_split[(need.n_cal, need.split)].append(need)
+        lam_of: dict[Need, tuple[float | str, dict[str, Any] | None]] = {}  # need → (λ̂ or why not, direct volume interval)
+        for (n_cal, s), needs in by_split.items():
+            cal = tp.splits[n_cal][s][0]
+            lams = calibrate(spec.estimator(), curves.take(cal), list(dict.fromkeys(n.alpha for n in needs)))
+            for n in needs:
+                lam_of[n] = (lams[n.alpha], None if isinstance(lams[n.alpha], str) else volume_fit([volumes[int(i)] for i in cal], n.alpha))
+        asked: dict[int, list[tuple[float, float, dict[str, Any]]]] = defaultdict(list)  # image → (λ̂, α, interval)
+        where: dict[tuple[Need, int], int] = {}
+        for n, (lam, fit) in lam_of.items():
+            if not isinstance(lam, str) and fit is not None:
+                for i in tp.splits[n.n_cal][n.split][1]:
+                    where[(n, int(i))] = len(asked[int(i)])
+                    asked[int(i)].append((lam, n.alpha, fit))
+        self.bar.update(description=f"{tp.task.name} · {row.label}: measuring bands")
+        images = sorted(asked)
+        measured = dict(zip(images, self._map(_band_task, (view.ref, self._ref(spec)), [(i, view.keys[i], asked[i]) for i in images]), strict=True))
+        out: dict[Need, dict[str, Any]] = {}
+        for n, (lam, fit) in lam_of.items():
+            cal, test = tp.splits[n.n_cal][n.split]
+            if isinstance(lam, str) or fit is None:
+                result = {"lambda": math.nan, "infeasible": str(lam), "level": n.level} | dict.fromkeys(BAND_SPLIT, math.nan)
+            else:
+                per = [measured[int(i)][where[(n, int(i))]] for i in test]
+                loss = float(np.mean(curves.take(test).evaluate(lam)))  # the guarantee's loss at λ̂, by its definition
+                result = {"lambda": lam, "level": n.level} | band_split_record(per, loss, fit["unit"])
+            out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | result
+            self.cache.put_record(self.family_key(spec), self._rkeys(tp, n, False)[-1], out[n])
         return out
 
     @staticmethod

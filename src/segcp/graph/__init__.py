@@ -24,9 +24,8 @@ True
 True
 """
 
-from typing import Any
-
 from segcp.graph.options import BETA_SCALES, DEVICES, SYMMETRIZE
+from segcp.registry import lazy_attributes
 
 _SUBMODULE = {
     "block_diag": "diffusion",
@@ -53,12 +52,8 @@ _SUBMODULE = {
 }
 
 
-def __getattr__(name: str) -> Any:  # scipy.sparse is imported when the graph is first used
-    if name in _SUBMODULE:
-        import importlib
-
-        return getattr(importlib.import_module(f"segcp.graph.{_SUBMODULE[name]}"), name)
-    raise AttributeError(f"module 'segcp.graph' has no attribute {name!r}")
+# scipy.sparse is imported when the graph is first used
+__getattr__ = lazy_attributes(__name__, {name: f"segcp.graph.{module}" for name, module in _SUBMODULE.items()})
 
 
 __all__ = [

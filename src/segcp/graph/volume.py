@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,7 +53,17 @@ from segcp.graph.knn import (
 )
 from segcp.graph.ops import NUMPY, NumpyOps, TorchOps
 
-__all__ = ["knn_volume", "volume_rows"]
+__all__ = ["VolumeOptions", "knn_volume", "volume_rows"]
+
+
+class VolumeOptions(TypedDict, total=False):
+    """How slices join a volume's graph (:func:`volume_rows`'s keywords, with its defaults): ``depth``,
+    ``depth_radius``, ``spacing``, ``spatial`` (see :func:`knn_volume`)."""
+
+    depth: int
+    depth_radius: int
+    spacing: tuple[float, float, float]
+    spatial: float
 
 
 def _cross_distances(Ta: Any, Tb: Any, inv_a: Any, inv_b: Any, shape: tuple[int, int], rz: int, xp: NumpyOps | TorchOps) -> Any:
@@ -225,17 +235,7 @@ def volume_rows(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def knn_volume(
-    tokens: Sequence[NDArray[Any]],
-    shape: tuple[int, int],
-    k: int,
-    radius: int,
-    *,
-    depth: int = 1,
-    depth_radius: int = 1,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    spatial: float = 0.0,
-) -> NeighbourGraph:
+def knn_volume(tokens: Sequence[NDArray[Any]], shape: tuple[int, int], k: int, radius: int, **options: Unpack[VolumeOptions]) -> NeighbourGraph:
     """The kNN graph of a volume from its slices' token features.
 
     Parameters
@@ -243,10 +243,12 @@ def knn_volume(
     tokens : per slice z (Z of them), token features (d, h, w) of that slice.
     shape : (H, W), the in-plane graph grid (every slice's features are upsampled to it).
     k, radius : neighbours per node; the in-plane window is (2·radius + 1)².
-    depth : slices on each side that are candidates (0: no edges across slices).
-    depth_radius : the window in those slices is (2·depth_radius + 1)² around the same position.
-    spacing : (slice, row, column) voxel size of the graph grid, in physical units.
-    spatial : weight of the physical-distance term (0: features only).
+    options : :class:`VolumeOptions`, keywords, their defaults in :func:`volume_rows`'s signature:
+
+        - depth : slices on each side that are candidates (0: no edges across slices).
+        - depth_radius : the window in those slices is (2·depth_radius + 1)² around the same position.
+        - spacing : (slice, row, column) voxel size of the graph grid, in physical units.
+        - spatial : weight of the physical-distance term (0: features only).
 
     Returns
     -------
@@ -255,7 +257,7 @@ def knn_volume(
     Z = len(tokens)
     H, W = int(shape[0]), int(shape[1])
     counts, cols, dists = [], [], []
-    for _, indptr, c, d in volume_rows(tokens, (H, W), k, radius, depth=depth, depth_radius=depth_radius, spacing=spacing, spatial=spatial):
+    for _, indptr, c, d in volume_rows(tokens, (H, W), k, radius, **options):
         counts.append(np.diff(indptr))
         cols.append(c)
         dists.append(d)

@@ -9,22 +9,11 @@
 - :mod:`~segcp.io.datadir`: the data-directory layout and the one case loader.
 """
 
+from segcp.io import writers
 from segcp.io.datadir import FOLDER_OF, CaseReader, DataDir, index_folder
 from segcp.io.formats import Format, Geometry, format_of, read_geometry, register, split_ext, suffixes
 from segcp.io.readers import read_array, read_json, read_probabilities
-from segcp.io.writers import (
-    atomic_dir,
-    atomic_path,
-    check_output,
-    to_jsonable,
-    umask,
-    write_json,
-    write_npy,
-    write_on_grid,
-    write_set,
-    write_text,
-    written_set,
-)
+from segcp.io.writers import *  # noqa: F403 (the package's writers are all of writers.__all__)
 
 __all__ = [
     "FOLDER_OF",
@@ -32,9 +21,6 @@ __all__ = [
     "DataDir",
     "Format",
     "Geometry",
-    "atomic_dir",
-    "atomic_path",
-    "check_output",
     "format_of",
     "index_folder",
     "read_array",
@@ -44,12 +30,5 @@ __all__ = [
     "register",
     "split_ext",
     "suffixes",
-    "to_jsonable",
-    "umask",
-    "write_json",
-    "write_npy",
-    "write_on_grid",
-    "write_set",
-    "write_text",
-    "written_set",
+    *writers.__all__,
 ]

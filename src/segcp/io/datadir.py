@@ -483,6 +483,24 @@ class DataDir:
             g = g or gm
         return g
 
+    def _check_truth_shape(self, ident: str, truth: str, shape: tuple[int, ...], grid: tuple[int, ...], output: str) -> None:
+        """One line naming the truth's file when the ``truth``'s ``shape`` is not the model output's
+        ``grid`` (``output``: that grid in words, with its file)."""
+        if shape != grid:
+            raise SegcpError(f"{self.path('masks', ident)}: {truth} shape {shape} does not match {output}")
+
+    def _image_and_grid(
+        self, ident: str, grid: tuple[int, ...], spacing: tuple[float, ...] | None, *, with_mask: bool, with_image: bool
+    ) -> tuple[NDArray[Any] | None, tuple[float, ...] | None, Geometry | None]:
+        """A case's image (when asked; its spacing fills in a missing one) and the geometry of its grid
+        (checked against the truth's file when the truth is read): ``(image, spacing, geometry)``."""
+        image = None
+        if with_image:
+            image, ispacing = self.read("images", ident)
+            spacing = spacing or ispacing
+        geometry = self.check_grid(ident, grid) if with_mask else self.geometry("probs", ident, grid)
+        return image, spacing, geometry
+
     def load_case(
         self, ident: str, *, label: int | None = None, channels: bool | str = False, with_mask: bool = True, with_image: bool = False
     ) -> Case:
@@ -494,17 +512,10 @@ class DataDir:
         mask = None
         if with_mask:
             mask, mspacing = self.load_mask(ident, label=label)
-            if mask.shape != probs.shape:
-                raise SegcpError(
-                    f"{self.path('masks', ident)}: mask shape {mask.shape} does not match "
-                    f"probability map shape {probs.shape} ({self.path('probs', ident).name})"
-                )
+            output = f"probability map shape {probs.shape} ({self.path('probs', ident).name})"
+            self._check_truth_shape(ident, "mask", mask.shape, probs.shape, output)
             spacing = mspacing or spacing
-        image = None
-        if with_image:
-            image, ispacing = self.read("images", ident)
-            spacing = spacing or ispacing
-        geometry = self.check_grid(ident, probs.shape) if with_mask else self.geometry("probs", ident, probs.shape)
+        image, spacing, geometry = self._image_and_grid(ident, probs.shape, spacing, with_mask=with_mask, with_image=with_image)
         return Case(id=ident, probs=probs, mask=mask, image=image, spacing=spacing, geometry=geometry, where=str(self.path("probs", ident)))
 
     def load_stack(self, ident: str, *, channels: str, with_mask: bool = True, with_image: bool = False) -> Case:
@@ -517,17 +528,9 @@ class DataDir:
         if with_mask:
             m, mspacing = read_array(self.path("masks", ident))
             label_map = check_label_map(m, str(self.path("masks", ident)), arr.shape[0])
-            if label_map.shape != arr.shape[1:]:
-                raise SegcpError(
-                    f"{self.path('masks', ident)}: label map shape {label_map.shape} does not match "
-                    f"the probability stack's grid {arr.shape[1:]} ({p.name})"
-                )
+            self._check_truth_shape(ident, "label map", label_map.shape, arr.shape[1:], f"the probability stack's grid {arr.shape[1:]} ({p.name})")
             spacing = mspacing or spacing
-        image = None
-        if with_image:
-            image, ispacing = self.read("images", ident)
-            spacing = spacing or ispacing
-        geometry = self.check_grid(ident, arr.shape[1:]) if with_mask else self.geometry("probs", ident, arr.shape[1:])
+        image, spacing, geometry = self._image_and_grid(ident, arr.shape[1:], spacing, with_mask=with_mask, with_image=with_image)
         return Case(
             id=ident,
             class_probs=check_class_probs(arr, str(p), tuple(arr.shape[1:])),

@@ -141,12 +141,16 @@ def write_volumes_csv(dest: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return write_text(dest, buf.getvalue())
 
 
-def band_metrics(case: Any, inner: NDArray[np.bool_], outer: NDArray[np.bool_], alpha: float, volume: dict[str, Any] | None) -> dict[str, float]:
-    """One case's metrics of its two-sided set against its truth (``segcp evaluate``; means over cases
-    are the rates): ``band_holds`` 1{I ⊆ Y ⊆ O} (its mean: the joint coverage), ``inner_precision``
-    |I ∩ Y| / |I| (NaN for I = ∅), ``outer_recall`` |O ∩ Y| / |Y| and ``band_width`` |O \\ I| / |Y| (NaN
-    for Y = ∅), and per volume interval of :func:`band_volume_rows` (``band``, ``direct``) whether it
-    holds the true volume and its width (in the case's unit)."""
+def band_metrics(
+    case: Any, inner: NDArray[np.bool_], outer: NDArray[np.bool_], alpha: float, volume: dict[str, Any] | None, *, bounds: bool = False
+) -> dict[str, float]:
+    """One case's metrics of its two-sided set against its truth (``segcp evaluate``, and the two-sided rows
+    of ``segcp benchmark`` / ``compare``: :mod:`segcp.engine.band`; means over cases are the rates):
+    ``band_holds`` 1{I ⊆ Y ⊆ O} (its mean: the joint coverage), ``inner_precision`` |I ∩ Y| / |I| (NaN
+    for I = ∅), ``outer_recall`` |O ∩ Y| / |Y| and ``band_width`` |O \\ I| / |Y| (NaN for Y = ∅), and per
+    volume interval of :func:`band_volume_rows` (``band``, ``direct``) whether it holds the true volume
+    and its width (in the case's unit). ``bounds``: also ``volume_truth`` and each interval's
+    ``volume_<interval>_lower`` / ``_upper`` (the benchmark's volume plot)."""
     y = np.asarray(case.mask, dtype=bool)
     m, i_n = int(y.sum()), int(inner.sum())
     nan = float("nan")
@@ -160,4 +164,8 @@ def band_metrics(case: Any, inner: NDArray[np.bool_], outer: NDArray[np.bool_], 
     for r in band_volume_rows("", "", case, inner, outer, alpha, volume):
         out[f"volume_{r['interval']}_covered"] = float(r["lower"] <= truth <= r["upper"])
         out[f"volume_{r['interval']}_width"] = float(r["upper"] - r["lower"])
+        if bounds:
+            out[f"volume_{r['interval']}_lower"], out[f"volume_{r['interval']}_upper"] = float(r["lower"]), float(r["upper"])
+    if bounds:
+        out["volume_truth"] = truth
     return out

@@ -14,38 +14,43 @@ name            loss of a set C against the truth Y                     monotone
 ``band`` and ``band-risk`` read a family's signed score t (``Loss.score == "signed"``): their
 sets are the pair (I, O) of :func:`segcp.methods.base.band_sets`.
 
-Importing this package makes the built-in losses available by name; each module is imported
-when first used (``register_lazy``).
+Importing this package makes the built-in losses available by name (and their classes as its
+attributes); each module is imported when first used (``register_builtins``).
 """
 
-from segcp.losses.base import SCORES, Loss, available_losses, controlled_losses, covers, get_loss, loss_class, pixel_inputs, register, register_lazy
-from segcp.registry import lazy_classes
+from segcp.losses.base import (
+    SCORES,
+    Loss,
+    available_losses,
+    controlled_losses,
+    covers,
+    get_loss,
+    loss_class,
+    pixel_inputs,
+    register,
+    register_builtins,
+    register_lazy,
+)
 
-# The built-in losses: name → module (imported on first use). One line per loss.
-register_lazy("fnr", "segcp.losses.fnr")
-register_lazy("quantile", "segcp.losses.quantile")
-register_lazy("lesion-fnr", "segcp.losses.lesion")
-register_lazy("fdr", "segcp.losses.fdr")
-register_lazy("band", "segcp.losses.band")
-register_lazy("band-risk", "segcp.losses.band_risk")
-
-_CLASSES = {
-    "FNRLoss": "fnr",
-    "QuantileLoss": "quantile",
-    "LesionFNRLoss": "lesion-fnr",
-    "FDRLoss": "fdr",
-    "BandLoss": "band",
-    "BandRiskLoss": "band-risk",
-}
+# The built-in losses: name → "module:class" (imported on first use; the classes are this package's
+# attributes). One line per loss.
+__getattr__ = register_builtins(
+    __name__,
+    {
+        "fnr": "segcp.losses.fnr:FNRLoss",
+        "quantile": "segcp.losses.quantile:QuantileLoss",
+        "lesion-fnr": "segcp.losses.lesion:LesionFNRLoss",
+        "fdr": "segcp.losses.fdr:FDRLoss",
+        "band": "segcp.losses.band:BandLoss",
+        "band-risk": "segcp.losses.band_risk:BandRiskLoss",
+    },
+)
 
 
 def guarantee_loss(guarantee: str, tau: float = 1.0) -> Loss:
     """The loss behind an estimator guarantee that is a registered loss of the signed score
     (``band`` with its τ, ``band-risk``: :data:`segcp.methods.base.BAND_GUARANTEES`)."""
     return get_loss(guarantee, **({"tau": tau} if guarantee == "band" else {}))
-
-
-__getattr__ = lazy_classes(__name__, _CLASSES, loss_class)  # the loss classes, imported on first use
 
 
 __all__ = [

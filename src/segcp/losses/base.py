@@ -37,7 +37,7 @@ Per case, for a pixel-set family (``scores``: float64 array r, any shape, +inf =
 
 Adding a loss = one new file in this package with a registered subclass (``@register``), its
 tests (the brute-force check of :meth:`Loss.values` against :meth:`Loss.set_loss` at every
-candidate) and one ``register_lazy`` line in ``segcp/losses/__init__.py`` (docs/design.md, "Losses").
+candidate) and one line in the built-in table of ``segcp/losses/__init__.py`` (docs/design.md, "Losses").
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ __all__ = [
     "loss_class",
     "pixel_inputs",
     "register",
+    "register_builtins",
     "register_lazy",
     "set_inputs",
     "signed_inputs",
@@ -245,6 +246,7 @@ class Loss(ABC):
 _LOSSES: Registry[Loss] = Registry("loss")
 register = _LOSSES.register
 register_lazy = _LOSSES.register_lazy
+register_builtins = _LOSSES.builtins
 available_losses = _LOSSES.names
 loss_class = _LOSSES.get_class
 

@@ -12,8 +12,8 @@ name           family                                      reads (case / data di
 ``aps``        pixel-wise APS on the mean softmax          samples or class probabilities
 =============  ==========================================  ================================
 
-Importing this package makes the built-in families available by name; each family's module
-is imported when it is first used (``register_lazy``).
+Importing this package makes the built-in families available by name (and their classes as its
+attributes); each family's module is imported when it is first used (``register_builtins``).
 """
 
 from segcp.cases import Case, binarize_mask, check_probabilities
@@ -30,21 +30,22 @@ from segcp.methods.base import (
     get_method,
     param,
     register,
+    register_builtins,
     register_lazy,
 )
-from segcp.registry import lazy_classes
 
-# The built-in families: name → module (imported on first use). One line per method.
-register_lazy("threshold", "segcp.methods.threshold")
-register_lazy("morph", "segcp.methods.morph")
-register_lazy("rwcp", "segcp.methods.rwcp")
-register_lazy("consign", "segcp.methods.consign")
-register_lazy("aps", "segcp.methods.aps")
-
-_CLASSES = {"ThresholdMethod": "threshold", "MorphMethod": "morph", "RWCPMethod": "rwcp", "ConsignMethod": "consign", "APSMethod": "aps"}
-
-
-__getattr__ = lazy_classes(__name__, _CLASSES, family_class)  # the family classes, imported on first use
+# The built-in families: name → "module:class" (imported on first use; the classes are this package's
+# attributes). One line per method.
+__getattr__ = register_builtins(
+    __name__,
+    {
+        "threshold": "segcp.methods.threshold:ThresholdMethod",
+        "morph": "segcp.methods.morph:MorphMethod",
+        "rwcp": "segcp.methods.rwcp:RWCPMethod",
+        "consign": "segcp.methods.consign:ConsignMethod",
+        "aps": "segcp.methods.aps:APSMethod",
+    },
+)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from segcp.cases import Case
 from segcp.errors import SegcpError
-from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
+from segcp.methods.base import Prepared, SegmentationSetFamily, agreement_param, param, register
 from segcp.segsets.aps import APS_MODES, aps_draw, aps_score
 
 __all__ = ["SOURCES", "APSMethod"]
@@ -47,14 +47,7 @@ class APSMethod(SegmentationSetFamily):
     lambda_max: ClassVar[float] = 1.0
     inputs: ClassVar[tuple[str, ...]] = ("samples",)
 
-    beta: float = param(
-        0.9,
-        "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
-        low=0.0,
-        high=1.0,
-        high_open=True,
-        flag="--beta",
-    )
+    beta: float = agreement_param()
     mode: str = param(
         "uniform", "how a draw picks each uncertain pixel: uniform in its set, or by its renormalised probabilities", kind="choice", choices=APS_MODES
     )

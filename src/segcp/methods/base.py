@@ -57,12 +57,14 @@ __all__ = [
     "SegmentationSet",
     "SegmentationSetFamily",
     "SetFamily",
+    "agreement_param",
     "available_methods",
     "band_sets",
     "family_class",
     "get_method",
     "param",
     "register",
+    "register_builtins",
     "register_lazy",
 ]
 
@@ -598,6 +600,19 @@ class SegmentationSet:
         return self.family.contains(self.item, self.lam, truth)
 
 
+def agreement_param() -> Any:
+    """Declare ``beta``, the agreement level of a :class:`SegmentationSetFamily` (the same meaning,
+    default, range and flag in every family that has one)."""
+    return param(
+        0.9,
+        "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        flag="--beta",
+    )
+
+
 @dataclass(repr=False)
 class SegmentationSetFamily(SetFamily):
     """A nested family of sets of segmentations, calibrated through its 0/1 loss.
@@ -606,7 +621,7 @@ class SegmentationSetFamily(SetFamily):
     λ*_i = :meth:`score` (+∞ when the truth is out of reach), so exact CRC on these curves is
     the conformal quantile of the scores and P(Y ∈ C_λ̂) ≥ 1 − α. Subclasses implement
     :meth:`score` and :meth:`sample`, and declare ``beta`` (agreement level) among their
-    parameters.
+    parameters with :func:`agreement_param`.
     """
 
     guarantees: ClassVar[tuple[str, ...]] = ("contains",)
@@ -664,6 +679,8 @@ def register(cls: F) -> F:
 
 #: Make a name available now and import its module (which registers it) on first use.
 register_lazy = _FAMILIES.register_lazy
+#: A package's built-in families (name → ``"module:Class"``), each imported on first use; returns its ``__getattr__``.
+register_builtins = _FAMILIES.builtins
 #: Names of the registered families, sorted.
 available_methods = _FAMILIES.names
 #: The registered class of a name, or a one-line error listing the available ones.

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.cases import Case
-from segcp.methods.base import Prepared, SegmentationSetFamily, param, register
+from segcp.methods.base import Prepared, SegmentationSetFamily, agreement_param, param, register
 from segcp.segsets.consign import BOX_CONVENTIONS, SVD_METHODS, Decomposition, SearchOptions, consign_score, decompose, draw
 
 __all__ = ["ConsignMethod"]
@@ -54,14 +54,7 @@ class ConsignMethod(SegmentationSetFamily):
     inputs: ClassVar[tuple[str, ...]] = ("samples",)
 
     K: int = param(5, "number of principal components (2 or 5 in the paper)", kind="int", low=1, flag="--K")
-    beta: float = param(
-        0.9,
-        "agreement level: the set contains Y when a member's mean per-label recall exceeds beta",
-        low=0.0,
-        high=1.0,
-        high_open=True,
-        flag="--beta",
-    )
+    beta: float = agreement_param()
     box_alpha: float | None = param(
         None,
         "quantile level of the box: a_k, b_k = box_alpha/2, 1 - box_alpha/2 quantiles (None: the calibration alpha)",

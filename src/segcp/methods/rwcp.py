@@ -499,7 +499,7 @@ class RWCPMethod(ProbabilityFamily):
         """
         from segcp.graph import knn_volume, resize2d
         from segcp.graph.diffusion import diffuse_rows, transition_rows
-        from segcp.graph.volume import volume_rows
+        from segcp.graph.volume import VolumeOptions, volume_rows
 
         if self.scale != "pixel":
             raise SegcpError("rwcp: scale=token builds one graph per image; on a volume use depth=0 (slice by slice) or scale=pixel")
@@ -519,7 +519,7 @@ class RWCPMethod(ProbabilityFamily):
         clock("resize")
         n = gshape[0] * gshape[1]
         xp = self._ops()
-        opts: dict[str, Any] = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
+        opts: VolumeOptions = {"depth": depth, "depth_radius": self.depth_radius, "spacing": gspacing, "spatial": self.spatial}
         if not self._rowwise():
             graph = knn_volume(tokens, gshape, self.k, self.radius, **opts)
             del tokens

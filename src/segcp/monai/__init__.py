@@ -19,8 +19,6 @@ Importing this package imports MONAI (and torch); the rest of segcp never import
 
 from __future__ import annotations
 
-from typing import Any
-
 try:
     import monai  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without MONAI
@@ -29,13 +27,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without MONAI
 from segcp.monai.calibration import ConformalCalibrator, calibrate_loader
 from segcp.monai.metrics import ConformalSetMetric
 from segcp.monai.transforms import ConformalSetsd
+from segcp.registry import lazy_attributes
 
 __all__ = ["ConformalCalibrationHandler", "ConformalCalibrator", "ConformalSetMetric", "ConformalSetsd", "calibrate_loader"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ConformalCalibrationHandler":  # needs pytorch-ignite: imported on first use
-        from segcp.monai.handlers import ConformalCalibrationHandler
-
-        return ConformalCalibrationHandler
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# needs pytorch-ignite: imported on first use
+__getattr__ = lazy_attributes(__name__, {"ConformalCalibrationHandler": "segcp.monai.handlers"})

@@ -6,6 +6,7 @@ arrival order, the chunking or the executor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import sys
@@ -67,6 +68,10 @@ def _bar(bar: Bar | None, description: str, total: int, show_progress: bool) -> 
     return contextlib.nullcontext(bar) if bar is not None else Bar(description, total, enabled=show_progress)
 
 
+#: Opens the bar of a :meth:`Executor.map_chunks` call, given its total.
+_Opener = Callable[[int], contextlib.AbstractContextManager[Bar]]
+
+
 class Executor:
     """Runs a module-level function over tasks; a context manager releasing what it started (never what it was
     given). ``workers``: for chunking; ``where``: in words; ``note``: how it was chosen (a capped count), or None."""
@@ -104,11 +109,20 @@ class Executor:
         chunk_size: int | None = None,
         bar: Bar | None = None,
     ) -> Iterator[tuple[int, R]]:
-        """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish."""
+        """``(k, fn((*head, chunk_k)))`` over consecutive chunks of ``items`` as they finish; the bar advances by
+        each chunk's items."""
+        size = check_chunk_size(chunk_size)
+        yield from self._map_chunks(fn, head, items, size, description, functools.partial(_bar, bar, description, show_progress=show_progress))
+
+    def _map_chunks(
+        self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], chunk_size: int | None, description: str, bar: _Opener
+    ) -> Iterator[tuple[int, R]]:
+        """:meth:`map_chunks` on :func:`chunk_ranges` of the items, through :meth:`imap`; ``bar(total)`` opens the bar."""
         seq = items if isinstance(items, Sequence) else list(items)
         ranges = chunk_ranges(len(seq), self.workers, chunk_size)
         tasks = [(*head, list(seq[r.start : r.stop])) for r in ranges]
-        yield from self.imap(fn, tasks, description=description, show_progress=show_progress, weights=[len(r) for r in ranges], bar=bar)
+        with bar(len(seq)) as b:
+            yield from self.imap(fn, tasks, description=description, weights=[len(r) for r in ranges], bar=b)
 
     def _completed(self, fn: Callable[[Any], R], tasks: Sequence[Any], description: str) -> Iterator[tuple[int, R]]:
         yield from enumerate(map(fn, tasks))
@@ -133,20 +147,12 @@ class InProcessExecutor(Executor):
     """The tasks here, in order; :meth:`map_chunks` takes items lazily in chunks from one doubling up to
     :data:`MAX_CHUNK` while a chunk takes < :data:`FAST_S` (unless ``chunk_size`` is given)."""
 
-    def map_chunks(
-        self,
-        fn: Callable[[Any], R],
-        head: tuple[Any, ...],
-        items: Iterable[Any],
-        *,
-        description: str = "working",
-        show_progress: bool = True,
-        chunk_size: int | None = None,
-        bar: Bar | None = None,
+    def _map_chunks(
+        self, fn: Callable[[Any], R], head: tuple[Any, ...], items: Iterable[Any], chunk_size: int | None, description: str, bar: _Opener
     ) -> Iterator[tuple[int, R]]:
-        size = check_chunk_size(chunk_size) or 1
+        size = chunk_size or 1
         it = iter(items)
-        with _bar(bar, description, len(items) if isinstance(items, Sized) else 0, show_progress) as b:
+        with bar(len(items) if isinstance(items, Sized) else 0) as b:
             for i in itertools.count():
                 chunk = list(itertools.islice(it, size))
                 if not chunk:

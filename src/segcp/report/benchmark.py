@@ -13,10 +13,13 @@ from typing import Any
 import numpy as np
 
 from segcp._version import __version__
+from segcp.cases import Case, slice_axis
+from segcp.engine.band import BAND_SPLIT, is_band
 from segcp.engine.config import PlanConfig
 from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, MaskEvaluator
 from segcp.engine.plan import Plan, TaskPlan
 from segcp.engine.run import Engine, bound_family
+from segcp.jobs.band import band_metrics
 from segcp.metrics import METRICS, mean_std
 from segcp.report import figures as F
 from segcp.report.html import Cell, Document, Figure, Table
@@ -26,6 +29,7 @@ from segcp.report.tables import (
     NOTE_LOSS,
     SUMMARY_HEADER,
     alpha_set,
+    band_table,
     best_cells,
     chosen_note,
     fmt,
@@ -33,6 +37,7 @@ from segcp.report.tables import (
     ms_text,
     results_table,
     summary_cells,
+    volume_table,
 )
 from segcp.specs import MethodSpec
 
@@ -81,10 +86,44 @@ NOTE_SETS = (
     "scores alone (✓: mean ≥ 1 − α − 3 SE), over the feasible splits; a split is infeasible when more than α(n+1) − 1 calibration truths are "
     "never in the set at any λ. CPU seconds per image: the score λ* (membership search) and {draws} draws."
 )
+NOTE_BAND_FIGURE = (
+    "{title}. Columns: the image with the truth's contour (yellow), then each two-sided row's sets at λ̂ of split 0: the certain region I "
+    "(green, solid contour) and the possible region O \\ I (orange; dashed: the contour of O). Rows: the test images of split 0 with the "
+    "narrowest, median and widest band (|O \\ I| / |Y|) of {ref}{slice}; a row without λ̂ on split 0 (infeasible) is left out."
+)
+NOTE_VOLUME_FIGURE = (
+    "{title}. Each test image of split 0 (sorted by its true volume, black dots) with its direct volume interval (gray) and, one panel per "
+    "two-sided row, its [vol(I), vol(O)] at λ̂ of split 0; log scale, lower ends at 0 drawn at the bottom."
+)
 NOTE_DRAWS = (
     "Mean ± std over splits of the mean over {images} test images per split: SEC, whether a draw among the first S agrees with the truth up "
     "to β; Chao1, the estimated number of distinct segmentations; |corr|, the mean absolute correlation between draws (CONSIGN's Figs. 2–4)."
 )
+
+
+def _chosen(picks: tuple[int, int, int], names: tuple[str, str, str], k: int) -> list[tuple[int, str]]:
+    """Three images of a figure (e.g. best, median, worst) with why, each once (its first reason), at most ``k``."""
+    return list({i: why for i, why in reversed(list(zip(picks, names, strict=True)))}.items())[::-1][:k]
+
+
+def _plane(case: Case) -> tuple[Any, str]:
+    """The index of the 2D plane a figure shows of a case (all of a 2D case; of a volume, its slice along the one
+    slicing rule's axis, :func:`segcp.cases.slice_axis`, where the truth is largest) and a note saying which."""
+    m = np.asarray(case.mask if case.mask is not None else case.probs)
+    if m.ndim != 3:
+        return (), ""
+    ax = slice_axis(m.shape, case.spacing)
+    k = int(np.argmax(np.moveaxis(m, ax, 0).reshape(m.shape[ax], -1).sum(axis=1)))
+    return (slice(None),) * ax + (k,), f"; volumes cut along axis {ax} where the truth is largest"
+
+
+def _image_plane(case: Case, pick: Any) -> Any:
+    """The case's image (float) on the plane ``pick`` of its grid (None without an image; a volume's image not
+    on the truth's grid is left out)."""
+    if case.image is None:
+        return None
+    img = np.asarray(case.image, dtype=float)
+    return img if pick == () else (img[pick] if case.mask is not None and img.shape == case.mask.shape else None)
 
 
 class TaskReport:
@@ -94,7 +133,8 @@ class TaskReport:
         self.doc, self.cfg, self.tp, self.res, self.engine, self.draw = doc, cfg, tp, res, engine, draw
         self.task, self.units, self.records = tp.task, tp.task.units, res["records"]
         self.slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in tp.task.name)
-        self.mask_main = [r for r in tp.rows if r.kind == "mask" and r.main]
+        self.mask_main = [r for r in tp.rows if r.kind == "mask" and r.main and not is_band(r.spec)]
+        self.band_main = [r for r in tp.rows if r.kind == "mask" and r.main and is_band(r.spec)]  # two-sided rows: their own tables
         self.sets_rows = [r for r in tp.rows if r.kind == "sets"]
         self.summary_rows: list[dict[str, Any]] = []
         labels = [r.label for r in self.mask_main]
@@ -110,6 +150,11 @@ class TaskReport:
                 self.overlays()
                 self.dice_curve()
                 self.validity_fig()
+        if self.band_main:
+            doc.h(3, f"{name}: two-sided sets and volume intervals")
+            self.band_tables()
+            if self.draw:
+                self.band_figures()
         if ab is not None and (ab.n_cal or any(r.ablation is not None for r in self.tp.rows)):
             doc.h(3, f"{name}: ablations")
             self.table_ncal()
@@ -145,7 +190,7 @@ class TaskReport:
             validity=cfg.validity_splits,
             baseline=self.baseline,
             chosen=chosen_note(rows),
-            loss=NOTE_LOSS if any("loss" in s for s in rows) else "",
+            loss=NOTE_LOSS if any("controlled" in s for s in rows) else "",
         )
         caption = f"Table 1 — {self.task.name}: sets at α ∈ {alpha_set(cfg.alphas)}"
         model = model_summary(self.res.get("model", []), cfg.n_cal)
@@ -181,22 +226,22 @@ class TaskReport:
             order, names = sorted(truths, key=lambda i: dice[cmp_][i] - dice[ref][i]), ("largest gain", "median", "largest loss")
         else:
             order, names = sorted(truths, key=lambda i: dice[ref][i]), ("best", "median", "worst")
-        picks = zip((order[-1], order[len(order) // 2], order[0]), names, strict=True)
-        chosen = list({i: why for i, why in reversed(list(picks))}.items())[::-1][: cfg.figures.overlay_images]
+        chosen = _chosen((order[-1], order[len(order) // 2], order[0]), names, cfg.figures.overlay_images)
         # the maps thresholded other than the raw probability (diffused, normalised): shown beside it
         probs = {i: np.asarray(cases[i].probs, dtype=float) for i, _ in chosen}
         raw = {m for m in methods if all(np.allclose(maps[m][i], 1.0 - probs[i], rtol=0, atol=1e-12) for i, _ in chosen)}
         shown = [m for m in methods if lams[m][1].build().lambda_is_threshold and m not in raw]
         panels: list[dict[str, Any]] = []
+        cut = ""
         for i, why in chosen:
-            image = None if cases[i].image is None else np.asarray(cases[i].image, dtype=float)
-            sets = {m: maps[m][i] <= lams[m][0] for m in methods}
-            panels.append({"id": cases[i].id, "note": why, "image": image, "truth": truths[i], "probs": probs[i], "sets": sets})
-            panels[-1].update(maps={m: 1.0 - maps[m][i] for m in shown}, dice={m: dice[m][i] for m in methods})
+            pick, cut = _plane(cases[i])
+            sets = {m: (maps[m][i] <= lams[m][0])[pick] for m in methods}
+            panel = {"id": cases[i].id, "note": why, "image": _image_plane(cases[i], pick), "truth": truths[i][pick], "probs": probs[i][pick]}
+            panels.append(panel | {"sets": sets, "maps": {m: (1.0 - maps[m][i])[pick] for m in shown}, "dice": {m: dice[m][i] for m in methods}})
         title = f"Fig. 1 — {self.task.name}: sets at α = {alpha:g} (split 0), truth contour in yellow"
-        how = f"with the best, median and worst Dice of {ref}"
+        how = f"with the best, median and worst Dice of {ref}{cut}"
         if cmp_:
-            how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss)"
+            how = f"chosen by the Dice difference {cmp_} − {ref} (largest gain, median, largest loss){cut}"
         self.fig("overlays", F.overlay_figure(panels, methods, shown, cfg.figures.dpi, title), NOTE_OVERLAYS.format(title=title, how=how))
         # set size against λ for the first image: the sensitivity diffusion is meant to remove
         i = chosen[0][0]
@@ -228,14 +273,74 @@ class TaskReport:
         if not self.res["validity"]:
             return
         rows: dict[str, list[tuple[float, float, float]]] = {}
+        one_sided = {r.label for r in self.mask_main}
         for v in self.res["validity"]:
-            if "fnr" in v:  # not a controlled loss's (its test risk is in Table 1)
+            if v["method"] in one_sided and "fnr" in v:  # a two-sided row's check is in its own table, a controlled loss's in Table 1
                 rows.setdefault(v["method"], []).append((v["alpha"], v["fnr"], v["fnr_se"]))
         if not rows:
             return
         title = f"{self.task.name}: mean test FNR over {self.cfg.validity_splits} random splits"
         note = f"{title} (from the loss curves; bars ± 3 SE). The guarantee is E[FNR] ≤ α: points on or below the dashed line."
         self.fig("validity", F.validity_figure(rows, self.cfg.figures.dpi, title), note)
+
+    def band_tables(self) -> None:
+        """The two-sided rows at every α (:func:`band_table`) and their volume intervals (:func:`volume_table`)."""
+        cfg, labels = self.cfg, [r.label for r in self.band_main]
+        recs = [r for r in self.records if r["n_cal"] == cfg.n_cal and r["method"] in labels and r["alpha"] in cfg.alphas]
+        summ = summarize(recs, metrics=BAND_SPLIT, risk="loss")
+        validity = {(v["method"], v["alpha"]): v for v in self.res["validity"] if v["method"] in labels}
+        guarantees = {r.label: str(r.spec.candidates[0].guarantee) for r in self.band_main}
+        self.summary_rows += [dict(s, task=self.task.name, n_cal=cfg.n_cal, validity=validity.get((s["method"], s["alpha"]))) for s in summ]
+        caption = f"{self.task.name}: two-sided sets at α ∈ {alpha_set(cfg.alphas)} ({cfg.splits} splits, n = {cfg.n_cal})"
+        self.doc.table(band_table(caption, summ, cfg.alphas, guarantees, validity if cfg.validity_splits else None, cfg.validity_splits))
+        unit = next((r["volume_unit"] for r in recs if r.get("volume_unit")), "voxels")
+        caption = f"{self.task.name}: volume intervals at α ∈ {alpha_set(cfg.alphas)}, direct and [vol(I), vol(O)]"
+        self.doc.table(volume_table(caption, summ, cfg.alphas, guarantees, unit))
+
+    def band_figures(self) -> None:
+        """The certain / possible regions of each two-sided row on test images of split 0, and the volume plot."""
+        cfg, view = self.cfg, self.tp.mask_view
+        assert view is not None
+        alpha = min(sorted(set(cfg.alphas) | set(cfg.curve_alphas)), key=lambda a: abs(a - cfg.figures.overlay_alpha))
+        rec0 = {r["method"]: r for r in self.records if (r["n_cal"], r["split"], r["alpha"]) == (cfg.n_cal, 0, alpha) and math.isfinite(r["lambda"])}
+        rows = [r for r in self.band_main if r.label in rec0]
+        if not rows:
+            return
+        test = [int(i) for i in self.tp.splits[cfg.n_cal][0][1]]
+        cases = {i: c for i in test if (c := view.case(i)).mask is not None and c.mask.any()}
+        bands: dict[str, dict[int, tuple[Any, Any]]] = {}
+        for r in rows:
+            fam = r.spec.candidates[0].build()
+            bands[r.label] = {i: fam.predict_band(self.engine.scores(view, r.spec.candidates[0], i), rec0[r.label]["lambda"]) for i in cases}
+        width = {m: {i: band_metrics(cases[i], *b, alpha, None)["band_width"] for i, b in per.items()} for m, per in bands.items()}
+        ref = rows[0].label
+        order = sorted(cases, key=lambda i: width[ref][i])
+        if order:
+            chosen = _chosen((order[0], order[len(order) // 2], order[-1]), ("narrowest band", "median", "widest band"), cfg.figures.overlay_images)
+            panels, cut = [], ""
+            for i, why in chosen:
+                c = cases[i]
+                assert c.mask is not None
+                pick, cut = _plane(c)
+                panel = {
+                    "id": c.id,
+                    "note": why,
+                    "image": _image_plane(c, pick),
+                    "truth": c.mask[pick],
+                    "probs": np.asarray(c.probs, dtype=float)[pick],
+                }
+                panel["bands"] = {m: (per[i][0][pick], per[i][1][pick]) for m, per in bands.items()}
+                panels.append(panel | {"width": {m: width[m][i] for m in bands}})
+            title = f"{self.task.name}: certain (I) and possible (O \\ I) regions at α = {alpha:g} (split 0)"
+            png = F.band_figure(panels, list(bands), cfg.figures.dpi, title)
+            self.fig("band-overlays", png, NOTE_BAND_FIGURE.format(title=title, ref=ref, slice=cut))
+        vols = rec0[ref].get("volumes")
+        if vols and vols["truth"]:
+            intervals = {f"[vol(I), vol(O)] {r.label}": rec0[r.label]["volumes"]["band"] for r in rows}
+            title = f"{self.task.name}: true volume and its intervals per test image (α = {alpha:g}, split 0)"
+            png = F.volume_figure(vols["truth"], vols["direct"], intervals, rec0[ref].get("volume_unit", "voxels"), cfg.figures.dpi, title)
+            self.fig("volumes", png, NOTE_VOLUME_FIGURE.format(title=title))
+        self.engine.release()
 
     def table_ncal(self) -> None:
         ab = self.cfg.ablation
@@ -427,7 +532,7 @@ def tidy_rows(results: Rows, plan: Plan) -> Rows:
 
     for res in results:
         for r in res["records"]:
-            metrics = [m for m in ("lambda", *METRICS, "set_size", *EXTRAS, *LOSS_EXTRAS) if m in r]
+            metrics = [m for m in ("lambda", *METRICS, "set_size", *EXTRAS, *LOSS_EXTRAS, *BAND_SPLIT) if m in r]
             note = r.get("chosen") or ("infeasible" if "infeasible" in r else "")
             add(r, fam_of.get((r["task"], r["method"]), ""), r["n_cal"], r["alpha"], metrics, note)
         for r in res.get("model", []):

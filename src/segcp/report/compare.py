@@ -8,7 +8,7 @@ from typing import Any
 
 from segcp.io import atomic_dir, write_json, write_text
 from segcp.report.figures import summary_figure
-from segcp.report.tables import NOTE_LOSS, chosen_note, empty_truth_table, results_table
+from segcp.report.tables import NOTE_LOSS, band_table, chosen_note, empty_truth_table, results_table, volume_table
 
 __all__ = ["REPORT_FILES", "markdown_summary", "write_report"]
 
@@ -16,10 +16,15 @@ REPORT_FILES = ("results.json", "report.md", "summary.png")
 
 
 def markdown_summary(result: dict[str, Any]) -> str:
-    """The comparison's tables in Markdown (and the sets on images without the structure, when any)."""
-    summary, model = result["summary"], result["model"]
-    baseline = result["methods"][0]["label"] if result["methods"] else None
+    """The comparison's tables in Markdown (and the sets on images without the structure, when any; the two-sided
+    rows' tables when any)."""
+    summary, model, band = result["summary"], result["model"], result.get("band_guarantees", {})
+    baseline = next((m["label"] for m in result["methods"] if m["label"] not in band), None)
     parts = [results_table("Sets at every α", summary, model, result["alphas"], result.get("units", "pixels"), baseline=baseline).markdown()]
+    if band:
+        unit = next((r["volume_unit"] for r in result["splits"] if r.get("volume_unit")), "voxels")
+        parts.append(band_table("Two-sided sets at every α", result["band_summary"], result["alphas"], band).markdown())
+        parts.append(volume_table("Volume intervals at every α", result["band_summary"], result["alphas"], band, unit).markdown())
     if result.get("n_empty_truth"):
         caption = f"Images without the structure ({result['n_empty_truth']} of {result['n_images']} in the pool)"
         parts.append(empty_truth_table(caption, summary, model).markdown())
@@ -48,7 +53,7 @@ def write_report(out: str | os.PathLike[str], result: dict[str, Any], title: str
                 'no λ satisfied the bound ("infeasible", e.g. Consema when the model predicts nothing on '
                 "too many calibration images) are excluded from the means; the FNR check of such a row is "
                 "then conditional on feasibility and is not the marginal guarantee."
-                + (" " + NOTE_LOSS if any("loss" in s for s in result["summary"]) else "")
+                + (" " + NOTE_LOSS if any("controlled" in s for s in result["summary"]) else "")
                 + "\n\n"
                 + markdown_summary(result)
                 + "\n![summary](summary.png)\n"

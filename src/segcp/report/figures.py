@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "ablation_figure",
+    "band_figure",
     "dice_curve_figure",
     "diversity_figure",
     "draws_figure",
@@ -20,6 +21,7 @@ __all__ = [
     "set_size_figure",
     "summary_figure",
     "validity_figure",
+    "volume_figure",
 ]
 
 COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
@@ -97,10 +99,7 @@ def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dif
     fig, axes = plt.subplots(len(panels), cols, figsize=(1.45 * cols, 1.75 * len(panels) + 0.35), squeeze=False)
     for r, p in enumerate(panels):
         img = p.get("image")
-        shown = img if img is not None else p["probs"]
-        if shown.ndim == 3:  # colour image (H, W, 3) or (3, H, W)
-            shown = shown if shown.shape[-1] in (3, 4) else np.moveaxis(shown, 0, -1)
-            shown = shown.mean(axis=-1)
+        shown = _gray(img if img is not None else p["probs"])
         box = crop_box([p["truth"], p["probs"] >= 0.5, *p["sets"].values()], p["truth"].shape)
         truth = p["truth"][box]
         view = shown[box] if shown.shape[:2] == p["truth"].shape else shown
@@ -131,6 +130,86 @@ def overlay_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dif
     return _png(fig, dpi, title, 0.97, h_pad=0.6)
 
 
+def _gray(shown: NDArray[Any]) -> NDArray[Any]:
+    """A colour image (H, W, 3) or (3, H, W) as its mean over the channels; a gray one as is."""
+    if shown.ndim == 3:
+        shown = shown if shown.shape[-1] in (3, 4) else np.moveaxis(shown, 0, -1)
+        return shown.mean(axis=-1)
+    return shown
+
+
+def band_figure(panels: Sequence[dict[str, Any]], methods: Sequence[str], dpi: int, title: str) -> bytes:
+    """Two-sided sets on the image: per panel (id, image, truth, bands: method → (inner, outer), width, note;
+    2D arrays) the image with the truth, then per method the certain region I (green, solid contour) and the
+    possible region O \\ I (orange, dashed contour of O), the truth's contour in yellow."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+
+    certain, possible_c = ListedColormap(["#1b9e77"]), ListedColormap(["#d95f02"])
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(len(panels), cols, figsize=(1.75 * cols, 2.05 * len(panels) + 0.4), squeeze=False)
+    for r, p in enumerate(panels):
+        truth = np.asarray(p["truth"], bool)
+        box = crop_box([truth, *(o for _, o in p["bands"].values())], truth.shape)
+        img = p.get("image")
+        shown = _gray(np.asarray(img if img is not None else p["probs"], dtype=float))
+        view = shown[box] if shown.shape[:2] == truth.shape else shown
+        ax = axes[r, 0]
+        ax.imshow(view, cmap="gray")
+        if truth[box].any():
+            ax.contour(truth[box], levels=[0.5], colors="yellow", linewidths=0.7)
+        ax.set_title(f"{p['id']}" + (f"\n{p['note']}" if p.get("note") else ""), fontsize=6)
+        for j, m in enumerate(methods):
+            ax = axes[r, 1 + j]
+            inner, outer = (np.asarray(x, bool)[box] for x in p["bands"][m])
+            ax.imshow(view, cmap="gray")
+            possible = outer & ~inner
+            ax.imshow(np.ma.masked_where(~possible, possible), cmap=possible_c, alpha=0.45)
+            ax.imshow(np.ma.masked_where(~inner, inner), cmap=certain, alpha=0.55)
+            if inner.any():
+                ax.contour(inner, levels=[0.5], colors="#1b9e77", linewidths=0.8)
+            if outer.any() and not outer.all():
+                ax.contour(outer, levels=[0.5], colors="#d95f02", linewidths=0.8, linestyles="dashed")
+            if truth[box].any():
+                ax.contour(truth[box], levels=[0.5], colors="yellow", linewidths=0.5)
+            w = p.get("width", {}).get(m)
+            ax.set_title(f"{m}" + (f"\nwidth {w:.2f}" if w is not None and math.isfinite(w) else ""), fontsize=6)
+        _bare(axes[r])
+    return _png(fig, dpi, title, 0.95, h_pad=1.0)
+
+
+def volume_figure(
+    truth: Sequence[float], reference: Sequence[Sequence[float]], intervals: dict[str, Sequence[Sequence[float]]], unit: str, dpi: int, title: str
+) -> bytes:
+    """The true volume of each test image (black dots, sorted) against its intervals: one panel per entry of
+    ``intervals`` (name → [lower, upper] per image, in the order of ``truth``), each beside the ``reference``
+    interval (the direct one, gray); log axis shared by the panels, lower ends at 0 drawn at its bottom."""
+    plt = _plt()
+    order = np.argsort(np.asarray(truth, dtype=float), kind="stable")
+    y = np.asarray(truth, dtype=float)[order]
+    x = np.arange(len(y))
+    bars = {"direct": np.asarray(reference, dtype=float).reshape(-1, 2)[order]}
+    bars |= {name: np.asarray(iv, dtype=float).reshape(-1, 2)[order] for name, iv in intervals.items()}
+    positive = np.concatenate([y[y > 0], *(b[b > 0] for b in bars.values())])
+    floor = 0.5 * float(positive.min()) if positive.size else 1.0
+    n = max(len(intervals), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(max(4.5, min(9.0, 0.1 * len(y) + 3.0)), 1.5 * n + 0.6), sharex=True, sharey=True, squeeze=False)
+    for k, name in enumerate(intervals or {"direct": reference}):
+        ax = axes[k, 0]
+        for j, (label, b) in enumerate((("direct", bars["direct"]), (name, bars[name])) if name != "direct" else (("direct", bars["direct"]),)):
+            lo, hi = np.maximum(b[:, 0], floor), np.maximum(b[:, 1], floor)
+            ax.vlines(x + (j - 0.5) * 0.3, lo, hi, color="#999999" if label == "direct" else _colour(k), lw=1.8, label=label)
+        ax.plot(x, np.maximum(y, floor), "k.", ms=4, label="true volume")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+        ax.set_ylabel(f"volume ({unit})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper left", fontsize=6)
+    axes[-1, 0].set_xlabel("test image (sorted by true volume)")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
+    return _png(fig, dpi, title, 0.95)
+
+
 def dice_curve_figure(curves: dict[str, list[tuple[float, float, float]]], dpi: int, title: str) -> bytes:
     """RW-CP's Fig. 2: mean Dice (± std over splits) against 1 − α. ``curves``: method → [(α, mean, std)]."""
     plt = _plt()
@@ -158,7 +237,8 @@ def summary_figure(summary: Sequence[dict[str, Any]], alphas: Sequence[float], d
             ax.plot(xs, xs, "k--", lw=1, label="α")
         ax.set_xlabel("α")
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # no one-sided row (only two-sided ones): nothing to name
+        axes[0].legend(fontsize=8)
     return _png(fig, dpi)
 
 

@@ -24,10 +24,10 @@ def exceedance_ok(fraction: float, delta: float, splits: int) -> bool:
 
 
 def risk_summary(rows: Sequence[dict[str, Any]], alpha: float, loss: str, delta: float | None, splits: int) -> dict[str, Any]:
-    """A controlled-loss row's summary over its feasible splits ``rows`` (of ``splits``): ``loss``, ``delta``, the test
+    """A controlled-loss row's summary over its feasible splits ``rows`` (of ``splits``): ``controlled`` (the loss), ``delta``, the test
     risk's mean ± std and SE, ``risk_exceeds`` (the fraction of all splits whose test risk exceeds α, :func:`exceedance`)
     and ``risk_valid``: with δ (Learn then Test) that fraction ≤ δ + 3 SE(δ), without (CRC) the mean test risk ≤ α + 3 SE."""
-    out: dict[str, Any] = {"loss": loss, "delta": delta}
+    out: dict[str, Any] = {"controlled": loss, "delta": delta}
     out["risk"], out["risk_std"] = mean_std([r.get("risk") for r in rows])
     out["risk_se"] = mean_se([r.get("risk") for r in rows])[1]
     out["risk_exceeds"] = exceedance([r.get("risk_exceeds", math.nan) for r in rows], splits)
@@ -38,10 +38,14 @@ def risk_summary(rows: Sequence[dict[str, Any]], alpha: float, loss: str, delta:
     return out
 
 
-def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over splits per (row, α), ``fnr_se`` and ``valid`` (fnr ≤ α + 3 SE), ``infeasible``
-    splits (left out of the means), and wins against ``baseline``; a controlled-loss row also its
-    :func:`risk_summary` (and ``valid`` only for loss=fnr)."""
+def summarize(
+    records: Sequence[dict[str, Any]], baseline: str | None = None, metrics: Sequence[str] = (*METRICS, *EXTRAS), risk: str = "fnr"
+) -> list[dict[str, Any]]:
+    """Mean ± std over splits per (row, α) of λ̂ and ``metrics``, the SE of the mean test ``risk`` (``<risk>_se``)
+    and ``valid`` (risk ≤ α + 3 SE), ``infeasible`` splits (left out of the means), and wins against
+    ``baseline``. Two-sided rows: ``metrics`` :data:`segcp.engine.band.BAND_SPLIT`, ``risk`` ``loss``. A
+    controlled-loss row (records naming ``controlled``) also gets its :func:`risk_summary` (and ``valid`` only
+    for loss=fnr)."""
     out = []
     order = list(dict.fromkeys(r["method"] for r in records))
     keys = sorted({(r["method"], r["alpha"]) for r in records}, key=lambda k: (order.index(k[0]), -k[1]))
@@ -53,13 +57,13 @@ def summarize(records: Sequence[dict[str, Any]], baseline: str | None = None) ->
         if chosen:
             row["chosen"] = {c: chosen.count(c) for c in dict.fromkeys(chosen)}
         every, rows = rows, [r for r in rows if "infeasible" not in r]
-        for m in ["lambda", *METRICS, *EXTRAS]:
+        for m in ["lambda", *metrics]:
             row[m], row[f"{m}_std"] = mean_std([r.get(m) for r in rows])
-        row["fnr_se"] = mean_se([r.get("fnr") for r in rows])[1]
-        row["valid"] = bool(row["fnr"] <= alpha + 3 * row["fnr_se"]) if np.isfinite(row["fnr_se"]) else None
-        if every and "loss" in every[0]:
-            row |= risk_summary(rows, alpha, every[0]["loss"], every[0].get("delta"), len(every))
-            row["valid"] = row["valid"] if row["loss"] == "fnr" else None  # E[FNR] ≤ α is not this row's guarantee
+        row[f"{risk}_se"] = mean_se([r.get(risk) for r in rows])[1]
+        row["valid"] = bool(row[risk] <= alpha + 3 * row[f"{risk}_se"]) if np.isfinite(row[f"{risk}_se"]) else None
+        if every and "controlled" in every[0]:
+            row |= risk_summary(rows, alpha, every[0]["controlled"], every[0].get("delta"), len(every))
+            row["valid"] = row["valid"] if row["controlled"] == "fnr" else None  # E[FNR] ≤ α is not this row's guarantee
         if baseline is not None and method != baseline:
             base = {r["split"]: r for r in records if r["method"] == baseline and r["alpha"] == alpha}
             pairs = [(r, base[r["split"]]) for r in rows if r["split"] in base]

@@ -10,7 +10,19 @@ from typing import Any
 from segcp.metrics import METRICS
 from segcp.report.html import Cell, Table
 
-__all__ = ["NOTE_LOSS", "chosen_note", "empty_truth_table", "fmt", "metrics_table", "ms_text", "results_table", "rich_table", "risk_cells"]
+__all__ = [
+    "NOTE_LOSS",
+    "band_table",
+    "chosen_note",
+    "empty_truth_table",
+    "fmt",
+    "metrics_table",
+    "ms_text",
+    "results_table",
+    "rich_table",
+    "risk_cells",
+    "volume_table",
+]
 
 #: Short column headers for result keys.
 HEADERS = {"alpha": "α", "lambda": "λ̂", "coverage": "coverage", "fnr": "FNR", "stretch": "stretch", "dice": "Dice", "hd95": "HD95", "assd": "ASSD"}
@@ -101,15 +113,15 @@ def risk_cells(row: Mapping[str, Any], alpha: float) -> list[Cell | str]:
     """A controlled-loss row's two columns (:func:`~segcp.report.summaries.risk_summary`): its loss's mean test risk
     ± SE (✓/⚠: CRC's E[loss] ≤ α within 3 SE) and the fraction of splits whose test risk exceeds α (✓/⚠ with δ:
     Learn then Test's P(risk ≤ α) ≥ 1 − δ, the fraction ≤ δ + 3 SE); blank for other rows."""
-    if "loss" not in row:
+    if "controlled" not in row:
         return ["", ""]
     r, se, delta, ok = row.get("risk"), row.get("risk_se"), row.get("delta"), row.get("risk_valid")
     if not _finite(r):
-        return [Cell(f"{row['loss']}: –"), "–"]
+        return [Cell(f"{row['controlled']}: –"), "–"]
     mark = "" if ok is None else (" ✓" if ok else " ⚠")
-    text = f"{row['loss']}: {r:.3f}" + (f" ± {se:.3f}" if _finite(se) else "")
+    text = f"{row['controlled']}: {r:.3f}" + (f" ± {se:.3f}" if _finite(se) else "")
     risk = Cell(
-        text + ("" if delta is not None else mark), title=f"mean test {row['loss']} over splits ± SE; CRC's guarantee E[loss] ≤ α = {alpha:g}"
+        text + ("" if delta is not None else mark), title=f"mean test {row['controlled']} over splits ± SE; CRC's guarantee E[loss] ≤ α = {alpha:g}"
     )
     title = "fraction of splits whose test risk exceeds α" + (f"; Learn then Test: at most δ = {delta:g} (+ 3 SE)" if delta is not None else "")
     return [risk, Cell(_pct(row.get("risk_exceeds"), 0) + (f" (δ = {delta:g}){mark}" if delta is not None else ""), title=title)]
@@ -162,7 +174,7 @@ def results_table(
     """Every row at every α and the model's own mask: mean ± std over splits, missed structures, the guarantee
     check (with ``validity``: over many splits too), wins against ``baseline``; bold: the α block's best."""
     val = [f"FNR, {validity_splits} splits"] if validity is not None else []
-    risk = ["controlled loss: test risk ± SE", "splits with risk > α"] if any("loss" in s for s in summary) else []
+    risk = ["controlled loss: test risk ± SE", "splits with risk > α"] if any("controlled" in s for s in summary) else []
     header = ["method", "α", *(h.format(u=units) for h in SUMMARY_HEADER), "missed", "test FNR ± SE", *val, *risk, "DSC win", "HD95 win"]
     model_row: list[Cell | str] = [Cell(MODEL_ROW), "–", "–", _ms(model, "coverage"), "1", _ms(model, "dice"), _ms(model, "assd", 2)]
     rows = [[*model_row, _ms(model, "hd95", 2), _pct(model.get("missed")), fmt(model.get("fnr")), *[""] * (len(val) + len(risk) + 2)]]
@@ -196,3 +208,89 @@ def chosen_note(summary: Sequence[Mapping[str, Any]]) -> str:
         return ""
     each = "; ".join(f"{s['method']} at α = {s['alpha']:g}: " + ", ".join(f"{k} ({v})" for k, v in s["chosen"].items()) for s in chosen)
     return f"Settings chosen by cross-validation on each split's calibration images (number of splits): {each}."
+
+
+#: The two-sided rows' table: its notes (what each column is).
+NOTE_BAND = (
+    "Two-sided sets (docs/band.md): the inner set I (certainly structure) and the outer set O (possibly), calibrated by the estimator "
+    "on each split's calibration images. Mean ± std over splits of the per-split mean over test images: joint coverage, the fraction "
+    "with I ⊆ Y ⊆ O; inner precision |I ∩ Y| / |I| (over the images with I ≠ ∅); outer recall |O ∩ Y| / |Y|; width |O \\ I| / |Y| "
+    "(bold: the narrowest of the α block among the rows of the same guarantee). guarantee (test): band, the fraction of test images "
+    "where the band's event holds (I ⊆ Y ⊆ O; with τ < 1: recall(O) ≥ τ and precision(I) ≥ τ), ✓ when ≥ 1 − α − 3 SE; band-risk, the "
+    "mean test loss max(FNR(O), |I \\ Y| / |Y|), ✓ when ≤ α + 3 SE — both from the loss curves at λ̂, ± SE over the splits."
+)
+#: The volume-interval table's note.
+NOTE_VOLUME = (
+    "Per test image an interval for the structure's volume, in {unit}: direct, split conformal on the volume itself (the score of "
+    "segcp calibrate --guarantee band, fitted on each split's calibration images; the same for every row); [vol(I), vol(O)] of each "
+    "two-sided row (valid by containment whenever I ⊆ Y ⊆ O). coverage: mean ± std over splits of the fraction of test images whose true "
+    "volume lies in the interval (✓ when ≥ 1 − α − 3 SE, SE = std / √splits; band-risk rows carry no probability guarantee for it); "
+    "median width: mean ± std over splits of the per-split median width."
+)
+
+
+def _guarantee_cell(s: Mapping[str, Any], guarantee: str, alpha: float, loss: Any = None, se: Any = None) -> Cell:
+    """The guarantee of a two-sided row at test: 1 − mean loss (band) or the mean loss (band-risk), ± SE, ✓/⚠."""
+    loss, se = (s.get("loss"), s.get("loss_se")) if loss is None else (loss, se)
+    if not _finite(loss):
+        return Cell("–")
+    ok = loss <= alpha + 3 * (se if _finite(se) else 0.0)
+    v, what = (1.0 - loss, "coverage of the band's event") if guarantee == "band" else (loss, "risk")
+    text = f"{v:.3f} ± {se:.3f}" if _finite(se) else f"{v:.3f}"
+    return Cell(f"{text} {'✓' if ok else '⚠'}", title=f"{what}; ✓ when the mean loss ≤ α + 3 SE")
+
+
+def band_table(
+    caption: str,
+    summary: Sequence[Mapping[str, Any]],
+    alphas: Sequence[float],
+    guarantees: Mapping[str, str],
+    validity: Mapping[tuple[str, float], Any] | None = None,
+    validity_splits: int = 0,
+) -> Table:
+    """The two-sided rows (``summary``: :func:`segcp.report.summaries.summarize` of their records with
+    ``BAND_SPLIT`` and ``loss``) at every α; ``guarantees``: row → band or band-risk; ``validity``: the same
+    guarantee over many splits from the loss curves."""
+    val = [f"guarantee, {validity_splits} splits"] if validity is not None else []
+    header = ["method", "guarantee", "α", "λ̂", "joint coverage I ⊆ Y ⊆ O", "inner precision", "outer recall", "width |O \\ I| / |Y|"]
+    header += ["guarantee (test) ± SE", *val]
+    rows: list[list[Cell | str]] = []
+    for a in alphas:
+        block = [s for s in summary if s["alpha"] == a]
+        best = {
+            g: min((round(float(s["band_width"]), 3) for s in block if guarantees[s["method"]] == g and _finite(s.get("band_width"))), default=None)
+            for g in set(guarantees.values())
+        }
+        for s in block:
+            g = guarantees[s["method"]]
+            name = s["method"] + (f" (infeasible in {s['infeasible']}/{s['splits']} splits)" if s["infeasible"] else "")
+            bold = _finite(s.get("band_width")) and round(float(s["band_width"]), 3) == best[g]
+            cells: list[Cell | str] = [Cell(name), g, f"{a:g}", _ms(s, "lambda"), _ms(s, "band_holds"), _ms(s, "inner_precision")]
+            cells += [_ms(s, "outer_recall"), Cell(_ms(s, "band_width", 2), bold), _guarantee_cell(s, g, a)]
+            if validity is not None:
+                v = validity.get((s["method"], a)) or {}
+                cells.append(_guarantee_cell(s, g, a, v.get("fnr"), v.get("fnr_se")))
+            rows.append(cells)
+    return Table(caption, header, rows, NOTE_BAND)
+
+
+def volume_table(caption: str, summary: Sequence[Mapping[str, Any]], alphas: Sequence[float], guarantees: Mapping[str, str], unit: str) -> Table:
+    """The volume intervals of the two-sided rows at every α: the direct interval (once per α: it does not
+    depend on the row) and each row's [vol(I), vol(O)] — coverage and median width."""
+
+    def cells(s: Mapping[str, Any], k: str, a: float, checked: bool) -> list[Cell | str]:
+        m, sd, n = float(s.get(f"volume_{k}_covered", math.nan)), float(s.get(f"volume_{k}_covered_std", math.nan)), s["splits"] - s["infeasible"]
+        se = sd / math.sqrt(n) if math.isfinite(sd) and n > 0 else 0.0
+        mark = (" ✓" if m >= 1 - a - 3 * se else " ⚠") if checked and math.isfinite(m) else ""
+        return [Cell(_ms(s, f"volume_{k}_covered") + mark), _ms(s, f"volume_{k}_width_median", 1), _ms(s, f"volume_{k}_width", 1)]
+
+    rows: list[list[Cell | str]] = []
+    for a in alphas:
+        block = [s for s in summary if s["alpha"] == a]
+        if block:
+            rows.append(["direct (split conformal on the volume)", "–", f"{a:g}", *cells(block[0], "direct", a, True)])
+        for s in block:
+            g = guarantees[s["method"]]
+            rows.append(["[vol(I), vol(O)]", s["method"], f"{a:g}", *cells(s, "band", a, g == "band")])
+    header = ["interval", "two-sided row", "α", "coverage", f"median width ({unit})", f"mean width ({unit})"]
+    return Table(caption, header, rows, NOTE_VOLUME.format(unit=unit))

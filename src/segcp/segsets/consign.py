@@ -85,7 +85,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -98,6 +98,7 @@ __all__ = [
     "BOX_CONVENTIONS",
     "SEARCH_STRATEGIES",
     "SVD_METHODS",
+    "DecomposeOptions",
     "Decomposition",
     "ScoreResult",
     "SearchOptions",
@@ -1073,11 +1074,21 @@ def _line_range(
     return xlo.max(axis=1), xhi.min(axis=1)
 
 
-def _prepare(samples_or_dec: Decomposition | ArrayLike, truth: ArrayLike, K: int, box_alpha: float, svd: str, box: str):
+class DecomposeOptions(TypedDict, total=False):
+    """:func:`decompose`'s keywords (``K``, ``box_alpha``, ``svd``, ``box``; its defaults) for the functions
+    that take samples or a :class:`Decomposition`."""
+
+    K: int
+    box_alpha: float
+    svd: str
+    box: str
+
+
+def _prepare(samples_or_dec: Decomposition | ArrayLike, truth: ArrayLike, decompose_options: DecomposeOptions):
     if isinstance(samples_or_dec, Decomposition):
         dec = samples_or_dec
     else:
-        dec = decompose(samples_or_dec, K, box_alpha, svd, box)
+        dec = decompose(samples_or_dec, **decompose_options)
     y = check_label_map(truth, "truth", dec.n_labels)
     if y.shape != dec.shape:
         raise SegcpError(f"truth shape {y.shape} does not match the samples' spatial shape {dec.shape}")
@@ -1089,21 +1100,19 @@ def consign_score(
     truth: ArrayLike,
     beta: float = 0.9,
     *,
-    K: int = 5,
-    box_alpha: float = 0.1,
-    svd: str = "gram",
-    box: str = "paper",
     options: SearchOptions | None = None,
+    **decompose_options: Unpack[DecomposeOptions],
 ) -> ScoreResult:
     """λ*: the smallest λ whose set C_λ is certified to contain ``truth`` up to β.
 
-    ``samples`` is (N, L, *S) or a :class:`Decomposition` (then ``K``, ``box_alpha``, ``svd``
-    and ``box`` are those it was made with); ``truth`` a label map (*S). The certificate is
+    ``samples`` is (N, L, *S), decomposed by :func:`decompose` with ``decompose_options`` (``K``,
+    ``box_alpha``, ``svd``, ``box``), or a :class:`Decomposition` (then those are the ones it was
+    made with); ``truth`` a label map (*S). The certificate is
     re-checked on the whole image in float64, with the same exact rule
     (:func:`~segcp.segsets.agreement.agrees`), before returning.
     """
     b = check_beta(beta)
-    dec, y = _prepare(samples, truth, K, box_alpha, svd, box)
+    dec, y = _prepare(samples, truth, decompose_options)
     res = _Search(dec, y, b, options or SearchOptions()).score()
     if res.certificate is not None:
         seg = dec.segment(res.certificate)
@@ -1122,18 +1131,16 @@ def is_member(
     lam: float,
     beta: float = 0.9,
     *,
-    K: int = 5,
-    box_alpha: float = 0.1,
-    svd: str = "gram",
-    box: str = "paper",
     options: SearchOptions | None = None,
+    **decompose_options: Unpack[DecomposeOptions],
 ) -> tuple[bool, NDArray[np.float64] | None]:
-    """One membership test at λ: (certified, c) — c ∈ B_λ agreeing with the truth, or None.
+    """One membership test at λ: (certified, c) — c ∈ B_λ agreeing with the truth, or None
+    (``samples``, ``decompose_options``: as for :func:`consign_score`).
 
     False means "not found" (exact only when λ is below the exact lower bound).
     """
     b = check_beta(beta)
-    dec, y = _prepare(samples, truth, K, box_alpha, svd, box)
+    dec, y = _prepare(samples, truth, decompose_options)
     s = _Search(dec, y, b, options or SearchOptions())
     if lam < s.lower_bound:
         return False, None

@@ -16,7 +16,8 @@ Every reader of segcp (:func:`segcp.io.readers.read_array`, the data-directory i
 module imported here (or by the user's code before segcp reads files).
 """
 
-from segcp.io.formats.base import GRID_ATOL, Format, Geometry, format_of, formats, read_geometry, register, split_ext, suffixes, unregister
+from segcp.io.formats import base
+from segcp.io.formats.base import *  # noqa: F403 (the interface and the registry: all of base.__all__)
 
 # The import order is the registration order (the order suffixes are listed in messages).
 # isort: off
@@ -27,20 +28,4 @@ from segcp.io.formats.nnunet import NnUNetNPZ
 from segcp.io.formats.nrrd import NRRD
 # isort: on
 
-__all__ = [
-    "GRID_ATOL",
-    "NPY",
-    "NRRD",
-    "PNG",
-    "Format",
-    "Geometry",
-    "NIfTI",
-    "NnUNetNPZ",
-    "format_of",
-    "formats",
-    "read_geometry",
-    "register",
-    "split_ext",
-    "suffixes",
-    "unregister",
-]
+__all__ = [*base.__all__, "NPY", "NRRD", "PNG", "NIfTI", "NnUNetNPZ"]
