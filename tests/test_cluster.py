@@ -151,7 +151,10 @@ class _KillingExecutor(DaskExecutor):
     def imap(self, fn, tasks, **kw):
         for k, (i, r) in enumerate(super().imap(fn, tasks, **kw)):
             if k == 0:
-                busy = {w: keys for w, keys in self.client.processing().items() if keys}
+                # the scheduler hands the next tasks out just after a result: wait (briefly) until a worker holds some
+                deadline = time.monotonic() + 10
+                while not (busy := {w: keys for w, keys in self.client.processing().items() if keys}) and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 victim = next(iter(busy))
                 pid = self.client.run(os.getpid, workers=[victim])[victim]
                 os.kill(pid, signal.SIGKILL)
