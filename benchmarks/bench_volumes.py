@@ -48,7 +48,7 @@ RSS and the values (identical).
     python benchmarks/bench_volumes.py evaluate-draws --data PROBS/acdc --out docs/benchmarks/volumes_evaluate_draws.json
 
 ``evaluate-draws`` — ``segcp evaluate --calib <consign> --draws 1000`` on real MC-dropout samples
-(calibration/test parts of the data's split), baseline vs this tree as whole commands: wall, CPU,
+(calibration/test parts of the data's split; the baseline's calibration, which both read), baseline vs this tree as whole commands: wall, CPU,
 peak RSS, and the metrics (Chao1, SEC, |corr|) compared.
 """
 
@@ -707,7 +707,9 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
                 for f in (data / sub).iterdir():
                     if f.name.split(".")[0] in members:
                         (work / part / sub / f.name).symlink_to(f.resolve())
-        env_new = _env(ROOT / "src")
+        # the baseline calibrates: this tree reads its record (as a CONSIGN record of the Adam search, issue 28),
+        # while the baseline cannot read this tree's (the line search's options), and both must evaluate the same sets
+        env_cal = _env(base)
         subprocess.run(
             [
                 sys.executable,
@@ -725,7 +727,7 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
                 str(work / "calib.json"),
                 "-q",
             ],
-            env=env_new,
+            env=env_cal,
             check=True,
         )
         rows = []
