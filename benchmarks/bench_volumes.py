@@ -759,12 +759,10 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
         uptime.append(_uptime())
         results = {label: json.loads((work / f"m-{label.replace(' ', '')}.json").read_text()) for label in ("baseline", "this tree")}
 
-    def strip(r: Any) -> Any:  # the metrics only (no timings, paths or versions)
-        if isinstance(r, dict):
-            return {k: strip(v) for k, v in r.items() if k not in ("seconds", "wall_s", "segcp_version", "version", "calib", "data", "out")}
-        if isinstance(r, list):
-            return [strip(v) for v in r]
-        return r
+    keys = ("score", "covered", "chao", "distinct", "correlation", "sec")  # the metrics (not their timings)
+
+    def strip(r: dict[str, Any]) -> dict[str, Any]:  # λ̂ and every image's metrics; the params' spelling differs by version
+        return {"lambda": r["lambda"], "per_image": {i: {k: m[k] for k in keys} for i, m in r["per_image"].items()}}
 
     same = strip(results["baseline"]) == strip(results["this tree"])
     med = {
@@ -785,7 +783,7 @@ def run_evaluate_draws(args: argparse.Namespace) -> dict[str, Any]:
         "median": med,
         "ratios": ratios,
         "identical_metrics": same,
-        "metrics": strip(results["this tree"]),
+        "metrics": {label: strip(r) | {"mean": {k: r["mean"][k] for k in keys}} for label, r in results.items()},
         "uptime": uptime,
     }
 
