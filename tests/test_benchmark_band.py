@@ -109,9 +109,9 @@ def test_band_rows_match_a_direct_calibration_and_measurement(band_run):
                     assert rec[f"volume_{k}_width"] == pytest.approx(np.mean([hi - lo for lo, hi in vol[k]]), rel=1e-12)
                 # the guarantee's test loss: 1 − joint coverage for band (τ = 1); the risk for band-risk
                 if guarantee == "band":
-                    assert rec["loss"] == pytest.approx(1.0 - rec["band_holds"], abs=1e-12)
+                    assert rec["risk"] == pytest.approx(1.0 - rec["band_holds"], abs=1e-12)
                 else:  # E[max(FNR(O), min(1, |I \ Y| / |Y|))]; an empty truth: 1 if I ≠ ∅
-                    assert rec["loss"] == pytest.approx(np.mean([p["band_risk"] for p in per]), rel=1e-12)
+                    assert rec["risk"] == pytest.approx(np.mean([p["band_risk"] for p in per]), rel=1e-12)
                 assert rec["volume_unit"] == "mm2"
 
 
@@ -152,7 +152,7 @@ def test_the_report_has_the_band_and_volume_tables_and_figures(band_run):
     assert s["validity"]["splits"] == 40
     rows = list(csv.DictReader((out / "results.csv").open()))
     metrics = {r["metric"] for r in rows if r["method"] == "band morph"}
-    assert {"lambda", "band_holds", "inner_precision", "outer_recall", "band_width", "volume_direct_covered", "loss"} <= metrics
+    assert {"lambda", "band_holds", "inner_precision", "outer_recall", "band_width", "volume_direct_covered", "risk"} <= metrics
 
 
 def test_a_rerun_reuses_every_band_record(band_run):
@@ -162,7 +162,7 @@ def test_a_rerun_reuses_every_band_record(band_run):
     old = {(r["method"], r["alpha"], r["split"], r["n_cal"]): r for r in first["tasks"][0]["records"]}
     for r in again["tasks"][0]["records"]:
         o = old[(r["method"], r["alpha"], r["split"], r["n_cal"])]
-        for k in ("lambda", "band_holds", "band_width", "volume_direct_covered", "loss", "dice"):
+        for k in ("lambda", "band_holds", "band_width", "volume_direct_covered", "risk", "dice"):
             if k in o:
                 assert r[k] == pytest.approx(o[k], nan_ok=True), k
 

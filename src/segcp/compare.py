@@ -68,7 +68,7 @@ def comparison(
     baseline = next((s.label for s in specs if s.label not in band), None)
     two_sided = {
         "band_guarantees": band,
-        "band_summary": summarize([r for r in res["records"] if r["method"] in band], metrics=BAND_SPLIT, risk="loss"),
+        "band_summary": summarize([r for r in res["records"] if r["method"] in band], metrics=BAND_SPLIT, risk="risk"),
     }
     return {
         "segcp_version": __version__,

@@ -8,8 +8,8 @@ image is measured by :func:`segcp.jobs.band.band_metrics`, the definition ``segc
 with the split's direct volume interval (:func:`volume_fit`: :func:`segcp.volumes.volume_record` on the
 split's calibration images, what ``segcp calibrate --guarantee band`` fits beside the band). A split's
 record (:func:`band_split_record`) holds the means of :data:`BAND_METRICS`, the median interval widths, the
-mean test loss of the row's guarantee at λ̂ (``loss``: 1 − joint coverage for ``band``, the risk for
-``band-risk``; from the loss curves) and each test image's true volume and intervals (the volume plot).
+mean test loss of the row's guarantee at λ̂ (``risk``, as a controlled-loss row's: 1 − joint coverage for ``band``,
+the mean loss for ``band-risk``; from the loss curves) and each test image's true volume and intervals (the volume plot).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = [
 
 #: What the cache keys of a two-sided row add to its family's (its score maps are signed maps t, its
 #: records :func:`band_split_record`'s; bump when either changes).
-BAND_IDENTITY = "two-sided rows: signed maps, band records v1"
+BAND_IDENTITY = "two-sided rows: signed maps, band records v2"
 
 #: Per test image (:func:`segcp.jobs.band.band_metrics`), averaged per split over the images where defined.
 BAND_METRICS: dict[str, str] = {
@@ -58,7 +58,7 @@ BAND_METRICS: dict[str, str] = {
 #: The volume intervals of a two-sided row: the band's own [vol(I), vol(O)], the direct one.
 VOLUME_INTERVALS = ("band", "direct")
 #: Every number of a split's record (the means, the median widths, the guarantee's test loss).
-BAND_SPLIT = (*BAND_METRICS, *(f"volume_{k}_width_median" for k in VOLUME_INTERVALS), "loss")
+BAND_SPLIT = (*BAND_METRICS, *(f"volume_{k}_width_median" for k in VOLUME_INTERVALS), "risk")
 
 
 def is_band(spec: MethodSpec | TunedSpec) -> bool:
@@ -88,10 +88,10 @@ def band_image(case: Case, family: Any, t: Any, lam: float, alpha: float, fit: d
     return band_metrics(case, inner, outer, alpha, fit, bounds=True)
 
 
-def band_split_record(per: Sequence[dict[str, float]], loss: float, unit: str) -> dict[str, Any]:
+def band_split_record(per: Sequence[dict[str, float]], risk: float, unit: str) -> dict[str, Any]:
     """A split's record from its test images' :func:`band_image` (in test order): the means of
     :data:`BAND_METRICS` where defined, ``undefined`` counts, the median width of each volume interval, the
-    guarantee's mean test ``loss``, the volume ``unit`` and ``volumes``: per test image the truth and each
+    guarantee's mean test loss ``risk``, the volume ``unit`` and ``volumes``: per test image the truth and each
     interval's [lower, upper]."""
     rec: dict[str, Any] = {m: nanmean([p[m] for p in per]) for m in BAND_METRICS}
     rec["undefined"] = {m: c for m in BAND_METRICS if (c := int(sum(not math.isfinite(p[m]) for p in per)))}
@@ -101,4 +101,4 @@ def band_split_record(per: Sequence[dict[str, float]], loss: float, unit: str) -
     rec["volumes"] = {"truth": [p["volume_truth"] for p in per]} | {
         k: [[p[f"volume_{k}_lower"], p[f"volume_{k}_upper"]] for p in per] for k in VOLUME_INTERVALS
     }
-    return rec | {"loss": float(loss), "volume_unit": unit}
+    return rec | {"risk": float(risk), "volume_unit": unit}

@@ -538,8 +538,9 @@ class Engine:
             for a, per in checks.items():
                 fnr, se = mean_se([x for ok, x in per if ok])
                 rows.append({"alpha": a, "splits": len(per), "infeasible": sum(not ok for ok, _ in per), "fnr": fnr, "fnr_se": se})
-                if row.spec.loss is not None:  # a controlled loss: its test risk (not the FNR) and how often it exceeds α
+                if row.spec.loss is not None or is_band(row.spec):  # its guarantee's test risk (not the FNR)
                     rows[-1] = {k: rows[-1].pop(k) for k in ("alpha", "splits", "infeasible")} | {"risk": fnr, "risk_se": se}
+                if row.spec.loss is not None:  # a controlled loss: how often that risk exceeds α
                     rows[-1]["risk_exceeds"] = exceedance([exceeds(x, a) for ok, x in per if ok], len(per))
             rec = {"rows": rows}
             self.cache.put_record(fkey, rkey, rec)

@@ -287,7 +287,7 @@ class TaskReport:
         """The two-sided rows at every α (:func:`band_table`) and their volume intervals (:func:`volume_table`)."""
         cfg, labels = self.cfg, [r.label for r in self.band_main]
         recs = [r for r in self.records if r["n_cal"] == cfg.n_cal and r["method"] in labels and r["alpha"] in cfg.alphas]
-        summ = summarize(recs, metrics=BAND_SPLIT, risk="loss")
+        summ = summarize(recs, metrics=BAND_SPLIT, risk="risk")
         validity = {(v["method"], v["alpha"]): v for v in self.res["validity"] if v["method"] in labels}
         guarantees = {r.label: str(r.spec.candidates[0].guarantee) for r in self.band_main}
         self.summary_rows += [dict(s, task=self.task.name, n_cal=cfg.n_cal, validity=validity.get((s["method"], s["alpha"]))) for s in summ]

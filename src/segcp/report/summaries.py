@@ -43,7 +43,7 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Mean ± std over splits per (row, α) of λ̂ and ``metrics``, the SE of the mean test ``risk`` (``<risk>_se``)
     and ``valid`` (risk ≤ α + 3 SE), ``infeasible`` splits (left out of the means), and wins against
-    ``baseline``. Two-sided rows: ``metrics`` :data:`segcp.engine.band.BAND_SPLIT`, ``risk`` ``loss``. A
+    ``baseline``. Two-sided rows: ``metrics`` :data:`segcp.engine.band.BAND_SPLIT`, ``risk`` ``risk`` (their guarantee's test risk). A
     controlled-loss row (records naming ``controlled``) also gets its :func:`risk_summary` (and ``valid`` only
     for loss=fnr)."""
     out = []

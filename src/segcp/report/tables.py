@@ -230,8 +230,9 @@ NOTE_VOLUME = (
 
 
 def _guarantee_cell(s: Mapping[str, Any], guarantee: str, alpha: float, loss: Any = None, se: Any = None) -> Cell:
-    """The guarantee of a two-sided row at test: 1 − mean loss (band) or the mean loss (band-risk), ± SE, ✓/⚠."""
-    loss, se = (s.get("loss"), s.get("loss_se")) if loss is None else (loss, se)
+    """The guarantee of a two-sided row at test: 1 − mean loss (band) or the mean loss (band-risk), ± SE, ✓/⚠
+    (the row's test ``risk``, as a controlled-loss row's)."""
+    loss, se = (s.get("risk"), s.get("risk_se")) if loss is None else (loss, se)
     if not _finite(loss):
         return Cell("–")
     ok = loss <= alpha + 3 * (se if _finite(se) else 0.0)
@@ -269,7 +270,7 @@ def band_table(
             cells += [_ms(s, "outer_recall"), Cell(_ms(s, "band_width", 2), bold), _guarantee_cell(s, g, a)]
             if validity is not None:
                 v = validity.get((s["method"], a)) or {}
-                cells.append(_guarantee_cell(s, g, a, v.get("fnr"), v.get("fnr_se")))
+                cells.append(_guarantee_cell(s, g, a, v.get("risk"), v.get("risk_se")))
             rows.append(cells)
     return Table(caption, header, rows, NOTE_BAND)
 
