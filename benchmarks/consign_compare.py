@@ -296,7 +296,11 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "A *miss*: λ*_i above the reference's grid λ*_i + one step. Times: seconds per image, one process "
         "(2 worker processes on the shared 2-core machine); the reference's is this comparison's scan (capped, "
         "saturated pixels skipped, and with --trust-proofs started at the lines search's proven bound), not the "
-        "cost of the authors' calibration (benchmarks/bench_consign.py measures that). Command: `" + meta["command"] + "`.",
+        "cost of the authors' calibration (benchmarks/bench_consign.py measures that). Command: `"
+        + meta["command"]
+        + "`"
+        + "".join(f"; rows recomputed (their own cap): `{c}`" for c in meta.get("redo", []))
+        + ".",
         "",
         "| K | β | n | misses lines (causes) | misses adam (causes) | ∞ lines / adam | λ̂ lines | λ̂ adam | λ̂ reference ≥ | "
         "lines < adam / > adam | s/image lines | adam | reference |",
@@ -378,11 +382,22 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=5, help="the draw splits of consign_real.py")
     ap.add_argument("--check-splits", type=int, default=500, help="the check splits of consign_real.py")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--redo",
+        action="append",
+        default=[],
+        metavar="ID:K:BETA",
+        help="recompute these rows (with this run's --ref-cap, e.g. larger, for them); the other rows and the first run's command stay",
+    )
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    redo = {(i, int(k), float(b)) for i, k, b in (r.rsplit(":", 2) for r in a.redo)}
+    if redo:  # drop those rows (the file rewritten without them): they are computed again below
+        rows = [r for r in rows if (r["id"], r["K"], r["beta"]) not in redo]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     meta = {
         "data": a.data,
         "alpha": a.alpha,
@@ -391,8 +406,9 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     before = json.loads((out / "summary.json").read_text())["meta"] if (out / "summary.json").exists() else {}
-    if a.summarize and "command" in before:
-        meta["command"] = before["command"]
+    if (a.summarize or redo) and "command" in before:
+        meta["command"], meta["ref_cap"] = before["command"], before.get("ref_cap", a.ref_cap)
+    meta["redo"] = before.get("redo", []) + (["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])] if redo else [])
     meta["wall_seconds"] = before.get("wall_seconds", 0.0)  # of the sessions so far (a run may be resumed)
     if not a.summarize:
         cases = load_real_cases(a.data, a.n, a.crop, a.stride)
