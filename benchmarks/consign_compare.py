@@ -259,7 +259,8 @@ def split_summary(
             continue  # not every image done yet
         lam = {s: np.array([_inf(r[s]["lambda"]) for r in rs]) for s in STRATEGIES}
         ref_low = np.array([reference_at_least(r) for r in rs])
-        scanned = max(r["reference"]["cap"] for r in rs)
+        # what the reference's λ* can be at most: its certified grid λ*, +∞ where its scan did not certify
+        ref_high = np.array([_inf(r["reference"]["lambda"]) for r in rs])
         d: dict[str, Any] = {}
         for s in STRATEGIES:
             d[s] = [_f(qhat(lam[s][np.asarray(c)])) for c in draw]
@@ -270,10 +271,10 @@ def split_summary(
             infeasible += not math.isfinite(a)
             if a <= b + STEP + 1e-9:
                 ok += 1
-            elif b > scanned:  # both above what the reference scanned: nothing to compare
-                beyond += 1
-            else:
+            elif a > qhat(ref_high[np.asarray(c)]) + STEP + 1e-9:  # above even the largest the reference's λ̂ can be
                 worse += 1
+            else:  # the reference's λ̂ lies between its bounds: its scans stopped before they could decide
+                beyond += 1
         d["check"] = {
             "splits": len(many),
             "lines_within_one_step": ok,
@@ -328,10 +329,11 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"(n_cal = {meta['n_cal']}, α = {meta['alpha']}, whole groups, seed {meta['seed']}; ∞ = infeasible), and "
             "over the further check splits (seed + 1): in how many segcp's λ̂ (lines) ≤ the reference's λ̂ + one step. "
             "The reference's λ̂ is bounded below where it did not certify an image by its scan (or, K = 2, below the "
-            "lines search's proof that no member exists); *both beyond the scan*: segcp's λ̂ and that bound both "
-            "above the largest λ the reference scanned.",
+            "lines search's proof that no member exists); *beyond the scan*: undecided, the reference's λ̂ lies between "
+            "that bound and its certified λ* (+∞ where it certified nothing) and segcp's λ̂ between the two; *lines above*: "
+            "segcp's λ̂ above even the largest the reference's can be.",
             "",
-            "| K | β | λ̂ lines per split | λ̂ adam per split | reference ≥ | check splits: lines ≤ ref + step / both beyond the scan / lines above | lines < adam / > adam |",
+            "| K | β | λ̂ lines per split | λ̂ adam per split | reference ≥ | check splits: lines ≤ ref + step / beyond the scan / lines above | lines < adam / > adam |",
             "|---|---|---|---|---|---|---|",
         ]
         for key, d in sp.items():
@@ -408,7 +410,10 @@ def main() -> None:
     before = json.loads((out / "summary.json").read_text())["meta"] if (out / "summary.json").exists() else {}
     if (a.summarize or redo) and "command" in before:
         meta["command"], meta["ref_cap"] = before["command"], before.get("ref_cap", a.ref_cap)
-    meta["redo"] = before.get("redo", []) + (["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])] if redo else [])
+    if "ids" in before:  # --summarize reads no images: the ids of the run that did
+        meta["ids"] = before["ids"]
+    if before.get("redo") or redo:
+        meta["redo"] = before.get("redo", []) + (["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])] if redo else [])
     meta["wall_seconds"] = before.get("wall_seconds", 0.0)  # of the sessions so far (a run may be resumed)
     if not a.summarize:
         cases = load_real_cases(a.data, a.n, a.crop, a.stride)
