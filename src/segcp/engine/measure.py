@@ -15,7 +15,19 @@ from scipy.spatial import cKDTree
 from segcp.metrics import METRICS, mean_std
 from segcp.metrics.surface import _spacing, _surface
 
-__all__ = ["EXTRAS", "LOSS_EXTRAS", "OVERLAP", "MaskEvaluator", "criterion_value", "exceedance", "exceeds", "loss_record", "nanmean", "split_record"]
+__all__ = [
+    "EXTRAS",
+    "LOSS_EXTRAS",
+    "OVERLAP",
+    "MaskEvaluator",
+    "criterion_value",
+    "exceedance",
+    "exceeds",
+    "loss_record",
+    "nanmean",
+    "split_record",
+    "split_risk",
+]
 
 #: The metrics that only count voxels (cheap at any λ); the others are surface distances.
 OVERLAP = ("coverage", "fnr", "stretch", "dice")
@@ -37,9 +49,15 @@ LOSS_EXTRAS: dict[str, str] = {
 }
 
 
-def loss_record(losses: NDArray[np.floating], alpha: float) -> dict[str, float]:
-    """A split's :data:`LOSS_EXTRAS` from its test images' values of the controlled loss at λ̂ (shape (n_test,))."""
-    risk = float(np.mean(losses)) if len(losses) else math.nan
+def split_risk(curves: Any, test: Any, lam: float) -> float:
+    """A split's test risk: the mean over its ``test`` images of the row's guarantee loss at λ̂, from their loss
+    curves or step functions (two-sided and controlled-loss rows alike; NaN without test images)."""
+    losses = curves.take(test).evaluate(lam)
+    return float(np.mean(losses)) if len(losses) else math.nan
+
+
+def loss_record(risk: float, alpha: float) -> dict[str, float]:
+    """A split's :data:`LOSS_EXTRAS` from its :func:`split_risk`."""
     return {"risk": risk, "risk_exceeds": exceeds(risk, alpha)}
 
 

@@ -20,7 +20,19 @@ from segcp.calibration import LossCurves
 from segcp.calibration.ltt import StepLosses
 from segcp.engine.band import BAND_IDENTITY, BAND_SPLIT, band_image, band_split_record, image_volume, is_band, volume_fit
 from segcp.engine.cache import MAP_SECONDS, BenchmarkCache, digest
-from segcp.engine.measure import EXTRAS, LOSS_EXTRAS, OVERLAP, MaskEvaluator, criterion_value, exceedance, exceeds, loss_record, nanmean, split_record
+from segcp.engine.measure import (
+    EXTRAS,
+    LOSS_EXTRAS,
+    OVERLAP,
+    MaskEvaluator,
+    criterion_value,
+    exceedance,
+    exceeds,
+    loss_record,
+    nanmean,
+    split_record,
+    split_risk,
+)
 from segcp.engine.plan import Need, Plan, Row, TaskPlan
 from segcp.engine.select import calibrate, chosen_label, select
 from segcp.engine.splits import random_cal_test_splits
@@ -442,7 +454,7 @@ class Engine:
                 result = {"lambda": lam, "level": n.level} | split_record(per, [truth[int(i)] for i in test], keys)
             if cands[k].loss is not None:  # a controlled-loss row: its loss and test risk, from the step functions at λ̂
                 nan = dict.fromkeys(LOSS_EXTRAS, math.nan)
-                result |= nan if isinstance(lam, str) else loss_record(curves[k].take(test).evaluate(lam), n.alpha)
+                result |= nan if isinstance(lam, str) else loss_record(split_risk(curves[k], test, lam), n.alpha)
                 extra = extra | {"controlled": cands[k].loss, "delta": cands[k].delta}
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | extra | result
             self.cache.put_record(self.family_key(row.spec), self._rkeys(tp, n, tuned)[-1], out[n])
@@ -493,8 +505,7 @@ class Engine:
                 result = {"lambda": math.nan, "infeasible": str(lam), "level": n.level} | dict.fromkeys(BAND_SPLIT, math.nan)
             else:
                 per = [measured[int(i)][where[(n, int(i))]] for i in test]
-                loss = float(np.mean(curves.take(test).evaluate(lam)))  # the guarantee's loss at λ̂, by its definition
-                result = {"lambda": lam, "level": n.level} | band_split_record(per, loss, fit["unit"])
+                result = {"lambda": lam, "level": n.level} | band_split_record(per, split_risk(curves, test, lam), fit["unit"])
             out[n] = {"n_cal_actual": len(cal), "n_test": len(test)} | result
             self.cache.put_record(self.family_key(spec), self._rkeys(tp, n, False)[-1], out[n])
         return out
