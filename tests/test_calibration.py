@@ -81,6 +81,45 @@ def test_selection_equals_sorted_reduce_at_scale(seed):
         assert res.empirical_risk == pytest.approx(curves.evaluate(res.lambda_).mean(), abs=1e-12)
 
 
+def test_bracketing_round_keeps_the_answer(monkeypatch):
+    """The selection's first round (a sorted strided sample brackets λ̂) with a tiny sample and margin,
+    so that the estimate often misses: λ̂ still equals the brute force's, and every round returns one
+    contiguous range of values holding λ̂ with the drops below it summed — the low, middle and high
+    parts all seen."""
+    import segcp.calibration.crc as crc
+
+    seen: dict[str, int] = {}
+    real = crc._bracket
+
+    def watched(vals, w, total0, limit):
+        kept, kw, below = real(vals, w, total0, limit)
+        assert kept.size and np.array_equal(np.sort(kept), np.sort(vals[(vals >= kept.min()) & (vals <= kept.max())]))
+        assert below == pytest.approx(float(w[vals < kept.min()].sum()), abs=1e-9)
+        part = (
+            "low"
+            if kept.max() < vals.max() and kept.min() == vals.min()
+            else "high"
+            if kept.min() > vals.min() and kept.max() == vals.max()
+            else "middle"
+        )
+        seen[part] = seen.get(part, 0) + 1
+        return kept, kw, below
+
+    monkeypatch.setattr(crc, "_bracket", watched)
+    monkeypatch.setattr(crc, "_SORT_BELOW", 2)
+    rng = np.random.default_rng(7)
+    for trial in range(240):
+        monkeypatch.setattr(crc, "_SAMPLE", int(rng.integers(1, 5)))
+        monkeypatch.setattr(crc, "_MARGIN", int(rng.integers(0, 3)))
+        per_image = [np.round(rng.random(int(rng.integers(0, 9))), int(rng.integers(1, 3))) for _ in range(int(rng.integers(19, 40)))]
+        curves = LossCurves.concat([fnr_curve(s) for s in per_image])
+        alpha = float(rng.choice([0.05, 0.1, 0.2, 0.3, 0.5]))
+        if curves.n < min_calibration_size(alpha) or not curves.breakpoints.size:
+            continue
+        assert crc_lambda(curves, alpha, lambda_min=0.0).lambda_ == brute_force_lambda(curves, alpha, 0.0), trial
+    assert set(seen) == {"low", "middle", "high"}, seen
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(image_scores, min_size=1, max_size=45), alphas)
 def test_crc_equals_brute_force(per_image, alpha):

@@ -80,6 +80,15 @@ def slice_axis(shape: Sequence[int], spacing: Sequence[float] | None = None, *, 
     return min(coarse, key=lambda a: (int(shape[a]), a))
 
 
+#: Native float32/float64: the unsigned view and 1.0's bit pattern. Read as unsigned integers, the
+#: non-negative floats keep their order and anything with the sign bit (negatives, -0.0), NaN or
+#: inf lies above 1.0's pattern: one max over the bits checks the range (-0.0 takes the slow path).
+_ONE_BITS: dict[np.dtype[Any], tuple[type[np.unsignedinteger[Any]], int]] = {
+    np.dtype(np.float32): (np.uint32, int(np.float32(1.0).view(np.uint32))),
+    np.dtype(np.float64): (np.uint64, int(np.float64(1.0).view(np.uint64))),
+}
+
+
 def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]:
     """Return validated probabilities, or raise one line naming ``where`` and the problem.
 
@@ -93,6 +102,9 @@ def check_probabilities(probs: NDArray[Any], where: str) -> NDArray[np.floating]
         raise SegcpError(f"{where}: probabilities must be numeric, got dtype {p.dtype}")
     if p.size == 0:
         raise SegcpError(f"{where}: the probability map is empty (shape {p.shape})")
+    one = _ONE_BITS.get(p.dtype)
+    if one is not None and p.view(one[0]).max() <= one[1]:
+        return p  # one pass: as unsigned integers, the floats in [+0, 1] are exactly the bit patterns <= 1.0's
     lo, hi = float(p.min()), float(p.max())
     if not (lo >= 0.0 and hi <= 1.0):
         if np.isnan(lo) or np.isnan(hi):

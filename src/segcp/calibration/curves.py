@@ -80,12 +80,15 @@ class LossCurves:
         parts = list(parts)
         if not parts:
             return cls.empty()
-        sizes = [p.breakpoints.size for p in parts]
-        shifts = np.cumsum([0, *sizes[:-1]])
-        offsets = [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts)]
+        # each part's offsets past its first, shifted by the breakpoints of the parts before it
+        # (one repeat of the shifts instead of one addition per part: a chunk holds many one-image parts)
+        ends = np.concatenate([p.offsets[1:] for p in parts])
+        sizes = np.fromiter((p.breakpoints.size for p in parts), dtype=np.int64, count=len(parts))
+        counts = np.fromiter((p.offsets.size - 1 for p in parts), dtype=np.int64, count=len(parts))
+        shifts = np.repeat(np.cumsum(sizes) - sizes, counts)
         return cls(
             starts=np.concatenate([p.starts for p in parts]),
-            offsets=np.concatenate(offsets).astype(np.int64),
+            offsets=np.concatenate([[0], ends + shifts]).astype(np.int64),
             breakpoints=np.concatenate([p.breakpoints for p in parts]),
             drops=np.concatenate([p.drops for p in parts]),
         )
@@ -210,7 +213,7 @@ def fnr_curve(truth_scores: ArrayLike, *, compress: bool = True) -> LossCurves:
     first[0] = first[-1] = True
     np.not_equal(r[1:], r[:-1], out=first[1:-1])
     bounds = np.flatnonzero(first)
-    counts = np.diff(bounds).astype(np.float64)
+    counts = np.subtract(bounds[1:], bounds[:-1], dtype=np.float64)  # run lengths, exact in float64
     counts /= m
     return LossCurves._sorted_single(r[bounds[:-1]], counts, 1.0)
 
