@@ -182,3 +182,67 @@ def test_calibration_on_3d_volumes_is_nested_and_valid(tmp_path):
     rec = calibrate_dir(tmp_path, method="rwcp", alpha=[0.2, 0.1], method_params=FAST, out=tmp_path / "calib.json", show_progress=False)
     assert rec["params"]["depth"] == 1 and rec["params"]["depth_radius"] == 1
     assert rec["lambda"] == pytest.approx([cs.lambdas_[0.2], cs.lambdas_[0.1]])
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_precompute_encodes_the_slices_the_score_map_reads(tmp_path, monkeypatch, depth):
+    """The engine's batch encoding (`precompute`) of volumes: the 2D slices along the slice axis that
+    the score map encodes, no more (a slice out of the diffusion's reach is not encoded) — then the
+    score maps read every feature from the cache, and equal those computed without it. (It once
+    handed whole volumes to the encoder: every `segcp compare`/`benchmark` of RW-CP on volumes failed.)"""
+    vols = [_volume((6, 14, 12), seed=20 + i) for i in range(3)]
+    probs0 = vols[0][0].copy()
+    probs0[4:] = 0.0  # out of reach at depth 1 with 1 step: slice 5 is never encoded; at depth 0 slices 4 and 5
+    vols[0] = (probs0, vols[0][1], vols[0][2])
+    spacing = (3.0, 1.0, 1.0)  # slices along the first axis
+    cases = [Case(f"v{i}", p, mask=mk, image=im, spacing=spacing) for i, (p, im, mk) in enumerate(vols)]
+    params = {**FAST, "steps": 1, "depth": depth, "depth_radius": 0}
+    encoded: list[int] = []
+
+    fresh = RWCPMethod(**params)  # no cache: each score map encodes what it reads
+    real = fresh.get_encoder().encode
+
+    def counting(imgs, *a, **k):
+        encoded.append(len(imgs))
+        return real(imgs, *a, **k)
+
+    monkeypatch.setattr(fresh.get_encoder(), "encode", counting)
+    direct = [fresh.score_map(c) for c in cases]
+    reads = sum(encoded)
+    assert reads < 18 if depth == 0 else reads <= 18  # slices 4 and 5 of v0 are empty: not encoded slice by slice
+    m = RWCPMethod(**{**params, "cache": True, "cache_dir": str(tmp_path)})
+    assert m.get_encoder() is fresh.get_encoder()  # one shared encoder: counted once
+    encoded.clear()
+    m.precompute(cases)
+    assert sum(encoded) == reads  # the same slices, in batches
+    encoded.clear()
+    maps = [m.score_map(c) for c in cases]
+    assert sum(encoded) == 0  # every slice's features from the cache
+    for got, want in zip(maps, direct):
+        assert np.array_equal(got, want)
+
+
+def test_compare_runs_rwcp_on_volumes(tmp_path):
+    """`segcp compare` (the engine, with its batch encoding) on a folder of NIfTI volumes, RW-CP-3D beside
+    Standard CRC: every split calibrated, λ̂ of the first split equal to a direct calibration's."""
+    nib = pytest.importorskip("nibabel")
+    from segcp.compare import MethodSpec, compare_dir
+    from segcp.engine.splits import random_cal_test_splits
+
+    vols = [_volume((6, 14, 12), seed=40 + i) for i in range(12)]  # 6 slices: not mistaken for channels
+    spacing = (2.5, 1.0, 1.0)
+    for sub in ("probs", "masks", "images"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    aff = np.diag([*spacing, 1.0])
+    for i, (p, im, mk) in enumerate(vols):
+        for sub, a in (("probs", p), ("masks", mk.astype(np.uint8)), ("images", im)):
+            nib.save(nib.Nifti1Image(a, aff), str(tmp_path / "d" / sub / f"v{i:02d}.nii.gz"))
+    params = {**FAST, "cache": True, "cache_dir": str(tmp_path / "features")}
+    specs = [MethodSpec("Standard CRC", "threshold"), MethodSpec("RW-CP-3D", "rwcp", params)]
+    res = compare_dir(tmp_path / "d", specs, alphas=(0.2,), n_cal=9, n_splits=2, seed=3, show_progress=False)
+    rows = sorted((s for s in res["splits"] if s["method"] == "RW-CP-3D"), key=lambda s: s["split"])
+    assert len(rows) == 2 and all(np.isfinite(r["lambda"]) for r in rows)
+    ids = [f"v{i:02d}" for i in range(12)]  # each volume its own group, in the folder's order
+    cal, _ = next(iter(random_cal_test_splits(ids, 9, 2, 3)))
+    cases = [Case(ids[i], vols[i][0], mask=vols[i][2], image=vols[i][1], spacing=spacing) for i in cal]
+    assert rows[0]["lambda"] == ConformalSegmenter("rwcp", alpha=0.2, method_params=FAST).calibrate(cases).lambda_

@@ -320,8 +320,25 @@ class RWCPMethod(ProbabilityFamily):
         return self.get_encoder().features([image], self.feature_cache())[0]
 
     def precompute(self, cases: Sequence[Case]) -> None:
-        """Encode the cases' images in batches of ``batch_size`` and cache their features."""
-        self.get_encoder().features([self._image(c) for c in cases], self.feature_cache())
+        """Encode the 2D images the cases' score maps will encode (:meth:`_encoding`: a 2D case's
+        image, a volume's slices along :func:`slice_axis` that :meth:`foreground` encodes) in
+        batches of ``batch_size``, and cache their features. 2D cases are batched together; a
+        volume's slices are one call each, so that one volume's features are held at a time."""
+        flat: list[tuple[Case, NDArray[Any]]] = []
+        for case in cases:
+            image, _, ax, todo = self._encoding(case)
+            if ax is None:
+                flat += [(case, image)] if todo else []
+            else:
+                self._features(case, [image[z] for z in todo])
+        for i in range(0, len(flat), 256):  # the 2D images, 256 at a time (their features are returned)
+            part = flat[i : i + 256]
+            try:
+                self.get_encoder().features([im for _, im in part], self.feature_cache())
+            except SegcpError:  # the same check again, one image at a time, to name the case
+                for case, im in part:
+                    to_rgb01(im, f"case {case.id}: image")
+                raise
 
     @property
     def shares_state_on_disk(self) -> bool:
@@ -581,6 +598,25 @@ class RWCPMethod(ProbabilityFamily):
             )
         return image, probs
 
+    def _encoding(self, case: Case) -> tuple[NDArray[Any], NDArray[np.float64], int | None, list[int]]:
+        """What a case's score map encodes — the one rule for :meth:`foreground` and :meth:`precompute`:
+        ``(image, probabilities, axis, todo)``. A 2D case: its image, its float64 map (after
+        ``skip_below``), ``axis`` None and ``todo`` ``[0]``, or ``[]`` when the map needs no
+        features (:meth:`empty`). A volume: image and map with the slice axis (:func:`slice_axis`)
+        moved first, that axis, and the slices to encode — the non-empty ones slice by slice
+        (``depth=0`` on the CPU), else those :meth:`volume_work` names."""
+        image, probs_in = self._check(case)
+        if probs_in.ndim != 3:
+            p = self._skipped(np.asarray(probs_in, dtype=np.float64))
+            return image, p, None, [] if self.empty(p) else [0]
+        ax = slice_axis(probs_in.shape, case.spacing)
+        probs = self._skipped(np.asarray(np.moveaxis(probs_in, ax, 0), dtype=np.float64))
+        if self.depth == 0 and not self._on_gpu():
+            todo = [z for z in range(probs.shape[0]) if not self.empty(probs[z])]
+        else:
+            todo = list(self.volume_work(probs, self.depth)[1])
+        return np.moveaxis(image, ax, 0), probs, ax, todo
+
     def _features(self, case: Case, images: list[NDArray[Any]]) -> list[NDArray[np.float32]]:
         if not images:
             return []
@@ -600,31 +636,22 @@ class RWCPMethod(ProbabilityFamily):
         ``timings``: seconds per stage (``encoder`` and those of :meth:`diffuse_probs`), the
         graph's ``nodes`` and ``edges`` (of P, self-loops included) and the ``encoded`` images.
         """
-        image, probs_in = self._check(case)
+        image, probs, ax, todo = self._encoding(case)
         clock = _Clock(timings)
-        if probs_in.ndim != 3:
-            p = self._skipped(np.asarray(probs_in, dtype=np.float64))
-            feat = None if self.empty(p) else self._features(case, [image])[0]
+        if ax is None:
+            feat = self._features(case, [image])[0] if todo else None
             clock("encoder")
             clock.count("encoded", feat is not None)
-            return self.diffuse_probs(p, feat, image, timings)
-        ax = slice_axis(probs_in.shape, case.spacing)
-        probs = self._skipped(np.asarray(np.moveaxis(probs_in, ax, 0), dtype=np.float64))
-        image = np.moveaxis(image, ax, 0)
+            return self.diffuse_probs(probs, feat, image, timings)
+        feats: list[NDArray[np.float32] | None] = [None] * probs.shape[0]
+        for z, f in zip(todo, self._features(case, [image[z] for z in todo])):
+            feats[z] = f
+        clock("encoder")
+        clock.count("encoded", len(todo))
         if self.depth == 0 and not self._on_gpu():
-            todo = [z for z in range(probs.shape[0]) if not self.empty(probs[z])]
-            got = dict(zip(todo, self._features(case, [image[z] for z in todo])))
-            clock("encoder")
-            clock.count("encoded", len(todo))
-            out = np.stack([self.diffuse_probs(p, got.get(z), im, timings) for z, (p, im) in enumerate(zip(probs, image))])
+            out = np.stack([self.diffuse_probs(p, f, im, timings) for p, f, im in zip(probs, feats, image)])
         else:
             depth = self.depth
-            _, encoded = self.volume_work(probs, depth)
-            feats: list[NDArray[np.float32] | None] = [None] * probs.shape[0]
-            for z, f in zip(encoded, self._features(case, [image[z] for z in encoded])):
-                feats[z] = f
-            clock("encoder")
-            clock.count("encoded", len(encoded))
             sp = case.spacing if case.spacing is not None else (1.0, 1.0, 1.0)
             spacing = (sp[ax], *(v for a, v in enumerate(sp) if a != ax))
             if depth == 0 and any(f is not None for f in feats):  # slice-wise 2D: the 2D graph's square grid pixels
