@@ -80,13 +80,37 @@ def _inf(v: float | None) -> float:
     return math.inf if v is None else float(v)
 
 
+#: The authors' last grid point: a truth in no set at this λ is in none of their grid's (nested boxes).
+REF_LAMBDA_MAX = ReferenceOptions().lambda_max
+#: The K = 2 arrangement search's work budget for the proof at REF_LAMBDA_MAX (pixel × line evaluations).
+ABSENT_BUDGET = 2_000_000_000
+
+
+def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> tuple[float | None, float | None, float]:
+    """For a truth the lines search does not reach by its ``lambda_max`` (K = 2): ``(absent_to,
+    member_at, seconds)``. ``absent_to`` = REF_LAMBDA_MAX where the arrangement search, run to the
+    end at the authors' last grid point, finds no member — no box of their grid then contains the
+    truth, so their λ* is ∞ too (the proof's resolution is the search's: no member up to cells
+    thinner than 10⁻⁷ of the box); ``member_at``: where a member exists at that λ, the lines
+    search's λ* with ``lambda_max`` = REF_LAMBDA_MAX — a truth the authors' longer grid can
+    certify and segcp, stopping at its own ``lambda_max``, calls ∞."""
+    t0 = time.perf_counter()
+    s = _Search(dec, truth, beta, SearchOptions(exhaustive=ABSENT_BUDGET))
+    ok = s.test(REF_LAMBDA_MAX, [])[0]
+    member_at = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX)).lambda_ if ok else None
+    return (REF_LAMBDA_MAX if not ok and s.settled else None), member_at, time.perf_counter() - t0
+
+
 def reference_at_least(row: dict[str, Any]) -> float:
     """What is known of the reference's grid λ* of a row: its value where it certified, else
     the next grid point above its scan — or above the lines search's proven bound, where that is
-    higher (no member exists below it, so the reference cannot certify there; K = 2 proofs)."""
+    higher (no member exists below it, so the reference cannot certify there; K = 2 proofs) — and
+    ∞ where no member exists at the authors' last grid point (:func:`prove_absent`)."""
     ref = row["reference"]
     if ref["lambda"] is not None:
         return float(ref["lambda"])
+    if (row["lines"].get("absent_to") or 0.0) >= REF_LAMBDA_MAX:
+        return math.inf
     proven = row["lines"].get("proven") or 0.0
     return max(float(ref["at_least"]), round(math.floor(proven / STEP + 1e-9) * STEP + STEP, 10))
 
@@ -125,6 +149,8 @@ def job(args: tuple) -> dict[str, Any]:
             "lower_bound": _f(r.lower_bound),
             "proven": _f(r.proven),
         }
+    if K == 2 and not math.isfinite(res["lines"].lambda_):
+        row["lines"]["absent_to"], row["lines"]["member_at"], row["lines"]["absent_seconds"] = prove_absent(dec, truth, beta)
     top = max(res[s].lambda_ for s in STRATEGIES)
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
     # no member below this λ (the lines search's proof): with --trust-proofs the reference does
@@ -198,6 +224,8 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
                 "exhaustive_tests": int(sum(r[s]["exhaustive"] for r in rs)),
                 "below_reference_by_step": int(sum(a < b - STEP - 1e-9 for a, b in zip(lam, ref) if math.isfinite(b))),
             }
+        # truths segcp calls ∞ (not reached by its lambda_max) that have a member on the authors' grid
+        d["beyond_lambda_max"] = {r["id"]: r["lines"]["member_at"] for r in rs if r["lines"].get("member_at") is not None}
         d["proof_violations"] = [
             r["id"]
             for r in rs
@@ -227,9 +255,8 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
                 "seconds_full": float(np.sum([f["seconds"] for f in full])),
             }
         lam_hat = d["lines"]["lambda_hat"]
-        d["lines_lambda_hat_within_one_step"] = (
-            bool(lam_hat is not None and lam_hat <= ref_hat_low + STEP + 1e-9) if math.isfinite(ref_hat_low) else None
-        )
+        # an infinite lower bound: the reference's calibration finds no λ̂ either (its loop exits at λ = 500)
+        d["lines_lambda_hat_within_one_step"] = bool(_inf(lam_hat) <= ref_hat_low + STEP + 1e-9)
         out[f"K={K} beta={beta}"] = d
     return out
 
@@ -329,7 +356,9 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"(n_cal = {meta['n_cal']}, α = {meta['alpha']}, whole groups, seed {meta['seed']}; ∞ = infeasible), and "
             "over the further check splits (seed + 1): in how many segcp's λ̂ (lines) ≤ the reference's λ̂ + one step. "
             "The reference's λ̂ is bounded below where it did not certify an image by its scan (or, K = 2, below the "
-            "lines search's proof that no member exists); *beyond the scan*: undecided, the reference's λ̂ lies between "
+            "lines search's proof that no member exists; ∞ where the K = 2 arrangement search finds no member at the "
+            "authors' last grid point λ = 500, so that no box of their grid holds the truth and their loop, like segcp, "
+            "finds no λ̂ when too many such truths are in the calibration set); *beyond the scan*: undecided, the reference's λ̂ lies between "
             "that bound and its certified λ* (+∞ where it certified nothing) and segcp's λ̂ between the two; *lines above*: "
             "segcp's λ̂ above even the largest the reference's can be.",
             "",
@@ -350,6 +379,12 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for s in STRATEGIES:
             if d[s]["missed_ids"]:
                 lines.append(f"- {key}, {s}: {', '.join(d[s]['missed_ids'])}")
+        if d.get("beyond_lambda_max"):
+            lines.append(
+                f"- {key}, lines, beyond segcp's lambda_max (λ* = ∞ there; a member on the authors' grid, found by the "
+                "lines search run to λ = 500; the authors' λ* not measured): "
+                + ", ".join(f"{i} (λ* = {v:.3f})" for i, v in d["beyond_lambda_max"].items())
+            )
     checks = [(k, d["reference"]["saturated_check"]) for k, d in summary.items() if "saturated_check" in d["reference"]]
     if checks:
         lines += [
@@ -390,6 +425,11 @@ def main() -> None:
         default=[],
         metavar="ID:K:BETA",
         help="recompute these rows (with this run's --ref-cap, e.g. larger, for them); the other rows and the first run's command stay",
+    )
+    ap.add_argument(
+        "--prove-absent",
+        action="store_true",
+        help="for the K = 2 rows no search reaches, run the arrangement search at the authors' last grid point (new rows do it anyway)",
     )
     a = ap.parse_args()
     out = Path(a.out)
@@ -451,6 +491,22 @@ def main() -> None:
                     flush=True,
                 )
         meta["wall_seconds"] += time.perf_counter() - t0
+    todo_absent = [r for r in rows if r["K"] == 2 and r["lines"]["lambda"] is None and "member_at" not in r["lines"]]
+    if a.prove_absent and todo_absent:
+        by_id = {c.id: c for c in load_real_cases(a.data, a.n, a.crop, a.stride)}
+        for r in todo_absent:
+            c = by_id[r["id"]]
+            dec = decompose(c.samples, K=2, box_alpha=a.alpha, box="paper")
+            r["lines"]["absent_to"], r["lines"]["member_at"], r["lines"]["absent_seconds"] = prove_absent(dec, c.truth, r["beta"])
+            print(
+                f"{r['id']} K=2 beta={r['beta']}: absent at lambda={REF_LAMBDA_MAX:g}: {r['lines']['absent_to'] is not None}, "
+                f"a member from lambda {r['lines']['member_at']} ({r['lines']['absent_seconds']:.1f} s)",
+                flush=True,
+            )
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        meta["prove_absent"] = before.get("prove_absent", []) + ["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])]
+    elif "prove_absent" in before:
+        meta["prove_absent"] = before["prove_absent"]
     meta["n_images"] = len({r["id"] for r in rows})
     summary = summarize(rows, a.alpha)
     if a.n_cal:

@@ -314,3 +314,57 @@ def test_reference_bound_uses_the_proof_that_no_member_exists():
     assert reference_at_least(row(None, 0.51, 3.2287)) == pytest.approx(3.23)  # the proof's
     assert reference_at_least(row(None, 0.51, 3.23)) == pytest.approx(3.24)  # on a grid point: the next one
     assert reference_at_least(row(None, 0.51, None)) == 0.51
+
+
+def test_absence_at_the_authors_last_grid_point():
+    """A K = 2 truth the arrangement search shows absent at λ = 500 is in no box of the authors' grid:
+    their λ* is ∞ (reference_at_least), so a λ̂ that is ∞ on both sides counts as within one step; a
+    truth with a member beyond segcp's lambda_max is listed; and prove_absent on a case decides both."""
+    from consign_compare import REF_LAMBDA_MAX, prove_absent, reference_at_least, summarize
+
+    def row(i, lam, absent=None, member=None):
+        return {
+            "id": f"im{i}",
+            "K": 2,
+            "beta": 0.9,
+            "lines": {"lambda": lam, "seconds": 1.0, "exhaustive": 0, "proven": 3.0, "miss": False, "absent_to": absent, "member_at": member},
+            "adam": {"lambda": lam, "seconds": 1.0, "exhaustive": 0, "proven": 3.0, "miss": False},
+            "reference": {
+                "lambda": None if lam is None else lam,
+                "cap": 1.0,
+                "at_least": 0.51 if lam is None else lam,
+                "seconds": 1.0,
+                "grid_points": 1,
+            },
+        }
+
+    assert reference_at_least(row(0, None, absent=REF_LAMBDA_MAX)) == math.inf
+    assert reference_at_least(row(0, None)) == pytest.approx(3.01)  # the proof up to 3.0 only
+    rows = [row(i, 0.01 * (i + 1)) for i in range(17)] + [row(17 + i, None, absent=REF_LAMBDA_MAX) for i in range(3)]
+    out = summarize(rows, 0.1)["K=2 beta=0.9"]  # n = 20: the 19th score, one of the absent truths
+    assert out["lines"]["lambda_hat"] is None and out["reference"]["lambda_hat_at_least"] is None
+    assert out["lines_lambda_hat_within_one_step"] is True
+    rows[-2:] = [row(18, None, member=6.03), row(19, None, member=7.5)]  # members beyond segcp's lambda_max
+    out = summarize(rows, 0.1)["K=2 beta=0.9"]
+    assert out["beyond_lambda_max"] == {"im18": 6.03, "im19": 7.5}
+    assert out["lines_lambda_hat_within_one_step"] is False  # ∞ against a reference bounded by its scan
+
+    # on small problems: each truth segcp calls ∞ is either shown absent at λ = 500 (no point of a dense
+    # grid over that box is a member: the proof checked) or has a member beyond segcp's lambda_max (certified there)
+    kinds = set()
+    for seed in range(60):
+        samples, y = _problem(seed, 3, 2)
+        d = decompose(samples, K=2, box_alpha=0.1, box="paper")
+        if math.isfinite(consign_score(d, y, 0.8).lambda_):
+            continue
+        absent, member, _ = prove_absent(d, y, 0.8)
+        search = _Search(d, y, 0.8, SearchOptions())
+        if absent is not None:
+            a = np.linspace(-1, 1, 201)
+            grid = np.stack(np.meshgrid(a, a), -1).reshape(-1, 2)
+            assert member is None and not search.certified(absent, grid, search.exact(absent, grid)).any()
+            kinds.add("absent")
+        elif member is not None:
+            assert member > search.lambda_max and is_member(d, y, member * (1 + 1e-9), 0.8)[0]
+            kinds.add("beyond")
+    assert "absent" in kinds  # (on these problems every truth segcp calls ∞ is absent at λ = 500; ACDC has one beyond)
