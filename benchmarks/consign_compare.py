@@ -86,9 +86,9 @@ REF_LAMBDA_MAX = ReferenceOptions().lambda_max
 ABSENT_BUDGET = 2_000_000_000
 
 
-def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> tuple[float | None, float | None, float]:
-    """For a truth the lines search does not reach by its ``lambda_max`` (K = 2): ``(absent_to,
-    member_at, seconds)``. ``absent_to`` = REF_LAMBDA_MAX where the arrangement search, run to the
+def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | None]:
+    """For a truth the lines search does not reach by its ``lambda_max`` (K = 2), the fields a row's
+    ``lines`` gets: ``absent_to``, ``member_at``, ``absent_seconds``. ``absent_to`` = REF_LAMBDA_MAX where the arrangement search, run to the
     end at the authors' last grid point, finds no member — no box of their grid then contains the
     truth, so their λ* is ∞ too (the proof's resolution is the search's: no member up to cells
     thinner than 10⁻⁷ of the box); ``member_at``: where a member exists at that λ, the lines
@@ -98,7 +98,7 @@ def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> tuple[float | None
     s = _Search(dec, truth, beta, SearchOptions(exhaustive=ABSENT_BUDGET))
     ok = s.test(REF_LAMBDA_MAX, [])[0]
     member_at = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX)).lambda_ if ok else None
-    return (REF_LAMBDA_MAX if not ok and s.settled else None), member_at, time.perf_counter() - t0
+    return {"absent_to": REF_LAMBDA_MAX if not ok and s.settled else None, "member_at": member_at, "absent_seconds": time.perf_counter() - t0}
 
 
 def reference_at_least(row: dict[str, Any]) -> float:
@@ -150,7 +150,7 @@ def job(args: tuple) -> dict[str, Any]:
             "proven": _f(r.proven),
         }
     if K == 2 and not math.isfinite(res["lines"].lambda_):
-        row["lines"]["absent_to"], row["lines"]["member_at"], row["lines"]["absent_seconds"] = prove_absent(dec, truth, beta)
+        row["lines"] |= prove_absent(dec, truth, beta)
     top = max(res[s].lambda_ for s in STRATEGIES)
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
     # no member below this λ (the lines search's proof): with --trust-proofs the reference does
@@ -497,7 +497,7 @@ def main() -> None:
         for r in todo_absent:
             c = by_id[r["id"]]
             dec = decompose(c.samples, K=2, box_alpha=a.alpha, box="paper")
-            r["lines"]["absent_to"], r["lines"]["member_at"], r["lines"]["absent_seconds"] = prove_absent(dec, c.truth, r["beta"])
+            r["lines"] |= prove_absent(dec, c.truth, r["beta"])
             print(
                 f"{r['id']} K=2 beta={r['beta']}: absent at lambda={REF_LAMBDA_MAX:g}: {r['lines']['absent_to'] is not None}, "
                 f"a member from lambda {r['lines']['member_at']} ({r['lines']['absent_seconds']:.1f} s)",

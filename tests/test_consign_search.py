@@ -357,7 +357,8 @@ def test_absence_at_the_authors_last_grid_point():
         d = decompose(samples, K=2, box_alpha=0.1, box="paper")
         if math.isfinite(consign_score(d, y, 0.8).lambda_):
             continue
-        absent, member, _ = prove_absent(d, y, 0.8)
+        got = prove_absent(d, y, 0.8)
+        absent, member = got["absent_to"], got["member_at"]
         search = _Search(d, y, 0.8, SearchOptions())
         if absent is not None:
             a = np.linspace(-1, 1, 201)
