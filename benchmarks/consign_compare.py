@@ -33,6 +33,10 @@ Results go to ``OUT/results.jsonl``, one line per (image, K, β), written as the
 that is stopped resumes where it was (rows already there are skipped). ``OUT/summary.json``
 and ``OUT/report.md`` are rewritten at the end (and by ``--summarize`` alone).
 
+After a change of segcp's search, ``--rescore`` runs both of segcp's searches again on the rows of
+``--K``/``--beta`` already there (the reference, hours, is kept), and ``--prove-absent`` runs the
+proof of absence up to λ = 500 on the K = 2 rows no search reaches that no proof has decided yet.
+
 Run (the issue's comparison; each data set in the background, about an hour each on 2 shared cores)::
 
     python benchmarks/consign_compare.py --data /work/artifacts/h28/probs/acdc --out docs/results/consign-compare-acdc \\
@@ -82,23 +86,26 @@ def _inf(v: float | None) -> float:
 
 #: The authors' last grid point: a truth in no set at this λ is in none of their grid's (nested boxes).
 REF_LAMBDA_MAX = ReferenceOptions().lambda_max
-#: The K = 2 arrangement search's work budget for the proof at REF_LAMBDA_MAX (pixel × line evaluations).
+#: The K = 2 arrangement search's work budget per membership test of the proof (pixel × line evaluations).
 ABSENT_BUDGET = 2_000_000_000
 
 
 def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | None]:
     """For a truth the lines search does not reach by its ``lambda_max`` (K = 2), the fields a row's
-    ``lines`` gets: ``absent_to``, ``member_at``, ``absent_seconds``. ``absent_to`` = REF_LAMBDA_MAX where the arrangement search, run to the
-    end at the authors' last grid point, finds no member — no box of their grid then contains the
-    truth, so their λ* is ∞ too (the proof's resolution is the search's: no member up to cells
-    thinner than 10⁻⁷ of the box); ``member_at``: where a member exists at that λ, the lines
-    search's λ* with ``lambda_max`` = REF_LAMBDA_MAX — a truth the authors' longer grid can
-    certify and segcp, stopping at its own ``lambda_max``, calls ∞."""
+    ``lines`` gets: ``absent_to``, ``member_at``, ``absent_seconds`` — from the lines search run up
+    to the authors' last grid point (``lambda_max`` = REF_LAMBDA_MAX, the arrangement search's
+    budget ABSENT_BUDGET per test). Its bracketing tests λ about twice as large each time, and each
+    test whose arrangement search runs to the end without a member lets the next skip the box it
+    showed empty (the square [−λ₁/λ₂, λ₁/λ₂]² of t-space), so the chain reaches λ = 500 where one
+    test there alone does not finish. ``absent_to`` = REF_LAMBDA_MAX where it shows no member
+    there — no box of the authors' grid then contains the truth, so their λ* is ∞ too (the proof's
+    resolution is the search's: no member up to cells thinner than 10⁻⁷ of the box); ``member_at``:
+    where it certifies a member, its λ* — a truth the authors' longer grid can certify and segcp,
+    stopping at its own ``lambda_max``, calls ∞."""
     t0 = time.perf_counter()
-    s = _Search(dec, truth, beta, SearchOptions(exhaustive=ABSENT_BUDGET))
-    ok = s.test(REF_LAMBDA_MAX, [])[0]
-    member_at = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX)).lambda_ if ok else None
-    return {"absent_to": REF_LAMBDA_MAX if not ok and s.settled else None, "member_at": member_at, "absent_seconds": time.perf_counter() - t0}
+    r = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX, exhaustive=ABSENT_BUDGET))
+    absent = not math.isfinite(r.lambda_) and r.proven >= REF_LAMBDA_MAX
+    return {"absent_to": REF_LAMBDA_MAX if absent else None, "member_at": _f(r.lambda_), "absent_seconds": time.perf_counter() - t0}
 
 
 def reference_at_least(row: dict[str, Any]) -> float:
@@ -127,6 +134,38 @@ def diagnose(dec, truth, beta: float, strategy: str, lam_ref: float, start_ref: 
     return "local search"
 
 
+def search(dec: Any, truth: np.ndarray, beta: float, strategy: str) -> tuple[Any, dict[str, Any]]:
+    """One of segcp's searches on one (image, K, β): its ScoreResult and the row's fields for it
+    (for a K = 2 truth the lines search does not reach, with :func:`prove_absent`'s)."""
+    t0 = time.perf_counter()
+    r = consign_score(dec, truth, beta, options=SearchOptions(strategy=strategy))
+    out = {
+        "lambda": _f(r.lambda_),
+        "seconds": time.perf_counter() - t0,
+        "tests": r.tests,
+        "steps": r.steps,
+        "exhaustive": r.exhaustive,
+        "lower_bound": _f(r.lower_bound),
+        "proven": _f(r.proven),
+    }
+    if strategy == "lines" and dec.K == 2 and not math.isfinite(r.lambda_):
+        out |= prove_absent(dec, truth, beta)
+    return r, out
+
+
+def rescore(args: tuple) -> dict[str, Any]:
+    """A row's searches run again (after a change of one: both, so that their times are taken alike), its
+    reference kept; a row where one now misses the reference is computed again whole (the diagnosis
+    needs the reference's start)."""
+    row, samples, truth, alpha, job_args = args
+    dec = decompose(samples, K=row["K"], box_alpha=alpha, box="paper")
+    ref = row["reference"]["lambda"]
+    for strategy in STRATEGIES:
+        r, row[strategy] = search(dec, truth, row["beta"], strategy)
+        row[strategy]["miss"] = bool(ref is not None and r.lambda_ > ref + STEP + 1e-9)
+    return job(job_args) if any(row[s]["miss"] for s in STRATEGIES) else row
+
+
 def job(args: tuple) -> dict[str, Any]:
     """One (image, K, β): both searches, the reference, and the diagnosis of any miss."""
     import torch
@@ -137,20 +176,7 @@ def job(args: tuple) -> dict[str, Any]:
     row: dict[str, Any] = {"id": image_id, "K": K, "beta": beta, "shape": list(truth.shape), "sigma_1": float(dec.singular_values[0])}
     res = {}
     for strategy in STRATEGIES:
-        t0 = time.perf_counter()
-        r = consign_score(dec, truth, beta, options=SearchOptions(strategy=strategy))
-        res[strategy] = r
-        row[strategy] = {
-            "lambda": _f(r.lambda_),
-            "seconds": time.perf_counter() - t0,
-            "tests": r.tests,
-            "steps": r.steps,
-            "exhaustive": r.exhaustive,
-            "lower_bound": _f(r.lower_bound),
-            "proven": _f(r.proven),
-        }
-    if K == 2 and not math.isfinite(res["lines"].lambda_):
-        row["lines"] |= prove_absent(dec, truth, beta)
+        res[strategy], row[strategy] = search(dec, truth, beta, strategy)
     top = max(res[s].lambda_ for s in STRATEGIES)
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
     # no member below this λ (the lines search's proof): with --trust-proofs the reference does
@@ -328,6 +354,9 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         + meta["command"]
         + "`"
         + "".join(f"; rows recomputed (their own cap): `{c}`" for c in meta.get("redo", []))
+        + "".join(
+            f"; segcp's searches rerun on these rows (the times of both from this run, the reference's kept): `{c}`" for c in meta.get("rescore", [])
+        )
         + ".",
         "",
         "| K | β | n | misses lines (causes) | misses adam (causes) | ∞ lines / adam | λ̂ lines | λ̂ adam | λ̂ reference ≥ | "
@@ -427,6 +456,11 @@ def main() -> None:
         help="recompute these rows (with this run's --ref-cap, e.g. larger, for them); the other rows and the first run's command stay",
     )
     ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="run segcp's searches again on the rows of --K already there (after a change of a search), keeping their reference",
+    )
+    ap.add_argument(
         "--prove-absent",
         action="store_true",
         help="for the K = 2 rows no search reaches, run the arrangement search at the authors' last grid point (new rows do it anyway)",
@@ -448,7 +482,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     before = json.loads((out / "summary.json").read_text())["meta"] if (out / "summary.json").exists() else {}
-    if (a.summarize or redo) and "command" in before:
+    if (a.summarize or redo or a.rescore) and "command" in before:
         meta["command"], meta["ref_cap"] = before["command"], before.get("ref_cap", a.ref_cap)
     if "ids" in before:  # --summarize reads no images: the ids of the run that did
         meta["ids"] = before["ids"]
@@ -466,21 +500,27 @@ def main() -> None:
         seeds = {i: k for k, i in enumerate(sorted(index_folder(Path(a.data) / "samples")))}
         place = {c.id: k for k, c in enumerate(cases)}
         todo = [(c, K, b) for K in a.K for b in a.beta for c in cases if (c.id, K, b) not in done]
-        print(f"{len(cases)} images, {len(todo)} (image, K, beta) to do, {len(done)} done", flush=True)
+        by_id = {c.id: c for c in cases}
+        again = [k for k, r in enumerate(rows) if a.rescore and r["K"] in a.K and r["beta"] in a.beta and r["id"] in by_id]
+        print(f"{len(cases)} images, {len(todo)} (image, K, beta) to do, {len(done)} done, {len(again)} to rescore", flush=True)
+
+        def job_args(c: Any, K: int, b: float) -> tuple:
+            return (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full, place[c.id] < a.check_saturated, a.trust_proofs)
+
         t0 = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo)) as bar:
-            futs = {
-                ex.submit(
-                    job,
-                    (c.id, seeds[c.id], c.samples, c.truth, K, b, a.alpha, a.ref_cap, a.ref_full, place[c.id] < a.check_saturated, a.trust_proofs),
-                ): (c.id, K, b)
-                for c, K, b in todo
-            }
-            for fut in as_completed(futs):
+        with ProcessPoolExecutor(max_workers=a.jobs) as ex, path.open("a") as f, Bar("compare", len(todo) + len(again)) as bar:
+            where: dict[Any, int | None] = {ex.submit(job, job_args(c, K, b)): None for c, K, b in todo}
+            for k in again:  # a rescored row keeps its place: the file is rewritten at the end
+                r, c = rows[k], by_id[rows[k]["id"]]
+                where[ex.submit(rescore, (r, c.samples, c.truth, a.alpha, job_args(c, r["K"], r["beta"])))] = k
+            for fut in as_completed(where):
                 row = fut.result()
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                rows.append(row)
+                if where[fut] is None:  # appended as they come: a stopped run resumes
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+                    rows.append(row)
+                else:
+                    rows[where[fut]] = row
                 bar.advance()
                 print(
                     f"{row['id']} K={row['K']} beta={row['beta']}: lines {row['lines']['lambda']} "
@@ -491,7 +531,14 @@ def main() -> None:
                     flush=True,
                 )
         meta["wall_seconds"] += time.perf_counter() - t0
-    todo_absent = [r for r in rows if r["K"] == 2 and r["lines"]["lambda"] is None and "member_at" not in r["lines"]]
+        if again:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if a.rescore or "rescore" in before:
+        meta["rescore"] = before.get("rescore", []) + (["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])] if a.rescore else [])
+    # the K = 2 rows no search reaches and no proof has decided yet
+    todo_absent = [
+        r for r in rows if r["K"] == 2 and r["lines"]["lambda"] is None and not (r["lines"].get("absent_to") or r["lines"].get("member_at"))
+    ]
     if a.prove_absent and todo_absent:
         by_id = {c.id: c for c in load_real_cases(a.data, a.n, a.crop, a.stride)}
         for r in todo_absent:

@@ -142,6 +142,62 @@ def test_arrangement_search_finds_what_a_dense_grid_finds(seed, L, beta, units):
         assert agree > beta and agrees(d.segment(d.centre + lam * d.unit_half_width * t), y, beta)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    L=st.sampled_from([2, 3]),
+    beta=st.sampled_from([0.7, 0.8, 0.9]),
+    below=st.floats(0.2, 0.99),
+    factor=st.floats(1.05, 40.0),
+)
+def test_arrangement_search_after_a_proof_of_absence(seed, L, beta, below, factor):
+    """K = 2: once the arrangement search ran to the end at λ₁ without a member, B_λ₁ holds none; at
+    λ₂ > λ₁ it is the square [−λ₁/λ₂, λ₁/λ₂]² of t-space, which the search then skips — and it still
+    finds a member wherever a dense grid over B_λ₂ does (none of them inside that square) or the
+    score certified one (λ₁ below λ*, λ₂ = λ₁ × factor often above), with less work."""
+    s, y = _problem(seed, L, 2)
+    d = decompose(s, K=2)
+    star = consign_score(d, y, beta).lambda_
+    lam1 = below * (star if math.isfinite(star) else d.default_lambda_max)
+    lam2 = factor * lam1
+    first = _Search(d, y, beta, SearchOptions())
+    data1 = first._line_data(lam1)
+    if data1 is None or first._arrangement(lam1, data1) is not None or first.exhaustive != 1:
+        return  # no proof of absence at λ₁ to build on
+    a = np.linspace(-1, 1, 201)
+    grid = np.stack(np.meshgrid(a, a), -1).reshape(-1, 2)
+    member = first.certified(lam2, grid, first.exact(lam2, grid))
+    inner = lam1 / lam2
+    assert not member[np.abs(grid).max(axis=1) < inner * (1 - 1e-6)].any()  # the proof at λ₁, seen at λ₂
+    data2 = first._line_data(lam2)
+    plain, skip = _Search(d, y, beta, SearchOptions()), _Search(d, y, beta, SearchOptions())
+    found = skip._arrangement(lam2, data2, inner)
+    assert skip.exhaustive == 1
+    if member.any() or lam2 >= star:
+        assert found is not None
+    if found is not None:
+        t, agree = found
+        assert agree > beta and agrees(d.segment(d.centre + lam2 * d.unit_half_width * t), y, beta)
+    if found is None:  # both run to the end: the same verdict, the one that skips no slower
+        assert plain._arrangement(lam2, data2) is None and plain.exhaustive == 1
+        assert skip.evaluations <= plain.evaluations
+
+
+def test_a_proof_far_above_the_last_one_is_cheap():
+    """At a λ far above the last proof of absence every constraint line passes close to t = 0, and
+    without the skipped square the finest squares there hold them all: the whole chain of tests up to
+    500 × the first proof runs the arrangement search to the end within a budget that one test at
+    that λ alone exceeds."""
+    s, y = _problem(0, 2, 2, P=2000)
+    d = decompose(s, K=2)
+    beta = 0.9
+    r = consign_score(d, y, beta, options=SearchOptions(lambda_max=500 * d.default_lambda_max, exhaustive=3_000_000))
+    assert r.lambda_ == math.inf and r.proven == 500 * d.default_lambda_max
+    lone = _Search(d, y, beta, SearchOptions(exhaustive=3_000_000))
+    assert lone._arrangement(500 * d.default_lambda_max, lone._line_data(500 * d.default_lambda_max)) is None
+    assert lone.exhaustive == 0  # over budget: no proof
+
+
 # ------------------------------------------------------------------ at least as strong as the Adam search
 @pytest.mark.parametrize("K", [2, 5])
 def test_lines_finds_every_member_the_adam_search_finds(cases, K):

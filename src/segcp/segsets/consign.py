@@ -585,6 +585,7 @@ class _Search:
         self.tests = 0
         self.exhaustive = 0
         self.settled = False
+        self.absent_to = 0.0  # the largest λ at which the arrangement search ran to the end without a member
         self.screen = latin_hypercube(opt.n_screen, dec.K, opt.seed)
         k_c = min(dec.K, _CORNER_DIMS)  # corners of the leading components (the others at 0)
         self.corners = np.zeros((2**k_c, dec.K))
@@ -662,6 +663,9 @@ class _Search:
         self.tests += 1
         self.settled = False  # set when a failed test is a proof (the arrangement search ran to the end)
         K = self.dec.K
+        if 0.0 < lam <= self.absent_to:  # no member at a larger λ: none at λ (nested boxes)
+            self.settled = True
+            return False, np.zeros(K), -math.inf
         n = self.g.n_active(lam)
         # screen the whole box and, where a component's box is wider than the samples' own
         # spread, also the same points inside that spread, where the good region of a large
@@ -833,11 +837,12 @@ class _Search:
             return False, best_t, best_a
         if K == 2 and opt.exhaustive:
             done = self.exhaustive
-            found = self._arrangement(lam, data)
+            found = self._arrangement(lam, data, self.absent_to / lam)
             if found is not None:
                 return True, found[0], found[1]
             if self.exhaustive > done:  # ran to the end: no member (up to cells thinner than δ)
                 self.settled = True
+                self.absent_to = max(self.absent_to, lam)
                 return False, best_t, best_a
         rng = np.random.default_rng((opt.seed, self.tests))
         live = np.ones(T.shape[0], bool)
@@ -877,7 +882,7 @@ class _Search:
             best_t, best_a = T[j].copy(), float(a[j])
         return False, best_t, best_a
 
-    def _arrangement(self, lam: float, data: _Lines) -> tuple[NDArray[np.float64], float] | None:
+    def _arrangement(self, lam: float, data: _Lines, inner: float = 0.0) -> tuple[NDArray[np.float64], float] | None:
         """K = 2: every cell of the arrangement of the pixels' constraint lines within the box.
 
         Branch and bound over squares of t-space (best first): in a square, a pixel is surely
@@ -892,7 +897,12 @@ class _Search:
         constraint holds, and the border just inside, with the exact line search (every cell
         wider than δ is visited). Returns a certified (t, agreement), or None: none found
         (``exhaustive`` counts the tests where the search ran to the end) or the work exceeded
-        the ``exhaustive`` budget (pixel × constraint values computed)."""
+        the ``exhaustive`` budget (pixel × constraint values computed).
+
+        ``inner``: a square [−inner, inner]² of t-space known to hold no member — at λ it is the
+        box B_{λ·inner}, where an earlier test at that λ ran this search to the end (nested boxes)
+        — whose squares are dropped: at a λ far above the last proof the constraint lines all pass
+        close to t = 0, and without it the squares there hold every line at the finest split."""
         floor = self.beta - self.band
         J, m = data.a0.shape
         budget, work = self.opt.exhaustive, 0
@@ -900,6 +910,8 @@ class _Search:
         count = 1
         while heap:
             _, _, lo, hi, idx, const = heapq.heappop(heap)
+            if max(-lo.min(), hi.max()) <= inner:  # inside the part already shown empty
+                continue
             a0, gb, w = data.a0[:, idx], data.gb[:, :, idx], data.w[idx]
             work += J * idx.size
             self.evaluations += 2 * J * idx.size
