@@ -23,7 +23,8 @@ box (quantile level ``--alpha``, as in the authors' code):
 
 A search *misses* an image when its λ*_i exceeds the reference's grid λ* by more than one grid
 step (0.01). For each miss the cause is recorded by re-running that search's membership test
-at the reference's λ*: ``lambda search`` (the test certifies there: the bisection went past
+at the reference's λ*: ``lambda_max`` (that λ* is beyond the search's ``lambda_max``: a
+setting), ``lambda search`` (the test certifies there: the bisection went past
 it), ``start`` (it certifies when the reference's own Adam start — the Latin-hypercube point
 its certified run began from — is added as a warm start), else ``local search`` (from that
 start its local search — Adam steps on the surrogate, or the line searches — does not reach a
@@ -92,7 +93,7 @@ ABSENT_BUDGET = 2_000_000_000
 
 def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | None]:
     """For a truth the lines search does not reach by its ``lambda_max`` (K = 2), the fields a row's
-    ``lines`` gets: ``absent_to``, ``member_at``, ``absent_seconds`` — from the lines search run up
+    ``lines`` gets: ``absent_to``, ``member_at``, ``proven_to``, ``absent_seconds`` — from the lines search run up
     to the authors' last grid point (``lambda_max`` = REF_LAMBDA_MAX, the arrangement search's
     budget ABSENT_BUDGET per test). Its bracketing tests λ about twice as large each time, and each
     test whose arrangement search runs to the end without a member lets the next skip the box it
@@ -101,11 +102,17 @@ def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | 
     there — no box of the authors' grid then contains the truth, so their λ* is ∞ too (the proof's
     resolution is the search's: no member up to cells thinner than 10⁻⁷ of the box); ``member_at``:
     where it certifies a member, its λ* — a truth the authors' longer grid can certify and segcp,
-    stopping at its own ``lambda_max``, calls ∞."""
+    stopping at its own ``lambda_max``, calls ∞; ``proven_to``: its proof that no member exists
+    below (:func:`proven`)."""
     t0 = time.perf_counter()
     r = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX, exhaustive=ABSENT_BUDGET))
     absent = not math.isfinite(r.lambda_) and r.proven >= REF_LAMBDA_MAX
-    return {"absent_to": REF_LAMBDA_MAX if absent else None, "member_at": _f(r.lambda_), "absent_seconds": time.perf_counter() - t0}
+    return {
+        "absent_to": REF_LAMBDA_MAX if absent else None,
+        "member_at": _f(r.lambda_),
+        "proven_to": _f(r.proven),
+        "absent_seconds": time.perf_counter() - t0,
+    }
 
 
 def reference_at_least(row: dict[str, Any]) -> float:
@@ -118,13 +125,22 @@ def reference_at_least(row: dict[str, Any]) -> float:
         return float(ref["lambda"])
     if (row["lines"].get("absent_to") or 0.0) >= REF_LAMBDA_MAX:
         return math.inf
-    proven = row["lines"].get("proven") or 0.0
-    return max(float(ref["at_least"]), round(math.floor(proven / STEP + 1e-9) * STEP + STEP, 10))
+    low = proven(row["lines"])
+    return max(float(ref["at_least"]), round(math.floor(low / STEP + 1e-9) * STEP + STEP, 10))
+
+
+def proven(lines: dict[str, Any]) -> float:
+    """The lines search's proof that no member exists below this λ (λ_LB, or where its K = 2
+    arrangement search ran to the end without one): from the row's search, or from the longer
+    one up to λ = 500 of :func:`prove_absent` where that ran."""
+    return max(lines.get("proven") or 0.0, lines.get("proven_to") or 0.0)
 
 
 def diagnose(dec, truth, beta: float, strategy: str, lam_ref: float, start_ref: np.ndarray) -> str:
     """Why ``strategy`` missed a member the reference certified at λ_ref (see the module docstring)."""
     s = _Search(dec, truth, beta, SearchOptions(strategy=strategy))
+    if lam_ref > s.lambda_max:
+        return "lambda_max"
     if s.test(lam_ref, [])[0]:
         return "lambda search"
     t = (start_ref - dec.centre) / np.where(dec.unit_half_width > 0, lam_ref * dec.unit_half_width, 1.0)
@@ -181,17 +197,18 @@ def job(args: tuple) -> dict[str, Any]:
     cap = min(top + STEP, ref_cap) if math.isfinite(top) else ref_cap
     # no member below this λ (the lines search's proof): with --trust-proofs the reference does
     # not scan there (it could only fail); without, it does, and checks the proof
-    proven = res["lines"].proven if trust else 0.0
-    row["skipped_below"] = _f(proven) if proven >= STEP else None
-    if res["lines"].proven >= cap:  # shown: no member up to the cap (K = 2, λ* = ∞): nothing to find
-        proven = cap
+    low = proven(row["lines"])
+    start = low if trust else 0.0
+    row["skipped_below"] = _f(start) if start >= STEP else None
+    if low >= cap:  # shown: no member up to the cap (K = 2, λ* = ∞): nothing to find
+        start = cap
         row["skipped_below"] = cap
         cap = 0.0
     opt = ReferenceOptions(skip_saturated=not ref_full)
     t0 = time.perf_counter()
-    ref = reference_score(dec, truth, beta, opt, lambda_cap=cap, image_seed=seed, lambda_from=proven)
+    ref = reference_score(dec, truth, beta, opt, lambda_cap=cap, image_seed=seed, lambda_from=start)
     # what is known of the reference's λ* when it did not certify: above the cap and the proof
-    low = math.floor(max(cap, proven) / STEP + 1e-9) * STEP + STEP
+    low = math.floor(max(cap, start) / STEP + 1e-9) * STEP + STEP
     row["reference"] = {
         "lambda": _f(ref.lambda_),
         "cap": cap,
@@ -203,7 +220,7 @@ def job(args: tuple) -> dict[str, Any]:
     }
     if check_full and not ref_full:
         t0 = time.perf_counter()
-        full = reference_score(dec, truth, beta, ReferenceOptions(), lambda_cap=cap, image_seed=seed, lambda_from=proven)
+        full = reference_score(dec, truth, beta, ReferenceOptions(), lambda_cap=cap, image_seed=seed, lambda_from=start)
         row["reference_full"] = {
             "lambda": _f(full.lambda_),
             "seconds": time.perf_counter() - t0,
@@ -252,10 +269,10 @@ def summarize(rows: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
             }
         # truths segcp calls ∞ (not reached by its lambda_max) that have a member on the authors' grid
         d["beyond_lambda_max"] = {r["id"]: r["lines"]["member_at"] for r in rs if r["lines"].get("member_at") is not None}
+        # ... and the authors' grid λ* of those, where their scan went that far (None: not scanned there)
+        d["beyond_lambda_max_reference"] = {r["id"]: r["reference"]["lambda"] for r in rs if r["lines"].get("member_at") is not None}
         d["proof_violations"] = [
-            r["id"]
-            for r in rs
-            if r["reference"]["lambda"] is not None and r["lines"]["proven"] is not None and r["reference"]["lambda"] < r["lines"]["proven"] - 1e-12
+            r["id"] for r in rs if r["reference"]["lambda"] is not None and r["reference"]["lambda"] < proven(r["lines"]) - 1e-12
         ]
         d["lines_vs_adam"] = {
             "lower": int(sum(_inf(r["lines"]["lambda"]) < _inf(r["adam"]["lambda"]) * (1 - 1e-3) for r in rs)),
@@ -409,10 +426,16 @@ def report(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             if d[s]["missed_ids"]:
                 lines.append(f"- {key}, {s}: {', '.join(d[s]['missed_ids'])}")
         if d.get("beyond_lambda_max"):
+            refs = d.get("beyond_lambda_max_reference", {})
             lines.append(
                 f"- {key}, lines, beyond segcp's lambda_max (λ* = ∞ there; a member on the authors' grid, found by the "
-                "lines search run to λ = 500; the authors' λ* not measured): "
-                + ", ".join(f"{i} (λ* = {v:.3f})" for i, v in d["beyond_lambda_max"].items())
+                "lines search run to λ = 500): "
+                + ", ".join(
+                    f"{i} (λ* = {v:.3f} with lambda_max = 500; the authors' "
+                    + ("not scanned that far" if refs.get(i) is None else f"{refs[i]:.2f}")
+                    + ")"
+                    for i, v in d["beyond_lambda_max"].items()
+                )
             )
     checks = [(k, d["reference"]["saturated_check"]) for k, d in summary.items() if "saturated_check" in d["reference"]]
     if checks:
