@@ -69,7 +69,8 @@ Speed (what makes calibration fast, all exact):
   λ tested, rescaled to the same c), the best screened points and the best corners. For K = 2
   first an exhaustive search: branch and bound over squares of t-space, then every cell of
   the arrangement of the constraint lines in the squares left — it certifies a member or
-  shows there is none (``ScoreResult.proven``), within a work budget.
+  shows there is none (``ScoreResult.proven``), within a work budget; a box so shown empty at λ₁
+  is the square [−λ₁/λ, λ₁/λ]² of t-space at every λ > λ₁, which later tests skip.
   ``strategy="adam"``: projected Adam (clip to the box) on a smooth surrogate,
   the soft agreement Σ_p ω_p softmax(z_p/τ)[Y_p], steps capped at ``lr`` × the samples' spread
   per component, τ annealed from ``temperature`` × the median swing of the active pixels.
