@@ -183,6 +183,30 @@ def test_arrangement_search_after_a_proof_of_absence(seed, L, beta, below, facto
         assert skip.evaluations <= plain.evaluations
 
 
+def test_the_skip_changes_the_work_never_the_score(monkeypatch):
+    """On problems where every arrangement search runs to the end within its budget, scoring with
+    the skip of the boxes shown empty gives bit for bit the λ*, certificate and proof that scoring
+    without it gives (its arrangement searches see the whole box), with no more evaluations."""
+    rows = []
+    for seed in range(12):
+        s, y = _problem(seed, 2 + seed % 2, 2, P=300)
+        d = decompose(s, K=2)
+        rows.append([consign_score(d, y, beta) for beta in (0.8, 0.9)])
+    whole = _Search._arrangement
+    monkeypatch.setattr(_Search, "_arrangement", lambda self, lam, data, inner=0.0: whole(self, lam, data))
+    changed = 0
+    for seed, got in enumerate(rows):
+        s, y = _problem(seed, 2 + seed % 2, 2, P=300)
+        d = decompose(s, K=2)
+        for beta, a in zip((0.8, 0.9), got):
+            b = consign_score(d, y, beta)
+            assert (a.lambda_, a.proven, a.tests) == (b.lambda_, b.proven, b.tests)
+            assert (a.certificate is None and b.certificate is None) or np.array_equal(a.certificate, b.certificate)
+            assert a.evaluations <= b.evaluations
+            changed += a.evaluations < b.evaluations
+    assert changed > 0  # the skip did skip something
+
+
 def test_a_proof_far_above_the_last_one_is_cheap():
     """At a λ far above the last proof of absence every constraint line passes close to t = 0, and
     without the skipped square the finest squares there hold them all: the whole chain of tests up to
