@@ -36,7 +36,8 @@ and ``OUT/report.md`` are rewritten at the end (and by ``--summarize`` alone).
 
 After a change of segcp's search, ``--rescore`` runs both of segcp's searches again on the rows of
 ``--K``/``--beta`` already there (the reference, hours, is kept), and ``--prove-absent`` runs the
-proof of absence up to λ = 500 on the K = 2 rows no search reaches that no proof has decided yet.
+proof of absence up to λ = 500 on the rows no search reaches that no proof has decided yet (K = 2: the
+lines search's arrangement search; K > 2: the box branch and bound of ``absence_bound``, minutes per truth).
 
 Run (the issue's comparison; each data set in the background, about an hour each on 2 shared cores)::
 
@@ -67,7 +68,7 @@ import numpy as np
 from segcp.calibration import conformal_quantile
 from segcp.errors import SegcpError
 from segcp.progress import Bar
-from segcp.segsets.consign import SearchOptions, _Search, consign_score, decompose
+from segcp.segsets.consign import SearchOptions, _Search, absence_bound, consign_score, decompose
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_consign import load_real_cases
@@ -89,28 +90,32 @@ def _inf(v: float | None) -> float:
 REF_LAMBDA_MAX = ReferenceOptions().lambda_max
 #: The K = 2 arrangement search's work budget per membership test of the proof (pixel × line evaluations).
 ABSENT_BUDGET = 2_000_000_000
+#: K > 2: the box branch and bound's budget per step of :func:`segcp.segsets.consign.absence_bound`.
+BOX_BUDGET = 20_000_000_000
 
 
 def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | None]:
-    """For a truth the lines search does not reach by its ``lambda_max`` (K = 2), the fields a row's
-    ``lines`` gets: ``absent_to``, ``member_at``, ``proven_to``, ``absent_seconds`` — from the lines search run up
-    to the authors' last grid point (``lambda_max`` = REF_LAMBDA_MAX, the arrangement search's
-    budget ABSENT_BUDGET per test). Its bracketing tests λ about twice as large each time, and each
-    test whose arrangement search runs to the end without a member lets the next skip the box it
-    showed empty (the square [−λ₁/λ₂, λ₁/λ₂]² of t-space), so the chain reaches λ = 500 where one
-    test there alone does not finish. ``absent_to`` = REF_LAMBDA_MAX where it shows no member
-    there — no box of the authors' grid then contains the truth, so their λ* is ∞ too (the proof's
-    resolution is the search's: no member up to cells thinner than 10⁻⁷ of the box); ``member_at``:
-    where it certifies a member, its λ* — a truth the authors' longer grid can certify and segcp,
-    stopping at its own ``lambda_max``, calls ∞; ``proven_to``: its proof that no member exists
-    below (:func:`proven`)."""
+    """For a truth the lines search does not reach by its ``lambda_max``, the fields a row's ``lines``
+    gets: ``absent_to``, ``member_at``, ``proven_to``, ``absent_seconds``. ``member_at``: the lines
+    search's λ* with ``lambda_max`` = REF_LAMBDA_MAX, the authors' last grid point (the K = 2
+    arrangement search's budget ABSENT_BUDGET per test) — a truth the authors' longer grid can
+    certify and segcp, stopping at its own ``lambda_max``, calls ∞. ``proven_to``: a proof that no
+    member exists below — for K = 2 that search's own (its bracketing tests λ about twice as large
+    each time, and each test whose arrangement search runs to the end without a member lets the
+    next skip the box it showed empty, so the chain reaches λ = 500 where one test there alone does
+    not finish); for K > 2 :func:`~segcp.segsets.consign.absence_bound` (a box branch and bound,
+    BOX_BUDGET per step) up to ``member_at`` or REF_LAMBDA_MAX. ``absent_to`` = REF_LAMBDA_MAX where
+    no member exists there — no box of the authors' grid then contains the truth, so their λ* is ∞
+    too (the proofs' resolution: the certificates' margin, and for K = 2 no cell thinner than 10⁻⁷
+    of the box unexamined)."""
     t0 = time.perf_counter()
     r = consign_score(dec, truth, beta, options=SearchOptions(lambda_max=REF_LAMBDA_MAX, exhaustive=ABSENT_BUDGET))
-    absent = not math.isfinite(r.lambda_) and r.proven >= REF_LAMBDA_MAX
+    low = r.proven if dec.K == 2 else absence_bound(dec, truth, beta, lambda_to=min(r.lambda_, REF_LAMBDA_MAX), budget=BOX_BUDGET)
+    absent = not math.isfinite(r.lambda_) and low >= REF_LAMBDA_MAX
     return {
         "absent_to": REF_LAMBDA_MAX if absent else None,
         "member_at": _f(r.lambda_),
-        "proven_to": _f(r.proven),
+        "proven_to": _f(low),
         "absent_seconds": time.perf_counter() - t0,
     }
 
@@ -118,7 +123,7 @@ def prove_absent(dec: Any, truth: np.ndarray, beta: float) -> dict[str, float | 
 def reference_at_least(row: dict[str, Any]) -> float:
     """What is known of the reference's grid λ* of a row: its value where it certified, else
     the next grid point above its scan — or above the lines search's proven bound, where that is
-    higher (no member exists below it, so the reference cannot certify there; K = 2 proofs) — and
+    higher (no member exists below it, so the reference cannot certify there) — and
     ∞ where no member exists at the authors' last grid point (:func:`prove_absent`)."""
     ref = row["reference"]
     if ref["lambda"] is not None:
@@ -152,7 +157,7 @@ def diagnose(dec, truth, beta: float, strategy: str, lam_ref: float, start_ref: 
 
 def search(dec: Any, truth: np.ndarray, beta: float, strategy: str) -> tuple[Any, dict[str, Any]]:
     """One of segcp's searches on one (image, K, β): its ScoreResult and the row's fields for it
-    (for a K = 2 truth the lines search does not reach, with :func:`prove_absent`'s)."""
+    (for a truth the lines search does not reach, with :func:`prove_absent`'s)."""
     t0 = time.perf_counter()
     r = consign_score(dec, truth, beta, options=SearchOptions(strategy=strategy))
     out = {
@@ -164,7 +169,7 @@ def search(dec: Any, truth: np.ndarray, beta: float, strategy: str) -> tuple[Any
         "lower_bound": _f(r.lower_bound),
         "proven": _f(r.proven),
     }
-    if strategy == "lines" and dec.K == 2 and not math.isfinite(r.lambda_):
+    if strategy == "lines" and not math.isfinite(r.lambda_):
         out |= prove_absent(dec, truth, beta)
     return r, out
 
@@ -486,7 +491,7 @@ def main() -> None:
     ap.add_argument(
         "--prove-absent",
         action="store_true",
-        help="for the K = 2 rows no search reaches, run the arrangement search at the authors' last grid point (new rows do it anyway)",
+        help="for the rows no search reaches, the proof of absence up to the authors' last grid point (new rows do it anyway)",
     )
     a = ap.parse_args()
     out = Path(a.out)
@@ -558,18 +563,17 @@ def main() -> None:
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if a.rescore or "rescore" in before:
         meta["rescore"] = before.get("rescore", []) + (["python benchmarks/consign_compare.py " + " ".join(sys.argv[1:])] if a.rescore else [])
-    # the K = 2 rows no search reaches and no proof has decided yet
-    todo_absent = [
-        r for r in rows if r["K"] == 2 and r["lines"]["lambda"] is None and not (r["lines"].get("absent_to") or r["lines"].get("member_at"))
-    ]
+    # the rows no search reaches and no proof has decided yet
+    todo_absent = [r for r in rows if r["lines"]["lambda"] is None and not (r["lines"].get("absent_to") or r["lines"].get("proven_to"))]
     if a.prove_absent and todo_absent:
         by_id = {c.id: c for c in load_real_cases(a.data, a.n, a.crop, a.stride)}
         for r in todo_absent:
             c = by_id[r["id"]]
-            dec = decompose(c.samples, K=2, box_alpha=a.alpha, box="paper")
+            dec = decompose(c.samples, K=r["K"], box_alpha=a.alpha, box="paper")
             r["lines"] |= prove_absent(dec, c.truth, r["beta"])
             print(
-                f"{r['id']} K=2 beta={r['beta']}: absent at lambda={REF_LAMBDA_MAX:g}: {r['lines']['absent_to'] is not None}, "
+                f"{r['id']} K={r['K']} beta={r['beta']}: absent at lambda={REF_LAMBDA_MAX:g}: {r['lines']['absent_to'] is not None}, "
+                f"none below {r['lines']['proven_to']}, "
                 f"a member from lambda {r['lines']['member_at']} ({r['lines']['absent_seconds']:.1f} s)",
                 flush=True,
             )

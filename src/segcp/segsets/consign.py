@@ -103,6 +103,7 @@ __all__ = [
     "Decomposition",
     "ScoreResult",
     "SearchOptions",
+    "absence_bound",
     "consign_score",
     "decompose",
     "draw",
@@ -744,7 +745,10 @@ class _Search:
         rel = np.flatnonzero((self.r[:n] <= lam) & (self.sure[:n] <= lam))
         if rel.size == 0:
             return None
-        const = float(self.fixed_suffix[n] + self.w[:n][self.sure[:n] > lam].sum())
+        sure = self.sure[:n] > lam
+        const = float(self.fixed_suffix[n] + self.w[:n][sure].sum())
+        m = self.sizes.size
+        counts = np.bincount(self.lab[n:][self.good[n:]], minlength=m) + np.bincount(self.lab[:n][sure], minlength=m)
         y = self.y[rel]
         ar = np.arange(rel.size)
         other = (y[None, :] + 1 + np.arange(g.L - 1)[:, None]) % g.L  # (L − 1, m): the labels l ≠ y_p
@@ -752,7 +756,9 @@ class _Search:
         a0 = base[y, ar][None, :] - base[other, ar]  # (L − 1, m): z_y − z_l at the box centre
         G = g.G[:, :, rel]
         gb = lam * (G[:, y, ar][:, None, :] - G[:, other, ar])  # (K, L − 1, m): its change per unit of t_k
-        return _Lines(np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const, self.lab[rel].astype(np.int64))
+        return _Lines(
+            np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const, self.lab[rel].astype(np.int64), counts
+        )
 
     def _line_best(
         self,
@@ -913,21 +919,15 @@ class _Search:
             _, _, lo, hi, idx, const = heapq.heappop(heap)
             if max(-lo.min(), hi.max()) <= inner:  # inside the part already shown empty
                 continue
-            a0, gb, w = data.a0[:, idx], data.gb[:, :, idx], data.w[idx]
             work += J * idx.size
             self.evaluations += 2 * J * idx.size
             if work > budget:
                 return None
-            at_lo, at_hi = gb * lo[None, :, None], gb * hi[None, :, None]
-            top = a0 + np.maximum(at_lo, at_hi).sum(axis=1)  # (J, m_c): each constraint's best in the square
-            low = a0 + np.minimum(at_lo, at_hi).sum(axis=1)
-            possible = (top > _MARGIN).all(axis=0)
-            sure = (low > _MARGIN).all(axis=0)
-            const = const + float(w[sure].sum())
-            open_ = possible & ~sure
-            if const + float(w[open_].sum()) <= floor:
+            const, open_, _, top, low = _box_bound(data, idx, lo, hi, const)
+            if const + float(data.w[idx[open_]].sum()) <= floor:
                 continue
-            idx, a0, gb, w = idx[open_], a0[:, open_], gb[:, :, open_], w[open_]
+            idx = idx[open_]
+            a0, gb, w = data.a0[:, idx], data.gb[:, :, idx], data.w[idx]
             cls = data.cls[idx]
             crossing = (low[:, open_] <= _MARGIN) & (top[:, open_] > _MARGIN)  # (J, m_c): the line meets the square
             n_lines = int(crossing.sum())
@@ -983,6 +983,54 @@ class _Search:
                     j = int(np.flatnonzero(ok)[np.argmax(a[ok])])
                     return t[j].copy(), float(a[j])
         return None
+
+    def absent(self, lam: float, inner: float = 0.0, budget: int = 10**10) -> bool | None:
+        """Any K: whether B_λ holds no member, by branch and bound over boxes of t-space — True: none
+        (up to the margin: a pixel counts as right only when its true label wins by more than
+        10⁻⁹, as for every certificate), None: undecided within ``budget`` (pixel × constraint
+        values) or a box narrower than 10⁻⁶ of B_λ still open. In a box a pixel is surely right
+        when each of its constraints holds at the box's worst corner and possibly right when
+        each holds at its best; a box whose possible agreement is not above β holds no member,
+        else it is halved across the side along which the open pixels' constraints change most.
+        ``inner``: the box [−inner, inner]^K of t-space is known to hold none (B_{λ·inner}, shown
+        before: nested boxes) and is skipped. Slow (minutes on a 55 000-pixel image at K = 5):
+        a proof for the benchmarks, not a step of the search."""
+        data = self._line_data(lam)
+        if data is None:  # no pixel can change: the centre's agreement everywhere
+            return not bool(self.certified(lam, np.zeros((1, self.dec.K)), self.exact(lam, np.zeros((1, self.dec.K))))[0])
+        floor = self.beta - self.band
+        J, m = data.a0.shape
+        K, n_labels = self.dec.K, self.sizes.size
+        assert data.counts is not None  # _line_data's
+        stack = [(-np.ones(K), np.ones(K), np.arange(m), data.const, data.counts)]
+        work = 0
+        while stack:
+            lo, hi, idx, const, counts = stack.pop()
+            if max(-lo.min(), hi.max()) <= inner:  # inside the part already shown empty
+                continue
+            work += J * K * idx.size
+            self.evaluations += 2 * J * K * idx.size
+            if work > budget:
+                return None
+            const, open_, sure, _, _ = _box_bound(data, idx, lo, hi, const)
+            counts = counts + np.bincount(data.cls[idx[sure]], minlength=n_labels)
+            top = const + float(data.w[idx[open_]].sum())
+            if top <= floor:
+                continue
+            if top <= self.beta + self.band:  # within the float band of β: decided on the counts
+                most = (counts + np.bincount(data.cls[idx[open_]], minlength=n_labels))[None]
+                if not exceeds_beta(np.array([top]), self.beta, most.__getitem__, self.sizes, self.g.P)[0]:  # rows [0]: most
+                    continue
+            if (hi - lo).max() < 2e-6:
+                return None
+            idx = idx[open_]
+            swing = np.abs(data.gb[:, :, idx]).sum(axis=(0, 2)) * (hi - lo)  # (K,): how far each side moves them
+            k = int(np.argmax(swing))
+            mid = 0.5 * (lo[k] + hi[k])
+            upper, lower = lo.copy(), hi.copy()
+            upper[k], lower[k] = mid, mid
+            stack += [(lo, lower, idx, const, counts), (upper, hi, idx, const, counts)]
+        return True
 
     # ---------------------------------------------------------------- λ*
     def _tighten(self, lam: float, t: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
@@ -1064,13 +1112,32 @@ class _Lines:
     """The pixels a line search looks at, at one λ: pixel p (of m) is right at t when
     a0[j, p] + Σ_k t_k gb[j, k, p] > margin for each of the L − 1 labels l ≠ y_p (j-th of them);
     w (m,) their weights, cls (m,) the index of their true label among the labels present (the
-    weight is a function of it); const the agreement of every other pixel (the same at every t)."""
+    weight is a function of it); const the agreement of every other pixel (the same at every t),
+    and counts (of the labels present) those of its pixels that are right (None where not needed)."""
 
     a0: NDArray[np.float64]
     gb: NDArray[np.float64]
     w: NDArray[np.float64]
     const: float
     cls: NDArray[np.int64]
+    counts: NDArray[np.int64] | None = None
+
+
+def _box_bound(
+    data: _Lines, idx: NDArray[np.intp], lo: NDArray[np.float64], hi: NDArray[np.float64], const: float
+) -> tuple[float, NDArray[np.bool_], NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]]:
+    """The pixels ``idx`` of ``data`` in the box [lo, hi] (K,) of t-space: (``const`` plus the weight of
+    those surely right there, which of them are open — possibly but not surely right —, which are
+    surely right, and each constraint's best and worst value in the box, (J, len(idx)) each). Surely right: every
+    constraint holds at the box's worst corner; possibly: each at its best."""
+    gb = data.gb[:, :, idx]
+    at_lo, at_hi = gb * lo[None, :, None], gb * hi[None, :, None]
+    a0 = data.a0[:, idx]
+    top = a0 + np.maximum(at_lo, at_hi).sum(axis=1)
+    low = a0 + np.minimum(at_lo, at_hi).sum(axis=1)
+    possible = (top > _MARGIN).all(axis=0)
+    sure = (low > _MARGIN).all(axis=0)
+    return const + float(data.w[idx[sure]].sum()), possible & ~sure, sure, top, low
 
 
 def _line_range(
@@ -1161,6 +1228,49 @@ def is_member(
     if not ok:
         return False, None
     return True, dec.centre + float(lam) * dec.unit_half_width * t
+
+
+def absence_bound(
+    samples: Decomposition | ArrayLike,
+    truth: ArrayLike,
+    beta: float = 0.9,
+    *,
+    lambda_to: float = 500.0,
+    budget: int = 10**10,
+    rtol: float = 0.01,
+    options: SearchOptions | None = None,
+    **decompose_options: Unpack[DecomposeOptions],
+) -> float:
+    """A proven lower bound of the truth's exact score: no set C_λ with λ ≤ the returned value
+    contains it (up to the certificates' margin of 10⁻⁹) — ``lambda_to`` where none up to it
+    does, inf when no λ can (the exact lower bound λ_LB is inf). ``samples``, ``decompose_options``:
+    as for :func:`consign_score`.
+
+    From λ_LB (no member below it, so none in the closed box B_λ_LB either: the members form an
+    open set), each step proves B_λ empty for a λ twice the last proven, skipping the box the
+    step before showed empty: for K = 2 by the membership test's arrangement search, for any K
+    by the box branch and bound of :meth:`_Search.absent` (``budget`` pixel × constraint values per
+    step). A step whose test certifies a member, or that cannot decide within its budget, ends
+    the doubling; bisection between the two then narrows the bound to ``rtol`` (relative, plus
+    the search's absolute tolerance). Slow
+    for K > 2 (minutes per image): a benchmark's proof, e.g. that a truth no search reaches is
+    in no box of a grid up to ``lambda_to``.
+    """
+    b = check_beta(beta)
+    dec, y = _prepare(samples, truth, decompose_options)
+    s = _Search(dec, y, b, options or SearchOptions())
+    proven, failed = s.lower_bound, math.inf
+    while proven < lambda_to and failed - proven > rtol * min(failed, lambda_to) + s.atol:
+        lam = min(lambda_to, 2.0 * proven) if math.isinf(failed) else 0.5 * (proven + failed)
+        if lam <= 0.0:  # λ_LB = 0 and no member at 0: the doubling starts from the search's unit
+            lam = min(lambda_to, dec.lambda_unit)
+        if s.test(lam, [])[0]:
+            failed = lam
+        elif s.settled or s.absent(lam, proven / lam, budget):
+            proven = lam
+        else:
+            failed = lam
+    return proven
 
 
 def draw(dec: Decomposition, lam: float, n_draws: int, seed: int | np.random.Generator | None = 0, chunk: int = 4_000_000) -> NDArray[np.int64]:
