@@ -176,15 +176,19 @@ def search(dec: Any, truth: np.ndarray, beta: float, strategy: str) -> tuple[Any
 
 def rescore(args: tuple) -> dict[str, Any]:
     """A row's searches run again (after a change of one: both, so that their times are taken alike), its
-    reference kept; a row where one now misses the reference is computed again whole (the diagnosis
-    needs the reference's start)."""
+    reference kept; a row where one now misses the reference below its ``lambda_max`` is computed again
+    whole (that diagnosis needs the reference's start), one beyond it keeps its reference (cause ``lambda_max``)."""
     row, samples, truth, alpha, job_args = args
     dec = decompose(samples, K=row["K"], box_alpha=alpha, box="paper")
     ref = row["reference"]["lambda"]
     for strategy in STRATEGIES:
         r, row[strategy] = search(dec, truth, row["beta"], strategy)
         row[strategy]["miss"] = bool(ref is not None and r.lambda_ > ref + STEP + 1e-9)
-    return job(job_args) if any(row[s]["miss"] for s in STRATEGIES) else row
+        if row[strategy]["miss"]:
+            if ref <= SearchOptions(strategy=strategy).resolved(dec)[0]:
+                return job(job_args)
+            row[strategy]["cause"] = "lambda_max"
+    return row
 
 
 def job(args: tuple) -> dict[str, Any]:

@@ -440,7 +440,7 @@ def test_absence_at_the_authors_last_grid_point():
     """A K = 2 truth the arrangement search shows absent at λ = 500 is in no box of the authors' grid:
     their λ* is ∞ (reference_at_least), so a λ̂ that is ∞ on both sides counts as within one step; a
     truth with a member beyond segcp's lambda_max is listed; and prove_absent on a case decides both."""
-    from consign_compare import REF_LAMBDA_MAX, diagnose, prove_absent, reference_at_least, summarize
+    from consign_compare import REF_LAMBDA_MAX, diagnose, prove_absent, reference_at_least, rescore, summarize
 
     def row(i, lam, absent=None, member=None):
         return {
@@ -486,11 +486,19 @@ def test_absence_at_the_authors_last_grid_point():
             assert member is None and not search.certified(absent, grid, search.exact(absent, grid)).any()
             assert got["proven_to"] == REF_LAMBDA_MAX
             kinds.add("absent")
+            unreached = samples, y, d
         elif member is not None:
             assert member > search.lambda_max and is_member(d, y, member * (1 + 1e-9), 0.8)[0]
             assert got["proven_to"] <= member  # its proof of absence stops below the member
             kinds.add("beyond")
     assert "absent" in kinds  # (on these problems every truth segcp calls ∞ is absent at λ = 500; ACDC has one beyond)
     # a reference certificate beyond the default search's range is a miss caused by that setting
+    samples, y, d = unreached
     assert diagnose(d, y, 0.8, "lines", 2 * d.default_lambda_max, np.zeros(2)) == "lambda_max"
     assert diagnose(d, y, 0.8, "lines", 0.5 * d.default_lambda_max, np.zeros(2)) != "lambda_max"
+    # ... and --rescore keeps such a row's reference (no reference start is needed to name the cause)
+    far = row(0, None) | {"K": 2, "beta": 0.8}
+    far["reference"] = far["reference"] | {"lambda": 2 * d.default_lambda_max}
+    got = rescore((far, samples, y, 0.1, None))
+    assert got["reference"]["lambda"] == 2 * d.default_lambda_max
+    assert got["lines"]["miss"] and got["lines"]["cause"] == "lambda_max" and got["lines"]["lambda"] is None
