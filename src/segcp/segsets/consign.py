@@ -737,9 +737,10 @@ class _Search:
         return False, best_t, best_a
 
     # ---------------------------------------------------------------- exact line searches
-    def _line_data(self, lam: float) -> _Lines | None:
+    def _line_data(self, lam: float, counts: bool = False) -> _Lines | None:
         """The pixels whose correctness can change within B_λ (active, truth reachable, not
-        surely right) as linear constraints in t, or None when there are none."""
+        surely right) as linear constraints in t, or None when there are none; with ``counts``,
+        also the per-label counts of the other pixels that are right (:meth:`absent`'s exact test)."""
         g = self.g
         n = g.n_active(lam)
         rel = np.flatnonzero((self.r[:n] <= lam) & (self.sure[:n] <= lam))
@@ -748,7 +749,7 @@ class _Search:
         sure = self.sure[:n] > lam
         const = float(self.fixed_suffix[n] + self.w[:n][sure].sum())
         m = self.sizes.size
-        counts = np.bincount(self.lab[n:][self.good[n:]], minlength=m) + np.bincount(self.lab[:n][sure], minlength=m)
+        right = np.bincount(self.lab[n:][self.good[n:]], minlength=m) + np.bincount(self.lab[:n][sure], minlength=m) if counts else None
         y = self.y[rel]
         ar = np.arange(rel.size)
         other = (y[None, :] + 1 + np.arange(g.L - 1)[:, None]) % g.L  # (L − 1, m): the labels l ≠ y_p
@@ -757,7 +758,7 @@ class _Search:
         G = g.G[:, :, rel]
         gb = lam * (G[:, y, ar][:, None, :] - G[:, other, ar])  # (K, L − 1, m): its change per unit of t_k
         return _Lines(
-            np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const, self.lab[rel].astype(np.int64), counts
+            np.ascontiguousarray(a0), np.ascontiguousarray(gb.transpose(1, 0, 2)), self.w[rel], const, self.lab[rel].astype(np.int64), right
         )
 
     def _line_best(
@@ -995,13 +996,13 @@ class _Search:
         ``inner``: the box [−inner, inner]^K of t-space is known to hold none (B_{λ·inner}, shown
         before: nested boxes) and is skipped. Slow (minutes on a 55 000-pixel image at K = 5):
         a proof for the benchmarks, not a step of the search."""
-        data = self._line_data(lam)
+        data = self._line_data(lam, counts=True)
         if data is None:  # no pixel can change: the centre's agreement everywhere
             return not bool(self.certified(lam, np.zeros((1, self.dec.K)), self.exact(lam, np.zeros((1, self.dec.K))))[0])
         floor = self.beta - self.band
         J, m = data.a0.shape
         K, n_labels = self.dec.K, self.sizes.size
-        assert data.counts is not None  # _line_data's
+        assert data.counts is not None  # asked for
         stack = [(-np.ones(K), np.ones(K), np.arange(m), data.const, data.counts)]
         work = 0
         while stack:
