@@ -141,11 +141,16 @@ def proven(lines: dict[str, Any]) -> float:
     return max(lines.get("proven") or 0.0, lines.get("proven_to") or 0.0)
 
 
+def beyond_range(dec: Any, strategy: str, lam: float) -> bool:
+    """Whether λ lies beyond the default ``lambda_max`` of ``strategy``'s search on ``dec`` (a miss there is the range setting's)."""
+    return lam > SearchOptions(strategy=strategy).resolved(dec)[0]
+
+
 def diagnose(dec, truth, beta: float, strategy: str, lam_ref: float, start_ref: np.ndarray) -> str:
     """Why ``strategy`` missed a member the reference certified at λ_ref (see the module docstring)."""
-    s = _Search(dec, truth, beta, SearchOptions(strategy=strategy))
-    if lam_ref > s.lambda_max:
+    if beyond_range(dec, strategy, lam_ref):
         return "lambda_max"
+    s = _Search(dec, truth, beta, SearchOptions(strategy=strategy))
     if s.test(lam_ref, [])[0]:
         return "lambda search"
     t = (start_ref - dec.centre) / np.where(dec.unit_half_width > 0, lam_ref * dec.unit_half_width, 1.0)
@@ -185,7 +190,7 @@ def rescore(args: tuple) -> dict[str, Any]:
         r, row[strategy] = search(dec, truth, row["beta"], strategy)
         row[strategy]["miss"] = bool(ref is not None and r.lambda_ > ref + STEP + 1e-9)
         if row[strategy]["miss"]:
-            if ref <= SearchOptions(strategy=strategy).resolved(dec)[0]:
+            if not beyond_range(dec, strategy, ref):
                 return job(job_args)
             row[strategy]["cause"] = "lambda_max"
     return row
