@@ -657,6 +657,18 @@ def _read_segcp(d: Path) -> int:
     return n
 
 
+def _segcp_command(reference: str | None = None) -> list[str]:
+    """How a user runs segcp: the installed console script (``segcp``, beside this interpreter). A
+    reference checkout (``src`` on PYTHONPATH) runs as its own console script did: ``segcp.cli:main``
+    (``python -m segcp.cli`` would compile cli.py afresh at every start, as any ``__main__``)."""
+    if reference is not None:
+        return [sys.executable, "-c", "import sys; from segcp.cli import main; sys.argv[0] = 'segcp'; sys.exit(main())"]
+    exe = Path(sys.executable).parent / "segcp"
+    if not exe.exists():
+        raise SystemExit(f"{exe}: no console script; install segcp (pip install -e .) first")
+    return [str(exe)]
+
+
 def _command_env(reference: str | None = None) -> dict[str, str]:
     """The environment the timed commands run in: as a user's, with Python's bytecode cache on (a
     fresh ``PYTHONPYCACHEPREFIX``, filled by a first untimed run; without it every segcp module
@@ -683,11 +695,11 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
 
     root = _temporary("segcp-bench-cal-")
     d = _phantom_dir(root, args.n)
-    segcp = [sys.executable, "-m", "segcp.cli"]
     env = _command_env()
     ref_env = _command_env(args.reference) if args.reference else None
     script = [sys.executable, str(ROOT / "benchmarks" / "read_only.py"), str(d)]
-    calibrate = [*segcp, "calibrate", "--method", "threshold", "--data", str(d), "--alpha", "0.1", "-q", "--out"]
+    options = ["calibrate", "--method", "threshold", "--data", str(d), "--alpha", "0.1", "-q", "--out"]
+    calibrate, ref_calibrate = [*_segcp_command(), *options], [*_segcp_command(args.reference), *options]
     res: dict[str, Any] = {
         "n": args.n,
         "shape": [256, 256],
@@ -697,10 +709,11 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
         "runs": [],
         "bytecode_cache": True,
+        "command": "the installed console script (segcp)",
     }
     lam = calibrate_dir(d, alpha=0.1, show_progress=False)["lambda"]  # warm: imports, page cache
     _read_only(d)
-    for cmd, e in ((script, env), ([*calibrate, str(root / "c.json")], env), ([*calibrate, str(root / "ref.json")], ref_env)):
+    for cmd, e in ((script, env), ([*calibrate, str(root / "c.json")], env), ([*ref_calibrate, str(root / "ref.json")], ref_env)):
         if e is not None:
             _command(cmd, e)  # warm: the bytecode caches
     for rep in range(args.reps):
@@ -713,7 +726,7 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
         row["command_wall"], row["command_cpu"], row["command_rss_mib"], _ = _command([*calibrate, str(root / "c.json")], env)
         assert json.loads((root / "c.json").read_text())["lambda"] == lam
         if ref_env is not None:
-            row["reference_wall"], row["reference_cpu"], row["reference_rss_mib"], _ = _command([*calibrate, str(root / "ref.json")], ref_env)
+            row["reference_wall"], row["reference_cpu"], row["reference_rss_mib"], _ = _command([*ref_calibrate, str(root / "ref.json")], ref_env)
             res["reference_lambda"] = json.loads((root / "ref.json").read_text())["lambda"]
         res["runs"].append(row)
         print(f"rep {rep}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
@@ -747,7 +760,7 @@ def run_calibration(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- start-up
 def run_startup(args: argparse.Namespace) -> dict[str, Any]:
-    segcp = [sys.executable, "-m", "segcp.cli"]
+    segcp = _segcp_command()
     argvs = {
         "--version": ["--version"],
         "--help": ["--help"],
@@ -760,7 +773,7 @@ def run_startup(args: argparse.Namespace) -> dict[str, Any]:
     cmds |= {f"segcp {k}": ([*segcp, *a], env) for k, a in argvs.items()}
     if args.reference:
         ref_env = _command_env(args.reference)
-        cmds |= {f"reference: segcp {k}": ([*segcp, *a], ref_env) for k, a in argvs.items()}
+        cmds |= {f"reference: segcp {k}": ([*_segcp_command(args.reference), *a], ref_env) for k, a in argvs.items()}
     times: dict[str, list[float]] = {k: [] for k in cmds}
     for rep in range(args.reps + 1):  # interleaved: background load hits every command alike; the first run fills the caches
         for k, (c, e) in cmds.items():

@@ -225,6 +225,8 @@ def test_console_script_version_and_help():
     exe = Path(sys.executable).parent / "segcp"
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == f"segcp {__version__}"
+    r = subprocess.run([sys.executable, "-m", "segcp", "--version"], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == f"segcp {__version__}"
     r = subprocess.run([str(exe), "calibrate", "--help"], capture_output=True, text=True, check=True)
     assert "--alpha" in r.stdout and "--guarantee" in r.stdout
     r = subprocess.run([str(exe), "calibrate", "--data", "/nonexistent", "--out", "x.json"], capture_output=True, text=True)
@@ -260,7 +262,8 @@ HEAVY = ("scipy", "matplotlib", "torch", "transformers", "onnxruntime", "nibabel
 
 
 def _imported(argv: list[str], heavy: tuple[str, ...]) -> list[str]:
-    """The top-level packages among ``heavy`` that ``segcp ARGV`` imports (run in a fresh interpreter)."""
+    """The modules among ``heavy`` (top-level packages or full module names) that ``segcp ARGV`` imports
+    (run in a fresh interpreter)."""
     code = (
         "import sys\n"
         "from segcp.cli import main\n"
@@ -268,7 +271,7 @@ def _imported(argv: list[str], heavy: tuple[str, ...]) -> list[str]:
         f"    main({argv!r})\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))\n"
+        f"print(sorted({{n for m in list(sys.modules) for n in (m, m.split('.')[0])}} & set({heavy!r})))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"'))
@@ -292,6 +295,10 @@ def test_each_command_imports_only_what_it_needs(tmp_path, capsys):
     ok(["predict", "--calib", str(calib), "--data", str(data), "--out", str(sets), "-q"], capsys)
     lean = ("pydantic", "rich", *HEAVY)
     assert _imported(["calibrate", "--data", str(data), "--alpha", "0.2", "--out", str(tmp_path / "c2.json"), "-q"], lean) == []
+    # nor segcp's own modules of other guarantees (two-sided sets, Learn then Test: --pvalue's default is
+    # not parsed), nor logging (NIfTI's reader only)
+    others = ("segcp.calibration.band", "segcp.calibration.ltt", "segcp.calibration.monitor", "segcp.volumes", "segcp.losses", "logging")
+    assert _imported(["calibrate", "--data", str(data), "--alpha", "0.2", "--out", str(tmp_path / "c3.json"), "-q"], others) == []
     assert _imported(["predict", "--calib", str(calib), "--data", str(data), "--out", str(tmp_path / "s2"), "-q"], lean) == []
     assert _imported(["evaluate", "--sets", str(sets), "--data", str(data), "--out", str(tmp_path / "m.json"), "-q"], lean) == ["scipy"]
     for argv in (["--version"], ["--help"]):
@@ -305,6 +312,40 @@ def help_text(command: str, capsys) -> str:
     code, out, err = run([command, "--help"], capsys)
     assert code in (0, None), err
     return out
+
+
+def test_a_run_builds_only_the_command_it_names(capsys):
+    """typer turns every command into click objects; a run that names one builds only it (cli._command_line),
+    and anything else — no command, the group's options, a mistyped name — gets them all, so click's
+    suggestion and the group's help still see every command."""
+    from segcp.cli import _command_line
+
+    everything = set(_commands())
+    assert len(everything) >= 12
+    assert set(_command_line(["calibrate", "--data", "x"]).commands) == {"calibrate"}
+    assert set(_command_line(["methods"]).commands) == {"methods"}
+    for argv in ([], ["--help"], ["--version"], ["--version", "calibrate"], ["calbrate", "--data", "x"]):
+        assert set(_command_line(argv).commands) == everything, argv
+    code, _, err = run(["calbrate", "--data", "x"], capsys)
+    assert code == 2 and "Did you mean 'calibrate'" in err
+    code, out, _ = run(["--help"], capsys)
+    assert code in (0, None) and all(name in out for name in everything)
+
+
+def test_only_the_console_script_freezes_the_collector(tmp_path):
+    """`segcp` (the console script, and `python -m segcp`) ends with gc.freeze(), skipping the interpreter's
+    final collections; main() — what tests and embedding code call — never freezes."""
+    import gc
+
+    from segcp.cli import main
+
+    before = gc.get_freeze_count()
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert gc.get_freeze_count() == before
+    code = "import gc, sys\nfrom segcp.cli import console\ntry:\n    console()\nexcept SystemExit:\n    pass\nprint(gc.get_freeze_count() > 0)\n"
+    r = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, check=True)
+    assert r.stdout.split()[-1] == "True"
 
 
 def _commands():
@@ -503,6 +544,8 @@ def test_options_convert_as_typer_does(capsys):
             theirs = build_runtime_param(param.type_descriptor)
             kind = ours.kind
             values = samples[kind] if ours.parser is None else [*ours.parser.values(), "bogus"]
+            if ours.parser is not None and param.default is not None:  # taken unparsed: it must be a value
+                assert param.default in ours.parser.values(), (name, param.name, param.default)
             for v in values:
                 v = [v, v] if ours.multiple else v
                 results = []

@@ -606,7 +606,7 @@ class CaseReader:
         """The case of one id (with its truth when the reader was made ``with_truth``)."""
         if not self.multiclass:
             case = self.dd.load_case(ident, label=self.label, channels=self.channels, with_mask=self.with_truth, with_image="images" in self.folders)
-            self.label_seen |= bool(case.mask is not None and case.mask.any())
+            self.label_seen = self.label_seen or bool(case.mask is not None and case.mask.any())  # one pass until one is seen
             return case
         return self._read_multiclass(ident)
 

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segcp.calibration import check_calibration_size
 from segcp.calibration.compact import GRID_SIZE, CurveAccumulator
@@ -23,7 +23,9 @@ from segcp.methods import SetFamily
 from segcp.methods.base import BAND_GUARANTEES
 from segcp.parallel import IN_PROCESS, Executor, check_chunk_size
 from segcp.record import Structure, job_record
-from segcp.volumes import VolumeEstimate, mask_volume, probability_volume, volume_record
+
+if TYPE_CHECKING:
+    from segcp.volumes import VolumeEstimate
 
 __all__ = ["calibrate_dir", "fit_structures"]
 
@@ -39,6 +41,8 @@ def _curve_chunk(
     present = [0] * job.slots
     dims: dict[int, tuple[int, str]] = {}
     volumes: list[list[tuple[float, VolumeEstimate]]] = [[] for _ in range(job.slots)]
+    if plan.guarantee in BAND_GUARANTEES:
+        from segcp.volumes import mask_volume, probability_volume  # two-sided sets only
     for ident in ids:
         cases = job.read(ident)
         count, where = dims.get(len(cases[0].shape), (0, cases[0].where or ident))
@@ -156,6 +160,8 @@ def calibrate_dir(
         raise SegcpError(f"{dd.folder('masks')}: no calibration mask holds {what}")
     fitted = fit_structures(cs, accs, job.structures, present)
     if plan.guarantee in BAND_GUARANTEES:  # calib.json's "volume": the direct volume interval of each structure
+        from segcp.volumes import volume_record
+
         for k, (_, rec, _) in enumerate(fitted):
             rec["volume"] = volume_record([v for i in sorted(volumes[k]) for v in volumes[k][i]], list(cs.lambdas_))
     where: dict[str, Any] = {"source": source, "data": describe_data(data), "ids": ids, "labels_from": labels_from}

@@ -3,7 +3,6 @@ affine + header that sets are written back on."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,8 @@ __all__ = ["NIfTI"]
 @contextmanager
 def _quiet_nibabel() -> Iterator[None]:
     """nibabel's header fix-ups would print; segcp refuses such headers instead."""
+    import logging  # here: only a NIfTI read pays logging's import (2 ms of every command's start)
+
     log = logging.getLogger("nibabel.global")
     level = log.level
     log.setLevel(logging.CRITICAL)
