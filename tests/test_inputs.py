@@ -154,6 +154,72 @@ def test_npy_fast_path_leaves_the_odd_files_to_np_load(tmp_path):
         readers.read_array(z)
 
 
+def test_npy_reads_a_body_that_comes_in_several_reads(tmp_path):
+    """One read() returns at most ~2 GiB on Linux: the NPY reader fills its array over as many as it takes."""
+    import io
+
+    from segcp.io.formats.npy import _read_into
+
+    class Short(io.RawIOBase):  # returns at most 7 bytes per read, as a large file returns its 2 GiB pieces
+        def __init__(self, data: bytes) -> None:
+            self.data, self.at = data, 0
+
+        def readinto(self, b):  # type: ignore[override]
+            n = min(7, len(b), len(self.data) - self.at)
+            b[:n] = self.data[self.at : self.at + n]
+            self.at += n
+            return n
+
+    body = np.arange(50, dtype=np.float64)
+    out = np.empty(50)
+    assert _read_into(Short(body.tobytes()), out.view(np.uint8).data) == 400 and np.array_equal(out, body)
+    assert _read_into(Short(body.tobytes()[:100]), np.empty(50).view(np.uint8).data) == 100  # the file's end
+
+
+def test_files_that_are_not_regular_are_refused_on_the_open_file(tmp_path):
+    """open_regular (the NPY reader's open) checks what it opened: a FIFO is opened without blocking and
+    refused, as check_regular_file refuses it by name, with the same lines for every kind."""
+    import os
+    import threading
+
+    from segcp.errors import SegcpError
+    from segcp.io import readers
+    from segcp.io.files import check_regular_file, open_regular
+
+    os.mkfifo(tmp_path / "fifo.npy")
+    (tmp_path / "dir.npy").mkdir()
+    (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
+    (tmp_path / "gone.npy").symlink_to(tmp_path / "nothing.npy")
+    (tmp_path / "zero.npy").symlink_to("/dev/zero")
+    cases = {
+        "fifo.npy": "not a regular file (a FIFO, socket or device)",
+        "dir.npy": "is a directory; expected a file",
+        "loop.npy": "a symbolic link loop",
+        "gone.npy": "a symbolic link to a missing file",
+        "zero.npy": "not a regular file",
+        "absent.npy": "no such file",
+    }
+    for name, said in cases.items():
+        for look in (check_regular_file, open_regular, readers.read_array):
+            got: list[str] = []
+
+            def attempt(look=look, name=name, got=got) -> None:
+                try:
+                    look(tmp_path / name)
+                except SegcpError as exc:
+                    got.append(str(exc))
+
+            th = threading.Thread(target=attempt, daemon=True)
+            th.start()
+            th.join(10)
+            assert not th.is_alive(), f"{look.__name__} blocked on {name}"
+            assert got and got[0].startswith(f"{tmp_path / name}: {said}"), (name, look.__name__, got)
+    np.save(tmp_path / "ok.npy", np.arange(3))
+    f, st = open_regular(tmp_path / "ok.npy")
+    with f:
+        assert st.st_size == (tmp_path / "ok.npy").stat().st_size and f.read(6) == b"\x93NUMPY"
+
+
 def test_npy_truncated_or_lying_header_is_one_line(tmp_path):
     from segcp.errors import SegcpError
     from segcp.io import readers

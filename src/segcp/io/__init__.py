@@ -2,6 +2,7 @@
 
 - :mod:`~segcp.io.formats`: one class per file format (NPY, PNG, NIfTI, nnU-Net NPZ, ...)
   behind one interface, and their registry;
+- :mod:`~segcp.io.files`: regular files only (the one set of refusals of a FIFO, device, folder, link);
 - :mod:`~segcp.io.readers`: :func:`read_array` in any registered format, JSON, probabilities;
 - :mod:`~segcp.io.writers`: the atomic writers every output goes through;
 - :mod:`~segcp.io.viewer`: what a viewer shows of a two-sided set (the 0/1/2 band label volume

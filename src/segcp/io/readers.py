@@ -10,37 +10,18 @@ nnU-Net's ``.npz`` probabilities are turned into that order (see
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
+from segcp.io.files import check_regular_file
 from segcp.io.formats import Geometry, format_of, read_geometry, split_ext, suffixes
 
 __all__ = ["Geometry", "check_regular_file", "read_array", "read_geometry", "read_json", "read_probabilities", "split_ext"]
-
-
-def check_regular_file(path: Path) -> None:
-    """One line naming ``path`` and what it is when it is not a regular file segcp can read: missing,
-    a link to nothing or a link loop, a folder, a FIFO, socket or device (``--calib /dev/zero``:
-    never read, a FIFO would block)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise SegcpError(f"{path}: a symbolic link to a missing file" if path.is_symlink() else f"{path}: no such file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SegcpError(f"{path}: a symbolic link loop") from None
-        raise SegcpError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise SegcpError(f"{path}: is a directory; expected a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise SegcpError(f"{path}: not a regular file (a FIFO, socket or device); expected a file")
 
 
 def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[NDArray[Any], tuple[float, ...] | None]:
@@ -66,7 +47,8 @@ def read_array(path: str | os.PathLike[str], *, color: bool = False) -> tuple[ND
     if hit is None:
         raise SegcpError(f"{p}: unsupported file type; expected one of {', '.join(suffixes())}")
     fmt, _, ext = hit
-    check_regular_file(p)
+    if not fmt.opens_regular:
+        check_regular_file(p)
     try:
         return fmt.read(p, color=color)
     except SegcpError:

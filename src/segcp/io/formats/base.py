@@ -102,6 +102,9 @@ class Format:
     #: Its files carry no geometry of their own but take one from a file of the same id in a
     #: format that has one, beside it (nnU-Net's ``.npz`` next to its ``.nii.gz``).
     takes_companion_geometry: ClassVar[bool] = False
+    #: Its :meth:`read` opens the file with :func:`segcp.io.files.open_regular` (refusing a FIFO,
+    #: a device or a folder on the open file): the readers skip their own look before it.
+    opens_regular: ClassVar[bool] = False
 
     def read(self, path: Path, *, color: bool = False) -> tuple[NDArray[Any], tuple[float, ...] | None]:
         """(array as stored, voxel spacing per axis or None). ``color``: the file is an image

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
+from segcp.io.files import open_regular
 from segcp.io.formats.base import Format, register
 
 __all__ = ["NPY"]
@@ -20,8 +21,20 @@ _NPY_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
 _NPY_MAX_HEADER = 10_000  # numpy's own default limit (np.load's max_header_size)
 
 
+def _read_into(f: io.RawIOBase, buf: memoryview) -> int:
+    """Fill ``buf`` from the unbuffered file ``f``; the bytes read (fewer only at the file's end). One
+    ``read`` returns at most ~2 GiB on Linux, so a larger array takes several."""
+    got = 0
+    while got < buf.nbytes:
+        n = f.readinto(buf[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 def _read_npy(path: Path) -> NDArray[Any] | None:
-    """A well-formed ``.npy`` file read in one ``readinto``, or None to let ``np.load`` read it.
+    """A well-formed ``.npy`` file read straight into its array, or None to let ``np.load`` read it.
 
     Why by hand: ``np.load`` parses every file's header with ``ast.literal_eval`` (a third
     of its time on a 256² float32 map); the files of a data set share a handful of headers,
@@ -32,7 +45,8 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
     truncated body — returns None (truncation: raises), so ``np.load`` keeps every error
     message and the pickle refusal.
     """
-    with open(path, "rb") as f:
+    f, st = open_regular(path)
+    with f:
         prefix = f.read(12)
         if len(prefix) < 10 or prefix[:6] != np.lib.format.MAGIC_PREFIX or prefix[6] not in (1, 2, 3):
             return None
@@ -45,8 +59,6 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
         head = prefix + f.read(start - len(prefix))
         parsed = _NPY_HEADERS.get(head)
         if parsed is None:
-            import io
-
             try:
                 fp = io.BytesIO(head)
                 version = np.lib.format.read_magic(fp)
@@ -61,11 +73,11 @@ def _read_npy(path: Path) -> NDArray[Any] | None:
                 _NPY_HEADERS[head] = parsed
         shape, fortran, dtype = parsed
         count = math.prod(shape)
-        have = os.fstat(f.fileno()).st_size - start
+        have = st.st_size - start
         if count * dtype.itemsize > have:  # before allocating what a corrupt header claims
             raise SegcpError(f"{path}: unreadable .npy file (truncated: {have} of {count * dtype.itemsize} data bytes)")
         flat = np.empty(count, dtype=dtype)
-        if flat.nbytes and f.readinto(flat.view(np.uint8).data) != flat.nbytes:
+        if _read_into(f, flat.view(np.uint8).data) != flat.nbytes:
             raise SegcpError(f"{path}: unreadable .npy file (shorter than its size while read)")
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -76,6 +88,7 @@ class NPY(Format):
 
     name = "NPY"
     suffixes = (".npy",)
+    opens_regular = True
 
     def read(self, path: Path, *, color: bool = False) -> tuple[NDArray[Any], tuple[float, ...] | None]:
         fast = _read_npy(path)
