@@ -18,7 +18,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from segcp.errors import SegcpError
-from segcp.io.files import check_regular_file
+from segcp.io.files import check_regular_file, open_regular
 from segcp.io.formats import Geometry, format_of, read_geometry, split_ext, suffixes
 
 __all__ = ["Geometry", "check_regular_file", "read_array", "read_geometry", "read_json", "read_probabilities", "split_ext"]
@@ -77,11 +77,12 @@ def _depth(obj: Any) -> int:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON object file with one-line errors (size and nesting are bounded)."""
     p = Path(path)
-    check_regular_file(p)
+    f, st = open_regular(p)  # what is read is what was checked: no FIFO swapped in between
     try:
-        if p.stat().st_size > MAX_JSON_BYTES:
-            raise SegcpError(f"{p}: larger than {MAX_JSON_BYTES // 2**20} MiB; not a segcp JSON file")
-        obj = json.loads(p.read_text())
+        with f:
+            if st.st_size > MAX_JSON_BYTES:
+                raise SegcpError(f"{p}: larger than {MAX_JSON_BYTES // 2**20} MiB; not a segcp JSON file")
+            obj = json.loads(f.read().decode("utf-8"))  # JSON's encoding (RFC 8259); segcp writes ASCII
     except RecursionError:
         raise SegcpError(f"{p}: JSON nested too deeply") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
